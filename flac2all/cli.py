@@ -1,0 +1,238 @@
+"""The ``flac2all`` command: argv -> Settings -> engine.run -> exit status.
+
+This is the one place where exceptions become messages and exit statuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from flac2all import __version__, codecs, engine
+from flac2all.errors import ExitStatus, Flac2allError, UsageError
+from flac2all.model import Layout, Settings
+from flac2all.progress import make_display
+
+DESCRIPTION = """\
+Convert every FLAC file under INPUTDIR into one or more formats, on all CPU
+cores. Outputs go to OUTDIR/<mode>/<path relative to INPUTDIR>; tags and
+cover art are carried over; existing outputs are skipped unless -f.
+"""
+
+EPILOG = """\
+modes (comma-separated, for example mp3,opus):
+{modes}
+
+encoder options:
+  --lame-options, --vorbis-options, --opus-options and --flac-options take
+  colon-separated options. For lame, each item gets one dash, as in the
+  original flac2all: '-preset standard:q 0' means --preset standard -q 0.
+  For oggenc, opusenc and flac, each item gets two dashes ('quality=5:resample
+  32000' means --quality=5 --resample 32000), or one dash if it is a single
+  letter or digit ('8' means -8 for flac); items already starting with a dash
+  are kept as they are.
+  --ffmpeg-options and --aac-options take comma-separated ffmpeg arguments
+  ('-b:a 160k,-cutoff 18000').
+
+results:
+  A summary is printed at the end and every task is logged, one CSV row each,
+  to OUTDIR/conversion_results.log (status SUCCESS..., or ERROR: <cause>).
+
+exit status:
+  0 all tasks succeeded or were skipped; 1 some task failed; 2 usage or
+  configuration error (including a missing encoder program); 130/143
+  interrupted by SIGINT/SIGTERM.
+"""
+
+
+def colon_options(spec: str, always_one_dash: bool = False) -> tuple[str, ...]:
+    """Split the original's colon syntax into argv words."""
+    words: list[str] = []
+    for piece in spec.split(":"):
+        try:
+            parts = shlex.split(piece)
+        except ValueError as exc:
+            raise UsageError(f"cannot parse encoder option '{piece}': {exc}") from None
+        if not parts:
+            continue
+        head = parts[0]
+        if always_one_dash:
+            head = "-" + head
+        elif not head.startswith("-"):
+            head = ("-" if len(head.split("=", 1)[0]) == 1 else "--") + head
+        words += [head, *parts[1:]]
+    return tuple(words)
+
+
+def comma_options(spec: str) -> tuple[str, ...]:
+    """Split ffmpeg options: comma-separated, each item split on blanks."""
+    words: list[str] = []
+    for piece in spec.split(","):
+        try:
+            words += shlex.split(piece)
+        except ValueError as exc:
+            raise UsageError(f"cannot parse ffmpeg option '{piece}': {exc}") from None
+    return tuple(words)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit status 2, as documented
+        self.print_usage(sys.stderr)
+        self.exit(ExitStatus.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    cpus = os.cpu_count() or 1
+    p = Parser(
+        prog="flac2all",
+        usage="flac2all MODE[,MODE...] [options] INPUTDIR",
+        description=DESCRIPTION,
+        epilog=EPILOG.format(modes=codecs.all_modes_help()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("mode", metavar="MODE[,MODE...]", help="output format(s), see the list below")
+    p.add_argument("inputdir", metavar="INPUTDIR", help="folder holding the FLAC files (searched recursively)")
+    p.add_argument("-o", "--outdir", metavar="DIR", default="./", help="output folder (default: ./)")
+    p.add_argument("-f", "--force", action="store_true", help="re-encode outputs that already exist")
+    p.add_argument(
+        "-t",
+        "--threads",
+        type=positive_int,
+        default=cpus,
+        metavar="N",
+        help=f"encoders running at once (default: the CPU count, here {cpus})",
+    )
+    p.add_argument(
+        "-n",
+        "--nodirs",
+        choices=["d", "m"],
+        help="'d': put all outputs directly in OUTDIR; 'm': keep the folder structure but no per-mode folders",
+    )
+    p.add_argument(
+        "-c",
+        "--copy",
+        action="store_true",
+        help="copy the non-FLAC files (cover.jpg, ...) into every mode's tree; unchanged copies are skipped",
+    )
+    p.add_argument(
+        "--lame-options",
+        default="-preset standard:q 0",
+        metavar="OPTS",
+        help="lame options (default: '-preset standard:q 0')",
+    )
+    p.add_argument(
+        "--vorbis-options", default="quality=2", metavar="OPTS", help="oggenc options (default: 'quality=2')"
+    )
+    p.add_argument("--opus-options", default="vbr", metavar="OPTS", help="opusenc options (default: 'vbr')")
+    p.add_argument("--flac-options", default="", metavar="OPTS", help="flac options (default: none)")
+    p.add_argument(
+        "--ffmpeg-options",
+        default="-b:a 128k",
+        metavar="OPTS",
+        help="ffmpeg options for f:<encoder> modes (default: '-b:a 128k')",
+    )
+    p.add_argument(
+        "--aac-options",
+        default="-b:a 192k",
+        metavar="OPTS",
+        help="ffmpeg options for the aac mode (default: '-b:a 192k')",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="fail a task that runs longer than this (default: 2 minutes plus 4x the audio's duration)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log every failing command line and its full output")
+    p.add_argument("--version", action="version", version=f"flac2all {__version__}")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
+    selected, notes = codecs.parse_modes(args.mode)
+    options = {
+        "lame": colon_options(args.lame_options, always_one_dash=True),
+        "vorbis": colon_options(args.vorbis_options),
+        "opus": colon_options(args.opus_options),
+        "flac": colon_options(args.flac_options),
+        "ffmpeg": comma_options(args.ffmpeg_options),
+        "aac": comma_options(args.aac_options),
+    }
+    settings = Settings(
+        input_dir=Path(os.path.abspath(args.inputdir)),
+        outdir=Path(os.path.abspath(args.outdir)),
+        modes=tuple(c.name for c in selected),
+        force=args.force,
+        threads=args.threads,
+        layout=Layout(args.nodirs) if args.nodirs else Layout.TREE,
+        copy=args.copy,
+        options=options,
+        timeout=args.timeout,
+    )
+    return settings, notes
+
+
+class StopOnSignal(threading.Event):
+    """Set by SIGINT, SIGTERM or SIGHUP; remembers which one."""
+
+    signum = signal.SIGINT
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.is_set():
+            return
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping the encoders and writing the log...", file=sys.stderr)
+        self.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    stop = StopOnSignal()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop.handle)
+    try:
+        settings, notes = settings_from(args)
+        for note in notes:
+            print(note, file=sys.stderr)
+        report = engine.run(settings, make_display(sys.stdout), stop)
+    except Flac2allError as exc:
+        print(f"flac2all: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    print(report.summary())
+    return report.exit_status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""What every codec is: a frozen record of facts plus one argv builder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Debian package that provides each program we may run; named in the error
+# shown when a program is missing.
+PACKAGES = {
+    "flac": "flac",
+    "metaflac": "flac",
+    "lame": "lame",
+    "oggenc": "vorbis-tools",
+    "opusenc": "opus-tools",
+    "ffmpeg": "ffmpeg",
+}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """The STREAMINFO facts a codec needs to build its command."""
+
+    sample_rate: int
+    channels: int
+    bits_per_sample: int
+    length: float  # seconds
+
+
+Command = list[str]
+
+
+def decode_command(source: Path) -> Command:
+    """flac decoding the source to WAV on stdout.
+
+    Every lossy encode starts with this stage: libFLAC checks every frame and
+    the STREAMINFO MD5, and exits non-zero on a truncated or corrupt source,
+    which a direct reader inside an encoder would often let pass.
+    """
+    return ["flac", "--decode", "--stdout", "--silent", "--", str(source)]
+
+
+def adapt_command(channels: int | None, rate: int | None, bits: int) -> Command:
+    """ffmpeg between decoder and encoder: downmix and/or resample WAV."""
+    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-f", "wav", "-i", "pipe:0"]
+    if channels is not None:
+        argv += ["-ac", str(channels)]
+    if rate is not None:
+        argv += ["-ar", str(rate)]
+    argv += ["-c:a", "pcm_s16le" if bits <= 16 else "pcm_s24le", "-f", "wav", "pipe:1"]
+    return argv
+
+
+def resample_target(rate: int, max_rate: int) -> int:
+    """The rate to resample an over-limit source to: 44.1 kHz for the 44.1
+    family (88.2, 176.4 kHz), else max_rate (96, 192 kHz and odd rates)."""
+    if rate % 44100 == 0 and max_rate >= 44100:
+        return 44100
+    return max_rate
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One output mode: how to name, build and tag its outputs.
+
+    ``commands`` returns the pipeline: a list of argv lists, each stage's
+    stdout feeding the next stage's stdin. The last stage writes ``output``.
+    """
+
+    name: str
+    extension: str
+    description: str
+    programs: tuple[str, ...]
+    tag_family: str  # "id3", "mp4", "vorbis", "flac" or "none"
+    option_family: str | None = None
+    default_options: tuple[str, ...] = ()
+    # What the encoder cannot take; a source beyond it is adapted by an
+    # ffmpeg stage (downmix to stereo, resample), never failed.
+    max_channels: int | None = None
+    max_rate: int | None = None
+    # Whether the output's duration can be read back and compared with the
+    # source's (a last guard against an encoder that stopped early).
+    checks_length: bool = True
+    # Whether the output must decode to exactly the source's samples
+    # (checked by comparing STREAMINFO MD5s).
+    keeps_md5: bool = False
+    # Whether outputs of this mode are audio that gets the source's tags.
+    tagged: bool = True
+
+    @property
+    def folder(self) -> str:
+        """The per-mode output folder name (``f:alac`` -> ``f_alac``)."""
+        return self.name.replace(":", "_")
+
+    def adaptation(self, info: AudioInfo) -> tuple[int | None, int | None]:
+        """(channels, rate) to convert the source to, None where it fits."""
+        channels = rate = None
+        if self.max_channels is not None and info.channels > self.max_channels:
+            channels = self.max_channels
+        if self.max_rate is not None and info.sample_rate > self.max_rate:
+            rate = resample_target(info.sample_rate, self.max_rate)
+        return channels, rate
+
+    def programs_for(self, info: AudioInfo) -> tuple[str, ...]:
+        """Programs this source needs (ffmpeg only when it must be adapted)."""
+        if self.adaptation(info) != (None, None) and "ffmpeg" not in self.programs:
+            return (*self.programs, "ffmpeg")
+        return self.programs
+
+    def commands(self, source: Path, output: Path, info: AudioInfo, options: tuple[str, ...]) -> list[Command]:
+        """The pipeline: decode, adapt if needed, encode into ``output``."""
+        stages = [decode_command(source)]
+        channels, rate = self.adaptation(info)
+        if channels is not None or rate is not None:
+            stages.append(adapt_command(channels, rate, info.bits_per_sample))
+        stages.append(self.encode_command(output, options))
+        return stages
+
+    def encode_command(self, output: Path, options: tuple[str, ...]) -> Command:
+        """The encoder stage, reading WAV on stdin and writing ``output``."""
+        raise NotImplementedError(self.name)

@@ -1,0 +1,146 @@
+"""Codecs run by ffmpeg: the ``aac`` mode and every ``f:<encoder>`` mode.
+
+One table maps an ffmpeg encoder to its container; ffmpeg itself picks a
+sample rate, sample format and channel layout the encoder accepts.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from flac2all.codecs.base import AudioInfo, Codec, Command, decode_command
+
+# encoder -> (extension, ffmpeg muxer, tag family)
+CONTAINERS: dict[str, tuple[str, str, str]] = {
+    "aac": (".m4a", "ipod", "mp4"),
+    "libfdk_aac": (".m4a", "ipod", "mp4"),
+    "alac": (".m4a", "ipod", "mp4"),
+    "libmp3lame": (".mp3", "mp3", "id3"),
+    "libshine": (".mp3", "mp3", "id3"),
+    "libopus": (".opus", "opus", "vorbis"),
+    "opus": (".opus", "opus", "vorbis"),
+    "libvorbis": (".ogg", "ogg", "vorbis"),
+    "vorbis": (".ogg", "ogg", "vorbis"),
+    "flac": (".flac", "flac", "flac"),
+    "mp2": (".mp2", "mp2", "none"),
+    "mp2fixed": (".mp2", "mp2", "none"),
+    "libtwolame": (".mp2", "mp2", "none"),
+    "ac3": (".ac3", "ac3", "none"),
+    "ac3_fixed": (".ac3", "ac3", "none"),
+    "eac3": (".eac3", "eac3", "none"),
+    "dca": (".dts", "dts", "none"),
+    "truehd": (".thd", "truehd", "none"),
+    "mlp": (".mlp", "mlp", "none"),
+    "wavpack": (".wv", "wv", "none"),
+    "tta": (".tta", "tta", "none"),
+    "wmav1": (".wma", "asf", "none"),
+    "wmav2": (".wma", "asf", "none"),
+    "libspeex": (".spx", "spx", "none"),
+    "libgsm": (".gsm", "gsm", "none"),
+    "g722": (".g722", "g722", "none"),
+    "libcodec2": (".c2", "codec2", "none"),
+    "dfpwm": (".dfpwm", "dfpwm", "none"),
+    "aptx": (".aptx", "aptx", "none"),
+    "aptx_hd": (".aptxhd", "aptx_hd", "none"),
+    "pcm_alaw": (".wav", "wav", "none"),
+    "pcm_mulaw": (".wav", "wav", "none"),
+    "adpcm_ima_wav": (".wav", "wav", "none"),
+    "adpcm_ms": (".wav", "wav", "none"),
+}
+# Anything not above goes into Matroska audio, which carries any codec.
+FALLBACK = (".mka", "matroska", "none")
+
+
+def container_for(encoder: str) -> tuple[str, str, str]:
+    """(extension, muxer, tag family) for an ffmpeg audio encoder."""
+    if encoder in CONTAINERS:
+        return CONTAINERS[encoder]
+    if encoder.startswith("pcm_"):
+        if encoder.endswith("be"):
+            return (".aiff", "aiff", "none")
+        return (".wav", "wav", "none")
+    return FALLBACK
+
+
+@functools.cache
+def audio_encoders() -> dict[str, tuple[str, bool]]:
+    """ffmpeg's audio encoders: name -> (description, experimental).
+
+    Probed once per process, and only when an ffmpeg mode is asked for.
+    Empty when ffmpeg is not installed.
+    """
+    try:
+        out = subprocess.run(
+            ["ffmpeg", "-hide_banner", "-nostdin", "-encoders"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    found = {}
+    for line in out.splitlines():
+        parts = line.split(None, 2)
+        # " A..X.D name   description"; the legend lines end in "= ...".
+        if len(parts) == 3 and len(parts[0]) == 6 and parts[0][0] == "A" and not parts[2].startswith("="):
+            found[parts[1]] = (parts[2].strip(), parts[0][3] == "X")
+    return found
+
+
+@dataclass(frozen=True)
+class Ffmpeg(Codec):
+    encoder: str = ""
+    muxer: str = ""
+    experimental: bool = False
+
+    def commands(self, source: Path, output: Path, info: AudioInfo, options: tuple[str, ...]) -> list[Command]:
+        return [decode_command(source), self.encode_command(output, options)]
+
+    def encode_command(self, output: Path, options: tuple[str, ...]) -> Command:
+        argv = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-f", "wav", "-i", "pipe:0"]
+        # Tags are written afterwards from the source, never by ffmpeg.
+        argv += ["-map_metadata", "-1", "-vn", "-c:a", self.encoder]
+        if self.experimental:
+            argv += ["-strict", "experimental"]
+        # "file:" so that no name is read as a protocol or an option.
+        argv += [*options, "-f", self.muxer, "-y", "file:" + str(output)]
+        return argv
+
+
+AAC = Ffmpeg(
+    name="aac",
+    extension=".m4a",
+    description="AAC in .m4a with ffmpeg's native encoder (default options: -b:a 192k)",
+    programs=("flac", "ffmpeg"),
+    tag_family="mp4",
+    option_family="aac",
+    default_options=("-b:a", "192k"),
+    encoder="aac",
+    muxer="ipod",
+)
+
+
+def ffmpeg_codec(encoder: str) -> Codec | None:
+    """The ``f:<encoder>`` codec, or None if ffmpeg has no such audio encoder."""
+    encoders = audio_encoders()
+    if encoder not in encoders:
+        return None
+    description, experimental = encoders[encoder]
+    extension, muxer, family = container_for(encoder)
+    return Ffmpeg(
+        name="f:" + encoder,
+        extension=extension,
+        description=f"{description} with ffmpeg, in {extension} (default options: -b:a 128k)",
+        programs=("flac", "ffmpeg"),
+        tag_family=family,
+        option_family="ffmpeg",
+        default_options=("-b:a", "128k"),
+        encoder=encoder,
+        muxer=muxer,
+        experimental=experimental,
+    )

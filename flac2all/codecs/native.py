@@ -1,0 +1,99 @@
+"""The codecs run by their own reference encoders: lame, oggenc, opusenc,
+flac, and the ``test`` mode (a full decode by flac)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from flac2all.codecs.base import AudioInfo, Codec, Command
+
+
+@dataclass(frozen=True)
+class Lame(Codec):
+    def encode_command(self, output: Path, options: tuple[str, ...]) -> Command:
+        return ["lame", "--quiet", *options, "-", str(output)]
+
+
+@dataclass(frozen=True)
+class Oggenc(Codec):
+    def encode_command(self, output: Path, options: tuple[str, ...]) -> Command:
+        return ["oggenc", "--quiet", *options, "--output", str(output), "-"]
+
+
+@dataclass(frozen=True)
+class Opusenc(Codec):
+    def encode_command(self, output: Path, options: tuple[str, ...]) -> Command:
+        return ["opusenc", "--quiet", *options, "-", str(output)]
+
+
+@dataclass(frozen=True)
+class Flac(Codec):
+    """Re-encode through WAV: the decoder checks the source's MD5 (flac
+    reading FLAC directly does not), and the bit depth survives the pipe."""
+
+    def encode_command(self, output: Path, options: tuple[str, ...]) -> Command:
+        return ["flac", "--silent", *options, "--output-name", str(output), "-"]
+
+
+@dataclass(frozen=True)
+class FlacTest(Codec):
+    """The ``test`` mode: a full decode with flac's analysis output kept."""
+
+    def commands(self, source: Path, output: Path, info: AudioInfo, options: tuple[str, ...]) -> list[Command]:
+        # --analyze is --decode writing frame analysis instead of audio: the
+        # same full decode and MD5 check.
+        return [["flac", "--analyze", "--silent", "--output-name", str(output), "--", str(source)]]
+
+
+MP3 = Lame(
+    name="mp3",
+    extension=".mp3",
+    description="MP3 with lame (default options: --preset standard -q 0)",
+    programs=("flac", "lame"),
+    tag_family="id3",
+    option_family="lame",
+    default_options=("--preset", "standard", "-q", "0"),
+    max_channels=2,
+    max_rate=48000,
+)
+
+VORBIS = Oggenc(
+    name="vorbis",
+    extension=".ogg",
+    description="Ogg Vorbis with oggenc (default options: --quality=2)",
+    programs=("flac", "oggenc"),
+    tag_family="vorbis",
+    option_family="vorbis",
+    default_options=("--quality=2",),
+)
+
+OPUS = Opusenc(
+    name="opus",
+    extension=".opus",
+    description="Opus with opusenc (default options: --vbr)",
+    programs=("flac", "opusenc"),
+    tag_family="vorbis",
+    option_family="opus",
+    default_options=("--vbr",),
+)
+
+FLAC = Flac(
+    name="flac",
+    extension=".flac",
+    description="FLAC re-encoded with flac; the audio (and its MD5) stays identical",
+    programs=("flac",),
+    tag_family="flac",
+    option_family="flac",
+    keeps_md5=True,
+)
+
+TEST = FlacTest(
+    name="test",
+    extension=".ana",
+    description="verify the source: full decode and MD5 check by flac, analysis kept as .ana",
+    programs=("flac",),
+    tag_family="none",
+    checks_length=False,
+    tagged=False,
+)

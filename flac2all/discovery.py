@@ -1,0 +1,78 @@
+"""Walk the input tree: FLAC sources and the other files, sorted.
+
+No side effects; nothing here opens a file's content.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flac2all.runner import TEMP_NAME
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file of the input tree."""
+
+    path: Path  # absolute
+    rel: Path  # relative to the input folder
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Tree:
+    flacs: list[Source] = field(default_factory=list)
+    others: list[Source] = field(default_factory=list)
+    # (path, cause) for folders that could not be listed
+    errors: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def is_flac_name(name: str) -> bool:
+    return name.lower().endswith(".flac")
+
+
+def discover(input_dir: Path, prune: frozenset[Path] = frozenset()) -> Tree:
+    """Every file under ``input_dir`` (absolute), sorted by relative path.
+
+    Folders in ``prune`` (the output folders when they sit inside the input)
+    are not entered. Symbolic links to folders are not followed, so a link
+    loop cannot make the walk endless; links to files are sources like any
+    other, and a dangling one fails as its task with a clear message.
+    """
+    tree = Tree()
+    stack = [input_dir]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            tree.errors.append((folder, exc.strerror or str(exc)))
+            continue
+        subdirs = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if path not in prune and not entry.is_symlink():
+                    subdirs.append(path)
+                continue
+            if TEMP_NAME.fullmatch(entry.name):
+                continue
+            try:
+                st = entry.stat()
+                size, mtime_ns = st.st_size, st.st_mtime_ns
+            except OSError:
+                size = mtime_ns = 0  # dangling link: its task says why
+            source = Source(path, path.relative_to(input_dir), size, mtime_ns)
+            (tree.flacs if is_flac_name(entry.name) else tree.others).append(source)
+        stack.extend(sorted(subdirs, reverse=True))
+    tree.flacs.sort(key=lambda s: s.rel.parts)
+    tree.others.sort(key=lambda s: s.rel.parts)
+    return tree

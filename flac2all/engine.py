@@ -1,0 +1,187 @@
+"""A whole local run, usable from Python without the CLI:
+discovery -> plan -> pool -> report.
+
+    from pathlib import Path
+    from flac2all.engine import convert
+    report = convert(Path("music"), Path("out"), "mp3,opus", threads=2)
+    print(report.summary())
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from flac2all import codecs, discovery, plan, runner
+from flac2all.codecs import Codec
+from flac2all.codecs.base import PACKAGES
+from flac2all.errors import MissingProgramError, OutdirBusyError, UsageError
+from flac2all.model import Layout, Settings, Status, Task, TaskResult
+from flac2all.pool import run_local
+from flac2all.report import LOG_NAME, Report
+
+STATE_DIR = ".flac2all"
+
+
+class Display(Protocol):
+    def begin(self, total: int) -> None: ...
+    def started(self, task: Task) -> None: ...
+    def finished(self, result: TaskResult) -> None: ...
+    def end(self) -> None: ...
+
+
+class Silent:
+    """The display for library use: shows nothing."""
+
+    def begin(self, total: int) -> None:
+        pass
+
+    def started(self, task: Task) -> None:
+        pass
+
+    def finished(self, result: TaskResult) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+def check_programs(selected: tuple[Codec, ...]) -> None:
+    """Fail before any work when an encoder program is missing."""
+    for codec in selected:
+        for program in codec.programs:
+            if shutil.which(program) is None:
+                raise MissingProgramError(
+                    f"mode {codec.name} needs the program '{program}', which is not installed "
+                    f"(install the Debian package: apt-get install {PACKAGES.get(program, program)})"
+                )
+
+
+def prune_set(settings: Settings, selected: tuple[Codec, ...]) -> frozenset[Path]:
+    """Output folders the input walk must not enter.
+
+    The whole output folder when it lies inside the input; its per-mode
+    folders and state when the input lies inside the output (or is it).
+    """
+    inp, out = settings.input_dir, settings.outdir
+    if out != inp and out.is_relative_to(inp):
+        return frozenset({out})
+    return frozenset({out / c.folder for c in selected} | {out / STATE_DIR})
+
+
+@contextmanager
+def outdir_lock(outdir: Path) -> Iterator[None]:
+    """One run at a time per output folder (two would race on the same
+    outputs and delete each other's temp files)."""
+    state = outdir / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / "lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutdirBusyError(f"another flac2all run is writing into {outdir}; wait for it to finish") from None
+        yield
+
+
+def remove_stale_temps(folders: set[Path]) -> int:
+    """Delete temp files a killed run left in the output folders."""
+    removed = 0
+    for folder in folders:
+        try:
+            with os.scandir(folder) as it:
+                stale = [e.path for e in it if runner.TEMP_NAME.fullmatch(e.name)]
+        except OSError:
+            continue
+        for path in stale:
+            try:
+                os.unlink(path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def run(
+    settings: Settings,
+    display: Display | None = None,
+    stop: threading.Event | None = None,
+) -> Report:
+    """Convert ``settings.input_dir`` as configured; return the Report (with
+    its CSV log written). Set ``stop`` to end the run early."""
+    display = display or Silent()
+    stop = stop or threading.Event()
+    started = time.monotonic()
+    selected = tuple(codecs.resolve(m) for m in settings.modes)
+    check_programs(selected)
+    if not settings.input_dir.is_dir():
+        raise UsageError(f"input folder {settings.input_dir} does not exist or is not a folder")
+    try:
+        settings.outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {settings.outdir}: {exc.strerror}") from None
+    report = Report(modes=tuple(c.name for c in selected))
+    with outdir_lock(settings.outdir):
+        tree = discovery.discover(settings.input_dir, prune_set(settings, selected))
+        the_plan = plan.build(tree, selected, settings)
+        remove_stale_temps({t.output.parent for t in the_plan.tasks})
+        report.sources = len(tree.flacs)
+        errors = [
+            TaskResult(Task(path, "-", Path(""), plan.Action.SKIP), Status.FAILED, f"cannot read folder: {cause}", 1)
+            for path, cause in tree.errors
+        ]
+        report.issued = len(the_plan.tasks) + len(the_plan.refused) + len(errors)
+        display.begin(report.issued)
+
+        def record(result: TaskResult) -> None:
+            report.add(result)
+            display.finished(result)
+
+        for result in [*errors, *the_plan.refused]:
+            record(result)
+        processes = runner.ProcessGroup()
+        todo = []
+        for task in the_plan.tasks:
+            if task.action is plan.Action.SKIP:
+                record(runner.execute(task, settings, processes))
+            else:
+                todo.append(task)
+        try:
+            run_local(todo, settings, processes, stop, display.started, record)
+        finally:
+            display.end()
+        if stop.is_set():
+            report.interrupted_by = getattr(stop, "signum", 2)
+        report.wall_time = time.monotonic() - started
+        report.write_csv(settings.outdir / LOG_NAME)
+    return report
+
+
+def convert(
+    input_dir: Path | str,
+    outdir: Path | str,
+    modes: str,
+    **options,
+) -> Report:
+    """Library entry point: ``convert("music", "out", "mp3,opus", threads=2)``.
+
+    ``options`` are Settings fields (force, threads, layout, copy, options,
+    timeout). Raises Flac2allError for a configuration error; failed files
+    are in the returned Report.
+    """
+    selected, _ = codecs.parse_modes(modes)
+    if isinstance(options.get("layout"), str):
+        options["layout"] = Layout(options["layout"])
+    settings = Settings(
+        input_dir=Path(input_dir).absolute(),
+        outdir=Path(outdir).absolute(),
+        modes=tuple(c.name for c in selected),
+        **options,
+    )
+    return run(settings)

@@ -1,0 +1,97 @@
+"""The task model shared by local and cluster mode.
+
+A run is a list of Tasks (one per source file and mode), each executed by
+``runner.execute`` into one TaskResult, which ``report`` turns into the
+summary, the CSV log and the exit status.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from types import MappingProxyType
+
+
+class Action(Enum):
+    """What a task does to its output."""
+
+    ENCODE = "encode"
+    COPY = "copy"
+    SKIP = "skip"
+
+
+class Status(Enum):
+    """How a task ended."""
+
+    SUCCESS = "success"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class Layout(Enum):
+    """Where outputs go (the original's ``-n/--nodirs``)."""
+
+    TREE = "tree"  # OUTDIR/<mode>/<relative path>
+    FLAT = "d"  # OUTDIR/<file name>
+    NO_MODE_DIRS = "m"  # OUTDIR/<relative path>
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that shapes a run, decided once by the CLI (or a caller)."""
+
+    input_dir: Path
+    outdir: Path
+    modes: tuple[str, ...]
+    force: bool = False
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    layout: Layout = Layout.TREE
+    copy: bool = False
+    # Encoder options per option family ("lame", "vorbis", "opus", "flac",
+    # "ffmpeg", "aac"), already split into argv words. A family that is
+    # missing gets the codec's defaults.
+    options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Seconds one task may run; None derives it from the audio's duration.
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One (source file, mode) pair and what to do with it."""
+
+    source: Path
+    mode: str
+    output: Path
+    action: Action
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The outcome of one task; one row of the CSV log."""
+
+    task: Task
+    status: Status
+    message: str = ""
+    returncode: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not Status.FAILED
+
+    @property
+    def status_text(self) -> str:
+        """The CSV's conversion_status: SUCCESS... or ERROR..., so that
+        ``grep -v SUCCESS`` lists exactly the problems."""
+        if self.status is Status.FAILED:
+            return f"ERROR: {self.message}" if self.message else "ERROR"
+        if self.message:
+            return f"SUCCESS ({self.message})"
+        return "SUCCESS"

@@ -1,0 +1,59 @@
+"""Local parallel execution: at most ``threads`` tasks (and so encoders) at
+once, each through ``runner.execute``.
+
+Threads suffice: the work happens in encoder processes, and a thread per slot
+keeps cancellation simple (one ProcessGroup to kill, one queue to drain).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable
+
+from flac2all import runner
+from flac2all.model import Settings, Task, TaskResult
+
+
+def run_local(
+    tasks: Iterable[Task],
+    settings: Settings,
+    processes: runner.ProcessGroup,
+    stop: threading.Event,
+    on_start: Callable[[Task], None],
+    on_result: Callable[[TaskResult], None],
+) -> None:
+    """Run ``tasks`` in order of the iterable, reporting in the calling thread.
+
+    When ``stop`` is set, running encoders are killed, no new task starts, and
+    this returns once every thread has cleaned up its temp files.
+    """
+    todo = iter(tasks)
+    lock = threading.Lock()
+    events: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                task = next(todo, None)
+            if task is None:
+                return
+            events.put((on_start, task))
+            try:
+                events.put((on_result, runner.execute(task, settings, processes)))
+            except runner.Interrupted:
+                return
+
+    threads = [threading.Thread(target=work, name=f"slot-{i}", daemon=True) for i in range(max(1, settings.threads))]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads) or not events.empty():
+        if stop.is_set() and not processes.stopping:
+            processes.stop()
+        try:
+            callback, item = events.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        callback(item)
+    for t in threads:
+        t.join()

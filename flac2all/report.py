@@ -1,0 +1,126 @@
+"""Results -> the summary, the CSV log and the exit status."""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flac2all.errors import ExitStatus
+from flac2all.model import Status, TaskResult
+
+CSV_HEADER = ("infile", "outfile", "format", "conversion_status", "return_code", "execution_time")
+LOG_NAME = "conversion_results.log"
+
+
+def printable(path: os.PathLike | str) -> str:
+    """A path as text that any terminal can show (undecodable bytes escaped)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+@dataclass
+class Report:
+    """Everything a run produced, and what to make of it."""
+
+    modes: tuple[str, ...]
+    sources: int = 0  # FLAC files found on input
+    issued: int = 0  # tasks issued (all results expected)
+    results: list[TaskResult] = field(default_factory=list)
+    wall_time: float = 0.0
+    interrupted_by: int | None = None  # signal number
+    log_path: Path | None = None
+
+    def add(self, result: TaskResult) -> None:
+        self.results.append(result)
+
+    @property
+    def failures(self) -> list[TaskResult]:
+        return [r for r in self.results if r.status is Status.FAILED]
+
+    def count(self, status: Status) -> int:
+        return sum(1 for r in self.results if r.status is status)
+
+    @property
+    def complete(self) -> bool:
+        """Every task issued has exactly one result."""
+        return len(self.results) == self.issued
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        if self.interrupted_by is not None:
+            return ExitStatus(128 + self.interrupted_by)
+        if self.failures or not self.complete:
+            return ExitStatus.FAILURES
+        return ExitStatus.OK
+
+    def write_csv(self, path: Path) -> None:
+        """The CSV log (RFC 4180), written atomically; rows sorted by source
+        then mode so that two runs compare with diff."""
+        rows = sorted(self.results, key=lambda r: (os.fsencode(r.task.source), r.task.mode))
+        tmp = path.with_name(f".{path.name}.tmp")
+        # surrogateescape writes undecodable file names back as their bytes.
+        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+            writer = csv.writer(f)
+            writer.writerow(CSV_HEADER)
+            for r in rows:
+                writer.writerow(
+                    (r.task.source, r.task.output, r.task.mode, r.status_text, r.returncode, f"{r.elapsed:.3f}")
+                )
+        os.replace(tmp, path)
+        self.log_path = path
+
+    def summary(self) -> str:
+        total = len(self.results)
+        converted = self.count(Status.SUCCESS)
+        skipped = self.count(Status.SKIPPED)
+        failed = self.count(Status.FAILED)
+        rate = 100.0 * total / self.issued if self.issued else 100.0
+        error_rate = 100.0 * failed / total if total else 0.0
+        lines = [
+            "",
+            "| Summary " + "=" * 71,
+            f"    Total files on input: {self.sources} ({self.issued} tasks in {len(self.modes)} mode(s))",
+            f"    Total files actually processed: {total}",
+            "    --",
+            f"    Execution rate: {rate:.2f}%",
+            f"    Files we managed to convert successfully: {converted}",
+            f"    Files skipped (output already there): {skipped}",
+            f"    Files we failed to convert due to errors: {failed}",
+            "    --",
+            f"    Conversion error rate: {error_rate:.2f}%",
+            f"    Wall time: {format_duration(self.wall_time)}",
+        ]
+        for mode in self.modes:
+            times = [r.elapsed for r in self.results if r.task.mode == mode and r.status is not Status.SKIPPED]
+            lines.append(f"    For mode: {mode}")
+            if not times:
+                lines.append("        No data")
+                continue
+            lines += [
+                f"        Total execution time: {format_duration(sum(times))}",
+                "        Per file conversion:",
+                f"            Mean execution time: {statistics.fmean(times):.4f} seconds",
+                f"            Median execution time: {statistics.median(times):.4f} seconds",
+            ]
+        if not self.complete and self.interrupted_by is None:
+            lines.append(f"    ERROR: {self.issued} tasks were issued but {total} results came back")
+        if self.interrupted_by is not None:
+            lines.append(f"    Interrupted: {self.issued - total} task(s) did not run; run again to finish them")
+        if self.failures:
+            lines.append(f"    Failed ({failed}):")
+            lines += [f"        {printable(r.task.source)} [{r.task.mode}]: {r.message}" for r in self.failures[:20]]
+            if failed > 20:
+                lines.append(f"        ... and {failed - 20} more (grep -v SUCCESS on the log)")
+        if self.log_path is not None:
+            lines.append(f"    Log written to: {printable(self.log_path)}")
+        return "\n".join(lines)
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 600:
+        return f"{seconds:.4f} seconds"
+    if seconds < 3600:
+        return f"{seconds / 60:.4f} minutes"
+    return f"{seconds / 3600:.4f} hours"

@@ -1,0 +1,270 @@
+"""Execute one task: the only module that starts encoder processes.
+
+``execute(task, settings, processes)`` turns a Task into a TaskResult. Local
+mode calls it from a thread pool; cluster workers call the very same function.
+Outputs are written under a temporary name beside their final name and
+renamed into place only when the encoder, the checks and the tagging all
+succeeded, so a file under a final name is always complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mutagen
+from mutagen.flac import FLAC
+
+from flac2all import codecs, tags
+from flac2all.codecs.base import PACKAGES
+from flac2all.errors import TaskError
+from flac2all.model import Action, Settings, Status, Task, TaskResult
+
+log = logging.getLogger("flac2all")
+
+TEMP_PREFIX = ".flac2all-tmp-"
+TEMP_NAME = re.compile(r"\.flac2all-tmp-[0-9a-f]{12}(\.[^/]*)?")
+STDERR_TAIL = 64 * 1024
+
+
+class Interrupted(Exception):
+    """The run is being stopped; the task has no result."""
+
+
+class ProcessGroup:
+    """Every process the runner has started and not yet reaped.
+
+    ``stop()`` kills them all and refuses new ones: that is how Ctrl-C,
+    SIGTERM and a cluster shutdown end the encoders at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def start(self, argv: list[str], **kwargs) -> subprocess.Popen:
+        with self._lock:
+            if self.stopping:
+                raise Interrupted()
+            # A session of its own: the terminal's Ctrl-C reaches only us,
+            # and we end each encoder (and anything it started) ourselves.
+            proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+            self._procs.add(proc)
+            return proc
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        if proc.returncode is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def reap(self, proc: subprocess.Popen) -> None:
+        self.kill(proc)
+        proc.wait()
+        with self._lock:
+            self._procs.discard(proc)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopping = True
+            procs = list(self._procs)
+        for proc in procs:
+            self.kill(proc)
+
+
+def last_error_line(stderr: str) -> str:
+    """The encoder's own most telling line: the last one mentioning an
+    error, else the last non-empty one."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "error" in line.lower():
+            return line[:300]
+    return lines[-1][:300] if lines else ""
+
+
+def read_tail(fileobj) -> str:
+    size = fileobj.seek(0, os.SEEK_END)
+    fileobj.seek(max(0, size - STDERR_TAIL))
+    return fileobj.read().decode("utf-8", "replace")
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+def run_pipeline(stages: list[list[str]], timeout: float, processes: ProcessGroup) -> None:
+    """Run ``stage0 | stage1 | ...``; raise TaskError unless every stage
+    exits 0 within ``timeout`` seconds."""
+    procs: list[subprocess.Popen] = []
+    errfiles = []
+    try:
+        upstream = subprocess.DEVNULL
+        for i, argv in enumerate(stages):
+            errfile = tempfile.TemporaryFile()
+            errfiles.append(errfile)
+            last = i == len(stages) - 1
+            try:
+                proc = processes.start(
+                    argv, stdin=upstream, stdout=subprocess.DEVNULL if last else subprocess.PIPE, stderr=errfile
+                )
+            except FileNotFoundError:
+                package = PACKAGES.get(argv[0], argv[0])
+                raise TaskError(f"{argv[0]} is not installed (Debian package: {package})", 127) from None
+            finally:
+                if upstream is not subprocess.DEVNULL:
+                    upstream.close()  # the next stage holds it now
+            upstream = proc.stdout
+            procs.append(proc)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise TaskError(f"{Path(proc.args[0]).name} timed out after {timeout:.0f} s", -signal.SIGKILL) from None
+        if processes.stopping and any(p.returncode != 0 for p in procs):
+            raise Interrupted()
+        failed = [p for p in procs if p.returncode != 0]
+        if failed:
+            # A stage killed by SIGPIPE only shows that the next one died
+            # first: the first other failure is the cause.
+            cause = next((p for p in failed if p.returncode != -signal.SIGPIPE), failed[0])
+            stderr = read_tail(errfiles[procs.index(cause)])
+            for p, f in zip(procs, errfiles, strict=True):
+                log.debug("%s -> %s\n%s", shlex.join(p.args), p.returncode, read_tail(f))
+            detail = last_error_line(stderr)
+            message = f"{Path(cause.args[0]).name} {describe_exit(cause.returncode)}"
+            raise TaskError(f"{message}: {detail}" if detail else message, cause.returncode)
+    finally:
+        for proc in procs:
+            processes.reap(proc)
+        for errfile in errfiles:
+            errfile.close()
+
+
+def temp_path(final: Path) -> Path:
+    """A hidden name beside ``final`` that keeps its extension (encoders and
+    mutagen choose the format by it)."""
+    return final.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}{final.suffix}")
+
+
+@contextmanager
+def staged(final: Path) -> Iterator[Path]:
+    """Yield a temp path; whatever is left there afterwards is removed."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TaskError(f"cannot create folder {final.parent}: {tags.describe_oserror(exc)}") from None
+    tmp = temp_path(final)
+    try:
+        yield tmp
+    finally:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def commit(tmp: Path, final: Path) -> None:
+    """Atomically put a finished temp file under its final name."""
+    try:
+        os.replace(tmp, final)
+    except OSError as exc:
+        raise TaskError(f"cannot write {final}: {tags.describe_oserror(exc)}") from None
+
+
+def default_timeout(length: float) -> float:
+    """Seconds a task may take: generous (a quarter of real time plus two
+    minutes), but a hung encoder never blocks a run forever."""
+    return 120.0 + 4.0 * length
+
+
+def check_output(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta) -> None:
+    """Refuse an output that is empty, shorter or longer than its source, or
+    (for flac) whose audio differs from the source's."""
+    try:
+        if tmp.stat().st_size == 0:
+            raise TaskError("encoder wrote an empty file")
+    except FileNotFoundError:
+        raise TaskError("encoder wrote no output file") from None
+    if not codec.checks_length:
+        return
+    try:
+        out = mutagen.File(tmp)
+    except mutagen.MutagenError as exc:
+        raise TaskError(f"encoder output is unreadable: {exc}") from None
+    length = getattr(getattr(out, "info", None), "length", None)
+    if length:
+        tolerance = 0.1 + 0.005 * meta.info.length
+        if abs(length - meta.info.length) > tolerance:
+            raise TaskError(f"output lasts {length:.2f} s but the source {meta.info.length:.2f} s")
+    if codec.keeps_md5 and meta.md5:
+        if FLAC(tmp).info.md5_signature != meta.md5:
+            raise TaskError("re-encoded audio differs from the source (MD5 mismatch)")
+
+
+def encode(task: Task, settings: Settings, processes: ProcessGroup) -> str:
+    """Encode, check and tag one output. Returns a note for the result."""
+    codec = codecs.resolve(task.mode)
+    meta = tags.read_source(task.source)
+    options = settings.options.get(codec.option_family or "", codec.default_options)
+    timeout = settings.timeout if settings.timeout is not None else default_timeout(meta.info.length)
+    with staged(task.output) as tmp:
+        run_pipeline(codec.commands(task.source, tmp, meta.info, tuple(options)), timeout, processes)
+        check_output(codec, tmp, meta)
+        warnings = tags.write_tags(tmp, codec.tag_family, meta) if codec.tagged else []
+        commit(tmp, task.output)
+    for warning in warnings:
+        log.warning("%s: %s", task.source, warning)
+    return "; ".join(warnings)
+
+
+def copy(task: Task) -> str:
+    with staged(task.output) as tmp:
+        try:
+            shutil.copy2(task.source, tmp)
+        except OSError as exc:
+            raise TaskError(f"cannot copy: {tags.describe_oserror(exc)}") from None
+        commit(tmp, task.output)
+    return "copied"
+
+
+def execute(task: Task, settings: Settings, processes: ProcessGroup) -> TaskResult:
+    """Run one task to its result; never raises for a bad file.
+
+    Raises Interrupted when the run is being stopped (the task then has no
+    result and its temp file is gone).
+    """
+    if task.action is Action.SKIP:
+        return TaskResult(task, Status.SKIPPED, "skipped: output exists", 0, -1.0)
+    started = time.monotonic()
+    try:
+        note = copy(task) if task.action is Action.COPY else encode(task, settings, processes)
+    except TaskError as exc:
+        if processes.stopping:
+            raise Interrupted() from None
+        return TaskResult(task, Status.FAILED, exc.message, exc.returncode, time.monotonic() - started)
+    except Interrupted:
+        raise
+    except Exception as exc:  # a bug must fail one task, not the run
+        log.exception("internal error on %s (%s)", task.source, task.mode)
+        return TaskResult(task, Status.FAILED, f"internal error: {exc!r}", 1, time.monotonic() - started)
+    return TaskResult(task, Status.SUCCESS, note, 0, time.monotonic() - started)
