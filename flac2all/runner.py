@@ -37,6 +37,9 @@ log = logging.getLogger("flac2all")
 TEMP_PREFIX = ".flac2all-tmp-"
 TEMP_NAME = re.compile(r"\.flac2all-tmp-[0-9a-f]{12}(\.[^/]*)?")
 STDERR_TAIL = 64 * 1024
+# util-linux's setpriv sets the parent-death signal and execs the encoder
+# (safer than a preexec_fn, which may deadlock in a threaded parent).
+SETPRIV = shutil.which("setpriv")
 
 
 class Interrupted(Exception):
@@ -56,6 +59,12 @@ class ProcessGroup:
         self.stopping = False
 
     def start(self, argv: list[str], **kwargs) -> subprocess.Popen:
+        if shutil.which(argv[0]) is None:
+            raise FileNotFoundError(argv[0])
+        if SETPRIV:
+            # Killed with us even when we are killed with SIGKILL: no encoder
+            # outlives the run to write into a folder after we are gone.
+            argv = [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
         with self._lock:
             if self.stopping:
                 raise Interrupted()
@@ -139,7 +148,8 @@ def run_pipeline(stages: list[list[str]], timeout: float, processes: ProcessGrou
             try:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                raise TaskError(f"{Path(proc.args[0]).name} timed out after {timeout:.0f} s", -signal.SIGKILL) from None
+                name = stages[procs.index(proc)][0]
+                raise TaskError(f"{name} timed out after {timeout:.0f} s", -signal.SIGKILL) from None
         if processes.stopping and any(p.returncode != 0 for p in procs):
             raise Interrupted()
         failed = [p for p in procs if p.returncode != 0]
@@ -147,11 +157,11 @@ def run_pipeline(stages: list[list[str]], timeout: float, processes: ProcessGrou
             # A stage killed by SIGPIPE only shows that the next one died
             # first: the first other failure is the cause.
             cause = next((p for p in failed if p.returncode != -signal.SIGPIPE), failed[0])
-            stderr = read_tail(errfiles[procs.index(cause)])
-            for p, f in zip(procs, errfiles, strict=True):
-                log.debug("%s -> %s\n%s", shlex.join(p.args), p.returncode, read_tail(f))
-            detail = last_error_line(stderr)
-            message = f"{Path(cause.args[0]).name} {describe_exit(cause.returncode)}"
+            index = procs.index(cause)
+            for argv, p, f in zip(stages, procs, errfiles, strict=False):
+                log.debug("%s -> %s\n%s", shlex.join(argv), p.returncode, read_tail(f))
+            detail = last_error_line(read_tail(errfiles[index]))
+            message = f"{stages[index][0]} {describe_exit(cause.returncode)}"
             raise TaskError(f"{message}: {detail}" if detail else message, cause.returncode)
     finally:
         for proc in procs:

@@ -46,6 +46,8 @@ def read_source(path: Path) -> SourceMeta:
     or not FLAC.
     """
     try:
+        if path.stat().st_size == 0:
+            raise TaskError("not a FLAC file (empty, 0 bytes)")
         flac = FLAC(path)
     except FLACNoHeaderError:
         raise TaskError("not a FLAC file (no fLaC header)") from None
