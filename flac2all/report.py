@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flac2all.errors import ExitStatus
-from flac2all.model import Status, TaskResult
+from flac2all.model import Action, Status, TaskResult
 
 CSV_HEADER = ("infile", "outfile", "format", "conversion_status", "return_code", "execution_time")
 LOG_NAME = "conversion_results.log"
@@ -73,7 +73,8 @@ class Report:
 
     def summary(self) -> str:
         total = len(self.results)
-        converted = self.count(Status.SUCCESS)
+        converted = sum(1 for r in self.results if r.status is Status.SUCCESS and r.task.action is Action.ENCODE)
+        copied = sum(1 for r in self.results if r.status is Status.SUCCESS and r.task.action is Action.COPY)
         skipped = self.count(Status.SKIPPED)
         failed = self.count(Status.FAILED)
         rate = 100.0 * total / self.issued if self.issued else 100.0
@@ -86,6 +87,7 @@ class Report:
             "    --",
             f"    Execution rate: {rate:.2f}%",
             f"    Files we managed to convert successfully: {converted}",
+            f"    Files copied (-c): {copied}",
             f"    Files skipped (output already there): {skipped}",
             f"    Files we failed to convert due to errors: {failed}",
             "    --",
@@ -93,7 +95,11 @@ class Report:
             f"    Wall time: {format_duration(self.wall_time)}",
         ]
         for mode in self.modes:
-            times = [r.elapsed for r in self.results if r.task.mode == mode and r.status is not Status.SKIPPED]
+            times = [
+                r.elapsed
+                for r in self.results
+                if r.task.mode == mode and r.task.action is Action.ENCODE and r.status is not Status.SKIPPED
+            ]
             lines.append(f"    For mode: {mode}")
             if not times:
                 lines.append("        No data")

@@ -149,7 +149,7 @@ def run_pipeline(stages: list[list[str]], timeout: float, processes: ProcessGrou
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 name = stages[procs.index(proc)][0]
-                raise TaskError(f"{name} timed out after {timeout:.0f} s", -signal.SIGKILL) from None
+                raise TaskError(f"{name} timed out after {timeout:g} s", -signal.SIGKILL) from None
         if processes.stopping and any(p.returncode != 0 for p in procs):
             raise Interrupted()
         failed = [p for p in procs if p.returncode != 0]

@@ -1,0 +1,282 @@
+"""The command line: modes, options, layouts, skipping, copying, exit statuses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flac2all.cli import colon_options, comma_options
+from tests.conftest import decodes, make_flac, read_log, run_flac2all, stream
+
+
+def test_unknown_mode_is_a_usage_error_listing_the_valid_ones(library, tmp_path):
+    run = run_flac2all("mp3,wav", "-o", tmp_path / "out", library)
+    assert run.returncode == 2
+    assert "unknown mode 'wav'" in run.stderr
+    for mode in ("mp3", "vorbis", "opus", "aac", "flac", "test", "all", "f:"):
+        assert mode in run.stderr
+    assert not (tmp_path / "out").exists()  # before any work
+
+
+def test_unknown_ffmpeg_encoder_is_a_usage_error(library, tmp_path):
+    run = run_flac2all("f:nosuchcodec", "-o", tmp_path / "out", library)
+    assert run.returncode == 2
+    assert "unknown ffmpeg audio encoder" in run.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["mp3"], ["-t", "0", "mp3", "in"], ["-n", "x", "mp3", "in"], ["--bogus", "mp3", "in"]]
+)
+def test_bad_command_lines_exit_2(args):
+    assert run_flac2all(*args).returncode == 2
+
+
+def test_missing_input_folder_exits_2(tmp_path):
+    run = run_flac2all("mp3", "-o", tmp_path / "out", tmp_path / "nope")
+    assert run.returncode == 2
+    assert "does not exist" in run.stderr
+
+
+def test_missing_encoder_is_found_before_any_work(library, tmp_path):
+    # A PATH holding every program but lame.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for program in ("flac", "oggenc", "opusenc", "ffmpeg", "setpriv", "bash", "sh"):
+        (bin_dir / program).symlink_to(shutil.which(program))
+    env_path = os.environ["PATH"]
+    os.environ["PATH"] = str(bin_dir)
+    try:
+        run = run_flac2all("vorbis,mp3", "-o", tmp_path / "out", library)
+    finally:
+        os.environ["PATH"] = env_path
+    assert run.returncode == 2
+    assert "'lame'" in run.stderr and "apt-get install lame" in run.stderr
+    assert not (tmp_path / "out").exists()  # nothing was started
+
+
+def test_help_documents_every_mode_and_option():
+    run = run_flac2all("--help")
+    assert run.returncode == 0
+    for word in (
+        "mp3",
+        "vorbis",
+        "opus",
+        "aac",
+        "flac",
+        "test",
+        "f:ENC",
+        "all",
+        "--outdir",
+        "--force",
+        "--threads",
+        "--nodirs",
+        "--copy",
+        "--lame-options",
+        "--vorbis-options",
+        "--opus-options",
+        "--flac-options",
+        "--ffmpeg-options",
+        "--aac-options",
+        "exit status",
+    ):
+        assert word in run.stdout
+
+
+def test_existing_outputs_are_skipped_as_success_then_forced(library, tmp_path):
+    out = tmp_path / "out"
+    assert run_flac2all("opus", "-o", out, library).returncode == 0
+    output = out / "opus" / "Album A" / "01 one.opus"
+    before = output.stat().st_mtime_ns, output.read_bytes()
+    again = run_flac2all("opus", "-o", out, library)
+    assert again.returncode == 0
+    statuses = {r["conversion_status"] for r in again.rows()}
+    assert statuses == {"SUCCESS (skipped: output exists)"}
+    assert (output.stat().st_mtime_ns, output.read_bytes()) == before
+    forced = run_flac2all("opus", "-f", "-o", out, library)
+    assert forced.returncode == 0
+    assert {r["conversion_status"] for r in forced.rows()} == {"SUCCESS"}
+    assert output.stat().st_mtime_ns != before[0]
+
+
+def test_nodirs_d_puts_everything_flat_and_reports_collisions(tmp_path):
+    root = tmp_path / "in"
+    make_flac(root / "a" / "song.flac")
+    make_flac(root / "b" / "song.flac")
+    make_flac(root / "b" / "other.flac")
+    out = tmp_path / "out"
+    run = run_flac2all("mp3,opus", "-n", "d", "-o", out, root)
+    assert run.returncode == 1  # the second song.flac cannot have the same outputs
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "conversion_results.log",
+        "other.mp3",
+        "other.opus",
+        "song.mp3",
+        "song.opus",
+    ]
+    failed = [r for r in run.rows() if r["conversion_status"].startswith("ERROR")]
+    assert len(failed) == 2 and all("same output" in r["conversion_status"] for r in failed)
+    assert all(r["infile"] == str(root / "b" / "song.flac") for r in failed)
+
+
+def test_nodirs_m_keeps_folders_without_mode_folders(library, tmp_path):
+    out = tmp_path / "out"
+    run = run_flac2all("mp3,opus", "-n", "m", "-o", out, library)
+    assert run.returncode == 0
+    assert (out / "Album A" / "01 one.mp3").is_file()
+    assert (out / "Album A" / "01 one.opus").is_file()
+    assert not (out / "mp3").exists()
+
+
+def test_copy_copies_other_files_once_and_skips_unchanged(library, tmp_path):
+    (library / "Album A" / "cover.jpg").write_bytes(b"\xff\xd8jpeg")
+    (library / "notes.txt").write_text("hello")
+    out = tmp_path / "out"
+    run = run_flac2all("mp3,test", "-c", "-o", out, library)
+    assert run.returncode == 0, run.stdout
+    assert (out / "mp3" / "Album A" / "cover.jpg").read_bytes() == b"\xff\xd8jpeg"
+    assert (out / "mp3" / "notes.txt").read_text() == "hello"
+    assert not (out / "test" / "notes.txt").exists()
+    copies = [r for r in run.rows() if not r["infile"].endswith(".flac")]
+    assert {r["conversion_status"] for r in copies} == {"SUCCESS (copied)"}
+    again = run_flac2all("mp3,test", "-c", "-o", out, library)
+    copies = [r for r in again.rows() if not r["infile"].endswith(".flac")]
+    assert {r["conversion_status"] for r in copies} == {"SUCCESS (skipped: output exists)"}
+    (library / "notes.txt").write_text("changed")
+    third = run_flac2all("mp3", "-c", "-o", out, library)
+    assert (out / "mp3" / "notes.txt").read_text() == "changed"
+    assert any(r["conversion_status"] == "SUCCESS (copied)" for r in third.rows())
+
+
+def test_outdir_inside_input_is_never_read_as_input(library):
+    out = library / "converted"
+    first = run_flac2all("flac", "-o", out, library)
+    assert first.returncode == 0
+    second = run_flac2all("flac", "-o", out, library)
+    assert len(second.rows()) == 3  # not 6: the outputs were not taken as sources
+    assert not (out / "flac" / "converted").exists()
+
+
+def test_input_inside_outdir_and_same_folder_modes(tmp_path):
+    root = tmp_path / "lib"
+    make_flac(root / "x.flac")
+    # -n m with OUTDIR == INPUTDIR would overwrite the source: refused.
+    run = run_flac2all("flac", "-n", "m", "-o", root, root)
+    assert run.returncode == 1
+    assert "it is the source itself" in run.rows()[0]["conversion_status"]
+    assert decodes(root / "x.flac")
+    ok = run_flac2all("opus", "-o", root, root)
+    assert ok.returncode == 0 and (root / "opus" / "x.opus").is_file()
+    again = run_flac2all("opus", "-o", root, root)
+    assert len(again.rows()) == 1
+
+
+def test_threads_bounds_the_encoders_running(tmp_path, fake_bin):
+    root = tmp_path / "in"
+    for i in range(6):
+        make_flac(root / f"{i}.flac", seconds=0.2)
+    running = tmp_path / "running"
+    running.mkdir()
+    seen = tmp_path / "seen"
+    real = shutil.which("opusenc")
+    path = fake_bin(
+        "opusenc",
+        f"""
+touch {running}/$$
+ls {running} | wc -l >> {seen}
+sleep 0.5
+rm {running}/$$
+exec {real} "$@"
+""",
+    )
+    for threads in (1, 3):
+        seen.unlink(missing_ok=True)
+        run = run_flac2all("opus", "-f", "-t", str(threads), "-o", tmp_path / "out", root, path_prefix=path)
+        assert run.returncode == 0, run.stdout + run.stderr
+        counts = [int(x) for x in seen.read_text().split()]
+        assert len(counts) == 6
+        assert max(counts) == threads
+
+
+def test_encoder_options_reach_the_encoder(library, tmp_path, fake_bin):
+    log = tmp_path / "argv"
+    path = None
+    for program in ("lame", "oggenc", "opusenc", "flac", "ffmpeg"):
+        real = shutil.which(program)
+        path = fake_bin(program, f'echo "{program} $*" >> {log}\nexec {real} "$@"\n')
+    run = run_flac2all(
+        "mp3,vorbis,opus,flac,aac,f:libopus",
+        "-o",
+        tmp_path / "out",
+        library,
+        "--lame-options=-preset extreme:q 2",
+        "--vorbis-options=quality=5:resample 32000",
+        "--opus-options=bitrate 96:vbr",
+        "--flac-options=8:no-padding",
+        "--aac-options=-b:a 160k",
+        "--ffmpeg-options=-b:a 96k,-vbr on",
+        path_prefix=path,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = log.read_text().splitlines()
+    assert any(line.startswith("lame --quiet --preset extreme -q 2 -") for line in lines)
+    assert any(line.startswith("oggenc --quiet --quality=5 --resample 32000 --output") for line in lines)
+    assert any(line.startswith("opusenc --quiet --bitrate 96 --vbr -") for line in lines)
+    assert any(line.startswith("flac --silent -8 --no-padding --output-name") for line in lines)
+    assert any("-c:a aac -b:a 160k -f ipod" in line for line in lines)
+    assert any("-c:a libopus -b:a 96k -vbr on -f opus" in line for line in lines)
+    assert int(stream(tmp_path / "out" / "vorbis" / "Album A" / "01 one.ogg")["sample_rate"]) == 32000
+
+
+def test_option_splitting_follows_the_original():
+    assert colon_options("-preset standard:q 0", always_one_dash=True) == ("--preset", "standard", "-q", "0")
+    assert colon_options("quality=5:resample 32000") == ("--quality=5", "--resample", "32000")
+    assert colon_options("8:-V:comment='a b'") == ("-8", "-V", "--comment=a b")
+    assert colon_options("") == ()
+    assert comma_options("-b:a 128k") == ("-b:a", "128k")
+    assert comma_options("-b:a 160k,-cutoff 18000") == ("-b:a", "160k", "-cutoff", "18000")
+
+
+def test_aliases_and_all(library, tmp_path):
+    out = tmp_path / "out"
+    run = run_flac2all("ogg,aacplus", "-o", out, library)
+    assert run.returncode == 0
+    assert "aacplus" in run.stderr  # the note about what aacplus means now
+    assert {r["format"] for r in run.rows()} == {"vorbis", "aac"}
+    everything = run_flac2all("all", "-o", tmp_path / "all", library)
+    assert everything.returncode == 0
+    assert {r["format"] for r in everything.rows()} == {"mp3", "vorbis", "opus", "aac", "flac", "test"}
+
+
+def test_summary_has_the_documented_fields(library, tmp_path):
+    run = run_flac2all("mp3,opus", "-o", tmp_path / "out", library)
+    for field in (
+        "Total files on input: 3",
+        "Total files actually processed: 6",
+        "Execution rate: 100.00%",
+        "Files we managed to convert successfully: 6",
+        "Files we failed to convert due to errors: 0",
+        "Conversion error rate: 0.00%",
+        "For mode: mp3",
+        "Mean execution time",
+        "Median execution time",
+        "Log written to: ",
+    ):
+        assert field in run.stdout
+    skipped = run_flac2all("mp3,opus", "-o", tmp_path / "out", library)
+    assert skipped.stdout.count("No data") == 2
+
+
+def test_plain_progress_lines_when_not_a_terminal(library, tmp_path):
+    run = run_flac2all("opus", "-o", tmp_path / "out", library)
+    ok_lines = [line for line in run.stdout.splitlines() if line.startswith("OK ")]
+    assert len(ok_lines) == 3
+
+
+def test_csv_log_counts_match(library, tmp_path):
+    run = run_flac2all("mp3,opus,flac", "-o", tmp_path / "out", library)
+    rows = read_log(tmp_path / "out")
+    assert len(rows) == 9 and run.returncode == 0
+    assert Path(rows[0]["outfile"]).suffix in (".mp3", ".opus", ".flac")

@@ -1,0 +1,126 @@
+"""Encoders that fail, hang, flood or lie: real tiny executables on PATH."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import decodes, make_flac, read_log, run_flac2all, temp_files
+
+
+@pytest.fixture
+def two_files(tmp_path: Path) -> Path:
+    root = tmp_path / "in"
+    make_flac(root / "a.flac", seconds=0.3)
+    make_flac(root / "b.flac", seconds=0.3)
+    return root
+
+
+def test_encoder_writing_half_a_file_then_failing(two_files, tmp_path, fake_bin):
+    # lame's last argument is the output file.
+    path = fake_bin(
+        "lame",
+        """
+out="${@: -1}"
+head -c 5000 /dev/urandom > "$out"
+cat > /dev/null
+echo "lame: some progress line" >&2
+echo "Error writing to output: No space left on device" >&2
+echo "bye" >&2
+exit 1
+""",
+    )
+    out = tmp_path / "out"
+    run = run_flac2all("mp3,opus", "-o", out, two_files, path_prefix=path)
+    assert run.returncode == 1
+    rows = read_log(out)
+    mp3 = [r for r in rows if r["format"] == "mp3"]
+    assert len(mp3) == 2
+    for row in mp3:
+        assert row["conversion_status"] == (
+            "ERROR: lame exited with status 1: Error writing to output: No space left on device"
+        )
+        assert row["return_code"] == "1"
+        assert not Path(row["outfile"]).exists()
+    # The other mode was not disturbed.
+    assert all(decodes(Path(r["outfile"])) for r in rows if r["format"] == "opus")
+    assert temp_files(out) == []
+    # and the next run retries the failed ones (nothing half-written was kept).
+    again = run_flac2all("mp3", "-o", out, two_files)
+    assert again.returncode == 0
+    assert {r["conversion_status"] for r in again.rows()} == {"SUCCESS"}
+
+
+def test_encoder_that_hangs_is_killed_at_the_timeout(two_files, tmp_path, fake_bin):
+    marker = tmp_path / "hung-pids"
+    path = fake_bin("oggenc", f"echo $$ >> {marker}\nexec sleep 600\n")
+    out = tmp_path / "out"
+    run = run_flac2all("vorbis", "--timeout", "1.5", "-o", out, two_files, path_prefix=path, timeout=60)
+    assert run.returncode == 1
+    rows = read_log(out)
+    assert len(rows) == 2
+    assert {r["conversion_status"] for r in rows} == {"ERROR: oggenc timed out after 1.5 s"}
+    assert temp_files(out) == []
+    # No hung encoder survives the run.
+    for pid in marker.read_text().split():
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_encoder_flooding_stderr_does_not_block(two_files, tmp_path, fake_bin):
+    real = subprocess.run(["which", "opusenc"], capture_output=True, text=True).stdout.strip()
+    path = fake_bin(
+        "opusenc",
+        f"""
+head -c 3000000 /dev/zero | tr '\\0' 'x' | fold -w 100 >&2
+exec {real} "$@"
+""",
+    )
+    out = tmp_path / "out"
+    run = run_flac2all("opus", "-o", out, two_files, path_prefix=path, timeout=60)
+    assert run.returncode == 0, run.stdout
+    assert all(decodes(Path(r["outfile"])) for r in read_log(out))
+
+
+def test_encoder_that_exits_0_with_a_short_output_is_caught(two_files, tmp_path, fake_bin):
+    # Encodes only the first 0.1 s of what it is given, then says all is well.
+    real = subprocess.run(["which", "opusenc"], capture_output=True, text=True).stdout.strip()
+    path = fake_bin(
+        "opusenc",
+        f"""
+head -c 17684 | {real} "$@"
+cat > /dev/null
+exit 0
+""",
+    )
+    out = tmp_path / "out"
+    run = run_flac2all("opus", "-o", out, two_files, path_prefix=path)
+    assert run.returncode == 1
+    for row in read_log(out):
+        assert row["conversion_status"].startswith("ERROR: output lasts 0.")
+        assert "but the source 0.30 s" in row["conversion_status"]
+        assert not Path(row["outfile"]).exists()
+
+
+def test_decoder_failure_under_a_successful_encoder_fails_the_task(two_files, tmp_path, fake_bin):
+    """Both ends of the pipe are checked: a decoder that dies mid-stream
+    while the encoder happily finishes is a failure, not a short SUCCESS."""
+    real = subprocess.run(["which", "flac"], capture_output=True, text=True).stdout.strip()
+    path = fake_bin(
+        "flac",
+        f"""
+if [ "$1" = "--decode" ]; then
+  {real} "$@" | head -c 30000
+  echo "flac: ERROR while decoding data" >&2
+  exit 1
+fi
+exec {real} "$@"
+""",
+    )
+    out = tmp_path / "out"
+    run = run_flac2all("vorbis", "-o", out, two_files, path_prefix=path)
+    assert run.returncode == 1
+    for row in read_log(out):
+        assert row["conversion_status"] == "ERROR: flac exited with status 1: flac: ERROR while decoding data"
+        assert not Path(row["outfile"]).exists()
