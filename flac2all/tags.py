@@ -147,8 +147,9 @@ ID3_TEXT_FRAMES = {
 # Frames holding a timestamp; a value that is not one goes to TXXX instead
 # of being dropped by the frame's parser.
 ID3_DATE_FRAMES = {"DATE": "TDRC", "ORIGINALDATE": "TDOR"}
-# Vorbis comment -> TXXX description, as Picard writes them.
-ID3_TXXX_NAMES = {
+# Vorbis comment -> the name Picard gives it in a TXXX frame (ID3) and in a
+# ----:com.apple.iTunes:<name> atom (MP4).
+PICARD_NAMES = {
     "MUSICBRAINZ_ALBUMID": "MusicBrainz Album Id",
     "MUSICBRAINZ_ARTISTID": "MusicBrainz Artist Id",
     "MUSICBRAINZ_ALBUMARTISTID": "MusicBrainz Album Artist Id",
@@ -166,6 +167,7 @@ ID3_TXXX_NAMES = {
     "ACOUSTID_FINGERPRINT": "Acoustid Fingerprint",
     "MUSICIP_PUID": "MusicIP PUID",
 }
+ID3_TXXX_NAMES = PICARD_NAMES  # the recording id goes to UFID instead
 MUSICBRAINZ_UFID_OWNER = "http://musicbrainz.org"
 ID3_TIMESTAMP = re.compile(r"\d{4}(-\d{2}(-\d{2}(T\d{2}(:\d{2}(:\d{2})?)?)?)?)?")
 # Keys consumed by a combined frame (TRCK, TPOS) rather than mapped alone.
@@ -261,26 +263,7 @@ MP4_TEXT_ATOMS = {
     "WORK": "\xa9wrk",
     "MOVEMENTNAME": "\xa9mvn",
 }
-# Vorbis comment -> name of the ----:com.apple.iTunes:<name> atom (Picard).
-MP4_FREEFORM_NAMES = {
-    "MUSICBRAINZ_TRACKID": "MusicBrainz Track Id",
-    "MUSICBRAINZ_RELEASETRACKID": "MusicBrainz Release Track Id",
-    "MUSICBRAINZ_ALBUMID": "MusicBrainz Album Id",
-    "MUSICBRAINZ_ARTISTID": "MusicBrainz Artist Id",
-    "MUSICBRAINZ_ALBUMARTISTID": "MusicBrainz Album Artist Id",
-    "MUSICBRAINZ_RELEASEGROUPID": "MusicBrainz Release Group Id",
-    "MUSICBRAINZ_WORKID": "MusicBrainz Work Id",
-    "MUSICBRAINZ_DISCID": "MusicBrainz Disc Id",
-    "MUSICBRAINZ_ORIGINALALBUMID": "MusicBrainz Original Album Id",
-    "MUSICBRAINZ_ORIGINALARTISTID": "MusicBrainz Original Artist Id",
-    "MUSICBRAINZ_TRMID": "MusicBrainz TRM Id",
-    "RELEASESTATUS": "MusicBrainz Album Status",
-    "RELEASETYPE": "MusicBrainz Album Type",
-    "RELEASECOUNTRY": "MusicBrainz Album Release Country",
-    "ACOUSTID_ID": "Acoustid Id",
-    "ACOUSTID_FINGERPRINT": "Acoustid Fingerprint",
-    "MUSICIP_PUID": "MusicIP PUID",
-}
+MP4_FREEFORM_NAMES = {**PICARD_NAMES, "MUSICBRAINZ_TRACKID": "MusicBrainz Track Id"}
 MP4_COVER_FORMATS = {"image/jpeg": MP4Cover.FORMAT_JPEG, "image/png": MP4Cover.FORMAT_PNG}
 
 
