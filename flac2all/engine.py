@@ -159,7 +159,10 @@ def run(
         if stop.is_set():
             report.interrupted_by = getattr(stop, "signum", 2)
         report.wall_time = time.monotonic() - started
-        report.write_csv(settings.outdir / LOG_NAME)
+        try:
+            report.write_csv(settings.outdir / LOG_NAME)
+        except OSError as exc:
+            report.log_error = f"cannot write the log {settings.outdir / LOG_NAME}: {exc.strerror or exc}"
     return report
 
 

@@ -31,6 +31,7 @@ class Report:
     wall_time: float = 0.0
     interrupted_by: int | None = None  # signal number
     log_path: Path | None = None
+    log_error: str | None = None
 
     def add(self, result: TaskResult) -> None:
         self.results.append(result)
@@ -51,7 +52,7 @@ class Report:
     def exit_status(self) -> ExitStatus:
         if self.interrupted_by is not None:
             return ExitStatus(128 + self.interrupted_by)
-        if self.failures or not self.complete:
+        if self.failures or not self.complete or self.log_error:
             return ExitStatus.FAILURES
         return ExitStatus.OK
 
@@ -60,15 +61,19 @@ class Report:
         then mode so that two runs compare with diff."""
         rows = sorted(self.results, key=lambda r: (os.fsencode(r.task.source), r.task.mode))
         tmp = path.with_name(f".{path.name}.tmp")
-        # surrogateescape writes undecodable file names back as their bytes.
-        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
-            writer = csv.writer(f)
-            writer.writerow(CSV_HEADER)
-            for r in rows:
-                writer.writerow(
-                    (r.task.source, r.task.output, r.task.mode, r.status_text, r.returncode, f"{r.elapsed:.3f}")
-                )
-        os.replace(tmp, path)
+        try:
+            # surrogateescape writes undecodable file names back as their bytes.
+            with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+                writer = csv.writer(f)
+                writer.writerow(CSV_HEADER)
+                for r in rows:
+                    writer.writerow(
+                        (r.task.source, r.task.output, r.task.mode, r.status_text, r.returncode, f"{r.elapsed:.3f}")
+                    )
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         self.log_path = path
 
     def summary(self) -> str:
@@ -121,6 +126,8 @@ class Report:
                 lines.append(f"        ... and {failed - 20} more (grep -v SUCCESS on the log)")
         if self.log_path is not None:
             lines.append(f"    Log written to: {printable(self.log_path)}")
+        if self.log_error is not None:
+            lines.append(f"    ERROR: {self.log_error}")
         return "\n".join(lines)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -124,3 +126,38 @@ exec {real} "$@"
     for row in read_log(out):
         assert row["conversion_status"] == "ERROR: flac exited with status 1: flac: ERROR while decoding data"
         assert not Path(row["outfile"]).exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 300 KiB tmpfs as the output folder (needs root, as CI has)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0:
+        if os.environ.get("CI") == "true" and os.geteuid() == 0:
+            pytest.fail(f"cannot mount a tmpfs: {proc.stderr!r}")
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_fails_tasks_cleanly(tmp_path, tiny_disk):
+    root = tmp_path / "in"
+    for i in range(4):
+        make_flac(root / f"{i}.flac", seconds=1.0, rate=48000, bits=24)
+    run = run_flac2all("flac", "-t", "2", "-o", tiny_disk, root)
+    assert run.returncode == 1, run.stdout + run.stderr
+    rows = read_log(tiny_disk)
+    assert len(rows) == 4
+    failed = [r for r in rows if r["conversion_status"].startswith("ERROR")]
+    assert failed, "300 KiB cannot hold four 1 s 24-bit FLACs"
+    for row in failed:
+        assert re.search("No space left on device|disk is full", row["conversion_status"]), row
+        assert not Path(row["outfile"]).exists()
+    for row in rows:
+        if row["conversion_status"] == "SUCCESS":
+            assert decodes(Path(row["outfile"]))
+    assert temp_files(tiny_disk) == []
