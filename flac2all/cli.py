@@ -169,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="fail a task that runs longer than this (default: 2 minutes plus 4x the audio's duration)",
     )
+    p.add_argument(
+        "--id3v2.3",
+        dest="id3v23",
+        action="store_true",
+        help="write ID3v2.3 tags to mp3 (multiple values joined with '/') instead of ID3v2.4",
+    )
+    p.add_argument(
+        "--embed-folder-art",
+        action="store_true",
+        help="embed cover.jpg/folder.jpg/front.jpg (or .png) as front cover when a source has none",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every failing command line and its full output")
     p.add_argument("--version", action="version", version=f"flac2all {__version__}")
     return p
@@ -194,6 +205,8 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         copy=args.copy,
         options=options,
         timeout=args.timeout,
+        id3v23=args.id3v23,
+        embed_folder_art=args.embed_folder_art,
     )
     return settings, notes
 

@@ -56,6 +56,10 @@ class Settings:
     options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Seconds one task may run; None derives it from the audio's duration.
     timeout: float | None = None
+    # Tags: ID3v2.3 instead of v2.4 for mp3; embed cover.jpg & co. when the
+    # source has no front cover of its own.
+    id3v23: bool = False
+    embed_folder_art: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))

@@ -234,17 +234,44 @@ def check_output(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta) -> None:
 def encode(task: Task, settings: Settings, processes: ProcessGroup) -> str:
     """Encode, check and tag one output. Returns a note for the result."""
     codec = codecs.resolve(task.mode)
-    meta = tags.read_source(task.source)
+    meta = source_meta(task.source, settings)
     options = settings.options.get(codec.option_family or "", codec.default_options)
     timeout = settings.timeout if settings.timeout is not None else default_timeout(meta.info.length)
     with staged(task.output) as tmp:
         run_pipeline(codec.commands(task.source, tmp, meta.info, tuple(options)), timeout, processes)
         check_output(codec, tmp, meta)
-        warnings = tags.write_tags(tmp, codec.tag_family, meta) if codec.tagged else []
+        warnings = tags.write_tags(tmp, codec.tag_family, meta, settings.id3v23) if codec.tagged else []
         commit(tmp, task.output)
+    return report_warnings(task, warnings)
+
+
+def source_meta(source: Path, settings: Settings) -> tags.SourceMeta:
+    meta = tags.read_source(source)
+    if settings.embed_folder_art:
+        meta = tags.with_folder_art(meta, source.parent)
+    return meta
+
+
+def report_warnings(task: Task, warnings: list[str]) -> str:
     for warning in warnings:
         log.warning("%s: %s", task.source, warning)
     return "; ".join(warnings)
+
+
+def retag(task: Task, settings: Settings) -> str:
+    """Rewrite the tags and pictures of an existing output from its source,
+    without re-encoding: on a copy beside it, renamed over it when done, so
+    the output is never seen half-tagged."""
+    codec = codecs.resolve(task.mode)
+    meta = source_meta(task.source, settings)
+    with staged(task.output) as tmp:
+        try:
+            shutil.copy2(task.output, tmp)
+        except OSError as exc:
+            raise TaskError(f"cannot copy the output to retag it: {tags.describe_oserror(exc)}") from None
+        warnings = tags.write_tags(tmp, codec.tag_family, meta, settings.id3v23) if codec.tagged else []
+        commit(tmp, task.output)
+    return report_warnings(task, warnings)
 
 
 def copy(task: Task) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mutagen
@@ -72,15 +72,16 @@ def read_source(path: Path) -> SourceMeta:
 
 
 class Comments:
-    """The source's comments grouped by upper-cased key, order kept."""
+    """The source's comments grouped by upper-cased key, order kept.
+
+    Vorbis comment names are case-insensitive; the upper-case form is the
+    one written into TXXX frames and freeform atoms (as Picard does).
+    """
 
     def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
         self.values: dict[str, list[str]] = {}
-        self.names: dict[str, str] = {}  # KEY -> key as first written
         for key, value in pairs:
-            upper = key.upper()
-            self.names.setdefault(upper, key)
-            self.values.setdefault(upper, []).append(value)
+            self.values.setdefault(key.upper(), []).append(value)
 
     def first(self, *keys: str) -> str | None:
         for key in keys:
@@ -197,7 +198,7 @@ def id3_frames(meta: SourceMeta) -> list[id3.Frame]:
         elif key == "WEBSITE":
             frames.extend(id3.WOAR(url=v) for v in values)
         else:
-            desc = ID3_TXXX_NAMES.get(key, c.names[key])
+            desc = ID3_TXXX_NAMES.get(key, key)
             frames.append(id3.TXXX(encoding=utf8, desc=desc, text=values))
     for frame_id, number_key, total_keys in (
         ("TRCK", "TRACKNUMBER", TRACK_TOTAL_KEYS),
@@ -209,7 +210,7 @@ def id3_frames(meta: SourceMeta) -> list[id3.Frame]:
             frames.append(getattr(id3, frame_id)(encoding=utf8, text=[text]))
         elif number_key in c.values:
             # Not a number: keep it rather than lose it.
-            frames.append(id3.TXXX(encoding=utf8, desc=c.names[number_key], text=c.values[number_key]))
+            frames.append(id3.TXXX(encoding=utf8, desc=number_key, text=c.values[number_key]))
     frames.extend(apic_frames(meta.pictures))
     return frames
 
@@ -229,13 +230,40 @@ def apic_frames(pictures: Iterable[Picture]) -> list[id3.APIC]:
     return frames
 
 
-def write_id3(path: Path, meta: SourceMeta) -> list[str]:
+# ID3v2.4-only frames: in a v2.3 tag the sort names stay (off-spec, but read
+# by every player that reads them in v2.4, as Picard does); the others go to
+# TXXX under their Vorbis name instead of being dropped.
+ID3_V24_KEPT_IN_V23 = ("TSOP", "TSOA", "TSOT")
+ID3_V24_TO_TXXX = {"TMOO": "MOOD", "TSST": "DISCSUBTITLE"}
+
+
+def id3_tag(meta: SourceMeta, v23: bool = False) -> id3.ID3:
+    """The ID3 tag to write: v2.4, or v2.3 (multi-values joined with '/'
+    when saved, dates as TYER/TDAT)."""
     tag = id3.ID3()
     for frame in id3_frames(meta):
         tag.add(frame)
+    if v23:
+        kept = [tag.pop(fid) for fid in ID3_V24_KEPT_IN_V23 if fid in tag]
+        # v2.3's TORY holds only the year: keep a fuller original date too.
+        original = [str(t) for t in tag["TDOR"].text] if "TDOR" in tag else []
+        if any(len(d) > 4 for d in original):
+            kept.append(id3.TXXX(encoding=id3.Encoding.UTF8, desc="ORIGINALDATE", text=original))
+        for fid, name in ID3_V24_TO_TXXX.items():
+            if fid in tag:
+                frame = tag.pop(fid)
+                tag.add(id3.TXXX(encoding=id3.Encoding.UTF8, desc=name, text=[str(t) for t in frame.text]))
+        tag.update_to_v23()
+        for frame in kept:
+            tag.add(frame)
+    return tag
+
+
+def write_id3(path: Path, meta: SourceMeta, id3v23: bool = False) -> list[str]:
+    tag = id3_tag(meta, id3v23)
     # Replaces any ID3 the encoder wrote; ID3v1 is never written.
     id3.ID3FileType(path).delete()
-    tag.save(path, v2_version=4, v1=0)
+    tag.save(path, v2_version=3 if id3v23 else 4, v23_sep="/", v1=0)
     return []
 
 
@@ -282,7 +310,7 @@ def mp4_atoms(meta: SourceMeta) -> tuple[dict[str, list], list[str]]:
         elif key == "BPM" and values[0].strip().isdigit():
             atoms["tmpo"] = [int(values[0])]
         else:
-            name = MP4_FREEFORM_NAMES.get(key, c.names[key])
+            name = MP4_FREEFORM_NAMES.get(key, key)
             atoms["----:com.apple.iTunes:" + name] = [MP4FreeForm(v.encode("utf-8")) for v in values]
     for atom, number_key, total_keys in (
         ("trkn", "TRACKNUMBER", TRACK_TOTAL_KEYS),
@@ -292,7 +320,7 @@ def mp4_atoms(meta: SourceMeta) -> tuple[dict[str, list], list[str]]:
         if pair is not None:
             atoms[atom] = [pair]
         elif number_key in c.values:
-            atoms["----:com.apple.iTunes:" + c.names[number_key]] = [
+            atoms["----:com.apple.iTunes:" + number_key] = [
                 MP4FreeForm(v.encode("utf-8")) for v in c.values[number_key]
             ]
     covers = []
@@ -307,7 +335,7 @@ def mp4_atoms(meta: SourceMeta) -> tuple[dict[str, list], list[str]]:
     return atoms, warnings
 
 
-def write_mp4(path: Path, meta: SourceMeta) -> list[str]:
+def write_mp4(path: Path, meta: SourceMeta, id3v23: bool = False) -> list[str]:
     atoms, warnings = mp4_atoms(meta)
     mp4 = MP4(path)
     if mp4.tags is None:
@@ -353,7 +381,7 @@ def opus_comments(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
-def write_vorbis(path: Path, meta: SourceMeta) -> list[str]:
+def write_vorbis(path: Path, meta: SourceMeta, id3v23: bool = False) -> list[str]:
     audio = mutagen.File(path)
     if audio is None:
         raise TaskError("encoder output is not a readable Ogg file")
@@ -369,7 +397,7 @@ def write_vorbis(path: Path, meta: SourceMeta) -> list[str]:
     return []
 
 
-def write_flac(path: Path, meta: SourceMeta) -> list[str]:
+def write_flac(path: Path, meta: SourceMeta, id3v23: bool = False) -> list[str]:
     flac = FLAC(path)
     if flac.tags is None:
         flac.add_tags()
@@ -385,7 +413,7 @@ def write_flac(path: Path, meta: SourceMeta) -> list[str]:
 WRITERS = {"id3": write_id3, "mp4": write_mp4, "vorbis": write_vorbis, "flac": write_flac}
 
 
-def write_tags(path: Path, family: str, meta: SourceMeta) -> list[str]:
+def write_tags(path: Path, family: str, meta: SourceMeta, id3v23: bool = False) -> list[str]:
     """Replace the tags of ``path`` with the source's, mapped for ``family``.
 
     Returns warnings (for example a picture the format cannot hold).
@@ -394,6 +422,99 @@ def write_tags(path: Path, family: str, meta: SourceMeta) -> list[str]:
     if writer is None:
         return []
     try:
-        return writer(path, meta)
+        return writer(path, meta, id3v23)
     except mutagen.MutagenError as exc:
         raise TaskError(f"cannot write tags: {exc}") from None
+
+
+FOLDER_ART_NAMES = ("cover", "folder", "front")
+FOLDER_ART_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+FRONT_COVER = 3
+
+
+def with_folder_art(meta: SourceMeta, folder: Path) -> SourceMeta:
+    """The source's metadata plus cover.jpg/folder.jpg/front.jpg (or .png)
+    from its folder as front cover, when it has no embedded front cover."""
+    if any(p.type == FRONT_COVER for p in meta.pictures):
+        return meta
+    try:
+        names = {p.name.lower(): p for p in folder.iterdir()}
+    except OSError:
+        return meta
+    for stem in FOLDER_ART_NAMES:
+        for ext, mime in FOLDER_ART_TYPES.items():
+            path = names.get(stem + ext)
+            if path is None:
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            pic = Picture()
+            pic.type, pic.mime, pic.desc, pic.data = FRONT_COVER, mime, "", data
+            return replace(meta, pictures=(pic, *meta.pictures))
+    return meta
+
+
+def mapping_markdown() -> str:
+    """docs/tags.md, generated from the tables above (a test keeps the two
+    equal): ``python -c 'import flac2all.tags as t; print(t.mapping_markdown(), end="")' > docs/tags.md``."""
+    out = [
+        "# Tag mapping",
+        "",
+        "Generated from the tables in `flac2all/tags.py` (MusicBrainz Picard's tag mapping);",
+        "`tests/test_tags.py` checks that this file and the tables agree.",
+        "",
+        "Ogg Vorbis, Opus and FLAC outputs get the source's Vorbis comments verbatim (every key, every",
+        "value, in order), except that Opus outputs get `R128_TRACK_GAIN`/`R128_ALBUM_GAIN` (Q7.8 dB",
+        "relative to -23 LUFS: ReplayGain minus 5 dB) instead of `REPLAYGAIN_*` (RFC 7845). Pictures go to",
+        "`METADATA_BLOCK_PICTURE` (Ogg) and PICTURE blocks (FLAC), every one with its type, MIME type and",
+        "description.",
+        "",
+        "| Vorbis comment | ID3v2.4 (mp3) | MP4 (m4a) |",
+        "|---|---|---|",
+    ]
+    rows: dict[str, list[str]] = {}
+
+    def cell(key: str, column: int, text: str) -> None:
+        rows.setdefault(key, ["", ""])[column] = text
+
+    for key, frame in ID3_TEXT_FRAMES.items():
+        cell(key, 0, frame)
+    for key, frame in ID3_DATE_FRAMES.items():
+        cell(key, 0, f"{frame} (TXXX:{key} if not a date)")
+    cell("COMMENT", 0, "COMM (lang eng)")
+    cell("DESCRIPTION", 0, "COMM, or TXXX:DESCRIPTION beside a COMMENT")
+    cell("LYRICS", 0, "USLT (lang eng)")
+    cell("UNSYNCEDLYRICS", 0, "USLT (lang eng, description UNSYNCEDLYRICS)")
+    cell("MUSICBRAINZ_TRACKID", 0, f"UFID:{MUSICBRAINZ_UFID_OWNER}")
+    cell("WEBSITE", 0, "WOAR")
+    for key, name in ID3_TXXX_NAMES.items():
+        cell(key, 0, f"TXXX:{name}")
+    cell("TRACKNUMBER, TRACKTOTAL/TOTALTRACKS", 0, "TRCK n/N")
+    cell("DISCNUMBER, DISCTOTAL/TOTALDISCS", 0, "TPOS n/N")
+    for key, atom in MP4_TEXT_ATOMS.items():
+        cell(key, 1, atom.replace("\xa9", "©"))
+    cell("COMPILATION", 1, "cpil")
+    cell("BPM", 1, "tmpo")
+    for key, name in MP4_FREEFORM_NAMES.items():
+        cell(key, 1, f"----:com.apple.iTunes:{name}")
+    cell("TRACKNUMBER, TRACKTOTAL/TOTALTRACKS", 1, "trkn (n, N)")
+    cell("DISCNUMBER, DISCTOTAL/TOTALDISCS", 1, "disk (n, N)")
+    cell("any other (REPLAYGAIN_*, ISRC in MP4, ...)", 0, "TXXX:<NAME>")
+    cell("any other (REPLAYGAIN_*, ISRC in MP4, ...)", 1, "----:com.apple.iTunes:<NAME>")
+    for key, (id3_cell, mp4_cell) in sorted(rows.items()):
+        out.append(f"| {key} | {id3_cell or 'TXXX:' + key} | {mp4_cell or '----:com.apple.iTunes:' + key} |")
+    out += [
+        "| pictures | APIC (type, MIME, description; descriptions made unique) | covr (JPEG and PNG only;"
+        " others skipped with a warning) |",
+        "",
+        "`--id3v2.3`: multiple values are joined with '/', TDRC becomes TYER/TDAT(/TIME), TDOR becomes TORY",
+        "(plus TXXX:ORIGINALDATE for a full date), TMOO and TSST become TXXX:MOOD and TXXX:DISCSUBTITLE, and",
+        "the sort frames TSOP/TSOA/TSOT stay, as Picard writes them.",
+        "",
+        "`--embed-folder-art`: a source without an embedded front cover gets cover.jpg, folder.jpg or",
+        "front.jpg (or .png) from its folder as front cover.",
+        "",
+    ]
+    return "\n".join(out)

@@ -109,13 +109,14 @@ def make_flac(
         write_extensible_wav(wav, rate, channels, container, bits, seconds)
         subprocess.run(["flac", "-s", "-f", "-o", str(path), str(wav)], check=True)
         wav.unlink()
-    if tags or pictures:
-        f = FLAC(path)
-        for key, value in (tags or {}).items():
-            f[key] = value if isinstance(value, list) else [value]
-        for pic in pictures or []:
-            f.add_picture(pic)
-        f.save()
+    f = FLAC(path)
+    if f.tags is not None:
+        f.tags.clear()  # sox's own "Processed by SoX" comment: the tags are the caller's
+    for key, value in (tags or {}).items():
+        f[key] = value if isinstance(value, list) else [value]
+    for pic in pictures or []:
+        f.add_picture(pic)
+    f.save()
     return path
 
 
