@@ -220,7 +220,9 @@ class StopOnSignal(threading.Event):
         if self.is_set():
             return
         self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping the encoders and writing the log...", file=sys.stderr)
+        # os.write, not print: a signal handler must not re-enter a buffered
+        # stream the interrupted code may be writing to.
+        os.write(2, f"\n{signal.Signals(signum).name}: stopping the encoders and writing the log...\n".encode())
         self.set()
 
 

@@ -23,7 +23,7 @@ from flac2all import codecs, discovery, plan, runner
 from flac2all.codecs import Codec
 from flac2all.codecs.base import PACKAGES
 from flac2all.errors import MissingProgramError, OutdirBusyError, UsageError
-from flac2all.model import Layout, Settings, Status, Task, TaskResult
+from flac2all.model import Action, Layout, Settings, Status, Task, TaskResult
 from flac2all.pool import run_local
 from flac2all.report import LOG_NAME, Report
 
@@ -133,7 +133,7 @@ def run(
         remove_stale_temps({t.output.parent for t in the_plan.tasks})
         report.sources = len(tree.flacs)
         errors = [
-            TaskResult(Task(path, "-", Path(""), plan.Action.SKIP), Status.FAILED, f"cannot read folder: {cause}", 1)
+            TaskResult(Task(path, "-", Path(""), Action.SKIP), Status.FAILED, f"cannot read folder: {cause}", 1)
             for path, cause in tree.errors
         ]
         report.issued = len(the_plan.tasks) + len(the_plan.refused) + len(errors)
@@ -148,7 +148,7 @@ def run(
         processes = runner.ProcessGroup()
         todo = []
         for task in the_plan.tasks:
-            if task.action is plan.Action.SKIP:
+            if task.action is Action.SKIP:
                 record(runner.execute(task, settings, processes))
             else:
                 todo.append(task)

@@ -68,7 +68,14 @@ class Report:
                 writer.writerow(CSV_HEADER)
                 for r in rows:
                     writer.writerow(
-                        (r.task.source, r.task.output, r.task.mode, r.status_text, r.returncode, f"{r.elapsed:.3f}")
+                        (
+                            r.task.source,
+                            r.task.output if r.task.output.parts else "",  # a folder that could not be read
+                            r.task.mode,
+                            r.status_text,
+                            r.returncode,
+                            f"{r.elapsed:.3f}",
+                        )
                     )
             os.replace(tmp, path)
         except BaseException:

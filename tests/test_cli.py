@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -280,3 +283,40 @@ def test_csv_log_counts_match(library, tmp_path):
     rows = read_log(tmp_path / "out")
     assert len(rows) == 9 and run.returncode == 0
     assert Path(rows[0]["outfile"]).suffix in (".mp3", ".opus", ".flac")
+
+
+def test_second_run_on_the_same_outdir_refuses_to_start(library, tmp_path):
+    out = tmp_path / "out"
+    (out / ".flac2all").mkdir(parents=True)
+    with open(out / ".flac2all" / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running flac2all holds it
+        run = run_flac2all("opus", "-o", out, library)
+    assert run.returncode == 2
+    assert "another flac2all run is writing into" in run.stderr
+    assert not (out / "opus").exists()
+
+
+def test_unreadable_folder_is_reported(library, tmp_path):
+    (library / "locked").mkdir()
+    make_flac(library / "locked" / "x.flac")
+    (library / "locked").chmod(0)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "flac2all", "opus", "-o", str(out), str(library)]
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *argv]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    (library / "locked").chmod(0o755)
+    assert proc.returncode == 1
+    rows = read_log(out)
+    locked = [r for r in rows if r["infile"] == str(library / "locked")]
+    assert locked == [
+        {
+            "infile": str(library / "locked"),
+            "outfile": "",
+            "format": "-",
+            "conversion_status": "ERROR: cannot read folder: Permission denied",
+            "return_code": "1",
+            "execution_time": "0.000",
+        }
+    ]
+    assert sum(r["conversion_status"] == "SUCCESS" for r in rows) == 3

@@ -334,3 +334,24 @@ def audio_bytes(path: Path) -> bytes:
 
 def test_docs_tags_md_matches_the_tables():
     assert (REPO / "docs" / "tags.md").read_text() == tags.mapping_markdown()
+
+
+def test_picture_mp4_cannot_hold_is_skipped_with_a_warning(tmp_path):
+    gif = tmp_path / "x.gif"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "color=c=red:s=16x16", "-frames:v", "1", str(gif)],
+        check=True,
+    )
+    jpg = image(tmp_path, "jpg", "black")
+    src = make_flac(
+        tmp_path / "in" / "g.flac",
+        pictures=[picture(gif.read_bytes(), "image/gif", 3, "anim"), picture(jpg, "image/jpeg", 4, "back")],
+    )
+    out = tmp_path / "out"
+    run = run_flac2all("aac,mp3", "-o", out, src.parent)
+    assert run.returncode == 0
+    row = next(r for r in run.rows() if r["format"] == "aac")
+    assert row["conversion_status"] == "SUCCESS (picture 'anim' (image/gif) skipped: MP4 takes only JPEG and PNG)"
+    assert "image/gif" in run.stderr
+    assert [bytes(c) for c in MP4(out / "aac" / "g.m4a").tags["covr"]] == [jpg]
+    assert len(ID3(out / "mp3" / "g.mp3").getall("APIC")) == 2  # ID3 takes any image type
