@@ -14,10 +14,11 @@ import sys
 import threading
 from pathlib import Path
 
-from flac2all import __version__, codecs, engine
+from flac2all import __version__, codecs, engine, plan
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
-from flac2all.model import Layout, Settings
+from flac2all.model import Action, Layout, Settings
 from flac2all.progress import make_display
+from flac2all.report import printable
 
 DESCRIPTION = """\
 Convert every FLAC file under INPUTDIR into one or more formats, on all CPU
@@ -180,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="embed cover.jpg/folder.jpg/front.jpg (or .png) as front cover when a source has none",
     )
+    p.add_argument(
+        "--delete",
+        action="store_true",
+        help="delete outputs whose source is gone (only files flac2all wrote, as its state records)",
+    )
+    p.add_argument(
+        "--delete-anyway",
+        action="store_true",
+        help="let --delete remove more than 10%% of the outputs (refused otherwise: an unmounted source"
+        " looks like a deleted library)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print what would be done, per action, and change nothing")
+    p.add_argument("--plan-json", metavar="FILE", help="write the plan (every task and its action) to FILE as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log every failing command line and its full output")
     p.add_argument("--version", action="version", version=f"flac2all {__version__}")
     return p
@@ -207,6 +221,8 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         timeout=args.timeout,
         id3v23=args.id3v23,
         embed_folder_art=args.embed_folder_art,
+        delete=args.delete,
+        delete_anyway=args.delete_anyway,
     )
     return settings, notes
 
@@ -241,12 +257,35 @@ def main(argv: list[str] | None = None) -> int:
         settings, notes = settings_from(args)
         for note in notes:
             print(note, file=sys.stderr)
-        report = engine.run(settings, make_display(sys.stdout), stop)
+        plan_json = Path(args.plan_json) if args.plan_json else None
+        if args.dry_run:
+            print(describe_plan(engine.dry_run(settings, plan_json), settings))
+            return ExitStatus.OK
+        report = engine.run(settings, make_display(sys.stdout), stop, plan_json)
     except Flac2allError as exc:
         print(f"flac2all: error: {exc}", file=sys.stderr)
         return exc.exit_status
     print(report.summary())
     return report.exit_status
+
+
+def describe_plan(the_plan: plan.Plan, settings: Settings) -> str:
+    """--dry-run's output: counts per action, then the files of each."""
+    counts = the_plan.counts()
+    lines = [f"Plan for {printable(settings.input_dir)} -> {printable(settings.outdir)} (dry run: nothing changed)"]
+    lines += [f"  {action.value:<7} {n}" for action, n in counts.items() if n]
+    if the_plan.refused:
+        lines.append(f"  refused {len(the_plan.refused)}")
+    for action in Action:
+        tasks = [t for t in the_plan.tasks if t.action is action]
+        if tasks:
+            lines.append(f"{action.value}:")
+            for t in tasks:
+                where = f"{printable(t.previous)} -> " if t.previous else ""
+                lines.append(f"  {t.mode:<8} {printable(t.source)}: {where}{printable(t.output)}")
+    for r in the_plan.refused:
+        lines.append(f"refused: {printable(r.task.source)} [{r.task.mode}]: {r.message}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

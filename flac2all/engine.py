@@ -10,8 +10,10 @@ discovery -> plan -> pool -> report.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -26,8 +28,7 @@ from flac2all.errors import MissingProgramError, OutdirBusyError, UsageError
 from flac2all.model import Action, Layout, Settings, Status, Task, TaskResult
 from flac2all.pool import run_local
 from flac2all.report import LOG_NAME, Report
-
-STATE_DIR = ".flac2all"
+from flac2all.state import STATE_DIR, Record, State, StateError
 
 
 class Display(Protocol):
@@ -108,10 +109,55 @@ def remove_stale_temps(folders: set[Path]) -> int:
     return removed
 
 
+def remember(state: State, result: TaskResult) -> None:
+    """Record a committed output in the state, right after its result."""
+    task = result.task
+    if result.status is not Status.SUCCESS:
+        return
+    if task.action is Action.DELETE:
+        state.forget(task.output)
+        return
+    if task.action is Action.MOVE and task.previous is not None:
+        state.forget(task.previous)
+    st = plan.stat_or_none(task.output)
+    if result.facts is not None and st is not None:
+        state.put(
+            Record(task.output, task.source, task.mode, result.facts, task.settings_hash, st.st_size, st.st_mtime_ns)
+        )
+
+
+def make_plan(settings: Settings, selected: tuple[Codec, ...], state: State) -> tuple[discovery.Tree, plan.Plan]:
+    tree = discovery.discover(settings.input_dir, prune_set(settings, selected))
+    return tree, plan.build(tree, selected, settings, state.load())
+
+
+def dry_run(settings: Settings, plan_json: Path | None = None) -> plan.Plan:
+    """The plan of a run, changing nothing (no folder, state or lock made)."""
+    selected = tuple(codecs.resolve(m) for m in settings.modes)
+    if not settings.input_dir.is_dir():
+        raise UsageError(f"input folder {settings.input_dir} does not exist or is not a folder")
+    try:
+        with State(settings.outdir, settings.input_dir, readonly=True) as state:
+            _, the_plan = make_plan(settings, selected, state)
+    except (StateError, sqlite3.Error) as exc:
+        raise UsageError(f"cannot read the state in {settings.outdir}: {exc}") from None
+    if plan_json is not None:
+        write_plan_json(plan_json, the_plan)
+    return the_plan
+
+
+def write_plan_json(path: Path, the_plan: plan.Plan) -> None:
+    try:
+        path.write_text(json.dumps(the_plan.as_json(), indent=1, ensure_ascii=False) + "\n", errors="surrogateescape")
+    except OSError as exc:
+        raise UsageError(f"cannot write the plan to {path}: {exc.strerror}") from None
+
+
 def run(
     settings: Settings,
     display: Display | None = None,
     stop: threading.Event | None = None,
+    plan_json: Path | None = None,
 ) -> Report:
     """Convert ``settings.input_dir`` as configured; return the Report (with
     its CSV log written). Set ``stop`` to end the run early."""
@@ -127,9 +173,14 @@ def run(
     except OSError as exc:
         raise UsageError(f"cannot create output folder {settings.outdir}: {exc.strerror}") from None
     report = Report(modes=tuple(c.name for c in selected))
-    with outdir_lock(settings.outdir):
-        tree = discovery.discover(settings.input_dir, prune_set(settings, selected))
-        the_plan = plan.build(tree, selected, settings)
+    with outdir_lock(settings.outdir), open_state(settings) as state:
+        tree, the_plan = make_plan(settings, selected, state)
+        if plan_json is not None:
+            write_plan_json(plan_json, the_plan)
+        for record in the_plan.refresh:
+            state.put(record)
+        for output in the_plan.forget:
+            state.forget(output)
         remove_stale_temps({t.output.parent for t in the_plan.tasks})
         report.sources = len(tree.flacs)
         errors = [
@@ -141,6 +192,7 @@ def run(
 
         def record(result: TaskResult) -> None:
             report.add(result)
+            remember(state, result)
             display.finished(result)
 
         for result in [*errors, *the_plan.refused]:
@@ -148,7 +200,7 @@ def run(
         processes = runner.ProcessGroup()
         todo = []
         for task in the_plan.tasks:
-            if task.action is Action.SKIP:
+            if task.action in runner.NOTES:
                 record(runner.execute(task, settings, processes))
             else:
                 todo.append(task)
@@ -164,6 +216,16 @@ def run(
         except OSError as exc:
             report.log_error = f"cannot write the log {settings.outdir / LOG_NAME}: {exc.strerror or exc}"
     return report
+
+
+@contextmanager
+def open_state(settings: Settings) -> Iterator[State]:
+    try:
+        state = State(settings.outdir, settings.input_dir)
+    except (StateError, sqlite3.Error) as exc:
+        raise UsageError(f"cannot open the state in {settings.outdir}: {exc}") from None
+    with state:
+        yield state
 
 
 def convert(

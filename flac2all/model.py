@@ -18,9 +18,13 @@ from types import MappingProxyType
 class Action(Enum):
     """What a task does to its output."""
 
-    ENCODE = "encode"
-    COPY = "copy"
-    SKIP = "skip"
+    ENCODE = "encode"  # new output, or audio/settings changed
+    COPY = "copy"  # a non-FLAC file copied (-c)
+    SKIP = "skip"  # up to date: nothing to do
+    RETAG = "retag"  # same audio, tags or pictures changed: rewrite tags only
+    MOVE = "move"  # source renamed/moved: rename its output, then retag
+    DELETE = "delete"  # orphan output whose source is gone (--delete)
+    ORPHAN = "orphan"  # orphan output kept (no --delete)
 
 
 class Status(Enum):
@@ -60,6 +64,9 @@ class Settings:
     # source has no front cover of its own.
     id3v23: bool = False
     embed_folder_art: bool = False
+    # Mirror: remove orphan outputs (--delete), even many (--delete-anyway).
+    delete: bool = False
+    delete_anyway: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -74,6 +81,23 @@ class Task:
     output: Path
     action: Action
     size: int = 0
+    # MOVE: the output to rename; SKIP: why it is skipped.
+    previous: Path | None = None
+    note: str = ""
+    # The hash of what shaped the output (mode, options, encoder version):
+    # written into the output's provenance tag and recorded in the state.
+    settings_hash: str = ""
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What the state remembers of a source, to tell what changed."""
+
+    size: int
+    mtime_ns: int
+    audio_md5: str  # STREAMINFO MD5, hex ("" for a copied file)
+    tags_hash: str
+    pictures_hash: str
 
 
 @dataclass(frozen=True)
@@ -85,6 +109,8 @@ class TaskResult:
     message: str = ""
     returncode: int = 0
     elapsed: float = 0.0
+    # Read by the runner before the work, for the state (None on failure).
+    facts: SourceFacts | None = None
 
     @property
     def ok(self) -> bool:

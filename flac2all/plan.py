@@ -1,19 +1,35 @@
-"""Decide the tasks of a run: pure, apart from asking what exists.
+"""Decide the tasks of a run: one action per (source, mode).
 
-(sources, codecs, settings) -> Tasks, each with its output path and action,
-largest sources first so a run does not end with one long file on one core.
+(sources, codecs, settings, the state of the mirror) -> Tasks. An unchanged
+source is skipped from stat and the state alone (no file opened, no process
+started); a changed one is read (metadata only) to tell a tag edit (retag)
+from new audio (re-encode); a new source whose audio matches an output whose
+source is gone is a move; what is left of the state is orphans. Largest
+sources first, so a run does not end with one long file on one core.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flac2all import tags
 from flac2all.codecs import Codec
+from flac2all.codecs.base import program_version
 from flac2all.discovery import Source, Tree
-from flac2all.model import Action, Layout, Settings, Status, Task, TaskResult
+from flac2all.errors import TaskError, UsageError
+from flac2all.model import Action, Layout, Settings, SourceFacts, Status, Task, TaskResult
+from flac2all.state import Record
+
+# Bumped when flac2all changes how it makes outputs, so that they are redone.
+OUTPUT_FORMAT_VERSION = 1
+# --delete refuses to remove more than this share of the outputs (a source
+# disk that is not mounted looks like a library that was deleted).
+DELETE_GUARD = 0.10
 
 
 def output_path(rel: Path, codec: Codec | None, settings: Settings, suffix: str | None) -> Path:
@@ -31,10 +47,37 @@ def output_path(rel: Path, codec: Codec | None, settings: Settings, suffix: str 
     return base / rel.parent / name
 
 
+def settings_hash(codec: Codec, settings: Settings) -> str:
+    """A hash of everything that shaped an output of this mode: a change
+    makes every output of the mode be re-encoded."""
+    options = settings.options.get(codec.option_family or "", codec.default_options)
+    shape = [
+        OUTPUT_FORMAT_VERSION,
+        codec.name,
+        codec.extension,
+        list(options),
+        [program_version(p) for p in codec.programs],
+        codec.max_channels,
+        codec.max_rate,
+        settings.id3v23 and codec.tag_family == "id3",
+        settings.embed_folder_art,
+    ]
+    return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
+
+
 def stat_or_none(path: Path) -> os.stat_result | None:
     try:
         return path.stat()
     except OSError:
+        return None
+
+
+def read_facts(source: Path) -> SourceFacts | None:
+    """Facts of a FLAC source (metadata only), None if it cannot be read."""
+    try:
+        st = os.stat(source)
+        return tags.facts_of(tags.read_source(source), st)
+    except (OSError, TaskError):
         return None
 
 
@@ -43,6 +86,10 @@ class Plan:
     tasks: list[Task] = field(default_factory=list)
     # Tasks refused before running (colliding outputs): already results.
     refused: list[TaskResult] = field(default_factory=list)
+    # State rows to write without any work (adopted or touched outputs), and
+    # rows whose output is gone.
+    refresh: list[Record] = field(default_factory=list)
+    forget: list[Path] = field(default_factory=list)
 
     def counts(self) -> dict[Action, int]:
         out = {a: 0 for a in Action}
@@ -50,42 +97,217 @@ class Plan:
             out[task.action] += 1
         return out
 
+    def as_json(self) -> dict:
+        """The plan, machine-readable (--plan-json)."""
+        actions: dict[str, list[dict]] = {a.value: [] for a in Action}
+        for t in self.tasks:
+            entry = {"source": os.fsdecode(t.source), "mode": t.mode, "output": os.fsdecode(t.output)}
+            if t.previous is not None:
+                entry["previous"] = os.fsdecode(t.previous)
+            actions[t.action.value].append(entry)
+        refused = [
+            {"source": os.fsdecode(r.task.source), "mode": r.task.mode, "error": r.message} for r in self.refused
+        ]
+        return {
+            "version": 1,
+            "counts": {a.value: len(v) for a, v in zip(Action, actions.values(), strict=True)},
+            "actions": actions,
+            "refused": refused,
+        }
+
+
+class Planner:
+    """Builds a Plan; the state and the file system are asked through
+    ``records``, ``stat``, ``facts`` and ``provenance``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        codecs: tuple[Codec, ...],
+        records: dict[Path, Record],
+        stat: Callable[[Path], os.stat_result | None] = stat_or_none,
+        facts: Callable[[Path], SourceFacts | None] = read_facts,
+        provenance: Callable[[Path], dict[str, str] | None] = tags.read_provenance,
+    ) -> None:
+        self.settings = settings
+        self.codecs = codecs
+        self.records = records
+        self.stat = stat
+        self.provenance = provenance
+        self._facts = facts
+        self._facts_cache: dict[Path, SourceFacts | None] = {}
+        self.hashes = {c.name: settings_hash(c, settings) for c in codecs}
+        self.plan = Plan()
+        self.claimed: dict[Path, Path] = {}
+
+    def facts(self, source: Path) -> SourceFacts | None:
+        if source not in self._facts_cache:
+            self._facts_cache[source] = self._facts(source)
+        return self._facts_cache[source]
+
+    def add(self, source: Source, codec: Codec, output: Path, action: Action, **kw) -> None:
+        task = Task(source.path, codec.name, output, action, source.size, settings_hash=self.hashes[codec.name], **kw)
+        other = self.claimed.get(output)
+        if output == source.path or other is not None:
+            why = "it is the source itself" if output == source.path else f"{other} has the same output"
+            self.plan.refused.append(TaskResult(task, Status.FAILED, f"output {output} not written: {why}", 1, 0.0))
+            return
+        self.claimed[output] = source.path
+        self.plan.tasks.append(task)
+
+    def record(self, source: Source, codec: Codec, output: Path, facts: SourceFacts, st: os.stat_result) -> None:
+        self.plan.refresh.append(
+            Record(output, source.path, codec.name, facts, self.hashes[codec.name], st.st_size, st.st_mtime_ns)
+        )
+
+    def decide(self, source: Source, codec: Codec, output: Path) -> tuple[Action, str] | None:
+        """The action for one encoded output; None means "new" (maybe a move)."""
+        if self.settings.force:
+            return Action.ENCODE, ""
+        ost = self.stat(output)
+        rec = self.records.get(output)
+        wanted = self.hashes[codec.name]
+        if ost is None:
+            return None
+        if (
+            rec is not None
+            and rec.source == source.path
+            and (ost.st_size, ost.st_mtime_ns)
+            == (
+                rec.out_size,
+                rec.out_mtime_ns,
+            )
+        ):
+            if rec.settings_hash != wanted:
+                return Action.ENCODE, ""
+            if (rec.facts.size, rec.facts.mtime_ns) == (source.size, source.mtime_ns):
+                return Action.SKIP, "skipped: up to date"
+            return self.compare(source, codec, output, ost, rec.facts.audio_md5, rec.facts)
+        # An output the state does not vouch for: adopt it by its provenance.
+        prov = self.provenance(output) if codec.tagged else None
+        if prov is not None:
+            if prov.get("settings") != wanted:
+                return Action.ENCODE, ""
+            recorded = SourceFacts(0, 0, prov.get("md5", ""), prov.get("tags", ""), prov.get("pictures", ""))
+            return self.compare(source, codec, output, ost, recorded.audio_md5, recorded)
+        # No provenance (an output of the original flac2all, say): trust an
+        # output newer than its source for its audio, and rewrite its tags.
+        if ost.st_mtime_ns >= source.mtime_ns:
+            if codec.tag_family == "none" or not codec.tagged:
+                facts = self.facts(source.path)
+                if facts is not None:
+                    self.record(source, codec, output, facts, ost)
+                return Action.SKIP, "skipped: output exists"
+            return Action.RETAG, ""
+        return Action.ENCODE, ""
+
+    def compare(
+        self, source: Source, codec: Codec, output: Path, ost: os.stat_result, md5: str, recorded: SourceFacts
+    ) -> tuple[Action, str]:
+        """Same output, source maybe changed: read it to know how."""
+        facts = self.facts(source.path)
+        if facts is None or not facts.audio_md5 or facts.audio_md5 != md5:
+            return Action.ENCODE, ""
+        if (facts.tags_hash, facts.pictures_hash) != (recorded.tags_hash, recorded.pictures_hash):
+            return Action.RETAG, ""
+        self.record(source, codec, output, facts, ost)  # touched, not changed
+        return Action.SKIP, "skipped: unchanged"
+
+    def build(self, tree: Tree) -> Plan:
+        settings = self.settings
+        fresh: list[tuple[Source, Codec, Path]] = []
+        for source in tree.flacs:
+            for codec in self.codecs:
+                output = output_path(source.rel, codec, settings, codec.extension)
+                decided = self.decide(source, codec, output)
+                if decided is None:
+                    fresh.append((source, codec, output))
+                else:
+                    self.add(source, codec, output, decided[0], note=decided[1])
+        if settings.copy:
+            for source in tree.others:
+                # Without per-mode folders all modes share one copy.
+                outputs: dict[Path, Codec] = {}
+                for codec in self.codecs:
+                    if codec.tagged:  # nothing to copy beside test mode's analysis files
+                        outputs.setdefault(output_path(source.rel, codec, settings, None), codec)
+                for output, codec in outputs.items():
+                    st = self.stat(output)
+                    rec = self.records.get(output)
+                    same = st is not None and (
+                        (
+                            rec is not None
+                            and (rec.out_size, rec.out_mtime_ns) == (st.st_size, st.st_mtime_ns)
+                            and (rec.facts.size, rec.facts.mtime_ns) == (source.size, source.mtime_ns)
+                        )
+                        or (st.st_size == source.size and st.st_mtime_ns == source.mtime_ns)
+                    )
+                    if same and not settings.force:
+                        if rec is None:
+                            self.record(
+                                source, codec, output, SourceFacts(source.size, source.mtime_ns, "", "", ""), st
+                            )
+                        self.add(source, codec, output, Action.SKIP, note="skipped: up to date")
+                    else:
+                        self.add(source, codec, output, Action.COPY)
+        self.place_fresh(fresh, tree)
+        self.plan.tasks.sort(key=lambda t: t.size, reverse=True)
+        return self.plan
+
+    def place_fresh(self, fresh: list[tuple[Source, Codec, Path]], tree: Tree) -> None:
+        """New outputs: moves where the audio is an orphan's, else encodes;
+        then the remaining orphans."""
+        orphans = []
+        for rec in self.orphans_after(fresh, tree):
+            st = self.stat(rec.output)
+            if st is None or (st.st_size, st.st_mtime_ns) != (rec.out_size, rec.out_mtime_ns):
+                self.plan.forget.append(rec.output)  # gone, or not ours any more
+            else:
+                orphans.append(rec)
+        movable = {
+            (rec.mode, rec.facts.audio_md5, rec.facts.size, rec.settings_hash): rec
+            for rec in orphans
+            if rec.facts.audio_md5 and not self.settings.force
+        }
+        for source, codec, output in fresh:
+            facts = self.facts(source.path) if movable else None
+            key = (codec.name, facts.audio_md5, source.size, self.hashes[codec.name]) if facts else None
+            rec = movable.pop(key, None) if key else None
+            if rec is not None:
+                orphans.remove(rec)
+                self.add(source, codec, output, Action.MOVE, previous=rec.output)
+            else:
+                self.add(source, codec, output, Action.ENCODE)
+        deleting = self.settings.delete
+        if deleting and not self.settings.delete_anyway and len(orphans) > DELETE_GUARD * len(self.records):
+            raise UsageError(
+                f"--delete would remove {len(orphans)} of the {len(self.records)} outputs in {self.settings.outdir} "
+                f"(more than {DELETE_GUARD:.0%}): is the source folder mounted and complete? "
+                "Run with --dry-run to see the list, and add --delete-anyway if it is right"
+            )
+        for rec in orphans:
+            task = Task(rec.source, rec.mode, rec.output, Action.DELETE if deleting else Action.ORPHAN)
+            self.plan.tasks.append(task)
+
+    def orphans_after(self, fresh: list[tuple[Source, Codec, Path]], tree: Tree) -> list[Record]:
+        # Outputs of fresh tasks are claimed too: a row for one of them that
+        # we did not decide on (its output is missing) is not an orphan.
+        claimed = set(self.claimed) | {output for _, _, output in fresh}
+        present = {s.path for s in tree.flacs} | {s.path for s in tree.others}
+        modes = {c.name for c in self.codecs}
+        return [
+            rec
+            for out, rec in self.records.items()
+            if out not in claimed and (rec.source not in present or rec.mode in modes)
+        ]
+
 
 def build(
     tree: Tree,
     codecs: tuple[Codec, ...],
     settings: Settings,
-    stat: Callable[[Path], os.stat_result | None] = stat_or_none,
+    records: dict[Path, Record] | None = None,
+    **ask,
 ) -> Plan:
-    """One task per (FLAC source, mode), plus copy tasks with ``-c``."""
-    plan = Plan()
-    claimed: dict[Path, Path] = {}
-
-    def add(source: Source, codec: Codec, output: Path, action: Action) -> None:
-        other = claimed.get(output)
-        if output == source.path or other is not None:
-            why = "it is the source itself" if output == source.path else f"{other} has the same output"
-            task = Task(source.path, codec.name, output, action, source.size)
-            plan.refused.append(TaskResult(task, Status.FAILED, f"output {output} not written: {why}", 1, 0.0))
-            return
-        claimed[output] = source.path
-        plan.tasks.append(Task(source.path, codec.name, output, action, source.size))
-
-    for source in tree.flacs:
-        for codec in codecs:
-            output = output_path(source.rel, codec, settings, codec.extension)
-            exists = not settings.force and stat(output) is not None
-            add(source, codec, output, Action.SKIP if exists else Action.ENCODE)
-    if settings.copy:
-        for source in tree.others:
-            # Without per-mode folders all modes share one copy.
-            outputs = {}
-            for codec in codecs:
-                if codec.tagged:  # nothing to copy beside test mode's analysis files
-                    outputs.setdefault(output_path(source.rel, codec, settings, None), codec)
-            for output, codec in outputs.items():
-                st = stat(output)
-                same = st is not None and st.st_size == source.size and st.st_mtime_ns == source.mtime_ns
-                add(source, codec, output, Action.SKIP if same and not settings.force else Action.COPY)
-    plan.tasks.sort(key=lambda t: t.size, reverse=True)
-    return plan
+    """One task per (FLAC source, mode), plus copies with ``-c`` and orphans."""
+    return Planner(settings, codecs, records or {}, **ask).build(tree)

@@ -83,6 +83,24 @@ class Report:
             raise
         self.log_path = path
 
+    def action_counts(self) -> dict[str, int]:
+        """What was done, by action (failed tasks counted apart)."""
+        words = {
+            Action.ENCODE: "encoded",
+            Action.RETAG: "retagged",
+            Action.MOVE: "moved",
+            Action.COPY: "copied",
+            Action.DELETE: "deleted",
+            Action.SKIP: "skipped",
+            Action.ORPHAN: "orphans kept",
+        }
+        counts = {word: 0 for word in words.values()}
+        for r in self.results:
+            if r.status is not Status.FAILED and r.task.action in words:
+                counts[words[r.task.action]] += 1
+        counts["failed"] = len(self.failures)
+        return counts
+
     def summary(self) -> str:
         total = len(self.results)
         converted = sum(1 for r in self.results if r.status is Status.SUCCESS and r.task.action is Action.ENCODE)
@@ -104,6 +122,7 @@ class Report:
             f"    Files we failed to convert due to errors: {failed}",
             "    --",
             f"    Conversion error rate: {error_rate:.2f}%",
+            "    Actions: " + ", ".join(f"{n} {word}" for word, n in self.action_counts().items()),
             f"    Wall time: {format_duration(self.wall_time)}",
         ]
         for mode in self.modes:

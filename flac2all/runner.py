@@ -30,7 +30,7 @@ from mutagen.flac import FLAC
 from flac2all import codecs, tags
 from flac2all.codecs.base import PACKAGES
 from flac2all.errors import TaskError
-from flac2all.model import Action, Settings, Status, Task, TaskResult
+from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
 
 log = logging.getLogger("flac2all")
 
@@ -231,57 +231,115 @@ def check_output(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta) -> None:
             raise TaskError("re-encoded audio differs from the source (MD5 mismatch)")
 
 
-def encode(task: Task, settings: Settings, processes: ProcessGroup) -> str:
-    """Encode, check and tag one output. Returns a note for the result."""
-    codec = codecs.resolve(task.mode)
-    meta = source_meta(task.source, settings)
-    options = settings.options.get(codec.option_family or "", codec.default_options)
-    timeout = settings.timeout if settings.timeout is not None else default_timeout(meta.info.length)
-    with staged(task.output) as tmp:
-        run_pipeline(codec.commands(task.source, tmp, meta.info, tuple(options)), timeout, processes)
-        check_output(codec, tmp, meta)
-        warnings = tags.write_tags(tmp, codec.tag_family, meta, settings.id3v23) if codec.tagged else []
-        commit(tmp, task.output)
-    return report_warnings(task, warnings)
+Outcome = tuple[str, SourceFacts | None]  # (note for the result, facts for the state)
 
 
-def source_meta(source: Path, settings: Settings) -> tags.SourceMeta:
-    meta = tags.read_source(source)
+def read_source(task: Task, settings: Settings) -> tuple[tags.SourceMeta, SourceFacts]:
+    """The source's metadata and facts; the stat comes first, so a source
+    changed while we work looks changed to the next run."""
+    try:
+        st = os.stat(task.source)
+    except OSError as exc:
+        raise TaskError(f"cannot read source: {tags.describe_oserror(exc)}") from None
+    meta = tags.read_source(task.source)
+    facts = tags.facts_of(meta, st)
     if settings.embed_folder_art:
-        meta = tags.with_folder_art(meta, source.parent)
-    return meta
+        meta = tags.with_folder_art(meta, task.source.parent)
+    return tags.with_provenance(meta, tags.provenance(facts, task.settings_hash)), facts
 
 
-def report_warnings(task: Task, warnings: list[str]) -> str:
+def write_tags(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, task: Task, settings: Settings) -> str:
+    warnings = tags.write_tags(tmp, codec.tag_family, meta, settings.id3v23) if codec.tagged else []
     for warning in warnings:
         log.warning("%s: %s", task.source, warning)
     return "; ".join(warnings)
 
 
-def retag(task: Task, settings: Settings) -> str:
+def encode(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
+    """Encode, check and tag one output."""
+    codec = codecs.resolve(task.mode)
+    meta, facts = read_source(task, settings)
+    options = settings.options.get(codec.option_family or "", codec.default_options)
+    timeout = settings.timeout if settings.timeout is not None else default_timeout(meta.info.length)
+    with staged(task.output) as tmp:
+        run_pipeline(codec.commands(task.source, tmp, meta.info, tuple(options)), timeout, processes)
+        check_output(codec, tmp, meta)
+        note = write_tags(codec, tmp, meta, task, settings)
+        commit(tmp, task.output)
+    return note, facts
+
+
+def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None) -> Outcome:
     """Rewrite the tags and pictures of an existing output from its source,
     without re-encoding: on a copy beside it, renamed over it when done, so
     the output is never seen half-tagged."""
     codec = codecs.resolve(task.mode)
-    meta = source_meta(task.source, settings)
+    meta, facts = read_source(task, settings)
     with staged(task.output) as tmp:
         try:
             shutil.copy2(task.output, tmp)
         except OSError as exc:
             raise TaskError(f"cannot copy the output to retag it: {tags.describe_oserror(exc)}") from None
-        warnings = tags.write_tags(tmp, codec.tag_family, meta, settings.id3v23) if codec.tagged else []
+        note = write_tags(codec, tmp, meta, task, settings)
         commit(tmp, task.output)
-    return report_warnings(task, warnings)
+    return note or "retagged", facts
 
 
-def copy(task: Task) -> str:
+def move(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
+    """A renamed or moved source: rename its output, then retag it (the
+    tags may name the old place, and the state learns the new one)."""
+    assert task.previous is not None
+    try:
+        task.output.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(task.previous, task.output)
+    except OSError as exc:
+        raise TaskError(f"cannot move {task.previous}: {tags.describe_oserror(exc)}") from None
+    remove_empty_folders(task.previous.parent, settings.outdir)
+    _, facts = retag(task, settings)
+    return f"moved from {task.previous}", facts
+
+
+def delete(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
+    """An orphan output (its source is gone) that this tool wrote."""
+    try:
+        task.output.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise TaskError(f"cannot delete {task.output}: {tags.describe_oserror(exc)}") from None
+    remove_empty_folders(task.output.parent, settings.outdir)
+    return "deleted orphan", None
+
+
+def remove_empty_folders(folder: Path, top: Path) -> None:
+    """Remove ``folder`` and its parents while empty, never ``top`` itself."""
+    while folder != top and folder.is_relative_to(top):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
+    try:
+        st = os.stat(task.source)
+    except OSError as exc:
+        raise TaskError(f"cannot read: {tags.describe_oserror(exc)}") from None
     with staged(task.output) as tmp:
         try:
             shutil.copy2(task.source, tmp)
         except OSError as exc:
             raise TaskError(f"cannot copy: {tags.describe_oserror(exc)}") from None
         commit(tmp, task.output)
-    return "copied"
+    return "copied", SourceFacts(st.st_size, st.st_mtime_ns, "", "", "")
+
+
+HANDLERS = {Action.ENCODE: encode, Action.COPY: copy, Action.RETAG: retag, Action.MOVE: move, Action.DELETE: delete}
+NOTES = {
+    Action.SKIP: "skipped: output exists",
+    Action.ORPHAN: "orphan: source gone, output kept (--delete removes it)",
+}
 
 
 def execute(task: Task, settings: Settings, processes: ProcessGroup) -> TaskResult:
@@ -290,11 +348,11 @@ def execute(task: Task, settings: Settings, processes: ProcessGroup) -> TaskResu
     Raises Interrupted when the run is being stopped (the task then has no
     result and its temp file is gone).
     """
-    if task.action is Action.SKIP:
-        return TaskResult(task, Status.SKIPPED, "skipped: output exists", 0, -1.0)
+    if task.action in NOTES:
+        return TaskResult(task, Status.SKIPPED, task.note or NOTES[task.action], 0, -1.0)
     started = time.monotonic()
     try:
-        note = copy(task) if task.action is Action.COPY else encode(task, settings, processes)
+        note, facts = HANDLERS[task.action](task, settings, processes)
     except TaskError as exc:
         if processes.stopping:
             raise Interrupted() from None
@@ -304,4 +362,4 @@ def execute(task: Task, settings: Settings, processes: ProcessGroup) -> TaskResu
     except Exception as exc:  # a bug must fail one task, not the run
         log.exception("internal error on %s (%s)", task.source, task.mode)
         return TaskResult(task, Status.FAILED, f"internal error: {exc!r}", 1, time.monotonic() - started)
-    return TaskResult(task, Status.SUCCESS, note, 0, time.monotonic() - started)
+    return TaskResult(task, Status.SUCCESS, note, 0, time.monotonic() - started, facts)

@@ -10,6 +10,8 @@ get the Vorbis comments verbatim.
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -18,10 +20,13 @@ from pathlib import Path
 import mutagen
 from mutagen import id3
 from mutagen.flac import FLAC, FLACNoHeaderError, Picture
-from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
+from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm, MP4Tags
 
 from flac2all.codecs.base import AudioInfo
 from flac2all.errors import TaskError
+from flac2all.model import SourceFacts
+
+PROVENANCE_KEY = "FLAC2ALL_SOURCE"
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,63 @@ class SourceMeta:
     md5: int  # STREAMINFO audio MD5 (0 when the encoder did not set it)
     comments: tuple[tuple[str, str], ...]  # (key as written, value), in file order
     pictures: tuple[Picture, ...]
+
+
+def tags_hash(comments: Iterable[tuple[str, str]]) -> str:
+    h = hashlib.sha256()
+    for key, value in comments:
+        h.update(f"{key}={value}".encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()[:32]
+
+
+def pictures_hash(pictures: Iterable[Picture]) -> str:
+    h = hashlib.sha256()
+    for pic in pictures:
+        h.update(f"{pic.type}\0{pic.mime}\0{pic.desc}\0{len(pic.data)}\0".encode("utf-8", "surrogatepass"))
+        h.update(pic.data)
+    return h.hexdigest()[:32]
+
+
+def facts_of(meta: SourceMeta, st: os.stat_result) -> SourceFacts:
+    """What the state records of a source (``st`` taken before reading it)."""
+    return SourceFacts(
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        audio_md5=f"{meta.md5:032x}" if meta.md5 else "",
+        tags_hash=tags_hash(meta.comments),
+        pictures_hash=pictures_hash(meta.pictures),
+    )
+
+
+def provenance(facts: SourceFacts, settings_hash: str) -> str:
+    """The FLAC2ALL_SOURCE tag written into each output: enough to adopt the
+    output again if the state database is lost."""
+    return f"v1 md5={facts.audio_md5} settings={settings_hash} tags={facts.tags_hash} pictures={facts.pictures_hash}"
+
+
+def with_provenance(meta: SourceMeta, value: str) -> SourceMeta:
+    return replace(meta, comments=(*meta.comments, (PROVENANCE_KEY, value)))
+
+
+def read_provenance(path: Path) -> dict[str, str] | None:
+    """The fields of an output's FLAC2ALL_SOURCE tag, or None."""
+    try:
+        audio = mutagen.File(path)
+    except (mutagen.MutagenError, OSError):
+        return None
+    tags = getattr(audio, "tags", None)
+    if tags is None:
+        return None
+    values: list = []
+    if isinstance(tags, id3.ID3):
+        values = [t for f in tags.getall("TXXX:" + PROVENANCE_KEY) for t in f.text]
+    elif isinstance(tags, MP4Tags):
+        values = [bytes(v).decode("utf-8", "replace") for v in tags.get("----:com.apple.iTunes:" + PROVENANCE_KEY, [])]
+    elif hasattr(tags, "get"):
+        values = tags.get(PROVENANCE_KEY) or []
+    if not values or not values[0].startswith("v1 "):
+        return None
+    return dict(part.split("=", 1) for part in values[0].split()[1:] if "=" in part)
 
 
 def describe_oserror(exc: OSError) -> str:
@@ -67,7 +129,8 @@ def read_source(path: Path) -> SourceMeta:
         bits_per_sample=si.bits_per_sample,
         length=si.length,
     )
-    comments = tuple((k, v) for k, v in (flac.tags or ()))
+    # A provenance tag is ours to write, never carried over from a source.
+    comments = tuple((k, v) for k, v in (flac.tags or ()) if k.upper() != PROVENANCE_KEY)
     return SourceMeta(info=info, md5=si.md5_signature, comments=comments, pictures=tuple(flac.pictures))
 
 
@@ -515,6 +578,11 @@ def mapping_markdown() -> str:
         "",
         "`--embed-folder-art`: a source without an embedded front cover gets cover.jpg, folder.jpg or",
         "front.jpg (or .png) from its folder as front cover.",
+        "",
+        f"Provenance: every tagged output also carries `{PROVENANCE_KEY}` (TXXX in ID3, a freeform atom in",
+        "MP4, a comment in Ogg and FLAC) = `v1 md5=<source audio MD5> settings=<hash> tags=<hash>",
+        "pictures=<hash>`, from which the mirror's state is rebuilt when its database is lost. It is never",
+        "copied from a source.",
         "",
     ]
     return "\n".join(out)

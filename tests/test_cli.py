@@ -96,7 +96,7 @@ def test_existing_outputs_are_skipped_as_success_then_forced(library, tmp_path):
     again = run_flac2all("opus", "-o", out, library)
     assert again.returncode == 0
     statuses = {r["conversion_status"] for r in again.rows()}
-    assert statuses == {"SUCCESS (skipped: output exists)"}
+    assert statuses == {"SUCCESS (skipped: up to date)"}
     assert (output.stat().st_mtime_ns, output.read_bytes()) == before
     forced = run_flac2all("opus", "-f", "-o", out, library)
     assert forced.returncode == 0
@@ -146,7 +146,7 @@ def test_copy_copies_other_files_once_and_skips_unchanged(library, tmp_path):
     assert {r["conversion_status"] for r in copies} == {"SUCCESS (copied)"}
     again = run_flac2all("mp3,test", "-c", "-o", out, library)
     copies = [r for r in again.rows() if not r["infile"].endswith(".flac")]
-    assert {r["conversion_status"] for r in copies} == {"SUCCESS (skipped: output exists)"}
+    assert {r["conversion_status"] for r in copies} == {"SUCCESS (skipped: up to date)"}
     (library / "notes.txt").write_text("changed")
     third = run_flac2all("mp3", "-c", "-o", out, library)
     assert (out / "mp3" / "notes.txt").read_text() == "changed"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,21 @@ PACKAGES = {
     "opusenc": "opus-tools",
     "ffmpeg": "ffmpeg",
 }
+
+
+@functools.cache
+def program_version(program: str) -> str:
+    """The first line a program prints of its version, probed once per
+    process ("" when it cannot be run)."""
+    flag = "-version" if program == "ffmpeg" else "--version"
+    try:
+        out = subprocess.run(
+            [program, flag], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = (out.stdout or out.stderr).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 @dataclass(frozen=True)
