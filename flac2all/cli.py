@@ -194,6 +194,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="print what would be done, per action, and change nothing")
     p.add_argument("--plan-json", metavar="FILE", help="write the plan (every task and its action) to FILE as JSON")
+    cluster = p.add_argument_group("cluster mode (workers: flac2all_worker MASTER_HOST)")
+    cluster.add_argument(
+        "-m",
+        "--master",
+        action="store_true",
+        help="hand the tasks to flac2all_worker processes on other hosts instead of encoding here",
+    )
+    cluster.add_argument("--port", type=int, default=2019, help="port the master listens on (default 2019)")
+    cluster.add_argument(
+        "--bind", default="*", metavar="ADDRESS", help="address the master listens on (default: all interfaces)"
+    )
+    cluster.add_argument(
+        "--keys",
+        type=Path,
+        metavar="DIR",
+        help="CurveZMQ key folder (default: ~/.config/flac2all/cluster if it exists; "
+        "make one with: flac2all --cluster-keygen DIR)",
+    )
+    p.add_argument(
+        "-C",
+        "--curses",
+        action="store_true",
+        help="full-screen live dashboard (progress, ETA, failures, per-host workers)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every failing command line and its full output")
     p.add_argument("--version", action="version", version=f"flac2all {__version__}")
     return p
@@ -242,7 +266,29 @@ class StopOnSignal(threading.Event):
         self.set()
 
 
+def keygen_main(argv: list[str]) -> int | None:
+    """``flac2all --cluster-keygen DIR``: the one command without a mode."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--cluster-keygen", type=Path, metavar="DIR")
+    known, _ = p.parse_known_args(argv)
+    if known.cluster_keygen is None:
+        return None
+    from flac2all.cluster import keys
+
+    for path in keys.keygen(known.cluster_keygen):
+        print(f"wrote {path}")
+    print(
+        f"Copy {known.cluster_keygen} to every node (or share it): the master uses master.key_secret and "
+        "authorized/, workers use worker.key_secret and master.key."
+    )
+    return ExitStatus.OK
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    done = keygen_main(argv)
+    if done is not None:
+        return done
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -261,7 +307,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(describe_plan(engine.dry_run(settings, plan_json), settings))
             return ExitStatus.OK
-        report = engine.run(settings, make_display(sys.stdout), stop, plan_json)
+        executor = engine.run_local
+        if args.master:
+            from flac2all.cluster import keys, protocol
+            from flac2all.cluster.master import Master
+
+            protocol.check_usage_options(dict(settings.options))
+            if not 0 <= args.port < 65536:
+                raise UsageError(f"--port {args.port}: not a port number")
+            executor = Master(args.bind, args.port, keys.find(args.keys))
+        display = make_display(sys.stdout, dashboard=args.curses)
+        if args.master and hasattr(display, "hosts"):
+            display.hosts = executor.hosts_view
+        report = engine.run(settings, display, stop, plan_json, executor)
     except Flac2allError as exc:
         print(f"flac2all: error: {exc}", file=sys.stderr)
         return exc.exit_status

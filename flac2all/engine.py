@@ -26,7 +26,7 @@ from flac2all.codecs import Codec
 from flac2all.codecs.base import PACKAGES
 from flac2all.errors import MissingProgramError, OutdirBusyError, UsageError
 from flac2all.model import Action, Layout, Settings, Status, Task, TaskResult
-from flac2all.pool import run_local
+from flac2all.pool import Executor, run_local
 from flac2all.report import LOG_NAME, Report
 from flac2all.state import STATE_DIR, Record, State, StateError
 
@@ -158,9 +158,11 @@ def run(
     display: Display | None = None,
     stop: threading.Event | None = None,
     plan_json: Path | None = None,
+    executor: Executor = run_local,
 ) -> Report:
     """Convert ``settings.input_dir`` as configured; return the Report (with
-    its CSV log written). Set ``stop`` to end the run early."""
+    its CSV log written). Set ``stop`` to end the run early. ``executor``
+    runs the tasks: the local pool, or a cluster master (same contract)."""
     display = display or Silent()
     stop = stop or threading.Event()
     started = time.monotonic()
@@ -205,7 +207,7 @@ def run(
             else:
                 todo.append(task)
         try:
-            run_local(todo, settings, processes, stop, display.started, record)
+            executor(todo, settings, processes, stop, display.started, record)
         finally:
             display.end()
         if stop.is_set():

@@ -14,6 +14,12 @@ from collections.abc import Callable, Iterable
 from flac2all import runner
 from flac2all.model import Settings, Task, TaskResult
 
+# What runs a run's tasks: run_local below, or cluster.master.Master.
+Executor = Callable[
+    [list[Task], Settings, runner.ProcessGroup, threading.Event, Callable[[Task], None], Callable[[TaskResult], None]],
+    None,
+]
+
 
 def run_local(
     tasks: Iterable[Task],

@@ -3,8 +3,11 @@ one plain line per finished task otherwise."""
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TextIO
 
 from flac2all.model import Status, Task, TaskResult
@@ -93,5 +96,63 @@ class RichDisplay:
         self.live.stop()
 
 
-def make_display(out: TextIO = sys.stdout) -> PlainDisplay | RichDisplay:
-    return RichDisplay() if out.isatty() else PlainDisplay(out)
+class Dashboard(RichDisplay):
+    """-C/--curses: the progress bar plus a table of worker hosts: their
+    processes, tasks done, rate and current files. In local mode the one
+    host is this one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from rich.console import Group
+        from rich.live import Live
+
+        self.hosts: Callable[[], list[HostRow]] = self.local_hosts
+        self.finished_at: list[float] = []
+        self.live = Live(
+            get_renderable=lambda: Group(self.progress, self.table()),
+            console=self.console,
+            refresh_per_second=4,
+            screen=False,
+        )
+
+    def finished(self, result: TaskResult) -> None:
+        super().finished(result)
+        self.finished_at.append(time.monotonic())
+
+    def local_hosts(self) -> list[HostRow]:
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        names = [t.source.name for t in self.running.values()]
+        return [HostRow(socket.gethostname(), len(self.running), self.done, self.done / elapsed, names)]
+
+    def table(self):
+        from rich.table import Table
+
+        table = Table(expand=True, show_edge=False, pad_edge=False)
+        for column in ("host", "procs", "done", "tasks/s", "current files"):
+            table.add_column(column, no_wrap=column != "current files", overflow="ellipsis")
+        try:
+            rows = self.hosts()
+        except Exception:  # a display must never take the run down
+            rows = []
+        for row in rows:
+            table.add_row(
+                row.host, str(row.processes), str(row.done), f"{row.rate:.1f}", printable(", ".join(row.current))
+            )
+        return table
+
+
+@dataclass(frozen=True)
+class HostRow:
+    host: str
+    processes: int
+    done: int
+    rate: float
+    current: list[str]
+
+
+def make_display(out: TextIO = sys.stdout, dashboard: bool = False) -> PlainDisplay | RichDisplay:
+    """The live display on a terminal (the dashboard with -C), plain lines
+    otherwise (a pipe, a log file, cron)."""
+    if not out.isatty():
+        return PlainDisplay(out)
+    return Dashboard() if dashboard else RichDisplay()

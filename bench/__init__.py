@@ -1,0 +1,1 @@
+"""Benchmarks of flac2all: ``python -m bench --help``."""

@@ -1,0 +1,348 @@
+"""The master: hands tasks to workers over ZeroMQ and keeps a ledger so that
+no task is lost or silently run twice (see shared/design/cluster.md).
+
+One ROUTER socket. Workers say hello, then READY with credit (their free
+slots); the master sends at most that many tasks. Heartbeats both ways every
+second; a worker silent for DEAD_AFTER seconds is dead and its tasks go back
+to the queue (a task whose worker died under it POISON_DEATHS times fails).
+A result is accepted only from the session the task's current attempt was
+given to; late duplicates are acknowledged and discarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+
+from flac2all import runner
+from flac2all.cluster import keys as cluster_keys
+from flac2all.cluster import protocol
+from flac2all.cluster.protocol import ProtocolError
+from flac2all.errors import UsageError
+from flac2all.model import Settings, Status, Task, TaskResult
+
+log = logging.getLogger("flac2all.master")
+
+HEARTBEAT = 1.0
+DEAD_AFTER = 5.0
+POISON_DEATHS = 3
+
+
+@dataclass
+class Entry:
+    """One task in the ledger."""
+
+    id: int
+    task: Task
+    attempt: int = 0
+    deaths: int = 0
+    session: str | None = None  # the worker session holding it
+    done: bool = False
+
+
+@dataclass
+class Peer:
+    """One worker process (one session of it)."""
+
+    identity: bytes
+    session: str
+    host: str
+    pid: int
+    slots: int
+    last_seen: float
+    credit: int = 0
+    tasks: set[int] = field(default_factory=set)
+    finished: int = 0
+    joined: float = field(default_factory=time.monotonic)
+    current: dict[int, str] = field(default_factory=dict)  # task id -> file name
+
+
+@dataclass
+class Counters:
+    dropped: int = 0  # malformed or hostile frames
+    late: int = 0  # results for an attempt no longer current
+    requeued: int = 0
+
+
+class Master:
+    """The cluster executor: same signature as pool.run_local."""
+
+    def __init__(
+        self,
+        bind: str = "*",
+        port: int = 2019,
+        key_dir: Path | None = None,
+        say: Callable[[str], None] = lambda line: print(line, flush=True),
+    ) -> None:
+        self.bind, self.port, self.say = bind, port, say
+        self.keys = cluster_keys.master_keys(key_dir) if key_dir else None
+        self.counters = Counters()
+        self.peers: dict[bytes, Peer] = {}
+        self.entries: dict[int, Entry] = {}
+        self.pending: deque[Entry] = deque()
+        self.endpoint = ""
+
+    # -- socket ---------------------------------------------------------------
+
+    def open(self) -> None:
+        self.ctx = zmq.Context()
+        self.auth = None
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE + 1024)
+        if self.keys is not None:
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self.auth = ThreadAuthenticator(self.ctx)
+            self.auth.start()
+            self.auth.configure_curve(domain=cluster_keys.ZAP_DOMAIN, location=str(self.keys.authorized))
+            sock.curve_secretkey = self.keys.secret
+            sock.curve_publickey = self.keys.public
+            sock.curve_server = True
+            sock.zap_domain = cluster_keys.ZAP_DOMAIN.encode()
+        else:
+            self.say("WARNING: the cluster is unauthenticated and unencrypted (no keys: see flac2all --cluster-keygen)")
+        try:
+            if self.port == 0:
+                bound = sock.bind_to_random_port(f"tcp://{self.bind}")
+                self.endpoint = f"tcp://{self.bind}:{bound}"
+            else:
+                sock.bind(f"tcp://{self.bind}:{self.port}")
+                self.endpoint = f"tcp://{self.bind}:{self.port}"
+        except zmq.ZMQError as exc:
+            sock.close()
+            self.close()
+            raise UsageError(f"cannot listen on {self.bind}:{self.port}: {exc}") from None
+        self.sock = sock
+
+    def close(self) -> None:
+        if getattr(self, "sock", None) is not None:
+            self.sock.close(0)
+            self.sock = None
+        if getattr(self, "auth", None) is not None:
+            self.auth.stop()
+        if getattr(self, "ctx", None) is not None:
+            self.ctx.term()
+            self.ctx = None
+
+    def send(self, peer: Peer, frame: bytes) -> bool:
+        try:
+            self.sock.send_multipart([peer.identity, frame], zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError:  # EHOSTUNREACH (gone) or EAGAIN (not reading)
+            return False
+
+    # -- ledger ---------------------------------------------------------------
+
+    def requeue(self, peer: Peer, died: bool, on_result: Callable[[TaskResult], None]) -> None:
+        for task_id in sorted(peer.tasks):
+            entry = self.entries[task_id]
+            entry.session = None
+            entry.attempt += 1
+            self.counters.requeued += 1
+            if died:
+                entry.deaths += 1
+                if entry.deaths >= POISON_DEATHS:
+                    entry.done = True
+                    on_result(
+                        TaskResult(
+                            entry.task, Status.FAILED, f"the worker died under this task {entry.deaths} times", 1, 0.0
+                        )
+                    )
+                    continue
+            self.pending.appendleft(entry)
+        peer.tasks.clear()
+        peer.current.clear()
+
+    def drop_peer(self, peer: Peer, died: bool, why: str, on_result: Callable[[TaskResult], None]) -> None:
+        self.peers.pop(peer.identity, None)
+        n = len(peer.tasks)
+        self.requeue(peer, died, on_result)
+        self.say(f"Worker {peer.host}:{peer.pid} {why}; {n} task(s) requeued ({len(self.peers)} worker(s) left)")
+
+    # -- messages -------------------------------------------------------------
+
+    def handle(self, identity: bytes, frame: bytes, settings_wire: dict, on_result) -> None:
+        now = time.monotonic()
+        try:
+            msg = protocol.decode(frame)
+            kind = msg["type"]
+            peer = self.peers.get(identity)
+            if kind == "hello":
+                hello = protocol.hello_from_wire(msg)
+                if peer is not None:
+                    self.drop_peer(peer, False, "started a new session", on_result)
+                peer = Peer(identity, hello["session"], hello["host"], hello["pid"], hello["slots"], now)
+                self.peers[identity] = peer
+                self.send(peer, protocol.encode("welcome", settings=settings_wire, heartbeat=HEARTBEAT))
+                self.say(f"Got {len(self.peers)} worker(s) (new: {peer.host}:{peer.pid})")
+                return
+            if peer is None:
+                # A session we do not know (we restarted, or declared it
+                # dead): it must start over, and its results are not ours.
+                if kind == "result":
+                    self.counters.late += 1
+                self.sock.send_multipart([identity, protocol.encode("reset")], zmq.NOBLOCK)
+                return
+            peer.last_seen = now
+            if kind == "ready":
+                protocol.fields(msg, {"credit": int})
+                peer.credit = max(0, min(msg["credit"], peer.slots - len(peer.tasks)))
+            elif kind == "result":
+                wire = protocol.result_from_wire(msg)
+                entry = self.entries.get(wire.task_id)
+                if entry is None or entry.done or entry.session != peer.session or entry.attempt != wire.attempt:
+                    self.counters.late += 1  # a duplicate or a result from a worker we gave up on
+                    return
+                entry.done = True
+                entry.session = None
+                peer.tasks.discard(entry.id)
+                peer.current.pop(entry.id, None)
+                peer.finished += 1
+                peer.credit = min(peer.slots - len(peer.tasks), peer.credit + 1)
+                on_result(wire.to_result(entry.task))
+            elif kind == "heartbeat":
+                protocol.fields(msg, {})
+            elif kind == "bye":
+                protocol.fields(msg, {})
+                self.drop_peer(peer, False, "said goodbye", on_result)
+            else:
+                raise ProtocolError(f"unknown message type {kind!r}")
+        except ProtocolError as exc:
+            self.counters.dropped += 1
+            log.warning("dropped a message from a worker: %s", exc)
+        except zmq.ZMQError:
+            pass
+
+    # -- the run --------------------------------------------------------------
+
+    def __call__(
+        self,
+        tasks: list[Task],
+        settings: Settings,
+        processes: runner.ProcessGroup,
+        stop,
+        on_start: Callable[[Task], None],
+        on_result: Callable[[TaskResult], None],
+    ) -> None:
+        remote = []
+        for task in tasks:
+            if task.action in protocol.WORKER_ACTIONS:
+                remote.append(task)
+            else:  # moves and deletes: file operations the master does itself
+                on_result(runner.execute(task, settings, processes))
+        for i, task in enumerate(remote):
+            entry = Entry(i, task)
+            self.entries[i] = entry
+            self.pending.append(entry)
+        if not remote:
+            return
+        settings_wire = protocol.settings_to_wire(settings)
+        self.open()
+        try:
+            self.loop(settings_wire, stop, on_start, on_result)
+        finally:
+            self.shutdown()
+            self.close()
+
+    def hosts_view(self) -> list:
+        """Per worker host: processes, tasks done, rate, current files (for
+        the -C dashboard)."""
+        from flac2all.progress import HostRow
+
+        hosts: dict[str, list[Peer]] = {}
+        for peer in list(self.peers.values()):
+            hosts.setdefault(peer.host, []).append(peer)
+        now = time.monotonic()
+        return [
+            HostRow(
+                host,
+                len(peers),
+                sum(p.finished for p in peers),
+                sum(p.finished / max(now - p.joined, 1e-9) for p in peers),
+                [name for p in peers for name in p.current.values()],
+            )
+            for host, peers in sorted(hosts.items())
+        ]
+
+    def remaining(self) -> int:
+        return sum(1 for e in self.entries.values() if not e.done)
+
+    def loop(self, settings_wire: dict, stop, on_start, on_result) -> None:
+        self.say(f"Listening on {self.endpoint}")
+        self.say("Waiting for worker(s) to connect. We need at least one worker to continue")
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        commenced = False
+        next_beat = time.monotonic()
+        while self.remaining() and not stop.is_set():
+            if poller.poll(100):
+                while True:
+                    try:
+                        frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if len(frames) != 2:
+                        self.counters.dropped += 1
+                        continue
+                    self.handle(frames[0], frames[1], settings_wire, on_result)
+            now = time.monotonic()
+            if not commenced and self.peers:
+                commenced = True
+                self.say("Commencing run...")
+            for peer in list(self.peers.values()):
+                if now - peer.last_seen > DEAD_AFTER:
+                    self.drop_peer(peer, True, f"silent for {DEAD_AFTER:g} s, declared dead", on_result)
+            if now >= next_beat:
+                next_beat = now + HEARTBEAT
+                beat = protocol.encode("heartbeat")
+                for peer in list(self.peers.values()):
+                    self.send(peer, beat)
+            self.dispatch(on_start, on_result)
+
+    def dispatch(self, on_start, on_result) -> None:
+        for peer in list(self.peers.values()):
+            while peer.credit > 0 and self.pending:
+                entry = self.pending.popleft()
+                if entry.done:
+                    continue
+                if not self.send(peer, protocol.task_to_wire(entry.id, entry.attempt, entry.task)):
+                    self.pending.appendleft(entry)
+                    self.drop_peer(peer, True, "is unreachable", on_result)
+                    break
+                entry.session = peer.session
+                peer.credit -= 1
+                peer.tasks.add(entry.id)
+                peer.current[entry.id] = entry.task.source.name
+                on_start(entry.task)
+
+    def shutdown(self) -> None:
+        """Tell every worker the run is over (they stop their encoders), and
+        give them a moment to say goodbye."""
+        if getattr(self, "sock", None) is None:
+            return
+        frame = protocol.encode("shutdown")
+        for peer in self.peers.values():
+            self.send(peer, frame)
+        deadline = time.monotonic() + 1.0
+        while self.peers and time.monotonic() < deadline:
+            if self.sock.poll(100):
+                try:
+                    identity, *rest = self.sock.recv_multipart(zmq.NOBLOCK)
+                except (zmq.Again, ValueError):
+                    continue
+                peer = self.peers.get(identity)
+                if peer is not None and rest and b'"bye"' in rest[-1]:
+                    self.peers.pop(identity, None)
+        if self.counters.dropped or self.counters.late:
+            self.say(
+                f"Cluster: {self.counters.dropped} malformed message(s) dropped, "
+                f"{self.counters.late} late result(s) discarded, {self.counters.requeued} task(s) requeued"
+            )

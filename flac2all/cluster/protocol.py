@@ -1,0 +1,305 @@
+"""The cluster wire protocol: versioned JSON messages, validated before use.
+
+Every frame is one JSON object ``{"v": 1, "type": ..., ...}`` of at most
+MAX_MESSAGE bytes. Parsing is strict: an unknown type, a missing or unknown
+field, a wrong type, an oversize frame, a task naming a codec this node does
+not have, a relative or hostile path, or an output whose extension does not
+match its codec raises ProtocolError, and the message is dropped (and
+counted) without anything being started. Never pickle: a peer's bytes are
+data, not code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flac2all import codecs
+from flac2all.errors import Flac2allError, UsageError
+from flac2all.model import Action, Layout, Settings, SourceFacts, Status, Task, TaskResult
+
+VERSION = 1
+MAX_MESSAGE = 64 * 1024
+# Actions a worker may be asked to run: the master does the rest itself.
+WORKER_ACTIONS = (Action.ENCODE, Action.RETAG, Action.COPY)
+OPTION_FAMILIES = ("lame", "vorbis", "opus", "flac", "ffmpeg", "aac")
+MAX_OPTION_WORDS = 64
+# Encoder option words may not name files or redirect output: the worker
+# builds each command itself and only passes these through.
+FORBIDDEN_OPTIONS = {"-i", "-y", "-f", "-o", "--output", "--output-name", "-", "--"}
+OPTION_WORD = re.compile(r"[A-Za-z0-9_:.,=+\- %]{1,200}")
+HEX = re.compile(r"[0-9a-f]{0,64}")
+
+
+class ProtocolError(Exception):
+    """A frame that is not a valid message of this protocol."""
+
+
+def check_options(family: str, words: Any) -> tuple[str, ...]:
+    """Encoder options as the worker accepts them (also checked by the CLI
+    so that a user learns of a refused option before any work)."""
+    if not isinstance(words, list | tuple) or len(words) > MAX_OPTION_WORDS:
+        raise ProtocolError(f"{family} options: not a short list")
+    for word in words:
+        if not isinstance(word, str) or not OPTION_WORD.fullmatch(word):
+            raise ProtocolError(f"{family} option {word!r}: only letters, digits and _:.,=+-% are allowed")
+        if word in FORBIDDEN_OPTIONS or word.startswith("file:"):
+            raise ProtocolError(f"{family} option {word!r}: names an input or output, which flac2all sets itself")
+    return tuple(words)
+
+
+def check_path(value: Any, what: str) -> Path:
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        raise ProtocolError(f"{what}: not a path")
+    if "\x00" in value or "\n" in value or "\r" in value:
+        raise ProtocolError(f"{what}: control characters in path")
+    path = Path(value)
+    if not path.is_absolute() or ".." in path.parts or os.path.normpath(value) != value:
+        raise ProtocolError(f"{what}: not an absolute, normalized path")
+    return path
+
+
+def fields(msg: dict, required: dict[str, type | tuple], optional: dict[str, type | tuple] | None = None) -> dict:
+    """Check a message has exactly these fields, of these types."""
+    optional = optional or {}
+    allowed = {"v", "type", *required, *optional}
+    unknown = set(msg) - allowed
+    if unknown:
+        raise ProtocolError(f"unknown field(s): {sorted(unknown)}")
+    for name in required:
+        if name not in msg:
+            raise ProtocolError(f"missing field: {name}")
+    for name, kind in {**required, **optional}.items():
+        if name in msg and not is_a(msg[name], kind):
+            raise ProtocolError(f"field {name}: wrong type")
+    return msg
+
+
+def is_a(value: Any, kind: type | tuple) -> bool:
+    """isinstance, except that JSON's true/false are not numbers here."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
+
+def encode(kind: str, **body: Any) -> bytes:
+    frame = json.dumps({"v": VERSION, "type": kind, **body}, separators=(",", ":")).encode()
+    if len(frame) > MAX_MESSAGE:
+        raise ProtocolError(f"{kind} message too large ({len(frame)} bytes)")
+    return frame
+
+
+def decode(frame: bytes) -> dict:
+    """A frame -> its message dict (envelope checked, body not yet)."""
+    if len(frame) > MAX_MESSAGE:
+        raise ProtocolError("oversize frame")
+    try:
+        msg = json.loads(frame)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("not JSON") from None
+    if not isinstance(msg, dict) or msg.get("v") != VERSION or not isinstance(msg.get("type"), str):
+        raise ProtocolError("not a flac2all v1 message")
+    return msg
+
+
+# --- tasks -------------------------------------------------------------------
+
+
+def task_to_wire(task_id: int, attempt: int, task: Task) -> bytes:
+    return encode(
+        "task",
+        id=task_id,
+        attempt=attempt,
+        source=os.fsdecode(task.source),
+        mode=task.mode,
+        output=os.fsdecode(task.output),
+        action=task.action.value,
+        size=task.size,
+        settings_hash=task.settings_hash,
+    )
+
+
+def task_from_wire(msg: dict) -> tuple[int, int, Task]:
+    """Validate a task message against this node's own codec table."""
+    fields(
+        msg,
+        {
+            "id": int,
+            "attempt": int,
+            "source": str,
+            "mode": str,
+            "output": str,
+            "action": str,
+            "size": int,
+            "settings_hash": str,
+        },
+    )
+    try:
+        action = Action(msg["action"])
+    except ValueError:
+        raise ProtocolError("unknown action") from None
+    if action not in WORKER_ACTIONS:
+        raise ProtocolError(f"action {action.value} is not run by workers")
+    try:
+        codec = codecs.resolve(msg["mode"])
+    except Flac2allError:
+        raise ProtocolError(f"unknown codec {msg['mode']!r}") from None
+    source = check_path(msg["source"], "source")
+    output = check_path(msg["output"], "output")
+    if output == source:
+        raise ProtocolError("output is the source")
+    if action is Action.COPY:
+        if output.name != source.name:
+            raise ProtocolError("a copy keeps its name")
+    elif output.suffix != codec.extension or source.suffix.lower() != ".flac":
+        raise ProtocolError(f"output extension does not match codec {codec.name}")
+    if not HEX.fullmatch(msg["settings_hash"]) or msg["id"] < 0 or msg["attempt"] < 0 or msg["size"] < 0:
+        raise ProtocolError("bad task numbers")
+    task = Task(source, codec.name, output, action, msg["size"], settings_hash=msg["settings_hash"])
+    return msg["id"], msg["attempt"], task
+
+
+# --- settings (sent once per worker session) ---------------------------------
+
+
+def settings_to_wire(settings: Settings) -> dict:
+    return {
+        "input_dir": os.fsdecode(settings.input_dir),
+        "outdir": os.fsdecode(settings.outdir),
+        "modes": list(settings.modes),
+        "options": {k: list(v) for k, v in settings.options.items()},
+        "timeout": settings.timeout,
+        "id3v23": settings.id3v23,
+        "embed_folder_art": settings.embed_folder_art,
+        "layout": settings.layout.value,
+    }
+
+
+def settings_from_wire(body: Any) -> Settings:
+    if not isinstance(body, dict):
+        raise ProtocolError("settings: not an object")
+    fields(
+        body,
+        {
+            "input_dir": str,
+            "outdir": str,
+            "modes": list,
+            "options": dict,
+            "id3v23": bool,
+            "embed_folder_art": bool,
+            "layout": str,
+        },
+        {"timeout": (int, float, type(None))},
+    )
+    options = {}
+    for family, words in body["options"].items():
+        if family not in OPTION_FAMILIES:
+            raise ProtocolError(f"unknown option family {family!r}")
+        options[family] = check_options(family, words)
+    modes = []
+    for mode in body["modes"]:
+        if not isinstance(mode, str):
+            raise ProtocolError("modes: not strings")
+        try:
+            modes.append(codecs.resolve(mode).name)
+        except Flac2allError:
+            raise ProtocolError(f"unknown codec {mode!r}") from None
+    timeout = body.get("timeout")
+    if timeout is not None and not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+        raise ProtocolError("bad timeout")
+    try:
+        layout = Layout(body["layout"])
+    except ValueError:
+        raise ProtocolError("bad layout") from None
+    return Settings(
+        input_dir=check_path(body["input_dir"], "input_dir"),
+        outdir=check_path(body["outdir"], "outdir"),
+        modes=tuple(modes),
+        layout=layout,
+        options=options,
+        timeout=timeout,
+        id3v23=body["id3v23"],
+        embed_folder_art=body["embed_folder_art"],
+        threads=1,
+    )
+
+
+# --- results -----------------------------------------------------------------
+
+
+def result_to_wire(task_id: int, attempt: int, result: TaskResult) -> bytes:
+    facts = result.facts
+    return encode(
+        "result",
+        id=task_id,
+        attempt=attempt,
+        status=result.status.value,
+        message=result.message[:2000],
+        returncode=result.returncode,
+        elapsed=result.elapsed,
+        facts=None
+        if facts is None
+        else [facts.size, facts.mtime_ns, facts.audio_md5, facts.tags_hash, facts.pictures_hash],
+    )
+
+
+@dataclass(frozen=True)
+class WireResult:
+    task_id: int
+    attempt: int
+    status: Status
+    message: str
+    returncode: int
+    elapsed: float
+    facts: SourceFacts | None
+
+    def to_result(self, task: Task) -> TaskResult:
+        return TaskResult(task, self.status, self.message, self.returncode, self.elapsed, self.facts)
+
+
+def result_from_wire(msg: dict) -> WireResult:
+    fields(
+        msg,
+        {"id": int, "attempt": int, "status": str, "message": str, "returncode": int, "elapsed": (int, float)},
+        {"facts": (list, type(None))},
+    )
+    try:
+        status = Status(msg["status"])
+    except ValueError:
+        raise ProtocolError("unknown status") from None
+    facts = None
+    raw = msg.get("facts")
+    if raw is not None:
+        if (
+            len(raw) != 5
+            or not all(is_a(x, int) for x in raw[:2])
+            or not all(isinstance(x, str) and HEX.fullmatch(x) for x in raw[2:])
+        ):
+            raise ProtocolError("bad facts")
+        facts = SourceFacts(*raw)
+    elapsed = float(msg["elapsed"])
+    if not math.isfinite(elapsed):
+        raise ProtocolError("bad elapsed")
+    return WireResult(msg["id"], msg["attempt"], status, msg["message"], msg["returncode"], elapsed, facts)
+
+
+def hello_from_wire(msg: dict) -> dict:
+    fields(msg, {"session": str, "host": str, "pid": int, "slots": int})
+    if not re.fullmatch(r"[0-9a-f]{32}", msg["session"]) or not 1 <= msg["slots"] <= 1024:
+        raise ProtocolError("bad hello")
+    if len(msg["host"]) > 255 or any(c in msg["host"] for c in "\x00\n\r"):
+        raise ProtocolError("bad host name")
+    return msg
+
+
+def check_usage_options(options: dict[str, tuple[str, ...]]) -> None:
+    """For the master's CLI: refuse, before any work, options a worker would."""
+    for family, words in options.items():
+        try:
+            check_options(family, words)
+        except ProtocolError as exc:
+            raise UsageError(f"in cluster mode, {exc}") from None

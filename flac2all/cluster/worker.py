@@ -1,0 +1,276 @@
+"""``flac2all_worker MASTER_HOST``: run tasks for a master, one encoder per
+process, with the very same ``runner.execute`` as local mode.
+
+The parent starts N worker processes (default: CPU count) and waits. Each
+has one DEALER socket, made after the fork (a zmq context never crosses a
+fork), one slot, and a thread that runs the task while the main thread keeps
+talking to the master (heartbeats every second, also during an encode). If
+the master falls silent for DEAD_AFTER seconds the worker kills its
+encoder, removes its temp file, and reconnects for a bounded time before
+exiting non-zero. SIGINT/SIGTERM: encoder killed, goodbye said (the master
+requeues at once), exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from flac2all import __version__, runner
+from flac2all.cluster import keys as cluster_keys
+from flac2all.cluster import protocol
+from flac2all.cluster.protocol import ProtocolError
+from flac2all.errors import ExitStatus, Flac2allError
+from flac2all.progress import line_for
+
+HEARTBEAT = 1.0
+DEAD_AFTER = 5.0
+LOST_MASTER = 3  # exit status when the master stayed away too long
+
+
+class Stop(Exception):
+    pass
+
+
+class WorkerProcess:
+    def __init__(self, endpoint: str, worker_keys: cluster_keys.WorkerKeys | None, retry_seconds: float) -> None:
+        self.endpoint = endpoint
+        self.keys = worker_keys
+        self.retry_seconds = retry_seconds
+        self.signalled = threading.Event()
+        self.dropped = 0
+
+    def run(self) -> int:
+        import zmq
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: self.signalled.set())
+        self.ctx = zmq.Context()
+        lost_since = time.monotonic()
+        try:
+            while True:
+                outcome = self.session()
+                if outcome == "shutdown" or outcome == "signalled":
+                    return 0
+                if outcome == "connected":
+                    lost_since = time.monotonic()  # it was up: the bounded wait starts now
+                if time.monotonic() - lost_since > self.retry_seconds:
+                    print(
+                        f"flac2all_worker: no master at {self.endpoint} for {self.retry_seconds:g} s, giving up",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return LOST_MASTER
+                time.sleep(min(2.0, 0.2 + (time.monotonic() - lost_since) / 10))
+        finally:
+            self.ctx.term()
+
+    def socket(self):
+        import zmq
+
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE + 1024)
+        sock.setsockopt(zmq.SNDHWM, 100)
+        if self.keys is not None:
+            sock.curve_secretkey = self.keys.secret
+            sock.curve_publickey = self.keys.public
+            sock.curve_serverkey = self.keys.master_public
+        sock.connect(self.endpoint)
+        return sock
+
+    def session(self) -> str:
+        """One connection to the master, until it ends: 'shutdown' (run
+        over), 'signalled', 'connected' (had a master, lost it) or 'lost'
+        (never heard one)."""
+        import zmq
+
+        sock = self.socket()
+        processes = runner.ProcessGroup()
+        session = uuid.uuid4().hex
+        results: queue.Queue = queue.Queue()
+        running: tuple[int, int, threading.Thread] | None = None
+        settings = None
+        heard = False
+        last_heard = last_sent = time.monotonic()
+
+        def send(frame: bytes) -> None:
+            nonlocal last_sent
+            try:
+                sock.send(frame, zmq.NOBLOCK)
+                last_sent = time.monotonic()
+            except zmq.Again:
+                pass
+
+        def work(task_id: int, attempt: int, task) -> None:
+            try:
+                results.put((task_id, attempt, runner.execute(task, settings, processes)))
+            except runner.Interrupted:
+                results.put((task_id, attempt, None))
+
+        def finish_running() -> None:
+            processes.stop()  # kills the encoder; the runner removes its temp file
+            if running is not None:
+                running[2].join()
+
+        send(protocol.encode("hello", session=session, host=socket.gethostname(), pid=os.getpid(), slots=1))
+        try:
+            while True:
+                if self.signalled.is_set():
+                    finish_running()
+                    send(protocol.encode("bye"))
+                    return "signalled"
+                if sock.poll(100):
+                    try:
+                        msg = protocol.decode(sock.recv(zmq.NOBLOCK))
+                        kind = msg["type"]
+                        last_heard = time.monotonic()
+                        if kind == "welcome":
+                            protocol.fields(msg, {"settings": dict, "heartbeat": (int, float)})
+                            settings = protocol.settings_from_wire(msg["settings"])
+                            heard = True
+                            send(protocol.encode("ready", credit=0 if running else 1))
+                        elif kind == "task":
+                            if settings is None or running is not None:
+                                raise ProtocolError("a task while busy or before welcome")
+                            task_id, attempt, task = protocol.task_from_wire(msg)
+                            thread = threading.Thread(target=work, args=(task_id, attempt, task), daemon=True)
+                            running = (task_id, attempt, thread)
+                            thread.start()
+                        elif kind == "heartbeat":
+                            pass
+                        elif kind == "shutdown":
+                            finish_running()
+                            send(protocol.encode("bye"))
+                            return "shutdown"
+                        elif kind == "reset":
+                            # The master does not know this session (it
+                            # restarted, or gave up on us): start over.
+                            finish_running()
+                            return "connected"
+                        else:
+                            raise ProtocolError(f"unknown message type {kind!r}")
+                    except ProtocolError as exc:
+                        self.dropped += 1
+                        print(f"flac2all_worker: dropped a message: {exc}", file=sys.stderr, flush=True)
+                    except zmq.Again:
+                        pass
+                try:
+                    task_id, attempt, result = results.get_nowait()
+                except queue.Empty:
+                    pass
+                else:
+                    running[2].join()
+                    running = None
+                    if result is not None:
+                        send(protocol.result_to_wire(task_id, attempt, result))
+                        print(line_for(result), flush=True)
+                    send(protocol.encode("ready", credit=1))
+                now = time.monotonic()
+                if now - last_heard > DEAD_AFTER:
+                    finish_running()
+                    print(
+                        f"flac2all_worker: master at {self.endpoint} silent for {DEAD_AFTER:g} s; "
+                        "encoder stopped, reconnecting",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return "connected" if heard else "lost"
+                if now - last_sent >= HEARTBEAT:
+                    send(protocol.encode("heartbeat"))
+        finally:
+            processes.stop()
+            sock.close(0)
+
+
+def child(endpoint: str, key_dir: Path | None, retry_seconds: float) -> None:
+    worker_keys = cluster_keys.worker_keys(key_dir) if key_dir else None
+    sys.exit(WorkerProcess(endpoint, worker_keys, retry_seconds).run())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="flac2all_worker",
+        description="Run flac2all tasks for a master (flac2all MODES -m ...). Every node must see the files "
+        "at the same paths as the master (NFS and the like).",
+    )
+    p.add_argument("master", metavar="MASTER_HOST", help="host name or address of the master")
+    p.add_argument("--port", type=int, default=2019, help="the master's port (default 2019)")
+    p.add_argument(
+        "-t",
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="worker processes, one encoder each (default: the CPU count)",
+    )
+    p.add_argument(
+        "--keys",
+        type=Path,
+        metavar="DIR",
+        help="CurveZMQ key folder (default: ~/.config/flac2all/cluster if it exists)",
+    )
+    p.add_argument(
+        "--retry-seconds",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="how long to keep trying to reach a master that is away (default 60)",
+    )
+    p.add_argument("--version", action="version", version=f"flac2all_worker {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads < 1 or not 0 < args.port < 65536:
+        print("flac2all_worker: error: --threads must be >= 1 and --port in 1..65535", file=sys.stderr)
+        return ExitStatus.USAGE
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        key_dir = cluster_keys.find(args.keys)
+        if key_dir is not None:
+            cluster_keys.worker_keys(key_dir)  # fail here, not in every child
+        else:
+            print("WARNING: the cluster is unauthenticated and unencrypted (no keys)", file=sys.stderr)
+    except Flac2allError as exc:
+        print(f"flac2all_worker: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    host = f"[{args.master}]" if ":" in args.master else args.master
+    endpoint = f"tcp://{host}:{args.port}"
+    fork = multiprocessing.get_context("fork")
+    children = []
+    for _ in range(args.threads):
+        proc = fork.Process(target=child, args=(endpoint, key_dir, args.retry_seconds))
+        proc.start()
+        children.append(proc)
+        print(f"Spawned worker process (pid {proc.pid})", flush=True)
+
+    def forward(signum: int, frame: object) -> None:
+        for proc in children:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for proc in children:
+        while proc.is_alive():
+            proc.join(0.5)
+    failed = [proc.exitcode for proc in children if proc.exitcode != 0]
+    if not failed:
+        return 0
+    return failed[0] if failed[0] > 0 else 1  # a child killed by a signal
+
+
+if __name__ == "__main__":
+    sys.exit(main())
