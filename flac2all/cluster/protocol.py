@@ -123,8 +123,10 @@ def task_to_wire(task_id: int, attempt: int, task: Task) -> bytes:
     )
 
 
-def task_from_wire(msg: dict) -> tuple[int, int, Task]:
-    """Validate a task message against this node's own codec table."""
+def task_from_wire(msg: dict, settings: Settings | None = None) -> tuple[int, int, Task]:
+    """Validate a task message against this node's own codec table and, on
+    a worker, the session's folders: a source inside the input folder, an
+    output inside the output folder, nothing else."""
     fields(
         msg,
         {
@@ -152,6 +154,10 @@ def task_from_wire(msg: dict) -> tuple[int, int, Task]:
     output = check_path(msg["output"], "output")
     if output == source:
         raise ProtocolError("output is the source")
+    if settings is not None and not (
+        source.is_relative_to(settings.input_dir) and output.is_relative_to(settings.outdir)
+    ):
+        raise ProtocolError("a path outside the run's input or output folder")
     if action is Action.COPY:
         if output.name != source.name:
             raise ProtocolError("a copy keeps its name")

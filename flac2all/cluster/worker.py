@@ -30,6 +30,7 @@ from flac2all import __version__, runner
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster import protocol
 from flac2all.cluster.protocol import ProtocolError
+from flac2all.codecs.ffmpeg import audio_encoders
 from flac2all.errors import ExitStatus, Flac2allError
 from flac2all.progress import line_for
 
@@ -143,7 +144,7 @@ class WorkerProcess:
                         elif kind == "task":
                             if settings is None or running is not None:
                                 raise ProtocolError("a task while busy or before welcome")
-                            task_id, attempt, task = protocol.task_from_wire(msg)
+                            task_id, attempt, task = protocol.task_from_wire(msg, settings)
                             thread = threading.Thread(target=work, args=(task_id, attempt, task), daemon=True)
                             running = (task_id, attempt, thread)
                             thread.start()
@@ -155,8 +156,11 @@ class WorkerProcess:
                             return "shutdown"
                         elif kind == "reset":
                             # The master does not know this session (it
-                            # restarted, or gave up on us): start over.
+                            # restarted, or gave up on us): whatever we were
+                            # doing is no longer ours to report. Start over.
                             finish_running()
+                            print("flac2all_worker: unknown to the master (it restarted or declared this worker "
+                                  "dead); current task dropped, starting a new session", file=sys.stderr, flush=True)
                             return "connected"
                         else:
                             raise ProtocolError(f"unknown message type {kind!r}")
@@ -177,7 +181,9 @@ class WorkerProcess:
                         print(line_for(result), flush=True)
                     send(protocol.encode("ready", credit=1))
                 now = time.monotonic()
-                if now - last_heard > DEAD_AFTER:
+                # (Messages waiting unread mean we were the ones stalled,
+                # for example stopped with SIGSTOP: read them first.)
+                if now - last_heard > DEAD_AFTER and not sock.poll(0):
                     finish_running()
                     print(
                         f"flac2all_worker: master at {self.endpoint} silent for {DEAD_AFTER:g} s; "
@@ -195,6 +201,9 @@ class WorkerProcess:
 
 def child(endpoint: str, key_dir: Path | None, retry_seconds: float) -> None:
     worker_keys = cluster_keys.worker_keys(key_dir) if key_dir else None
+    # What this node can run, probed now: a message naming a codec must never
+    # be what starts a process.
+    audio_encoders()
     sys.exit(WorkerProcess(endpoint, worker_keys, retry_seconds).run())
 
 

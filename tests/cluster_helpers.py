@@ -1,0 +1,133 @@
+"""Real cluster processes on 127.0.0.1 for the tests: a master and workers,
+each a real subprocess, every wait bounded in time."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A subprocess whose output is collected by a thread, line by line."""
+
+    def __init__(self, argv: list[str], env: dict | None = None) -> None:
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 20) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                m = re.search(pattern, line)
+                if m:
+                    return m
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n{self.output}")
+
+    def count(self, pattern: str) -> int:
+        return sum(1 for line in list(self.lines) if re.search(pattern, line))
+
+    def wait(self, timeout: float = 60) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=5)
+        return code
+
+    def signal(self, signum: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signum)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def env_with(path_prefix: Path | None) -> dict:
+    env = dict(os.environ)
+    if path_prefix is not None:
+        env["PATH"] = f"{path_prefix}{os.pathsep}{env['PATH']}"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_master(
+    modes: str, outdir: Path, inputdir: Path, *args: str, port: int = 0, path_prefix: Path | None = None
+) -> tuple[Proc, int]:
+    argv = [
+        sys.executable,
+        "-m",
+        "flac2all",
+        modes,
+        "-m",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-o",
+        str(outdir),
+        *args,
+        str(inputdir),
+    ]
+    master = Proc(argv, env_with(path_prefix))
+    m = master.wait_for(r"Listening on tcp://127\.0\.0\.1:(\d+)")
+    return master, int(m.group(1))
+
+
+def start_worker(port: int, threads: int = 1, *args: str, path_prefix: Path | None = None) -> Proc:
+    argv = [
+        sys.executable,
+        "-m",
+        "flac2all.cluster.worker",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-t",
+        str(threads),
+        *args,
+    ]
+    return Proc(argv, env_with(path_prefix))
+
+
+def worker_pids(worker: Proc, count: int) -> list[int]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        pids = [int(m) for m in re.findall(r"Spawned worker process \(pid (\d+)\)", worker.output)]
+        if len(pids) >= count:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError(worker.output)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"

@@ -1,0 +1,274 @@
+"""Cluster mode with real processes and real sockets on 127.0.0.1: nothing
+lost, nothing run twice, whatever happens to a worker or the master."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cluster_helpers import alive, free_port, start_master, start_worker, worker_pids
+from tests.conftest import decodes, duration, make_flac, read_log, run_flac2all, source_length, temp_files
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def lib(tmp_path: Path) -> Path:
+    root = tmp_path / "music"
+    for n in range(8):
+        make_flac(root / f"d{n % 2}" / f"{n}.flac", seconds=0.2, tags={"TITLE": f"t{n}"})
+    return root
+
+
+@pytest.fixture
+def slow_opusenc(tmp_path, fake_bin):
+    """An opusenc that takes ``delay`` seconds per file and marks its starts."""
+
+    def make(delay: float, name: str = "slow") -> tuple[Path, Path]:
+        marks = tmp_path / f"{name}-marks"
+        marks.mkdir()
+        folder = tmp_path / f"{name}-bin"
+        folder.mkdir()
+        exe = folder / "opusenc"
+        real = shutil.which("opusenc")
+        exe.write_text(f"""#!/bin/bash
+case "$1" in --version) exec {real} "$@";; esac
+echo $$ > {marks}/$$
+sleep {delay}
+exec {real} "$@"
+""")
+        exe.chmod(0o755)
+        return folder, marks
+
+    return make
+
+
+def check_outputs(out: Path, lib: Path, modes: dict[str, str]) -> list[dict]:
+    rows = read_log(out)
+    sources = sorted(lib.rglob("*.flac"))
+    assert len(rows) == len(sources) * len(modes)  # one row per task: none lost, none twice
+    assert all(r["conversion_status"].startswith("SUCCESS") for r in rows), rows
+    for src in sources:
+        for mode, ext in modes.items():
+            output = out / mode / src.relative_to(lib).with_suffix(ext)
+            assert decodes(output)
+            assert duration(output) == pytest.approx(source_length(src), abs=0.08)
+    assert temp_files(out) == []
+    return rows
+
+
+def test_normal_run_with_two_worker_hosts(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("mp3,opus", out, lib)
+    try:
+        a = start_worker(port, 1)
+        b = start_worker(port, 2)
+        assert master.wait(120) == 0, master.output
+        assert a.wait(30) == 0 and b.wait(30) == 0
+    finally:
+        master.kill()
+    assert "Waiting for worker(s) to connect. We need at least one worker to continue" in master.output
+    assert "Got 3 worker(s)" in master.output and "Commencing run..." in master.output
+    assert a.count("Spawned worker process") == 1 and b.count("Spawned worker process") == 2
+    check_outputs(out, lib, {"mp3": ".mp3", "opus": ".opus"})
+    assert a.count(r"^OK ") + b.count(r"^OK ") == 16
+    assert "Files we managed to convert successfully: 16" in master.output
+
+
+def test_late_joiner_gets_work_at_once(lib, tmp_path, slow_opusenc):
+    slow_bin, _ = slow_opusenc(0.5)
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    try:
+        first = start_worker(port, 1, path_prefix=slow_bin)
+        master.wait_for(r"^OK ", timeout=30)
+        late = start_worker(port, 1)
+        late.wait_for(r"^OK ", timeout=10)
+        assert master.wait(120) == 0
+        assert first.wait(30) == 0 and late.wait(30) == 0
+    finally:
+        master.kill()
+    assert late.count(r"^OK ") >= 3  # it took its share as soon as it said ready
+    check_outputs(out, lib, {"opus": ".opus"})
+
+
+def test_sigkill_of_a_worker_mid_encode_requeues_its_task(lib, tmp_path, slow_opusenc):
+    slow_bin, marks = slow_opusenc(30, "doomed")
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    try:
+        doomed = start_worker(port, 1, path_prefix=slow_bin)
+        (pid,) = worker_pids(doomed, 1)
+        deadline = time.monotonic() + 20
+        while not list(marks.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        encoder_pids = [int(p.name) for p in marks.iterdir()]
+        assert encoder_pids, doomed.output
+        t_kill = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        master.wait_for(r"declared dead; 1 task\(s\) requeued", timeout=15)
+        detected = time.monotonic() - t_kill
+        rescuer = start_worker(port, 2)
+        assert master.wait(120) == 0, master.output
+        assert rescuer.wait(30) == 0
+    finally:
+        master.kill()
+    assert detected < 8  # heartbeats: about 5 s
+    for encoder in encoder_pids:  # its encoder died with it
+        assert not alive(encoder)
+    check_outputs(out, lib, {"opus": ".opus"})
+    assert rescuer.count(r"^OK ") == 8
+
+
+def test_sigstop_past_the_dead_timeout_then_sigcont(lib, tmp_path, slow_opusenc):
+    slow_bin, marks = slow_opusenc(1.5, "frozen")
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    try:
+        frozen = start_worker(port, 1, path_prefix=slow_bin)
+        (pid,) = worker_pids(frozen, 1)
+        deadline = time.monotonic() + 20
+        while not list(marks.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGSTOP)
+        master.wait_for(r"declared dead; 1 task\(s\) requeued", timeout=15)
+        helper_bin, _ = slow_opusenc(0.5, "helper")
+        helper = start_worker(port, 1, path_prefix=helper_bin)
+        helper.wait_for(r"^OK ", timeout=20)
+        os.kill(pid, signal.SIGCONT)  # its result for the old attempt is no longer wanted
+        assert master.wait(120) == 0, master.output
+        assert helper.wait(30) == 0
+        frozen.wait(30)
+    finally:
+        master.kill()
+    rows = check_outputs(out, lib, {"opus": ".opus"})
+    assert len({r["outfile"] for r in rows}) == 8
+    # It came back as a new session: its stale attempt counted for nothing
+    # (thrown away by the master as late, or by the worker itself on resume).
+    assert f":{pid})" in master.output.split("declared dead", 1)[1]
+
+
+def test_sigterm_of_a_worker_says_goodbye_and_requeues_at_once(lib, tmp_path, slow_opusenc):
+    slow_bin, marks = slow_opusenc(30, "leaving")
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    try:
+        leaving = start_worker(port, 1, path_prefix=slow_bin)
+        deadline = time.monotonic() + 20
+        while not list(marks.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        leaving.signal(signal.SIGTERM)
+        master.wait_for(r"said goodbye; 1 task\(s\) requeued", timeout=5)
+        requeue_time = time.monotonic() - t0
+        assert leaving.wait(15) == 0
+        other = start_worker(port, 2)
+        assert master.wait(120) == 0
+        assert other.wait(30) == 0
+    finally:
+        master.kill()
+    assert requeue_time < 3
+    for encoder in (int(p.name) for p in marks.iterdir()):
+        assert not alive(encoder)
+    check_outputs(out, lib, {"opus": ".opus"})
+
+
+def test_slow_worker_never_hoards_tasks(lib, tmp_path, slow_opusenc):
+    slow_bin, _ = slow_opusenc(2.0, "tortoise")
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    try:
+        tortoise = start_worker(port, 1, path_prefix=slow_bin)
+        hare = start_worker(port, 1)
+        assert master.wait(120) == 0
+        tortoise.wait(30)
+        hare.wait(30)
+    finally:
+        master.kill()
+    # With one slot it holds one task at a time: the fast worker does the rest.
+    assert tortoise.count(r"^OK ") <= 2
+    assert hare.count(r"^OK ") >= 6
+    check_outputs(out, lib, {"opus": ".opus"})
+
+
+def test_master_killed_workers_stop_encoders_and_exit(lib, tmp_path, slow_opusenc):
+    slow_bin, marks = slow_opusenc(30, "orphaned")
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    worker = start_worker(port, 2, "--retry-seconds", "2", path_prefix=slow_bin)
+    deadline = time.monotonic() + 20
+    while len(list(marks.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    master.kill()
+    assert worker.wait(40) != 0  # gave up on its master
+    for encoder in (int(p.name) for p in marks.iterdir()):
+        assert not alive(encoder)
+    assert temp_files(out) == []
+    assert "silent for 5 s; encoder stopped" in worker.output
+
+
+def test_restarted_master_resumes_and_skips_finished_outputs(lib, tmp_path, slow_opusenc):
+    slow_bin, marks = slow_opusenc(0.6, "steady")
+    out = tmp_path / "out"
+    port = free_port()
+    master, _ = start_master("opus", out, lib, port=port)
+    worker = start_worker(port, 1, "--retry-seconds", "30", path_prefix=slow_bin)
+    master.wait_for(r"^OK ", timeout=30)
+    master.wait_for(r"^OK .*\n?", timeout=5)
+    master.kill()
+    done_before = {p: p.stat().st_mtime_ns for p in (out / "opus").rglob("*.opus")}
+    assert 1 <= len(done_before) < 8
+    again, _ = start_master("opus", out, lib, port=port)
+    try:
+        assert again.wait(120) == 0, again.output
+        assert worker.wait(30) == 0
+    finally:
+        again.kill()
+        worker.kill()
+    rows = check_outputs(out, lib, {"opus": ".opus"})
+    skipped = {r["outfile"] for r in rows if r["conversion_status"].startswith("SUCCESS (skipped")}
+    assert skipped == {str(p) for p in done_before}
+    for p, mtime in done_before.items():
+        assert p.stat().st_mtime_ns == mtime
+
+
+def test_keys_authorize_the_right_worker_only(lib, tmp_path):
+    keys = tmp_path / "keys"
+    assert run_flac2all("--cluster-keygen", keys).returncode == 0
+    other = tmp_path / "other"
+    assert run_flac2all("--cluster-keygen", other).returncode == 0
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib, "--keys", str(keys))
+    try:
+        assert "unauthenticated" not in master.output
+        intruder = start_worker(port, 1, "--keys", str(other), "--retry-seconds", "3")
+        plain = start_worker(port, 1, "--retry-seconds", "3")  # no keys at all
+        assert intruder.wait(60) != 0 and plain.wait(60) != 0
+        assert "Got 1 worker(s)" not in master.output
+        good = start_worker(port, 1, "--keys", str(keys))
+        assert master.wait(60) == 0
+        assert good.wait(30) == 0
+    finally:
+        master.kill()
+    check_outputs(out, lib, {"opus": ".opus"})
+
+
+def test_worker_refuses_to_pin_a_rogue_master(lib, tmp_path):
+    """A master without the key the worker pins gets no worker."""
+    keys = tmp_path / "keys"
+    rogue = tmp_path / "rogue"
+    run_flac2all("--cluster-keygen", keys)
+    run_flac2all("--cluster-keygen", rogue)
+    shutil.copy(keys / "worker.key", rogue / "authorized" / "worker.key")  # even if it accepts the worker
+    master, port = start_master("opus", tmp_path / "out", lib, "--keys", str(rogue))
+    try:
+        worker = start_worker(port, 1, "--keys", str(keys), "--retry-seconds", "3")
+        assert worker.wait(60) != 0
+        assert "Got 1 worker(s)" not in master.output
+    finally:
+        master.kill()
