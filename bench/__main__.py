@@ -99,11 +99,22 @@ CASES: dict[str, Callable] = {"noop": case_noop, "retag": case_retag}
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("cases", nargs="*", choices=[*CASES, []], default=list(CASES), metavar="CASE",
-                   help=f"which to run: {', '.join(CASES)} (default: all)")
+    p.add_argument(
+        "cases",
+        nargs="*",
+        choices=[*CASES, []],
+        default=list(CASES),
+        metavar="CASE",
+        help=f"which to run: {', '.join(CASES)} (default: all)",
+    )
     p.add_argument("--repeat", type=int, default=5, help="runs per measurement (default 5)")
-    p.add_argument("--counts", type=int, nargs="+", default=[2000, 20000],
-                   help="source counts for the no-op case (default: 2000 20000)")
+    p.add_argument(
+        "--counts",
+        type=int,
+        nargs="+",
+        default=[2000, 20000],
+        help="source counts for the no-op case (default: 2000 20000)",
+    )
     p.add_argument("--retag-minutes", type=float, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     for name in args.cases:

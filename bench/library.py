@@ -20,8 +20,30 @@ def synth(path: Path, seconds: float, seed: int) -> None:
     f1, f2 = 110 + (seed * 37) % 660, 220 + (seed * 53) % 880
     noise = ("pinknoise", "brownnoise", "whitenoise")[seed % 3]
     subprocess.run(
-        ["sox", "-V1", "-n", "-r", "44100", "-b", "16", "-c", "2", str(path), "synth", f"{seconds}",
-         "sine", str(f1), "sine", str(f2), noise, "vol", "0.5", "remix", "1,2", "1,3"],
+        [
+            "sox",
+            "-V1",
+            "-n",
+            "-r",
+            "44100",
+            "-b",
+            "16",
+            "-c",
+            "2",
+            str(path),
+            "synth",
+            f"{seconds}",
+            "sine",
+            str(f1),
+            "sine",
+            str(f2),
+            noise,
+            "vol",
+            "0.5",
+            "remix",
+            "1,2",
+            "1,3",
+        ],
         check=True,
     )
 

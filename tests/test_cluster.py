@@ -272,3 +272,23 @@ def test_worker_refuses_to_pin_a_rogue_master(lib, tmp_path):
         assert "Got 1 worker(s)" not in master.output
     finally:
         master.kill()
+
+
+def test_ctrl_c_on_the_master_stops_the_workers_and_writes_the_log(lib, tmp_path, slow_opusenc):
+    slow_bin, marks = slow_opusenc(1.0, "busy")
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    try:
+        worker = start_worker(port, 2, path_prefix=slow_bin)
+        master.wait_for(r"^OK ", timeout=30)
+        master.signal(signal.SIGINT)
+        assert master.wait(30) == 130, master.output
+        assert worker.wait(30) == 0, worker.output  # the master ended the run
+    finally:
+        master.kill()
+    rows = read_log(out)
+    assert 1 <= len(rows) < 8 and all(r["conversion_status"] == "SUCCESS" for r in rows)
+    for encoder in (int(p.name) for p in marks.iterdir()):
+        assert not alive(encoder)
+    assert temp_files(out) == []
+    assert "Interrupted" in master.output

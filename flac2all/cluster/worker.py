@@ -159,8 +159,12 @@ class WorkerProcess:
                             # restarted, or gave up on us): whatever we were
                             # doing is no longer ours to report. Start over.
                             finish_running()
-                            print("flac2all_worker: unknown to the master (it restarted or declared this worker "
-                                  "dead); current task dropped, starting a new session", file=sys.stderr, flush=True)
+                            print(
+                                "flac2all_worker: unknown to the master (it restarted or declared this worker "
+                                "dead); current task dropped, starting a new session",
+                                file=sys.stderr,
+                                flush=True,
+                            )
                             return "connected"
                         else:
                             raise ProtocolError(f"unknown message type {kind!r}")
