@@ -7,10 +7,15 @@ noisy): runs alternate, and medians with min-max are reported.
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +23,64 @@ from pathlib import Path
 from mutagen.flac import FLAC
 
 from bench import library
+from flac2all import codecs, tags
 
 FLAC2ALL = [sys.executable, "-m", "flac2all"]
+# The original's default encoder settings, passed explicitly to both tools.
+ORIGINAL_DEFAULTS = ["--lame-options=-preset standard:q 0", "--vorbis-options=quality=2", "--opus-options=vbr"]
+ORIGINAL_VENV = library.ROOT / "orig-venv"
+CORES = os.cpu_count() or 1
+
+
+def original() -> list[str]:
+    """flac2all 5.4 from PyPI, installed into a throwaway venv once."""
+    exe = ORIGINAL_VENV / "bin" / "flac2all"
+    if not exe.exists():
+        print("  installing flac2all==5.4 into a throwaway venv", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(ORIGINAL_VENV)], check=True)
+        subprocess.run([str(ORIGINAL_VENV / "bin" / "pip"), "install", "-q", "flac2all==5.4", "pyzmq"], check=True)
+    return [str(exe)]
+
+
+def run_wall(argv: list[str], timeout: float) -> float | None:
+    """Wall seconds of a command, None if it ran past ``timeout`` (killed)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
+    return time.perf_counter() - t0
+
+
+def encoder_cpu(sources: list[Path], modes: str) -> float:
+    """CPU seconds of the decode|encode pipelines alone, run one at a time
+    outside any tool: the work a perfect scheduler would spread on the cores."""
+    total = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for src in sources:
+            info = tags.read_source(src).info
+            for name in modes.split(","):
+                codec = codecs.resolve(name)
+                out = Path(tmp) / f"out{codec.extension}"
+                stages = codec.commands(src, out, info, codec.default_options)
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                procs, upstream = [], subprocess.DEVNULL
+                for i, argv in enumerate(stages):
+                    last = i == len(stages) - 1
+                    p = subprocess.Popen(argv, stdin=upstream, stdout=subprocess.DEVNULL if last else subprocess.PIPE)
+                    if upstream is not subprocess.DEVNULL:
+                        upstream.close()
+                    upstream = p.stdout
+                    procs.append(p)
+                for p in procs:
+                    p.wait()
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                total += (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                out.unlink(missing_ok=True)
+    return total
 
 
 def timed(argv: list[str], **kw) -> float:
@@ -94,7 +155,220 @@ def case_retag(args) -> list[str]:
     ]
 
 
-CASES: dict[str, Callable] = {"noop": case_noop, "retag": case_retag}
+def fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def side_by_side(src: Path, modes: str, repeat: int, timeout: float, work: Path) -> dict[str, list[float | None]]:
+    """Full conversions of ``src``, alternating the two tools."""
+    walls: dict[str, list[float | None]] = {"flac2all 5.4": [], "this flac2all": []}
+    for _ in range(repeat):
+        out = fresh(work / "orig")
+        walls["flac2all 5.4"].append(
+            run_wall([*original(), modes, *ORIGINAL_DEFAULTS, "-o", str(out), str(src)], timeout)
+        )
+        out = fresh(work / "ours")
+        walls["this flac2all"].append(
+            run_wall([*FLAC2ALL, modes, *ORIGINAL_DEFAULTS, "-o", str(out), str(src)], timeout)
+        )
+    return walls
+
+
+def fmt(values: list[float | None]) -> str:
+    done = [v for v in values if v is not None]
+    if not done:
+        return f"timed out ({len(values)}/{len(values)})"
+    text = stats(done)
+    return text if len(done) == len(values) else f"{text}, {len(values) - len(done)} timed out"
+
+
+def case_full(args) -> list[str]:
+    """Full conversion to mp3,vorbis,opus of about 30 minutes of audio."""
+    src = library.full_length(args.minutes)
+    sources = sorted(src.rglob("*.flac"))
+    modes = "mp3,vorbis,opus"
+    walls = side_by_side(src, modes, args.repeat, 3600, src.parent / "full-work")
+    cpu = encoder_cpu(sources, modes)
+    ours, orig = statistics.median(walls["this flac2all"]), statistics.median(walls["flac2all 5.4"])
+    rows = [
+        f"{len(sources)} tracks, {sum(FLAC(p).info.length for p in sources) / 60:.1f} min of audio, modes {modes}, "
+        f"{CORES} cores; encoders alone (decode|encode pipelines run one by one): {cpu:.1f} CPU s.",
+        "",
+        "| tool | wall s, median (min-max) | parallel efficiency = encoder CPU / (wall x cores) |",
+        "|---|---|---|",
+    ]
+    for tool, values in walls.items():
+        rows.append(f"| {tool} | {fmt(values)} | {cpu / (statistics.median(values) * CORES):.3f} |")
+    rows.append(f"\nRatio this / original (median wall): {ours / orig:.3f}")
+    per_run = [o / g for o, g in zip(walls["this flac2all"], walls["flac2all 5.4"], strict=True) if o and g]
+    rows.append(f"Ratio per alternating pair: {', '.join(f'{r:.3f}' for r in per_run)}")
+    return rows
+
+
+def case_short(args) -> list[str]:
+    """2000 files of 1 s to opus,vorbis: the tools' own cost per task."""
+    src = library.many_short(args.short_count, 1.0)
+    modes = "opus,vorbis"
+    tasks = 2 * args.short_count
+    walls = side_by_side(src, modes, args.repeat, 1800, src.parent / "short-work")
+    # The sources are copies of one file: time the pipelines on a sample.
+    sample = sorted(src.rglob("*.flac"))[:40]
+    cpu = encoder_cpu(sample, modes) * args.short_count / len(sample)
+    rows = [
+        f"{args.short_count} files of 1 s, modes {modes} ({tasks} tasks), {CORES} cores; encoders alone: "
+        f"{cpu:.1f} CPU s (from a sample of {len(sample)} files).",
+        "",
+        "| tool | wall s, median (min-max) | overhead per task = (wall - encoder CPU / cores) / tasks |",
+        "|---|---|---|",
+    ]
+    for tool, values in walls.items():
+        done = [v for v in values if v is not None]
+        overhead = f"{1000 * (statistics.median(done) - cpu / CORES) / tasks:.2f} ms" if done else "n/a (timed out)"
+        rows.append(f"| {tool} | {fmt(values)} | {overhead} |")
+    # The no-op re-run over what was just converted, both tools.
+    noop: dict[str, list[float | None]] = {"flac2all 5.4": [], "this flac2all": []}
+    out_orig, out_ours = src.parent / "short-work" / "orig", src.parent / "short-work" / "ours"
+    for _ in range(args.repeat):
+        noop["flac2all 5.4"].append(
+            run_wall([*original(), modes, *ORIGINAL_DEFAULTS, "-o", str(out_orig), str(src)], 300)
+        )
+        noop["this flac2all"].append(
+            run_wall([*FLAC2ALL, modes, *ORIGINAL_DEFAULTS, "-o", str(out_ours), str(src)], 300)
+        )
+    rows += [
+        "",
+        f"No-op re-run over the converted library ({tasks} up-to-date outputs, time-out 300 s):",
+        "",
+        "| tool | wall s, median (min-max) |",
+        "|---|---|",
+    ]
+    rows += [f"| {tool} | {fmt(values)} |" for tool, values in noop.items()]
+    return rows
+
+
+class Lines:
+    """A process whose output lines are collected with their arrival time."""
+
+    def __init__(self, argv: list[str], env: dict | None = None) -> None:
+        import threading
+
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env
+        )
+        self.lines: list[tuple[float, str]] = []
+        self.thread = threading.Thread(target=self.read, daemon=True)
+        self.thread.start()
+
+    def read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append((time.perf_counter(), line.rstrip()))
+
+    def when(self, pattern: str, timeout: float = 60) -> tuple[float, re.Match]:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            for t, line in list(self.lines):
+                m = re.search(pattern, line)
+                if m:
+                    return t, m
+            time.sleep(0.01)
+        raise SystemExit(f"no {pattern!r} within {timeout} s:\n" + "\n".join(line for _, line in self.lines[-30:]))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def master(modes: str, src: Path, out: Path, *extra: str) -> tuple[Lines, int]:
+    m = Lines(
+        [*FLAC2ALL, modes, "-m", "--bind", "127.0.0.1", "--port", "0", "-o", str(out), *extra, str(src)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    _, found = m.when(r"Listening on tcp://127\.0\.0\.1:(\d+)")
+    return m, int(found.group(1))
+
+
+def worker(port: int, threads: int, env: dict | None = None) -> Lines:
+    return Lines(
+        [sys.executable, "-m", "flac2all.cluster.worker", "127.0.0.1", "--port", str(port), "-t", str(threads)], env=env
+    )
+
+
+def case_cluster(args) -> list[str]:
+    """Dispatch rate with trivial tasks (copies of tiny files) and 4 worker
+    processes on loopback; time from a worker's SIGKILL to re-dispatch."""
+    count = args.dispatch_tasks
+    src = library.ROOT / f"trivial-{count}"
+    marker = src.with_name(src.name + ".complete")  # outside: -c would copy it
+    if not marker.exists():
+        shutil.rmtree(src, ignore_errors=True)
+        for i in range(count):
+            path = src / f"d{i // 100:03d}" / f"f{i:05d}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(str(i))
+        marker.touch()
+    rates = []
+    for _ in range(args.repeat):
+        out = fresh(src.parent / f"trivial-{count}-out")
+        m, port = master("mp3", src, out, "-c")
+        w = worker(port, 4)
+        start, _ = m.when(r"Commencing run", 60)
+        m.proc.wait(timeout=600)
+        end = m.lines[-1][0]
+        w.proc.wait(timeout=60)
+        copied = sum(1 for _, line in m.lines if line.startswith("OK "))
+        if copied != count:
+            raise SystemExit(f"{copied} of {count} tasks done")
+        rates.append(count / (end - start))
+    # Re-dispatch after SIGKILL: 2 slow tasks, 3 workers, kill a busy one.
+    slow_src = library.many_short(2, 0.5, name="two-short")
+    fake = src.parent / "slow-bin"
+    fake.mkdir(exist_ok=True)
+    real = shutil.which("opusenc")
+    (fake / "opusenc").write_text(
+        f'#!/bin/bash\ncase "$1" in --version) exec {real} "$@";; esac\nsleep 8\nexec {real} "$@"\n'
+    )
+    (fake / "opusenc").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "PYTHONUNBUFFERED": "1"}
+    redispatch = []
+    for _ in range(args.repeat):
+        out = fresh(src.parent / "redispatch-out")
+        m, port = master("opus", slow_src, out)
+        a, b = worker(port, 1, env), worker(port, 1, env)
+        m.when(r"Got 2 worker", 30)
+        time.sleep(1.0)  # both busy with a task
+        c = worker(port, 1, env)
+        m.when(r"Got 3 worker", 30)
+        _, pid = a.when(r"pid (\d+)")
+        t_kill = time.perf_counter()
+        os.kill(int(pid.group(1)), signal.SIGKILL)
+        t_requeue, _ = m.when(r"declared dead; 1 task\(s\) requeued", 30)
+        redispatch.append(t_requeue - t_kill)
+        for p in (m, a, b, c):
+            p.stop()
+    return [
+        f"{count} trivial tasks (copies of tiny files, -c), one worker host with 4 processes, master and workers "
+        f"on this {CORES}-core machine, loopback:",
+        "",
+        "| measure | median (min-max) |",
+        "|---|---|",
+        f"| dispatch rate, tasks/s (first worker joined -> last result) | {stats(rates)} |",
+        f"| SIGKILL of a busy worker process -> its task requeued and re-dispatched, s | {stats(redispatch)} |",
+        "",
+        "The original flac2all 5.4 clears a silent worker after 600 s (its code: `time.time() - workers[key] > 600`),",
+        "and tasks queued in a dead worker's PUSH pipe are lost (shared/design/cluster.md); not re-measured here.",
+    ]
+
+
+CASES: dict[str, Callable] = {
+    "noop": case_noop,
+    "retag": case_retag,
+    "full": case_full,
+    "short": case_short,
+    "cluster": case_cluster,
+}
 
 
 def main() -> None:
@@ -116,6 +390,9 @@ def main() -> None:
         help="source counts for the no-op case (default: 2000 20000)",
     )
     p.add_argument("--retag-minutes", type=float, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--minutes", type=float, default=30.0, help="audio in the full-conversion case (default 30)")
+    p.add_argument("--short-count", type=int, default=2000, help="files in the short-files case (default 2000)")
+    p.add_argument("--dispatch-tasks", type=int, default=4000, help="trivial tasks in the cluster case (default 4000)")
     args = p.parse_args()
     for name in args.cases:
         print(f"## {name}\n", flush=True)

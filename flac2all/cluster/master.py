@@ -30,7 +30,7 @@ from flac2all.model import Settings, Status, Task, TaskResult
 log = logging.getLogger("flac2all.master")
 
 HEARTBEAT = 1.0
-DEAD_AFTER = 5.0
+DEAD_AFTER = 4.0  # missed heartbeats before a worker is dead: detection in 4-5 s
 POISON_DEATHS = 3
 
 
@@ -87,6 +87,7 @@ class Master:
         self.entries: dict[int, Entry] = {}
         self.pending: deque[Entry] = deque()
         self.endpoint = ""
+        self.open_tasks = 0  # entries not done
 
     # -- socket ---------------------------------------------------------------
 
@@ -151,6 +152,7 @@ class Master:
                 entry.deaths += 1
                 if entry.deaths >= POISON_DEATHS:
                     entry.done = True
+                    self.open_tasks -= 1
                     on_result(
                         TaskResult(
                             entry.task, Status.FAILED, f"the worker died under this task {entry.deaths} times", 1, 0.0
@@ -202,6 +204,7 @@ class Master:
                     self.counters.late += 1  # a duplicate or a result from a worker we gave up on
                     return
                 entry.done = True
+                self.open_tasks -= 1
                 entry.session = None
                 peer.tasks.discard(entry.id)
                 peer.current.pop(entry.id, None)
@@ -242,6 +245,7 @@ class Master:
             entry = Entry(i, task)
             self.entries[i] = entry
             self.pending.append(entry)
+        self.open_tasks = len(remote)
         if not remote:
             return
         settings_wire = protocol.settings_to_wire(settings)
@@ -272,9 +276,6 @@ class Master:
             for host, peers in sorted(hosts.items())
         ]
 
-    def remaining(self) -> int:
-        return sum(1 for e in self.entries.values() if not e.done)
-
     def loop(self, settings_wire: dict, stop, on_start, on_result) -> None:
         self.say(f"Listening on {self.endpoint}")
         self.say("Waiting for worker(s) to connect. We need at least one worker to continue")
@@ -282,7 +283,7 @@ class Master:
         poller.register(self.sock, zmq.POLLIN)
         commenced = False
         next_beat = time.monotonic()
-        while self.remaining() and not stop.is_set():
+        while self.open_tasks and not stop.is_set():
             if poller.poll(100):
                 while True:
                     try:

@@ -100,7 +100,8 @@ class WorkerProcess:
         processes = runner.ProcessGroup()
         session = uuid.uuid4().hex
         results: queue.Queue = queue.Queue()
-        running: tuple[int, int, threading.Thread] | None = None
+        todo: queue.Queue = queue.Queue()
+        busy = False  # a task is running (one slot)
         settings = None
         heard = False
         last_heard = last_sent = time.monotonic()
@@ -113,16 +114,36 @@ class WorkerProcess:
             except zmq.Again:
                 pass
 
-        def work(task_id: int, attempt: int, task) -> None:
-            try:
-                results.put((task_id, attempt, runner.execute(task, settings, processes)))
-            except runner.Interrupted:
-                results.put((task_id, attempt, None))
+        # The task thread wakes the main loop through this pipe the moment
+        # it is done, instead of the loop noticing at its next poll timeout.
+        wake_r, wake_w = os.pipe()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(wake_r, zmq.POLLIN)
+
+        def work() -> None:
+            """The one task thread of this session (only it runs encoders;
+            only the main thread touches the socket)."""
+            while (item := todo.get()) is not None:
+                task_id, attempt, task = item
+                try:
+                    result = runner.execute(task, settings, processes)
+                except runner.Interrupted:
+                    result = None
+                results.put((task_id, attempt, result))
+                os.write(wake_w, b"x")
+
+        thread = threading.Thread(target=work, name="task", daemon=True)
+        thread.start()
 
         def finish_running() -> None:
-            processes.stop()  # kills the encoder; the runner removes its temp file
-            if running is not None:
-                running[2].join()
+            """Kill the encoder (the runner removes its temp file) and wait
+            for the task thread to let go of it."""
+            nonlocal busy
+            processes.stop()
+            if busy:
+                results.get()  # its result is no longer anyone's
+                busy = False
 
         send(protocol.encode("hello", session=session, host=socket.gethostname(), pid=os.getpid(), slots=1))
         try:
@@ -131,7 +152,10 @@ class WorkerProcess:
                     finish_running()
                     send(protocol.encode("bye"))
                     return "signalled"
-                if sock.poll(100):
+                ready = dict(poller.poll(100))
+                if wake_r in ready:
+                    os.read(wake_r, 64)
+                if sock in ready:
                     try:
                         msg = protocol.decode(sock.recv(zmq.NOBLOCK))
                         kind = msg["type"]
@@ -140,14 +164,12 @@ class WorkerProcess:
                             protocol.fields(msg, {"settings": dict, "heartbeat": (int, float)})
                             settings = protocol.settings_from_wire(msg["settings"])
                             heard = True
-                            send(protocol.encode("ready", credit=0 if running else 1))
+                            send(protocol.encode("ready", credit=0 if busy else 1))
                         elif kind == "task":
-                            if settings is None or running is not None:
+                            if settings is None or busy:
                                 raise ProtocolError("a task while busy or before welcome")
-                            task_id, attempt, task = protocol.task_from_wire(msg, settings)
-                            thread = threading.Thread(target=work, args=(task_id, attempt, task), daemon=True)
-                            running = (task_id, attempt, thread)
-                            thread.start()
+                            todo.put(protocol.task_from_wire(msg, settings))
+                            busy = True
                         elif kind == "heartbeat":
                             pass
                         elif kind == "shutdown":
@@ -173,17 +195,17 @@ class WorkerProcess:
                         print(f"flac2all_worker: dropped a message: {exc}", file=sys.stderr, flush=True)
                     except zmq.Again:
                         pass
-                try:
-                    task_id, attempt, result = results.get_nowait()
-                except queue.Empty:
-                    pass
-                else:
-                    running[2].join()
-                    running = None
-                    if result is not None:
-                        send(protocol.result_to_wire(task_id, attempt, result))
-                        print(line_for(result), flush=True)
-                    send(protocol.encode("ready", credit=1))
+                if busy:
+                    try:
+                        task_id, attempt, result = results.get_nowait()
+                    except queue.Empty:
+                        pass
+                    else:
+                        busy = False
+                        if result is not None:
+                            # A result frees the slot: no separate READY.
+                            send(protocol.result_to_wire(task_id, attempt, result))
+                            print(line_for(result), flush=True)
                 now = time.monotonic()
                 # (Messages waiting unread mean we were the ones stalled,
                 # for example stopped with SIGSTOP: read them first.)
@@ -200,7 +222,11 @@ class WorkerProcess:
                     send(protocol.encode("heartbeat"))
         finally:
             processes.stop()
+            todo.put(None)
+            thread.join()
             sock.close(0)
+            os.close(wake_r)
+            os.close(wake_w)
 
 
 def child(endpoint: str, key_dir: Path | None, retry_seconds: float) -> None:
