@@ -167,7 +167,8 @@ def run(
     stop = stop or threading.Event()
     started = time.monotonic()
     selected = tuple(codecs.resolve(m) for m in settings.modes)
-    check_programs(selected)
+    if executor is run_local:  # a master only hands out work: its workers need the encoders
+        check_programs(selected)
     if not settings.input_dir.is_dir():
         raise UsageError(f"input folder {settings.input_dir} does not exist or is not a folder")
     try:

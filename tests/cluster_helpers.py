@@ -131,3 +131,13 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def wait_for_encoders(marks: Path, count: int = 1, timeout: float = 20) -> list[int]:
+    """Wait until ``count`` (fake) encoders have marked their start; their pids."""
+    deadline = time.monotonic() + timeout
+    while len(list(marks.iterdir())) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [int(p.name) for p in marks.iterdir()]
+    assert len(pids) >= count, f"{len(pids)} encoder(s) started"
+    return pids

@@ -234,6 +234,15 @@ def stream(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.split())
 
 
+def audio_bytes(path: Path) -> bytes:
+    """The encoded audio packets of a file, whatever the tags around them."""
+    return subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a", "-c", "copy", "-f", "data", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
 def source_length(path: Path) -> float:
     return FLAC(path).info.length
 

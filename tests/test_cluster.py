@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster_helpers import alive, free_port, start_master, start_worker, worker_pids
+from tests.cluster_helpers import alive, free_port, start_master, start_worker, wait_for_encoders, worker_pids
 from tests.conftest import decodes, duration, make_flac, read_log, run_flac2all, source_length, temp_files
 
 pytestmark = pytest.mark.timeout(180)
@@ -104,11 +104,7 @@ def test_sigkill_of_a_worker_mid_encode_requeues_its_task(lib, tmp_path, slow_op
     try:
         doomed = start_worker(port, 1, path_prefix=slow_bin)
         (pid,) = worker_pids(doomed, 1)
-        deadline = time.monotonic() + 20
-        while not list(marks.iterdir()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        encoder_pids = [int(p.name) for p in marks.iterdir()]
-        assert encoder_pids, doomed.output
+        encoder_pids = wait_for_encoders(marks)
         t_kill = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         master.wait_for(r"declared dead; 1 task\(s\) requeued", timeout=15)
@@ -132,9 +128,7 @@ def test_sigstop_past_the_dead_timeout_then_sigcont(lib, tmp_path, slow_opusenc)
     try:
         frozen = start_worker(port, 1, path_prefix=slow_bin)
         (pid,) = worker_pids(frozen, 1)
-        deadline = time.monotonic() + 20
-        while not list(marks.iterdir()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_encoders(marks)
         os.kill(pid, signal.SIGSTOP)
         master.wait_for(r"declared dead; 1 task\(s\) requeued", timeout=15)
         helper_bin, _ = slow_opusenc(0.5, "helper")
@@ -159,9 +153,7 @@ def test_sigterm_of_a_worker_says_goodbye_and_requeues_at_once(lib, tmp_path, sl
     master, port = start_master("opus", out, lib)
     try:
         leaving = start_worker(port, 1, path_prefix=slow_bin)
-        deadline = time.monotonic() + 20
-        while not list(marks.iterdir()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_encoders(marks)
         t0 = time.monotonic()
         leaving.signal(signal.SIGTERM)
         master.wait_for(r"said goodbye; 1 task\(s\) requeued", timeout=5)
@@ -201,9 +193,7 @@ def test_master_killed_workers_stop_encoders_and_exit(lib, tmp_path, slow_opusen
     out = tmp_path / "out"
     master, port = start_master("opus", out, lib)
     worker = start_worker(port, 2, "--retry-seconds", "2", path_prefix=slow_bin)
-    deadline = time.monotonic() + 20
-    while len(list(marks.iterdir())) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_encoders(marks, 2)
     master.kill()
     assert worker.wait(40) != 0  # gave up on its master
     for encoder in (int(p.name) for p in marks.iterdir()):

@@ -214,13 +214,15 @@ def test_worker_drops_hostile_tasks_without_starting_anything(tmp_path, fake_bin
         router.send_multipart(
             [identity, protocol.encode("task", **{k: v for k, v in base.items() if k not in ("v", "type")})]
         )
-        result = None
+        result, refusals = None, []
         deadline = time.monotonic() + 30
         while result is None and time.monotonic() < deadline:
             if router.poll(200):
                 _, frame = router.recv_multipart()
                 msg = json.loads(frame)
-                if msg["type"] == "result":
+                if msg["type"] == "result" and msg["status"] == "failed":
+                    refusals.append(msg["message"])  # a refused task is answered, not left hanging
+                elif msg["type"] == "result":
                     result = msg
             router.send_multipart([identity, protocol.encode("heartbeat")])
         assert result is not None and result["status"] == "success", worker.output
@@ -230,6 +232,9 @@ def test_worker_drops_hostile_tasks_without_starting_anything(tmp_path, fake_bin
         ctx.destroy(0)
         worker.kill()
     assert worker.output.count("dropped a message") == len(HOSTILE_TASKS) + len(OUTSIDE_TASKS) + 1
+    # Every refused task whose id could be read got a failed result naming why.
+    assert len(refusals) == len(HOSTILE_TASKS) + len(OUTSIDE_TASKS) - 2  # not the two with a bad "id"
+    assert all(m.startswith("refused by the worker on ") for m in refusals)
     assert not Path("/elsewhere").exists() and not Path("/music").exists()
     started = log.read_text().splitlines()
     # Only the good task ran: one decoder, one encoder into the output folder.

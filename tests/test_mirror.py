@@ -22,7 +22,7 @@ from mutagen.flac import FLAC, Picture
 from mutagen.id3 import ID3
 from mutagen.oggopus import OggOpus
 
-from tests.conftest import decodes, duration, make_flac, read_log, run_flac2all, source_length, temp_files
+from tests.conftest import audio_bytes, decodes, duration, make_flac, read_log, run_flac2all, source_length, temp_files
 
 MODES = "mp3,opus"
 PROGRAMS = ("flac", "lame", "opusenc", "ffmpeg")
@@ -70,14 +70,6 @@ def snapshot(out: Path) -> dict[Path, tuple[int, bytes]]:
         for p in out.rglob("*")
         if p.is_file() and ".flac2all" not in p.parts and p.name != "conversion_results.log"
     }
-
-
-def audio_bytes(path: Path) -> bytes:
-    return subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a", "-c", "copy", "-f", "data", "-"],
-        capture_output=True,
-        check=True,
-    ).stdout
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from mutagen.oggvorbis import OggVorbis
 from flac2all import tags
 from flac2all.model import Action, Settings, Task
 from flac2all.runner import retag
-from tests.conftest import REPO, make_flac, run_flac2all
+from tests.conftest import REPO, audio_bytes, make_flac, run_flac2all
 
 
 def image(tmp: Path, fmt: str, colour: str) -> bytes:
@@ -342,15 +342,6 @@ def test_retag_rewrites_tags_in_place_without_reencoding(tmp_path):
     assert ID3(out / "mp3" / "s.mp3")["TIT2"].text == ["New"]
     assert OggOpus(out / "opus" / "s.opus")["TITLE"] == ["New"]
     assert not [p for p in out.rglob(".flac2all-tmp-*")]
-
-
-def audio_bytes(path: Path) -> bytes:
-    """The encoded audio packets, whatever the tags around them."""
-    return subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a", "-c", "copy", "-f", "data", "-"],
-        capture_output=True,
-        check=True,
-    ).stdout
 
 
 def test_docs_tags_md_matches_the_tables():

@@ -156,6 +156,7 @@ class WorkerProcess:
                 if wake_r in ready:
                     os.read(wake_r, 64)
                 if sock in ready:
+                    msg = None
                     try:
                         msg = protocol.decode(sock.recv(zmq.NOBLOCK))
                         kind = msg["type"]
@@ -193,6 +194,9 @@ class WorkerProcess:
                     except ProtocolError as exc:
                         self.dropped += 1
                         print(f"flac2all_worker: dropped a message: {exc}", file=sys.stderr, flush=True)
+                        refused = refusal(msg, exc)
+                        if refused is not None:
+                            send(refused)  # so the master does not wait for it forever
                     except zmq.Again:
                         pass
                 if busy:
@@ -227,6 +231,26 @@ class WorkerProcess:
             sock.close(0)
             os.close(wake_r)
             os.close(wake_w)
+
+
+def refusal(msg: dict | None, why: ProtocolError) -> bytes | None:
+    """A failed result for a task this worker will not run (a codec it lacks,
+    a path outside the run), if the message says which task it was."""
+    if not msg or msg.get("type") != "task":
+        return None
+    task_id, attempt = msg.get("id"), msg.get("attempt")
+    if not (protocol.is_a(task_id, int) and protocol.is_a(attempt, int)):
+        return None
+    return protocol.encode(
+        "result",
+        id=task_id,
+        attempt=attempt,
+        status="failed",
+        returncode=1,
+        elapsed=0.0,
+        facts=None,
+        message=f"refused by the worker on {socket.gethostname()}: {why}"[:2000],
+    )
 
 
 def child(endpoint: str, key_dir: Path | None, retry_seconds: float) -> None:
