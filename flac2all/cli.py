@@ -212,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="CurveZMQ key folder (default: ~/.config/flac2all/cluster if it exists; "
         "make one with: flac2all --cluster-keygen DIR)",
     )
+    cluster.add_argument(
+        "--cluster-keygen",
+        metavar="DIR",
+        help="write a master and a worker keypair into DIR, and exit (give no MODE or INPUTDIR)",
+    )
     p.add_argument(
         "-C",
         "--curses",
@@ -275,7 +280,12 @@ def keygen_main(argv: list[str]) -> int | None:
         return None
     from flac2all.cluster import keys
 
-    for path in keys.keygen(known.cluster_keygen):
+    try:
+        written = keys.keygen(known.cluster_keygen)
+    except OSError as exc:
+        print(f"flac2all: error: cannot write keys into {known.cluster_keygen}: {exc.strerror}", file=sys.stderr)
+        return ExitStatus.USAGE
+    for path in written:
         print(f"wrote {path}")
     print(
         f"Copy {known.cluster_keygen} to every node (or share it): the master uses master.key_secret and "
