@@ -42,16 +42,24 @@ def original() -> list[str]:
     return [str(exe)]
 
 
-def run_wall(argv: list[str], timeout: float) -> float | None:
-    """Wall seconds of a command, None if it ran past ``timeout`` (killed)."""
+HUNG = "hung"
+
+
+def run_wall(argv: list[str], timeout: float, log: Path | None = None) -> float | None | str:
+    """Wall seconds of a command; None if it ran past ``timeout``; HUNG if it
+    wrote its ``log`` (the work is done) but did not exit within 30 s after."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return None
+    done_at = None
+    while proc.poll() is None:
+        now = time.perf_counter()
+        if log is not None and done_at is None and log.exists() and log.stat().st_mtime > time.time() - (now - t0):
+            done_at = now
+        if now - t0 > timeout or (done_at is not None and now - done_at > 30):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return HUNG if done_at is not None else None
+        time.sleep(0.05)
     return time.perf_counter() - t0
 
 
@@ -176,12 +184,18 @@ def side_by_side(src: Path, modes: str, repeat: int, timeout: float, work: Path)
     return walls
 
 
-def fmt(values: list[float | None]) -> str:
-    done = [v for v in values if v is not None]
-    if not done:
-        return f"timed out ({len(values)}/{len(values)})"
-    text = stats(done)
-    return text if len(done) == len(values) else f"{text}, {len(values) - len(done)} timed out"
+def fmt(values: list) -> str:
+    done = [v for v in values if isinstance(v, float)]
+    hung, timed_out = values.count(HUNG), values.count(None)
+    notes = [f"{hung} hung after writing its log (killed 30 s later)"] * bool(hung)
+    notes += [f"{timed_out} timed out"] * bool(timed_out)
+    text = stats(done) if done else "no complete run"
+    return f"{text}; {', '.join(notes)}" if notes else text
+
+
+def median_or_none(values: list) -> float | None:
+    done = [v for v in values if isinstance(v, float)]
+    return statistics.median(done) if done else None
 
 
 def case_full(args) -> list[str]:
@@ -191,7 +205,7 @@ def case_full(args) -> list[str]:
     modes = "mp3,vorbis,opus"
     walls = side_by_side(src, modes, args.repeat, 3600, src.parent / "full-work")
     cpu = encoder_cpu(sources, modes)
-    ours, orig = statistics.median(walls["this flac2all"]), statistics.median(walls["flac2all 5.4"])
+    ours, orig = median_or_none(walls["this flac2all"]), median_or_none(walls["flac2all 5.4"])
     rows = [
         f"{len(sources)} tracks, {sum(FLAC(p).info.length for p in sources) / 60:.1f} min of audio, modes {modes}, "
         f"{CORES} cores; encoders alone (decode|encode pipelines run one by one): {cpu:.1f} CPU s.",
@@ -200,9 +214,14 @@ def case_full(args) -> list[str]:
         "|---|---|---|",
     ]
     for tool, values in walls.items():
-        rows.append(f"| {tool} | {fmt(values)} | {cpu / (statistics.median(values) * CORES):.3f} |")
-    rows.append(f"\nRatio this / original (median wall): {ours / orig:.3f}")
-    per_run = [o / g for o, g in zip(walls["this flac2all"], walls["flac2all 5.4"], strict=True) if o and g]
+        wall = median_or_none(values)
+        rows.append(
+            f"| {tool} | {fmt(values)} | {cpu / (wall * CORES):.3f} |" if wall else f"| {tool} | {fmt(values)} | |"
+        )
+    if ours and orig:
+        rows.append(f"\nRatio this / original (median wall): {ours / orig:.3f}")
+    pairs = zip(walls["this flac2all"], walls["flac2all 5.4"], strict=True)
+    per_run = [o / g for o, g in pairs if isinstance(o, float) and isinstance(g, float)]
     rows.append(f"Ratio per alternating pair: {', '.join(f'{r:.3f}' for r in per_run)}")
     return rows
 
@@ -212,7 +231,7 @@ def case_short(args) -> list[str]:
     src = library.many_short(args.short_count, 1.0)
     modes = "opus,vorbis"
     tasks = 2 * args.short_count
-    walls = side_by_side(src, modes, args.repeat, 1800, src.parent / "short-work")
+    walls = side_by_side(src, modes, args.repeat, args.timeout, src.parent / "short-work")
     # The sources are copies of one file: time the pipelines on a sample.
     sample = sorted(src.rglob("*.flac"))[:40]
     cpu = encoder_cpu(sample, modes) * args.short_count / len(sample)
@@ -224,19 +243,17 @@ def case_short(args) -> list[str]:
         "|---|---|---|",
     ]
     for tool, values in walls.items():
-        done = [v for v in values if v is not None]
-        overhead = f"{1000 * (statistics.median(done) - cpu / CORES) / tasks:.2f} ms" if done else "n/a (timed out)"
+        wall = median_or_none(values)
+        overhead = f"{1000 * (wall - cpu / CORES) / tasks:.2f} ms" if wall else "n/a (no complete run)"
         rows.append(f"| {tool} | {fmt(values)} | {overhead} |")
     # The no-op re-run over what was just converted, both tools.
     noop: dict[str, list[float | None]] = {"flac2all 5.4": [], "this flac2all": []}
     out_orig, out_ours = src.parent / "short-work" / "orig", src.parent / "short-work" / "ours"
     for _ in range(args.repeat):
-        noop["flac2all 5.4"].append(
-            run_wall([*original(), modes, *ORIGINAL_DEFAULTS, "-o", str(out_orig), str(src)], 300)
-        )
-        noop["this flac2all"].append(
-            run_wall([*FLAC2ALL, modes, *ORIGINAL_DEFAULTS, "-o", str(out_ours), str(src)], 300)
-        )
+        argv = [*original(), modes, *ORIGINAL_DEFAULTS, "-o", str(out_orig), str(src)]
+        noop["flac2all 5.4"].append(run_wall(argv, 300, out_orig / "conversion_results.log"))
+        argv = [*FLAC2ALL, modes, *ORIGINAL_DEFAULTS, "-o", str(out_ours), str(src)]
+        noop["this flac2all"].append(run_wall(argv, 300, out_ours / "conversion_results.log"))
     rows += [
         "",
         f"No-op re-run over the converted library ({tasks} up-to-date outputs, time-out 300 s):",
@@ -314,10 +331,14 @@ def case_cluster(args) -> list[str]:
         out = fresh(src.parent / f"trivial-{count}-out")
         m, port = master("mp3", src, out, "-c")
         w = worker(port, 4)
-        start, _ = m.when(r"Commencing run", 60)
-        m.proc.wait(timeout=600)
-        end = m.lines[-1][0]
-        w.proc.wait(timeout=60)
+        try:
+            start, _ = m.when(r"Commencing run", 60)
+            m.proc.wait(timeout=600)
+            end = m.lines[-1][0]
+            w.proc.wait(timeout=60)
+        finally:
+            m.stop()
+            w.stop()
         copied = sum(1 for _, line in m.lines if line.startswith("OK "))
         if copied != count:
             raise SystemExit(f"{copied} of {count} tasks done")
@@ -337,17 +358,21 @@ def case_cluster(args) -> list[str]:
         out = fresh(src.parent / "redispatch-out")
         m, port = master("opus", slow_src, out)
         a, b = worker(port, 1, env), worker(port, 1, env)
-        m.when(r"Got 2 worker", 30)
-        time.sleep(1.0)  # both busy with a task
-        c = worker(port, 1, env)
-        m.when(r"Got 3 worker", 30)
-        _, pid = a.when(r"pid (\d+)")
-        t_kill = time.perf_counter()
-        os.kill(int(pid.group(1)), signal.SIGKILL)
-        t_requeue, _ = m.when(r"declared dead; 1 task\(s\) requeued", 30)
-        redispatch.append(t_requeue - t_kill)
-        for p in (m, a, b, c):
-            p.stop()
+        c = None
+        try:
+            m.when(r"Got 2 worker", 30)
+            time.sleep(1.0)  # both busy with a task
+            c = worker(port, 1, env)
+            m.when(r"Got 3 worker", 30)
+            _, pid = a.when(r"pid (\d+)")
+            t_kill = time.perf_counter()
+            os.kill(int(pid.group(1)), signal.SIGKILL)
+            t_requeue, _ = m.when(r"declared dead; 1 task\(s\) requeued", 30)
+            redispatch.append(t_requeue - t_kill)
+        finally:
+            for p in (m, a, b, c):
+                if p is not None:
+                    p.stop()
     return [
         f"{count} trivial tasks (copies of tiny files, -c), one worker host with 4 processes, master and workers "
         f"on this {CORES}-core machine, loopback:",
@@ -392,6 +417,7 @@ def main() -> None:
     p.add_argument("--retag-minutes", type=float, default=0, help=argparse.SUPPRESS)
     p.add_argument("--minutes", type=float, default=30.0, help="audio in the full-conversion case (default 30)")
     p.add_argument("--short-count", type=int, default=2000, help="files in the short-files case (default 2000)")
+    p.add_argument("--timeout", type=float, default=900, help="time-out of one run in the short case (default 900 s)")
     p.add_argument("--dispatch-tasks", type=int, default=4000, help="trivial tasks in the cluster case (default 4000)")
     args = p.parse_args()
     for name in args.cases:

@@ -5,7 +5,7 @@ source is skipped from stat and the state alone (no file opened, no process
 started); a changed one is read (metadata only) to tell a tag edit (retag)
 from new audio (re-encode); a new source whose audio matches an output whose
 source is gone is a move; what is left of the state is orphans. Largest
-sources first, so a run does not end with one long file on one core.
+(costliest) tasks first, so a run does not end with one long file on one core.
 """
 
 from __future__ import annotations
@@ -251,7 +251,10 @@ class Planner:
                     else:
                         self.add(source, codec, output, Action.COPY)
         self.place_fresh(fresh, tree)
-        self.plan.tasks.sort(key=lambda t: t.size, reverse=True)
+        # Longest first (by source size times the codec's cost), so the run
+        # ends with short tasks on every core rather than one long one.
+        cost = {c.name: c.cost for c in self.codecs}
+        self.plan.tasks.sort(key=lambda t: t.size * cost.get(t.mode, 1.0), reverse=True)
         return self.plan
 
     def place_fresh(self, fresh: list[tuple[Source, Codec, Path]], tree: Tree) -> None:

@@ -58,10 +58,10 @@ class ProcessGroup:
         self._procs: set[subprocess.Popen] = set()
         self.stopping = False
 
-    def start(self, argv: list[str], **kwargs) -> subprocess.Popen:
+    def start(self, argv: list[str], die_with_us: bool = True, **kwargs) -> subprocess.Popen:
         if shutil.which(argv[0]) is None:
             raise FileNotFoundError(argv[0])
-        if SETPRIV:
+        if SETPRIV and die_with_us:
             # Killed with us even when we are killed with SIGKILL: no encoder
             # outlives the run to write into a folder after we are gone.
             argv = [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
@@ -132,8 +132,15 @@ def run_pipeline(stages: list[list[str]], timeout: float, processes: ProcessGrou
             errfiles.append(errfile)
             last = i == len(stages) - 1
             try:
+                # Only the last stage writes the output: it dies with us, and
+                # the stages feeding it then die of SIGPIPE (one exec saved
+                # per stage, which counts on short files).
                 proc = processes.start(
-                    argv, stdin=upstream, stdout=subprocess.DEVNULL if last else subprocess.PIPE, stderr=errfile
+                    argv,
+                    die_with_us=last,
+                    stdin=upstream,
+                    stdout=subprocess.DEVNULL if last else subprocess.PIPE,
+                    stderr=errfile,
                 )
             except FileNotFoundError:
                 package = PACKAGES.get(argv[0], argv[0])

@@ -103,6 +103,11 @@ class Codec:
     keeps_md5: bool = False
     # Whether outputs of this mode are audio that gets the source's tags.
     tagged: bool = True
+    # CPU cost per byte of source, relative to opusenc --vbr (measured with
+    # the default options on music-like content): the plan starts the most
+    # expensive tasks first, so a run does not end with one long encode on
+    # one core while the others idle.
+    cost: float = 1.0
 
     @property
     def folder(self) -> str:

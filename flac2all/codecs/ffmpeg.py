@@ -122,6 +122,7 @@ AAC = Ffmpeg(
     default_options=("-b:a", "192k"),
     encoder="aac",
     muxer="ipod",
+    cost=1.4,
 )
 
 

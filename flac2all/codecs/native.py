@@ -56,6 +56,7 @@ MP3 = Lame(
     default_options=("--preset", "standard", "-q", "0"),
     max_channels=2,
     max_rate=48000,
+    cost=0.8,
 )
 
 VORBIS = Oggenc(
@@ -66,6 +67,7 @@ VORBIS = Oggenc(
     tag_family="vorbis",
     option_family="vorbis",
     default_options=("--quality=2",),
+    cost=0.9,
 )
 
 OPUS = Opusenc(
@@ -86,6 +88,7 @@ FLAC = Flac(
     tag_family="flac",
     option_family="flac",
     keeps_md5=True,
+    cost=0.2,
 )
 
 TEST = FlacTest(
@@ -96,4 +99,5 @@ TEST = FlacTest(
     tag_family="none",
     checks_length=False,
     tagged=False,
+    cost=0.05,
 )
