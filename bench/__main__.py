@@ -251,12 +251,12 @@ def case_short(args) -> list[str]:
     out_orig, out_ours = src.parent / "short-work" / "orig", src.parent / "short-work" / "ours"
     for _ in range(args.repeat):
         argv = [*original(), modes, *ORIGINAL_DEFAULTS, "-o", str(out_orig), str(src)]
-        noop["flac2all 5.4"].append(run_wall(argv, 300, out_orig / "conversion_results.log"))
+        noop["flac2all 5.4"].append(run_wall(argv, 120, out_orig / "conversion_results.log"))
         argv = [*FLAC2ALL, modes, *ORIGINAL_DEFAULTS, "-o", str(out_ours), str(src)]
-        noop["this flac2all"].append(run_wall(argv, 300, out_ours / "conversion_results.log"))
+        noop["this flac2all"].append(run_wall(argv, 120, out_ours / "conversion_results.log"))
     rows += [
         "",
-        f"No-op re-run over the converted library ({tasks} up-to-date outputs, time-out 300 s):",
+        f"No-op re-run over the converted library ({tasks} up-to-date outputs, time-out 120 s):",
         "",
         "| tool | wall s, median (min-max) |",
         "|---|---|",

@@ -9,6 +9,7 @@ succeeded, so a file under a final name is always complete.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -42,6 +43,13 @@ STDERR_TAIL = 64 * 1024
 SETPRIV = shutil.which("setpriv")
 
 
+@functools.lru_cache(maxsize=64)
+def which(program: str) -> str | None:
+    """shutil.which, once per program and process (it stats every folder
+    of PATH, which shows on runs of thousands of short tasks)."""
+    return shutil.which(program)
+
+
 class Interrupted(Exception):
     """The run is being stopped; the task has no result."""
 
@@ -59,7 +67,7 @@ class ProcessGroup:
         self.stopping = False
 
     def start(self, argv: list[str], die_with_us: bool = True, **kwargs) -> subprocess.Popen:
-        if shutil.which(argv[0]) is None:
+        if which(argv[0]) is None:
             raise FileNotFoundError(argv[0])
         if SETPRIV and die_with_us:
             # Killed with us even when we are killed with SIGKILL: no encoder

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from flac2all.model import SourceFacts
 
 SCHEMA_VERSION = 1
+COMMIT_EVERY = 0.5  # seconds
 STATE_DIR = ".flac2all"
 STATE_FILE = "state.sqlite"
 
@@ -84,6 +86,9 @@ class State:
             # A lost commit only means an adoption next run, never a wrong row.
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
+        self._out_prefix = len(os.fsencode(outdir).rstrip(b"/")) + 1
+        self._in_prefix = len(os.fsencode(input_dir).rstrip(b"/")) + 1
+        self._last_commit = time.monotonic()
 
     def _migrate(self) -> None:
         assert self.db is not None
@@ -101,14 +106,30 @@ class State:
 
     def close(self) -> None:
         if self.db is not None:
+            if self.db.in_transaction:
+                self.db.commit()
             self.db.close()
             self.db = None
 
+    # Paths inside OUTDIR / the input folder, as bytes relative to it (string
+    # slicing: Path.relative_to shows on runs of thousands of tasks).
     def _rel_out(self, path: Path) -> bytes:
-        return os.fsencode(path.relative_to(self.outdir))
+        return os.fsencode(path)[self._out_prefix :]
 
     def _rel_src(self, path: Path) -> bytes:
-        return os.fsencode(path.relative_to(self.input_dir))
+        return os.fsencode(path)[self._in_prefix :]
+
+    def _write(self, sql: str, args: tuple) -> None:
+        """Rows are grouped into transactions of at most COMMIT_EVERY s: a run
+        killed before a commit loses rows (the next run adopts the outputs
+        again), never writes one for an output that is not there."""
+        assert self.db is not None
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
+        self.db.execute(sql, args)
+        if time.monotonic() - self._last_commit > COMMIT_EVERY:
+            self.db.commit()
+            self._last_commit = time.monotonic()
 
     def load(self) -> dict[Path, Record]:
         """Every row, by absolute output path."""
@@ -134,9 +155,8 @@ class State:
         return records
 
     def put(self, record: Record) -> None:
-        assert self.db is not None
         f = record.facts
-        self.db.execute(
+        self._write(
             "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self._rel_out(record.output),
@@ -154,8 +174,7 @@ class State:
         )
 
     def forget(self, output: Path) -> None:
-        assert self.db is not None
-        self.db.execute("DELETE FROM outputs WHERE output = ?", (self._rel_out(output),))
+        self._write("DELETE FROM outputs WHERE output = ?", (self._rel_out(output),))
 
     def __enter__(self) -> State:
         return self
