@@ -1,5 +1,6 @@
-"""A whole local run, usable from Python without the CLI:
-discovery -> plan -> pool -> report.
+"""A whole run, usable from Python without the CLI:
+discovery -> plan (with the mirror's state) -> executor (the local pool, or a
+cluster master) -> report.
 
     from pathlib import Path
     from flac2all.engine import convert

@@ -39,10 +39,6 @@ DEAD_AFTER = 5.0
 LOST_MASTER = 3  # exit status when the master stayed away too long
 
 
-class Stop(Exception):
-    pass
-
-
 class WorkerProcess:
     def __init__(self, endpoint: str, worker_keys: cluster_keys.WorkerKeys | None, retry_seconds: float) -> None:
         self.endpoint = endpoint
