@@ -122,9 +122,7 @@ def remember(state: State, result: TaskResult) -> None:
         state.forget(task.previous)
     st = plan.stat_or_none(task.output)
     if result.facts is not None and st is not None:
-        state.put(
-            Record(task.output, task.source, task.mode, result.facts, task.settings_hash, st.st_size, st.st_mtime_ns)
-        )
+        state.put(Record.made(task.output, task.source, task.mode, result.facts, task.settings_hash, st))
 
 
 def make_plan(settings: Settings, selected: tuple[Codec, ...], state: State) -> tuple[discovery.Tree, plan.Plan]:
@@ -132,11 +130,17 @@ def make_plan(settings: Settings, selected: tuple[Codec, ...], state: State) -> 
     return tree, plan.build(tree, selected, settings, state.load())
 
 
-def dry_run(settings: Settings, plan_json: Path | None = None) -> plan.Plan:
-    """The plan of a run, changing nothing (no folder, state or lock made)."""
+def selected_codecs(settings: Settings) -> tuple[Codec, ...]:
+    """The run's codecs, once its input folder is known to exist."""
     selected = tuple(codecs.resolve(m) for m in settings.modes)
     if not settings.input_dir.is_dir():
         raise UsageError(f"input folder {settings.input_dir} does not exist or is not a folder")
+    return selected
+
+
+def dry_run(settings: Settings, plan_json: Path | None = None) -> plan.Plan:
+    """The plan of a run, changing nothing (no folder, state or lock made)."""
+    selected = selected_codecs(settings)
     try:
         with State(settings.outdir, settings.input_dir, readonly=True) as state:
             _, the_plan = make_plan(settings, selected, state)
@@ -170,8 +174,7 @@ def run(
     selected = tuple(codecs.resolve(m) for m in settings.modes)
     if executor is run_local:  # a master only hands out work: its workers need the encoders
         check_programs(selected)
-    if not settings.input_dir.is_dir():
-        raise UsageError(f"input folder {settings.input_dir} does not exist or is not a folder")
+    selected_codecs(settings)
     try:
         settings.outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -75,9 +75,8 @@ def stat_or_none(path: Path) -> os.stat_result | None:
 def read_facts(source: Path) -> SourceFacts | None:
     """Facts of a FLAC source (metadata only), None if it cannot be read."""
     try:
-        st = os.stat(source)
-        return tags.facts_of(tags.read_source(source), st)
-    except (OSError, TaskError):
+        return tags.read_source_facts(source)[1]
+    except TaskError:
         return None
 
 
@@ -156,9 +155,7 @@ class Planner:
         self.plan.tasks.append(task)
 
     def record(self, source: Source, codec: Codec, output: Path, facts: SourceFacts, st: os.stat_result) -> None:
-        self.plan.refresh.append(
-            Record(output, source.path, codec.name, facts, self.hashes[codec.name], st.st_size, st.st_mtime_ns)
-        )
+        self.plan.refresh.append(Record.made(output, source.path, codec.name, facts, self.hashes[codec.name], st))
 
     def decide(self, source: Source, codec: Codec, output: Path) -> tuple[Action, str] | None:
         """The action for one encoded output; None means "new" (maybe a move)."""
@@ -169,27 +166,19 @@ class Planner:
         wanted = self.hashes[codec.name]
         if ost is None:
             return None
-        if (
-            rec is not None
-            and rec.source == source.path
-            and (ost.st_size, ost.st_mtime_ns)
-            == (
-                rec.out_size,
-                rec.out_mtime_ns,
-            )
-        ):
+        if rec is not None and rec.source == source.path and rec.output_is(ost):
             if rec.settings_hash != wanted:
                 return Action.ENCODE, ""
-            if (rec.facts.size, rec.facts.mtime_ns) == (source.size, source.mtime_ns):
+            if rec.source_is(source.size, source.mtime_ns):
                 return Action.SKIP, "skipped: up to date"
-            return self.compare(source, codec, output, ost, rec.facts.audio_md5, rec.facts)
+            return self.compare(source, codec, output, ost, rec.facts)
         # An output the state does not vouch for: adopt it by its provenance.
         prov = self.provenance(output) if codec.tagged else None
         if prov is not None:
             if prov.get("settings") != wanted:
                 return Action.ENCODE, ""
             recorded = SourceFacts(0, 0, prov.get("md5", ""), prov.get("tags", ""), prov.get("pictures", ""))
-            return self.compare(source, codec, output, ost, recorded.audio_md5, recorded)
+            return self.compare(source, codec, output, ost, recorded)
         # No provenance (an output of the original flac2all, say): trust an
         # output newer than its source for its audio, and rewrite its tags.
         if ost.st_mtime_ns >= source.mtime_ns:
@@ -202,11 +191,11 @@ class Planner:
         return Action.ENCODE, ""
 
     def compare(
-        self, source: Source, codec: Codec, output: Path, ost: os.stat_result, md5: str, recorded: SourceFacts
+        self, source: Source, codec: Codec, output: Path, ost: os.stat_result, recorded: SourceFacts
     ) -> tuple[Action, str]:
         """Same output, source maybe changed: read it to know how."""
         facts = self.facts(source.path)
-        if facts is None or not facts.audio_md5 or facts.audio_md5 != md5:
+        if facts is None or not facts.audio_md5 or facts.audio_md5 != recorded.audio_md5:
             return Action.ENCODE, ""
         if (facts.tags_hash, facts.pictures_hash) != (recorded.tags_hash, recorded.pictures_hash):
             return Action.RETAG, ""
@@ -234,13 +223,10 @@ class Planner:
                 for output, codec in outputs.items():
                     st = self.stat(output)
                     rec = self.records.get(output)
+                    # Unchanged since we copied it, or a copy2 of it (same size and mtime).
                     same = st is not None and (
-                        (
-                            rec is not None
-                            and (rec.out_size, rec.out_mtime_ns) == (st.st_size, st.st_mtime_ns)
-                            and (rec.facts.size, rec.facts.mtime_ns) == (source.size, source.mtime_ns)
-                        )
-                        or (st.st_size == source.size and st.st_mtime_ns == source.mtime_ns)
+                        (rec is not None and rec.output_is(st) and rec.source_is(source.size, source.mtime_ns))
+                        or (st.st_size, st.st_mtime_ns) == (source.size, source.mtime_ns)
                     )
                     if same and not settings.force:
                         if rec is None:
@@ -262,8 +248,7 @@ class Planner:
         then the remaining orphans."""
         orphans = []
         for rec in self.orphans_after(fresh, tree):
-            st = self.stat(rec.output)
-            if st is None or (st.st_size, st.st_mtime_ns) != (rec.out_size, rec.out_mtime_ns):
+            if not rec.output_is(self.stat(rec.output)):
                 self.plan.forget.append(rec.output)  # gone, or not ours any more
             else:
                 orphans.append(rec)

@@ -250,14 +250,9 @@ Outcome = tuple[str, SourceFacts | None]  # (note for the result, facts for the 
 
 
 def read_source(task: Task, settings: Settings) -> tuple[tags.SourceMeta, SourceFacts]:
-    """The source's metadata and facts; the stat comes first, so a source
-    changed while we work looks changed to the next run."""
-    try:
-        st = os.stat(task.source)
-    except OSError as exc:
-        raise TaskError(f"cannot read source: {tags.describe_oserror(exc)}") from None
-    meta = tags.read_source(task.source)
-    facts = tags.facts_of(meta, st)
+    """The source's metadata, ready to be written (folder art, provenance),
+    and its facts for the state."""
+    meta, facts = tags.read_source_facts(task.source)
     if settings.embed_folder_art:
         meta = tags.with_folder_art(meta, task.source.parent)
     return tags.with_provenance(meta, tags.provenance(facts, task.settings_hash)), facts

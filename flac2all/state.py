@@ -58,6 +58,21 @@ class Record:
     out_size: int
     out_mtime_ns: int
 
+    @classmethod
+    def made(
+        cls, output: Path, source: Path, mode: str, facts: SourceFacts, settings_hash: str, st: os.stat_result
+    ) -> Record:
+        """The record of an output as it stands (``st``: its stat)."""
+        return cls(output, source, mode, facts, settings_hash, st.st_size, st.st_mtime_ns)
+
+    def output_is(self, st: os.stat_result | None) -> bool:
+        """The output on disk is the one recorded (same size and mtime)."""
+        return st is not None and (st.st_size, st.st_mtime_ns) == (self.out_size, self.out_mtime_ns)
+
+    def source_is(self, size: int, mtime_ns: int) -> bool:
+        """The source's stat is the one recorded."""
+        return (self.facts.size, self.facts.mtime_ns) == (size, mtime_ns)
+
 
 def state_path(outdir: Path) -> Path:
     return outdir / STATE_DIR / STATE_FILE

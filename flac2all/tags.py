@@ -101,14 +101,26 @@ def describe_oserror(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def read_source(path: Path) -> SourceMeta:
-    """Read STREAMINFO, comments and pictures of a FLAC file.
+def read_source_facts(path: Path) -> tuple[SourceMeta, SourceFacts]:
+    """A source's metadata and the facts the state records of it; the stat
+    comes first, so a source changed while we work looks changed next run."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise TaskError(f"cannot read source: {describe_oserror(exc)}") from None
+    meta = read_source(path, st.st_size)
+    return meta, facts_of(meta, st)
+
+
+def read_source(path: Path, size: int | None = None) -> SourceMeta:
+    """Read STREAMINFO, comments and pictures of a FLAC file (``size``: its
+    size if already known).
 
     Raises TaskError naming the cause for a file that is missing, unreadable
     or not FLAC.
     """
     try:
-        if path.stat().st_size == 0:
+        if (path.stat().st_size if size is None else size) == 0:
             raise TaskError("not a FLAC file (empty, 0 bytes)")
         flac = FLAC(path)
     except FLACNoHeaderError:
