@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flac2all import tags
+from flac2all import codecs, tags
 from flac2all.codecs import Codec
 from flac2all.codecs.base import program_version
 from flac2all.discovery import Source, Tree
@@ -288,6 +288,22 @@ class Planner:
             for out, rec in self.records.items()
             if out not in claimed and (rec.source not in present or rec.mode in modes)
         ]
+
+
+def batches(tasks: Iterable[Task]) -> list[tuple[Task, ...]]:
+    """Group the encodes of one source whose modes read PCM from the same
+    decoder (they are run by one ``runner.execute_batch``); every other task
+    is a batch of its own. Costliest batch first, as in the plan."""
+    groups: dict[Path, list[Task]] = {}
+    alone: list[tuple[Task, ...]] = []
+    for task in tasks:
+        if task.action is Action.ENCODE and codecs.resolve(task.mode).reads_pcm:
+            groups.setdefault(task.source, []).append(task)
+        else:
+            alone.append((task,))
+    found = [tuple(group) for group in groups.values()] + alone
+    found.sort(key=lambda batch: sum(t.size * codecs.resolve(t.mode).cost for t in batch), reverse=True)
+    return found
 
 
 def build(

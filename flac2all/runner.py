@@ -9,6 +9,7 @@ succeeded, so a file under a final name is always complete.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import logging
 import os
@@ -21,15 +22,15 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import mutagen
 from mutagen.flac import FLAC
 
 from flac2all import codecs, tags
-from flac2all.codecs.base import PACKAGES
+from flac2all.codecs.base import PACKAGES, Command
 from flac2all.errors import TaskError
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
 
@@ -128,61 +129,263 @@ def describe_exit(returncode: int) -> str:
     return f"exited with status {returncode}"
 
 
-def run_pipeline(stages: list[list[str]], timeout: float, processes: ProcessGroup) -> None:
-    """Run ``stage0 | stage1 | ...``; raise TaskError unless every stage
-    exits 0 within ``timeout`` seconds."""
-    procs: list[subprocess.Popen] = []
-    errfiles = []
-    try:
-        upstream = subprocess.DEVNULL
-        for i, argv in enumerate(stages):
+class Chain:
+    """``stage0 | stage1 | ...`` as started processes, with each stage's
+    stderr kept in a temp file; ``close()`` kills and reaps what is left."""
+
+    def __init__(self, stages: list[Command], processes: ProcessGroup) -> None:
+        self.stages = stages
+        self.processes = processes
+        self.procs: list[subprocess.Popen] = []
+        self.errfiles: list = []
+
+    def start(self, stdin: int = subprocess.DEVNULL, stdout: int = subprocess.DEVNULL) -> None:
+        """Start every stage; ``stdin``/``stdout`` of the chain may be PIPE
+        (then ``self.stdin``/``self.stdout`` are their file objects)."""
+        upstream = stdin
+        for i, argv in enumerate(self.stages):
             errfile = tempfile.TemporaryFile()
-            errfiles.append(errfile)
-            last = i == len(stages) - 1
+            self.errfiles.append(errfile)
+            last = i == len(self.stages) - 1
             try:
-                # Only the last stage writes the output: it dies with us, and
-                # the stages feeding it then die of SIGPIPE (one exec saved
-                # per stage, which counts on short files).
-                proc = processes.start(
+                # Only the stage that writes the output dies with us; the
+                # stages feeding it then die of SIGPIPE (one exec saved per
+                # stage, which counts on short files).
+                proc = self.processes.start(
                     argv,
-                    die_with_us=last,
+                    die_with_us=last and stdout == subprocess.DEVNULL,
                     stdin=upstream,
-                    stdout=subprocess.DEVNULL if last else subprocess.PIPE,
+                    stdout=stdout if last else subprocess.PIPE,
                     stderr=errfile,
+                    bufsize=0,
                 )
             except FileNotFoundError:
                 package = PACKAGES.get(argv[0], argv[0])
                 raise TaskError(f"{argv[0]} is not installed (Debian package: {package})", 127) from None
             finally:
-                if upstream is not subprocess.DEVNULL:
+                if i > 0:
                     upstream.close()  # the next stage holds it now
             upstream = proc.stdout
-            procs.append(proc)
-        deadline = time.monotonic() + timeout
-        for proc in procs:
+            self.procs.append(proc)
+
+    @property
+    def stdin(self):
+        return self.procs[0].stdin
+
+    @property
+    def stdout(self):
+        return self.procs[-1].stdout
+
+    def running(self) -> str | None:
+        """The program of the first stage still running, if any."""
+        for argv, proc in zip(self.stages, self.procs, strict=False):
+            if proc.poll() is None:
+                return argv[0]
+        return None
+
+    def wait(self, deadline: float | None = None, timeout: float = 0.0) -> None:
+        """Wait for every stage; past ``deadline`` raise TaskError (the
+        stages are killed by close())."""
+        for argv, proc in zip(self.stages, self.procs, strict=False):
             try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                name = stages[procs.index(proc)][0]
-                raise TaskError(f"{name} timed out after {timeout:g} s", -signal.SIGKILL) from None
-        if processes.stopping and any(p.returncode != 0 for p in procs):
-            raise Interrupted()
-        failed = [p for p in procs if p.returncode != 0]
-        if failed:
-            # A stage killed by SIGPIPE only shows that the next one died
-            # first: the first other failure is the cause.
-            cause = next((p for p in failed if p.returncode != -signal.SIGPIPE), failed[0])
-            index = procs.index(cause)
-            for argv, p, f in zip(stages, procs, errfiles, strict=False):
-                log.debug("%s -> %s\n%s", shlex.join(argv), p.returncode, read_tail(f))
-            detail = last_error_line(read_tail(errfiles[index]))
-            message = f"{stages[index][0]} {describe_exit(cause.returncode)}"
-            raise TaskError(f"{message}: {detail}" if detail else message, cause.returncode)
-    finally:
-        for proc in procs:
-            processes.reap(proc)
-        for errfile in errfiles:
+                raise TaskError(f"{argv[0]} timed out after {timeout:g} s", -signal.SIGKILL) from None
+
+    def failure(self) -> TaskError | None:
+        """Why the chain failed, or None if every stage exited 0.
+
+        A stage killed by SIGPIPE only shows that the next one died first:
+        the first other failure is the cause.
+        """
+        failed = [p for p in self.procs if p.returncode != 0]
+        if not failed:
+            return None
+        cause = next((p for p in failed if p.returncode != -signal.SIGPIPE), failed[0])
+        index = self.procs.index(cause)
+        for argv, p, f in zip(self.stages, self.procs, self.errfiles, strict=False):
+            log.debug("%s -> %s\n%s", shlex.join(argv), p.returncode, read_tail(f))
+        detail = last_error_line(read_tail(self.errfiles[index]))
+        message = f"{self.stages[index][0]} {describe_exit(cause.returncode)}"
+        return TaskError(f"{message}: {detail}" if detail else message, cause.returncode)
+
+    @property
+    def died_of_sigpipe(self) -> bool:
+        return any(p.returncode == -signal.SIGPIPE for p in self.procs)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+            self.processes.reap(proc)
+        for errfile in self.errfiles:
             errfile.close()
+
+
+def run_pipeline(stages: list[Command], timeout: float, processes: ProcessGroup) -> None:
+    """Run ``stage0 | stage1 | ...``; raise TaskError unless every stage
+    exits 0 within ``timeout`` seconds."""
+    chain = Chain(stages, processes)
+    try:
+        chain.start()
+        chain.wait(time.monotonic() + timeout, timeout)
+        failure = chain.failure()
+        if failure is not None:
+            if processes.stopping:
+                raise Interrupted()
+            raise failure
+    finally:
+        chain.close()
+
+
+# PCM is handed from the decoder to the encoders in chunks of this size,
+# through pipes enlarged to it (Linux's default 64 KiB makes the encoders of
+# one source wait on each other more often).
+CHUNK = 1 << 20
+
+
+def widen(pipe) -> None:
+    try:
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
+    except OSError:  # above the user's pipe quota: the default size works too
+        pass
+
+
+class Fanout:
+    """``head | branch`` for every branch, with ``head`` started once and
+    its output copied to each branch by the calling thread: one decoder
+    feeding every encoder of a source.
+
+    Timeouts: a watchdog fires at the deadline. If the copy is then stuck
+    writing to one branch (an encoder that stopped reading), that branch
+    alone is killed and the others, which were only waiting on it, get one
+    more period; otherwise, and at the second firing, whatever still runs
+    is killed.
+    """
+
+    def __init__(self, head: Command, branches: list[list[Command]], timeout: float, processes: ProcessGroup):
+        self.timeout = timeout
+        self.processes = processes
+        self.source = Chain([head], processes)
+        self.chains = [Chain(branch, processes) for branch in branches]
+        self.expired: dict[int, str] = {}  # chain index (0 = head) -> program that ran out of time
+        self.blocked_on: int | None = None  # the chain index the copy is writing to
+        self.watchdog: threading.Timer | None = None
+        self.lock = threading.Lock()
+        self.finished = False
+
+    @property
+    def everyone(self) -> list[Chain]:
+        return [self.source, *self.chains]
+
+    def arm(self) -> None:
+        if self.finished:
+            return
+        self.watchdog = threading.Timer(self.timeout, self.expire)
+        self.watchdog.daemon = True
+        self.watchdog.start()
+
+    def expire(self) -> None:
+        with self.lock:
+            culprit = self.blocked_on
+            first = not self.expired
+            targets = [culprit] if first and culprit is not None else range(len(self.everyone))
+            for i in targets:
+                chain = self.everyone[i]
+                name = chain.running()
+                if name is not None:
+                    self.expired[i] = name
+                for proc in chain.procs:
+                    self.processes.kill(proc)
+            if first and culprit is not None:
+                self.arm()
+
+    def pump(self, sinks: dict[int, object]) -> None:
+        """Copy the head's output to every sink until its end; a sink whose
+        reader is gone is dropped, and when none is left the head's output
+        is abandoned (the decoder then dies of SIGPIPE)."""
+        fd = self.source.stdout.fileno()
+        while sinks:
+            chunk = os.read(fd, CHUNK)
+            if not chunk:
+                break
+            for i, sink in list(sinks.items()):
+                view = memoryview(chunk)
+                self.blocked_on = i
+                try:
+                    while view:
+                        view = view[os.write(sink.fileno(), view) :]
+                except OSError:  # EPIPE: that encoder is gone (its chain tells why)
+                    del sinks[i]
+                    sink.close()
+                self.blocked_on = None
+        for sink in sinks.values():
+            sink.close()
+        self.source.stdout.close()
+
+    def timed_out(self, i: int) -> TaskError:
+        return TaskError(f"{self.expired[i]} timed out after {self.timeout:g} s", -signal.SIGKILL)
+
+    def run(self) -> list[TaskError | None]:
+        try:
+            failures = self.start()
+            self.pump({i: chain.stdin for i, chain in enumerate(self.chains, start=1) if chain.procs})
+            for chain in self.everyone:
+                chain.wait()  # bounded: the watchdog kills whatever is left
+            if self.processes.stopping:
+                raise Interrupted()
+            if 0 in self.expired:
+                return [failure or self.timed_out(0) for failure in failures]
+            head_failure = self.source.failure()
+            if head_failure is not None and not self.source.died_of_sigpipe:
+                return [failure or head_failure for failure in failures]
+            return [
+                failure or (self.timed_out(i) if i in self.expired else chain.failure())
+                for i, (chain, failure) in enumerate(zip(self.chains, failures, strict=True), start=1)
+            ]
+        finally:
+            with self.lock:
+                if self.watchdog is not None:
+                    self.watchdog.cancel()
+                self.finished = True  # no re-arming after this
+            for chain in self.everyone:
+                chain.close()
+
+    def start(self) -> list[TaskError | None]:
+        """Start the head and every branch that can start (a missing
+        encoder fails its own branch), then the watchdog."""
+        self.source.start(stdout=subprocess.PIPE)
+        widen(self.source.stdout)
+        failures: list[TaskError | None] = []
+        for chain in self.chains:
+            try:
+                chain.start(stdin=subprocess.PIPE)
+                widen(chain.stdin)
+                failures.append(None)
+            except TaskError as exc:
+                chain.close()
+                chain.procs.clear()
+                failures.append(exc)
+        self.arm()
+        return failures
+
+
+def run_fanout(
+    head: Command, branches: list[list[Command]], timeout: float, processes: ProcessGroup
+) -> list[TaskError | None]:
+    """Run ``head | branch`` for every branch, decoding once (Fanout).
+
+    Returns each branch's failure (None where it succeeded). A failing head
+    fails every branch; one failing branch leaves the others alone.
+    """
+    if len(branches) == 1:  # a plain pipe, no copy
+        try:
+            run_pipeline([head, *branches[0]], timeout, processes)
+        except TaskError as exc:
+            return [exc]
+        return [None]
+    return Fanout(head, branches, timeout, processes).run()
 
 
 def temp_path(final: Path) -> Path:
@@ -249,13 +452,17 @@ def check_output(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta) -> None:
 Outcome = tuple[str, SourceFacts | None]  # (note for the result, facts for the state)
 
 
-def read_source(task: Task, settings: Settings) -> tuple[tags.SourceMeta, SourceFacts]:
-    """The source's metadata, ready to be written (folder art, provenance),
-    and its facts for the state."""
-    meta, facts = tags.read_source_facts(task.source)
+def source_meta(source: Path, settings: Settings) -> tuple[tags.SourceMeta, SourceFacts]:
+    """The source's metadata, ready to be written (with folder art if
+    asked), and its facts for the state."""
+    meta, facts = tags.read_source_facts(source)
     if settings.embed_folder_art:
-        meta = tags.with_folder_art(meta, task.source.parent)
-    return tags.with_provenance(meta, tags.provenance(facts, task.settings_hash)), facts
+        meta = tags.with_folder_art(meta, source.parent)
+    return meta, facts
+
+
+def with_provenance(meta: tags.SourceMeta, facts: SourceFacts, task: Task) -> tags.SourceMeta:
+    return tags.with_provenance(meta, tags.provenance(facts, task.settings_hash))
 
 
 def write_tags(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, task: Task, settings: Settings) -> str:
@@ -265,18 +472,41 @@ def write_tags(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, task: Task
     return "; ".join(warnings)
 
 
-def encode(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
-    """Encode, check and tag one output."""
-    codec = codecs.resolve(task.mode)
-    meta, facts = read_source(task, settings)
-    options = settings.options.get(codec.option_family or "", codec.default_options)
+def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -> list[Outcome | TaskError]:
+    """Encode, check and tag the outputs of one source, decoding it once
+    for all of them (``plan.batches`` groups the tasks); one output's
+    failure leaves the others alone."""
+    source = tasks[0].source
+    meta, facts = source_meta(source, settings)
     timeout = settings.timeout if settings.timeout is not None else default_timeout(meta.info.length)
-    with staged(task.output) as tmp:
-        run_pipeline(codec.commands(task.source, tmp, meta.info, tuple(options)), timeout, processes)
-        check_output(codec, tmp, meta)
-        note = write_tags(codec, tmp, meta, task, settings)
-        commit(tmp, task.output)
-    return note, facts
+    outcomes: list[Outcome | TaskError] = [TaskError("not run")] * len(tasks)
+    with ExitStack() as stack:
+        placed = []
+        branches: list[list[Command]] = []
+        head: Command = []
+        for i, task in enumerate(tasks):
+            codec = codecs.resolve(task.mode)
+            options = tuple(settings.options.get(codec.option_family or "", codec.default_options))
+            try:
+                tmp = stack.enter_context(staged(task.output))
+            except TaskError as exc:
+                outcomes[i] = exc
+                continue
+            head, *branch = codec.commands(source, tmp, meta.info, options)
+            placed.append((i, task, codec, tmp))
+            branches.append(branch)
+        failures = run_fanout(head, branches, timeout, processes) if branches else []
+        for (i, task, codec, tmp), failure in zip(placed, failures, strict=True):
+            try:
+                if failure is not None:
+                    raise failure
+                check_output(codec, tmp, meta)
+                note = write_tags(codec, tmp, with_provenance(meta, facts, task), task, settings)
+                commit(tmp, task.output)
+                outcomes[i] = (note, facts)
+            except TaskError as exc:
+                outcomes[i] = exc
+    return outcomes
 
 
 def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None) -> Outcome:
@@ -284,13 +514,13 @@ def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None)
     without re-encoding: on a copy beside it, renamed over it when done, so
     the output is never seen half-tagged."""
     codec = codecs.resolve(task.mode)
-    meta, facts = read_source(task, settings)
+    meta, facts = source_meta(task.source, settings)
     with staged(task.output) as tmp:
         try:
             shutil.copy2(task.output, tmp)
         except OSError as exc:
             raise TaskError(f"cannot copy the output to retag it: {tags.describe_oserror(exc)}") from None
-        note = write_tags(codec, tmp, meta, task, settings)
+        note = write_tags(codec, tmp, with_provenance(meta, facts, task), task, settings)
         commit(tmp, task.output)
     return note or "retagged", facts
 
@@ -345,7 +575,7 @@ def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
     return "copied", SourceFacts(st.st_size, st.st_mtime_ns, "", "", "")
 
 
-HANDLERS = {Action.ENCODE: encode, Action.COPY: copy, Action.RETAG: retag, Action.MOVE: move, Action.DELETE: delete}
+HANDLERS = {Action.COPY: copy, Action.RETAG: retag, Action.MOVE: move, Action.DELETE: delete}
 NOTES = {
     Action.SKIP: "skipped: output exists",
     Action.ORPHAN: "orphan: source gone, output kept (--delete removes it)",
@@ -353,23 +583,41 @@ NOTES = {
 
 
 def execute(task: Task, settings: Settings, processes: ProcessGroup) -> TaskResult:
-    """Run one task to its result; never raises for a bad file.
+    """Run one task to its result; see execute_batch."""
+    return execute_batch((task,), settings, processes)[0]
 
-    Raises Interrupted when the run is being stopped (the task then has no
-    result and its temp file is gone).
+
+def execute_batch(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -> list[TaskResult]:
+    """Run tasks to their results, one per task; never raises for a bad file.
+
+    A batch of several tasks is the encodes of one source (``plan.batches``),
+    which share one decoder. Raises Interrupted when the run is being
+    stopped (the batch then has no result and its temp files are gone).
     """
-    if task.action in NOTES:
-        return TaskResult(task, Status.SKIPPED, task.note or NOTES[task.action], 0, -1.0)
+    first = tasks[0]
+    if first.action in NOTES:
+        return [TaskResult(first, Status.SKIPPED, first.note or NOTES[first.action], 0, -1.0)]
     started = time.monotonic()
     try:
-        note, facts = HANDLERS[task.action](task, settings, processes)
-    except TaskError as exc:
-        if processes.stopping:
-            raise Interrupted() from None
-        return TaskResult(task, Status.FAILED, exc.message, exc.returncode, time.monotonic() - started)
+        if first.action is Action.ENCODE:
+            outcomes: list[Outcome | Exception] = list(encode(tasks, settings, processes))
+        else:
+            outcomes = [HANDLERS[first.action](first, settings, processes)]
     except Interrupted:
         raise
-    except Exception as exc:  # a bug must fail one task, not the run
-        log.exception("internal error on %s (%s)", task.source, task.mode)
-        return TaskResult(task, Status.FAILED, f"internal error: {exc!r}", 1, time.monotonic() - started)
-    return TaskResult(task, Status.SUCCESS, note, 0, time.monotonic() - started, facts)
+    except Exception as exc:  # the source is unreadable (TaskError), or a bug
+        outcomes = [exc] * len(tasks)
+    return [settle(task, outcome, started, processes) for task, outcome in zip(tasks, outcomes, strict=True)]
+
+
+def settle(task: Task, outcome: Outcome | Exception, started: float, processes: ProcessGroup) -> TaskResult:
+    elapsed = time.monotonic() - started
+    if isinstance(outcome, TaskError):
+        if processes.stopping:
+            raise Interrupted()
+        return TaskResult(task, Status.FAILED, outcome.message, outcome.returncode, elapsed)
+    if isinstance(outcome, Exception):  # a bug must fail one task, not the run
+        log.error("internal error on %s (%s)", task.source, task.mode, exc_info=outcome)
+        return TaskResult(task, Status.FAILED, f"internal error: {outcome!r}", 1, elapsed)
+    note, facts = outcome
+    return TaskResult(task, Status.SUCCESS, note, 0, elapsed, facts)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import decodes, make_flac, read_log, run_flac2all, temp_files
+from tests.conftest import decodes, duration, make_flac, read_log, run_flac2all, source_length, temp_files
 
 
 @pytest.fixture
@@ -161,3 +161,63 @@ def test_full_disk_fails_tasks_cleanly(tmp_path, tiny_disk):
         if row["conversion_status"] == "SUCCESS":
             assert decodes(Path(row["outfile"]))
     assert temp_files(tiny_disk) == []
+
+
+# -- one decoder feeding several encoders -------------------------------------
+
+
+def test_each_source_is_decoded_once_for_all_modes(tmp_path, fake_bin):
+    root = tmp_path / "in"
+    sources = [make_flac(root / f"{i}.flac", seconds=0.4) for i in range(2)]
+    calls = tmp_path / "flac-calls"
+    real = subprocess.run(["which", "flac"], capture_output=True, text=True).stdout.strip()
+    path = fake_bin("flac", f'echo "$*" >> {calls}\nexec {real} "$@"\n')
+    out = tmp_path / "out"
+    run = run_flac2all("mp3,vorbis,opus,flac", "-o", out, root, path_prefix=path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    decodes_run = [line for line in calls.read_text().splitlines() if line.startswith("--decode")]
+    assert len(decodes_run) == len(sources)  # not one per output
+    for src in sources:
+        for folder, ext in (("mp3", ".mp3"), ("vorbis", ".ogg"), ("opus", ".opus"), ("flac", ".flac")):
+            output = out / folder / (src.stem + ext)
+            assert decodes(output)
+            assert duration(output) == pytest.approx(source_length(src), abs=0.08)
+
+
+@pytest.mark.parametrize(
+    "hang",
+    [
+        pytest.param("exec sleep 600", id="never-reads"),
+        pytest.param("cat > /dev/null; exec sleep 600", id="reads-then-hangs"),
+    ],
+)
+def test_a_hung_encoder_fails_only_its_own_output(tmp_path, fake_bin, hang):
+    # 8 s of PCM (1.4 MB) is more than a pipe holds: an encoder that never
+    # reads stops the copy to its siblings until it is killed.
+    src = make_flac(tmp_path / "in" / "long.flac", seconds=8)
+    path = fake_bin("oggenc", hang + "\n")
+    out = tmp_path / "out"
+    run = run_flac2all("mp3,vorbis,opus", "--timeout", "4", "-o", out, tmp_path / "in", path_prefix=path, timeout=60)
+    assert run.returncode == 1
+    status = {r["format"]: r["conversion_status"] for r in read_log(out)}
+    assert status == {"mp3": "SUCCESS", "vorbis": "ERROR: oggenc timed out after 4 s", "opus": "SUCCESS"}
+    for output in (out / "mp3" / "long.mp3", out / "opus" / "long.opus"):
+        assert duration(output) == pytest.approx(source_length(src), abs=0.1)
+    assert not (out / "vorbis" / "long.ogg").exists()
+    assert temp_files(out) == []
+
+
+def test_a_failing_adapter_fails_only_its_own_output(tmp_path, fake_bin):
+    # The ffmpeg stage that downmixes 6 channels for lame fails at once: the
+    # decoder and the other modes of the source must carry on.
+    root = tmp_path / "six"
+    make_flac(root / "surround.flac", seconds=0.3, channels=6)
+    path = fake_bin("ffmpeg", "exit 127\n")
+    out = tmp_path / "out"
+    run = run_flac2all("mp3,opus", "-o", out, root, path_prefix=path)
+    assert run.returncode == 1
+    status = {r["format"]: r["conversion_status"] for r in read_log(out)}
+    assert status["opus"] == "SUCCESS"
+    assert status["mp3"].startswith("ERROR: ffmpeg exited with status 127")
+    assert decodes(out / "opus" / "surround.opus")
+    assert temp_files(out) == []

@@ -103,6 +103,9 @@ class Codec:
     keeps_md5: bool = False
     # Whether outputs of this mode are audio that gets the source's tags.
     tagged: bool = True
+    # Whether the pipeline starts with decode_command: the modes asked of one
+    # source then share that one decoder (runner.run_fanout).
+    reads_pcm: bool = True
     # CPU cost per byte of source, relative to opusenc --vbr (measured with
     # the default options on music-like content): the plan starts the most
     # expensive tasks first, so a run does not end with one long encode on

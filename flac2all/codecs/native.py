@@ -99,5 +99,6 @@ TEST = FlacTest(
     tag_family="none",
     checks_length=False,
     tagged=False,
+    reads_pcm=False,
     cost=0.05,
 )
