@@ -169,18 +169,25 @@ def fresh(path: Path) -> Path:
     return path
 
 
+# The tools compared, run in turn: the original, and this flac2all with and
+# without its shared decoder (to show what decoding once is worth).
+ORIGINAL = "flac2all 5.4"
+OURS = "this flac2all"
+PER_MODE = "this flac2all --decode-per-mode"
+
+
 def side_by_side(src: Path, modes: str, repeat: int, timeout: float, work: Path) -> dict[str, list[float | None]]:
-    """Full conversions of ``src``, alternating the two tools."""
-    walls: dict[str, list[float | None]] = {"flac2all 5.4": [], "this flac2all": []}
+    """Full conversions of ``src``, alternating the tools."""
+    tools = {
+        ORIGINAL: original(),
+        OURS: FLAC2ALL,
+        PER_MODE: [*FLAC2ALL, "--decode-per-mode"],
+    }
+    walls: dict[str, list[float | None]] = {name: [] for name in tools}
     for _ in range(repeat):
-        out = fresh(work / "orig")
-        walls["flac2all 5.4"].append(
-            run_wall([*original(), modes, *ORIGINAL_DEFAULTS, "-o", str(out), str(src)], timeout)
-        )
-        out = fresh(work / "ours")
-        walls["this flac2all"].append(
-            run_wall([*FLAC2ALL, modes, *ORIGINAL_DEFAULTS, "-o", str(out), str(src)], timeout)
-        )
+        for name, argv in tools.items():
+            out = fresh(work / "out")
+            walls[name].append(run_wall([*argv, modes, *ORIGINAL_DEFAULTS, "-o", str(out), str(src)], timeout))
     return walls
 
 
@@ -205,7 +212,6 @@ def case_full(args) -> list[str]:
     modes = "mp3,vorbis,opus"
     walls = side_by_side(src, modes, args.repeat, 3600, src.parent / "full-work")
     cpu = encoder_cpu(sources, modes)
-    ours, orig = median_or_none(walls["this flac2all"]), median_or_none(walls["flac2all 5.4"])
     rows = [
         f"{len(sources)} tracks, {sum(FLAC(p).info.length for p in sources) / 60:.1f} min of audio, modes {modes}, "
         f"{CORES} cores; encoders alone (decode|encode pipelines run one by one): {cpu:.1f} CPU s.",
@@ -218,11 +224,21 @@ def case_full(args) -> list[str]:
         rows.append(
             f"| {tool} | {fmt(values)} | {cpu / (wall * CORES):.3f} |" if wall else f"| {tool} | {fmt(values)} | |"
         )
-    if ours and orig:
-        rows.append(f"\nRatio this / original (median wall): {ours / orig:.3f}")
-    pairs = zip(walls["this flac2all"], walls["flac2all 5.4"], strict=True)
-    per_run = [o / g for o, g in pairs if isinstance(o, float) and isinstance(g, float)]
-    rows.append(f"Ratio per alternating pair: {', '.join(f'{r:.3f}' for r in per_run)}")
+    rows.append("")
+    rows += ratios(walls)
+    return rows
+
+
+def ratios(walls: dict[str, list[float | None]]) -> list[str]:
+    """Ratios of median walls, and per round of the alternation."""
+    rows = []
+    for num, den in ((OURS, ORIGINAL), (PER_MODE, ORIGINAL), (OURS, PER_MODE)):
+        a, b = median_or_none(walls[num]), median_or_none(walls[den])
+        if a and b:
+            pairs = zip(walls[num], walls[den], strict=True)
+            per_round = [x / y for x, y in pairs if isinstance(x, float) and isinstance(y, float)]
+            rounds = ", ".join(f"{r:.3f}" for r in per_round)
+            rows.append(f"- {num} / {den}: {a / b:.3f} (per round: {rounds})")
     return rows
 
 
@@ -246,14 +262,17 @@ def case_short(args) -> list[str]:
         wall = median_or_none(values)
         overhead = f"{1000 * (wall - cpu / CORES) / tasks:.2f} ms" if wall else "n/a (no complete run)"
         rows.append(f"| {tool} | {fmt(values)} | {overhead} |")
+    rows += ["", *ratios(walls)]
     # The no-op re-run over what was just converted, both tools.
-    noop: dict[str, list[float | None]] = {"flac2all 5.4": [], "this flac2all": []}
-    out_orig, out_ours = src.parent / "short-work" / "orig", src.parent / "short-work" / "ours"
-    for _ in range(args.repeat):
-        argv = [*original(), modes, *ORIGINAL_DEFAULTS, "-o", str(out_orig), str(src)]
-        noop["flac2all 5.4"].append(run_wall(argv, 120, out_orig / "conversion_results.log"))
-        argv = [*FLAC2ALL, modes, *ORIGINAL_DEFAULTS, "-o", str(out_ours), str(src)]
-        noop["this flac2all"].append(run_wall(argv, 120, out_ours / "conversion_results.log"))
+    noop: dict[str, list[float | None]] = {ORIGINAL: [], OURS: []}
+    for name, argv in ((ORIGINAL, original()), (OURS, FLAC2ALL)):
+        out = fresh(src.parent / "short-work" / "out")
+        log = out / "conversion_results.log"
+        if run_wall([*argv, modes, *ORIGINAL_DEFAULTS, "-o", str(out), str(src)], args.timeout, log) is None:
+            continue
+        for _ in range(args.repeat):
+            argv_again = [*argv, modes, *ORIGINAL_DEFAULTS, "-o", str(out), str(src)]
+            noop[name].append(run_wall(argv_again, 120, log))
     rows += [
         "",
         f"No-op re-run over the converted library ({tasks} up-to-date outputs, time-out 120 s):",

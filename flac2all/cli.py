@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=cpus,
         metavar="N",
-        help=f"encoders running at once (default: the CPU count, here {cpus})",
+        help=f"files converted at once, each decoded once and fed to one encoder per mode "
+        f"(default: the CPU count, here {cpus})",
     )
     p.add_argument(
         "-n",
@@ -192,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="let --delete remove more than 10%% of the outputs (refused otherwise: an unmounted source"
         " looks like a deleted library)",
     )
+    p.add_argument(
+        "--decode-per-mode",
+        action="store_true",
+        help="decode a file separately for each mode instead of once for all (slower; to compare, or to bound"
+        " encoders to -t)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print what would be done, per action, and change nothing")
     p.add_argument("--plan-json", metavar="FILE", help="write the plan (every task and its action) to FILE as JSON")
     cluster = p.add_argument_group("cluster mode (workers: flac2all_worker MASTER_HOST)")
@@ -252,6 +259,7 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         embed_folder_art=args.embed_folder_art,
         delete=args.delete,
         delete_anyway=args.delete_anyway,
+        shared_decode=not args.decode_per_mode,
     )
     return settings, notes
 

@@ -67,6 +67,9 @@ class Settings:
     # Mirror: remove orphan outputs (--delete), even many (--delete-anyway).
     delete: bool = False
     delete_anyway: bool = False
+    # Decode a source once for all its modes (plan.batches); False runs one
+    # decoder per output, as the original did.
+    shared_decode: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))

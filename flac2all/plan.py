@@ -290,14 +290,15 @@ class Planner:
         ]
 
 
-def batches(tasks: Iterable[Task]) -> list[tuple[Task, ...]]:
+def batches(tasks: Iterable[Task], shared_decode: bool = True) -> list[tuple[Task, ...]]:
     """Group the encodes of one source whose modes read PCM from the same
     decoder (they are run by one ``runner.execute_batch``); every other task
-    is a batch of its own. Costliest batch first, as in the plan."""
+    (every task, without ``shared_decode``) is a batch of its own. Costliest
+    batch first, as in the plan."""
     groups: dict[Path, list[Task]] = {}
     alone: list[tuple[Task, ...]] = []
     for task in tasks:
-        if task.action is Action.ENCODE and codecs.resolve(task.mode).reads_pcm:
+        if shared_decode and task.action is Action.ENCODE and codecs.resolve(task.mode).reads_pcm:
             groups.setdefault(task.source, []).append(task)
         else:
             alone.append((task,))

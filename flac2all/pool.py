@@ -37,7 +37,7 @@ def run_local(
     When ``stop`` is set, running encoders are killed, no new task starts, and
     this returns once every thread has cleaned up its temp files.
     """
-    todo = iter(plan.batches(tasks))
+    todo = iter(plan.batches(tasks, settings.shared_decode))
     lock = threading.Lock()
     events: queue.Queue = queue.Queue()
 

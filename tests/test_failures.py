@@ -182,6 +182,12 @@ def test_each_source_is_decoded_once_for_all_modes(tmp_path, fake_bin):
             output = out / folder / (src.stem + ext)
             assert decodes(output)
             assert duration(output) == pytest.approx(source_length(src), abs=0.08)
+    # As the original did (and for comparison): one decoder per output.
+    calls.unlink()
+    run = run_flac2all("mp3,vorbis,opus,flac", "-f", "--decode-per-mode", "-o", out, root, path_prefix=path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    decodes_run = [line for line in calls.read_text().splitlines() if line.startswith("--decode")]
+    assert len(decodes_run) == 4 * len(sources)
 
 
 @pytest.mark.parametrize(
