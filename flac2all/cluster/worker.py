@@ -251,8 +251,8 @@ def refusal(msg: dict | None, why: ProtocolError) -> bytes | None:
 
 def child(endpoint: str, key_dir: Path | None, retry_seconds: float) -> None:
     worker_keys = cluster_keys.worker_keys(key_dir) if key_dir else None
-    # What this node can run, probed now: a message naming a codec must never
-    # be what starts a process.
+    # What this node can run, known before any message (main() probed it):
+    # a message naming a codec must never be what starts a process.
     audio_encoders()
     sys.exit(WorkerProcess(endpoint, worker_keys, retry_seconds).run())
 
@@ -305,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     except Flac2allError as exc:
         print(f"flac2all_worker: error: {exc}", file=sys.stderr)
         return exc.exit_status
+    # What this node can run, probed once here: the children inherit it.
+    audio_encoders()
     host = f"[{args.master}]" if ":" in args.master else args.master
     endpoint = f"tcp://{host}:{args.port}"
     fork = multiprocessing.get_context("fork")
