@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import shutil
 import sqlite3
 import threading
@@ -90,24 +89,6 @@ def outdir_lock(outdir: Path) -> Iterator[None]:
         except BlockingIOError:
             raise OutdirBusyError(f"another flac2all run is writing into {outdir}; wait for it to finish") from None
         yield
-
-
-def remove_stale_temps(folders: set[Path]) -> int:
-    """Delete temp files a killed run left in the output folders."""
-    removed = 0
-    for folder in folders:
-        try:
-            with os.scandir(folder) as it:
-                stale = [e.path for e in it if runner.TEMP_NAME.fullmatch(e.name)]
-        except OSError:
-            continue
-        for path in stale:
-            try:
-                os.unlink(path)
-                removed += 1
-            except OSError:
-                pass
-    return removed
 
 
 def remember(state: State, result: TaskResult) -> None:
@@ -188,7 +169,7 @@ def run(
             state.put(record)
         for output in the_plan.forget:
             state.forget(output)
-        remove_stale_temps({t.output.parent for t in the_plan.tasks})
+        runner.remove_stale_temps({t.output.parent for t in the_plan.tasks})
         report.sources = len(tree.flacs)
         errors = [
             TaskResult(Task(path, "-", Path(""), Action.SKIP), Status.FAILED, f"cannot read folder: {cause}", 1)

@@ -411,6 +411,25 @@ def staged(final: Path) -> Iterator[Path]:
             pass
 
 
+def remove_stale_temps(folders: set[Path]) -> int:
+    """Delete the temp files a killed run (or a killed worker) left in
+    ``folders``; call it only when nothing else writes there."""
+    removed = 0
+    for folder in folders:
+        try:
+            with os.scandir(folder) as it:
+                stale = [e.path for e in it if TEMP_NAME.fullmatch(e.name)]
+        except OSError:
+            continue
+        for path in stale:
+            try:
+                os.unlink(path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def commit(tmp: Path, final: Path) -> None:
     """Atomically put a finished temp file under its final name."""
     try:

@@ -62,12 +62,14 @@ def check_outputs(out: Path, lib: Path, modes: dict[str, str]) -> list[dict]:
     return rows
 
 
-def test_normal_run_with_two_worker_hosts(lib, tmp_path):
+def test_normal_run_with_two_worker_hosts(lib, tmp_path, fake_bin):
     out = tmp_path / "out"
+    decodes_log = tmp_path / "decodes"
+    spy = fake_bin("flac", f'echo "$*" >> {decodes_log}\nexec {shutil.which("flac")} "$@"\n')
     master, port = start_master("mp3,opus", out, lib)
     try:
-        a = start_worker(port, 1)
-        b = start_worker(port, 2)
+        a = start_worker(port, 1, path_prefix=spy)
+        b = start_worker(port, 2, path_prefix=spy)
         assert master.wait(120) == 0, master.output
         assert a.wait(30) == 0 and b.wait(30) == 0
     finally:
@@ -78,6 +80,9 @@ def test_normal_run_with_two_worker_hosts(lib, tmp_path):
     check_outputs(out, lib, {"mp3": ".mp3", "opus": ".opus"})
     assert a.count(r"^OK ") + b.count(r"^OK ") == 16
     assert "Files we managed to convert successfully: 16" in master.output
+    # Each source went to one worker as one job: decoded once for both modes.
+    decoded = [line for line in decodes_log.read_text().splitlines() if line.startswith("--decode")]
+    assert len(decoded) == 8
 
 
 def test_late_joiner_gets_work_at_once(lib, tmp_path, slow_opusenc):
@@ -97,17 +102,20 @@ def test_late_joiner_gets_work_at_once(lib, tmp_path, slow_opusenc):
     check_outputs(out, lib, {"opus": ".opus"})
 
 
-def test_sigkill_of_a_worker_mid_encode_requeues_its_task(lib, tmp_path, slow_opusenc):
+@pytest.mark.parametrize("modes", ["opus", "mp3,opus"])
+def test_sigkill_of_a_worker_mid_encode_requeues_its_job(lib, tmp_path, slow_opusenc, modes):
     slow_bin, marks = slow_opusenc(30, "doomed")
     out = tmp_path / "out"
-    master, port = start_master("opus", out, lib)
+    master, port = start_master(modes, out, lib)
+    per_source = len(modes.split(","))
     try:
         doomed = start_worker(port, 1, path_prefix=slow_bin)
         (pid,) = worker_pids(doomed, 1)
         encoder_pids = wait_for_encoders(marks)
         t_kill = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        master.wait_for(r"declared dead; 1 task\(s\) requeued", timeout=15)
+        # With mp3,opus its mp3 may be finished, but not the job: both go back.
+        master.wait_for(rf"declared dead; {per_source} task\(s\) requeued", timeout=15)
         detected = time.monotonic() - t_kill
         rescuer = start_worker(port, 2)
         assert master.wait(120) == 0, master.output
@@ -117,8 +125,9 @@ def test_sigkill_of_a_worker_mid_encode_requeues_its_task(lib, tmp_path, slow_op
     assert detected < 8  # heartbeats: about 5 s
     for encoder in encoder_pids:  # its encoder died with it
         assert not alive(encoder)
-    check_outputs(out, lib, {"opus": ".opus"})
-    assert rescuer.count(r"^OK ") == 8
+    # every output whole, and no temp file of the dead worker left behind
+    check_outputs(out, lib, {"mp3": ".mp3", "opus": ".opus"} if per_source == 2 else {"opus": ".opus"})
+    assert rescuer.count(r"^OK ") == 8 * per_source
 
 
 def test_sigstop_past_the_dead_timeout_then_sigcont(lib, tmp_path, slow_opusenc):

@@ -19,18 +19,48 @@ from tests.conftest import decodes, make_flac, read_log
 
 pytestmark = pytest.mark.timeout(120)
 
-GOOD_TASK = {
-    "v": 1,
-    "type": "task",
-    "id": 1,
-    "attempt": 0,
-    "source": "/music/a.flac",
-    "mode": "mp3",
-    "output": "/out/mp3/a.mp3",
-    "action": "encode",
-    "size": 10,
-    "settings_hash": "ab12",
-}
+JOB_FIELDS = ("source", "action", "size", "tasks")
+
+
+def job(change: dict | None = None, **base: str) -> dict:
+    """A job message of one task, with ``change`` applied to the job's fields
+    (source, action, size, tasks) or else to the task's."""
+    msg = {
+        "v": protocol.VERSION,
+        "type": "job",
+        "source": base.get("source", "/music/a.flac"),
+        "action": "encode",
+        "size": 10,
+        "tasks": [
+            {
+                "id": 1,
+                "attempt": 0,
+                "mode": "mp3",
+                "output": base.get("output", "/out/mp3/a.mp3"),
+                "settings_hash": "ab12",
+            }
+        ],
+    }
+    for key, value in (change or {}).items():
+        if key in JOB_FIELDS:
+            msg[key] = value
+        else:
+            msg["tasks"][0][key] = value
+    return msg
+
+
+def two_modes(tmp: str = "/out", **task_change) -> list[dict]:
+    """The tasks of a job encoding one source to mp3 and opus."""
+    return [
+        {"id": 1, "attempt": 0, "mode": "mp3", "output": f"{tmp}/mp3/a.mp3", "settings_hash": "ab12"},
+        {"id": 2, "attempt": 0, "mode": "opus", "output": f"{tmp}/opus/a.opus", "settings_hash": "cd34", **task_change},
+    ]
+
+
+def rebase(tasks: list[dict], out: Path) -> list[dict]:
+    """Tasks whose outputs are under ``out`` instead of /out."""
+    return [{**t, "output": t["output"].replace("/out/", f"{out}/", 1)} for t in tasks]
+
 
 HOSTILE_TASKS = [
     {"id": "1"},  # wrong type
@@ -49,6 +79,16 @@ HOSTILE_TASKS = [
     {"action": "delete"},  # not a worker's action
     {"action": "shell"},
     {"settings_hash": "x" * 100},
+    {"tasks": []},
+    {"tasks": "all of them"},
+]
+# Jobs of several tasks that must be refused whole.
+HOSTILE_JOBS = [
+    {"tasks": two_modes(output="/out/mp3/a.mp3", mode="mp3")},  # one output twice
+    {"tasks": two_modes(id=1)},  # one task id twice
+    {"tasks": two_modes(), "action": "copy"},  # only encodes share a job
+    {"tasks": two_modes(mode="test", output="/out/test/a.ana")},  # test mode reads the file itself
+    {"tasks": [{**two_modes()[0], "id": i, "output": f"/out/mp3/{i}.mp3"} for i in range(protocol.MAX_JOB + 1)]},
 ]
 # Valid on their own, refused by a worker: outside the run's folders.
 OUTSIDE_TASKS = [
@@ -57,24 +97,36 @@ OUTSIDE_TASKS = [
 ]
 
 
-def test_a_good_task_parses():
-    task_id, attempt, task = protocol.task_from_wire(dict(GOOD_TASK))
+def test_a_good_job_parses():
+    [(task_id, attempt, task)] = protocol.job_from_wire(job())
     assert (task_id, attempt) == (1, 0)
     assert task == Task(Path("/music/a.flac"), "mp3", Path("/out/mp3/a.mp3"), Action.ENCODE, 10, settings_hash="ab12")
+    both = protocol.job_from_wire(job({"tasks": two_modes()}))
+    assert [(i, t.mode, t.output, t.source) for i, _, t in both] == [
+        (1, "mp3", Path("/out/mp3/a.mp3"), Path("/music/a.flac")),
+        (2, "opus", Path("/out/opus/a.opus"), Path("/music/a.flac")),
+    ]
+    # and what the master sends is what the worker reads
+    assert protocol.job_from_wire(protocol.decode(protocol.job_to_wire(both))) == both
 
 
-@pytest.mark.parametrize("change", HOSTILE_TASKS)
-def test_hostile_tasks_are_refused(change):
+@pytest.mark.parametrize("change", HOSTILE_TASKS + HOSTILE_JOBS)
+def test_hostile_jobs_are_refused(change):
     with pytest.raises(ProtocolError):
-        protocol.task_from_wire({**GOOD_TASK, **change})
+        protocol.job_from_wire(job(change))
 
 
 def test_missing_field_and_bad_frames_are_refused():
-    msg = dict(GOOD_TASK)
-    del msg["output"]
+    msg = job()
+    del msg["tasks"][0]["output"]
     with pytest.raises(ProtocolError):
-        protocol.task_from_wire(msg)
-    for frame in (b"\xff\xfe", b"[1,2]", b'{"v":2,"type":"task"}', b'{"v":1}', b"x" * (protocol.MAX_MESSAGE + 1)):
+        protocol.job_from_wire(msg)
+    msg = job()
+    del msg["source"]
+    with pytest.raises(ProtocolError):
+        protocol.job_from_wire(msg)
+    old = b'{"v":1,"type":"task","id":1}'  # a master or worker of protocol version 1
+    for frame in (b"\xff\xfe", b"[1,2]", old, b'{"v":2}', b"x" * (protocol.MAX_MESSAGE + 1)):
         with pytest.raises(ProtocolError):
             protocol.decode(frame)
 
@@ -111,7 +163,7 @@ def test_settings_round_trip_and_refusals():
 
 def test_results_are_validated():
     good = {
-        "v": 1,
+        "v": protocol.VERSION,
         "type": "result",
         "id": 1,
         "attempt": 0,
@@ -147,14 +199,14 @@ def test_master_survives_garbage_and_finishes_with_a_real_worker(tmp_path):
         frames = [
             b"not json",
             b"[]",
-            b'{"v":1}',
+            b'{"v":2}',
             b'{"v":9,"type":"hello"}',
-            b'{"v":1,"type":"launch_missiles"}',
-            json.dumps({"v": 1, "type": "hello", "session": "x", "host": "h", "pid": 1, "slots": 1}).encode(),
-            json.dumps({"v": 1, "type": "hello", "session": "0" * 32, "host": "h\n", "pid": 1, "slots": 1}).encode(),
+            b'{"v":2,"type":"launch_missiles"}',
+            json.dumps({"v": 2, "type": "hello", "session": "x", "host": "h", "pid": 1, "slots": 1}).encode(),
+            json.dumps({"v": 2, "type": "hello", "session": "0" * 32, "host": "h\n", "pid": 1, "slots": 1}).encode(),
             json.dumps(
                 {
-                    "v": 1,
+                    "v": 2,
                     "type": "result",
                     "id": 99,
                     "attempt": 0,
@@ -202,44 +254,49 @@ def test_worker_drops_hostile_tasks_without_starting_anything(tmp_path, fake_bin
         # its hello; from here on, only messages could start anything.
         assert log.read_text() == "ffmpeg -hide_banner -nostdin -encoders\n"
         log.write_text("")
-        settings = Settings(src.parent, tmp_path / "out", ("mp3",))
+        out = tmp_path / "out"
+        settings = Settings(src.parent, out, ("mp3", "opus"))
         router.send_multipart(
             [identity, protocol.encode("welcome", settings=protocol.settings_to_wire(settings), heartbeat=1.0)]
         )
-        base = {**GOOD_TASK, "source": str(src), "output": str(tmp_path / "out" / "mp3" / "a.mp3")}
-        for change in [*HOSTILE_TASKS, *OUTSIDE_TASKS]:
-            body = {**base, **change}
-            router.send_multipart([identity, json.dumps(body).encode()])
+        base = {"source": str(src), "output": str(out / "mp3" / "a.mp3")}
+        hostile = [job(change, **base) for change in HOSTILE_TASKS + OUTSIDE_TASKS]
+        hostile += [job({**change, "tasks": rebase(change["tasks"], out)}, **base) for change in HOSTILE_JOBS]
+        for msg in hostile:
+            router.send_multipart([identity, json.dumps(msg).encode()])
         router.send_multipart([identity, b"\x00garbage"])
-        router.send_multipart(
-            [identity, protocol.encode("task", **{k: v for k, v in base.items() if k not in ("v", "type")})]
-        )
-        result, refusals = None, []
+        # Then a good job: one source to two modes.
+        router.send_multipart([identity, json.dumps(job({"tasks": rebase(two_modes(), out)}, **base)).encode()])
+        results, refusals = {}, []
         deadline = time.monotonic() + 30
-        while result is None and time.monotonic() < deadline:
+        while len(results) < 2 and time.monotonic() < deadline:
             if router.poll(200):
                 _, frame = router.recv_multipart()
                 msg = json.loads(frame)
                 if msg["type"] == "result" and msg["status"] == "failed":
                     refusals.append(msg["message"])  # a refused task is answered, not left hanging
                 elif msg["type"] == "result":
-                    result = msg
+                    results[msg["id"]] = msg
             router.send_multipart([identity, protocol.encode("heartbeat")])
-        assert result is not None and result["status"] == "success", worker.output
+        assert sorted(results) == [1, 2], worker.output
         router.send_multipart([identity, protocol.encode("shutdown")])
         assert worker.wait(20) == 0
     finally:
         ctx.destroy(0)
         worker.kill()
-    assert worker.output.count("dropped a message") == len(HOSTILE_TASKS) + len(OUTSIDE_TASKS) + 1
-    # Every refused task whose id could be read got a failed result naming why.
-    assert len(refusals) == len(HOSTILE_TASKS) + len(OUTSIDE_TASKS) - 2  # not the two with a bad "id"
+    assert worker.output.count("dropped a message") == len(hostile) + 1
+    # Every task of a refused job whose id could be read got a failed result
+    # naming why (not the two with a bad "id", nor the jobs without tasks).
+    readable = len(HOSTILE_TASKS) + len(OUTSIDE_TASKS) - 4 + sum(len(change["tasks"]) for change in HOSTILE_JOBS)
+    assert len(refusals) == readable
     assert all(m.startswith("refused by the worker on ") for m in refusals)
     assert not Path("/elsewhere").exists() and not Path("/music").exists()
     started = log.read_text().splitlines()
-    # Only the good task ran: one decoder, one encoder into the output folder.
-    assert len(started) == 2, started
-    started.sort()  # the two stages of the pipe start together, in either order
+    # Only the good job ran: one decoder feeding two encoders, each writing
+    # into the output folder.
+    assert len(started) == 3, started
+    started.sort()  # they start together, in any order
     assert started[0] == f"flac --decode --stdout --silent -- {src}"
-    assert started[1].startswith(f"lame --quiet --preset standard -q 0 - {tmp_path / 'out' / 'mp3'}/.flac2all-tmp-")
-    assert decodes(tmp_path / "out" / "mp3" / "a.mp3")
+    assert started[1].startswith(f"lame --quiet --preset standard -q 0 - {out / 'mp3'}/.flac2all-tmp-")
+    assert started[2].startswith(f"opusenc --quiet --vbr - {out / 'opus'}/.flac2all-tmp-")
+    assert decodes(out / "mp3" / "a.mp3") and decodes(out / "opus" / "a.opus")

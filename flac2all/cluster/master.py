@@ -2,7 +2,8 @@
 no task is lost or silently run twice (see shared/design/cluster.md).
 
 One ROUTER socket. Workers say hello, then READY with credit (their free
-slots); the master sends at most that many tasks. Heartbeats both ways every
+slots); the master sends at most that many jobs (a job is one task, or the
+encodes of one source, which the worker decodes once). Heartbeats both ways every
 second; a worker silent for DEAD_AFTER seconds is dead and its tasks go back
 to the queue (a task whose worker died under it POISON_DEATHS times fails).
 A result is accepted only from the session the task's current attempt was
@@ -11,6 +12,7 @@ given to; late duplicates are acknowledged and discarded.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import zmq
 
-from flac2all import runner
+from flac2all import plan, runner
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster import protocol
 from flac2all.cluster.protocol import ProtocolError
@@ -46,6 +48,17 @@ class Entry:
     done: bool = False
 
 
+@dataclass(eq=False)
+class Job:
+    """Tasks sent together, in one slot of a worker."""
+
+    entries: list[Entry]
+
+    @property
+    def open(self) -> list[Entry]:
+        return [e for e in self.entries if not e.done]
+
+
 @dataclass
 class Peer:
     """One worker process (one session of it)."""
@@ -57,7 +70,7 @@ class Peer:
     slots: int
     last_seen: float
     credit: int = 0
-    tasks: set[int] = field(default_factory=set)
+    jobs: dict[int, Job] = field(default_factory=dict)  # task id -> its job, for the tasks it holds
     finished: int = 0
     joined: float = field(default_factory=time.monotonic)
     current: dict[int, str] = field(default_factory=dict)  # task id -> file name
@@ -85,9 +98,10 @@ class Master:
         self.counters = Counters()
         self.peers: dict[bytes, Peer] = {}
         self.entries: dict[int, Entry] = {}
-        self.pending: deque[Entry] = deque()
+        self.pending: deque[Job] = deque()
         self.endpoint = ""
         self.open_tasks = 0  # entries not done
+        self.littered: set[Path] = set()  # output folders of tasks whose worker died
 
     # -- socket ---------------------------------------------------------------
 
@@ -142,30 +156,39 @@ class Master:
 
     # -- ledger ---------------------------------------------------------------
 
+    def busy_slots(self, peer: Peer) -> int:
+        return len({id(job) for job in peer.jobs.values()})
+
     def requeue(self, peer: Peer, died: bool, on_result: Callable[[TaskResult], None]) -> None:
-        for task_id in sorted(peer.tasks):
-            entry = self.entries[task_id]
-            entry.session = None
-            entry.attempt += 1
-            self.counters.requeued += 1
-            if died:
-                entry.deaths += 1
-                if entry.deaths >= POISON_DEATHS:
-                    entry.done = True
-                    self.open_tasks -= 1
-                    on_result(
-                        TaskResult(
-                            entry.task, Status.FAILED, f"the worker died under this task {entry.deaths} times", 1, 0.0
+        jobs = {id(job): job for job in peer.jobs.values()}
+        for job in sorted(jobs.values(), key=lambda j: j.entries[0].id, reverse=True):
+            again = []
+            for entry in job.open:
+                entry.session = None
+                entry.attempt += 1
+                self.counters.requeued += 1
+                if died:
+                    # What its worker was writing stays behind: swept at the end.
+                    self.littered.add(entry.task.output.parent)
+                    entry.deaths += 1
+                    if entry.deaths >= POISON_DEATHS:
+                        entry.done = True
+                        self.open_tasks -= 1
+                        on_result(
+                            TaskResult(
+                                entry.task, Status.FAILED, f"the worker died under this task {entry.deaths} times", 1
+                            )
                         )
-                    )
-                    continue
-            self.pending.appendleft(entry)
-        peer.tasks.clear()
+                        continue
+                again.append(entry)
+            if again:
+                self.pending.appendleft(Job(again))
+        peer.jobs.clear()
         peer.current.clear()
 
     def drop_peer(self, peer: Peer, died: bool, why: str, on_result: Callable[[TaskResult], None]) -> None:
         self.peers.pop(peer.identity, None)
-        n = len(peer.tasks)
+        n = len(peer.jobs)
         self.requeue(peer, died, on_result)
         self.say(f"Worker {peer.host}:{peer.pid} {why}; {n} task(s) requeued ({len(self.peers)} worker(s) left)")
 
@@ -196,7 +219,7 @@ class Master:
             peer.last_seen = now
             if kind == "ready":
                 protocol.fields(msg, {"credit": int})
-                peer.credit = max(0, min(msg["credit"], peer.slots - len(peer.tasks)))
+                peer.credit = max(0, min(msg["credit"], peer.slots - self.busy_slots(peer)))
             elif kind == "result":
                 wire = protocol.result_from_wire(msg)
                 entry = self.entries.get(wire.task_id)
@@ -206,10 +229,11 @@ class Master:
                 entry.done = True
                 self.open_tasks -= 1
                 entry.session = None
-                peer.tasks.discard(entry.id)
+                job = peer.jobs.pop(entry.id)
                 peer.current.pop(entry.id, None)
                 peer.finished += 1
-                peer.credit = min(peer.slots - len(peer.tasks), peer.credit + 1)
+                if not job.open:  # the whole job is done: its slot is free
+                    peer.credit = min(peer.slots - self.busy_slots(peer), peer.credit + 1)
                 on_result(wire.to_result(entry.task))
             elif kind == "heartbeat":
                 protocol.fields(msg, {})
@@ -241,10 +265,12 @@ class Master:
                 remote.append(task)
             else:  # moves and deletes: file operations the master does itself
                 on_result(runner.execute(task, settings, processes))
-        for i, task in enumerate(remote):
-            entry = Entry(i, task)
-            self.entries[i] = entry
-            self.pending.append(entry)
+        ids = itertools.count()
+        for batch in plan.batches(remote, settings.shared_decode):
+            for start in range(0, len(batch), protocol.MAX_JOB):
+                job = Job([Entry(next(ids), task) for task in batch[start : start + protocol.MAX_JOB]])
+                self.entries.update((entry.id, entry) for entry in job.entries)
+                self.pending.append(job)
         self.open_tasks = len(remote)
         if not remote:
             return
@@ -255,6 +281,9 @@ class Master:
         finally:
             self.shutdown()
             self.close()
+            # Every task is settled and the workers are gone: what a killed
+            # worker was writing can go.
+            runner.remove_stale_temps(self.littered)
 
     def hosts_view(self) -> list:
         """Per worker host: processes, tasks done, rate, current files (for
@@ -311,18 +340,30 @@ class Master:
     def dispatch(self, on_start, on_result) -> None:
         for peer in list(self.peers.values()):
             while peer.credit > 0 and self.pending:
-                entry = self.pending.popleft()
-                if entry.done:
+                job = self.pending.popleft()
+                entries = job.open
+                if not entries:
                     continue
-                if not self.send(peer, protocol.task_to_wire(entry.id, entry.attempt, entry.task)):
-                    self.pending.appendleft(entry)
+                try:
+                    frame = protocol.job_to_wire([(e.id, e.attempt, e.task) for e in entries])
+                except ProtocolError as exc:
+                    if len(entries) > 1:  # too large together (very long paths): one by one
+                        self.pending.extendleft(Job([e]) for e in reversed(entries))
+                    else:
+                        entries[0].done = True
+                        self.open_tasks -= 1
+                        on_result(TaskResult(entries[0].task, Status.FAILED, f"cannot be sent to a worker: {exc}", 1))
+                    continue
+                if not self.send(peer, frame):
+                    self.pending.appendleft(job)
                     self.drop_peer(peer, True, "is unreachable", on_result)
                     break
-                entry.session = peer.session
                 peer.credit -= 1
-                peer.tasks.add(entry.id)
-                peer.current[entry.id] = entry.task.source.name
-                on_start(entry.task)
+                for entry in entries:
+                    entry.session = peer.session
+                    peer.jobs[entry.id] = job
+                    peer.current[entry.id] = entry.task.source.name
+                    on_start(entry.task)
 
     def shutdown(self) -> None:
         """Tell every worker the run is over (they stop their encoders), and

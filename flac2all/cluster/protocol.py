@@ -1,6 +1,6 @@
 """The cluster wire protocol: versioned JSON messages, validated before use.
 
-Every frame is one JSON object ``{"v": 1, "type": ..., ...}`` of at most
+Every frame is one JSON object ``{"v": 2, "type": ..., ...}`` of at most
 MAX_MESSAGE bytes. Parsing is strict: an unknown type, a missing or unknown
 field, a wrong type, an oversize frame, a task naming a codec this node does
 not have, a relative or hostile path, or an output whose extension does not
@@ -23,7 +23,7 @@ from flac2all import codecs
 from flac2all.errors import Flac2allError, UsageError
 from flac2all.model import Action, Layout, Settings, SourceFacts, Status, Task, TaskResult
 
-VERSION = 1
+VERSION = 2  # 2: jobs of several tasks sharing a decoder
 MAX_MESSAGE = 64 * 1024
 # Actions a worker may be asked to run: the master does the rest itself.
 WORKER_ACTIONS = (Action.ENCODE, Action.RETAG, Action.COPY)
@@ -102,71 +102,102 @@ def decode(frame: bytes) -> dict:
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError("not JSON") from None
     if not isinstance(msg, dict) or msg.get("v") != VERSION or not isinstance(msg.get("type"), str):
-        raise ProtocolError("not a flac2all v1 message")
+        raise ProtocolError(f"not a flac2all v{VERSION} message (a master or worker of another version?)")
     return msg
 
 
-# --- tasks -------------------------------------------------------------------
+# --- jobs: one task, or the encodes of one source sharing its decoder --------
+
+# A job holds at most this many tasks (the modes of one source).
+MAX_JOB = 32
+WireTask = tuple[int, int, Task]  # (task id, attempt, task)
 
 
-def task_to_wire(task_id: int, attempt: int, task: Task) -> bytes:
+def job_to_wire(job: list[WireTask]) -> bytes:
+    """One job message: the source, action and size once, then per task its
+    id, attempt, mode, output and settings hash."""
+    first = job[0][2]
     return encode(
-        "task",
-        id=task_id,
-        attempt=attempt,
-        source=os.fsdecode(task.source),
-        mode=task.mode,
-        output=os.fsdecode(task.output),
-        action=task.action.value,
-        size=task.size,
-        settings_hash=task.settings_hash,
+        "job",
+        source=os.fsdecode(first.source),
+        action=first.action.value,
+        size=first.size,
+        tasks=[
+            {
+                "id": task_id,
+                "attempt": attempt,
+                "mode": task.mode,
+                "output": os.fsdecode(task.output),
+                "settings_hash": task.settings_hash,
+            }
+            for task_id, attempt, task in job
+        ],
     )
 
 
-def task_from_wire(msg: dict, settings: Settings | None = None) -> tuple[int, int, Task]:
-    """Validate a task message against this node's own codec table and, on
-    a worker, the session's folders: a source inside the input folder, an
-    output inside the output folder, nothing else."""
-    fields(
-        msg,
-        {
-            "id": int,
-            "attempt": int,
-            "source": str,
-            "mode": str,
-            "output": str,
-            "action": str,
-            "size": int,
-            "settings_hash": str,
-        },
-    )
+def job_ids(msg: dict) -> list[tuple[int, int]]:
+    """The (id, attempt) pairs a job message names, as far as they can be
+    read (to refuse them)."""
+    tasks = msg.get("tasks")
+    if msg.get("type") != "job" or not isinstance(tasks, list):
+        return []
+    return [
+        (t["id"], t["attempt"])
+        for t in tasks
+        if isinstance(t, dict) and is_a(t.get("id"), int) and is_a(t.get("attempt"), int)
+    ]
+
+
+def job_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTask]:
+    """Validate a job message against this node's own codec table and, on
+    a worker, the session's folders: a source inside the input folder,
+    outputs inside the output folder, nothing else. A job of several tasks
+    must be encodes of modes that share a decoder, to distinct outputs."""
+    fields(msg, {"source": str, "action": str, "size": int, "tasks": list})
     try:
         action = Action(msg["action"])
     except ValueError:
         raise ProtocolError("unknown action") from None
     if action not in WORKER_ACTIONS:
         raise ProtocolError(f"action {action.value} is not run by workers")
-    try:
-        codec = codecs.resolve(msg["mode"])
-    except Flac2allError:
-        raise ProtocolError(f"unknown codec {msg['mode']!r}") from None
     source = check_path(msg["source"], "source")
-    output = check_path(msg["output"], "output")
+    if settings is not None and not source.is_relative_to(settings.input_dir):
+        raise ProtocolError("a source outside the run's input folder")
+    if msg["size"] < 0 or not 1 <= len(msg["tasks"]) <= MAX_JOB:
+        raise ProtocolError("bad job size or task count")
+    if len(msg["tasks"]) > 1 and action is not Action.ENCODE:
+        raise ProtocolError("only encodes share a job")
+    job = [task_from_wire(body, source, action, msg["size"], settings) for body in msg["tasks"]]
+    if len(job) > 1:
+        if len({task.output for _, _, task in job}) < len(job) or len({i for i, _, _ in job}) < len(job):
+            raise ProtocolError("a job names an output or a task id twice")
+        if not all(codecs.resolve(task.mode).reads_pcm for _, _, task in job):
+            raise ProtocolError("a mode that cannot share the decoder in a job of several")
+    return job
+
+
+def task_from_wire(body: Any, source: Path, action: Action, size: int, settings: Settings | None) -> WireTask:
+    if not isinstance(body, dict):
+        raise ProtocolError("a task is not an object")
+    fields(body, {"id": int, "attempt": int, "mode": str, "output": str, "settings_hash": str})
+    try:
+        codec = codecs.resolve(body["mode"])
+    except Flac2allError:
+        raise ProtocolError(f"unknown codec {body['mode']!r}") from None
+    output = check_path(body["output"], "output")
     if output == source:
         raise ProtocolError("output is the source")
-    if settings is not None and not (
-        source.is_relative_to(settings.input_dir) and output.is_relative_to(settings.outdir)
-    ):
-        raise ProtocolError("a path outside the run's input or output folder")
+    if settings is not None and not output.is_relative_to(settings.outdir):
+        raise ProtocolError("an output outside the run's output folder")
     if action is Action.COPY:
         if output.name != source.name:
             raise ProtocolError("a copy keeps its name")
     elif output.suffix != codec.extension or source.suffix.lower() != ".flac":
         raise ProtocolError(f"output extension does not match codec {codec.name}")
-    if not HEX.fullmatch(msg["settings_hash"]) or msg["id"] < 0 or msg["attempt"] < 0 or msg["size"] < 0:
+    if not HEX.fullmatch(body["settings_hash"]) or body["id"] < 0 or body["attempt"] < 0:
         raise ProtocolError("bad task numbers")
-    task = Task(source, codec.name, output, action, msg["size"], settings_hash=msg["settings_hash"])
-    return msg["id"], msg["attempt"], task
+    task = Task(source, codec.name, output, action, size, settings_hash=body["settings_hash"])
+    return body["id"], body["attempt"], task
 
 
 # --- settings (sent once per worker session) ---------------------------------

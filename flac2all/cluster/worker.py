@@ -1,5 +1,6 @@
-"""``flac2all_worker MASTER_HOST``: run tasks for a master, one encoder per
-process, with the very same ``runner.execute`` as local mode.
+"""``flac2all_worker MASTER_HOST``: run jobs for a master, one at a time per
+process (a job is one task, or the encodes of one source fed by one
+decoder), with the very same ``runner.execute_batch`` as local mode.
 
 The parent starts N worker processes (default: CPU count) and waits. Each
 has one DEALER socket, made after the fork (a zmq context never crosses a
@@ -39,6 +40,14 @@ DEAD_AFTER = 5.0
 LOST_MASTER = 3  # exit status when the master stayed away too long
 
 
+def say(line: str, stream=None) -> None:
+    """Print one line in one write: the worker processes share stdout and
+    stderr, and print() writes the newline separately when unbuffered."""
+    stream = stream or sys.stdout
+    stream.write(line + "\n")
+    stream.flush()
+
+
 class WorkerProcess:
     def __init__(self, endpoint: str, worker_keys: cluster_keys.WorkerKeys | None, retry_seconds: float) -> None:
         self.endpoint = endpoint
@@ -62,10 +71,9 @@ class WorkerProcess:
                 if outcome == "connected":
                     lost_since = time.monotonic()  # it was up: the bounded wait starts now
                 if time.monotonic() - lost_since > self.retry_seconds:
-                    print(
+                    say(
                         f"flac2all_worker: no master at {self.endpoint} for {self.retry_seconds:g} s, giving up",
-                        file=sys.stderr,
-                        flush=True,
+                        sys.stderr,
                     )
                     return LOST_MASTER
                 time.sleep(min(2.0, 0.2 + (time.monotonic() - lost_since) / 10))
@@ -120,13 +128,12 @@ class WorkerProcess:
         def work() -> None:
             """The one task thread of this session (only it runs encoders;
             only the main thread touches the socket)."""
-            while (item := todo.get()) is not None:
-                task_id, attempt, task = item
+            while (job := todo.get()) is not None:
                 try:
-                    result = runner.execute(task, settings, processes)
+                    done = runner.execute_batch([task for _, _, task in job], settings, processes)
                 except runner.Interrupted:
-                    result = None
-                results.put((task_id, attempt, result))
+                    done = None
+                results.put((job, done))
                 os.write(wake_w, b"x")
 
         thread = threading.Thread(target=work, name="task", daemon=True)
@@ -162,10 +169,10 @@ class WorkerProcess:
                             settings = protocol.settings_from_wire(msg["settings"])
                             heard = True
                             send(protocol.encode("ready", credit=0 if busy else 1))
-                        elif kind == "task":
+                        elif kind == "job":
                             if settings is None or busy:
-                                raise ProtocolError("a task while busy or before welcome")
-                            todo.put(protocol.task_from_wire(msg, settings))
+                                raise ProtocolError("a job while busy or before welcome")
+                            todo.put(protocol.job_from_wire(msg, settings))
                             busy = True
                         elif kind == "heartbeat":
                             pass
@@ -178,44 +185,41 @@ class WorkerProcess:
                             # restarted, or gave up on us): whatever we were
                             # doing is no longer ours to report. Start over.
                             finish_running()
-                            print(
+                            say(
                                 "flac2all_worker: unknown to the master (it restarted or declared this worker "
                                 "dead); current task dropped, starting a new session",
-                                file=sys.stderr,
-                                flush=True,
+                                sys.stderr,
                             )
                             return "connected"
                         else:
                             raise ProtocolError(f"unknown message type {kind!r}")
                     except ProtocolError as exc:
                         self.dropped += 1
-                        print(f"flac2all_worker: dropped a message: {exc}", file=sys.stderr, flush=True)
-                        refused = refusal(msg, exc)
-                        if refused is not None:
+                        say(f"flac2all_worker: dropped a message: {exc}", sys.stderr)
+                        for refused in refusals(msg, exc):
                             send(refused)  # so the master does not wait for it forever
                     except zmq.Again:
                         pass
                 if busy:
                     try:
-                        task_id, attempt, result = results.get_nowait()
+                        job, done = results.get_nowait()
                     except queue.Empty:
                         pass
                     else:
                         busy = False
-                        if result is not None:
-                            # A result frees the slot: no separate READY.
+                        # The job's last result frees the slot: no separate READY.
+                        for (task_id, attempt, _), result in zip(job, done or [], strict=False):
                             send(protocol.result_to_wire(task_id, attempt, result))
-                            print(line_for(result), flush=True)
+                            say(line_for(result))
                 now = time.monotonic()
                 # (Messages waiting unread mean we were the ones stalled,
                 # for example stopped with SIGSTOP: read them first.)
                 if now - last_heard > DEAD_AFTER and not sock.poll(0):
                     finish_running()
-                    print(
+                    say(
                         f"flac2all_worker: master at {self.endpoint} silent for {DEAD_AFTER:g} s; "
                         "encoder stopped, reconnecting",
-                        file=sys.stderr,
-                        flush=True,
+                        sys.stderr,
                     )
                     return "connected" if heard else "lost"
                 if now - last_sent >= HEARTBEAT:
@@ -229,24 +233,23 @@ class WorkerProcess:
             os.close(wake_w)
 
 
-def refusal(msg: dict | None, why: ProtocolError) -> bytes | None:
-    """A failed result for a task this worker will not run (a codec it lacks,
-    a path outside the run), if the message says which task it was."""
-    if not msg or msg.get("type") != "task":
-        return None
-    task_id, attempt = msg.get("id"), msg.get("attempt")
-    if not (protocol.is_a(task_id, int) and protocol.is_a(attempt, int)):
-        return None
-    return protocol.encode(
-        "result",
-        id=task_id,
-        attempt=attempt,
-        status="failed",
-        returncode=1,
-        elapsed=0.0,
-        facts=None,
-        message=f"refused by the worker on {socket.gethostname()}: {why}"[:2000],
-    )
+def refusals(msg: dict | None, why: ProtocolError) -> list[bytes]:
+    """Failed results for the tasks of a job this worker will not run (a
+    codec it lacks, a path outside the run), as far as the message says
+    which tasks they were."""
+    return [
+        protocol.encode(
+            "result",
+            id=task_id,
+            attempt=attempt,
+            status="failed",
+            returncode=1,
+            elapsed=0.0,
+            facts=None,
+            message=f"refused by the worker on {socket.gethostname()}: {why}"[:2000],
+        )
+        for task_id, attempt in protocol.job_ids(msg or {})
+    ]
 
 
 def child(endpoint: str, key_dir: Path | None, retry_seconds: float) -> None:
@@ -271,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=os.cpu_count() or 1,
         metavar="N",
-        help="worker processes, one encoder each (default: the CPU count)",
+        help="worker processes, one job each: a file's modes run side by side from one decoder "
+        "(default: the CPU count)",
     )
     p.add_argument(
         "--keys",
@@ -315,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         proc = fork.Process(target=child, args=(endpoint, key_dir, args.retry_seconds))
         proc.start()
         children.append(proc)
-        print(f"Spawned worker process (pid {proc.pid})", flush=True)
+        say(f"Spawned worker process (pid {proc.pid})")
 
     def forward(signum: int, frame: object) -> None:
         for proc in children:
