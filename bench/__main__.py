@@ -45,13 +45,26 @@ def original() -> list[str]:
 HUNG = "hung"
 
 
-def run_wall(argv: list[str], timeout: float, log: Path | None = None) -> float | None | str:
+def reaped(proc: subprocess.Popen) -> float | None:
+    """None while ``proc`` runs; once it ended, its CPU seconds (user +
+    system, with those of the children it reaped: the encoders)."""
+    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+    if not pid:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_wall(
+    argv: list[str], timeout: float, log: Path | None = None, cpu: list[float] | None = None
+) -> float | None | str:
     """Wall seconds of a command; None if it ran past ``timeout``; HUNG if it
-    wrote its ``log`` (the work is done) but did not exit within 30 s after."""
+    wrote its ``log`` (the work is done) but did not exit within 30 s after.
+    Its CPU seconds are appended to ``cpu`` when it completes."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     done_at = None
-    while proc.poll() is None:
+    while (used := reaped(proc)) is None:
         now = time.perf_counter()
         if log is not None and done_at is None and log.exists() and log.stat().st_mtime > time.time() - (now - t0):
             done_at = now
@@ -60,7 +73,10 @@ def run_wall(argv: list[str], timeout: float, log: Path | None = None) -> float 
             proc.wait()
             return HUNG if done_at is not None else None
         time.sleep(0.05)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    if cpu is not None:
+        cpu.append(used)
+    return wall
 
 
 def encoder_cpu(sources: list[Path], modes: str) -> float:
@@ -176,19 +192,29 @@ OURS = "this flac2all"
 PER_MODE = "this flac2all --decode-per-mode"
 
 
-def side_by_side(src: Path, modes: str, repeat: int, timeout: float, work: Path) -> dict[str, list[float | None]]:
-    """Full conversions of ``src``, alternating the tools."""
+Walls = dict[str, list[float | None]]
+
+
+def side_by_side(src: Path, modes: str, repeat: int, timeout: float, work: Path) -> tuple[Walls, dict[str, list]]:
+    """Full conversions of ``src``, alternating the tools: each tool's wall
+    times, and the busy share of the cores in each complete run (CPU of the
+    tool and its encoders / (wall x cores))."""
     tools = {
         ORIGINAL: original(),
         OURS: FLAC2ALL,
         PER_MODE: [*FLAC2ALL, "--decode-per-mode"],
     }
-    walls: dict[str, list[float | None]] = {name: [] for name in tools}
+    walls: Walls = {name: [] for name in tools}
+    busy: dict[str, list] = {name: [] for name in tools}
     for _ in range(repeat):
         for name, argv in tools.items():
             out = fresh(work / "out")
-            walls[name].append(run_wall([*argv, modes, *ORIGINAL_DEFAULTS, "-o", str(out), str(src)], timeout))
-    return walls
+            cpu: list[float] = []
+            wall = run_wall([*argv, modes, *ORIGINAL_DEFAULTS, "-o", str(out), str(src)], timeout, cpu=cpu)
+            walls[name].append(wall)
+            if cpu and isinstance(wall, float):
+                busy[name].append(cpu[0] / (wall * CORES))
+    return walls, busy
 
 
 def fmt(values: list) -> str:
@@ -210,26 +236,27 @@ def case_full(args) -> list[str]:
     src = library.full_length(args.minutes)
     sources = sorted(src.rglob("*.flac"))
     modes = "mp3,vorbis,opus"
-    walls = side_by_side(src, modes, args.repeat, 3600, src.parent / "full-work")
+    walls, busy = side_by_side(src, modes, args.repeat, 3600, src.parent / "full-work")
     cpu = encoder_cpu(sources, modes)
     rows = [
         f"{len(sources)} tracks, {sum(FLAC(p).info.length for p in sources) / 60:.1f} min of audio, modes {modes}, "
         f"{CORES} cores; encoders alone (decode|encode pipelines run one by one): {cpu:.1f} CPU s.",
         "",
-        "| tool | wall s, median (min-max) | parallel efficiency = encoder CPU / (wall x cores) |",
-        "|---|---|---|",
+        "| tool | wall s, median (min-max) | parallel efficiency = encoder CPU / (wall x cores) "
+        "| cores busy = CPU used / (wall x cores) |",
+        "|---|---|---|---|",
     ]
     for tool, values in walls.items():
         wall = median_or_none(values)
-        rows.append(
-            f"| {tool} | {fmt(values)} | {cpu / (wall * CORES):.3f} |" if wall else f"| {tool} | {fmt(values)} | |"
-        )
+        efficiency = f"{cpu / (wall * CORES):.3f}" if wall else ""
+        used = stats(busy[tool]) if busy[tool] else ""
+        rows.append(f"| {tool} | {fmt(values)} | {efficiency} | {used} |")
     rows.append("")
     rows += ratios(walls)
     return rows
 
 
-def ratios(walls: dict[str, list[float | None]]) -> list[str]:
+def ratios(walls: Walls) -> list[str]:
     """Ratios of median walls, and per round of the alternation."""
     rows = []
     for num, den in ((OURS, ORIGINAL), (PER_MODE, ORIGINAL), (OURS, PER_MODE)):
@@ -247,7 +274,7 @@ def case_short(args) -> list[str]:
     src = library.many_short(args.short_count, 1.0)
     modes = "opus,vorbis"
     tasks = 2 * args.short_count
-    walls = side_by_side(src, modes, args.repeat, args.timeout, src.parent / "short-work")
+    walls, _ = side_by_side(src, modes, args.repeat, args.timeout, src.parent / "short-work")
     # The sources are copies of one file: time the pipelines on a sample.
     sample = sorted(src.rglob("*.flac"))[:40]
     cpu = encoder_cpu(sample, modes) * args.short_count / len(sample)
@@ -285,14 +312,12 @@ def case_short(args) -> list[str]:
 
 
 def cpu_of(proc: subprocess.Popen, timeout: float) -> float:
-    """Wait for ``proc``; its CPU seconds (user + system, with those of the
-    children it reaped)."""
+    """Wait for ``proc``; its CPU seconds (see reaped)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return usage.ru_utime + usage.ru_stime
+        used = reaped(proc)
+        if used is not None:
+            return used
         time.sleep(0.01)
     raise SystemExit(f"{proc.args} did not finish within {timeout} s")
 
