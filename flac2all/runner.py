@@ -241,8 +241,10 @@ def run_pipeline(stages: list[Command], timeout: float, processes: ProcessGroup)
 
 # PCM is handed from the decoder to the encoders in chunks of this size,
 # through pipes enlarged to it (Linux's default 64 KiB makes the encoders of
-# one source wait on each other more often).
-CHUNK = 1 << 20
+# one source wait on each other more often). Not larger: a user's pipes share
+# a quota (fs.pipe-user-pages-soft, 64 MiB), past which every new pipe of
+# theirs, ours or not, gets a tiny buffer; 16 files x 4 modes stay at 20 MiB.
+CHUNK = 256 * 1024
 
 
 def widen(pipe) -> None:
