@@ -72,7 +72,8 @@ class WorkerProcess:
                     lost_since = time.monotonic()  # it was up: the bounded wait starts now
                 if time.monotonic() - lost_since > self.retry_seconds:
                     say(
-                        f"flac2all_worker: no master at {self.endpoint} for {self.retry_seconds:g} s, giving up",
+                        f"flac2all_worker: no master answered at {self.endpoint} for {self.retry_seconds:g} s "
+                        "(is it running and reachable, with the same keys and flac2all version?), giving up",
                         sys.stderr,
                     )
                     return LOST_MASTER
