@@ -457,16 +457,18 @@ def check_output(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta) -> None:
     if not codec.checks_length:
         return
     try:
-        out = mutagen.File(tmp)
+        out = tags.load(tmp, codec.tag_family)
     except mutagen.MutagenError as exc:
         raise TaskError(f"encoder output is unreadable: {exc}") from None
+    if out is None and codec.tag_family in tags.FAMILY_TYPES:
+        raise TaskError(f"encoder output is not a {codec.extension} file mutagen can read")
     length = getattr(getattr(out, "info", None), "length", None)
     if length:
         tolerance = 0.1 + 0.005 * meta.info.length
         if abs(length - meta.info.length) > tolerance:
             raise TaskError(f"output lasts {length:.2f} s but the source {meta.info.length:.2f} s")
     if codec.keeps_md5 and meta.md5:
-        if FLAC(tmp).info.md5_signature != meta.md5:
+        if not isinstance(out, FLAC) or out.info.md5_signature != meta.md5:
             raise TaskError("re-encoded audio differs from the source (MD5 mismatch)")
 
 

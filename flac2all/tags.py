@@ -20,7 +20,10 @@ from pathlib import Path
 import mutagen
 from mutagen import id3
 from mutagen.flac import FLAC, FLACNoHeaderError, Picture
+from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm, MP4Tags
+from mutagen.oggopus import OggOpus
+from mutagen.oggvorbis import OggVorbis
 
 from flac2all.codecs.base import AudioInfo
 from flac2all.errors import TaskError
@@ -73,6 +76,18 @@ def provenance(facts: SourceFacts, settings_hash: str) -> str:
 
 def with_provenance(meta: SourceMeta, value: str) -> SourceMeta:
     return replace(meta, comments=(*meta.comments, (PROVENANCE_KEY, value)))
+
+
+# The mutagen types an output of each tag family can be: opening it with
+# those alone skips mutagen's sniffing of every format it knows (most of the
+# cost of opening a short file).
+FAMILY_TYPES = {"id3": [MP3], "mp4": [MP4], "vorbis": [OggVorbis, OggOpus], "flac": [FLAC]}
+
+
+def load(path: Path, family: str) -> mutagen.FileType | None:
+    """An output file opened by mutagen as its tag family's type (any type
+    for the family "none"); None if it is not one."""
+    return mutagen.File(path, options=FAMILY_TYPES.get(family))
 
 
 def read_provenance(path: Path) -> dict[str, str] | None:
@@ -457,7 +472,7 @@ def opus_comments(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def write_vorbis(path: Path, meta: SourceMeta, id3v23: bool = False) -> list[str]:
-    audio = mutagen.File(path)
+    audio = load(path, "vorbis")
     if audio is None:
         raise TaskError("encoder output is not a readable Ogg file")
     if audio.tags is None:

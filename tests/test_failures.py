@@ -105,6 +105,24 @@ exit 0
         assert not Path(row["outfile"]).exists()
 
 
+@pytest.mark.parametrize(
+    "encoder,mode,out_arg",
+    [("lame", "mp3", '"${@: -1}"'), ("oggenc", "vorbis", '"${@: -2:1}"')],
+)
+def test_encoder_that_exits_0_with_garbage_is_caught(two_files, tmp_path, fake_bin, encoder, mode, out_arg):
+    # Reads everything, writes noise where the output should be, and says all is well.
+    path = fake_bin(encoder, f"cat > /dev/null\nhead -c 20000 /dev/urandom > {out_arg}\nexit 0\n")
+    out = tmp_path / "out"
+    run = run_flac2all(mode, "-o", out, two_files, path_prefix=path)
+    assert run.returncode == 1
+    rows = read_log(out)
+    assert len(rows) == 2
+    for row in rows:
+        assert row["conversion_status"].startswith("ERROR: encoder output is "), row
+        assert not Path(row["outfile"]).exists()
+    assert temp_files(out) == []
+
+
 def test_decoder_failure_under_a_successful_encoder_fails_the_task(two_files, tmp_path, fake_bin):
     """Both ends of the pipe are checked: a decoder that dies mid-stream
     while the encoder happily finishes is a failure, not a short SUCCESS."""
