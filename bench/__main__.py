@@ -195,26 +195,38 @@ PER_MODE = "this flac2all --decode-per-mode"
 Walls = dict[str, list[float | None]]
 
 
-def side_by_side(src: Path, modes: str, repeat: int, timeout: float, work: Path) -> tuple[Walls, dict[str, list]]:
-    """Full conversions of ``src``, alternating the tools: each tool's wall
-    times, and the busy share of the cores in each complete run (CPU of the
-    tool and its encoders / (wall x cores))."""
+class Rounds:
+    """What side_by_side measured, per tool, one entry per run."""
+
+    def __init__(self, names) -> None:
+        self.walls: Walls = {name: [] for name in names}
+        self.busy: dict[str, list[float]] = {name: [] for name in names}  # CPU used / (wall x cores)
+        self.probed: dict[str, list[float]] = {name: [] for name in names}  # probe() right after the run
+
+
+def side_by_side(
+    src: Path, modes: str, repeat: int, timeout: float, work: Path, probe: Callable[[], float] | None = None
+) -> Rounds:
+    """Full conversions of ``src``, alternating the tools; ``probe`` (for
+    example the encoders' CPU on a sample) is measured right after each
+    complete run, so that the machine's drift hits both alike."""
     tools = {
         ORIGINAL: original(),
         OURS: FLAC2ALL,
         PER_MODE: [*FLAC2ALL, "--decode-per-mode"],
     }
-    walls: Walls = {name: [] for name in tools}
-    busy: dict[str, list] = {name: [] for name in tools}
+    rounds = Rounds(tools)
     for _ in range(repeat):
         for name, argv in tools.items():
             out = fresh(work / "out")
             cpu: list[float] = []
             wall = run_wall([*argv, modes, *ORIGINAL_DEFAULTS, "-o", str(out), str(src)], timeout, cpu=cpu)
-            walls[name].append(wall)
+            rounds.walls[name].append(wall)
             if cpu and isinstance(wall, float):
-                busy[name].append(cpu[0] / (wall * CORES))
-    return walls, busy
+                rounds.busy[name].append(cpu[0] / (wall * CORES))
+                if probe is not None:
+                    rounds.probed[name].append(probe())
+    return rounds
 
 
 def fmt(values: list) -> str:
@@ -236,7 +248,8 @@ def case_full(args) -> list[str]:
     src = library.full_length(args.minutes)
     sources = sorted(src.rglob("*.flac"))
     modes = "mp3,vorbis,opus"
-    walls, busy = side_by_side(src, modes, args.repeat, 3600, src.parent / "full-work")
+    rounds = side_by_side(src, modes, args.repeat, 3600, src.parent / "full-work")
+    walls, busy = rounds.walls, rounds.busy
     cpu = encoder_cpu(sources, modes)
     rows = [
         f"{len(sources)} tracks, {sum(FLAC(p).info.length for p in sources) / 60:.1f} min of audio, modes {modes}, "
@@ -274,20 +287,29 @@ def case_short(args) -> list[str]:
     src = library.many_short(args.short_count, 1.0)
     modes = "opus,vorbis"
     tasks = 2 * args.short_count
-    walls, _ = side_by_side(src, modes, args.repeat, args.timeout, src.parent / "short-work")
-    # The sources are copies of one file: time the pipelines on a sample.
-    sample = sorted(src.rglob("*.flac"))[:40]
-    cpu = encoder_cpu(sample, modes) * args.short_count / len(sample)
+    # The sources are copies of one file: the encoders' CPU is timed on a
+    # sample, right after each run.
+    sample = sorted(src.rglob("*.flac"))[:60]
+
+    def encoders_cpu() -> float:
+        return encoder_cpu(sample, modes) * args.short_count / len(sample)
+
+    rounds = side_by_side(src, modes, args.repeat, args.timeout, src.parent / "short-work", encoders_cpu)
+    walls = rounds.walls
+    cpus = [c for values in rounds.probed.values() for c in values]
     rows = [
         f"{args.short_count} files of 1 s, modes {modes} ({tasks} tasks), {CORES} cores; encoders alone: "
-        f"{cpu:.1f} CPU s (from a sample of {len(sample)} files).",
+        f"{stats(cpus)} CPU s (decode|encode pipelines of a sample of {len(sample)} files, run one by one "
+        "right after each run, scaled to all files).",
         "",
-        "| tool | wall s, median (min-max) | overhead per task = (wall - encoder CPU / cores) / tasks |",
+        "| tool | wall s, median (min-max) | overhead per task = (wall - encoder CPU / cores) / tasks, "
+        "per run with the encoder CPU timed right after it |",
         "|---|---|---|",
     ]
     for tool, values in walls.items():
-        wall = median_or_none(values)
-        overhead = f"{1000 * (wall - cpu / CORES) / tasks:.2f} ms" if wall else "n/a (no complete run)"
+        done = [w for w in values if isinstance(w, float)]
+        overheads = [1000 * (w - c / CORES) / tasks for w, c in zip(done, rounds.probed[tool], strict=True)]
+        overhead = f"{stats(overheads)} ms" if overheads else "n/a (no complete run)"
         rows.append(f"| {tool} | {fmt(values)} | {overhead} |")
     rows += ["", *ratios(walls)]
     # The no-op re-run over what was just converted, both tools.

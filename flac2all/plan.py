@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flac2all import codecs, tags
-from flac2all.codecs import Codec
+from flac2all import tags
+from flac2all.codecs import Codec, resolve
 from flac2all.codecs.base import program_version
 from flac2all.discovery import Source, Tree
 from flac2all.errors import TaskError, UsageError
@@ -298,12 +298,12 @@ def batches(tasks: Iterable[Task], shared_decode: bool = True) -> list[tuple[Tas
     groups: dict[Path, list[Task]] = {}
     alone: list[tuple[Task, ...]] = []
     for task in tasks:
-        if shared_decode and task.action is Action.ENCODE and codecs.resolve(task.mode).reads_pcm:
+        if shared_decode and task.action is Action.ENCODE and resolve(task.mode).reads_pcm:
             groups.setdefault(task.source, []).append(task)
         else:
             alone.append((task,))
     found = [tuple(group) for group in groups.values()] + alone
-    found.sort(key=lambda batch: sum(t.size * codecs.resolve(t.mode).cost for t in batch), reverse=True)
+    found.sort(key=lambda batch: sum(t.size * resolve(t.mode).cost for t in batch), reverse=True)
     return found
 
 
