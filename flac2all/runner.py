@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import select
 import shlex
 import shutil
 import signal
@@ -276,6 +277,7 @@ class Fanout:
         self.watchdog: threading.Timer | None = None
         self.lock = threading.Lock()
         self.finished = False
+        self.ended: list[float] = []  # per branch, when it ended (time.monotonic)
 
     @property
     def everyone(self) -> list[Chain]:
@@ -333,8 +335,7 @@ class Fanout:
         try:
             failures = self.start()
             self.pump({i: chain.stdin for i, chain in enumerate(self.chains, start=1) if chain.procs})
-            for chain in self.everyone:
-                chain.wait()  # bounded: the watchdog kills whatever is left
+            self.wait_all()
             if self.processes.stopping:
                 raise Interrupted()
             if 0 in self.expired:
@@ -353,6 +354,35 @@ class Fanout:
                 self.finished = True  # no re-arming after this
             for chain in self.everyone:
                 chain.close()
+
+    def wait_all(self) -> None:
+        """Wait for every process (bounded: the watchdog kills whatever is
+        left), noting when each branch's last process ended, so that each
+        mode reports its own time, not its slowest sibling's."""
+        ends: dict[int, float] = {}
+        watched: dict[int, int] = {}  # pidfd -> chain index
+        poller = select.poll()
+        try:
+            for i, chain in enumerate(self.everyone):
+                for proc in chain.procs:
+                    try:
+                        fd = os.pidfd_open(proc.pid)
+                    except OSError:  # no pidfd here: its chain ends when reaped below
+                        continue
+                    watched[fd] = i
+                    poller.register(fd, select.POLLIN)
+            while watched:
+                for fd, _ in poller.poll():
+                    ends[watched.pop(fd)] = time.monotonic()  # the chain's last process wins
+                    poller.unregister(fd)
+                    os.close(fd)
+        finally:
+            for fd in watched:
+                os.close(fd)
+        for chain in self.everyone:
+            chain.wait()
+        now = time.monotonic()
+        self.ended = [ends.get(i, now) for i in range(1, len(self.everyone))]
 
     def start(self) -> list[TaskError | None]:
         """Start the head and every branch that can start (a missing
@@ -375,19 +405,21 @@ class Fanout:
 
 def run_fanout(
     head: Command, branches: list[list[Command]], timeout: float, processes: ProcessGroup
-) -> list[TaskError | None]:
+) -> tuple[list[TaskError | None], list[float]]:
     """Run ``head | branch`` for every branch, decoding once (Fanout).
 
-    Returns each branch's failure (None where it succeeded). A failing head
-    fails every branch; one failing branch leaves the others alone.
+    Returns each branch's failure (None where it succeeded) and when it
+    ended. A failing head fails every branch; one failing branch leaves the
+    others alone.
     """
     if len(branches) == 1:  # a plain pipe, no copy
         try:
             run_pipeline([head, *branches[0]], timeout, processes)
         except TaskError as exc:
-            return [exc]
-        return [None]
-    return Fanout(head, branches, timeout, processes).run()
+            return [exc], [time.monotonic()]
+        return [None], [time.monotonic()]
+    fanout = Fanout(head, branches, timeout, processes)
+    return fanout.run(), fanout.ended
 
 
 def temp_path(final: Path) -> Path:
@@ -495,14 +527,18 @@ def write_tags(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, task: Task
     return "; ".join(warnings)
 
 
-def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -> list[Outcome | TaskError]:
+Timed = tuple[Outcome | Exception, float]  # an outcome and the seconds its task took
+
+
+def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -> list[Timed]:
     """Encode, check and tag the outputs of one source, decoding it once
     for all of them (``plan.batches`` groups the tasks); one output's
     failure leaves the others alone."""
+    started = time.monotonic()
     source = tasks[0].source
     meta, facts = source_meta(source, settings)
     timeout = settings.timeout if settings.timeout is not None else default_timeout(meta.info.length)
-    outcomes: list[Outcome | TaskError] = [TaskError("not run")] * len(tasks)
+    timed: list[Timed] = [(TaskError("not run"), 0.0)] * len(tasks)
     with ExitStack() as stack:
         placed = []
         branches: list[list[Command]] = []
@@ -513,23 +549,27 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
             try:
                 tmp = stack.enter_context(staged(task.output))
             except TaskError as exc:
-                outcomes[i] = exc
+                timed[i] = (exc, time.monotonic() - started)
                 continue
             head, *branch = codec.commands(source, tmp, meta.info, options)
             placed.append((i, task, codec, tmp))
             branches.append(branch)
-        failures = run_fanout(head, branches, timeout, processes) if branches else []
-        for (i, task, codec, tmp), failure in zip(placed, failures, strict=True):
+        failures, ended = run_fanout(head, branches, timeout, processes) if branches else ([], [])
+        for (i, task, codec, tmp), failure, end in zip(placed, failures, ended, strict=True):
+            # Its own time: until its encoder ended, plus its own check and tags.
+            own = time.monotonic()
+            outcome: Outcome | Exception
             try:
                 if failure is not None:
                     raise failure
                 check_output(codec, tmp, meta)
                 note = write_tags(codec, tmp, with_provenance(meta, facts, task), task, settings)
                 commit(tmp, task.output)
-                outcomes[i] = (note, facts)
+                outcome = (note, facts)
             except TaskError as exc:
-                outcomes[i] = exc
-    return outcomes
+                outcome = exc
+            timed[i] = (outcome, end - started + time.monotonic() - own)
+    return timed
 
 
 def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None) -> Outcome:
@@ -623,18 +663,17 @@ def execute_batch(tasks: Sequence[Task], settings: Settings, processes: ProcessG
     started = time.monotonic()
     try:
         if first.action is Action.ENCODE:
-            outcomes: list[Outcome | Exception] = list(encode(tasks, settings, processes))
+            timed = encode(tasks, settings, processes)
         else:
-            outcomes = [HANDLERS[first.action](first, settings, processes)]
+            timed = [(HANDLERS[first.action](first, settings, processes), time.monotonic() - started)]
     except Interrupted:
         raise
     except Exception as exc:  # the source is unreadable (TaskError), or a bug
-        outcomes = [exc] * len(tasks)
-    return [settle(task, outcome, started, processes) for task, outcome in zip(tasks, outcomes, strict=True)]
+        timed = [(exc, time.monotonic() - started)] * len(tasks)
+    return [settle(task, outcome, elapsed, processes) for task, (outcome, elapsed) in zip(tasks, timed, strict=True)]
 
 
-def settle(task: Task, outcome: Outcome | Exception, started: float, processes: ProcessGroup) -> TaskResult:
-    elapsed = time.monotonic() - started
+def settle(task: Task, outcome: Outcome | Exception, elapsed: float, processes: ProcessGroup) -> TaskResult:
     if isinstance(outcome, TaskError):
         if processes.stopping:
             raise Interrupted()

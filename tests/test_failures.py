@@ -231,6 +231,21 @@ def test_a_hung_encoder_fails_only_its_own_output(tmp_path, fake_bin, hang):
     assert temp_files(out) == []
 
 
+def test_each_mode_of_a_batch_reports_its_own_time(tmp_path, fake_bin):
+    # One decoder feeds both encoders, but a slow opus must not make the mp3
+    # look slow in the log and the summary.
+    make_flac(tmp_path / "in" / "a.flac", seconds=0.3)
+    real = subprocess.run(["which", "opusenc"], capture_output=True, text=True).stdout.strip()
+    wav = tmp_path / "opus-in.wav"
+    path = fake_bin("opusenc", f'cat > {wav}\nsleep 3\nexec {real} "$@" < {wav}\n')
+    out = tmp_path / "out"
+    run = run_flac2all("mp3,opus", "-o", out, tmp_path / "in", path_prefix=path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    times = {r["format"]: float(r["execution_time"]) for r in read_log(out)}
+    assert times["opus"] >= 3
+    assert times["mp3"] < times["opus"] - 2
+
+
 def test_a_failing_adapter_fails_only_its_own_output(tmp_path, fake_bin):
     # The ffmpeg stage that downmixes 6 channels for lame fails at once: the
     # decoder and the other modes of the source must carry on.
