@@ -1,10 +1,12 @@
-"""Execute one task: the only module that starts encoder processes.
+"""Execute tasks: the only module that starts encoder processes.
 
-``execute(task, settings, processes)`` turns a Task into a TaskResult. Local
-mode calls it from a thread pool; cluster workers call the very same function.
-Outputs are written under a temporary name beside their final name and
-renamed into place only when the encoder, the checks and the tagging all
-succeeded, so a file under a final name is always complete.
+``execute_batch(tasks, settings, processes)`` turns a batch (one task, or
+the encodes of one source, which share one decoder: ``Fanout``) into one
+TaskResult per task. Local mode calls it from a thread pool; cluster workers
+call the very same function. Outputs are written under a temporary name
+beside their final name and renamed into place only when the encoder, the
+checks and the tagging all succeeded, so a file under a final name is always
+complete.
 """
 
 from __future__ import annotations
