@@ -75,6 +75,14 @@ class Peer:
     joined: float = field(default_factory=time.monotonic)
     current: dict[int, str] = field(default_factory=dict)  # task id -> file name
 
+    def held(self) -> list[Job]:
+        """The jobs it holds (each in one slot), once each."""
+        return list({id(job): job for job in self.jobs.values()}.values())
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - len(self.held())
+
 
 @dataclass
 class Counters:
@@ -156,12 +164,8 @@ class Master:
 
     # -- ledger ---------------------------------------------------------------
 
-    def busy_slots(self, peer: Peer) -> int:
-        return len({id(job) for job in peer.jobs.values()})
-
     def requeue(self, peer: Peer, died: bool, on_result: Callable[[TaskResult], None]) -> None:
-        jobs = {id(job): job for job in peer.jobs.values()}
-        for job in sorted(jobs.values(), key=lambda j: j.entries[0].id, reverse=True):
+        for job in sorted(peer.held(), key=lambda j: j.entries[0].id, reverse=True):
             again = []
             for entry in job.open:
                 entry.session = None
@@ -219,7 +223,7 @@ class Master:
             peer.last_seen = now
             if kind == "ready":
                 protocol.fields(msg, {"credit": int})
-                peer.credit = max(0, min(msg["credit"], peer.slots - self.busy_slots(peer)))
+                peer.credit = max(0, min(msg["credit"], peer.free_slots))
             elif kind == "result":
                 wire = protocol.result_from_wire(msg)
                 entry = self.entries.get(wire.task_id)
@@ -233,7 +237,7 @@ class Master:
                 peer.current.pop(entry.id, None)
                 peer.finished += 1
                 if not job.open:  # the whole job is done: its slot is free
-                    peer.credit = min(peer.slots - self.busy_slots(peer), peer.credit + 1)
+                    peer.credit = min(peer.free_slots, peer.credit + 1)
                 on_result(wire.to_result(entry.task))
             elif kind == "heartbeat":
                 protocol.fields(msg, {})
