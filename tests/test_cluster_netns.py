@@ -8,6 +8,7 @@ leaves the namespaces this test creates.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import uuid
@@ -61,7 +62,7 @@ def test_worker_on_another_host_then_cut_off(two_hosts, tmp_path, fake_bin):
     for n in range(6):
         make_flac(lib / f"{n}.flac", seconds=0.2)
     out = tmp_path / "out"
-    real = subprocess.run(["which", "opusenc"], capture_output=True, text=True).stdout.strip()
+    real = shutil.which("opusenc")
     slow = fake_bin("opusenc", f'sleep 0.7\nexec {real} "$@"\n')
     master = in_ns(
         master_ns,

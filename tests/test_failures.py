@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def test_encoder_that_hangs_is_killed_at_the_timeout(two_files, tmp_path, fake_b
 
 
 def test_encoder_flooding_stderr_does_not_block(two_files, tmp_path, fake_bin):
-    real = subprocess.run(["which", "opusenc"], capture_output=True, text=True).stdout.strip()
+    real = shutil.which("opusenc")
     path = fake_bin(
         "opusenc",
         f"""
@@ -87,7 +88,7 @@ exec {real} "$@"
 
 def test_encoder_that_exits_0_with_a_short_output_is_caught(two_files, tmp_path, fake_bin):
     # Encodes only the first 0.1 s of what it is given, then says all is well.
-    real = subprocess.run(["which", "opusenc"], capture_output=True, text=True).stdout.strip()
+    real = shutil.which("opusenc")
     path = fake_bin(
         "opusenc",
         f"""
@@ -126,7 +127,7 @@ def test_encoder_that_exits_0_with_garbage_is_caught(two_files, tmp_path, fake_b
 def test_decoder_failure_under_a_successful_encoder_fails_the_task(two_files, tmp_path, fake_bin):
     """Both ends of the pipe are checked: a decoder that dies mid-stream
     while the encoder happily finishes is a failure, not a short SUCCESS."""
-    real = subprocess.run(["which", "flac"], capture_output=True, text=True).stdout.strip()
+    real = shutil.which("flac")
     path = fake_bin(
         "flac",
         f"""
@@ -188,7 +189,7 @@ def test_each_source_is_decoded_once_for_all_modes(tmp_path, fake_bin):
     root = tmp_path / "in"
     sources = [make_flac(root / f"{i}.flac", seconds=0.4) for i in range(2)]
     calls = tmp_path / "flac-calls"
-    real = subprocess.run(["which", "flac"], capture_output=True, text=True).stdout.strip()
+    real = shutil.which("flac")
     path = fake_bin("flac", f'echo "$*" >> {calls}\nexec {real} "$@"\n')
     out = tmp_path / "out"
     run = run_flac2all("mp3,vorbis,opus,flac", "-o", out, root, path_prefix=path)
@@ -235,7 +236,7 @@ def test_each_mode_of_a_batch_reports_its_own_time(tmp_path, fake_bin):
     # One decoder feeds both encoders, but a slow opus must not make the mp3
     # look slow in the log and the summary.
     make_flac(tmp_path / "in" / "a.flac", seconds=0.3)
-    real = subprocess.run(["which", "opusenc"], capture_output=True, text=True).stdout.strip()
+    real = shutil.which("opusenc")
     wav = tmp_path / "opus-in.wav"
     path = fake_bin("opusenc", f'cat > {wav}\nsleep 3\nexec {real} "$@" < {wav}\n')
     out = tmp_path / "out"
