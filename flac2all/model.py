@@ -128,3 +128,14 @@ class TaskResult:
         if self.message:
             return f"SUCCESS ({self.message})"
         return "SUCCESS"
+
+
+@dataclass(frozen=True)
+class HostRow:
+    """One worker host as a display shows it (data: executors fill it, displays draw it)."""
+
+    host: str
+    processes: int
+    done: int
+    rate: float
+    current: list[str]

@@ -7,11 +7,10 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TextIO
 
-from flac2all.model import Status, Task, TaskResult
-from flac2all.report import printable
+from flac2all.model import HostRow, Status, Task, TaskResult
+from flac2all.report import line_for, printable
 
 
 class PlainDisplay:
@@ -31,14 +30,6 @@ class PlainDisplay:
 
     def end(self) -> None:
         pass
-
-
-def line_for(result: TaskResult) -> str:
-    task = result.task
-    if result.status is Status.FAILED:
-        return f"FAILED  {task.mode:<8} {printable(task.source)}: {result.message}"
-    word = "SKIPPED" if result.status is Status.SKIPPED else "OK"
-    return f"{word:<7} {task.mode:<8} {printable(task.source)} -> {printable(task.output)}"
 
 
 class RichDisplay:
@@ -139,15 +130,6 @@ class Dashboard(RichDisplay):
                 row.host, str(row.processes), str(row.done), f"{row.rate:.1f}", printable(", ".join(row.current))
             )
         return table
-
-
-@dataclass(frozen=True)
-class HostRow:
-    host: str
-    processes: int
-    done: int
-    rate: float
-    current: list[str]
 
 
 def make_display(out: TextIO = sys.stdout, dashboard: bool = False) -> PlainDisplay | RichDisplay:

@@ -163,3 +163,12 @@ def format_duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.4f} minutes"
     return f"{seconds / 3600:.4f} hours"
+
+
+def line_for(result: TaskResult) -> str:
+    """One line for a finished task, as the plain display and the workers print it."""
+    task = result.task
+    if result.status is Status.FAILED:
+        return f"FAILED  {task.mode:<8} {printable(task.source)}: {result.message}"
+    word = "SKIPPED" if result.status is Status.SKIPPED else "OK"
+    return f"{word:<7} {task.mode:<8} {printable(task.source)} -> {printable(task.output)}"

@@ -27,7 +27,7 @@ from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster import protocol
 from flac2all.cluster.protocol import ProtocolError
 from flac2all.errors import UsageError
-from flac2all.model import Settings, Status, Task, TaskResult
+from flac2all.model import HostRow, Settings, Status, Task, TaskResult
 
 log = logging.getLogger("flac2all.master")
 
@@ -292,8 +292,6 @@ class Master:
     def hosts_view(self) -> list:
         """Per worker host: processes, tasks done, rate, current files (for
         the -C dashboard)."""
-        from flac2all.progress import HostRow
-
         hosts: dict[str, list[Peer]] = {}
         for peer in list(self.peers.values()):
             hosts.setdefault(peer.host, []).append(peer)

@@ -33,7 +33,7 @@ from flac2all.cluster import protocol
 from flac2all.cluster.protocol import ProtocolError
 from flac2all.codecs.ffmpeg import audio_encoders
 from flac2all.errors import ExitStatus, Flac2allError
-from flac2all.progress import line_for
+from flac2all.report import line_for
 
 HEARTBEAT = 1.0
 DEAD_AFTER = 5.0
