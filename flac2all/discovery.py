@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flac2all.runner import TEMP_NAME
+from flac2all.outputs import TEMP_NAME
 
 
 @dataclass(frozen=True)

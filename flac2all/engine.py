@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import shutil
 import sqlite3
 import threading
 import time
@@ -21,10 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from flac2all import codecs, discovery, plan, runner
+from flac2all import codecs, discovery, outputs, plan, runner, tools
 from flac2all.codecs import Codec
-from flac2all.codecs.base import PACKAGES
-from flac2all.errors import MissingProgramError, OutdirBusyError, UsageError
+from flac2all.errors import OutdirBusyError, UsageError
 from flac2all.model import Action, Layout, Settings, Status, Task, TaskResult
 from flac2all.pool import Executor, run_local
 from flac2all.report import LOG_NAME, Report
@@ -56,13 +54,11 @@ class Silent:
 
 def check_programs(selected: tuple[Codec, ...]) -> None:
     """Fail before any work when an encoder program is missing."""
+    needed: dict[str, str] = {}
     for codec in selected:
         for program in codec.programs:
-            if shutil.which(program) is None:
-                raise MissingProgramError(
-                    f"mode {codec.name} needs the program '{program}', which is not installed "
-                    f"(install the Debian package: apt-get install {PACKAGES.get(program, program)})"
-                )
+            needed.setdefault(program, f"mode {codec.name}")
+    tools.require(needed)
 
 
 def prune_set(settings: Settings, selected: tuple[Codec, ...]) -> frozenset[Path]:
@@ -108,7 +104,8 @@ def remember(state: State, result: TaskResult) -> None:
 
 def make_plan(settings: Settings, selected: tuple[Codec, ...], state: State) -> tuple[discovery.Tree, plan.Plan]:
     tree = discovery.discover(settings.input_dir, prune_set(settings, selected))
-    return tree, plan.build(tree, selected, settings, state.load())
+    versions = tools.versions({p for c in selected for p in c.programs})
+    return tree, plan.build(tree, selected, settings, state.load(), versions)
 
 
 def selected_codecs(settings: Settings) -> tuple[Codec, ...]:
@@ -169,7 +166,7 @@ def run(
             state.put(record)
         for output in the_plan.forget:
             state.forget(output)
-        runner.remove_stale_temps({t.output.parent for t in the_plan.tasks})
+        outputs.remove_stale_temps({t.output.parent for t in the_plan.tasks})
         report.sources = len(tree.flacs)
         errors = [
             TaskResult(Task(path, "-", Path(""), Action.SKIP), Status.FAILED, f"cannot read folder: {cause}", 1)

@@ -49,3 +49,8 @@ class TaskError(Exception):
         super().__init__(message)
         self.message = message
         self.returncode = returncode
+
+
+def describe_oserror(exc: OSError) -> str:
+    """'Permission denied' rather than '[Errno 13] Permission denied: ...'."""
+    return exc.strerror or str(exc)

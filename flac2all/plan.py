@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flac2all import tags
 from flac2all.codecs import Codec, resolve
-from flac2all.codecs.base import program_version
 from flac2all.discovery import Source, Tree
 from flac2all.errors import TaskError, UsageError
 from flac2all.model import Action, Layout, Settings, SourceFacts, Status, Task, TaskResult
@@ -47,16 +46,17 @@ def output_path(rel: Path, codec: Codec | None, settings: Settings, suffix: str 
     return base / rel.parent / name
 
 
-def settings_hash(codec: Codec, settings: Settings) -> str:
-    """A hash of everything that shaped an output of this mode: a change
-    makes every output of the mode be re-encoded."""
+def settings_hash(codec: Codec, settings: Settings, versions: Mapping[str, str]) -> str:
+    """A hash of everything that shaped an output of this mode (``versions``:
+    each program's version line, probed by ``tools``): a change makes every
+    output of the mode be re-encoded."""
     options = settings.options.get(codec.option_family or "", codec.default_options)
     shape = [
         OUTPUT_FORMAT_VERSION,
         codec.name,
         codec.extension,
         list(options),
-        [program_version(p) for p in codec.programs],
+        [versions.get(p, "") for p in codec.programs],
         codec.max_channels,
         codec.max_rate,
         settings.id3v23 and codec.tag_family == "id3",
@@ -124,6 +124,7 @@ class Planner:
         settings: Settings,
         codecs: tuple[Codec, ...],
         records: dict[Path, Record],
+        versions: Mapping[str, str],
         stat: Callable[[Path], os.stat_result | None] = stat_or_none,
         facts: Callable[[Path], SourceFacts | None] = read_facts,
         provenance: Callable[[Path], dict[str, str] | None] = tags.read_provenance,
@@ -135,7 +136,7 @@ class Planner:
         self.provenance = provenance
         self._facts = facts
         self._facts_cache: dict[Path, SourceFacts | None] = {}
-        self.hashes = {c.name: settings_hash(c, settings) for c in codecs}
+        self.hashes = {c.name: settings_hash(c, settings, versions) for c in codecs}
         self.plan = Plan()
         self.claimed: dict[Path, Path] = {}
 
@@ -312,7 +313,8 @@ def build(
     codecs: tuple[Codec, ...],
     settings: Settings,
     records: dict[Path, Record] | None = None,
+    versions: Mapping[str, str] | None = None,
     **ask,
 ) -> Plan:
     """One task per (FLAC source, mode), plus copies with ``-c`` and orphans."""
-    return Planner(settings, codecs, records or {}, **ask).build(tree)
+    return Planner(settings, codecs, records or {}, versions or {}, **ask).build(tree)

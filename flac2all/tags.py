@@ -26,7 +26,7 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 
 from flac2all.codecs.base import AudioInfo
-from flac2all.errors import TaskError
+from flac2all.errors import TaskError, describe_oserror
 from flac2all.model import SourceFacts
 
 PROVENANCE_KEY = "FLAC2ALL_SOURCE"
@@ -109,11 +109,6 @@ def read_provenance(path: Path) -> dict[str, str] | None:
     if not values or not values[0].startswith("v1 "):
         return None
     return dict(part.split("=", 1) for part in values[0].split()[1:] if "=" in part)
-
-
-def describe_oserror(exc: OSError) -> str:
-    """'Permission denied' rather than '[Errno 13] Permission denied: ...'."""
-    return exc.strerror or str(exc)
 
 
 def read_source_facts(path: Path) -> tuple[SourceMeta, SourceFacts]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import zmq
 
-from flac2all import plan, runner
+from flac2all import outputs, plan, runner
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster import protocol
 from flac2all.cluster.protocol import ProtocolError
@@ -287,7 +287,7 @@ class Master:
             self.close()
             # Every task is settled and the workers are gone: what a killed
             # worker was writing can go.
-            runner.remove_stale_temps(self.littered)
+            outputs.remove_stale_temps(self.littered)
 
     def hosts_view(self) -> list:
         """Per worker host: processes, tasks done, rate, current files (for

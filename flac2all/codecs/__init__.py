@@ -6,12 +6,12 @@ the Codec record instead.
 
 from __future__ import annotations
 
-from flac2all.codecs.base import PACKAGES, AudioInfo, Codec
+from flac2all.codecs.base import AudioInfo, Codec
 from flac2all.codecs.ffmpeg import AAC, audio_encoders, ffmpeg_codec
 from flac2all.codecs.native import FLAC, MP3, OPUS, TEST, VORBIS
 from flac2all.errors import UsageError
 
-__all__ = ["AudioInfo", "Codec", "CODECS", "PACKAGES", "resolve", "parse_modes", "all_modes_help"]
+__all__ = ["AudioInfo", "Codec", "CODECS", "resolve", "parse_modes", "all_modes_help"]
 
 CODECS: dict[str, Codec] = {c.name: c for c in (MP3, VORBIS, OPUS, AAC, FLAC, TEST)}
 ALIASES = {"ogg": "vorbis", "aacplus": "aac"}

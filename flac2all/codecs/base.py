@@ -2,36 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-
-# Debian package that provides each program we may run; named in the error
-# shown when a program is missing.
-PACKAGES = {
-    "flac": "flac",
-    "metaflac": "flac",
-    "lame": "lame",
-    "oggenc": "vorbis-tools",
-    "opusenc": "opus-tools",
-    "ffmpeg": "ffmpeg",
-}
-
-
-@functools.cache
-def program_version(program: str) -> str:
-    """The first line a program prints of its version, probed once per
-    process ("" when it cannot be run)."""
-    flag = "-version" if program == "ffmpeg" else "--version"
-    try:
-        out = subprocess.run(
-            [program, flag], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    lines = (out.stdout or out.stderr).strip().splitlines()
-    return lines[0] if lines else ""
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,6 @@ sample rate, sample format and channel layout the encoder accepts.
 
 from __future__ import annotations
 
-import functools
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,31 +63,12 @@ def container_for(encoder: str) -> tuple[str, str, str]:
     return FALLBACK
 
 
-@functools.cache
 def audio_encoders() -> dict[str, tuple[str, bool]]:
-    """ffmpeg's audio encoders: name -> (description, experimental).
+    """ffmpeg's audio encoders (``tools.ffmpeg_encoders``), probed only when
+    an f: mode is named: the registry itself starts no process."""
+    from flac2all import tools
 
-    Probed once per process, and only when an ffmpeg mode is asked for.
-    Empty when ffmpeg is not installed.
-    """
-    try:
-        out = subprocess.run(
-            ["ffmpeg", "-hide_banner", "-nostdin", "-encoders"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    found = {}
-    for line in out.splitlines():
-        parts = line.split(None, 2)
-        # " A..X.D name   description"; the legend lines end in "= ...".
-        if len(parts) == 3 and len(parts[0]) == 6 and parts[0][0] == "A" and not parts[2].startswith("="):
-            found[parts[1]] = (parts[2].strip(), parts[0][3] == "X")
-    return found
+    return tools.ffmpeg_encoders()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,99 @@
+"""Every probe of an external program: where it is, its version, ffmpeg's
+encoder list, the parent-death wrapper.
+
+Each probe runs lazily, at most once per process, and is cached: nothing
+runs at import time. The engine probes before planning and hands the facts
+to the planner as data, so that planning never starts a process.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from collections.abc import Iterable
+
+from flac2all.errors import MissingProgramError
+
+# Debian package that provides each program we may run; named in the error
+# shown when a program is missing.
+PACKAGES = {
+    "flac": "flac",
+    "metaflac": "flac",
+    "lame": "lame",
+    "oggenc": "vorbis-tools",
+    "opusenc": "opus-tools",
+    "ffmpeg": "ffmpeg",
+    "setpriv": "util-linux",
+}
+
+
+@functools.lru_cache(maxsize=64)
+def which(program: str) -> str | None:
+    """shutil.which, once per program and process (it stats every folder
+    of PATH, which shows on runs of thousands of short tasks)."""
+    return shutil.which(program)
+
+
+def package_of(program: str) -> str:
+    """The Debian package to install for ``program``."""
+    return PACKAGES.get(program, program)
+
+
+def pdeathsig_wrapper(program: str) -> list[str]:
+    """The argv prefix that makes ``program`` die with us, even when we die
+    of SIGKILL: util-linux's setpriv sets the parent-death signal and execs
+    it (safer than a preexec_fn, which may deadlock in a threaded parent).
+    Empty where setpriv is missing."""
+    setpriv = which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
+def run_probe(argv: list[str]) -> str:
+    """A probe's output (stdout, else stderr); "" when it cannot run."""
+    try:
+        out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout or out.stderr
+
+
+@functools.cache
+def version(program: str) -> str:
+    """The first line a program prints of its version ("" when it cannot
+    be run)."""
+    flag = "-version" if program == "ffmpeg" else "--version"
+    lines = run_probe([program, flag]).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def versions(programs: Iterable[str]) -> dict[str, str]:
+    """Program -> version line, for the planner's settings hashes."""
+    return {program: version(program) for program in programs}
+
+
+@functools.cache
+def ffmpeg_encoders() -> dict[str, tuple[str, bool]]:
+    """ffmpeg's audio encoders: name -> (description, experimental).
+
+    Probed once per process, and only when an ffmpeg mode is asked for.
+    Empty when ffmpeg is not installed.
+    """
+    found = {}
+    for line in run_probe(["ffmpeg", "-hide_banner", "-nostdin", "-encoders"]).splitlines():
+        parts = line.split(None, 2)
+        # " A..X.D name   description"; the legend lines end in "= ...".
+        if len(parts) == 3 and len(parts[0]) == 6 and parts[0][0] == "A" and not parts[2].startswith("="):
+            found[parts[1]] = (parts[2].strip(), parts[0][3] == "X")
+    return found
+
+
+def require(programs: dict[str, str]) -> None:
+    """Fail before any work when a program is missing; ``programs`` maps
+    each program to what needs it (for example "mode mp3")."""
+    for program, needed_by in programs.items():
+        if which(program) is None:
+            raise MissingProgramError(
+                f"{needed_by} needs the program '{program}', which is not installed "
+                f"(install the Debian package: apt-get install {package_of(program)})"
+            )
