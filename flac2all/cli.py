@@ -16,6 +16,8 @@ from pathlib import Path
 
 from flac2all import __version__, codecs, engine, plan
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
+from flac2all.executors import Executor
+from flac2all.executors.local import LocalPool
 from flac2all.model import Action, Layout, Settings
 from flac2all.progress import make_display
 from flac2all.report import printable
@@ -325,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(describe_plan(engine.dry_run(settings, plan_json), settings))
             return ExitStatus.OK
-        executor = engine.run_local
+        executor: Executor = LocalPool()
         if args.master:
             from flac2all.cluster import keys, protocol
             from flac2all.cluster.master import Master
@@ -335,8 +337,6 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"--port {args.port}: not a port number")
             executor = Master(args.bind, args.port, keys.find(args.keys))
         display = make_display(sys.stdout, dashboard=args.curses)
-        if args.master and hasattr(display, "hosts"):
-            display.hosts = executor.hosts_view
         report = engine.run(settings, display, stop, plan_json, executor)
     except Flac2allError as exc:
         print(f"flac2all: error: {exc}", file=sys.stderr)

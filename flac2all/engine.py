@@ -1,6 +1,7 @@
 """A whole run, usable from Python without the CLI:
-discovery -> plan (with the mirror's state) -> executor (the local pool, or a
-cluster master) -> report.
+probe the tools -> discovery -> plan (with the mirror's state) -> the jobs
+that are bookkeeping or file moves, done here -> the executor (the local pool,
+a cluster master: ``flac2all.executors``) for the rest -> report.
 
     from pathlib import Path
     from flac2all.engine import convert
@@ -15,7 +16,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -23,14 +24,16 @@ from typing import Protocol
 from flac2all import codecs, discovery, outputs, plan, runner, tools
 from flac2all.codecs import Codec
 from flac2all.errors import OutdirBusyError, UsageError
-from flac2all.model import Action, Layout, Settings, Status, Task, TaskResult
-from flac2all.pool import Executor, run_local
+from flac2all.executors import Executor
+from flac2all.executors.local import LocalPool
+from flac2all.model import Action, HostRow, Job, Layout, Settings, Status, Task, TaskResult
+from flac2all.procs import ProcessGroup
 from flac2all.report import LOG_NAME, Report
 from flac2all.state import STATE_DIR, Record, State, StateError
 
 
 class Display(Protocol):
-    def begin(self, total: int) -> None: ...
+    def begin(self, total: int, hosts: Callable[[], list[HostRow]]) -> None: ...
     def started(self, task: Task) -> None: ...
     def finished(self, result: TaskResult) -> None: ...
     def end(self) -> None: ...
@@ -39,7 +42,7 @@ class Display(Protocol):
 class Silent:
     """The display for library use: shows nothing."""
 
-    def begin(self, total: int) -> None:
+    def begin(self, total: int, hosts: Callable[[], list[HostRow]]) -> None:
         pass
 
     def started(self, task: Task) -> None:
@@ -141,16 +144,17 @@ def run(
     display: Display | None = None,
     stop: threading.Event | None = None,
     plan_json: Path | None = None,
-    executor: Executor = run_local,
+    executor: Executor | None = None,
 ) -> Report:
     """Convert ``settings.input_dir`` as configured; return the Report (with
     its CSV log written). Set ``stop`` to end the run early. ``executor``
-    runs the tasks: the local pool, or a cluster master (same contract)."""
+    runs the jobs (default: this machine's cores, ``LocalPool``)."""
     display = display or Silent()
     stop = stop or threading.Event()
+    executor = executor or LocalPool()
     started = time.monotonic()
     selected = tuple(codecs.resolve(m) for m in settings.modes)
-    if executor is run_local:  # a master only hands out work: its workers need the encoders
+    if executor.needs_local_encoders:
         check_programs(selected)
     selected_codecs(settings)
     try:
@@ -173,7 +177,7 @@ def run(
             for path, cause in tree.errors
         ]
         report.issued = len(the_plan.tasks) + len(the_plan.refused) + len(errors)
-        display.begin(report.issued)
+        display.begin(report.issued, executor.hosts)
 
         def record(result: TaskResult) -> None:
             report.add(result)
@@ -182,15 +186,9 @@ def run(
 
         for result in [*errors, *the_plan.refused]:
             record(result)
-        processes = runner.ProcessGroup()
-        todo = []
-        for task in the_plan.tasks:
-            if task.action in runner.NOTES:
-                record(runner.execute(task, settings, processes))
-            else:
-                todo.append(task)
         try:
-            executor(todo, settings, processes, stop, display.started, record)
+            remote = run_here(the_plan.jobs, settings, record, stop)
+            executor.run(remote, settings, display.started, record, stop)
         finally:
             display.end()
         if stop.is_set():
@@ -201,6 +199,23 @@ def run(
         except OSError as exc:
             report.log_error = f"cannot write the log {settings.outdir / LOG_NAME}: {exc.strerror or exc}"
     return report
+
+
+def run_here(
+    jobs: list[Job], settings: Settings, record: Callable[[TaskResult], None], stop: threading.Event
+) -> list[Job]:
+    """Do the jobs that are not the executor's (notes; renames and deletions
+    of outputs, on this machine, before any encode can write beside them);
+    return the executor's."""
+    processes = ProcessGroup()  # these start none, but the runner asks
+    remote = []
+    for job in jobs:
+        if job.action.on_executor:
+            remote.append(job)
+        elif job.action in runner.NOTES or not stop.is_set():
+            for result in runner.execute_batch(job.tasks, settings, processes):
+                record(result)
+    return remote
 
 
 @contextmanager

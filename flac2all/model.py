@@ -1,8 +1,11 @@
-"""The task model shared by local and cluster mode.
+"""The job model shared by every executor.
 
-A run is a list of Tasks (one per source file and mode), each executed by
-``runner.execute`` into one TaskResult, which ``report`` turns into the
-summary, the CSV log and the exit status.
+The plan decides one Task per (source file, mode) and groups them into Jobs:
+the encodes of one source, which share its decoder, or one task alone. The
+engine runs the jobs that are bookkeeping or file moves itself, and hands
+the others to an executor (local threads, the cluster master); each job
+becomes one TaskResult per task through ``runner.execute_batch``, which
+``report`` turns into the summary, the CSV log and the exit status.
 """
 
 from __future__ import annotations
@@ -25,6 +28,14 @@ class Action(Enum):
     MOVE = "move"  # source renamed/moved: rename its output, then retag
     DELETE = "delete"  # orphan output whose source is gone (--delete)
     ORPHAN = "orphan"  # orphan output kept (no --delete)
+
+    @property
+    def on_executor(self) -> bool:
+        """Whether the executor's slots (threads, cluster workers) run it: the
+        actions that read sources or write outputs. The others (notes,
+        renames and deletions) the engine does itself, before the executor
+        starts, on the machine that runs flac2all."""
+        return self in (Action.ENCODE, Action.RETAG, Action.COPY)
 
 
 class Status(Enum):
@@ -67,7 +78,7 @@ class Settings:
     # Mirror: remove orphan outputs (--delete), even many (--delete-anyway).
     delete: bool = False
     delete_anyway: bool = False
-    # Decode a source once for all its modes (plan.batches); False runs one
+    # Decode a source once for all its modes (one Job); False runs one
     # decoder per output, as the original did.
     shared_decode: bool = True
 
@@ -93,6 +104,23 @@ class Task:
 
 
 @dataclass(frozen=True)
+class Job:
+    """Tasks run together: the encodes of one source, fed by one decoder,
+    or one task alone. An executor runs a job in one slot."""
+
+    tasks: tuple[Task, ...]
+    cost: float = 0.0  # relative CPU cost (source size x the codecs' cost)
+
+    @property
+    def source(self) -> Path:
+        return self.tasks[0].source
+
+    @property
+    def action(self) -> Action:
+        return self.tasks[0].action
+
+
+@dataclass(frozen=True)
 class SourceFacts:
     """What the state remembers of a source, to tell what changed."""
 
@@ -114,10 +142,6 @@ class TaskResult:
     elapsed: float = 0.0
     # Read by the runner before the work, for the state (None on failure).
     facts: SourceFacts | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not Status.FAILED
 
     @property
     def status_text(self) -> str:

@@ -1,11 +1,14 @@
-"""Decide the tasks of a run: one action per (source, mode).
+"""Decide the jobs of a run: one action per (source, mode), grouped by source.
 
-(sources, codecs, settings, the state of the mirror) -> Tasks. An unchanged
+(sources, codecs, settings, tool versions, the state of the mirror) -> a Plan
+of Tasks and the Jobs that run them. Pure: it starts no process (the engine
+probes the tools and passes their versions in) and reaches the file system
+only through its ``stat``, ``facts`` and ``provenance`` seams. An unchanged
 source is skipped from stat and the state alone (no file opened, no process
 started); a changed one is read (metadata only) to tell a tag edit (retag)
 from new audio (re-encode); a new source whose audio matches an output whose
 source is gone is a move; what is left of the state is orphans. Largest
-(costliest) tasks first, so a run does not end with one long file on one core.
+(costliest) jobs first, so a run does not end with one long file on one core.
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flac2all import tags
-from flac2all.codecs import Codec, resolve
+from flac2all.codecs.base import Codec
 from flac2all.discovery import Source, Tree
 from flac2all.errors import TaskError, UsageError
-from flac2all.model import Action, Layout, Settings, SourceFacts, Status, Task, TaskResult
+from flac2all.model import Action, Job, Layout, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.state import Record
 
 # Bumped when flac2all changes how it makes outputs, so that they are redone.
@@ -83,6 +86,8 @@ def read_facts(source: Path) -> SourceFacts | None:
 @dataclass
 class Plan:
     tasks: list[Task] = field(default_factory=list)
+    # The same tasks grouped into jobs, costliest first (Planner.group).
+    jobs: list[Job] = field(default_factory=list)
     # Tasks refused before running (colliding outputs): already results.
     refused: list[TaskResult] = field(default_factory=list)
     # State rows to write without any work (adopted or touched outputs), and
@@ -242,7 +247,28 @@ class Planner:
         # ends with short tasks on every core rather than one long one.
         cost = {c.name: c.cost for c in self.codecs}
         self.plan.tasks.sort(key=lambda t: t.size * cost.get(t.mode, 1.0), reverse=True)
+        self.plan.jobs = self.group(self.plan.tasks, cost)
         return self.plan
+
+    def group(self, tasks: list[Task], cost: dict[str, float]) -> list[Job]:
+        """The encodes of one source whose modes read PCM share a job (one
+        decoder for all: ``runner.execute_batch``); every other task (every
+        task, without ``shared_decode``) is a job of its own. Costliest
+        first, as the tasks."""
+        shared = {c.name for c in self.codecs if c.reads_pcm} if self.settings.shared_decode else set()
+        groups: dict[Path, list[Task]] = {}
+        alone: list[tuple[Task, ...]] = []
+        for task in tasks:
+            if task.action is Action.ENCODE and task.mode in shared:
+                groups.setdefault(task.source, []).append(task)
+            else:
+                alone.append((task,))
+        jobs = [
+            Job(group, sum(t.size * cost.get(t.mode, 1.0) for t in group))
+            for group in [*map(tuple, groups.values()), *alone]
+        ]
+        jobs.sort(key=lambda job: job.cost, reverse=True)
+        return jobs
 
     def place_fresh(self, fresh: list[tuple[Source, Codec, Path]], tree: Tree) -> None:
         """New outputs: moves where the audio is an orphan's, else encodes;
@@ -289,23 +315,6 @@ class Planner:
             for out, rec in self.records.items()
             if out not in claimed and (rec.source not in present or rec.mode in modes)
         ]
-
-
-def batches(tasks: Iterable[Task], shared_decode: bool = True) -> list[tuple[Task, ...]]:
-    """Group the encodes of one source whose modes read PCM from the same
-    decoder (they are run by one ``runner.execute_batch``); every other task
-    (every task, without ``shared_decode``) is a batch of its own. Costliest
-    batch first, as in the plan."""
-    groups: dict[Path, list[Task]] = {}
-    alone: list[tuple[Task, ...]] = []
-    for task in tasks:
-        if shared_decode and task.action is Action.ENCODE and resolve(task.mode).reads_pcm:
-            groups.setdefault(task.source, []).append(task)
-        else:
-            alone.append((task,))
-    found = [tuple(group) for group in groups.values()] + alone
-    found.sort(key=lambda batch: sum(t.size * resolve(t.mode).cost for t in batch), reverse=True)
-    return found
 
 
 def build(

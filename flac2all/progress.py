@@ -3,7 +3,6 @@ one plain line per finished task otherwise."""
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ class PlainDisplay:
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self.out = out
 
-    def begin(self, total: int) -> None:
+    def begin(self, total: int, hosts: Callable[[], list[HostRow]]) -> None:
         print(f"Converting: {total} task(s)", file=self.out, flush=True)
 
     def started(self, task: Task) -> None:
@@ -59,7 +58,8 @@ class RichDisplay:
         self.done = 0
         self.t0 = time.monotonic()
 
-    def begin(self, total: int) -> None:
+    def begin(self, total: int, hosts: Callable[[], list[HostRow]]) -> None:
+        self.hosts = hosts
         self.bar = self.progress.add_task("", total=total, failed=0, rate="")
         self.live.start()
 
@@ -89,31 +89,20 @@ class RichDisplay:
 
 class Dashboard(RichDisplay):
     """-C/--curses: the progress bar plus a table of worker hosts: their
-    processes, tasks done, rate and current files. In local mode the one
-    host is this one."""
+    processes, tasks done, rate and current files, as the executor reports
+    them (in local mode the one host is this one)."""
 
     def __init__(self) -> None:
         super().__init__()
         from rich.console import Group
         from rich.live import Live
 
-        self.hosts: Callable[[], list[HostRow]] = self.local_hosts
-        self.finished_at: list[float] = []
         self.live = Live(
             get_renderable=lambda: Group(self.progress, self.table()),
             console=self.console,
             refresh_per_second=4,
             screen=False,
         )
-
-    def finished(self, result: TaskResult) -> None:
-        super().finished(result)
-        self.finished_at.append(time.monotonic())
-
-    def local_hosts(self) -> list[HostRow]:
-        elapsed = max(time.monotonic() - self.t0, 1e-9)
-        names = [t.source.name for t in self.running.values()]
-        return [HostRow(socket.gethostname(), len(self.running), self.done, self.done / elapsed, names)]
 
     def table(self):
         from rich.table import Table

@@ -20,6 +20,43 @@ def printable(path: os.PathLike | str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+# What the summary calls each action, in the order it lists them.
+ACTION_WORDS = {
+    Action.ENCODE: "encoded",
+    Action.RETAG: "retagged",
+    Action.MOVE: "moved",
+    Action.COPY: "copied",
+    Action.DELETE: "deleted",
+    Action.SKIP: "skipped",
+    Action.ORPHAN: "orphans kept",
+}
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How results add up: each one counted exactly once, as failed or
+    under its action (so ``total == failed + sum(done.values())``)."""
+
+    total: int
+    failed: int
+    done: dict[Action, int]  # results that did not fail, by action
+    encode_times: dict[str, list[float]]  # mode -> seconds of each encode that ran
+
+    @classmethod
+    def of(cls, results: list[TaskResult]) -> Counts:
+        done = dict.fromkeys(Action, 0)
+        failed = 0
+        times: dict[str, list[float]] = {}
+        for r in results:
+            if r.status is Status.FAILED:
+                failed += 1
+            else:
+                done[r.task.action] += 1
+            if r.task.action is Action.ENCODE:
+                times.setdefault(r.task.mode, []).append(r.elapsed)
+        return cls(len(results), failed, done, times)
+
+
 @dataclass
 class Report:
     """Everything a run produced, and what to make of it."""
@@ -39,9 +76,6 @@ class Report:
     @property
     def failures(self) -> list[TaskResult]:
         return [r for r in self.results if r.status is Status.FAILED]
-
-    def count(self, status: Status) -> int:
-        return sum(1 for r in self.results if r.status is status)
 
     @property
     def complete(self) -> bool:
@@ -83,54 +117,35 @@ class Report:
             raise
         self.log_path = path
 
-    def action_counts(self) -> dict[str, int]:
-        """What was done, by action (failed tasks counted apart)."""
-        words = {
-            Action.ENCODE: "encoded",
-            Action.RETAG: "retagged",
-            Action.MOVE: "moved",
-            Action.COPY: "copied",
-            Action.DELETE: "deleted",
-            Action.SKIP: "skipped",
-            Action.ORPHAN: "orphans kept",
-        }
-        counts = {word: 0 for word in words.values()}
-        for r in self.results:
-            if r.status is not Status.FAILED and r.task.action in words:
-                counts[words[r.task.action]] += 1
-        counts["failed"] = len(self.failures)
-        return counts
+    def counts(self) -> Counts:
+        return Counts.of(self.results)
 
     def summary(self) -> str:
-        total = len(self.results)
-        converted = sum(1 for r in self.results if r.status is Status.SUCCESS and r.task.action is Action.ENCODE)
-        copied = sum(1 for r in self.results if r.status is Status.SUCCESS and r.task.action is Action.COPY)
-        skipped = self.count(Status.SKIPPED)
-        failed = self.count(Status.FAILED)
-        rate = 100.0 * total / self.issued if self.issued else 100.0
-        error_rate = 100.0 * failed / total if total else 0.0
+        """The text printed at the end: the original 5.4's lines, then what
+        was done by action, the time per mode, and the failures."""
+        c = self.counts()
+        rate = 100.0 * c.total / self.issued if self.issued else 100.0
+        error_rate = 100.0 * c.failed / c.total if c.total else 0.0
         lines = [
             "",
             "| Summary " + "=" * 71,
             f"    Total files on input: {self.sources} ({self.issued} tasks in {len(self.modes)} mode(s))",
-            f"    Total files actually processed: {total}",
+            f"    Total files actually processed: {c.total}",
             "    --",
             f"    Execution rate: {rate:.2f}%",
-            f"    Files we managed to convert successfully: {converted}",
-            f"    Files copied (-c): {copied}",
-            f"    Files skipped (output already there): {skipped}",
-            f"    Files we failed to convert due to errors: {failed}",
+            f"    Files we managed to convert successfully: {c.done[Action.ENCODE]}",
+            f"    Files copied (-c): {c.done[Action.COPY]}",
+            f"    Files skipped (output already there): {c.done[Action.SKIP]}",
+            f"    Files we failed to convert due to errors: {c.failed}",
             "    --",
             f"    Conversion error rate: {error_rate:.2f}%",
-            "    Actions: " + ", ".join(f"{n} {word}" for word, n in self.action_counts().items()),
+            "    Actions: "
+            + ", ".join(f"{c.done[action]} {word}" for action, word in ACTION_WORDS.items())
+            + f", {c.failed} failed",
             f"    Wall time: {format_duration(self.wall_time)}",
         ]
         for mode in self.modes:
-            times = [
-                r.elapsed
-                for r in self.results
-                if r.task.mode == mode and r.task.action is Action.ENCODE and r.status is not Status.SKIPPED
-            ]
+            times = c.encode_times.get(mode)
             lines.append(f"    For mode: {mode}")
             if not times:
                 lines.append("        No data")
@@ -141,6 +156,7 @@ class Report:
                 f"            Mean execution time: {statistics.fmean(times):.4f} seconds",
                 f"            Median execution time: {statistics.median(times):.4f} seconds",
             ]
+        total, failed = c.total, c.failed
         if not self.complete and self.interrupted_by is None:
             lines.append(f"    ERROR: {self.issued} tasks were issued but {total} results came back")
         if self.interrupted_by is not None:

@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
 
-from flac2all import outputs, plan, runner
+from flac2all import outputs
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster import protocol
 from flac2all.cluster.protocol import ProtocolError
 from flac2all.errors import UsageError
 from flac2all.model import HostRow, Settings, Status, Task, TaskResult
+from flac2all.model import Job as PlannedJob
 
 log = logging.getLogger("flac2all.master")
 
@@ -92,7 +94,9 @@ class Counters:
 
 
 class Master:
-    """The cluster executor: same signature as pool.run_local."""
+    """The cluster executor (``flac2all.executors.Executor``)."""
+
+    needs_local_encoders = False  # it only hands out work
 
     def __init__(
         self,
@@ -254,29 +258,25 @@ class Master:
 
     # -- the run --------------------------------------------------------------
 
-    def __call__(
+    def run(
         self,
-        tasks: list[Task],
+        jobs: Sequence[PlannedJob],
         settings: Settings,
-        processes: runner.ProcessGroup,
-        stop,
         on_start: Callable[[Task], None],
         on_result: Callable[[TaskResult], None],
+        stop: threading.Event,
     ) -> None:
-        remote = []
-        for task in tasks:
-            if task.action in protocol.WORKER_ACTIONS:
-                remote.append(task)
-            else:  # moves and deletes: file operations the master does itself
-                on_result(runner.execute(task, settings, processes))
+        """See ``executors.Executor.run``: the jobs go to the workers, at
+        most MAX_JOB tasks per message."""
         ids = itertools.count()
-        for batch in plan.batches(remote, settings.shared_decode):
-            for start in range(0, len(batch), protocol.MAX_JOB):
-                job = Job([Entry(next(ids), task) for task in batch[start : start + protocol.MAX_JOB]])
+        for planned in jobs:
+            tasks = planned.tasks
+            for start in range(0, len(tasks), protocol.MAX_JOB):
+                job = Job([Entry(next(ids), task) for task in tasks[start : start + protocol.MAX_JOB]])
                 self.entries.update((entry.id, entry) for entry in job.entries)
                 self.pending.append(job)
-        self.open_tasks = len(remote)
-        if not remote:
+        self.open_tasks = len(self.entries)
+        if not self.open_tasks:
             return
         settings_wire = protocol.settings_to_wire(settings)
         self.open()
@@ -289,7 +289,7 @@ class Master:
             # worker was writing can go.
             outputs.remove_stale_temps(self.littered)
 
-    def hosts_view(self) -> list:
+    def hosts(self) -> list[HostRow]:
         """Per worker host: processes, tasks done, rate, current files (for
         the -C dashboard)."""
         hosts: dict[str, list[Peer]] = {}

@@ -1,0 +1,93 @@
+"""Local parallel execution: at most ``threads`` jobs at once, each through
+``runner.execute_batch``. A job is one task, or the encodes of one source
+sharing its decoder: then its encoders run side by side (the kernel shares
+the cores among them; the pipes pace them to the slowest one).
+
+Threads suffice: the work happens in encoder processes, and a thread per slot
+keeps cancellation simple (one ProcessGroup to kill, one queue to drain).
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from flac2all import runner
+from flac2all.model import HostRow, Job, Settings, Task, TaskResult
+from flac2all.procs import Interrupted, ProcessGroup
+
+
+class LocalPool:
+    """The executor of a local run: this machine's cores."""
+
+    needs_local_encoders = True
+
+    def __init__(self) -> None:
+        self.running: dict[int, Task] = {}  # touched by the calling thread only
+        self.done = 0
+        self.started = time.monotonic()
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        settings: Settings,
+        on_start: Callable[[Task], None],
+        on_result: Callable[[TaskResult], None],
+        stop: threading.Event,
+    ) -> None:
+        """See ``executors.Executor.run``."""
+        todo = iter(jobs)
+        lock = threading.Lock()
+        events: queue.Queue = queue.Queue()
+        processes = ProcessGroup()
+        self.started = time.monotonic()
+
+        def work() -> None:
+            while not stop.is_set():
+                with lock:
+                    job = next(todo, None)
+                if job is None:
+                    return
+                for task in job.tasks:
+                    events.put((self.task_started, task))
+                try:
+                    results = runner.execute_batch(job.tasks, settings, processes)
+                except Interrupted:
+                    return
+                for result in results:
+                    events.put((self.task_finished, result))
+
+        self.on_start, self.on_result = on_start, on_result
+        threads = [
+            threading.Thread(target=work, name=f"slot-{i}", daemon=True) for i in range(max(1, settings.threads))
+        ]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads) or not events.empty():
+            if stop.is_set() and not processes.stopping:
+                processes.stop()
+            try:
+                callback, item = events.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            callback(item)
+        for t in threads:
+            t.join()
+
+    def task_started(self, task: Task) -> None:
+        self.running[id(task)] = task
+        self.on_start(task)
+
+    def task_finished(self, result: TaskResult) -> None:
+        self.running.pop(id(result.task), None)
+        self.done += 1
+        self.on_result(result)
+
+    def hosts(self) -> list[HostRow]:
+        """The one host of a local run: this one."""
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        names = [t.source.name for t in list(self.running.values())]
+        return [HostRow(socket.gethostname(), len(names), self.done, self.done / elapsed, names)]
