@@ -55,6 +55,16 @@ class Layout(Enum):
 
 
 @dataclass(frozen=True)
+class AudioInfo:
+    """The STREAMINFO facts a codec needs to build its command."""
+
+    sample_rate: int
+    channels: int
+    bits_per_sample: int
+    length: float  # seconds
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything that shapes a run, decided once by the CLI (or a caller)."""
 

@@ -26,6 +26,7 @@ from flac2all.discovery import Source, Tree
 from flac2all.errors import TaskError, UsageError
 from flac2all.model import Action, Job, Layout, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.state import Record
+from flac2all.tags import TagFamily
 
 # Bumped when flac2all changes how it makes outputs, so that they are redone.
 OUTPUT_FORMAT_VERSION = 1
@@ -62,7 +63,7 @@ def settings_hash(codec: Codec, settings: Settings, versions: Mapping[str, str])
         [versions.get(p, "") for p in codec.programs],
         codec.max_channels,
         codec.max_rate,
-        settings.id3v23 and codec.tag_family == "id3",
+        codec.tag_family.shaped_by(settings),
         settings.embed_folder_art,
     ]
     return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
@@ -132,7 +133,7 @@ class Planner:
         versions: Mapping[str, str],
         stat: Callable[[Path], os.stat_result | None] = stat_or_none,
         facts: Callable[[Path], SourceFacts | None] = read_facts,
-        provenance: Callable[[Path], dict[str, str] | None] = tags.read_provenance,
+        provenance: Callable[[TagFamily, Path], dict[str, str] | None] = TagFamily.read_provenance,
     ) -> None:
         self.settings = settings
         self.codecs = codecs
@@ -179,7 +180,7 @@ class Planner:
                 return Action.SKIP, "skipped: up to date"
             return self.compare(source, codec, output, ost, rec.facts)
         # An output the state does not vouch for: adopt it by its provenance.
-        prov = self.provenance(output) if codec.tagged else None
+        prov = self.provenance(codec.tag_family, output) if codec.tagged else None
         if prov is not None:
             if prov.get("settings") != wanted:
                 return Action.ENCODE, ""
@@ -188,7 +189,7 @@ class Planner:
         # No provenance (an output of the original flac2all, say): trust an
         # output newer than its source for its audio, and rewrite its tags.
         if ost.st_mtime_ns >= source.mtime_ns:
-            if codec.tag_family == "none" or not codec.tagged:
+            if not codec.tag_family.carries_tags or not codec.tagged:
                 facts = self.facts(source.path)
                 if facts is not None:
                     self.record(source, codec, output, facts, ost)

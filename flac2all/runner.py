@@ -49,10 +49,10 @@ def check_output(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta) -> None:
     if not codec.checks_length:
         return
     try:
-        out = tags.load(tmp, codec.tag_family)
+        out = codec.tag_family.load(tmp)
     except mutagen.MutagenError as exc:
         raise TaskError(f"encoder output is unreadable: {exc}") from None
-    if out is None and codec.tag_family in tags.FAMILY_TYPES:
+    if out is None and codec.tag_family.carries_tags:
         raise TaskError(f"encoder output is not a {codec.extension} file mutagen can read")
     length = getattr(getattr(out, "info", None), "length", None)
     if length:
@@ -81,7 +81,7 @@ def with_provenance(meta: tags.SourceMeta, facts: SourceFacts, task: Task) -> ta
 
 
 def write_tags(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, task: Task, settings: Settings) -> str:
-    warnings = tags.write_tags(tmp, codec.tag_family, meta, settings.id3v23) if codec.tagged else []
+    warnings = codec.tag_family.write_tags(tmp, meta, settings) if codec.tagged else []
     for warning in warnings:
         log.warning("%s: %s", task.source, warning)
     return "; ".join(warnings)

@@ -5,16 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class AudioInfo:
-    """The STREAMINFO facts a codec needs to build its command."""
-
-    sample_rate: int
-    channels: int
-    bits_per_sample: int
-    length: float  # seconds
-
+from flac2all.model import AudioInfo
+from flac2all.tags.family import TagFamily
 
 Command = list[str]
 
@@ -60,7 +52,7 @@ class Codec:
     extension: str
     description: str
     programs: tuple[str, ...]
-    tag_family: str  # "id3", "mp4", "vorbis", "flac" or "none"
+    tag_family: TagFamily  # how its outputs carry tags (flac2all.tags)
     option_family: str | None = None
     default_options: tuple[str, ...] = ()
     # What the encoder cannot take; a source beyond it is adapted by an

@@ -9,57 +9,59 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from flac2all import tags
 from flac2all.codecs.base import AudioInfo, Codec, Command, decode_command
+from flac2all.tags import TagFamily
 
 # encoder -> (extension, ffmpeg muxer, tag family)
-CONTAINERS: dict[str, tuple[str, str, str]] = {
-    "aac": (".m4a", "ipod", "mp4"),
-    "libfdk_aac": (".m4a", "ipod", "mp4"),
-    "alac": (".m4a", "ipod", "mp4"),
-    "libmp3lame": (".mp3", "mp3", "id3"),
-    "libshine": (".mp3", "mp3", "id3"),
-    "libopus": (".opus", "opus", "vorbis"),
-    "opus": (".opus", "opus", "vorbis"),
-    "libvorbis": (".ogg", "ogg", "vorbis"),
-    "vorbis": (".ogg", "ogg", "vorbis"),
-    "flac": (".flac", "flac", "flac"),
-    "mp2": (".mp2", "mp2", "none"),
-    "mp2fixed": (".mp2", "mp2", "none"),
-    "libtwolame": (".mp2", "mp2", "none"),
-    "ac3": (".ac3", "ac3", "none"),
-    "ac3_fixed": (".ac3", "ac3", "none"),
-    "eac3": (".eac3", "eac3", "none"),
-    "dca": (".dts", "dts", "none"),
-    "truehd": (".thd", "truehd", "none"),
-    "mlp": (".mlp", "mlp", "none"),
-    "wavpack": (".wv", "wv", "none"),
-    "tta": (".tta", "tta", "none"),
-    "wmav1": (".wma", "asf", "none"),
-    "wmav2": (".wma", "asf", "none"),
-    "libspeex": (".spx", "spx", "none"),
-    "libgsm": (".gsm", "gsm", "none"),
-    "g722": (".g722", "g722", "none"),
-    "libcodec2": (".c2", "codec2", "none"),
-    "dfpwm": (".dfpwm", "dfpwm", "none"),
-    "aptx": (".aptx", "aptx", "none"),
-    "aptx_hd": (".aptxhd", "aptx_hd", "none"),
-    "pcm_alaw": (".wav", "wav", "none"),
-    "pcm_mulaw": (".wav", "wav", "none"),
-    "adpcm_ima_wav": (".wav", "wav", "none"),
-    "adpcm_ms": (".wav", "wav", "none"),
+CONTAINERS: dict[str, tuple[str, str, TagFamily]] = {
+    "aac": (".m4a", "ipod", tags.MP4),
+    "libfdk_aac": (".m4a", "ipod", tags.MP4),
+    "alac": (".m4a", "ipod", tags.MP4),
+    "libmp3lame": (".mp3", "mp3", tags.ID3),
+    "libshine": (".mp3", "mp3", tags.ID3),
+    "libopus": (".opus", "opus", tags.OGG),
+    "opus": (".opus", "opus", tags.OGG),
+    "libvorbis": (".ogg", "ogg", tags.OGG),
+    "vorbis": (".ogg", "ogg", tags.OGG),
+    "flac": (".flac", "flac", tags.FLAC),
+    "mp2": (".mp2", "mp2", tags.NONE),
+    "mp2fixed": (".mp2", "mp2", tags.NONE),
+    "libtwolame": (".mp2", "mp2", tags.NONE),
+    "ac3": (".ac3", "ac3", tags.NONE),
+    "ac3_fixed": (".ac3", "ac3", tags.NONE),
+    "eac3": (".eac3", "eac3", tags.NONE),
+    "dca": (".dts", "dts", tags.NONE),
+    "truehd": (".thd", "truehd", tags.NONE),
+    "mlp": (".mlp", "mlp", tags.NONE),
+    "wavpack": (".wv", "wv", tags.NONE),
+    "tta": (".tta", "tta", tags.NONE),
+    "wmav1": (".wma", "asf", tags.NONE),
+    "wmav2": (".wma", "asf", tags.NONE),
+    "libspeex": (".spx", "spx", tags.NONE),
+    "libgsm": (".gsm", "gsm", tags.NONE),
+    "g722": (".g722", "g722", tags.NONE),
+    "libcodec2": (".c2", "codec2", tags.NONE),
+    "dfpwm": (".dfpwm", "dfpwm", tags.NONE),
+    "aptx": (".aptx", "aptx", tags.NONE),
+    "aptx_hd": (".aptxhd", "aptx_hd", tags.NONE),
+    "pcm_alaw": (".wav", "wav", tags.NONE),
+    "pcm_mulaw": (".wav", "wav", tags.NONE),
+    "adpcm_ima_wav": (".wav", "wav", tags.NONE),
+    "adpcm_ms": (".wav", "wav", tags.NONE),
 }
 # Anything not above goes into Matroska audio, which carries any codec.
-FALLBACK = (".mka", "matroska", "none")
+FALLBACK = (".mka", "matroska", tags.NONE)
 
 
-def container_for(encoder: str) -> tuple[str, str, str]:
+def container_for(encoder: str) -> tuple[str, str, TagFamily]:
     """(extension, muxer, tag family) for an ffmpeg audio encoder."""
     if encoder in CONTAINERS:
         return CONTAINERS[encoder]
     if encoder.startswith("pcm_"):
         if encoder.endswith("be"):
-            return (".aiff", "aiff", "none")
-        return (".wav", "wav", "none")
+            return (".aiff", "aiff", tags.NONE)
+        return (".wav", "wav", tags.NONE)
     return FALLBACK
 
 
@@ -96,7 +98,7 @@ AAC = Ffmpeg(
     extension=".m4a",
     description="AAC in .m4a with ffmpeg's native encoder (default options: -b:a 192k)",
     programs=("flac", "ffmpeg"),
-    tag_family="mp4",
+    tag_family=tags.MP4,
     option_family="aac",
     default_options=("-b:a", "192k"),
     encoder="aac",

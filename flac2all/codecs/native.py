@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from flac2all import tags
 from flac2all.codecs.base import AudioInfo, Codec, Command
 
 
@@ -51,7 +52,7 @@ MP3 = Lame(
     extension=".mp3",
     description="MP3 with lame (default options: --preset standard -q 0)",
     programs=("flac", "lame"),
-    tag_family="id3",
+    tag_family=tags.ID3,
     option_family="lame",
     default_options=("--preset", "standard", "-q", "0"),
     max_channels=2,
@@ -64,7 +65,7 @@ VORBIS = Oggenc(
     extension=".ogg",
     description="Ogg Vorbis with oggenc (default options: --quality=2)",
     programs=("flac", "oggenc"),
-    tag_family="vorbis",
+    tag_family=tags.OGG,
     option_family="vorbis",
     default_options=("--quality=2",),
     cost=0.9,
@@ -75,7 +76,7 @@ OPUS = Opusenc(
     extension=".opus",
     description="Opus with opusenc (default options: --vbr)",
     programs=("flac", "opusenc"),
-    tag_family="vorbis",
+    tag_family=tags.OGG,
     option_family="opus",
     default_options=("--vbr",),
 )
@@ -85,7 +86,7 @@ FLAC = Flac(
     extension=".flac",
     description="FLAC re-encoded with flac; the audio (and its MD5) stays identical",
     programs=("flac",),
-    tag_family="flac",
+    tag_family=tags.FLAC,
     option_family="flac",
     keeps_md5=True,
     cost=0.2,
@@ -96,7 +97,7 @@ TEST = FlacTest(
     extension=".ana",
     description="verify the source: full decode and MD5 check by flac, analysis kept as .ana",
     programs=("flac",),
-    tag_family="none",
+    tag_family=tags.NONE,
     checks_length=False,
     tagged=False,
     reads_pcm=False,

@@ -1,0 +1,74 @@
+"""What a tag family is: how one kind of output file carries tags.
+
+One small class per family, in the style of MusicBrainz Picard's formats:
+its name, the mutagen types its files open as, how the source's metadata is
+written into it, and where its provenance tag lives. Nothing outside
+``flac2all.tags`` and ``flac2all.codecs`` branches on a family; they ask it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mutagen
+
+from flac2all.errors import TaskError
+from flac2all.model import Settings
+from flac2all.tags.source import SourceMeta, parse_provenance
+
+
+class TagFamily:
+    """A family of outputs that carry no tags (raw streams, WAV...); the
+    base of those that do."""
+
+    name = "none"
+    # The mutagen types an output of the family can be: opening it with
+    # those alone skips mutagen's sniffing of every format it knows (most of
+    # the cost of opening a short file). Empty: any type, and no tags.
+    types: tuple[type[mutagen.FileType], ...] = ()
+
+    @property
+    def carries_tags(self) -> bool:
+        return bool(self.types)
+
+    def __repr__(self) -> str:
+        return f"<tag family {self.name}>"
+
+    def load(self, path: Path) -> mutagen.FileType | None:
+        """``path`` opened as one of the family's types (any type for a
+        family without tags); None if it is not one."""
+        return mutagen.File(path, options=list(self.types) or None)
+
+    def shaped_by(self, settings: Settings) -> bool:
+        """Whether the run's tag options change this family's tags (a part
+        of each output's settings hash)."""
+        return False
+
+    def write(self, path: Path, meta: SourceMeta, settings: Settings) -> list[str]:
+        """Replace the tags of ``path`` with the source's; return warnings
+        (for example a picture the format cannot hold)."""
+        return []
+
+    def provenance_values(self, tags: Any) -> list[str]:
+        """The FLAC2ALL_SOURCE values in a file's tags."""
+        return []
+
+    def write_tags(self, path: Path, meta: SourceMeta, settings: Settings) -> list[str]:
+        """``write``, with mutagen's errors as the task's error."""
+        try:
+            return self.write(path, meta, settings)
+        except mutagen.MutagenError as exc:
+            raise TaskError(f"cannot write tags: {exc}") from None
+
+    def read_provenance(self, path: Path) -> dict[str, str] | None:
+        """The fields of an output's FLAC2ALL_SOURCE tag, or None."""
+        try:
+            audio = self.load(path)
+        except (mutagen.MutagenError, OSError):
+            return None
+        tags = getattr(audio, "tags", None)
+        return None if tags is None else parse_provenance(self.provenance_values(tags))
+
+
+NONE = TagFamily()

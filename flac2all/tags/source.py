@@ -1,0 +1,215 @@
+"""Reading a FLAC source's metadata, and the provenance tag.
+
+The source's Vorbis comments (every one, multi-valued, in order) and pictures
+are read with mutagen into a SourceMeta, which every tag family writes in its
+own way (``flac2all.tags.family`` and the modules beside it). The provenance
+tag (``FLAC2ALL_SOURCE``) records in each output what it was made from, so
+that the mirror's state can be rebuilt from the outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import mutagen
+from mutagen.flac import FLAC, FLACNoHeaderError, Picture
+
+from flac2all.errors import TaskError, describe_oserror
+from flac2all.model import AudioInfo, SourceFacts
+
+PROVENANCE_KEY = "FLAC2ALL_SOURCE"
+
+
+@dataclass(frozen=True)
+class SourceMeta:
+    """What one FLAC source carries besides its audio."""
+
+    info: AudioInfo
+    md5: int  # STREAMINFO audio MD5 (0 when the encoder did not set it)
+    comments: tuple[tuple[str, str], ...]  # (key as written, value), in file order
+    pictures: tuple[Picture, ...]
+
+
+def tags_hash(comments: Iterable[tuple[str, str]]) -> str:
+    h = hashlib.sha256()
+    for key, value in comments:
+        h.update(f"{key}={value}".encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()[:32]
+
+
+def pictures_hash(pictures: Iterable[Picture]) -> str:
+    h = hashlib.sha256()
+    for pic in pictures:
+        h.update(f"{pic.type}\0{pic.mime}\0{pic.desc}\0{len(pic.data)}\0".encode("utf-8", "surrogatepass"))
+        h.update(pic.data)
+    return h.hexdigest()[:32]
+
+
+def facts_of(meta: SourceMeta, st: os.stat_result) -> SourceFacts:
+    """What the state records of a source (``st`` taken before reading it)."""
+    return SourceFacts(
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        audio_md5=f"{meta.md5:032x}" if meta.md5 else "",
+        tags_hash=tags_hash(meta.comments),
+        pictures_hash=pictures_hash(meta.pictures),
+    )
+
+
+def provenance(facts: SourceFacts, settings_hash: str) -> str:
+    """The FLAC2ALL_SOURCE tag written into each output: enough to adopt the
+    output again if the state database is lost."""
+    return f"v1 md5={facts.audio_md5} settings={settings_hash} tags={facts.tags_hash} pictures={facts.pictures_hash}"
+
+
+def with_provenance(meta: SourceMeta, value: str) -> SourceMeta:
+    return replace(meta, comments=(*meta.comments, (PROVENANCE_KEY, value)))
+
+
+def read_source_facts(path: Path) -> tuple[SourceMeta, SourceFacts]:
+    """A source's metadata and the facts the state records of it; the stat
+    comes first, so a source changed while we work looks changed next run."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise TaskError(f"cannot read source: {describe_oserror(exc)}") from None
+    meta = read_source(path, st.st_size)
+    return meta, facts_of(meta, st)
+
+
+def read_source(path: Path, size: int | None = None) -> SourceMeta:
+    """Read STREAMINFO, comments and pictures of a FLAC file (``size``: its
+    size if already known).
+
+    Raises TaskError naming the cause for a file that is missing, unreadable
+    or not FLAC.
+    """
+    try:
+        if (path.stat().st_size if size is None else size) == 0:
+            raise TaskError("not a FLAC file (empty, 0 bytes)")
+        flac = FLAC(path)
+    except FLACNoHeaderError:
+        raise TaskError("not a FLAC file (no fLaC header)") from None
+    except mutagen.MutagenError as exc:
+        cause = exc.args[0] if exc.args else exc
+        if isinstance(cause, OSError):
+            raise TaskError(f"cannot read source: {describe_oserror(cause)}") from None
+        raise TaskError(f"unreadable FLAC metadata: {cause}") from None
+    except OSError as exc:
+        raise TaskError(f"cannot read source: {describe_oserror(exc)}") from None
+    si = flac.info
+    if si.sample_rate <= 0 or si.channels <= 0:
+        raise TaskError("not a valid FLAC file (bad STREAMINFO)")
+    info = AudioInfo(
+        sample_rate=si.sample_rate,
+        channels=si.channels,
+        bits_per_sample=si.bits_per_sample,
+        length=si.length,
+    )
+    # A provenance tag is ours to write, never carried over from a source.
+    comments = tuple((k, v) for k, v in (flac.tags or ()) if k.upper() != PROVENANCE_KEY)
+    return SourceMeta(info=info, md5=si.md5_signature, comments=comments, pictures=tuple(flac.pictures))
+
+
+class Comments:
+    """The source's comments grouped by upper-cased key, order kept.
+
+    Vorbis comment names are case-insensitive; the upper-case form is the
+    one written into TXXX frames and freeform atoms (as Picard does).
+    """
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self.values: dict[str, list[str]] = {}
+        for key, value in pairs:
+            self.values.setdefault(key.upper(), []).append(value)
+
+    def first(self, *keys: str) -> str | None:
+        for key in keys:
+            if self.values.get(key):
+                return self.values[key][0]
+        return None
+
+
+def number_pair(comments: Comments, number_key: str, total_keys: tuple[str, ...]) -> tuple[int, int] | None:
+    """(n, N) from e.g. TRACKNUMBER=3 and TRACKTOTAL=12, or TRACKNUMBER=3/12.
+
+    N is 0 when unknown; None when there is no usable number at all.
+    """
+    raw = comments.first(number_key)
+    if raw is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*(?:/\s*(\d+)\s*)?", raw)
+    if not m:
+        return None
+    total = m.group(2) or comments.first(*total_keys) or "0"
+    total = total.strip()
+    return int(m.group(1)), int(total) if total.isdigit() else 0
+
+
+TRACK_TOTAL_KEYS = ("TRACKTOTAL", "TOTALTRACKS")
+DISC_TOTAL_KEYS = ("DISCTOTAL", "TOTALDISCS")
+# Keys consumed by a combined number (TRCK/TPOS, trkn/disk) rather than mapped alone.
+NUMBER_KEYS = {"TRACKNUMBER", "DISCNUMBER", *TRACK_TOTAL_KEYS, *DISC_TOTAL_KEYS}
+
+
+FOLDER_ART_NAMES = ("cover", "folder", "front")
+FOLDER_ART_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+FRONT_COVER = 3
+
+
+def with_folder_art(meta: SourceMeta, folder: Path) -> SourceMeta:
+    """The source's metadata plus cover.jpg/folder.jpg/front.jpg (or .png)
+    from its folder as front cover, when it has no embedded front cover."""
+    if any(p.type == FRONT_COVER for p in meta.pictures):
+        return meta
+    try:
+        names = {p.name.lower(): p for p in folder.iterdir()}
+    except OSError:
+        return meta
+    for stem in FOLDER_ART_NAMES:
+        for ext, mime in FOLDER_ART_TYPES.items():
+            path = names.get(stem + ext)
+            if path is None:
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            pic = Picture()
+            pic.type, pic.mime, pic.desc, pic.data = FRONT_COVER, mime, "", data
+            return replace(meta, pictures=(pic, *meta.pictures))
+    return meta
+
+
+def parse_provenance(values: list[str]) -> dict[str, str] | None:
+    """The fields of a FLAC2ALL_SOURCE value (the first one), or None."""
+    if not values or not values[0].startswith("v1 "):
+        return None
+    return dict(part.split("=", 1) for part in values[0].split()[1:] if "=" in part)
+
+
+# Vorbis comment -> the name Picard gives it in a TXXX frame (ID3) and in a
+# ----:com.apple.iTunes:<name> atom (MP4).
+PICARD_NAMES = {
+    "MUSICBRAINZ_ALBUMID": "MusicBrainz Album Id",
+    "MUSICBRAINZ_ARTISTID": "MusicBrainz Artist Id",
+    "MUSICBRAINZ_ALBUMARTISTID": "MusicBrainz Album Artist Id",
+    "MUSICBRAINZ_RELEASEGROUPID": "MusicBrainz Release Group Id",
+    "MUSICBRAINZ_RELEASETRACKID": "MusicBrainz Release Track Id",
+    "MUSICBRAINZ_WORKID": "MusicBrainz Work Id",
+    "MUSICBRAINZ_DISCID": "MusicBrainz Disc Id",
+    "MUSICBRAINZ_ORIGINALALBUMID": "MusicBrainz Original Album Id",
+    "MUSICBRAINZ_ORIGINALARTISTID": "MusicBrainz Original Artist Id",
+    "MUSICBRAINZ_TRMID": "MusicBrainz TRM Id",
+    "RELEASESTATUS": "MusicBrainz Album Status",
+    "RELEASETYPE": "MusicBrainz Album Type",
+    "RELEASECOUNTRY": "MusicBrainz Album Release Country",
+    "ACOUSTID_ID": "Acoustid Id",
+    "ACOUSTID_FINGERPRINT": "Acoustid Fingerprint",
+    "MUSICIP_PUID": "MusicIP PUID",
+}

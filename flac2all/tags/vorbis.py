@@ -1,0 +1,106 @@
+"""Vorbis comments: Ogg Vorbis and Opus outputs, and FLAC outputs.
+
+They get the source's comments verbatim (every key, every value, in order),
+except that Opus outputs get R128 gains instead of ReplayGain (RFC 7845).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mutagen.flac import FLAC
+from mutagen.oggopus import OggOpus
+from mutagen.oggvorbis import OggVorbis
+
+from flac2all.errors import TaskError
+from flac2all.model import Settings
+from flac2all.tags.family import TagFamily
+from flac2all.tags.source import PROVENANCE_KEY, Comments, SourceMeta
+
+REPLAYGAIN_KEYS = (
+    "REPLAYGAIN_TRACK_GAIN",
+    "REPLAYGAIN_TRACK_PEAK",
+    "REPLAYGAIN_ALBUM_GAIN",
+    "REPLAYGAIN_ALBUM_PEAK",
+    "REPLAYGAIN_REFERENCE_LOUDNESS",
+)
+
+
+def r128_gain(replaygain: str) -> str | None:
+    """RFC 7845's R128 gain (Q7.8, relative to -23 LUFS) for a ReplayGain
+    value like '-6.54 dB' (relative to -18 LUFS): ReplayGain minus 5 dB."""
+    m = re.match(r"\s*([-+]?\d+(?:\.\d+)?)", replaygain)
+    if not m:
+        return None
+    q78 = round((float(m.group(1)) - 5.0) * 256)
+    return str(max(-32768, min(32767, q78)))
+
+
+def opus_comments(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Opus outputs carry R128_*_GAIN, never REPLAYGAIN_* (RFC 7845 5.2.1)."""
+    c = Comments(pairs)
+    out = [(k, v) for k, v in pairs if k.upper() not in REPLAYGAIN_KEYS and not k.upper().startswith("R128_")]
+    for scope in ("TRACK", "ALBUM"):
+        rg = c.first(f"REPLAYGAIN_{scope}_GAIN")
+        gain = r128_gain(rg) if rg is not None else None
+        if gain is None:
+            gain = c.first(f"R128_{scope}_GAIN")
+        if gain is not None:
+            out.append((f"R128_{scope}_GAIN", gain))
+    return out
+
+
+class VorbisCommentFamily(TagFamily):
+    """Files whose tags are a Vorbis comment block (mutagen's VCommentDict)."""
+
+    def provenance_values(self, tags: Any) -> list[str]:
+        return tags.get(PROVENANCE_KEY) or []
+
+
+class OggFamily(VorbisCommentFamily):
+    """Ogg Vorbis and Opus; pictures as METADATA_BLOCK_PICTURE comments."""
+
+    name = "vorbis"
+    types = (OggVorbis, OggOpus)
+
+    def write(self, path: Path, meta: SourceMeta, settings: Settings) -> list[str]:
+        audio = self.load(path)
+        if audio is None:
+            raise TaskError("encoder output is not a readable Ogg file")
+        if audio.tags is None:
+            audio.add_tags()
+        pairs = list(meta.comments)
+        if isinstance(audio, OggOpus):
+            pairs = opus_comments(pairs)
+        pairs += [("METADATA_BLOCK_PICTURE", base64.b64encode(p.write()).decode("ascii")) for p in meta.pictures]
+        audio.tags.clear()
+        audio.tags.extend(pairs)
+        audio.save()
+        return []
+
+
+class FlacFamily(VorbisCommentFamily):
+    """FLAC outputs; pictures as PICTURE blocks."""
+
+    name = "flac"
+    types = (FLAC,)
+
+    def write(self, path: Path, meta: SourceMeta, settings: Settings) -> list[str]:
+        flac = FLAC(path)
+        if flac.tags is None:
+            flac.add_tags()
+        flac.tags.clear()
+        flac.tags.extend(meta.comments)
+        flac.clear_pictures()
+        for pic in meta.pictures:
+            flac.add_picture(pic)
+        flac.save()
+        return []
+
+
+OGG = OggFamily()
+FLAC_FAMILY = FlacFamily()
