@@ -26,7 +26,7 @@ python_package() {
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
-    if [ ! -f "$VENV/.installed" ] || [ setup.py -nt "$VENV/.installed" ]; then
+    if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
         touch "$VENV/.installed"
     fi

@@ -162,6 +162,14 @@ def read_log(outdir: Path) -> list[dict[str, str]]:
     return [dict(zip(header, r, strict=True)) for r in body]
 
 
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own temporary folder, and so does every
+    process it starts: nothing a test or a fake encoder writes by mistake
+    lands in the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 def run_flac2all(*args: str | Path, path_prefix: Path | None = None, timeout: float = 120, **kw) -> Run:
     """Run the real command (``python -m flac2all``) and wait for it."""
     env = dict(os.environ)
