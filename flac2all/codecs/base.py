@@ -90,12 +90,6 @@ class Codec:
             rate = resample_target(info.sample_rate, self.max_rate)
         return channels, rate
 
-    def programs_for(self, info: AudioInfo) -> tuple[str, ...]:
-        """Programs this source needs (ffmpeg only when it must be adapted)."""
-        if self.adaptation(info) != (None, None) and "ffmpeg" not in self.programs:
-            return (*self.programs, "ffmpeg")
-        return self.programs
-
     def commands(self, source: Path, output: Path, info: AudioInfo, options: tuple[str, ...]) -> list[Command]:
         """The pipeline: decode, adapt if needed, encode into ``output``."""
         stages = [decode_command(source)]
