@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shlex
 import signal
 import sys
 import threading
 from pathlib import Path
 
 from flac2all import __version__, codecs, engine, plan
+from flac2all.codecs.options import colon_options, comma_options
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
@@ -52,36 +52,6 @@ exit status:
   configuration error (including a missing encoder program); 130/143
   interrupted by SIGINT/SIGTERM.
 """
-
-
-def colon_options(spec: str, always_one_dash: bool = False) -> tuple[str, ...]:
-    """Split the original's colon syntax into argv words."""
-    words: list[str] = []
-    for piece in spec.split(":"):
-        try:
-            parts = shlex.split(piece)
-        except ValueError as exc:
-            raise UsageError(f"cannot parse encoder option '{piece}': {exc}") from None
-        if not parts:
-            continue
-        head = parts[0]
-        if always_one_dash:
-            head = "-" + head
-        elif not head.startswith("-"):
-            head = ("-" if len(head.split("=", 1)[0]) == 1 else "--") + head
-        words += [head, *parts[1:]]
-    return tuple(words)
-
-
-def comma_options(spec: str) -> tuple[str, ...]:
-    """Split ffmpeg options: comma-separated, each item split on blanks."""
-    words: list[str] = []
-    for piece in spec.split(","):
-        try:
-            words += shlex.split(piece)
-        except ValueError as exc:
-            raise UsageError(f"cannot parse ffmpeg option '{piece}': {exc}") from None
-    return tuple(words)
 
 
 def positive_int(text: str) -> int:

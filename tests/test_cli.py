@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from flac2all.cli import colon_options, comma_options
+from flac2all import codecs
+from flac2all.codecs.options import colon_options, comma_options
+from flac2all.errors import UsageError
 from tests.conftest import decodes, make_flac, read_log, run_flac2all, stream
 
 
@@ -240,6 +242,73 @@ def test_option_splitting_follows_the_original():
     assert colon_options("") == ()
     assert comma_options("-b:a 128k") == ("-b:a", "128k")
     assert comma_options("-b:a 160k,-cutoff 18000") == ("-b:a", "160k", "-cutoff", "18000")
+
+
+# The options each family had before the codecs owned them: what a run
+# without --X-options passes to the encoders.
+DEFAULT_OPTIONS = {
+    "lame": ("--preset", "standard", "-q", "0"),
+    "vorbis": ("--quality=2",),
+    "opus": ("--vbr",),
+    "flac": (),
+    "ffmpeg": ("-b:a", "128k"),
+    "aac": ("-b:a", "192k"),
+}
+
+
+def test_every_family_parses_its_default_text_into_the_default_options():
+    assert {name: family.defaults for name, family in codecs.OPTION_FAMILIES.items()} == DEFAULT_OPTIONS
+    for name, family in codecs.OPTION_FAMILIES.items():
+        assert family.name == name and family.flag == f"--{name}-options"
+
+
+def test_each_codec_takes_its_family_and_its_defaults():
+    modes = [*codecs.CODECS.values(), codecs.resolve("f:alac"), codecs.resolve("f:libopus")]
+    families = {codec.name: codec.option_family for codec in modes}
+    assert families == {
+        "mp3": "lame",
+        "vorbis": "vorbis",
+        "opus": "opus",
+        "aac": "aac",
+        "flac": "flac",
+        "test": None,
+        "f:alac": "ffmpeg",
+        "f:libopus": "ffmpeg",
+    }
+    for codec in modes:
+        if codec.encoder_options is None:
+            assert codec.default_options == ()
+        else:
+            # The registry's own record, so the CLI flag sets what the codec reads.
+            assert codec.encoder_options is codecs.OPTION_FAMILIES[codec.option_family]
+            assert codec.default_options == DEFAULT_OPTIONS[codec.option_family]
+
+
+@pytest.mark.parametrize(
+    ("family", "text", "words"),
+    [
+        ("lame", "-preset extreme:q 2", ("--preset", "extreme", "-q", "2")),
+        ("lame", "V 2:-abr 128", ("-V", "2", "--abr", "128")),
+        ("vorbis", "quality=5:resample 32000", ("--quality=5", "--resample", "32000")),
+        ("vorbis", "q 6:-M 192", ("-q", "6", "-M", "192")),
+        ("opus", "bitrate 96:vbr", ("--bitrate", "96", "--vbr")),
+        ("opus", "comment 'TITLE=a b'", ("--comment", "TITLE=a b")),
+        ("flac", "8:no-padding", ("-8", "--no-padding")),
+        ("flac", "", ()),
+        ("ffmpeg", "-b:a 96k,-vbr on", ("-b:a", "96k", "-vbr", "on")),
+        ("ffmpeg", "-q:a 2", ("-q:a", "2")),
+        ("aac", "-b:a 160k,-cutoff 18000", ("-b:a", "160k", "-cutoff", "18000")),
+        ("aac", "", ()),
+    ],
+)
+def test_each_family_parses_its_syntax(family, text, words):
+    assert codecs.OPTION_FAMILIES[family].parse(text) == words
+
+
+@pytest.mark.parametrize("family", sorted(codecs.OPTION_FAMILIES))
+def test_each_family_refuses_text_it_cannot_split(family):
+    with pytest.raises(UsageError, match="cannot parse"):
+        codecs.OPTION_FAMILIES[family].parse("-b:a 'unclosed")
 
 
 def test_aliases_and_all(library, tmp_path):

@@ -1,19 +1,54 @@
-"""The registry of output modes: name -> Codec.
+"""The registry of output modes (name -> Codec) and of their encoders'
+option families (name -> OptionFamily).
 
 Nothing outside this package branches on a codec's name; everything asks
-the Codec record instead.
+the Codec record instead. Adding an encoder is one record in this package:
+a Codec subclass where its argv differs, an instance that declares its
+facts and its options, and its line in CODECS. For example::
+
+    @dataclass(frozen=True)
+    class Speexenc(Codec):
+        def encode_command(self, output, options):
+            return ["speexenc", *options, "-", str(output)]
+
+    SPEEX = Speexenc(name="speex", extension=".spx", description="Speex with speexenc",
+                     programs=("flac", "speexenc"), tag_family=tags.NONE,
+                     encoder_options=OptionFamily("speex", Syntax.DASHES, "quality=8", "speexenc options"))
+
+and ``CODECS`` gets SPEEX: the mode, the ``--speex-options`` flag with its
+default and --help line, the options in Settings and their check on the
+cluster's wire all follow. (The program's Debian package goes in ``tools.PACKAGES``,
+for the message shown when it is missing.)
 """
 
 from __future__ import annotations
 
 from flac2all.codecs.base import AudioInfo, Codec
-from flac2all.codecs.ffmpeg import AAC, audio_encoders, ffmpeg_codec
+from flac2all.codecs.ffmpeg import AAC, FFMPEG_OPTIONS, audio_encoders, ffmpeg_codec
 from flac2all.codecs.native import FLAC, MP3, OPUS, TEST, VORBIS
+from flac2all.codecs.options import OptionFamily, Syntax
 from flac2all.errors import UsageError
 
-__all__ = ["AudioInfo", "Codec", "CODECS", "resolve", "parse_modes", "all_modes_help"]
+__all__ = [
+    "AudioInfo",
+    "Codec",
+    "CODECS",
+    "OPTION_FAMILIES",
+    "OptionFamily",
+    "Syntax",
+    "resolve",
+    "parse_modes",
+    "all_modes_help",
+]
 
 CODECS: dict[str, Codec] = {c.name: c for c in (MP3, VORBIS, OPUS, AAC, FLAC, TEST)}
+# In the order of the modes, then the family of the f:ENC modes (which are
+# made on demand, so none of them is in CODECS).
+OPTION_FAMILIES: dict[str, OptionFamily] = {
+    family.name: family
+    for family in (*(c.encoder_options for c in CODECS.values()), FFMPEG_OPTIONS)
+    if family is not None
+}
 ALIASES = {"ogg": "vorbis", "aacplus": "aac"}
 # Said once when an alias is used, so nobody is surprised by the result.
 ALIAS_NOTES = {

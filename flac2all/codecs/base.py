@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from flac2all.codecs.options import OptionFamily
 from flac2all.model import AudioInfo
 from flac2all.tags.family import TagFamily
 
@@ -53,8 +54,9 @@ class Codec:
     description: str
     programs: tuple[str, ...]
     tag_family: TagFamily  # how its outputs carry tags (flac2all.tags)
-    option_family: str | None = None
-    default_options: tuple[str, ...] = ()
+    # The options this codec's encoder takes (flag, syntax, default); None
+    # for a mode that runs no encoder.
+    encoder_options: OptionFamily | None = None
     # What the encoder cannot take; a source beyond it is adapted by an
     # ffmpeg stage (downmix to stereo, resample), never failed.
     max_channels: int | None = None
@@ -75,6 +77,16 @@ class Codec:
     # expensive tasks first, so a run does not end with one long encode on
     # one core while the others idle.
     cost: float = 1.0
+
+    @property
+    def option_family(self) -> str | None:
+        """The key of this codec's options in ``Settings.options``."""
+        return self.encoder_options.name if self.encoder_options else None
+
+    @property
+    def default_options(self) -> tuple[str, ...]:
+        """The options used when ``Settings.options`` has none for the family."""
+        return self.encoder_options.defaults if self.encoder_options else ()
 
     @property
     def folder(self) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from flac2all import tags
 from flac2all.codecs.base import AudioInfo, Codec, Command, decode_command
+from flac2all.codecs.options import OptionFamily, Syntax
 from flac2all.tags import TagFamily
 
 # encoder -> (extension, ffmpeg muxer, tag family)
@@ -93,14 +94,17 @@ class Ffmpeg(Codec):
         return argv
 
 
+# Every f:ENC mode takes these; the registry lists them although no codec
+# of the fixed table does.
+FFMPEG_OPTIONS = OptionFamily("ffmpeg", Syntax.COMMA, "-b:a 128k", "ffmpeg options for f:<encoder> modes")
+
 AAC = Ffmpeg(
     name="aac",
     extension=".m4a",
     description="AAC in .m4a with ffmpeg's native encoder (default options: -b:a 192k)",
     programs=("flac", "ffmpeg"),
     tag_family=tags.MP4,
-    option_family="aac",
-    default_options=("-b:a", "192k"),
+    encoder_options=OptionFamily("aac", Syntax.COMMA, "-b:a 192k", "ffmpeg options for the aac mode"),
     encoder="aac",
     muxer="ipod",
     cost=1.4,
@@ -120,8 +124,7 @@ def ffmpeg_codec(encoder: str) -> Codec | None:
         description=f"{description} with ffmpeg, in {extension} (default options: -b:a 128k)",
         programs=("flac", "ffmpeg"),
         tag_family=family,
-        option_family="ffmpeg",
-        default_options=("-b:a", "128k"),
+        encoder_options=FFMPEG_OPTIONS,
         encoder=encoder,
         muxer=muxer,
         experimental=experimental,

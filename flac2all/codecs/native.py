@@ -8,6 +8,7 @@ from pathlib import Path
 
 from flac2all import tags
 from flac2all.codecs.base import AudioInfo, Codec, Command
+from flac2all.codecs.options import OptionFamily, Syntax
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,7 @@ MP3 = Lame(
     description="MP3 with lame (default options: --preset standard -q 0)",
     programs=("flac", "lame"),
     tag_family=tags.ID3,
-    option_family="lame",
-    default_options=("--preset", "standard", "-q", "0"),
+    encoder_options=OptionFamily("lame", Syntax.ONE_DASH, "-preset standard:q 0", "lame options"),
     max_channels=2,
     max_rate=48000,
     cost=0.8,
@@ -66,8 +66,7 @@ VORBIS = Oggenc(
     description="Ogg Vorbis with oggenc (default options: --quality=2)",
     programs=("flac", "oggenc"),
     tag_family=tags.OGG,
-    option_family="vorbis",
-    default_options=("--quality=2",),
+    encoder_options=OptionFamily("vorbis", Syntax.DASHES, "quality=2", "oggenc options"),
     cost=0.9,
 )
 
@@ -77,8 +76,7 @@ OPUS = Opusenc(
     description="Opus with opusenc (default options: --vbr)",
     programs=("flac", "opusenc"),
     tag_family=tags.OGG,
-    option_family="opus",
-    default_options=("--vbr",),
+    encoder_options=OptionFamily("opus", Syntax.DASHES, "vbr", "opusenc options"),
 )
 
 FLAC = Flac(
@@ -87,7 +85,7 @@ FLAC = Flac(
     description="FLAC re-encoded with flac; the audio (and its MD5) stays identical",
     programs=("flac",),
     tag_family=tags.FLAC,
-    option_family="flac",
+    encoder_options=OptionFamily("flac", Syntax.DASHES, "", "flac options"),
     keeps_md5=True,
     cost=0.2,
 )
