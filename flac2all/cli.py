@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from flac2all import __version__, codecs, engine, plan
-from flac2all.codecs.options import colon_options, comma_options
+from flac2all.codecs.options import options_help
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
@@ -33,15 +33,7 @@ modes (comma-separated, for example mp3,opus):
 {modes}
 
 encoder options:
-  --lame-options, --vorbis-options, --opus-options and --flac-options take
-  colon-separated options. For lame, each item gets one dash, as in the
-  original flac2all: '-preset standard:q 0' means --preset standard -q 0.
-  For oggenc, opusenc and flac, each item gets two dashes ('quality=5:resample
-  32000' means --quality=5 --resample 32000), or one dash if it is a single
-  letter or digit ('8' means -8 for flac); items already starting with a dash
-  are kept as they are.
-  --ffmpeg-options and --aac-options take comma-separated ffmpeg arguments
-  ('-b:a 160k,-cutoff 18000').
+{options}
 
 results:
   A summary is printed at the end and every task is logged, one CSV row each,
@@ -86,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flac2all",
         usage="flac2all MODE[,MODE...] [options] INPUTDIR",
         description=DESCRIPTION,
-        epilog=EPILOG.format(modes=codecs.all_modes_help()),
+        epilog=EPILOG.format(modes=codecs.all_modes_help(), options=options_help(codecs.OPTION_FAMILIES.values())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("mode", metavar="MODE[,MODE...]", help="output format(s), see the list below")
@@ -114,29 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="copy the non-FLAC files (cover.jpg, ...) into every mode's tree; unchanged copies are skipped",
     )
-    p.add_argument(
-        "--lame-options",
-        default="-preset standard:q 0",
-        metavar="OPTS",
-        help="lame options (default: '-preset standard:q 0')",
-    )
-    p.add_argument(
-        "--vorbis-options", default="quality=2", metavar="OPTS", help="oggenc options (default: 'quality=2')"
-    )
-    p.add_argument("--opus-options", default="vbr", metavar="OPTS", help="opusenc options (default: 'vbr')")
-    p.add_argument("--flac-options", default="", metavar="OPTS", help="flac options (default: none)")
-    p.add_argument(
-        "--ffmpeg-options",
-        default="-b:a 128k",
-        metavar="OPTS",
-        help="ffmpeg options for f:<encoder> modes (default: '-b:a 128k')",
-    )
-    p.add_argument(
-        "--aac-options",
-        default="-b:a 192k",
-        metavar="OPTS",
-        help="ffmpeg options for the aac mode (default: '-b:a 192k')",
-    )
+    for family in codecs.OPTION_FAMILIES.values():
+        # argparse %-formats help texts.
+        p.add_argument(family.flag, default=family.default, metavar="OPTS", help=family.flag_help.replace("%", "%%"))
     p.add_argument(
         "--timeout",
         type=positive_float,
@@ -209,14 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
     selected, notes = codecs.parse_modes(args.mode)
-    options = {
-        "lame": colon_options(args.lame_options, always_one_dash=True),
-        "vorbis": colon_options(args.vorbis_options),
-        "opus": colon_options(args.opus_options),
-        "flac": colon_options(args.flac_options),
-        "ffmpeg": comma_options(args.ffmpeg_options),
-        "aac": comma_options(args.aac_options),
-    }
+    options = {name: family.parse(getattr(args, family.dest)) for name, family in codecs.OPTION_FAMILIES.items()}
     settings = Settings(
         input_dir=Path(os.path.abspath(args.inputdir)),
         outdir=Path(os.path.abspath(args.outdir)),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from flac2all import codecs
+from flac2all.cli import build_parser, settings_from
 from flac2all.codecs.options import colon_options, comma_options
 from flac2all.errors import UsageError
 from tests.conftest import decodes, make_flac, read_log, run_flac2all, stream
@@ -282,6 +283,43 @@ def test_each_codec_takes_its_family_and_its_defaults():
             # The registry's own record, so the CLI flag sets what the codec reads.
             assert codec.encoder_options is codecs.OPTION_FAMILIES[codec.option_family]
             assert codec.default_options == DEFAULT_OPTIONS[codec.option_family]
+
+
+def test_help_lists_every_family_flag_with_its_default_and_syntax():
+    run = run_flac2all("--help")
+    assert run.returncode == 0
+    text = " ".join(run.stdout.split())  # argparse wraps at the terminal's width
+    shown = {
+        "lame": "'-preset standard:q 0'",
+        "vorbis": "'quality=2'",
+        "opus": "'vbr'",
+        "flac": "none",
+        "ffmpeg": "'-b:a 128k'",
+        "aac": "'-b:a 192k'",
+    }
+    assert set(codecs.OPTION_FAMILIES) == set(shown)
+    for name, family in codecs.OPTION_FAMILIES.items():
+        assert f"{family.flag} OPTS {family.purpose} (default: {shown[name]})" in text
+        # ...and the epilog names the flag with its syntax.
+        assert " ".join(family.syntax.value.split()) in text
+        assert text.count(family.flag) >= 2
+
+
+def test_settings_hold_every_family_parsed_defaults_unless_given():
+    parser = build_parser()
+    settings, _ = settings_from(parser.parse_args(["mp3", "in"]))
+    assert dict(settings.options) == DEFAULT_OPTIONS
+    settings, _ = settings_from(parser.parse_args(["mp3", "in", "--opus-options=bitrate 96", "--flac-options", "8"]))
+    assert dict(settings.options) == {**DEFAULT_OPTIONS, "opus": ("--bitrate", "96"), "flac": ("-8",)}
+    with pytest.raises(UsageError, match="cannot parse encoder option"):
+        settings_from(parser.parse_args(["mp3", "in", "--lame-options=V 'x"]))
+
+
+def test_unparsable_options_are_a_usage_error_before_any_work(library, tmp_path):
+    run = run_flac2all("aac", "-o", tmp_path / "out", library, "--aac-options=-b:a '160k")
+    assert run.returncode == 2
+    assert "cannot parse ffmpeg option" in run.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
