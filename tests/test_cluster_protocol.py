@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from flac2all.cli import build_parser, settings_from
 from flac2all.cluster import protocol
 from flac2all.cluster.protocol import ProtocolError
 from flac2all.model import Action, Settings, Task
@@ -159,6 +160,16 @@ def test_settings_round_trip_and_refusals():
     ):
         with pytest.raises(ProtocolError):
             protocol.settings_from_wire({**wire, **bad})
+
+
+def test_every_option_family_of_the_cli_crosses_the_wire():
+    args = build_parser().parse_args(["all", "/in", "-o", "/out", "--ffmpeg-options=-b:a 96k,-vbr on"])
+    settings, _ = settings_from(args)
+    assert set(settings.options) == set(protocol.OPTION_FAMILIES) == {"lame", "vorbis", "opus", "flac", "ffmpeg", "aac"}
+    protocol.check_usage_options(dict(settings.options))
+    back = protocol.settings_from_wire(json.loads(json.dumps(protocol.settings_to_wire(settings))))
+    assert dict(back.options) == dict(settings.options)
+    assert back.options["ffmpeg"] == ("-b:a", "96k", "-vbr", "on")
 
 
 def test_results_are_validated():

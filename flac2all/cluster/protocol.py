@@ -27,7 +27,8 @@ VERSION = 2  # 2: jobs of several tasks sharing a decoder
 MAX_MESSAGE = 64 * 1024
 # Actions a worker may be asked to run: the master does the rest itself.
 WORKER_ACTIONS = (Action.ENCODE, Action.RETAG, Action.COPY)
-OPTION_FAMILIES = ("lame", "vorbis", "opus", "flac", "ffmpeg", "aac")
+# The families a settings message may carry options for: this node's own.
+OPTION_FAMILIES = tuple(codecs.OPTION_FAMILIES)
 MAX_OPTION_WORDS = 64
 # Encoder option words may not name files or redirect output: the worker
 # builds each command itself and only passes these through.
