@@ -75,9 +75,10 @@ class Settings:
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     layout: Layout = Layout.TREE
     copy: bool = False
-    # Encoder options per option family ("lame", "vorbis", "opus", "flac",
-    # "ffmpeg", "aac"), already split into argv words. A family that is
-    # missing gets the codec's defaults.
+    # Encoder options per option family (the names in
+    # codecs.OPTION_FAMILIES: "lame", "vorbis", "opus", "flac", "ffmpeg",
+    # "aac"), already split into argv words. A family that is missing gets
+    # the codec's defaults.
     options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Seconds one task may run; None derives it from the audio's duration.
     timeout: float | None = None

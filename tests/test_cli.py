@@ -305,6 +305,17 @@ def test_help_lists_every_family_flag_with_its_default_and_syntax():
         assert text.count(family.flag) >= 2
 
 
+def test_mode_list_shows_the_default_options_each_encoder_gets():
+    lines = codecs.all_modes_help().splitlines()
+    assert "  mp3      MP3 with lame (default options: --preset standard -q 0)" in lines
+    assert "  vorbis   Ogg Vorbis with oggenc (default options: --quality=2)" in lines
+    assert "  opus     Opus with opusenc (default options: --vbr)" in lines
+    assert "  aac      AAC in .m4a with ffmpeg's native encoder (default options: -b:a 192k)" in lines
+    flac = next(line for line in lines if line.startswith("  flac "))
+    assert "default options" not in flac
+    assert any(line.endswith("folder f_ENC (default options: -b:a 128k)") for line in lines)
+
+
 def test_settings_hold_every_family_parsed_defaults_unless_given():
     parser = build_parser()
     settings, _ = settings_from(parser.parse_args(["mp3", "in"]))

@@ -23,6 +23,8 @@ for the message shown when it is missing.)
 
 from __future__ import annotations
 
+import shlex
+
 from flac2all.codecs.base import AudioInfo, Codec
 from flac2all.codecs.ffmpeg import AAC, FFMPEG_OPTIONS, audio_encoders, ffmpeg_codec
 from flac2all.codecs.native import FLAC, MP3, OPUS, TEST, VORBIS
@@ -95,10 +97,18 @@ def parse_modes(spec: str) -> tuple[tuple[Codec, ...], list[str]]:
 
 def all_modes_help() -> str:
     """The mode list for --help."""
-    lines = [f"  {c.name:<8} {c.description}" for c in CODECS.values()]
+    lines = [f"  {c.name:<8} {c.description}{defaults_note(c.default_options)}" for c in CODECS.values()]
     lines.append("  ogg      alias of vorbis")
     lines.append("  aacplus  alias of aac")
     lines.append("  f:ENC    any ffmpeg audio encoder ENC (see 'ffmpeg -encoders'), for example f:alac -> .m4a,")
-    lines.append("           f:libopus -> .opus, f:pcm_s16le -> .wav; folder f_ENC (default options: -b:a 128k)")
+    lines.append(
+        "           f:libopus -> .opus, f:pcm_s16le -> .wav; folder f_ENC" + defaults_note(FFMPEG_OPTIONS.defaults)
+    )
     lines.append("  all      every mode above but the f: ones")
     return "\n".join(lines)
+
+
+def defaults_note(options: tuple[str, ...]) -> str:
+    """' (default options: ...)' for a mode's line in --help, as passed to
+    the encoder; nothing when it has none."""
+    return f" (default options: {shlex.join(options)})" if options else ""

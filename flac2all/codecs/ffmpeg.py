@@ -101,7 +101,7 @@ FFMPEG_OPTIONS = OptionFamily("ffmpeg", Syntax.COMMA, "-b:a 128k", "ffmpeg optio
 AAC = Ffmpeg(
     name="aac",
     extension=".m4a",
-    description="AAC in .m4a with ffmpeg's native encoder (default options: -b:a 192k)",
+    description="AAC in .m4a with ffmpeg's native encoder",
     programs=("flac", "ffmpeg"),
     tag_family=tags.MP4,
     encoder_options=OptionFamily("aac", Syntax.COMMA, "-b:a 192k", "ffmpeg options for the aac mode"),
@@ -121,7 +121,7 @@ def ffmpeg_codec(encoder: str) -> Codec | None:
     return Ffmpeg(
         name="f:" + encoder,
         extension=extension,
-        description=f"{description} with ffmpeg, in {extension} (default options: -b:a 128k)",
+        description=f"{description} with ffmpeg, in {extension}",
         programs=("flac", "ffmpeg"),
         tag_family=family,
         encoder_options=FFMPEG_OPTIONS,

@@ -51,7 +51,7 @@ class FlacTest(Codec):
 MP3 = Lame(
     name="mp3",
     extension=".mp3",
-    description="MP3 with lame (default options: --preset standard -q 0)",
+    description="MP3 with lame",
     programs=("flac", "lame"),
     tag_family=tags.ID3,
     encoder_options=OptionFamily("lame", Syntax.ONE_DASH, "-preset standard:q 0", "lame options"),
@@ -63,7 +63,7 @@ MP3 = Lame(
 VORBIS = Oggenc(
     name="vorbis",
     extension=".ogg",
-    description="Ogg Vorbis with oggenc (default options: --quality=2)",
+    description="Ogg Vorbis with oggenc",
     programs=("flac", "oggenc"),
     tag_family=tags.OGG,
     encoder_options=OptionFamily("vorbis", Syntax.DASHES, "quality=2", "oggenc options"),
@@ -73,7 +73,7 @@ VORBIS = Oggenc(
 OPUS = Opusenc(
     name="opus",
     extension=".opus",
-    description="Opus with opusenc (default options: --vbr)",
+    description="Opus with opusenc",
     programs=("flac", "opusenc"),
     tag_family=tags.OGG,
     encoder_options=OptionFamily("opus", Syntax.DASHES, "vbr", "opusenc options"),
