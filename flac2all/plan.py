@@ -54,7 +54,7 @@ def settings_hash(codec: Codec, settings: Settings, versions: Mapping[str, str])
     """A hash of everything that shaped an output of this mode (``versions``:
     each program's version line, probed by ``tools``): a change makes every
     output of the mode be re-encoded."""
-    options = settings.options.get(codec.option_family or "", codec.default_options)
+    options = codec.options_in(settings)
     shape = [
         OUTPUT_FORMAT_VERSION,
         codec.name,

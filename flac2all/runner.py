@@ -105,7 +105,7 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
         head: Command = []
         for i, task in enumerate(tasks):
             codec = codecs.resolve(task.mode)
-            options = tuple(settings.options.get(codec.option_family or "", codec.default_options))
+            options = codec.options_in(settings)
             try:
                 tmp = stack.enter_context(staged(task.output))
             except TaskError as exc:

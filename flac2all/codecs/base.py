@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flac2all.codecs.options import OptionFamily
-from flac2all.model import AudioInfo
+from flac2all.model import AudioInfo, Settings
 from flac2all.tags.family import TagFamily
 
 Command = list[str]
@@ -87,6 +87,10 @@ class Codec:
     def default_options(self) -> tuple[str, ...]:
         """The options used when ``Settings.options`` has none for the family."""
         return self.encoder_options.defaults if self.encoder_options else ()
+
+    def options_in(self, settings: Settings) -> tuple[str, ...]:
+        """This run's encoder options: the user's, else the family's defaults."""
+        return tuple(settings.options.get(self.option_family or "", self.default_options))
 
     @property
     def folder(self) -> str:
