@@ -132,14 +132,20 @@ def mirror(sources: Path, modes: str) -> Path:
 
 def case_noop(args) -> list[str]:
     """No-op re-run over an up-to-date mirror, and its scaling with 10x files."""
-    rows = ["| sources x modes | outputs | wall s, median (min-max) | per output |", "|---|---|---|---|"]
+    rows = ["| tool | sources x modes | outputs | wall s, median (min-max) | per output |", "|---|---|---|---|---|"]
     results = {}
+    subjects = {OURS: None, **BASELINES}
     for count in args.counts:
         src = library.many_short(count, 0.2)
         out = mirror(src, "mp3,opus")
-        walls = [timed([*FLAC2ALL, "mp3,opus", "-o", str(out), str(src)]) for _ in range(args.repeat)]
-        results[count] = statistics.median(walls)
-        rows.append(f"| {count} x 2 | {2 * count} | {stats(walls)} | {1000 * results[count] / (2 * count):.3f} ms |")
+        walls: dict[str, list[float]] = {name: [] for name in subjects}
+        for _ in range(args.repeat):  # the tools in turn
+            for name, folder in subjects.items():
+                walls[name].append(timed(with_pythonpath([*FLAC2ALL, "mp3,opus", "-o", str(out), str(src)], folder)))
+        results[count] = statistics.median(walls[OURS])
+        for name, values in walls.items():
+            per = 1000 * statistics.median(values) / (2 * count)
+            rows.append(f"| {name} | {count} x 2 | {2 * count} | {stats(values)} | {per:.3f} ms |")
     if len(args.counts) > 1:
         a, b = args.counts[0], args.counts[-1]
         rows.append(f"\nScaling {a} -> {b} sources ({b / a:g}x): wall x{results[b] / results[a]:.2f}")
@@ -186,10 +192,28 @@ def fresh(path: Path) -> Path:
 
 
 # The tools compared, run in turn: the original, and this flac2all with and
-# without its shared decoder (to show what decoding once is worth).
+# without its shared decoder (to show what decoding once is worth); with
+# --baseline REF, also this flac2all as it was at REF (name -> PYTHONPATH).
 ORIGINAL = "flac2all 5.4"
 OURS = "this flac2all"
 PER_MODE = "this flac2all --decode-per-mode"
+BASELINES: dict[str, Path] = {}
+
+
+def baseline(ref: str) -> tuple[str, Path]:
+    """This repository's package as it was at ``ref`` (git archive), to be
+    run with PYTHONPATH pointing at it: the before of a before/after."""
+    sha = subprocess.run(["git", "rev-parse", "--short=12", ref], capture_output=True, text=True, check=True)
+    folder = library.ROOT / f"baseline-{sha.stdout.strip()}"
+    if not (folder / "flac2all").is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", ref, "flac2all"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return f"this flac2all at {ref}", folder
+
+
+def with_pythonpath(argv: list[str], folder: Path | None) -> list[str]:
+    return argv if folder is None else ["env", f"PYTHONPATH={folder}", *argv]
 
 
 Walls = dict[str, list[float | None]]
@@ -214,6 +238,7 @@ def side_by_side(
         ORIGINAL: original(),
         OURS: FLAC2ALL,
         PER_MODE: [*FLAC2ALL, "--decode-per-mode"],
+        **{name: with_pythonpath(FLAC2ALL, folder) for name, folder in BASELINES.items()},
     }
     rounds = Rounds(tools)
     for _ in range(repeat):
@@ -272,7 +297,7 @@ def case_full(args) -> list[str]:
 def ratios(walls: Walls) -> list[str]:
     """Ratios of median walls, and per round of the alternation."""
     rows = []
-    for num, den in ((OURS, ORIGINAL), (PER_MODE, ORIGINAL), (OURS, PER_MODE)):
+    for num, den in ((OURS, ORIGINAL), (PER_MODE, ORIGINAL), (OURS, PER_MODE), *((OURS, b) for b in BASELINES)):
         a, b = median_or_none(walls[num]), median_or_none(walls[den])
         if a and b:
             pairs = zip(walls[num], walls[den], strict=True)
@@ -377,22 +402,31 @@ class Lines:
         self.proc.wait()
 
 
-def master(modes: str, src: Path, out: Path, *extra: str) -> tuple[Lines, int]:
+def master(modes: str, src: Path, out: Path, *extra: str, folder: Path | None = None) -> tuple[Lines, int]:
     m = Lines(
-        [*FLAC2ALL, modes, "-m", "--bind", "127.0.0.1", "--port", "0", "-o", str(out), *extra, str(src)],
+        with_pythonpath(
+            [*FLAC2ALL, modes, "-m", "--bind", "127.0.0.1", "--port", "0", "-o", str(out), *extra, str(src)], folder
+        ),
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     _, found = m.when(r"Listening on tcp://127\.0\.0\.1:(\d+)")
     return m, int(found.group(1))
 
 
-def worker(port: int, threads: int, env: dict | None = None) -> Lines:
-    return Lines(
-        [sys.executable, "-m", "flac2all.cluster.worker", "127.0.0.1", "--port", str(port), "-t", str(threads)], env=env
-    )
+def worker(port: int, threads: int, env: dict | None = None, folder: Path | None = None) -> Lines:
+    argv = [sys.executable, "-m", "flac2all.cluster.worker", "127.0.0.1", "--port", str(port), "-t", str(threads)]
+    return Lines(with_pythonpath(argv, folder), env=env)
 
 
 def case_cluster(args) -> list[str]:
+    """The cluster measures for this flac2all, then for each --baseline."""
+    rows = []
+    for name, folder in {OURS: None, **BASELINES}.items():
+        rows += [f"{name}:", "", *cluster_of(args, folder), ""]
+    return rows
+
+
+def cluster_of(args, folder: Path | None) -> list[str]:
     """Dispatch rate with trivial tasks (copies of tiny files) and 4 worker
     processes on loopback; time from a worker's SIGKILL to re-dispatch."""
     count = args.dispatch_tasks
@@ -418,8 +452,8 @@ def case_cluster(args) -> list[str]:
     for out in outs:
         shutil.rmtree(out, ignore_errors=True)
     for out in outs:
-        m, port = master("mp3", src, out, "-c")
-        w = worker(port, 4)
+        m, port = master("mp3", src, out, "-c", folder=folder)
+        w = worker(port, 4, folder=folder)
         try:
             start, _ = m.when(r"Commencing run", 60)
             master_cpu.append(cpu_of(m.proc, 600) / count)
@@ -447,13 +481,13 @@ def case_cluster(args) -> list[str]:
     redispatch = []
     for _ in range(args.repeat):
         out = fresh(src.parent / "redispatch-out")
-        m, port = master("opus", slow_src, out)
-        a, b = worker(port, 1, env), worker(port, 1, env)
+        m, port = master("opus", slow_src, out, folder=folder)
+        a, b = worker(port, 1, env, folder), worker(port, 1, env, folder)
         c = None
         try:
             m.when(r"Got 2 worker", 30)
             time.sleep(1.0)  # both busy with a task
-            c = worker(port, 1, env)
+            c = worker(port, 1, env, folder)
             m.when(r"Got 3 worker", 30)
             _, pid = a.when(r"pid (\d+)")
             t_kill = time.perf_counter()
@@ -512,7 +546,17 @@ def main() -> None:
     p.add_argument("--short-count", type=int, default=2000, help="files in the short-files case (default 2000)")
     p.add_argument("--timeout", type=float, default=900, help="time-out of one run in the short case (default 900 s)")
     p.add_argument("--dispatch-tasks", type=int, default=4000, help="trivial tasks in the cluster case (default 4000)")
+    p.add_argument(
+        "--baseline",
+        metavar="REF",
+        action="append",
+        default=[],
+        help="also run this repository's flac2all as it was at git REF, side by side (before/after)",
+    )
     args = p.parse_args()
+    for ref in args.baseline:
+        name, folder = baseline(ref)
+        BASELINES[name] = folder
     for name in args.cases:
         print(f"## {name}\n", flush=True)
         print("\n".join(CASES[name](args)) + "\n", flush=True)
