@@ -1,0 +1,150 @@
+"""The mirror's state and the report on their own: real SQLite files and
+real CSV files in a temporary folder, no encoder."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from flac2all.errors import ExitStatus
+from flac2all.model import Action, SourceFacts, Status, Task, TaskResult
+from flac2all.report import CSV_HEADER, Counts, Report
+from flac2all.state import SCHEMA_VERSION, Record, State, StateError, state_path
+
+
+def record(out: Path, src: Path, name: str, size: int = 5) -> Record:
+    facts = SourceFacts(size, 123, "ab" * 16, "t" * 32, "p" * 32)
+    return Record.made(
+        out / "mp3" / f"{name}.mp3",
+        src / f"{name}.flac",
+        "mp3",
+        facts,
+        "h" * 16,
+        SimpleNamespace(st_size=size * 10, st_mtime_ns=456),
+    )
+
+
+def test_state_keeps_rows_across_runs_and_forgets_on_request(tmp_path: Path):
+    out, src = tmp_path / "out", tmp_path / "music"
+    odd = os.fsdecode(b"caf\xe9 \xff")  # a name that is not UTF-8
+    with State(out, src) as state:
+        for name in ("one", "two", odd):
+            state.put(record(out, src, name))
+    with State(out, src) as state:
+        rows = state.load()
+        assert set(rows) == {out / "mp3" / f"{n}.mp3" for n in ("one", "two", odd)}
+        assert rows[out / "mp3" / f"{odd}.mp3"] == record(out, src, odd)
+        state.forget(out / "mp3" / "two.mp3")
+    with State(out, src, readonly=True) as state:
+        assert set(state.load()) == {out / "mp3" / "one.mp3", out / "mp3" / f"{odd}.mp3"}
+
+
+def test_state_rows_are_relative_so_a_moved_mirror_keeps_its_state(tmp_path: Path):
+    with State(tmp_path / "a", tmp_path / "music") as state:
+        state.put(record(tmp_path / "a", tmp_path / "music", "one"))
+    (tmp_path / "a").rename(tmp_path / "b")
+    with State(tmp_path / "b", tmp_path / "music2") as state:
+        [row] = state.load().values()
+    assert (row.output, row.source) == (tmp_path / "b" / "mp3" / "one.mp3", tmp_path / "music2" / "one.flac")
+
+
+def test_a_readonly_state_of_a_new_mirror_is_empty_and_creates_nothing(tmp_path: Path):
+    with State(tmp_path / "new", tmp_path / "music", readonly=True) as state:
+        assert state.load() == {}
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_state_from_a_newer_flac2all_is_refused_with_advice(tmp_path: Path):
+    with State(tmp_path, tmp_path / "music"):
+        pass
+    db = sqlite3.connect(state_path(tmp_path))
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    db.commit()
+    db.close()
+    with pytest.raises(StateError, match="newer flac2all .* delete it"):
+        State(tmp_path, tmp_path / "music")
+
+
+def test_record_compares_the_output_and_source_it_was_made_from(tmp_path: Path):
+    rec = record(tmp_path, tmp_path, "one")
+    assert rec.output_is(SimpleNamespace(st_size=50, st_mtime_ns=456))
+    assert not rec.output_is(SimpleNamespace(st_size=51, st_mtime_ns=456))
+    assert not rec.output_is(None)
+    assert rec.source_is(5, 123) and not rec.source_is(5, 124)
+
+
+def result(action: Action, status: Status, name: str = "a", mode: str = "mp3", elapsed: float = 1.0) -> TaskResult:
+    task = Task(Path(f"/music/{name}.flac"), mode, Path(f"/out/{mode}/{name}.{mode}"), action)
+    message = "boom" if status is Status.FAILED else ""
+    return TaskResult(task, status, message, 1 if status is Status.FAILED else 0, elapsed)
+
+
+EVERY_ACTION = [
+    result(Action.ENCODE, Status.SUCCESS, "e1", elapsed=2.0),
+    result(Action.ENCODE, Status.SUCCESS, "e2", mode="opus", elapsed=4.0),
+    result(Action.ENCODE, Status.FAILED, "e3", elapsed=6.0),
+    result(Action.RETAG, Status.SUCCESS, "r"),
+    result(Action.MOVE, Status.SUCCESS, "m"),
+    result(Action.COPY, Status.SUCCESS, "c"),
+    result(Action.DELETE, Status.SUCCESS, "d"),
+    result(Action.SKIP, Status.SKIPPED, "s1"),
+    result(Action.SKIP, Status.SKIPPED, "s2"),
+    result(Action.ORPHAN, Status.SKIPPED, "o"),
+    result(Action.COPY, Status.FAILED, "cf"),
+]
+
+
+def test_counts_add_up_each_task_counted_once():
+    c = Counts.of(EVERY_ACTION)
+    assert c.total == len(EVERY_ACTION) == c.failed + sum(c.done.values())
+    assert c.failed == 2
+    assert c.done == {
+        Action.ENCODE: 2,
+        Action.COPY: 1,
+        Action.SKIP: 2,
+        Action.RETAG: 1,
+        Action.MOVE: 1,
+        Action.DELETE: 1,
+        Action.ORPHAN: 1,
+    }
+    assert c.encode_times == {"mp3": [2.0, 6.0], "opus": [4.0]}
+
+
+def test_the_summary_says_what_the_counts_say():
+    report = Report(modes=("mp3", "opus"), sources=9, issued=len(EVERY_ACTION), results=list(EVERY_ACTION))
+    text = report.summary()
+    assert "Files we managed to convert successfully: 2" in text
+    # Orphans are not "skipped (output already there)": they are orphans.
+    assert "Files skipped (output already there): 2" in text
+    assert "Files we failed to convert due to errors: 2" in text
+    assert "Actions: 2 encoded, 1 retagged, 1 moved, 1 copied, 1 deleted, 2 skipped, 1 orphans kept, 2 failed" in text
+    assert "For mode: mp3\n        Total execution time: 8.0000 seconds" in text  # 2 + 6, the failed one too
+    assert report.exit_status is ExitStatus.FAILURES
+
+
+def test_exit_status_for_success_missing_results_and_interruption():
+    ok = [r for r in EVERY_ACTION if r.status is not Status.FAILED]
+    assert Report(modes=("mp3",), issued=len(ok), results=list(ok)).exit_status is ExitStatus.OK
+    assert Report(modes=("mp3",), issued=len(ok) + 1, results=list(ok)).exit_status is ExitStatus.FAILURES
+    stopped = Report(modes=("mp3",), issued=len(ok) + 1, results=list(ok), interrupted_by=15)
+    assert stopped.exit_status is ExitStatus.SIGTERM
+    assert "1 task(s) did not run" in stopped.summary()
+
+
+def test_the_log_is_csv_that_survives_hostile_names(tmp_path: Path):
+    hostile = 'a, "quoted"\nsecond line'
+    results = [result(Action.ENCODE, Status.SUCCESS, hostile), result(Action.ENCODE, Status.FAILED, "b")]
+    report = Report(modes=("mp3",), issued=2, results=results)
+    report.write_csv(tmp_path / "conversion_results.log")
+    with open(tmp_path / "conversion_results.log", newline="") as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == CSV_HEADER
+    assert rows[1][0] == f"/music/{hostile}.flac" and rows[1][3] == "SUCCESS"
+    assert rows[2][3] == "ERROR: boom" and rows[2][4] == "1"
+    assert report.log_path == tmp_path / "conversion_results.log"
+    assert [p.name for p in tmp_path.iterdir()] == ["conversion_results.log"]
