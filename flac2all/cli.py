@@ -6,6 +6,7 @@ This is the one place where exceptions become messages and exit statuses.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -175,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="full-screen live dashboard (progress, ETA, failures, per-host workers)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every failing command line and its full output")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="print only failures and the summary (for cron); the log is complete"
+    )
+    p.add_argument(
+        "--stop-on-hangup",
+        action="store_true",
+        help="stop when the terminal closes (SIGHUP) as on SIGTERM; by default the run goes on without its display"
+        " and writes its log",
+    )
     p.add_argument("--version", action="version", version=f"flac2all {__version__}")
     return p
 
@@ -202,18 +212,46 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
 
 
 class StopOnSignal(threading.Event):
-    """Set by SIGINT, SIGTERM or SIGHUP; remembers which one."""
+    """Set by SIGINT, SIGTERM (and SIGHUP with --stop-on-hangup); remembers
+    which one.
+
+    SIGHUP (the terminal closed: an ssh session dropped, a tmux session
+    killed) otherwise only points the terminal's outputs at /dev/null: the
+    run goes on to the end, as under nohup, and writes its log.
+    """
 
     signum = signal.SIGINT
 
+    def __init__(self, stop_on_hangup: bool = False) -> None:
+        super().__init__()
+        self.stop_on_hangup = stop_on_hangup
+        # Known now: once the terminal hangs up, isatty() may fail too.
+        self.terminal_fds = [fd for fd in (1, 2) if os.isatty(fd)]
+        self.hung_up = False
+
     def handle(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP and not self.stop_on_hangup:
+            self.hung_up = True
+            for fd in self.terminal_fds:
+                engine.silence(fd)
+            return
         if self.is_set():
             return
         self.signum = signum
         # os.write, not print: a signal handler must not re-enter a buffered
         # stream the interrupted code may be writing to.
-        os.write(2, f"\n{signal.Signals(signum).name}: stopping the encoders and writing the log...\n".encode())
+        with contextlib.suppress(OSError):  # stderr may be gone too
+            os.write(2, f"\n{signal.Signals(signum).name}: stopping the encoders and writing the log...\n".encode())
         self.set()
+
+
+def emit(text: str) -> None:
+    """Print to stdout; if stdout is gone (a closed pipe or terminal), the
+    text is lost but the run's outcome is not (it is in the log)."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        engine.silence(1)
 
 
 def keygen_main(argv: list[str]) -> int | None:
@@ -251,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    stop = StopOnSignal()
+    stop = StopOnSignal(args.stop_on_hangup)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop.handle)
     try:
@@ -260,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             print(note, file=sys.stderr)
         plan_json = Path(args.plan_json) if args.plan_json else None
         if args.dry_run:
-            print(describe_plan(engine.dry_run(settings, plan_json), settings))
+            emit(describe_plan(engine.dry_run(settings, plan_json), settings))
             return ExitStatus.OK
         executor: Executor = LocalPool()
         if args.master:
@@ -270,13 +308,13 @@ def main(argv: list[str] | None = None) -> int:
             protocol.check_usage_options(dict(settings.options))
             if not 0 <= args.port < 65536:
                 raise UsageError(f"--port {args.port}: not a port number")
-            executor = Master(args.bind, args.port, keys.find(args.keys))
-        display = make_display(sys.stdout, dashboard=args.curses)
+            executor = Master(args.bind, args.port, keys.find(args.keys), say=emit)
+        display = make_display(sys.stdout, dashboard=args.curses, quiet=args.quiet)
         report = engine.run(settings, display, stop, plan_json, executor)
     except Flac2allError as exc:
         print(f"flac2all: error: {exc}", file=sys.stderr)
         return exc.exit_status
-    print(report.summary())
+    emit(report.summary())
     return report.exit_status
 
 

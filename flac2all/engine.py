@@ -11,8 +11,11 @@ a cluster master: ``flac2all.executors``) for the rest -> report.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -30,6 +33,8 @@ from flac2all.model import Action, HostRow, Job, Layout, Settings, Status, Task,
 from flac2all.procs import ProcessGroup
 from flac2all.report import LOG_NAME, Report
 from flac2all.state import STATE_DIR, Record, State, StateError
+
+log = logging.getLogger("flac2all")
 
 
 class Display(Protocol):
@@ -53,6 +58,51 @@ class Silent:
 
     def end(self) -> None:
         pass
+
+
+def silence(fd: int) -> None:
+    """Point ``fd`` (stdout, stderr) at /dev/null: what it was connected to
+    is gone (a closed terminal, a reader that quit), and every later write,
+    ours or a library's, must succeed without effect."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+class Guarded:
+    """A display that cannot take the run down: the first OSError from it
+    (EIO from a closed terminal, EPIPE from a closed pipe) switches it off,
+    points stdout at /dev/null, and the run goes on to write its log."""
+
+    def __init__(self, inner: Display) -> None:
+        self.inner = inner
+        self.off = False
+
+    def call(self, method: str, *args) -> None:
+        if self.off:
+            return
+        try:
+            getattr(self.inner, method)(*args)
+        except OSError:
+            self.off = True
+            silence(1)
+            log.warning("the display's output is gone; going on without it")
+            with contextlib.suppress(OSError):
+                self.inner.end()
+
+    def begin(self, total: int, hosts: Callable[[], list[HostRow]]) -> None:
+        self.call("begin", total, hosts)
+
+    def started(self, task: Task) -> None:
+        self.call("started", task)
+
+    def finished(self, result: TaskResult) -> None:
+        self.call("finished", result)
+
+    def end(self) -> None:
+        self.call("end")
 
 
 def check_programs(selected: tuple[Codec, ...]) -> None:
@@ -149,7 +199,7 @@ def run(
     """Convert ``settings.input_dir`` as configured; return the Report (with
     its CSV log written). Set ``stop`` to end the run early. ``executor``
     runs the jobs (default: this machine's cores, ``LocalPool``)."""
-    display = display or Silent()
+    display = Guarded(display or Silent())
     stop = stop or threading.Event()
     executor = executor or LocalPool()
     started = time.monotonic()
@@ -179,9 +229,15 @@ def run(
         report.issued = len(the_plan.tasks) + len(the_plan.refused) + len(errors)
         display.begin(report.issued, executor.hosts)
 
+        Report.reserve(settings.outdir / LOG_NAME, LOG_RESERVE + LOG_ROW * report.issued)
+
         def record(result: TaskResult) -> None:
             report.add(result)
-            remember(state, result)
+            if report.state_error is None:
+                try:
+                    remember(state, result)
+                except sqlite3.Error as exc:
+                    report.state_error = state_lost(settings, exc)
             display.finished(result)
 
         for result in [*errors, *the_plan.refused]:
@@ -195,10 +251,49 @@ def run(
             report.interrupted_by = getattr(stop, "signum", 2)
         report.wall_time = time.monotonic() - started
         try:
-            report.write_csv(settings.outdir / LOG_NAME)
-        except OSError as exc:
-            report.log_error = f"cannot write the log {settings.outdir / LOG_NAME}: {exc.strerror or exc}"
+            state.close()  # its last rows committed before the log is written
+        except sqlite3.Error as exc:
+            report.state_error = report.state_error or state_lost(settings, exc)
+        write_log(report, settings.outdir)
     return report
+
+
+# Bytes set aside for the log before the run (Report.reserve): a fixed part
+# and a row's worth per task.
+LOG_RESERVE = 64 * 1024
+LOG_ROW = 400
+
+
+def state_lost(settings: Settings, exc: Exception) -> str:
+    return (
+        f"the state in {settings.outdir / STATE_DIR} could not be updated ({exc}); it is only a cache: "
+        "the next run adopts the outputs written now by their provenance tags"
+    )
+
+
+def write_log(report: Report, outdir: Path) -> None:
+    """The CSV log, then the summary beside the state. When the log cannot
+    be written, the previous run's is moved aside (``.previous``), so that
+    no stale log stands as this run's."""
+    path = outdir / LOG_NAME
+    try:
+        report.write_csv(path)
+    except OSError as exc:
+        report.log_error = f"cannot write the log {path}: {exc.strerror or exc}"
+        with contextlib.suppress(OSError):
+            os.replace(path, path.with_name(LOG_NAME + ".previous"))
+            report.log_error += f" (the previous run's log is now {LOG_NAME}.previous)"
+        return
+    summary = outdir / STATE_DIR / SUMMARY_NAME
+    try:
+        tmp = summary.with_name(f".{SUMMARY_NAME}.tmp")
+        tmp.write_text(report.summary().lstrip("\n") + "\n", errors="backslashreplace")
+        os.replace(tmp, summary)
+    except OSError as exc:
+        log.warning("cannot write the summary %s: %s", summary, exc.strerror or exc)
+
+
+SUMMARY_NAME = "last-summary.txt"
 
 
 def run_here(

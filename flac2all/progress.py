@@ -3,6 +3,7 @@ one plain line per finished task otherwise."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -12,20 +13,46 @@ from flac2all.model import HostRow, Status, Task, TaskResult
 from flac2all.report import line_for, printable
 
 
-class PlainDisplay:
-    """One line per finished task; for logs, pipes and cron mail."""
+def same_file(a: TextIO, b: TextIO) -> bool:
+    """Whether two streams write to the same file or terminal."""
+    try:
+        sa, sb = os.fstat(a.fileno()), os.fstat(b.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
+
+def report_failure(line: str, out: TextIO) -> None:
+    """A failure also goes to stderr (cron mails it apart), unless stderr
+    is where ``out`` goes already."""
+    if not same_file(out, sys.stderr):
+        try:
+            print(line, file=sys.stderr, flush=True)
+        except OSError:
+            pass
+
+
+class PlainDisplay:
+    """One line per finished task; for logs, pipes and cron mail. Quiet:
+    failures only."""
+
+    def __init__(self, out: TextIO = sys.stdout, quiet: bool = False) -> None:
         self.out = out
+        self.quiet = quiet
 
     def begin(self, total: int, hosts: Callable[[], list[HostRow]]) -> None:
-        print(f"Converting: {total} task(s)", file=self.out, flush=True)
+        if not self.quiet:
+            print(f"Converting: {total} task(s)", file=self.out, flush=True)
 
     def started(self, task: Task) -> None:
         pass
 
     def finished(self, result: TaskResult) -> None:
-        print(line_for(result), file=self.out, flush=True)
+        failed = result.status is Status.FAILED
+        if failed:
+            report_failure(line_for(result), self.out)
+        if failed or not self.quiet:
+            print(line_for(result), file=self.out, flush=True)
 
     def end(self) -> None:
         pass
@@ -73,6 +100,7 @@ class RichDisplay:
         if result.status is Status.FAILED:
             self.failed += 1
             self.console.print(self.Text(line_for(result), style="red"))
+            report_failure(line_for(result), sys.stdout)
         elapsed = time.monotonic() - self.t0
         rate = f"{self.done / elapsed:.1f} tasks/s" if elapsed > 0 else ""
         self.progress.update(self.bar, advance=1, failed=self.failed, rate=rate)
@@ -121,9 +149,9 @@ class Dashboard(RichDisplay):
         return table
 
 
-def make_display(out: TextIO = sys.stdout, dashboard: bool = False) -> PlainDisplay | RichDisplay:
+def make_display(out: TextIO = sys.stdout, dashboard: bool = False, quiet: bool = False) -> PlainDisplay | RichDisplay:
     """The live display on a terminal (the dashboard with -C), plain lines
-    otherwise (a pipe, a log file, cron)."""
-    if not out.isatty():
-        return PlainDisplay(out)
+    otherwise (a pipe, a log file, cron); with ``quiet``, only failures."""
+    if quiet or not out.isatty():
+        return PlainDisplay(out, quiet)
     return Dashboard() if dashboard else RichDisplay()

@@ -69,6 +69,7 @@ class Report:
     interrupted_by: int | None = None  # signal number
     log_path: Path | None = None
     log_error: str | None = None
+    state_error: str | None = None  # the state could not be updated (a cache: outputs are adopted next run)
 
     def add(self, result: TaskResult) -> None:
         self.results.append(result)
@@ -90,14 +91,32 @@ class Report:
             return ExitStatus.FAILURES
         return ExitStatus.OK
 
-    def write_csv(self, path: Path) -> None:
-        """The CSV log (RFC 4180), written atomically; rows sorted by source
-        then mode so that two runs compare with diff."""
-        rows = sorted(self.results, key=lambda r: (os.fsencode(r.task.source), r.task.mode))
-        tmp = path.with_name(f".{path.name}.tmp")
+    @staticmethod
+    def reserve(path: Path, size: int) -> None:
+        """Set aside ``size`` bytes for the log before the run, so that a
+        disk the run fills still has room for it (write_csv writes into
+        the reserved file)."""
+        tmp = log_temp(path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            # surrogateescape writes undecodable file names back as their bytes.
-            with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+            os.posix_fallocate(fd, 0, size)
+        except OSError:  # no room even now, or a file system without it: write_csv tries anyway
+            pass
+        finally:
+            os.close(fd)
+
+    def write_csv(self, path: Path) -> None:
+        """The CSV log (RFC 4180), written atomically (into the space
+        ``reserve`` set aside, if it did); rows sorted by source then mode
+        so that two runs compare with diff."""
+        rows = sorted(self.results, key=lambda r: (os.fsencode(r.task.source), r.task.mode))
+        tmp = log_temp(path)
+        try:
+            # "r+" keeps the reserved blocks (truncated to the rows at the
+            # end); surrogateescape writes undecodable file names back as
+            # their bytes.
+            mode = "r+" if tmp.exists() else "w"
+            with open(tmp, mode, newline="", encoding="utf-8", errors="surrogateescape") as f:
                 writer = csv.writer(f)
                 writer.writerow(CSV_HEADER)
                 for r in rows:
@@ -111,6 +130,7 @@ class Report:
                             f"{r.elapsed:.3f}",
                         )
                     )
+                f.truncate()
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -170,7 +190,13 @@ class Report:
             lines.append(f"    Log written to: {printable(self.log_path)}")
         if self.log_error is not None:
             lines.append(f"    ERROR: {self.log_error}")
+        if self.state_error is not None:
+            lines.append(f"    WARNING: {self.state_error}")
         return "\n".join(lines)
+
+
+def log_temp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
 
 
 def format_duration(seconds: float) -> str:
