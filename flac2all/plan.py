@@ -280,20 +280,7 @@ class Planner:
                 self.plan.forget.append(rec.output)  # gone, or not ours any more
             else:
                 orphans.append(rec)
-        movable = {
-            (rec.mode, rec.facts.audio_md5, rec.facts.size, rec.settings_hash): rec
-            for rec in orphans
-            if rec.facts.audio_md5 and not self.settings.force
-        }
-        for source, codec, output in fresh:
-            facts = self.facts(source.path) if movable else None
-            key = (codec.name, facts.audio_md5, source.size, self.hashes[codec.name]) if facts else None
-            rec = movable.pop(key, None) if key else None
-            if rec is not None:
-                orphans.remove(rec)
-                self.add(source, codec, output, Action.MOVE, previous=rec.output)
-            else:
-                self.add(source, codec, output, Action.ENCODE)
+        self.match_moves(fresh, orphans)
         deleting = self.settings.delete
         if deleting and not self.settings.delete_anyway and len(orphans) > DELETE_GUARD * len(self.records):
             raise UsageError(
@@ -304,6 +291,30 @@ class Planner:
         for rec in orphans:
             task = Task(rec.source, rec.mode, rec.output, Action.DELETE if deleting else Action.ORPHAN)
             self.plan.tasks.append(task)
+
+    def match_moves(self, fresh: list[tuple[Source, Codec, Path]], orphans: list[Record]) -> None:
+        """Each new output whose audio (and settings) an orphan's has is that
+        orphan moved; the others are encodes. Among orphans of the same
+        audio (two discs alike, an album folder renamed), the one with the
+        most trailing path parts in common wins, then the one with the same
+        tags. What is moved is taken off ``orphans``."""
+        movable: dict[tuple, list[Record]] = {}
+        if not self.settings.force:
+            for rec in orphans:
+                if rec.facts.audio_md5:
+                    key = (rec.mode, rec.facts.audio_md5, rec.facts.size, rec.settings_hash)
+                    movable.setdefault(key, []).append(rec)
+        for source, codec, output in fresh:
+            facts = self.facts(source.path) if movable else None
+            key = (codec.name, facts.audio_md5, source.size, self.hashes[codec.name]) if facts else None
+            candidates = movable.get(key, []) if key else []
+            if not candidates:
+                self.add(source, codec, output, Action.ENCODE)
+                continue
+            rec = max(candidates, key=lambda r: likeness(r, source.path, facts))  # noqa: B023 (used at once)
+            candidates.remove(rec)
+            orphans.remove(rec)
+            self.add(source, codec, output, Action.MOVE, previous=rec.output)
 
     def orphans_after(self, fresh: list[tuple[Source, Codec, Path]], tree: Tree) -> list[Record]:
         # Outputs of fresh tasks are claimed too: a row for one of them that
@@ -316,6 +327,21 @@ class Planner:
             for out, rec in self.records.items()
             if out not in claimed and (rec.source not in present or rec.mode in modes)
         ]
+
+
+def common_tail(a: Path, b: Path) -> int:
+    """How many trailing path parts two paths share (``CD1/01.flac``: 2)."""
+    n = 0
+    for x, y in zip(reversed(a.parts), reversed(b.parts), strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def likeness(rec: Record, source: Path, facts: SourceFacts) -> tuple[int, bool]:
+    """How much an orphan looks like the new source of the same audio."""
+    return common_tail(rec.source, source), rec.facts.tags_hash == facts.tags_hash
 
 
 def build(

@@ -252,3 +252,29 @@ def test_the_cluster_imports_no_display_code():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=os.environ)
     assert out.stdout.strip() == "[]"
+
+
+def test_moves_prefer_the_same_relative_name_then_the_same_tags():
+    """Two discs with identical audio, their album folder renamed: each
+    output moves from its own disc, never crosswise."""
+    w = World()
+    old = [source("Album/CD1/01.flac"), source("Album/CD2/01.flac")]
+    new = [source("Album (2020)/CD1/01.flac"), source("Album (2020)/CD2/01.flac")]
+    for src in old:
+        w.made(src, MP3, OUT / "mp3" / src.rel.with_suffix(".mp3"), facts(md5="ee", tags="same"))
+    for src in new:
+        w.facts[src.path] = facts(md5="ee", tags="same")
+    moves = {t.output: t.previous for t in w.build(new, codecs=(MP3,)).tasks}
+    assert moves == {
+        OUT / "mp3/Album (2020)/CD1/01.mp3": OUT / "mp3/Album/CD1/01.mp3",
+        OUT / "mp3/Album (2020)/CD2/01.mp3": OUT / "mp3/Album/CD2/01.mp3",
+    }
+    # Same names everywhere: the tags decide.
+    w = World()
+    a, b = source("x/a.flac"), source("y/a.flac")
+    w.made(a, MP3, OUT / "mp3/x/a.mp3", facts(md5="ff", tags="first"))
+    w.made(b, MP3, OUT / "mp3/y/a.mp3", facts(md5="ff", tags="second"))
+    moved = source("z/a.flac")
+    w.facts[moved.path] = facts(md5="ff", tags="second")
+    [task] = [t for t in w.build([moved], codecs=(MP3,)).tasks if t.action is Action.MOVE]
+    assert task.previous == OUT / "mp3/y/a.mp3"
