@@ -26,7 +26,7 @@ ACTION_WORDS = {
     Action.RETAG: "retagged",
     Action.MOVE: "moved",
     Action.COPY: "copied",
-    Action.DELETE: "deleted",
+    Action.DELETE: "orphans deleted",
     Action.SKIP: "skipped",
     Action.ORPHAN: "orphans kept",
 }
@@ -149,17 +149,18 @@ class Report:
         lines = [
             "",
             "| Summary " + "=" * 71,
-            f"    Total files on input: {self.sources} ({self.issued} tasks in {len(self.modes)} mode(s))",
-            f"    Total files actually processed: {c.total}",
+            # The original 5.4's lines, with what they count named.
+            f"    Total files on input: {self.sources} FLAC files ({plural(self.issued, 'task')}"
+            f" in {plural(len(self.modes), 'mode')})",
+            f"    Total files actually processed: {plural(c.total, 'task')}",
             "    --",
             f"    Execution rate: {rate:.2f}%",
-            f"    Files we managed to convert successfully: {c.done[Action.ENCODE]}",
-            f"    Files copied (-c): {c.done[Action.COPY]}",
-            f"    Files skipped (output already there): {c.done[Action.SKIP]}",
-            f"    Files we failed to convert due to errors: {c.failed}",
+            f"    Files we managed to convert successfully: {plural(c.done[Action.ENCODE], 'task')}",
+            f"    Files we failed to convert due to errors: {plural(c.failed, 'task')}",
             "    --",
             f"    Conversion error rate: {error_rate:.2f}%",
-            "    Actions: "
+            # Every task once: failed, or under its action.
+            "    Tasks by action: "
             + ", ".join(f"{c.done[action]} {word}" for action, word in ACTION_WORDS.items())
             + f", {c.failed} failed",
             f"    Wall time: {format_duration(self.wall_time)}",
@@ -193,6 +194,10 @@ class Report:
         if self.state_error is not None:
             lines.append(f"    WARNING: {self.state_error}")
         return "\n".join(lines)
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def log_temp(path: Path) -> Path:

@@ -118,11 +118,15 @@ def test_counts_add_up_each_task_counted_once():
 def test_the_summary_says_what_the_counts_say():
     report = Report(modes=("mp3", "opus"), sources=9, issued=len(EVERY_ACTION), results=list(EVERY_ACTION))
     text = report.summary()
-    assert "Files we managed to convert successfully: 2" in text
-    # Orphans are not "skipped (output already there)": they are orphans.
-    assert "Files skipped (output already there): 2" in text
-    assert "Files we failed to convert due to errors: 2" in text
-    assert "Actions: 2 encoded, 1 retagged, 1 moved, 1 copied, 1 deleted, 2 skipped, 1 orphans kept, 2 failed" in text
+    assert "Total files on input: 9 FLAC files (11 tasks in 2 modes)" in text
+    assert "Total files actually processed: 11 tasks" in text
+    assert "Files we managed to convert successfully: 2 tasks" in text
+    assert "Files we failed to convert due to errors: 2 tasks" in text
+    # Every task once: orphans are not "skipped", and 2+1+1+1+1+2+1+2 = 11.
+    assert (
+        "Tasks by action: 2 encoded, 1 retagged, 1 moved, 1 copied, 1 orphans deleted, 2 skipped, 1 orphans kept,"
+        " 2 failed" in text
+    )
     assert "For mode: mp3\n        Total execution time: 8.0000 seconds" in text  # 2 + 6, the failed one too
     assert report.exit_status is ExitStatus.FAILURES
 
