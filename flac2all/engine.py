@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from flac2all import codecs, discovery, outputs, plan, runner, tools
+from flac2all import codecs, discovery, outputs, plan, preflight, runner, tools
 from flac2all.codecs import Codec
 from flac2all.errors import OutdirBusyError, UsageError
 from flac2all.executors import Executor
@@ -206,6 +206,7 @@ def run(
     selected = tuple(codecs.resolve(m) for m in settings.modes)
     if executor.needs_local_encoders:
         check_programs(selected)
+        preflight.check_options(selected, settings)
     selected_codecs(settings)
     try:
         settings.outdir.mkdir(parents=True, exist_ok=True)

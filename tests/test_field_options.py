@@ -1,0 +1,40 @@
+"""Encoder options are checked once, before any file is touched (issue 12):
+a wrong option copied from a forum stops the run with the encoder's own
+message, whatever the sources (a 5.1 source is adapted by ffmpeg before
+lame, which used to take the blame)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import make_flac, read_log, run_flac2all
+
+
+@pytest.mark.parametrize(
+    ("mode", "option", "program", "said"),
+    [
+        ("mp3", "--lame-options=-V 2", "lame", "lame: unrecognized option --V"),
+        ("opus", "--opus-options=bitrate=potato", "opusenc", "opusenc"),
+        ("aac", "--aac-options=-no-such-flag 1", "ffmpeg", "no-such-flag"),
+    ],
+)
+def test_a_refused_option_stops_the_run_before_any_file_is_touched(tmp_path, mode, option, program, said):
+    root = tmp_path / "music"
+    make_flac(root / "surround.flac", channels=6, rate=96000, seconds=0.1)
+    make_flac(root / "stereo.flac", seconds=0.1)
+    out = tmp_path / "out"
+    run = run_flac2all(mode, option, "-o", out, root)
+    assert run.returncode == 2, run.stderr
+    message = run.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"flac2all: error: mode {mode}: {program} refuses the options"), message
+    assert said in message
+    assert "Broken pipe" not in run.stderr and "Traceback" not in run.stderr
+    assert not out.exists()  # nothing touched, not even the output folder
+
+
+def test_good_options_pass_the_check_and_reach_the_encoder(tmp_path):
+    root = tmp_path / "music"
+    make_flac(root / "surround.flac", channels=6, rate=96000, seconds=0.1)
+    run = run_flac2all("mp3", "--lame-options=V 2", "-o", tmp_path / "out", root)
+    assert run.returncode == 0, run.stderr
+    assert [r["conversion_status"] for r in read_log(tmp_path / "out")] == ["SUCCESS"]
