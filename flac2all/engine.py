@@ -29,7 +29,7 @@ from flac2all.codecs import Codec
 from flac2all.errors import OutdirBusyError, UsageError
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
-from flac2all.model import Action, HostRow, Job, Layout, Settings, Status, Task, TaskResult
+from flac2all.model import DISK_FULL, Action, HostRow, Job, Layout, Settings, Status, Task, TaskResult
 from flac2all.procs import ProcessGroup
 from flac2all.report import LOG_NAME, Report
 from flac2all.state import STATE_DIR, Record, State, StateError
@@ -58,6 +58,18 @@ class Silent:
 
     def end(self) -> None:
         pass
+
+
+class Halt(threading.Event):
+    """What stops the executor: the caller's stop (a signal), or the run
+    itself (set: the disk is full)."""
+
+    def __init__(self, outer: threading.Event) -> None:
+        super().__init__()
+        self.outer = outer
+
+    def is_set(self) -> bool:
+        return super().is_set() or self.outer.is_set()
 
 
 def silence(fd: int) -> None:
@@ -232,8 +244,13 @@ def run(
 
         Report.reserve(settings.outdir / LOG_NAME, LOG_RESERVE + LOG_ROW * report.issued)
 
+        halt = Halt(stop)
+
         def record(result: TaskResult) -> None:
             report.add(result)
+            if result.cause == DISK_FULL and report.halted_by is None:
+                report.halted_by = result.message
+                halt.set()  # finish or drop what runs, start nothing more
             if report.state_error is None:
                 try:
                     remember(state, result)
@@ -244,8 +261,8 @@ def run(
         for result in [*errors, *the_plan.refused]:
             record(result)
         try:
-            remote = run_here(the_plan.jobs, settings, record, stop)
-            executor.run(remote, settings, display.started, record, stop)
+            remote = run_here(the_plan.jobs, settings, record, halt)
+            executor.run(remote, settings, display.started, record, halt)
         finally:
             display.end()
         if stop.is_set():

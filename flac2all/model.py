@@ -46,6 +46,9 @@ class Status(Enum):
     FAILED = "failed"
 
 
+DISK_FULL = "disk-full"
+
+
 class Layout(Enum):
     """Where outputs go (the original's ``-n/--nodirs``)."""
 
@@ -153,6 +156,9 @@ class TaskResult:
     elapsed: float = 0.0
     # Read by the runner before the work, for the state (None on failure).
     facts: SourceFacts | None = None
+    # A failure whose cause is the run's, not the file's (DISK_FULL): the
+    # engine starts no more work after it.
+    cause: str = ""
 
     @property
     def status_text(self) -> str:

@@ -67,6 +67,7 @@ class Report:
     results: list[TaskResult] = field(default_factory=list)
     wall_time: float = 0.0
     interrupted_by: int | None = None  # signal number
+    halted_by: str | None = None  # the run-wide failure after which no more work started
     log_path: Path | None = None
     log_error: str | None = None
     state_error: str | None = None  # the state could not be updated (a cache: outputs are adopted next run)
@@ -178,7 +179,12 @@ class Report:
                 f"            Median execution time: {statistics.median(times):.4f} seconds",
             ]
         total, failed = c.total, c.failed
-        if not self.complete and self.interrupted_by is None:
+        if self.halted_by is not None:
+            lines.append(
+                f"    STOPPED after: {self.halted_by}; {self.issued - c.total} task(s) not started: make room and run"
+                " again to finish them"
+            )
+        elif not self.complete and self.interrupted_by is None:
             lines.append(f"    ERROR: {self.issued} tasks were issued but {total} results came back")
         if self.interrupted_by is not None:
             lines.append(f"    Interrupted: {self.issued - total} task(s) did not run; run again to finish them")
