@@ -23,6 +23,7 @@ for the message shown when it is missing.)
 
 from __future__ import annotations
 
+import difflib
 import shlex
 
 from flac2all.codecs.base import AudioInfo, Codec
@@ -59,37 +60,63 @@ ALIAS_NOTES = {
 
 
 def resolve(name: str) -> Codec:
-    """The codec for one mode name (``mp3``, ``ogg``, ``f:alac``...)."""
+    """The codec for one mode name (``mp3``, ``OGG``, ``f:alac``...).
+
+    Case does not matter: a mode's name is lowercased, and so is an f:
+    encoder's unless ffmpeg lists it in the case given (ffmpeg's encoder
+    names are lowercase, and ffmpeg needs them as it lists them).
+    """
     name = name.strip()
-    name = ALIASES.get(name, name)
-    if name in CODECS:
-        return CODECS[name]
-    if name.startswith("f:") and len(name) > 2:
-        codec = ffmpeg_codec(name[2:])
-        if codec is not None:
-            return codec
-        if not audio_encoders():
-            raise UsageError(f"mode '{name}' needs ffmpeg, which is not installed (Debian package: ffmpeg)")
-        raise UsageError(
-            f"unknown ffmpeg audio encoder in mode '{name}'; "
-            "run 'ffmpeg -encoders' to list them (the lines starting with A)"
-        )
+    if name[:2].lower() == "f:" and len(name) > 2:
+        return ffmpeg_mode(name[2:])
+    key = name.lower()
+    key = ALIASES.get(key, key)
+    if key in CODECS:
+        return CODECS[key]
     valid = ", ".join([*CODECS, *ALIASES, "all", "f:<ffmpeg audio encoder>"])
-    raise UsageError(f"unknown mode '{name}'; valid modes are: {valid}")
+    raise UsageError(f"unknown mode '{name}'{did_you_mean(key, [*CODECS, *ALIASES, 'all'])}; valid modes are: {valid}")
+
+
+def ffmpeg_mode(encoder: str) -> Codec:
+    """The codec of mode ``f:<encoder>``, the encoder's name matched as
+    ffmpeg spells it."""
+    encoders = audio_encoders()
+    if encoder not in encoders:
+        same = [e for e in encoders if e.lower() == encoder.lower()]
+        if len(same) == 1:
+            encoder = same[0]
+    codec = ffmpeg_codec(encoder)
+    if codec is not None:
+        return codec
+    if not encoders:
+        raise UsageError(f"mode 'f:{encoder}' needs ffmpeg, which is not installed (Debian package: ffmpeg)")
+    hint = did_you_mean(encoder.lower(), list(encoders), prefix="f:")
+    raise UsageError(
+        f"unknown ffmpeg audio encoder in mode 'f:{encoder}'{hint}; "
+        "run 'ffmpeg -encoders' to list them (the lines starting with A)"
+    )
+
+
+def did_you_mean(word: str, choices: list[str], prefix: str = "") -> str:
+    """' (did you mean X?)' with the choice nearest to ``word``, or nothing
+    when none is near."""
+    nearest = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {prefix}{nearest[0]}?)" if nearest else ""
 
 
 def parse_modes(spec: str) -> tuple[tuple[Codec, ...], list[str]]:
-    """Parse ``mp3,vorbis`` / ``all`` into codecs (in order, no duplicates)
-    and the notes to show the user about aliases."""
+    """Parse ``mp3,vorbis`` / ``all`` (in any case) into codecs (in order,
+    no duplicates) and the notes to show the user about aliases."""
     codecs: list[Codec] = []
     notes: list[str] = []
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
         raise UsageError("no mode given; for example: flac2all mp3,vorbis /path/to/music")
     for name in names:
-        if name in ALIAS_NOTES:
-            notes.append(ALIAS_NOTES[name])
-        for codec in CODECS.values() if name == "all" else (resolve(name),):
+        key = name.lower()
+        if key in ALIAS_NOTES and ALIAS_NOTES[key] not in notes:
+            notes.append(ALIAS_NOTES[key])
+        for codec in CODECS.values() if key == "all" else (resolve(name),):
             if codec not in codecs:
                 codecs.append(codec)
     return tuple(codecs), notes
