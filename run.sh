@@ -1,8 +1,12 @@
 #!/bin/sh
-# Set-up and main jobs of flac2all, for a fresh Debian machine (as root).
+# Set-up and main jobs of flac2all, for a fresh Debian machine.
 #   ./run.sh demo     install everything, convert the sample library, print the summary
 #   ./run.sh test     install everything, run the whole test suite
 #   ./run.sh install  install the Debian packages and the Python package only
+# Debian packages are installed only when a program is missing (with sudo
+# when not root; without sudo the apt-get line to run as root is printed),
+# except that `install` as root always runs apt-get (CI relies on it). The
+# Python part (.venv) needs no root.
 set -eu
 cd "$(dirname "$0")"
 
@@ -10,15 +14,48 @@ APT_PACKAGES="flac lame vorbis-tools opus-tools ffmpeg sox util-linux python3 py
 PROGRAMS="flac metaflac lame oggenc opusenc ffmpeg ffprobe sox setpriv python3"
 VENV=.venv
 
-system_packages() {
+find_missing() {
     missing=""
     for p in $PROGRAMS; do command -v "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-    python3 -m venv --help >/dev/null 2>&1 || missing="$missing venv"
-    if [ -n "$missing" ] || [ "${1:-}" = always ]; then
-        echo "installing Debian packages (missing:${missing:- none})"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update
-        apt-get install -y --no-install-recommends $APT_PACKAGES
+    # Debian's python3 makes no venv without python3-venv (it holds ensurepip).
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
+}
+
+as_root_line() {
+    echo "apt-get update && apt-get install -y --no-install-recommends $APT_PACKAGES"
+}
+
+system_packages() {
+    find_missing
+    if [ "$(id -u)" = 0 ]; then
+        if [ -n "$missing" ] || [ "${1:-}" = always ]; then
+            echo "installing Debian packages (missing:${missing:- none})"
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get update
+            apt-get install -y --no-install-recommends $APT_PACKAGES
+        fi
+    elif [ -n "$missing" ]; then
+        # Never apt-get as another user: it can only fail on apt's lock.
+        if command -v sudo >/dev/null 2>&1; then
+            echo "installing Debian packages with sudo (missing:$missing)"
+            if ! { sudo apt-get update && sudo apt-get install -y --no-install-recommends $APT_PACKAGES; }; then
+                echo "sudo apt-get failed; as root, run:" >&2
+                echo "    $(as_root_line)" >&2
+                exit 1
+            fi
+        else
+            echo "missing:$missing (from Debian packages; not root, and no sudo here). As root, run:" >&2
+            echo "    $(as_root_line)" >&2
+            echo "then run $0 ${2:-install} again (as yourself: the rest needs no root)." >&2
+            exit 1
+        fi
+    elif [ "${1:-}" = always ]; then
+        echo "Debian packages: nothing missing (not root, so apt-get not run)"
+    fi
+    find_missing
+    if [ -n "$missing" ]; then
+        echo "still missing after apt-get install:$missing" >&2
+        exit 1
     fi
 }
 
@@ -34,18 +71,18 @@ python_package() {
 
 case "${1:-}" in
     install)
-        system_packages always
+        system_packages always install
         python_package
         ;;
     demo)
-        system_packages
+        system_packages if-missing demo
         python_package
         rm -rf build/demo
         "$VENV/bin/python" scripts/make_sample_library.py build/demo/music
         "$VENV/bin/flac2all" mp3,vorbis,opus -c -o build/demo/out build/demo/music
         ;;
     test)
-        system_packages
+        system_packages if-missing test
         python_package
         shift
         "$VENV/bin/python" -m pytest "$@"
