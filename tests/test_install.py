@@ -74,17 +74,28 @@ def site_of(python: Path) -> str:
     return run([python, "-c", "import flac2all; print(flac2all.__file__)"], 60, cwd="/").stdout.strip()
 
 
+def readme_command(containing: str) -> str:
+    """The one line of the README's shell examples that contains ``containing``."""
+    blocks = re.findall(r"```sh\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    lines = [line for block in blocks for line in block.splitlines() if containing in line]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_pip_install_from_a_clone_into_a_fresh_venv(tmp_path):
     clone = copy_of_the_clone(tmp_path / "clone")
-    venv = tmp_path / "venv"
-    made = run([sys.executable, "-m", "venv", venv], 120)
-    assert made.returncode == 0, made.stderr
-    # Not editable; dependencies from the package index, through pip's cache.
-    installed = run([venv / "bin/python", "-m", "pip", "install", "--disable-pip-version-check", clone], 600)
+    # The README's command as written, with this test's python3 and folder
+    # for ~. Not editable; dependencies from the package index, through
+    # pip's cache.
+    command = readme_command("pip install .")
+    assert command == "python3 -m venv ~/flac2all-venv && ~/flac2all-venv/bin/pip install ."
+    command = command.replace("python3 ", f"{sys.executable} ", 1).replace("~/", f"{tmp_path}/")
+    installed = run(["sh", "-c", command], 600, cwd=clone)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     shutil.rmtree(clone)  # a real install does not need the clone any more
+    venv = tmp_path / "flac2all-venv"
     assert site_of(venv / "bin/python").startswith(str(venv / "lib"))
     check_console_scripts(venv / "bin", tmp_path)
 
@@ -100,12 +111,32 @@ def test_pipx_install_from_a_clone(tmp_path):
     assert got.returncode == 0, got.stdout + got.stderr
     home, bin_dir = tmp_path / "pipx", tmp_path / "bin"
     env = {**os.environ, "PIPX_HOME": str(home), "PIPX_BIN_DIR": str(bin_dir), "PIPX_MAN_DIR": str(tmp_path / "man")}
-    installed = run([tools / "bin/pipx", "install", clone], 600, env=env)
+    # As the README says, in the clone.
+    installed = run([tools / "bin/pipx", "install", "."], 600, env=env, cwd=clone)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     shutil.rmtree(clone)
     assert sorted(p.name for p in bin_dir.iterdir()) == ["flac2all", "flac2all_worker"]
     assert site_of(home / "venvs" / "flac2all" / "bin" / "python").startswith(str(home))
     check_console_scripts(bin_dir, tmp_path)
+
+
+def test_readme_says_where_the_programs_are_and_how_to_install_otherwise():
+    text = (REPO / "README.md").read_text()
+    top = text[: text.index("flac2all converts a whole FLAC library")]
+    for words in (
+        ".venv/bin/flac2all`",
+        ".venv/bin/flac2all_worker`",
+        "~/.local/bin",
+        "`pip install .`",
+        "`pipx install .`",
+    ):
+        assert words in top, words
+    # The Debian packages named for pip and pipx are those run.sh installs.
+    assert readme_command("apt-get install") == "apt-get install -y --no-install-recommends " + " ".join(apt_packages())
+    assert f"(`{' '.join(apt_packages())}`)" in " ".join(top.split())
+    # ...and the PATH example links the programs run.sh makes.
+    link = readme_command("ln -s")
+    assert '"$PWD/.venv/bin/flac2all" "$PWD/.venv/bin/flac2all_worker"' in link
 
 
 # ------------------------------------------------------ run.sh, not as root
