@@ -218,7 +218,6 @@ def run(
     selected = tuple(codecs.resolve(m) for m in settings.modes)
     if executor.needs_local_encoders:
         check_programs(selected)
-        preflight.check_options(selected, settings)
     selected_codecs(settings)
     try:
         settings.outdir.mkdir(parents=True, exist_ok=True)
@@ -227,6 +226,11 @@ def run(
     report = Report(modes=tuple(c.name for c in selected))
     with outdir_lock(settings.outdir), open_state(settings) as state:
         tree, the_plan = make_plan(settings, selected, state)
+        if executor.needs_local_encoders:
+            # Before any output is written, and only for modes with encodes:
+            # a no-op re-run starts no process.
+            encoding = {t.mode for t in the_plan.tasks if t.action is Action.ENCODE}
+            preflight.check_options(tuple(c for c in selected if c.name in encoding), settings)
         if plan_json is not None:
             write_plan_json(plan_json, the_plan)
         for record in the_plan.refresh:

@@ -191,8 +191,15 @@ def fake_bin(tmp_path: Path):
     def make(name: str, body: str) -> Path:
         exe = folder / name
         real = shutil.which(name)
-        # Version probes (flac2all records encoder versions) reach the real one.
-        passthrough = f'case "$1" in --version|-version) exec {real} "$@";; esac\n' if real else ""
+        # Version probes (flac2all records encoder versions) and the option
+        # check before a run (preflight, in a flac2all-probe-* folder) reach
+        # the real one: a fake stands in for the encodes only.
+        passthrough = (
+            f'case "$1" in --version|-version) exec {real} "$@";; esac\n'
+            f'case "$*" in *flac2all-probe-*) exec {real} "$@";; esac\n'
+            if real
+            else ""
+        )
         exe.write_text("#!/bin/bash\n" + passthrough + body)
         exe.chmod(0o755)
         return folder

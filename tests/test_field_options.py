@@ -1,6 +1,6 @@
 """Encoder options are checked once, before any file is touched (issue 12):
 a wrong option copied from a forum stops the run with the encoder's own
-message, whatever the sources (a 5.1 source is adapted by ffmpeg before
+message before any output is written, whatever the sources (a 5.1 source is adapted by ffmpeg before
 lame, which used to take the blame)."""
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ def test_a_refused_option_stops_the_run_before_any_file_is_touched(tmp_path, mod
     assert message.startswith(f"flac2all: error: mode {mode}: {program} refuses the options"), message
     assert said in message
     assert "Broken pipe" not in run.stderr and "Traceback" not in run.stderr
-    assert not out.exists()  # nothing touched, not even the output folder
+    # Nothing written: no output, no log (the state folder of a new mirror may be there).
+    assert [p.name for p in out.iterdir()] == [".flac2all"]
+    assert not any(p.is_file() and p.suffix in (".mp3", ".opus", ".m4a") for p in out.rglob("*"))
 
 
 def test_good_options_pass_the_check_and_reach_the_encoder(tmp_path):
