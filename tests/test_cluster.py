@@ -208,7 +208,7 @@ def test_master_killed_workers_stop_encoders_and_exit(lib, tmp_path, slow_opusen
     for encoder in (int(p.name) for p in marks.iterdir()):
         assert not alive(encoder)
     assert temp_files(out) == []
-    assert "silent for 5 s; encoder stopped" in worker.output
+    assert "silent for 4 s; encoder stopped" in worker.output
 
 
 def test_restarted_master_resumes_and_skips_finished_outputs(lib, tmp_path, slow_opusenc):

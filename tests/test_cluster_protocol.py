@@ -13,7 +13,7 @@ import zmq
 
 from flac2all.cli import build_parser, settings_from
 from flac2all.cluster import protocol
-from flac2all.cluster.protocol import ProtocolError
+from flac2all.cluster.protocol import ProtocolError, Timings
 from flac2all.model import Action, Settings, Task
 from tests.cluster_helpers import start_master, start_worker
 from tests.conftest import decodes, make_flac, read_log
@@ -196,6 +196,151 @@ def test_results_are_validated():
             protocol.result_from_wire({**good, **bad})
 
 
+SETTINGS = Settings(Path("/in"), Path("/out"), ("mp3", "opus"))
+
+
+def welcome(**timings) -> dict:
+    """A welcome message as a worker decodes it, with these timings."""
+    msg = protocol.decode(protocol.welcome_to_wire(protocol.settings_to_wire(SETTINGS), Timings()))
+    return {**msg, **timings}
+
+
+def test_every_message_reads_back_as_it_was_built():
+    hello = protocol.hello_from_wire(protocol.decode(protocol.hello_to_wire("0" * 32, "node-1", 4242, 2)))
+    assert hello == protocol.Hello("0" * 32, "node-1", 4242, 2)
+    sent = Timings(heartbeat=0.25, dead_after=2.5)
+    got = protocol.welcome_from_wire(
+        protocol.decode(protocol.welcome_to_wire(protocol.settings_to_wire(SETTINGS), sent))
+    )
+    assert got.timings == sent
+    assert (got.settings.input_dir, got.settings.outdir, got.settings.modes) == (
+        SETTINGS.input_dir,
+        SETTINGS.outdir,
+        SETTINGS.modes,
+    )
+    assert protocol.ready_from_wire(protocol.decode(protocol.ready_to_wire(1))) == 1
+    for build, kind in (
+        (protocol.heartbeat_to_wire, "heartbeat"),
+        (protocol.bye_to_wire, "bye"),
+        (protocol.shutdown_to_wire, "shutdown"),
+        (protocol.reset_to_wire, "reset"),
+    ):
+        msg = protocol.decode(build())
+        assert msg["type"] == kind
+        protocol.bare_from_wire(msg)
+    assert protocol.is_bye(protocol.bye_to_wire())
+    assert not protocol.is_bye(protocol.heartbeat_to_wire())
+    assert not protocol.is_bye(b'{"v":2,"type":"bye","x":1}') and not protocol.is_bye(b"bye")
+
+
+def test_refusals_answer_every_readable_task_of_a_job():
+    frames = protocol.refusals_to_wire(job({"tasks": two_modes()}), "node-1", "no such codec")
+    results = [protocol.result_from_wire(protocol.decode(f)) for f in frames]
+    assert [(r.task_id, r.attempt, r.status.value) for r in results] == [(1, 0, "failed"), (2, 0, "failed")]
+    assert results[0].message == "refused by the worker on node-1: no such codec"
+    assert protocol.refusals_to_wire(None, "node-1", "garbage") == []
+    assert protocol.refusals_to_wire({"type": "welcome"}, "node-1", "x") == []
+    long = protocol.result_from_wire(protocol.decode(protocol.refusals_to_wire(job(), "h", "x" * 5000)[0]))
+    assert len(long.message) == protocol.MAX_RESULT_MESSAGE
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"credit": -1},
+        {"credit": 10**400},
+        {"credit": True},
+        {"credit": "1"},
+        {"credit": 1, "more": 2},
+        {},
+    ],
+)
+def test_bad_ready_is_refused(bad):
+    with pytest.raises(ProtocolError):
+        protocol.ready_from_wire({"v": protocol.VERSION, "type": "ready", **bad})
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"pid": 0},
+        {"pid": 10**400},
+        {"slots": 0},
+        {"slots": 10**400},
+        {"session": "x"},
+        {"host": "h\n"},
+        {"host": "h" * 256},
+        {"pid": 1.5},
+    ],
+)
+def test_bad_hello_is_refused(bad):
+    good = protocol.decode(protocol.hello_to_wire("0" * 32, "node-1", 4242, 1))
+    protocol.hello_from_wire(dict(good))
+    with pytest.raises(ProtocolError):
+        protocol.hello_from_wire({**good, **bad})
+
+
+@pytest.mark.parametrize(
+    "timings",
+    [
+        {"heartbeat": 0.01},  # below the range
+        {"heartbeat": 61},
+        {"heartbeat": 0},
+        {"heartbeat": -1},
+        {"dead_after": 601},
+        {"heartbeat": 2.0, "dead_after": 2.0},  # not longer than the heartbeat
+        {"heartbeat": 3.0, "dead_after": 2.0},
+        {"heartbeat": 10**400},  # float() of it would raise OverflowError
+        {"dead_after": 10**400},
+        {"dead_after": -(10**400)},
+        {"heartbeat": float("inf")},
+        {"heartbeat": float("nan")},
+        {"dead_after": float("nan")},
+        {"dead_after": float("-inf")},
+        {"heartbeat": "1"},
+        {"dead_after": "4"},
+        {"heartbeat": True},
+        {"heartbeat": None},
+        {"heartbeat": [1]},
+    ],
+)
+def test_welcome_timings_out_of_range_are_refused(timings):
+    # Through JSON, as a peer would send them (NaN and Infinity included).
+    frame = json.dumps(welcome(**timings)).encode()
+    with pytest.raises(ProtocolError):
+        protocol.welcome_from_wire(protocol.decode(frame))
+
+
+def test_welcome_without_timings_or_with_unknown_fields_is_refused():
+    for msg in ({k: v for k, v in welcome().items() if k != "dead_after"}, welcome(extra=1)):
+        with pytest.raises(ProtocolError):
+            protocol.welcome_from_wire(msg)
+    # the bounds themselves are sane values
+    assert protocol.welcome_from_wire(welcome(heartbeat=0.05, dead_after=600)).timings == Timings(0.05, 600.0)
+    assert protocol.welcome_from_wire(welcome(heartbeat=60, dead_after=61)).timings == Timings(60.0, 61.0)
+
+
+def test_the_master_welcomes_with_its_timings(tmp_path):
+    """A bare DEALER says hello to a real master: the welcome it gets carries
+    the master's heartbeat and dead-after time, the protocol's defaults."""
+    lib = tmp_path / "music"
+    make_flac(lib / "a.flac")
+    master, port = start_master("opus", tmp_path / "out", lib)
+    ctx = zmq.Context()
+    try:
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(f"tcp://127.0.0.1:{port}")
+        dealer.send(protocol.hello_to_wire("0" * 32, "fake", 1, 1))
+        assert dealer.poll(20000)
+        got = protocol.welcome_from_wire(protocol.decode(dealer.recv()))
+        assert got.timings == Timings(protocol.HEARTBEAT, protocol.DEAD_AFTER)
+        assert got.settings.input_dir == lib and got.settings.modes == ("opus",)
+    finally:
+        ctx.destroy(0)
+        master.kill()
+
+
 def test_master_survives_garbage_and_finishes_with_a_real_worker(tmp_path):
     lib = tmp_path / "music"
     make_flac(lib / "a.flac")
@@ -267,9 +412,7 @@ def test_worker_drops_hostile_tasks_without_starting_anything(tmp_path, fake_bin
         log.write_text("")
         out = tmp_path / "out"
         settings = Settings(src.parent, out, ("mp3", "opus"))
-        router.send_multipart(
-            [identity, protocol.encode("welcome", settings=protocol.settings_to_wire(settings), heartbeat=1.0)]
-        )
+        router.send_multipart([identity, protocol.welcome_to_wire(protocol.settings_to_wire(settings), Timings())])
         base = {"source": str(src), "output": str(out / "mp3" / "a.mp3")}
         hostile = [job(change, **base) for change in HOSTILE_TASKS + OUTSIDE_TASKS]
         hostile += [job({**change, "tasks": rebase(change["tasks"], out)}, **base) for change in HOSTILE_JOBS]
@@ -288,9 +431,9 @@ def test_worker_drops_hostile_tasks_without_starting_anything(tmp_path, fake_bin
                     refusals.append(msg["message"])  # a refused task is answered, not left hanging
                 elif msg["type"] == "result":
                     results[msg["id"]] = msg
-            router.send_multipart([identity, protocol.encode("heartbeat")])
+            router.send_multipart([identity, protocol.heartbeat_to_wire()])
         assert sorted(results) == [1, 2], worker.output
-        router.send_multipart([identity, protocol.encode("shutdown")])
+        router.send_multipart([identity, protocol.shutdown_to_wire()])
         assert worker.wait(20) == 0
     finally:
         ctx.destroy(0)

@@ -1,5 +1,5 @@
 """The master: hands tasks to workers over ZeroMQ and keeps a ledger so that
-no task is lost or silently run twice (see shared/design/cluster.md).
+no task is lost or silently run twice (see docs/cluster.md).
 
 One ROUTER socket. Workers say hello, then READY with credit (their free
 slots); the master sends at most that many jobs (a job is one task, or the
@@ -33,8 +33,10 @@ from flac2all.model import Job as PlannedJob
 
 log = logging.getLogger("flac2all.master")
 
-HEARTBEAT = 1.0
-DEAD_AFTER = 4.0  # missed heartbeats before a worker is dead: detection in 4-5 s
+# The master's timings, sent to every worker in its welcome.
+TIMINGS = protocol.Timings()
+HEARTBEAT = TIMINGS.heartbeat
+DEAD_AFTER = TIMINGS.dead_after  # missed heartbeats before a worker is dead: detection in 4-5 s
 POISON_DEATHS = 3
 
 
@@ -212,9 +214,9 @@ class Master:
                 hello = protocol.hello_from_wire(msg)
                 if peer is not None:
                     self.drop_peer(peer, False, "started a new session", on_result)
-                peer = Peer(identity, hello["session"], hello["host"], hello["pid"], hello["slots"], now)
+                peer = Peer(identity, hello.session, hello.host, hello.pid, hello.slots, now)
                 self.peers[identity] = peer
-                self.send(peer, protocol.encode("welcome", settings=settings_wire, heartbeat=HEARTBEAT))
+                self.send(peer, protocol.welcome_to_wire(settings_wire, TIMINGS))
                 self.say(f"Got {len(self.peers)} worker(s) (new: {peer.host}:{peer.pid})")
                 return
             if peer is None:
@@ -222,12 +224,11 @@ class Master:
                 # dead): it must start over, and its results are not ours.
                 if kind == "result":
                     self.counters.late += 1
-                self.sock.send_multipart([identity, protocol.encode("reset")], zmq.NOBLOCK)
+                self.sock.send_multipart([identity, protocol.reset_to_wire()], zmq.NOBLOCK)
                 return
             peer.last_seen = now
             if kind == "ready":
-                protocol.fields(msg, {"credit": int})
-                peer.credit = max(0, min(msg["credit"], peer.free_slots))
+                peer.credit = max(0, min(protocol.ready_from_wire(msg), peer.free_slots))
             elif kind == "result":
                 wire = protocol.result_from_wire(msg)
                 entry = self.entries.get(wire.task_id)
@@ -244,9 +245,9 @@ class Master:
                     peer.credit = min(peer.free_slots, peer.credit + 1)
                 on_result(wire.to_result(entry.task))
             elif kind == "heartbeat":
-                protocol.fields(msg, {})
+                protocol.bare_from_wire(msg)
             elif kind == "bye":
-                protocol.fields(msg, {})
+                protocol.bare_from_wire(msg)
                 self.drop_peer(peer, False, "said goodbye", on_result)
             else:
                 raise ProtocolError(f"unknown message type {kind!r}")
@@ -334,7 +335,7 @@ class Master:
                     self.drop_peer(peer, True, f"silent for {DEAD_AFTER:g} s, declared dead", on_result)
             if now >= next_beat:
                 next_beat = now + HEARTBEAT
-                beat = protocol.encode("heartbeat")
+                beat = protocol.heartbeat_to_wire()
                 for peer in list(self.peers.values()):
                     self.send(peer, beat)
             self.dispatch(on_start, on_result)
@@ -372,7 +373,7 @@ class Master:
         give them a moment to say goodbye."""
         if getattr(self, "sock", None) is None:
             return
-        frame = protocol.encode("shutdown")
+        frame = protocol.shutdown_to_wire()
         for peer in self.peers.values():
             self.send(peer, frame)
         deadline = time.monotonic() + 1.0
@@ -383,7 +384,7 @@ class Master:
                 except (zmq.Again, ValueError):
                     continue
                 peer = self.peers.get(identity)
-                if peer is not None and rest and b'"bye"' in rest[-1]:
+                if peer is not None and rest and protocol.is_bye(rest[-1]):
                     self.peers.pop(identity, None)
         if self.counters.dropped or self.counters.late:
             self.say(

@@ -1,8 +1,10 @@
 """The cluster wire protocol: versioned JSON messages, validated before use.
 
 Every frame is one JSON object ``{"v": 2, "type": ..., ...}`` of at most
-MAX_MESSAGE bytes. Parsing is strict: an unknown type, a missing or unknown
-field, a wrong type, an oversize frame, a task naming a codec this node does
+MAX_MESSAGE bytes, built by one ``*_to_wire`` function per message type and
+read by its ``*_from_wire`` (docs/cluster.md lists them all). Parsing is
+strict: an unknown type, a missing or unknown field, a wrong type, a number
+out of its range, an oversize frame, a task naming a codec this node does
 not have, a relative or hostile path, or an output whose extension does not
 match its codec raises ProtocolError, and the message is dropped (and
 counted) without anything being started. Never pickle: a peer's bytes are
@@ -87,6 +89,14 @@ def is_a(value: Any, kind: type | tuple) -> bool:
     return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
 
 
+def seconds(value: Any, what: str, low: float, high: float) -> float:
+    """A number of seconds in [low, high]. Compared before any conversion:
+    float() of a 400-digit integer raises, and NaN compares false."""
+    if not is_a(value, (int, float)) or not low <= value <= high:
+        raise ProtocolError(f"{what}: not a number of seconds in {low:g}..{high:g}")
+    return float(value)
+
+
 def encode(kind: str, **body: Any) -> bytes:
     frame = json.dumps({"v": VERSION, "type": kind, **body}, separators=(",", ":")).encode()
     if len(frame) > MAX_MESSAGE:
@@ -105,6 +115,119 @@ def decode(frame: bytes) -> dict:
     if not isinstance(msg, dict) or msg.get("v") != VERSION or not isinstance(msg.get("type"), str):
         raise ProtocolError(f"not a flac2all v{VERSION} message (a master or worker of another version?)")
     return msg
+
+
+# --- messages without a body ------------------------------------------------
+
+
+def heartbeat_to_wire() -> bytes:
+    """Both ways, every heartbeat interval (any message counts as one)."""
+    return encode("heartbeat")
+
+
+def bye_to_wire() -> bytes:
+    """Worker -> master: leaving; the master requeues what it still holds."""
+    return encode("bye")
+
+
+def shutdown_to_wire() -> bytes:
+    """Master -> worker: the run is over; stop the encoders and say bye."""
+    return encode("shutdown")
+
+
+def reset_to_wire() -> bytes:
+    """Master -> worker: this session is unknown here; start a new one."""
+    return encode("reset")
+
+
+def bare_from_wire(msg: dict) -> None:
+    """Check a heartbeat, bye, shutdown or reset: nothing but the envelope."""
+    fields(msg, {})
+
+
+def is_bye(frame: bytes) -> bool:
+    """Whether a frame is a valid bye (for the master's last moments)."""
+    try:
+        msg = decode(frame)
+        bare_from_wire(msg)
+    except ProtocolError:
+        return False
+    return msg["type"] == "bye"
+
+
+# --- joining: hello, welcome (with the master's timings), ready --------------
+
+HEARTBEAT = 1.0  # seconds between heartbeats, both ways
+DEAD_AFTER = 4.0  # a peer silent this long is dead: detection in 4-5 s
+HEARTBEAT_RANGE = (0.05, 60.0)
+MAX_DEAD_AFTER = 600.0
+MAX_SLOTS = 1024
+
+
+@dataclass(frozen=True)
+class Timings:
+    """How often peers beat and how long a silent one is given: the master
+    sends its own in the welcome; a worker uses these defaults until then."""
+
+    heartbeat: float = HEARTBEAT
+    dead_after: float = DEAD_AFTER
+
+
+@dataclass(frozen=True)
+class Hello:
+    session: str
+    host: str
+    pid: int
+    slots: int
+
+
+@dataclass(frozen=True)
+class Welcome:
+    settings: Settings
+    timings: Timings
+
+
+def hello_to_wire(session: str, host: str, pid: int, slots: int) -> bytes:
+    """Worker -> master, first on every new connection."""
+    return encode("hello", session=session, host=host, pid=pid, slots=slots)
+
+
+def hello_from_wire(msg: dict) -> Hello:
+    fields(msg, {"session": str, "host": str, "pid": int, "slots": int})
+    if not re.fullmatch(r"[0-9a-f]{32}", msg["session"]) or not 1 <= msg["slots"] <= MAX_SLOTS:
+        raise ProtocolError("bad hello")
+    if not 0 < msg["pid"] < 2**32:
+        raise ProtocolError("bad pid")
+    if len(msg["host"]) > 255 or any(c in msg["host"] for c in "\x00\n\r"):
+        raise ProtocolError("bad host name")
+    return Hello(msg["session"], msg["host"], msg["pid"], msg["slots"])
+
+
+def welcome_to_wire(settings_wire: dict, timings: Timings) -> bytes:
+    """Master -> worker, the answer to hello: the run's settings (as
+    settings_to_wire made them, once per run) and the master's timings."""
+    return encode("welcome", settings=settings_wire, heartbeat=timings.heartbeat, dead_after=timings.dead_after)
+
+
+def welcome_from_wire(msg: dict) -> Welcome:
+    fields(msg, {"settings": dict, "heartbeat": (int, float), "dead_after": (int, float)})
+    heartbeat = seconds(msg["heartbeat"], "heartbeat", *HEARTBEAT_RANGE)
+    dead_after = seconds(msg["dead_after"], "dead_after", heartbeat, MAX_DEAD_AFTER)
+    if dead_after <= heartbeat:
+        raise ProtocolError("dead_after: not longer than the heartbeat")
+    return Welcome(settings_from_wire(msg["settings"]), Timings(heartbeat, dead_after))
+
+
+def ready_to_wire(credit: int) -> bytes:
+    """Worker -> master: how many jobs it may be sent now (its free slots)."""
+    return encode("ready", credit=credit)
+
+
+def ready_from_wire(msg: dict) -> int:
+    fields(msg, {"credit": int})
+    if not 0 <= msg["credit"] <= MAX_SLOTS:
+        raise ProtocolError("bad credit")
+    return msg["credit"]
 
 
 # --- jobs: one task, or the encodes of one source sharing its decoder --------
@@ -269,20 +392,44 @@ def settings_from_wire(body: Any) -> Settings:
 # --- results -----------------------------------------------------------------
 
 
+MAX_RESULT_MESSAGE = 2000
+
+
 def result_to_wire(task_id: int, attempt: int, result: TaskResult) -> bytes:
+    """Worker -> master, one per task of a job; a job's last frees its slot."""
     facts = result.facts
     return encode(
         "result",
         id=task_id,
         attempt=attempt,
         status=result.status.value,
-        message=result.message[:2000],
+        message=result.message[:MAX_RESULT_MESSAGE],
         returncode=result.returncode,
         elapsed=result.elapsed,
         facts=None
         if facts is None
         else [facts.size, facts.mtime_ns, facts.audio_md5, facts.tags_hash, facts.pictures_hash],
     )
+
+
+def refusals_to_wire(msg: dict | None, host: str, why: str) -> list[bytes]:
+    """Failed results for the tasks of a job a worker will not run (a codec
+    it lacks, a path outside the run), as far as the message says which
+    tasks they were: so that the master does not wait for them forever."""
+    message = f"refused by the worker on {host}: {why}"[:MAX_RESULT_MESSAGE]
+    return [
+        encode(
+            "result",
+            id=task_id,
+            attempt=attempt,
+            status=Status.FAILED.value,
+            returncode=1,
+            elapsed=0.0,
+            facts=None,
+            message=message,
+        )
+        for task_id, attempt in job_ids(msg or {})
+    ]
 
 
 @dataclass(frozen=True)
@@ -323,15 +470,6 @@ def result_from_wire(msg: dict) -> WireResult:
     if not math.isfinite(elapsed):
         raise ProtocolError("bad elapsed")
     return WireResult(msg["id"], msg["attempt"], status, msg["message"], msg["returncode"], elapsed, facts)
-
-
-def hello_from_wire(msg: dict) -> dict:
-    fields(msg, {"session": str, "host": str, "pid": int, "slots": int})
-    if not re.fullmatch(r"[0-9a-f]{32}", msg["session"]) or not 1 <= msg["slots"] <= 1024:
-        raise ProtocolError("bad hello")
-    if len(msg["host"]) > 255 or any(c in msg["host"] for c in "\x00\n\r"):
-        raise ProtocolError("bad host name")
-    return msg
 
 
 def check_usage_options(options: dict[str, tuple[str, ...]]) -> None:

@@ -6,7 +6,7 @@ The parent starts N worker processes (default: CPU count) and waits. Each
 has one DEALER socket, made after the fork (a zmq context never crosses a
 fork), one slot, and a thread that runs the task while the main thread keeps
 talking to the master (heartbeats every second, also during an encode). If
-the master falls silent for DEAD_AFTER seconds the worker kills its
+the master falls silent for its dead-after time (in its welcome) the worker kills its
 encoder, removes its temp file, and reconnects for a bounded time before
 exiting non-zero. SIGINT/SIGTERM: encoder killed, goodbye said (the master
 requeues at once), exit 0.
@@ -35,8 +35,6 @@ from flac2all.codecs.ffmpeg import audio_encoders
 from flac2all.errors import ExitStatus, Flac2allError
 from flac2all.report import line_for
 
-HEARTBEAT = 1.0
-DEAD_AFTER = 5.0
 LOST_MASTER = 3  # exit status when the master stayed away too long
 
 
@@ -108,6 +106,7 @@ class WorkerProcess:
         todo: queue.Queue = queue.Queue()
         busy = False  # a task is running (one slot)
         settings = None
+        timings = protocol.Timings()  # the defaults until the master's welcome
         heard = False
         last_heard = last_sent = time.monotonic()
 
@@ -149,12 +148,12 @@ class WorkerProcess:
                 results.get()  # its result is no longer anyone's
                 busy = False
 
-        send(protocol.encode("hello", session=session, host=socket.gethostname(), pid=os.getpid(), slots=1))
+        send(protocol.hello_to_wire(session, socket.gethostname(), os.getpid(), slots=1))
         try:
             while True:
                 if self.signalled.is_set():
                     finish_running()
-                    send(protocol.encode("bye"))
+                    send(protocol.bye_to_wire())
                     return "signalled"
                 ready = dict(poller.poll(100))
                 if wake_r in ready:
@@ -166,22 +165,24 @@ class WorkerProcess:
                         kind = msg["type"]
                         last_heard = time.monotonic()
                         if kind == "welcome":
-                            protocol.fields(msg, {"settings": dict, "heartbeat": (int, float)})
-                            settings = protocol.settings_from_wire(msg["settings"])
+                            welcome = protocol.welcome_from_wire(msg)
+                            settings, timings = welcome.settings, welcome.timings
                             heard = True
-                            send(protocol.encode("ready", credit=0 if busy else 1))
+                            send(protocol.ready_to_wire(0 if busy else 1))
                         elif kind == "job":
                             if settings is None or busy:
                                 raise ProtocolError("a job while busy or before welcome")
                             todo.put(protocol.job_from_wire(msg, settings))
                             busy = True
                         elif kind == "heartbeat":
-                            pass
+                            protocol.bare_from_wire(msg)
                         elif kind == "shutdown":
+                            protocol.bare_from_wire(msg)
                             finish_running()
-                            send(protocol.encode("bye"))
+                            send(protocol.bye_to_wire())
                             return "shutdown"
                         elif kind == "reset":
+                            protocol.bare_from_wire(msg)
                             # The master does not know this session (it
                             # restarted, or gave up on us): whatever we were
                             # doing is no longer ours to report. Start over.
@@ -197,7 +198,7 @@ class WorkerProcess:
                     except ProtocolError as exc:
                         self.dropped += 1
                         say(f"flac2all_worker: dropped a message: {exc}", sys.stderr)
-                        for refused in refusals(msg, exc):
+                        for refused in protocol.refusals_to_wire(msg, socket.gethostname(), str(exc)):
                             send(refused)  # so the master does not wait for it forever
                     except zmq.Again:
                         pass
@@ -215,16 +216,16 @@ class WorkerProcess:
                 now = time.monotonic()
                 # (Messages waiting unread mean we were the ones stalled,
                 # for example stopped with SIGSTOP: read them first.)
-                if now - last_heard > DEAD_AFTER and not sock.poll(0):
+                if now - last_heard > timings.dead_after and not sock.poll(0):
                     finish_running()
                     say(
-                        f"flac2all_worker: master at {self.endpoint} silent for {DEAD_AFTER:g} s; "
+                        f"flac2all_worker: master at {self.endpoint} silent for {timings.dead_after:g} s; "
                         "encoder stopped, reconnecting",
                         sys.stderr,
                     )
                     return "connected" if heard else "lost"
-                if now - last_sent >= HEARTBEAT:
-                    send(protocol.encode("heartbeat"))
+                if now - last_sent >= timings.heartbeat:
+                    send(protocol.heartbeat_to_wire())
         finally:
             processes.stop()
             todo.put(None)
@@ -232,25 +233,6 @@ class WorkerProcess:
             sock.close(0)
             os.close(wake_r)
             os.close(wake_w)
-
-
-def refusals(msg: dict | None, why: ProtocolError) -> list[bytes]:
-    """Failed results for the tasks of a job this worker will not run (a
-    codec it lacks, a path outside the run), as far as the message says
-    which tasks they were."""
-    return [
-        protocol.encode(
-            "result",
-            id=task_id,
-            attempt=attempt,
-            status="failed",
-            returncode=1,
-            elapsed=0.0,
-            facts=None,
-            message=f"refused by the worker on {socket.gethostname()}: {why}"[:2000],
-        )
-        for task_id, attempt in protocol.job_ids(msg or {})
-    ]
 
 
 def child(endpoint: str, key_dir: Path | None, retry_seconds: float) -> None:
