@@ -185,12 +185,22 @@ def test_results_are_validated():
         "facts": [1, 2, "ab", "cd", "ef"],
     }
     assert protocol.result_from_wire(dict(good)).facts.size == 1
+    assert protocol.result_from_wire({**good, "elapsed": -1.0, "returncode": -9}).elapsed == -1.0
     for bad in (
         {"status": "great"},
         {"facts": [1, 2, 3]},
         {"facts": [True, 2, "a", "b", "c"]},
         {"elapsed": "1"},
         {"returncode": None},
+        # float() of these raised OverflowError, which ended the master's run
+        {"elapsed": 10**400},
+        {"elapsed": float("nan")},
+        {"elapsed": float("inf")},
+        {"elapsed": -5},
+        {"returncode": 10**400},
+        {"facts": [10**400, 2, "ab", "cd", "ef"]},
+        {"facts": [1, -(10**400), "ab", "cd", "ef"]},
+        {"facts": [-1, 2, "ab", "cd", "ef"]},
     ):
         with pytest.raises(ProtocolError):
             protocol.result_from_wire({**good, **bad})
@@ -373,9 +383,22 @@ def test_master_survives_garbage_and_finishes_with_a_real_worker(tmp_path):
                 }
             ).encode(),
         ]
+        # A result whose elapsed time float() cannot hold, for a task this
+        # peer was really given: the master drops it and lives on.
+        fuzz.send(protocol.hello_to_wire("0" * 32, "fuzz", 1, 1))
+        fuzz.send(protocol.ready_to_wire(1))
+        given = None
+        deadline = time.monotonic() + 20
+        while given is None and time.monotonic() < deadline:
+            if fuzz.poll(200) and (msg := protocol.decode(fuzz.recv()))["type"] == "job":
+                given = msg["tasks"][0]
+        assert given is not None
+        huge = {"id": given["id"], "attempt": given["attempt"], "elapsed": 10**400, "facts": None}
+        frames.append(json.dumps({**json.loads(frames[-1]), **huge}).encode())
         for frame in frames:
             fuzz.send(frame)
         fuzz.send_multipart([b"two", b"frames"])
+        fuzz.send(protocol.bye_to_wire())  # its task goes back to the queue
         time.sleep(0.5)
         worker = start_worker(port, 1)
         assert master.wait(60) == 0, master.output

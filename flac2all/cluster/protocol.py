@@ -393,6 +393,7 @@ def settings_from_wire(body: Any) -> Settings:
 
 
 MAX_RESULT_MESSAGE = 2000
+MAX_ELAPSED = 1e7  # seconds, some four months
 
 
 def result_to_wire(task_id: int, attempt: int, result: TaskResult) -> bytes:
@@ -459,16 +460,18 @@ def result_from_wire(msg: dict) -> WireResult:
     facts = None
     raw = msg.get("facts")
     if raw is not None:
+        # Integers as SQLite stores them (the state records the facts).
         if (
             len(raw) != 5
-            or not all(is_a(x, int) for x in raw[:2])
+            or not all(is_a(x, int) and -(2**63) <= x < 2**63 for x in raw[:2])
+            or raw[0] < 0
             or not all(isinstance(x, str) and HEX.fullmatch(x) for x in raw[2:])
         ):
             raise ProtocolError("bad facts")
         facts = SourceFacts(*raw)
-    elapsed = float(msg["elapsed"])
-    if not math.isfinite(elapsed):
-        raise ProtocolError("bad elapsed")
+    if not -(2**31) <= msg["returncode"] < 2**32:
+        raise ProtocolError("bad returncode")
+    elapsed = seconds(msg["elapsed"], "elapsed", -1.0, MAX_ELAPSED)  # -1: not timed (a skip)
     return WireResult(msg["id"], msg["attempt"], status, msg["message"], msg["returncode"], elapsed, facts)
 
 
