@@ -104,7 +104,7 @@ def start_worker(port: int, threads: int = 1, *args: str, path_prefix: Path | No
     argv = [
         sys.executable,
         "-m",
-        "flac2all.cluster.worker",
+        "flac2all.cluster.worker_cli",
         "127.0.0.1",
         "--port",
         str(port),

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -60,6 +63,18 @@ def check_outputs(out: Path, lib: Path, modes: dict[str, str]) -> list[dict]:
             assert duration(output) == pytest.approx(source_length(src), abs=0.08)
     assert temp_files(out) == []
     return rows
+
+
+def test_the_worker_command_lives_in_worker_cli():
+    """flac2all_worker runs worker_cli.main; ``python -m`` of either module
+    (the old one is used by scripts and the netns test) runs it too."""
+    (script,) = entry_points(group="console_scripts", name="flac2all_worker")
+    assert script.value == "flac2all.cluster.worker_cli:main"
+    for module in ("flac2all.cluster.worker_cli", "flac2all.cluster.worker"):
+        run = subprocess.run(
+            [sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert (run.returncode, run.stdout.split()[0]) == (0, "flac2all_worker"), run.stderr
 
 
 def test_normal_run_with_two_worker_hosts(lib, tmp_path, fake_bin):
