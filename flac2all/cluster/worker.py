@@ -1,15 +1,16 @@
-"""``flac2all_worker MASTER_HOST``: run jobs for a master, one at a time per
-process (a job is one task, or the encodes of one source fed by one
-decoder), with the very same ``runner.execute_batch`` as local mode.
+"""A worker process: runs jobs for a master, one at a time (a job is one
+task, or the encodes of one source fed by one decoder), with the very same
+``runner.execute_batch`` as local mode. The command line that forks these
+processes is worker_cli.py; the protocol and its timings, docs/cluster.md.
 
-The parent starts N worker processes (default: CPU count) and waits. Each
-has one DEALER socket, made after the fork (a zmq context never crosses a
-fork), one slot, and a thread that runs the task while the main thread keeps
-talking to the master (heartbeats every second, also during an encode). If
-the master falls silent for its dead-after time (in its welcome) the worker kills its
-encoder, removes its temp file, and reconnects for a bounded time before
-exiting non-zero. SIGINT/SIGTERM: encoder killed, goodbye said (the master
-requeues at once), exit 0.
+Each process has one DEALER socket per session, made after the fork (a zmq
+context never crosses a fork), one slot, and a thread that runs the job
+while the main thread keeps talking to the master (heartbeats at the
+master's interval, also during an encode). If the master falls silent for
+its dead-after time the worker kills its encoders, removes their temp
+files, and reconnects for a bounded time before exiting non-zero.
+SIGINT/SIGTERM: encoders killed, goodbye said (the master requeues at
+once), exit 0.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ import sys
 import threading
 import time
 import uuid
+from enum import Enum
+
+import zmq
 
 from flac2all import runner
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster import protocol
-from flac2all.cluster.protocol import ProtocolError
+from flac2all.cluster.protocol import ProtocolError, WireTask
+from flac2all.model import Settings
 from flac2all.report import line_for
 
 LOST_MASTER = 3  # exit status when the master stayed away too long
@@ -40,7 +45,19 @@ def say(line: str, stream=None) -> None:
     stream.flush()
 
 
+class Outcome(Enum):
+    """How a session ended."""
+
+    SHUTDOWN = "the master ended the run"
+    SIGNALLED = "stopped by a signal"
+    CONNECTED = "had a master and lost it"
+    LOST = "never heard a master"
+
+
 class WorkerProcess:
+    """One worker process: sessions with the master, one after the other,
+    until the run is over, a signal stops it, or the master stays away."""
+
     def __init__(self, endpoint: str, worker_keys: cluster_keys.WorkerKeys | None, retry_seconds: float) -> None:
         self.endpoint = endpoint
         self.keys = worker_keys
@@ -49,18 +66,16 @@ class WorkerProcess:
         self.dropped = 0
 
     def run(self) -> int:
-        import zmq
-
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: self.signalled.set())
         self.ctx = zmq.Context()
         lost_since = time.monotonic()
         try:
             while True:
-                outcome = self.session()
-                if outcome == "shutdown" or outcome == "signalled":
+                outcome = Session(self).run()
+                if outcome in (Outcome.SHUTDOWN, Outcome.SIGNALLED):
                     return 0
-                if outcome == "connected":
+                if outcome is Outcome.CONNECTED:
                     lost_since = time.monotonic()  # it was up: the bounded wait starts now
                 if time.monotonic() - lost_since > self.retry_seconds:
                     say(
@@ -73,9 +88,7 @@ class WorkerProcess:
         finally:
             self.ctx.term()
 
-    def socket(self):
-        import zmq
-
+    def socket(self) -> zmq.Socket:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE + 1024)
@@ -87,146 +100,195 @@ class WorkerProcess:
         sock.connect(self.endpoint)
         return sock
 
-    def session(self) -> str:
-        """One connection to the master, until it ends: 'shutdown' (run
-        over), 'signalled', 'connected' (had a master, lost it) or 'lost'
-        (never heard one)."""
-        import zmq
 
-        sock = self.socket()
-        processes = runner.ProcessGroup()
-        session = uuid.uuid4().hex
-        results: queue.Queue = queue.Queue()
-        todo: queue.Queue = queue.Queue()
-        busy = False  # a task is running (one slot)
-        settings = None
-        timings = protocol.Timings()  # the defaults until the master's welcome
-        heard = False
-        last_heard = last_sent = time.monotonic()
+class Session:
+    """One connection to the master, from hello to its end.
 
-        def send(frame: bytes) -> None:
-            nonlocal last_sent
-            try:
-                sock.send(frame, zmq.NOBLOCK)
-                last_sent = time.monotonic()
-            except zmq.Again:
-                pass
+    The main thread runs the loop's steps and is the only one to touch the
+    socket; the task thread runs the one job (only it starts encoders).
+    """
 
-        # The task thread wakes the main loop through this pipe the moment
-        # it is done, instead of the loop noticing at its next poll timeout.
-        wake_r, wake_w = os.pipe()
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        poller.register(wake_r, zmq.POLLIN)
+    def __init__(self, worker: WorkerProcess) -> None:
+        self.worker = worker
+        self.sock = worker.socket()
+        self.id = uuid.uuid4().hex
+        self.processes = runner.ProcessGroup()
+        self.todo: queue.Queue = queue.Queue()  # jobs for the task thread; None ends it
+        self.results: queue.Queue = queue.Queue()  # (job, its results or None) from it
+        self.job: list[WireTask] | None = None  # the running one (one slot)
+        self.settings: Settings | None = None  # from the welcome
+        self.timings = protocol.Timings()  # the defaults until the master's welcome
+        self.heard = False  # a welcome came
+        self.last_heard = self.last_sent = time.monotonic()
+        # The task thread wakes the loop through this pipe the moment it is
+        # done, instead of the loop noticing at its next poll timeout.
+        self.wake_r, self.wake_w = os.pipe()
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        self.poller.register(self.wake_r, zmq.POLLIN)
+        self.handlers = {
+            "welcome": self.on_welcome,
+            "job": self.on_job,
+            "heartbeat": self.on_heartbeat,
+            "shutdown": self.on_shutdown,
+            "reset": self.on_reset,
+        }
 
-        def work() -> None:
-            """The one task thread of this session (only it runs encoders;
-            only the main thread touches the socket)."""
-            while (job := todo.get()) is not None:
-                try:
-                    done = runner.execute_batch([task for _, _, task in job], settings, processes)
-                except runner.Interrupted:
-                    done = None
-                results.put((job, done))
-                os.write(wake_w, b"x")
-
-        thread = threading.Thread(target=work, name="task", daemon=True)
+    def run(self) -> Outcome:
+        thread = threading.Thread(target=self.work, name="task", daemon=True)
         thread.start()
-
-        def finish_running() -> None:
-            """Kill the encoder (the runner removes its temp file) and wait
-            for the task thread to let go of it."""
-            nonlocal busy
-            processes.stop()
-            if busy:
-                results.get()  # its result is no longer anyone's
-                busy = False
-
-        send(protocol.hello_to_wire(session, socket.gethostname(), os.getpid(), slots=1))
+        self.send(protocol.hello_to_wire(self.id, socket.gethostname(), os.getpid(), slots=1))
+        steps = (self.obey_signals, self.receive, self.send_results, self.watch_master, self.send_heartbeat)
         try:
             while True:
-                if self.signalled.is_set():
-                    finish_running()
-                    send(protocol.bye_to_wire())
-                    return "signalled"
-                ready = dict(poller.poll(100))
-                if wake_r in ready:
-                    os.read(wake_r, 64)
-                if sock in ready:
-                    msg = None
-                    try:
-                        msg = protocol.decode(sock.recv(zmq.NOBLOCK))
-                        kind = msg["type"]
-                        last_heard = time.monotonic()
-                        if kind == "welcome":
-                            welcome = protocol.welcome_from_wire(msg)
-                            settings, timings = welcome.settings, welcome.timings
-                            heard = True
-                            send(protocol.ready_to_wire(0 if busy else 1))
-                        elif kind == "job":
-                            if settings is None or busy:
-                                raise ProtocolError("a job while busy or before welcome")
-                            todo.put(protocol.job_from_wire(msg, settings))
-                            busy = True
-                        elif kind == "heartbeat":
-                            protocol.bare_from_wire(msg)
-                        elif kind == "shutdown":
-                            protocol.bare_from_wire(msg)
-                            finish_running()
-                            send(protocol.bye_to_wire())
-                            return "shutdown"
-                        elif kind == "reset":
-                            protocol.bare_from_wire(msg)
-                            # The master does not know this session (it
-                            # restarted, or gave up on us): whatever we were
-                            # doing is no longer ours to report. Start over.
-                            finish_running()
-                            say(
-                                "flac2all_worker: unknown to the master (it restarted or declared this worker "
-                                "dead); current task dropped, starting a new session",
-                                sys.stderr,
-                            )
-                            return "connected"
-                        else:
-                            raise ProtocolError(f"unknown message type {kind!r}")
-                    except ProtocolError as exc:
-                        self.dropped += 1
-                        say(f"flac2all_worker: dropped a message: {exc}", sys.stderr)
-                        for refused in protocol.refusals_to_wire(msg, socket.gethostname(), str(exc)):
-                            send(refused)  # so the master does not wait for it forever
-                    except zmq.Again:
-                        pass
-                if busy:
-                    try:
-                        job, done = results.get_nowait()
-                    except queue.Empty:
-                        pass
-                    else:
-                        busy = False
-                        # The job's last result frees the slot: no separate READY.
-                        for (task_id, attempt, _), result in zip(job, done or [], strict=False):
-                            send(protocol.result_to_wire(task_id, attempt, result))
-                            say(line_for(result))
-                now = time.monotonic()
-                # (Messages waiting unread mean we were the ones stalled,
-                # for example stopped with SIGSTOP: read them first.)
-                if now - last_heard > timings.dead_after and not sock.poll(0):
-                    finish_running()
-                    say(
-                        f"flac2all_worker: master at {self.endpoint} silent for {timings.dead_after:g} s; "
-                        "encoder stopped, reconnecting",
-                        sys.stderr,
-                    )
-                    return "connected" if heard else "lost"
-                if now - last_sent >= timings.heartbeat:
-                    send(protocol.heartbeat_to_wire())
+                for step in steps:
+                    if outcome := step():
+                        return outcome
         finally:
-            processes.stop()
-            todo.put(None)
+            self.processes.stop()
+            self.todo.put(None)
             thread.join()
-            sock.close(0)
-            os.close(wake_r)
-            os.close(wake_w)
+            self.sock.close(0)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+
+    # -- the loop's steps: each returns how the session ended, or None --------
+
+    def obey_signals(self) -> Outcome | None:
+        if not self.worker.signalled.is_set():
+            return None
+        self.drop_job()
+        return self.leave(Outcome.SIGNALLED)
+
+    def receive(self) -> Outcome | None:
+        """Wait (less than a heartbeat) for a message or the task thread,
+        and handle one message."""
+        ready = dict(self.poller.poll(min(100, self.timings.heartbeat * 500)))
+        if self.wake_r in ready:
+            os.read(self.wake_r, 64)
+        if self.sock not in ready:
+            return None
+        msg = None
+        try:
+            msg = protocol.decode(self.sock.recv(zmq.NOBLOCK))
+            self.last_heard = time.monotonic()
+            handler = self.handlers.get(msg["type"])
+            if handler is None:
+                raise ProtocolError(f"unknown message type {msg['type']!r}")
+            return handler(msg)
+        except ProtocolError as exc:
+            self.refuse(msg, exc)
+        except zmq.Again:
+            pass
+        return None
+
+    def send_results(self) -> None:
+        """The job's results, once the task thread has them. The last one
+        frees the slot: no separate READY."""
+        if self.job is None:
+            return None
+        try:
+            job, done = self.results.get_nowait()
+        except queue.Empty:
+            return None
+        self.job = None
+        for (task_id, attempt, _), result in zip(job, done or [], strict=False):
+            self.send(protocol.result_to_wire(task_id, attempt, result))
+            say(line_for(result))
+        return None
+
+    def watch_master(self) -> Outcome | None:
+        """A master silent for its dead-after time is gone: stop the job and
+        start over. (Messages waiting unread mean we were the ones stalled,
+        for example stopped with SIGSTOP: read them first.)"""
+        if time.monotonic() - self.last_heard <= self.timings.dead_after or self.sock.poll(0):
+            return None
+        self.drop_job()
+        say(
+            f"flac2all_worker: master at {self.worker.endpoint} silent for {self.timings.dead_after:g} s; "
+            "encoder stopped, reconnecting",
+            sys.stderr,
+        )
+        return Outcome.CONNECTED if self.heard else Outcome.LOST
+
+    def send_heartbeat(self) -> None:
+        if time.monotonic() - self.last_sent >= self.timings.heartbeat:
+            self.send(protocol.heartbeat_to_wire())
+        return None
+
+    # -- one method per message from the master -------------------------------
+
+    def on_welcome(self, msg: dict) -> None:
+        welcome = protocol.welcome_from_wire(msg)
+        self.settings, self.timings = welcome.settings, welcome.timings
+        self.heard = True
+        self.send(protocol.ready_to_wire(0 if self.job else 1))  # credit: the free slot
+
+    def on_job(self, msg: dict) -> None:
+        if self.settings is None or self.job is not None:
+            raise ProtocolError("a job while busy or before welcome")
+        self.job = protocol.job_from_wire(msg, self.settings)
+        self.todo.put(self.job)
+
+    def on_heartbeat(self, msg: dict) -> None:
+        protocol.bare_from_wire(msg)
+
+    def on_shutdown(self, msg: dict) -> Outcome:
+        protocol.bare_from_wire(msg)
+        self.drop_job()
+        return self.leave(Outcome.SHUTDOWN)
+
+    def on_reset(self, msg: dict) -> Outcome:
+        """The master does not know this session (it restarted, or gave up on
+        us): what we were doing is no longer ours to report. Start over."""
+        protocol.bare_from_wire(msg)
+        self.drop_job()
+        say(
+            "flac2all_worker: unknown to the master (it restarted or declared this worker "
+            "dead); current task dropped, starting a new session",
+            sys.stderr,
+        )
+        return Outcome.CONNECTED
+
+    # -- helpers --------------------------------------------------------------
+
+    def work(self) -> None:
+        """The task thread: runs each job it is given, to its results."""
+        while (job := self.todo.get()) is not None:
+            try:
+                done = runner.execute_batch([task for _, _, task in job], self.settings, self.processes)
+            except runner.Interrupted:
+                done = None
+            self.results.put((job, done))
+            os.write(self.wake_w, b"x")
+
+    def drop_job(self) -> None:
+        """Kill the encoders (the runner removes their temp files) and wait
+        for the task thread to let go of the job: its result is no longer
+        anyone's."""
+        self.processes.stop()
+        if self.job is not None:
+            self.results.get()
+            self.job = None
+
+    def leave(self, outcome: Outcome) -> Outcome:
+        self.send(protocol.bye_to_wire())
+        return outcome
+
+    def send(self, frame: bytes) -> None:
+        try:
+            self.sock.send(frame, zmq.NOBLOCK)
+            self.last_sent = time.monotonic()
+        except zmq.Again:
+            pass
+
+    def refuse(self, msg: dict | None, why: ProtocolError) -> None:
+        """Drop a message; answer the tasks of a refused job with failed
+        results, so that the master does not wait for them forever."""
+        self.worker.dropped += 1
+        say(f"flac2all_worker: dropped a message: {why}", sys.stderr)
+        for frame in protocol.refusals_to_wire(msg, socket.gethostname(), str(why)):
+            self.send(frame)
 
 
 if __name__ == "__main__":  # python -m flac2all.cluster.worker, as before the CLI had its own module
