@@ -235,6 +235,9 @@ def test_restarted_master_resumes_and_skips_finished_outputs(lib, tmp_path, slow
     master.wait_for(r"^OK ", timeout=30)
     master.wait_for(r"^OK .*\n?", timeout=5)
     master.kill()
+    # The job it was running when the master died may still commit: once it
+    # has noticed the silence, it has (or has dropped it, with its temp file).
+    worker.wait_for(r"silent for .* encoder stopped", timeout=20)
     done_before = {p: p.stat().st_mtime_ns for p in (out / "opus").rglob("*.opus")}
     assert 1 <= len(done_before) < 8
     again, _ = start_master("opus", out, lib, port=port)
