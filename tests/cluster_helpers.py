@@ -141,3 +141,40 @@ def wait_for_encoders(marks: Path, count: int = 1, timeout: float = 20) -> list[
     pids = [int(p.name) for p in marks.iterdir()]
     assert len(pids) >= count, f"{len(pids)} encoder(s) started"
     return pids
+
+
+class FakeMaster:
+    """A bare ROUTER socket on 127.0.0.1 that a real worker talks to: the
+    test says what the master sends, and reads what the worker says."""
+
+    def __init__(self) -> None:
+        import zmq
+
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.port = self.router.bind_to_random_port("tcp://127.0.0.1")
+
+    def recv(self, timeout: float = 20) -> tuple[bytes, dict] | None:
+        """The next (identity, message) from any worker, or None."""
+        from flac2all.cluster import protocol
+
+        if not self.router.poll(max(0, int(timeout * 1000))):  # (a negative one waits forever)
+            return None
+        identity, frame = self.router.recv_multipart()
+        return identity, protocol.decode(frame)
+
+    def expect(self, kind: str, timeout: float = 20) -> tuple[bytes, dict]:
+        """The next message of this type (others are skipped)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            got = self.recv(left)
+            if got is not None and got[1]["type"] == kind:
+                return got
+        raise AssertionError(f"no {kind} from a worker within {timeout} s")
+
+    def send(self, identity: bytes, frame: bytes) -> None:
+        self.router.send_multipart([identity, frame])
+
+    def close(self) -> None:
+        self.ctx.destroy(0)

@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster_helpers import alive, free_port, start_master, start_worker, wait_for_encoders, worker_pids
+from flac2all.cluster import protocol
+from flac2all.model import Settings
+from tests.cluster_helpers import (
+    FakeMaster,
+    alive,
+    free_port,
+    start_master,
+    start_worker,
+    wait_for_encoders,
+    worker_pids,
+)
 from tests.conftest import decodes, duration, make_flac, read_log, run_flac2all, source_length, temp_files
 
 pytestmark = pytest.mark.timeout(180)
@@ -171,13 +181,22 @@ def test_sigstop_past_the_dead_timeout_then_sigcont(lib, tmp_path, slow_opusenc)
     assert f":{pid})" in master.output.split("declared dead", 1)[1]
 
 
-def test_sigterm_of_a_worker_says_goodbye_and_requeues_at_once(lib, tmp_path, slow_opusenc):
+FIRST_SIGNAL_LINE = "finishing the current job, then exiting; a second Ctrl-C or SIGTERM stops at once"
+
+
+def test_two_sigterms_stop_a_worker_at_once_and_requeue(lib, tmp_path, slow_opusenc):
     slow_bin, marks = slow_opusenc(30, "leaving")
     out = tmp_path / "out"
     master, port = start_master("opus", out, lib)
     try:
         leaving = start_worker(port, 1, path_prefix=slow_bin)
         wait_for_encoders(marks)
+        leaving.signal(signal.SIGTERM)
+        leaving.wait_for(FIRST_SIGNAL_LINE, timeout=5)
+        # Signals of one kind that arrive together count once: let the
+        # worker process take the first before the second comes.
+        time.sleep(0.5)
+        assert master.count("said goodbye") == 0  # the first kept the job
         t0 = time.monotonic()
         leaving.signal(signal.SIGTERM)
         master.wait_for(r"said goodbye; 1 task\(s\) requeued", timeout=5)
@@ -189,9 +208,68 @@ def test_sigterm_of_a_worker_says_goodbye_and_requeues_at_once(lib, tmp_path, sl
     finally:
         master.kill()
     assert requeue_time < 3
+    assert "stopping at once" in leaving.output
     for encoder in (int(p.name) for p in marks.iterdir()):
         assert not alive(encoder)
-    check_outputs(out, lib, {"opus": ".opus"})
+    assert leaving.count(r"^OK ") == 0
+    check_outputs(out, lib, {"opus": ".opus"})  # whole, and no temp file left
+    assert other.count(r"^OK ") == 8
+
+
+@pytest.mark.parametrize("how", ["sigterm to the parent", "ctrl-c to the process group"])
+def test_first_signal_lets_the_current_job_finish(lib, tmp_path, slow_opusenc, how):
+    slow_bin, marks = slow_opusenc(3, "finishing")
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    try:
+        finishing = start_worker(port, 1, path_prefix=slow_bin)
+        wait_for_encoders(marks)
+        if how == "sigterm to the parent":
+            finishing.signal(signal.SIGTERM)
+        else:  # as a terminal does: every process of the group gets it, and the parent forwards it
+            os.killpg(finishing.proc.pid, signal.SIGINT)
+        finishing.wait_for(FIRST_SIGNAL_LINE, timeout=5)
+        assert finishing.wait(30) == 0, finishing.output
+        # Its result was sent before its goodbye; the master may have sent it
+        # another job meanwhile, which goes back to the queue unstarted.
+        master.wait_for(r"said goodbye; [01] task\(s\) requeued", timeout=5)
+        helper = start_worker(port, 2)
+        assert master.wait(120) == 0, master.output
+        assert helper.wait(30) == 0
+    finally:
+        master.kill()
+    assert len(list(marks.iterdir())) == 1  # it took no other job
+    assert finishing.count(r"^OK ") == 1 and "stopping at once" not in finishing.output
+    done_there = finishing.wait_for(r"^OK .* -> (.*)$").group(1)
+    rows = check_outputs(out, lib, {"opus": ".opus"})
+    assert [r["conversion_status"] for r in rows if r["outfile"] == done_there] == ["SUCCESS"]
+    assert helper.count(r"^OK ") == 7 and done_there not in helper.output  # not done twice
+
+
+def test_first_signal_to_an_idle_worker_says_goodbye_at_once():
+    master = FakeMaster()
+    worker = start_worker(master.port, 2)
+    try:
+        settings = protocol.settings_to_wire(Settings(Path("/in"), Path("/out"), ("opus",)))
+        ready = []
+        deadline = time.monotonic() + 20
+        while len(ready) < 2 and (got := master.recv(deadline - time.monotonic())):
+            identity, msg = got
+            if msg["type"] == "hello":
+                master.send(identity, protocol.welcome_to_wire(settings, protocol.Timings()))
+            elif msg["type"] == "ready":
+                ready.append(msg["credit"])
+        assert ready == [1, 1]
+        t0 = time.monotonic()
+        worker.signal(signal.SIGTERM)
+        byes = {master.expect("bye", timeout=5)[0] for _ in range(2)}
+        assert worker.wait(10) == 0
+        took = time.monotonic() - t0
+    finally:
+        master.close()
+        worker.kill()
+    assert len(byes) == 2 and took < 3
+    assert worker.count(FIRST_SIGNAL_LINE) == 1  # one line, not one per process
 
 
 def test_slow_worker_never_hoards_tasks(lib, tmp_path, slow_opusenc):

@@ -15,7 +15,7 @@ from flac2all.cli import build_parser, settings_from
 from flac2all.cluster import protocol
 from flac2all.cluster.protocol import ProtocolError, Timings
 from flac2all.model import Action, Settings, Task
-from tests.cluster_helpers import start_master, start_worker
+from tests.cluster_helpers import FakeMaster, start_master, start_worker
 from tests.conftest import decodes, make_flac, read_log
 
 pytestmark = pytest.mark.timeout(120)
@@ -477,3 +477,47 @@ def test_worker_drops_hostile_tasks_without_starting_anything(tmp_path, fake_bin
     assert started[1].startswith(f"lame --quiet --preset standard -q 0 - {out / 'mp3'}/.flac2all-tmp-")
     assert started[2].startswith(f"opusenc --quiet --vbr - {out / 'opus'}/.flac2all-tmp-")
     assert decodes(out / "mp3" / "a.mp3") and decodes(out / "opus" / "a.opus")
+
+
+def test_worker_follows_the_masters_timings_and_survives_bad_ones():
+    """A fake master sends welcomes with impossible timings (dropped: the
+    worker lives on), then one with a 0.1 s heartbeat and a 1.5 s dead-after
+    time, then falls silent: the worker beats at its pace and gives up on it
+    after 1.5 s, not after the default 4 s."""
+    master = FakeMaster()
+    worker = start_worker(master.port, 1, "--retry-seconds", "30")
+    try:
+        identity, _ = master.expect("hello")
+        good = protocol.decode(protocol.welcome_to_wire(protocol.settings_to_wire(SETTINGS), Timings(0.1, 1.5)))
+        bad = [
+            {"heartbeat": 10**400},
+            {"dead_after": float("nan")},
+            {"heartbeat": float("inf")},
+            {"heartbeat": "0.1"},
+            {"heartbeat": 0.01},
+            {"dead_after": 0.1},
+        ]
+        for timings in bad:
+            master.send(identity, json.dumps({**good, **timings}).encode())
+        master.send(identity, json.dumps(good).encode())
+        welcomed = time.monotonic()
+        assert master.expect("ready")[1]["credit"] == 1
+        beats = 0
+        while time.monotonic() - welcomed < 1.2:  # silent from here on
+            got = master.recv(0.1)
+            beats += got is not None and got[1]["type"] == "heartbeat"
+        worker.wait_for(r"silent for 1\.5 s; encoder stopped, reconnecting", timeout=5)
+        gave_up = time.monotonic() - welcomed
+        # It starts over with a new session (the default timings until a
+        # welcome), and leaves when told the run is over.
+        again, _ = master.expect("hello")
+        assert again != identity
+        master.send(again, protocol.shutdown_to_wire())
+        assert worker.wait(10) == 0
+    finally:
+        master.close()
+        worker.kill()
+    assert worker.output.count("dropped a message: ") == len(bad)
+    assert "heartbeat: not a number of seconds in 0.05..60" in worker.output
+    assert beats >= 8  # about 11 at 0.1 s; 1 at the default 1 s
+    assert 1.4 < gave_up < 3.5  # after 1.5 s, not 4

@@ -9,8 +9,14 @@ while the main thread keeps talking to the master (heartbeats at the
 master's interval, also during an encode). If the master falls silent for
 its dead-after time the worker kills its encoders, removes their temp
 files, and reconnects for a bounded time before exiting non-zero.
-SIGINT/SIGTERM: encoders killed, goodbye said (the master requeues at
-once), exit 0.
+
+Stopping (rq's request_stop, then request_force_stop): the first SIGTERM
+is a warm stop: no new job (no more credit), the current one finishes and
+its results are sent, then goodbye and exit 0 (at once if idle). The second
+is a hard stop: encoders killed, goodbye said (the master requeues at
+once), exit 0. SIGINT asks for a warm stop only: a terminal's Ctrl-C
+reaches every process of the group, and the parent forwards each signal it
+gets as SIGTERM, so one Ctrl-C counts once and two are a hard stop.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from flac2all.model import Settings
 from flac2all.report import line_for
 
 LOST_MASTER = 3  # exit status when the master stayed away too long
+LEAVING_LINGER_MS = 1000
 
 
 def say(line: str, stream=None) -> None:
@@ -54,6 +61,34 @@ class Outcome(Enum):
     LOST = "never heard a master"
 
 
+class StopRequest:
+    """What the signals asked for: a warm stop, then a hard one."""
+
+    def __init__(self) -> None:
+        self.terms = 0
+        self.interrupted = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.on_sigterm)
+        signal.signal(signal.SIGINT, self.on_sigint)
+
+    def on_sigterm(self, signum: int, frame: object) -> None:
+        self.terms += 1
+
+    def on_sigint(self, signum: int, frame: object) -> None:
+        self.interrupted = True  # the parent's SIGTERM for the same Ctrl-C follows
+
+    @property
+    def warm(self) -> bool:
+        """Take no new job; leave once the current one is done."""
+        return self.terms >= 1 or self.interrupted
+
+    @property
+    def hard(self) -> bool:
+        """Kill the job's encoders and leave now."""
+        return self.terms >= 2
+
+
 class WorkerProcess:
     """One worker process: sessions with the master, one after the other,
     until the run is over, a signal stops it, or the master stays away."""
@@ -62,18 +97,17 @@ class WorkerProcess:
         self.endpoint = endpoint
         self.keys = worker_keys
         self.retry_seconds = retry_seconds
-        self.signalled = threading.Event()
+        self.stop = StopRequest()
         self.dropped = 0
 
     def run(self) -> int:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: self.signalled.set())
+        self.stop.install()
         self.ctx = zmq.Context()
         lost_since = time.monotonic()
         try:
-            while True:
+            while not self.stop.warm:
                 outcome = Session(self).run()
-                if outcome in (Outcome.SHUTDOWN, Outcome.SIGNALLED):
+                if outcome in (Outcome.SHUTDOWN, Outcome.SIGNALLED) or self.stop.warm:
                     return 0
                 if outcome is Outcome.CONNECTED:
                     lost_since = time.monotonic()  # it was up: the bounded wait starts now
@@ -84,9 +118,16 @@ class WorkerProcess:
                         sys.stderr,
                     )
                     return LOST_MASTER
-                time.sleep(min(2.0, 0.2 + (time.monotonic() - lost_since) / 10))
+                self.back_off(min(2.0, 0.2 + (time.monotonic() - lost_since) / 10))
+            return 0
         finally:
             self.ctx.term()
+
+    def back_off(self, seconds: float) -> None:
+        """Wait before reconnecting, unless a signal asks to stop."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.warm and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def socket(self) -> zmq.Socket:
         sock = self.ctx.socket(zmq.DEALER)
@@ -110,6 +151,7 @@ class Session:
 
     def __init__(self, worker: WorkerProcess) -> None:
         self.worker = worker
+        self.stop = worker.stop
         self.sock = worker.socket()
         self.id = uuid.uuid4().hex
         self.processes = runner.ProcessGroup()
@@ -148,17 +190,20 @@ class Session:
             self.processes.stop()
             self.todo.put(None)
             thread.join()
-            self.sock.close(0)
+            self.sock.close()
             os.close(self.wake_r)
             os.close(self.wake_w)
 
     # -- the loop's steps: each returns how the session ended, or None --------
 
     def obey_signals(self) -> Outcome | None:
-        if not self.worker.signalled.is_set():
-            return None
-        self.drop_job()
-        return self.leave(Outcome.SIGNALLED)
+        """A warm stop leaves once the job is done (no credit is sent
+        meanwhile); a hard one kills the job first."""
+        if self.stop.hard:
+            self.drop_job()
+        if self.stop.warm and self.job is None:
+            return self.leave(Outcome.SIGNALLED)
+        return None
 
     def receive(self) -> Outcome | None:
         """Wait (less than a heartbeat) for a message or the task thread,
@@ -206,7 +251,7 @@ class Session:
         self.drop_job()
         say(
             f"flac2all_worker: master at {self.worker.endpoint} silent for {self.timings.dead_after:g} s; "
-            "encoder stopped, reconnecting",
+            f"encoder stopped, {'exiting' if self.stop.warm else 'reconnecting'}",
             sys.stderr,
         )
         return Outcome.CONNECTED if self.heard else Outcome.LOST
@@ -222,13 +267,17 @@ class Session:
         welcome = protocol.welcome_from_wire(msg)
         self.settings, self.timings = welcome.settings, welcome.timings
         self.heard = True
-        self.send(protocol.ready_to_wire(0 if self.job else 1))  # credit: the free slot
+        # Credit: the free slot, if any, and none once stopping.
+        self.send(protocol.ready_to_wire(0 if self.job or self.stop.warm else 1))
 
     def on_job(self, msg: dict) -> None:
         if self.settings is None or self.job is not None:
             raise ProtocolError("a job while busy or before welcome")
-        self.job = protocol.job_from_wire(msg, self.settings)
-        self.todo.put(self.job)
+        job = protocol.job_from_wire(msg, self.settings)
+        if self.stop.warm:
+            return  # sent before the master knew: the bye that follows hands it back
+        self.job = job
+        self.todo.put(job)
 
     def on_heartbeat(self, msg: dict) -> None:
         protocol.bare_from_wire(msg)
@@ -272,7 +321,12 @@ class Session:
             self.job = None
 
     def leave(self, outcome: Outcome) -> Outcome:
+        """Say goodbye. It and the results sent before it may still be
+        queued when the socket closes: they get up to a second to reach the
+        master before the process exits (other sessions close with no such
+        wait: a master that is gone must not hold up the exit)."""
         self.send(protocol.bye_to_wire())
+        self.sock.setsockopt(zmq.LINGER, LEAVING_LINGER_MS)
         return outcome
 
     def send(self, frame: bytes) -> None:

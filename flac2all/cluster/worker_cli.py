@@ -22,6 +22,30 @@ from flac2all.codecs.ffmpeg import audio_encoders
 from flac2all.errors import ExitStatus, Flac2allError
 
 
+class Forward:
+    """The parent's handler of SIGINT and SIGTERM: each one it gets goes to
+    every child as SIGTERM (the first is a warm stop, the second a hard one;
+    a terminal's Ctrl-C also reaches the children as SIGINT, which they
+    count as a warm stop only)."""
+
+    def __init__(self, children: list[multiprocessing.Process]) -> None:
+        self.children = children
+        self.count = 0
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.count == 1:
+            say(
+                "flac2all_worker: finishing the current job, then exiting; a second Ctrl-C or SIGTERM stops at once",
+                sys.stderr,
+            )
+        elif self.count == 2:
+            say("flac2all_worker: stopping at once", sys.stderr)
+        for proc in self.children:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+
 def child(endpoint: str, key_dir: Path | None, retry_seconds: float) -> None:
     worker_keys = cluster_keys.worker_keys(key_dir) if key_dir else None
     # What this node can run, known before any message (main() probed it):
@@ -91,11 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         children.append(proc)
         say(f"Spawned worker process (pid {proc.pid})")
 
-    def forward(signum: int, frame: object) -> None:
-        for proc in children:
-            if proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)
-
+    forward = Forward(children)
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for proc in children:
