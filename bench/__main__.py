@@ -510,7 +510,7 @@ def cluster_of(args, folder: Path | None) -> list[str]:
         f"| SIGKILL of a busy worker process -> its task requeued and re-dispatched, s | {stats(redispatch)} |",
         "",
         "The original flac2all 5.4 clears a silent worker after 600 s (its code: `time.time() - workers[key] > 600`),",
-        "and tasks queued in a dead worker's PUSH pipe are lost (shared/design/cluster.md); not re-measured here.",
+        "and tasks queued in a dead worker's PUSH pipe are lost (docs/cluster.md); not re-measured here.",
     ]
 
 
