@@ -28,7 +28,7 @@ from flac2all.model import Action, Layout, Settings, SourceFacts, Status, Task, 
 VERSION = 2  # 2: jobs of several tasks sharing a decoder
 MAX_MESSAGE = 64 * 1024
 # Actions a worker may be asked to run: the master does the rest itself.
-WORKER_ACTIONS = (Action.ENCODE, Action.RETAG, Action.COPY)
+WORKER_ACTIONS = tuple(a for a in Action if a.on_executor)
 # The families a settings message may carry options for: this node's own.
 OPTION_FAMILIES = tuple(codecs.OPTION_FAMILIES)
 MAX_OPTION_WORDS = 64

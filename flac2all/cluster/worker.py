@@ -38,6 +38,7 @@ from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster import protocol
 from flac2all.cluster.protocol import ProtocolError, WireTask
 from flac2all.model import Settings
+from flac2all.procs import Interrupted, ProcessGroup
 from flac2all.report import line_for
 
 LOST_MASTER = 3  # exit status when the master stayed away too long
@@ -154,7 +155,7 @@ class Session:
         self.stop = worker.stop
         self.sock = worker.socket()
         self.id = uuid.uuid4().hex
-        self.processes = runner.ProcessGroup()
+        self.processes = ProcessGroup()
         self.todo: queue.Queue = queue.Queue()  # jobs for the task thread; None ends it
         self.results: queue.Queue = queue.Queue()  # (job, its results or None) from it
         self.job: list[WireTask] | None = None  # the running one (one slot)
@@ -306,7 +307,7 @@ class Session:
         while (job := self.todo.get()) is not None:
             try:
                 done = runner.execute_batch([task for _, _, task in job], self.settings, self.processes)
-            except runner.Interrupted:
+            except Interrupted:
                 done = None
             self.results.put((job, done))
             os.write(self.wake_w, b"x")

@@ -15,10 +15,9 @@ import signal
 import sys
 from pathlib import Path
 
-from flac2all import __version__
+from flac2all import __version__, tools
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.worker import WorkerProcess, say
-from flac2all.codecs.ffmpeg import audio_encoders
 from flac2all.errors import ExitStatus, Flac2allError
 
 
@@ -50,7 +49,7 @@ def child(endpoint: str, key_dir: Path | None, retry_seconds: float) -> None:
     worker_keys = cluster_keys.worker_keys(key_dir) if key_dir else None
     # What this node can run, known before any message (main() probed it):
     # a message naming a codec must never be what starts a process.
-    audio_encoders()
+    tools.ffmpeg_encoders()
     sys.exit(WorkerProcess(endpoint, worker_keys, retry_seconds).run())
 
 
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flac2all_worker: error: {exc}", file=sys.stderr)
         return exc.exit_status
     # What this node can run, probed once here: the children inherit it.
-    audio_encoders()
+    tools.ffmpeg_encoders()
     host = f"[{args.master}]" if ":" in args.master else args.master
     endpoint = f"tcp://{host}:{args.port}"
     fork = multiprocessing.get_context("fork")
