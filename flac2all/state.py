@@ -8,16 +8,27 @@ own size and mtime. A row is written right after its output is committed
 
 It is a cache: deleting it loses nothing. The next run adopts existing
 outputs by their provenance tag (``FLAC2ALL_SOURCE``) or, failing that, by
-trusting outputs newer than their source.
+trusting outputs newer than their source. So a state that cannot be read
+(damaged, not a database, a schema from a newer flac2all) is moved aside
+(``move_aside``) and rebuilt, never a reason to stop.
+
+A read-only state (a dry run's) writes nothing next to the file: SQLite's
+``immutable`` mode, or a private copy when a killed run left rows in the WAL.
+
+Errors while writing rows (``put``, ``forget``, ``close``: a full disk, say)
+are left as the sqlite3 errors they are (``sqlite_errorcode`` tells which).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from flac2all.model import SourceFacts
 
@@ -42,8 +53,23 @@ CREATE TABLE IF NOT EXISTS outputs (
     out_mtime_ns INTEGER NOT NULL
 );
 """
+COLUMNS = [
+    "output",
+    "source",
+    "mode",
+    "src_size",
+    "src_mtime_ns",
+    "audio_md5",
+    "tags_hash",
+    "pictures_hash",
+    "settings_hash",
+    "out_size",
+    "out_mtime_ns",
+]
 # Schema migrations: version -> SQL that brings version-1 to it.
 MIGRATIONS: dict[int, str] = {}
+# SQLite's own words for a file that is not a state it can read.
+DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 
 
 @dataclass(frozen=True)
@@ -79,42 +105,112 @@ def state_path(outdir: Path) -> Path:
 
 
 class StateError(Exception):
-    pass
+    """The state cannot be used."""
+
+
+class UnreadableStateError(StateError):
+    """The state file is not one this flac2all can read. ``reason`` says why;
+    ``kind`` ("corrupt" or "newer") names the file ``move_aside`` makes."""
+
+    def __init__(self, message: str, reason: str, kind: str = "corrupt") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.kind = kind
 
 
 class State:
     """The state database of one output folder."""
 
-    def __init__(self, outdir: Path, input_dir: Path, readonly: bool = False) -> None:
+    def __init__(self, outdir: Path, input_dir: Path, readonly: bool = False, empty: bool = False) -> None:
+        """``readonly``: write nothing (a dry run); ``empty``: a state with no
+        rows that opens no file (a dry run's when the file cannot be read)."""
         self.outdir = outdir
         self.input_dir = input_dir
-        path = state_path(outdir)
+        self.path = state_path(outdir)
+        self.readonly = readonly or empty
         self.db: sqlite3.Connection | None = None
-        if readonly:
-            if not path.exists():
-                return  # a dry run on a new mirror: an empty state
-            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # A lost commit only means an adoption next run, never a wrong row.
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
+        self._copy: tempfile.TemporaryDirectory | None = None
         self._out_prefix = len(os.fsencode(outdir).rstrip(b"/")) + 1
         self._in_prefix = len(os.fsencode(input_dir).rstrip(b"/")) + 1
         self._last_commit = time.monotonic()
+        if empty or (readonly and not self.path.exists()):
+            return  # a dry run on a new mirror: an empty state
+        try:
+            self.db = self._open_readonly() if readonly else self._open()
+            self._check()
+            if not readonly:
+                self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF in DAMAGED:
+                raise UnreadableStateError(f"{self.path} cannot be read: {exc}", str(exc)) from exc
+            raise
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        # A lost commit only means an adoption next run, never a wrong row.
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """Open without writing anything beside the file: ``mode=ro`` on a
+        WAL database makes -wal and -shm files, or fails on a read-only
+        file system."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            # A killed run left rows in the WAL only; immutable mode would
+            # not see them. Read a private copy that SQLite may recover.
+            self._copy = tempfile.TemporaryDirectory(prefix="flac2all-state-")
+            copy = Path(self._copy.name) / STATE_FILE
+            shutil.copyfile(self.path, copy)
+            shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+            return sqlite3.connect(copy, isolation_level=None)
+        # Percent-encoded bytes: any file name, even with '?', '#' or non-UTF-8.
+        return sqlite3.connect(f"file:{quote(os.fsencode(self.path))}?immutable=1", uri=True, isolation_level=None)
+
+    def _check(self) -> None:
+        """Read every page once (``quick_check``), then the schema's version
+        and columns: a damaged state is found here, not halfway through."""
+        assert self.db is not None
+        found = [row[0] for row in self.db.execute("PRAGMA quick_check")]
+        if found != ["ok"]:
+            raise UnreadableStateError(f"{self.path} is damaged: {found[0]}", f"damaged: {found[0]}")
+        tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" in tables:
+            version = self._version()
+            if version > SCHEMA_VERSION:
+                raise UnreadableStateError(
+                    f"{self.path} was written by a newer flac2all (schema {version}); "
+                    "upgrade, or delete it (it is only a cache)",
+                    f"written by a newer flac2all, schema {version}",
+                    "newer",
+                )
+        if "outputs" in tables:
+            columns = [row[1] for row in self.db.execute("PRAGMA table_info(outputs)")]
+            if columns != COLUMNS:
+                raise UnreadableStateError(
+                    f"{self.path} has an unknown layout (columns {', '.join(columns)})", "unknown layout"
+                )
+
+    def _version(self) -> int:
+        assert self.db is not None
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        try:
+            return int(row[0]) if row else 0
+        except ValueError:
+            raise UnreadableStateError(f"{self.path}: schema version {row[0]!r}", "unknown schema version") from None
 
     def _migrate(self) -> None:
         assert self.db is not None
         self.db.executescript(SCHEMA)
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise StateError(
-                f"{state_path(self.outdir)} was written by a newer flac2all (schema {version}); "
-                "upgrade, or delete it (it is only a cache)"
-            )
+        version = self._version()
+        if version == SCHEMA_VERSION:
+            return  # opening writes nothing: a refused run leaves the file as it was
         for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
             self.db.executescript(MIGRATIONS[v])
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -125,6 +221,9 @@ class State:
                 self.db.commit()
             self.db.close()
             self.db = None
+        if self._copy is not None:
+            self._copy.cleanup()
+            self._copy = None
 
     # Paths inside OUTDIR / the input folder, as bytes relative to it (string
     # slicing: Path.relative_to shows on runs of thousands of tasks).
@@ -191,8 +290,37 @@ class State:
     def forget(self, output: Path) -> None:
         self._write("DELETE FROM outputs WHERE output = ?", (self._rel_out(output),))
 
+    def meta(self, key: str) -> str | None:
+        """A value of the meta table (None: never recorded, or no state)."""
+        if self.db is None:
+            return None
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     def __enter__(self) -> State:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def move_aside(outdir: Path, kind: str) -> Path:
+    """Rename an unreadable state (and its -wal and -shm, which must never
+    meet a new database) to ``state.sqlite.<kind>-<timestamp>``; return
+    the new name. The next State opened there is a new, empty one."""
+    path = state_path(outdir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.{kind}-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.{kind}-{stamp}.{n}")
+        n += 1
+    os.replace(path, aside)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, aside.with_name(aside.name + suffix))
+    return aside
