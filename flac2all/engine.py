@@ -12,7 +12,6 @@ a cluster master: ``flac2all.executors``) for the rest -> report.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -24,11 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from flac2all import codecs, discovery, outputs, plan, preflight, runner, tools
+from flac2all import codecs, discovery, guards, outputs, plan, preflight, runner, tools
 from flac2all.codecs import Codec
-from flac2all.errors import OutdirBusyError, UsageError
+from flac2all.errors import UsageError
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
+from flac2all.guards import outdir_lock
 from flac2all.model import DISK_FULL, Action, HostRow, Job, Layout, Settings, Status, Task, TaskResult
 from flac2all.procs import ProcessGroup
 from flac2all.report import LOG_NAME, Report
@@ -138,20 +138,6 @@ def prune_set(settings: Settings, selected: tuple[Codec, ...]) -> frozenset[Path
     return frozenset({out / c.folder for c in selected} | {out / STATE_DIR})
 
 
-@contextmanager
-def outdir_lock(outdir: Path) -> Iterator[None]:
-    """One run at a time per output folder (two would race on the same
-    outputs and delete each other's temp files)."""
-    state = outdir / STATE_DIR
-    state.mkdir(parents=True, exist_ok=True)
-    with open(state / "lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutdirBusyError(f"another flac2all run is writing into {outdir}; wait for it to finish") from None
-        yield
-
-
 def remember(state: State, result: TaskResult) -> None:
     """Record a committed output in the state, right after its result."""
     task = result.task
@@ -184,6 +170,7 @@ def selected_codecs(settings: Settings) -> tuple[Codec, ...]:
 def dry_run(settings: Settings, plan_json: Path | None = None) -> plan.Plan:
     """The plan of a run, changing nothing (no folder, state or lock made)."""
     selected = selected_codecs(settings)
+    guards.check_outdir(settings.outdir)
     try:
         with State(settings.outdir, settings.input_dir, readonly=True) as state:
             _, the_plan = make_plan(settings, selected, state)
@@ -219,10 +206,7 @@ def run(
     if executor.needs_local_encoders:
         check_programs(selected)
     selected_codecs(settings)
-    try:
-        settings.outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {settings.outdir}: {exc.strerror}") from None
+    guards.prepare_outdir(settings.outdir)
     report = Report(modes=tuple(c.name for c in selected))
     with outdir_lock(settings.outdir), open_state(settings) as state:
         tree, the_plan = make_plan(settings, selected, state)

@@ -1,0 +1,91 @@
+"""What must hold before a run changes anything: an output folder it can
+create, write and lock.
+
+Each problem is one sentence for the user (a UsageError, exit status 2),
+found before any work.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from flac2all.errors import OutdirBusyError, UsageError, describe_oserror
+from flac2all.state import STATE_DIR
+
+
+def not_a_folder(path: Path) -> Path | None:
+    """The first of ``path`` and its parents that exists but is no folder."""
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            return None if p.is_dir() else p
+    return None
+
+
+def why(path: Path, exc: OSError) -> str:
+    """An OS error on ``path`` in a few words, naming a file in the way."""
+    blocker = not_a_folder(path) if exc.errno in (errno.ENOTDIR, errno.EEXIST) else None
+    if blocker is not None:
+        return f"{blocker} is a file, not a folder"
+    hint = " (a dry run, --dry-run, reads a read-only mirror)" if exc.errno == errno.EROFS else ""
+    return describe_oserror(exc) + hint
+
+
+def check_outdir(outdir: Path) -> None:
+    """Refuse an OUTDIR that is, or lies under, a file (changes nothing)."""
+    blocker = not_a_folder(outdir)
+    if blocker == outdir:
+        raise UsageError(f"output folder {outdir} is a file, not a folder")
+    if blocker is not None:
+        raise UsageError(f"cannot create output folder {outdir}: {blocker} is a file, not a folder")
+
+
+def prepare_outdir(outdir: Path) -> None:
+    """Make OUTDIR, with its missing parents, or say why it cannot be; then
+    check that it can be written (its own files: the log, mode folders)."""
+    check_outdir(outdir)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {outdir}: {why(outdir, exc)}") from None
+    # access(2) changes nothing, and asks the file system (NFS, ACLs).
+    if not os.access(outdir, os.W_OK | os.X_OK):
+        cause = errno.EROFS if os.statvfs(outdir).f_flag & os.ST_RDONLY else errno.EACCES
+        exc = OSError(cause, os.strerror(cause))
+        raise UsageError(f"cannot write into output folder {outdir}: {why(outdir, exc)}")
+
+
+@contextmanager
+def outdir_lock(outdir: Path) -> Iterator[None]:
+    """One run at a time per output folder (two would race on the same
+    outputs and delete each other's temp files). Taking it is the first
+    write into OUTDIR, so a read-only or unwritable one is refused here."""
+    folder = outdir / STATE_DIR
+    lock = folder / "lock"
+    try:
+        folder.mkdir(exist_ok=True)
+        # No O_TRUNC and no link followed: a "lock" planted as a link to
+        # some file must not empty it; O_NONBLOCK: nor a FIFO hang the run.
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(lock, flags, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.EISDIR, errno.ELOOP, errno.ENXIO):
+            raise UsageError(f"cannot lock {outdir}: {lock} is not a regular file (remove it)") from None
+        raise UsageError(f"cannot write into output folder {outdir}: {why(lock, exc)}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"cannot lock {outdir}: {lock} is not a regular file (remove it)")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutdirBusyError(f"another flac2all run is writing into {outdir}; wait for it to finish") from None
+        except OSError as exc:
+            raise UsageError(f"cannot lock {lock}: {describe_oserror(exc)}") from None
+        yield
+    finally:
+        os.close(fd)

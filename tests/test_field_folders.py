@@ -1,0 +1,210 @@
+"""The output folder as users meet it: a read-only or unwritable mirror, a
+file where a folder should be, a lock that cannot be taken. Each is one line
+and exit status 2 before any work, never a traceback; a dry run plans a
+read-only mirror.
+
+Read-only file systems are real: a tmpfs remounted read-only (skipped when
+this user cannot mount). Permission denied is real too: root runs flac2all
+without the capability that overrides permission bits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_flac, run_flac2all
+
+MODES = "mp3,opus"
+PROGRAMS = ("flac", "lame", "opusenc", "ffmpeg")
+
+
+@pytest.fixture
+def lib(tmp_path: Path) -> Path:
+    """Four tiny tagged sources in two folders."""
+    root = tmp_path / "music"
+    for album in ("A", "B"):
+        for n in range(2):
+            make_flac(root / album / f"{n} song.flac", seconds=0.15, tags={"TITLE": f"{album}{n}", "ALBUM": album})
+    return root
+
+
+@pytest.fixture
+def spy(tmp_path: Path, fake_bin) -> tuple[Path, Path]:
+    """Encoders that log every start (version probes excepted) and then run."""
+    log = tmp_path / "started"
+    log.touch()
+    folder = tmp_path
+    for program in PROGRAMS:
+        folder = fake_bin(program, f'echo "{program} $*" >> {log}\nexec {shutil.which(program)} "$@"\n')
+    return folder, log
+
+
+def run(lib: Path, out: Path, spy, *args: str | Path):
+    folder, log = spy
+    log.write_text("")
+    result = run_flac2all(MODES, "-o", out, *args, lib, path_prefix=folder, timeout=60)
+    started = [line.split()[0] for line in log.read_text().splitlines()]
+    return result, started
+
+
+def statuses(result) -> set[str]:
+    return {r["conversion_status"] for r in result.rows()}
+
+
+def listing(folder: Path, strict: bool = True) -> dict[str, tuple[int, int]]:
+    """Every entry under ``folder`` (state and log included): size and mtime.
+    Not ``strict``: but the mtime of the state's folder, where SQLite makes
+    and removes its -wal and -shm files while a run holds the state open."""
+    out = {}
+    for p in [folder, *folder.rglob("*")]:
+        st = p.lstat()
+        loose = not strict and p == folder / ".flac2all"
+        out[str(p.relative_to(folder))] = (st.st_size if not p.is_dir() else 0, 0 if loose else st.st_mtime_ns)
+    return out
+
+
+def one_line_error(result, *words: str) -> str:
+    """The run refused with one line on stderr (no traceback), exit 2."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("flac2all: error: "), result.stderr
+    for word in words:
+        assert word in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def mirrored(lib, tmp_path, spy) -> Path:
+    out = tmp_path / "out"
+    result, started = run(lib, out, spy)
+    assert result.returncode == 0 and statuses(result) == {"SUCCESS"} and started, result.stderr
+    return out
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path):
+    """mount(folder) -> a fresh tmpfs there; unmounted at the end."""
+    mounted: list[Path] = []
+
+    def mount(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def remount_readonly(folder: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+
+
+def test_missing_parents_of_outdir_are_created(lib, tmp_path, spy):
+    out = tmp_path / "new" / "deep" / "out"
+    result, _ = run(lib, out, spy)
+    assert result.returncode == 0 and len(result.rows()) == 8
+
+
+def plant(kind: str, out: Path, tmp_path: Path) -> Path:
+    """Put something in OUTDIR's way; return the path it names."""
+    if kind == "outdir is a file":
+        out.write_text("x")
+        return out
+    if kind == "a parent is a file":
+        (tmp_path / "afile").write_text("x")
+        return tmp_path / "afile"
+    (out / ".flac2all").parent.mkdir()
+    if kind == ".flac2all is a file":
+        (out / ".flac2all").write_text("x")
+        return out / ".flac2all"
+    (out / ".flac2all").mkdir()
+    lock = out / ".flac2all" / "lock"
+    if kind == "lock is a folder":
+        lock.mkdir()
+    elif kind == "lock is a FIFO":
+        os.mkfifo(lock)
+    elif kind == "lock is a link":
+        (tmp_path / "precious").write_text("keep me")
+        lock.symlink_to(tmp_path / "precious")
+    return lock
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("outdir is a file", ["is a file, not a folder"]),
+        ("a parent is a file", ["cannot create output folder", "afile is a file, not a folder"]),
+        (".flac2all is a file", ["cannot write into output folder", ".flac2all is a file, not a folder"]),
+        ("lock is a folder", ["cannot lock", "is not a regular file"]),
+        ("lock is a FIFO", ["cannot lock", "is not a regular file"]),
+        ("lock is a link", ["cannot lock", "is not a regular file"]),
+    ],
+)
+def test_a_file_in_the_way_of_outdir_is_one_line_and_exit_2(lib, tmp_path, spy, kind, words):
+    out = tmp_path / "afile" / "out" if kind == "a parent is a file" else tmp_path / "out"
+    planted = plant(kind, out, tmp_path)
+    before = listing(tmp_path / "out") if (tmp_path / "out").is_dir() else None
+    result, started = run(lib, out, spy)
+    message = one_line_error(result, *words)
+    assert str(planted) in message
+    assert started == []
+    if before is not None:
+        assert listing(tmp_path / "out") == before  # nothing made, nothing emptied
+    if kind == "lock is a link":
+        assert (tmp_path / "precious").read_text() == "keep me"
+
+
+def run_without_dac_override(*args: str | Path) -> subprocess.CompletedProcess:
+    """flac2all as a user that permission bits apply to: root without the
+    capabilities that override them (any other user as it is)."""
+    argv = [sys.executable, "-m", "flac2all", *map(str, args)]
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def test_an_unwritable_outdir_is_one_line_and_exit_2(lib, mirrored, tmp_path):
+    before = listing(mirrored)
+    mirrored.chmod(0o555)
+    parent = tmp_path / "locked"
+    parent.mkdir(mode=0o555)
+    try:
+        result = run_without_dac_override(MODES, "-o", mirrored, lib)
+        fresh = run_without_dac_override(MODES, "-o", parent / "out", lib)
+        dry = run_without_dac_override(MODES, "--dry-run", "-o", mirrored, lib)
+    finally:
+        mirrored.chmod(0o755)
+        parent.chmod(0o755)
+    one_line_error(result, f"cannot write into output folder {mirrored}: Permission denied")
+    one_line_error(fresh, f"cannot create output folder {parent / 'out'}: Permission denied")
+    assert dry.returncode == 0 and "skip    8" in dry.stdout, dry.stderr
+    assert listing(mirrored) == before
+
+
+def test_a_readonly_mirror_refuses_to_run_but_plans(lib, tmp_path, spy, tmpfs):
+    disk = tmpfs(tmp_path / "disk")
+    out = disk / "out"
+    made, _ = run(lib, out, spy)
+    assert made.returncode == 0
+    (lib / "A" / "0 song.flac").unlink()  # a plan with something to do
+    remount_readonly(disk)
+    before = listing(disk)
+    result, started = run(lib, out, spy)
+    one_line_error(result, f"cannot write into output folder {out}: Read-only file system", "--dry-run")
+    fresh, _ = run(lib, disk / "new" / "out", spy)
+    one_line_error(fresh, "cannot create output folder", "Read-only file system")
+    dry, _ = run(lib, out, spy, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "skip    6" in dry.stdout and "orphan  2" in dry.stdout and "Traceback" not in dry.stderr
+    assert started == [] and listing(disk) == before
