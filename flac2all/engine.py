@@ -25,14 +25,14 @@ from typing import Protocol
 
 from flac2all import codecs, discovery, guards, outputs, plan, preflight, runner, tools
 from flac2all.codecs import Codec
-from flac2all.errors import UsageError
+from flac2all.errors import UsageError, describe_oserror
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
 from flac2all.guards import outdir_lock
 from flac2all.model import DISK_FULL, Action, HostRow, Job, Layout, Settings, Status, Task, TaskResult
 from flac2all.procs import ProcessGroup
 from flac2all.report import LOG_NAME, Report
-from flac2all.state import STATE_DIR, Record, State, StateError
+from flac2all.state import STATE_DIR, Record, State, StateError, UnreadableStateError, move_aside, state_path
 
 log = logging.getLogger("flac2all")
 
@@ -168,14 +168,12 @@ def selected_codecs(settings: Settings) -> tuple[Codec, ...]:
 
 
 def dry_run(settings: Settings, plan_json: Path | None = None) -> plan.Plan:
-    """The plan of a run, changing nothing (no folder, state or lock made)."""
+    """The plan of a run, changing nothing (no folder, state or lock made,
+    nothing written in OUTDIR)."""
     selected = selected_codecs(settings)
     guards.check_outdir(settings.outdir)
-    try:
-        with State(settings.outdir, settings.input_dir, readonly=True) as state:
-            _, the_plan = make_plan(settings, selected, state)
-    except (StateError, sqlite3.Error) as exc:
-        raise UsageError(f"cannot read the state in {settings.outdir}: {exc}") from None
+    with read_state(settings) as state:
+        _, the_plan = make_plan(settings, selected, state)
     if plan_json is not None:
         write_plan_json(plan_json, the_plan)
     return the_plan
@@ -321,12 +319,50 @@ def run_here(
 
 @contextmanager
 def open_state(settings: Settings) -> Iterator[State]:
+    """The run's state. One that cannot be read is moved aside and rebuilt:
+    it is a cache, and the planner adopts outputs by their provenance tags."""
     try:
-        state = State(settings.outdir, settings.input_dir)
-    except (StateError, sqlite3.Error) as exc:
-        raise UsageError(f"cannot open the state in {settings.outdir}: {exc}") from None
+        try:
+            state = State(settings.outdir, settings.input_dir)
+        except UnreadableStateError as exc:
+            aside = move_aside(settings.outdir, exc.kind)
+            log.warning(
+                "the state %s cannot be read (%s): moved it to %s. It is only a cache: "
+                "this run rebuilds it from the outputs' provenance tags",
+                state_path(settings.outdir),
+                exc.reason,
+                aside.name,
+            )
+            state = State(settings.outdir, settings.input_dir)
+    except (StateError, sqlite3.Error, OSError) as exc:
+        raise UsageError(f"cannot open the state in {settings.outdir}: {describe(exc)}") from None
     with state:
         yield state
+
+
+@contextmanager
+def read_state(settings: Settings) -> Iterator[State]:
+    """A dry run's state, read-only; one that cannot be read is left as it
+    is and the plan made without it (as the run would, after moving it)."""
+    try:
+        try:
+            state = State(settings.outdir, settings.input_dir, readonly=True)
+        except UnreadableStateError as exc:
+            log.warning(
+                "the state %s cannot be read (%s): a run would move it aside and rebuild it from the "
+                "outputs' provenance tags (it is only a cache); this plan is made without it",
+                state_path(settings.outdir),
+                exc.reason,
+            )
+            state = State(settings.outdir, settings.input_dir, empty=True)
+    except (StateError, sqlite3.Error, OSError) as exc:
+        raise UsageError(f"cannot read the state in {settings.outdir}: {describe(exc)}") from None
+    with state:
+        yield state
+
+
+def describe(exc: BaseException) -> str:
+    return describe_oserror(exc) if isinstance(exc, OSError) else str(exc)
 
 
 def convert(

@@ -1,7 +1,8 @@
-"""The output folder as users meet it: a read-only or unwritable mirror, a
-file where a folder should be, a lock that cannot be taken. Each is one line
-and exit status 2 before any work, never a traceback; a dry run plans a
-read-only mirror.
+"""The output folder and the state as users meet them: a read-only or
+unwritable mirror, a file where a folder should be, a lock that cannot be
+taken, a damaged state. Each is one line and exit status 2 before any work
+(or, for a damaged state, a warning and a rebuilt state), never a traceback;
+a dry run writes nothing at all.
 
 Read-only file systems are real: a tmpfs remounted read-only (skipped when
 this user cannot mount). Permission denied is real too: root runs flac2all
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_flac, run_flac2all
+from tests.conftest import make_flac, read_log, run_flac2all
 
 MODES = "mp3,opus"
 PROGRAMS = ("flac", "lame", "opusenc", "ffmpeg")
@@ -208,3 +210,84 @@ def test_a_readonly_mirror_refuses_to_run_but_plans(lib, tmp_path, spy, tmpfs):
     assert dry.returncode == 0, dry.stderr
     assert "skip    6" in dry.stdout and "orphan  2" in dry.stdout and "Traceback" not in dry.stderr
     assert started == [] and listing(disk) == before
+
+
+def corrupt(state: Path, how: str) -> None:
+    if how == "damaged page":
+        # The outputs table's root page, in the middle of the file.
+        db = sqlite3.connect(f"file:{state}?immutable=1", uri=True)
+        page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'outputs'").fetchone()[0]
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+        db.close()
+        assert 0 < (page - 1) * size < state.stat().st_size - size
+        with open(state, "r+b") as f:
+            f.seek((page - 1) * size)
+            f.write(b"\xde\xad\xbe\xef" * 16)
+    elif how == "not a database":
+        state.write_bytes(b"this is not a database\n" * 200)
+    elif how == "schema from the future":
+        db = sqlite3.connect(state)
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+        db.commit()
+        db.close()
+
+
+@pytest.mark.parametrize(
+    "how, reason, aside",
+    [
+        ("damaged page", "malformed", "corrupt"),
+        ("not a database", "not a database", "corrupt"),
+        ("schema from the future", "newer flac2all, schema 99", "newer"),
+    ],
+)
+def test_an_unreadable_state_is_moved_aside_and_rebuilt_without_reencoding(lib, mirrored, spy, how, reason, aside):
+    state = mirrored / ".flac2all" / "state.sqlite"
+    corrupt(state, how)
+    damaged = state.read_bytes()
+    before = listing(mirrored)
+    dry, started = run(lib, mirrored, spy, "--dry-run")
+    assert dry.returncode == 0 and "skip    8" in dry.stdout and "Traceback" not in dry.stderr
+    assert "WARNING: the state" in dry.stderr and reason in dry.stderr and "only a cache" in dry.stderr
+    assert listing(mirrored) == before and started == []  # the dry run leaves it where it is
+
+    result, started = run(lib, mirrored, spy)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    warning = [line for line in result.stderr.splitlines() if line.startswith("WARNING: the state")]
+    assert len(warning) == 1 and reason in warning[0] and "only a cache" in warning[0] and "rebuilds" in warning[0]
+    assert started == []  # every output adopted by its provenance tag
+    assert statuses(result) == {"SUCCESS (skipped: unchanged)"}
+    moved = [p for p in state.parent.iterdir() if p.name.startswith(f"state.sqlite.{aside}-")]
+    assert len(moved) == 1 and moved[0].read_bytes() == damaged and moved[0].name in warning[0]
+
+    again, started = run(lib, mirrored, spy)
+    assert again.returncode == 0 and again.stderr == "" and started == []
+    assert statuses(again) == {"SUCCESS (skipped: up to date)"}
+
+
+def test_a_dry_run_writes_nothing_in_outdir(lib, mirrored, spy, tmp_path):
+    make_flac(lib / "C" / "new.flac", seconds=0.1)
+    before = listing(mirrored)
+    dry, started = run(lib, mirrored, spy, "--dry-run", "--delete", "--plan-json", tmp_path / "plan.json")
+    assert dry.returncode == 0 and "encode  2" in dry.stdout and started == []
+    assert listing(mirrored) == before  # no -wal, no -shm, no lock, no log
+
+
+def test_a_dry_run_sees_rows_a_killed_run_left_in_the_wal(lib, mirrored, spy):
+    """SQLite's immutable mode would miss them: the dry run reads a copy."""
+    state = mirrored / ".flac2all" / "state.sqlite"
+    killed = (
+        "import os, sqlite3, sys\n"
+        "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "db.execute('PRAGMA wal_autocheckpoint=0')\n"
+        "db.execute(\"UPDATE outputs SET settings_hash = 'old' WHERE mode = 'mp3'\")\n"
+        "os._exit(0)\n"  # no checkpoint: the change is in the WAL only
+    )
+    subprocess.run([sys.executable, "-c", killed, str(state)], check=True, timeout=30)
+    assert state.with_name("state.sqlite-wal").stat().st_size > 0
+    before = listing(mirrored)
+    dry, _ = run(lib, mirrored, spy, "--dry-run")
+    assert dry.returncode == 0 and "encode  4" in dry.stdout and "skip    4" in dry.stdout
+    assert listing(mirrored) == before
+    result, started = run(lib, mirrored, spy)
+    assert started.count("lame") == 4 and "opusenc" not in started
+    assert sum(r["conversion_status"] == "SUCCESS" for r in read_log(mirrored)) == 4
