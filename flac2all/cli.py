@@ -218,6 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
         " looks like a deleted library)",
     )
     p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="run even if INPUTDIR holds no FLAC file (refused otherwise: it may be an unmounted disk)",
+    )
+    p.add_argument(
+        "--allow-missing-sources",
+        action="store_true",
+        help="run even if most sources of the mirror are missing or INPUTDIR is on another file system "
+        "than last time (refused otherwise: the source looks unmounted)",
+    )
+    p.add_argument(
         "--decode-per-mode",
         action="store_true",
         help="decode a file separately for each mode instead of once for all (slower; to compare, or to bound"
@@ -285,6 +296,8 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         embed_folder_art=args.embed_folder_art,
         delete=args.delete,
         delete_anyway=args.delete_anyway,
+        allow_empty=args.allow_empty,
+        allow_missing_sources=args.allow_missing_sources,
         shared_decode=not args.decode_per_mode,
     )
     return settings, notes

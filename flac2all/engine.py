@@ -153,10 +153,38 @@ def remember(state: State, result: TaskResult) -> None:
         state.put(Record.made(task.output, task.source, task.mode, result.facts, task.settings_hash, st))
 
 
-def make_plan(settings: Settings, selected: tuple[Codec, ...], state: State) -> tuple[discovery.Tree, plan.Plan]:
+def discover_input(settings: Settings, selected: tuple[Codec, ...], dry: bool = False) -> discovery.Tree:
+    """The input tree; an input without any FLAC is refused (a warning in a
+    dry run) before OUTDIR is touched."""
     tree = discovery.discover(settings.input_dir, prune_set(settings, selected))
+    problem = guards.empty_input(settings, tree)
+    if problem and not dry:
+        raise UsageError(problem)
+    if problem:
+        log.warning("a run would refuse: %s", problem)
+    return tree
+
+
+def make_plan(settings: Settings, selected: tuple[Codec, ...], state: State, tree: discovery.Tree) -> plan.Plan:
+    """The plan of a run (``state.readonly``: of a dry run, whose guards
+    warn rather than refuse). Refuses an input that looks unmounted."""
+    dry = state.readonly
+    records = state.load()
+    device_before = state.meta(guards.DEVICE_KEY)
+    check = guards.check_sources(settings, tree, records, device_before)
+    if check.problem and not settings.allow_missing_sources:
+        if not dry:
+            raise UsageError(check.problem)
+        log.warning("a run would refuse: %s", check.problem)
+    device = guards.input_device(settings.input_dir)
+    if check.complete and not dry and device and device != device_before:
+        # Only an input that looks complete is the library's file system.
+        state.set_meta(guards.DEVICE_KEY, device)
     versions = tools.versions({p for c in selected for p in c.programs})
-    return tree, plan.build(tree, selected, settings, state.load(), versions)
+    the_plan = plan.build(tree, selected, settings, records, versions, refuse=not dry)
+    for warning in the_plan.warnings:
+        log.warning("%s", warning)
+    return the_plan
 
 
 def selected_codecs(settings: Settings) -> tuple[Codec, ...]:
@@ -169,11 +197,13 @@ def selected_codecs(settings: Settings) -> tuple[Codec, ...]:
 
 def dry_run(settings: Settings, plan_json: Path | None = None) -> plan.Plan:
     """The plan of a run, changing nothing (no folder, state or lock made,
-    nothing written in OUTDIR)."""
+    nothing written in OUTDIR). What a run would refuse is a warning: the
+    plan is what the user needs to decide."""
     selected = selected_codecs(settings)
     guards.check_outdir(settings.outdir)
+    tree = discover_input(settings, selected, dry=True)
     with read_state(settings) as state:
-        _, the_plan = make_plan(settings, selected, state)
+        the_plan = make_plan(settings, selected, state, tree)
     if plan_json is not None:
         write_plan_json(plan_json, the_plan)
     return the_plan
@@ -204,10 +234,11 @@ def run(
     if executor.needs_local_encoders:
         check_programs(selected)
     selected_codecs(settings)
+    tree = discover_input(settings, selected)
     guards.prepare_outdir(settings.outdir)
     report = Report(modes=tuple(c.name for c in selected))
     with outdir_lock(settings.outdir), open_state(settings) as state:
-        tree, the_plan = make_plan(settings, selected, state)
+        the_plan = make_plan(settings, selected, state, tree)
         if executor.needs_local_encoders:
             # Before any output is written, and only for modes with encodes:
             # a no-op re-run starts no process.

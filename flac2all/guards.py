@@ -1,8 +1,9 @@
 """What must hold before a run changes anything: an output folder it can
-create, write and lock.
+create, write and lock, and an input that looks like the library the mirror
+was made from (not empty, not the empty mount point of an unmounted disk).
 
 Each problem is one sentence for the user (a UsageError, exit status 2),
-found before any work.
+found before any work; a dry run gets the input's as warnings instead.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ import os
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+from flac2all.discovery import Tree
 from flac2all.errors import OutdirBusyError, UsageError, describe_oserror
-from flac2all.state import STATE_DIR
+from flac2all.model import Settings
+from flac2all.state import STATE_DIR, Record
+
+# The state's meta key for the input folder's file system (see input_device).
+DEVICE_KEY = "input_device"
 
 
 def not_a_folder(path: Path) -> Path | None:
@@ -89,3 +96,68 @@ def outdir_lock(outdir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def empty_input(settings: Settings, tree: Tree) -> str | None:
+    """Why an input with no FLAC at all is refused (None: it has some, or
+    --allow-empty)."""
+    if tree.flacs or settings.allow_empty:
+        return None
+    unread = ""
+    if tree.errors:
+        folder, cause = tree.errors[0]
+        unread = f" ({len(tree.errors)} folders could not be read; {folder}: {cause})"
+    return f"no FLAC files under {settings.input_dir}{unread}; add --allow-empty if that is right"
+
+
+def input_device(folder: Path) -> str:
+    """Which file system ``folder`` is on: its device number and the file
+    system's id ("" when unknown). Either may change while the other holds
+    (a USB disk plugged in another order, a remounted NFS share)."""
+    try:
+        return f"{os.stat(folder).st_dev}:{os.statvfs(folder).f_fsid}"
+    except OSError:
+        return ""
+
+
+def same_device(now: str, before: str) -> bool:
+    if not now or not before:
+        return True  # unknown: no evidence of a change
+    dev, _, fsid = now.partition(":")
+    dev_before, _, fsid_before = before.partition(":")
+    return dev == dev_before or (fsid == fsid_before and fsid not in ("", "0"))
+
+
+@dataclass(frozen=True)
+class SourceCheck:
+    problem: str  # "" when the input looks like the library the state knows
+    # Most of the state's sources are there: this input's device may be
+    # recorded as the library's (not when an unmounted disk is overridden).
+    complete: bool
+
+
+def check_sources(
+    settings: Settings, tree: Tree, records: dict[Path, Record], device_before: str | None
+) -> SourceCheck:
+    """Does the input look like the library the mirror was made from? An
+    unmounted disk leaves an empty folder (or a stale one on another file
+    system): every output would be an orphan, and --delete would wipe them."""
+    known = {rec.source for rec in records.values()}
+    present = {s.path for s in tree.flacs} | {s.path for s in tree.others}
+    found = len(known & present)
+    if found * 2 < len(known):
+        return SourceCheck(
+            f"source looks unmounted: only {found} of the {len(known)} sources recorded in the state of "
+            f"{settings.outdir} are under {settings.input_dir}; mount it or check the path, "
+            "or add --allow-missing-sources if they are really gone",
+            complete=False,
+        )
+    device = input_device(settings.input_dir)
+    if device_before is not None and not same_device(device, device_before):
+        return SourceCheck(
+            f"source looks unmounted: {settings.input_dir} is on another file system than at the last run "
+            f"(device {device.split(':')[0]}, was {device_before.split(':')[0]}); mount the right one, "
+            "or add --allow-missing-sources if the library has moved",
+            complete=True,
+        )
+    return SourceCheck("", complete=True)

@@ -92,6 +92,11 @@ class Settings:
     # Mirror: remove orphan outputs (--delete), even many (--delete-anyway).
     delete: bool = False
     delete_anyway: bool = False
+    # Run on an input without FLAC (--allow-empty), or one missing most of
+    # the sources the state knows (--allow-missing-sources): refused
+    # otherwise, as an unmounted disk looks like that.
+    allow_empty: bool = False
+    allow_missing_sources: bool = False
     # Decode a source once for all its modes (one Job); False runs one
     # decoder per output, as the original did.
     shared_decode: bool = True

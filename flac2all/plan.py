@@ -95,6 +95,8 @@ class Plan:
     # rows whose output is gone.
     refresh: list[Record] = field(default_factory=list)
     forget: list[Path] = field(default_factory=list)
+    # What a run would refuse, when the planner was asked not to (a dry run).
+    warnings: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[Action, int]:
         out = {a: 0 for a in Action}
@@ -123,7 +125,8 @@ class Plan:
 
 class Planner:
     """Builds a Plan; the state and the file system are asked through
-    ``records``, ``stat``, ``facts`` and ``provenance``."""
+    ``records``, ``stat``, ``facts`` and ``provenance``. ``refuse`` False
+    (a dry run) turns a refusal into a warning in the plan."""
 
     def __init__(
         self,
@@ -134,8 +137,10 @@ class Planner:
         stat: Callable[[Path], os.stat_result | None] = stat_or_none,
         facts: Callable[[Path], SourceFacts | None] = read_facts,
         provenance: Callable[[TagFamily, Path], dict[str, str] | None] = TagFamily.read_provenance,
+        refuse: bool = True,
     ) -> None:
         self.settings = settings
+        self.refuse = refuse
         self.codecs = codecs
         self.records = records
         self.stat = stat
@@ -283,11 +288,13 @@ class Planner:
         self.match_moves(fresh, orphans)
         deleting = self.settings.delete
         if deleting and not self.settings.delete_anyway and len(orphans) > DELETE_GUARD * len(self.records):
-            raise UsageError(
+            why = (
                 f"--delete would remove {len(orphans)} of the {len(self.records)} outputs in {self.settings.outdir} "
                 f"(more than {DELETE_GUARD:.0%}): is the source folder mounted and complete? "
-                "Run with --dry-run to see the list, and add --delete-anyway if it is right"
             )
+            if self.refuse:
+                raise UsageError(why + "Run with --dry-run to see the list, and add --delete-anyway if it is right")
+            self.plan.warnings.append(f"a run would refuse: {why}The list is below; add --delete-anyway if it is right")
         for rec in orphans:
             task = Task(rec.source, rec.mode, rec.output, Action.DELETE if deleting else Action.ORPHAN)
             self.plan.tasks.append(task)

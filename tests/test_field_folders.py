@@ -1,8 +1,10 @@
-"""The output folder and the state as users meet them: a read-only or
-unwritable mirror, a file where a folder should be, a lock that cannot be
-taken, a damaged state. Each is one line and exit status 2 before any work
-(or, for a damaged state, a warning and a rebuilt state), never a traceback;
-a dry run writes nothing at all.
+"""The folders and the state as users meet them: a read-only or unwritable
+mirror, a file where a folder should be, a lock that cannot be taken, a
+damaged state, an empty or unmounted library. Each is one line and exit
+status 2 before any work (or, for a damaged state, a warning and a rebuilt
+state), never a traceback nor a misleading success; the --allow-* flags let
+an odd input through; a dry run always shows its plan, with what a run would
+refuse as warnings, and writes nothing at all.
 
 Read-only file systems are real: a tmpfs remounted read-only (skipped when
 this user cannot mount). Permission denied is real too: root runs flac2all
@@ -20,6 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from flac2all.discovery import Source, Tree
+from flac2all.guards import check_sources, same_device
+from flac2all.model import Settings, SourceFacts
+from flac2all.state import Record
 from tests.conftest import make_flac, read_log, run_flac2all
 
 MODES = "mp3,opus"
@@ -291,3 +297,144 @@ def test_a_dry_run_sees_rows_a_killed_run_left_in_the_wal(lib, mirrored, spy):
     result, started = run(lib, mirrored, spy)
     assert started.count("lame") == 4 and "opusenc" not in started
     assert sum(r["conversion_status"] == "SUCCESS" for r in read_log(mirrored)) == 4
+
+
+# --- the input folder ---------------------------------------------------------
+
+
+def test_an_input_without_flac_is_refused_unless_allowed(tmp_path, spy):
+    empty = tmp_path / "music"
+    (empty / "A").mkdir(parents=True)
+    (empty / "A" / "cover.jpg").write_bytes(b"not a FLAC")
+    out = tmp_path / "out"
+    result, started = run(empty, out, spy)
+    one_line_error(result, f"no FLAC files under {empty}", "--allow-empty")
+    assert not out.exists() and started == []  # refused before OUTDIR is made
+    dry, _ = run(empty, out, spy, "--dry-run")
+    assert dry.returncode == 0 and "dry run" in dry.stdout
+    assert f"WARNING: a run would refuse: no FLAC files under {empty}" in dry.stderr
+    allowed, _ = run(empty, out, spy, "--allow-empty")
+    assert allowed.returncode == 0 and allowed.rows() == [] and "Traceback" not in allowed.stderr
+
+
+def unmount(lib: Path, keep: int) -> None:
+    """The library as an unmounted disk shows it: ``keep`` sources left."""
+    for n, flac in enumerate(sorted(lib.rglob("*.flac"))):
+        if n >= keep:
+            flac.unlink()
+
+
+def test_a_library_missing_most_sources_looks_unmounted(lib, mirrored, spy):
+    unmount(lib, keep=1)
+    before = listing(mirrored, strict=False)
+    result, started = run(lib, mirrored, spy)
+    one_line_error(result, "source looks unmounted: only 1 of the 4 sources", str(lib), "--allow-missing-sources")
+    assert started == [] and listing(mirrored, strict=False) == before  # outputs, state, the last log
+    # --delete's own refusal is not reached: this one says more.
+    deleting, _ = run(lib, mirrored, spy, "--delete")
+    one_line_error(deleting, "source looks unmounted")
+    before = listing(mirrored)
+    dry, _ = run(lib, mirrored, spy, "--dry-run")
+    assert dry.returncode == 0 and "skip    2" in dry.stdout and "orphan  6" in dry.stdout
+    assert "WARNING: a run would refuse: source looks unmounted: only 1 of the 4" in dry.stderr
+    assert listing(mirrored) == before
+    allowed, started = run(lib, mirrored, spy, "--allow-missing-sources")
+    assert allowed.returncode == 0 and started == []
+    assert sum(s.startswith("SUCCESS (orphan") for s in (r["conversion_status"] for r in allowed.rows())) == 6
+
+
+def test_an_empty_library_with_a_known_state_needs_both_flags(lib, mirrored, spy):
+    unmount(lib, keep=0)
+    result, _ = run(lib, mirrored, spy, "--allow-empty")
+    one_line_error(result, "source looks unmounted: only 0 of the 4 sources")
+    allowed, started = run(lib, mirrored, spy, "--allow-empty", "--allow-missing-sources")
+    assert allowed.returncode == 0 and started == []
+
+
+def test_half_of_the_sources_is_not_unmounted(lib, mirrored, spy):
+    unmount(lib, keep=2)
+    result, started = run(lib, mirrored, spy)
+    assert result.returncode == 0 and started == [] and result.stderr == ""
+
+
+def test_dry_run_delete_shows_the_plan_and_warns_where_delete_refuses(lib, mirrored, spy):
+    unmount(lib, keep=2)  # 4 of 8 outputs would go: more than --delete's 10%
+    before = listing(mirrored, strict=False)
+    refused, _ = run(lib, mirrored, spy, "--delete")
+    one_line_error(refused, "--delete would remove 4 of the 8 outputs", "Run with --dry-run to see the list")
+    assert listing(mirrored, strict=False) == before
+    before = listing(mirrored)
+    dry, _ = run(lib, mirrored, spy, "--delete", "--dry-run")
+    assert dry.returncode == 0 and "delete  4" in dry.stdout
+    warning = "WARNING: a run would refuse: --delete would remove 4 of the 8 outputs"
+    assert dry.stderr.startswith(warning) and "Run with --dry-run" not in dry.stderr
+    assert "--delete-anyway" in dry.stderr
+    assert listing(mirrored) == before
+
+
+def test_a_library_on_another_file_system_looks_unmounted(lib, tmp_path, spy, tmpfs):
+    """The disk is mounted at the library's folder; unmounted, the folder
+    underneath holds a stale full copy: every source is there, the file
+    system is not the one the state recorded."""
+    disk = tmpfs(tmp_path / "disk")
+    shutil.copytree(lib, disk / "music")
+    out = tmp_path / "out"
+    first, _ = run(disk / "music", out, spy)
+    assert first.returncode == 0
+    subprocess.run(["umount", str(disk)], check=True)
+    shutil.copytree(lib, disk / "music")  # the stale copy, same names and mtimes
+    result, started = run(disk / "music", out, spy)
+    one_line_error(result, "source looks unmounted", "on another file system than at the last run")
+    assert started == []
+    dry, _ = run(disk / "music", out, spy, "--dry-run")
+    assert dry.returncode == 0 and "on another file system" in dry.stderr
+    moved, _ = run(disk / "music", out, spy, "--allow-missing-sources")
+    assert moved.returncode == 0 and statuses(moved) == {"SUCCESS (skipped: up to date)"}
+    # The library has moved for good: the new file system is remembered.
+    again, _ = run(disk / "music", out, spy)
+    assert again.returncode == 0 and again.stderr == ""
+
+
+def settings(tmp_path: Path) -> Settings:
+    return Settings(input_dir=tmp_path / "in", outdir=tmp_path / "out", modes=("mp3",))
+
+
+def records_for(tmp_path: Path, names: list[str]) -> dict[Path, Record]:
+    facts = SourceFacts(1, 1, "md5", "t", "p")
+    out = {}
+    for name in names:
+        output = tmp_path / "out" / "mp3" / f"{name}.mp3"
+        out[output] = Record(output, tmp_path / "in" / f"{name}.flac", "mp3", facts, "h", 1, 1)
+    return out
+
+
+def tree_of(tmp_path: Path, names: list[str]) -> Tree:
+    return Tree(flacs=[Source(tmp_path / "in" / f"{n}.flac", Path(f"{n}.flac"), 1, 1) for n in names])
+
+
+@pytest.mark.parametrize("found, refused", [(0, True), (4, True), (5, False), (10, False)])
+def test_fewer_than_half_of_the_known_sources_is_refused(tmp_path, found, refused):
+    names = [str(n) for n in range(10)]
+    (tmp_path / "in").mkdir()
+    check = check_sources(settings(tmp_path), tree_of(tmp_path, names[:found]), records_for(tmp_path, names), None)
+    assert bool(check.problem) is refused and check.complete is not refused
+
+
+def test_a_new_mirror_is_never_unmounted(tmp_path):
+    (tmp_path / "in").mkdir()
+    assert check_sources(settings(tmp_path), Tree(), {}, None).problem == ""
+
+
+def test_same_device_by_number_or_by_file_system_id():
+    assert same_device("40:123", "40:999")  # a tmpfs remounted: a new id
+    assert same_device("2049:123", "2065:123")  # a USB disk plugged in another order
+    assert not same_device("2049:123", "40:999")
+    assert not same_device("2049:0", "40:0")  # no id: the numbers decide
+    assert same_device("", "40:1") and same_device("40:1", "")
+
+
+def test_help_documents_the_allow_flags():
+    help_text = run_flac2all("--help").stdout
+    for flag in ("--allow-empty", "--allow-missing-sources"):
+        entry = " ".join(help_text.split(f"\n  {flag}", 1)[1].split("\n  -", 1)[0].split())
+        assert entry.startswith("run even if") and "(refused otherwise:" in entry, entry

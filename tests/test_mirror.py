@@ -211,14 +211,20 @@ def test_delete_guard_refuses_to_wipe_the_mirror(lib, mirrored, spy, tmp_path):
     shutil.rmtree(lib)
     lib.mkdir()  # an unmounted source disk: an empty folder
     make_flac(lib / "A" / "0 song.flac", seconds=0.15, tags={"TITLE": "A0", "ALBUM": "A"})
-    refused, started = run(lib, mirrored, spy, "--delete")
+    unmounted, started = run(lib, mirrored, spy, "--delete")
+    assert unmounted.returncode == 2
+    assert "source looks unmounted: only 1 of the 12 sources" in unmounted.stderr
+    assert snapshot(mirrored) == before and started == []
+    # Past that guard (most sources really gone), --delete's own still holds.
+    refused, started = run(lib, mirrored, spy, "--delete", "--allow-missing-sources")
     assert refused.returncode == 2
     assert "--delete would remove 22 of the 24 outputs" in refused.stderr
     assert snapshot(mirrored) == before and started == []
     dry, _ = run(lib, mirrored, spy, "--delete", "--delete-anyway", "--dry-run")
     assert dry.returncode == 0 and "delete  22" in dry.stdout
+    assert "a run would refuse: source looks unmounted" in dry.stderr
     assert snapshot(mirrored) == before
-    forced, _ = run(lib, mirrored, spy, "--delete", "--delete-anyway")
+    forced, _ = run(lib, mirrored, spy, "--delete", "--delete-anyway", "--allow-missing-sources")
     assert forced.returncode == 0
     remaining = sorted(str(p) for p in snapshot(mirrored))
     assert remaining == ["mp3/A/0 song.mp3", "opus/A/0 song.opus"]
