@@ -438,3 +438,10 @@ def test_help_documents_the_allow_flags():
     for flag in ("--allow-empty", "--allow-missing-sources"):
         entry = " ".join(help_text.split(f"\n  {flag}", 1)[1].split("\n  -", 1)[0].split())
         assert entry.startswith("run even if") and "(refused otherwise:" in entry, entry
+
+
+def test_the_guards_start_no_process():
+    """As docs/architecture.md says: guards.py only looks at files."""
+    probe = "import sys, flac2all.guards\nprint('subprocess' in sys.modules or 'flac2all.procs' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30)
+    assert out.stdout.strip() == "False"
