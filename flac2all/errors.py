@@ -6,7 +6,11 @@ into messages and exit statuses.
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 from enum import IntEnum
+from pathlib import Path
 
 
 class ExitStatus(IntEnum):
@@ -42,15 +46,102 @@ class TaskError(Exception):
     """One task failed; becomes a failed TaskResult, never stops the run.
 
     ``returncode`` is the failing program's exit status, or 1 when no program
-    failed (for example a source that is not a FLAC file).
+    failed (for example a source that is not a FLAC file). ``kind`` names a
+    cause the run as a whole cares about (``DISK_FULL``), else is empty.
     """
 
-    def __init__(self, message: str, returncode: int = 1) -> None:
+    def __init__(self, message: str, returncode: int = 1, kind: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.returncode = returncode
+        self.kind = kind
 
 
 def describe_oserror(exc: OSError) -> str:
     """'Permission denied' rather than '[Errno 13] Permission denied: ...'."""
     return exc.strerror or str(exc)
+
+
+# A task's kind of failure when the output's filesystem takes no more data:
+# every task after it would fail the same way.
+DISK_FULL = "disk-full"
+
+# What the user is told for each errno that means the output's filesystem
+# takes no more data, and the words (their strerror) programs print for it.
+FULL_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+}
+FULL_WORDS = {
+    "no space left on device": errno.ENOSPC,
+    "disk quota exceeded": errno.EDQUOT,
+    "read-only file system": errno.EROFS,
+}
+FULL_TEXT = re.compile("|".join(FULL_WORDS), re.IGNORECASE)
+# What the encoders print when a write failed, without saying why: lame
+# ("Error writing mp3 output"), oggenc ("Failed writing data to output
+# stream"), opusenc ("Encoding aborted: write failed"), flac ("An error
+# occurred while writing; the most common cause is that the disk is full.").
+WRITE_FAILED = re.compile(
+    r"error writing (mp3 output|id3v[12] tag|lame-tag)|failed writing .* to output stream"
+    r"|write failed|error occurred while writing",
+    re.IGNORECASE,
+)
+# Below this much free space, a write that failed without saying why is
+# taken for a full disk (an encode needs at least its source's size or so).
+NEARLY_FULL = 16 * 1024 * 1024
+
+
+def full_errno(exc: BaseException, depth: int = 0) -> int | None:
+    """The ENOSPC/EDQUOT/EROFS behind an exception: its own errno, or that
+    of an exception it wraps (mutagen's errors carry the OSError in their
+    args; ours keep it as their context)."""
+    if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+        return exc.errno
+    if depth > 4:
+        return None
+    inner = [a for a in exc.args if isinstance(a, BaseException)] + [exc.__cause__, exc.__context__]
+    for e in inner:
+        if e is not None and (code := full_errno(e, depth + 1)) is not None:
+            return code
+    return None
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Bytes an unprivileged user may still write on ``folder``'s filesystem
+    (its nearest existing parent's, if it does not exist yet)."""
+    for place in (folder, *folder.parents):
+        try:
+            st = os.statvfs(place)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+    return None
+
+
+def disk_full_cause(problem: BaseException | str, folder: Path, needed: int = 0) -> str | None:
+    """One message for a filesystem that takes no more data, wherever it
+    surfaced in a task (an OSError, a mutagen error wrapping one, an
+    encoder's last words), or None when ``problem`` is something else.
+
+    A write that failed without saying why (most encoders) counts only when
+    ``folder``'s filesystem is nearly full: less than ``needed`` bytes (or
+    NEARLY_FULL) free.
+    """
+    text = problem if isinstance(problem, str) else str(problem)
+    code = None if isinstance(problem, str) else full_errno(problem)
+    if code is None and (m := FULL_TEXT.search(text)):
+        code = FULL_WORDS[m.group(0).lower()]
+    free = free_bytes(folder)
+    if code is None and WRITE_FAILED.search(text) and free is not None and free < max(needed, NEARLY_FULL):
+        code = errno.ENOSPC
+    if code is None:
+        return None
+    if code == errno.EROFS:
+        return f"{FULL_ERRNOS[code]} ({folder})"
+    if free is None:
+        return f"{FULL_ERRNOS[code]} ({folder}'s filesystem)"
+    return f"{FULL_ERRNOS[code]} ({folder}'s filesystem: {free / 1e6:.1f} MB free)"
