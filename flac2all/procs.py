@@ -4,7 +4,7 @@
 them all: Ctrl-C, SIGTERM, a cluster shutdown); ``Chain`` is a pipeline of
 started processes; ``Fanout`` is one decoder whose output is copied to
 several encoder chains. A failing pipeline blames the stage that failed
-first, never one that died of the broken pipe behind it.
+first, never one that died of the broken pipe behind it (``blame``).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import threading
 import time
 
 from flac2all import tools
+from flac2all.blame import blame, only_pipe_symptoms, read_tail
 from flac2all.errors import TaskError
 
 log = logging.getLogger("flac2all")
 
-STDERR_TAIL = 64 * 1024
 Command = list[str]
 
 
@@ -82,31 +82,6 @@ class ProcessGroup:
             self.kill(proc)
 
 
-def last_error_line(stderr: str) -> str:
-    """The encoder's own most telling line: the last one mentioning an
-    error, else the last non-empty one."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "error" in line.lower():
-            return line[:300]
-    return lines[-1][:300] if lines else ""
-
-
-def read_tail(fileobj) -> str:
-    size = fileobj.seek(0, os.SEEK_END)
-    fileobj.seek(max(0, size - STDERR_TAIL))
-    return fileobj.read().decode("utf-8", "replace")
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"was killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"was killed by signal {-returncode}"
-    return f"exited with status {returncode}"
-
-
 class Chain:
     """``stage0 | stage1 | ...`` as started processes, with each stage's
     stderr kept in a temp file; ``close()`` kills and reaps what is left."""
@@ -116,6 +91,7 @@ class Chain:
         self.processes = processes
         self.procs: list[subprocess.Popen] = []
         self.errfiles: list = []
+        self._stderrs: list[str] | None = None
 
     def start(self, stdin: int = subprocess.DEVNULL, stdout: int = subprocess.DEVNULL) -> None:
         """Start every stage; ``stdin``/``stdout`` of the chain may be PIPE
@@ -170,26 +146,25 @@ class Chain:
             except subprocess.TimeoutExpired:
                 raise TaskError(f"{argv[0]} timed out after {timeout:g} s", -signal.SIGKILL) from None
 
-    def failure(self) -> TaskError | None:
-        """Why the chain failed, or None if every stage exited 0.
+    def stderrs(self) -> list[str]:
+        """What each stage said (the tail), once they have all ended."""
+        if self._stderrs is None:
+            self._stderrs = [read_tail(f) for f in self.errfiles[: len(self.procs)]]
+        return self._stderrs
 
-        A stage killed by SIGPIPE only shows that the next one died first:
-        the first other failure is the cause.
-        """
-        failed = [p for p in self.procs if p.returncode != 0]
-        if not failed:
-            return None
-        cause = next((p for p in failed if p.returncode != -signal.SIGPIPE), failed[0])
-        index = self.procs.index(cause)
-        for argv, p, f in zip(self.stages, self.procs, self.errfiles, strict=False):
-            log.debug("%s -> %s\n%s", shlex.join(argv), p.returncode, read_tail(f))
-        detail = last_error_line(read_tail(self.errfiles[index]))
-        message = f"{self.stages[index][0]} {describe_exit(cause.returncode)}"
-        return TaskError(f"{message}: {detail}" if detail else message, cause.returncode)
+    def failure(self) -> TaskError | None:
+        """Why the chain failed (``blame``), or None if it did not."""
+        codes = [p.returncode for p in self.procs]
+        failure = blame([argv[0] for argv in self.stages[: len(codes)]], codes, self.stderrs())
+        if failure is not None:
+            for argv, code, stderr in zip(self.stages, codes, self.stderrs(), strict=False):
+                log.debug("%s -> %s\n%s", shlex.join(argv), code, stderr)
+        return failure
 
     @property
-    def died_of_sigpipe(self) -> bool:
-        return any(p.returncode == -signal.SIGPIPE for p in self.procs)
+    def broken_pipe(self) -> bool:
+        """Whether the chain failed only because its reader was gone."""
+        return only_pipe_symptoms([p.returncode for p in self.procs], self.stderrs())
 
     def close(self) -> None:
         for proc in self.procs:
@@ -318,7 +293,7 @@ class Fanout:
             if 0 in self.expired:
                 return [failure or self.timed_out(0) for failure in failures]
             head_failure = self.source.failure()
-            if head_failure is not None and not self.source.died_of_sigpipe:
+            if head_failure is not None and not self.source.broken_pipe:
                 return [failure or head_failure for failure in failures]
             return [
                 failure or (self.timed_out(i) if i in self.expired else chain.failure())
