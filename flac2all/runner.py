@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -174,16 +175,56 @@ def delete(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
     return "deleted orphan", None
 
 
+FILE_TYPES = {
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFDIR: "folder",
+}
+COPY_CHUNK = 1024 * 1024
+
+
+def not_regular(st: os.stat_result) -> TaskError | None:
+    if stat.S_ISREG(st.st_mode):
+        return None
+    kind = FILE_TYPES.get(stat.S_IFMT(st.st_mode), "special file")
+    return TaskError(f"not a regular file ({kind})")
+
+
 def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
+    """Copy a non-FLAC file (-c): regular files only (a link to /dev/zero
+    or a FIFO would be read forever, or block), and only as many bytes as
+    its size when we looked (a file still growing is not chased)."""
     try:
         st = os.stat(task.source)
     except OSError as exc:
         raise TaskError(f"cannot read: {describe_oserror(exc)}") from None
+    if (problem := not_regular(st)) is not None:
+        raise problem
     with staged(task.output) as tmp:
         try:
-            shutil.copy2(task.source, tmp)
+            # O_NONBLOCK: a FIFO put in its place since the stat cannot block the open.
+            fd = os.open(task.source, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError as exc:
-            raise TaskError(f"cannot copy: {describe_oserror(exc)}") from None
+            raise TaskError(f"cannot read: {describe_oserror(exc)}") from None
+        with open(fd, "rb") as src:
+            if (problem := not_regular(os.fstat(fd))) is not None:
+                raise problem
+            os.set_blocking(fd, True)
+            try:
+                with open(tmp, "xb") as dst:
+                    left = st.st_size
+                    while left > 0 and (chunk := src.read(min(COPY_CHUNK, left))):
+                        dst.write(chunk)
+                        left -= len(chunk)
+                shutil.copystat(task.source, tmp)
+                # The times the state records, even if the source changed since.
+                os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+            except OSError as exc:
+                raise TaskError(f"cannot copy: {describe_oserror(exc)}") from None
+        if left > 0:
+            raise TaskError("source shrank while being copied")
         commit(tmp, task.output)
     return "copied", SourceFacts(st.st_size, st.st_mtime_ns, "", "", "")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -162,6 +163,27 @@ FOLDER_ART_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/
 FRONT_COVER = 3
 
 
+# A FLAC metadata block holds less than 16 MiB: larger art fits no output.
+MAX_ART = 16 * 1024 * 1024 - 1024
+
+
+def read_regular(path: Path, limit: int = MAX_ART) -> bytes | None:
+    """The content of a regular file of at most ``limit`` bytes, else None
+    (a link to /dev/zero or a FIFO named cover.jpg is never read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with open(fd, "rb") as f:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+                return None
+            return f.read(st.st_size)
+        except OSError:
+            return None
+
+
 def with_folder_art(meta: SourceMeta, folder: Path) -> SourceMeta:
     """The source's metadata plus cover.jpg/folder.jpg/front.jpg (or .png)
     from its folder as front cover, when it has no embedded front cover."""
@@ -176,9 +198,8 @@ def with_folder_art(meta: SourceMeta, folder: Path) -> SourceMeta:
             path = names.get(stem + ext)
             if path is None:
                 continue
-            try:
-                data = path.read_bytes()
-            except OSError:
+            data = read_regular(path)
+            if data is None:
                 continue
             pic = Picture()
             pic.type, pic.mime, pic.desc, pic.data = FRONT_COVER, mime, "", data
