@@ -26,7 +26,7 @@ from flac2all import codecs, tags
 from flac2all.errors import TaskError, describe_oserror
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.outputs import commit, remove_empty_folders, staged
-from flac2all.procs import Command, Interrupted, ProcessGroup, run_fanout
+from flac2all.procs import Command, Interrupted, ProcessGroup, run_fanout, run_pipeline
 
 __all__ = ["Interrupted", "ProcessGroup", "execute", "execute_batch", "retag"]
 
@@ -63,6 +63,25 @@ def check_output(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta) -> None:
     if codec.keeps_md5 and meta.md5:
         if not isinstance(out, FLAC) or out.info.md5_signature != meta.md5:
             raise TaskError("re-encoded audio differs from the source (MD5 mismatch)")
+
+
+def verify(
+    codec: codecs.Codec, tmp: Path, final: Path, meta: tags.SourceMeta, timeout: float, processes: ProcessGroup
+) -> None:
+    """The last check, on the output as it will be renamed into place (tags
+    and all): the checks of check_output again, and the codec's own test of
+    the file (flac --test)."""
+    if codec.tagged:
+        check_output(codec, tmp, meta)
+    command = codec.verify_command(tmp)
+    if command is None:
+        return
+    try:
+        run_pipeline([command], timeout, processes)
+    except TaskError as exc:
+        # The user never sees the temp name (flac says the base name alone).
+        message = exc.message.replace(str(tmp), final.name).replace(tmp.name, final.name)
+        raise TaskError(f"output fails its check once tagged: {message}", exc.returncode) from None
 
 
 Outcome = tuple[str, SourceFacts | None]  # (note for the result, facts for the state)
@@ -125,6 +144,7 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
                     raise failure
                 check_output(codec, tmp, meta)
                 note = write_tags(codec, tmp, with_provenance(meta, facts, task), task, settings)
+                verify(codec, tmp, task.output, meta, timeout, processes)
                 commit(tmp, task.output)
                 outcome = (note, facts)
             except TaskError as exc:
@@ -135,16 +155,18 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
 
 def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None) -> Outcome:
     """Rewrite the tags and pictures of an existing output from its source,
-    without re-encoding: on a copy beside it, renamed over it when done, so
-    the output is never seen half-tagged."""
+    without re-encoding: on a copy beside it, checked and renamed over it
+    when done, so the output is never seen half-tagged."""
     codec = codecs.resolve(task.mode)
     meta, facts = source_meta(task.source, settings)
+    timeout = settings.timeout if settings.timeout is not None else default_timeout(meta.info.length)
     with staged(task.output) as tmp:
         try:
             shutil.copy2(task.output, tmp)
         except OSError as exc:
             raise TaskError(f"cannot copy the output to retag it: {describe_oserror(exc)}") from None
         note = write_tags(codec, tmp, with_provenance(meta, facts, task), task, settings)
+        verify(codec, tmp, task.output, meta, timeout, processes or ProcessGroup())
         commit(tmp, task.output)
     return note or "retagged", facts
 
@@ -159,7 +181,7 @@ def move(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
     except OSError as exc:
         raise TaskError(f"cannot move {task.previous}: {describe_oserror(exc)}") from None
     remove_empty_folders(task.previous.parent, settings.outdir)
-    _, facts = retag(task, settings)
+    _, facts = retag(task, settings, processes)
     return f"moved from {task.previous}", facts
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 from mutagen import MutagenError
+from mutagen.flac import FLAC
 from mutagen.mp3 import MP3
 
 from flac2all.blame import blame
@@ -240,3 +242,61 @@ def test_folder_art_that_is_not_a_regular_file_is_not_read(hostile_extras, tmp_p
     assert run.returncode == 0, run.stdout + run.stderr
     assert [r["conversion_status"] for r in read_log(out)] == ["SUCCESS"]
     assert not MP3(out / "mp3" / "album" / "01.mp3").tags.getall("APIC")
+
+
+# -- outputs checked as they will be renamed into place ---------------------------
+
+
+def flac_test(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["flac", "--test", "--silent", str(path)], capture_output=True, text=True)
+
+
+def test_the_provenance_tag_never_pushes_a_flac_over_its_comment_limit(tmp_path):
+    # libFLAC takes 100,000 comments and refuses 100,001 (checked with flac
+    # itself below): the provenance tag would be the 100,001st.
+    src = make_flac(tmp_path / "in" / "many.flac")
+    audio = FLAC(src)
+    audio.tags.extend([("NOTE", str(i)) for i in range(100_000)])
+    audio.save()
+    assert flac_test(src).returncode == 0
+    out = tmp_path / "out"
+    run = run_flac2all("flac", "-o", out, tmp_path / "in", timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    [row] = read_log(out)
+    assert row["conversion_status"] == "SUCCESS (provenance tag left out: FLAC allows at most 100000 comments)"
+    output = out / "flac" / "many.flac"
+    assert flac_test(output).returncode == 0
+    tags = FLAC(output).tags
+    assert len(tags) == 100_000 and "FLAC2ALL_SOURCE" not in tags
+    # The state knows the output all the same: the next run leaves it alone.
+    before = output.stat()
+    again = run_flac2all("flac", "-o", out, tmp_path / "in", timeout=60)
+    assert again.returncode == 0
+    assert not again.rows()[0]["conversion_status"].startswith("ERROR")
+    after = output.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_flac_output_that_fails_its_test_once_tagged_is_not_kept(tmp_path, fake_bin):
+    # Stands for any way tagging could spoil a file: flac --test says no.
+    make_flac(tmp_path / "in" / "a.flac")
+    real = shutil.which("flac")
+    path = fake_bin(
+        "flac",
+        f"""
+if [ "$1" = "--test" ]; then
+  echo "$(basename "${{@: -1}}"): ERROR while decoding metadata" >&2
+  exit 1
+fi
+exec {real} "$@"
+""",
+    )
+    out = tmp_path / "out"
+    run = run_flac2all("flac", "-o", out, tmp_path / "in", path_prefix=path, timeout=60)
+    assert run.returncode == 1
+    [row] = read_log(out)
+    assert row["conversion_status"] == (
+        "ERROR: output fails its check once tagged: flac exited with status 1: a.flac: ERROR while decoding metadata"
+    )
+    assert not (out / "flac" / "a.flac").exists()
+    assert temp_files(out) == []

@@ -118,3 +118,8 @@ class Codec:
     def encode_command(self, output: Path, options: tuple[str, ...]) -> Command:
         """The encoder stage, reading WAV on stdin and writing ``output``."""
         raise NotImplementedError(self.name)
+
+    def verify_command(self, output: Path) -> Command | None:
+        """A program that fails when a finished (tagged) output is not
+        valid, or None where reading it back with mutagen is the check."""
+        return None

@@ -37,6 +37,12 @@ class Flac(Codec):
     def encode_command(self, output: Path, options: tuple[str, ...]) -> Command:
         return ["flac", "--silent", *options, "--output-name", str(output), "-"]
 
+    def verify_command(self, output: Path) -> Command | None:
+        # libFLAC's own full decode: the metadata as its decoder reads it
+        # (mutagen accepts blocks libFLAC refuses) and every frame's CRC and
+        # the audio's MD5.
+        return ["flac", "--test", "--silent", "--", str(output)]
+
 
 @dataclass(frozen=True)
 class FlacTest(Codec):

@@ -89,17 +89,40 @@ class FlacFamily(VorbisCommentFamily):
     name = "flac"
     types = (FLAC,)
 
+    # libFLAC's decoder refuses a comment block of more than 100,000
+    # comments (flac 1.4: "ERROR while decoding metadata"); a block holds
+    # less than 16 MiB.
+    max_comments = 100_000
+    max_block = 2**24 - 1
+
     def write(self, path: Path, meta: SourceMeta, settings: Settings) -> list[str]:
         flac = FLAC(path)
         if flac.tags is None:
             flac.add_tags()
         flac.tags.clear()
         flac.tags.extend(meta.comments)
+        warnings = []
+        if (limit := self.over_limit(flac.tags)) is not None:
+            # Never the provenance tag that makes a file invalid: the state
+            # still records what the output was made from.
+            mine = [(k, v) for k, v in meta.comments if k != PROVENANCE_KEY]
+            if len(mine) < len(meta.comments):
+                flac.tags.clear()
+                flac.tags.extend(mine)
+                warnings.append(f"provenance tag left out: {limit}")
         flac.clear_pictures()
         for pic in meta.pictures:
             flac.add_picture(pic)
         flac.save()
-        return []
+        return warnings
+
+    def over_limit(self, tags: Any) -> str | None:
+        """Which of FLAC's limits a comment block breaks, if any."""
+        if len(tags) > self.max_comments:
+            return f"FLAC allows at most {self.max_comments} comments"
+        if len(tags.write(framing=False)) > self.max_block:
+            return "FLAC's comment block holds less than 16 MiB"
+        return None
 
 
 OGG = OggFamily()
