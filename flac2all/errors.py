@@ -144,4 +144,5 @@ def disk_full_cause(problem: BaseException | str, folder: Path, needed: int = 0)
         return f"{FULL_ERRNOS[code]} ({folder})"
     if free is None:
         return f"{FULL_ERRNOS[code]} ({folder}'s filesystem)"
-    return f"{FULL_ERRNOS[code]} ({folder}'s filesystem: {free / 1e6:.1f} MB free)"
+    mb = f"{free / 1e6:.1f}" if free < 10e6 else f"{free / 1e6:.0f}"
+    return f"{FULL_ERRNOS[code]} ({folder}'s filesystem: {mb} MB free)"

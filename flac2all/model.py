@@ -161,8 +161,8 @@ class TaskResult:
     elapsed: float = 0.0
     # Read by the runner before the work, for the state (None on failure).
     facts: SourceFacts | None = None
-    # A failure whose cause is the run's, not the file's (DISK_FULL): the
-    # engine starts no more work after it.
+    # A failure the run as a whole cares about (errors.DISK_FULL: the output
+    # filesystem takes no more data), else empty.
     cause: str = ""
 
     @property

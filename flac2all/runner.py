@@ -23,7 +23,7 @@ import mutagen
 from mutagen.flac import FLAC
 
 from flac2all import codecs, tags
-from flac2all.errors import TaskError, describe_oserror
+from flac2all.errors import DISK_FULL, TaskError, describe_oserror, disk_full_cause
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.outputs import commit, remove_empty_folders, staged
 from flac2all.procs import Command, Interrupted, ProcessGroup, run_fanout, run_pipeline
@@ -148,7 +148,10 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
                 commit(tmp, task.output)
                 outcome = (note, facts)
             except TaskError as exc:
-                outcome = exc
+                # Now, while this batch's temp files still take their room:
+                # a write that failed without saying why counts as a full
+                # disk only on a nearly full filesystem.
+                outcome = classified(exc, settings, task.size)
             timed[i] = (outcome, end - started + time.monotonic() - own)
     return timed
 
@@ -283,14 +286,30 @@ def execute_batch(tasks: Sequence[Task], settings: Settings, processes: ProcessG
         raise
     except Exception as exc:  # the source is unreadable (TaskError), or a bug
         timed = [(exc, time.monotonic() - started)] * len(tasks)
-    return [settle(task, outcome, elapsed, processes) for task, (outcome, elapsed) in zip(tasks, timed, strict=True)]
+    settled = zip(tasks, timed, strict=True)
+    return [settle(task, outcome, elapsed, settings, processes) for task, (outcome, elapsed) in settled]
 
 
-def settle(task: Task, outcome: Outcome | Exception, elapsed: float, processes: ProcessGroup) -> TaskResult:
+def classified(exc: Exception, settings: Settings, needed: int = 0) -> Exception:
+    """``exc``, or the one message for a full output filesystem if that is
+    what it shows (errors.disk_full_cause), marked DISK_FULL for the engine."""
+    if isinstance(exc, TaskError) and exc.kind:
+        return exc
+    cause = disk_full_cause(exc, settings.outdir, needed)
+    if cause is None:
+        return exc
+    return TaskError(cause, exc.returncode if isinstance(exc, TaskError) else 1, DISK_FULL)
+
+
+def settle(
+    task: Task, outcome: Outcome | Exception, elapsed: float, settings: Settings, processes: ProcessGroup
+) -> TaskResult:
+    if isinstance(outcome, Exception):
+        outcome = classified(outcome, settings, task.size)
     if isinstance(outcome, TaskError):
         if processes.stopping:
             raise Interrupted()
-        return TaskResult(task, Status.FAILED, outcome.message, outcome.returncode, elapsed)
+        return TaskResult(task, Status.FAILED, outcome.message, outcome.returncode, elapsed, cause=outcome.kind)
     if isinstance(outcome, Exception):  # a bug must fail one task, not the run
         log.error("internal error on %s (%s)", task.source, task.mode, exc_info=outcome)
         return TaskResult(task, Status.FAILED, f"internal error: {outcome!r}", 1, elapsed)

@@ -18,8 +18,11 @@ from mutagen.flac import FLAC
 from mutagen.mp3 import MP3
 
 from flac2all.blame import blame
-from flac2all.errors import TaskError, disk_full_cause
-from tests.conftest import make_flac, read_log, run_flac2all, temp_files
+from flac2all.errors import DISK_FULL, TaskError, disk_full_cause
+from flac2all.model import Action, Settings, Status, Task
+from flac2all.procs import ProcessGroup
+from flac2all.runner import execute_batch
+from tests.conftest import decodes, make_flac, read_log, run_flac2all, temp_files
 
 BAD_OPTION = "ERROR: lame exited with status 1: lame: unrecognized option --V"
 
@@ -129,7 +132,7 @@ def tiny_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-FULL = r"no space left on device \({folder}'s filesystem: \d+\.\d MB free\)"
+FULL = r"no space left on device \({folder}'s filesystem: \d+(\.\d)? MB free\)"
 
 
 def enospc() -> OSError:
@@ -300,3 +303,77 @@ exec {real} "$@"
     )
     assert not (out / "flac" / "a.flac").exists()
     assert temp_files(out) == []
+
+
+# -- a full disk, for real ----------------------------------------------------------
+
+# Seconds of audio whose output in each mode takes about 260 KB: on a 400 KiB
+# disk at most one fits, and what it leaves holds the state and the log.
+FILLING = {"mp3": 16, "vorbis": 26, "opus": 28, "flac": 3, "aac": 11}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0:
+        if os.environ.get("CI") == "true" and os.geteuid() == 0:
+            pytest.fail(f"cannot mount a tmpfs: {proc.stderr!r}")
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def full_disk_status(outdir: Path) -> str:
+    return rf"ERROR: no space left on device \({re.escape(str(outdir))}'s filesystem: \d+(\.\d)? MB free\)"
+
+
+@pytest.mark.parametrize("mode", list(FILLING))
+def test_a_full_disk_is_one_cause_whatever_the_encoder_says(tmp_path, small_disk, mode):
+    # lame, oggenc, opusenc and flac each say a write failed in their own
+    # words (most without saying why); ffmpeg says "No space left" and may
+    # still exit 0. The user reads one cause.
+    root = tmp_path / "in"
+    for i in range(3):
+        make_flac(root / f"{i}.flac", seconds=FILLING[mode])
+    run = run_flac2all(mode, "-o", small_disk, root, timeout=90)
+    assert run.returncode == 1, run.stdout + run.stderr
+    rows = read_log(small_disk)
+    assert len(rows) == 3
+    failed = [r for r in rows if r["conversion_status"] != "SUCCESS"]
+    assert len(failed) >= 2, rows
+    for row in failed:
+        assert re.fullmatch(full_disk_status(small_disk), row["conversion_status"]), row
+        assert not Path(row["outfile"]).exists()
+    for row in rows:
+        if row not in failed:
+            assert decodes(Path(row["outfile"]))
+    assert temp_files(small_disk) == []
+
+
+def test_a_copy_onto_a_full_disk_says_so(tmp_path, small_disk):
+    root = tmp_path / "in"
+    make_flac(root / "a.flac")
+    (root / "booklet.pdf").write_bytes(os.urandom(500 * 1024))
+    run = run_flac2all("opus", "-c", "-o", small_disk, root, timeout=60)
+    assert run.returncode == 1, run.stdout + run.stderr
+    status = {Path(r["infile"]).name: r["conversion_status"] for r in read_log(small_disk)}
+    assert status["a.flac"] == "SUCCESS"
+    assert re.fullmatch(full_disk_status(small_disk), status["booklet.pdf"]), status
+    assert temp_files(small_disk) == []
+
+
+def test_the_result_of_a_task_on_a_full_disk_is_marked_for_the_engine(tmp_path, small_disk):
+    src = make_flac(tmp_path / "in" / "a.flac", seconds=FILLING["mp3"])
+    settings = Settings(tmp_path / "in", small_disk, ("mp3",), threads=1)
+    with pytest.raises(OSError):
+        (small_disk / "filler").write_bytes(b"\0" * 500 * 1024)
+    (small_disk / "filler").write_bytes(b"\0" * 300 * 1024)  # 100 KiB left: not enough
+    task = Task(src, "mp3", small_disk / "mp3" / "a.mp3", Action.ENCODE, src.stat().st_size)
+    [result] = execute_batch((task,), settings, ProcessGroup())
+    assert result.status is Status.FAILED
+    assert result.cause == DISK_FULL
+    assert re.fullmatch(full_disk_status(small_disk), result.status_text)
