@@ -117,19 +117,36 @@ def test_blame_names_the_stage_that_failed_first(programs, codes, stderrs, expec
 
 
 @pytest.fixture
-def tiny_disk(tmp_path: Path):
-    """A 300 KiB tmpfs (needs root, as CI has)."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True)
-    if proc.returncode != 0:
-        if os.environ.get("CI") == "true" and os.geteuid() == 0:
-            pytest.fail(f"cannot mount a tmpfs: {proc.stderr!r}")
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+def tmpfs(tmp_path: Path):
+    """``tmpfs(kib)`` -> a freshly mounted tmpfs of that size (needs root,
+    as CI has), unmounted after the test."""
+    mounts: list[Path] = []
+
+    def mount(kib: int) -> Path:
+        folder = tmp_path / f"tmpfs{len(mounts)}"
+        folder.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)], capture_output=True)
+        if proc.returncode != 0:
+            if os.environ.get("CI") == "true" and os.geteuid() == 0:
+                pytest.fail(f"cannot mount a tmpfs: {proc.stderr!r}")
+            pytest.skip("cannot mount a tmpfs here")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmpfs) -> Path:
+    return tmpfs(300)
+
+
+@pytest.fixture
+def small_disk(tmpfs) -> Path:
+    """Room for about one of the outputs FILLING makes, plus the state and the log."""
+    return tmpfs(400)
 
 
 FULL = r"no space left on device \({folder}'s filesystem: \d+(\.\d)? MB free\)"
@@ -310,21 +327,6 @@ exec {real} "$@"
 # Seconds of audio whose output in each mode takes about 260 KB: on a 400 KiB
 # disk at most one fits, and what it leaves holds the state and the log.
 FILLING = {"mp3": 16, "vorbis": 26, "opus": 28, "flac": 3, "aac": 11}
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True)
-    if proc.returncode != 0:
-        if os.environ.get("CI") == "true" and os.geteuid() == 0:
-            pytest.fail(f"cannot mount a tmpfs: {proc.stderr!r}")
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def full_disk_status(outdir: Path) -> str:
