@@ -25,11 +25,11 @@ from typing import Protocol
 
 from flac2all import codecs, discovery, guards, outputs, plan, preflight, runner, tools
 from flac2all.codecs import Codec
-from flac2all.errors import UsageError, describe_oserror
+from flac2all.errors import DISK_FULL, UsageError, describe_oserror
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
 from flac2all.guards import outdir_lock
-from flac2all.model import DISK_FULL, Action, HostRow, Job, Layout, Settings, Status, Task, TaskResult
+from flac2all.model import Action, HostRow, Job, Layout, Settings, Status, Task, TaskResult
 from flac2all.procs import ProcessGroup
 from flac2all.report import LOG_NAME, Report
 from flac2all.state import STATE_DIR, Record, State, StateError, UnreadableStateError, move_aside, state_path

@@ -46,9 +46,6 @@ class Status(Enum):
     FAILED = "failed"
 
 
-DISK_FULL = "disk-full"
-
-
 class Layout(Enum):
     """Where outputs go (the original's ``-n/--nodirs``)."""
 
