@@ -182,6 +182,30 @@ def run_flac2all(*args: str | Path, path_prefix: Path | None = None, timeout: fl
 
 
 @pytest.fixture
+def tmpfs(tmp_path: Path):
+    """``tmpfs(kib, folder=None)`` -> a freshly mounted tmpfs of that size
+    (needs root, as CI has: there a failure to mount fails the test), unmounted
+    after the test."""
+    mounts: list[Path] = []
+
+    def mount(kib: int = 16 * 1024, folder: Path | None = None) -> Path:
+        folder = folder or tmp_path / f"tmpfs{len(mounts)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)], capture_output=True)
+        if proc.returncode != 0:
+            if os.environ.get("CI") == "true" and os.geteuid() == 0:
+                pytest.fail(f"cannot mount a tmpfs: {proc.stderr!r}")
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.decode().strip()}")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounts):
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.fixture
 def fake_bin(tmp_path: Path):
     """Make tiny real executables: ``fake_bin("lame", script)`` -> folder to
     put first on PATH."""

@@ -95,25 +95,6 @@ def mirrored(lib, tmp_path, spy) -> Path:
     return out
 
 
-@pytest.fixture
-def tmpfs(tmp_path: Path):
-    """mount(folder) -> a fresh tmpfs there; unmounted at the end."""
-    mounted: list[Path] = []
-
-    def mount(folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], capture_output=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in reversed(mounted):
-        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
 def remount_readonly(folder: Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
 
@@ -201,7 +182,7 @@ def test_an_unwritable_outdir_is_one_line_and_exit_2(lib, mirrored, tmp_path):
 
 
 def test_a_readonly_mirror_refuses_to_run_but_plans(lib, tmp_path, spy, tmpfs):
-    disk = tmpfs(tmp_path / "disk")
+    disk = tmpfs(folder=tmp_path / "disk")
     out = disk / "out"
     made, _ = run(lib, out, spy)
     assert made.returncode == 0
@@ -376,7 +357,7 @@ def test_a_library_on_another_file_system_looks_unmounted(lib, tmp_path, spy, tm
     """The disk is mounted at the library's folder; unmounted, the folder
     underneath holds a stale full copy: every source is there, the file
     system is not the one the state recorded."""
-    disk = tmpfs(tmp_path / "disk")
+    disk = tmpfs(folder=tmp_path / "disk")
     shutil.copytree(lib, disk / "music")
     out = tmp_path / "out"
     first, _ = run(disk / "music", out, spy)
