@@ -8,12 +8,11 @@ out of its range, an oversize frame, a task naming a codec this node does
 not have, a relative or hostile path, or an output whose extension does not
 match its codec raises ProtocolError, and the message is dropped (and
 counted) without anything being started. Never pickle: a peer's bytes are
-data, not code.
+data, not code. The envelope and the field checks are in ``wire``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -22,99 +21,24 @@ from pathlib import Path
 from typing import Any
 
 from flac2all import codecs
+from flac2all.cluster.wire import (
+    HEX,
+    ProtocolError,
+    check_options,
+    check_path,
+    decode,
+    encode,
+    fields,
+    is_a,
+    seconds,
+)
 from flac2all.errors import Flac2allError, UsageError
 from flac2all.model import Action, Layout, Settings, SourceFacts, Status, Task, TaskResult
 
-VERSION = 2  # 2: jobs of several tasks sharing a decoder
-MAX_MESSAGE = 64 * 1024
 # Actions a worker may be asked to run: the master does the rest itself.
 WORKER_ACTIONS = tuple(a for a in Action if a.on_executor)
 # The families a settings message may carry options for: this node's own.
 OPTION_FAMILIES = tuple(codecs.OPTION_FAMILIES)
-MAX_OPTION_WORDS = 64
-# Encoder option words may not name files or redirect output: the worker
-# builds each command itself and only passes these through.
-FORBIDDEN_OPTIONS = {"-i", "-y", "-f", "-o", "--output", "--output-name", "-", "--"}
-OPTION_WORD = re.compile(r"[A-Za-z0-9_:.,=+\- %]{1,200}")
-HEX = re.compile(r"[0-9a-f]{0,64}")
-
-
-class ProtocolError(Exception):
-    """A frame that is not a valid message of this protocol."""
-
-
-def check_options(family: str, words: Any) -> tuple[str, ...]:
-    """Encoder options as the worker accepts them (also checked by the CLI
-    so that a user learns of a refused option before any work)."""
-    if not isinstance(words, list | tuple) or len(words) > MAX_OPTION_WORDS:
-        raise ProtocolError(f"{family} options: not a short list")
-    for word in words:
-        if not isinstance(word, str) or not OPTION_WORD.fullmatch(word):
-            raise ProtocolError(f"{family} option {word!r}: only letters, digits and _:.,=+-% are allowed")
-        if word in FORBIDDEN_OPTIONS or word.startswith("file:"):
-            raise ProtocolError(f"{family} option {word!r}: names an input or output, which flac2all sets itself")
-    return tuple(words)
-
-
-def check_path(value: Any, what: str) -> Path:
-    if not isinstance(value, str) or not value or len(value) > 4096:
-        raise ProtocolError(f"{what}: not a path")
-    if "\x00" in value or "\n" in value or "\r" in value:
-        raise ProtocolError(f"{what}: control characters in path")
-    path = Path(value)
-    if not path.is_absolute() or ".." in path.parts or os.path.normpath(value) != value:
-        raise ProtocolError(f"{what}: not an absolute, normalized path")
-    return path
-
-
-def fields(msg: dict, required: dict[str, type | tuple], optional: dict[str, type | tuple] | None = None) -> dict:
-    """Check a message has exactly these fields, of these types."""
-    optional = optional or {}
-    allowed = {"v", "type", *required, *optional}
-    unknown = set(msg) - allowed
-    if unknown:
-        raise ProtocolError(f"unknown field(s): {sorted(unknown)}")
-    for name in required:
-        if name not in msg:
-            raise ProtocolError(f"missing field: {name}")
-    for name, kind in {**required, **optional}.items():
-        if name in msg and not is_a(msg[name], kind):
-            raise ProtocolError(f"field {name}: wrong type")
-    return msg
-
-
-def is_a(value: Any, kind: type | tuple) -> bool:
-    """isinstance, except that JSON's true/false are not numbers here."""
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
-
-
-def seconds(value: Any, what: str, low: float, high: float) -> float:
-    """A number of seconds in [low, high]. Compared before any conversion:
-    float() of a 400-digit integer raises, and NaN compares false."""
-    if not is_a(value, (int, float)) or not low <= value <= high:
-        raise ProtocolError(f"{what}: not a number of seconds in {low:g}..{high:g}")
-    return float(value)
-
-
-def encode(kind: str, **body: Any) -> bytes:
-    frame = json.dumps({"v": VERSION, "type": kind, **body}, separators=(",", ":")).encode()
-    if len(frame) > MAX_MESSAGE:
-        raise ProtocolError(f"{kind} message too large ({len(frame)} bytes)")
-    return frame
-
-
-def decode(frame: bytes) -> dict:
-    """A frame -> its message dict (envelope checked, body not yet)."""
-    if len(frame) > MAX_MESSAGE:
-        raise ProtocolError("oversize frame")
-    try:
-        msg = json.loads(frame)
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("not JSON") from None
-    if not isinstance(msg, dict) or msg.get("v") != VERSION or not isinstance(msg.get("type"), str):
-        raise ProtocolError(f"not a flac2all v{VERSION} message (a master or worker of another version?)")
-    return msg
 
 
 # --- messages without a body ------------------------------------------------
