@@ -170,9 +170,10 @@ def test_full_disk_fails_tasks_cleanly(tmp_path, tiny_disk):
     run = run_flac2all("flac", "-t", "2", "-o", tiny_disk, root)
     assert run.returncode == 1, run.stdout + run.stderr
     rows = read_log(tiny_disk)
-    assert len(rows) == 4
     failed = [r for r in rows if r["conversion_status"].startswith("ERROR")]
     assert failed, "300 KiB cannot hold four 1 s 24-bit FLACs"
+    # After the first failure the run starts nothing more, and says so.
+    assert len(rows) == 4 or f"{4 - len(rows)} task(s) not started" in run.stdout
     for row in failed:
         # One cause, however it surfaced (test_field_tasks tests each encoder).
         assert re.fullmatch(

@@ -43,8 +43,10 @@ def root_line() -> str:
 
 
 def run(argv: list[str | Path], timeout: float, **kw) -> subprocess.CompletedProcess[str]:
+    # An installed flac2all must import itself, never a source tree on PYTHONPATH.
+    env = {k: v for k, v in kw.pop("env", os.environ).items() if k != "PYTHONPATH"}
     return subprocess.run(
-        [str(a) for a in argv], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout, **kw
+        [str(a) for a in argv], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout, env=env, **kw
     )
 
 
