@@ -161,6 +161,8 @@ class TaskResult:
     # A failure the run as a whole cares about (errors.DISK_FULL: the output
     # filesystem takes no more data), else empty.
     cause: str = ""
+    # Seconds of audio an encode converted, for the display's rate (0: not known).
+    audio: float = 0.0
 
     @property
     def status_text(self) -> str:

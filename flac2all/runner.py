@@ -110,10 +110,10 @@ def write_tags(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, task: Task
 Timed = tuple[Outcome | Exception, float]  # an outcome and the seconds its task took
 
 
-def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -> list[Timed]:
+def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -> tuple[list[Timed], float]:
     """Encode, check and tag the outputs of one source, decoding it once
     for all of them (``plan.batches`` groups the tasks); one output's
-    failure leaves the others alone."""
+    failure leaves the others alone. Also returns the audio's length."""
     started = time.monotonic()
     source = tasks[0].source
     meta, facts = source_meta(source, settings)
@@ -153,7 +153,7 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
                 # disk only on a nearly full filesystem.
                 outcome = classified(exc, settings, task.size)
             timed[i] = (outcome, end - started + time.monotonic() - own)
-    return timed
+    return timed, meta.info.length
 
 
 def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None) -> Outcome:
@@ -277,9 +277,10 @@ def execute_batch(tasks: Sequence[Task], settings: Settings, processes: ProcessG
     if first.action in NOTES:
         return [TaskResult(first, Status.SKIPPED, first.note or NOTES[first.action], 0, -1.0)]
     started = time.monotonic()
+    audio = 0.0
     try:
         if first.action is Action.ENCODE:
-            timed = encode(tasks, settings, processes)
+            timed, audio = encode(tasks, settings, processes)
         else:
             timed = [(HANDLERS[first.action](first, settings, processes), time.monotonic() - started)]
     except Interrupted:
@@ -287,7 +288,7 @@ def execute_batch(tasks: Sequence[Task], settings: Settings, processes: ProcessG
     except Exception as exc:  # the source is unreadable (TaskError), or a bug
         timed = [(exc, time.monotonic() - started)] * len(tasks)
     settled = zip(tasks, timed, strict=True)
-    return [settle(task, outcome, elapsed, settings, processes) for task, (outcome, elapsed) in settled]
+    return [settle(task, outcome, elapsed, settings, processes, audio) for task, (outcome, elapsed) in settled]
 
 
 def classified(exc: Exception, settings: Settings, needed: int = 0) -> Exception:
@@ -302,7 +303,12 @@ def classified(exc: Exception, settings: Settings, needed: int = 0) -> Exception
 
 
 def settle(
-    task: Task, outcome: Outcome | Exception, elapsed: float, settings: Settings, processes: ProcessGroup
+    task: Task,
+    outcome: Outcome | Exception,
+    elapsed: float,
+    settings: Settings,
+    processes: ProcessGroup,
+    audio: float = 0.0,
 ) -> TaskResult:
     if isinstance(outcome, Exception):
         outcome = classified(outcome, settings, task.size)
@@ -314,4 +320,4 @@ def settle(
         log.error("internal error on %s (%s)", task.source, task.mode, exc_info=outcome)
         return TaskResult(task, Status.FAILED, f"internal error: {outcome!r}", 1, elapsed)
     note, facts = outcome
-    return TaskResult(task, Status.SUCCESS, note, 0, elapsed, facts)
+    return TaskResult(task, Status.SUCCESS, note, 0, elapsed, facts, audio=audio)
