@@ -74,6 +74,10 @@ class ProcessGroup:
         with self._lock:
             self._procs.discard(proc)
 
+    def running(self) -> int:
+        """How many of its processes run (started, not yet reaped)."""
+        return len(self._procs)
+
     def stop(self) -> None:
         with self._lock:
             self.stopping = True

@@ -291,22 +291,26 @@ class Master:
             outputs.remove_stale_temps(self.littered)
 
     def hosts(self) -> list[HostRow]:
-        """Per worker host: processes, tasks done, rate, current files (for
-        the -C dashboard)."""
+        """Per worker host: its worker processes busy now, tasks done, rate,
+        the sources in progress (paths). Every worker seen stays counted
+        after it leaves, so the table still adds up when the run ends."""
+        # Peers are dropped as they leave; a display keeps asking.
+        seen: dict[str, Peer] = self.__dict__.setdefault("hosts_seen", {})
+        live = list(self.peers.values())
+        seen.update((peer.session, peer) for peer in live)
+        here = {peer.session for peer in live}
+        busy = {peer.session for peer in live if peer.jobs}
         hosts: dict[str, list[Peer]] = {}
-        for peer in list(self.peers.values()):
+        for peer in list(seen.values()):
             hosts.setdefault(peer.host, []).append(peer)
         now = time.monotonic()
-        return [
-            HostRow(
-                host,
-                len(peers),
-                sum(p.finished for p in peers),
-                sum(p.finished / max(now - p.joined, 1e-9) for p in peers),
-                [name for p in peers for name in p.current.values()],
-            )
-            for host, peers in sorted(hosts.items())
-        ]
+        rows = []
+        for host, peers in sorted(hosts.items()):
+            current = [str(job.entries[0].task.source) for p in peers if p.session in busy for job in p.held()]
+            rate = sum(p.finished / max((now if p.session in here else p.last_seen) - p.joined, 1e-9) for p in peers)
+            done = sum(p.finished for p in peers)
+            rows.append(HostRow(host, sum(p.session in busy for p in peers), done, rate, current))
+        return rows
 
     def loop(self, settings_wire: dict, stop, on_start, on_result) -> None:
         self.say(f"Listening on {self.endpoint}")

@@ -29,6 +29,7 @@ class LocalPool:
         self.running: dict[int, Task] = {}  # touched by the calling thread only
         self.done = 0
         self.started = time.monotonic()
+        self.processes = ProcessGroup()
 
     def run(
         self,
@@ -42,7 +43,7 @@ class LocalPool:
         todo = iter(jobs)
         lock = threading.Lock()
         events: queue.Queue = queue.Queue()
-        processes = ProcessGroup()
+        processes = self.processes = ProcessGroup()
         self.started = time.monotonic()
 
         def work() -> None:
@@ -87,7 +88,9 @@ class LocalPool:
         self.on_result(result)
 
     def hosts(self) -> list[HostRow]:
-        """The one host of a local run: this one."""
+        """The one host of a local run: this one, with the encoders and
+        decoders running now (not the tasks: a job's modes share a decoder)
+        and each source in progress once, by its path."""
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        names = [t.source.name for t in list(self.running.values())]
-        return [HostRow(socket.gethostname(), len(names), self.done, self.done / elapsed, names)]
+        sources = dict.fromkeys(str(t.source) for t in list(self.running.values()))
+        return [HostRow(socket.gethostname(), self.processes.running(), self.done, self.done / elapsed, list(sources))]
