@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -38,7 +38,7 @@ log = logging.getLogger("flac2all")
 
 
 class Display(Protocol):
-    def begin(self, total: int, hosts: Callable[[], list[HostRow]]) -> None: ...
+    def begin(self, total: int, hosts: Callable[[], list[HostRow]], root: Path, jobs: Sequence[Job]) -> None: ...
     def started(self, task: Task) -> None: ...
     def finished(self, result: TaskResult) -> None: ...
     def end(self) -> None: ...
@@ -47,7 +47,7 @@ class Display(Protocol):
 class Silent:
     """The display for library use: shows nothing."""
 
-    def begin(self, total: int, hosts: Callable[[], list[HostRow]]) -> None:
+    def begin(self, total: int, hosts: Callable[[], list[HostRow]], root: Path, jobs: Sequence[Job]) -> None:
         pass
 
     def started(self, task: Task) -> None:
@@ -104,8 +104,8 @@ class Guarded:
             with contextlib.suppress(OSError):
                 self.inner.end()
 
-    def begin(self, total: int, hosts: Callable[[], list[HostRow]]) -> None:
-        self.call("begin", total, hosts)
+    def begin(self, total: int, hosts: Callable[[], list[HostRow]], root: Path, jobs: Sequence[Job]) -> None:
+        self.call("begin", total, hosts, root, jobs)
 
     def started(self, task: Task) -> None:
         self.call("started", task)
@@ -257,7 +257,7 @@ def run(
             for path, cause in tree.errors
         ]
         report.issued = len(the_plan.tasks) + len(the_plan.refused) + len(errors)
-        display.begin(report.issued, executor.hosts)
+        display.begin(report.issued, executor.hosts, settings.input_dir, the_plan.jobs)
 
         Report.reserve(settings.outdir / LOG_NAME, LOG_RESERVE + LOG_ROW * report.issued)
 

@@ -1,16 +1,25 @@
 """What the user sees while a run goes: a live display on a terminal (rich),
-one plain line per finished task otherwise."""
+one plain line per finished task otherwise.
+
+The live lines are drawn for the terminal's width at each refresh: the
+done/total count and the ETA always stay; the bar shrinks, then goes, then
+the less needed figures, and file names lose their middle to an ellipsis.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
-from flac2all.model import HostRow, Status, Task, TaskResult
-from flac2all.report import line_for, printable
+from flac2all.model import HostRow, Job, Status, Task, TaskResult
+from flac2all.pace import Pace, relative
+from flac2all.report import line_for
 
 
 def same_file(a: TextIO, b: TextIO) -> bool:
@@ -32,6 +41,9 @@ def report_failure(line: str, out: TextIO) -> None:
             pass
 
 
+Hosts = Callable[[], list[HostRow]]
+
+
 class PlainDisplay:
     """One line per finished task; for logs, pipes and cron mail. Quiet:
     failures only."""
@@ -40,7 +52,7 @@ class PlainDisplay:
         self.out = out
         self.quiet = quiet
 
-    def begin(self, total: int, hosts: Callable[[], list[HostRow]]) -> None:
+    def begin(self, total: int, hosts: Hosts, root: Path = Path(), jobs: Sequence[Job] = ()) -> None:
         if not self.quiet:
             print(f"Converting: {total} task(s)", file=self.out, flush=True)
 
@@ -58,95 +70,299 @@ class PlainDisplay:
         pass
 
 
-class RichDisplay:
-    """A live progress bar with counts, rate, ETA and the files in progress."""
+# -- drawing: text for a given width ---------------------------------------------
 
-    def __init__(self) -> None:
-        from rich.console import Console, Group
+MIN_BAR, MAX_BAR = 8, 40
+
+
+def duration(seconds: float) -> str:
+    """0:42, 12:03, 1:02:03."""
+    s = int(seconds + 0.5)
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
+
+
+def squeeze(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, its middle replaced by an
+    ellipsis: both the album folder and the file name stay readable."""
+    from rich.cells import cell_len, set_cell_size
+
+    if cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    tail = (width - 1) * 2 // 3
+    return set_cell_size(text, width - 1 - tail) + "…" + set_cell_size(text[::-1], tail)[::-1]
+
+
+BAR = object()  # where the bar goes among a status line's parts
+
+
+def fit(parts: list[tuple[float, object]], fraction: float, width: int):
+    """One status line of at most ``width`` cells from ``parts``: (priority,
+    Text or BAR) in display order, the first being a label. The bar takes
+    the room left, from MAX_BAR down to MIN_BAR; when even that is too
+    wide, the parts of the highest priority number go first (0 is kept
+    longest), and at the last the separators shrink to keep 0 and 1."""
+    from rich.text import Text
+
+    def line(items: list[tuple[float, object]], bar: int, dot: str) -> Text:
+        out = Text()
+        after = None
+        for _, part in items:
+            if after is not None:
+                out.append(" " if after is BAR or after is parts[0][1] else dot, style="dim")
+            if part is BAR:
+                filled = round(bar * fraction)
+                out.append("━" * filled, style="green")
+                out.append("━" * (bar - filled), style="bright_black")
+            else:
+                out.append_text(part)  # type: ignore[arg-type]
+            after = part
+        return out
+
+    def choose(dot: str) -> list[tuple[float, object]]:
+        items = list(parts)
+        while len(items) > 1 and line(items, MIN_BAR, dot).cell_len > width:
+            items.remove(max(items, key=lambda p: p[0]))
+        # What went for a wider part may fit beside the narrower ones kept.
+        for part in sorted(parts, key=lambda p: p[0]):
+            wider = [p for p in parts if p in items or p is part]
+            if part not in items and line(wider, MIN_BAR, dot).cell_len <= width:
+                items = wider
+        return items
+
+    dot = " · "
+    items = choose(dot)
+    if any(p[0] <= 1 and p not in items for p in parts):
+        dot = " "
+        items = choose(dot)
+    need = line(items, MIN_BAR, dot).cell_len
+    text = line(items, MIN_BAR + max(0, min(width - need, MAX_BAR - MIN_BAR)), dot)
+    text.truncate(width, overflow="ellipsis")
+    return text
+
+
+def status(pace: Pace, procs: int | None, now: float, width: int, label: str = "Converting", eta: bool = True):
+    """The line with the count, failures, rates, processes, elapsed time
+    and ETA, fitted to ``width``."""
+    from rich.text import Text
+
+    parts: list[tuple[float, object]] = [(7, Text(label, style="bold")), (3.5, BAR)]
+    parts.append((0, Text(f"{pace.done}/{pace.total}", style="bold")))
+    if pace.failed:
+        parts.append((2, Text(f"{pace.failed} failed", style="bold red")))
+    rates = pace.rates(now)
+    if rates is not None:
+        files, audio = rates
+        guess = "~" if pace.audio_guessed else ""
+        parts.append((4, Text(f"{files:.1f} files/s")))
+        parts.append((5, Text(f"{guess}{audio:.{0 if audio >= 10 else 1}f} audio s/s")))
+    if procs is not None:
+        parts.append((6, Text(f"{procs} procs")))
+    parts.append((3, Text(f"{duration(pace.elapsed(now))} elapsed")))
+    if eta:
+        left = pace.eta(now)
+        parts.append((1, Text(f"ETA {duration(left) if left is not None else '-:--'}", style="bold cyan")))
+    return fit(parts, pace.done / pace.total if pace.total else 1.0, width)
+
+
+def file_lines(files: list[tuple[str, str]], width: int, rows: int) -> list:
+    """One line per file in progress: its modes, then its path relative
+    to INPUTDIR; as many as ``rows`` allows (the last says how many more)."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    if rows <= 0 or not files:
+        return []
+    shown = files if len(files) <= rows else files[: rows - 1]
+    modes_w = min(max(cell_len(m) for m, _ in shown), max(0, width // 3))
+    lines = []
+    for modes, path in shown:
+        room = width - 4 - modes_w
+        out = Text("  ")
+        if room >= min(cell_len(path), 10):
+            out.append(squeeze(modes, modes_w).ljust(modes_w), style="cyan")
+            out.append("  ")
+        else:
+            room = width - 2
+        out.append(squeeze(path, room))
+        lines.append(out)
+    if len(shown) < len(files):
+        lines.append(Text(squeeze(f"  … and {len(files) - len(shown)} more", width), style="dim"))
+    return lines
+
+
+class View:
+    """A renderable that draws itself for the width (and height) it is
+    given at each refresh."""
+
+    def __init__(self, draw: Callable[[int, int], list]) -> None:
+        self.draw = draw
+
+    def __rich_console__(self, console, options):
+        yield from self.draw(options.max_width, options.height or console.size.height)
+
+
+class RichDisplay:
+    """The live status line and the files in progress, one line each."""
+
+    screen = False
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        from rich.console import Console
         from rich.live import Live
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
         from rich.text import Text
 
-        self.console = Console()
+        self.out = out
+        self.console = Console(file=out)
         self.Text = Text
-        self.progress = Progress(
-            TextColumn("[bold]Converting"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[failed]} failed"),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
+        self.hosts: Hosts = list
+        self.pace = Pace(0, Path(), (), time.monotonic())
+        self.live = Live(
+            get_renderable=lambda: View(self.draw),
             console=self.console,
+            refresh_per_second=4,
+            screen=self.screen,
+            redirect_stdout=not self.screen,
+            redirect_stderr=False,
         )
-        self.running: dict[int, Task] = {}
-        self.current = Text()
-        self.live = Live(Group(self.progress, self.current), console=self.console, refresh_per_second=4)
-        self.failed = 0
-        self.done = 0
-        self.t0 = time.monotonic()
 
-    def begin(self, total: int, hosts: Callable[[], list[HostRow]]) -> None:
+    def begin(self, total: int, hosts: Hosts, root: Path = Path(), jobs: Sequence[Job] = ()) -> None:
         self.hosts = hosts
-        self.bar = self.progress.add_task("", total=total, failed=0, rate="")
-        self.live.start()
+        self.pace = Pace(total, root, jobs, time.monotonic())
+        self.live.start(refresh=True)
 
     def started(self, task: Task) -> None:
-        self.running[id(task)] = task
-        self.show_running()
+        self.pace.started(task, time.monotonic())
 
     def finished(self, result: TaskResult) -> None:
-        self.running.pop(id(result.task), None)
-        self.done += 1
+        self.pace.finished(result, time.monotonic())
         if result.status is Status.FAILED:
-            self.failed += 1
-            self.console.print(self.Text(line_for(result), style="red"))
-            report_failure(line_for(result), sys.stdout)
-        elapsed = time.monotonic() - self.t0
-        rate = f"{self.done / elapsed:.1f} tasks/s" if elapsed > 0 else ""
-        self.progress.update(self.bar, advance=1, failed=self.failed, rate=rate)
-        self.show_running()
+            task = result.task
+            self.failure(f"FAILED  {task.mode:<8} {relative(task.source, self.pace.root)}: {result.message}")
+            report_failure(line_for(result), self.out)
 
-    def show_running(self) -> None:
-        names = [f"  {t.mode:<8} {printable(t.source.name)}" for t in self.running.values()]
-        self.current.plain = "\n".join(names)
+    def failure(self, line: str) -> None:
+        self.console.print(self.Text(line, style="red"))
+
+    def host_rows(self) -> list[HostRow]:
+        try:
+            return self.hosts()
+        except Exception:  # a display must never take the run down
+            return []
+
+    def draw(self, width: int, height: int) -> list:
+        now = time.monotonic()
+        procs = sum(row.processes for row in self.host_rows())
+        return [status(self.pace, procs, now, width), *file_lines(self.pace.in_progress(), width, height - 1)]
 
     def end(self) -> None:
-        self.current.plain = ""
+        self.pace.end(time.monotonic())
         self.live.stop()
 
 
+class Capture(io.TextIOBase):
+    """stdout while the full screen is up: what others print there (a
+    cluster master's messages) goes to the screen's log instead."""
+
+    def __init__(self, add: Callable[[str], None]) -> None:
+        self.add = add
+        self.part = ""
+
+    def write(self, text: str) -> int:
+        *lines, self.part = (self.part + text).split("\n")
+        for line in lines:
+            if line.strip():
+                self.add(line)
+        return len(text)
+
+
 class Dashboard(RichDisplay):
-    """-C/--curses: the progress bar plus a table of worker hosts: their
-    processes, tasks done, rate and current files, as the executor reports
-    them (in local mode the one host is this one)."""
+    """-C/--curses: a full-screen view (the terminal's alternate screen):
+    the status line, a table of worker hosts (processes running, tasks
+    done, rate, files in progress, as the executor reports them: in local
+    mode the one host is this one), the files in progress and a log of the
+    last failures and messages. When it ends, its final state is printed
+    on the normal screen, where it stays."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        from rich.console import Group
-        from rich.live import Live
+    screen = True
+    LOG_ROWS = 8
+    KEPT = 10  # log lines printed at the end
 
-        self.live = Live(
-            get_renderable=lambda: Group(self.progress, self.table()),
-            console=self.console,
-            refresh_per_second=4,
-            screen=False,
-        )
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        super().__init__(out)
+        self.log: deque[tuple[str, str]] = deque(maxlen=100)
+        self.failures = 0
+        self.rows: dict[str, HostRow] = {}
+        self.stdout: TextIO | None = None
 
-    def table(self):
+    def begin(self, total: int, hosts: Hosts, root: Path = Path(), jobs: Sequence[Job] = ()) -> None:
+        self.stdout, sys.stdout = sys.stdout, Capture(lambda line: self.log.append(("", line)))
+        super().begin(total, hosts, root, jobs)
+
+    def failure(self, line: str) -> None:
+        self.failures += 1
+        self.log.append(("red", line))
+
+    def host_rows(self) -> list[HostRow]:
+        rows = super().host_rows()
+        self.rows.update((row.host, row) for row in rows)
+        return rows
+
+    def table(self, rows: list[HostRow], totals: bool = False):
         from rich.table import Table
 
-        table = Table(expand=True, show_edge=False, pad_edge=False)
-        for column in ("host", "procs", "done", "tasks/s", "current files"):
-            table.add_column(column, no_wrap=column != "current files", overflow="ellipsis")
-        try:
-            rows = self.hosts()
-        except Exception:  # a display must never take the run down
-            rows = []
-        for row in rows:
-            table.add_row(
-                row.host, str(row.processes), str(row.done), f"{row.rate:.1f}", printable(", ".join(row.current))
+        table = Table(expand=True, box=None, pad_edge=False, show_footer=totals, header_style="bold underline")
+        columns = [
+            ("host", "total"),
+            ("procs", str(sum(r.processes for r in rows))),
+            ("done", str(sum(r.done for r in rows))),
+            ("tasks/s", f"{sum(r.rate for r in rows):.1f}"),
+            ("current files", ""),
+        ]
+        for name, footer in columns:
+            table.add_column(
+                name, footer=footer, no_wrap=True, overflow="ellipsis", ratio=3 if name[0] == "c" else None
             )
+        for row in rows:
+            current = ", ".join(relative(path, self.pace.root) for path in row.current)
+            table.add_row(row.host, str(row.processes), str(row.done), f"{row.rate:.1f}", current)
         return table
+
+    def log_lines(self, width: int, rows: int) -> list:
+        if rows <= 1 or not self.log:
+            return []
+        title = self.Text(squeeze(f"Last failures and messages ({self.failures} failed in all)", width), style="bold")
+        return [title, *(self.Text(squeeze(text, width), style=style) for style, text in list(self.log)[-(rows - 1) :])]
+
+    def draw(self, width: int, height: int) -> list:
+        now = time.monotonic()
+        rows = self.host_rows()
+        table = self.table(rows)
+        top = [status(self.pace, sum(r.processes for r in rows), now, width), table]
+        room = height - 2 - len(rows)
+        files = self.pace.in_progress()
+        log_rows = min(len(self.log) + 1, self.LOG_ROWS, room // 2 if files else room)
+        log = self.log_lines(width, log_rows)
+        return [*top, *file_lines(files, width, room - len(log)), *log]
+
+    def end(self) -> None:
+        """Leave the alternate screen, then print the final state (status,
+        host table with its totals, last failures) on the normal one."""
+        self.pace.end(time.monotonic())
+        try:
+            self.live.stop()
+        finally:
+            if self.stdout is not None:
+                sys.stdout, self.stdout = self.stdout, None
+        seen = {row.host: row for row in self.rows.values()}
+        seen.update((row.host, row) for row in self.host_rows())
+        width = self.console.width
+        self.console.print(status(self.pace, None, time.monotonic(), width, "Converted", eta=False))
+        self.console.print(self.table(sorted(seen.values(), key=lambda r: r.host), totals=True))
+        for line in self.log_lines(width, self.KEPT + 1):
+            self.console.print(line)
 
 
 def make_display(out: TextIO = sys.stdout, dashboard: bool = False, quiet: bool = False) -> PlainDisplay | RichDisplay:
@@ -154,4 +370,4 @@ def make_display(out: TextIO = sys.stdout, dashboard: bool = False, quiet: bool 
     otherwise (a pipe, a log file, cron); with ``quiet``, only failures."""
     if quiet or not out.isatty():
         return PlainDisplay(out, quiet)
-    return Dashboard() if dashboard else RichDisplay()
+    return Dashboard(out) if dashboard else RichDisplay(out)

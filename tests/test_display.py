@@ -1,28 +1,43 @@
 """The live displays on a real (pseudo-)terminal, including a tiny one, and
-the plain fallback without a terminal."""
+the plain fallback without a terminal; the ETA and the status line's fit,
+as pure functions."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import pty
+import re
+import shutil
+import socket
 import struct
 import subprocess
 import sys
 import termios
 import time
+from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
+from rich.text import Text
 
-from tests.conftest import read_log, run_flac2all
+from flac2all import engine
+from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
+from flac2all.pace import Pace
+from flac2all.progress import BAR, fit, squeeze
+from tests.conftest import make_flac, read_log, run_flac2all
 
 
-def run_on_terminal(args: list[str], rows: int, cols: int, timeout: float = 60) -> tuple[int, str]:
+def run_on_terminal(args: list, rows: int, cols: int, timeout: float = 60, path: Path | None = None) -> tuple[int, str]:
+    """Run flac2all on a new pty of ``rows`` x ``cols`` (``path``: a folder
+    of fake programs put first on PATH); its exit status and all it wrote."""
     master_fd, slave_fd = pty.openpty()
     fcntl.ioctl(slave_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(cols), "LINES": str(rows)}
+    if path is not None:
+        env["PATH"] = f"{path}{os.pathsep}{env['PATH']}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flac2all", *args],
+        [sys.executable, "-m", "flac2all", *map(str, args)],
         stdin=slave_fd,
         stdout=slave_fd,
         stderr=slave_fd,
@@ -64,3 +79,186 @@ def test_dashboard_without_a_terminal_falls_back_to_plain_lines(library, tmp_pat
     run = run_flac2all("opus", "-C", "-o", tmp_path / "out", library)
     assert run.returncode == 0
     assert sum(line.startswith("OK ") for line in run.stdout.splitlines()) == 3
+
+
+def plain(screen: str) -> list[str]:
+    """The lines a terminal was sent, without escape sequences (each
+    refresh of a live display is a line of its own)."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-ln-z]", "\n", re.sub(r"\x1b\[[0-9;]*m", "", screen))
+    return [line.rstrip() for line in re.split(r"[\r\n]", text) if line.strip()]
+
+
+@pytest.fixture
+def slow_albums(tmp_path: Path, fake_bin) -> tuple[Path, Path]:
+    """Two album folders of tiny sources and an opusenc that takes 0.3 s a
+    file: a run of a few seconds, long enough for the display to draw the
+    files in progress and an ETA."""
+    root = tmp_path / "music"
+    for n in range(6):
+        make_flac(root / f"Album {'AB'[n % 2]}" / f"{n:02d} track.flac", seconds=0.2, tags={"TITLE": f"T{n}"})
+    return root, fake_bin("opusenc", f'sleep 0.3\nexec {shutil.which("opusenc")} "$@"\n')
+
+
+@pytest.mark.parametrize("cols", [40, 20])
+def test_a_narrow_terminal_still_shows_the_count_and_the_eta(slow_albums, tmp_path, cols):
+    root, fakes = slow_albums
+    code, screen = run_on_terminal(["opus", "-t", "2", "-o", tmp_path / "out", root], 12, cols, path=fakes)
+    assert code == 0, screen
+    lines = plain(screen)
+    status = [line for line in lines if re.search(r"\b\d/6\b", line)]
+    assert status and all("ETA" in line for line in status), lines
+    # Mid-run, with an estimate: the count and the ETA side by side.
+    assert any(re.search(r"\b[1-5]/6 · (.* · )?ETA \d+:\d\d$", line) for line in status), status
+    live = lines[: next(i for i, line in enumerate(lines) if line.startswith("| Summary"))]
+    assert all(cell_len(line) <= cols for line in live), live  # nothing wrapped
+
+
+def test_the_display_names_files_by_album_with_rates_and_elapsed_time(slow_albums, tmp_path):
+    root, fakes = slow_albums
+    code, screen = run_on_terminal(["opus", "-t", "2", "-o", tmp_path / "out", root], 20, 140, path=fakes)
+    assert code == 0, screen
+    lines = plain(screen)
+    assert any(re.fullmatch(r"  opus +Album [AB]/0\d track\.flac", line) for line in lines), lines  # with its mode
+    assert str(root) not in screen
+    assert re.search(r"\d+\.\d files/s", screen) and re.search(r"\d+(\.\d)? audio s/s", screen)
+    assert re.search(r"\d+:\d\d elapsed", screen)
+    assert "~" not in screen  # the audio's length is known, not guessed from bytes
+
+
+def test_the_process_count_is_the_processes_running_not_the_tasks(tmp_path, fake_bin):
+    """-t 1 and two modes: one decoder feeding two encoders, three
+    processes (the old count said 2: the tasks)."""
+    root = tmp_path / "music"
+    for n in range(3):
+        make_flac(root / "Album" / f"{n} t.flac", seconds=0.2)
+    fakes = fake_bin("flac", f'sleep 0.6\nexec {shutil.which("flac")} "$@"\n')
+    code, screen = run_on_terminal(["mp3,opus", "-t", "1", "-o", tmp_path / "out", root], 20, 140, path=fakes)
+    assert code == 0, screen
+    counts = [int(n) for n in re.findall(r"(\d+) procs", screen)]
+    assert max(counts) == 3, counts
+
+
+def test_dashboard_is_full_screen_and_leaves_its_final_state_on_the_normal_screen(slow_albums, tmp_path):
+    root, fakes = slow_albums
+    (root / "Album B" / "bad.flac").write_bytes(b"not a FLAC file at all")
+    code, screen = run_on_terminal(["opus", "-C", "-t", "2", "-o", tmp_path / "out", root], 24, 120, path=fakes)
+    assert code == 1, screen
+    assert "\x1b[?1049h" in screen and "\x1b[?1049l" in screen  # the alternate screen, entered and left
+    after = plain(screen.split("\x1b[?1049l")[-1])
+    assert any(re.fullmatch(r"Converted\b.*7/7 · 1 failed\b.*elapsed", line) for line in after), after
+    host = socket.gethostname()
+    assert any(re.match(rf"{re.escape(host)}\s+0\s+7\s", line) for line in after), after
+    assert any(re.match(r"total\s+0\s+7\s", line) for line in after), after
+    assert any(re.match(r"FAILED\s+opus\s+Album B/bad\.flac: not a FLAC file", line) for line in after), after
+    assert "Summary" in screen.split("\x1b[?1049l")[-1]
+
+
+# -- pure parts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("width", [200, 120, 80, 60, 40, 30, 20, 16])
+def test_the_status_line_fits_and_keeps_the_count_and_the_eta(width):
+    parts = [(7, Text("Converting")), (3.5, BAR), (0, Text("16/180")), (2, Text("2 failed"))]
+    parts += [(4, Text("4.6 files/s")), (5, Text("120 audio s/s")), (6, Text("6 procs"))]
+    parts += [(3, Text("0:12 elapsed")), (1, Text("ETA 1:03"))]
+    line = fit(parts, 0.1, width).plain
+    assert cell_len(line) <= width
+    assert "16/180" in line and "ETA 1:03" in line
+    assert ("━" in line) == (width >= 40)  # the bar went before the count or the ETA
+    if width >= 120:
+        assert "Converting" in line and "120 audio s/s" in line and "6 procs" in line
+
+
+def test_long_names_lose_their_middle():
+    name = "Album with a long name/01 A track with a long name.flac"
+    assert squeeze(name, 80) == name
+    short = squeeze(name, 30)
+    assert cell_len(short) == 30 and short.startswith("Album") and short.endswith("name.flac") and "…" in short
+    assert cell_len(squeeze("日本語のアルバム/日本語の曲名.flac", 11)) <= 11
+
+
+def simulate(weights: list[float], slots: int, slowness=lambda i: 1.0) -> tuple[float, list[tuple[float, float]]]:
+    """A run of one-task jobs of ``weights`` (costliest first, as planned)
+    on ``slots`` slots, a job taking its weight times ``slowness(i)``
+    seconds; the true end and the ETA shown at each refresh (4 a second)."""
+    jobs = [
+        Job((Task(Path(f"/in/A/{i}.flac"), "opus", Path(f"/out/{i}.opus"), Action.ENCODE, size=int(w)),), w)
+        for i, w in enumerate(weights)
+    ]
+    pace = Pace(len(jobs), Path("/in"), jobs, 0.0)
+    free = [0.0] * slots
+    events = []
+    for i, job in enumerate(jobs):
+        slot = free.index(min(free))
+        start, free[slot] = free[slot], free[slot] + job.cost * slowness(i)
+        events += [(start, 1, job), (free[slot], 0, job)]  # a slot's next start after its end
+    events.sort(key=lambda e: (e[0], e[1]))
+    shown = []
+    for tick in range(int(max(free) * 4) + 2):
+        now = tick / 4
+        while events and events[0][0] <= now:
+            at, starts, job = events.pop(0)
+            if starts:
+                pace.started(job.tasks[0], at)
+            else:
+                pace.finished(TaskResult(job.tasks[0], Status.SUCCESS, audio=job.cost), at)
+        eta = pace.eta(now)
+        if eta is not None:
+            shown.append((now, eta))
+    return max(free), shown
+
+
+@pytest.mark.parametrize(
+    ("weights", "slots"),
+    [([8, 6, 5, 4, 3, 3, 2, 2, 1, 1], 1), ([8, 6, 5, 4, 3, 3, 2, 2, 1, 1], 2), ([20] + [1] * 19, 2), ([5] * 12, 4)],
+)
+def test_the_eta_is_the_work_left_at_the_pace_seen(weights, slots):
+    """From the first file done, the end it predicts is within 5 % of the
+    true one, and it counts down without rising: task counts would say
+    54 s left after the first of ten files (6 s) on two slots, not 12 s."""
+    end, shown = simulate(weights, slots)
+    assert shown
+    for now, eta in shown:
+        assert abs(now + eta - end) <= 0.05 * end, (now, eta, end)
+    assert all(b <= a for (_, a), (_, b) in zip(shown, shown[1:], strict=False))
+
+
+def test_a_slower_pace_moves_the_eta_up_gradually():
+    """The machine gets three times slower halfway (unforeseeable): the
+    ETA rises, but by less than a refresh's worth at a time, and says
+    0:00 only in the last second."""
+    end, shown = simulate([2] * 20, 2, lambda i: 1 if i < 10 else 3)
+    rises = [b - a for (_, a), (_, b) in zip(shown, shown[1:], strict=False)]
+    assert max(rises) > 0 and max(rises) <= 0.75, max(rises)
+    assert all(eta > 0 for now, eta in shown if now < end - 1)
+
+
+def test_copies_are_not_counted_as_files_converted():
+    encode = Task(Path("/in/A/1.flac"), "opus", Path("/out/1.opus"), Action.ENCODE, size=1000)
+    copy = Task(Path("/in/A/cover.jpg"), "opus", Path("/out/cover.jpg"), Action.COPY, size=1000)
+    pace = Pace(2, Path("/in"), [Job((encode,), 1000.0), Job((copy,), 0.0)], 0.0)
+    for t, task in enumerate([encode, copy]):
+        pace.started(task, t)
+        assert pace.in_progress() == [("opus" if task is encode else "copy opus", f"A/{task.source.name}")]
+        pace.finished(TaskResult(task, Status.SUCCESS, audio=42.0 if task is encode else 0.0), t + 1)
+    assert (pace.done, pace.files, pace.audio) == (2, 1, 42.0)
+    assert pace.weight[copy] < pace.weight[encode] / 10
+
+
+def test_an_encode_reports_its_audio_length_to_the_display(tmp_path):
+    """The runner passes the length it reads to the TaskResult, and the
+    engine gives the display INPUTDIR and the planned jobs."""
+    make_flac(tmp_path / "music" / "a.flac", seconds=0.5)
+    seen: dict = {}
+
+    class Recorder(engine.Silent):
+        def begin(self, total, hosts, root, jobs) -> None:
+            seen.update(total=total, root=root, jobs=list(jobs))
+
+        def finished(self, result: TaskResult) -> None:
+            seen.setdefault("results", []).append(result)
+
+    settings = Settings(input_dir=tmp_path / "music", outdir=tmp_path / "out", modes=("opus", "mp3"), threads=1)
+    engine.run(settings, Recorder())
+    assert seen["root"] == tmp_path / "music" and seen["total"] == 2 and len(seen["jobs"]) == 1
+    assert [round(r.audio, 2) for r in seen["results"]] == [0.5, 0.5]
