@@ -90,13 +90,13 @@ def plain(screen: str) -> list[str]:
 
 @pytest.fixture
 def slow_albums(tmp_path: Path, fake_bin) -> tuple[Path, Path]:
-    """Two album folders of tiny sources and an opusenc that takes 0.3 s a
+    """Two album folders of tiny sources and an opusenc that takes 0.4 s a
     file: a run of a few seconds, long enough for the display to draw the
     files in progress and an ETA."""
     root = tmp_path / "music"
     for n in range(6):
         make_flac(root / f"Album {'AB'[n % 2]}" / f"{n:02d} track.flac", seconds=0.2, tags={"TITLE": f"T{n}"})
-    return root, fake_bin("opusenc", f'sleep 0.3\nexec {shutil.which("opusenc")} "$@"\n')
+    return root, fake_bin("opusenc", f'sleep 0.4\nexec {shutil.which("opusenc")} "$@"\n')
 
 
 @pytest.mark.parametrize("cols", [40, 20])
