@@ -16,14 +16,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from flac2all import __version__, codecs, engine, plan
+from flac2all import __version__, codecs, console, engine
 from flac2all.codecs.options import options_help
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
-from flac2all.model import Action, Layout, Settings
+from flac2all.model import Layout, Settings
 from flac2all.progress import make_display
-from flac2all.report import printable
 
 DESCRIPTION = """\
 Convert every FLAC file under INPUTDIR into one or more formats, on all CPU
@@ -325,7 +324,7 @@ class StopOnSignal(threading.Event):
         if signum == signal.SIGHUP and not self.stop_on_hangup:
             self.hung_up = True
             for fd in self.terminal_fds:
-                engine.silence(fd)
+                console.silence(fd)
             return
         if self.is_set():
             return
@@ -343,7 +342,7 @@ def emit(text: str) -> None:
     try:
         print(text, flush=True)
     except OSError:
-        engine.silence(1)
+        console.silence(1)
 
 
 def keygen_main(argv: list[str]) -> int | None:
@@ -390,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             print(note, file=sys.stderr)
         plan_json = Path(args.plan_json) if args.plan_json else None
         if args.dry_run:
-            emit(describe_plan(engine.dry_run(settings, plan_json), settings))
+            emit(engine.dry_run(settings, plan_json).describe(settings))
             return ExitStatus.OK
         executor: Executor = LocalPool()
         if args.master:
@@ -408,25 +407,6 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_status
     emit(report.summary())
     return report.exit_status
-
-
-def describe_plan(the_plan: plan.Plan, settings: Settings) -> str:
-    """--dry-run's output: counts per action, then the files of each."""
-    counts = the_plan.counts()
-    lines = [f"Plan for {printable(settings.input_dir)} -> {printable(settings.outdir)} (dry run: nothing changed)"]
-    lines += [f"  {action.value:<7} {n}" for action, n in counts.items() if n]
-    if the_plan.refused:
-        lines.append(f"  refused {len(the_plan.refused)}")
-    for action in Action:
-        tasks = [t for t in the_plan.tasks if t.action is action]
-        if tasks:
-            lines.append(f"{action.value}:")
-            for t in tasks:
-                where = f"{printable(t.previous)} -> " if t.previous else ""
-                lines.append(f"  {t.mode:<8} {printable(t.source)}: {where}{printable(t.output)}")
-    for r in the_plan.refused:
-        lines.append(f"refused: {printable(r.task.source)} [{r.task.mode}]: {r.message}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -18,46 +18,23 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
 
 from flac2all import codecs, discovery, guards, outputs, plan, preflight, runner, tools
 from flac2all.codecs import Codec
+from flac2all.console import Display, Guarded, Silent
 from flac2all.errors import DISK_FULL, UsageError, describe_oserror
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
 from flac2all.guards import outdir_lock
-from flac2all.model import Action, HostRow, Job, Layout, Settings, Status, Task, TaskResult
+from flac2all.model import Action, Job, Layout, Settings, Status, Task, TaskResult
 from flac2all.procs import ProcessGroup
 from flac2all.report import LOG_NAME, Report
 from flac2all.state import STATE_DIR, Record, State, StateError, UnreadableStateError, move_aside, state_path
 
 log = logging.getLogger("flac2all")
-
-
-class Display(Protocol):
-    def begin(self, total: int, hosts: Callable[[], list[HostRow]], root: Path, jobs: Sequence[Job]) -> None: ...
-    def started(self, task: Task) -> None: ...
-    def finished(self, result: TaskResult) -> None: ...
-    def end(self) -> None: ...
-
-
-class Silent:
-    """The display for library use: shows nothing."""
-
-    def begin(self, total: int, hosts: Callable[[], list[HostRow]], root: Path, jobs: Sequence[Job]) -> None:
-        pass
-
-    def started(self, task: Task) -> None:
-        pass
-
-    def finished(self, result: TaskResult) -> None:
-        pass
-
-    def end(self) -> None:
-        pass
 
 
 class Halt(threading.Event):
@@ -70,51 +47,6 @@ class Halt(threading.Event):
 
     def is_set(self) -> bool:
         return super().is_set() or self.outer.is_set()
-
-
-def silence(fd: int) -> None:
-    """Point ``fd`` (stdout, stderr) at /dev/null: what it was connected to
-    is gone (a closed terminal, a reader that quit), and every later write,
-    ours or a library's, must succeed without effect."""
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, fd)
-    finally:
-        os.close(null)
-
-
-class Guarded:
-    """A display that cannot take the run down: the first OSError from it
-    (EIO from a closed terminal, EPIPE from a closed pipe) switches it off,
-    points stdout at /dev/null, and the run goes on to write its log."""
-
-    def __init__(self, inner: Display) -> None:
-        self.inner = inner
-        self.off = False
-
-    def call(self, method: str, *args) -> None:
-        if self.off:
-            return
-        try:
-            getattr(self.inner, method)(*args)
-        except OSError:
-            self.off = True
-            silence(1)
-            log.warning("the display's output is gone; going on without it")
-            with contextlib.suppress(OSError):
-                self.inner.end()
-
-    def begin(self, total: int, hosts: Callable[[], list[HostRow]], root: Path, jobs: Sequence[Job]) -> None:
-        self.call("begin", total, hosts, root, jobs)
-
-    def started(self, task: Task) -> None:
-        self.call("started", task)
-
-    def finished(self, result: TaskResult) -> None:
-        self.call("finished", result)
-
-    def end(self) -> None:
-        self.call("end")
 
 
 def check_programs(selected: tuple[Codec, ...]) -> None:

@@ -25,6 +25,7 @@ from flac2all.codecs.base import Codec
 from flac2all.discovery import Source, Tree
 from flac2all.errors import TaskError, UsageError
 from flac2all.model import Action, Job, Layout, Settings, SourceFacts, Status, Task, TaskResult
+from flac2all.report import printable
 from flac2all.state import Record
 from flac2all.tags import TagFamily
 
@@ -103,6 +104,23 @@ class Plan:
         for task in self.tasks:
             out[task.action] += 1
         return out
+
+    def describe(self, settings: Settings) -> str:
+        """--dry-run's output: counts per action, then the files of each."""
+        lines = [f"Plan for {printable(settings.input_dir)} -> {printable(settings.outdir)} (dry run: nothing changed)"]
+        lines += [f"  {action.value:<7} {n}" for action, n in self.counts().items() if n]
+        if self.refused:
+            lines.append(f"  refused {len(self.refused)}")
+        for action in Action:
+            tasks = [t for t in self.tasks if t.action is action]
+            if tasks:
+                lines.append(f"{action.value}:")
+                for t in tasks:
+                    where = f"{printable(t.previous)} -> " if t.previous else ""
+                    lines.append(f"  {t.mode:<8} {printable(t.source)}: {where}{printable(t.output)}")
+        for r in self.refused:
+            lines.append(f"refused: {printable(r.task.source)} [{r.task.mode}]: {r.message}")
+        return "\n".join(lines)
 
     def as_json(self) -> dict:
         """The plan, machine-readable (--plan-json)."""

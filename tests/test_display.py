@@ -21,7 +21,7 @@ import pytest
 from rich.cells import cell_len
 from rich.text import Text
 
-from flac2all import engine
+from flac2all import console, engine
 from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
 from flac2all.pace import Pace
 from flac2all.progress import BAR, fit, squeeze
@@ -251,7 +251,7 @@ def test_an_encode_reports_its_audio_length_to_the_display(tmp_path):
     make_flac(tmp_path / "music" / "a.flac", seconds=0.5)
     seen: dict = {}
 
-    class Recorder(engine.Silent):
+    class Recorder(console.Silent):
         def begin(self, total, hosts, root, jobs) -> None:
             seen.update(total=total, root=root, jobs=list(jobs))
 

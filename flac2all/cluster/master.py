@@ -116,6 +116,7 @@ class Master:
         self.endpoint = ""
         self.open_tasks = 0  # entries not done
         self.littered: set[Path] = set()  # output folders of tasks whose worker died
+        self.hosts_seen: dict[str, Peer] = {}  # every worker seen, for the host table at the end
 
     # -- socket ---------------------------------------------------------------
 
@@ -295,7 +296,7 @@ class Master:
         the sources in progress (paths). Every worker seen stays counted
         after it leaves, so the table still adds up when the run ends."""
         # Peers are dropped as they leave; a display keeps asking.
-        seen: dict[str, Peer] = self.__dict__.setdefault("hosts_seen", {})
+        seen = self.hosts_seen
         live = list(self.peers.values())
         seen.update((peer.session, peer) for peer in live)
         here = {peer.session for peer in live}

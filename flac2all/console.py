@@ -1,0 +1,85 @@
+"""The terminal is optional: the Display protocol the engine talks to, the
+silent display (library use), and the guard that switches a display off when
+its output is gone (a closed terminal, a closed pipe), so that the run goes
+on and writes its log."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from flac2all.model import HostRow, Job, Task, TaskResult
+
+log = logging.getLogger("flac2all")
+
+
+class Display(Protocol):
+    def begin(self, total: int, hosts: Callable[[], list[HostRow]], root: Path, jobs: Sequence[Job]) -> None: ...
+    def started(self, task: Task) -> None: ...
+    def finished(self, result: TaskResult) -> None: ...
+    def end(self) -> None: ...
+
+
+class Silent:
+    """The display for library use: shows nothing."""
+
+    def begin(self, total: int, hosts: Callable[[], list[HostRow]], root: Path, jobs: Sequence[Job]) -> None:
+        pass
+
+    def started(self, task: Task) -> None:
+        pass
+
+    def finished(self, result: TaskResult) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+def silence(fd: int) -> None:
+    """Point ``fd`` (stdout, stderr) at /dev/null: what it was connected to
+    is gone (a closed terminal, a reader that quit), and every later write,
+    ours or a library's, must succeed without effect."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+class Guarded:
+    """A display that cannot take the run down: the first OSError from it
+    (EIO from a closed terminal, EPIPE from a closed pipe) switches it off,
+    points stdout at /dev/null, and the run goes on to write its log."""
+
+    def __init__(self, inner: Display) -> None:
+        self.inner = inner
+        self.off = False
+
+    def call(self, method: str, *args) -> None:
+        if self.off:
+            return
+        try:
+            getattr(self.inner, method)(*args)
+        except OSError:
+            self.off = True
+            silence(1)
+            log.warning("the display's output is gone; going on without it")
+            with contextlib.suppress(OSError):
+                self.inner.end()
+
+    def begin(self, total: int, hosts: Callable[[], list[HostRow]], root: Path, jobs: Sequence[Job]) -> None:
+        self.call("begin", total, hosts, root, jobs)
+
+    def started(self, task: Task) -> None:
+        self.call("started", task)
+
+    def finished(self, result: TaskResult) -> None:
+        self.call("finished", result)
+
+    def end(self) -> None:
+        self.call("end")
