@@ -218,10 +218,31 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.4f} hours"
 
 
+# The word each action's line starts with: what was done to the output.
+VERBS = {
+    Action.ENCODE: "encoded",
+    Action.RETAG: "retagged",
+    Action.MOVE: "moved",
+    Action.COPY: "copied",
+    Action.DELETE: "deleted",
+    Action.SKIP: "skipped",
+    Action.ORPHAN: "kept",
+}
+
+
 def line_for(result: TaskResult) -> str:
-    """One line for a finished task, as the plain display and the workers print it."""
+    """One line for a finished task, as the plain display and the workers
+    print it: its own verb, the mode, what it names."""
     task = result.task
     if result.status is Status.FAILED:
-        return f"FAILED  {task.mode:<8} {printable(task.source)}: {result.message}"
-    word = "SKIPPED" if result.status is Status.SKIPPED else "OK"
-    return f"{word:<7} {task.mode:<8} {printable(task.source)} -> {printable(task.output)}"
+        return f"FAILED   {task.mode:<8} {printable(task.source)}: {result.message}"
+    head = f"{VERBS[task.action]:<8} {task.mode:<8}"
+    if task.action in (Action.ENCODE, Action.COPY):
+        return f"{head} {printable(task.source)} -> {printable(task.output)}"
+    if task.action is Action.MOVE:
+        return f"{head} {printable(task.output)} (from {printable(task.previous or '')})"
+    if task.action in (Action.DELETE, Action.ORPHAN):
+        what = "deleted" if task.action is Action.DELETE else "kept; --delete removes it"
+        return f"{head} {printable(task.output)} (orphan: its source is gone, {what})"
+    why = result.message.removeprefix("skipped: ")
+    return f"{head} {printable(task.output)}" + (f" ({why})" if why else "")

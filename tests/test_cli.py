@@ -392,7 +392,7 @@ def test_summary_has_the_documented_fields(library, tmp_path):
 
 def test_plain_progress_lines_when_not_a_terminal(library, tmp_path):
     run = run_flac2all("opus", "-o", tmp_path / "out", library)
-    ok_lines = [line for line in run.stdout.splitlines() if line.startswith("OK ")]
+    ok_lines = [line for line in run.stdout.splitlines() if line.startswith("encoded ")]
     assert len(ok_lines) == 3
 
 

@@ -103,7 +103,7 @@ def test_normal_run_with_two_worker_hosts(lib, tmp_path, fake_bin):
     assert "Got 3 worker(s)" in master.output and "Commencing run..." in master.output
     assert a.count("Spawned worker process") == 1 and b.count("Spawned worker process") == 2
     check_outputs(out, lib, {"mp3": ".mp3", "opus": ".opus"})
-    assert a.count(r"^OK ") + b.count(r"^OK ") == 16
+    assert a.count(r"^encoded ") + b.count(r"^encoded ") == 16
     assert "Files we managed to convert successfully: 16" in master.output
     # Each source went to one worker as one job: decoded once for both modes.
     decoded = [line for line in decodes_log.read_text().splitlines() if line.startswith("--decode")]
@@ -116,14 +116,14 @@ def test_late_joiner_gets_work_at_once(lib, tmp_path, slow_opusenc):
     master, port = start_master("opus", out, lib)
     try:
         first = start_worker(port, 1, path_prefix=slow_bin)
-        master.wait_for(r"^OK ", timeout=30)
+        master.wait_for(r"^encoded ", timeout=30)
         late = start_worker(port, 1)
-        late.wait_for(r"^OK ", timeout=10)
+        late.wait_for(r"^encoded ", timeout=10)
         assert master.wait(120) == 0
         assert first.wait(30) == 0 and late.wait(30) == 0
     finally:
         master.kill()
-    assert late.count(r"^OK ") >= 3  # it took its share as soon as it said ready
+    assert late.count(r"^encoded ") >= 3  # it took its share as soon as it said ready
     check_outputs(out, lib, {"opus": ".opus"})
 
 
@@ -152,7 +152,7 @@ def test_sigkill_of_a_worker_mid_encode_requeues_its_job(lib, tmp_path, slow_opu
         assert not alive(encoder)
     # every output whole, and no temp file of the dead worker left behind
     check_outputs(out, lib, {"mp3": ".mp3", "opus": ".opus"} if per_source == 2 else {"opus": ".opus"})
-    assert rescuer.count(r"^OK ") == 8 * per_source
+    assert rescuer.count(r"^encoded ") == 8 * per_source
 
 
 def test_sigstop_past_the_dead_timeout_then_sigcont(lib, tmp_path, slow_opusenc):
@@ -167,7 +167,7 @@ def test_sigstop_past_the_dead_timeout_then_sigcont(lib, tmp_path, slow_opusenc)
         master.wait_for(r"declared dead; 1 task\(s\) requeued", timeout=15)
         helper_bin, _ = slow_opusenc(0.5, "helper")
         helper = start_worker(port, 1, path_prefix=helper_bin)
-        helper.wait_for(r"^OK ", timeout=20)
+        helper.wait_for(r"^encoded ", timeout=20)
         os.kill(pid, signal.SIGCONT)  # its result for the old attempt is no longer wanted
         assert master.wait(120) == 0, master.output
         assert helper.wait(30) == 0
@@ -211,9 +211,9 @@ def test_two_sigterms_stop_a_worker_at_once_and_requeue(lib, tmp_path, slow_opus
     assert "stopping at once" in leaving.output
     for encoder in (int(p.name) for p in marks.iterdir()):
         assert not alive(encoder)
-    assert leaving.count(r"^OK ") == 0
+    assert leaving.count(r"^encoded ") == 0
     check_outputs(out, lib, {"opus": ".opus"})  # whole, and no temp file left
-    assert other.count(r"^OK ") == 8
+    assert other.count(r"^encoded ") == 8
 
 
 @pytest.mark.parametrize("how", ["sigterm to the parent", "ctrl-c to the process group"])
@@ -239,11 +239,11 @@ def test_first_signal_lets_the_current_job_finish(lib, tmp_path, slow_opusenc, h
     finally:
         master.kill()
     assert len(list(marks.iterdir())) == 1  # it took no other job
-    assert finishing.count(r"^OK ") == 1 and "stopping at once" not in finishing.output
-    done_there = finishing.wait_for(r"^OK .* -> (.*)$").group(1)
+    assert finishing.count(r"^encoded ") == 1 and "stopping at once" not in finishing.output
+    done_there = finishing.wait_for(r"^encoded .* -> (.*)$").group(1)
     rows = check_outputs(out, lib, {"opus": ".opus"})
     assert [r["conversion_status"] for r in rows if r["outfile"] == done_there] == ["SUCCESS"]
-    assert helper.count(r"^OK ") == 7 and done_there not in helper.output  # not done twice
+    assert helper.count(r"^encoded ") == 7 and done_there not in helper.output  # not done twice
 
 
 def test_first_signal_to_an_idle_worker_says_goodbye_at_once():
@@ -285,8 +285,8 @@ def test_slow_worker_never_hoards_tasks(lib, tmp_path, slow_opusenc):
     finally:
         master.kill()
     # With one slot it holds one task at a time: the fast worker does the rest.
-    assert tortoise.count(r"^OK ") <= 2
-    assert hare.count(r"^OK ") >= 6
+    assert tortoise.count(r"^encoded ") <= 2
+    assert hare.count(r"^encoded ") >= 6
     check_outputs(out, lib, {"opus": ".opus"})
 
 
@@ -310,8 +310,8 @@ def test_restarted_master_resumes_and_skips_finished_outputs(lib, tmp_path, slow
     port = free_port()
     master, _ = start_master("opus", out, lib, port=port)
     worker = start_worker(port, 1, "--retry-seconds", "30", path_prefix=slow_bin)
-    master.wait_for(r"^OK ", timeout=30)
-    master.wait_for(r"^OK .*\n?", timeout=5)
+    master.wait_for(r"^encoded ", timeout=30)
+    master.wait_for(r"^encoded .*\n?", timeout=5)
     master.kill()
     # The job it was running when the master died may still commit: once it
     # has noticed the silence, it has (or has dropped it, with its temp file).
@@ -375,7 +375,7 @@ def test_ctrl_c_on_the_master_stops_the_workers_and_writes_the_log(lib, tmp_path
     master, port = start_master("opus", out, lib)
     try:
         worker = start_worker(port, 2, path_prefix=slow_bin)
-        master.wait_for(r"^OK ", timeout=30)
+        master.wait_for(r"^encoded ", timeout=30)
         master.signal(signal.SIGINT)
         assert master.wait(30) == 130, master.output
         assert worker.wait(30) == 0, worker.output  # the master ended the run

@@ -99,7 +99,7 @@ def test_worker_on_another_host_then_cut_off(two_hosts, tmp_path, fake_bin):
             ],
             path_prefix=slow,
         )
-        master.wait_for(r"^OK ", 30)  # the remote host did a task over the veth
+        master.wait_for(r"^encoded ", 30)  # the remote host did a task over the veth
         ip("-n", worker_ns, "link", "set", worker_dev, "down")  # cut it off
         master.wait_for(r"declared dead", 15)
         # A worker on the master's own host finishes the run.

@@ -78,7 +78,7 @@ def test_progress_bar_on_a_terminal(library, tmp_path):
 def test_dashboard_without_a_terminal_falls_back_to_plain_lines(library, tmp_path):
     run = run_flac2all("opus", "-C", "-o", tmp_path / "out", library)
     assert run.returncode == 0
-    assert sum(line.startswith("OK ") for line in run.stdout.splitlines()) == 3
+    assert sum(line.startswith("encoded ") for line in run.stdout.splitlines()) == 3
 
 
 def plain(screen: str) -> list[str]:

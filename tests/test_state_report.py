@@ -13,7 +13,7 @@ import pytest
 
 from flac2all.errors import ExitStatus
 from flac2all.model import Action, SourceFacts, Status, Task, TaskResult
-from flac2all.report import CSV_HEADER, Counts, Report
+from flac2all.report import CSV_HEADER, Counts, Report, line_for
 from flac2all.state import SCHEMA_VERSION, Record, State, StateError, state_path
 
 
@@ -152,3 +152,19 @@ def test_the_log_is_csv_that_survives_hostile_names(tmp_path: Path):
     assert rows[2][3] == "ERROR: boom" and rows[2][4] == "1"
     assert report.log_path == tmp_path / "conversion_results.log"
     assert [p.name for p in tmp_path.iterdir()] == ["conversion_results.log"]
+
+
+def test_each_action_prints_its_own_verb_naming_what_it_did():
+    def line(action: Action, status: Status = Status.SUCCESS, message: str = "", previous: str | None = None) -> str:
+        task = Task(Path("/music/a.flac"), "mp3", Path("/out/mp3/a.mp3"), action, previous=previous and Path(previous))
+        return line_for(TaskResult(task, status, message))
+
+    assert line(Action.ENCODE) == "encoded  mp3      /music/a.flac -> /out/mp3/a.mp3"
+    assert line(Action.COPY).startswith("copied   mp3      /music/a.flac -> ")
+    assert line(Action.RETAG) == "retagged mp3      /out/mp3/a.mp3"
+    assert line(Action.MOVE, previous="/out/mp3/old.mp3") == "moved    mp3      /out/mp3/a.mp3 (from /out/mp3/old.mp3)"
+    # A deletion names the file it deleted, not a source it converted.
+    assert line(Action.DELETE) == "deleted  mp3      /out/mp3/a.mp3 (orphan: its source is gone, deleted)"
+    assert line(Action.ORPHAN, Status.SKIPPED).startswith("kept     mp3      /out/mp3/a.mp3 (orphan")
+    assert line(Action.SKIP, Status.SKIPPED, "skipped: up to date") == ("skipped  mp3      /out/mp3/a.mp3 (up to date)")
+    assert line(Action.ENCODE, Status.FAILED, "boom") == "FAILED   mp3      /music/a.flac: boom"
