@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flac2all import codecs
-from flac2all.cluster.wire import (
+from flac2all.cluster.wire import (  # the envelope is part of the protocol's face: "X as X" re-exports
     HEX,
     ProtocolError,
     check_options,
@@ -31,6 +31,12 @@ from flac2all.cluster.wire import (
     fields,
     is_a,
     seconds,
+)
+from flac2all.cluster.wire import (
+    MAX_MESSAGE as MAX_MESSAGE,
+)
+from flac2all.cluster.wire import (
+    VERSION as VERSION,
 )
 from flac2all.errors import Flac2allError, UsageError
 from flac2all.model import Action, Layout, Settings, SourceFacts, Status, Task, TaskResult
