@@ -231,6 +231,21 @@ def fake_bin(tmp_path: Path):
     return make
 
 
+SPIED = ("flac", "lame", "opusenc", "ffmpeg")
+
+
+@pytest.fixture
+def spy(tmp_path: Path, fake_bin) -> tuple[Path, Path]:
+    """Encoders that log every start (version probes and the option check
+    excepted) and then run: (folder to put first on PATH, the log)."""
+    log = tmp_path / "started"
+    log.touch()
+    folder = tmp_path
+    for program in SPIED:
+        folder = fake_bin(program, f'echo "{program} $*" >> {log}\nexec {shutil.which(program)} "$@"\n')
+    return folder, log
+
+
 def duration(path: Path) -> float:
     """Duration as ffprobe reads it from the file itself."""
     out = subprocess.run(

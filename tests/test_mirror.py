@@ -25,7 +25,6 @@ from mutagen.oggopus import OggOpus
 from tests.conftest import audio_bytes, decodes, duration, make_flac, read_log, run_flac2all, source_length, temp_files
 
 MODES = "mp3,opus"
-PROGRAMS = ("flac", "lame", "opusenc", "ffmpeg")
 
 
 @pytest.fixture
@@ -36,17 +35,6 @@ def lib(tmp_path: Path) -> Path:
         for n in range(4):
             make_flac(root / album / f"{n} song.flac", seconds=0.15, tags={"TITLE": f"{album}{n}", "ALBUM": album})
     return root
-
-
-@pytest.fixture
-def spy(tmp_path: Path, fake_bin) -> tuple[Path, Path]:
-    """Encoders that log every start (version probes excepted) and then run."""
-    log = tmp_path / "started"
-    log.touch()
-    folder = None
-    for program in PROGRAMS:
-        folder = fake_bin(program, f'echo "{program} $*" >> {log}\nexec {shutil.which(program)} "$@"\n')
-    return folder, log
 
 
 def run(lib: Path, out: Path, spy, *args: str):
