@@ -168,7 +168,7 @@ def run(
     selected_codecs(settings)
     tree = discover_input(settings, selected)
     guards.prepare_outdir(settings.outdir)
-    report = Report(modes=tuple(c.name for c in selected))
+    report = Report(modes=tuple(c.name for c in selected), sources=len(tree.flacs))
     with outdir_lock(settings.outdir), open_state(settings) as state:
         the_plan = make_plan(settings, selected, state, tree)
         if executor.needs_local_encoders:
@@ -183,39 +183,7 @@ def run(
         for output in the_plan.forget:
             state.forget(output)
         outputs.remove_stale_temps({t.output.parent for t in the_plan.tasks})
-        report.sources = len(tree.flacs)
-        errors = [
-            TaskResult(Task(path, "-", Path(""), Action.SKIP), Status.FAILED, f"cannot read folder: {cause}", 1)
-            for path, cause in tree.errors
-        ]
-        report.issued = len(the_plan.tasks) + len(the_plan.refused) + len(errors)
-        display.begin(report.issued, executor.hosts, settings.input_dir, the_plan.jobs)
-
-        Report.reserve(settings.outdir / LOG_NAME, LOG_RESERVE + LOG_ROW * report.issued)
-
-        halt = Halt(stop)
-
-        def record(result: TaskResult) -> None:
-            report.add(result)
-            if result.cause == DISK_FULL and report.halted_by is None:
-                report.halted_by = result.message
-                halt.set()  # finish or drop what runs, start nothing more
-            if report.state_error is None:
-                try:
-                    remember(state, result)
-                except sqlite3.Error as exc:
-                    report.state_error = state_lost(settings, exc)
-            display.finished(result)
-
-        for result in [*errors, *the_plan.refused]:
-            record(result)
-        try:
-            remote = run_here(the_plan.jobs, settings, record, halt)
-            executor.run(remote, settings, display.started, record, halt)
-        finally:
-            display.end()
-        if stop.is_set():
-            report.interrupted_by = getattr(stop, "signum", 2)
+        Run(settings, state, report, display, stop).execute(tree, the_plan, executor)
         report.wall_time = time.monotonic() - started
         try:
             state.close()  # its last rows committed before the log is written
@@ -223,6 +191,50 @@ def run(
             report.state_error = report.state_error or state_lost(settings, exc)
         write_log(report, settings.outdir)
     return report
+
+
+class Run:
+    """The executing part of a run: results go to the report, the state and
+    the display as they come."""
+
+    def __init__(self, settings: Settings, state: State, report: Report, display: Display, stop: threading.Event):
+        self.settings, self.state, self.report, self.display, self.stop = settings, state, report, display, stop
+        self.halt = Halt(stop)
+
+    def execute(self, tree: discovery.Tree, the_plan: plan.Plan, executor: Executor) -> None:
+        """Folders that could not be read and refused tasks are results at
+        once; the jobs that are not the executor's are done here, the rest
+        by it."""
+        report, settings = self.report, self.settings
+        errors = [
+            TaskResult(Task(path, "-", Path(""), Action.SKIP), Status.FAILED, f"cannot read folder: {cause}", 1)
+            for path, cause in tree.errors
+        ]
+        report.issued = len(the_plan.tasks) + len(the_plan.refused) + len(errors)
+        self.display.begin(report.issued, executor.hosts, settings.input_dir, the_plan.jobs)
+        Report.reserve(settings.outdir / LOG_NAME, LOG_RESERVE + LOG_ROW * report.issued)
+        for result in [*errors, *the_plan.refused]:
+            self.record(result)
+        try:
+            remote = run_here(the_plan.jobs, settings, self.record, self.halt)
+            executor.run(remote, settings, self.display.started, self.record, self.halt)
+        finally:
+            self.display.end()
+        if self.stop.is_set():
+            report.interrupted_by = getattr(self.stop, "signum", 2)
+
+    def record(self, result: TaskResult) -> None:
+        report = self.report
+        report.add(result)
+        if result.cause == DISK_FULL and report.halted_by is None:
+            report.halted_by = result.message
+            self.halt.set()  # finish or drop what runs, start nothing more
+        if report.state_error is None:
+            try:
+                remember(self.state, result)
+            except sqlite3.Error as exc:
+                report.state_error = state_lost(self.settings, exc)
+        self.display.finished(result)
 
 
 # Bytes set aside for the log before the run (Report.reserve): a fixed part
