@@ -452,7 +452,9 @@ def cluster_of(args, folder: Path | None) -> list[str]:
     for out in outs:
         shutil.rmtree(out, ignore_errors=True)
     for out in outs:
-        m, port = master("mp3", src, out, "-c", folder=folder)
+        # Copies only, no FLAC: this flac2all refuses an input without FLAC unless told.
+        empty_ok = ("--allow-empty",) if folder is None else ()
+        m, port = master("mp3", src, out, "-c", *empty_ok, folder=folder)
         w = worker(port, 4, folder=folder)
         try:
             start, _ = m.when(r"Commencing run", 60)
