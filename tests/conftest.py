@@ -164,10 +164,15 @@ def read_log(outdir: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(autouse=True)
 def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test runs in its own temporary folder, and so does every
-    process it starts: nothing a test or a fake encoder writes by mistake
-    lands in the repository."""
+    """Every test runs in its own temporary folder and home, and so does
+    every process it starts: nothing a test or a fake encoder writes by
+    mistake lands in the repository or the user's home."""
     monkeypatch.chdir(tmp_path)
+    # Nor in the user's home (cluster keys are looked for and made there);
+    # pip keeps its cache, so that install tests do not download it all again.
+    home = Path.home()
+    monkeypatch.setenv("PIP_CACHE_DIR", os.environ.get("PIP_CACHE_DIR", str(home / ".cache" / "pip")))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 def run_flac2all(*args: str | Path, path_prefix: Path | None = None, timeout: float = 120, **kw) -> Run:
