@@ -213,7 +213,10 @@ def baseline(ref: str) -> tuple[str, Path]:
 
 
 def with_pythonpath(argv: list[str], folder: Path | None) -> list[str]:
-    return argv if folder is None else ["env", f"PYTHONPATH={folder}", *argv]
+    """``argv`` run from ``folder``'s package: in that folder too, since
+    ``python -m`` puts the current folder first on sys.path, before
+    PYTHONPATH (from anywhere else it could import another flac2all)."""
+    return argv if folder is None else ["env", "-C", str(folder), f"PYTHONPATH={folder}", *argv]
 
 
 Walls = dict[str, list[float | None]]
