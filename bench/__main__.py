@@ -229,6 +229,9 @@ class Rounds:
         self.walls: Walls = {name: [] for name in names}
         self.busy: dict[str, list[float]] = {name: [] for name in names}  # CPU used / (wall x cores)
         self.probed: dict[str, list[float]] = {name: [] for name in names}  # probe() right after the run
+        # CPU seconds the tool and everything it started used: less sensitive
+        # than the wall to other load on a shared machine.
+        self.cpu: dict[str, list[float]] = {name: [] for name in names}
 
 
 def side_by_side(
@@ -252,6 +255,7 @@ def side_by_side(
             rounds.walls[name].append(wall)
             if cpu and isinstance(wall, float):
                 rounds.busy[name].append(cpu[0] / (wall * CORES))
+                rounds.cpu[name].append(cpu[0])
                 if probe is not None:
                     rounds.probed[name].append(probe())
     return rounds
@@ -294,6 +298,21 @@ def case_full(args) -> list[str]:
         rows.append(f"| {tool} | {fmt(values)} | {efficiency} | {used} |")
     rows.append("")
     rows += ratios(walls)
+    rows += cpu_rows(rounds)
+    return rows
+
+
+def cpu_rows(rounds: Rounds) -> list[str]:
+    """CPU seconds used per tool, and this flac2all's against its baselines."""
+    rows = ["", "| tool | CPU s used (the tool and all it started), median (min-max) |", "|---|---|"]
+    rows += [f"| {tool} | {stats(values)} |" for tool, values in rounds.cpu.items() if values]
+    for base in BASELINES:
+        a, b = rounds.cpu[OURS], rounds.cpu[base]
+        if a and b:
+            per_round = ", ".join(f"{x / y:.3f}" for x, y in zip(a, b, strict=False))
+            rows.append(
+                f"\n- CPU, {OURS} / {base}: {statistics.median(a) / statistics.median(b):.3f} (per round: {per_round})"
+            )
     return rows
 
 
@@ -339,7 +358,7 @@ def case_short(args) -> list[str]:
         overheads = [1000 * (w - c / CORES) / tasks for w, c in zip(done, rounds.probed[tool], strict=True)]
         overhead = f"{stats(overheads)} ms" if overheads else "n/a (no complete run)"
         rows.append(f"| {tool} | {fmt(values)} | {overhead} |")
-    rows += ["", *ratios(walls)]
+    rows += ["", *ratios(walls), *cpu_rows(rounds)]
     # The no-op re-run over what was just converted, both tools.
     noop: dict[str, list[float | None]] = {ORIGINAL: [], OURS: []}
     for name, argv in ((ORIGINAL, original()), (OURS, FLAC2ALL)):
