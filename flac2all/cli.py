@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import functools
 import logging
 import os
 import signal
@@ -16,12 +17,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from flac2all import __version__, codecs, console, engine
+from flac2all import __version__, codecs, config, console, engine, hooks
 from flac2all.codecs.options import options_help
+from flac2all.config import positive_float, positive_int, settings_from
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
-from flac2all.model import Layout, Settings
+from flac2all.model import Settings
 from flac2all.progress import make_display
 
 DESCRIPTION = """\
@@ -48,26 +50,6 @@ exit status:
 """
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
-
-
 class Parser(argparse.ArgumentParser):
     """argparse, with exit status 2 on errors, modes split by a space
     (``mp3, opus``) joined back, and the nearest option suggested for an
@@ -78,7 +60,9 @@ class Parser(argparse.ArgumentParser):
     ) -> tuple[argparse.Namespace, list[str]]:
         parsed, extras = super().parse_known_args(args, namespace)
         rejoin_modes(parsed, extras)
-        if parsed.inputdir is None:
+        # A profile names MODE and INPUTDIR; given here, they override it.
+        profiles = getattr(parsed, "profile", None) or getattr(parsed, "all_profiles", False)
+        if getattr(parsed, "inputdir", None) is None and not profiles:
             self.error("the following arguments are required: INPUTDIR")
         return parsed, extras
 
@@ -87,11 +71,12 @@ class Parser(argparse.ArgumentParser):
     ) -> argparse.Namespace:
         parsed, extras = self.parse_known_args(args, namespace)
         # argparse takes "--lame-optoins=-V 2" (a space in it) for a positional.
-        stray = [word for word in (parsed.mode, parsed.inputdir) if unknown_option(word)]
+        mode, inputdir = getattr(parsed, "mode", None), getattr(parsed, "inputdir", None)
+        stray = [word for word in (mode, inputdir) if word is not None and unknown_option(word)]
         if extras or stray:
             unknown = [*stray, *extras]
             hint = self.suggest_options(unknown)
-            if parsed.mode.endswith(","):
+            if mode is not None and inputdir is not None and mode.endswith(","):
                 # Not rejoined (INPUTDIR names a folder): say why it failed.
                 hint += f"; MODE ends with a comma: no space after the comma (as in {parsed.mode}{parsed.inputdir})"
             self.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
@@ -126,7 +111,7 @@ def rejoin_modes(parsed: argparse.Namespace, extras: list[str]) -> None:
     ending in a comma takes the next positional argument when that is a
     list of modes and not a folder; INPUTDIR is then the next one (or
     missing, which argparse's own message then says)."""
-    while parsed.mode.endswith(",") and parsed.inputdir is not None:
+    while (getattr(parsed, "mode", None) or "").endswith(",") and getattr(parsed, "inputdir", None) is not None:
         follower = parsed.inputdir
         if os.path.isdir(follower) or not names_modes(follower):
             return
@@ -151,17 +136,25 @@ def names_modes(text: str) -> bool:
     return True
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_profiles: bool = False) -> argparse.ArgumentParser:
     cpus = os.cpu_count() or 1
     p = Parser(
         prog="flac2all",
-        usage="flac2all MODE[,MODE...] [options] INPUTDIR",
+        usage="flac2all MODE[,MODE...] [options] INPUTDIR\n"
+        "       flac2all --profile NAME [--profile NAME...] [options]",
         description=DESCRIPTION,
-        epilog=EPILOG.format(modes=codecs.all_modes_help(), options=options_help(codecs.OPTION_FAMILIES.values())),
+        epilog=EPILOG.format(modes=codecs.all_modes_help(), options=options_help(codecs.OPTION_FAMILIES.values()))
+        + "\n"
+        + config.PROFILE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("mode", metavar="MODE[,MODE...]", help="output format(s), see the list below")
-    p.add_argument("inputdir", metavar="INPUTDIR", help="folder holding the FLAC files (searched recursively)")
+    # With profiles, which name them, MODE and INPUTDIR may be left out
+    # (argparse parses "MODE -o DIR INPUTDIR" right only when they are required).
+    optional = "?" if with_profiles else None
+    p.add_argument("mode", nargs=optional, metavar="MODE[,MODE...]", help="output format(s), see the list below")
+    p.add_argument(
+        "inputdir", nargs=optional, metavar="INPUTDIR", help="folder holding the FLAC files (searched recursively)"
+    )
     p.add_argument("-o", "--outdir", metavar="DIR", default="./", help="output folder (default: ./)")
     p.add_argument("-f", "--force", action="store_true", help="re-encode outputs that already exist")
     p.add_argument(
@@ -274,32 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop when the terminal closes (SIGHUP) as on SIGTERM; by default the run goes on without its display"
         " and writes its log",
     )
+    config.add_profile_options(p)
     p.add_argument("--version", action="version", version=f"flac2all {__version__}")
     return p
-
-
-def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
-    selected, notes = codecs.parse_modes(args.mode)
-    options = {name: family.parse(getattr(args, family.dest)) for name, family in codecs.OPTION_FAMILIES.items()}
-    settings = Settings(
-        input_dir=Path(os.path.abspath(args.inputdir)),
-        outdir=Path(os.path.abspath(args.outdir)),
-        modes=tuple(c.name for c in selected),
-        force=args.force,
-        threads=args.threads,
-        layout=Layout(args.nodirs) if args.nodirs else Layout.TREE,
-        copy=args.copy,
-        options=options,
-        timeout=args.timeout,
-        id3v23=args.id3v23,
-        embed_folder_art=args.embed_folder_art,
-        delete=args.delete,
-        delete_anyway=args.delete_anyway,
-        allow_empty=args.allow_empty,
-        allow_missing_sources=args.allow_missing_sources,
-        shared_decode=not args.decode_per_mode,
-    )
-    return settings, notes
 
 
 class StopOnSignal(threading.Event):
@@ -373,40 +343,74 @@ def main(argv: list[str] | None = None) -> int:
     done = keygen_main(argv)
     if done is not None:
         return done
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    with_profiles = config.profiles_asked(argv)
+    args = build_parser(with_profiles).parse_args(argv)
+    try:
+        # Every run's options, checked before any of them starts.
+        make_parser = functools.partial(build_parser, with_profiles)
+        runs = [(name, ns, *settings_from(ns)) for name, ns in config.runs(make_parser, argv, args)]
+    except Flac2allError as exc:
+        print(f"flac2all: error: {exc}", file=sys.stderr)
+        return exc.exit_status
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if any(ns.verbose for _, ns, _, _ in runs) else logging.WARNING,
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    stop = StopOnSignal(args.stop_on_hangup)
+    stop = StopOnSignal(any(ns.stop_on_hangup for _, ns, _, _ in runs))
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop.handle)
+    status = ExitStatus.OK
+    outcomes: list[hooks.Outcome] = []
+    for name, ns, settings, notes in runs:
+        if stop.is_set():
+            break
+        if name is not None and not ns.quiet:
+            emit(f"profile {name}: {hooks.describe(settings)}")
+        outcome = run_one(name, ns, settings, notes, stop)
+        status = max(status, outcome.exit_status)
+        if ns.on_done and not ns.dry_run:
+            outcomes.append(outcome)
+    for command, done_runs in hooks.by_command(outcomes).items():
+        problem = hooks.on_done(command, done_runs, stop)
+        if problem:
+            print(f"flac2all: error: {problem}", file=sys.stderr)
+            status = max(status, ExitStatus.FAILURES)
+    return status
+
+
+def run_one(
+    name: str | None, args: argparse.Namespace, settings: Settings, notes: list[str], stop: StopOnSignal
+) -> hooks.Outcome:
+    """One run (of a profile, or of the command line alone) to its outcome;
+    its errors are printed, not raised, so that the next profile runs."""
+    outcome = hooks.Outcome(name, settings, args.on_done)
     try:
-        settings, notes = settings_from(args)
         for note in notes:
             print(note, file=sys.stderr)
         plan_json = Path(args.plan_json) if args.plan_json else None
         if args.dry_run:
             emit(engine.dry_run(settings, plan_json).describe(settings))
-            return ExitStatus.OK
+            return outcome
         executor: Executor = LocalPool()
         if args.master:
             from flac2all.cluster import keys, protocol
             from flac2all.cluster.master import Master
 
             protocol.check_usage_options(dict(settings.options))
+            config.check_cluster(settings)
             if not 0 <= args.port < 65536:
                 raise UsageError(f"--port {args.port}: not a port number")
             executor = Master(args.bind, args.port, keys.find(args.keys), say=emit)
         display = make_display(sys.stdout, dashboard=args.curses, quiet=args.quiet)
-        report = engine.run(settings, display, stop, plan_json, executor)
+        outcome.report = engine.run(settings, display, stop, plan_json, executor)
     except Flac2allError as exc:
-        print(f"flac2all: error: {exc}", file=sys.stderr)
-        return exc.exit_status
-    emit(report.summary())
-    return report.exit_status
+        print(f"flac2all: error: {f'profile {name}: ' if name else ''}{exc}", file=sys.stderr)
+        outcome.error, outcome.exit_status = str(exc), exc.exit_status
+        return outcome
+    emit(outcome.report.summary())
+    outcome.exit_status = outcome.report.exit_status
+    return outcome
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ class Action(Enum):
     MOVE = "move"  # source renamed/moved: rename its output, then retag
     DELETE = "delete"  # orphan output whose source is gone (--delete)
     ORPHAN = "orphan"  # orphan output kept (no --delete)
+    CONVERT = "convert"  # a non-FLAC source made into an output: a lossy file re-encoded, a cover scaled
+    PLAYLIST = "playlist"  # a playlist rewritten to point at the outputs (by the engine, after the others)
 
     @property
     def on_executor(self) -> bool:
@@ -35,7 +37,7 @@ class Action(Enum):
         actions that read sources or write outputs. The others (notes,
         renames and deletions) the engine does itself, before the executor
         starts, on the machine that runs flac2all."""
-        return self in (Action.ENCODE, Action.RETAG, Action.COPY)
+        return self in (Action.ENCODE, Action.RETAG, Action.COPY, Action.CONVERT)
 
 
 class Status(Enum):
@@ -44,6 +46,21 @@ class Status(Enum):
     SUCCESS = "success"
     SKIPPED = "skipped"
     FAILED = "failed"
+
+
+class Names(Enum):
+    """How output names are spelled (``--names``)."""
+
+    POSIX = "posix"  # as the sources' names are
+    FAT32 = "fat32"  # what FAT32/exFAT (and Windows) accept: flac2all.names
+
+
+class Lossy(Enum):
+    """What to do with the lossy files (mp3, m4a, ogg...) of the input (``--lossy``)."""
+
+    COPY = "copy"  # copied as they are into every mode's tree
+    CONVERT = "convert"  # re-encoded into each mode whose format differs; copied into the others
+    SKIP = "skip"  # left out, even with -c
 
 
 class Layout(Enum):
@@ -97,6 +114,17 @@ class Settings:
     # Decode a source once for all its modes (one Job); False runs one
     # decoder per output, as the original did.
     shared_decode: bool = True
+    # Device profiles: how output names are spelled, and the longest path
+    # (UTF-16 units below OUTDIR) fat32 names may make; the lossy files of
+    # the input (None: like any other file, copied with -c) and the bitrate
+    # (kbit/s) above which they are re-encoded; the longest side of
+    # embedded and copied covers (pixels); playlists rewritten.
+    names: Names = Names.POSIX
+    max_path: int = 255
+    lossy: Lossy | None = None
+    max_bitrate: int | None = None
+    art_max_size: int | None = None
+    playlists: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))

@@ -30,6 +30,8 @@ ACTION_WORDS = {
     Action.SKIP: "skipped",
     Action.ORPHAN: "orphans kept",
 }
+# Listed only when some were done (runs without device-profile options have none).
+OPTIONAL_ACTION_WORDS = {Action.CONVERT: "converted", Action.PLAYLIST: "playlists written"}
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ class Report:
             # Every task once: failed, or under its action.
             "    Tasks by action: "
             + ", ".join(f"{c.done[action]} {word}" for action, word in ACTION_WORDS.items())
+            + "".join(f", {c.done[action]} {word}" for action, word in OPTIONAL_ACTION_WORDS.items() if c.done[action])
             + f", {c.failed} failed",
             f"    Wall time: {format_duration(self.wall_time)}",
         ]
@@ -227,6 +230,8 @@ VERBS = {
     Action.DELETE: "deleted",
     Action.SKIP: "skipped",
     Action.ORPHAN: "kept",
+    Action.CONVERT: "converted",
+    Action.PLAYLIST: "playlist",
 }
 
 
@@ -237,7 +242,7 @@ def line_for(result: TaskResult) -> str:
     if result.status is Status.FAILED:
         return f"FAILED   {task.mode:<8} {printable(task.source)}: {result.message}"
     head = f"{VERBS[task.action]:<8} {task.mode:<8}"
-    if task.action in (Action.ENCODE, Action.COPY):
+    if task.action in (Action.ENCODE, Action.COPY, Action.CONVERT, Action.PLAYLIST):
         return f"{head} {printable(task.source)} -> {printable(task.output)}"
     if task.action is Action.MOVE:
         return f"{head} {printable(task.output)} (from {printable(task.previous or '')})"
