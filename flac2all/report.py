@@ -241,7 +241,10 @@ def line_for(result: TaskResult) -> str:
     task = result.task
     if result.status is Status.FAILED:
         return f"FAILED   {task.mode:<8} {printable(task.source)}: {result.message}"
-    head = f"{VERBS[task.action]:<8} {task.mode:<8}"
+    verb = VERBS[task.action]
+    if task.action is Action.CONVERT:  # a lossy file encoded, or a cover scaled (derive.py's notes)
+        verb = "scaled" if result.message.startswith(("scaled", "copied")) else "encoded"
+    head = f"{verb:<8} {task.mode:<8}"
     if task.action in (Action.ENCODE, Action.COPY, Action.CONVERT, Action.PLAYLIST):
         return f"{head} {printable(task.source)} -> {printable(task.output)}"
     if task.action is Action.MOVE:

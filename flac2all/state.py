@@ -1,9 +1,10 @@
 """The state of a mirror: what each output was made from, in SQLite.
 
 ``OUTDIR/.flac2all/state.sqlite`` (WAL mode, schema versioned) holds one row
-per output this tool wrote: its source's size, mtime, audio MD5, tags and
-pictures hashes, the hash of the settings that shaped it, and the output's
-own size and mtime. A row is written right after its output is committed
+per output this tool wrote, under its real name (as --names spelled it):
+its source's size, mtime, audio MD5, tags and pictures hashes, the hash of
+the settings that shaped it, the output's own size and mtime, and the
+identity of the folder cover it embeds (--embed-folder-art). A row is written right after its output is committed
 (renamed into place), so the state never claims an output that is not there.
 
 It is a cache: deleting it loses nothing. The next run adopts existing
@@ -32,7 +33,7 @@ from urllib.parse import quote
 
 from flac2all.model import SourceFacts
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COMMIT_EVERY = 0.5  # seconds
 STATE_DIR = ".flac2all"
 STATE_FILE = "state.sqlite"
@@ -50,7 +51,8 @@ CREATE TABLE IF NOT EXISTS outputs (
     pictures_hash TEXT NOT NULL,
     settings_hash TEXT NOT NULL,
     out_size INTEGER NOT NULL,
-    out_mtime_ns INTEGER NOT NULL
+    out_mtime_ns INTEGER NOT NULL,
+    art TEXT NOT NULL DEFAULT ''  -- the folder cover embedded: name:size:mtime_ns
 );
 """
 COLUMNS = [
@@ -65,9 +67,12 @@ COLUMNS = [
     "settings_hash",
     "out_size",
     "out_mtime_ns",
+    "art",
 ]
-# Schema migrations: version -> SQL that brings version-1 to it.
-MIGRATIONS: dict[int, str] = {}
+# Schema migrations: version -> SQL that brings version-1 to it, and the
+# columns a state of version-1 has.
+MIGRATIONS: dict[int, str] = {2: "ALTER TABLE outputs ADD COLUMN art TEXT NOT NULL DEFAULT ''"}
+OLD_COLUMNS = {1: COLUMNS[:-1]}
 # SQLite's own words for a file that is not a state it can read.
 DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 
@@ -83,13 +88,21 @@ class Record:
     settings_hash: str
     out_size: int
     out_mtime_ns: int
+    art: str = ""  # the folder cover it embeds (extras.folder_covers)
 
     @classmethod
     def made(
-        cls, output: Path, source: Path, mode: str, facts: SourceFacts, settings_hash: str, st: os.stat_result
+        cls,
+        output: Path,
+        source: Path,
+        mode: str,
+        facts: SourceFacts,
+        settings_hash: str,
+        st: os.stat_result,
+        art: str = "",
     ) -> Record:
         """The record of an output as it stands (``st``: its stat)."""
-        return cls(output, source, mode, facts, settings_hash, st.st_size, st.st_mtime_ns)
+        return cls(output, source, mode, facts, settings_hash, st.st_size, st.st_mtime_ns, art)
 
     def output_is(self, st: os.stat_result | None) -> bool:
         """The output on disk is the one recorded (same size and mtime)."""
@@ -129,6 +142,7 @@ class State:
         self.path = state_path(outdir)
         self.readonly = readonly or empty
         self.db: sqlite3.Connection | None = None
+        self.columns = COLUMNS
         self._copy: tempfile.TemporaryDirectory | None = None
         self._out_prefix = len(os.fsencode(outdir).rstrip(b"/")) + 1
         self._in_prefix = len(os.fsencode(input_dir).rstrip(b"/")) + 1
@@ -190,9 +204,12 @@ class State:
                     f"written by a newer flac2all, schema {version}",
                     "newer",
                 )
+        self.columns = COLUMNS
         if "outputs" in tables:
             columns = [row[1] for row in self.db.execute("PRAGMA table_info(outputs)")]
-            if columns != COLUMNS:
+            if columns in OLD_COLUMNS.values():
+                self.columns = columns  # migrated when opened to write
+            elif columns != COLUMNS:
                 raise UnreadableStateError(
                     f"{self.path} has an unknown layout (columns {', '.join(columns)})", "unknown layout"
                 )
@@ -211,8 +228,10 @@ class State:
         version = self._version()
         if version == SCHEMA_VERSION:
             return  # opening writes nothing: a refused run leaves the file as it was
-        for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
-            self.db.executescript(MIGRATIONS[v])
+        if version > 0:  # (0: tables just made, as this version makes them)
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                self.db.executescript(MIGRATIONS[v])
+        self.columns = COLUMNS
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
@@ -249,13 +268,14 @@ class State:
         """Every row, by absolute output path."""
         if self.db is None:
             return {}
+        art = "art" if "art" in self.columns else "''"  # a dry run's older state, not migrated
         rows = self.db.execute(
             "SELECT output, source, mode, src_size, src_mtime_ns, audio_md5, tags_hash, pictures_hash,"
-            " settings_hash, out_size, out_mtime_ns FROM outputs"
+            f" settings_hash, out_size, out_mtime_ns, {art} FROM outputs"
         )
         out_root, in_root = os.fsencode(self.outdir), os.fsencode(self.input_dir)
         records = {}
-        for output, source, mode, size, mtime, md5, th, ph, sh, osize, omtime in rows:
+        for output, source, mode, size, mtime, md5, th, ph, sh, osize, omtime, cover in rows:
             out = Path(os.fsdecode(os.path.join(out_root, output)))
             records[out] = Record(
                 out,
@@ -265,13 +285,14 @@ class State:
                 sh,
                 osize,
                 omtime,
+                cover,
             )
         return records
 
     def put(self, record: Record) -> None:
         f = record.facts
         self._write(
-            "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self._rel_out(record.output),
                 self._rel_src(record.source),
@@ -284,6 +305,7 @@ class State:
                 record.settings_hash,
                 record.out_size,
                 record.out_mtime_ns,
+                record.art,
             ),
         )
 

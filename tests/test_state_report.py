@@ -111,6 +111,8 @@ def test_counts_add_up_each_task_counted_once():
         Action.MOVE: 1,
         Action.DELETE: 1,
         Action.ORPHAN: 1,
+        Action.CONVERT: 0,
+        Action.PLAYLIST: 0,
     }
     assert c.encode_times == {"mp3": [2.0, 6.0], "opus": [4.0]}
 

@@ -8,11 +8,13 @@ written into it, and where its provenance tag lives. Nothing outside
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import mutagen
 
+from flac2all import art
 from flac2all.errors import TaskError
 from flac2all.model import Settings
 from flac2all.tags.source import SourceMeta, parse_provenance
@@ -55,7 +57,10 @@ class TagFamily:
         return []
 
     def write_tags(self, path: Path, meta: SourceMeta, settings: Settings) -> list[str]:
-        """``write``, with mutagen's errors as the task's error."""
+        """``write``, with mutagen's errors as the task's error; the
+        pictures scaled down first with --art-max-size."""
+        if settings.art_max_size is not None and meta.pictures:
+            meta = replace(meta, pictures=art.scaled_pictures(meta.pictures, settings.art_max_size))
         try:
             return self.write(path, meta, settings)
         except mutagen.MutagenError as exc:
