@@ -10,7 +10,8 @@
 set -eu
 cd "$(dirname "$0")"
 
-APT_PACKAGES="flac lame vorbis-tools opus-tools ffmpeg sox util-linux python3 python3-venv"
+# dosfstools and mtools: the tests write a --names fat32 tree onto a real FAT32 image.
+APT_PACKAGES="flac lame vorbis-tools opus-tools ffmpeg sox util-linux python3 python3-venv dosfstools mtools"
 PROGRAMS="flac metaflac lame oggenc opusenc ffmpeg ffprobe sox setpriv python3"
 VENV=.venv
 

@@ -25,13 +25,42 @@ class Source:
 @dataclass
 class Tree:
     flacs: list[Source] = field(default_factory=list)
-    others: list[Source] = field(default_factory=list)
+    others: list[Source] = field(default_factory=list)  # lossy files and playlists among them
     # (path, cause) for folders that could not be listed
     errors: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def is_flac_name(name: str) -> bool:
     return name.lower().endswith(".flac")
+
+
+# The lossy formats --lossy knows, by extension: the same format name for
+# an output's extension means "no conversion needed" (an mp3 is never
+# re-encoded into mp3).
+LOSSY_FORMATS = {
+    ".mp3": "mp3",
+    ".m4a": "aac",
+    ".aac": "aac",
+    ".ogg": "vorbis",
+    ".oga": "vorbis",
+    ".opus": "opus",
+    ".wma": "wma",
+}
+PLAYLIST_EXTENSIONS = (".m3u", ".m3u8")
+
+
+def lossy_format(path: Path) -> str | None:
+    """The lossy format a file holds by its name (None: not one --lossy takes)."""
+    return LOSSY_FORMATS.get(path.suffix.lower())
+
+
+def extension_format(extension: str) -> str | None:
+    """The lossy format of an output extension (``.mp3``: mp3)."""
+    return LOSSY_FORMATS.get(extension.lower())
+
+
+def is_playlist(path: Path) -> bool:
+    return path.suffix.lower() in PLAYLIST_EXTENSIONS
 
 
 def discover(input_dir: Path, prune: frozenset[Path] = frozenset()) -> Tree:

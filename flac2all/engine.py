@@ -22,14 +22,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from flac2all import codecs, discovery, guards, outputs, plan, preflight, runner, tools
+from flac2all import codecs, discovery, guards, outputs, plan, playlists, preflight, runner, tools
 from flac2all.codecs import Codec
 from flac2all.console import Display, Guarded, Silent
 from flac2all.errors import DISK_FULL, UsageError, describe_oserror
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
 from flac2all.guards import outdir_lock
-from flac2all.model import Action, Job, Layout, Settings, Status, Task, TaskResult
+from flac2all.model import Action, Job, Layout, Lossy, Names, Settings, Status, Task, TaskResult
 from flac2all.procs import ProcessGroup
 from flac2all.report import LOG_NAME, Report
 from flac2all.state import STATE_DIR, Record, State, StateError, UnreadableStateError, move_aside, state_path
@@ -70,8 +70,9 @@ def prune_set(settings: Settings, selected: tuple[Codec, ...]) -> frozenset[Path
     return frozenset({out / c.folder for c in selected} | {out / STATE_DIR})
 
 
-def remember(state: State, result: TaskResult) -> None:
-    """Record a committed output in the state, right after its result."""
+def remember(state: State, result: TaskResult, covers: dict[Path, str] | None = None) -> None:
+    """Record a committed output in the state, right after its result
+    (``covers``: the folder covers the plan saw, extras.folder_covers)."""
     task = result.task
     if result.status is not Status.SUCCESS:
         return
@@ -82,7 +83,8 @@ def remember(state: State, result: TaskResult) -> None:
         state.forget(task.previous)
     st = plan.stat_or_none(task.output)
     if result.facts is not None and st is not None:
-        state.put(Record.made(task.output, task.source, task.mode, result.facts, task.settings_hash, st))
+        art = (covers or {}).get(task.source.parent, "")
+        state.put(Record.made(task.output, task.source, task.mode, result.facts, task.settings_hash, st, art))
 
 
 def discover_input(settings: Settings, selected: tuple[Codec, ...], dry: bool = False) -> discovery.Tree:
@@ -165,6 +167,8 @@ def run(
     selected = tuple(codecs.resolve(m) for m in settings.modes)
     if executor.needs_local_encoders:
         check_programs(selected)
+        if settings.lossy is Lossy.CONVERT or settings.max_bitrate is not None:
+            tools.require({"ffmpeg": "--lossy convert (it decodes the lossy files)"})
     selected_codecs(settings)
     tree = discover_input(settings, selected)
     guards.prepare_outdir(settings.outdir)
@@ -200,6 +204,7 @@ class Run:
     def __init__(self, settings: Settings, state: State, report: Report, display: Display, stop: threading.Event):
         self.settings, self.state, self.report, self.display, self.stop = settings, state, report, display, stop
         self.halt = Halt(stop)
+        self.covers: dict[Path, str] = {}
 
     def execute(self, tree: discovery.Tree, the_plan: plan.Plan, executor: Executor) -> None:
         """Folders that could not be read and refused tasks are results at
@@ -210,7 +215,8 @@ class Run:
             TaskResult(Task(path, "-", Path(""), Action.SKIP), Status.FAILED, f"cannot read folder: {cause}", 1)
             for path, cause in tree.errors
         ]
-        report.issued = len(the_plan.tasks) + len(the_plan.refused) + len(errors)
+        self.covers = the_plan.covers
+        report.issued = len(the_plan.tasks) + len(the_plan.refused) + len(errors) + len(the_plan.playlists)
         self.display.begin(report.issued, executor.hosts, settings.input_dir, the_plan.jobs)
         Report.reserve(settings.outdir / LOG_NAME, LOG_RESERVE + LOG_ROW * report.issued)
         for result in [*errors, *the_plan.refused]:
@@ -218,6 +224,10 @@ class Run:
         try:
             remote = run_here(the_plan.jobs, settings, self.record, self.halt)
             executor.run(remote, settings, self.display.started, self.record, self.halt)
+            # Last: they point at the outputs just written.
+            for task in the_plan.playlists:
+                if not self.halt.is_set():
+                    self.record(playlists.write(task, settings.input_dir, the_plan.outputs))
         finally:
             self.display.end()
         if self.stop.is_set():
@@ -231,7 +241,7 @@ class Run:
             self.halt.set()  # finish or drop what runs, start nothing more
         if report.state_error is None:
             try:
-                remember(self.state, result)
+                remember(self.state, result, self.covers)
             except sqlite3.Error as exc:
                 report.state_error = state_lost(self.settings, exc)
         self.display.finished(result)
@@ -353,8 +363,9 @@ def convert(
     are in the returned Report.
     """
     selected, _ = codecs.parse_modes(modes)
-    if isinstance(options.get("layout"), str):
-        options["layout"] = Layout(options["layout"])
+    for name, kind in (("layout", Layout), ("names", Names), ("lossy", Lossy)):
+        if isinstance(options.get(name), str):
+            options[name] = kind(options[name])
     settings = Settings(
         input_dir=Path(input_dir).absolute(),
         outdir=Path(outdir).absolute(),

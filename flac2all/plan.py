@@ -20,14 +20,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flac2all import tags
+from flac2all import extras, tags
 from flac2all.codecs.base import Codec
 from flac2all.discovery import Source, Tree
 from flac2all.errors import TaskError, UsageError
 from flac2all.model import Action, Job, Layout, Settings, SourceFacts, Status, Task, TaskResult
+from flac2all.names import Namer
 from flac2all.report import printable
 from flac2all.state import Record
 from flac2all.tags import TagFamily
+from flac2all.tags.lossy import read_bitrate
 
 # Bumped when flac2all changes how it makes outputs, so that they are redone.
 OUTPUT_FORMAT_VERSION = 1
@@ -67,6 +69,8 @@ def settings_hash(codec: Codec, settings: Settings, versions: Mapping[str, str])
         codec.tag_family.shaped_by(settings),
         settings.embed_folder_art,
     ]
+    if settings.art_max_size is not None:  # (appended: the hashes of mirrors made without it stay)
+        shape.append(["art", settings.art_max_size])
     return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
 
@@ -98,10 +102,16 @@ class Plan:
     forget: list[Path] = field(default_factory=list)
     # What a run would refuse, when the planner was asked not to (a dry run).
     warnings: list[str] = field(default_factory=list)
+    # Playlists, written by the engine after the other tasks (--playlists).
+    playlists: list[Task] = field(default_factory=list)
+    # (source, mode) -> the output planned for it, for the playlists.
+    outputs: dict[tuple[Path, str], Path] = field(default_factory=dict)
+    # Folder -> its cover file's identity (extras.folder_covers), with --embed-folder-art.
+    covers: dict[Path, str] = field(default_factory=dict)
 
     def counts(self) -> dict[Action, int]:
         out = {a: 0 for a in Action}
-        for task in self.tasks:
+        for task in [*self.tasks, *self.playlists]:
             out[task.action] += 1
         return out
 
@@ -112,7 +122,7 @@ class Plan:
         if self.refused:
             lines.append(f"  refused {len(self.refused)}")
         for action in Action:
-            tasks = [t for t in self.tasks if t.action is action]
+            tasks = [t for t in [*self.tasks, *self.playlists] if t.action is action]
             if tasks:
                 lines.append(f"{action.value}:")
                 for t in tasks:
@@ -125,17 +135,22 @@ class Plan:
     def as_json(self) -> dict:
         """The plan, machine-readable (--plan-json)."""
         actions: dict[str, list[dict]] = {a.value: [] for a in Action}
-        for t in self.tasks:
+        for t in [*self.tasks, *self.playlists]:
             entry = {"source": os.fsdecode(t.source), "mode": t.mode, "output": os.fsdecode(t.output)}
             if t.previous is not None:
                 entry["previous"] = os.fsdecode(t.previous)
             actions[t.action.value].append(entry)
+        # The actions of device profiles only when there are some: the
+        # version 1 format as it was for the others.
+        for action in (Action.CONVERT, Action.PLAYLIST):
+            if not actions[action.value]:
+                del actions[action.value]
         refused = [
             {"source": os.fsdecode(r.task.source), "mode": r.task.mode, "error": r.message} for r in self.refused
         ]
         return {
             "version": 1,
-            "counts": {a.value: len(v) for a, v in zip(Action, actions.values(), strict=True)},
+            "counts": {a: len(v) for a, v in actions.items()},
             "actions": actions,
             "refused": refused,
         }
@@ -143,8 +158,9 @@ class Plan:
 
 class Planner:
     """Builds a Plan; the state and the file system are asked through
-    ``records``, ``stat``, ``facts`` and ``provenance``. ``refuse`` False
-    (a dry run) turns a refusal into a warning in the plan."""
+    ``records``, ``stat``, ``facts``, ``provenance`` and ``bitrate`` (of a
+    lossy file, in bit/s). ``refuse`` False (a dry run) turns a refusal
+    into a warning in the plan."""
 
     def __init__(
         self,
@@ -156,6 +172,7 @@ class Planner:
         facts: Callable[[Path], SourceFacts | None] = read_facts,
         provenance: Callable[[TagFamily, Path], dict[str, str] | None] = TagFamily.read_provenance,
         refuse: bool = True,
+        bitrate: Callable[[Path], int | None] = read_bitrate,
     ) -> None:
         self.settings = settings
         self.refuse = refuse
@@ -163,29 +180,52 @@ class Planner:
         self.records = records
         self.stat = stat
         self.provenance = provenance
+        self.bitrate = bitrate
         self._facts = facts
         self._facts_cache: dict[Path, SourceFacts | None] = {}
         self.hashes = {c.name: settings_hash(c, settings, versions) for c in codecs}
         self.plan = Plan()
         self.claimed: dict[Path, Path] = {}
+        self.fresh: dict[Path, tuple[Path, str]] = {}
+        self.namer = Namer(settings.outdir, settings.names, settings.max_path, {})
 
     def facts(self, source: Path) -> SourceFacts | None:
         if source not in self._facts_cache:
             self._facts_cache[source] = self._facts(source)
         return self._facts_cache[source]
 
-    def add(self, source: Source, codec: Codec, output: Path, action: Action, **kw) -> None:
-        task = Task(source.path, codec.name, output, action, source.size, settings_hash=self.hashes[codec.name], **kw)
-        other = self.claimed.get(output)
-        if output == source.path or other is not None:
-            why = "it is the source itself" if output == source.path else f"{other} has the same output"
+    def output(self, source: Source, codec: Codec, suffix: str | None) -> Path:
+        """The output of ``source`` in ``codec``'s tree, spelled by the
+        run's name rules (``suffix`` None: a copy keeps its extension)."""
+        return self.namer.output(source.path, output_path(source.rel, codec, self.settings, suffix))
+
+    def cover(self, source: Path) -> str:
+        """The identity of the folder cover an output of ``source`` embeds."""
+        return self.plan.covers.get(source.parent, "")
+
+    def claim(self, task: Task) -> bool:
+        """Whether ``task``'s output is its own; else it is refused."""
+        output, other = task.output, self.claimed.get(task.output)
+        first = self.fresh.setdefault(output, (task.source, task.mode))
+        if first != (task.source, task.mode):
+            other = first[0]  # a new output of a FLAC, planned once moves are known
+        if output == task.source or other is not None:
+            why = "it is the source itself" if output == task.source else f"{other} has the same output"
             self.plan.refused.append(TaskResult(task, Status.FAILED, f"output {output} not written: {why}", 1, 0.0))
-            return
-        self.claimed[output] = source.path
-        self.plan.tasks.append(task)
+            return False
+        self.claimed[output] = task.source
+        return True
+
+    def add(self, source: Source, codec: Codec, output: Path, action: Action, **kw) -> None:
+        kw.setdefault("settings_hash", self.hashes[codec.name])
+        task = Task(source.path, codec.name, output, action, source.size, **kw)
+        if self.claim(task):
+            self.plan.tasks.append(task)
+            self.plan.outputs[(source.path, codec.name)] = output
 
     def record(self, source: Source, codec: Codec, output: Path, facts: SourceFacts, st: os.stat_result) -> None:
-        self.plan.refresh.append(Record.made(output, source.path, codec.name, facts, self.hashes[codec.name], st))
+        rec = Record.made(output, source.path, codec.name, facts, self.hashes[codec.name], st, self.cover(source.path))
+        self.plan.refresh.append(rec)
 
     def decide(self, source: Source, codec: Codec, output: Path) -> tuple[Action, str] | None:
         """The action for one encoded output; None means "new" (maybe a move)."""
@@ -200,6 +240,8 @@ class Planner:
             if rec.settings_hash != wanted:
                 return Action.ENCODE, ""
             if rec.source_is(source.size, source.mtime_ns):
+                if rec.art != self.cover(source.path):
+                    return Action.RETAG, ""  # its folder's cover changed (--embed-folder-art)
                 return Action.SKIP, "skipped: up to date"
             return self.compare(source, codec, output, ost, rec.facts)
         # An output the state does not vouch for: adopt it by its provenance.
@@ -234,38 +276,23 @@ class Planner:
 
     def build(self, tree: Tree) -> Plan:
         settings = self.settings
+        present = {s.path for s in tree.flacs} | {s.path for s in tree.others}
+        # The names the state records stay the names of their sources.
+        recorded = {out: rec.source for out, rec in self.records.items() if rec.source in present}
+        self.namer = Namer(settings.outdir, settings.names, settings.max_path, recorded)
+        if settings.embed_folder_art:
+            self.plan.covers = extras.folder_covers(tree)
         fresh: list[tuple[Source, Codec, Path]] = []
         for source in tree.flacs:
             for codec in self.codecs:
-                output = output_path(source.rel, codec, settings, codec.extension)
+                output = self.output(source, codec, codec.extension)
                 decided = self.decide(source, codec, output)
                 if decided is None:
                     fresh.append((source, codec, output))
+                    self.fresh.setdefault(output, (source.path, codec.name))
                 else:
                     self.add(source, codec, output, decided[0], note=decided[1])
-        if settings.copy:
-            for source in tree.others:
-                # Without per-mode folders all modes share one copy.
-                outputs: dict[Path, Codec] = {}
-                for codec in self.codecs:
-                    if codec.tagged:  # nothing to copy beside test mode's analysis files
-                        outputs.setdefault(output_path(source.rel, codec, settings, None), codec)
-                for output, codec in outputs.items():
-                    st = self.stat(output)
-                    rec = self.records.get(output)
-                    # Unchanged since we copied it, or a copy2 of it (same size and mtime).
-                    same = st is not None and (
-                        (rec is not None and rec.output_is(st) and rec.source_is(source.size, source.mtime_ns))
-                        or (st.st_size, st.st_mtime_ns) == (source.size, source.mtime_ns)
-                    )
-                    if same and not settings.force:
-                        if rec is None:
-                            self.record(
-                                source, codec, output, SourceFacts(source.size, source.mtime_ns, "", "", ""), st
-                            )
-                        self.add(source, codec, output, Action.SKIP, note="skipped: up to date")
-                    else:
-                        self.add(source, codec, output, Action.COPY)
+        extras.plan_others(self, tree)
         self.place_fresh(fresh, tree)
         # Longest first (by source size times the codec's cost), so the run
         # ends with short tasks on every core rather than one long one.

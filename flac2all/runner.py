@@ -22,7 +22,7 @@ from pathlib import Path
 import mutagen
 from mutagen.flac import FLAC
 
-from flac2all import codecs, tags
+from flac2all import codecs, derive, tags
 from flac2all.errors import DISK_FULL, TaskError, describe_oserror, disk_full_cause
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.outputs import commit, remove_empty_folders, staged
@@ -255,6 +255,7 @@ def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
 
 
 HANDLERS = {Action.COPY: copy, Action.RETAG: retag, Action.MOVE: move, Action.DELETE: delete}
+HANDLERS[Action.CONVERT] = derive.convert  # outputs of sources that are not FLAC (--lossy, --art-max-size)
 NOTES = {
     Action.SKIP: "skipped: output exists",
     Action.ORPHAN: "orphan: source gone, output kept (--delete removes it)",
