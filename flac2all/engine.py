@@ -70,9 +70,9 @@ def prune_set(settings: Settings, selected: tuple[Codec, ...]) -> frozenset[Path
     return frozenset({out / c.folder for c in selected} | {out / STATE_DIR})
 
 
-def remember(state: State, result: TaskResult, covers: dict[Path, str] | None = None) -> None:
+def remember(state: State, result: TaskResult, the_plan: plan.Plan | None = None) -> None:
     """Record a committed output in the state, right after its result
-    (``covers``: the folder covers the plan saw, extras.folder_covers)."""
+    (with the folder cover its plan saw, ``Plan.cover``)."""
     task = result.task
     if result.status is not Status.SUCCESS:
         return
@@ -83,7 +83,7 @@ def remember(state: State, result: TaskResult, covers: dict[Path, str] | None = 
         state.forget(task.previous)
     st = plan.stat_or_none(task.output)
     if result.facts is not None and st is not None:
-        art = (covers or {}).get(task.source.parent, "")
+        art = the_plan.cover(task.source) if the_plan is not None else ""
         state.put(Record.made(task.output, task.source, task.mode, result.facts, task.settings_hash, st, art))
 
 
@@ -204,7 +204,7 @@ class Run:
     def __init__(self, settings: Settings, state: State, report: Report, display: Display, stop: threading.Event):
         self.settings, self.state, self.report, self.display, self.stop = settings, state, report, display, stop
         self.halt = Halt(stop)
-        self.covers: dict[Path, str] = {}
+        self.plan: plan.Plan | None = None
 
     def execute(self, tree: discovery.Tree, the_plan: plan.Plan, executor: Executor) -> None:
         """Folders that could not be read and refused tasks are results at
@@ -215,7 +215,7 @@ class Run:
             TaskResult(Task(path, "-", Path(""), Action.SKIP), Status.FAILED, f"cannot read folder: {cause}", 1)
             for path, cause in tree.errors
         ]
-        self.covers = the_plan.covers
+        self.plan = the_plan
         report.issued = len(the_plan.tasks) + len(the_plan.refused) + len(errors) + len(the_plan.playlists)
         self.display.begin(report.issued, executor.hosts, settings.input_dir, the_plan.jobs)
         Report.reserve(settings.outdir / LOG_NAME, LOG_RESERVE + LOG_ROW * report.issued)
@@ -241,7 +241,7 @@ class Run:
             self.halt.set()  # finish or drop what runs, start nothing more
         if report.state_error is None:
             try:
-                remember(self.state, result, self.covers)
+                remember(self.state, result, self.plan)
             except sqlite3.Error as exc:
                 report.state_error = state_lost(self.settings, exc)
         self.display.finished(result)

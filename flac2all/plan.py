@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from flac2all import extras, tags
@@ -36,6 +36,8 @@ OUTPUT_FORMAT_VERSION = 1
 # --delete refuses to remove more than this share of the outputs (a source
 # disk that is not mounted looks like a library that was deleted).
 DELETE_GUARD = 0.10
+# What the state records for an output whose folder has no cover to embed.
+NO_COVER = "-"
 
 
 def output_path(rel: Path, codec: Codec | None, settings: Settings, suffix: str | None) -> Path:
@@ -106,8 +108,15 @@ class Plan:
     playlists: list[Task] = field(default_factory=list)
     # (source, mode) -> the output planned for it, for the playlists.
     outputs: dict[tuple[Path, str], Path] = field(default_factory=dict)
-    # Folder -> its cover file's identity (extras.folder_covers), with --embed-folder-art.
-    covers: dict[Path, str] = field(default_factory=dict)
+    # Folder -> its cover file's identity (extras.folder_covers); None
+    # without --embed-folder-art.
+    covers: dict[Path, str] | None = None
+
+    def cover(self, source: Path) -> str:
+        """What the state records of the folder cover an output of
+        ``source`` embeds: "" when none is embedded (no --embed-folder-art),
+        NO_COVER when its folder has none."""
+        return "" if self.covers is None else self.covers.get(source.parent, NO_COVER)
 
     def counts(self) -> dict[Action, int]:
         out = {a: 0 for a in Action}
@@ -199,10 +208,6 @@ class Planner:
         run's name rules (``suffix`` None: a copy keeps its extension)."""
         return self.namer.output(source.path, output_path(source.rel, codec, self.settings, suffix))
 
-    def cover(self, source: Path) -> str:
-        """The identity of the folder cover an output of ``source`` embeds."""
-        return self.plan.covers.get(source.parent, "")
-
     def claim(self, task: Task) -> bool:
         """Whether ``task``'s output is its own; else it is refused."""
         output, other = task.output, self.claimed.get(task.output)
@@ -224,8 +229,8 @@ class Planner:
             self.plan.outputs[(source.path, codec.name)] = output
 
     def record(self, source: Source, codec: Codec, output: Path, facts: SourceFacts, st: os.stat_result) -> None:
-        rec = Record.made(output, source.path, codec.name, facts, self.hashes[codec.name], st, self.cover(source.path))
-        self.plan.refresh.append(rec)
+        art = self.plan.cover(source.path)
+        self.plan.refresh.append(Record.made(output, source.path, codec.name, facts, self.hashes[codec.name], st, art))
 
     def decide(self, source: Source, codec: Codec, output: Path) -> tuple[Action, str] | None:
         """The action for one encoded output; None means "new" (maybe a move)."""
@@ -240,8 +245,11 @@ class Planner:
             if rec.settings_hash != wanted:
                 return Action.ENCODE, ""
             if rec.source_is(source.size, source.mtime_ns):
-                if rec.art != self.cover(source.path):
+                art = self.plan.cover(source.path)
+                if rec.art and rec.art != art:
                     return Action.RETAG, ""  # its folder's cover changed (--embed-folder-art)
+                if rec.art != art:  # not known (a state of schema 1): as it is now
+                    self.plan.refresh.append(replace(rec, art=art))
                 return Action.SKIP, "skipped: up to date"
             return self.compare(source, codec, output, ost, rec.facts)
         # An output the state does not vouch for: adopt it by its provenance.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -168,6 +169,14 @@ def test_a_fat32_profile_end_to_end(device_lib, tmp_path, spy):
     assert {r["conversion_status"] for r in second.rows()} == {"SUCCESS (skipped: up to date)"}
     assert {p: (out / p).stat().st_mtime_ns for p in outputs(out)} == before
     assert "dropped" not in second.stderr
+    # A state of schema 1 knew no covers: the next run records them, retagging nothing.
+    with sqlite3.connect(out / ".flac2all" / "state.sqlite") as db:
+        db.execute("UPDATE outputs SET art = ''")
+    upgraded, started = run(device_lib, out, spy, *PROFILE)
+    assert started == [] and {r["conversion_status"] for r in upgraded.rows()} == {"SUCCESS (skipped: up to date)"}
+    with sqlite3.connect(out / ".flac2all" / "state.sqlite") as db:
+        arts = {os.fsdecode(o): a for o, a in db.execute("SELECT output, art FROM outputs WHERE mode = 'mp3'")}
+    assert arts["mp3/Album/CON_.mp3"].startswith("cover.jpg:") and arts["mp3/Case/Song.mp3"] == "-"
     # A new cover.jpg alone is noticed: the album's outputs retagged, its copy scaled again.
     (device_lib / "Album." / "cover.jpg").write_bytes(jpeg(1200, 600))
     third, started = run(device_lib, out, spy, *PROFILE)
