@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         status = max(status, outcome.exit_status)
         if ns.on_done and not ns.dry_run:
             outcomes.append(outcome)
-    for command, done_runs in hooks.by_command(outcomes).items():
+    for command, done_runs in hooks.by_command(outcomes if not stop.is_set() else []).items():
         problem = hooks.on_done(command, done_runs, stop)
         if problem:
             print(f"flac2all: error: {problem}", file=sys.stderr)
