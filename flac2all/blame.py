@@ -81,7 +81,9 @@ def blame(programs: list[str], returncodes: list[int], stderrs: list[str]) -> Ta
     cause = real[0] if real else failed[0]
     detail = last_error_line(stderrs[cause])
     message = f"{programs[cause]} {describe_exit(returncodes[cause])}"
-    return TaskError(f"{message}: {detail}" if detail else message, returncodes[cause])
+    failure = TaskError(f"{message}: {detail}" if detail else message, returncodes[cause])
+    failure.stderr = stderrs[cause]  # for the runner to read the decoder's own words (decoding.fallback)
+    return failure
 
 
 def only_pipe_symptoms(returncodes: list[int], stderrs: list[str]) -> bool:

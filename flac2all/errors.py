@@ -55,6 +55,7 @@ class TaskError(Exception):
         self.message = message
         self.returncode = returncode
         self.kind = kind
+        self.stderr = ""  # the failing program's stderr (tail), when a program failed
 
 
 def describe_oserror(exc: OSError) -> str:

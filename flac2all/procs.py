@@ -19,6 +19,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from typing import IO
 
 from flac2all import tools
 from flac2all.blame import blame, only_pipe_symptoms, read_tail
@@ -27,6 +29,9 @@ from flac2all.errors import TaskError
 log = logging.getLogger("flac2all")
 
 Command = list[str]
+DEVNULL = subprocess.DEVNULL
+Stdin = int | IO[bytes]  # what a pipeline's first stage reads: nothing, or an open file
+Tap = Callable[[bytes], None]  # sees every chunk of the decoder's output (pcm.Tap)
 
 
 class Interrupted(Exception):
@@ -97,7 +102,7 @@ class Chain:
         self.errfiles: list = []
         self._stderrs: list[str] | None = None
 
-    def start(self, stdin: int = subprocess.DEVNULL, stdout: int = subprocess.DEVNULL) -> None:
+    def start(self, stdin: Stdin = DEVNULL, stdout: int = DEVNULL) -> None:
         """Start every stage; ``stdin``/``stdout`` of the chain may be PIPE
         (then ``self.stdin``/``self.stdout`` are their file objects)."""
         upstream = stdin
@@ -180,12 +185,12 @@ class Chain:
             errfile.close()
 
 
-def run_pipeline(stages: list[Command], timeout: float, processes: ProcessGroup) -> None:
-    """Run ``stage0 | stage1 | ...``; raise TaskError unless every stage
-    exits 0 within ``timeout`` seconds."""
+def run_pipeline(stages: list[Command], timeout: float, processes: ProcessGroup, stdin: Stdin = DEVNULL) -> None:
+    """Run ``stage0 | stage1 | ...`` (the first reading ``stdin``); raise
+    TaskError unless every stage exits 0 within ``timeout`` seconds."""
     chain = Chain(stages, processes)
     try:
-        chain.start()
+        chain.start(stdin=stdin)
         chain.wait(time.monotonic() + timeout, timeout)
         failure = chain.failure()
         if failure is not None:
@@ -223,9 +228,19 @@ class Fanout:
     is killed.
     """
 
-    def __init__(self, head: Command, branches: list[list[Command]], timeout: float, processes: ProcessGroup):
+    def __init__(
+        self,
+        head: Command,
+        branches: list[list[Command]],
+        timeout: float,
+        processes: ProcessGroup,
+        stdin: Stdin = DEVNULL,
+        tap: Tap | None = None,
+    ):
         self.timeout = timeout
         self.processes = processes
+        self.stdin = stdin
+        self.tap = tap
         self.source = Chain([head], processes)
         self.chains = [Chain(branch, processes) for branch in branches]
         self.expired: dict[int, str] = {}  # chain index (0 = head) -> program that ran out of time
@@ -270,6 +285,8 @@ class Fanout:
             chunk = os.read(fd, CHUNK)
             if not chunk:
                 break
+            if self.tap is not None:
+                self.tap(chunk)
             for i, sink in list(sinks.items()):
                 view = memoryview(chunk)
                 self.blocked_on = i
@@ -343,7 +360,7 @@ class Fanout:
     def start(self) -> list[TaskError | None]:
         """Start the head and every branch that can start (a missing
         encoder fails its own branch), then the watchdog."""
-        self.source.start(stdout=subprocess.PIPE)
+        self.source.start(stdin=self.stdin, stdout=subprocess.PIPE)
         widen(self.source.stdout)
         failures: list[TaskError | None] = []
         for chain in self.chains:
@@ -360,19 +377,25 @@ class Fanout:
 
 
 def run_fanout(
-    head: Command, branches: list[list[Command]], timeout: float, processes: ProcessGroup
+    head: Command,
+    branches: list[list[Command]],
+    timeout: float,
+    processes: ProcessGroup,
+    stdin: Stdin = DEVNULL,
+    tap: Tap | None = None,
 ) -> tuple[list[TaskError | None], list[float]]:
-    """Run ``head | branch`` for every branch, decoding once (Fanout).
+    """Run ``head | branch`` for every branch, decoding once (Fanout); the
+    head reads ``stdin``, and ``tap`` sees all it writes.
 
     Returns each branch's failure (None where it succeeded) and when it
     ended. A failing head fails every branch; one failing branch leaves the
     others alone.
     """
-    if len(branches) == 1:  # a plain pipe, no copy
+    if len(branches) == 1 and tap is None:  # a plain pipe, no copy
         try:
-            run_pipeline([head, *branches[0]], timeout, processes)
+            run_pipeline([head, *branches[0]], timeout, processes, stdin)
         except TaskError as exc:
             return [exc], [time.monotonic()]
         return [None], [time.monotonic()]
-    fanout = Fanout(head, branches, timeout, processes)
+    fanout = Fanout(head, branches, timeout, processes, stdin, tap)
     return fanout.run(), fanout.ended
