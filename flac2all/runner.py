@@ -22,10 +22,12 @@ from pathlib import Path
 import mutagen
 from mutagen.flac import FLAC
 
-from flac2all import codecs, derive, tags
+from flac2all import codecs, decoding, derive, tags
+from flac2all.decoding import Decoder, Expected
 from flac2all.errors import DISK_FULL, TaskError, describe_oserror, disk_full_cause
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.outputs import commit, remove_empty_folders, staged
+from flac2all.pcm import Tap
 from flac2all.procs import Command, Interrupted, ProcessGroup, run_fanout, run_pipeline
 
 __all__ = ["Interrupted", "ProcessGroup", "execute", "execute_batch", "retag"]
@@ -39,9 +41,10 @@ def default_timeout(length: float) -> float:
     return 120.0 + 4.0 * length
 
 
-def check_output(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta) -> None:
+def check_output(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, expected: Expected | None = None) -> None:
     """Refuse an output that is empty, shorter or longer than its source, or
     (for flac) whose audio differs from the source's."""
+    expected = expected or Expected(meta.info.length, meta.md5)
     try:
         if tmp.stat().st_size == 0:
             raise TaskError("encoder wrote an empty file")
@@ -56,23 +59,32 @@ def check_output(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta) -> None:
     if out is None and codec.tag_family.carries_tags:
         raise TaskError(f"encoder output is not a {codec.extension} file mutagen can read")
     length = getattr(getattr(out, "info", None), "length", None)
-    if length:
-        tolerance = 0.1 + 0.005 * meta.info.length
-        if abs(length - meta.info.length) > tolerance:
-            raise TaskError(f"output lasts {length:.2f} s but the source {meta.info.length:.2f} s")
-    if codec.keeps_md5 and meta.md5:
-        if not isinstance(out, FLAC) or out.info.md5_signature != meta.md5:
+    if length and expected.length:
+        tolerance = 0.1 + 0.005 * expected.length
+        if abs(length - expected.length) > tolerance:
+            raise TaskError(f"output lasts {length:.2f} s but the source {expected.length:.2f} s")
+    if codec.keeps_md5 and expected.frames is not None:
+        if not isinstance(out, FLAC) or out.info.total_samples != expected.frames:
+            raise TaskError(f"re-encoded audio has not the {expected.frames} samples decoded from the source")
+    if codec.keeps_md5 and expected.md5:
+        if not isinstance(out, FLAC) or out.info.md5_signature != expected.md5:
             raise TaskError("re-encoded audio differs from the source (MD5 mismatch)")
 
 
 def verify(
-    codec: codecs.Codec, tmp: Path, final: Path, meta: tags.SourceMeta, timeout: float, processes: ProcessGroup
+    codec: codecs.Codec,
+    tmp: Path,
+    final: Path,
+    meta: tags.SourceMeta,
+    timeout: float,
+    processes: ProcessGroup,
+    expected: Expected | None = None,
 ) -> None:
     """The last check, on the output as it will be renamed into place (tags
     and all): the checks of check_output again, and the codec's own test of
     the file (flac --test)."""
     if codec.tagged:
-        check_output(codec, tmp, meta)
+        check_output(codec, tmp, meta, expected)
     command = codec.verify_command(tmp)
     if command is None:
         return
@@ -110,6 +122,47 @@ def write_tags(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, task: Task
 Timed = tuple[Outcome | Exception, float]  # an outcome and the seconds its task took
 
 
+Placed = tuple[int, Task, codecs.Codec, Path]  # (index in the batch, task, its codec, its temp output)
+Decoded = tuple[list[TaskError | None], list[float], Tap | None]  # failures, ends, what the tap measured
+
+
+def decode(
+    placed: list[Placed],
+    decoder: Decoder,
+    meta: tags.SourceMeta,
+    settings: Settings,
+    timeout: float,
+    processes: ProcessGroup,
+) -> Decoded:
+    """Run the source's decoder once for all the placed outputs; measure
+    what it writes where the STREAMINFO will not say (pcm.Tap)."""
+    branches: list[list[Command]] = []
+    head: Command = []
+    for _, _, codec, tmp in placed:
+        head, *branch = codec.commands(decoder.source, tmp, meta.info, codec.options_in(settings), decoder)
+        branches.append(branch)
+    pcm_codecs = [codec for _, _, codec, _ in placed if codec.reads_pcm]
+    hashed = any(c.keeps_md5 for c in pcm_codecs) and (not meta.md5 or decoder.target is not None)
+    needed = bool(pcm_codecs) and (hashed or not meta.info.length or decoder.target is not None)
+    tap = Tap(md5=hashed) if needed else None
+    if not branches:
+        return [], [], tap
+    with decoder.stdin() as stdin:
+        failures, ended = run_fanout(head, branches, timeout, processes, stdin, tap)
+    return failures, ended, tap
+
+
+def timeout_for(meta: tags.SourceMeta, size: int, settings: Settings) -> float:
+    """The run's --timeout, else default_timeout of the source's length."""
+    if settings.timeout is not None:
+        return settings.timeout
+    length = meta.info.length
+    if not length:  # not in the STREAMINFO: what its size allows, at 20:1 (near silence)
+        info = meta.info
+        length = 20.0 * size / max(1, info.sample_rate * info.channels * ((info.bits_per_sample + 7) // 8))
+    return default_timeout(length)
+
+
 def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -> tuple[list[Timed], float]:
     """Encode, check and tag the outputs of one source, decoding it once
     for all of them (``plan.batches`` groups the tasks); one output's
@@ -117,24 +170,18 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
     started = time.monotonic()
     source = tasks[0].source
     meta, facts = source_meta(source, settings)
-    timeout = settings.timeout if settings.timeout is not None else default_timeout(meta.info.length)
+    timeout = timeout_for(meta, facts.size, settings)
     timed: list[Timed] = [(TaskError("not run"), 0.0)] * len(tasks)
     with ExitStack() as stack:
-        placed = []
-        branches: list[list[Command]] = []
-        head: Command = []
+        placed: list[Placed] = []
         for i, task in enumerate(tasks):
-            codec = codecs.resolve(task.mode)
-            options = codec.options_in(settings)
             try:
-                tmp = stack.enter_context(staged(task.output))
+                placed.append((i, task, codecs.resolve(task.mode), stack.enter_context(staged(task.output))))
             except TaskError as exc:
                 timed[i] = (exc, time.monotonic() - started)
-                continue
-            head, *branch = codec.commands(source, tmp, meta.info, options)
-            placed.append((i, task, codec, tmp))
-            branches.append(branch)
-        failures, ended = run_fanout(head, branches, timeout, processes) if branches else ([], [])
+        decoder = Decoder(source)
+        failures, ended, tap = decode(placed, decoder, meta, settings, timeout, processes)
+        expected = decoding.expected(meta.info.length, meta.md5, decoder, tap)
         for (i, task, codec, tmp), failure, end in zip(placed, failures, ended, strict=True):
             # Its own time: until its encoder ended, plus its own check and tags.
             own = time.monotonic()
@@ -142,18 +189,20 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
             try:
                 if failure is not None:
                     raise failure
-                check_output(codec, tmp, meta)
+                if codec.reads_pcm and expected.frames == 0:
+                    raise TaskError("no audio: the decoder found no frame in the stream")
+                check_output(codec, tmp, meta, expected)
                 note = write_tags(codec, tmp, with_provenance(meta, facts, task), task, settings)
-                verify(codec, tmp, task.output, meta, timeout, processes)
+                verify(codec, tmp, task.output, meta, timeout, processes, expected)
                 commit(tmp, task.output)
-                outcome = (note, facts)
+                outcome = ("; ".join(n for n in (decoder.note, note) if n), facts)
             except TaskError as exc:
                 # Now, while this batch's temp files still take their room:
                 # a write that failed without saying why counts as a full
                 # disk only on a nearly full filesystem.
                 outcome = classified(exc, settings, task.size)
             timed[i] = (outcome, end - started + time.monotonic() - own)
-    return timed, meta.info.length
+    return timed, expected.length
 
 
 def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None) -> Outcome:

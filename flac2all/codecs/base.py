@@ -6,30 +6,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flac2all.codecs.options import OptionFamily
+from flac2all.decoding import Decoder
 from flac2all.model import AudioInfo, Settings
 from flac2all.tags.family import TagFamily
 
 Command = list[str]
 
 
-def decode_command(source: Path) -> Command:
-    """flac decoding the source to WAV on stdout.
-
-    Every lossy encode starts with this stage: libFLAC checks every frame and
-    the STREAMINFO MD5, and exits non-zero on a truncated or corrupt source,
-    which a direct reader inside an encoder would often let pass.
-    """
-    return ["flac", "--decode", "--stdout", "--silent", "--", str(source)]
-
-
-def adapt_command(channels: int | None, rate: int | None, bits: int) -> Command:
-    """ffmpeg between decoder and encoder: downmix and/or resample WAV."""
+def adapt_command(channels: int | None, rate: int | None, bits: int, floats: bool = False) -> Command:
+    """ffmpeg between decoder and encoder: downmix, resample and/or convert
+    to 32-bit float WAV (``floats``: for an encoder that takes no 32-bit
+    integers)."""
     argv = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-f", "wav", "-i", "pipe:0"]
     if channels is not None:
         argv += ["-ac", str(channels)]
     if rate is not None:
         argv += ["-ar", str(rate)]
-    argv += ["-c:a", "pcm_s16le" if bits <= 16 else "pcm_s24le", "-f", "wav", "pipe:1"]
+    sample = "pcm_f32le" if floats else "pcm_s16le" if bits <= 16 else "pcm_s24le"
+    argv += ["-c:a", sample, "-f", "wav", "pipe:1"]
     return argv
 
 
@@ -61,6 +55,9 @@ class Codec:
     # ffmpeg stage (downmix to stereo, resample), never failed.
     max_channels: int | None = None
     max_rate: int | None = None
+    # The deepest integer samples it takes; deeper ones (32-bit) are
+    # converted to float by the ffmpeg stage.
+    max_bits: int | None = None
     # Whether the output's duration can be read back and compared with the
     # source's (a last guard against an encoder that stopped early).
     checks_length: bool = True
@@ -106,12 +103,16 @@ class Codec:
             rate = resample_target(info.sample_rate, self.max_rate)
         return channels, rate
 
-    def commands(self, source: Path, output: Path, info: AudioInfo, options: tuple[str, ...]) -> list[Command]:
-        """The pipeline: decode, adapt if needed, encode into ``output``."""
-        stages = [decode_command(source)]
+    def commands(
+        self, source: Path, output: Path, info: AudioInfo, options: tuple[str, ...], decoder: Decoder | None = None
+    ) -> list[Command]:
+        """The pipeline: decode (flac, unless ``decoder`` says otherwise),
+        adapt if needed, encode into ``output``."""
+        stages = [(decoder or Decoder(source)).command()]
         channels, rate = self.adaptation(info)
-        if channels is not None or rate is not None:
-            stages.append(adapt_command(channels, rate, info.bits_per_sample))
+        floats = self.max_bits is not None and info.bits_per_sample > self.max_bits
+        if channels is not None or rate is not None or floats:
+            stages.append(adapt_command(channels, rate, info.bits_per_sample, floats))
         stages.append(self.encode_command(output, options))
         return stages
 

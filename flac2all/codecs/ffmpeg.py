@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flac2all import tags
-from flac2all.codecs.base import AudioInfo, Codec, Command, decode_command
+from flac2all.codecs.base import AudioInfo, Codec, Command
 from flac2all.codecs.options import OptionFamily, Syntax
+from flac2all.decoding import Decoder
 from flac2all.tags import TagFamily
 
 # encoder -> (extension, ffmpeg muxer, tag family)
@@ -80,8 +81,10 @@ class Ffmpeg(Codec):
     muxer: str = ""
     experimental: bool = False
 
-    def commands(self, source: Path, output: Path, info: AudioInfo, options: tuple[str, ...]) -> list[Command]:
-        return [decode_command(source), self.encode_command(output, options)]
+    def commands(
+        self, source: Path, output: Path, info: AudioInfo, options: tuple[str, ...], decoder: Decoder | None = None
+    ) -> list[Command]:
+        return [(decoder or Decoder(source)).command(), self.encode_command(output, options)]
 
     def encode_command(self, output: Path, options: tuple[str, ...]) -> Command:
         argv = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-f", "wav", "-i", "pipe:0"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from flac2all import tags
 from flac2all.codecs.base import AudioInfo, Codec, Command
 from flac2all.codecs.options import OptionFamily, Syntax
+from flac2all.decoding import Decoder
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,36 @@ class Opusenc(Codec):
         return ["opusenc", "--quiet", *options, "-", str(output)]
 
 
+# The bit depths of the FLAC subset; flac encodes others (4 to 31 bits)
+# only with --lax.
+SUBSET_BITS = {8, 12, 16, 20, 24, 32}
+
+
+def subset(info: AudioInfo) -> bool:
+    """Whether flac encodes audio of this format without --lax."""
+    return info.bits_per_sample in SUBSET_BITS and (info.sample_rate < 65536 or info.sample_rate % 10 == 0)
+
+
 @dataclass(frozen=True)
 class Flac(Codec):
     """Re-encode through WAV: the decoder checks the source's MD5 (flac
-    reading FLAC directly does not), and the bit depth survives the pipe."""
+    reading FLAC directly does not), and the bit depth survives the pipe
+    (WAVE_FORMAT_EXTENSIBLE's valid bits say 12, 15 or 20)."""
+
+    def commands(
+        self, source: Path, output: Path, info: AudioInfo, options: tuple[str, ...], decoder: Decoder | None = None
+    ) -> list[Command]:
+        # A 15-bit source stays 15-bit: legal FLAC, outside the subset.
+        lax = () if subset(info) else ("--lax",)
+        return super().commands(source, output, info, (*lax, *options), decoder)
 
     def encode_command(self, output: Path, options: tuple[str, ...]) -> Command:
-        return ["flac", "--silent", *options, "--output-name", str(output), "-"]
+        # The WAV on the pipe may not know its length (a source whose
+        # STREAMINFO does not, or one read by ffmpeg): read it to its end.
+        # Nor its channel layout (a source without STREAMINFO): channels
+        # are kept in their order, as FLAC has them anyway.
+        pipe = ["--ignore-chunk-sizes", "--channel-map=none"]
+        return ["flac", "--silent", *pipe, *options, "--output-name", str(output), "-"]
 
     def verify_command(self, output: Path) -> Command | None:
         # libFLAC's own full decode: the metadata as its decoder reads it
@@ -48,10 +72,10 @@ class Flac(Codec):
 class FlacTest(Codec):
     """The ``test`` mode: a full decode with flac's analysis output kept."""
 
-    def commands(self, source: Path, output: Path, info: AudioInfo, options: tuple[str, ...]) -> list[Command]:
-        # --analyze is --decode writing frame analysis instead of audio: the
-        # same full decode and MD5 check.
-        return [["flac", "--analyze", "--silent", "--output-name", str(output), "--", str(source)]]
+    def commands(
+        self, source: Path, output: Path, info: AudioInfo, options: tuple[str, ...], decoder: Decoder | None = None
+    ) -> list[Command]:
+        return [(decoder or Decoder(source)).analyze_command(output)]
 
 
 MP3 = Lame(
@@ -73,6 +97,7 @@ VORBIS = Oggenc(
     programs=("flac", "oggenc"),
     tag_family=tags.OGG,
     encoder_options=OptionFamily("vorbis", Syntax.DASHES, "quality=2", "oggenc options"),
+    max_bits=24,
     cost=0.9,
 )
 
@@ -83,6 +108,7 @@ OPUS = Opusenc(
     programs=("flac", "opusenc"),
     tag_family=tags.OGG,
     encoder_options=OptionFamily("opus", Syntax.DASHES, "vbr", "opusenc options"),
+    max_bits=24,
 )
 
 FLAC = Flac(

@@ -1,0 +1,109 @@
+"""Which decoder reads a source, and what an output must match.
+
+flac, the reference decoder, reads every source: it checks every frame's
+CRC and the audio's MD5. Where the STREAMINFO does not give the audio's
+length or MD5 (a stream encoded to a pipe), what the decoder wrote is
+measured instead (``pcm.Tap``) and the outputs are checked against that.
+Starts no process; ``runner`` runs the commands through ``procs``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from flac2all.model import AudioInfo
+from flac2all.pcm import Tap
+
+Command = list[str]
+
+# ffmpeg, strict: a frame whose CRC is wrong, or that fails to decode, is an
+# error, and one error makes it exit non-zero (69).
+STRICT = ["-err_detect", "crccheck+bitstream+buffer+explode", "-max_error_rate", "0"]
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """How the PCM of a source is read: by flac (``target`` None), or by
+    ffmpeg converting it to ``target``; ``note`` says so in the result."""
+
+    source: Path
+    offset: int = 0  # bytes before the FLAC stream: it is read from stdin
+    target: AudioInfo | None = None
+    note: str = ""
+
+    @property
+    def input(self) -> list[str]:
+        """The source as the decoder's argument: the file, or its stdin."""
+        if self.target is not None:
+            return ["-f", "flac", "-i", "pipe:0" if self.offset else "file:" + str(self.source)]
+        return ["-"] if self.offset else ["--", str(self.source)]
+
+    def command(self) -> Command:
+        """The decoder writing WAV on stdout.
+
+        Every encode starts with this stage: libFLAC checks every frame and
+        the STREAMINFO MD5, and exits non-zero on a truncated or corrupt
+        source, which a direct reader inside an encoder would often let pass.
+        """
+        if self.target is None:
+            return ["flac", "--decode", "--stdout", "--silent", *self.input]
+        return [*self.ffmpeg(), "-f", "wav", "pipe:1"]
+
+    def analyze_command(self, output: Path) -> Command:
+        """The ``test`` mode: a full decode, writing an analysis to ``output``
+        (flac's per-frame analysis; ffmpeg's MD5 of each decoded frame)."""
+        if self.target is None:
+            # --analyze is --decode writing frame analysis instead of audio:
+            # the same full decode and MD5 check.
+            return ["flac", "--analyze", "--silent", "--output-name", str(output), *self.input]
+        return [*self.ffmpeg(), "-f", "framemd5", "-y", "file:" + str(output)]
+
+    def ffmpeg(self) -> Command:
+        assert self.target is not None
+        bits = self.target.bits_per_sample
+        sample = "pcm_u8" if bits <= 8 else "pcm_s16le" if bits <= 16 else "pcm_s24le" if bits <= 24 else "pcm_s32le"
+        return [
+            *("ffmpeg", "-hide_banner", "-nostdin", "-v", "error", *STRICT, *self.input),
+            *("-map", "0:a:0", "-map_metadata", "-1", "-fflags", "+bitexact"),
+            *("-ar", str(self.target.sample_rate), "-ac", str(self.target.channels), "-c:a", sample),
+        ]
+
+    @contextmanager
+    def stdin(self) -> Iterator[int | IO[bytes]]:
+        """What the decoder reads: nothing, or the source from its stream on."""
+        if not self.offset:
+            yield subprocess.DEVNULL
+            return
+        with open(self.source, "rb") as f:
+            f.seek(self.offset)
+            yield f
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What an output must match: the source's length in seconds (0:
+    unknown), its audio's MD5 (0: none) and, where counted, its sample
+    frames as decoded."""
+
+    length: float
+    md5: int = 0
+    frames: int | None = None
+
+
+def expected(length: float, md5: int, decoder: Decoder, tap: Tap | None) -> Expected:
+    """The source's STREAMINFO (``length``, ``md5``), or what its decoder
+    wrote where that says nothing (no total, no MD5) or describes other
+    audio (a stream ffmpeg converted to its first segment's format)."""
+    if tap is None or tap.frames is None:
+        return Expected(length, md5)
+    converted = decoder.target is not None
+    return Expected(
+        (tap.seconds if converted or not length else length) or 0.0,
+        tap.md5 if converted or not md5 else md5,
+        tap.frames,
+    )
