@@ -1,10 +1,14 @@
 """Which decoder reads a source, and what an output must match.
 
 flac, the reference decoder, reads every source: it checks every frame's
-CRC and the audio's MD5. Where the STREAMINFO does not give the audio's
-length or MD5 (a stream encoded to a pipe), what the decoder wrote is
-measured instead (``pcm.Tap``) and the outputs are checked against that.
-Starts no process; ``runner`` runs the commands through ``procs``.
+CRC and the audio's MD5. A stream that does not start the file (an ID3v2 tag
+or other bytes before it, ``flacstream.locate``) is fed to it from where it
+starts; one that starts with a frame (no STREAMINFO: flac would write a WAV
+header of 0 channels) is decoded by ffmpeg, every frame's CRC checked and
+any decoding error failing the task. Where the STREAMINFO does not give the
+audio's length or MD5, what the decoder wrote is measured instead
+(``pcm.Tap``) and the outputs are checked against that. Starts no process;
+``runner`` runs the commands through ``procs``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from flac2all import flacstream
 from flac2all.model import AudioInfo
 from flac2all.pcm import Tap
 
@@ -82,6 +87,20 @@ class Decoder:
         with open(self.source, "rb") as f:
             f.seek(self.offset)
             yield f
+
+
+def reference(source: Path, start: flacstream.Start, info: AudioInfo) -> Decoder:
+    """flac, fed from where the stream starts; ffmpeg for a stream without
+    STREAMINFO (flac then writes a WAV header of 0 channels). The note says
+    what came before the stream, if anything did."""
+    notes = []
+    if start.id3_size:
+        notes.append("ID3v2 tag before the FLAC stream: skipped, its fields read as tags")
+    if start.junk:
+        notes.append(f"{start.junk} bytes of something else before the FLAC stream: skipped")
+    if start.headerless:
+        notes.append("no FLAC header (no STREAMINFO): decoded from its first frame by ffmpeg")
+    return Decoder(source, start.offset, info if start.headerless else None, "; ".join(notes))
 
 
 @dataclass(frozen=True)

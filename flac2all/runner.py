@@ -179,7 +179,7 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
                 placed.append((i, task, codecs.resolve(task.mode), stack.enter_context(staged(task.output))))
             except TaskError as exc:
                 timed[i] = (exc, time.monotonic() - started)
-        decoder = Decoder(source)
+        decoder = decoding.reference(source, meta.start, meta.info)
         failures, ended, tap = decode(placed, decoder, meta, settings, timeout, processes)
         expected = decoding.expected(meta.info.length, meta.md5, decoder, tap)
         for (i, task, codec, tmp), failure, end in zip(placed, failures, ended, strict=True):

@@ -20,6 +20,7 @@ from pathlib import Path
 import mutagen
 from mutagen.flac import FLAC, FLACNoHeaderError, Picture
 
+from flac2all import flacstream
 from flac2all.errors import TaskError, describe_oserror
 from flac2all.model import AudioInfo, SourceFacts
 
@@ -34,6 +35,9 @@ class SourceMeta:
     md5: int  # STREAMINFO audio MD5 (0 when the encoder did not set it)
     comments: tuple[tuple[str, str], ...]  # (key as written, value), in file order
     pictures: tuple[Picture, ...]
+    # Where the FLAC stream starts: past an ID3v2 tag or junk, or at a
+    # frame (no STREAMINFO); flacstream.locate.
+    start: flacstream.Start = flacstream.Start(0, 0)
 
 
 def tags_hash(comments: Iterable[tuple[str, str]]) -> str:
@@ -87,13 +91,36 @@ def read_source(path: Path, size: int | None = None) -> SourceMeta:
     """Read STREAMINFO, comments and pictures of a FLAC file (``size``: its
     size if already known).
 
-    Raises TaskError naming the cause for a file that is missing, unreadable
-    or not FLAC.
+    The stream may start after an ID3v2 tag (whose fields fill in missing
+    comments) or other bytes, or at a frame without any metadata
+    (``flacstream.locate``). Raises TaskError naming the cause for a file
+    that is missing, unreadable or not FLAC.
     """
     try:
         if (path.stat().st_size if size is None else size) == 0:
             raise TaskError("not a FLAC file (empty, 0 bytes)")
-        flac = FLAC(path)
+        start = flacstream.locate(path)
+        if start is None:
+            raise TaskError("not a FLAC file (no fLaC header)")
+        meta = headerless(start) if start.headerless else read_flac(path, start)
+    except OSError as exc:
+        raise TaskError(f"cannot read source: {describe_oserror(exc)}") from None
+    if start.id3_size:
+        from flac2all.tags.id3_prefix import merged  # tags.id3 imports this module
+
+        comments, pictures = merged(meta.comments, meta.pictures, path)
+        meta = replace(meta, comments=comments, pictures=pictures)
+    return meta
+
+
+def read_flac(path: Path, start: flacstream.Start) -> SourceMeta:
+    """The metadata blocks of a stream that starts with ``fLaC``, by mutagen."""
+    try:
+        if start.offset:
+            with flacstream.Window(path, start.offset) as window:
+                flac = FLAC(window)
+        else:
+            flac = FLAC(path)
     except FLACNoHeaderError:
         raise TaskError("not a FLAC file (no fLaC header)") from None
     except mutagen.MutagenError as exc:
@@ -101,8 +128,6 @@ def read_source(path: Path, size: int | None = None) -> SourceMeta:
         if isinstance(cause, OSError):
             raise TaskError(f"cannot read source: {describe_oserror(cause)}") from None
         raise TaskError(f"unreadable FLAC metadata: {cause}") from None
-    except OSError as exc:
-        raise TaskError(f"cannot read source: {describe_oserror(exc)}") from None
     si = flac.info
     if si.sample_rate <= 0 or si.channels <= 0:
         raise TaskError("not a valid FLAC file (bad STREAMINFO)")
@@ -114,7 +139,16 @@ def read_source(path: Path, size: int | None = None) -> SourceMeta:
     )
     # A provenance tag is ours to write, never carried over from a source.
     comments = tuple((k, v) for k, v in (flac.tags or ()) if k.upper() != PROVENANCE_KEY)
-    return SourceMeta(info=info, md5=si.md5_signature, comments=comments, pictures=tuple(flac.pictures))
+    return SourceMeta(info, si.md5_signature, comments, tuple(flac.pictures), start)
+
+
+def headerless(start: flacstream.Start) -> SourceMeta:
+    """A stream that starts with a frame: its format from the frame header,
+    its length unknown (0) until decoded, no MD5, no comments."""
+    if start.frame is None:
+        raise TaskError("not a FLAC file it can decode (no STREAMINFO, and its frames refer to one)")
+    fmt = start.frame
+    return SourceMeta(AudioInfo(fmt.sample_rate, fmt.channels, fmt.bits_per_sample, 0.0), 0, (), (), start)
 
 
 class Comments:
