@@ -1,31 +1,44 @@
-"""Which decoder reads a source, and what an output must match.
+"""Which decoder reads a source, and what its failure means.
 
 flac, the reference decoder, reads every source: it checks every frame's
 CRC and the audio's MD5. A stream that does not start the file (an ID3v2 tag
 or other bytes before it, ``flacstream.locate``) is fed to it from where it
-starts; one that starts with a frame (no STREAMINFO: flac would write a WAV
-header of 0 channels) is decoded by ffmpeg, every frame's CRC checked and
-any decoding error failing the task. Where the STREAMINFO does not give the
-audio's length or MD5, what the decoder wrote is measured instead
-(``pcm.Tap``) and the outputs are checked against that. Starts no process;
-``runner`` runs the commands through ``procs``.
+starts. Only when flac refuses a stream for its structure, never for a
+corruption, is the source decoded again, by ffmpeg:
+
+- its frames change sample rate or channel count mid-stream (flac: "sample
+  rate is 48000 in frame but 44100 in STREAMINFO");
+- it is FLAC files joined end to end (flac loses sync at the second
+  ``fLaC`` header, which ``flacstream.joined`` finds).
+
+ffmpeg then converts it to the first segment's format, with every frame's
+CRC checked and any decoding error failing the task (its own STREAMINFO MD5
+cannot be checked: it describes the first segment, or nothing). A bit depth
+that changes mid-stream fails with that cause named: no decoder takes it.
+Starts no process; ``runner`` runs the commands through ``procs``.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from flac2all import flacstream
+from flac2all.errors import TaskError
 from flac2all.model import AudioInfo
 from flac2all.pcm import Tap
 
 Command = list[str]
 
+# flac's words for a frame that does not match the STREAMINFO: a change of
+# the audio's parameters mid-stream, not a corruption.
+CHANGE = re.compile(r"ERROR, (sample rate|channels|bits-per-sample) is (\d+) in frame but (\d+) in STREAMINFO")
+LOST_SYNC = "FLAC__STREAM_DECODER_ERROR_STATUS_LOST_SYNC"
 # ffmpeg, strict: a frame whose CRC is wrong, or that fails to decode, is an
 # error, and one error makes it exit non-zero (69).
 STRICT = ["-err_detect", "crccheck+bitstream+buffer+explode", "-max_error_rate", "0"]
@@ -101,6 +114,45 @@ def reference(source: Path, start: flacstream.Start, info: AudioInfo) -> Decoder
     if start.headerless:
         notes.append("no FLAC header (no STREAMINFO): decoded from its first frame by ffmpeg")
     return Decoder(source, start.offset, info if start.headerless else None, "; ".join(notes))
+
+
+def fallback(failures: Sequence[Exception | None], decoder: Decoder, info: AudioInfo) -> Decoder | TaskError | None:
+    """After flac failed: ffmpeg if what it refused is the stream's structure
+    (converting to ``info``, the first segment's format), a TaskError naming
+    a structure nothing decodes, or None (a real failure: it stands)."""
+    if decoder.target is not None:
+        return None
+    # The decoder's own words, when it is the stage blamed (blame.blame).
+    said = next((f.stderr for f in failures if isinstance(f, TaskError) and f.message.startswith("flac ")), "")
+    change = CHANGE.search(said)
+    if change is not None:
+        what, now, first = change.group(1), int(change.group(2)), int(change.group(3))
+        return converted(decoder, info, what, first, now, "changes mid-stream")
+    if LOST_SYNC in said:
+        other = flacstream.joined(decoder.source, decoder.offset)
+        if other is not None:
+            for what, now, first in (
+                ("bits-per-sample", other.bits_per_sample, info.bits_per_sample),
+                ("sample rate", other.sample_rate, info.sample_rate),
+                ("channels", other.channels, info.channels),
+            ):
+                if now != first:
+                    return converted(decoder, info, what, first, now, "changes between FLAC files joined end to end")
+            return with_note(decoder, info, "FLAC files joined end to end: decoded as one stream")
+    return None
+
+
+def converted(decoder: Decoder, info: AudioInfo, what: str, first: int, now: int, where: str) -> Decoder | TaskError:
+    if what == "bits-per-sample":
+        return TaskError(f"bit depth {where} ({first} bits, then {now}): no decoder converts such a stream")
+    if what == "sample rate":
+        return with_note(decoder, info, f"sample rate {where}: resampled to {first} Hz")
+    return with_note(decoder, info, f"channel count {where}: mixed to {first} channels")
+
+
+def with_note(decoder: Decoder, info: AudioInfo, note: str) -> Decoder:
+    notes = "; ".join(n for n in (decoder.note, note) if n)
+    return Decoder(decoder.source, decoder.offset, info, notes)
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,11 @@ def timeout_for(meta: tags.SourceMeta, size: int, settings: Settings) -> float:
 def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -> tuple[list[Timed], float]:
     """Encode, check and tag the outputs of one source, decoding it once
     for all of them (``plan.batches`` groups the tasks); one output's
-    failure leaves the others alone. Also returns the audio's length."""
+    failure leaves the others alone. Also returns the audio's length.
+
+    A source flac refuses for its structure (``decoding.fallback``: a format
+    change mid-stream, FLAC files joined end to end) is decoded again, by
+    ffmpeg, and every output made anew; the results say so."""
     started = time.monotonic()
     source = tasks[0].source
     meta, facts = source_meta(source, settings)
@@ -181,6 +185,15 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
                 timed[i] = (exc, time.monotonic() - started)
         decoder = decoding.reference(source, meta.start, meta.info)
         failures, ended, tap = decode(placed, decoder, meta, settings, timeout, processes)
+        other = decoding.fallback(failures, decoder, meta.info)
+        if isinstance(other, Decoder):
+            log.info("%s: %s", source, other.note)
+            for *_, tmp in placed:
+                tmp.unlink(missing_ok=True)
+            decoder = other
+            failures, ended, tap = decode(placed, decoder, meta, settings, timeout, processes)
+        elif isinstance(other, TaskError):
+            failures = [other] * len(failures)
         expected = decoding.expected(meta.info.length, meta.md5, decoder, tap)
         for (i, task, codec, tmp), failure, end in zip(placed, failures, ended, strict=True):
             # Its own time: until its encoder ended, plus its own check and tags.
