@@ -1,0 +1,511 @@
+"""Every valid FLAC converts (issue 13): the corners of RFC 9639 that real
+files use, each made with the real tools, each through every mode; and
+corrupt files still fail with their cause named, whatever path they take."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mutagen import id3
+from mutagen.flac import FLAC
+
+from flac2all import decoding
+from flac2all.codecs.native import subset
+from flac2all.decoding import Decoder
+from flac2all.errors import TaskError
+from flac2all.flacstream import crc8, crc16, frame_header, locate
+from flac2all.model import AudioInfo
+from flac2all.pcm import Tap
+from tests.conftest import mutagen_file, read_log, run_flac2all, write_extensible_wav
+
+MODES = "mp3,vorbis,opus,aac,flac,test,f:alac"
+OUTPUTS = {
+    "mp3": ("mp3", ".mp3"),
+    "vorbis": ("vorbis", ".ogg"),
+    "opus": ("opus", ".opus"),
+    "aac": ("aac", ".m4a"),
+    "flac": ("flac", ".flac"),
+    "test": ("test", ".ana"),
+    "f:alac": ("f_alac", ".m4a"),
+}
+RAW = ["--force-raw-format", "--endian=little", "--sign=signed"]
+
+
+def sine(seconds: float, rate: int = 44100, channels: int = 2, bits: int = 16, tone: int = 440) -> bytes:
+    """Raw little-endian signed PCM from sox: a tone with some noise."""
+    return subprocess.run(
+        ["sox", "-V1", "-n", "-t", "raw", "-r", str(rate), "-e", "signed", "-b", str(bits), "-c", str(channels), "-"]
+        + ["synth", str(seconds), "sine", str(tone), "synth", "noise", "amod", "0.1"],
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+def flac_from_raw(pcm: bytes, out: Path, rate=44100, channels=2, bits=16, options=(), stream=False) -> Path:
+    """flac encoding raw PCM; ``stream``: to a pipe, as a streaming encoder
+    does (it cannot go back to write the total samples or the MD5)."""
+    fmt = [*RAW, f"--channels={channels}", f"--bps={bits}", f"--sample-rate={rate}"]
+    where = ["--stdout"] if stream else ["--output-name", str(out)]
+    done = subprocess.run(
+        ["flac", "--silent", "--force", *fmt, *options, *where, "-"], input=pcm, capture_output=True, check=True
+    )
+    if stream:
+        out.write_bytes(done.stdout)
+    return out
+
+
+def first_frame(data: bytes) -> int:
+    """Where the first frame starts: past 'fLaC' and every metadata block."""
+    i = 4
+    while True:
+        last, size = data[i] & 0x80, int.from_bytes(data[i + 1 : i + 4], "big")
+        i += 4 + size
+        if last:
+            return i
+
+
+def coded_number(n: int) -> bytes:
+    """A frame header's UTF-8-like coded sample number (RFC 9639 9.1.5)."""
+    if n < 0x80:
+        return bytes([n])
+    extra = next(k for k in range(1, 7) if n < 1 << (5 * k + 6) or k == 6)
+    lead = (0xFF << (7 - extra)) & 0xFF
+    out = [lead | (n >> (6 * extra))]
+    out += [0x80 | ((n >> (6 * k)) & 0x3F) for k in range(extra - 1, -1, -1)]
+    return bytes(out)
+
+
+def variable_blocksize(out: Path, sizes: list[int], rate=44100, channels=2) -> tuple[Path, bytes]:
+    """A variable-block-size stream (libFLAC's encoder writes none): one
+    single-frame FLAC per block, each frame renumbered by its first sample
+    with the blocking strategy bit set, CRCs recomputed, under one STREAMINFO."""
+    pcm = sine(sum(sizes) / rate, rate, channels)
+    frame_bytes = channels * 2
+    frames, at = [], 0
+    for n in sizes:
+        part = flac_from_raw(
+            pcm[at * frame_bytes : (at + n) * frame_bytes], out, rate, channels, 16, [f"--blocksize={n}"]
+        )
+        data = part.read_bytes()
+        frame = data[first_frame(data) :]
+        length, _ = frame_header(frame, 0)
+        number = 1 + (0 if frame[4] < 0x80 else 8 - (~frame[4] & 0xFF).bit_length() - 1)
+        header = bytes([0xFF, 0xF9, frame[2], frame[3]]) + coded_number(at) + frame[4 + number : length - 1]
+        header += bytes([crc8(header)])
+        body = header + frame[length:-2]
+        frames.append(body + crc16(body).to_bytes(2, "big"))
+        at += n
+    pcm = pcm[: at * frame_bytes]
+    info = bytearray(34)
+    info[0:2] = min(sizes[:-1]).to_bytes(2, "big")
+    info[2:4] = max(sizes).to_bytes(2, "big")
+    packed = rate << 44 | (channels - 1) << 41 | 15 << 36 | at
+    info[10:18] = packed.to_bytes(8, "big")
+    info[18:34] = hashlib.md5(pcm).digest()
+    out.write_bytes(b"fLaC" + b"\x80\x00\x00\x22" + bytes(info) + b"".join(frames))
+    return out, pcm
+
+
+@dataclass
+class Case:
+    """A source, and what its outputs must be: length in seconds, flac
+    mode's MD5 (hex), bit depth and sample rate, the status note."""
+
+    length: float
+    md5: str
+    bits: int = 16
+    rate: int = 44100
+    channels: int = 2
+    note: str = ""
+
+
+def md5_of(pcm: bytes) -> str:
+    return hashlib.md5(pcm).hexdigest()
+
+
+def flac_md5(path: Path) -> str:
+    return f"{FLAC(path).info.md5_signature:032x}"
+
+
+def odd_depth(folder: Path, bits: int, streamed: bool = False) -> Case:
+    """12, 15 or 20 bits in WAVE_FORMAT_EXTENSIBLE; 15 is outside the FLAC
+    subset, so flac needs --lax to write it. ``streamed``: encoded from a
+    pipe (as ``sox ... -t wav - | flac --ignore-chunk-sizes -``), so that
+    neither the total nor the MD5 is known."""
+    name = f"{bits}bit_streamed" if streamed else f"{bits}bit"
+    wav = folder / f"{name}.wav"
+    write_extensible_wav(wav, 44100, 2, 16 if bits <= 16 else 24, bits, 0.3)
+    reference = folder / (f"{name}.reference" if streamed else f"{name}.flac")
+    subprocess.run(["flac", "--silent", "--force", "--lax", "--output-name", str(reference), str(wav)], check=True)
+    md5 = flac_md5(reference)
+    if streamed:
+        reference.unlink()
+        pipe = ["flac", "--silent", "--lax", "--ignore-chunk-sizes", "--stdout", "-"]
+        with open(wav, "rb") as audio, open(folder / f"{name}.flac", "wb") as out:
+            subprocess.run(pipe, stdin=audio, stdout=out, stderr=subprocess.DEVNULL, check=True)
+    wav.unlink()
+    return Case(0.3, md5, bits)
+
+
+def joined_frames(folder: Path, name: str, second: bytes, fmt: tuple[int, int, int]) -> bytes:
+    """A stream encoded to a pipe whose audio changes format midway: the
+    frames of a second stream (``fmt``: its rate, channels, bits) after the
+    first."""
+    rate, channels, bits = fmt
+    other = flac_from_raw(second, folder / f"{name}.part", rate, channels, bits, stream=True)
+    data = other.read_bytes()
+    other.unlink()
+    return data[first_frame(data) :]
+
+
+@pytest.fixture(scope="module")
+def unusual(tmp_path_factory) -> tuple[dict[str, Case], Path, object]:
+    """One folder with every case, converted by one run in every mode."""
+    root = tmp_path_factory.mktemp("every")
+    src = root / "in"
+    src.mkdir()
+    cases: dict[str, Case] = {}
+
+    pcm = sine(0.5)
+    flac_from_raw(pcm, src / "unknown_total.flac", stream=True)
+    cases["unknown_total"] = Case(0.5, md5_of(pcm))
+
+    pcm = sine(0.4)
+    flac_from_raw(pcm, src / "no_md5.flac", options=["--no-md5-sum"])
+    cases["no_md5"] = Case(0.4, md5_of(pcm))
+
+    pcm = sine(0.3, bits=32)
+    flac_from_raw(pcm, src / "32bit.flac", bits=32)
+    cases["32bit"] = Case(0.3, md5_of(pcm), 32)
+
+    pcm = sine(0.3, bits=32)
+    flac_from_raw(pcm, src / "32bit_streamed.flac", bits=32, stream=True)
+    cases["32bit_streamed"] = Case(0.3, md5_of(pcm), 32)
+
+    for bits in (12, 15, 20):
+        cases[f"{bits}bit"] = odd_depth(src, bits)
+
+    for bits in (12, 20):  # the MD5 flac mode must match is then computed from the decoded PCM
+        cases[f"{bits}bit_streamed"] = odd_depth(src, bits, streamed=True)
+
+    pcm = sine(65535 * 1.5 / 44100)
+    flac_from_raw(pcm, src / "blocksize_65535.flac", options=["--lax", "--blocksize=65535"])
+    cases["blocksize_65535"] = Case(len(pcm) / 4 / 44100, md5_of(pcm))
+
+    noise = subprocess.run(
+        ["sox", "-V1", "-n", "-t", "raw", "-r", "44100", "-e", "signed", "-b", "16", "-c", "2", "-"]
+        + ["synth", "0.75", "whitenoise"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    rice = ["--lax", "--blocksize=32768", "--max-lpc-order=0", "--rice-partition-order=15,15"]
+    flac_from_raw(noise, src / "rice_order_15.flac", options=rice)
+    cases["rice_order_15"] = Case(len(noise) / 4 / 44100, md5_of(noise))
+
+    _, pcm = variable_blocksize(src / "variable_blocksize.flac", [4096, 1000, 2500, 4608, 333, 1152])
+    cases["variable_blocksize"] = Case(len(pcm) / 4 / 44100, md5_of(pcm))
+
+    first, second = sine(0.5), sine(0.4, rate=48000, tone=660)
+    streamed = flac_from_raw(first, src / "rate_change.flac", stream=True)
+    streamed.write_bytes(streamed.read_bytes() + joined_frames(src, "rate", second, (48000, 2, 16)))
+    # Resampled, the flac mode's audio is no longer the source's: its MD5
+    # is checked against what ffmpeg decoded, in the runner.
+    note = "sample rate changes mid-stream: resampled to 44100 Hz"
+    cases["rate_change"] = Case(0.9, "", note=note)
+
+    first, second = sine(0.5), sine(0.4, channels=1, tone=660)
+    streamed = flac_from_raw(first, src / "channel_change.flac", stream=True)
+    streamed.write_bytes(streamed.read_bytes() + joined_frames(src, "channels", second, (44100, 1, 16)))
+    cases["channel_change"] = Case(0.9, "", note="channel count changes mid-stream: mixed to 2 channels")
+
+    a = flac_from_raw(sine(0.5), root / "a.flac")
+    b = flac_from_raw(sine(0.4, rate=48000, tone=660), root / "b.flac", rate=48000)
+    (src / "cat_two_files.flac").write_bytes(a.read_bytes() + b.read_bytes())
+    note = "sample rate changes between FLAC files joined end to end: resampled to 44100 Hz"
+    cases["cat_two_files"] = Case(0.9, "", note=note)
+
+    pcm = sine(0.4)
+    plain = flac_from_raw(pcm, root / "plain.flac")
+    tagged = FLAC(plain)
+    tagged["TITLE"] = "the FLAC's own title"
+    tagged.save()
+    body = plain.read_bytes()
+    with_id3 = src / "id3v2_first.flac"
+    with_id3.write_bytes(body)
+    tag = id3.ID3()
+    tag.add(id3.TIT2(encoding=3, text="the ID3 title"))
+    tag.add(id3.TPE1(encoding=3, text=["Ripper Artist"]))
+    tag.add(id3.TALB(encoding=3, text="Ripped Album"))
+    tag.add(id3.TRCK(encoding=3, text="3/12"))
+    tag.add(id3.APIC(encoding=3, mime="image/png", type=3, desc="", data=b"\x89PNG fake"))
+    tag.save(with_id3)  # mutagen puts it before 'fLaC', as rippers do
+    assert with_id3.read_bytes()[:3] == b"ID3"
+    cases["id3v2_first"] = Case(0.4, md5_of(pcm), note="ID3v2 tag before the FLAC stream")
+
+    (src / "junk_first.flac").write_bytes(b"\x00" * 3000 + b"RIFF? not really" * 40 + body)
+    cases["junk_first"] = Case(0.4, md5_of(pcm), note="3640 bytes of something else before the FLAC stream")
+
+    (src / "frames_only.flac").write_bytes(body[first_frame(body) :])
+    cases["frames_only"] = Case(0.4, md5_of(pcm), note="no FLAC header")
+
+    (src / "junk_then_frames.flac").write_bytes(b"garbage!" * 50 + body[first_frame(body) :])
+    cases["junk_then_frames"] = Case(0.4, md5_of(pcm), note="400 bytes of something else")
+
+    for path in src.iterdir():  # each one is valid to the reference decoder, or to ffmpeg
+        if path.stem not in ("rate_change", "channel_change", "cat_two_files", "junk_first", "junk_then_frames"):
+            subprocess.run(["flac", "--test", "--silent", str(path)], check=True, capture_output=True)
+    out = root / "out"
+    run = run_flac2all(MODES, "-o", out, src)
+    return cases, out, run
+
+
+def test_every_unusual_file_converts_in_every_mode(unusual):
+    cases, out, run = unusual
+    rows = read_log(out)
+    assert len(rows) == len(cases) * len(OUTPUTS), run.stdout + run.stderr
+    failed = [
+        (r["infile"], r["format"], r["conversion_status"])
+        for r in rows
+        if not r["conversion_status"].startswith("SUCCESS")
+    ]
+    assert failed == []
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "unknown_total",
+        "no_md5",
+        "32bit",
+        "32bit_streamed",
+        "12bit",
+        "15bit",
+        "20bit",
+        "12bit_streamed",
+        "20bit_streamed",
+        "blocksize_65535",
+        "rice_order_15",
+        "variable_blocksize",
+        "rate_change",
+        "channel_change",
+        "cat_two_files",
+        "id3v2_first",
+        "junk_first",
+        "frames_only",
+        "junk_then_frames",
+    ],
+)
+def test_each_output_is_whole_and_flac_mode_bit_exact(unusual, name):
+    cases, out, _ = unusual
+    case = cases[name]
+    rows = {r["format"]: r for r in read_log(out) if Path(r["infile"]).stem == name}
+    assert set(rows) == set(OUTPUTS)
+    for mode, (folder, ext) in OUTPUTS.items():
+        assert case.note in rows[mode]["conversion_status"], rows[mode]
+        output = out / folder / f"{name}{ext}"
+        assert output.stat().st_size > 0
+        if mode != "test":
+            # mp3 and opus add their encoder delay and padding.
+            assert mutagen_file(output).info.length == pytest.approx(case.length, abs=0.08), mode
+    flac = FLAC(out / "flac" / f"{name}.flac")
+    assert flac.info.bits_per_sample == case.bits
+    assert flac.info.sample_rate == case.rate
+    assert flac.info.channels == case.channels
+    assert flac.info.total_samples == pytest.approx(case.length * case.rate, abs=1)
+    if case.md5:
+        assert f"{flac.info.md5_signature:032x}" == case.md5
+    subprocess.run(["flac", "--test", "--silent", str(out / "flac" / f"{name}.flac")], check=True)
+
+
+def test_the_unusual_structures_are_really_there(unusual):
+    """The fixtures are what they claim (so the tests above test something)."""
+    cases, out, _ = unusual
+    src = out.parent / "in"
+    assert FLAC(src / "unknown_total.flac").info.total_samples == 0
+    assert FLAC(src / "unknown_total.flac").info.md5_signature == 0
+    assert FLAC(src / "no_md5.flac").info.md5_signature == 0
+    for bits in (12, 15, 20, 32):
+        assert FLAC(src / f"{bits}bit.flac").info.bits_per_sample == bits
+    for bits in (12, 20):
+        streamed = FLAC(src / f"{bits}bit_streamed.flac").info
+        assert (streamed.bits_per_sample, streamed.total_samples, streamed.md5_signature) == (bits, 0, 0)
+    analysis = subprocess.run(
+        ["flac", "--analyze", "--silent", "--stdout", str(src / "rice_order_15.flac")], capture_output=True, text=True
+    ).stdout
+    assert "partition_order=15" in analysis
+    assert (
+        "blocksize=65535"
+        in subprocess.run(
+            ["flac", "--analyze", "--silent", "--stdout", str(src / "blocksize_65535.flac")],
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    sizes = subprocess.run(
+        ["flac", "--analyze", "--silent", "--stdout", str(src / "variable_blocksize.flac")],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "blocksize=1000" in sizes and "blocksize=4608" in sizes
+    for name in ("rate_change", "channel_change"):
+        said = subprocess.run(["flac", "--test", str(src / f"{name}.flac")], capture_output=True, text=True).stderr
+        assert "in frame but" in said
+
+
+def test_the_id3v2_fields_fill_in_the_source_tags(unusual):
+    _, out, _ = unusual
+    ogg = mutagen_file(out / "vorbis" / "id3v2_first.ogg")
+    assert ogg["TITLE"] == ["the FLAC's own title"]  # the FLAC's comment wins
+    assert ogg["ARTIST"] == ["Ripper Artist"]
+    assert ogg["ALBUM"] == ["Ripped Album"]
+    assert ogg["TRACKNUMBER"] == ["3"] and ogg["TRACKTOTAL"] == ["12"]
+    flac = FLAC(out / "flac" / "id3v2_first.flac")
+    assert [p.data for p in flac.pictures] == [b"\x89PNG fake"]
+    mp3 = mutagen_file(out / "mp3" / "id3v2_first.mp3")
+    assert str(mp3.tags["TPE1"]) == "Ripper Artist"
+
+
+@pytest.fixture(scope="module")
+def corrupt(tmp_path_factory) -> tuple[Path, object]:
+    """Corruptions on each of the new paths: they still fail."""
+    root = tmp_path_factory.mktemp("corrupt")
+    src = root / "in"
+    src.mkdir()
+    pcm = sine(2.0)
+    streamed = flac_from_raw(pcm, root / "streamed.flac", stream=True).read_bytes()
+    mid = len(streamed) // 2
+    flipped = bytearray(streamed)
+    flipped[mid] ^= 0x01
+    (src / "crc_error_unknown_total.flac").write_bytes(bytes(flipped))
+    (src / "truncated_last_frame_unknown_total.flac").write_bytes(streamed[:-5])
+    changed = streamed + joined_frames(root, "change", sine(1.0, rate=48000), (48000, 2, 16))
+    flipped = bytearray(changed)
+    # In the last frames: flac stops at the change (its first frame decodes),
+    # ffmpeg reads on and must see it.
+    flipped[len(changed) - 3000] ^= 0x01
+    (src / "crc_error_after_rate_change.flac").write_bytes(bytes(flipped))
+    (src / "crc_error_before_rate_change.flac").write_bytes(
+        bytes(flipped[:mid]) + bytes([changed[mid] ^ 1]) + changed[mid + 1 :]
+    )
+    (src / "truncated_after_rate_change.flac").write_bytes(changed[:-5])
+    frames = streamed[first_frame(streamed) :]
+    (src / "truncated_frames_only.flac").write_bytes(frames[:-5])
+    flipped = bytearray(frames)
+    flipped[len(frames) // 2] ^= 0x01
+    (src / "crc_error_frames_only.flac").write_bytes(bytes(flipped))
+    good = flac_from_raw(pcm, root / "good.flac").read_bytes()
+    badmd5 = bytearray(good)
+    badmd5[26] ^= 0xFF
+    tag = id3.ID3()
+    tag.add(id3.TIT2(encoding=3, text="x"))
+    (src / "md5_mismatch_id3v2_first.flac").write_bytes(bytes(badmd5))
+    tag.save(src / "md5_mismatch_id3v2_first.flac")
+    (src / "md5_mismatch_junk_first.flac").write_bytes(b"\x00" * 100 + bytes(badmd5))
+    (src / "text_with_id3v2.flac").write_text("just some text, no audio at all\n" * 20)
+    tag.save(src / "text_with_id3v2.flac")
+    (src / "bits_change.flac").write_bytes(streamed + joined_frames(root, "bits", sine(0.5, bits=24), (44100, 2, 24)))
+    out = root / "out"
+    return out, run_flac2all(MODES, "-o", out, src)
+
+
+CORRUPT = {
+    "crc_error_unknown_total": "flac exited with status 1",
+    "truncated_last_frame_unknown_total": "flac exited with status 1",
+    "crc_error_after_rate_change": "ffmpeg exited with status 69",
+    "crc_error_before_rate_change": "flac exited with status 1",
+    "truncated_after_rate_change": "ffmpeg exited with status 69",
+    "truncated_frames_only": "ffmpeg exited with status 69",
+    "crc_error_frames_only": "ffmpeg exited with status 69",
+    "md5_mismatch_id3v2_first": "MD5 signature mismatch",
+    "md5_mismatch_junk_first": "MD5 signature mismatch",
+    "text_with_id3v2": "not a FLAC file (no fLaC header)",
+    "bits_change": "bit depth changes mid-stream (16 bits, then 24)",
+}
+
+
+def test_corrupt_files_still_fail_with_their_cause(corrupt):
+    out, run = corrupt
+    assert run.returncode == 1
+    rows = read_log(out)
+    assert len(rows) == len(CORRUPT) * len(OUTPUTS)
+    for row in rows:
+        name = Path(row["infile"]).stem
+        assert row["conversion_status"].startswith("ERROR"), row
+        assert CORRUPT[name] in row["conversion_status"], row
+        assert not Path(row["outfile"]).exists(), row
+
+
+def wav_header(rate: int, channels: int, bits: int, size: int) -> bytes:
+    align = channels * ((bits + 7) // 8)
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * align, align, bits)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 0)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", size)
+    )
+
+
+def test_the_tap_counts_and_hashes_what_flows_in_any_chunks():
+    samples = bytes(range(256)) * 7  # 8-bit: unsigned in WAV, signed in flac's MD5
+    stream = wav_header(8000, 1, 8, len(samples)) + samples + b"\0"  # the pad byte after an odd size
+    tap = Tap(md5=True)
+    for i in range(0, len(stream), 5):
+        tap(stream[i : i + 5])
+    assert tap.frames == len(samples)
+    assert tap.seconds == len(samples) / 8000
+    assert tap.md5 == int.from_bytes(hashlib.md5(bytes(b ^ 0x80 for b in samples)).digest(), "big")
+    unknown = Tap()
+    unknown(b"this is no WAV header at all")
+    assert unknown.frames is None and unknown.md5 == 0
+
+
+def test_flac_mode_lax_only_where_the_subset_ends():
+    assert subset(AudioInfo(44100, 2, 16, 1.0)) and subset(AudioInfo(48000, 2, 32, 1.0))
+    assert not subset(AudioInfo(44100, 2, 15, 1.0)) and not subset(AudioInfo(100001, 2, 16, 1.0))
+
+
+def flac_failure(said: str) -> TaskError:
+    failure = TaskError("flac exited with status 1: x.flac: ERROR while decoding data")
+    failure.stderr = said
+    return failure
+
+
+def test_only_flacs_words_for_a_structure_bring_ffmpeg_in(tmp_path):
+    info = AudioInfo(44100, 2, 16, 0.5)
+    flac = Decoder(tmp_path / "x.flac")
+    rate = decoding.fallback(
+        [flac_failure("x.flac: ERROR, sample rate is 48000 in frame but 44100 in STREAMINFO")], flac, info
+    )
+    assert isinstance(rate, Decoder) and rate.target == info
+    assert rate.command()[0] == "ffmpeg" and "crccheck+bitstream+buffer+explode" in rate.command()
+    bits = decoding.fallback([flac_failure("ERROR, bits-per-sample is 24 in frame but 16 in STREAMINFO")], flac, info)
+    assert isinstance(bits, TaskError) and "bit depth changes mid-stream" in bits.message
+    crc = "x.flac: *** Got error code 2:FLAC__STREAM_DECODER_ERROR_STATUS_FRAME_CRC_MISMATCH"
+    assert decoding.fallback([flac_failure(crc)], flac, info) is None
+    assert decoding.fallback([flac_failure("ERROR, MD5 signature mismatch")], flac, info) is None
+    (tmp_path / "x.flac").write_bytes(b"fLaC" + b"\0" * 100)  # lost sync, but no second FLAC header
+    assert decoding.fallback([flac_failure("FLAC__STREAM_DECODER_ERROR_STATUS_LOST_SYNC")], flac, info) is None
+    encoder = TaskError("lame exited with status 1: sample rate is 48000 in frame but 44100 in STREAMINFO")
+    encoder.stderr = "ERROR, sample rate is 48000 in frame but 44100 in STREAMINFO"
+    assert decoding.fallback([encoder], flac, info) is None
+    assert decoding.fallback([flac_failure("ERROR, channels is 1 in frame but 2 in STREAMINFO")], rate, info) is None
+
+
+def test_no_flac_stream_is_found_in_what_is_not_flac(tmp_path):
+    mp3 = tmp_path / "song.flac"
+    tag = id3.ID3()
+    tag.add(id3.TIT2(encoding=3, text="x"))
+    mp3.write_bytes(bytes(range(256)) * 400 + b"\xff\xfb\x90\x64" * 500)
+    tag.save(mp3)
+    assert locate(mp3) is None
