@@ -1,30 +1,38 @@
-"""Which decoder reads a source, and what its failure means.
+"""Which decoder reads a source, what its failure means, and what an
+output must match.
 
 flac, the reference decoder, reads every source: it checks every frame's
 CRC and the audio's MD5. A stream that does not start the file (an ID3v2 tag
 or other bytes before it, ``flacstream.locate``) is fed to it from where it
-starts. Only when flac refuses a stream for its structure, never for a
-corruption, is the source decoded again, by ffmpeg:
+starts. ffmpeg reads the others, strictly (every frame's CRC checked, any
+decoding error fails the task), converting to the first frame's format:
 
-- its frames change sample rate or channel count mid-stream (flac: "sample
-  rate is 48000 in frame but 44100 in STREAMINFO");
-- it is FLAC files joined end to end (flac loses sync at the second
-  ``fLaC`` header, which ``flacstream.joined`` finds).
+- a stream that starts with a frame (no STREAMINFO: flac would write a WAV
+  header of 0 channels);
+- when flac refuses a stream for its structure, never for a corruption:
+  frames that change sample rate or channel count mid-stream (flac: "sample
+  rate is 48000 in frame but 44100 in STREAMINFO"), or FLAC files joined end
+  to end (flac loses sync at the second ``fLaC``, which
+  ``flacstream.joined`` finds; ffmpeg gets the frames without the headers
+  between them, which make it drop the frames around them).
 
-ffmpeg then converts it to the first segment's format, with every frame's
-CRC checked and any decoding error failing the task (its own STREAMINFO MD5
-cannot be checked: it describes the first segment, or nothing). A bit depth
-that changes mid-stream fails with that cause named: no decoder takes it.
-Starts no process; ``runner`` runs the commands through ``procs``.
+The STREAMINFO MD5 of such a stream cannot be checked (it describes the
+first file, or nothing). A bit depth that changes mid-stream fails with that
+cause named: no decoder takes it. Where the STREAMINFO does not give the
+audio's length or MD5, what the decoder wrote is measured (``pcm.Tap``) and
+the outputs are checked against that. Starts no process (a thread may feed
+a decoder its source); ``runner`` runs the commands through ``procs``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -53,13 +61,17 @@ class Decoder:
     offset: int = 0  # bytes before the FLAC stream: it is read from stdin
     target: AudioInfo | None = None
     note: str = ""
+    # Byte ranges (start, end) left out of what the decoder reads: the
+    # headers of FLAC files joined end to end.
+    skips: tuple[tuple[int, int], ...] = ()
 
     @property
     def input(self) -> list[str]:
         """The source as the decoder's argument: the file, or its stdin."""
+        piped = self.offset or self.skips
         if self.target is not None:
-            return ["-f", "flac", "-i", "pipe:0" if self.offset else "file:" + str(self.source)]
-        return ["-"] if self.offset else ["--", str(self.source)]
+            return ["-f", "flac", "-i", "pipe:0" if piped else "file:" + str(self.source)]
+        return ["-"] if piped else ["--", str(self.source)]
 
     def command(self) -> Command:
         """The decoder writing WAV on stdout.
@@ -93,13 +105,56 @@ class Decoder:
 
     @contextmanager
     def stdin(self) -> Iterator[int | IO[bytes]]:
-        """What the decoder reads: nothing, or the source from its stream on."""
-        if not self.offset:
+        """What the decoder reads: nothing (it opens the file), the source
+        from its stream on, or a pipe fed with the source but its skips."""
+        if not self.offset and not self.skips:
             yield subprocess.DEVNULL
             return
-        with open(self.source, "rb") as f:
-            f.seek(self.offset)
-            yield f
+        if not self.skips:
+            with open(self.source, "rb") as f:
+                f.seek(self.offset)
+                yield f
+            return
+        read, write = os.pipe()
+        feeder = threading.Thread(target=feed, args=(self.source, self.pieces(), write), daemon=True)
+        feeder.start()
+        try:
+            with open(read, "rb", buffering=0) as pipe:
+                yield pipe
+        finally:  # the pipe's reader is gone: the feeder's next write fails, and it ends
+            feeder.join()
+
+    def pieces(self) -> list[tuple[int, int | None]]:
+        """The byte ranges the decoder reads, in order (None: to the end)."""
+        pieces: list[tuple[int, int | None]] = []
+        at = self.offset
+        for start, end in self.skips:
+            pieces.append((at, start))
+            at = end
+        return [*pieces, (at, None)]
+
+
+def feed(source: Path, pieces: list[tuple[int, int | None]], fd: int) -> None:
+    """Write those byte ranges of the source into a pipe, then close it;
+    stop early, quietly, when its reader is gone."""
+    try:
+        with open(source, "rb") as f:
+            for start, end in pieces:
+                f.seek(start)
+                left = None if end is None else end - start
+                while left is None or left > 0:
+                    chunk = f.read(1 << 18 if left is None else min(1 << 18, left))
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    if left is not None:
+                        left -= len(chunk)
+    except OSError:  # EPIPE: the decoder stopped reading (its failure says why)
+        pass
+    finally:
+        os.close(fd)
 
 
 def reference(source: Path, start: flacstream.Start, info: AudioInfo) -> Decoder:
@@ -129,16 +184,21 @@ def fallback(failures: Sequence[Exception | None], decoder: Decoder, info: Audio
         what, now, first = change.group(1), int(change.group(2)), int(change.group(3))
         return converted(decoder, info, what, first, now, "changes mid-stream")
     if LOST_SYNC in said:
-        other = flacstream.joined(decoder.source, decoder.offset)
-        if other is not None:
-            for what, now, first in (
-                ("bits-per-sample", other.bits_per_sample, info.bits_per_sample),
-                ("sample rate", other.sample_rate, info.sample_rate),
-                ("channels", other.channels, info.channels),
-            ):
-                if now != first:
-                    return converted(decoder, info, what, first, now, "changes between FLAC files joined end to end")
-            return with_note(decoder, info, "FLAC files joined end to end: decoded as one stream")
+        headers = flacstream.joined(decoder.source, decoder.offset)
+        if headers:
+            # ffmpeg, given the headers between the streams, drops the frames
+            # around them without a word: it gets the frames alone.
+            decoder = replace(decoder, skips=tuple((h.start, h.end) for h in headers))
+            where = "changes between FLAC files joined end to end"
+            for other in (h.format for h in headers):
+                for what, now, first in (
+                    ("bits-per-sample", other.bits_per_sample, info.bits_per_sample),
+                    ("sample rate", other.sample_rate, info.sample_rate),
+                    ("channels", other.channels, info.channels),
+                ):
+                    if now != first:
+                        return converted(decoder, info, what, first, now, where)
+            return with_note(decoder, info, f"{len(headers) + 1} FLAC files joined end to end: decoded as one stream")
     return None
 
 
@@ -151,8 +211,7 @@ def converted(decoder: Decoder, info: AudioInfo, what: str, first: int, now: int
 
 
 def with_note(decoder: Decoder, info: AudioInfo, note: str) -> Decoder:
-    notes = "; ".join(n for n in (decoder.note, note) if n)
-    return Decoder(decoder.source, decoder.offset, info, notes)
+    return replace(decoder, target=info, note="; ".join(n for n in (decoder.note, note) if n))
 
 
 @dataclass(frozen=True)

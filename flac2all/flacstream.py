@@ -181,19 +181,42 @@ def locate(path: Path) -> Start | None:
     return None
 
 
-def joined(path: Path, start: int) -> Format | None:
-    """The format of a second complete FLAC header after ``start`` (the
-    first stream's ``fLaC``): another file joined end to end. None if none."""
+@dataclass(frozen=True)
+class Header:
+    """A complete FLAC header inside a file: ``fLaC`` at ``start``, its
+    metadata blocks, its first frame at ``end``."""
+
+    start: int
+    end: int
+    format: Format
+
+
+def joined(path: Path, start: int) -> list[Header]:
+    """The complete FLAC headers after ``start`` (the first stream's
+    ``fLaC``): other files joined end to end to it."""
     with open(path, "rb") as f:
         try:
             data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except ValueError:  # empty
-            return None
+            return []
     with data:
+        found = []
         for m in MARKER.finditer(data, start + 4):
-            found = streaminfo(data[m.end() : m.end() + STREAMINFO_LENGTH])
-            if found is not None:
-                return found
+            fmt = streaminfo(data[m.end() : m.end() + STREAMINFO_LENGTH])
+            end = metadata_end(data, m.start() + 4)
+            if fmt is not None and end is not None:
+                found.append(Header(m.start(), end, fmt))
+        return found
+
+
+def metadata_end(data, i: int) -> int | None:
+    """Where the metadata blocks starting at ``data[i]`` end, if the last
+    one is marked last and ends within ``data``."""
+    while i + 4 <= len(data):
+        last, size = data[i] & 0x80, int.from_bytes(data[i + 1 : i + 4], "big")
+        i += 4 + size
+        if last:
+            return i if i <= len(data) else None
     return None
 
 

@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import mutagen
-from mutagen.flac import FLAC
+from mutagen.flac import FLAC, StreamInfo
 
 from flac2all import codecs, decoding, derive, tags
 from flac2all.decoding import Decoder, Expected
@@ -120,8 +120,6 @@ def write_tags(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, task: Task
 
 
 Timed = tuple[Outcome | Exception, float]  # an outcome and the seconds its task took
-
-
 Placed = tuple[int, Task, codecs.Codec, Path]  # (index in the batch, task, its codec, its temp output)
 Decoded = tuple[list[TaskError | None], list[float], Tap | None]  # failures, ends, what the tap measured
 
@@ -224,16 +222,32 @@ def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None)
     when done, so the output is never seen half-tagged."""
     codec = codecs.resolve(task.mode)
     meta, facts = source_meta(task.source, settings)
-    timeout = settings.timeout if settings.timeout is not None else default_timeout(meta.info.length)
+    timeout = timeout_for(meta, facts.size, settings)
     with staged(task.output) as tmp:
         try:
             shutil.copy2(task.output, tmp)
         except OSError as exc:
             raise TaskError(f"cannot copy the output to retag it: {describe_oserror(exc)}") from None
+        audio = audio_of(codec, tmp, meta)
         note = write_tags(codec, tmp, with_provenance(meta, facts, task), task, settings)
-        verify(codec, tmp, task.output, meta, timeout, processes or ProcessGroup())
+        verify(codec, tmp, task.output, meta, timeout, processes or ProcessGroup(), audio)
         commit(tmp, task.output)
     return note or "retagged", facts
+
+
+def audio_of(codec: codecs.Codec, output: Path, meta: tags.SourceMeta) -> Expected:
+    """What a retagged output must still be: the audio it has (its length; a
+    FLAC's samples and MD5), checked when it was encoded. Not the source's
+    STREAMINFO, which says nothing of a stream ffmpeg converted."""
+    try:
+        info = getattr(codec.tag_family.load(output), "info", None)
+    except mutagen.MutagenError:
+        info = None
+    if info is None:
+        return Expected(meta.info.length, meta.md5)
+    if isinstance(info, StreamInfo):
+        return Expected(info.length, info.md5_signature, info.total_samples)
+    return Expected(getattr(info, "length", 0.0) or 0.0)
 
 
 def move(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:

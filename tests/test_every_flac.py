@@ -223,11 +223,15 @@ def unusual(tmp_path_factory) -> tuple[dict[str, Case], Path, object]:
     streamed.write_bytes(streamed.read_bytes() + joined_frames(src, "channels", second, (44100, 1, 16)))
     cases["channel_change"] = Case(0.9, "", note="channel count changes mid-stream: mixed to 2 channels")
 
-    a = flac_from_raw(sine(0.5), root / "a.flac")
-    b = flac_from_raw(sine(0.4, rate=48000, tone=660), root / "b.flac", rate=48000)
-    (src / "cat_two_files.flac").write_bytes(a.read_bytes() + b.read_bytes())
+    # ffmpeg would drop the frames around each header between them.
+    first = sine(0.3)
+    a = flac_from_raw(first, root / "a.flac").read_bytes()
+    b = flac_from_raw(sine(0.3, rate=48000, tone=660), root / "b.flac", rate=48000).read_bytes()
+    (src / "cat_three_files.flac").write_bytes(a + a + b)
     note = "sample rate changes between FLAC files joined end to end: resampled to 44100 Hz"
-    cases["cat_two_files"] = Case(0.9, "", note=note)
+    cases["cat_three_files"] = Case(0.9, "", note=note)
+    (src / "cat_same_format.flac").write_bytes(a + a)
+    cases["cat_same_format"] = Case(0.6, md5_of(first * 2), note="2 FLAC files joined end to end")
 
     pcm = sine(0.4)
     plain = flac_from_raw(pcm, root / "plain.flac")
@@ -256,8 +260,9 @@ def unusual(tmp_path_factory) -> tuple[dict[str, Case], Path, object]:
     (src / "junk_then_frames.flac").write_bytes(b"garbage!" * 50 + body[first_frame(body) :])
     cases["junk_then_frames"] = Case(0.4, md5_of(pcm), note="400 bytes of something else")
 
-    for path in src.iterdir():  # each one is valid to the reference decoder, or to ffmpeg
-        if path.stem not in ("rate_change", "channel_change", "cat_two_files", "junk_first", "junk_then_frames"):
+    flac_refuses = ("rate_change", "channel_change", "cat_three_files", "cat_same_format", "junk_first")
+    for path in src.iterdir():  # the others are valid to the reference decoder itself
+        if path.stem not in (*flac_refuses, "junk_then_frames"):
             subprocess.run(["flac", "--test", "--silent", str(path)], check=True, capture_output=True)
     out = root / "out"
     run = run_flac2all(MODES, "-o", out, src)
@@ -294,7 +299,8 @@ def test_every_unusual_file_converts_in_every_mode(unusual):
         "variable_blocksize",
         "rate_change",
         "channel_change",
-        "cat_two_files",
+        "cat_three_files",
+        "cat_same_format",
         "id3v2_first",
         "junk_first",
         "frames_only",
@@ -509,3 +515,24 @@ def test_no_flac_stream_is_found_in_what_is_not_flac(tmp_path):
     mp3.write_bytes(bytes(range(256)) * 400 + b"\xff\xfb\x90\x64" * 500)
     tag.save(mp3)
     assert locate(mp3) is None
+
+
+def test_an_output_of_a_converted_stream_can_be_retagged(tmp_path):
+    """Its source's STREAMINFO describes the first file only: a retag checks
+    that the tagged output keeps its own audio, not the STREAMINFO's."""
+    src = tmp_path / "in"
+    src.mkdir()
+    a = flac_from_raw(sine(0.3), tmp_path / "a.flac")
+    b = flac_from_raw(sine(0.3, rate=48000), tmp_path / "b.flac", rate=48000)
+    joined = src / "joined.flac"
+    joined.write_bytes(a.read_bytes() + b.read_bytes())
+    out = tmp_path / "out"
+    assert run_flac2all("mp3,flac", "-o", out, src).returncode == 0
+    tags = FLAC(joined)
+    tags["TITLE"] = "retitled"
+    tags.save()
+    again = run_flac2all("mp3,flac", "-o", out, src)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {r["conversion_status"] for r in again.rows()} == {"SUCCESS (retagged)"}
+    assert FLAC(out / "flac" / "joined.flac")["TITLE"] == ["retitled"]
+    assert mutagen_file(out / "mp3" / "joined.mp3").info.length == pytest.approx(0.6, abs=0.08)
