@@ -49,9 +49,10 @@ class Flac(Codec):
     def commands(
         self, source: Path, output: Path, info: AudioInfo, options: tuple[str, ...], decoder: Decoder | None = None
     ) -> list[Command]:
-        # A 15-bit source stays 15-bit: legal FLAC, outside the subset.
-        lax = () if subset(info) else ("--lax",)
-        return super().commands(source, output, info, (*lax, *options), decoder)
+        stages = super().commands(source, output, info, options, decoder)
+        if not subset(info):  # a 15-bit source stays 15-bit: legal FLAC, outside the subset
+            stages[-1][-1:-1] = ["--lax"]
+        return stages
 
     def encode_command(self, output: Path, options: tuple[str, ...]) -> Command:
         # The WAV on the pipe may not know its length (a source whose
@@ -59,7 +60,7 @@ class Flac(Codec):
         # Nor its channel layout (a source without STREAMINFO): channels
         # are kept in their order, as FLAC has them anyway.
         pipe = ["--ignore-chunk-sizes", "--channel-map=none"]
-        return ["flac", "--silent", *pipe, *options, "--output-name", str(output), "-"]
+        return ["flac", "--silent", *options, "--output-name", str(output), *pipe, "-"]
 
     def verify_command(self, output: Path) -> Command | None:
         # libFLAC's own full decode: the metadata as its decoder reads it
