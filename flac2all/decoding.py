@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -104,11 +103,12 @@ class Decoder:
         ]
 
     @contextmanager
-    def stdin(self) -> Iterator[int | IO[bytes]]:
-        """What the decoder reads: nothing (it opens the file), the source
-        from its stream on, or a pipe fed with the source but its skips."""
+    def stdin(self) -> Iterator[IO[bytes] | None]:
+        """What the decoder reads: nothing (None: it opens the file), the
+        source from its stream on, or a pipe fed with the source but its
+        skips."""
         if not self.offset and not self.skips:
-            yield subprocess.DEVNULL
+            yield None
             return
         if not self.skips:
             with open(self.source, "rb") as f:

@@ -30,7 +30,7 @@ log = logging.getLogger("flac2all")
 
 Command = list[str]
 DEVNULL = subprocess.DEVNULL
-Stdin = int | IO[bytes]  # what a pipeline's first stage reads: nothing, or an open file
+Stdin = int | IO[bytes] | None  # what a pipeline's first stage reads: None (nothing), or an open file
 Tap = Callable[[bytes], None]  # sees every chunk of the decoder's output (pcm.Tap)
 
 
@@ -105,7 +105,7 @@ class Chain:
     def start(self, stdin: Stdin = DEVNULL, stdout: int = DEVNULL) -> None:
         """Start every stage; ``stdin``/``stdout`` of the chain may be PIPE
         (then ``self.stdin``/``self.stdout`` are their file objects)."""
-        upstream = stdin
+        upstream = DEVNULL if stdin is None else stdin
         for i, argv in enumerate(self.stages):
             errfile = tempfile.TemporaryFile()
             self.errfiles.append(errfile)
