@@ -173,8 +173,9 @@ def reference(source: Path, start: flacstream.Start, info: AudioInfo) -> Decoder
 
 def fallback(failures: Sequence[Exception | None], decoder: Decoder, info: AudioInfo) -> Decoder | TaskError | None:
     """After flac failed: ffmpeg if what it refused is the stream's structure
-    (converting to ``info``, the first segment's format), a TaskError naming
-    a structure nothing decodes, or None (a real failure: it stands)."""
+    (converting to ``info``, the first segment's format), flac again without
+    the ID3v1/APEv2 tags after the last frame, a TaskError naming a structure
+    nothing decodes, or None (a real failure: it stands)."""
     if decoder.target is not None:
         return None
     # The decoder's own words, when it is the stage blamed (blame.blame).
@@ -183,12 +184,16 @@ def fallback(failures: Sequence[Exception | None], decoder: Decoder, info: Audio
     if change is not None:
         what, now, first = change.group(1), int(change.group(2)), int(change.group(3))
         return converted(decoder, info, what, first, now, "changes mid-stream")
+    if LOST_SYNC in said and not decoder.skips and (tags := flacstream.trailing_tags(decoder.source)) is not None:
+        # flac again, without the tags after the last frame: its checks whole.
+        note = "; ".join(n for n in (decoder.note, "ID3v1/APEv2 tag after the FLAC stream: skipped") if n)
+        return replace(decoder, skips=((tags, os.path.getsize(decoder.source)),), note=note)
     if LOST_SYNC in said:
         headers = flacstream.joined(decoder.source, decoder.offset)
         if headers:
             # ffmpeg, given the headers between the streams, drops the frames
             # around them without a word: it gets the frames alone.
-            decoder = replace(decoder, skips=tuple((h.start, h.end) for h in headers))
+            decoder = replace(decoder, skips=tuple(sorted((*decoder.skips, *((h.start, h.end) for h in headers)))))
             where = "changes between FLAC files joined end to end"
             for other in (h.format for h in headers):
                 for what, now, first in (

@@ -220,6 +220,27 @@ def metadata_end(data, i: int) -> int | None:
     return None
 
 
+def trailing_tags(path: Path) -> int | None:
+    """Where the ID3v1 and APEv2 tags some taggers append after the last
+    frame start, or None when the file ends without one."""
+    with open(path, "rb") as f:
+        end = f.seek(0, io.SEEK_END)
+        start = end
+        if end >= 128:
+            f.seek(end - 128)
+            if f.read(3) == b"TAG":
+                start = end - 128
+        if start >= 32:
+            f.seek(start - 32)
+            footer = f.read(32)
+            if footer[:8] == b"APETAGEX":
+                size, flags = int.from_bytes(footer[12:16], "little"), int.from_bytes(footer[20:24], "little")
+                size += 32 if flags & 0x80000000 else 0  # its header, if it has one
+                if 32 <= size <= start:
+                    start -= size
+    return start if start < end else None
+
+
 class Window(io.RawIOBase):
     """A file seen from ``offset`` on, for a reader (mutagen) that expects
     the stream at position 0."""

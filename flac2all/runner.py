@@ -183,14 +183,14 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
                 timed[i] = (exc, time.monotonic() - started)
         decoder = decoding.reference(source, meta.start, meta.info)
         failures, ended, tap = decode(placed, decoder, meta, settings, timeout, processes)
-        other = decoding.fallback(failures, decoder, meta.info)
-        if isinstance(other, Decoder):
+        # At most twice: flac without the tags after the stream, then ffmpeg.
+        while isinstance(other := decoding.fallback(failures, decoder, meta.info), Decoder):
             log.info("%s: %s", source, other.note)
             for *_, tmp in placed:
                 tmp.unlink(missing_ok=True)
             decoder = other
             failures, ended, tap = decode(placed, decoder, meta, settings, timeout, processes)
-        elif isinstance(other, TaskError):
+        if isinstance(other, TaskError):
             failures = [other] * len(failures)
         expected = decoding.expected(meta.info.length, meta.md5, decoder, tap)
         for (i, task, codec, tmp), failure, end in zip(placed, failures, ended, strict=True):

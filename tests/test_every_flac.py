@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from mutagen import id3
+from mutagen.apev2 import APEv2
 from mutagen.flac import FLAC
 
 from flac2all import decoding
@@ -163,12 +164,29 @@ def joined_frames(folder: Path, name: str, second: bytes, fmt: tuple[int, int, i
     return data[first_frame(data) :]
 
 
+Converted = tuple[dict[str, Case], Path, object]  # the cases, OUTDIR, the run
+
+
+def folder(tmp_path_factory, name: str) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp(name)
+    (root / "in").mkdir()
+    return root, root / "in"
+
+
+def convert(root: Path, cases: dict[str, Case], flac_refuses: tuple[str, ...] = ()) -> Converted:
+    """One run in every mode, once each source (but those flac refuses) is
+    checked valid by the reference decoder itself."""
+    for path in (root / "in").iterdir():
+        if path.stem not in flac_refuses:
+            subprocess.run(["flac", "--test", "--silent", str(path)], check=True, capture_output=True)
+    out = root / "out"
+    return cases, out, run_flac2all(MODES, "-o", out, root / "in")
+
+
 @pytest.fixture(scope="module")
-def unusual(tmp_path_factory) -> tuple[dict[str, Case], Path, object]:
-    """One folder with every case, converted by one run in every mode."""
-    root = tmp_path_factory.mktemp("every")
-    src = root / "in"
-    src.mkdir()
+def formats(tmp_path_factory) -> Converted:
+    """Streams of unusual parameters, converted by one run in every mode."""
+    root, src = folder(tmp_path_factory, "formats")
     cases: dict[str, Case] = {}
 
     pcm = sine(0.5)
@@ -209,6 +227,14 @@ def unusual(tmp_path_factory) -> tuple[dict[str, Case], Path, object]:
 
     _, pcm = variable_blocksize(src / "variable_blocksize.flac", [4096, 1000, 2500, 4608, 333, 1152])
     cases["variable_blocksize"] = Case(len(pcm) / 4 / 44100, md5_of(pcm))
+    return convert(root, cases)
+
+
+@pytest.fixture(scope="module")
+def structures(tmp_path_factory) -> Converted:
+    """Files of unusual structure, converted by one run in every mode."""
+    root, src = folder(tmp_path_factory, "structures")
+    cases: dict[str, Case] = {}
 
     first, second = sine(0.5), sine(0.4, rate=48000, tone=660)
     streamed = flac_from_raw(first, src / "rate_change.flac", stream=True)
@@ -260,17 +286,24 @@ def unusual(tmp_path_factory) -> tuple[dict[str, Case], Path, object]:
     (src / "junk_then_frames.flac").write_bytes(b"garbage!" * 50 + body[first_frame(body) :])
     cases["junk_then_frames"] = Case(0.4, md5_of(pcm), note="400 bytes of something else")
 
+    id3v1 = b"TAG" + b"Old Title".ljust(30, b"\0") + b"Old Artist".ljust(30, b"\0") + bytes(65)
+    (src / "id3v1_last.flac").write_bytes(body + id3v1)
+    cases["id3v1_last"] = Case(0.4, md5_of(pcm), note="ID3v1/APEv2 tag after the FLAC stream: skipped")
+    ape = src / "apev2_and_id3v1_last.flac"
+    ape.write_bytes(body)
+    apev2 = APEv2()
+    apev2["Title"] = "APE title"
+    apev2.save(ape)
+    ape.write_bytes(ape.read_bytes() + id3v1)
+    cases["apev2_and_id3v1_last"] = Case(0.4, md5_of(pcm), note="ID3v1/APEv2 tag after the FLAC stream: skipped")
+
     flac_refuses = ("rate_change", "channel_change", "cat_three_files", "cat_same_format", "junk_first")
-    for path in src.iterdir():  # the others are valid to the reference decoder itself
-        if path.stem not in (*flac_refuses, "junk_then_frames"):
-            subprocess.run(["flac", "--test", "--silent", str(path)], check=True, capture_output=True)
-    out = root / "out"
-    run = run_flac2all(MODES, "-o", out, src)
-    return cases, out, run
+    return convert(root, cases, (*flac_refuses, "junk_then_frames", "id3v1_last", "apev2_and_id3v1_last"))
 
 
-def test_every_unusual_file_converts_in_every_mode(unusual):
-    cases, out, run = unusual
+@pytest.mark.parametrize("group", ["formats", "structures"])
+def test_every_unusual_file_converts_in_every_mode(request, group):
+    cases, out, run = request.getfixturevalue(group)
     rows = read_log(out)
     assert len(rows) == len(cases) * len(OUTPUTS), run.stdout + run.stderr
     failed = [
@@ -282,33 +315,37 @@ def test_every_unusual_file_converts_in_every_mode(unusual):
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "unknown_total",
-        "no_md5",
-        "32bit",
-        "32bit_streamed",
-        "12bit",
-        "15bit",
-        "20bit",
-        "12bit_streamed",
-        "20bit_streamed",
-        "blocksize_65535",
-        "rice_order_15",
-        "variable_blocksize",
-        "rate_change",
-        "channel_change",
-        "cat_three_files",
-        "cat_same_format",
-        "id3v2_first",
-        "junk_first",
-        "frames_only",
-        "junk_then_frames",
-    ],
-)
-def test_each_output_is_whole_and_flac_mode_bit_exact(unusual, name):
-    cases, out, _ = unusual
+FORMATS = [
+    "unknown_total",
+    "no_md5",
+    "32bit",
+    "32bit_streamed",
+    "12bit",
+    "15bit",
+    "20bit",
+    "12bit_streamed",
+    "20bit_streamed",
+    "blocksize_65535",
+    "rice_order_15",
+    "variable_blocksize",
+]
+STRUCTURES = [
+    "rate_change",
+    "channel_change",
+    "cat_three_files",
+    "cat_same_format",
+    "id3v2_first",
+    "junk_first",
+    "frames_only",
+    "junk_then_frames",
+    "id3v1_last",
+    "apev2_and_id3v1_last",
+]
+
+
+@pytest.mark.parametrize("name", FORMATS + STRUCTURES)
+def test_each_output_is_whole_and_flac_mode_bit_exact(request, name):
+    cases, out, _ = request.getfixturevalue("formats" if name in FORMATS else "structures")
     case = cases[name]
     rows = {r["format"]: r for r in read_log(out) if Path(r["infile"]).stem == name}
     assert set(rows) == set(OUTPUTS)
@@ -329,10 +366,9 @@ def test_each_output_is_whole_and_flac_mode_bit_exact(unusual, name):
     subprocess.run(["flac", "--test", "--silent", str(out / "flac" / f"{name}.flac")], check=True)
 
 
-def test_the_unusual_structures_are_really_there(unusual):
-    """The fixtures are what they claim (so the tests above test something)."""
-    cases, out, _ = unusual
-    src = out.parent / "in"
+def test_the_unusual_files_are_what_they_claim(formats, structures):
+    """So that the tests above test something."""
+    src = formats[1].parent / "in"
     assert FLAC(src / "unknown_total.flac").info.total_samples == 0
     assert FLAC(src / "unknown_total.flac").info.md5_signature == 0
     assert FLAC(src / "no_md5.flac").info.md5_signature == 0
@@ -341,31 +377,23 @@ def test_the_unusual_structures_are_really_there(unusual):
     for bits in (12, 20):
         streamed = FLAC(src / f"{bits}bit_streamed.flac").info
         assert (streamed.bits_per_sample, streamed.total_samples, streamed.md5_signature) == (bits, 0, 0)
-    analysis = subprocess.run(
-        ["flac", "--analyze", "--silent", "--stdout", str(src / "rice_order_15.flac")], capture_output=True, text=True
-    ).stdout
-    assert "partition_order=15" in analysis
-    assert (
-        "blocksize=65535"
-        in subprocess.run(
-            ["flac", "--analyze", "--silent", "--stdout", str(src / "blocksize_65535.flac")],
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
-    sizes = subprocess.run(
-        ["flac", "--analyze", "--silent", "--stdout", str(src / "variable_blocksize.flac")],
-        capture_output=True,
-        text=True,
-    ).stdout
+    assert "partition_order=15" in analysis(src / "rice_order_15.flac")
+    assert "blocksize=65535" in analysis(src / "blocksize_65535.flac")
+    sizes = analysis(src / "variable_blocksize.flac")
     assert "blocksize=1000" in sizes and "blocksize=4608" in sizes
     for name in ("rate_change", "channel_change"):
-        said = subprocess.run(["flac", "--test", str(src / f"{name}.flac")], capture_output=True, text=True).stderr
-        assert "in frame but" in said
+        path = structures[1].parent / "in" / f"{name}.flac"
+        assert "in frame but" in subprocess.run(["flac", "--test", str(path)], capture_output=True, text=True).stderr
 
 
-def test_the_id3v2_fields_fill_in_the_source_tags(unusual):
-    _, out, _ = unusual
+def analysis(path: Path) -> str:
+    """flac's analysis of each frame and subframe."""
+    argv = ["flac", "--analyze", "--silent", "--stdout", str(path)]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def test_the_id3v2_fields_fill_in_the_source_tags(structures):
+    _, out, _ = structures
     ogg = mutagen_file(out / "vorbis" / "id3v2_first.ogg")
     assert ogg["TITLE"] == ["the FLAC's own title"]  # the FLAC's comment wins
     assert ogg["ARTIST"] == ["Ripper Artist"]
@@ -383,14 +411,14 @@ def corrupt(tmp_path_factory) -> tuple[Path, object]:
     root = tmp_path_factory.mktemp("corrupt")
     src = root / "in"
     src.mkdir()
-    pcm = sine(2.0)
+    pcm = sine(1.0)
     streamed = flac_from_raw(pcm, root / "streamed.flac", stream=True).read_bytes()
     mid = len(streamed) // 2
     flipped = bytearray(streamed)
     flipped[mid] ^= 0x01
     (src / "crc_error_unknown_total.flac").write_bytes(bytes(flipped))
     (src / "truncated_last_frame_unknown_total.flac").write_bytes(streamed[:-5])
-    changed = streamed + joined_frames(root, "change", sine(1.0, rate=48000), (48000, 2, 16))
+    changed = streamed + joined_frames(root, "change", sine(0.6, rate=48000), (48000, 2, 16))
     flipped = bytearray(changed)
     # In the last frames: flac stops at the change (its first frame decodes),
     # ffmpeg reads on and must see it.
@@ -415,6 +443,9 @@ def corrupt(tmp_path_factory) -> tuple[Path, object]:
     (src / "md5_mismatch_junk_first.flac").write_bytes(b"\x00" * 100 + bytes(badmd5))
     (src / "text_with_id3v2.flac").write_text("just some text, no audio at all\n" * 20)
     tag.save(src / "text_with_id3v2.flac")
+    id3v1 = b"TAG" + bytes(125)
+    (src / "truncated_then_id3v1.flac").write_bytes(good[:-5] + id3v1)
+    (src / "md5_mismatch_then_id3v1.flac").write_bytes(bytes(badmd5) + id3v1)
     (src / "bits_change.flac").write_bytes(streamed + joined_frames(root, "bits", sine(0.5, bits=24), (44100, 2, 24)))
     out = root / "out"
     return out, run_flac2all(MODES, "-o", out, src)
@@ -432,6 +463,8 @@ CORRUPT = {
     "md5_mismatch_junk_first": "MD5 signature mismatch",
     "text_with_id3v2": "not a FLAC file (no fLaC header)",
     "bits_change": "bit depth changes mid-stream (16 bits, then 24)",
+    "truncated_then_id3v1": "flac exited with status 1",
+    "md5_mismatch_then_id3v1": "MD5 signature mismatch",
 }
 
 
