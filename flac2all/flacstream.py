@@ -99,7 +99,7 @@ def frame_header(data: bytes, i: int) -> tuple[int, Format | None] | None:
     # The coded frame or sample number: UTF-8's scheme, up to 7 bytes.
     first, n = head[4], 4
     extra = 0 if first < 0x80 else 8 - (~first & 0xFF).bit_length() - 1
-    if first >= 0x80 and not 1 <= extra <= 6 or first == 0xFF:
+    if (first >= 0x80 and not 1 <= extra <= 6) or first == 0xFF:
         return None
     if any(b & 0xC0 != 0x80 for b in head[n + 1 : n + 1 + extra]):
         return None
@@ -247,7 +247,7 @@ class Window(io.RawIOBase):
 
     def __init__(self, path: Path, offset: int) -> None:
         super().__init__()
-        self.file = open(path, "rb")  # noqa: SIM115 (closed with the window)
+        self.file = open(path, "rb")  # closed with the window
         self.offset = offset
         self.name = str(path)
         self.file.seek(offset)
