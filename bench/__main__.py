@@ -486,7 +486,7 @@ def cluster_of(args, folder: Path | None) -> list[str]:
         finally:
             m.stop()
             w.stop()
-        copied = sum(1 for _, line in m.lines if line.startswith("copied "))
+        copied = sum(1 for _, line in m.lines if line.startswith(("copied ", "OK ")))  # OK: before the verbs
         if copied != count:
             raise SystemExit(f"{copied} of {count} tasks done")
         rates.append(count / (end - start))
