@@ -10,9 +10,10 @@ becomes one TaskResult per task through ``runner.execute_batch``, which
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
@@ -128,6 +129,13 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+    def __reduce__(self):
+        # A mappingproxy cannot be pickled: the options travel as a plain dict
+        # (a Dask client pickles the settings for its workers).
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["options"] = dict(self.options)
+        return functools.partial(Settings, **values), ()
 
 
 @dataclass(frozen=True)
