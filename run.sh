@@ -65,7 +65,7 @@ python_package() {
         python3 -m venv "$VENV"
     fi
     if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,dask]'
         touch "$VENV/.installed"
     fi
 }

@@ -20,6 +20,7 @@ from flac2all.codecs.options import options_help
 from flac2all.config import positive_float, positive_int, settings_from
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
 from flac2all.executors import Executor
+from flac2all.executors.jobqueue import JOBQUEUES
 from flac2all.executors.local import LocalPool
 from flac2all.model import Settings
 from flac2all.progress import make_display
@@ -164,6 +165,33 @@ def build_parser(with_profiles: bool = False) -> argparse.ArgumentParser:
         metavar="DIR",
         help="write a master and a worker keypair into DIR, and exit (give no MODE or INPUTDIR)",
     )
+    dask = p.add_argument_group(
+        "Dask cluster (workers: dask worker ADDRESS, on nodes with flac2all, the encoders and the same paths;"
+        " needs pip install 'flac2all[dask]')"
+    )
+    dask.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run the jobs on the Dask cluster whose scheduler is at ADDRESS (for example tcp://head:8786)",
+    )
+    dask.add_argument(
+        "--dask-scheduler-file",
+        metavar="FILE",
+        help="the same, with the scheduler named by the file of dask scheduler --scheduler-file FILE",
+    )
+    dask.add_argument(
+        "--dask-jobqueue",
+        choices=JOBQUEUES,
+        help="run Dask workers as jobs of this batch system (dask-jobqueue), as many as there is work for; the queue,"
+        " account, walltime and the like come from Dask's jobqueue config",
+    )
+    dask.add_argument(
+        "--dask-jobs", type=positive_int, default=4, metavar="N", help="--dask-jobqueue: at most N jobs (default 4)"
+    )
+    dask.add_argument(
+        "--dask-cores", type=positive_int, metavar="C", help="--dask-jobqueue: C cores (worker threads) per job"
+    )
+    dask.add_argument("--dask-memory", metavar="SIZE", help="--dask-jobqueue: memory per job, for example 2GB")
     p.add_argument(
         "-C",
         "--curses",
@@ -315,6 +343,21 @@ def run_one(
             if not 0 <= args.port < 65536:
                 raise UsageError(f"--port {args.port}: not a port number")
             executor = Master(args.bind, args.port, keys.find(args.keys), say=emit)
+        if args.dask or args.dask_scheduler_file or args.dask_jobqueue:
+            from flac2all.executors.dask import DaskExecutor
+
+            if args.master or sum(map(bool, (args.dask, args.dask_scheduler_file, args.dask_jobqueue))) > 1:
+                raise UsageError("choose one of -m, --dask, --dask-scheduler-file and --dask-jobqueue")
+            executor = DaskExecutor.connect(
+                args.dask,
+                args.dask_scheduler_file,
+                args.dask_jobqueue,
+                args.dask_jobs,
+                args.dask_cores,
+                args.dask_memory,
+                say=emit,
+            )
+            executor.prepare(settings, stop)
         display = make_display(sys.stdout, dashboard=args.curses, quiet=args.quiet)
         outcome.report = engine.run(settings, display, stop, plan_json, executor)
     except Flac2allError as exc:

@@ -1,0 +1,405 @@
+"""The Dask executor: a run's jobs as tasks of a Dask distributed cluster
+(``--dask ADDRESS``, ``--dask-scheduler-file FILE``, or a batch system's
+nodes through dask-jobqueue: ``--dask-jobqueue slurm``).
+
+One Dask task per job (the encodes of one source, decoded once), submitted
+with ``pure=False`` and a key that names the source and is unique per run.
+The task runs ``runner.execute_batch`` in a worker process with a
+ProcessGroup of its own; its TaskResults come back to the calling thread
+through ``as_completed``. Dask's guarantees are used, not rebuilt: the
+scheduler reruns elsewhere the jobs of a worker lost mid-job, and a job under
+which workers died more than ``distributed.scheduler.allowed-failures`` times
+ends as KilledWorker, which becomes a failed result for each of its tasks.
+
+Workers import this module to run ``run_job``. Dask is imported only when
+used (``load``): the CLI reads this module's names without it, and a
+missing extra is a usage error, not an ImportError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from flac2all import outputs
+from flac2all.errors import Flac2allError, UsageError
+from flac2all.executors.jobqueue import INSTALL
+from flac2all.model import HostRow, Job, Settings, Status, Task, TaskResult
+from flac2all.procs import Interrupted, ProcessGroup
+from flac2all.report import printable
+
+CONNECT_TIMEOUT = "20s"
+STOP_GRACE = 5.0  # seconds the workers get to end a stopped run's jobs (temp files removed)
+
+# -- in the worker process ----------------------------------------------------
+
+_lock = threading.Lock()
+_running: dict[str, set[ProcessGroup]] = {}  # run -> the process groups of its jobs running here
+_stopped: set[str] = set()  # runs stopped by their client: their jobs start no encoder here
+
+
+def topic(run: str) -> str:
+    """The Dask event topic on which a run's jobs say where they start."""
+    return f"flac2all-{run}"
+
+
+def run_job(run: str, index: int, tasks: Sequence[Task], settings: Settings) -> list[TaskResult]:
+    """The Dask task of one job: ``runner.execute_batch`` in this worker
+    process, with a ProcessGroup of its own that ``stop_run`` can end."""
+    import distributed
+
+    from flac2all import runner
+
+    processes = ProcessGroup()
+    with _lock:
+        if run in _stopped:
+            raise Interrupted()
+        _running.setdefault(run, set()).add(processes)
+    try:
+        worker = distributed.get_worker()
+        worker.log_event(topic(run), {"job": index, "worker": worker.address, "host": socket.gethostname()})
+        return runner.execute_batch(tasks, settings, processes)
+    finally:
+        with _lock:
+            groups = _running.get(run, set())
+            groups.discard(processes)
+            if not groups:
+                _running.pop(run, None)
+
+
+async def stop_run(run: str, grace: float) -> int:
+    """Run by ``Client.run`` on every worker when a run is stopped: kill its
+    encoders here, refuse its later jobs, and wait (at most ``grace``
+    seconds) until its jobs have unwound and removed their temp files.
+    Returns how many of its jobs still run here."""
+    with _lock:
+        _stopped.add(run)
+        groups = list(_running.get(run, ()))
+    for group in groups:
+        group.stop()
+    deadline = time.monotonic() + grace
+    while run in _running and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return len(_running.get(run, ()))
+
+
+def check_worker(version: str, modes: tuple[str, ...], settings: Settings) -> str:
+    """On one worker, before any job: what a local run checks before it
+    touches a file (same flac2all, the encoders, their options, the paths).
+    Returns the worker's host name; raises UsageError."""
+    from flac2all import __version__, codecs, engine, preflight
+
+    host = socket.gethostname()
+    if __version__ != version:
+        raise UsageError(f"the Dask worker on {host} has flac2all {__version__}, this is {version}")
+    if not settings.input_dir.is_dir():
+        raise UsageError(
+            f"the Dask worker on {host} does not see the input folder {printable(settings.input_dir)} "
+            "(workers must see the same paths)"
+        )
+    selected = tuple(codecs.resolve(m) for m in modes)
+    try:
+        engine.check_programs(selected)
+        preflight.check_options(selected, settings)
+    except Flac2allError as exc:  # a missing program, a refused option: the same error, placed
+        raise type(exc)(f"on the Dask worker on {host}: {exc}") from None
+    return host
+
+
+# -- in the client ------------------------------------------------------------
+
+
+def load():
+    """The ``distributed`` module; UsageError (exit 2) without the extra."""
+    try:
+        import distributed
+    except ImportError:
+        raise UsageError(f"--dask needs Dask, which is not installed: {INSTALL}") from None
+    return distributed
+
+
+def job_key(run: str, index: int, job: Job) -> str:
+    """The job's Dask key: its action and source, unique per run (the
+    dashboard groups tasks by the part before the run's id)."""
+    name = printable(job.source.name)[:100]
+    return f"flac2all_{job.action.value}-{run}-{index:06d}-{name}"
+
+
+class DaskExecutor:
+    """The executor of a run on a Dask cluster (``flac2all.executors.Executor``)."""
+
+    needs_local_encoders = False  # its workers need them
+
+    def __init__(self, client, say: Callable[[str], None] = print, owned: Sequence = ()) -> None:
+        """``client``: a ``distributed.Client``; ``owned``: what to close
+        after the run (the client, and the cluster ``connect`` made)."""
+        self.client = client
+        self.say = say
+        self.owned = list(owned)
+        self.started = time.monotonic()
+        self.running: dict[int, tuple[str, Job]] = {}  # job index -> (worker address, job)
+        self.done: dict[str, int] = {}  # worker host -> tasks done
+        self.names: dict[str, str] = {}  # worker host -> its host name
+        self.littered: set[Path] = set()  # output folders of jobs whose worker was lost
+        self.info: dict = {}
+        self.info_at = 0.0
+
+    @classmethod
+    def connect(
+        cls,
+        address: str | None = None,
+        scheduler_file: str | None = None,
+        jobqueue: str | None = None,
+        jobs: int = 1,
+        cores: int | None = None,
+        memory: str | None = None,
+        say: Callable[[str], None] = print,
+    ) -> DaskExecutor:
+        """A client of the scheduler at ``address``, or named by
+        ``scheduler_file``, or of a batch system's cluster (dask-jobqueue:
+        up to ``jobs`` worker jobs of ``cores`` cores each, the rest from
+        Dask's jobqueue config), scaled to zero when there is nothing to do."""
+        distributed = load()
+        if jobqueue is not None:
+            from flac2all.executors.jobqueue import batch_cluster
+
+            cluster = batch_cluster(jobqueue, jobs, cores, memory)
+            client = distributed.Client(cluster)
+            return cls(client, say, [cluster, client])  # closed in reverse: the client first
+        try:
+            if scheduler_file is not None:
+                client = distributed.Client(scheduler_file=scheduler_file, timeout=CONNECT_TIMEOUT)
+            else:
+                client = distributed.Client(address, timeout=CONNECT_TIMEOUT)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot reach the Dask scheduler {address or scheduler_file}: {exc}") from None
+        return cls(client, say, [client])
+
+    def prepare(self, settings: Settings, stop: threading.Event) -> None:
+        """Before the run: say where the dashboard is, wait for a worker, and
+        check on it what a local run checks before it touches a file (raises
+        UsageError); returns at once when ``stop`` is set."""
+        try:
+            link = self.client.dashboard_link
+        except (KeyError, AttributeError):
+            link = None
+        self.say(f"Dask scheduler {self.client.scheduler.address}, dashboard: {link or 'none'}")
+        if not settings.input_dir.is_dir():
+            return  # the engine says so
+        if not self.client.scheduler_info()["workers"]:
+            self.say("Waiting for Dask worker(s) to connect...")
+        from flac2all import __version__
+
+        key = f"flac2all_check-{uuid.uuid4().hex[:12]}"
+        check = self.client.submit(check_worker, __version__, settings.modes, settings, key=key, pure=False)
+        try:
+            while not stop.is_set():
+                try:
+                    host = check.result(timeout=0.2)
+                except TimeoutError:
+                    continue
+                self.say(f"Checked the encoders on the Dask worker on {host}; {self.threads()} worker thread(s)")
+                return
+        except Flac2allError:
+            self.close()
+            raise
+        except Exception as exc:  # it could not even run there (flac2all missing, a worker dying)
+            self.close()
+            raise UsageError(f"the Dask workers cannot run flac2all: {type(exc).__name__}: {exc}") from None
+        finally:
+            check.release()
+
+    def threads(self) -> int:
+        return sum(w["nthreads"] for w in self.client.scheduler_info()["workers"].values())
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        settings: Settings,
+        on_start: Callable[[Task], None],
+        on_result: Callable[[TaskResult], None],
+        stop: threading.Event,
+    ) -> None:
+        """See ``executors.Executor.run``."""
+        run = uuid.uuid4().hex[:12]
+        self.started = time.monotonic()
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        try:
+            if not jobs or stop.is_set():
+                return
+            self.client.subscribe_topic(topic(run), events.put)
+            self.client.subscribe_topic("all", events.put)
+            futures = self.client.map(
+                run_job,
+                [run] * len(jobs),
+                range(len(jobs)),
+                [job.tasks for job in jobs],
+                [settings] * len(jobs),
+                key=[job_key(run, i, job) for i, job in enumerate(jobs)],
+                pure=False,
+            )
+            if Collector(self, run, jobs, futures, events, on_start, on_result).collect(stop):
+                # Every job is settled and none still runs anywhere: what a
+                # lost worker was writing can go.
+                outputs.remove_stale_temps(self.littered)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for thing in reversed(self.owned):
+            try:
+                thing.close()
+            except Exception:  # closing must not hide the run's outcome
+                pass
+        self.owned.clear()
+
+    def hosts(self) -> list[HostRow]:
+        """Per worker host: its threads as the scheduler reports them, and
+        what this run saw of it (tasks done, rate, current files)."""
+        now = time.monotonic()
+        if now - self.info_at > 1.0:
+            self.info_at = now
+            try:
+                self.info = self.client.scheduler_info()["workers"]
+            except Exception:  # the scheduler is gone or busy: the last figures
+                pass
+        threads: dict[str, int] = {}
+        for address, worker in list(self.info.items()):
+            threads[host_of(address)] = threads.get(host_of(address), 0) + worker.get("nthreads", 0)
+        current: dict[str, list[str]] = {}
+        for worker, job in list(self.running.values()):
+            current.setdefault(host_of(worker), []).append(job.source.name)
+        elapsed = max(now - self.started, 1e-9)
+        done = dict(self.done)
+        return [
+            HostRow(
+                self.names.get(host, host),
+                threads.get(host, 0),
+                done.get(host, 0),
+                done.get(host, 0) / elapsed,
+                current.get(host, []),
+            )
+            for host in sorted(threads.keys() | done.keys() | current.keys())
+        ]
+
+
+class Collector:
+    """One run's futures, collected in the calling thread: results, jobs
+    starting on workers, workers lost, and a stop."""
+
+    def __init__(self, executor: DaskExecutor, run: str, jobs, futures, events, on_start, on_result) -> None:
+        self.executor, self.run, self.jobs = executor, run, jobs
+        self.client = executor.client
+        self.keys = [f.key for f in futures]
+        self.index = {key: i for i, key in enumerate(self.keys)}
+        self.pending = {f.key: f for f in futures}
+        self.finished = load().as_completed(futures)
+        self.events: queue.SimpleQueue = events
+        self.on_start, self.on_result = on_start, on_result
+
+    def collect(self, stop: threading.Event) -> bool:
+        """Until every job has its results or the run is stopped; whether
+        nothing of this run may still run anywhere."""
+        while self.pending:
+            if stop.is_set():
+                return self.halt()
+            if self.client.status in ("closing", "closed", "failed"):
+                for key in list(self.pending):
+                    self.fail(self.index[key], "the connection to the Dask scheduler was lost")
+                return False
+            self.drain()
+            batch = [f for f in self.finished.next_batch(block=False) if self.pending.pop(f.key, None) is not None]
+            ok = [f for f in batch if f.status == "finished"]
+            for future, results in zip(ok, self.client.gather(ok) if ok else [], strict=True):
+                worker, _ = self.executor.running.pop(self.index[future.key], ("", None))
+                host = host_of(worker)
+                self.executor.done[host] = self.executor.done.get(host, 0) + len(results)
+                for result in results:
+                    self.on_result(result)
+            for future in batch:
+                if future.status != "finished":
+                    self.erred(future)
+                future.release()
+        return True
+
+    def drain(self) -> None:
+        """The events that came (waiting for one a little: the loop's pace)."""
+        try:
+            self.event(self.events.get(timeout=0.02))
+            while True:
+                self.event(self.events.get_nowait())
+        except queue.Empty:
+            pass
+
+    def event(self, event: tuple[float, dict]) -> None:
+        """A job started on a worker (the run's topic), or a worker left
+        the cluster ("all"): the jobs it held may have left temp files."""
+        msg = event[1]
+        if not isinstance(msg, dict):
+            return
+        if msg.get("job") is not None and isinstance(msg["job"], int) and 0 <= msg["job"] < len(self.jobs):
+            job = self.jobs[msg["job"]]
+            self.executor.running[msg["job"]] = (str(msg["worker"]), job)
+            self.executor.names[host_of(str(msg["worker"]))] = str(msg["host"])
+            for task in job.tasks:
+                self.on_start(task)
+        elif msg.get("action") == "remove-worker":
+            ours = [self.index[k] for k in msg.get("processing-tasks", ()) if k in self.index]
+            for i in ours:
+                self.executor.running.pop(i, None)
+                self.executor.littered.update(t.output.parent for t in self.jobs[i].tasks)
+            if ours:
+                self.executor.say(f"Dask worker {msg.get('worker')} left; the scheduler reruns its {len(ours)} job(s)")
+
+    def erred(self, future) -> None:
+        """A job that ended without results."""
+        i = self.index[future.key]
+        if future.status == "cancelled":
+            lost = self.client.status != "running"
+            self.fail(i, "the connection to the Dask scheduler was lost" if lost else "cancelled on the Dask cluster")
+            return
+        exc = future.exception()
+        if isinstance(exc, load().KilledWorker):
+            self.executor.littered.update(t.output.parent for t in self.jobs[i].tasks)
+            message = (
+                f"Dask workers died under this job {exc.allowed_failures + 1} times"
+                f" (distributed.scheduler.allowed-failures = {exc.allowed_failures})"
+            )
+        else:
+            message = f"the Dask worker could not run it: {type(exc).__name__}: {exc}"
+        self.fail(i, message)
+
+    def fail(self, i: int, message: str) -> None:
+        """A failed result for each task of job ``i``."""
+        self.pending.pop(self.keys[i], None)
+        self.executor.running.pop(i, None)
+        for task in self.jobs[i].tasks:
+            self.on_result(TaskResult(task, Status.FAILED, message, 1))
+
+    def halt(self) -> bool:
+        """Stop: end the run's jobs on every worker (encoders killed, temp
+        files removed) and drop the queued ones; whether all have ended."""
+        ended: list[dict] = []
+
+        def stop_everywhere() -> None:
+            ended.append(self.client.run(stop_run, self.run, STOP_GRACE, on_error="return"))
+
+        thread = threading.Thread(target=stop_everywhere, name="dask-stop", daemon=True)
+        thread.start()
+        thread.join(STOP_GRACE + 5)
+        self.client.cancel(list(self.pending.values()))
+        still = sum(n for n in ended[0].values() if isinstance(n, int)) if ended else -1
+        if still:
+            self.executor.say("Dask workers did not end this run's jobs in time; the next run removes their temp files")
+        return still == 0
+
+
+def host_of(address: str) -> str:
+    """'tcp://10.0.0.5:40331' -> '10.0.0.5'."""
+    return address.split("://", 1)[-1].rsplit(":", 1)[0]
