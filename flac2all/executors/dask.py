@@ -19,6 +19,8 @@ missing extra is a usage error, not an ImportError.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import queue
 import socket
 import threading
@@ -166,6 +168,10 @@ class DaskExecutor:
         up to ``jobs`` worker jobs of ``cores`` cores each, the rest from
         Dask's jobqueue config), scaled to zero when there is nothing to do."""
         distributed = load()
+        if not logging.getLogger("flac2all").isEnabledFor(logging.DEBUG):
+            # Dask logs at INFO (the scheduler that --dask-jobqueue runs here,
+            # a lot): a run's output keeps its own lines and Dask's warnings.
+            logging.getLogger("distributed").setLevel(logging.WARNING)
         if jobqueue is not None:
             from flac2all.executors.jobqueue import batch_cluster
 
@@ -230,11 +236,13 @@ class DaskExecutor:
         run = uuid.uuid4().hex[:12]
         self.started = time.monotonic()
         events: queue.SimpleQueue = queue.SimpleQueue()
+        subscribed: list[str] = []
         try:
             if not jobs or stop.is_set():
                 return
-            self.client.subscribe_topic(topic(run), events.put)
-            self.client.subscribe_topic("all", events.put)
+            for name in (topic(run), "all"):
+                self.client.subscribe_topic(name, events.put)
+                subscribed.append(name)
             futures = self.client.map(
                 run_job,
                 [run] * len(jobs),
@@ -249,6 +257,9 @@ class DaskExecutor:
                 # lost worker was writing can go.
                 outputs.remove_stale_temps(self.littered)
         finally:
+            for name in subscribed:  # else the scheduler may write to a closed client
+                with contextlib.suppress(Exception):
+                    self.client.unsubscribe_topic(name)
             self.close()
 
     def close(self) -> None:
