@@ -11,9 +11,8 @@ scheduler reruns elsewhere the jobs of a worker lost mid-job, and a job under
 which workers died more than ``distributed.scheduler.allowed-failures`` times
 ends as KilledWorker, which becomes a failed result for each of its tasks.
 
-Workers import this module to run ``run_job``. Dask is imported only when
-used (``load``): the CLI reads this module's names without it, and a
-missing extra is a usage error, not an ImportError.
+What runs in the workers is in ``dask_worker``. Dask is imported only when
+used (``load``): a missing extra is a usage error, not an ImportError.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import queue
-import socket
 import threading
 import time
 import uuid
@@ -31,90 +29,13 @@ from pathlib import Path
 
 from flac2all import outputs
 from flac2all.errors import Flac2allError, UsageError
+from flac2all.executors.dask_worker import check_worker, run_job, stop_run, topic
 from flac2all.executors.jobqueue import INSTALL
 from flac2all.model import HostRow, Job, Settings, Status, Task, TaskResult
-from flac2all.procs import Interrupted, ProcessGroup
 from flac2all.report import printable
 
 CONNECT_TIMEOUT = "20s"
 STOP_GRACE = 5.0  # seconds the workers get to end a stopped run's jobs (temp files removed)
-
-# -- in the worker process ----------------------------------------------------
-
-_lock = threading.Lock()
-_running: dict[str, set[ProcessGroup]] = {}  # run -> the process groups of its jobs running here
-_stopped: set[str] = set()  # runs stopped by their client: their jobs start no encoder here
-
-
-def topic(run: str) -> str:
-    """The Dask event topic on which a run's jobs say where they start."""
-    return f"flac2all-{run}"
-
-
-def run_job(run: str, index: int, tasks: Sequence[Task], settings: Settings) -> list[TaskResult]:
-    """The Dask task of one job: ``runner.execute_batch`` in this worker
-    process, with a ProcessGroup of its own that ``stop_run`` can end."""
-    import distributed
-
-    from flac2all import runner
-
-    processes = ProcessGroup()
-    with _lock:
-        if run in _stopped:
-            raise Interrupted()
-        _running.setdefault(run, set()).add(processes)
-    try:
-        worker = distributed.get_worker()
-        worker.log_event(topic(run), {"job": index, "worker": worker.address, "host": socket.gethostname()})
-        return runner.execute_batch(tasks, settings, processes)
-    finally:
-        with _lock:
-            groups = _running.get(run, set())
-            groups.discard(processes)
-            if not groups:
-                _running.pop(run, None)
-
-
-async def stop_run(run: str, grace: float) -> int:
-    """Run by ``Client.run`` on every worker when a run is stopped: kill its
-    encoders here, refuse its later jobs, and wait (at most ``grace``
-    seconds) until its jobs have unwound and removed their temp files.
-    Returns how many of its jobs still run here."""
-    with _lock:
-        _stopped.add(run)
-        groups = list(_running.get(run, ()))
-    for group in groups:
-        group.stop()
-    deadline = time.monotonic() + grace
-    while run in _running and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    return len(_running.get(run, ()))
-
-
-def check_worker(version: str, modes: tuple[str, ...], settings: Settings) -> str:
-    """On one worker, before any job: what a local run checks before it
-    touches a file (same flac2all, the encoders, their options, the paths).
-    Returns the worker's host name; raises UsageError."""
-    from flac2all import __version__, codecs, engine, preflight
-
-    host = socket.gethostname()
-    if __version__ != version:
-        raise UsageError(f"the Dask worker on {host} has flac2all {__version__}, this is {version}")
-    if not settings.input_dir.is_dir():
-        raise UsageError(
-            f"the Dask worker on {host} does not see the input folder {printable(settings.input_dir)} "
-            "(workers must see the same paths)"
-        )
-    selected = tuple(codecs.resolve(m) for m in modes)
-    try:
-        engine.check_programs(selected)
-        preflight.check_options(selected, settings)
-    except Flac2allError as exc:  # a missing program, a refused option: the same error, placed
-        raise type(exc)(f"on the Dask worker on {host}: {exc}") from None
-    return host
-
-
-# -- in the client ------------------------------------------------------------
 
 
 def load():
@@ -327,7 +248,7 @@ class Collector:
             self.drain()
             batch = [f for f in self.finished.next_batch(block=False) if self.pending.pop(f.key, None) is not None]
             ok = [f for f in batch if f.status == "finished"]
-            for future, results in zip(ok, self.client.gather(ok) if ok else [], strict=True):
+            for future, results in self.gather(ok):
                 worker, _ = self.executor.running.pop(self.index[future.key], ("", None))
                 host = host_of(worker)
                 self.executor.done[host] = self.executor.done.get(host, 0) + len(results)
@@ -368,15 +289,36 @@ class Collector:
             if ours:
                 self.executor.say(f"Dask worker {msg.get('worker')} left; the scheduler reruns its {len(ours)} job(s)")
 
+    def gather(self, finished: list) -> list[tuple]:
+        """(future, results) of finished futures: in one call, or, if that
+        fails (a result lost with its worker, whose rerun failed), one by one."""
+        if not finished:
+            return []
+        try:
+            return list(zip(finished, self.client.gather(finished), strict=True))
+        except (Exception, asyncio.CancelledError):
+            pass
+        got = []
+        for future in finished:
+            try:
+                got.append((future, future.result()))
+            except (Exception, asyncio.CancelledError) as exc:
+                self.failed(self.index[future.key], exc)
+        return got
+
     def erred(self, future) -> None:
         """A job that ended without results."""
-        i = self.index[future.key]
         if future.status == "cancelled":
+            self.failed(self.index[future.key], asyncio.CancelledError())
+        else:
+            self.failed(self.index[future.key], future.exception())
+
+    def failed(self, i: int, exc: BaseException) -> None:
+        """Job ``i`` ended with ``exc``: a failed result per task, saying why."""
+        if isinstance(exc, asyncio.CancelledError):
             lost = self.client.status != "running"
-            self.fail(i, "the connection to the Dask scheduler was lost" if lost else "cancelled on the Dask cluster")
-            return
-        exc = future.exception()
-        if isinstance(exc, load().KilledWorker):
+            message = "the connection to the Dask scheduler was lost" if lost else "cancelled on the Dask cluster"
+        elif isinstance(exc, load().KilledWorker):
             self.executor.littered.update(t.output.parent for t in self.jobs[i].tasks)
             message = (
                 f"Dask workers died under this job {exc.allowed_failures + 1} times"
