@@ -47,8 +47,15 @@ def batch_cluster(kind: str, jobs: int, cores: int | None, memory: str | None):
         options["cores"] = cores
     if memory:
         options["memory"] = memory
+    import dask
+
     try:
-        cluster = cls(**options)
+        # The scheduler runs here: a worker gets a job only when a thread of
+        # it is free, so a worker job ended by the batch system (walltime,
+        # preemption) takes down only the jobs it was running, and only those
+        # count towards Dask's allowed-failures.
+        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+            cluster = cls(**options)
     except ValueError as exc:  # no cores or memory, here or in the config
         raise UsageError(f"--dask-jobqueue {kind}: {exc}") from None
     cluster.adapt(minimum_jobs=0, maximum_jobs=jobs)
