@@ -214,7 +214,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_with_the_reason(cluster, t
         assert row["conversion_status"] == (
             "ERROR: Dask workers died under this job 2 times (distributed.scheduler.allowed-failures = 1)"
         )
-    assert all(r["conversion_status"] == "SUCCESS" for r in rows if r not in failed)
+    assert all(r["conversion_status"] == "SUCCESS" for r in rows if r not in failed), (rows, run.output)
     assert temp_files(out) == []
 
 

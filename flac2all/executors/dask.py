@@ -29,7 +29,7 @@ from pathlib import Path
 
 from flac2all import outputs
 from flac2all.errors import Flac2allError, UsageError
-from flac2all.executors.dask_worker import check_worker, run_job, stop_run, topic
+from flac2all.executors.dask_worker import check_worker, run_job, stop_run
 from flac2all.executors.jobqueue import INSTALL
 from flac2all.model import HostRow, Job, Settings, Status, Task, TaskResult
 from flac2all.report import printable
@@ -68,7 +68,7 @@ class DaskExecutor:
         self.started = time.monotonic()
         self.running: dict[int, tuple[str, Job]] = {}  # job index -> (worker address, job)
         self.done: dict[str, int] = {}  # worker host -> tasks done
-        self.names: dict[str, str] = {}  # worker host -> its host name
+        self.names: dict[str, str] = {}  # worker host (address) -> its host name, from its results
         self.littered: set[Path] = set()  # output folders of jobs whose worker was lost
         self.info: dict = {}
         self.info_at = 0.0
@@ -161,13 +161,12 @@ class DaskExecutor:
         try:
             if not jobs or stop.is_set():
                 return
-            for name in (topic(run), "all"):
-                self.client.subscribe_topic(name, events.put)
-                subscribed.append(name)
+            # The scheduler's events: a worker that leaves says which tasks it held.
+            self.client.subscribe_topic("all", events.put)
+            subscribed.append("all")
             futures = self.client.map(
                 run_job,
                 [run] * len(jobs),
-                range(len(jobs)),
                 [job.tasks for job in jobs],
                 [settings] * len(jobs),
                 key=[job_key(run, i, job) for i, job in enumerate(jobs)],
@@ -234,6 +233,7 @@ class Collector:
         self.finished = load().as_completed(futures)
         self.events: queue.SimpleQueue = events
         self.on_start, self.on_result = on_start, on_result
+        self.next_look = time.monotonic() + 0.5
 
     def collect(self, stop: threading.Event) -> bool:
         """Until every job has its results or the run is stopped; whether
@@ -246,19 +246,37 @@ class Collector:
                     self.fail(self.index[key], "the connection to the Dask scheduler was lost")
                 return False
             self.drain()
-            batch = [f for f in self.finished.next_batch(block=False) if self.pending.pop(f.key, None) is not None]
-            ok = [f for f in batch if f.status == "finished"]
-            for future, results in self.gather(ok):
-                worker, _ = self.executor.running.pop(self.index[future.key], ("", None))
-                host = host_of(worker)
-                self.executor.done[host] = self.executor.done.get(host, 0) + len(results)
-                for result in results:
-                    self.on_result(result)
-            for future in batch:
-                if future.status != "finished":
-                    self.erred(future)
-                future.release()
+            if time.monotonic() >= self.next_look:
+                self.look()
+            self.settle(self.finished.next_batch(block=False))
         return True
+
+    def settle(self, batch: list) -> None:
+        """The jobs whose futures ended: their results, or a failure each."""
+        ok, bad = [], []
+        for future in batch:
+            status = future.status
+            if future.key not in self.pending:
+                continue
+            if status == "finished":
+                ok.append(future)
+            elif status in ("error", "cancelled"):
+                bad.append((future, status))
+            else:  # its result was lost with its worker before we fetched it: Dask computes it again
+                self.finished.add(future)
+        ended = ok + [future for future, _ in bad]
+        for future in ended:
+            del self.pending[future.key]
+        for future, (worker, name, results) in self.gather(ok):
+            self.executor.running.pop(self.index[future.key], None)
+            self.executor.names[host_of(worker)] = name
+            self.executor.done[host_of(worker)] = self.executor.done.get(host_of(worker), 0) + len(results)
+            for result in results:
+                self.on_result(result)
+        for future, status in bad:
+            self.erred(future, status)
+        for future in ended:
+            future.release()
 
     def drain(self) -> None:
         """The events that came (waiting for one a little: the loop's pace)."""
@@ -269,19 +287,30 @@ class Collector:
         except queue.Empty:
             pass
 
+    def look(self) -> None:
+        """Which of the run's jobs the scheduler has given to which worker
+        (once a second: a message per job start would cost more than the
+        display is worth on short files): they are the ones started."""
+        self.next_look = time.monotonic() + 1.0
+        try:
+            processing = self.client.processing()
+        except Exception:  # the scheduler is busy or gone: the next look, or the status check, tells
+            return
+        for worker, keys in processing.items():
+            for key in keys:
+                i = self.index.get(key)
+                if i is not None and key in self.pending and self.executor.running.get(i, ("",))[0] != worker:
+                    self.executor.running[i] = (worker, self.jobs[i])
+                    for task in self.jobs[i].tasks:
+                        self.on_start(task)
+
     def event(self, event: tuple[float, dict]) -> None:
-        """A job started on a worker (the run's topic), or a worker left
-        the cluster ("all"): the jobs it held may have left temp files."""
+        """The scheduler's events: a worker that left the cluster says which
+        tasks it held; those jobs may have left temp files."""
         msg = event[1]
         if not isinstance(msg, dict):
             return
-        if msg.get("job") is not None and isinstance(msg["job"], int) and 0 <= msg["job"] < len(self.jobs):
-            job = self.jobs[msg["job"]]
-            self.executor.running[msg["job"]] = (str(msg["worker"]), job)
-            self.executor.names[host_of(str(msg["worker"]))] = str(msg["host"])
-            for task in job.tasks:
-                self.on_start(task)
-        elif msg.get("action") == "remove-worker":
+        if msg.get("action") == "remove-worker":
             ours = [self.index[k] for k in msg.get("processing-tasks", ()) if k in self.index]
             for i in ours:
                 self.executor.running.pop(i, None)
@@ -306,9 +335,9 @@ class Collector:
                 self.failed(self.index[future.key], exc)
         return got
 
-    def erred(self, future) -> None:
+    def erred(self, future, status: str) -> None:
         """A job that ended without results."""
-        if future.status == "cancelled":
+        if status == "cancelled":
             self.failed(self.index[future.key], asyncio.CancelledError())
         else:
             self.failed(self.index[future.key], future.exception())

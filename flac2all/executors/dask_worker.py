@@ -23,14 +23,11 @@ _running: dict[str, set[ProcessGroup]] = {}  # run -> the process groups of its 
 _stopped: set[str] = set()  # runs stopped by their client: their jobs start no encoder here
 
 
-def topic(run: str) -> str:
-    """The Dask event topic on which a run's jobs say where they start."""
-    return f"flac2all-{run}"
-
-
-def run_job(run: str, index: int, tasks: Sequence[Task], settings: Settings) -> list[TaskResult]:
+def run_job(run: str, tasks: Sequence[Task], settings: Settings) -> tuple[str, str, list[TaskResult]]:
     """The Dask task of one job: ``runner.execute_batch`` in this worker
-    process, with a ProcessGroup of its own that ``stop_run`` can end."""
+    process, with a ProcessGroup of its own that ``stop_run`` can end.
+    Returns the worker's address and host name (for the display) and the
+    results."""
     import distributed
 
     from flac2all import runner
@@ -41,9 +38,8 @@ def run_job(run: str, index: int, tasks: Sequence[Task], settings: Settings) -> 
             raise Interrupted()
         _running.setdefault(run, set()).add(processes)
     try:
-        worker = distributed.get_worker()
-        worker.log_event(topic(run), {"job": index, "worker": worker.address, "host": socket.gethostname()})
-        return runner.execute_batch(tasks, settings, processes)
+        results = runner.execute_batch(tasks, settings, processes)
+        return distributed.get_worker().address, socket.gethostname(), results
     finally:
         with _lock:
             groups = _running.get(run, set())
