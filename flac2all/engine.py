@@ -15,11 +15,13 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from flac2all import codecs, discovery, guards, outputs, plan, playlists, preflight, runner, tools
@@ -204,6 +206,7 @@ class Run:
     def __init__(self, settings: Settings, state: State, report: Report, display: Display, stop: threading.Event):
         self.settings, self.state, self.report, self.display, self.stop = settings, state, report, display, stop
         self.halt = Halt(stop)
+        self.here = socket.gethostname()
         self.plan: plan.Plan | None = None
 
     def execute(self, tree: discovery.Tree, the_plan: plan.Plan, executor: Executor) -> None:
@@ -230,11 +233,17 @@ class Run:
                     self.record(playlists.write(task, settings.input_dir, the_plan.outputs))
         finally:
             self.display.end()
+            # Hosts that got no work, and why (a cluster's unhealthy or
+            # quarantined workers), for the summary.
+            report.host_problems = {row.host: row.problem for row in executor.hosts() if row.problem}
+            report.by_host = not executor.needs_local_encoders
         if self.stop.is_set():
             report.interrupted_by = getattr(self.stop, "signum", 2)
 
     def record(self, result: TaskResult) -> None:
         report = self.report
+        if not result.host:  # done here (a local run, or the master's own bookkeeping)
+            result = replace(result, host=self.here)
         report.add(result)
         if result.cause == DISK_FULL and report.halted_by is None:
             report.halted_by = result.message

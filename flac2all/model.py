@@ -199,6 +199,9 @@ class TaskResult:
     cause: str = ""
     # Seconds of audio an encode converted, for the display's rate (0: not known).
     audio: float = 0.0
+    # The host that ran the task (a cluster worker's; this machine's for a
+    # local run), the CSV's last column.
+    host: str = ""
 
     @property
     def status_text(self) -> str:
@@ -220,3 +223,5 @@ class HostRow:
     done: int
     rate: float
     current: list[str]
+    # Why the host gets no work (unhealthy before work, or quarantined), or "".
+    problem: str = ""

@@ -11,7 +11,9 @@ from pathlib import Path
 from flac2all.errors import ExitStatus
 from flac2all.model import Action, Status, TaskResult
 
-CSV_HEADER = ("infile", "outfile", "format", "conversion_status", "return_code", "execution_time")
+# The first six columns are the original's; the host that ran each task is
+# appended, so that existing parsers and grep -v SUCCESS keep working.
+CSV_HEADER = ("infile", "outfile", "format", "conversion_status", "return_code", "execution_time", "host")
 LOG_NAME = "conversion_results.log"
 
 
@@ -73,6 +75,8 @@ class Report:
     log_path: Path | None = None
     log_error: str | None = None
     state_error: str | None = None  # the state could not be updated (a cache: outputs are adopted next run)
+    by_host: bool = False  # list tasks per host in the summary (a cluster run)
+    host_problems: dict[str, str] = field(default_factory=dict)  # host -> why it got no (more) work
 
     def add(self, result: TaskResult) -> None:
         self.results.append(result)
@@ -131,6 +135,7 @@ class Report:
                             r.status_text,
                             r.returncode,
                             f"{r.elapsed:.3f}",
+                            r.host,
                         )
                     )
                 f.truncate()
@@ -196,6 +201,8 @@ class Report:
             lines += [f"        {printable(r.task.source)} [{r.task.mode}]: {r.message}" for r in self.failures[:20]]
             if failed > 20:
                 lines.append(f"        ... and {failed - 20} more (grep -v SUCCESS on the log)")
+        if self.by_host or self.host_problems:
+            lines += self.host_lines()
         if self.log_path is not None:
             lines.append(f"    Log written to: {printable(self.log_path)}")
         if self.log_error is not None:
@@ -203,6 +210,22 @@ class Report:
         if self.state_error is not None:
             lines.append(f"    WARNING: {self.state_error}")
         return "\n".join(lines)
+
+    def host_lines(self) -> list[str]:
+        """Per host: tasks done and failed, and why a host got no (more)
+        work (unhealthy before work, or quarantined)."""
+        done: dict[str, int] = {}
+        failed: dict[str, int] = {}
+        for r in self.results:
+            counts = failed if r.status is Status.FAILED else done
+            counts[r.host] = counts.get(r.host, 0) + 1
+        lines = ["    By host:"]
+        for host in sorted({*done, *failed, *self.host_problems}):
+            line = f"        {host or '?'}: {done.get(host, 0)} done, {failed.get(host, 0)} failed"
+            if host in self.host_problems:
+                line += f"; {self.host_problems[host]}"
+            lines.append(line)
+        return lines
 
 
 def plural(n: int, noun: str) -> str:

@@ -157,8 +157,9 @@ def read_log(outdir: Path) -> list[dict[str, str]]:
     with open(outdir / "conversion_results.log", newline="", encoding="utf-8", errors="surrogateescape") as f:
         rows = list(csv.reader(f))
     header, body = rows[0], rows[1:]
-    assert header == ["infile", "outfile", "format", "conversion_status", "return_code", "execution_time"]
-    assert all(len(r) == 6 for r in body)
+    # The original's six columns first, then the host that ran the task.
+    assert header == ["infile", "outfile", "format", "conversion_status", "return_code", "execution_time", "host"]
+    assert all(len(r) == 7 for r in body)
     return [dict(zip(header, r, strict=True)) for r in body]
 
 
@@ -173,6 +174,7 @@ def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = Path.home()
     monkeypatch.setenv("PIP_CACHE_DIR", os.environ.get("PIP_CACHE_DIR", str(home / ".cache" / "pip")))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "home" / ".config"))
 
 
 def run_flac2all(*args: str | Path, path_prefix: Path | None = None, timeout: float = 120, **kw) -> Run:

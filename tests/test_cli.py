@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -435,6 +436,7 @@ def test_unreadable_folder_is_reported(library, tmp_path):
             "conversion_status": "ERROR: cannot read folder: Permission denied",
             "return_code": "1",
             "execution_time": "0.000",
+            "host": socket.gethostname(),
         }
     ]
     assert sum(r["conversion_status"] == "SUCCESS" for r in rows) == 3
