@@ -157,13 +157,37 @@ def build_parser(with_profiles: bool = False) -> argparse.ArgumentParser:
         "--keys",
         type=Path,
         metavar="DIR",
-        help="CurveZMQ key folder (default: ~/.config/flac2all/cluster if it exists; "
-        "make one with: flac2all --cluster-keygen DIR)",
+        help="the cluster's key folder (default: ~/.config/flac2all/cluster); the first -m run makes the "
+        "master's keys there if it has none",
+    )
+    cluster.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run the cluster without keys: unauthenticated and unencrypted (workers then need --insecure --allow)",
+    )
+    cluster.add_argument(
+        "--wait-workers",
+        type=positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up (exit 2) when no worker that can run the work has come for this long (default 300)",
+    )
+    cluster.add_argument(
+        "--max-slots",
+        type=positive_int,
+        default=256,
+        metavar="N",
+        help="the most jobs one worker connection may hold at once, whatever it declares (default 256; "
+        "a flac2all_worker process declares 1)",
     )
     cluster.add_argument(
         "--cluster-keygen",
+        nargs="?",
+        const="",
         metavar="DIR",
-        help="write a master and a worker keypair into DIR, and exit (give no MODE or INPUTDIR)",
+        help="make the cluster's keys in DIR (default ~/.config/flac2all/cluster) and exit: the master's, or with "
+        "--worker NAME a worker's keypair in DIR/workers/NAME, authorized on the master; never replaces keys "
+        "unless --force (give no MODE or INPUTDIR)",
     )
     dask = p.add_argument_group(
         "Dask cluster (workers: dask worker ADDRESS, on nodes with flac2all, the encoders and the same paths;"
@@ -257,25 +281,27 @@ def emit(text: str) -> None:
 
 
 def keygen_main(argv: list[str]) -> int | None:
-    """``flac2all --cluster-keygen DIR``: the one command without a mode."""
+    """``flac2all --cluster-keygen [DIR] [--worker NAME] [--force]``: the
+    one command without a mode."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--cluster-keygen", type=Path, metavar="DIR")
+    p.add_argument("--cluster-keygen", nargs="?", const="", metavar="DIR")
+    p.add_argument("--worker", metavar="NAME")
+    p.add_argument("--force", action="store_true")
     known, _ = p.parse_known_args(argv)
     if known.cluster_keygen is None:
         return None
-    from flac2all.cluster import keys
+    from flac2all.cluster import setup
 
     try:
-        written = keys.keygen(known.cluster_keygen)
-    except OSError as exc:
-        print(f"flac2all: error: cannot write keys into {known.cluster_keygen}: {exc.strerror}", file=sys.stderr)
+        lines = setup.keygen(known.cluster_keygen, known.worker, known.force)
+    except UsageError as exc:
+        print(f"flac2all: error: {exc}", file=sys.stderr)
         return ExitStatus.USAGE
-    for path in written:
-        print(f"wrote {path}")
-    print(
-        f"Copy {known.cluster_keygen} to every node (or share it): the master uses master.key_secret and "
-        "authorized/, workers use worker.key_secret and master.key."
-    )
+    except OSError as exc:
+        print(f"flac2all: error: cannot write keys: {exc.strerror} ({exc.filename})", file=sys.stderr)
+        return ExitStatus.USAGE
+    for line in lines:
+        print(line)
     return ExitStatus.OK
 
 
@@ -335,14 +361,10 @@ def run_one(
             return outcome
         executor: Executor = LocalPool()
         if args.master:
-            from flac2all.cluster import keys, protocol
-            from flac2all.cluster.master import Master
+            from flac2all.cluster import setup
 
-            protocol.check_usage_options(dict(settings.options))
             config.check_cluster(settings)
-            if not 0 <= args.port < 65536:
-                raise UsageError(f"--port {args.port}: not a port number")
-            executor = Master(args.bind, args.port, keys.find(args.keys), say=emit)
+            executor = setup.master_from(args, settings, emit)
         if args.dask or args.dask_scheduler_file or args.dask_jobqueue:
             from flac2all.executors.dask import DaskExecutor
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -77,9 +78,20 @@ def env_with(path_prefix: Path | None) -> dict:
     return env
 
 
+# What a test worker may touch: the test's temporary folders.
+TEST_ROOT = os.path.realpath(tempfile.gettempdir())
+
+
 def start_master(
-    modes: str, outdir: Path, inputdir: Path, *args: str, port: int = 0, path_prefix: Path | None = None
+    modes: str,
+    outdir: Path,
+    inputdir: Path,
+    *args: str,
+    port: int = 0,
+    path_prefix: Path | None = None,
+    insecure: bool = True,
 ) -> tuple[Proc, int]:
+    """A real master; without keys (--insecure) unless ``insecure`` is False."""
     argv = [
         sys.executable,
         "-m",
@@ -92,6 +104,7 @@ def start_master(
         str(port),
         "-o",
         str(outdir),
+        *(["--insecure"] if insecure else []),
         *args,
         str(inputdir),
     ]
@@ -100,7 +113,17 @@ def start_master(
     return master, int(m.group(1))
 
 
-def start_worker(port: int, threads: int = 1, *args: str, path_prefix: Path | None = None) -> Proc:
+def start_worker(
+    port: int,
+    threads: int = 1,
+    *args: str,
+    path_prefix: Path | None = None,
+    insecure: bool = True,
+    allow: tuple[str, ...] = (TEST_ROOT,),
+) -> Proc:
+    """A real flac2all_worker; without keys (--insecure, allowed to touch the
+    temporary folders) unless ``insecure`` is False."""
+    plain = ["--insecure", *(word for root in allow for word in ("--allow", str(root)))] if insecure else []
     argv = [
         sys.executable,
         "-m",
@@ -110,6 +133,7 @@ def start_worker(port: int, threads: int = 1, *args: str, path_prefix: Path | No
         str(port),
         "-t",
         str(threads),
+        *plain,
         *args,
     ]
     return Proc(argv, env_with(path_prefix))

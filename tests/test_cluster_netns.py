@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster_helpers import Proc, env_with
+from tests.cluster_helpers import TEST_ROOT, Proc, env_with
 from tests.conftest import decodes, make_flac, read_log
 
 pytestmark = pytest.mark.timeout(180)
 
 MASTER_IP, WORKER_IP = "169.254.231.1", "169.254.231.2"
+PLAIN = ("--insecure", "--allow", TEST_ROOT)  # no keys: the workers touch only the test's folders
 
 
 def ip(*args: str) -> None:
@@ -78,6 +79,7 @@ def test_worker_on_another_host_then_cut_off(two_hosts, tmp_path, fake_bin):
             "2019",
             "-o",
             str(out),
+            "--insecure",
             str(lib),
         ],
     )
@@ -96,6 +98,7 @@ def test_worker_on_another_host_then_cut_off(two_hosts, tmp_path, fake_bin):
                 "1",
                 "--retry-seconds",
                 "3",
+                *PLAIN,
             ],
             path_prefix=slow,
         )
@@ -104,7 +107,7 @@ def test_worker_on_another_host_then_cut_off(two_hosts, tmp_path, fake_bin):
         master.wait_for(r"declared dead", 15)
         # A worker on the master's own host finishes the run.
         local = in_ns(
-            master_ns, [sys.executable, "-m", "flac2all.cluster.worker", MASTER_IP, "--port", "2019", "-t", "2"]
+            master_ns, [sys.executable, "-m", "flac2all.cluster.worker", MASTER_IP, "--port", "2019", "-t", "2", *PLAIN]
         )
         assert master.wait(60) == 0, master.output
         assert local.wait(30) == 0

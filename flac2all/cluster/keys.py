@@ -1,48 +1,86 @@
-"""CurveZMQ keys for an authenticated, encrypted cluster.
+"""CurveZMQ keys for an authenticated, encrypted cluster (the default).
 
-``flac2all --cluster-keygen DIR`` writes:
-  DIR/master.key, DIR/master.key_secret   the master's keypair
-  DIR/worker.key, DIR/worker.key_secret   the workers' keypair
-  DIR/authorized/worker.key               public keys the master accepts
-Workers need master.key and worker.key_secret; the master needs
-master.key_secret and authorized/. Keys are files: Z85 text holds shell
-metacharacters, so it never goes on a command line.
+A cluster's key folder (``--keys DIR``, else ~/.config/flac2all/cluster)
+holds, on the master:
+  DIR/master.key, DIR/master.key_secret   the master's keypair (made by the
+                                          first ``flac2all -m`` if missing)
+  DIR/authorized/NAME.key                 the worker public keys it accepts
+and, for each worker made by ``flac2all --cluster-keygen DIR --worker NAME``:
+  DIR/workers/NAME/worker.key, worker.key_secret, master.key
+which is all that worker needs: copy that folder to the worker host as its
+~/.config/flac2all/cluster (or pass it with --keys). No worker ever holds
+the master's secret key, and each worker has its own keypair. Keys are
+files: Z85 text holds shell metacharacters, so it never goes on a command
+line. Nothing here overwrites a key unless told to (``force``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from flac2all.errors import UsageError
 
 ZAP_DOMAIN = "flac2all"
+WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def default_dir() -> Path:
-    """The user's config folder (shared by NFS homes across nodes)."""
+    """The user's config folder."""
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "flac2all" / "cluster"
 
 
-def keygen(folder: Path) -> list[Path]:
+def has_master_keys(folder: Path) -> bool:
+    return (folder / "master.key_secret").is_file()
+
+
+def make_pair(folder: Path, name: str) -> list[Path]:
+    """A keypair NAME.key, NAME.key_secret in ``folder`` (secret 0600)."""
     import zmq.auth
 
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    written = []
-    for name in ("master", "worker"):
-        for suffix in (".key", ".key_secret"):
-            (folder / f"{name}{suffix}").unlink(missing_ok=True)
-        public, secret = zmq.auth.create_certificates(str(folder), name)
-        os.chmod(secret, 0o600)
-        written += [Path(public), Path(secret)]
-    authorized = folder / "authorized"
-    authorized.mkdir(exist_ok=True)
-    shutil.copy(folder / "worker.key", authorized / "worker.key")
-    written.append(authorized / "worker.key")
+    for suffix in (".key", ".key_secret"):
+        (folder / f"{name}{suffix}").unlink(missing_ok=True)
+    public, secret = zmq.auth.create_certificates(str(folder), name)
+    os.chmod(secret, 0o600)
+    return [Path(public), Path(secret)]
+
+
+def keygen_master(folder: Path, force: bool = False) -> list[Path]:
+    """The master's keypair and an empty authorized/ folder. Refuses
+    (UsageError) to replace existing keys unless ``force``: every worker
+    pins the master's public key."""
+    if has_master_keys(folder) and not force:
+        raise UsageError(
+            f"{folder} already holds the master's keys: replacing them cuts off every worker "
+            "(pass --force to do it anyway)"
+        )
+    written = make_pair(folder, "master")
+    (folder / "authorized").mkdir(exist_ok=True, mode=0o700)
     return written
+
+
+def keygen_worker(folder: Path, name: str, force: bool = False) -> list[Path]:
+    """A keypair for worker NAME in DIR/workers/NAME (with the master's public
+    key beside it), its public key authorized on the master. The master's
+    keys are made first if there are none."""
+    if not WORKER_NAME.fullmatch(name):
+        raise UsageError(f"worker name {name!r}: use letters, digits, '.', '_' and '-' (at most 64)")
+    written = [] if has_master_keys(folder) else keygen_master(folder)
+    home = folder / "workers" / name
+    authorized = folder / "authorized" / f"{name}.key"
+    if (home.exists() or authorized.exists()) and not force:
+        raise UsageError(f"worker {name} already has keys in {home} (pass --force to replace them)")
+    written += make_pair(home, "worker")
+    shutil.copy(folder / "master.key", home / "master.key")
+    (folder / "authorized").mkdir(exist_ok=True, mode=0o700)
+    shutil.copy(home / "worker.key", authorized)
+    return [*written, home / "master.key", authorized]
 
 
 @dataclass(frozen=True)
@@ -70,13 +108,24 @@ def load(path: Path) -> tuple[bytes, bytes | None]:
 
 def find(folder: Path | None) -> Path | None:
     """The key folder to use: the one given, else the default one if it
-    exists; None means an unauthenticated cluster."""
+    exists; None when there is none."""
     if folder is not None:
         if not folder.is_dir():
             raise UsageError(f"key folder {folder} does not exist (make one with flac2all --cluster-keygen DIR)")
         return folder
     default = default_dir()
     return default if default.is_dir() else None
+
+
+def worker_dir(folder: Path | None) -> Path | None:
+    """The folder holding this worker's keys: ``folder`` (or the default
+    one) itself, or its workers/<this host's name> (a key folder shared
+    with the master, an NFS home say)."""
+    base = folder if folder is not None else default_dir()
+    for candidate in (base, base / "workers" / socket.gethostname()):
+        if (candidate / "worker.key_secret").is_file():
+            return candidate
+    return None
 
 
 def master_keys(folder: Path) -> MasterKeys:

@@ -1,34 +1,41 @@
 """The master: hands tasks to workers over ZeroMQ and keeps a ledger so that
-no task is lost or silently run twice (see docs/cluster.md).
+no task is lost or silently run twice, and no peer is believed beyond what
+the master can check (see docs/cluster.md).
 
-One ROUTER socket. Workers say hello, then READY with credit (their free
-slots); the master sends at most that many jobs (a job is one task, or the
-encodes of one source, which the worker decodes once). Heartbeats both ways every
-second; a worker silent for DEAD_AFTER seconds is dead and its tasks go back
-to the queue (a task whose worker died under it POISON_DEATHS times fails).
-A result is accepted only from the session the task's current attempt was
-given to; late duplicates are acknowledged and discarded.
+One ROUTER socket. Workers say hello (a session bound to that connection),
+check the run's folders and their encoders (health before work), then say
+READY with credit (their free slots, at most the slots they declared); the
+master sends at most that many jobs, each only to a worker that can run its
+modes, each with a lease. Heartbeats both ways every second; a worker silent
+for DEAD_AFTER seconds is dead and its tasks go back to the queue. A result
+is accepted only from the session the task's current attempt was given to,
+and a success only once the master sees its output (``ledger.disbelief``).
+A worker whose failures are its environment's is quarantined and its tasks
+go elsewhere; one that holds a job past its lease gets no more.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
+import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
 
 from flac2all import outputs
+from flac2all.cluster import auth, protocol
 from flac2all.cluster import keys as cluster_keys
-from flac2all.cluster import protocol
+from flac2all.cluster.ledger import POISON_DEATHS as POISON_DEATHS
+from flac2all.cluster.ledger import Entry, Job, Ledger, Peer, identity, lease_seconds
 from flac2all.cluster.protocol import ProtocolError
-from flac2all.errors import UsageError
-from flac2all.model import HostRow, Settings, Status, Task, TaskResult
+from flac2all.cluster.view import host_rows
+from flac2all.errors import Flac2allError, UsageError
+from flac2all.model import HostRow, Settings, Task, TaskResult
 from flac2all.model import Job as PlannedJob
 
 log = logging.getLogger("flac2all.master")
@@ -37,62 +44,12 @@ log = logging.getLogger("flac2all.master")
 TIMINGS = protocol.Timings()
 HEARTBEAT = TIMINGS.heartbeat
 DEAD_AFTER = TIMINGS.dead_after  # missed heartbeats before a worker is dead: detection in 4-5 s
-POISON_DEATHS = 3
+WAIT_WORKERS = 300.0  # seconds the master waits for a worker that can run the work left
+PROBE_PREFIX = ".flac2all-probe-"
 
 
-@dataclass
-class Entry:
-    """One task in the ledger."""
-
-    id: int
-    task: Task
-    attempt: int = 0
-    deaths: int = 0
-    session: str | None = None  # the worker session holding it
-    done: bool = False
-
-
-@dataclass(eq=False)
-class Job:
-    """Tasks sent together, in one slot of a worker."""
-
-    entries: list[Entry]
-
-    @property
-    def open(self) -> list[Entry]:
-        return [e for e in self.entries if not e.done]
-
-
-@dataclass
-class Peer:
-    """One worker process (one session of it)."""
-
-    identity: bytes
-    session: str
-    host: str
-    pid: int
-    slots: int
-    last_seen: float
-    credit: int = 0
-    jobs: dict[int, Job] = field(default_factory=dict)  # task id -> its job, for the tasks it holds
-    finished: int = 0
-    joined: float = field(default_factory=time.monotonic)
-    current: dict[int, str] = field(default_factory=dict)  # task id -> file name
-
-    def held(self) -> list[Job]:
-        """The jobs it holds (each in one slot), once each."""
-        return list({id(job): job for job in self.jobs.values()}.values())
-
-    @property
-    def free_slots(self) -> int:
-        return self.slots - len(self.held())
-
-
-@dataclass
-class Counters:
-    dropped: int = 0  # malformed or hostile frames
-    late: int = 0  # results for an attempt no longer current
-    requeued: int = 0
+class NoWorkersError(Flac2allError):
+    """No worker that could run the run's jobs came in time."""
 
 
 class Master:
@@ -106,17 +63,21 @@ class Master:
         port: int = 2019,
         key_dir: Path | None = None,
         say: Callable[[str], None] = lambda line: print(line, flush=True),
+        max_slots: int = protocol.MAX_SLOTS,
+        wait_workers: float = WAIT_WORKERS,
+        start_hint: str = "",
     ) -> None:
         self.bind, self.port, self.say = bind, port, say
         self.keys = cluster_keys.master_keys(key_dir) if key_dir else None
-        self.counters = Counters()
+        self.max_slots, self.wait_workers, self.start_hint = max_slots, wait_workers, start_hint
+        self.refusals = auth.Refusals(say)
         self.peers: dict[bytes, Peer] = {}
-        self.entries: dict[int, Entry] = {}
-        self.pending: deque[Job] = deque()
+        self.sessions: dict[str, bytes] = {}  # session -> the connection that opened it
         self.endpoint = ""
-        self.open_tasks = 0  # entries not done
-        self.littered: set[Path] = set()  # output folders of tasks whose worker died
         self.hosts_seen: dict[str, Peer] = {}  # every worker seen, for the host table at the end
+        self.results_in = 0  # results accepted
+        self.idle_since = time.monotonic()
+        self.probe: Path | None = None
 
     # -- socket ---------------------------------------------------------------
 
@@ -128,17 +89,11 @@ class Master:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE + 1024)
         if self.keys is not None:
-            from zmq.auth.thread import ThreadAuthenticator
-
-            self.auth = ThreadAuthenticator(self.ctx)
-            self.auth.start()
-            self.auth.configure_curve(domain=cluster_keys.ZAP_DOMAIN, location=str(self.keys.authorized))
-            sock.curve_secretkey = self.keys.secret
-            sock.curve_publickey = self.keys.public
-            sock.curve_server = True
-            sock.zap_domain = cluster_keys.ZAP_DOMAIN.encode()
+            self.auth = auth.secure(sock, self.ctx, self.keys, self.refusals)
         else:
-            self.say("WARNING: the cluster is unauthenticated and unencrypted (no keys: see flac2all --cluster-keygen)")
+            self.say("WARNING: --insecure: the cluster is unauthenticated and unencrypted; any host that reaches")
+            self.say("         this port can take jobs and send results (keys are the default: drop --insecure)")
+        self.watch = auth.HandshakeWatch(sock, self.refusals, self.keys is not None)
         try:
             if self.port == 0:
                 bound = sock.bind_to_random_port(f"tcp://{self.bind}")
@@ -147,12 +102,16 @@ class Master:
                 sock.bind(f"tcp://{self.bind}:{self.port}")
                 self.endpoint = f"tcp://{self.bind}:{self.port}"
         except zmq.ZMQError as exc:
-            sock.close()
+            self.sock = sock
             self.close()
             raise UsageError(f"cannot listen on {self.bind}:{self.port}: {exc}") from None
         self.sock = sock
 
     def close(self) -> None:
+        if getattr(self, "watch", None) is not None:
+            self.sock.disable_monitor()
+            self.watch.close()
+            self.watch = None
         if getattr(self, "sock", None) is not None:
             self.sock.close(0)
             self.sock = None
@@ -169,94 +128,76 @@ class Master:
         except zmq.ZMQError:  # EHOSTUNREACH (gone) or EAGAIN (not reading)
             return False
 
-    # -- ledger ---------------------------------------------------------------
-
-    def requeue(self, peer: Peer, died: bool, on_result: Callable[[TaskResult], None]) -> None:
-        for job in sorted(peer.held(), key=lambda j: j.entries[0].id, reverse=True):
-            again = []
-            for entry in job.open:
-                entry.session = None
-                entry.attempt += 1
-                self.counters.requeued += 1
-                if died:
-                    # What its worker was writing stays behind: swept at the end.
-                    self.littered.add(entry.task.output.parent)
-                    entry.deaths += 1
-                    if entry.deaths >= POISON_DEATHS:
-                        entry.done = True
-                        self.open_tasks -= 1
-                        on_result(
-                            TaskResult(
-                                entry.task, Status.FAILED, f"the worker died under this task {entry.deaths} times", 1
-                            )
-                        )
-                        continue
-                again.append(entry)
-            if again:
-                self.pending.appendleft(Job(again))
-        peer.jobs.clear()
-        peer.current.clear()
-
-    def drop_peer(self, peer: Peer, died: bool, why: str, on_result: Callable[[TaskResult], None]) -> None:
+    def drop_peer(self, peer: Peer, died: bool, why: str) -> None:
         self.peers.pop(peer.identity, None)
+        self.sessions.pop(peer.session, None)
         n = len(peer.jobs)
-        self.requeue(peer, died, on_result)
+        self.ledger.requeue(peer, died)
         self.say(f"Worker {peer.host}:{peer.pid} {why}; {n} task(s) requeued ({len(self.peers)} worker(s) left)")
 
     # -- messages -------------------------------------------------------------
 
-    def handle(self, identity: bytes, frame: bytes, settings_wire: dict, on_result) -> None:
+    def handle(self, identity: bytes, frame: zmq.Frame) -> None:
         now = time.monotonic()
         try:
-            msg = protocol.decode(frame)
+            msg = protocol.decode(frame.bytes)
             kind = msg["type"]
             peer = self.peers.get(identity)
             if kind == "hello":
-                hello = protocol.hello_from_wire(msg)
-                if peer is not None:
-                    self.drop_peer(peer, False, "started a new session", on_result)
-                peer = Peer(identity, hello.session, hello.host, hello.pid, hello.slots, now)
-                self.peers[identity] = peer
-                self.send(peer, protocol.welcome_to_wire(settings_wire, TIMINGS))
-                self.say(f"Got {len(self.peers)} worker(s) (new: {peer.host}:{peer.pid})")
+                self.on_hello(identity, frame, protocol.hello_from_wire(msg), peer, now)
                 return
             if peer is None:
                 # A session we do not know (we restarted, or declared it
                 # dead): it must start over, and its results are not ours.
                 if kind == "result":
-                    self.counters.late += 1
+                    self.ledger.counters.late += 1
                 self.sock.send_multipart([identity, protocol.reset_to_wire()], zmq.NOBLOCK)
                 return
             peer.last_seen = now
-            if kind == "ready":
-                peer.credit = max(0, min(protocol.ready_from_wire(msg), peer.free_slots))
+            if kind == "health":
+                self.on_health(peer, protocol.health_from_wire(msg, self.settings.modes))
+            elif kind == "ready":
+                peer.credit = 0 if peer.problem else max(0, min(protocol.ready_from_wire(msg), peer.free_slots))
             elif kind == "result":
-                wire = protocol.result_from_wire(msg)
-                entry = self.entries.get(wire.task_id)
-                if entry is None or entry.done or entry.session != peer.session or entry.attempt != wire.attempt:
-                    self.counters.late += 1  # a duplicate or a result from a worker we gave up on
-                    return
-                entry.done = True
-                self.open_tasks -= 1
-                entry.session = None
-                job = peer.jobs.pop(entry.id)
-                peer.current.pop(entry.id, None)
-                peer.finished += 1
-                if not job.open:  # the whole job is done: its slot is free
-                    peer.credit = min(peer.free_slots, peer.credit + 1)
-                on_result(wire.to_result(entry.task))
-            elif kind == "heartbeat":
+                self.ledger.accept(peer, protocol.result_from_wire(msg))
+            elif kind in ("heartbeat", "bye"):
                 protocol.bare_from_wire(msg)
-            elif kind == "bye":
-                protocol.bare_from_wire(msg)
-                self.drop_peer(peer, False, "said goodbye", on_result)
+                if kind == "bye":
+                    self.drop_peer(peer, False, "said goodbye")
             else:
                 raise ProtocolError(f"unknown message type {kind!r}")
         except ProtocolError as exc:
-            self.counters.dropped += 1
-            log.warning("dropped a message from a worker: %s", exc)
+            self.ledger.counters.dropped += 1
+            if "another version" in str(exc):
+                self.refusals.refuse(frame.get("Peer-Address"), f"version mismatch ({exc})")
+            else:
+                log.warning("dropped a message from a worker: %s", exc)
         except zmq.ZMQError:
             pass
+
+    def on_hello(self, identity: bytes, frame, hello: protocol.Hello, peer: Peer | None, now: float) -> None:
+        owner = self.sessions.get(hello.session)
+        if owner is not None and owner != identity:
+            raise ProtocolError(f"a hello for session {hello.session}, which another connection holds")
+        if peer is not None:
+            self.drop_peer(peer, False, "started a new session")
+        slots = min(hello.slots, self.max_slots)
+        peer = Peer(identity, hello.session, hello.host, hello.pid, slots, now, frame.get("Peer-Address"))
+        self.peers[identity] = peer
+        self.sessions[hello.session] = identity
+        self.send(peer, protocol.welcome_to_wire(self.settings_wire, TIMINGS, self.checks))
+        self.say(f"Got {len(self.peers)} worker(s) (new: {peer.host}:{peer.pid})")
+
+    def on_health(self, peer: Peer, health: protocol.Health) -> None:
+        if peer.modes is not None:
+            raise ProtocolError("a second health message")
+        peer.modes = frozenset(health.modes)
+        if health.problem:
+            peer.problem = f"unhealthy: {health.problem}"
+            peer.credit = 0
+            self.say(f"Worker {peer.host}:{peer.pid} is unhealthy and gets no work: {health.problem}")
+        elif missing := [m for m in self.settings.modes if m not in peer.modes]:
+            self.say(f"Worker {peer.host}:{peer.pid} cannot run {', '.join(missing)}: it gets the other modes' jobs")
 
     # -- the run --------------------------------------------------------------
 
@@ -270,103 +211,138 @@ class Master:
     ) -> None:
         """See ``executors.Executor.run``: the jobs go to the workers, at
         most MAX_JOB tasks per message."""
+        self.ledger = ledger = Ledger(self.say, on_result)
         ids = itertools.count()
         for planned in jobs:
             tasks = planned.tasks
             for start in range(0, len(tasks), protocol.MAX_JOB):
-                job = Job([Entry(next(ids), task) for task in tasks[start : start + protocol.MAX_JOB]])
-                self.entries.update((entry.id, entry) for entry in job.entries)
-                self.pending.append(job)
-        self.open_tasks = len(self.entries)
-        if not self.open_tasks:
+                ledger.add(Job([Entry(next(ids), task) for task in tasks[start : start + protocol.MAX_JOB]]))
+        if not ledger.open_tasks:
             return
-        settings_wire = protocol.settings_to_wire(settings)
+        self.settings = settings
+        self.settings_wire = protocol.settings_to_wire(settings)
+        self.checks = self.make_checks(settings)
         self.open()
         try:
-            self.loop(settings_wire, stop, on_start, on_result)
+            self.loop(stop, on_start)
         finally:
             self.shutdown()
             self.close()
+            if self.probe is not None:
+                self.probe.unlink(missing_ok=True)
             # Every task is settled and the workers are gone: what a killed
             # worker was writing can go.
-            outputs.remove_stale_temps(self.littered)
+            outputs.remove_stale_temps(ledger.littered)
+
+    def make_checks(self, settings: Settings) -> protocol.Checks:
+        """A few sources the workers must see as the master does (first,
+        middle, last), and a probe file in the output folder."""
+        sources = list(dict.fromkeys((e.task.source, e.task.size) for e in self.ledger.entries.values()))
+        picked = sorted({0, len(sources) // 2, len(sources) - 1}) if sources else []
+        self.probe = settings.outdir / f"{PROBE_PREFIX}{secrets.token_hex(8)}"
+        try:
+            fd = os.open(self.probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            os.close(fd)
+        except OSError as exc:
+            raise UsageError(f"cannot write a probe file into {settings.outdir}: {exc.strerror}") from None
+        return protocol.Checks(tuple(sources[i] for i in picked), self.probe)
 
     def hosts(self) -> list[HostRow]:
         """Per worker host: its worker processes busy now, tasks done, rate,
-        the sources in progress (paths). Every worker seen stays counted
-        after it leaves, so the table still adds up when the run ends."""
-        # Peers are dropped as they leave; a display keeps asking.
-        seen = self.hosts_seen
-        live = list(self.peers.values())
-        seen.update((peer.session, peer) for peer in live)
-        here = {peer.session for peer in live}
-        busy = {peer.session for peer in live if peer.jobs}
-        hosts: dict[str, list[Peer]] = {}
-        for peer in list(seen.values()):
-            hosts.setdefault(peer.host, []).append(peer)
-        now = time.monotonic()
-        rows = []
-        for host, peers in sorted(hosts.items()):
-            current = [str(job.entries[0].task.source) for p in peers if p.session in busy for job in p.held()]
-            rate = sum(p.finished / max((now if p.session in here else p.last_seen) - p.joined, 1e-9) for p in peers)
-            done = sum(p.finished for p in peers)
-            rows.append(HostRow(host, sum(p.session in busy for p in peers), done, rate, current))
-        return rows
+        the sources in progress, why it gets no work. Every worker seen
+        stays counted after it leaves, so the table still adds up."""
+        return host_rows(self.hosts_seen, list(self.peers.values()))
 
-    def loop(self, settings_wire: dict, stop, on_start, on_result) -> None:
+    def loop(self, stop: threading.Event, on_start: Callable[[Task], None]) -> None:
         self.say(f"Listening on {self.endpoint}")
         self.say("Waiting for worker(s) to connect. We need at least one worker to continue")
+        self.start_hint = self.start_hint.replace("{port}", self.endpoint.rsplit(":", 1)[1])
+        if self.start_hint:
+            self.say(self.start_hint)
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.watch.monitor, zmq.POLLIN)
         commenced = False
         next_beat = time.monotonic()
-        while self.open_tasks and not stop.is_set():
+        self.idle_since = time.monotonic()
+        ledger = self.ledger
+        while ledger.open_tasks and not stop.is_set():
             if poller.poll(100):
+                self.watch.read()
                 while True:
                     try:
-                        frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                        frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
                     if len(frames) != 2:
-                        self.counters.dropped += 1
+                        ledger.counters.dropped += 1
                         continue
-                    self.handle(frames[0], frames[1], settings_wire, on_result)
+                    self.handle(frames[0].bytes, frames[1])
             now = time.monotonic()
             if not commenced and self.peers:
                 commenced = True
                 self.say("Commencing run...")
             for peer in list(self.peers.values()):
                 if now - peer.last_seen > DEAD_AFTER:
-                    self.drop_peer(peer, True, f"silent for {DEAD_AFTER:g} s, declared dead", on_result)
+                    self.drop_peer(peer, True, f"silent for {DEAD_AFTER:g} s, declared dead")
+                else:
+                    ledger.check_leases(peer, now)
             if now >= next_beat:
                 next_beat = now + HEARTBEAT
                 beat = protocol.heartbeat_to_wire()
                 for peer in list(self.peers.values()):
                     self.send(peer, beat)
-            self.dispatch(on_start, on_result)
+            self.dispatch(on_start)
+            self.watch_idle(now)
 
-    def dispatch(self, on_start, on_result) -> None:
+    def watch_idle(self, now: float) -> None:
+        """When nothing runs and nothing can be handed out: fail the tasks
+        that every worker here has failed; wait at most --wait-workers for a
+        worker that can run the rest."""
+        ledger = self.ledger
+        if not ledger.pending or any(p.jobs for p in self.peers.values()):
+            self.idle_since = now
+            return
+        ready = [p for p in self.peers.values() if p.eligible and p.credit > 0]
+        if ready:
+            ledger.fail_stuck(ready)
+            if not ledger.pending:
+                return
+        if now - self.idle_since < self.wait_workers:
+            return
+        problems = "; ".join(sorted({f"{row.host}: {row.problem}" for row in self.hosts() if row.problem}))
+        why = f"no worker that could run it came within --wait-workers {self.wait_workers:g} s" + (
+            f" ({problems})" if problems else ""
+        )
+        if not ledger.results_in:
+            raise NoWorkersError(f"{why}. {self.start_hint}".strip())
+        ledger.fail_pending(why)
+
+    def dispatch(self, on_start: Callable[[Task], None]) -> None:
+        ledger = self.ledger
         for peer in list(self.peers.values()):
-            while peer.credit > 0 and self.pending:
-                job = self.pending.popleft()
+            while peer.credit > 0 and peer.eligible and ledger.pending:
+                job = ledger.take(peer)
+                if job is None:
+                    break
                 entries = job.open
-                if not entries:
-                    continue
                 try:
                     frame = protocol.job_to_wire([(e.id, e.attempt, e.task) for e in entries])
                 except ProtocolError as exc:
                     if len(entries) > 1:  # too large together (very long paths): one by one
-                        self.pending.extendleft(Job([e]) for e in reversed(entries))
+                        ledger.pending.extendleft(Job([e]) for e in reversed(entries))
                     else:
-                        entries[0].done = True
-                        self.open_tasks -= 1
-                        on_result(TaskResult(entries[0].task, Status.FAILED, f"cannot be sent to a worker: {exc}", 1))
+                        ledger.fail(entries[0], f"cannot be sent to a worker: {exc}")
                     continue
+                for entry in entries:  # as it is before the worker can touch it
+                    entry.before = identity(entry.task.output)
                 if not self.send(peer, frame):
-                    self.pending.appendleft(job)
-                    self.drop_peer(peer, True, "is unreachable", on_result)
+                    ledger.pending.appendleft(job)
+                    self.drop_peer(peer, True, "is unreachable")
                     break
                 peer.credit -= 1
+                job.lease = lease_seconds(job, self.settings)
+                job.deadline = time.monotonic() + job.lease
                 for entry in entries:
                     entry.session = peer.session
                     peer.jobs[entry.id] = job
@@ -378,6 +354,7 @@ class Master:
         give them a moment to say goodbye."""
         if getattr(self, "sock", None) is None:
             return
+        self.hosts()  # every peer seen, in the table for the summary
         frame = protocol.shutdown_to_wire()
         for peer in self.peers.values():
             self.send(peer, frame)
@@ -391,8 +368,9 @@ class Master:
                 peer = self.peers.get(identity)
                 if peer is not None and rest and protocol.is_bye(rest[-1]):
                     self.peers.pop(identity, None)
-        if self.counters.dropped or self.counters.late:
+        c = self.ledger.counters
+        if c.dropped or c.late or c.refused:
             self.say(
-                f"Cluster: {self.counters.dropped} malformed message(s) dropped, "
-                f"{self.counters.late} late result(s) discarded, {self.counters.requeued} task(s) requeued"
+                f"Cluster: {c.dropped} malformed message(s) dropped, {c.late} late result(s) discarded, "
+                f"{c.refused} claimed result(s) not believed, {c.requeued} task(s) requeued"
             )

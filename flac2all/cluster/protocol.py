@@ -1,29 +1,31 @@
 """The cluster wire protocol: versioned JSON messages, validated before use.
 
-Every frame is one JSON object ``{"v": 2, "type": ..., ...}`` of at most
+Every frame is one JSON object ``{"v": 3, "type": ..., ...}`` of at most
 MAX_MESSAGE bytes, built by one ``*_to_wire`` function per message type and
 read by its ``*_from_wire`` (docs/cluster.md lists them all). Parsing is
 strict: an unknown type, a missing or unknown field, a wrong type, a number
-out of its range, an oversize frame, a task naming a codec this node does
-not have, a relative or hostile path, or an output whose extension does not
-match its codec raises ProtocolError, and the message is dropped (and
-counted) without anything being started. Never pickle: a peer's bytes are
-data, not code. The envelope and the field checks are in ``wire``.
+out of its range, a string or list longer than its cap, an oversize frame,
+a task naming a codec this node does not have, a relative or hostile path,
+or an output whose extension does not match its codec raises ProtocolError,
+and the message is dropped (and counted) without anything being started.
+Never pickle: a peer's bytes are data, not code. The envelope and the field
+checks are in ``wire``, the job and settings messages in ``jobs``.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from flac2all import codecs
+from flac2all.cluster import jobs
 from flac2all.cluster.wire import (  # the envelope is part of the protocol's face: "X as X" re-exports
     HEX,
+    MAX_ID,
+    MAX_SIZE,
     ProtocolError,
+    bounded_int,
     check_options,
     check_path,
     decode,
@@ -31,6 +33,7 @@ from flac2all.cluster.wire import (  # the envelope is part of the protocol's fa
     fields,
     is_a,
     seconds,
+    text,
 )
 from flac2all.cluster.wire import (
     MAX_MESSAGE as MAX_MESSAGE,
@@ -38,14 +41,20 @@ from flac2all.cluster.wire import (
 from flac2all.cluster.wire import (
     VERSION as VERSION,
 )
-from flac2all.errors import Flac2allError, UsageError
-from flac2all.model import Action, Layout, Settings, SourceFacts, Status, Task, TaskResult
+from flac2all.errors import DISK_FULL, UsageError
+from flac2all.model import Settings, SourceFacts, Status, Task, TaskResult
 
-# Actions a worker may be asked to run: the master does the rest itself.
-WORKER_ACTIONS = tuple(a for a in Action if a.on_executor)
-# The families a settings message may carry options for: this node's own.
-OPTION_FAMILIES = tuple(codecs.OPTION_FAMILIES)
-
+# The job and settings messages (``jobs``) are part of the protocol's face.
+MAX_JOB = jobs.MAX_JOB
+WORKER_ACTIONS = jobs.WORKER_ACTIONS
+OPTION_FAMILIES = jobs.OPTION_FAMILIES
+FOREIGN_MODE = jobs.FOREIGN_MODE
+WireTask = jobs.WireTask
+job_to_wire = jobs.job_to_wire
+job_from_wire = jobs.job_from_wire
+job_ids = jobs.job_ids
+settings_to_wire = jobs.settings_to_wire
+settings_from_wire = jobs.settings_from_wire
 
 # --- messages without a body ------------------------------------------------
 
@@ -91,7 +100,10 @@ HEARTBEAT = 1.0  # seconds between heartbeats, both ways
 DEAD_AFTER = 4.0  # a peer silent this long is dead: detection in 4-5 s
 HEARTBEAT_RANGE = (0.05, 60.0)
 MAX_DEAD_AFTER = 600.0
-MAX_SLOTS = 1024
+# Slots one hello may declare (a worker process has 1); the master caps
+# them lower if told to (--max-slots).
+MAX_SLOTS = 256
+MAX_HOST = 255
 
 
 @dataclass(frozen=True)
@@ -112,9 +124,31 @@ class Hello:
 
 
 @dataclass(frozen=True)
+class Checks:
+    """What a worker checks before it takes work (health before work): a
+    few sources the master sees (path, size), which a worker with the same
+    view of the files sees too (a missing mount usually leaves an empty
+    folder, which is readable), and a file the master wrote in the output
+    folder."""
+
+    sources: tuple[tuple[Path, int], ...] = ()
+    probe: Path | None = None
+
+
+@dataclass(frozen=True)
 class Welcome:
     settings: Settings
     timings: Timings
+    checks: Checks = Checks()
+
+
+@dataclass(frozen=True)
+class Health:
+    """A worker's answer to the checks: what is wrong ("" if nothing), and
+    which of the run's modes it can run."""
+
+    problem: str
+    modes: tuple[str, ...]
 
 
 def hello_to_wire(session: str, host: str, pid: int, slots: int) -> bytes:
@@ -128,24 +162,76 @@ def hello_from_wire(msg: dict) -> Hello:
         raise ProtocolError("bad hello")
     if not 0 < msg["pid"] < 2**32:
         raise ProtocolError("bad pid")
-    if len(msg["host"]) > 255 or any(c in msg["host"] for c in "\x00\n\r"):
+    if len(msg["host"]) > MAX_HOST or any(c in msg["host"] for c in "\x00\n\r"):
         raise ProtocolError("bad host name")
     return Hello(msg["session"], msg["host"], msg["pid"], msg["slots"])
 
 
-def welcome_to_wire(settings_wire: dict, timings: Timings) -> bytes:
+MAX_CHECKED_SOURCES = 8
+
+
+def welcome_to_wire(settings_wire: dict, timings: Timings, checks: Checks = Checks()) -> bytes:
     """Master -> worker, the answer to hello: the run's settings (as
-    settings_to_wire made them, once per run) and the master's timings."""
-    return encode("welcome", settings=settings_wire, heartbeat=timings.heartbeat, dead_after=timings.dead_after)
+    settings_to_wire made them, once per run), the master's timings and
+    what to check before taking work."""
+    return encode(
+        "welcome",
+        settings=settings_wire,
+        heartbeat=timings.heartbeat,
+        dead_after=timings.dead_after,
+        checks={
+            "sources": [[os.fsdecode(path), size] for path, size in checks.sources],
+            "probe": os.fsdecode(checks.probe) if checks.probe is not None else "",
+        },
+    )
 
 
 def welcome_from_wire(msg: dict) -> Welcome:
-    fields(msg, {"settings": dict, "heartbeat": (int, float), "dead_after": (int, float)})
+    fields(msg, {"settings": dict, "heartbeat": (int, float), "dead_after": (int, float), "checks": dict})
     heartbeat = seconds(msg["heartbeat"], "heartbeat", *HEARTBEAT_RANGE)
     dead_after = seconds(msg["dead_after"], "dead_after", heartbeat, MAX_DEAD_AFTER)
     if dead_after <= heartbeat:
         raise ProtocolError("dead_after: not longer than the heartbeat")
-    return Welcome(settings_from_wire(msg["settings"]), Timings(heartbeat, dead_after))
+    settings = settings_from_wire(msg["settings"])
+    return Welcome(settings, Timings(heartbeat, dead_after), checks_from_wire(msg["checks"], settings))
+
+
+def checks_from_wire(body: dict, settings: Settings) -> Checks:
+    fields(body, {"sources": list, "probe": str})
+    if len(body["sources"]) > MAX_CHECKED_SOURCES:
+        raise ProtocolError("checks: too many sources")
+    sources = []
+    for item in body["sources"]:
+        if not isinstance(item, list) or len(item) != 2:
+            raise ProtocolError("checks: a source is not [path, size]")
+        path = check_path(item[0], "checked source")
+        if not path.is_relative_to(settings.input_dir):
+            raise ProtocolError("checks: a source outside the run's input folder")
+        sources.append((path, bounded_int(item[1], "checked size", 0, MAX_SIZE)))
+    probe = None
+    if body["probe"]:
+        probe = check_path(body["probe"], "probe")
+        if probe.parent != settings.outdir:
+            raise ProtocolError("checks: the probe file is not in the run's output folder")
+    return Checks(tuple(sources), probe)
+
+
+MAX_PROBLEM = 1000
+
+
+def health_to_wire(problem: str, modes: list[str]) -> bytes:
+    """Worker -> master, once after the welcome and before its first ready:
+    what is wrong with this node for this run ("" if nothing), and which of
+    the run's modes it can run."""
+    return encode("health", problem=problem[:MAX_PROBLEM], modes=modes)
+
+
+def health_from_wire(msg: dict, run_modes: tuple[str, ...]) -> Health:
+    fields(msg, {"problem": str, "modes": list})
+    problem = text(msg["problem"], "problem", MAX_PROBLEM)
+    if len(msg["modes"]) > len(run_modes) or not all(m in run_modes for m in msg["modes"]):
+        raise ProtocolError("health: modes that are not the run's")
+    return Health(problem, tuple(dict.fromkeys(msg["modes"])))
 
 
 def ready_to_wire(credit: int) -> bytes:
@@ -160,170 +246,20 @@ def ready_from_wire(msg: dict) -> int:
     return msg["credit"]
 
 
-# --- jobs: one task, or the encodes of one source sharing its decoder --------
-
-# A job holds at most this many tasks (the modes of one source).
-MAX_JOB = 32
-WireTask = tuple[int, int, Task]  # (task id, attempt, task)
-
-
-def job_to_wire(job: list[WireTask]) -> bytes:
-    """One job message: the source, action and size once, then per task its
-    id, attempt, mode, output and settings hash."""
-    first = job[0][2]
-    return encode(
-        "job",
-        source=os.fsdecode(first.source),
-        action=first.action.value,
-        size=first.size,
-        tasks=[
-            {
-                "id": task_id,
-                "attempt": attempt,
-                "mode": task.mode,
-                "output": os.fsdecode(task.output),
-                "settings_hash": task.settings_hash,
-            }
-            for task_id, attempt, task in job
-        ],
-    )
-
-
-def job_ids(msg: dict) -> list[tuple[int, int]]:
-    """The (id, attempt) pairs a job message names, as far as they can be
-    read (to refuse them)."""
-    tasks = msg.get("tasks")
-    if msg.get("type") != "job" or not isinstance(tasks, list):
-        return []
-    return [
-        (t["id"], t["attempt"])
-        for t in tasks
-        if isinstance(t, dict) and is_a(t.get("id"), int) and is_a(t.get("attempt"), int)
-    ]
-
-
-def job_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTask]:
-    """Validate a job message against this node's own codec table and, on
-    a worker, the session's folders: a source inside the input folder,
-    outputs inside the output folder, nothing else. A job of several tasks
-    must be encodes of modes that share a decoder, to distinct outputs."""
-    fields(msg, {"source": str, "action": str, "size": int, "tasks": list})
-    try:
-        action = Action(msg["action"])
-    except ValueError:
-        raise ProtocolError("unknown action") from None
-    if action not in WORKER_ACTIONS:
-        raise ProtocolError(f"action {action.value} is not run by workers")
-    source = check_path(msg["source"], "source")
-    if settings is not None and not source.is_relative_to(settings.input_dir):
-        raise ProtocolError("a source outside the run's input folder")
-    if msg["size"] < 0 or not 1 <= len(msg["tasks"]) <= MAX_JOB:
-        raise ProtocolError("bad job size or task count")
-    if len(msg["tasks"]) > 1 and action is not Action.ENCODE:
-        raise ProtocolError("only encodes share a job")
-    job = [task_from_wire(body, source, action, msg["size"], settings) for body in msg["tasks"]]
-    if len(job) > 1:
-        if len({task.output for _, _, task in job}) < len(job) or len({i for i, _, _ in job}) < len(job):
-            raise ProtocolError("a job names an output or a task id twice")
-        if not all(codecs.resolve(task.mode).reads_pcm for _, _, task in job):
-            raise ProtocolError("a mode that cannot share the decoder in a job of several")
-    return job
-
-
-def task_from_wire(body: Any, source: Path, action: Action, size: int, settings: Settings | None) -> WireTask:
-    if not isinstance(body, dict):
-        raise ProtocolError("a task is not an object")
-    fields(body, {"id": int, "attempt": int, "mode": str, "output": str, "settings_hash": str})
-    try:
-        codec = codecs.resolve(body["mode"])
-    except Flac2allError:
-        raise ProtocolError(f"unknown codec {body['mode']!r}") from None
-    output = check_path(body["output"], "output")
-    if output == source:
-        raise ProtocolError("output is the source")
-    if settings is not None and not output.is_relative_to(settings.outdir):
-        raise ProtocolError("an output outside the run's output folder")
-    if action is Action.COPY:
-        if output.name != source.name:
-            raise ProtocolError("a copy keeps its name")
-    elif output.suffix != codec.extension or source.suffix.lower() != ".flac":
-        raise ProtocolError(f"output extension does not match codec {codec.name}")
-    if not HEX.fullmatch(body["settings_hash"]) or body["id"] < 0 or body["attempt"] < 0:
-        raise ProtocolError("bad task numbers")
-    task = Task(source, codec.name, output, action, size, settings_hash=body["settings_hash"])
-    return body["id"], body["attempt"], task
-
-
-# --- settings (sent once per worker session) ---------------------------------
-
-
-def settings_to_wire(settings: Settings) -> dict:
-    return {
-        "input_dir": os.fsdecode(settings.input_dir),
-        "outdir": os.fsdecode(settings.outdir),
-        "modes": list(settings.modes),
-        "options": {k: list(v) for k, v in settings.options.items()},
-        "timeout": settings.timeout,
-        "id3v23": settings.id3v23,
-        "embed_folder_art": settings.embed_folder_art,
-        "layout": settings.layout.value,
-    }
-
-
-def settings_from_wire(body: Any) -> Settings:
-    if not isinstance(body, dict):
-        raise ProtocolError("settings: not an object")
-    fields(
-        body,
-        {
-            "input_dir": str,
-            "outdir": str,
-            "modes": list,
-            "options": dict,
-            "id3v23": bool,
-            "embed_folder_art": bool,
-            "layout": str,
-        },
-        {"timeout": (int, float, type(None))},
-    )
-    options = {}
-    for family, words in body["options"].items():
-        if family not in OPTION_FAMILIES:
-            raise ProtocolError(f"unknown option family {family!r}")
-        options[family] = check_options(family, words)
-    modes = []
-    for mode in body["modes"]:
-        if not isinstance(mode, str):
-            raise ProtocolError("modes: not strings")
-        try:
-            modes.append(codecs.resolve(mode).name)
-        except Flac2allError:
-            raise ProtocolError(f"unknown codec {mode!r}") from None
-    timeout = body.get("timeout")
-    if timeout is not None and not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
-        raise ProtocolError("bad timeout")
-    try:
-        layout = Layout(body["layout"])
-    except ValueError:
-        raise ProtocolError("bad layout") from None
-    return Settings(
-        input_dir=check_path(body["input_dir"], "input_dir"),
-        outdir=check_path(body["outdir"], "outdir"),
-        modes=tuple(modes),
-        layout=layout,
-        options=options,
-        timeout=timeout,
-        id3v23=body["id3v23"],
-        embed_folder_art=body["embed_folder_art"],
-        threads=1,
-    )
-
-
 # --- results -----------------------------------------------------------------
 
 
 MAX_RESULT_MESSAGE = 2000
 MAX_ELAPSED = 1e7  # seconds, some four months
+# Why a task failed, when the cause is the run's or the node's rather than
+# the file's: a full output disk stops the run; the others are a worker's
+# environment (the master requeues the task elsewhere and counts them
+# against the worker).
+SOURCE_MISSING = "source-missing"  # the worker cannot see or read the source
+OUTPUT_UNWRITABLE = "output-unwritable"  # the worker cannot write the output folder
+ENCODER_MISSING = "encoder-missing"  # the worker lacks a program of the mode
+ENVIRONMENT = (SOURCE_MISSING, OUTPUT_UNWRITABLE, ENCODER_MISSING)
+CAUSES = ("", DISK_FULL, *ENVIRONMENT)
 
 
 def result_to_wire(task_id: int, attempt: int, result: TaskResult) -> bytes:
@@ -337,13 +273,14 @@ def result_to_wire(task_id: int, attempt: int, result: TaskResult) -> bytes:
         message=result.message[:MAX_RESULT_MESSAGE],
         returncode=result.returncode,
         elapsed=result.elapsed,
+        cause=result.cause if result.cause in CAUSES else "",
         facts=None
         if facts is None
         else [facts.size, facts.mtime_ns, facts.audio_md5, facts.tags_hash, facts.pictures_hash],
     )
 
 
-def refusals_to_wire(msg: dict | None, host: str, why: str) -> list[bytes]:
+def refusals_to_wire(msg: dict | None, host: str, why: str, cause: str = "") -> list[bytes]:
     """Failed results for the tasks of a job a worker will not run (a codec
     it lacks, a path outside the run), as far as the message says which
     tasks they were: so that the master does not wait for them forever."""
@@ -358,6 +295,7 @@ def refusals_to_wire(msg: dict | None, host: str, why: str) -> list[bytes]:
             elapsed=0.0,
             facts=None,
             message=message,
+            cause=cause,
         )
         for task_id, attempt in job_ids(msg or {})
     ]
@@ -372,17 +310,26 @@ class WireResult:
     returncode: int
     elapsed: float
     facts: SourceFacts | None
+    cause: str = ""
 
-    def to_result(self, task: Task) -> TaskResult:
-        return TaskResult(task, self.status, self.message, self.returncode, self.elapsed, self.facts)
+    def to_result(self, task: Task, host: str = "") -> TaskResult:
+        return TaskResult(
+            task, self.status, self.message, self.returncode, self.elapsed, self.facts, cause=self.cause, host=host
+        )
 
 
 def result_from_wire(msg: dict) -> WireResult:
     fields(
         msg,
         {"id": int, "attempt": int, "status": str, "message": str, "returncode": int, "elapsed": (int, float)},
-        {"facts": (list, type(None))},
+        {"facts": (list, type(None)), "cause": str},
     )
+    task_id = bounded_int(msg["id"], "id", 0, MAX_ID)
+    attempt = bounded_int(msg["attempt"], "attempt", 0, MAX_ID)
+    message = text(msg["message"], "message", MAX_RESULT_MESSAGE)
+    cause = msg.get("cause", "")
+    if cause not in CAUSES:
+        raise ProtocolError("unknown cause")
     try:
         status = Status(msg["status"])
     except ValueError:
@@ -392,7 +339,8 @@ def result_from_wire(msg: dict) -> WireResult:
     if raw is not None:
         # Integers as SQLite stores them (the state records the facts).
         if (
-            len(raw) != 5
+            not isinstance(raw, list)
+            or len(raw) != 5
             or not all(is_a(x, int) and -(2**63) <= x < 2**63 for x in raw[:2])
             or raw[0] < 0
             or not all(isinstance(x, str) and HEX.fullmatch(x) for x in raw[2:])
@@ -402,7 +350,7 @@ def result_from_wire(msg: dict) -> WireResult:
     if not -(2**31) <= msg["returncode"] < 2**32:
         raise ProtocolError("bad returncode")
     elapsed = seconds(msg["elapsed"], "elapsed", -1.0, MAX_ELAPSED)  # -1: not timed (a skip)
-    return WireResult(msg["id"], msg["attempt"], status, msg["message"], msg["returncode"], elapsed, facts)
+    return WireResult(task_id, attempt, status, message, msg["returncode"], elapsed, facts, cause)
 
 
 def check_usage_options(options: dict[str, tuple[str, ...]]) -> None:

@@ -10,7 +10,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-VERSION = 2  # 2: jobs of several tasks sharing a decoder
+from flac2all.codecs.options import cluster_refusal
+
+# 2: jobs of several tasks sharing a decoder; 3: health before work (the
+# welcome names what to check, the worker answers with a health message),
+# results carry their cause.
+VERSION = 3
 MAX_MESSAGE = 64 * 1024
 MAX_OPTION_WORDS = 64
 # Encoder option words may not name files or redirect output: the worker
@@ -34,6 +39,8 @@ def check_options(family: str, words: Any) -> tuple[str, ...]:
             raise ProtocolError(f"{family} option {word!r}: only letters, digits and _:.,=+-% are allowed")
         if word in FORBIDDEN_OPTIONS or word.startswith("file:"):
             raise ProtocolError(f"{family} option {word!r}: names an input or output, which flac2all sets itself")
+    if (why := cluster_refusal(family, words)) is not None:
+        raise ProtocolError(why)
     return tuple(words)
 
 
@@ -68,6 +75,25 @@ def is_a(value: Any, kind: type | tuple) -> bool:
     """isinstance, except that JSON's true/false are not numbers here."""
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
+
+MAX_ID = 2**53  # task ids and attempts: exact in any JSON reader
+MAX_SIZE = 2**63 - 1  # bytes, as SQLite and st_size hold them
+
+
+def bounded_int(value: Any, what: str, low: int, high: int) -> int:
+    """An integer in [low, high] (not a bool), compared as it came: a
+    400-digit one is simply out of range."""
+    if not is_a(value, int) or not low <= value <= high:
+        raise ProtocolError(f"{what}: not a whole number in {low}..{high}")
+    return value
+
+
+def text(value: Any, what: str, limit: int) -> str:
+    """A string of at most ``limit`` characters."""
+    if not isinstance(value, str) or len(value) > limit:
+        raise ProtocolError(f"{what}: not a string of at most {limit} characters")
+    return value
 
 
 def seconds(value: Any, what: str, low: float, high: float) -> float:

@@ -23,21 +23,24 @@ from __future__ import annotations
 
 import os
 import queue
-import signal
 import socket
 import sys
 import threading
 import time
 import uuid
+from dataclasses import replace
 from enum import Enum
+from pathlib import Path
 
 import zmq
 
 from flac2all import runner
+from flac2all.cluster import health, protocol
 from flac2all.cluster import keys as cluster_keys
-from flac2all.cluster import protocol
+from flac2all.cluster.diagnose import ConnectionWatch
 from flac2all.cluster.protocol import ProtocolError, WireTask
-from flac2all.model import Settings
+from flac2all.cluster.stopping import StopRequest
+from flac2all.model import Settings, Status
 from flac2all.procs import Interrupted, ProcessGroup
 from flac2all.report import line_for
 
@@ -62,67 +65,66 @@ class Outcome(Enum):
     LOST = "never heard a master"
 
 
-class StopRequest:
-    """What the signals asked for: a warm stop, then a hard one."""
-
-    def __init__(self) -> None:
-        self.terms = 0
-        self.interrupted = False
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self.on_sigterm)
-        signal.signal(signal.SIGINT, self.on_sigint)
-
-    def on_sigterm(self, signum: int, frame: object) -> None:
-        self.terms += 1
-
-    def on_sigint(self, signum: int, frame: object) -> None:
-        self.interrupted = True  # the parent's SIGTERM for the same Ctrl-C follows
-
-    @property
-    def warm(self) -> bool:
-        """Take no new job; leave once the current one is done."""
-        return self.terms >= 1 or self.interrupted
-
-    @property
-    def hard(self) -> bool:
-        """Kill the job's encoders and leave now."""
-        return self.terms >= 2
-
-
 class WorkerProcess:
     """One worker process: sessions with the master, one after the other,
     until the run is over, a signal stops it, or the master stays away."""
 
-    def __init__(self, endpoint: str, worker_keys: cluster_keys.WorkerKeys | None, retry_seconds: float) -> None:
-        self.endpoint = endpoint
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        worker_keys: cluster_keys.WorkerKeys | None,
+        retry_seconds: float,
+        allowed: tuple[Path, ...] = (),
+        stay: bool = False,
+    ) -> None:
+        self.host, self.port = host, port
+        self.endpoint = f"tcp://{f'[{host}]' if ':' in host else host}:{port}"
         self.keys = worker_keys
         self.retry_seconds = retry_seconds
+        self.allowed = allowed
+        self.stay = stay  # after a run, or a master away too long: wait for the next one
         self.stop = StopRequest()
         self.dropped = 0
+        self.failed = False  # it failed or refused work: exit 1
+        self.diagnosis = ""  # why no master answers, as last said
 
     def run(self) -> int:
         self.stop.install()
         self.ctx = zmq.Context()
         lost_since = time.monotonic()
+        done = 1 if self.failed else 0
         try:
             while not self.stop.warm:
                 outcome = Session(self).run()
+                done = 1 if self.failed else 0
+                if outcome is Outcome.SHUTDOWN and self.stay:
+                    say("flac2all_worker: the run is over; waiting for the next master (--stay)")
+                    lost_since = time.monotonic()
+                    self.back_off(1.0)  # the old master closes its socket meanwhile
+                    continue
                 if outcome in (Outcome.SHUTDOWN, Outcome.SIGNALLED) or self.stop.warm:
-                    return 0
+                    return done
                 if outcome is Outcome.CONNECTED:
                     lost_since = time.monotonic()  # it was up: the bounded wait starts now
-                if time.monotonic() - lost_since > self.retry_seconds:
+                if time.monotonic() - lost_since > self.retry_seconds and not self.stay:
                     say(
                         f"flac2all_worker: no master answered at {self.endpoint} for {self.retry_seconds:g} s "
-                        "(is it running and reachable, with the same keys and flac2all version?), giving up",
+                        f"({self.diagnosis or 'no answer'}), giving up",
                         sys.stderr,
                     )
                     return LOST_MASTER
                 self.back_off(min(2.0, 0.2 + (time.monotonic() - lost_since) / 10))
-            return 0
+            return done
         finally:
             self.ctx.term()
+
+    def diagnose(self, watch: ConnectionWatch) -> None:
+        """Say why no master answered, once per new reason."""
+        why = watch.diagnosis(self.host, self.port)
+        if why != self.diagnosis:
+            self.diagnosis = why
+            say(f"flac2all_worker: no master at {self.endpoint}: {why}; still trying", sys.stderr)
 
     def back_off(self, seconds: float) -> None:
         """Wait before reconnecting, unless a signal asks to stop."""
@@ -130,7 +132,7 @@ class WorkerProcess:
         while not self.stop.warm and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def socket(self) -> zmq.Socket:
+    def socket(self) -> tuple[zmq.Socket, ConnectionWatch]:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE + 1024)
@@ -139,8 +141,9 @@ class WorkerProcess:
             sock.curve_secretkey = self.keys.secret
             sock.curve_publickey = self.keys.public
             sock.curve_serverkey = self.keys.master_public
+        watch = ConnectionWatch(sock)
         sock.connect(self.endpoint)
-        return sock
+        return sock, watch
 
 
 class Session:
@@ -153,13 +156,14 @@ class Session:
     def __init__(self, worker: WorkerProcess) -> None:
         self.worker = worker
         self.stop = worker.stop
-        self.sock = worker.socket()
+        self.sock, self.watch = worker.socket()
         self.id = uuid.uuid4().hex
         self.processes = ProcessGroup()
         self.todo: queue.Queue = queue.Queue()  # jobs for the task thread; None ends it
         self.results: queue.Queue = queue.Queue()  # (job, its results or None) from it
         self.job: list[WireTask] | None = None  # the running one (one slot)
         self.settings: Settings | None = None  # from the welcome
+        self.problem = ""  # why this node refuses the run (health before work)
         self.timings = protocol.Timings()  # the defaults until the master's welcome
         self.heard = False  # a welcome came
         self.last_heard = self.last_sent = time.monotonic()
@@ -191,6 +195,7 @@ class Session:
             self.processes.stop()
             self.todo.put(None)
             thread.join()
+            self.watch.close()
             self.sock.close()
             os.close(self.wake_r)
             os.close(self.wake_w)
@@ -239,6 +244,9 @@ class Session:
             return None
         self.job = None
         for (task_id, attempt, _), result in zip(job, done or [], strict=False):
+            if result.status is Status.FAILED:
+                self.worker.failed = True
+                result = replace(result, cause=health.cause_of(result, self.settings))
             self.send(protocol.result_to_wire(task_id, attempt, result))
             say(line_for(result))
         return None
@@ -250,12 +258,15 @@ class Session:
         if time.monotonic() - self.last_heard <= self.timings.dead_after or self.sock.poll(0):
             return None
         self.drop_job()
+        if not self.heard:
+            self.worker.diagnose(self.watch)
+            return Outcome.LOST
         say(
             f"flac2all_worker: master at {self.worker.endpoint} silent for {self.timings.dead_after:g} s; "
             f"encoder stopped, {'exiting' if self.stop.warm else 'reconnecting'}",
             sys.stderr,
         )
-        return Outcome.CONNECTED if self.heard else Outcome.LOST
+        return Outcome.CONNECTED
 
     def send_heartbeat(self) -> None:
         if time.monotonic() - self.last_sent >= self.timings.heartbeat:
@@ -265,16 +276,31 @@ class Session:
     # -- one method per message from the master -------------------------------
 
     def on_welcome(self, msg: dict) -> None:
+        if self.heard:
+            raise ProtocolError("a second welcome")
         welcome = protocol.welcome_from_wire(msg)
         self.settings, self.timings = welcome.settings, welcome.timings
         self.heard = True
-        # Credit: the free slot, if any, and none once stopping.
-        self.send(protocol.ready_to_wire(0 if self.job or self.stop.warm else 1))
+        self.worker.diagnosis = ""
+        # Health before work: this node's own view of the run's folders and
+        # encoders, told to the master before any credit.
+        self.problem, modes = health.examine(self.settings, welcome.checks, self.worker.allowed, self.id)
+        self.send(protocol.health_to_wire(self.problem, modes))
+        if self.problem:
+            self.worker.failed = True
+            say(f"flac2all_worker: refusing this run: {self.problem}", sys.stderr)
+        elif lacks := health.runnable(self.settings.modes)[1]:
+            say(f"flac2all_worker: this node cannot run {'; '.join(lacks)}: it takes only the other modes' jobs")
+        # Credit: the free slot, if any, and none once stopping or refusing.
+        self.send(protocol.ready_to_wire(0 if self.job or self.stop.warm or self.problem else 1))
 
     def on_job(self, msg: dict) -> None:
         if self.settings is None or self.job is not None:
             raise ProtocolError("a job while busy or before welcome")
+        if self.problem:
+            raise ProtocolError(f"this worker refused the run: {self.problem}")
         job = protocol.job_from_wire(msg, self.settings)
+        health.confine(job, self.settings)
         if self.stop.warm:
             return  # sent before the master knew: the bye that follows hands it back
         self.job = job
@@ -343,6 +369,7 @@ class Session:
         self.worker.dropped += 1
         say(f"flac2all_worker: dropped a message: {why}", sys.stderr)
         for frame in protocol.refusals_to_wire(msg, socket.gethostname(), str(why)):
+            self.worker.failed = True
             self.send(frame)
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from flac2all import __version__, tools
 from flac2all.cluster import keys as cluster_keys
+from flac2all.cluster.diagnose import resolves
 from flac2all.cluster.worker import WorkerProcess, say
-from flac2all.errors import ExitStatus, Flac2allError
+from flac2all.errors import ExitStatus, Flac2allError, UsageError
 
 
 class Forward:
@@ -45,12 +46,13 @@ class Forward:
                 os.kill(proc.pid, signal.SIGTERM)
 
 
-def child(endpoint: str, key_dir: Path | None, retry_seconds: float) -> None:
+def child(args: argparse.Namespace, key_dir: Path | None) -> None:
     worker_keys = cluster_keys.worker_keys(key_dir) if key_dir else None
     # What this node can run, known before any message (main() probed it):
     # a message naming a codec must never be what starts a process.
     tools.ffmpeg_encoders()
-    sys.exit(WorkerProcess(endpoint, worker_keys, retry_seconds).run())
+    allowed = tuple(Path(os.path.realpath(folder)) for folder in args.allow)
+    sys.exit(WorkerProcess(args.master, args.port, worker_keys, args.retry_seconds, allowed, args.stay).run())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--keys",
         type=Path,
         metavar="DIR",
-        help="CurveZMQ key folder (default: ~/.config/flac2all/cluster if it exists)",
+        help="this worker's key folder: worker.key_secret and master.key, as flac2all --cluster-keygen DIR "
+        "--worker NAME wrote them into DIR/workers/NAME on the master (default: ~/.config/flac2all/cluster, "
+        "or its workers/HOSTNAME)",
+    )
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder this worker may read and write in (repeat it: the library and OUTDIR); a run whose "
+        "folders are not inside one is refused. Required with --insecure",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="talk to a master without keys (unauthenticated, unencrypted: any host that can pose as the "
+        "master may send jobs, within --allow)",
+    )
+    p.add_argument(
+        "--stay",
+        action="store_true",
+        help="after a run, or when the master is away, keep waiting for the next master instead of exiting "
+        "(for a service: contrib/flac2all-worker.service)",
     )
     p.add_argument(
         "--retry-seconds",
@@ -94,22 +118,20 @@ def main(argv: list[str] | None = None) -> int:
         return ExitStatus.USAGE
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        key_dir = cluster_keys.find(args.keys)
-        if key_dir is not None:
-            cluster_keys.worker_keys(key_dir)  # fail here, not in every child
-        else:
-            print("WARNING: the cluster is unauthenticated and unencrypted (no keys)", file=sys.stderr)
+        key_dir = worker_key_dir(args)
     except Flac2allError as exc:
         print(f"flac2all_worker: error: {exc}", file=sys.stderr)
         return exc.exit_status
+    if not resolves(args.master, args.port):
+        print(f"flac2all_worker: host name {args.master} does not resolve", file=sys.stderr)
+        if not args.stay:
+            return ExitStatus.USAGE
     # What this node can run, probed once here: the children inherit it.
     tools.ffmpeg_encoders()
-    host = f"[{args.master}]" if ":" in args.master else args.master
-    endpoint = f"tcp://{host}:{args.port}"
     fork = multiprocessing.get_context("fork")
     children = []
     for _ in range(args.threads):
-        proc = fork.Process(target=child, args=(endpoint, key_dir, args.retry_seconds))
+        proc = fork.Process(target=child, args=(args, key_dir))
         proc.start()
         children.append(proc)
         say(f"Spawned worker process (pid {proc.pid})")
@@ -124,6 +146,32 @@ def main(argv: list[str] | None = None) -> int:
     if not failed:
         return 0
     return failed[0] if failed[0] > 0 else 1  # a child killed by a signal
+
+
+def worker_key_dir(args: argparse.Namespace) -> Path | None:
+    """This worker's key folder (None with --insecure); a usage error when
+    there is none, or --insecure lacks --allow."""
+    for folder in args.allow:
+        if not os.path.isabs(folder):
+            raise UsageError(f"--allow {folder}: give an absolute path")
+    if args.insecure:
+        if not args.allow:
+            raise UsageError("--insecure needs --allow DIR (the library and OUTDIR): a master without keys is anyone")
+        print(
+            "WARNING: --insecure: unauthenticated and unencrypted; this worker touches nothing outside --allow",
+            file=sys.stderr,
+        )
+        return None
+    key_dir = cluster_keys.worker_dir(args.keys)
+    if key_dir is None:
+        where = args.keys or cluster_keys.default_dir()
+        raise UsageError(
+            f"no worker keys in {where}: on the master run 'flac2all --cluster-keygen --worker NAME' and copy "
+            f"the folder it names to this host as {cluster_keys.default_dir()} (or pass --keys DIR); or run "
+            "with --insecure --allow DIR"
+        )
+    cluster_keys.worker_keys(key_dir)  # fail here, not in every child
+    return key_dir
 
 
 if __name__ == "__main__":

@@ -132,3 +132,72 @@ def options_help(families: Iterable[OptionFamily]) -> str:
             )
         )
     return "\n".join(paragraphs)
+
+
+# The options a cluster worker accepts from a master, per family: option ->
+# whether it takes a value (the next word, or ``--opt=value``). None of them
+# names a file or changes where output goes (ffmpeg's -i/-y/-f/-af, lame's
+# --ti, opusenc's --save-range/--picture, flac's -o/--cuesheet/--picture...
+# are left out on purpose): a worker's own user never agreed to let a master
+# pick files through an encoder's options. A local run takes any option: the
+# user owns that machine.
+_FFMPEG_AUDIO = {
+    **dict.fromkeys(("-b:a", "-q:a", "-ab", "-aq", "-ar", "-ac", "-cutoff", "-vbr", "-profile:a"), True),
+    **dict.fromkeys(("-compression_level", "-application", "-frame_duration", "-sample_fmt", "-strict"), True),
+    **dict.fromkeys(("-threads", "-frame_size", "-lpc_type", "-aac_coder", "-global_quality", "-packet_loss"), True),
+    **dict.fromkeys(("-mapping_family", "-trellis", "-joint_stereo", "-abr", "-reservoir", "-channel_coupling"), True),
+    **dict.fromkeys(("-vn", "-sn", "-dn"), False),
+}
+CLUSTER_OPTIONS: dict[str, dict[str, bool]] = {
+    "lame": {
+        **dict.fromkeys(("-b", "-B", "-V", "-q", "-m", "-F", "-preset", "--preset", "--abr", "--resample"), True),
+        **dict.fromkeys(("--lowpass", "--highpass", "--lowpass-width", "--highpass-width", "-s"), True),
+        **dict.fromkeys(("-h", "-f", "-a", "-v", "--cbr", "--vbr-new", "--vbr-old", "--noreplaygain"), False),
+        **dict.fromkeys(("--replaygain-fast", "--replaygain-accurate", "--nores", "--strictly-enforce-ISO"), False),
+        **dict.fromkeys(("--quiet", "--silent", "-S", "--noasm"), False),
+    },
+    "vorbis": {
+        **dict.fromkeys(("-q", "--quality", "-b", "--bitrate", "-m", "--min-bitrate", "-M"), True),
+        **dict.fromkeys(("--max-bitrate", "--resample", "--advanced-encode-option", "-s", "--serial"), True),
+        **dict.fromkeys(("--managed", "--downmix", "--quiet", "-Q", "--discard-comments"), False),
+    },
+    "opus": {
+        **dict.fromkeys(("--bitrate", "--comp", "--complexity", "--framesize", "--expect-loss"), True),
+        **dict.fromkeys(("--max-delay", "--set-ctl-int", "--serial", "--padding"), True),
+        **dict.fromkeys(("--vbr", "--cvbr", "--hard-cbr", "--downmix-mono", "--downmix-stereo"), False),
+        **dict.fromkeys(("--quiet", "--music", "--speech", "--no-phase-inv", "--discard-comments"), False),
+    },
+    "flac": {
+        **dict.fromkeys(tuple(f"-{n}" for n in range(9)), False),
+        **dict.fromkeys(("--best", "--fast", "-V", "--verify", "-e", "-p", "--no-padding", "--silent"), False),
+        **dict.fromkeys(("--exhaustive-model-search", "--qlp-coeff-precision-search", "-s", "-f"), False),
+        **dict.fromkeys(("-b", "--blocksize", "-l", "-r", "-q", "-A", "--apodization", "--padding"), True),
+        **dict.fromkeys(("--max-lpc-order", "--rice-partition-order", "--qlp-coeff-precision"), True),
+        **dict.fromkeys(("-m", "-M", "--mid-side", "--adaptive-mid-side"), False),
+    },
+    "ffmpeg": _FFMPEG_AUDIO,
+    "aac": _FFMPEG_AUDIO,
+}
+
+
+def cluster_refusal(family: str, words: Iterable[str]) -> str | None:
+    """Why a worker refuses these option words of ``family`` (None: it takes
+    them): each option must be in the family's CLUSTER_OPTIONS, and a word
+    that is not an option only the value of the option before it."""
+    allowed = CLUSTER_OPTIONS.get(family)
+    if allowed is None:
+        return f"no {family} options are accepted from a master"
+    expect_value = False
+    for word in words:
+        if expect_value:
+            expect_value = False
+            continue
+        name, has_value = (word.split("=", 1)[0], True) if word.startswith("--") and "=" in word else (word, False)
+        if name not in allowed:
+            if name.startswith("-"):
+                return f"{family} option {name!r} is not one a cluster worker accepts"
+            return f"{family} option word {word!r} is neither an option nor its value (a file name?)"
+        if has_value and not allowed[name]:
+            return f"{family} option {name!r} takes no value"
+        expect_value = allowed[name] and not has_value
+    return None

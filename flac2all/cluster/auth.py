@@ -1,0 +1,141 @@
+"""Who may talk to the master, and what it says about those it refuses.
+
+CurveZMQ with a ZAP handler (pyzmq's ThreadAuthenticator, over a folder of
+authorized public keys) decides; this module makes every refusal visible:
+the ZAP handler knows the address and that a key is unknown; the socket
+monitor sees the handshakes that fail before ZAP is asked (a worker that
+pins another master key, or one with keys talking to a master without, or
+the other way round); the master reports a peer of another protocol
+version. Each (address, reason) is said once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
+
+from flac2all.cluster import keys as cluster_keys
+
+MONITORED = (
+    zmq.EVENT_ACCEPTED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_DISCONNECTED
+)
+
+
+class Refusals:
+    """Refused connections, said once per (address, reason); fed from the
+    authenticator's thread and the master's."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.lock = threading.Lock()
+        self.seen: set[tuple[str, str]] = set()
+        self.count = 0
+
+    def refuse(self, address: str, reason: str) -> None:
+        with self.lock:
+            self.count += 1
+            if (address, reason) in self.seen:
+                return
+            self.seen.add((address, reason))
+        self.say(f"Refused a connection from {address or 'an unknown address'}: {reason}")
+
+
+class LoggingAuthenticator(ThreadAuthenticator):
+    """The ZAP handler over ``authorized/``, telling ``refusals`` about every
+    key it turns away (the address comes with the ZAP request)."""
+
+    def __init__(self, ctx: zmq.Context, refusals: Refusals) -> None:
+        super().__init__(ctx)
+        self.refusals = refusals
+        self.address = ""
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        # One request at a time, in the authenticator's thread.
+        self.address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else ""
+        await super().handle_zap_message(msg)
+
+    def _send_zap_reply(self, request_id, status_code, status_text, user_id="anonymous") -> None:
+        if status_code != b"200":
+            why = status_text.decode("utf-8", "replace")
+            reason = "unknown key (not in the master's authorized/ folder)" if why == "Unknown key" else why
+            self.refusals.refuse(self.address, reason)
+        super()._send_zap_reply(request_id, status_code, status_text, user_id)
+
+
+def secure(sock: zmq.Socket, ctx: zmq.Context, master: cluster_keys.MasterKeys, refusals: Refusals):
+    """Make ``sock`` a CURVE server that accepts the authorized keys only;
+    returns the authenticator (stop it when done)."""
+    auth = LoggingAuthenticator(ctx, refusals)
+    auth.start()
+    auth.configure_curve(domain=cluster_keys.ZAP_DOMAIN, location=str(master.authorized))
+    sock.curve_secretkey = master.secret
+    sock.curve_publickey = master.public
+    sock.curve_server = True
+    sock.zap_domain = cluster_keys.ZAP_DOMAIN.encode()
+    return auth
+
+
+def peer_address(fd: int) -> str:
+    """The address of the TCP peer on ``fd``, if it is still open."""
+    try:
+        dup = os.dup(fd)
+    except OSError:
+        return ""
+    try:
+        with socket.socket(fileno=dup) as s:
+            host, *_ = s.getpeername()
+            return host
+    except (OSError, ValueError):
+        return ""
+
+
+class HandshakeWatch:
+    """The master socket's monitor: handshakes that fail before ZAP."""
+
+    def __init__(self, sock: zmq.Socket, refusals: Refusals, secure: bool) -> None:
+        self.monitor = sock.get_monitor_socket(MONITORED)
+        self.refusals = refusals
+        self.secure = secure
+        self.addresses: dict[int, str] = {}  # fd -> peer address, while connected
+        self.failed: str | None = None
+
+    def read(self) -> None:
+        """Handle the events waiting on the monitor socket."""
+        while self.monitor.poll(0):
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind, value = event["event"], event["value"]
+            if kind == zmq.EVENT_ACCEPTED:
+                self.addresses[value] = peer_address(value)
+            elif kind == zmq.EVENT_DISCONNECTED:
+                address = self.addresses.pop(value, "")
+                if self.failed is not None:  # the failure is this connection's (one I/O thread: in order)
+                    self.refusals.refuse(address, self.failed)
+                    self.failed = None
+            else:
+                self.failed = self.describe(kind, value)
+
+    def describe(self, kind: int, value: int) -> str:
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            if self.secure:
+                return (
+                    "bad handshake: the worker has no keys (this master requires them; or the worker runs --insecure)"
+                )
+            return "bad handshake: the worker uses keys and this master runs --insecure"
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+            return "bad handshake: the worker pins another master's public key (master.key)"
+        return "bad handshake (not a flac2all worker of this version?)"
+
+    def close(self) -> None:
+        self.monitor.close(0)

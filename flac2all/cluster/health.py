@@ -1,0 +1,148 @@
+"""What a worker checks for itself: that the master's folders are inside
+what its own user allowed (``--allow``), that it sees the run's files as the
+master does and can write its outputs (health before work), which of the
+run's modes it can run, that every path of a job resolves (symlinks and
+all) inside the run's folders, and, when a task fails, whether the cause is
+this node's environment rather than the file.
+
+Its user decides what a worker may touch, never the master: paths are
+resolved with their symlinks before any check, an output that exists must
+be a regular file (a symlink there is refused: the runner replaces outputs
+by rename, which never follows it, but a retag reads the old output).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from flac2all import codecs, tools
+from flac2all.cluster import protocol
+from flac2all.cluster.protocol import Checks, ProtocolError, WireTask
+from flac2all.errors import Flac2allError
+from flac2all.model import Settings, Status, TaskResult
+
+PROBE_PREFIX = ".flac2all-probe-"
+
+
+def real(path: Path) -> Path:
+    """``path`` with every symlink resolved (the parts that do not exist yet
+    are kept as they are: they cannot be links)."""
+    return Path(os.path.realpath(path))
+
+
+def within(path: Path, roots: Sequence[Path]) -> bool:
+    resolved = real(path)
+    return any(resolved.is_relative_to(real(root)) for root in roots)
+
+
+def outside_allowed(settings: Settings, allowed: Sequence[Path]) -> str | None:
+    """Why the run's folders are not this worker's to touch, or None (no
+    --allow: an authenticated master decides)."""
+    if not allowed:
+        return None
+    for what, folder in (("input", settings.input_dir), ("output", settings.outdir)):
+        if not within(folder, allowed):
+            roots = " ".join(f"--allow {root}" for root in allowed)
+            return f"the run's {what} folder {folder} is outside what this worker allows ({roots})"
+    return None
+
+
+def runnable(modes: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The run's modes this node can run, and what it lacks for the others."""
+    can, lacks = [], []
+    for mode in modes:
+        try:
+            codec = codecs.resolve(mode)
+        except Flac2allError:
+            lacks.append(f"{mode} (no such ffmpeg encoder here)")
+            continue
+        missing = [p for p in codec.programs if tools.which(p) is None]
+        if missing:
+            lacks.append(f"{mode} (no {', '.join(missing)})")
+        else:
+            can.append(mode)
+    return can, lacks
+
+
+def examine(settings: Settings, checks: Checks, allowed: Sequence[Path], session: str) -> tuple[str, list[str]]:
+    """Health before work: (what is wrong, "" if nothing; the modes it can
+    run). A missing mount usually leaves an empty folder, which reads fine:
+    so the sources the master named must be there with their sizes, and the
+    probe file it wrote into the output folder must be seen."""
+    if problem := outside_allowed(settings, allowed):
+        return problem, []
+    for source, size in checks.sources:
+        try:
+            st = os.stat(source)
+        except OSError as exc:
+            return f"cannot see {source} ({exc.strerror}), which the master sees: is the input folder mounted?", []
+        if st.st_size != size:
+            return f"sees {source} with {st.st_size} bytes, the master with {size}: another copy of the files?", []
+    if checks.probe is not None:
+        if not os.path.lexists(checks.probe):
+            return (
+                f"does not see the master's probe file in {settings.outdir}: is the output folder mounted "
+                "(the same one as on the master)?",
+                [],
+            )
+        mine = settings.outdir / f"{PROBE_PREFIX}{session}"
+        try:
+            os.close(os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+            os.unlink(mine)
+        except OSError as exc:
+            return f"cannot write into {settings.outdir} ({exc.strerror}): NFS root_squash, or another UID?", []
+    can, lacks = runnable(settings.modes)
+    if not can:
+        return f"cannot run any of the run's modes: {'; '.join(lacks)}", []
+    return "", can
+
+
+def confine(job: list[WireTask], settings: Settings) -> None:
+    """Refuse (ProtocolError) a job whose source or output folder resolves,
+    symlinks and all, outside the run's folders, or whose output exists as
+    something else than a regular file."""
+    input_dir, outdir = real(settings.input_dir), real(settings.outdir)
+    for _, _, task in job:
+        if not real(task.source).is_relative_to(input_dir):
+            raise ProtocolError(f"{task.source} resolves outside the run's input folder (a symlink?)")
+        if not real(task.output.parent).is_relative_to(outdir):
+            raise ProtocolError(f"{task.output.parent} resolves outside the run's output folder (a symlink?)")
+        try:
+            st = os.lstat(task.output)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ProtocolError(f"cannot check {task.output}: {exc.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ProtocolError(f"{task.output} exists and is not a regular file (a symlink?)")
+
+
+def nearest_folder(path: Path) -> Path | None:
+    for folder in (path, *path.parents):
+        if os.path.isdir(folder):
+            return folder
+    return None
+
+
+def cause_of(result: TaskResult, settings: Settings) -> str:
+    """Why a task failed when it is this node's environment (a missing
+    encoder, a source it cannot read, an output folder it cannot write),
+    for the master to count against this worker; else the result's own
+    cause ("" for the file's own failures)."""
+    if result.status is not Status.FAILED or result.cause:
+        return result.cause
+    task = result.task
+    try:
+        if any(tools.which(p) is None for p in codecs.resolve(task.mode).programs):
+            return protocol.ENCODER_MISSING
+    except Flac2allError:
+        return protocol.ENCODER_MISSING
+    if not os.access(task.source, os.R_OK):
+        return protocol.SOURCE_MISSING
+    folder = nearest_folder(task.output.parent)
+    if folder is None or not folder.is_relative_to(settings.outdir) or not os.access(folder, os.W_OK | os.X_OK):
+        return protocol.OUTPUT_UNWRITABLE
+    return ""

@@ -1,0 +1,209 @@
+"""The cluster's job and settings messages: what a worker is asked to run,
+checked against this node's own codec table and, on a worker, the run's
+folders before anything starts (``protocol`` re-exports these)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from flac2all import codecs
+from flac2all.cluster.wire import (
+    HEX,
+    MAX_ID,
+    MAX_SIZE,
+    ProtocolError,
+    bounded_int,
+    check_options,
+    check_path,
+    encode,
+    fields,
+    is_a,
+    seconds,
+)
+from flac2all.errors import Flac2allError
+from flac2all.model import Action, Layout, Settings, Task
+
+# Actions a worker may be asked to run: the master does the rest itself.
+WORKER_ACTIONS = tuple(a for a in Action if a.on_executor)
+# The families a settings message may carry options for: this node's own.
+OPTION_FAMILIES = tuple(codecs.OPTION_FAMILIES)
+MAX_MODES = 64
+MAX_TIMEOUT = 1e7  # seconds
+# An f: mode this node cannot resolve (no ffmpeg, or not that encoder) may
+# still be in a run's settings: the worker says it cannot run it.
+FOREIGN_MODE = re.compile(r"f:[A-Za-z0-9_]{1,64}")
+
+
+# --- jobs: one task, or the encodes of one source sharing its decoder --------
+
+# A job holds at most this many tasks (the modes of one source).
+MAX_JOB = 32
+WireTask = tuple[int, int, Task]  # (task id, attempt, task)
+
+
+def job_to_wire(job: list[WireTask]) -> bytes:
+    """One job message: the source, action and size once, then per task its
+    id, attempt, mode, output and settings hash."""
+    first = job[0][2]
+    return encode(
+        "job",
+        source=os.fsdecode(first.source),
+        action=first.action.value,
+        size=first.size,
+        tasks=[
+            {
+                "id": task_id,
+                "attempt": attempt,
+                "mode": task.mode,
+                "output": os.fsdecode(task.output),
+                "settings_hash": task.settings_hash,
+            }
+            for task_id, attempt, task in job
+        ],
+    )
+
+
+def job_ids(msg: dict) -> list[tuple[int, int]]:
+    """The (id, attempt) pairs a job message names, as far as they can be
+    read (to refuse them)."""
+    tasks = msg.get("tasks")
+    if msg.get("type") != "job" or not isinstance(tasks, list):
+        return []
+    return [
+        (t["id"], t["attempt"])
+        for t in tasks[:MAX_JOB]
+        if isinstance(t, dict)
+        and is_a(t.get("id"), int)
+        and is_a(t.get("attempt"), int)
+        and 0 <= t["id"] <= MAX_ID
+        and 0 <= t["attempt"] <= MAX_ID
+    ]
+
+
+def job_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTask]:
+    """Validate a job message against this node's own codec table and, on
+    a worker, the session's folders: a source inside the input folder,
+    outputs inside the output folder, nothing else. A job of several tasks
+    must be encodes of modes that share a decoder, to distinct outputs."""
+    fields(msg, {"source": str, "action": str, "size": int, "tasks": list})
+    try:
+        action = Action(msg["action"])
+    except ValueError:
+        raise ProtocolError("unknown action") from None
+    if action not in WORKER_ACTIONS:
+        raise ProtocolError(f"action {action.value} is not run by workers")
+    source = check_path(msg["source"], "source")
+    if settings is not None and not source.is_relative_to(settings.input_dir):
+        raise ProtocolError("a source outside the run's input folder")
+    bounded_int(msg["size"], "size", 0, MAX_SIZE)
+    if not 1 <= len(msg["tasks"]) <= MAX_JOB:
+        raise ProtocolError("bad task count")
+    if len(msg["tasks"]) > 1 and action is not Action.ENCODE:
+        raise ProtocolError("only encodes share a job")
+    job = [task_from_wire(body, source, action, msg["size"], settings) for body in msg["tasks"]]
+    if len(job) > 1:
+        if len({task.output for _, _, task in job}) < len(job) or len({i for i, _, _ in job}) < len(job):
+            raise ProtocolError("a job names an output or a task id twice")
+        if not all(codecs.resolve(task.mode).reads_pcm for _, _, task in job):
+            raise ProtocolError("a mode that cannot share the decoder in a job of several")
+    return job
+
+
+def task_from_wire(body: Any, source: Path, action: Action, size: int, settings: Settings | None) -> WireTask:
+    if not isinstance(body, dict):
+        raise ProtocolError("a task is not an object")
+    fields(body, {"id": int, "attempt": int, "mode": str, "output": str, "settings_hash": str})
+    try:
+        codec = codecs.resolve(body["mode"])
+    except Flac2allError:
+        raise ProtocolError(f"unknown codec {body['mode']!r}") from None
+    output = check_path(body["output"], "output")
+    if output == source:
+        raise ProtocolError("output is the source")
+    if settings is not None and not output.is_relative_to(settings.outdir):
+        raise ProtocolError("an output outside the run's output folder")
+    if action is Action.COPY:
+        if output.name != source.name:
+            raise ProtocolError("a copy keeps its name")
+    elif output.suffix != codec.extension or source.suffix.lower() != ".flac":
+        raise ProtocolError(f"output extension does not match codec {codec.name}")
+    bounded_int(body["id"], "id", 0, MAX_ID)
+    bounded_int(body["attempt"], "attempt", 0, MAX_ID)
+    if not HEX.fullmatch(body["settings_hash"]):
+        raise ProtocolError("bad settings hash")
+    task = Task(source, codec.name, output, action, size, settings_hash=body["settings_hash"])
+    return body["id"], body["attempt"], task
+
+
+# --- settings (sent once per worker session) ---------------------------------
+
+
+def settings_to_wire(settings: Settings) -> dict:
+    return {
+        "input_dir": os.fsdecode(settings.input_dir),
+        "outdir": os.fsdecode(settings.outdir),
+        "modes": list(settings.modes),
+        "options": {k: list(v) for k, v in settings.options.items()},
+        "timeout": settings.timeout,
+        "id3v23": settings.id3v23,
+        "embed_folder_art": settings.embed_folder_art,
+        "layout": settings.layout.value,
+    }
+
+
+def settings_from_wire(body: Any) -> Settings:
+    if not isinstance(body, dict):
+        raise ProtocolError("settings: not an object")
+    fields(
+        body,
+        {
+            "input_dir": str,
+            "outdir": str,
+            "modes": list,
+            "options": dict,
+            "id3v23": bool,
+            "embed_folder_art": bool,
+            "layout": str,
+        },
+        {"timeout": (int, float, type(None))},
+    )
+    options = {}
+    for family, words in body["options"].items():
+        if family not in OPTION_FAMILIES:
+            raise ProtocolError(f"unknown option family {family!r}")
+        options[family] = check_options(family, words)
+    if not 1 <= len(body["modes"]) <= MAX_MODES:
+        raise ProtocolError("modes: not a short list")
+    modes = []
+    for mode in body["modes"]:
+        if not isinstance(mode, str) or len(mode) > 100:
+            raise ProtocolError("modes: not strings")
+        try:
+            modes.append(codecs.resolve(mode).name)
+        except Flac2allError:
+            if not FOREIGN_MODE.fullmatch(mode):  # an f: mode: the worker says it cannot run it
+                raise ProtocolError(f"unknown codec {mode!r}") from None
+            modes.append(mode)
+    timeout = body.get("timeout")
+    if timeout is not None:
+        # Compared before any conversion: math.isfinite(10**400) raised
+        # OverflowError, which ended the worker process.
+        timeout = seconds(timeout, "timeout", 1e-3, MAX_TIMEOUT)
+    try:
+        layout = Layout(body["layout"])
+    except ValueError:
+        raise ProtocolError("bad layout") from None
+    return Settings(
+        input_dir=check_path(body["input_dir"], "input_dir"),
+        outdir=check_path(body["outdir"], "outdir"),
+        modes=tuple(modes),
+        layout=layout,
+        options=options,
+        timeout=timeout,
+        id3v23=body["id3v23"],
+        embed_folder_art=body["embed_folder_art"],
+        threads=1,
+    )

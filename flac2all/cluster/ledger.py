@@ -1,0 +1,332 @@
+"""The master's ledger: every task of the run (Entry), the jobs it hands out
+(Job, each with a lease), the worker sessions that hold them (Peer), and the
+checks the master makes itself before it believes a worker: a claimed
+output must be there, written since the job was handed out, and carry this
+task's provenance tag.
+
+Nothing here touches a socket (``master`` does); everything here is about
+whether to believe a peer and where a task goes next.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flac2all import codecs
+from flac2all.cluster.protocol import ENCODER_MISSING, ENVIRONMENT, SOURCE_MISSING, WireResult
+from flac2all.model import Action, Settings, Status, Task, TaskResult
+from flac2all.runner import default_timeout
+
+POISON_DEATHS = 3  # a task whose worker died under it this often fails
+QUARANTINE_AFTER = 3  # environmental failures in a row that quarantine a worker
+MAX_ENV_HOSTS = 3  # a task that failed environmentally on this many hosts fails
+# A job's lease: its task time-out (each encode and its check may take it),
+# twice, plus some slack for tags, the commit and the network.
+LEASE_FACTOR = 2.0
+LEASE_SLACK = 10.0
+COPY_RATE = 1e6  # bytes/s: the slowest copy a lease allows for
+
+
+@dataclass
+class Entry:
+    """One task in the ledger."""
+
+    id: int
+    task: Task
+    attempt: int = 0
+    deaths: int = 0
+    session: str | None = None  # the worker session holding it
+    done: bool = False
+    # Hosts on which it failed for the worker's environment, and the last
+    # such failure (the reason it fails with if every worker fails it).
+    tried: set[str] = field(default_factory=set)
+    env_reason: str = ""
+    # The output as the master saw it when it handed the task out.
+    before: tuple | None = None
+
+
+@dataclass(eq=False)
+class Job:
+    """Tasks sent together, in one slot of a worker."""
+
+    entries: list[Entry]
+    deadline: float = 0.0  # monotonic time its lease ends, once handed out
+    lease: float = 0.0
+
+    @property
+    def open(self) -> list[Entry]:
+        return [e for e in self.entries if not e.done]
+
+    @property
+    def modes(self) -> set[str]:
+        return {e.task.mode for e in self.entries if not e.done}
+
+
+@dataclass
+class Peer:
+    """One worker process (one session of it)."""
+
+    identity: bytes
+    session: str
+    host: str
+    pid: int
+    slots: int
+    last_seen: float
+    address: str = ""
+    credit: int = 0
+    jobs: dict[int, Job] = field(default_factory=dict)  # task id -> its job, for the tasks it holds
+    finished: int = 0
+    joined: float = field(default_factory=time.monotonic)
+    current: dict[int, str] = field(default_factory=dict)  # task id -> file name
+    modes: frozenset[str] | None = None  # what it can run (None: no health message yet)
+    problem: str = ""  # why it gets no work: unhealthy, or quarantined
+    env_streak: int = 0  # environmental failures since its last success
+
+    def held(self) -> list[Job]:
+        """The jobs it holds (each in one slot), once each."""
+        return list({id(job): job for job in self.jobs.values()}.values())
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - len(self.held())
+
+    @property
+    def eligible(self) -> bool:
+        """It said it is healthy and has not been quarantined."""
+        return self.modes is not None and not self.problem
+
+    def can_run(self, entry: Entry) -> bool:
+        return self.modes is not None and entry.task.mode in self.modes and self.host not in entry.tried
+
+
+@dataclass
+class Counters:
+    dropped: int = 0  # malformed or hostile frames
+    late: int = 0  # results for an attempt no longer current
+    requeued: int = 0
+    refused: int = 0  # results the master did not believe
+
+
+def audio_seconds(path: Path) -> float:
+    """The length of a FLAC file from its STREAMINFO (the file's first 42
+    bytes), 0 when it cannot be read: a cheap read at hand-out time."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(42)
+    except OSError:
+        return 0.0
+    if len(head) < 42 or head[:4] != b"fLaC" or head[4] & 0x7F != 0:
+        return 0.0
+    info = int.from_bytes(head[18:26], "big")
+    rate = info >> 44
+    samples = info & ((1 << 36) - 1)
+    return samples / rate if rate else 0.0
+
+
+def lease_seconds(job: Job, settings: Settings) -> float:
+    """How long a worker may hold a job before the master takes it back: the
+    task time-out the worker applies (derived from the audio's duration
+    unless --timeout), twice, plus slack, plus the time to copy its bytes."""
+    task = job.entries[0].task
+    length = audio_seconds(task.source) if task.source.suffix.lower() == ".flac" else 0.0
+    timeout = settings.timeout if settings.timeout is not None else default_timeout(length)
+    return LEASE_FACTOR * timeout + LEASE_SLACK + task.size / COPY_RATE
+
+
+def identity(path: Path) -> tuple | None:
+    """What tells one version of a file from the next (an atomic rename
+    gives it a new inode), without comparing clocks of different hosts."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def disbelief(entry: Entry) -> str | None:
+    """Why the master does not believe a worker's success for this task, or
+    None: the output must be a regular, non-empty file under its final
+    name, not the one that was there when the task was handed out, and a
+    tagged output must carry the provenance tag of this task's settings."""
+    task = entry.task
+    try:
+        st = os.lstat(task.output)
+    except OSError as exc:
+        return f"the master does not see the output ({exc.strerror})"
+    if not stat.S_ISREG(st.st_mode):
+        return "the output is not a regular file"
+    if st.st_size == 0:
+        return "the output is empty"
+    if identity(task.output) == entry.before:
+        return "the output was not written since the task was handed out"
+    if task.action is Action.COPY:
+        return None
+    codec = codecs.resolve(task.mode)
+    if codec.tagged and codec.tag_family.carries_tags:
+        provenance = codec.tag_family.read_provenance(task.output)
+        if provenance is None or provenance.get("settings") != task.settings_hash:
+            return "the output lacks the provenance tag of this task's settings"
+    return None
+
+
+def source_visible(path: Path) -> bool:
+    """Whether the master itself can read a source (a worker that cannot is
+    the one at fault; when neither can, the file is)."""
+    return os.access(path, os.R_OK)
+
+
+class Ledger:
+    """Every task of the run and where it is: queued (``pending``, as jobs),
+    held by a peer (``Peer.jobs``), or done. Results reach ``on_result``."""
+
+    def __init__(self, say: Callable[[str], None], on_result: Callable[[TaskResult], None]) -> None:
+        self.say, self.on_result = say, on_result
+        self.counters = Counters()
+        self.entries: dict[int, Entry] = {}
+        self.pending: deque[Job] = deque()
+        self.open_tasks = 0  # entries not done
+        self.littered: set[Path] = set()  # output folders of tasks whose worker died
+        self.results_in = 0  # results accepted from workers
+
+    def add(self, job: Job) -> None:
+        self.entries.update((entry.id, entry) for entry in job.entries)
+        self.pending.append(job)
+        self.open_tasks += len(job.entries)
+
+    def settle(self, entry: Entry, result: TaskResult) -> None:
+        entry.done = True
+        entry.session = None
+        self.open_tasks -= 1
+        self.on_result(result)
+
+    def fail(self, entry: Entry, message: str) -> None:
+        self.settle(entry, TaskResult(entry.task, Status.FAILED, message, 1))
+
+    def again(self, entries: list[Entry], died: bool) -> None:
+        """Put open entries back at the front of the queue, as one job, each
+        with a new attempt; a death counts toward the poison cutoff."""
+        back = []
+        for entry in entries:
+            entry.session = None
+            entry.attempt += 1
+            self.counters.requeued += 1
+            if died:
+                # What its worker was writing stays behind: swept at the end.
+                self.littered.add(entry.task.output.parent)
+                entry.deaths += 1
+                if entry.deaths >= POISON_DEATHS:
+                    self.fail(entry, f"the worker died under this task {entry.deaths} times")
+                    continue
+            back.append(entry)
+        if back:
+            self.pending.appendleft(Job(back))
+
+    @staticmethod
+    def release(peer: Peer, job: Job) -> list[Entry]:
+        """Take a job back from a peer: its open entries."""
+        entries = [e for e in job.entries if not e.done and peer.jobs.get(e.id) is job]
+        for entry in entries:
+            peer.jobs.pop(entry.id, None)
+            peer.current.pop(entry.id, None)
+        return entries
+
+    def requeue(self, peer: Peer, died: bool) -> None:
+        """Everything a peer holds goes back to the queue."""
+        for job in sorted(peer.held(), key=lambda j: j.entries[0].id, reverse=True):
+            self.again(self.release(peer, job), died)
+
+    def quarantine(self, peer: Peer, why: str) -> None:
+        """No more jobs for this worker (what it holds may still finish)."""
+        if not peer.problem:
+            peer.problem = f"quarantined: {why}"
+            peer.credit = 0
+            self.say(f"Worker {peer.host}:{peer.pid} quarantined, it gets no more jobs: {why}")
+
+    def check_leases(self, peer: Peer, now: float) -> None:
+        """A job held past its lease goes to another worker even if its
+        worker still beats; that worker gets no more."""
+        for job in peer.held():
+            if now > job.deadline:
+                entries = self.release(peer, job)
+                self.again(entries, False)
+                self.say(f"Worker {peer.host}:{peer.pid} held a job past its lease; {len(entries)} task(s) requeued")
+                self.quarantine(peer, f"held a job past its lease of {job.lease:.0f} s")
+
+    def accept(self, peer: Peer, wire: WireResult) -> None:
+        """A result from a peer: believed, requeued, or discarded as late."""
+        entry = self.entries.get(wire.task_id)
+        if entry is None or entry.done or entry.session != peer.session or entry.attempt != wire.attempt:
+            self.counters.late += 1  # a duplicate or a result from a worker we gave up on
+            return
+        job = peer.jobs.pop(entry.id, None)
+        peer.current.pop(entry.id, None)
+        if job is not None and not any(j is job for j in peer.jobs.values()):  # its slot is free
+            peer.credit = 0 if peer.problem else min(peer.free_slots, peer.credit + 1)
+        task = entry.task
+        if wire.status is not Status.FAILED:
+            if (why := disbelief(entry)) is not None:
+                self.counters.refused += 1
+                self.again([entry], False)
+                self.quarantine(peer, f"claimed {task.output.name} ({task.mode}) done, but {why}")
+                return
+        elif wire.cause in ENVIRONMENT and (wire.cause != SOURCE_MISSING or source_visible(task.source)):
+            self.environmental(peer, entry, wire)
+            return
+        peer.env_streak = 0
+        peer.finished += 1
+        self.results_in += 1
+        self.settle(entry, wire.to_result(task, peer.host))
+
+    def environmental(self, peer: Peer, entry: Entry, wire: WireResult) -> None:
+        """The worker's environment failed, not the file (the master sees
+        the source): count it against the worker, give the task to another."""
+        peer.env_streak += 1
+        entry.tried.add(peer.host)
+        entry.env_reason = f"{peer.host}: {wire.message}"
+        if wire.cause == ENCODER_MISSING and peer.modes is not None:
+            peer.modes = peer.modes - {entry.task.mode}
+        if len(entry.tried) >= MAX_ENV_HOSTS:
+            self.fail(entry, f"failed on {len(entry.tried)} hosts, the last {entry.env_reason}")
+        else:
+            self.again([entry], False)
+        if peer.env_streak >= QUARANTINE_AFTER:
+            self.quarantine(peer, f"{peer.env_streak} failures of its environment in a row, the last: {wire.message}")
+
+    def fail_stuck(self, ready: list[Peer]) -> None:
+        """Nothing runs, and these peers wait for work they cannot take: the
+        tasks every one of them failed for its environment fail."""
+        for job in list(self.pending):
+            for entry in job.open:
+                if all(p.host in entry.tried for p in ready):
+                    self.fail(entry, f"failed on every worker, the last {entry.env_reason}")
+        if not any(job.open for job in self.pending):
+            self.pending.clear()
+
+    def fail_pending(self, why: str) -> None:
+        for job in self.pending:
+            for entry in job.open:
+                self.fail(entry, entry.env_reason or why)
+        self.pending.clear()
+
+    def take(self, peer: Peer) -> Job | None:
+        """The first pending job this peer can run: whole if it can run all of
+        it, else the part it can (the rest stays queued)."""
+        while self.pending and not self.pending[0].open:
+            self.pending.popleft()
+        for i, job in enumerate(self.pending):
+            mine = [e for e in job.open if peer.can_run(e)]
+            if not mine:
+                continue
+            if len(mine) == len(job.open):
+                del self.pending[i]
+                return job
+            taken = {id(e) for e in mine}
+            job.entries = [e for e in job.open if id(e) not in taken]
+            return Job(mine)
+        return None

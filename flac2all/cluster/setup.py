@@ -1,0 +1,69 @@
+"""What the ``flac2all`` command needs of the cluster: the master of ``-m``
+(keys by default, made on first use) and ``--cluster-keygen``."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from flac2all.cluster import keys, protocol
+from flac2all.cluster.master import Master
+from flac2all.errors import UsageError
+from flac2all.model import Settings
+
+
+def keygen(folder_text: str, worker: str | None, force: bool) -> list[str]:
+    """Make the master's keys, or a worker's; the lines to print. Raises
+    UsageError (keys already there) or OSError."""
+    folder = Path(folder_text) if folder_text else keys.default_dir()
+    if worker:
+        written = keys.keygen_worker(folder, worker, force)
+    else:
+        written = keys.keygen_master(folder, force)
+    lines = [f"wrote {path}" for path in written]
+    if worker:
+        home = folder / "workers" / worker
+        lines.append(
+            f"Worker {worker} is authorized. Copy {home} to that host as ~/.config/flac2all/cluster "
+            f"(for example: scp -r {home} {worker}:.config/flac2all/cluster), then run flac2all_worker "
+            f"{socket.gethostname()} there."
+        )
+    else:
+        lines.append(f"Authorize each worker with: flac2all --cluster-keygen {folder} --worker NAME")
+    return lines
+
+
+def master_from(args: argparse.Namespace, settings: Settings, say: Callable[[str], None]) -> Master:
+    """The cluster master of ``-m``: keys by default (made on first use),
+    none with --insecure."""
+    protocol.check_usage_options(dict(settings.options))
+    if not 0 <= args.port < 65536:
+        raise UsageError(f"--port {args.port}: not a port number")
+    here = args.bind if args.bind not in ("*", "0.0.0.0", "::") else socket.gethostname()
+    start = f"Start a worker on each worker host with: flac2all_worker {here} --port {{port}}"
+    key_dir = None
+    if args.insecure:
+        start += f" --insecure --allow {settings.input_dir} --allow {settings.outdir}"
+    else:
+        key_dir = args.keys or keys.default_dir()
+        if not keys.has_master_keys(key_dir):
+            try:
+                keys.keygen_master(key_dir)
+            except OSError as exc:
+                raise UsageError(f"cannot make the cluster's keys in {key_dir}: {exc.strerror}") from None
+            say(f"Made the cluster's keys in {key_dir}: the master's keypair, and authorized/ for the workers' keys")
+        start += (
+            f" (first give it keys: here, flac2all --cluster-keygen {key_dir} --worker NAME, then copy "
+            f"{key_dir / 'workers' / 'NAME'} to that host as ~/.config/flac2all/cluster)"
+        )
+    return Master(
+        args.bind,
+        args.port,
+        key_dir,
+        say=say,
+        max_slots=args.max_slots,
+        wait_workers=args.wait_workers,
+        start_hint=start,
+    )
