@@ -501,6 +501,9 @@ def test_worker_follows_the_masters_timings_and_survives_bad_ones():
             {"heartbeat": "0.1"},
             {"heartbeat": 0.01},
             {"dead_after": 0.1},
+            {"settings": {**good["settings"], "timeout": 10**400}},  # math.isfinite() of it raised OverflowError
+            {"settings": {**good["settings"], "options": {"opus": ["--save-range", "x"]}}},
+            {"checks": {"sources": [["/in/a.flac", 10**400]], "probe": ""}},
         ]
         for timings in bad:
             master.send(identity, json.dumps({**good, **timings}).encode())
@@ -526,3 +529,42 @@ def test_worker_follows_the_masters_timings_and_survives_bad_ones():
     assert "heartbeat: not a number of seconds in 0.05..60" in worker.output
     assert beats >= 8  # about 11 at 0.1 s; 1 at the default 1 s
     assert 1.4 < gave_up < 3.5  # after 1.5 s, not 4
+
+
+def test_new_fields_are_bounded():
+    """Protocol 3's fields: health, checks, a result's cause; ids, sizes,
+    messages and timeouts within their bounds."""
+    run = ("mp3", "opus")
+    health = protocol.decode(protocol.health_to_wire("", ["opus"]))
+    assert protocol.health_from_wire(health, run) == protocol.Health("", ("opus",))
+    for bad in ({"modes": ["flac"]}, {"modes": ["opus"] * 3}, {"problem": "x" * 1001}, {"problem": 1}, {"x": 1}):
+        with pytest.raises(ProtocolError):
+            protocol.health_from_wire({**health, **bad}, run)
+    wire = protocol.settings_to_wire(SETTINGS)
+    good = protocol.decode(protocol.welcome_to_wire(wire, Timings(), protocol.Checks(((Path("/in/a.flac"), 5),))))
+    assert protocol.welcome_from_wire(good).checks.sources == ((Path("/in/a.flac"), 5),)
+    for checks in (
+        {"sources": [["/in/a.flac", 10**400]], "probe": ""},
+        {"sources": [["/in/a.flac", -1]], "probe": ""},
+        {"sources": [["/etc/passwd", 1]], "probe": ""},  # outside the run's input
+        {"sources": [["/in/a.flac", 1]] * 9, "probe": ""},
+        {"sources": [], "probe": "/elsewhere/.flac2all-probe-1"},
+        {"sources": [], "probe": "/out/sub/probe"},
+        {"sources": []},
+    ):
+        with pytest.raises(ProtocolError):
+            protocol.welcome_from_wire({**good, "checks": checks})
+    for settings in ({"timeout": 10**400}, {"timeout": 0}, {"timeout": True}, {"modes": []}, {"modes": ["a"] * 65}):
+        with pytest.raises(ProtocolError):
+            protocol.settings_from_wire({**wire, **settings})
+    # An f: mode this node cannot resolve is kept (its health says it cannot run it).
+    assert protocol.settings_from_wire({**wire, "modes": ["f:nosuchenc"]}).modes == ("f:nosuchenc",)
+    result = {"v": V, "type": "result", "id": 1, "attempt": 0, "status": "failed", "message": "m"}
+    result |= {"returncode": 1, "elapsed": 0.1, "facts": None, "cause": "source-missing"}
+    assert protocol.result_from_wire(dict(result)).cause == "source-missing"
+    for bad in ({"cause": "mine"}, {"id": 2**53 + 1}, {"attempt": -1}, {"message": "x" * 2001}, {"facts": "ab"}):
+        with pytest.raises(ProtocolError):
+            protocol.result_from_wire({**result, **bad})
+    for bad in ({"size": 10**400}, {"id": 2**53 + 1}, {"attempt": 10**400}):
+        with pytest.raises(ProtocolError):
+            protocol.job_from_wire(job(bad))
