@@ -151,7 +151,10 @@ def test_a_worker_that_stays_serves_the_next_master(lib, tmp_path):
         assert master.wait(60) == 0, master.output
         worker.wait_for(r"the run is over; waiting for the next master \(--stay\)")
         again, _ = start_master("opus", out2, lib, port=port)
-        assert again.wait(60) == 0, again.output
+        try:
+            assert again.wait(60) == 0
+        except Exception:
+            raise AssertionError(again.output + "\n---\n" + worker.output) from None
         assert worker.proc.poll() is None  # still there for the next one
         worker.signal(15)
         assert worker.wait(20) == 0

@@ -21,13 +21,11 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from flac2all.cluster import keys as cluster_keys
+from flac2all.cluster.diagnose import monitor_socket
 
-MONITORED = (
-    zmq.EVENT_ACCEPTED
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_DISCONNECTED
-)
+# (Not HANDSHAKE_FAILED_NO_DETAIL: that is a peer gone during the handshake,
+# a worker's session ending, or its plain TCP probe; not a refusal.)
+MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_DISCONNECTED
 
 
 class Refusals:
@@ -84,6 +82,14 @@ def secure(sock: zmq.Socket, ctx: zmq.Context, master: cluster_keys.MasterKeys, 
     return auth
 
 
+def address_of(frame: zmq.Frame) -> str:
+    """The address of the peer that sent ``frame`` ("" if unknown)."""
+    try:
+        return frame.get("Peer-Address")
+    except (zmq.ZMQError, AttributeError):
+        return ""
+
+
 def peer_address(fd: int) -> str:
     """The address of the TCP peer on ``fd``, if it is still open."""
     try:
@@ -102,7 +108,7 @@ class HandshakeWatch:
     """The master socket's monitor: handshakes that fail before ZAP."""
 
     def __init__(self, sock: zmq.Socket, refusals: Refusals, secure: bool) -> None:
-        self.monitor = sock.get_monitor_socket(MONITORED)
+        self.monitor = monitor_socket(sock, MONITORED)
         self.refusals = refusals
         self.secure = secure
         self.addresses: dict[int, str] = {}  # fd -> peer address, while connected

@@ -7,6 +7,7 @@ connection when ZeroMQ never got one."""
 from __future__ import annotations
 
 import socket
+import uuid
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -14,12 +15,23 @@ from zmq.utils.monitor import recv_monitor_message
 MONITORED = (
     zmq.EVENT_CONNECTED
     | zmq.EVENT_HANDSHAKE_SUCCEEDED
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
     | zmq.EVENT_DISCONNECTED
 )
 WRONG_KEY = "handshake refused: wrong or unknown key"
+
+
+def monitor_socket(sock: zmq.Socket, events: int) -> zmq.Socket:
+    """A PAIR socket receiving ``sock``'s events, on an inproc address of its
+    own (pyzmq's get_monitor_socket names it after the socket's file
+    descriptor, which the next socket may reuse while the last one lingers)."""
+    address = f"inproc://flac2all-monitor-{uuid.uuid4().hex}"
+    sock.monitor(address, events)
+    pair = sock.context.socket(zmq.PAIR)
+    pair.setsockopt(zmq.LINGER, 0)
+    pair.connect(address)
+    return pair
 
 
 def resolves(host: str, port: int) -> bool:
@@ -34,7 +46,8 @@ class ConnectionWatch:
     """What happened to one worker socket's connections."""
 
     def __init__(self, sock: zmq.Socket) -> None:
-        self.monitor = sock.get_monitor_socket(MONITORED)
+        self.sock = sock
+        self.monitor = monitor_socket(sock, MONITORED)
         self.connected = self.handshaken = False
         self.refused: str | None = None
 
@@ -50,12 +63,13 @@ class ConnectionWatch:
                 self.handshaken = True
             elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
                 self.refused = f"{WRONG_KEY} (or keys on one side only: --insecure on one, keys on the other)"
-            elif kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self.refused = f"{WRONG_KEY} (is this worker's public key in the master's authorized/ folder?)"
             elif kind == zmq.EVENT_DISCONNECTED and self.connected and not self.handshaken and self.refused is None:
                 self.refused = f"{WRONG_KEY} (the master closed the connection during the handshake)"
 
     def close(self) -> None:
+        self.sock.disable_monitor()
         self.monitor.close(0)
 
     def diagnosis(self, host: str, port: int) -> str:

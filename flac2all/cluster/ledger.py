@@ -161,7 +161,7 @@ def disbelief(entry: Entry) -> str | None:
         return f"the master does not see the output ({exc.strerror})"
     if not stat.S_ISREG(st.st_mode):
         return "the output is not a regular file"
-    if st.st_size == 0:
+    if st.st_size == 0 and not (task.action is Action.COPY and task.size == 0):  # an empty file copied is empty
         return "the output is empty"
     if identity(task.output) == entry.before:
         return "the output was not written since the task was handed out"

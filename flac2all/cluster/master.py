@@ -169,7 +169,7 @@ class Master:
         except ProtocolError as exc:
             self.ledger.counters.dropped += 1
             if "another version" in str(exc):
-                self.refusals.refuse(frame.get("Peer-Address"), f"version mismatch ({exc})")
+                self.refusals.refuse(auth.address_of(frame), f"version mismatch ({exc})")
             else:
                 log.warning("dropped a message from a worker: %s", exc)
         except zmq.ZMQError:
@@ -182,7 +182,7 @@ class Master:
         if peer is not None:
             self.drop_peer(peer, False, "started a new session")
         slots = min(hello.slots, self.max_slots)
-        peer = Peer(identity, hello.session, hello.host, hello.pid, slots, now, frame.get("Peer-Address"))
+        peer = Peer(identity, hello.session, hello.host, hello.pid, slots, now, auth.address_of(frame))
         self.peers[identity] = peer
         self.sessions[hello.session] = identity
         self.send(peer, protocol.welcome_to_wire(self.settings_wire, TIMINGS, self.checks))
@@ -239,6 +239,8 @@ class Master:
         middle, last), and a probe file in the output folder."""
         sources = list(dict.fromkeys((e.task.source, e.task.size) for e in self.ledger.entries.values()))
         picked = sorted({0, len(sources) // 2, len(sources) - 1}) if sources else []
+        for stale in settings.outdir.glob(f"{PROBE_PREFIX}*"):  # a killed master's (the lock keeps others out)
+            stale.unlink(missing_ok=True)
         self.probe = settings.outdir / f"{PROBE_PREFIX}{secrets.token_hex(8)}"
         try:
             fd = os.open(self.probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)

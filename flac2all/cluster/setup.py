@@ -25,11 +25,11 @@ def keygen(folder_text: str, worker: str | None, force: bool) -> list[str]:
     lines = [f"wrote {path}" for path in written]
     if worker:
         home = folder / "workers" / worker
-        lines.append(
-            f"Worker {worker} is authorized. Copy {home} to that host as ~/.config/flac2all/cluster "
-            f"(for example: scp -r {home} {worker}:.config/flac2all/cluster), then run flac2all_worker "
-            f"{socket.gethostname()} there."
-        )
+        lines += [
+            f"Worker {worker} is authorized. Put {home}'s three files into ~/.config/flac2all/cluster on that host",
+            f"(for example: ssh {worker} mkdir -p .config/flac2all/cluster && scp {home}/* "
+            f"{worker}:.config/flac2all/cluster/), then run there: flac2all_worker {socket.gethostname()}",
+        ]
     else:
         lines.append(f"Authorize each worker with: flac2all --cluster-keygen {folder} --worker NAME")
     return lines
@@ -55,8 +55,8 @@ def master_from(args: argparse.Namespace, settings: Settings, say: Callable[[str
                 raise UsageError(f"cannot make the cluster's keys in {key_dir}: {exc.strerror}") from None
             say(f"Made the cluster's keys in {key_dir}: the master's keypair, and authorized/ for the workers' keys")
         start += (
-            f" (first give it keys: here, flac2all --cluster-keygen {key_dir} --worker NAME, then copy "
-            f"{key_dir / 'workers' / 'NAME'} to that host as ~/.config/flac2all/cluster)"
+            f" (first give it keys: here, flac2all --cluster-keygen {key_dir} --worker NAME, then put the files of "
+            f"{key_dir / 'workers' / 'NAME'} into ~/.config/flac2all/cluster on that host)"
         )
     return Master(
         args.bind,
