@@ -100,15 +100,36 @@ def examine(settings: Settings, checks: Checks, allowed: Sequence[Path], session
     return "", can
 
 
-def confine(job: list[WireTask], settings: Settings) -> None:
+def resolves_inside(path: Path, root: Path, root_real: Path) -> bool:
+    """Whether ``path`` (lexically below ``root``, whose real path is
+    ``root_real``) resolves below ``root_real``, symlinks and all. Only the
+    parts below the root are looked at (a realpath of every path from / is
+    most of a trivial task's cost): a link among them is resolved; parts
+    that do not exist yet cannot be links."""
+    current = root_real
+    for part in path.relative_to(root).parts:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        if stat.S_ISLNK(st.st_mode):
+            return real(path).is_relative_to(root_real)
+    return True
+
+
+def confine(job: list[WireTask], settings: Settings, roots: tuple[Path, Path] | None = None) -> None:
     """Refuse (ProtocolError) a job whose source or output folder resolves,
     symlinks and all, outside the run's folders, or whose output exists as
-    something else than a regular file."""
-    input_dir, outdir = real(settings.input_dir), real(settings.outdir)
+    something else than a regular file. ``roots``: the real paths of the
+    run's input and output folders (resolved once per session)."""
+    input_real, out_real = roots or (real(settings.input_dir), real(settings.outdir))
     for _, _, task in job:
-        if not real(task.source).is_relative_to(input_dir):
+        if not resolves_inside(task.source, settings.input_dir, input_real):
             raise ProtocolError(f"{task.source} resolves outside the run's input folder (a symlink?)")
-        if not real(task.output.parent).is_relative_to(outdir):
+        if not resolves_inside(task.output.parent, settings.outdir, out_real):
             raise ProtocolError(f"{task.output.parent} resolves outside the run's output folder (a symlink?)")
         try:
             st = os.lstat(task.output)

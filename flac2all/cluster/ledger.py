@@ -134,7 +134,7 @@ def lease_seconds(job: Job, settings: Settings) -> float:
     task time-out the worker applies (derived from the audio's duration
     unless --timeout), twice, plus slack, plus the time to copy its bytes."""
     task = job.entries[0].task
-    length = audio_seconds(task.source) if task.source.suffix.lower() == ".flac" else 0.0
+    length = 0.0 if task.action is Action.COPY else audio_seconds(task.source)
     timeout = settings.timeout if settings.timeout is not None else default_timeout(length)
     return LEASE_FACTOR * timeout + LEASE_SLACK + task.size / COPY_RATE
 
@@ -143,9 +143,12 @@ def identity(path: Path) -> tuple | None:
     """What tells one version of a file from the next (an atomic rename
     gives it a new inode), without comparing clocks of different hosts."""
     try:
-        st = os.lstat(path)
+        return version(os.lstat(path))
     except OSError:
         return None
+
+
+def version(st: os.stat_result) -> tuple:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -163,7 +166,7 @@ def disbelief(entry: Entry) -> str | None:
         return "the output is not a regular file"
     if st.st_size == 0 and not (task.action is Action.COPY and task.size == 0):  # an empty file copied is empty
         return "the output is empty"
-    if identity(task.output) == entry.before:
+    if version(st) == entry.before:
         return "the output was not written since the task was handed out"
     if task.action is Action.COPY:
         return None
@@ -317,16 +320,20 @@ class Ledger:
     def take(self, peer: Peer) -> Job | None:
         """The first pending job this peer can run: whole if it can run all of
         it, else the part it can (the rest stays queued)."""
-        while self.pending and not self.pending[0].open:
-            self.pending.popleft()
-        for i, job in enumerate(self.pending):
-            mine = [e for e in job.open if peer.can_run(e)]
-            if not mine:
+        pending = self.pending
+        i = 0
+        while i < len(pending):
+            job = pending[i]
+            entries = job.open
+            mine = [e for e in entries if peer.can_run(e)]
+            if len(mine) == len(entries):  # all of it (or an empty job: dropped)
+                del pending[i]
+                if mine:
+                    return job
                 continue
-            if len(mine) == len(job.open):
-                del self.pending[i]
-                return job
-            taken = {id(e) for e in mine}
-            job.entries = [e for e in job.open if id(e) not in taken]
-            return Job(mine)
+            if mine:
+                taken = {id(e) for e in mine}
+                job.entries = [e for e in entries if id(e) not in taken]
+                return Job(mine)
+            i += 1
         return None

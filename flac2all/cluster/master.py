@@ -287,13 +287,12 @@ class Master:
             for peer in list(self.peers.values()):
                 if now - peer.last_seen > DEAD_AFTER:
                     self.drop_peer(peer, True, f"silent for {DEAD_AFTER:g} s, declared dead")
-                else:
-                    ledger.check_leases(peer, now)
             if now >= next_beat:
                 next_beat = now + HEARTBEAT
                 beat = protocol.heartbeat_to_wire()
                 for peer in list(self.peers.values()):
                     self.send(peer, beat)
+                    ledger.check_leases(peer, now)  # a lease is minutes: checked once a heartbeat
             self.dispatch(on_start)
             self.watch_idle(now)
 

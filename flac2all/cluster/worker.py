@@ -164,6 +164,7 @@ class Session:
         self.job: list[WireTask] | None = None  # the running one (one slot)
         self.settings: Settings | None = None  # from the welcome
         self.problem = ""  # why this node refuses the run (health before work)
+        self.roots: tuple[Path, Path] | None = None  # the run's folders, resolved at the welcome
         self.timings = protocol.Timings()  # the defaults until the master's welcome
         self.heard = False  # a welcome came
         self.last_heard = self.last_sent = time.monotonic()
@@ -285,6 +286,7 @@ class Session:
         # Health before work: this node's own view of the run's folders and
         # encoders, told to the master before any credit.
         self.problem, modes = health.examine(self.settings, welcome.checks, self.worker.allowed, self.id)
+        self.roots = (health.real(self.settings.input_dir), health.real(self.settings.outdir))
         self.send(protocol.health_to_wire(self.problem, modes))
         if self.problem:
             self.worker.failed = True
@@ -300,7 +302,7 @@ class Session:
         if self.problem:
             raise ProtocolError(f"this worker refused the run: {self.problem}")
         job = protocol.job_from_wire(msg, self.settings)
-        health.confine(job, self.settings)
+        health.confine(job, self.settings, self.roots)
         if self.stop.warm:
             return  # sent before the master knew: the bye that follows hands it back
         self.job = job
