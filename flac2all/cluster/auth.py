@@ -17,11 +17,9 @@ import threading
 from collections.abc import Callable
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils.monitor import recv_monitor_message
 
 from flac2all.cluster import keys as cluster_keys
-from flac2all.cluster.diagnose import monitor_socket
+from flac2all.cluster.diagnose import monitor_socket, next_event
 
 # (Not HANDSHAKE_FAILED_NO_DETAIL: that is a peer gone during the handshake,
 # a worker's session ending, or its plain TCP probe; not a refusal.)
@@ -47,32 +45,30 @@ class Refusals:
         self.say(f"Refused a connection from {address or 'an unknown address'}: {reason}")
 
 
-class LoggingAuthenticator(ThreadAuthenticator):
-    """The ZAP handler over ``authorized/``, telling ``refusals`` about every
-    key it turns away (the address comes with the ZAP request)."""
-
-    def __init__(self, ctx: zmq.Context, refusals: Refusals) -> None:
-        super().__init__(ctx)
-        self.refusals = refusals
-        self.address = ""
-
-    async def handle_zap_message(self, msg: list[bytes]) -> None:
-        # One request at a time, in the authenticator's thread.
-        self.address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else ""
-        await super().handle_zap_message(msg)
-
-    def _send_zap_reply(self, request_id, status_code, status_text, user_id="anonymous") -> None:
-        if status_code != b"200":
-            why = status_text.decode("utf-8", "replace")
-            reason = "unknown key (not in the master's authorized/ folder)" if why == "Unknown key" else why
-            self.refusals.refuse(self.address, reason)
-        super()._send_zap_reply(request_id, status_code, status_text, user_id)
-
-
 def secure(sock: zmq.Socket, ctx: zmq.Context, master: cluster_keys.MasterKeys, refusals: Refusals):
     """Make ``sock`` a CURVE server that accepts the authorized keys only;
-    returns the authenticator (stop it when done)."""
-    auth = LoggingAuthenticator(ctx, refusals)
+    returns the authenticator (stop it when done). Its ZAP handler tells
+    ``refusals`` about every key it turns away (the address comes with the
+    ZAP request)."""
+    # Imported here: it brings asyncio, a cost to every master without keys.
+    from zmq.auth.thread import ThreadAuthenticator
+
+    class LoggingAuthenticator(ThreadAuthenticator):
+        address = ""
+
+        async def handle_zap_message(self, msg: list[bytes]) -> None:
+            # One request at a time, in the authenticator's thread.
+            self.address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else ""
+            await super().handle_zap_message(msg)
+
+        def _send_zap_reply(self, request_id, status_code, status_text, user_id="anonymous") -> None:
+            if status_code != b"200":
+                why = status_text.decode("utf-8", "replace")
+                reason = "unknown key (not in the master's authorized/ folder)" if why == "Unknown key" else why
+                refusals.refuse(self.address, reason)
+            super()._send_zap_reply(request_id, status_code, status_text, user_id)
+
+    auth = LoggingAuthenticator(ctx)
     auth.start()
     auth.configure_curve(domain=cluster_keys.ZAP_DOMAIN, location=str(master.authorized))
     sock.curve_secretkey = master.secret
@@ -118,10 +114,9 @@ class HandshakeWatch:
         """Handle the events waiting on the monitor socket."""
         while self.monitor.poll(0):
             try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+                kind, value = next_event(self.monitor)
             except zmq.Again:
                 return
-            kind, value = event["event"], event["value"]
             if kind == zmq.EVENT_ACCEPTED:
                 self.addresses[value] = peer_address(value)
             elif kind == zmq.EVENT_DISCONNECTED:

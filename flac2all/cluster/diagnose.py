@@ -7,10 +7,10 @@ connection when ZeroMQ never got one."""
 from __future__ import annotations
 
 import socket
+import struct
 import uuid
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 MONITORED = (
     zmq.EVENT_CONNECTED
@@ -34,6 +34,14 @@ def monitor_socket(sock: zmq.Socket, events: int) -> zmq.Socket:
     return pair
 
 
+def next_event(monitor: zmq.Socket) -> tuple[int, int]:
+    """(event, value) of the next monitor message, without waiting (raises
+    zmq.Again). Read here rather than with zmq.utils.monitor, which imports
+    asyncio: a cost to every master and worker start."""
+    frames = monitor.recv_multipart(zmq.NOBLOCK)
+    return struct.unpack("=hi", frames[0][:6])
+
+
 def resolves(host: str, port: int) -> bool:
     try:
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -54,7 +62,7 @@ class ConnectionWatch:
     def read(self) -> None:
         while self.monitor.poll(0):
             try:
-                kind = recv_monitor_message(self.monitor, zmq.NOBLOCK)["event"]
+                kind, _ = next_event(self.monitor)
             except zmq.Again:
                 return
             if kind == zmq.EVENT_CONNECTED:

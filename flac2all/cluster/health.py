@@ -100,15 +100,18 @@ def examine(settings: Settings, checks: Checks, allowed: Sequence[Path], session
     return "", can
 
 
-def resolves_inside(path: Path, root: Path, root_real: Path) -> bool:
-    """Whether ``path`` (lexically below ``root``, whose real path is
-    ``root_real``) resolves below ``root_real``, symlinks and all. Only the
-    parts below the root are looked at (a realpath of every path from / is
-    most of a trivial task's cost): a link among them is resolved; parts
-    that do not exist yet cannot be links."""
+def resolves_inside(path: Path, root: Path, root_real: str) -> bool:
+    """Whether ``path`` (lexically below ``root``: the protocol checked it)
+    resolves below ``root_real`` (the root's real path), symlinks and all.
+    Only the parts below the root are looked at (a realpath of every path
+    from / was most of a trivial task's cost; strings, not pathlib, for the
+    same reason): a link among them is resolved; parts that do not exist
+    yet cannot be links."""
     current = root_real
-    for part in path.relative_to(root).parts:
-        current = current / part
+    for part in os.fspath(path)[len(os.fspath(root)) :].split("/"):
+        if not part:
+            continue
+        current = f"{current}/{part}" if current != "/" else f"/{part}"
         try:
             st = os.lstat(current)
         except FileNotFoundError:
@@ -116,16 +119,17 @@ def resolves_inside(path: Path, root: Path, root_real: Path) -> bool:
         except OSError:
             return False
         if stat.S_ISLNK(st.st_mode):
-            return real(path).is_relative_to(root_real)
+            resolved = os.path.realpath(path)
+            return resolved == root_real or resolved.startswith(root_real.rstrip("/") + "/")
     return True
 
 
-def confine(job: list[WireTask], settings: Settings, roots: tuple[Path, Path] | None = None) -> None:
+def confine(job: list[WireTask], settings: Settings, roots: tuple[str, str] | None = None) -> None:
     """Refuse (ProtocolError) a job whose source or output folder resolves,
     symlinks and all, outside the run's folders, or whose output exists as
     something else than a regular file. ``roots``: the real paths of the
     run's input and output folders (resolved once per session)."""
-    input_real, out_real = roots or (real(settings.input_dir), real(settings.outdir))
+    input_real, out_real = roots or (os.path.realpath(settings.input_dir), os.path.realpath(settings.outdir))
     for _, _, task in job:
         if not resolves_inside(task.source, settings.input_dir, input_real):
             raise ProtocolError(f"{task.source} resolves outside the run's input folder (a symlink?)")

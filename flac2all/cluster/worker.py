@@ -164,7 +164,7 @@ class Session:
         self.job: list[WireTask] | None = None  # the running one (one slot)
         self.settings: Settings | None = None  # from the welcome
         self.problem = ""  # why this node refuses the run (health before work)
-        self.roots: tuple[Path, Path] | None = None  # the run's folders, resolved at the welcome
+        self.roots: tuple[str, str] | None = None  # the run's folders, resolved at the welcome
         self.timings = protocol.Timings()  # the defaults until the master's welcome
         self.heard = False  # a welcome came
         self.last_heard = self.last_sent = time.monotonic()
@@ -286,7 +286,7 @@ class Session:
         # Health before work: this node's own view of the run's folders and
         # encoders, told to the master before any credit.
         self.problem, modes = health.examine(self.settings, welcome.checks, self.worker.allowed, self.id)
-        self.roots = (health.real(self.settings.input_dir), health.real(self.settings.outdir))
+        self.roots = (os.path.realpath(self.settings.input_dir), os.path.realpath(self.settings.outdir))
         self.send(protocol.health_to_wire(self.problem, modes))
         if self.problem:
             self.worker.failed = True
