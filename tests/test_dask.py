@@ -224,8 +224,8 @@ def test_ctrl_c_on_the_client_stops_the_jobs_and_writes_the_log(cluster, tmp_pat
     out = tmp_path / "out"
     run = flac2all("mp3,opus", "--dask", cluster.address, "-o", out, music)
     (mark,) = wait_for_marks(cluster.marks)
-    run.wait_for(r"^OK .*/b\.opus", 30)
-    run.wait_for(r"^OK .*/a\.opus", 30)
+    run.wait_for(r"^encoded .*/b\.opus", 30)
+    run.wait_for(r"^encoded .*/a\.opus", 30)
     run.signal(signal.SIGINT)
     assert run.wait(30) == 130, run.output
     rows = read_log(out)
@@ -284,14 +284,14 @@ def test_from_python_with_the_callers_client_and_its_host_rows(cluster, tmp_path
     display's host rows come from the scheduler and the run."""
     from distributed import Client
 
-    from flac2all import engine
+    from flac2all import console, engine
     from flac2all.executors.dask import DaskExecutor
 
     music = lib(tmp_path / "music", "a", "b", "c")
     seen = []
 
-    class Watch(engine.Silent):
-        def begin(self, total, hosts):
+    class Watch(console.Silent):
+        def begin(self, total, hosts, root, jobs):
             self.hosts = hosts
 
         def finished(self, result):
