@@ -24,7 +24,7 @@ import pytest
 from flac2all.executors.dask import job_key
 from flac2all.model import Action, Job, Layout, Settings, SourceFacts, Status, Task, TaskResult
 from tests.cluster_helpers import Proc, alive
-from tests.conftest import REPO, audio_bytes, decodes, make_flac, mutagen_file, read_log, temp_files
+from tests.conftest import REPO, audio_bytes, decodes, make_flac, mutagen_file, read_log, run_flac2all, temp_files
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -304,3 +304,11 @@ def test_from_python_with_the_callers_client_and_its_host_rows(cluster, tmp_path
     assert report.exit_status == 0 and len(report.results) == 3
     (row,) = seen[-1]
     assert (row.host, row.processes, row.done) == (socket.gethostname(), 2, 3)
+
+
+def test_one_executor_at_a_time(tmp_path):
+    (tmp_path / "music").mkdir()
+    for extra in (["-m"], ["--dask-scheduler-file", "s.json"], ["--dask-jobqueue", "slurm"]):
+        run = run_flac2all("opus", "--dask", "tcp://127.0.0.1:9", *extra, "-o", tmp_path / "out", tmp_path / "music")
+        assert run.returncode == 2
+        assert "choose one of -m, --dask, --dask-scheduler-file and --dask-jobqueue" in run.stderr
