@@ -544,12 +544,192 @@ def cluster_of(args, folder: Path | None) -> list[str]:
     ]
 
 
+class DaskCluster:
+    """A ``dask scheduler`` and ``dask worker`` processes (``workers`` of
+    one thread each) on loopback, up until ``stop``."""
+
+    def __init__(self, workers: int, env: dict | None = None) -> None:
+        dask = [sys.executable, "-m", "dask"]
+        env = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
+        self.scheduler = Lines(
+            [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0"], env
+        )
+        _, found = self.scheduler.when(r"Scheduler at:\s+(tcp://\S+)")
+        self.address = found.group(1)
+        self.scratch = Path(tempfile.mkdtemp(prefix="flac2all-bench-dask-"))
+        self.workers = Lines(
+            [*dask, "worker", self.address, "--nworkers", str(workers), "--nthreads", "1", "--no-dashboard"]
+            + ["--local-directory", str(self.scratch)],
+            env,
+        )
+        deadline = time.monotonic() + 60
+        while sum(1 for _, line in self.workers.lines if "Registered to" in line) < workers:
+            if time.monotonic() > deadline:
+                raise SystemExit("dask workers did not start:\n" + "\n".join(line for _, line in self.workers.lines))
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.workers.stop()
+        self.scheduler.stop()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def zmq_wall(modes: str, src: Path, out: Path, processes: int) -> float:
+    """Wall seconds of a ZeroMQ run: the master, and one worker host with
+    ``processes`` worker processes started as soon as it listens."""
+    t0 = time.perf_counter()
+    m, port = master(modes, src, out)
+    w = worker(port, processes)
+    try:
+        cpu_of(m.proc, 3600)
+        if m.proc.returncode != 0:
+            raise SystemExit(f"the ZeroMQ run failed: {m.proc.returncode}")
+        return time.perf_counter() - t0
+    finally:
+        m.stop()
+        w.stop()
+
+
+def dask_wall(modes: str, src: Path, out: Path, processes: int) -> float:
+    """Wall seconds of a Dask run (the flac2all client), the cluster
+    (scheduler and ``processes`` one-thread workers) already up."""
+    cluster = DaskCluster(processes)
+    try:
+        return timed([*FLAC2ALL, modes, "--dask", cluster.address, "-o", str(out), str(src)])
+    finally:
+        cluster.stop()
+
+
+BACKENDS: dict[str, Callable[[str, Path, Path, int], float]] = {
+    "local (-t 2)": lambda modes, src, out, n: timed([*FLAC2ALL, modes, "-t", str(n), "-o", str(out), str(src)]),
+    "ZeroMQ cluster (1 worker host, -t 2)": zmq_wall,
+    "Dask (scheduler, 2 one-thread workers)": dask_wall,
+}
+
+
+def case_dask(args) -> list[str]:
+    """Local, ZeroMQ and Dask side by side on loopback, 2 worker processes
+    each: full conversion, short files (overhead per task), and the time
+    from a worker's SIGKILL to its job running again."""
+    n = CORES
+    full = library.full_length(args.minutes)
+    short = library.many_short(args.short_count, 1.0)
+    work = fresh(library.ROOT / "dask-work")
+    cases = [("full", full, "mp3,vorbis,opus"), ("short", short, "opus,vorbis")]
+    walls = {(case, name): [] for case, _, _ in cases for name in BACKENDS}
+    cpu: dict[str, list[float]] = {case: [] for case, _, _ in cases}
+    samples = {case: sorted(src.rglob("*.flac"))[:60] for case, src, _ in cases}
+    for _ in range(args.repeat):
+        for case, src, modes in cases:
+            for name, wall in BACKENDS.items():
+                walls[case, name].append(wall(modes, src, fresh(work / "out"), n))
+            scale = sum(1 for _ in src.rglob("*.flac")) / len(samples[case])
+            cpu[case].append(encoder_cpu(samples[case], modes) * scale)
+    rows = [
+        f"Loopback, {CORES} cores; every tool runs alone with 2 worker processes (ZeroMQ: `flac2all_worker -t 2`;"
+        " Dask: `dask worker --nworkers 2 --nthreads 1`, started before the run, not timed); the encoders' CPU "
+        "is timed on a sample of 60 files right after each round.",
+        "",
+        "| case | tool | wall s, median (min-max) | overhead per task = (wall - encoder CPU / cores) / tasks |",
+        "|---|---|---|---|",
+    ]
+    for case, src, modes in cases:
+        tasks = sum(1 for _ in src.rglob("*.flac")) * len(modes.split(","))
+        for name in BACKENDS:
+            values = walls[case, name]
+            over = [1000 * (w - c / CORES) / tasks for w, c in zip(values, cpu[case], strict=True)]
+            rows.append(f"| {case}: {tasks} tasks, {modes} | {name} | {stats(values)} | {stats(over)} ms |")
+    rows.append("")
+    zmq, dsk = list(BACKENDS)[1:]
+    for case, _, _ in cases:
+        per_round = [d / z for d, z in zip(walls[case, dsk], walls[case, zmq], strict=True)]
+        ratio = statistics.median(walls[case, dsk]) / statistics.median(walls[case, zmq])
+        rows.append(f"- {case}: Dask / ZeroMQ {ratio:.3f} (per round: {', '.join(f'{r:.3f}' for r in per_round)})")
+    rerun = {zmq: [], dsk: []}
+    for _ in range(args.repeat):
+        rerun[zmq].append(zmq_rerun(work))
+        rerun[dsk].append(dask_rerun(work))
+    rows += [
+        "",
+        "SIGKILL of a busy worker process (its encoder sleeping 8 s) -> its job's encoder starting again on an"
+        " idle worker, 3 one-process workers:",
+        "",
+        "| tool | s, median (min-max) |",
+        "|---|---|",
+        *(f"| {name} | {stats(values)} |" for name, values in rerun.items()),
+    ]
+    return rows
+
+
+def slow_marking_opusenc(folder: Path, marks: Path) -> dict:
+    """An environment whose opusenc notes each start (time, and the worker
+    process that ran it, its parent) in ``marks``, then sleeps 8 s."""
+    fresh(folder)
+    fresh(marks)
+    real = shutil.which("opusenc")
+    (folder / "opusenc").write_text(
+        f'#!/bin/bash\ncase "$1" in --version) exec {real} "$@";; esac\n'
+        f'case "${{@: -1}}" in *flac2all-probe-*) exec {real} "$@";; esac\n'  # Dask's check of the options
+        f'echo "$(date +%s.%N) $PPID" > {marks}/$$\nsleep 8\nexec {real} "$@"\n'
+    )
+    (folder / "opusenc").chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}", "PYTHONUNBUFFERED": "1"}
+
+
+def starts(marks: Path, count: int, timeout: float = 60) -> list[tuple[float, int]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [p.read_text().split() for p in marks.iterdir()]
+        found = [(float(t), int(pid)) for t, pid in (f for f in found if len(f) == 2)]
+        if len(found) >= count:
+            return sorted(found)
+        time.sleep(0.01)
+    raise SystemExit(f"{count} encoder starts expected in {marks}")
+
+
+def killed_until_rerun(marks: Path) -> float:
+    """Kill the worker process of the first encoder; seconds until a third
+    encoder (the rerun) starts."""
+    (_, victim), _ = starts(marks, 2)
+    t_kill = time.time()
+    os.kill(victim, signal.SIGKILL)
+    return starts(marks, 3)[-1][0] - t_kill
+
+
+def zmq_rerun(work: Path) -> float:
+    src = library.many_short(2, 0.5, name="two-short")
+    env = slow_marking_opusenc(work / "slow-bin", work / "marks")
+    m, port = master("opus", src, fresh(work / "rerun-out"))
+    ws = [worker(port, 1, env) for _ in range(2)]
+    try:
+        starts(work / "marks", 2)
+        ws.append(worker(port, 1, env))
+        m.when(r"Got 3 worker", 30)
+        return killed_until_rerun(work / "marks")
+    finally:
+        for p in (m, *ws):
+            p.stop()
+
+
+def dask_rerun(work: Path) -> float:
+    src = library.many_short(2, 0.5, name="two-short")
+    env = slow_marking_opusenc(work / "slow-bin", work / "marks")
+    cluster = DaskCluster(3, env)
+    client = Lines([*FLAC2ALL, "opus", "--dask", cluster.address, "-o", str(fresh(work / "rerun-out")), str(src)])
+    try:
+        return killed_until_rerun(work / "marks")
+    finally:
+        client.stop()
+        cluster.stop()
+
+
 CASES: dict[str, Callable] = {
     "noop": case_noop,
     "retag": case_retag,
     "full": case_full,
     "short": case_short,
     "cluster": case_cluster,
+    "dask": case_dask,
 }
 
 
