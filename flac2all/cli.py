@@ -360,6 +360,8 @@ def run_one(
             emit(engine.dry_run(settings, plan_json).describe(settings))
             return outcome
         executor: Executor = LocalPool()
+        if sum(map(bool, (args.master, args.dask, args.dask_scheduler_file, args.dask_jobqueue))) > 1:
+            raise UsageError("choose one of -m, --dask, --dask-scheduler-file and --dask-jobqueue")
         if args.master:
             from flac2all.cluster import setup
 
@@ -368,8 +370,6 @@ def run_one(
         if args.dask or args.dask_scheduler_file or args.dask_jobqueue:
             from flac2all.executors.dask import DaskExecutor
 
-            if args.master or sum(map(bool, (args.dask, args.dask_scheduler_file, args.dask_jobqueue))) > 1:
-                raise UsageError("choose one of -m, --dask, --dask-scheduler-file and --dask-jobqueue")
             executor = DaskExecutor.connect(
                 args.dask,
                 args.dask_scheduler_file,
