@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import IO
 
-from flac2all import tools
+from flac2all import alarms, reaper, tools
 from flac2all.blame import blame, only_pipe_symptoms, read_tail
 from flac2all.errors import TaskError
 
@@ -50,19 +50,18 @@ class ProcessGroup:
         self._procs: set[subprocess.Popen] = set()
         self.stopping = False
 
-    def start(self, argv: list[str], die_with_us: bool = True, **kwargs) -> subprocess.Popen:
+    def start(self, argv: list[str], **kwargs) -> subprocess.Popen:
         if tools.which(argv[0]) is None:
             raise FileNotFoundError(argv[0])
-        if die_with_us:
-            # Killed with us even when we are killed with SIGKILL: no encoder
-            # outlives the run to write into a folder after we are gone.
-            argv = [*tools.pdeathsig_wrapper(argv[0]), *argv]
+        # Killed with us even when we are killed with SIGKILL (reaper): no
+        # encoder outlives the run to write into a folder after we are gone.
+        env = reaper.environment()
         with self._lock:
             if self.stopping:
                 raise Interrupted()
             # A session of its own: the terminal's Ctrl-C reaches only us,
             # and we end each encoder (and anything it started) ourselves.
-            proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+            proc = subprocess.Popen(argv, start_new_session=True, env=env, **kwargs)
             self._procs.add(proc)
             return proc
 
@@ -111,12 +110,8 @@ class Chain:
             self.errfiles.append(errfile)
             last = i == len(self.stages) - 1
             try:
-                # Only the stage that writes the output dies with us; the
-                # stages feeding it then die of SIGPIPE (one exec saved per
-                # stage, which counts on short files).
                 proc = self.processes.start(
                     argv,
-                    die_with_us=last and stdout == subprocess.DEVNULL,
                     stdin=upstream,
                     stdout=stdout if last else subprocess.PIPE,
                     stderr=errfile,
@@ -245,7 +240,7 @@ class Fanout:
         self.chains = [Chain(branch, processes) for branch in branches]
         self.expired: dict[int, str] = {}  # chain index (0 = head) -> program that ran out of time
         self.blocked_on: int | None = None  # the chain index the copy is writing to
-        self.watchdog: threading.Timer | None = None
+        self.watchdog: alarms.Alarm | None = None
         self.lock = threading.Lock()
         self.finished = False
         self.ended: list[float] = []  # per branch, when it ended (time.monotonic)
@@ -257,9 +252,7 @@ class Fanout:
     def arm(self) -> None:
         if self.finished:
             return
-        self.watchdog = threading.Timer(self.timeout, self.expire)
-        self.watchdog.daemon = True
-        self.watchdog.start()
+        self.watchdog = alarms.after(self.timeout, self.expire)
 
     def expire(self) -> None:
         with self.lock:

@@ -1,5 +1,5 @@
 """Every probe of an external program: where it is, its version, ffmpeg's
-encoder list, the parent-death wrapper.
+encoder list.
 
 Each probe runs lazily, at most once per process, and is cached: nothing
 runs at import time. The engine probes before planning and hands the facts
@@ -24,7 +24,6 @@ PACKAGES = {
     "oggenc": "vorbis-tools",
     "opusenc": "opus-tools",
     "ffmpeg": "ffmpeg",
-    "setpriv": "util-linux",
 }
 
 
@@ -38,15 +37,6 @@ def which(program: str) -> str | None:
 def package_of(program: str) -> str:
     """The Debian package to install for ``program``."""
     return PACKAGES.get(program, program)
-
-
-def pdeathsig_wrapper(program: str) -> list[str]:
-    """The argv prefix that makes ``program`` die with us, even when we die
-    of SIGKILL: util-linux's setpriv sets the parent-death signal and execs
-    it (safer than a preexec_fn, which may deadlock in a threaded parent).
-    Empty where setpriv is missing."""
-    setpriv = which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def run_probe(argv: list[str]) -> str:

@@ -24,7 +24,8 @@ def four_files(tmp_path: Path) -> Path:
 
 
 def slow_opusenc(fake_bin, markers: Path) -> Path:
-    """An opusenc that writes part of its output, then stalls."""
+    """An opusenc that writes part of its output, then stalls in a child
+    process of its own (both pids are left in ``markers``)."""
     markers.mkdir()
     return fake_bin(
         "opusenc",
@@ -32,7 +33,9 @@ def slow_opusenc(fake_bin, markers: Path) -> Path:
 echo $$ > {markers}/$$
 out="${{@: -1}}"
 head -c 4000 /dev/urandom > "$out"
-sleep 60
+sleep 60 &
+echo $! > {markers}/$!
+wait
 """,
     )
 
@@ -108,7 +111,7 @@ def test_sigkill_leaves_no_final_partial_and_no_encoder(four_files, tmp_path, fa
     wait_for(lambda: len(list(markers.iterdir())) >= 1 and temp_files(out))
     proc.kill()
     proc.communicate(timeout=30)
-    # Encoders die with their parent (parent-death signal).
+    # Encoders die with the run, and so do their own children (reaper).
     wait_for(lambda: not any(alive(int(m.name)) for m in markers.iterdir()), timeout=10)
     assert temp_files(out)  # what the killed run was writing stays hidden...
     assert_nothing_partial(out, four_files)  # ...never under a final name
