@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import mutagen
 from mutagen.flac import FLAC, StreamInfo
@@ -41,9 +42,12 @@ def default_timeout(length: float) -> float:
     return 120.0 + 4.0 * length
 
 
-def check_output(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, expected: Expected | None = None) -> None:
+def check_output(
+    codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, expected: Expected | None = None
+) -> mutagen.FileType | None:
     """Refuse an output that is empty, shorter or longer than its source, or
-    (for flac) whose audio differs from the source's."""
+    (for flac) whose audio differs from the source's. Returns the output
+    as mutagen opened it (None if it was not opened), for its tags."""
     expected = expected or Expected(meta.info.length, meta.md5)
     try:
         if tmp.stat().st_size == 0:
@@ -51,7 +55,7 @@ def check_output(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, expected
     except FileNotFoundError:
         raise TaskError("encoder wrote no output file") from None
     if not codec.checks_length:
-        return
+        return None
     try:
         out = codec.tag_family.load(tmp)
     except mutagen.MutagenError as exc:
@@ -69,6 +73,7 @@ def check_output(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, expected
     if codec.keeps_md5 and expected.md5:
         if not isinstance(out, FLAC) or out.info.md5_signature != expected.md5:
             raise TaskError("re-encoded audio differs from the source (MD5 mismatch)")
+    return out
 
 
 def verify(
@@ -112,8 +117,12 @@ def with_provenance(meta: tags.SourceMeta, facts: SourceFacts, task: Task) -> ta
     return tags.with_provenance(meta, tags.provenance(facts, task.settings_hash))
 
 
-def write_tags(codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, task: Task, settings: Settings) -> str:
-    warnings = codec.tag_family.write_tags(tmp, meta, settings) if codec.tagged else []
+def write_tags(
+    codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, task: Task, settings: Settings, audio: Any = None
+) -> str:
+    """Write the source's tags into ``tmp`` (``audio``: as check_output
+    opened it, so that an output is parsed once for its checks and tags)."""
+    warnings = codec.tag_family.write_tags(tmp, meta, settings, audio) if codec.tagged else []
     for warning in warnings:
         log.warning("%s: %s", task.source, warning)
     return "; ".join(warnings)
@@ -202,8 +211,8 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
                     raise failure
                 if codec.reads_pcm and expected.frames == 0:
                     raise TaskError("no audio: the decoder found no frame in the stream")
-                check_output(codec, tmp, meta, expected)
-                note = write_tags(codec, tmp, with_provenance(meta, facts, task), task, settings)
+                parsed = check_output(codec, tmp, meta, expected)
+                note = write_tags(codec, tmp, with_provenance(meta, facts, task), task, settings, parsed)
                 verify(codec, tmp, task.output, meta, timeout, processes, expected)
                 commit(tmp, task.output)
                 outcome = ("; ".join(n for n in (decoder.note, note) if n), facts)

@@ -42,27 +42,40 @@ class TagFamily:
         family without tags); None if it is not one."""
         return mutagen.File(path, options=list(self.types) or None)
 
+    def opened(self, path: Path, audio: mutagen.FileType | None = None) -> mutagen.FileType:
+        """``audio`` if it is ``path`` already opened as one of the family's
+        types (an output parsed once for its checks and its tags), else
+        ``path`` opened anew."""
+        if audio is not None and isinstance(audio, self.types):
+            return audio
+        opened = self.load(path)
+        if opened is None:
+            kinds = " or ".join(t.__name__ for t in self.types)
+            raise TaskError(f"the output is not a file mutagen can read as {kinds}")
+        return opened
+
     def shaped_by(self, settings: Settings) -> bool:
         """Whether the run's tag options change this family's tags (a part
         of each output's settings hash)."""
         return False
 
-    def write(self, path: Path, meta: SourceMeta, settings: Settings) -> list[str]:
-        """Replace the tags of ``path`` with the source's; return warnings
-        (for example a picture the format cannot hold)."""
+    def write(self, path: Path, meta: SourceMeta, settings: Settings, audio: Any = None) -> list[str]:
+        """Replace the tags of ``path`` (``audio``: as already opened, see
+        ``opened``) with the source's; return warnings (for example a
+        picture the format cannot hold)."""
         return []
 
     def provenance_values(self, tags: Any) -> list[str]:
         """The FLAC2ALL_SOURCE values in a file's tags."""
         return []
 
-    def write_tags(self, path: Path, meta: SourceMeta, settings: Settings) -> list[str]:
+    def write_tags(self, path: Path, meta: SourceMeta, settings: Settings, audio: Any = None) -> list[str]:
         """``write``, with mutagen's errors as the task's error; the
         pictures scaled down first with --art-max-size."""
         if settings.art_max_size is not None and meta.pictures:
             meta = replace(meta, pictures=art.scaled_pictures(meta.pictures, settings.art_max_size))
         try:
-            return self.write(path, meta, settings)
+            return self.write(path, meta, settings, audio)
         except mutagen.MutagenError as exc:
             raise TaskError(f"cannot write tags: {exc}") from None
 

@@ -156,10 +156,13 @@ class Id3Family(TagFamily):
     def shaped_by(self, settings: Settings) -> bool:
         return settings.id3v23
 
-    def write(self, path: Path, meta: SourceMeta, settings: Settings) -> list[str]:
+    def write(self, path: Path, meta: SourceMeta, settings: Settings, audio: Any = None) -> list[str]:
         tag = id3_tag(meta, settings.id3v23)
         # Replaces any ID3 the encoder wrote; ID3v1 is never written.
-        id3.ID3FileType(path).delete()
+        if isinstance(audio, id3.ID3FileType):
+            audio.delete()
+        else:
+            id3.ID3FileType(path).delete()
         tag.save(path, v2_version=3 if settings.id3v23 else 4, v23_sep="/", v1=0)
         return []
 

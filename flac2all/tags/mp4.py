@@ -90,9 +90,9 @@ class Mp4Family(TagFamily):
     name = "mp4"
     types = (MP4,)
 
-    def write(self, path: Path, meta: SourceMeta, settings: Settings) -> list[str]:
+    def write(self, path: Path, meta: SourceMeta, settings: Settings, audio: Any = None) -> list[str]:
         atoms, warnings = mp4_atoms(meta)
-        mp4 = MP4(path)
+        mp4 = self.opened(path, audio)
         if mp4.tags is None:
             mp4.add_tags()
         mp4.tags.clear()

@@ -16,7 +16,6 @@ from mutagen.flac import FLAC
 from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 
-from flac2all.errors import TaskError
 from flac2all.model import Settings
 from flac2all.tags.family import TagFamily
 from flac2all.tags.source import PROVENANCE_KEY, Comments, SourceMeta
@@ -67,10 +66,8 @@ class OggFamily(VorbisCommentFamily):
     name = "vorbis"
     types = (OggVorbis, OggOpus)
 
-    def write(self, path: Path, meta: SourceMeta, settings: Settings) -> list[str]:
-        audio = self.load(path)
-        if audio is None:
-            raise TaskError("encoder output is not a readable Ogg file")
+    def write(self, path: Path, meta: SourceMeta, settings: Settings, audio: Any = None) -> list[str]:
+        audio = self.opened(path, audio)
         if audio.tags is None:
             audio.add_tags()
         pairs = list(meta.comments)
@@ -95,8 +92,8 @@ class FlacFamily(VorbisCommentFamily):
     max_comments = 100_000
     max_block = 2**24 - 1
 
-    def write(self, path: Path, meta: SourceMeta, settings: Settings) -> list[str]:
-        flac = FLAC(path)
+    def write(self, path: Path, meta: SourceMeta, settings: Settings, audio: Any = None) -> list[str]:
+        flac = self.opened(path, audio)
         if flac.tags is None:
             flac.add_tags()
         flac.tags.clear()
