@@ -49,9 +49,11 @@ class ProcessGroup:
         self._lock = threading.Lock()
         self._procs: set[subprocess.Popen] = set()
         self.stopping = False
+        reaper.refresh()  # a new run: the environment as it is now
 
     def start(self, argv: list[str], **kwargs) -> subprocess.Popen:
-        if tools.which(argv[0]) is None:
+        program = tools.which(argv[0])
+        if program is None:
             raise FileNotFoundError(argv[0])
         # Killed with us even when we are killed with SIGKILL (reaper): no
         # encoder outlives the run to write into a folder after we are gone.
@@ -61,7 +63,8 @@ class ProcessGroup:
                 raise Interrupted()
             # A session of its own: the terminal's Ctrl-C reaches only us,
             # and we end each encoder (and anything it started) ourselves.
-            proc = subprocess.Popen(argv, start_new_session=True, env=env, **kwargs)
+            # The program as found once (no search of PATH for each process).
+            proc = subprocess.Popen(argv, executable=program, start_new_session=True, env=env, **kwargs)
             self._procs.add(proc)
             return proc
 

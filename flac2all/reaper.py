@@ -74,15 +74,16 @@ class Watcher:
             )
         finally:
             os.close(read_end)
+        self.refresh()
 
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.proc.poll() is None
 
-    def environment(self) -> dict[str, str]:
-        """The environment for a process we start: ours, with the token."""
-        env = os.environ.copy()
-        env[VARIABLE] = self.token
-        return env
+    def refresh(self) -> None:
+        """The environment for a process we start, ours with the token, read
+        now: built once, not for every process (as bytes, which Popen
+        passes on as they are)."""
+        self.env = {**os.environb, VARIABLE.encode(): self.token.encode()}
 
     def forget(self) -> None:
         """In a forked child: the parent's pipe is not ours to hold."""
@@ -96,9 +97,18 @@ _lock = threading.Lock()
 _watcher: Watcher | None = None
 
 
-def environment() -> dict[str, str]:
-    """The environment to start a process with so that it dies with us;
-    starts this process's watcher the first time (again if it died)."""
+def refresh() -> None:
+    """Read the environment again for the processes started from now on
+    (a run's start: a program that runs several may change it between)."""
+    watcher = _watcher
+    if watcher is not None and watcher.alive():
+        watcher.refresh()
+
+
+def environment() -> dict[bytes, bytes]:
+    """The environment to start a process with so that it dies with us (as
+    it was at the last ``refresh``); starts this process's watcher the first
+    time (again if it died)."""
     global _watcher
     watcher = _watcher
     if watcher is None or not watcher.alive():
@@ -108,7 +118,7 @@ def environment() -> dict[str, str]:
                     os.close(_watcher.write_end)
                 _watcher = Watcher()
             watcher = _watcher
-    return watcher.environment()
+    return watcher.env
 
 
 def _after_fork_in_child() -> None:
