@@ -52,14 +52,13 @@ class LocalPool:
                     job = next(todo, None)
                 if job is None:
                     return
-                for task in job.tasks:
-                    events.put((self.task_started, task))
+                # One event per job, not per task: each wakes this thread.
+                events.put((self.tasks_started, job.tasks))
                 try:
                     results = runner.execute_batch(job.tasks, settings, processes)
                 except Interrupted:
                     return
-                for result in results:
-                    events.put((self.task_finished, result))
+                events.put((self.tasks_finished, results))
 
         self.on_start, self.on_result = on_start, on_result
         threads = [
@@ -78,14 +77,16 @@ class LocalPool:
         for t in threads:
             t.join()
 
-    def task_started(self, task: Task) -> None:
-        self.running[id(task)] = task
-        self.on_start(task)
+    def tasks_started(self, tasks: Sequence[Task]) -> None:
+        for task in tasks:
+            self.running[id(task)] = task
+            self.on_start(task)
 
-    def task_finished(self, result: TaskResult) -> None:
-        self.running.pop(id(result.task), None)
-        self.done += 1
-        self.on_result(result)
+    def tasks_finished(self, results: Sequence[TaskResult]) -> None:
+        for result in results:
+            self.running.pop(id(result.task), None)
+            self.done += 1
+            self.on_result(result)
 
     def hosts(self) -> list[HostRow]:
         """The one host of a local run: this one, with the encoders and
