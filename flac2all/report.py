@@ -219,8 +219,11 @@ class Report:
         for r in self.results:
             counts = failed if r.status is Status.FAILED else done
             counts[r.host] = counts.get(r.host, 0) + 1
+        hosts = sorted({*done, *failed, *self.host_problems})
+        if not hosts:  # stopped before any result came
+            return ["    By host: no task finished"]
         lines = ["    By host:"]
-        for host in sorted({*done, *failed, *self.host_problems}):
+        for host in hosts:
             line = f"        {host or '?'}: {done.get(host, 0)} done, {failed.get(host, 0)} failed"
             if host in self.host_problems:
                 line += f"; {self.host_problems[host]}"

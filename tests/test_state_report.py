@@ -133,6 +133,23 @@ def test_the_summary_says_what_the_counts_say():
     assert report.exit_status is ExitStatus.FAILURES
 
 
+def test_a_cluster_summary_lists_each_host_or_says_none_finished():
+    ok = [
+        TaskResult(Task(Path(f"{i}.flac"), "mp3", Path(f"{i}.mp3"), Action.ENCODE), Status.SUCCESS, "", 0, 1.0)
+        for i in range(3)
+    ]
+    ok[0] = TaskResult(ok[0].task, Status.FAILED, "bad", 1, 1.0, host="node2")
+    ok[1] = TaskResult(ok[1].task, Status.SUCCESS, "", 0, 1.0, host="node1")
+    ok[2] = TaskResult(ok[2].task, Status.SUCCESS, "", 0, 1.0, host="node1")
+    report = Report(modes=("mp3",), issued=3, results=ok, by_host=True, host_problems={"node3": "unhealthy: x"})
+    text = report.summary()
+    assert "By host:\n        node1: 2 done, 0 failed\n        node2: 0 done, 1 failed\n        node3: 0 done" in text
+    assert "node3: 0 done, 0 failed; unhealthy: x" in text
+    # Ctrl-C before any result: not a heading with nothing under it.
+    stopped = Report(modes=("mp3",), issued=3, results=[], by_host=True, interrupted_by=2).summary()
+    assert "By host: no task finished" in stopped and "By host:\n" not in stopped
+
+
 def test_exit_status_for_success_missing_results_and_interruption():
     ok = [r for r in EVERY_ACTION if r.status is not Status.FAILED]
     assert Report(modes=("mp3",), issued=len(ok), results=list(ok)).exit_status is ExitStatus.OK
