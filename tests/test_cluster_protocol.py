@@ -71,6 +71,8 @@ HOSTILE_TASKS = [
     {"source": "../../etc/passwd"},
     {"source": "/music/../../etc/passwd.flac"},
     {"source": "-i.flac"},  # relative, option-like
+    {"source": "//music/a.flac"},  # normpath keeps a leading "//"
+    {"output": "/out/mp3/./a.mp3"},  # not normalized
     {"output": "-y"},
     {"output": "/out/mp3/a\x00.mp3"},
     {"output": "/out/mp3/a\n.mp3"},

@@ -20,6 +20,7 @@ from flac2all.cluster.wire import (
     check_path,
     encode,
     fields,
+    inside,
     is_a,
     seconds,
 )
@@ -96,14 +97,17 @@ def job_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTask]
     if action not in WORKER_ACTIONS:
         raise ProtocolError(f"action {action.value} is not run by workers")
     source = check_path(msg["source"], "source")
-    if settings is not None and not source.is_relative_to(settings.input_dir):
-        raise ProtocolError("a source outside the run's input folder")
+    outdir = None
+    if settings is not None:
+        if not inside(msg["source"], os.fspath(settings.input_dir)):
+            raise ProtocolError("a source outside the run's input folder")
+        outdir = os.fspath(settings.outdir)
     bounded_int(msg["size"], "size", 0, MAX_SIZE)
     if not 1 <= len(msg["tasks"]) <= MAX_JOB:
         raise ProtocolError("bad task count")
     if len(msg["tasks"]) > 1 and action is not Action.ENCODE:
         raise ProtocolError("only encodes share a job")
-    job = [task_from_wire(body, source, action, msg["size"], settings) for body in msg["tasks"]]
+    job = [task_from_wire(body, source, msg["source"], action, msg["size"], outdir) for body in msg["tasks"]]
     if len(job) > 1:
         if len({task.output for _, _, task in job}) < len(job) or len({i for i, _, _ in job}) < len(job):
             raise ProtocolError("a job names an output or a task id twice")
@@ -112,18 +116,25 @@ def job_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTask]
     return job
 
 
-def task_from_wire(body: Any, source: Path, action: Action, size: int, settings: Settings | None) -> WireTask:
+TASK_FIELDS = {"id": int, "attempt": int, "mode": str, "output": str, "settings_hash": str}
+
+
+def task_from_wire(
+    body: Any, source: Path, source_text: str, action: Action, size: int, outdir: str | None
+) -> WireTask:
+    """One task of a job (``outdir``: the run's output folder, on a worker)."""
     if not isinstance(body, dict):
         raise ProtocolError("a task is not an object")
-    fields(body, {"id": int, "attempt": int, "mode": str, "output": str, "settings_hash": str})
+    fields(body, TASK_FIELDS)
     try:
         codec = codecs.resolve(body["mode"])
     except Flac2allError:
         raise ProtocolError(f"unknown codec {body['mode']!r}") from None
-    output = check_path(body["output"], "output")
-    if output == source:
+    text = body["output"]
+    output = check_path(text, "output")
+    if text == source_text:
         raise ProtocolError("output is the source")
-    if settings is not None and not output.is_relative_to(settings.outdir):
+    if outdir is not None and not inside(text, outdir):
         raise ProtocolError("an output outside the run's output folder")
     if action is Action.COPY:
         if output.name != source.name:

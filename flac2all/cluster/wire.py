@@ -45,27 +45,42 @@ def check_options(family: str, words: Any) -> tuple[str, ...]:
 
 
 def check_path(value: Any, what: str) -> Path:
-    if not isinstance(value, str) or not value or len(value) > 4096:
+    """An absolute, normalized path without NUL, CR or LF (and so without a
+    ``..`` part: normalizing removes them). Checked as a string: this runs
+    for every path of every job, and pathlib's parsing was most of it."""
+    if type(value) is not str or not value or len(value) > 4096:
         raise ProtocolError(f"{what}: not a path")
     if "\x00" in value or "\n" in value or "\r" in value:
         raise ProtocolError(f"{what}: control characters in path")
-    path = Path(value)
-    if not path.is_absolute() or ".." in path.parts or os.path.normpath(value) != value:
+    # normpath keeps a leading "//" (POSIX leaves its meaning open): refused.
+    if value[0] != "/" or value[:2] == "//" or os.path.normpath(value) != value:
         raise ProtocolError(f"{what}: not an absolute, normalized path")
-    return path
+    return Path(value)
+
+
+def inside(path: str, root: str) -> bool:
+    """Whether the normalized absolute ``path`` is ``root`` or below it (both
+    strings, as ``check_path`` accepts them): Path.is_relative_to without
+    parsing."""
+    return path == root or path.startswith(root if root == "/" else root + "/")
+
+
+ENVELOPE = frozenset({"v", "type"})
 
 
 def fields(msg: dict, required: dict[str, type | tuple], optional: dict[str, type | tuple] | None = None) -> dict:
     """Check a message has exactly these fields, of these types."""
     optional = optional or {}
-    allowed = {"v", "type", *required, *optional}
-    unknown = set(msg) - allowed
-    if unknown:
-        raise ProtocolError(f"unknown field(s): {sorted(unknown)}")
-    for name in required:
+    for name in msg:
+        if name not in required and name not in optional and name not in ENVELOPE:
+            allowed = {*ENVELOPE, *required, *optional}
+            raise ProtocolError(f"unknown field(s): {sorted(set(msg) - allowed)}")
+    for name, kind in required.items():
         if name not in msg:
             raise ProtocolError(f"missing field: {name}")
-    for name, kind in {**required, **optional}.items():
+        if not is_a(msg[name], kind):
+            raise ProtocolError(f"field {name}: wrong type")
+    for name, kind in optional.items():
         if name in msg and not is_a(msg[name], kind):
             raise ProtocolError(f"field {name}: wrong type")
     return msg
@@ -73,8 +88,9 @@ def fields(msg: dict, required: dict[str, type | tuple], optional: dict[str, typ
 
 def is_a(value: Any, kind: type | tuple) -> bool:
     """isinstance, except that JSON's true/false are not numbers here."""
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+    if not isinstance(value, kind):
+        return False
+    return type(value) is not bool or kind is bool or (isinstance(kind, tuple) and bool in kind)
 
 
 MAX_ID = 2**53  # task ids and attempts: exact in any JSON reader
