@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from flac2all.cluster import protocol
+from flac2all.cluster.master import SMALL_COPY
 from flac2all.model import Settings
 from tests.cluster_helpers import (
     FakeMaster,
@@ -108,6 +109,38 @@ def test_normal_run_with_two_worker_hosts(lib, tmp_path, fake_bin):
     # Each source went to one worker as one job: decoded once for both modes.
     decoded = [line for line in decodes_log.read_text().splitlines() if line.startswith("--decode")]
     assert len(decoded) == 8
+
+
+def test_small_copies_go_in_batches_and_each_is_done_once(tmp_path):
+    """-c of many small files: sent as batches of copies (protocol 4), a
+    large one alone; every copy made once, one log row each, all believed."""
+    lib = tmp_path / "music"
+    make_flac(lib / "a.flac", seconds=0.2)
+    for n in range(70):
+        small = lib / f"d{n % 3}" / f"{n}.txt"
+        small.parent.mkdir(parents=True, exist_ok=True)
+        small.write_text(f"file {n}")
+    (lib / "big.bin").write_bytes(os.urandom(SMALL_COPY + 1))
+    out = tmp_path / "out"
+    master, port = start_master("mp3", out, lib, "-c")
+    # (A process that comes after the quick run is over waits for the next
+    # master: its exit status is not this test's.)
+    workers = [start_worker(port, 2, "--retry-seconds", "2"), start_worker(port, 1, "--retry-seconds", "2")]
+    try:
+        assert master.wait(120) == 0, master.output
+    finally:
+        master.kill()
+        for w in workers:
+            w.wait(30)
+    rows = read_log(out)
+    assert len(rows) == 72 and len({r["outfile"] for r in rows}) == 72  # each once
+    assert all(r["conversion_status"].startswith("SUCCESS") for r in rows), rows
+    copied = [Path(r["outfile"]) for r in rows if r["outfile"].endswith((".txt", ".bin"))]
+    assert len(copied) == 71
+    for output in copied:
+        assert output.read_bytes() == (lib / output.relative_to(out / "mp3")).read_bytes()
+    assert sum(w.count(r"^copied ") for w in workers) == 71
+    assert temp_files(out) == []
 
 
 def test_late_joiner_gets_work_at_once(lib, tmp_path, slow_opusenc):

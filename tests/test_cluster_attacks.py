@@ -15,7 +15,7 @@ import zmq
 
 from flac2all.cluster import protocol
 from flac2all.cluster.protocol import Checks, ProtocolError, Timings
-from flac2all.model import Settings
+from flac2all.model import Action, Settings, Task
 from tests.cluster_helpers import FakeMaster, start_master, start_worker
 from tests.conftest import decodes, make_flac, read_log, run_flac2all
 
@@ -203,6 +203,33 @@ def test_symlinks_in_the_run_never_lead_a_job_outside(tmp_path):
     assert "resolves outside the run's input folder" in messages[2]
     assert [p.name for p in elsewhere.iterdir()] == ["victim.mp3"] and victim.read_bytes() == b"precious"
     assert not (out / "mp3" / "secret.txt").exists()
+
+
+def test_a_batch_of_copies_with_one_link_leading_out_is_refused_whole(tmp_path):
+    music, out = tmp_path / "music", tmp_path / "out"
+    music.mkdir()
+    for name in ("a.txt", "c.txt"):
+        (music / name).write_text(name)
+    (music / "b.txt").symlink_to("/etc/hostname")
+    fake = FakeMaster()
+    worker = start_worker(fake.port, 1, "--retry-seconds", "5")
+    try:
+        identity, health = welcome_and_health(fake, Settings(music, out, ("mp3",), copy=True))
+        assert health["problem"] == ""
+        batch = [
+            (n, 0, Task(music / name, "mp3", out / "mp3" / name, Action.COPY, 5))
+            for n, name in enumerate(("a.txt", "b.txt", "c.txt"))
+        ]
+        fake.send(identity, protocol.job_to_wire(batch))
+        results = [fake.expect("result")[1] for _ in batch]
+        fake.send(identity, protocol.shutdown_to_wire())
+        worker.wait(20)
+    finally:
+        fake.close()
+        worker.kill()
+    assert sorted(r["id"] for r in results) == [0, 1, 2]
+    assert all(r["status"] == "failed" and "resolves outside the run's input folder" in r["message"] for r in results)
+    assert not out.joinpath("mp3").exists() or not list(out.joinpath("mp3").iterdir())
 
 
 @pytest.mark.parametrize(

@@ -570,3 +570,70 @@ def test_new_fields_are_bounded():
     for bad in ({"size": 10**400}, {"id": 2**53 + 1}, {"attempt": 10**400}):
         with pytest.raises(ProtocolError):
             protocol.job_from_wire(job(bad))
+
+
+def copies(n: int = 3, **task_change) -> dict:
+    """A copies message (protocol 4): ``n`` small copies from /in to /out."""
+    tasks = [
+        {"id": i, "attempt": 0, "mode": "mp3", "source": f"/in/d/{i}.txt", "size": 4, "output": f"/out/mp3/d/{i}.txt"}
+        | {"settings_hash": ""}
+        for i in range(n)
+    ]
+    tasks[-1].update(task_change)
+    return {"v": V, "type": "copies", "tasks": tasks}
+
+
+COPY_SETTINGS = Settings(Path("/in"), Path("/out"), ("mp3",), copy=True)
+
+
+def test_a_batch_of_copies_reads_back_as_it_was_built():
+    sent = [(i, 1, Task(Path(f"/in/{i}.log"), "mp3", Path(f"/out/mp3/{i}.log"), Action.COPY, i)) for i in range(5)]
+    frame = protocol.job_to_wire(sent)
+    assert protocol.decode(frame)["type"] == "copies"
+    assert protocol.job_from_wire(protocol.decode(frame), COPY_SETTINGS) == sent
+    # one copy alone is an ordinary job; encodes of one source too
+    assert protocol.decode(protocol.job_to_wire(sent[:1]))["type"] == "job"
+    refusals = protocol.refusals_to_wire(copies(4), "node-1", "busy")
+    assert [protocol.result_from_wire(protocol.decode(f)).task_id for f in refusals] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"source": "/etc/passwd", "output": "/out/mp3/d/passwd"},  # outside the run's input
+        {"output": "/elsewhere/2.txt", "source": "/in/d/2.txt"},  # outside the run's output
+        {"output": "/out/mp3/d/other.txt"},  # a copy keeps its name
+        {"output": "/out/mp3/d/0.txt", "source": "/in/d/0.txt"},  # an output twice
+        {"id": 0},  # a task id twice
+        {"source": "/in/d/../../etc/2.txt"},
+        {"source": "in/d/2.txt"},
+        {"size": 10**400},
+        {"size": -1},
+        {"size": True},
+        {"mode": "rm -rf /"},
+        {"settings_hash": "x" * 100},
+        {"extra": 1},
+    ],
+)
+def test_hostile_batches_of_copies_are_refused(change):
+    assert protocol.job_from_wire(copies(), COPY_SETTINGS)
+    with pytest.raises(ProtocolError):
+        protocol.job_from_wire(copies(**change), COPY_SETTINGS)
+
+
+def test_batches_of_copies_are_bounded():
+    for msg in (
+        copies(protocol.MAX_JOB + 1),
+        {"v": V, "type": "copies", "tasks": []},
+        {"v": V, "type": "copies", "tasks": "all"},
+        {"v": V, "type": "copies", "tasks": [1]},
+        {**copies(), "source": "/in/d/0.txt"},  # a job's field
+        {k: v for k, v in copies().items() if k != "tasks"},
+    ):
+        with pytest.raises(ProtocolError):
+            protocol.job_from_wire(msg, COPY_SETTINGS)
+    for field in ("source", "size", "output", "id"):
+        msg = copies()
+        del msg["tasks"][1][field]
+        with pytest.raises(ProtocolError):
+            protocol.job_from_wire(msg, COPY_SETTINGS)

@@ -38,17 +38,21 @@ MAX_TIMEOUT = 1e7  # seconds
 FOREIGN_MODE = re.compile(r"f:[A-Za-z0-9_]{1,64}")
 
 
-# --- jobs: one task, or the encodes of one source sharing its decoder --------
+# --- jobs: one task, the encodes of one source sharing its decoder, or a ----
+# --- batch of small copies ----------------------------------------------------
 
-# A job holds at most this many tasks (the modes of one source).
+# A job holds at most this many tasks (the modes of one source, or copies).
 MAX_JOB = 32
 WireTask = tuple[int, int, Task]  # (task id, attempt, task)
 
 
 def job_to_wire(job: list[WireTask]) -> bytes:
     """One job message: the source, action and size once, then per task its
-    id, attempt, mode, output and settings hash."""
+    id, attempt, mode, output and settings hash; several copies (each its
+    own source) are a ``copies`` message."""
     first = job[0][2]
+    if len(job) > 1 and first.action is Action.COPY:
+        return copies_to_wire(job)
     return encode(
         "job",
         source=os.fsdecode(first.source),
@@ -71,7 +75,7 @@ def job_ids(msg: dict) -> list[tuple[int, int]]:
     """The (id, attempt) pairs a job message names, as far as they can be
     read (to refuse them)."""
     tasks = msg.get("tasks")
-    if msg.get("type") != "job" or not isinstance(tasks, list):
+    if msg.get("type") not in ("job", "copies") or not isinstance(tasks, list):
         return []
     return [
         (t["id"], t["attempt"])
@@ -88,7 +92,10 @@ def job_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTask]
     """Validate a job message against this node's own codec table and, on
     a worker, the session's folders: a source inside the input folder,
     outputs inside the output folder, nothing else. A job of several tasks
-    must be encodes of modes that share a decoder, to distinct outputs."""
+    must be encodes of modes that share a decoder, to distinct outputs.
+    A ``copies`` message is read by ``copies_from_wire``."""
+    if msg.get("type") == "copies":
+        return copies_from_wire(msg, settings)
     fields(msg, {"source": str, "action": str, "size": int, "tasks": list})
     try:
         action = Action(msg["action"])
@@ -109,23 +116,77 @@ def job_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTask]
         raise ProtocolError("only encodes share a job")
     job = [task_from_wire(body, source, msg["source"], action, msg["size"], outdir) for body in msg["tasks"]]
     if len(job) > 1:
-        if len({task.output for _, _, task in job}) < len(job) or len({i for i, _, _ in job}) < len(job):
-            raise ProtocolError("a job names an output or a task id twice")
+        distinct(job)
         if not all(codecs.resolve(task.mode).reads_pcm for _, _, task in job):
             raise ProtocolError("a mode that cannot share the decoder in a job of several")
     return job
 
 
+def distinct(job: list[WireTask]) -> None:
+    if len({task.output for _, _, task in job}) < len(job) or len({i for i, _, _ in job}) < len(job):
+        raise ProtocolError("a job names an output or a task id twice")
+
+
+def copies_to_wire(job: list[WireTask]) -> bytes:
+    """Small copies sent together (one message, one slot, run one after the
+    other): per task its id, attempt, mode, source, size, output and
+    settings hash."""
+    return encode(
+        "copies",
+        tasks=[
+            {
+                "id": task_id,
+                "attempt": attempt,
+                "mode": task.mode,
+                "source": os.fsdecode(task.source),
+                "size": task.size,
+                "output": os.fsdecode(task.output),
+                "settings_hash": task.settings_hash,
+            }
+            for task_id, attempt, task in job
+        ],
+    )
+
+
+def copies_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTask]:
+    """Validate a ``copies`` message as a job of its tasks: each a copy of
+    a source inside the input folder to an output of the same name inside
+    the output folder, distinct outputs and task ids."""
+    fields(msg, {"tasks": list})
+    bodies = msg["tasks"]
+    if not 1 <= len(bodies) <= MAX_JOB:
+        raise ProtocolError("bad task count")
+    input_dir = outdir = None
+    if settings is not None:
+        input_dir, outdir = os.fspath(settings.input_dir), os.fspath(settings.outdir)
+    job = []
+    for body in bodies:
+        if not isinstance(body, dict):
+            raise ProtocolError("a task is not an object")
+        fields(body, COPY_FIELDS)
+        text = body["source"]
+        source = check_path(text, "source")
+        if input_dir is not None and not inside(text, input_dir):
+            raise ProtocolError("a source outside the run's input folder")
+        size = bounded_int(body["size"], "size", 0, MAX_SIZE)
+        job.append(task_from_wire(body, source, text, Action.COPY, size, outdir, checked=True))
+    distinct(job)
+    return job
+
+
 TASK_FIELDS = {"id": int, "attempt": int, "mode": str, "output": str, "settings_hash": str}
+COPY_FIELDS = {**TASK_FIELDS, "source": str, "size": int}
 
 
 def task_from_wire(
-    body: Any, source: Path, source_text: str, action: Action, size: int, outdir: str | None
+    body: Any, source: Path, source_text: str, action: Action, size: int, outdir: str | None, checked: bool = False
 ) -> WireTask:
-    """One task of a job (``outdir``: the run's output folder, on a worker)."""
-    if not isinstance(body, dict):
-        raise ProtocolError("a task is not an object")
-    fields(body, TASK_FIELDS)
+    """One task of a job (``outdir``: the run's output folder, on a worker;
+    ``checked``: its fields were, by the caller)."""
+    if not checked:
+        if not isinstance(body, dict):
+            raise ProtocolError("a task is not an object")
+        fields(body, TASK_FIELDS)
     try:
         codec = codecs.resolve(body["mode"])
     except Flac2allError:

@@ -134,9 +134,13 @@ def lease_seconds(job: Job, settings: Settings) -> float:
     task time-out the worker applies (derived from the audio's duration
     unless --timeout), twice, plus slack, plus the time to copy its bytes."""
     task = job.entries[0].task
-    length = 0.0 if task.action is Action.COPY else audio_seconds(task.source)
+    size = task.size
+    if task.action is Action.COPY:  # the bytes of a batch of small copies, all of them
+        size, length = sum(e.task.size for e in job.entries), 0.0
+    else:
+        length = audio_seconds(task.source)
     timeout = settings.timeout if settings.timeout is not None else default_timeout(length)
-    return LEASE_FACTOR * timeout + LEASE_SLACK + task.size / COPY_RATE
+    return LEASE_FACTOR * timeout + LEASE_SLACK + size / COPY_RATE
 
 
 def identity(path: Path) -> tuple | None:

@@ -22,7 +22,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import zmq
@@ -35,7 +35,7 @@ from flac2all.cluster.ledger import Entry, Job, Ledger, Peer, identity, lease_se
 from flac2all.cluster.protocol import ProtocolError
 from flac2all.cluster.view import host_rows
 from flac2all.errors import Flac2allError, UsageError
-from flac2all.model import HostRow, Settings, Task, TaskResult
+from flac2all.model import Action, HostRow, Settings, Task, TaskResult
 from flac2all.model import Job as PlannedJob
 
 log = logging.getLogger("flac2all.master")
@@ -46,6 +46,30 @@ HEARTBEAT = TIMINGS.heartbeat
 DEAD_AFTER = TIMINGS.dead_after  # missed heartbeats before a worker is dead: detection in 4-5 s
 WAIT_WORKERS = 300.0  # seconds the master waits for a worker that can run the work left
 PROBE_PREFIX = ".flac2all-probe-"
+
+
+# A copy at most this large is sent with others (up to MAX_JOB in a job):
+# a message and a wake-up of each side per small file was most of a
+# trivial task's cost.
+SMALL_COPY = 1024 * 1024
+
+
+def batched(jobs: Sequence[PlannedJob]) -> Iterator[tuple[Task, ...]]:
+    """The planned jobs as the master hands them out: at most MAX_JOB tasks
+    each, and the small copies gathered into batches of MAX_JOB."""
+    copies: list[Task] = []
+    for planned in jobs:
+        tasks = planned.tasks
+        if len(tasks) == 1 and tasks[0].action is Action.COPY and tasks[0].size <= SMALL_COPY:
+            copies.append(tasks[0])
+            if len(copies) == protocol.MAX_JOB:
+                yield tuple(copies)
+                copies.clear()
+            continue
+        for start in range(0, len(tasks), protocol.MAX_JOB):
+            yield tasks[start : start + protocol.MAX_JOB]
+    if copies:
+        yield tuple(copies)
 
 
 class NoWorkersError(Flac2allError):
@@ -213,10 +237,8 @@ class Master:
         most MAX_JOB tasks per message."""
         self.ledger = ledger = Ledger(self.say, on_result)
         ids = itertools.count()
-        for planned in jobs:
-            tasks = planned.tasks
-            for start in range(0, len(tasks), protocol.MAX_JOB):
-                ledger.add(Job([Entry(next(ids), task) for task in tasks[start : start + protocol.MAX_JOB]]))
+        for tasks in batched(jobs):
+            ledger.add(Job([Entry(next(ids), task) for task in tasks]))
         if not ledger.open_tasks:
             return
         self.settings = settings

@@ -1,6 +1,6 @@
 """The cluster wire protocol: versioned JSON messages, validated before use.
 
-Every frame is one JSON object ``{"v": 3, "type": ..., ...}`` of at most
+Every frame is one JSON object ``{"v": 4, "type": ..., ...}`` of at most
 MAX_MESSAGE bytes, built by one ``*_to_wire`` function per message type and
 read by its ``*_from_wire`` (docs/cluster.md lists them all). Parsing is
 strict: an unknown type, a missing or unknown field, a wrong type, a number
@@ -51,6 +51,7 @@ OPTION_FAMILIES = jobs.OPTION_FAMILIES
 FOREIGN_MODE = jobs.FOREIGN_MODE
 WireTask = jobs.WireTask
 job_to_wire = jobs.job_to_wire
+copies_to_wire = jobs.copies_to_wire
 job_from_wire = jobs.job_from_wire
 job_ids = jobs.job_ids
 settings_to_wire = jobs.settings_to_wire

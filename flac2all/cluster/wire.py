@@ -14,8 +14,8 @@ from flac2all.codecs.options import cluster_refusal
 
 # 2: jobs of several tasks sharing a decoder; 3: health before work (the
 # welcome names what to check, the worker answers with a health message),
-# results carry their cause.
-VERSION = 3
+# results carry their cause; 4: small copies sent together (``copies``).
+VERSION = 4
 MAX_MESSAGE = 64 * 1024
 MAX_OPTION_WORDS = 64
 # Encoder option words may not name files or redirect output: the worker

@@ -40,7 +40,7 @@ from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.diagnose import ConnectionWatch
 from flac2all.cluster.protocol import ProtocolError, WireTask
 from flac2all.cluster.stopping import StopRequest
-from flac2all.model import Settings, Status
+from flac2all.model import Action, Settings, Status, TaskResult
 from flac2all.procs import Interrupted, ProcessGroup
 from flac2all.report import line_for
 
@@ -177,6 +177,7 @@ class Session:
         self.handlers = {
             "welcome": self.on_welcome,
             "job": self.on_job,
+            "copies": self.on_job,
             "heartbeat": self.on_heartbeat,
             "shutdown": self.on_shutdown,
             "reset": self.on_reset,
@@ -205,9 +206,10 @@ class Session:
 
     def obey_signals(self) -> Outcome | None:
         """A warm stop leaves once the job is done (no credit is sent
-        meanwhile); a hard one kills the job first."""
+        meanwhile); a hard one kills the job first (the results of the
+        copies of a batch done by then are sent)."""
         if self.stop.hard:
-            self.drop_job()
+            self.drop_job(report=True)
         if self.stop.warm and self.job is None:
             return self.leave(Outcome.SIGNALLED)
         return None
@@ -244,12 +246,7 @@ class Session:
         except queue.Empty:
             return None
         self.job = None
-        for (task_id, attempt, _), result in zip(job, done or [], strict=False):
-            if result.status is Status.FAILED:
-                self.worker.failed = True
-                result = replace(result, cause=health.cause_of(result, self.settings))
-            self.send(protocol.result_to_wire(task_id, attempt, result))
-            say(line_for(result))
+        self.report(job, done)
         return None
 
     def watch_master(self) -> Outcome | None:
@@ -331,23 +328,49 @@ class Session:
     # -- helpers --------------------------------------------------------------
 
     def work(self) -> None:
-        """The task thread: runs each job it is given, to its results."""
+        """The task thread: runs each job it is given, to its results (a
+        batch of copies one by one: a hard stop ends it between two, and
+        the results of those done are still sent)."""
         while (job := self.todo.get()) is not None:
+            tasks = [task for _, _, task in job]
+            done: list[TaskResult] = []
             try:
-                done = runner.execute_batch([task for _, _, task in job], self.settings, self.processes)
+                if len(tasks) > 1 and tasks[0].action is Action.COPY:
+                    for task in tasks:
+                        if self.processes.stopping:
+                            raise Interrupted()
+                        done += runner.execute_batch([task], self.settings, self.processes)
+                else:
+                    done = runner.execute_batch(tasks, self.settings, self.processes)
             except Interrupted:
-                done = None
+                pass
             self.results.put((job, done))
             os.write(self.wake_w, b"x")
 
-    def drop_job(self) -> None:
+    def drop_job(self, report: bool = False) -> None:
         """Kill the encoders (the runner removes their temp files) and wait
         for the task thread to let go of the job: its result is no longer
-        anyone's."""
+        anyone's, unless ``report`` (a hard stop: the master is still
+        there)."""
         self.processes.stop()
         if self.job is not None:
-            self.results.get()
+            job, done = self.results.get()
             self.job = None
+            if report:
+                self.report(job, done)
+
+    def report(self, job: list[WireTask], done: list[TaskResult]) -> None:
+        """Send the results of the tasks done (all of a job's, or the first
+        of a batch of copies cut short), and print them in one write."""
+        lines = []
+        for (task_id, attempt, _), result in zip(job, done, strict=False):
+            if result.status is Status.FAILED:
+                self.worker.failed = True
+                result = replace(result, cause=health.cause_of(result, self.settings))
+            self.send(protocol.result_to_wire(task_id, attempt, result))
+            lines.append(line_for(result))
+        if lines:
+            say("\n".join(lines))
 
     def leave(self, outcome: Outcome) -> Outcome:
         """Say goodbye. It and the results sent before it may still be
