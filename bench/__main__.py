@@ -23,6 +23,7 @@ from pathlib import Path
 from mutagen.flac import FLAC
 
 from bench import library
+from bench.master_scale import case_master
 from flac2all import codecs, tags
 
 FLAC2ALL = [sys.executable, "-m", "flac2all"]
@@ -736,6 +737,7 @@ CASES: dict[str, Callable] = {
     "short": case_short,
     "cluster": case_cluster,
     "dask": case_dask,
+    "master": case_master,
 }
 
 

@@ -1,0 +1,135 @@
+"""``python -m bench master``: the cluster master at scale (issue 16).
+
+100,000 trivial tasks (copies of tiny files, -c) handed to 32 worker
+processes on loopback (8 worker hosts of 4 processes: this machine has 2
+cores, so the workers are many processes, not fast ones): the master's CPU
+per task, its peak RSS, and the dispatch rate. The same master over 10,000
+tasks gives the memory per task (the slope between the two), and a dry run
+over the same sources (which plans and stops) the plan's own share of it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import library
+
+TASKS = 100_000
+SMALLER = 10_000
+HOSTS, PROCESSES = 8, 4
+FLAC2ALL = [sys.executable, "-m", "flac2all"]
+
+
+def sources(count: int) -> Path:
+    """``count`` tiny files in folders of 100, made once (the marker says
+    they are complete) and reused."""
+    src = library.ROOT / f"tiny-{count}"
+    marker = src.with_name(src.name + ".complete")  # outside: -c would copy it
+    if not marker.exists():
+        print(f"  making {count} tiny sources in {src} once", flush=True)
+        shutil.rmtree(src, ignore_errors=True)
+        for i in range(count):
+            path = src / f"d{i // 100:04d}" / f"f{i:06d}.txt"
+            if i % 100 == 0:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(str(i))
+        marker.touch()
+    return src
+
+
+def scratch(name: str) -> Path:
+    """Outputs on a tmpfs when there is one (see cluster_of in __main__)."""
+    root = Path("/dev/shm") if os.path.ismount("/dev/shm") else library.ROOT
+    out = root / f"flac2all-bench-master-{name}"
+    shutil.rmtree(out, ignore_errors=True)
+    return out
+
+
+def one_run(count: int) -> dict[str, float]:
+    """One master over ``count`` tasks with HOSTS x PROCESSES workers: its CPU
+    s, peak RSS (KiB), and the dispatch rate."""
+    from bench.__main__ import master, worker  # (bench.__main__ imports this module)
+
+    src = sources(count)
+    out = scratch(str(count))
+    m, port = master("mp3", src, out, "-c", "--allow-empty")
+    hosts = [worker(port, PROCESSES) for _ in range(HOSTS)]
+    try:
+        start, _ = m.when(r"Commencing run", 120)
+        while (got := os.wait4(m.proc.pid, os.WNOHANG))[0] == 0:
+            time.sleep(0.05)
+        _, status, usage = got
+        m.proc.returncode = os.waitstatus_to_exitcode(status)
+        end = m.lines[-1][0]
+    finally:
+        m.stop()
+        for w in hosts:
+            w.stop()
+        shutil.rmtree(out, ignore_errors=True)
+    copied = sum(1 for _, line in m.lines if line.startswith("copied "))
+    if m.proc.returncode != 0 or copied != count:
+        raise SystemExit(f"master exit {m.proc.returncode}, {copied} of {count} tasks done")
+    return {"cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss, "rate": count / (end - start)}
+
+
+def dry_rss(count: int) -> float:
+    """Peak RSS (KiB) of a dry run over the same sources: the plan, and the
+    process it lives in."""
+    out = scratch(f"dry-{count}")
+    argv = [*FLAC2ALL, "mp3", "-c", "--allow-empty", "--dry-run", "-o", str(out), str(sources(count))]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    shutil.rmtree(out, ignore_errors=True)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"dry run failed: {proc.stderr.read()[-2000:]}")
+    return usage.ru_maxrss
+
+
+def stats(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def case_master(args) -> list[str]:
+    """The master at 100,000 trivial tasks and 32 worker processes, with a
+    run of 10,000 and dry runs of both beside it (alternating)."""
+    runs: dict[int, list[dict[str, float]]] = {TASKS: [], SMALLER: []}
+    dry: dict[int, list[float]] = {TASKS: [], SMALLER: []}
+    for _ in range(args.repeat):
+        for count in (TASKS, SMALLER):
+            runs[count].append(one_run(count))
+            dry[count].append(dry_rss(count))
+    big, small = runs[TASKS], runs[SMALLER]
+    rss_mb = {n: [r["rss"] / 1024 for r in runs[n]] for n in runs}
+    dry_mb = {n: [v / 1024 for v in dry[n]] for n in dry}
+    span = TASKS - SMALLER
+    # Per task, beyond the plan: the master's growth less the dry run's, per round.
+    per_task = [
+        1024 * ((b["rss"] - s["rss"]) - (db - ds)) / span
+        for b, s, db, ds in zip(big, small, dry[TASKS], dry[SMALLER], strict=True)
+    ]
+    master_task = [1024 * (b["rss"] - s["rss"]) / span for b, s in zip(big, small, strict=True)]
+    return [
+        f"Cluster master, trivial tasks (copies of tiny files, -c, into a tmpfs), {HOSTS} worker hosts x "
+        f"{PROCESSES} processes = {HOSTS * PROCESSES} worker processes, all on this {os.cpu_count()}-core "
+        "machine, loopback; CPU and peak RSS from the master's own rusage:",
+        "",
+        "| measure | median (min-max) |",
+        "|---|---|",
+        f"| {TASKS} tasks: master CPU per task, ms (start-up and planning included) | "
+        f"{stats([1000 * r['cpu'] / TASKS for r in big])} |",
+        f"| {SMALLER} tasks: master CPU per task, ms | {stats([1000 * r['cpu'] / SMALLER for r in small])} |",
+        f"| {TASKS} tasks: dispatch rate, tasks/s (first worker joined -> last result) | "
+        f"{stats([r['rate'] for r in big])} |",
+        f"| {TASKS} tasks: master peak RSS, MB | {stats(rss_mb[TASKS])} |",
+        f"| {SMALLER} tasks: master peak RSS, MB | {stats(rss_mb[SMALLER])} |",
+        f"| dry run (the plan alone), {TASKS} / {SMALLER} tasks: peak RSS, MB | "
+        f"{stats(dry_mb[TASKS])} / {stats(dry_mb[SMALLER])} |",
+        f"| master memory per task, bytes ((RSS at {TASKS} - at {SMALLER}) / {span}) | {stats(master_task)} |",
+        f"| of which beyond the plan (less the dry run's growth), bytes | {stats(per_task)} |",
+    ]
