@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from flac2all.cluster import protocol
-from flac2all.cluster.master import SMALL_COPY
+from flac2all.cluster.ledger import SMALL_COPY
 from flac2all.model import Settings
 from tests.cluster_helpers import (
     FakeMaster,

@@ -14,13 +14,14 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flac2all import codecs
-from flac2all.cluster.protocol import ENCODER_MISSING, ENVIRONMENT, SOURCE_MISSING, WireResult
+from flac2all.cluster.protocol import ENCODER_MISSING, ENVIRONMENT, MAX_JOB, SOURCE_MISSING, WireResult
 from flac2all.model import Action, Settings, Status, Task, TaskResult
+from flac2all.model import Job as PlannedJob
 from flac2all.runner import default_timeout
 
 POISON_DEATHS = 3  # a task whose worker died under it this often fails
@@ -33,9 +34,9 @@ LEASE_SLACK = 10.0
 COPY_RATE = 1e6  # bytes/s: the slowest copy a lease allows for
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
-    """One task in the ledger."""
+    """One task in the ledger (slots: a run holds one per task)."""
 
     id: int
     task: Task
@@ -45,13 +46,13 @@ class Entry:
     done: bool = False
     # Hosts on which it failed for the worker's environment, and the last
     # such failure (the reason it fails with if every worker fails it).
-    tried: set[str] = field(default_factory=set)
+    tried: frozenset[str] = frozenset()
     env_reason: str = ""
     # The output as the master saw it when it handed the task out.
     before: tuple | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Job:
     """Tasks sent together, in one slot of a worker."""
 
@@ -83,7 +84,6 @@ class Peer:
     jobs: dict[int, Job] = field(default_factory=dict)  # task id -> its job, for the tasks it holds
     finished: int = 0
     joined: float = field(default_factory=time.monotonic)
-    current: dict[int, str] = field(default_factory=dict)  # task id -> file name
     modes: frozenset[str] | None = None  # what it can run (None: no health message yet)
     problem: str = ""  # why it gets no work: unhealthy, or quarantined
     env_streak: int = 0  # environmental failures since its last success
@@ -111,6 +111,30 @@ class Counters:
     late: int = 0  # results for an attempt no longer current
     requeued: int = 0
     refused: int = 0  # results the master did not believe
+
+
+# A copy at most this large is sent with others (up to MAX_JOB in a job):
+# a message and a wake-up of each side per small file was most of a
+# trivial task's cost.
+SMALL_COPY = 1024 * 1024
+
+
+def batched(jobs: Sequence[PlannedJob]) -> Iterator[tuple[Task, ...]]:
+    """The planned jobs as the master hands them out: at most MAX_JOB tasks
+    each, and the small copies gathered into batches of MAX_JOB."""
+    copies: list[Task] = []
+    for planned in jobs:
+        tasks = planned.tasks
+        if len(tasks) == 1 and tasks[0].action is Action.COPY and tasks[0].size <= SMALL_COPY:
+            copies.append(tasks[0])
+            if len(copies) == MAX_JOB:
+                yield tuple(copies)
+                copies.clear()
+            continue
+        for start in range(0, len(tasks), MAX_JOB):
+            yield tasks[start : start + MAX_JOB]
+    if copies:
+        yield tuple(copies)
 
 
 def audio_seconds(path: Path) -> float:
@@ -207,8 +231,13 @@ class Ledger:
         self.open_tasks += len(job.entries)
 
     def settle(self, entry: Entry, result: TaskResult) -> None:
+        """A task's last word: the ledger forgets it (a later result for it
+        is late, as one for an old attempt), so that a run of many tasks
+        does not hold them all till the end."""
         entry.done = True
         entry.session = None
+        entry.before = None
+        self.entries.pop(entry.id, None)
         self.open_tasks -= 1
         self.on_result(result)
 
@@ -240,7 +269,6 @@ class Ledger:
         entries = [e for e in job.entries if not e.done and peer.jobs.get(e.id) is job]
         for entry in entries:
             peer.jobs.pop(entry.id, None)
-            peer.current.pop(entry.id, None)
         return entries
 
     def requeue(self, peer: Peer, died: bool) -> None:
@@ -272,7 +300,6 @@ class Ledger:
             self.counters.late += 1  # a duplicate or a result from a worker we gave up on
             return
         job = peer.jobs.pop(entry.id, None)
-        peer.current.pop(entry.id, None)
         if job is not None and not any(j is job for j in peer.jobs.values()):  # its slot is free
             peer.credit = 0 if peer.problem else min(peer.free_slots, peer.credit + 1)
         task = entry.task
@@ -294,7 +321,7 @@ class Ledger:
         """The worker's environment failed, not the file (the master sees
         the source): count it against the worker, give the task to another."""
         peer.env_streak += 1
-        entry.tried.add(peer.host)
+        entry.tried = entry.tried | {peer.host}
         entry.env_reason = f"{peer.host}: {wire.message}"
         if wire.cause == ENCODER_MISSING and peer.modes is not None:
             peer.modes = peer.modes - {entry.task.mode}

@@ -22,7 +22,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import zmq
@@ -31,11 +31,12 @@ from flac2all import outputs
 from flac2all.cluster import auth, protocol
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.ledger import POISON_DEATHS as POISON_DEATHS
-from flac2all.cluster.ledger import Entry, Job, Ledger, Peer, identity, lease_seconds
+from flac2all.cluster.ledger import SMALL_COPY as SMALL_COPY
+from flac2all.cluster.ledger import Entry, Job, Ledger, Peer, batched, identity, lease_seconds
 from flac2all.cluster.protocol import ProtocolError
 from flac2all.cluster.view import host_rows
 from flac2all.errors import Flac2allError, UsageError
-from flac2all.model import Action, HostRow, Settings, Task, TaskResult
+from flac2all.model import HostRow, Settings, Task, TaskResult
 from flac2all.model import Job as PlannedJob
 
 log = logging.getLogger("flac2all.master")
@@ -46,30 +47,9 @@ HEARTBEAT = TIMINGS.heartbeat
 DEAD_AFTER = TIMINGS.dead_after  # missed heartbeats before a worker is dead: detection in 4-5 s
 WAIT_WORKERS = 300.0  # seconds the master waits for a worker that can run the work left
 PROBE_PREFIX = ".flac2all-probe-"
-
-
-# A copy at most this large is sent with others (up to MAX_JOB in a job):
-# a message and a wake-up of each side per small file was most of a
-# trivial task's cost.
-SMALL_COPY = 1024 * 1024
-
-
-def batched(jobs: Sequence[PlannedJob]) -> Iterator[tuple[Task, ...]]:
-    """The planned jobs as the master hands them out: at most MAX_JOB tasks
-    each, and the small copies gathered into batches of MAX_JOB."""
-    copies: list[Task] = []
-    for planned in jobs:
-        tasks = planned.tasks
-        if len(tasks) == 1 and tasks[0].action is Action.COPY and tasks[0].size <= SMALL_COPY:
-            copies.append(tasks[0])
-            if len(copies) == protocol.MAX_JOB:
-                yield tuple(copies)
-                copies.clear()
-            continue
-        for start in range(0, len(tasks), protocol.MAX_JOB):
-            yield tasks[start : start + protocol.MAX_JOB]
-    if copies:
-        yield tuple(copies)
+# Messages read in a row before the master hands out work again: with many
+# workers, reading every waiting result first left the early ones idle.
+DRAIN = 100
 
 
 class NoWorkersError(Flac2allError):
@@ -259,8 +239,9 @@ class Master:
     def make_checks(self, settings: Settings) -> protocol.Checks:
         """A few sources the workers must see as the master does (first,
         middle, last), and a probe file in the output folder."""
-        sources = list(dict.fromkeys((e.task.source, e.task.size) for e in self.ledger.entries.values()))
-        picked = sorted({0, len(sources) // 2, len(sources) - 1}) if sources else []
+        entries = list(self.ledger.entries.values())
+        picked = sorted({0, len(entries) // 2, len(entries) - 1}) if entries else []
+        sources = list(dict.fromkeys((entries[i].task.source, entries[i].task.size) for i in picked))
         for stale in settings.outdir.glob(f"{PROBE_PREFIX}*"):  # a killed master's (the lock keeps others out)
             stale.unlink(missing_ok=True)
         self.probe = settings.outdir / f"{PROBE_PREFIX}{secrets.token_hex(8)}"
@@ -269,7 +250,7 @@ class Master:
             os.close(fd)
         except OSError as exc:
             raise UsageError(f"cannot write a probe file into {settings.outdir}: {exc.strerror}") from None
-        return protocol.Checks(tuple(sources[i] for i in picked), self.probe)
+        return protocol.Checks(tuple(sources), self.probe)
 
     def hosts(self) -> list[HostRow]:
         """Per worker host: its worker processes busy now, tasks done, rate,
@@ -293,7 +274,7 @@ class Master:
         while ledger.open_tasks and not stop.is_set():
             if poller.poll(100):
                 self.watch.read()
-                while True:
+                for _ in range(DRAIN):  # then hand out the slots those results freed
                     try:
                         frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
@@ -369,7 +350,6 @@ class Master:
                 for entry in entries:
                     entry.session = peer.session
                     peer.jobs[entry.id] = job
-                    peer.current[entry.id] = entry.task.source.name
                     on_start(entry.task)
 
     def shutdown(self) -> None:
