@@ -11,6 +11,7 @@ over the same sources (which plans and stops) the plan's own share of it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -23,7 +24,19 @@ from bench import library
 TASKS = 100_000
 SMALLER = 10_000
 HOSTS, PROCESSES = 8, 4
-FLAC2ALL = [sys.executable, "-m", "flac2all"]
+# flac2all, saying its own peak RSS as it exits: a wait4 of it gives the
+# largest of its children's too (an ffmpeg probe is as large as a small
+# master).
+FLAC2ALL = [
+    sys.executable,
+    "-c",
+    "import atexit, resource, runpy, sys\n"
+    "atexit.register(lambda: print('peak RSS KiB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+    " file=sys.stderr, flush=True))\n"
+    "sys.argv[0] = 'flac2all'\n"
+    "runpy.run_module('flac2all', run_name='__main__', alter_sys=True)",
+]
+PEAK = re.compile(r"peak RSS KiB (\d+)")
 
 
 def sources(count: int) -> Path:
@@ -51,22 +64,29 @@ def scratch(name: str) -> Path:
     return out
 
 
-def one_run(count: int) -> dict[str, float]:
-    """One master over ``count`` tasks with HOSTS x PROCESSES workers: its CPU
-    s, peak RSS (KiB), and the dispatch rate."""
-    from bench.__main__ import master, worker  # (bench.__main__ imports this module)
+def one_run(count: int, folder: Path | None) -> dict[str, float]:
+    """One master over ``count`` tasks with HOSTS x PROCESSES workers (this
+    flac2all, or the package in ``folder``: a --baseline): its CPU s, peak
+    RSS (KiB), and the dispatch rate."""
+    from bench.__main__ import Lines, with_pythonpath  # (bench.__main__ imports this module)
 
     src = sources(count)
     out = scratch(str(count))
-    m, port = master("mp3", src, out, "-c", "--allow-empty")
-    hosts = [worker(port, PROCESSES) for _ in range(HOSTS)]
+    argv = [*FLAC2ALL, "mp3", "-m", "--bind", "127.0.0.1", "--port", "0", "--insecure", "-c", "--allow-empty"]
+    m = Lines(with_pythonpath([*argv, "-o", str(out), str(src)], folder), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    _, found = m.when(r"Listening on tcp://127\.0\.0\.1:(\d+)")
+    port = int(found.group(1))
+    worker = [sys.executable, "-m", "flac2all.cluster.worker", "127.0.0.1", "--port", str(port), "-t", str(PROCESSES)]
+    worker += ["--insecure", "--allow", str(library.ROOT), "--allow", "/dev/shm"]  # (baselines with --insecure only)
+    hosts = [Lines(with_pythonpath(worker, folder)) for _ in range(HOSTS)]
     try:
         start, _ = m.when(r"Commencing run", 120)
         while (got := os.wait4(m.proc.pid, os.WNOHANG))[0] == 0:
             time.sleep(0.05)
         _, status, usage = got
         m.proc.returncode = os.waitstatus_to_exitcode(status)
-        end = m.lines[-1][0]
+        m.thread.join(10)
+        end = next(t for t, line in reversed(m.lines) if not PEAK.search(line))
     finally:
         m.stop()
         for w in hosts:
@@ -75,20 +95,22 @@ def one_run(count: int) -> dict[str, float]:
     copied = sum(1 for _, line in m.lines if line.startswith("copied "))
     if m.proc.returncode != 0 or copied != count:
         raise SystemExit(f"master exit {m.proc.returncode}, {copied} of {count} tasks done")
-    return {"cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss, "rate": count / (end - start)}
+    rss = int(next(found.group(1) for _, line in m.lines if (found := PEAK.search(line))))
+    return {"cpu": usage.ru_utime + usage.ru_stime, "rss": rss, "rate": count / (end - start)}
 
 
-def dry_rss(count: int) -> float:
+def dry_rss(count: int, folder: Path | None) -> float:
     """Peak RSS (KiB) of a dry run over the same sources: the plan, and the
     process it lives in."""
     out = scratch(f"dry-{count}")
     argv = [*FLAC2ALL, "mp3", "-c", "--allow-empty", "--dry-run", "-o", str(out), str(sources(count))]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    from bench.__main__ import with_pythonpath
+
+    proc = subprocess.run(with_pythonpath(argv, folder), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     shutil.rmtree(out, ignore_errors=True)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"dry run failed: {proc.stderr.read()[-2000:]}")
-    return usage.ru_maxrss
+    if proc.returncode != 0 or not (found := PEAK.search(proc.stderr)):
+        raise SystemExit(f"dry run failed: {proc.stderr[-2000:]}")
+    return int(found.group(1))
 
 
 def stats(values: list[float]) -> str:
@@ -96,14 +118,24 @@ def stats(values: list[float]) -> str:
 
 
 def case_master(args) -> list[str]:
+    """The master measures for this flac2all, then for each --baseline."""
+    from bench.__main__ import BASELINES, OURS
+
+    rows = []
+    for name, folder in {OURS: None, **BASELINES}.items():
+        rows += [f"{name}:", "", *master_of(args, folder), ""]
+    return rows
+
+
+def master_of(args, folder: Path | None) -> list[str]:
     """The master at 100,000 trivial tasks and 32 worker processes, with a
     run of 10,000 and dry runs of both beside it (alternating)."""
     runs: dict[int, list[dict[str, float]]] = {TASKS: [], SMALLER: []}
     dry: dict[int, list[float]] = {TASKS: [], SMALLER: []}
     for _ in range(args.repeat):
         for count in (TASKS, SMALLER):
-            runs[count].append(one_run(count))
-            dry[count].append(dry_rss(count))
+            runs[count].append(one_run(count, folder))
+            dry[count].append(dry_rss(count, folder))
     big, small = runs[TASKS], runs[SMALLER]
     rss_mb = {n: [r["rss"] / 1024 for r in runs[n]] for n in runs}
     dry_mb = {n: [v / 1024 for v in dry[n]] for n in dry}
