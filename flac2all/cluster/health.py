@@ -145,6 +145,23 @@ def confine(job: list[WireTask], settings: Settings, roots: tuple[str, str] | No
             raise ProtocolError(f"{task.output} exists and is not a regular file (a symlink?)")
 
 
+def confine_each(
+    job: list[WireTask], settings: Settings, roots: tuple[str, str] | None
+) -> tuple[list[WireTask], list[tuple[WireTask, str]]]:
+    """A batch of copies checked copy by copy (each has its own source): the
+    ones to run, and the ones refused with why (a link in the library that
+    leads out refuses that copy, not its neighbours in the batch)."""
+    kept, refused = [], []
+    for wire_task in job:
+        try:
+            confine([wire_task], settings, roots)
+        except ProtocolError as exc:
+            refused.append((wire_task, str(exc)))
+            continue
+        kept.append(wire_task)
+    return kept, refused
+
+
 def nearest_folder(path: Path) -> Path | None:
     for folder in (path, *path.parents):
         if os.path.isdir(folder):

@@ -281,10 +281,13 @@ def result_to_wire(task_id: int, attempt: int, result: TaskResult) -> bytes:
     )
 
 
-def refusals_to_wire(msg: dict | None, host: str, why: str, cause: str = "") -> list[bytes]:
+def refusals_to_wire(
+    msg: dict | None, host: str, why: str, cause: str = "", ids: list[tuple[int, int]] | None = None
+) -> list[bytes]:
     """Failed results for the tasks of a job a worker will not run (a codec
     it lacks, a path outside the run), as far as the message says which
-    tasks they were: so that the master does not wait for them forever."""
+    tasks they were (or for the (id, attempt) pairs ``ids``: one copy of a
+    batch): so that the master does not wait for them forever."""
     message = f"refused by the worker on {host}: {why}"[:MAX_RESULT_MESSAGE]
     return [
         encode(
@@ -298,7 +301,7 @@ def refusals_to_wire(msg: dict | None, host: str, why: str, cause: str = "") -> 
             message=message,
             cause=cause,
         )
-        for task_id, attempt in job_ids(msg or {})
+        for task_id, attempt in (ids if ids is not None else job_ids(msg or {}))
     ]
 
 

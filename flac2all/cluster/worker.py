@@ -299,7 +299,14 @@ class Session:
         if self.problem:
             raise ProtocolError(f"this worker refused the run: {self.problem}")
         job = protocol.job_from_wire(msg, self.settings)
-        health.confine(job, self.settings, self.roots)
+        if len(job) > 1 and job[0][2].action is Action.COPY:
+            job, refused = health.confine_each(job, self.settings, self.roots)
+            for (task_id, attempt, _), why in refused:
+                self.refuse(None, ProtocolError(why), [(task_id, attempt)])
+            if not job:
+                return
+        else:
+            health.confine(job, self.settings, self.roots)
         if self.stop.warm:
             return  # sent before the master knew: the bye that follows hands it back
         self.job = job
@@ -388,12 +395,13 @@ class Session:
         except zmq.Again:
             pass
 
-    def refuse(self, msg: dict | None, why: ProtocolError) -> None:
-        """Drop a message; answer the tasks of a refused job with failed
-        results, so that the master does not wait for them forever."""
+    def refuse(self, msg: dict | None, why: ProtocolError, ids: list[tuple[int, int]] | None = None) -> None:
+        """Drop a message (or, ``ids``, a copy of a batch); answer the tasks
+        of a refused job with failed results, so that the master does not
+        wait for them forever."""
         self.worker.dropped += 1
-        say(f"flac2all_worker: dropped a message: {why}", sys.stderr)
-        for frame in protocol.refusals_to_wire(msg, socket.gethostname(), str(why)):
+        say(f"flac2all_worker: dropped {'a copy' if ids else 'a message'}: {why}", sys.stderr)
+        for frame in protocol.refusals_to_wire(msg, socket.gethostname(), str(why), ids=ids):
             self.worker.failed = True
             self.send(frame)
 
