@@ -24,15 +24,16 @@ from bench import library
 TASKS = 100_000
 SMALLER = 10_000
 HOSTS, PROCESSES = 8, 4
-# flac2all, saying its own peak RSS as it exits: a wait4 of it gives the
-# largest of its children's too (an ffmpeg probe is as large as a small
-# master).
+# flac2all, saying its own peak RSS (VmHWM) as it exits: the ru_maxrss of
+# a wait4 is the largest of its children's too (an ffmpeg probe is as large
+# as a small master), and even its own keeps the high-water mark of the
+# process it was forked from (Linux records it at exec): this bench's.
 FLAC2ALL = [
     sys.executable,
     "-c",
-    "import atexit, resource, runpy, sys\n"
-    "atexit.register(lambda: print('peak RSS KiB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-    " file=sys.stderr, flush=True))\n"
+    "import atexit, re, runpy, sys\n"
+    "atexit.register(lambda: print('peak RSS KiB', re.search(r'VmHWM:\\s+(\\d+)',"
+    " open('/proc/self/status').read())[1], file=sys.stderr, flush=True))\n"
     "sys.argv[0] = 'flac2all'\n"
     "runpy.run_module('flac2all', run_name='__main__', alter_sys=True)",
 ]
@@ -119,10 +120,12 @@ def stats(values: list[float]) -> str:
 
 def case_master(args) -> list[str]:
     """The master measures for this flac2all, then for each --baseline."""
-    from bench.__main__ import BASELINES, OURS
+    from bench.__main__ import OURS, baseline
 
     rows = []
-    for name, folder in {OURS: None, **BASELINES}.items():
+    # (bench.__main__ as imported here is another module than the one that
+    # runs, whose BASELINES are filled: the folders are made again, cached.)
+    for name, folder in {OURS: None, **dict(baseline(ref) for ref in args.baseline)}.items():
         rows += [f"{name}:", "", *master_of(args, folder), ""]
     return rows
 
