@@ -47,9 +47,6 @@ HEARTBEAT = TIMINGS.heartbeat
 DEAD_AFTER = TIMINGS.dead_after  # missed heartbeats before a worker is dead: detection in 4-5 s
 WAIT_WORKERS = 300.0  # seconds the master waits for a worker that can run the work left
 PROBE_PREFIX = ".flac2all-probe-"
-# Messages read in a row before the master hands out work again: with many
-# workers, reading every waiting result first left the early ones idle.
-DRAIN = 100
 
 
 class NoWorkersError(Flac2allError):
@@ -274,7 +271,7 @@ class Master:
         while ledger.open_tasks and not stop.is_set():
             if poller.poll(100):
                 self.watch.read()
-                for _ in range(DRAIN):  # then hand out the slots those results freed
+                while True:
                     try:
                         frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
