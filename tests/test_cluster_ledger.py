@@ -112,3 +112,22 @@ def test_the_master_believes_only_what_it_sees(tmp_path):
     empty = Entry(2, Task(tmp_path / "e", "opus", tmp_path / "e.out", Action.COPY, size=0))
     empty.task.output.write_bytes(b"")
     assert disbelief(empty) is None  # an empty file copied
+
+
+def test_a_refused_peer_is_said_once_even_when_its_address_came_too_late():
+    from flac2all.cluster.auth import Refusals
+
+    said: list[str] = []
+    refusals = Refusals(said.append)
+    bad_key = "bad handshake: the worker pins another master's public key (master.key)"
+    refusals.refuse("127.0.0.1", bad_key)
+    refusals.refuse("", bad_key)  # its retry, closed before the monitor read its address
+    refusals.refuse("127.0.0.1", bad_key)
+    refusals.refuse("10.0.0.7", bad_key)  # another peer with the same fault is news
+    refusals.refuse("", "unknown key (not in the master's authorized/ folder)")  # another fault too
+    assert said == [
+        f"Refused a connection from 127.0.0.1: {bad_key}",
+        f"Refused a connection from 10.0.0.7: {bad_key}",
+        "Refused a connection from an unknown address: unknown key (not in the master's authorized/ folder)",
+    ]
+    assert refusals.count == 5

@@ -39,7 +39,10 @@ class Refusals:
     def refuse(self, address: str, reason: str) -> None:
         with self.lock:
             self.count += 1
-            if (address, reason) in self.seen:
+            # A connection whose address was not read before it closed (the
+            # monitor's events come late) is most likely the same peer
+            # retrying: not said again under "an unknown address".
+            if (address, reason) in self.seen or (not address and any(r == reason for _, r in self.seen)):
                 return
             self.seen.add((address, reason))
         self.say(f"Refused a connection from {address or 'an unknown address'}: {reason}")
