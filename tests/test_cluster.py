@@ -416,6 +416,17 @@ def test_worker_refuses_to_pin_a_rogue_master(lib, tmp_path):
     assert "handshake refused: wrong or unknown key" in worker.output
 
 
+def test_a_worker_missing_one_of_its_keys_is_told_which_and_where_to_get_it(tmp_path):
+    keys = tmp_path / "keys"
+    assert keygen(keys, "--worker", "w").returncode == 0
+    mine = keys / "workers" / "w"
+    (mine / "master.key").unlink()  # copied all but one
+    worker = start_worker(free_port(), 1, "--keys", str(mine), "--retry-seconds", "1", insecure=False)
+    assert worker.wait(30) == 2
+    assert f"the key {mine / 'master.key'} is missing" in worker.output
+    assert "flac2all --cluster-keygen --worker NAME" in worker.output
+
+
 def test_keygen_never_overwrites_keys_unless_forced(tmp_path):
     keys = tmp_path / "keys"
     assert keygen(keys).returncode == 0

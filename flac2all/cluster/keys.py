@@ -100,6 +100,8 @@ class WorkerKeys:
 def load(path: Path) -> tuple[bytes, bytes | None]:
     import zmq.auth
 
+    if not path.exists():  # zmq says "Invalid certificate file" for a missing one
+        raise UsageError(f"the key {path} is missing")
     try:
         return zmq.auth.load_certificate(str(path))
     except (OSError, ValueError) as exc:
@@ -137,6 +139,13 @@ def master_keys(folder: Path) -> MasterKeys:
 
 
 def worker_keys(folder: Path) -> WorkerKeys:
+    for name in ("worker.key_secret", "master.key"):
+        if not (folder / name).exists():
+            raise UsageError(
+                f"the key {folder / name} is missing: copy it from the master's "
+                "~/.config/flac2all/cluster/workers/NAME/ folder "
+                "(made there by flac2all --cluster-keygen --worker NAME)"
+            )
     public, secret = load(folder / "worker.key_secret")
     master_public, _ = load(folder / "master.key")
     if secret is None:
