@@ -24,6 +24,7 @@ from mutagen.flac import FLAC
 
 from bench import library
 from bench.master_scale import case_master
+from bench.scale import case_scale
 from flac2all import codecs, tags
 
 FLAC2ALL = [sys.executable, "-m", "flac2all"]
@@ -738,6 +739,7 @@ CASES: dict[str, Callable] = {
     "cluster": case_cluster,
     "dask": case_dask,
     "master": case_master,
+    "scale": case_scale,
 }
 
 
