@@ -159,7 +159,7 @@ def make_mirror(count: int) -> tuple[Path, Path]:
 class Measure:
     wall: float
     rss_mb: float
-    first: float | None = None  # first encoder, s after the start
+    cpu: float  # user + system seconds: less sensitive than the wall to a loaded machine
 
 
 HELPER = r"""
@@ -169,8 +169,9 @@ proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subproce
 err = proc.communicate()[1]
 wall = time.perf_counter() - t0
 import resource
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"rc": proc.returncode, "wall": wall, "rss_kb": rss, "err": err.decode(errors="replace")[-2000:]}))
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+out = {"rc": proc.returncode, "wall": wall, "rss_kb": ru.ru_maxrss, "cpu": ru.ru_utime + ru.ru_stime}
+print(json.dumps({**out, "err": err.decode(errors="replace")[-2000:]}))
 """
 
 
@@ -183,7 +184,7 @@ def run_measured(argv: list[str], env: dict | None = None) -> Measure:
     got = json.loads(out.stdout)
     if got["rc"] != 0:
         raise SystemExit(f"failed ({got['rc']}): {' '.join(argv)}\n{got['err']}")
-    return Measure(got["wall"], got["rss_kb"] / 1024)
+    return Measure(got["wall"], got["rss_kb"] / 1024, got["cpu"])
 
 
 SHIM = """#!/bin/sh
@@ -288,17 +289,17 @@ def case_scale(args) -> list[str]:
         f"Sources: hard links of {SEEDS} tiny FLACs in artist/album/track folders; modes {MODES}; "
         f"{args.repeat} runs each, median (min-max).",
         "",
-        "| tool | sources | dry run wall s | dry run peak RSS MB | dry run KB per task | no-op re-run wall s "
-        "| first encoder after s |",
-        "|---|---|---|---|---|---|---|",
+        "| tool | sources | dry run wall s | dry run CPU s | dry run peak RSS MB | no-op re-run wall s "
+        "| no-op CPU s | first encoder after s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in tools:
         for count in sorted(set(big) | set(small)):
             d, n, f = dry.get((name, count), []), noop.get((name, count), []), first.get((name, count), [])
-            per = f"{1024 * statistics.median(m.rss_mb for m in d) / (2 * count):.2f}" if d else "-"
             rows.append(
-                f"| {name} | {count} | {fmt([m.wall for m in d])} | {fmt([m.rss_mb for m in d], 0)} | {per} "
-                f"| {fmt([m.wall for m in n])} | {fmt(f)} |"
+                f"| {name} | {count} | {fmt([m.wall for m in d])} | {fmt([m.cpu for m in d])} "
+                f"| {fmt([m.rss_mb for m in d], 0)} | {fmt([m.wall for m in n])} | {fmt([m.cpu for m in n])} "
+                f"| {fmt(f)} |"
             )
     plot(tools, big, small, dry, noop, first)
     rows.append(f"\nPlot: {PLOT.name}")

@@ -357,7 +357,8 @@ def run_one(
             print(note, file=sys.stderr)
         plan_json = Path(args.plan_json) if args.plan_json else None
         if args.dry_run:
-            emit(engine.dry_run(settings, plan_json).describe(settings))
+            for chunk in engine.dry_run(settings, plan_json).describe_chunks(settings):
+                emit(chunk)
             return outcome
         executor: Executor = LocalPool()
         if sum(map(bool, (args.master, args.dask, args.dask_scheduler_file, args.dask_jobqueue))) > 1:

@@ -6,13 +6,14 @@ No side effects; nothing here opens a file's content.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flac2all.outputs import TEMP_NAME
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
     """One file of the input tree."""
 
@@ -72,36 +73,49 @@ def discover(input_dir: Path, prune: frozenset[Path] = frozenset()) -> Tree:
     other, and a dangling one fails as its task with a clear message.
     """
     tree = Tree()
-    stack = [input_dir]
+    # A stack of each open folder's entries, sorted by name, files and
+    # folders together: depth first in that order is the order of the
+    # sources' relative paths, so the lists need no sort at the end. Paths
+    # are made as folder / name, sharing the folder's parts (a million
+    # sources are a million Paths).
+    stack = [iter([(input_dir, Path())])]
     while stack:
-        folder = stack.pop()
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        folder, rel_folder = item
         try:
             with os.scandir(folder) as it:
-                entries = list(it)
+                entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             tree.errors.append((folder, exc.strerror or str(exc)))
             continue
-        subdirs = []
-        for entry in entries:
-            path = Path(entry.path)
-            try:
-                is_dir = entry.is_dir()
-            except OSError:
-                is_dir = False
-            if is_dir:
-                if path not in prune and not entry.is_symlink():
-                    subdirs.append(path)
-                continue
-            if TEMP_NAME.fullmatch(entry.name):
-                continue
-            try:
-                st = entry.stat()
-                size, mtime_ns = st.st_size, st.st_mtime_ns
-            except OSError:
-                size = mtime_ns = 0  # dangling link: its task says why
-            source = Source(path, path.relative_to(input_dir), size, mtime_ns)
-            (tree.flacs if is_flac_name(entry.name) else tree.others).append(source)
-        stack.extend(sorted(subdirs, reverse=True))
-    tree.flacs.sort(key=lambda s: s.rel.parts)
-    tree.others.sort(key=lambda s: s.rel.parts)
+        stack.append(listed(folder, rel_folder, entries, prune, tree))
     return tree
+
+
+def listed(
+    folder: Path, rel_folder: Path, entries: list[os.DirEntry], prune: frozenset[Path], tree: Tree
+) -> Iterator[tuple[Path, Path]]:
+    """The files of one folder into ``tree``, in name order; its subfolders
+    yielded in their place, to be walked before the files after them."""
+    for entry in entries:
+        path = folder / entry.name
+        try:
+            is_dir = entry.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if path not in prune and not entry.is_symlink():
+                yield path, rel_folder / entry.name
+            continue
+        if TEMP_NAME.fullmatch(entry.name):
+            continue
+        try:
+            st = entry.stat()
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+        except OSError:
+            size = mtime_ns = 0  # dangling link: its task says why
+        source = Source(path, rel_folder / entry.name, size, mtime_ns)
+        (tree.flacs if is_flac_name(entry.name) else tree.others).append(source)

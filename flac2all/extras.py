@@ -70,7 +70,7 @@ def plan_copies(planner: Planner, source: Source, codecs: list[Codec], scale: bo
     for codec in codecs:
         output = planner.output(source, codec, None)
         outputs.setdefault(output, codec)
-        planner.plan.outputs[(source.path, codec.name)] = output
+        planner.keep_output(source, codec, output)
     wanted = derived_hash("cover", planner.settings) if scale else None
     for output, codec in outputs.items():
         if unchanged(planner, source, codec, output, wanted):
@@ -114,7 +114,7 @@ def plan_lossy(planner: Planner, source: Source) -> None:
             continue  # the test mode: nothing to convert
         if over or (settings.lossy is Lossy.CONVERT and extension_format(codec.extension) != fmt):
             output = planner.output(source, codec, codec.extension)
-            planner.plan.outputs[(source.path, codec.name)] = output
+            planner.keep_output(source, codec, output)
             wanted = derived_hash("lossy", settings, planner.hashes[codec.name])
             if unchanged(planner, source, codec, output, wanted):
                 planner.add(source, codec, output, Action.SKIP, note="skipped: up to date")

@@ -14,9 +14,10 @@ source is gone is a move; what is left of the state is orphans. Largest
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -120,26 +121,38 @@ class Plan:
 
     def counts(self) -> dict[Action, int]:
         out = {a: 0 for a in Action}
-        for task in [*self.tasks, *self.playlists]:
+        for task in itertools.chain(self.tasks, self.playlists):
             out[task.action] += 1
         return out
 
     def describe(self, settings: Settings) -> str:
         """--dry-run's output: counts per action, then the files of each."""
-        lines = [f"Plan for {printable(settings.input_dir)} -> {printable(settings.outdir)} (dry run: nothing changed)"]
-        lines += [f"  {action.value:<7} {n}" for action, n in self.counts().items() if n]
+        return "\n".join(self.describe_lines(settings))
+
+    def describe_chunks(self, settings: Settings, lines: int = 10000) -> Iterator[str]:
+        """``describe``'s text in pieces of ``lines`` lines, to print as they come."""
+        it = self.describe_lines(settings)
+        while chunk := list(itertools.islice(it, lines)):
+            yield "\n".join(chunk)
+
+    def describe_lines(self, settings: Settings) -> Iterator[str]:
+        """``describe``'s lines one by one: a million sources make two
+        million lines, which are never held at once."""
+        yield f"Plan for {printable(settings.input_dir)} -> {printable(settings.outdir)} (dry run: nothing changed)"
+        counts = self.counts()
+        yield from (f"  {action.value:<7} {n}" for action, n in counts.items() if n)
         if self.refused:
-            lines.append(f"  refused {len(self.refused)}")
+            yield f"  refused {len(self.refused)}"
         for action in Action:
-            tasks = [t for t in [*self.tasks, *self.playlists] if t.action is action]
-            if tasks:
-                lines.append(f"{action.value}:")
-                for t in tasks:
+            if not counts[action]:
+                continue
+            yield f"{action.value}:"
+            for t in itertools.chain(self.tasks, self.playlists):
+                if t.action is action:
                     where = f"{printable(t.previous)} -> " if t.previous else ""
-                    lines.append(f"  {t.mode:<8} {printable(t.source)}: {where}{printable(t.output)}")
+                    yield f"  {t.mode:<8} {printable(t.source)}: {where}{printable(t.output)}"
         for r in self.refused:
-            lines.append(f"refused: {printable(r.task.source)} [{r.task.mode}]: {r.message}")
-        return "\n".join(lines)
+            yield f"refused: {printable(r.task.source)} [{r.task.mode}]: {r.message}"
 
     def as_json(self) -> dict:
         """The plan, machine-readable (--plan-json)."""
@@ -226,6 +239,12 @@ class Planner:
         task = Task(source.path, codec.name, output, action, source.size, **kw)
         if self.claim(task):
             self.plan.tasks.append(task)
+            self.keep_output(source, codec, output)
+
+    def keep_output(self, source: Source, codec: Codec, output: Path) -> None:
+        """(source, mode) -> output, which only the playlists read: not
+        kept without them (a million sources would hold two million)."""
+        if self.settings.playlists:
             self.plan.outputs[(source.path, codec.name)] = output
 
     def record(self, source: Source, codec: Codec, output: Path, facts: SourceFacts, st: os.stat_result) -> None:
@@ -306,7 +325,8 @@ class Planner:
         # ends with short tasks on every core rather than one long one.
         cost = {c.name: c.cost for c in self.codecs}
         self.plan.tasks.sort(key=lambda t: t.size * cost.get(t.mode, 1.0), reverse=True)
-        self.plan.jobs = self.group(self.plan.tasks, cost)
+        if self.refuse:  # a dry run runs no job: the tasks are the plan
+            self.plan.jobs = self.group(self.plan.tasks, cost)
         return self.plan
 
     def group(self, tasks: list[Task], cost: dict[str, float]) -> list[Job]:
