@@ -12,7 +12,7 @@ import errno
 import fcntl
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from pathlib import Path
 from flac2all.discovery import Tree
 from flac2all.errors import OutdirBusyError, UsageError, describe_oserror
 from flac2all.model import Settings
-from flac2all.state import STATE_DIR, Record
+from flac2all.state import STATE_DIR, Record, Records, texts
 
 # The state's meta key for the input folder's file system (see input_device).
 DEVICE_KEY = "input_device"
@@ -137,13 +137,14 @@ class SourceCheck:
 
 
 def check_sources(
-    settings: Settings, tree: Tree, records: dict[Path, Record], device_before: str | None
+    settings: Settings, tree: Tree, records: Mapping[Path, Record], device_before: str | None
 ) -> SourceCheck:
     """Does the input look like the library the mirror was made from? An
     unmounted disk leaves an empty folder (or a stale one on another file
     system): every output would be an orphan, and --delete would wipe them."""
-    known = {rec.source for rec in records.values()}
-    present = {s.path for s in tree.flacs} | {s.path for s in tree.others}
+    # As text: no Record or Path made for a million rows.
+    known = Records.of(records).sources()
+    present = texts(s.path for s in tree.flacs) | texts(s.path for s in tree.others)
     found = len(known & present)
     if found * 2 < len(known):
         return SourceCheck(

@@ -25,10 +25,10 @@ from flac2all import extras, tags
 from flac2all.codecs.base import Codec
 from flac2all.discovery import Source, Tree
 from flac2all.errors import TaskError, UsageError
-from flac2all.model import Action, Job, Layout, Settings, SourceFacts, Status, Task, TaskResult
+from flac2all.model import Action, Job, Layout, Names, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.names import Namer
 from flac2all.report import printable
-from flac2all.state import Record
+from flac2all.state import Record, Records, texts
 from flac2all.tags import TagFamily
 from flac2all.tags.lossy import read_bitrate
 
@@ -188,7 +188,7 @@ class Planner:
         self,
         settings: Settings,
         codecs: tuple[Codec, ...],
-        records: dict[Path, Record],
+        records: Mapping[Path, Record],
         versions: Mapping[str, str],
         stat: Callable[[Path], os.stat_result | None] = stat_or_none,
         facts: Callable[[Path], SourceFacts | None] = read_facts,
@@ -199,7 +199,7 @@ class Planner:
         self.settings = settings
         self.refuse = refuse
         self.codecs = codecs
-        self.records = records
+        self.records = Records.of(records)
         self.stat = stat
         self.provenance = provenance
         self.bitrate = bitrate
@@ -256,21 +256,28 @@ class Planner:
         if self.settings.force:
             return Action.ENCODE, ""
         ost = self.stat(output)
-        rec = self.records.get(output)
-        wanted = self.hashes[codec.name]
         if ost is None:
             return None
-        if rec is not None and rec.source == source.path and rec.output_is(ost):
-            if rec.settings_hash != wanted:
+        wanted = self.hashes[codec.name]
+        # The row as loaded (no Record made): a no-op run decides every
+        # output from it and the two stats.
+        row = self.records.row(output)
+        if (
+            row is not None
+            and (row.out_size, row.out_mtime_ns) == (ost.st_size, ost.st_mtime_ns)
+            and row.source == os.fspath(source.path)
+        ):
+            if row.settings_hash != wanted:
                 return Action.ENCODE, ""
-            if rec.source_is(source.size, source.mtime_ns):
+            if (row.src_size, row.src_mtime_ns) == (source.size, source.mtime_ns):
                 art = self.plan.cover(source.path)
-                if rec.art and rec.art != art:
+                if row.art and row.art != art:
                     return Action.RETAG, ""  # its folder's cover changed (--embed-folder-art)
-                if rec.art != art:  # not known (a state of schema 1): as it is now
-                    self.plan.refresh.append(replace(rec, art=art))
+                if row.art != art:  # not known (a state of schema 1): as it is now
+                    self.plan.refresh.append(replace(self.records[output], art=art))
                 return Action.SKIP, "skipped: up to date"
-            return self.compare(source, codec, output, ost, rec.facts)
+            recorded = SourceFacts(row.src_size, row.src_mtime_ns, row.audio_md5, row.tags_hash, row.pictures_hash)
+            return self.compare(source, codec, output, ost, recorded)
         # An output the state does not vouch for: adopt it by its provenance.
         prov = self.provenance(codec.tag_family, output) if codec.tagged else None
         if prov is not None:
@@ -303,9 +310,12 @@ class Planner:
 
     def build(self, tree: Tree) -> Plan:
         settings = self.settings
-        present = {s.path for s in tree.flacs} | {s.path for s in tree.others}
-        # The names the state records stay the names of their sources.
-        recorded = {out: rec.source for out, rec in self.records.items() if rec.source in present}
+        # The names the state records stay the names of their sources (only
+        # --names fat32 spells names; the others need no Record made).
+        recorded: dict[Path, Path] = {}
+        if settings.names is Names.FAT32:
+            present = {s.path for s in tree.flacs} | {s.path for s in tree.others}
+            recorded = {out: rec.source for out, rec in self.records.items() if rec.source in present}
         self.namer = Namer(settings.outdir, settings.names, settings.max_path, recorded)
         if settings.embed_folder_art:
             self.plan.covers = extras.folder_covers(tree)
@@ -399,14 +409,14 @@ class Planner:
     def orphans_after(self, fresh: list[tuple[Source, Codec, Path]], tree: Tree) -> list[Record]:
         # Outputs of fresh tasks are claimed too: a row for one of them that
         # we did not decide on (its output is missing) is not an orphan.
-        claimed = set(self.claimed) | {output for _, _, output in fresh}
+        # (As text: a Record is made only for a row no task claimed.)
+        claimed = texts(self.claimed) | texts(output for _, _, output in fresh)
+        unclaimed = list(self.records.unclaimed(claimed))
+        if not unclaimed:
+            return []
         present = {s.path for s in tree.flacs} | {s.path for s in tree.others}
         modes = {c.name for c in self.codecs}
-        return [
-            rec
-            for out, rec in self.records.items()
-            if out not in claimed and (rec.source not in present or rec.mode in modes)
-        ]
+        return [rec for rec in unclaimed if rec.source not in present or rec.mode in modes]
 
 
 def common_tail(a: Path, b: Path) -> int:
@@ -428,7 +438,7 @@ def build(
     tree: Tree,
     codecs: tuple[Codec, ...],
     settings: Settings,
-    records: dict[Path, Record] | None = None,
+    records: Mapping[Path, Record] | None = None,
     versions: Mapping[str, str] | None = None,
     **ask,
 ) -> Plan:

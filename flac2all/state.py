@@ -25,10 +25,13 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 from flac2all.model import SourceFacts
@@ -111,6 +114,111 @@ class Record:
     def source_is(self, size: int, mtime_ns: int) -> bool:
         """The source's stat is the one recorded."""
         return (self.facts.size, self.facts.mtime_ns) == (size, mtime_ns)
+
+
+class Row(NamedTuple):
+    """A state row as loaded: what a no-op run compares, without a Path or
+    a Record made (``source``: the absolute path as text)."""
+
+    source: str
+    mode: str
+    src_size: int
+    src_mtime_ns: int
+    audio_md5: str
+    tags_hash: str
+    pictures_hash: str
+    settings_hash: str
+    out_size: int
+    out_mtime_ns: int
+    art: str
+
+
+class Records(Mapping[Path, Record]):
+    """The state's rows by absolute output path: a read-only mapping of
+    Path -> Record whose Records (and their Paths) are made only when asked.
+    Rows are kept by the output's path as text (``os.fspath``: equal Paths
+    have equal text on POSIX), so that a run over a million outputs makes no
+    Path to look one up (``row``), to list the sources (``sources``) or to
+    find the rows no task claimed (``unclaimed``)."""
+
+    def __init__(self, rows: dict[str, Row] | None = None) -> None:
+        self._rows: dict[str, Row] = rows if rows is not None else {}
+
+    @classmethod
+    def of(cls, records: Mapping[Path, Record]) -> Records:
+        """The same rows, from Records (a plain dict's, as tests make them)."""
+        if isinstance(records, Records):
+            return records
+        rows = {}
+        for output, rec in records.items():
+            f = rec.facts
+            rows[os.fspath(output)] = Row(
+                os.fspath(rec.source),
+                rec.mode,
+                f.size,
+                f.mtime_ns,
+                f.audio_md5,
+                f.tags_hash,
+                f.pictures_hash,
+                rec.settings_hash,
+                rec.out_size,
+                rec.out_mtime_ns,
+                rec.art,
+            )
+        return cls(rows)
+
+    @staticmethod
+    def record(output: str, row: Row) -> Record:
+        return Record(
+            Path(output),
+            Path(row.source),
+            row.mode,
+            SourceFacts(row.src_size, row.src_mtime_ns, row.audio_md5, row.tags_hash, row.pictures_hash),
+            row.settings_hash,
+            row.out_size,
+            row.out_mtime_ns,
+            row.art,
+        )
+
+    def row(self, output: os.PathLike | str) -> Row | None:
+        """The row of ``output``, None if there is none."""
+        return self._rows.get(os.fspath(output))
+
+    def sources(self) -> set[str]:
+        """Every row's source, as text."""
+        return {row.source for row in self._rows.values()}
+
+    def unclaimed(self, claimed: set[str]) -> Iterator[Record]:
+        """The Records of the outputs whose text is not in ``claimed``."""
+        for output, row in self._rows.items():
+            if output not in claimed:
+                yield self.record(output, row)
+
+    def __getitem__(self, output: Path) -> Record:
+        key = os.fspath(output)
+        return self.record(key, self._rows[key])
+
+    def get(self, output: Path, default: Record | None = None) -> Record | None:  # type: ignore[override]
+        key = os.fspath(output)
+        row = self._rows.get(key)
+        return default if row is None else self.record(key, row)
+
+    def __contains__(self, output: object) -> bool:
+        return isinstance(output, os.PathLike | str) and os.fspath(output) in self._rows
+
+    def __iter__(self) -> Iterator[Path]:
+        return map(Path, self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __repr__(self) -> str:
+        return f"Records({len(self)} rows)"
+
+
+def texts(paths: Iterable[os.PathLike]) -> set[str]:
+    """Paths as the text ``Records`` keys them by."""
+    return set(map(os.fspath, paths))
 
 
 def state_path(outdir: Path) -> Path:
@@ -264,30 +372,29 @@ class State:
             self.db.commit()
             self._last_commit = time.monotonic()
 
-    def load(self) -> dict[Path, Record]:
-        """Every row, by absolute output path."""
+    def load(self) -> Records:
+        """Every row, by absolute output path: one query into ``Row``s,
+        no Path made (``Records`` makes a Record when one is asked for)."""
         if self.db is None:
-            return {}
+            return Records()
         art = "art" if "art" in self.columns else "''"  # a dry run's older state, not migrated
         rows = self.db.execute(
             "SELECT output, source, mode, src_size, src_mtime_ns, audio_md5, tags_hash, pictures_hash,"
             f" settings_hash, out_size, out_mtime_ns, {art} FROM outputs"
         )
-        out_root, in_root = os.fsencode(self.outdir), os.fsencode(self.input_dir)
-        records = {}
-        for output, source, mode, size, mtime, md5, th, ph, sh, osize, omtime, cover in rows:
-            out = Path(os.fsdecode(os.path.join(out_root, output)))
-            records[out] = Record(
-                out,
-                Path(os.fsdecode(os.path.join(in_root, source))),
-                mode,
-                SourceFacts(size, mtime, md5, th, ph),
-                sh,
-                osize,
-                omtime,
-                cover,
-            )
-        return records
+        # Text as os.fsdecode makes it (surrogateescape for undecodable
+        # bytes), the roots joined as os.path.join would.
+        encoding = sys.getfilesystemencoding()
+        out_root, in_root = os.path.join(os.fspath(self.outdir), ""), os.path.join(os.fspath(self.input_dir), "")
+        make = Row._make
+        return Records(
+            {
+                out_root + output.decode(encoding, "surrogateescape"): make(
+                    (in_root + source.decode(encoding, "surrogateescape"), *rest)
+                )
+                for output, source, *rest in rows
+            }
+        )
 
     def put(self, record: Record) -> None:
         f = record.facts
