@@ -47,13 +47,23 @@ def output_path(rel: Path, codec: Codec | None, settings: Settings, suffix: str 
     ``codec`` None means a mode-less path; ``suffix`` None keeps the name as
     it is (copied files).
     """
-    name = rel.name if suffix is None else rel.with_suffix(suffix).name
+    return output_folder(rel.parent, codec, settings) / output_name(rel, suffix)
+
+
+def output_name(rel: Path, suffix: str | None) -> str:
+    """The file name of ``output_path`` (``rel.with_suffix(suffix).name``,
+    without making a Path)."""
+    return rel.name if suffix is None else rel.stem + suffix
+
+
+def output_folder(parent: Path, codec: Codec | None, settings: Settings) -> Path:
+    """The folder of ``output_path`` for sources in ``parent`` (relative)."""
     if settings.layout is Layout.FLAT:
-        return settings.outdir / name
+        return settings.outdir
     base = (
         settings.outdir if settings.layout is Layout.NO_MODE_DIRS or codec is None else settings.outdir / codec.folder
     )
-    return base / rel.parent / name
+    return base / parent
 
 
 def settings_hash(codec: Codec, settings: Settings, versions: Mapping[str, str]) -> str:
@@ -207,8 +217,12 @@ class Planner:
         self._facts_cache: dict[Path, SourceFacts | None] = {}
         self.hashes = {c.name: settings_hash(c, settings, versions) for c in codecs}
         self.plan = Plan()
-        self.claimed: dict[Path, Path] = {}
-        self.fresh: dict[Path, tuple[Path, str]] = {}
+        # By the output's text (os.fspath): no Path hashed per output.
+        self.claimed: dict[str, Path] = {}
+        self.fresh: dict[str, tuple[Path, str]] = {}
+        # The output folder last made, per mode: the sources come folder by
+        # folder, and each of a folder's outputs shares its folder's Path.
+        self._folders: dict[str | None, tuple[tuple[str, ...], Path]] = {}
         self.namer = Namer(settings.outdir, settings.names, settings.max_path, {})
 
     def facts(self, source: Path) -> SourceFacts | None:
@@ -219,19 +233,27 @@ class Planner:
     def output(self, source: Source, codec: Codec, suffix: str | None) -> Path:
         """The output of ``source`` in ``codec``'s tree, spelled by the
         run's name rules (``suffix`` None: a copy keeps its extension)."""
-        return self.namer.output(source.path, output_path(source.rel, codec, self.settings, suffix))
+        rel = source.rel
+        parts = rel.parts[:-1]
+        mode = None if codec is None else codec.name
+        last = self._folders.get(mode)
+        if last is None or last[0] != parts:
+            last = self._folders[mode] = (parts, output_folder(rel.parent, codec, self.settings))
+        return self.namer.output(source.path, last[1] / output_name(rel, suffix))
 
     def claim(self, task: Task) -> bool:
         """Whether ``task``'s output is its own; else it is refused."""
-        output, other = task.output, self.claimed.get(task.output)
-        first = self.fresh.setdefault(output, (task.source, task.mode))
+        output, key = task.output, os.fspath(task.output)
+        other = self.claimed.get(key)
+        first = self.fresh.setdefault(key, (task.source, task.mode))
         if first != (task.source, task.mode):
             other = first[0]  # a new output of a FLAC, planned once moves are known
-        if output == task.source or other is not None:
-            why = "it is the source itself" if output == task.source else f"{other} has the same output"
+        itself = key == os.fspath(task.source)
+        if itself or other is not None:
+            why = "it is the source itself" if itself else f"{other} has the same output"
             self.plan.refused.append(TaskResult(task, Status.FAILED, f"output {output} not written: {why}", 1, 0.0))
             return False
-        self.claimed[output] = task.source
+        self.claimed[key] = task.source
         return True
 
     def add(self, source: Source, codec: Codec, output: Path, action: Action, **kw) -> None:
@@ -326,7 +348,7 @@ class Planner:
                 decided = self.decide(source, codec, output)
                 if decided is None:
                     fresh.append((source, codec, output))
-                    self.fresh.setdefault(output, (source.path, codec.name))
+                    self.fresh.setdefault(os.fspath(output), (source.path, codec.name))
                 else:
                     self.add(source, codec, output, decided[0], note=decided[1])
         extras.plan_others(self, tree)
@@ -346,16 +368,15 @@ class Planner:
         first, as the tasks."""
         shared = {c.name for c in self.codecs if c.reads_pcm} if self.settings.shared_decode else set()
         groups: dict[Path, list[Task]] = {}
-        alone: list[tuple[Task, ...]] = []
+        alone: list[Task] = []
         for task in tasks:
             if task.action is Action.ENCODE and task.mode in shared:
                 groups.setdefault(task.source, []).append(task)
             else:
-                alone.append((task,))
-        jobs = [
-            Job(group, sum(t.size * cost.get(t.mode, 1.0) for t in group))
-            for group in [*map(tuple, groups.values()), *alone]
-        ]
+                alone.append(task)
+        jobs = [Job(group, sum(t.size * cost.get(t.mode, 1.0) for t in group)) for group in map(tuple, groups.values())]
+        # (A job of one task costs what its task does: no sum made for each.)
+        jobs += [Job((t,), 0 + t.size * cost.get(t.mode, 1.0)) for t in alone]
         jobs.sort(key=lambda job: job.cost, reverse=True)
         return jobs
 
@@ -410,7 +431,7 @@ class Planner:
         # Outputs of fresh tasks are claimed too: a row for one of them that
         # we did not decide on (its output is missing) is not an orphan.
         # (As text: a Record is made only for a row no task claimed.)
-        claimed = texts(self.claimed) | texts(output for _, _, output in fresh)
+        claimed = set(self.claimed) | texts(output for _, _, output in fresh)
         unclaimed = list(self.records.unclaimed(claimed))
         if not unclaimed:
             return []
