@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,7 +117,13 @@ class Report:
         """The CSV log (RFC 4180), written atomically (into the space
         ``reserve`` set aside, if it did); rows sorted by source then mode
         so that two runs compare with diff."""
-        rows = sorted(self.results, key=lambda r: (os.fsencode(r.task.source), r.task.mode))
+        encoding = sys.getfilesystemencoding()
+
+        def order(r: TaskResult) -> tuple[bytes, str]:  # os.fsencode's bytes, without its call
+            return os.fspath(r.task.source).encode(encoding, "surrogateescape"), r.task.mode
+
+        rows = sorted(self.results, key=order)
+        times: dict[float, str] = {}  # each time formatted once (a no-op run's are all -1.000)
         tmp = log_temp(path)
         try:
             # "r+" keeps the reserved blocks (truncated to the rows at the
@@ -126,18 +133,19 @@ class Report:
             with open(tmp, mode, newline="", encoding="utf-8", errors="surrogateescape") as f:
                 writer = csv.writer(f)
                 writer.writerow(CSV_HEADER)
-                for r in rows:
-                    writer.writerow(
-                        (
-                            r.task.source,
-                            r.task.output if r.task.output.parts else "",  # a folder that could not be read
-                            r.task.mode,
-                            r.status_text,
-                            r.returncode,
-                            f"{r.elapsed:.3f}",
-                            r.host,
-                        )
+                # (An output of Path(""), text ".": a folder that could not be read.)
+                writer.writerows(
+                    (
+                        os.fspath(r.task.source),
+                        "" if (out := os.fspath(r.task.output)) == "." else out,
+                        r.task.mode,
+                        r.status_text,
+                        r.returncode,
+                        times.get(r.elapsed) or times.setdefault(r.elapsed, f"{r.elapsed:.3f}"),
+                        r.host,
                     )
+                    for r in rows
+                )
                 f.truncate()
             os.replace(tmp, path)
         except BaseException:
