@@ -188,7 +188,8 @@ def run(
             state.put(record)
         for output in the_plan.forget:
             state.forget(output)
-        outputs.remove_stale_temps({t.output.parent for t in the_plan.tasks})
+        # Only where this run writes: a no-op run lists no folder.
+        outputs.remove_stale_temps({t.output.parent for t in the_plan.tasks if t.action not in runner.NOTES})
         Run(settings, state, report, display, stop).execute(tree, the_plan, executor)
         report.wall_time = time.monotonic() - started
         try:

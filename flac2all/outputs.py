@@ -46,7 +46,10 @@ def staged(final: Path) -> Iterator[Path]:
 
 def remove_stale_temps(folders: set[Path]) -> int:
     """Delete the temp files a killed run (or a killed worker) left in
-    ``folders``; call it only when nothing else writes there."""
+    ``folders``; call it only when nothing else writes there. The engine
+    passes the folders its tasks write into: a killed task's output is not
+    committed (or its row not updated), so the next run with the same
+    settings has a task that writes in its folder; a no-op run lists none."""
     removed = 0
     for folder in folders:
         try:
