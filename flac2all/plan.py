@@ -28,7 +28,7 @@ from flac2all.errors import TaskError, UsageError
 from flac2all.model import Action, Job, Layout, Names, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.names import Namer
 from flac2all.report import printable
-from flac2all.state import Record, Records, texts
+from flac2all.state import Record, Records, collector_paused, texts
 from flac2all.tags import TagFamily
 from flac2all.tags.lossy import read_bitrate
 
@@ -464,4 +464,5 @@ def build(
     **ask,
 ) -> Plan:
     """One task per (FLAC source, mode), plus copies with ``-c`` and orphans."""
-    return Planner(settings, codecs, records or {}, versions or {}, **ask).build(tree)
+    with collector_paused():  # every task made stays: no collection finds garbage among them
+        return Planner(settings, codecs, records or {}, versions or {}, **ask).build(tree)
