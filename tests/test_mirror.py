@@ -338,3 +338,18 @@ def test_copies_are_tracked_and_orphan_copies_deleted(lib, tmp_path, spy):
     third, _ = run(lib, out, spy, "-c", "--delete")
     assert actions(third)["A/cover.jpg"] == "SUCCESS (deleted orphan)"
     assert not (out / "mp3" / "A" / "cover.jpg").exists()
+
+
+def test_a_killed_runs_temp_files_go_with_the_next_run_that_writes_their_folder(lib, mirrored, spy):
+    """Stale temp files are swept from the folders the run writes into (the
+    outputs a killed run left unfinished are redone there); a no-op run
+    lists no folder, and leaves the others' outputs as they were."""
+    before = snapshot(mirrored)
+    (mirrored / "mp3" / "A" / "1 song.mp3").unlink()  # a killed run's: not committed
+    stale = mirrored / "mp3" / "A" / ".flac2all-tmp-0123456789ab.mp3"
+    stale.write_bytes(b"half")
+    result, started = run(lib, mirrored, spy)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert actions(result)["A/1 song.mp3"] == "SUCCESS" and "lame" in started and "opusenc" not in started
+    assert not stale.exists() and temp_files(mirrored) == []
+    assert_only_changed(before, snapshot(mirrored), {"mp3/A/1 song.mp3"})

@@ -14,7 +14,7 @@ import pytest
 from flac2all.errors import ExitStatus
 from flac2all.model import Action, SourceFacts, Status, Task, TaskResult
 from flac2all.report import CSV_HEADER, Counts, Report, line_for
-from flac2all.state import SCHEMA_VERSION, Record, State, StateError, state_path
+from flac2all.state import SCHEMA_VERSION, Record, Records, State, StateError, state_path
 
 
 def record(out: Path, src: Path, name: str, size: int = 5) -> Record:
@@ -42,6 +42,29 @@ def test_state_keeps_rows_across_runs_and_forgets_on_request(tmp_path: Path):
         state.forget(out / "mp3" / "two.mp3")
     with State(out, src, readonly=True) as state:
         assert set(state.load()) == {out / "mp3" / "one.mp3", out / "mp3" / f"{odd}.mp3"}
+
+
+def test_loaded_rows_are_the_records_put_whether_asked_by_path_or_as_rows(tmp_path: Path):
+    """``load`` keeps rows as text and makes Records only when asked: the
+    same Records, lookups and sources as a dict of them (``Records.of``)."""
+    out, src = tmp_path / "out", tmp_path / "music"
+    odd = os.fsdecode(b"caf\xe9 \xff")
+    put = {r.output: r for r in (record(out, src, n) for n in ("one", odd))}
+    with State(out, src) as state:
+        for rec in put.values():
+            state.put(rec)
+    with State(out, src, readonly=True) as state:
+        rows = state.load()
+    for records in (rows, Records.of(put)):
+        assert records == put and len(records) == 2 and dict(records.items()) == put
+        one = out / "mp3" / "one.mp3"
+        assert one in records and str(one) in records and out / "mp3" / "two.mp3" not in records
+        assert records.get(out / "none.mp3") is None and records.get(one) == put[one]
+        row = records.row(out / "mp3" / f"{odd}.mp3")
+        assert row is not None and row.source == os.fspath(src / f"{odd}.flac")
+        assert (row.out_size, row.out_mtime_ns, row.settings_hash) == (50, 456, "h" * 16)
+        assert records.sources() == {os.fspath(src / "one.flac"), os.fspath(src / f"{odd}.flac")}
+        assert list(records.unclaimed({os.fspath(one)})) == [put[out / "mp3" / f"{odd}.mp3"]]
 
 
 def test_state_rows_are_relative_so_a_moved_mirror_keeps_its_state(tmp_path: Path):
