@@ -12,6 +12,7 @@ a cluster master: ``flac2all.executors``) for the rest -> report.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -177,6 +178,8 @@ def run(
     report = Report(modes=tuple(c.name for c in selected), sources=len(tree.flacs))
     with outdir_lock(settings.outdir), open_state(settings) as state:
         the_plan = make_plan(settings, selected, state, tree)
+        # Its objects stay to the end: collections during the run need not walk them.
+        gc.freeze()
         if executor.needs_local_encoders:
             # Before any output is written, and only for modes with encodes:
             # a no-op re-run starts no process.
@@ -197,6 +200,7 @@ def run(
         except sqlite3.Error as exc:
             report.state_error = report.state_error or state_lost(settings, exc)
         write_log(report, settings.outdir)
+        gc.unfreeze()
     return report
 
 
