@@ -23,6 +23,10 @@ class Display(Protocol):
     def finished(self, result: TaskResult) -> None: ...
     def end(self) -> None: ...
 
+    # Optional (a plan made as the walk goes): the tasks planned so far,
+    # the jobs planned since, whether planning goes on.
+    # def grow(self, total: int, jobs: Sequence[Job], planning: bool) -> None: ...
+
 
 class Silent:
     """The display for library use: shows nothing."""
@@ -37,6 +41,9 @@ class Silent:
         pass
 
     def end(self) -> None:
+        pass
+
+    def grow(self, total: int, jobs: Sequence[Job], planning: bool) -> None:
         pass
 
 
@@ -83,3 +90,8 @@ class Guarded:
 
     def end(self) -> None:
         self.call("end")
+
+    def grow(self, total: int, jobs: Sequence[Job], planning: bool) -> None:
+        """The plan grew (a display without ``grow`` keeps its first total)."""
+        if hasattr(self.inner, "grow"):
+            self.call("grow", total, jobs, planning)

@@ -119,3 +119,42 @@ def listed(
             size = mtime_ns = 0  # dangling link: its task says why
         source = Source(path, rel_folder / entry.name, size, mtime_ns)
         (tree.flacs if is_flac_name(entry.name) else tree.others).append(source)
+
+
+@dataclass(slots=True)
+class Listing:
+    """One folder of the input tree: its files, sorted by name (or why it
+    could not be listed)."""
+
+    folder: Path
+    flacs: list[Source] = field(default_factory=list)
+    others: list[Source] = field(default_factory=list)
+    errors: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def walk(input_dir: Path, prune: frozenset[Path] = frozenset()) -> Iterator[Listing]:
+    """The folders of ``input_dir``, one ``Listing`` each, as they are
+    listed: depth first in name order (each folder before its subfolders),
+    so that a run can plan a folder while the rest is still unwalked. The
+    same files as ``discover``, pruned and filtered the same way; a folder
+    holds all of its files in one listing (outputs can only clash within
+    one folder)."""
+    stack = [iter([(input_dir, Path())])]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        folder, rel_folder = item
+        listing = Listing(folder)
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            listing.errors.append((folder, exc.strerror or str(exc)))
+            yield listing
+            continue
+        tree = Tree(listing.flacs, listing.others)
+        subfolders = list(listed(folder, rel_folder, entries, prune, tree))
+        yield listing
+        stack.append(iter(subfolders))

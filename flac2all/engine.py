@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from flac2all import codecs, discovery, guards, outputs, plan, playlists, preflight, runner, tools
+from flac2all import codecs, discovery, guards, outputs, plan, playlists, preflight, runner, stream, tools
 from flac2all.codecs import Codec
 from flac2all.console import Display, Guarded, Silent
 from flac2all.errors import DISK_FULL, UsageError, describe_oserror
@@ -173,10 +174,25 @@ def run(
         if settings.lossy is Lossy.CONVERT or settings.max_bitrate is not None:
             tools.require({"ffmpeg": "--lossy convert (it decodes the lossy files)"})
     selected_codecs(settings)
-    tree = discover_input(settings, selected)
+    head = None
+    if stream.may_stream(settings, executor, plan_json):
+        # A library past stream_after() sources has FLAC in it (the empty
+        # input's guard passes) and may be planned as the walk goes.
+        head = stream.Head(settings.input_dir, prune_set(settings, selected), stream.stream_after())
+        if head.ended or not head.flacs:
+            head = None  # small: planned whole, costliest first
+    tree = discover_input(settings, selected) if head is None else None
     guards.prepare_outdir(settings.outdir)
-    report = Report(modes=tuple(c.name for c in selected), sources=len(tree.flacs))
+    report = Report(modes=tuple(c.name for c in selected), sources=len(tree.flacs) if tree else 0)
     with outdir_lock(settings.outdir), open_state(settings) as state:
+        if head is not None and not stream.has_rows(state):
+            the_stream = start_stream(settings, selected, state, head)
+            Run(settings, state, report, display, stop).execute_stream(the_stream, executor, selected)
+            finish(settings, state, report, started)
+            return report
+        if tree is None:  # a mirror to update: moves and orphans need the whole tree
+            tree = discover_input(settings, selected)
+            report.sources = len(tree.flacs)
         the_plan = make_plan(settings, selected, state, tree)
         # Its objects stay to the end: collections during the run need not walk them.
         gc.freeze()
@@ -194,14 +210,33 @@ def run(
         # Only where this run writes: a no-op run lists no folder.
         outputs.remove_stale_temps({t.output.parent for t in the_plan.tasks if t.action not in runner.NOTES})
         Run(settings, state, report, display, stop).execute(tree, the_plan, executor)
-        report.wall_time = time.monotonic() - started
-        try:
-            state.close()  # its last rows committed before the log is written
-        except sqlite3.Error as exc:
-            report.state_error = report.state_error or state_lost(settings, exc)
-        write_log(report, settings.outdir)
+        finish(settings, state, report, started)
         gc.unfreeze()
     return report
+
+
+def finish(settings: Settings, state: State, report: Report, started: float) -> None:
+    report.wall_time = time.monotonic() - started
+    try:
+        state.close()  # its last rows committed before the log is written
+    except sqlite3.Error as exc:
+        report.state_error = report.state_error or state_lost(settings, exc)
+    write_log(report, settings.outdir)
+
+
+def start_stream(settings: Settings, selected: tuple[Codec, ...], state: State, head: stream.Head) -> stream.Stream:
+    """A first run's plan, to be made as the walk goes: ``make_plan``'s
+    guards first. With no state rows, the input's only check is its device
+    (no recorded source can be missing)."""
+    device_before = state.meta(guards.DEVICE_KEY)
+    check = guards.check_sources(settings, discovery.Tree(), {}, device_before)
+    if check.problem and not settings.allow_missing_sources:
+        raise UsageError(check.problem)
+    device = guards.input_device(settings.input_dir)
+    if check.complete and device and device != device_before:
+        state.set_meta(guards.DEVICE_KEY, device)
+    versions = tools.versions({p for c in selected for p in c.programs})
+    return stream.Stream(settings, selected, versions, head)
 
 
 class Run:
@@ -245,6 +280,58 @@ class Run:
         if self.stop.is_set():
             report.interrupted_by = getattr(self.stop, "signum", 2)
 
+    def execute_stream(self, the_stream: stream.Stream, executor: Executor, selected: tuple[Codec, ...]) -> None:
+        """``execute`` for a plan made as the walk goes: a first window
+        planned here (the encoders' options checked before any job), then
+        the jobs of each folder handed to the local pool as its slots pull
+        them, the counts growing on the display."""
+        report, settings = self.report, self.settings
+        self.plan, self.stream = the_stream.plan, the_stream
+        first = the_stream.window(stream.stream_after(), {c.name for c in selected})
+        if executor.needs_local_encoders:
+            preflight.check_options(tuple(c for c in selected if c.name in first.encoding), settings)
+        self.reserved = 0
+        self.display.begin(first.issued, executor.hosts, settings.input_dir, first.jobs)
+        the_stream.take = self.take_planned
+        self.take_planned(first, begun=True)
+        try:
+            if isinstance(executor, LocalPool):
+                the_stream.post = executor.post
+            jobs = itertools.chain(first.jobs, the_stream.jobs(self.halt))
+            executor.run(jobs, settings, self.display.started, self.record, self.halt)
+            the_stream.post = lambda callback, item: callback(item)
+            if the_stream.failure is not None:
+                raise the_stream.failure
+            if report.halted_by is not None and not self.stop.is_set():
+                the_stream.rest()  # what was not started is counted in the summary
+        finally:
+            self.display.end()
+            report.host_problems = {row.host: row.problem for row in executor.hosts() if row.problem}
+            report.by_host = not executor.needs_local_encoders
+        if self.stop.is_set():
+            report.interrupted_by = getattr(self.stop, "signum", 2)
+
+    def take_planned(self, planned: stream.Planned, begun: bool = False) -> None:
+        """A folder's plan, in this thread: its counts, state rows and the
+        results known without running anything."""
+        report = self.report
+        report.issued += planned.issued
+        report.sources += planned.sources
+        if report.issued > self.reserved:
+            # The log's room, set aside as the plan grows (Report.reserve).
+            self.reserved = report.issued + LOG_GROWTH
+            Report.reserve(self.settings.outdir / LOG_NAME, LOG_RESERVE + LOG_ROW * self.reserved)
+        # A window's jobs the display has from begin().
+        self.display.grow(report.issued, () if begun else planned.jobs, not self.stream.ended)
+        for row in planned.refresh:
+            if report.state_error is None:
+                try:
+                    self.state.put(row)
+                except sqlite3.Error as exc:
+                    report.state_error = state_lost(self.settings, exc)
+        for result in planned.results:
+            self.record(result)
+
     def record(self, result: TaskResult) -> None:
         report = self.report
         if not result.host:  # done here (a local run, or the master's own bookkeeping)
@@ -265,6 +352,8 @@ class Run:
 # and a row's worth per task.
 LOG_RESERVE = 64 * 1024
 LOG_ROW = 400
+# Tasks' worth of log room set aside at a time as a streamed plan grows.
+LOG_GROWTH = 20000
 
 
 def state_lost(settings: Settings, exc: Exception) -> str:

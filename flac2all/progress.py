@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from flac2all.model import HostRow, Job, Status, Task, TaskResult
-from flac2all.pace import Pace, relative
+from flac2all.pace import Pace, relative, weights
 from flac2all.report import line_for
 
 
@@ -58,6 +58,16 @@ class PlainDisplay:
 
     def started(self, task: Task) -> None:
         pass
+
+    def grow(self, total: int, jobs: Sequence[Job], planning: bool) -> None:
+        """Said once each: that planning goes on, and the total once known."""
+        if self.quiet or planning == getattr(self, "planning", False):
+            return
+        self.planning = planning
+        if planning:
+            print("Planning goes on while converting: more tasks to come", file=self.out, flush=True)
+        else:
+            print(f"Planned: {total} task(s) in all", file=self.out, flush=True)
 
     def finished(self, result: TaskResult) -> None:
         failed = result.status is Status.FAILED
@@ -219,6 +229,7 @@ class RichDisplay:
         self.Text = Text
         self.hosts: Hosts = list
         self.pace = Pace(0, Path(), (), time.monotonic())
+        self.planning = False  # the plan is made as the walk goes, and it goes on
         self.live = Live(
             get_renderable=lambda: View(self.draw),
             console=self.console,
@@ -235,6 +246,17 @@ class RichDisplay:
 
     def started(self, task: Task) -> None:
         self.pace.started(task, time.monotonic())
+
+    def grow(self, total: int, jobs: Sequence[Job], planning: bool) -> None:
+        """More tasks planned: the count's total grows; no ETA while the
+        walk goes on (the work left is not known)."""
+        pace = self.pace
+        with pace.lock:
+            pace.total = total
+            more = weights(jobs)
+            pace.weight.update(more)
+            pace.work_left += sum(more.values())
+        self.planning = planning
 
     def finished(self, result: TaskResult) -> None:
         self.pace.finished(result, time.monotonic())
@@ -255,7 +277,11 @@ class RichDisplay:
     def draw(self, width: int, height: int) -> list:
         now = time.monotonic()
         procs = sum(row.processes for row in self.host_rows())
-        return [status(self.pace, procs, now, width), *file_lines(self.pace.in_progress(), width, height - 1)]
+        if self.planning:
+            line = status(self.pace, procs, now, width, label="Converting (planning)", eta=False)
+        else:
+            line = status(self.pace, procs, now, width)
+        return [line, *file_lines(self.pace.in_progress(), width, height - 1)]
 
     def end(self) -> None:
         self.pace.end(time.monotonic())

@@ -13,11 +13,14 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from flac2all import runner
 from flac2all.model import HostRow, Job, Settings, Task, TaskResult
 from flac2all.procs import Interrupted, ProcessGroup
+
+T = TypeVar("T")
 
 
 class LocalPool:
@@ -30,19 +33,27 @@ class LocalPool:
         self.done = 0
         self.started = time.monotonic()
         self.processes = ProcessGroup()
+        self.events: queue.Queue = queue.Queue()
+
+    def post(self, callback: Callable[[T], None], item: T) -> None:
+        """Have ``callback(item)`` called in the thread that runs ``run``,
+        in order with the results: for ``jobs`` planned as they are pulled
+        (``flac2all.stream``), whose bookkeeping is the engine's thread's."""
+        self.events.put((callback, item))
 
     def run(
         self,
-        jobs: Sequence[Job],
+        jobs: Iterable[Job],
         settings: Settings,
         on_start: Callable[[Task], None],
         on_result: Callable[[TaskResult], None],
         stop: threading.Event,
     ) -> None:
-        """See ``executors.Executor.run``."""
+        """See ``executors.Executor.run``. ``jobs`` may be a generator that
+        plans as it goes: the slots pull from it one at a time, under a lock."""
         todo = iter(jobs)
         lock = threading.Lock()
-        events: queue.Queue = queue.Queue()
+        events = self.events = queue.Queue()
         processes = self.processes = ProcessGroup()
         self.started = time.monotonic()
 

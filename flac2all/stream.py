@@ -1,0 +1,224 @@
+"""A first run planned folder by folder as the walk goes, its jobs handed to
+the local pool as they are planned: on a library of a million sources the
+first encoder starts within a second or two instead of after the whole walk
+and plan (issue 16).
+
+Only where nothing needs the whole tree: an empty state (no output can be a
+move, none an orphan: nothing to rename or delete), output names that can
+only clash within one folder (POSIX names, a tree layout), no playlists
+(they need every output), no --plan-json, and the local pool (a cluster or
+Dask gets the whole plan). A library of fewer than ``stream_after()``
+sources is planned whole as before (its jobs costliest first); past that,
+the first window of sources is planned and sorted by cost, and the rest
+follows in walk order. Everything else (the guards, the state, the CSV
+log, the summary) is the same as for a whole plan of the same library.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flac2all import discovery, extras, outputs, plan, runner
+from flac2all.codecs.base import Codec
+from flac2all.executors.local import LocalPool
+from flac2all.model import Action, Job, Layout, Names, Settings, Status, Task, TaskResult
+from flac2all.procs import ProcessGroup
+from flac2all.state import Record, State
+
+# Sources walked before a run decides to stream: a smaller library is
+# planned whole (costliest jobs first, as always). The environment variable
+# is for tests, which stream tiny libraries.
+STREAM_AFTER = 2000
+
+
+def stream_after() -> int:
+    return int(os.environ.get("FLAC2ALL_STREAM_AFTER", STREAM_AFTER))
+
+
+def may_stream(settings: Settings, executor: object, plan_json: Path | None) -> bool:
+    """Whether this run may be planned as it goes (before the state is
+    known: an empty one is the last condition, ``Stream``)."""
+    return (
+        isinstance(executor, LocalPool)
+        and plan_json is None
+        and not settings.playlists
+        and settings.names is Names.POSIX
+        and settings.layout is not Layout.FLAT
+    )
+
+
+class Head:
+    """The start of the walk: listings taken until ``count`` FLAC sources
+    (or the walk's end), then the rest as it comes."""
+
+    def __init__(self, input_dir: Path, prune: frozenset[Path], count: int) -> None:
+        self.walk = discovery.walk(input_dir, prune)
+        self.taken: list[discovery.Listing] = []
+        self.flacs = 0
+        self.ended = False
+        while self.flacs < count:
+            listing = next(self.walk, None)
+            if listing is None:
+                self.ended = True
+                break
+            self.taken.append(listing)
+            self.flacs += len(listing.flacs)
+
+    def listings(self) -> Iterator[discovery.Listing]:
+        while self.taken:
+            yield self.taken.pop(0)
+        yield from self.walk
+
+
+@dataclass
+class Planned:
+    """One folder's plan: the executor's jobs, and what the engine records
+    at once (notes, refusals, a folder that could not be read, state rows
+    of adopted outputs)."""
+
+    jobs: list[Job] = field(default_factory=list)
+    results: list[TaskResult] = field(default_factory=list)
+    refresh: list[Record] = field(default_factory=list)
+    issued: int = 0
+    sources: int = 0
+    encoding: set[str] = field(default_factory=set)  # modes with an encode
+
+    def add(self, other: Planned) -> None:
+        self.jobs += other.jobs
+        self.results += other.results
+        self.refresh += other.refresh
+        self.issued += other.issued
+        self.sources += other.sources
+        self.encoding |= other.encoding
+
+
+class Stream:
+    """The plan of a first run, folder by folder (``Planner`` with no state
+    records), for the engine: ``window`` in its thread, then ``jobs`` pulled
+    by the pool's slots; what is not a job goes through ``post`` to the
+    engine's thread."""
+
+    def __init__(self, settings: Settings, codecs: tuple[Codec, ...], versions: dict[str, str], head: Head):
+        self.settings = settings
+        self.planner = plan.Planner(settings, codecs, {}, versions)
+        if settings.embed_folder_art:
+            self.planner.plan.covers = {}
+        self.cost = {c.name: c.cost for c in codecs}
+        self.listings = head.listings()
+        self.ended = False
+        self.failure: BaseException | None = None
+        self.processes = ProcessGroup()  # notes start none, but the runner asks
+        # Where the bookkeeping of a folder goes: (callback, Planned), run in
+        # the engine's thread (the pool's event loop while it runs).
+        self.post: Callable[[Callable[[Planned], None], Planned], None] = lambda cb, p: cb(p)
+        self.take: Callable[[Planned], None] = lambda p: None
+
+    @property
+    def plan(self) -> plan.Plan:
+        """What ``engine.remember`` asks of a plan (its covers)."""
+        return self.planner.plan
+
+    def next_folder(self) -> Planned | None:
+        """The next folder's plan (None: the walk is over)."""
+        listing = next(self.listings, None)
+        if listing is None:
+            self.ended = True
+            return None
+        return self.plan_folder(listing)
+
+    def plan_folder(self, listing: discovery.Listing) -> Planned:
+        """``Planner.build`` for one folder with no state records: every new
+        output is an encode (a move needs an orphan, and there is none)."""
+        planner, done = self.planner, Planned(sources=len(listing.flacs))
+        the_plan = planner.plan
+        tree = discovery.Tree(listing.flacs, listing.others)
+        if the_plan.covers is not None:
+            the_plan.covers.update(extras.folder_covers(tree))
+        fresh = []
+        for source in listing.flacs:
+            for codec in planner.codecs:
+                output = planner.output(source, codec, codec.extension)
+                decided = planner.decide(source, codec, output)
+                if decided is None:
+                    fresh.append((source, codec, output))
+                    planner.fresh.setdefault(output, (source.path, codec.name))
+                else:
+                    planner.add(source, codec, output, decided[0], note=decided[1])
+        extras.plan_others(planner, tree)
+        for source, codec, output in fresh:
+            planner.add(source, codec, output, Action.ENCODE)
+        tasks = the_plan.tasks
+        tasks.sort(key=lambda t: t.size * self.cost.get(t.mode, 1.0), reverse=True)
+        done.issued = len(tasks) + len(the_plan.refused) + len(listing.errors)
+        done.results = [
+            TaskResult(Task(path, "-", Path(""), Action.SKIP), Status.FAILED, f"cannot read folder: {cause}", 1)
+            for path, cause in listing.errors
+        ]
+        done.results += the_plan.refused
+        done.refresh = the_plan.refresh
+        for job in planner.group(tasks, self.cost):
+            if job.action.on_executor:
+                done.jobs.append(job)
+            else:  # notes only: no state, so no move nor delete
+                assert job.action in runner.NOTES, job.action
+                done.results += runner.execute_batch(job.tasks, self.settings, self.processes)
+        done.encoding = {t.mode for t in tasks if t.action is Action.ENCODE}
+        if tasks:
+            # Before an encode writes there, as a whole plan does for all.
+            outputs.remove_stale_temps({t.output.parent for t in tasks})
+        # Outputs clash only within a folder: what this one claimed is
+        # dropped, so that a million sources hold no million claims.
+        the_plan.tasks, the_plan.refused, the_plan.refresh = [], [], []
+        planner.claimed.clear()
+        planner.fresh.clear()
+        planner._facts_cache.clear()
+        return done
+
+    def window(self, count: int, modes: set[str]) -> Planned:
+        """The first folders' plan, in the engine's thread, until ``count``
+        sources and an encode of every mode of ``modes`` are planned (the
+        encoders' options are checked before any job), or the walk's end;
+        its jobs costliest first."""
+        first = Planned()
+        while not self.ended and (first.sources < count or not modes <= first.encoding):
+            folder = self.next_folder()
+            if folder is not None:
+                first.add(folder)
+        first.jobs.sort(key=lambda job: job.cost, reverse=True)
+        return first
+
+    def jobs(self, halt: threading.Event) -> Iterator[Job]:
+        """The rest of the jobs, planned as they are pulled (by the pool's
+        slots, one at a time under its lock). A failure of the planning
+        halts the run; the engine raises it."""
+        try:
+            while not self.ended and not halt.is_set():
+                folder = self.next_folder()
+                if folder is None:
+                    break
+                self.post(self.take, folder)
+                yield from folder.jobs
+        except GeneratorExit:
+            raise
+        except BaseException as exc:  # raised again in the engine's thread
+            self.failure = exc
+            halt.set()
+        finally:
+            if self.ended:
+                self.post(self.take, Planned())  # the last count: planning is over
+
+    def rest(self) -> None:
+        """Plan what is left without running it (a run halted by a full
+        disk: the summary counts the tasks that were not started)."""
+        while (folder := self.next_folder()) is not None:
+            self.take(folder)
+        self.take(Planned())
+
+
+def has_rows(state: State) -> bool:
+    """Whether the state records any output (one row read, not all)."""
+    return state.db is not None and state.db.execute("SELECT 1 FROM outputs LIMIT 1").fetchone() is not None
