@@ -1,0 +1,188 @@
+"""A first run planned as the walk goes (``flac2all.stream``): its first
+encoder starts while the walk still has folders to list, and its log,
+state, summary and exit status are those of the same run planned whole.
+
+``FLAC2ALL_STREAM_AFTER`` sets how many sources are walked before a run
+streams (1 here: every test library streams; a million: none does).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from flac2all.state import State
+from tests.conftest import BASIC_TAGS, decodes, make_flac, read_log, run_flac2all, temp_files
+from tests.test_signals import alive, slow_opusenc, start, wait_for
+
+STREAM = "1"
+WHOLE = "1000000"
+
+
+def converted(out: Path, stream_after: str, monkeypatch: pytest.MonkeyPatch, *args, path_prefix=None):
+    monkeypatch.setenv("FLAC2ALL_STREAM_AFTER", stream_after)
+    return run_flac2all(*args, "-o", out, path_prefix=path_prefix)
+
+
+def late_lame(fake_bin, spare: Path, late: Path, out: Path, marker: Path) -> Path:
+    """A lame that, the first time it encodes into ``out``, puts a new FLAC
+    into a folder the walk lists last, then encodes for real."""
+    return fake_bin(
+        "lame",
+        f"""
+case "$*" in *"{out}"*)
+    if [ ! -e "{marker}" ]; then
+        touch "{marker}"
+        cp "{spare}" "{late.parent}/.late.part" && mv "{late.parent}/.late.part" "{late}"
+    fi;;
+esac
+exec {shutil.which("lame")} "$@"
+""",
+    )
+
+
+@pytest.mark.parametrize("stream_after,walked_after", [(STREAM, True), (WHOLE, False)])
+def test_first_encoder_starts_before_the_walk_ends(tmp_path, fake_bin, monkeypatch, stream_after, walked_after):
+    """One slot: the first job's encoder runs before the next job is
+    pulled, so a FLAC it drops into the last folder is found by a walk
+    still going on (streamed), and not by one that was over (whole plan)."""
+    root = tmp_path / "music"
+    for album in ("A 1", "A 2", "A 3"):
+        make_flac(root / album / "01 one.flac", tags=BASIC_TAGS)
+    (root / "zzz").mkdir()
+    spare = make_flac(tmp_path / "spare.flac", tags=BASIC_TAGS)
+    late = root / "zzz" / "late.flac"
+    out = tmp_path / "out"
+    shims = late_lame(fake_bin, spare, late, out, tmp_path / "first-encode")
+    run = converted(out, stream_after, monkeypatch, "mp3", "-t", "1", root, path_prefix=shims)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert late.exists()  # the first encode did happen
+    sources = {Path(r["infile"]).name for r in read_log(out)}
+    assert ("late.flac" in sources) is walked_after
+    assert (out / "mp3" / "zzz" / "late.mp3").exists() is walked_after
+    if walked_after:
+        assert "Planning goes on while converting" in run.stdout
+        assert re.search(r"Planned: 4 task\(s\) in all", run.stdout)
+        assert "Total files on input: 4 FLAC files" in run.stdout
+
+
+def comparable_rows(out: Path) -> list[tuple]:
+    """The log's rows with OUTDIR as a name and no times."""
+    rows = []
+    for r in read_log(out):
+        output = r["outfile"].replace(str(out), "OUT")
+        rows.append(
+            (r["infile"], output, r["format"], r["conversion_status"].replace(str(out), "OUT"), r["return_code"])
+        )
+    return rows
+
+
+def comparable_state(out: Path, root: Path) -> list[tuple]:
+    with State(out, root, readonly=True) as state:
+        records = state.load()
+    return sorted(
+        (
+            str(rec.output.relative_to(out)),
+            str(rec.source),
+            rec.mode,
+            rec.facts,
+            rec.settings_hash,
+            rec.out_size,
+            rec.art,
+        )
+        for rec in records.values()
+    )
+
+
+def summary(stdout: str, out: Path) -> list[str]:
+    """The summary's lines that are not times, with OUTDIR as a name."""
+    start = stdout.index("Total files on input")
+    lines = stdout[start:].replace(str(out), "OUT").splitlines()
+    return [line for line in lines if "time" not in line]
+
+
+def test_streamed_run_is_the_whole_plans_run(tmp_path, monkeypatch):
+    """Folders with subfolders between their files, two sources with one
+    output (refused), a dangling link (a failed task), copies and a cover,
+    outputs of an earlier mirror adopted by their provenance tags (state
+    rows without work): the same log, state, summary and exit status."""
+    root = tmp_path / "music"
+    make_flac(root / "a.flac", tags=BASIC_TAGS)
+    make_flac(root / "b" / "1.flac", tags={"TITLE": "b1"})
+    make_flac(root / "c.flac", seconds=0.2, tags={"TITLE": "c"})
+    make_flac(root / "Album" / "x.flac", tags={"TITLE": "x"})
+    make_flac(root / "Album" / "x.FLAC", tags={"TITLE": "X"})
+    (root / "Album" / "cover.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / "Album" / "gone.flac").symlink_to(tmp_path / "nowhere.flac")
+    make_flac(root / "Old" / "kept.flac", tags={"TITLE": "kept"})
+    earlier = tmp_path / "earlier"
+    first = run_flac2all("mp3,opus", "-o", earlier, root / "Old")
+    assert first.returncode == 0, first.stdout
+    runs = {}
+    for name, stream_after in (("streamed", STREAM), ("whole", WHOLE)):
+        out = tmp_path / name
+        for mode in ("mp3", "opus"):  # outputs without a state: adopted
+            shutil.copytree(earlier / mode, out / mode / "Old")
+        runs[name] = converted(out, stream_after, monkeypatch, "mp3,opus", "-c", root)
+    streamed, whole = runs["streamed"], runs["whole"]
+    assert streamed.returncode == whole.returncode == 1  # the dangling link fails
+    assert "Planning goes on while converting" in streamed.stdout
+    assert "Planning goes on" not in whole.stdout
+    assert comparable_rows(streamed.outdir) == comparable_rows(whole.outdir)
+    assert comparable_state(streamed.outdir, root) == comparable_state(whole.outdir, root)
+    assert summary(streamed.stdout, streamed.outdir) == summary(whole.stdout, whole.outdir)
+    statuses = [r[3] for r in comparable_rows(streamed.outdir)]
+    assert any("has the same output" in s for s in statuses)
+    assert any("skipped" in s for s in statuses)
+
+
+def test_a_mirror_with_state_is_planned_whole(tmp_path, monkeypatch):
+    """A second run has a state: a source moved to another folder is a move
+    (which needs the whole walk), not an encode, even when the library is
+    past the threshold."""
+    root = tmp_path / "music"
+    for i in range(4):
+        make_flac(root / "Album" / f"{i}.flac", tags={"TITLE": f"t{i}"})
+    out = tmp_path / "out"
+    assert converted(out, STREAM, monkeypatch, "mp3", root).returncode == 0
+    (root / "Other").mkdir()
+    os.rename(root / "Album" / "3.flac", root / "Other" / "3.flac")
+    rerun = converted(out, STREAM, monkeypatch, "mp3", root)
+    assert rerun.returncode == 0, rerun.stdout
+    assert "Planning goes on" not in rerun.stdout
+    statuses = sorted(r["conversion_status"] for r in read_log(out))
+    assert len(statuses) == 4 and "moved from" in statuses[0] and statuses[1:] == ["SUCCESS (skipped: up to date)"] * 3
+
+
+def test_sigterm_during_a_streamed_run(tmp_path, fake_bin, monkeypatch):
+    """The interrupt's guarantees hold while the walk goes on: encoders
+    stopped, temps removed, the log written, the state only of outputs that
+    exist; the next run finishes the rest."""
+    root = tmp_path / "in"
+    for i in range(6):
+        make_flac(root / f"album {i}" / f"{i}.flac", seconds=0.3)
+    markers = tmp_path / "markers"
+    out = tmp_path / "out"
+    monkeypatch.setenv("FLAC2ALL_STREAM_AFTER", STREAM)
+    proc = start(root, out, slow_opusenc(fake_bin, markers))
+    wait_for(lambda: len(list(markers.iterdir())) >= 1 and temp_files(out))
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143, stdout + stderr
+    assert "Interrupted" in stdout
+    assert temp_files(out) == []
+    rows = read_log(out)
+    assert all(r["conversion_status"] == "SUCCESS" and r["format"] == "vorbis" for r in rows)
+    for marker in markers.iterdir():
+        assert not alive(int(marker.name))
+    with State(out, root, readonly=True) as state:
+        assert all(output.exists() for output in state.load())
+    rerun = run_flac2all("opus,vorbis", "-o", out, root)
+    assert rerun.returncode == 0, rerun.stdout
+    made = [*out.rglob("*.opus"), *out.rglob("*.ogg")]
+    assert len(made) == 12 and all(decodes(output) for output in made)
