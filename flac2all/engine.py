@@ -291,6 +291,8 @@ class Run:
         if executor.needs_local_encoders:
             preflight.check_options(tuple(c for c in selected if c.name in first.encoding), settings)
         self.reserved = 0
+        # Before begin: its first frame says whether planning goes on.
+        self.display.grow(first.issued, (), not the_stream.ended)
         self.display.begin(first.issued, executor.hosts, settings.input_dir, first.jobs)
         the_stream.take = self.take_planned
         self.take_planned(first, begun=True)
@@ -321,8 +323,8 @@ class Run:
             # The log's room, set aside as the plan grows (Report.reserve).
             self.reserved = report.issued + LOG_GROWTH
             Report.reserve(self.settings.outdir / LOG_NAME, LOG_RESERVE + LOG_ROW * self.reserved)
-        # A window's jobs the display has from begin().
-        self.display.grow(report.issued, () if begun else planned.jobs, not self.stream.ended)
+        if not begun:
+            self.display.grow(report.issued, planned.jobs, not self.stream.ended)
         for row in planned.refresh:
             if report.state_error is None:
                 try:

@@ -18,6 +18,7 @@ import pytest
 
 from flac2all.state import State
 from tests.conftest import BASIC_TAGS, decodes, make_flac, read_log, run_flac2all, temp_files
+from tests.test_display import run_on_terminal
 from tests.test_signals import alive, slow_opusenc, start, wait_for
 
 STREAM = "1"
@@ -186,3 +187,16 @@ def test_sigterm_during_a_streamed_run(tmp_path, fake_bin, monkeypatch):
     assert rerun.returncode == 0, rerun.stdout
     made = [*out.rglob("*.opus"), *out.rglob("*.ogg")]
     assert len(made) == 12 and all(decodes(output) for output in made)
+
+
+def test_the_terminal_shows_that_planning_goes_on(tmp_path, monkeypatch):
+    """The live line's first frame, drawn while the walk still has folders
+    to plan, says so (and gives no ETA); the count ends at the whole total."""
+    root = tmp_path / "music"
+    for album in ("A 1", "A 2", "A 3"):
+        make_flac(root / album / "01 one.flac", tags=BASIC_TAGS)
+    monkeypatch.setenv("FLAC2ALL_STREAM_AFTER", STREAM)
+    code, screen = run_on_terminal(["opus", "-o", str(tmp_path / "out"), str(root)], 30, 120)
+    assert code == 0, screen
+    assert "Converting (planning)" in screen
+    assert "3/3" in screen
