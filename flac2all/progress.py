@@ -51,22 +51,21 @@ class PlainDisplay:
     def __init__(self, out: TextIO = sys.stdout, quiet: bool = False) -> None:
         self.out = out
         self.quiet = quiet
+        self.planning = self.begun = False  # (grow: a plan made as the walk goes)
 
     def begin(self, total: int, hosts: Hosts, root: Path = Path(), jobs: Sequence[Job] = ()) -> None:
+        self.begun = True
         if not self.quiet:
-            print(f"Converting: {total} task(s)", file=self.out, flush=True)
+            more = " so far; planning goes on while converting" if self.planning else ""
+            print(f"Converting: {total} task(s){more}", file=self.out, flush=True)
 
     def started(self, task: Task) -> None:
         pass
 
     def grow(self, total: int, jobs: Sequence[Job], planning: bool) -> None:
-        """Said once each: that planning goes on, and the total once known."""
-        if self.quiet or planning == getattr(self, "planning", False):
-            return
-        self.planning = planning
-        if planning:
-            print("Planning goes on while converting: more tasks to come", file=self.out, flush=True)
-        else:
+        """The total, once planning that went on while converting is over."""
+        was, self.planning = self.planning, planning
+        if was and not planning and self.begun and not self.quiet:
             print(f"Planned: {total} task(s) in all", file=self.out, flush=True)
 
     def finished(self, result: TaskResult) -> None:

@@ -67,7 +67,7 @@ def test_first_encoder_starts_before_the_walk_ends(tmp_path, fake_bin, monkeypat
     assert ("late.flac" in sources) is walked_after
     assert (out / "mp3" / "zzz" / "late.mp3").exists() is walked_after
     if walked_after:
-        assert "Planning goes on while converting" in run.stdout
+        assert "planning goes on while converting" in run.stdout
         assert re.search(r"Planned: 4 task\(s\) in all", run.stdout)
         assert "Total files on input: 4 FLAC files" in run.stdout
 
@@ -132,8 +132,8 @@ def test_streamed_run_is_the_whole_plans_run(tmp_path, monkeypatch):
         runs[name] = converted(out, stream_after, monkeypatch, "mp3,opus", "-c", root)
     streamed, whole = runs["streamed"], runs["whole"]
     assert streamed.returncode == whole.returncode == 1  # the dangling link fails
-    assert "Planning goes on while converting" in streamed.stdout
-    assert "Planning goes on" not in whole.stdout
+    assert "planning goes on while converting" in streamed.stdout
+    assert "planning goes on" not in whole.stdout
     assert comparable_rows(streamed.outdir) == comparable_rows(whole.outdir)
     assert comparable_state(streamed.outdir, root) == comparable_state(whole.outdir, root)
     assert summary(streamed.stdout, streamed.outdir) == summary(whole.stdout, whole.outdir)
@@ -155,7 +155,7 @@ def test_a_mirror_with_state_is_planned_whole(tmp_path, monkeypatch):
     os.rename(root / "Album" / "3.flac", root / "Other" / "3.flac")
     rerun = converted(out, STREAM, monkeypatch, "mp3", root)
     assert rerun.returncode == 0, rerun.stdout
-    assert "Planning goes on" not in rerun.stdout
+    assert "planning goes on" not in rerun.stdout
     statuses = sorted(r["conversion_status"] for r in read_log(out))
     assert len(statuses) == 4 and "moved from" in statuses[0] and statuses[1:] == ["SUCCESS (skipped: up to date)"] * 3
 
