@@ -321,7 +321,7 @@ class Run:
         report.sources += planned.sources
         if report.issued > self.reserved:
             # The log's room, set aside as the plan grows (Report.reserve).
-            self.reserved = report.issued + LOG_GROWTH
+            self.reserved = report.issued + report.issued // 4
             Report.reserve(self.settings.outdir / LOG_NAME, LOG_RESERVE + LOG_ROW * self.reserved)
         if not begun:
             self.display.grow(report.issued, planned.jobs, not self.stream.ended)
@@ -354,8 +354,6 @@ class Run:
 # and a row's worth per task.
 LOG_RESERVE = 64 * 1024
 LOG_ROW = 400
-# Tasks' worth of log room set aside at a time as a streamed plan grows.
-LOG_GROWTH = 20000
 
 
 def state_lost(settings: Settings, exc: Exception) -> str:

@@ -19,6 +19,7 @@ import pytest
 from flac2all.state import State
 from tests.conftest import BASIC_TAGS, decodes, make_flac, read_log, run_flac2all, temp_files
 from tests.test_display import run_on_terminal
+from tests.test_field_tasks import FILLING, full_disk_status
 from tests.test_signals import alive, slow_opusenc, start, wait_for
 
 STREAM = "1"
@@ -200,3 +201,30 @@ def test_the_terminal_shows_that_planning_goes_on(tmp_path, monkeypatch):
     assert code == 0, screen
     assert "Converting (planning)" in screen
     assert "3/3" in screen
+
+
+@pytest.fixture
+def small_disk(tmpfs) -> Path:
+    """Room for about one output, the state and the log (test_field_tasks')."""
+    return tmpfs(400)
+
+
+def test_a_full_disk_halts_a_streamed_run_and_counts_what_was_not_started(tmp_path, small_disk, monkeypatch):
+    """The run stops on the full disk; the folders not yet walked are
+    planned (not run) so that the summary counts every task not started,
+    as a whole plan's does; the log, set aside as the plan grew, is written."""
+    root = tmp_path / "in"
+    for i in range(6):
+        make_flac(root / f"album {i}" / f"{i}.flac", seconds=FILLING["opus"])
+    monkeypatch.setenv("FLAC2ALL_STREAM_AFTER", STREAM)
+    run = run_flac2all("opus", "-t", "1", "-o", small_disk, root, timeout=90)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "planning goes on while converting" in run.stdout
+    rows = read_log(small_disk)
+    failed = [r for r in rows if r["conversion_status"] != "SUCCESS"]
+    assert len(failed) == 1 and len(rows) <= 2, rows
+    assert re.fullmatch(full_disk_status(small_disk), failed[0]["conversion_status"])
+    stopped = [line for line in run.stdout.splitlines() if "STOPPED after" in line]
+    assert len(stopped) == 1 and f"{6 - len(rows)} task(s) not started" in stopped[0]
+    assert "Total files on input: 6 FLAC files" in run.stdout
+    assert temp_files(small_disk) == []
