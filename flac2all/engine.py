@@ -297,11 +297,18 @@ class Run:
         the_stream.take = self.take_planned
         self.take_planned(first, begun=True)
         try:
-            if isinstance(executor, LocalPool):
-                the_stream.post = executor.post
-            jobs = itertools.chain(first.jobs, the_stream.jobs(self.halt))
-            executor.run(jobs, settings, self.display.started, self.record, self.halt)
-            the_stream.post = lambda callback, item: callback(item)
+            pool = executor if isinstance(executor, LocalPool) else None
+            if pool is not None:
+                the_stream.post = pool.post
+            jobs = itertools.chain(first.jobs, the_stream.start(self.halt))
+            try:
+                executor.run(jobs, settings, self.display.started, self.record, self.halt)
+            finally:
+                self.halt.set()  # the planning thread stops (it has, unless the run was cut short)
+                the_stream.join()
+                the_stream.post = lambda callback, item: callback(item)
+                if pool is not None:
+                    pool.drain()  # what it planned after the pool's last event
             if the_stream.failure is not None:
                 raise the_stream.failure
             if report.halted_by is not None and not self.stop.is_set():

@@ -17,6 +17,7 @@ log, the summary) is the same as for a whole plan of the same library.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -98,9 +99,9 @@ class Planned:
 
 class Stream:
     """The plan of a first run, folder by folder (``Planner`` with no state
-    records), for the engine: ``window`` in its thread, then ``jobs`` pulled
-    by the pool's slots; what is not a job goes through ``post`` to the
-    engine's thread."""
+    records), for the engine: ``window`` in its thread, then the rest in a
+    planning thread (``start``) whose jobs the pool's slots pull; what is not
+    a job goes through ``post`` to the engine's thread."""
 
     def __init__(self, settings: Settings, codecs: tuple[Codec, ...], versions: dict[str, str], head: Head):
         self.settings = settings
@@ -191,25 +192,47 @@ class Stream:
         first.jobs.sort(key=lambda job: job.cost, reverse=True)
         return first
 
-    def jobs(self, halt: threading.Event) -> Iterator[Job]:
-        """The rest of the jobs, planned as they are pulled (by the pool's
-        slots, one at a time under its lock). A failure of the planning
-        halts the run; the engine raises it."""
+    def start(self, halt: threading.Event) -> Iterator[Job]:
+        """Plan the rest in a thread of its own, ahead of the pool's slots
+        (the walk ends, and the total is known, long before the run does);
+        return the jobs as they are planned, for the slots to pull. Planning
+        stops at a folder's end once ``halt`` is set; a failure of it halts
+        the run, and the engine raises it (``join``)."""
+        self.queue: queue.Queue[Job | None] = queue.Queue()
+        self.halt = halt
+        self.thread = threading.Thread(target=self.plan_rest, name="planner", daemon=True)
+        self.thread.start()
+        return self.planned_jobs()
+
+    def plan_rest(self) -> None:
         try:
-            while not self.ended and not halt.is_set():
+            while not self.halt.is_set() and not self.ended:
                 folder = self.next_folder()
-                if folder is None:
-                    break
-                self.post(self.take, folder)
-                yield from folder.jobs
-        except GeneratorExit:
-            raise
-        except BaseException as exc:  # raised again in the engine's thread
+                # Counted (in the engine's thread) before its jobs can start.
+                self.post(self.take, folder or Planned())
+                for job in folder.jobs if folder else ():
+                    self.queue.put(job)
+        except BaseException as exc:
             self.failure = exc
-            halt.set()
+            self.halt.set()
         finally:
-            if self.ended:
-                self.post(self.take, Planned())  # the last count: planning is over
+            self.queue.put(None)
+
+    def planned_jobs(self) -> Iterator[Job]:
+        while True:
+            try:
+                job = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                if self.halt.is_set():
+                    return
+                continue
+            if job is None:
+                return
+            yield job
+
+    def join(self) -> None:
+        """Wait for the planning thread (it stops once ``halt`` is set)."""
+        self.thread.join()
 
     def rest(self) -> None:
         """Plan what is left without running it (a run halted by a full

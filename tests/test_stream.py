@@ -31,46 +31,42 @@ def converted(out: Path, stream_after: str, monkeypatch: pytest.MonkeyPatch, *ar
     return run_flac2all(*args, "-o", out, path_prefix=path_prefix)
 
 
-def late_lame(fake_bin, spare: Path, late: Path, out: Path, marker: Path) -> Path:
-    """A lame that, the first time it encodes into ``out``, puts a new FLAC
-    into a folder the walk lists last, then encodes for real."""
+def unblocking_lame(fake_bin, fifo: Path, out: Path) -> Path:
+    """A lame that, the first time it encodes into ``out``, opens ``fifo``
+    for writing (and closes it), then encodes for real."""
+    marker = fifo.parent.parent.parent.parent / "first-encode"
     return fake_bin(
         "lame",
         f"""
 case "$*" in *"{out}"*)
-    if [ ! -e "{marker}" ]; then
-        touch "{marker}"
-        cp "{spare}" "{late.parent}/.late.part" && mv "{late.parent}/.late.part" "{late}"
-    fi;;
+    if [ ! -e "{marker}" ]; then touch "{marker}"; : > "{fifo}"; fi;;
 esac
 exec {shutil.which("lame")} "$@"
 """,
     )
 
 
-@pytest.mark.parametrize("stream_after,walked_after", [(STREAM, True), (WHOLE, False)])
-def test_first_encoder_starts_before_the_walk_ends(tmp_path, fake_bin, monkeypatch, stream_after, walked_after):
-    """One slot: the first job's encoder runs before the next job is
-    pulled, so a FLAC it drops into the last folder is found by a walk
-    still going on (streamed), and not by one that was over (whole plan)."""
+def test_the_first_encoder_starts_before_the_walk_ends(tmp_path, fake_bin, monkeypatch):
+    """The last folder's planning cannot end before an encoder has started:
+    an output already there for its source is a FIFO, which the planner
+    opens to read its provenance tag, and which blocks until a writer comes;
+    the only writer is the first real encoder (a whole plan would wait
+    forever). The run then ends as any: that output is encoded over."""
     root = tmp_path / "music"
-    for album in ("A 1", "A 2", "A 3"):
+    for album in ("A 1", "A 2", "zzz"):
         make_flac(root / album / "01 one.flac", tags=BASIC_TAGS)
-    (root / "zzz").mkdir()
-    spare = make_flac(tmp_path / "spare.flac", tags=BASIC_TAGS)
-    late = root / "zzz" / "late.flac"
     out = tmp_path / "out"
-    shims = late_lame(fake_bin, spare, late, out, tmp_path / "first-encode")
-    run = converted(out, stream_after, monkeypatch, "mp3", "-t", "1", root, path_prefix=shims)
+    fifo = out / "mp3" / "zzz" / "01 one.mp3"
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)
+    os.utime(fifo, ns=(0, 0), follow_symlinks=False)  # older than its source: re-encoded
+    shims = unblocking_lame(fake_bin, fifo, out)
+    run = converted(out, STREAM, monkeypatch, "mp3", "-t", "1", root, path_prefix=shims)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert late.exists()  # the first encode did happen
-    sources = {Path(r["infile"]).name for r in read_log(out)}
-    assert ("late.flac" in sources) is walked_after
-    assert (out / "mp3" / "zzz" / "late.mp3").exists() is walked_after
-    if walked_after:
-        assert "planning goes on while converting" in run.stdout
-        assert re.search(r"Planned: 4 task\(s\) in all", run.stdout)
-        assert "Total files on input: 4 FLAC files" in run.stdout
+    assert "planning goes on while converting" in run.stdout
+    assert "Planned: 3 task(s) in all" in run.stdout
+    assert [r["conversion_status"] for r in read_log(out)] == ["SUCCESS"] * 3
+    assert fifo.is_file() and decodes(fifo)
 
 
 def comparable_rows(out: Path) -> list[tuple]:

@@ -37,9 +37,19 @@ class LocalPool:
 
     def post(self, callback: Callable[[T], None], item: T) -> None:
         """Have ``callback(item)`` called in the thread that runs ``run``,
-        in order with the results: for ``jobs`` planned as they are pulled
-        (``flac2all.stream``), whose bookkeeping is the engine's thread's."""
+        in order with the results: for ``jobs`` planned in another thread
+        while they run (``flac2all.stream``), whose bookkeeping is the
+        engine's thread's."""
         self.events.put((callback, item))
+
+    def drain(self) -> None:
+        """Call what was posted after ``run`` returned."""
+        while True:
+            try:
+                callback, item = self.events.get_nowait()
+            except queue.Empty:
+                return
+            callback(item)
 
     def run(
         self,
@@ -50,10 +60,11 @@ class LocalPool:
         stop: threading.Event,
     ) -> None:
         """See ``executors.Executor.run``. ``jobs`` may be a generator that
-        plans as it goes: the slots pull from it one at a time, under a lock."""
+        waits for jobs still being planned: the slots pull from it one at a
+        time, under a lock."""
         todo = iter(jobs)
         lock = threading.Lock()
-        events = self.events = queue.Queue()
+        events = self.events  # (post may have put some already)
         processes = self.processes = ProcessGroup()
         self.started = time.monotonic()
 
