@@ -286,7 +286,7 @@ class Run:
         the jobs of each folder handed to the local pool as its slots pull
         them, the counts growing on the display."""
         report, settings = self.report, self.settings
-        self.plan, self.stream = the_stream.plan, the_stream
+        self.plan = the_stream.plan
         first = the_stream.window(stream.stream_after(), {c.name for c in selected})
         if executor.needs_local_encoders:
             preflight.check_options(tuple(c for c in selected if c.name in first.encoding), settings)
@@ -331,7 +331,10 @@ class Run:
             self.reserved = report.issued + report.issued // 4
             Report.reserve(self.settings.outdir / LOG_NAME, LOG_RESERVE + LOG_ROW * self.reserved)
         if not begun:
-            self.display.grow(report.issued, planned.jobs, not self.stream.ended)
+            # Not the walk's state now (the planning thread runs ahead of
+            # this thread's events) but the folder's: the total is final
+            # with the last one.
+            self.display.grow(report.issued, planned.jobs, not planned.last)
         for row in planned.refresh:
             if report.state_error is None:
                 try:

@@ -87,6 +87,7 @@ class Planned:
     issued: int = 0
     sources: int = 0
     encoding: set[str] = field(default_factory=set)  # modes with an encode
+    last: bool = False  # nothing more: the walk is over (an empty one, after the last folder)
 
     def add(self, other: Planned) -> None:
         self.jobs += other.jobs
@@ -209,7 +210,7 @@ class Stream:
             while not self.halt.is_set() and not self.ended:
                 folder = self.next_folder()
                 # Counted (in the engine's thread) before its jobs can start.
-                self.post(self.take, folder or Planned())
+                self.post(self.take, folder or Planned(last=True))
                 for job in folder.jobs if folder else ():
                     self.queue.put(job)
         except BaseException as exc:
@@ -239,7 +240,7 @@ class Stream:
         disk: the summary counts the tasks that were not started)."""
         while (folder := self.next_folder()) is not None:
             self.take(folder)
-        self.take(Planned())
+        self.take(Planned(last=True))
 
 
 def has_rows(state: State) -> bool:
