@@ -147,7 +147,7 @@ class Stream:
                 decided = planner.decide(source, codec, output)
                 if decided is None:
                     fresh.append((source, codec, output))
-                    planner.fresh.setdefault(output, (source.path, codec.name))
+                    planner.fresh.setdefault(os.fspath(output), (source.path, codec.name))
                 else:
                     planner.add(source, codec, output, decided[0], note=decided[1])
         extras.plan_others(planner, tree)

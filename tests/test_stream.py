@@ -108,9 +108,11 @@ def test_streamed_run_is_the_whole_plans_run(tmp_path, monkeypatch):
     """Folders with subfolders between their files, two sources with one
     output (refused), a dangling link (a failed task), copies and a cover,
     outputs of an earlier mirror adopted by their provenance tags (state
-    rows without work): the same log, state, summary and exit status."""
+    rows without work), a copy whose name is a FLAC's output (the FLAC's):
+    the same log, state, summary and exit status."""
     root = tmp_path / "music"
     make_flac(root / "a.flac", tags=BASIC_TAGS)
+    (root / "a.mp3").write_bytes(b"not the FLAC's mp3")  # its copy would land on a.flac's output
     make_flac(root / "b" / "1.flac", tags={"TITLE": "b1"})
     make_flac(root / "c.flac", seconds=0.2, tags={"TITLE": "c"})
     make_flac(root / "Album" / "x.flac", tags={"TITLE": "x"})
