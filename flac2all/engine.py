@@ -272,11 +272,16 @@ class Run:
                 if not self.halt.is_set():
                     self.record(playlists.write(task, settings.input_dir, the_plan.outputs))
         finally:
-            self.display.end()
-            # Hosts that got no work, and why (a cluster's unhealthy or
-            # quarantined workers), for the summary.
-            report.host_problems = {row.host: row.problem for row in executor.hosts() if row.problem}
-            report.by_host = not executor.needs_local_encoders
+            self.ended(executor)
+
+    def ended(self, executor: Executor) -> None:
+        """The display closed; for the summary, the hosts that got no work
+        and why (a cluster's unhealthy or quarantined workers), and the
+        signal that stopped the run."""
+        report = self.report
+        self.display.end()
+        report.host_problems = {row.host: row.problem for row in executor.hosts() if row.problem}
+        report.by_host = not executor.needs_local_encoders
         if self.stop.is_set():
             report.interrupted_by = getattr(self.stop, "signum", 2)
 
@@ -314,11 +319,7 @@ class Run:
             if report.halted_by is not None and not self.stop.is_set():
                 the_stream.rest()  # what was not started is counted in the summary
         finally:
-            self.display.end()
-            report.host_problems = {row.host: row.problem for row in executor.hosts() if row.problem}
-            report.by_host = not executor.needs_local_encoders
-        if self.stop.is_set():
-            report.interrupted_by = getattr(self.stop, "signum", 2)
+            self.ended(executor)
 
     def take_planned(self, planned: stream.Planned, begun: bool = False) -> None:
         """A folder's plan, in this thread: its counts, state rows and the

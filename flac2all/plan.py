@@ -341,16 +341,7 @@ class Planner:
         self.namer = Namer(settings.outdir, settings.names, settings.max_path, recorded)
         if settings.embed_folder_art:
             self.plan.covers = extras.folder_covers(tree)
-        fresh: list[tuple[Source, Codec, Path]] = []
-        for source in tree.flacs:
-            for codec in self.codecs:
-                output = self.output(source, codec, codec.extension)
-                decided = self.decide(source, codec, output)
-                if decided is None:
-                    fresh.append((source, codec, output))
-                    self.fresh.setdefault(os.fspath(output), (source.path, codec.name))
-                else:
-                    self.add(source, codec, output, decided[0], note=decided[1])
+        fresh = self.decide_all(tree.flacs)
         extras.plan_others(self, tree)
         self.place_fresh(fresh, tree)
         # Longest first (by source size times the codec's cost), so the run
@@ -360,6 +351,22 @@ class Planner:
         if self.refuse:  # a dry run runs no job: the tasks are the plan
             self.plan.jobs = self.group(self.plan.tasks, cost)
         return self.plan
+
+    def decide_all(self, flacs: list[Source]) -> list[tuple[Source, Codec, Path]]:
+        """Add the task of every source and mode decided now; return the new
+        outputs (encodes, or moves once the orphans are known), registered
+        so that a copy or a note never takes a FLAC's output name."""
+        fresh: list[tuple[Source, Codec, Path]] = []
+        for source in flacs:
+            for codec in self.codecs:
+                output = self.output(source, codec, codec.extension)
+                decided = self.decide(source, codec, output)
+                if decided is None:
+                    fresh.append((source, codec, output))
+                    self.fresh.setdefault(os.fspath(output), (source.path, codec.name))
+                else:
+                    self.add(source, codec, output, decided[0], note=decided[1])
+        return fresh
 
     def group(self, tasks: list[Task], cost: dict[str, float]) -> list[Job]:
         """The encodes of one source whose modes read PCM share a job (one

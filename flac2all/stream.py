@@ -140,16 +140,7 @@ class Stream:
         tree = discovery.Tree(listing.flacs, listing.others)
         if the_plan.covers is not None:
             the_plan.covers.update(extras.folder_covers(tree))
-        fresh = []
-        for source in listing.flacs:
-            for codec in planner.codecs:
-                output = planner.output(source, codec, codec.extension)
-                decided = planner.decide(source, codec, output)
-                if decided is None:
-                    fresh.append((source, codec, output))
-                    planner.fresh.setdefault(os.fspath(output), (source.path, codec.name))
-                else:
-                    planner.add(source, codec, output, decided[0], note=decided[1])
+        fresh = planner.decide_all(listing.flacs)
         extras.plan_others(planner, tree)
         for source, codec, output in fresh:
             planner.add(source, codec, output, Action.ENCODE)
