@@ -46,13 +46,19 @@ MAX_JOB = 32
 WireTask = tuple[int, int, Task]  # (task id, attempt, task)
 
 
+def is_copies(job: list[WireTask]) -> bool:
+    """Whether a job is a batch of copies (a ``copies`` message: each its
+    own source, run one after the other), not one source's tasks."""
+    return len(job) > 1 and job[0][2].action is Action.COPY
+
+
 def job_to_wire(job: list[WireTask]) -> bytes:
     """One job message: the source, action and size once, then per task its
     id, attempt, mode, output and settings hash; several copies (each its
     own source) are a ``copies`` message."""
-    first = job[0][2]
-    if len(job) > 1 and first.action is Action.COPY:
+    if is_copies(job):
         return copies_to_wire(job)
+    first = job[0][2]
     return encode(
         "job",
         source=os.fsdecode(first.source),

@@ -38,9 +38,10 @@ from flac2all import runner
 from flac2all.cluster import health, protocol
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.diagnose import ConnectionWatch
+from flac2all.cluster.jobs import is_copies
 from flac2all.cluster.protocol import ProtocolError, WireTask
 from flac2all.cluster.stopping import StopRequest
-from flac2all.model import Action, Settings, Status, TaskResult
+from flac2all.model import Settings, Status, TaskResult
 from flac2all.procs import Interrupted, ProcessGroup
 from flac2all.report import line_for
 
@@ -299,7 +300,7 @@ class Session:
         if self.problem:
             raise ProtocolError(f"this worker refused the run: {self.problem}")
         job = protocol.job_from_wire(msg, self.settings)
-        if len(job) > 1 and job[0][2].action is Action.COPY:
+        if is_copies(job):
             job, refused = health.confine_each(job, self.settings, self.roots)
             for (task_id, attempt, _), why in refused:
                 self.refuse(None, ProtocolError(why), [(task_id, attempt)])
@@ -342,7 +343,7 @@ class Session:
             tasks = [task for _, _, task in job]
             done: list[TaskResult] = []
             try:
-                if len(tasks) > 1 and tasks[0].action is Action.COPY:
+                if is_copies(job):
                     for task in tasks:
                         if self.processes.stopping:
                             raise Interrupted()
