@@ -139,6 +139,14 @@ def start_worker(
     return Proc(argv, env_with(path_prefix))
 
 
+def a_real_worker_finishes(master: Proc, port: int) -> None:
+    """A real worker joins and does what is left; the run and the worker
+    both end well (after a test's fake peer has done its worst)."""
+    worker = start_worker(port, 1)
+    assert master.wait(60) == 0, master.output
+    assert worker.wait(30) == 0
+
+
 def worker_pids(worker: Proc, count: int) -> list[int]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -16,7 +16,7 @@ import zmq
 from flac2all.cluster import protocol
 from flac2all.cluster.protocol import Checks, ProtocolError, Timings
 from flac2all.model import Action, Settings, Task
-from tests.cluster_helpers import FakeMaster, start_master, start_worker
+from tests.cluster_helpers import FakeMaster, a_real_worker_finishes, start_master, start_worker
 from tests.conftest import decodes, make_flac, read_log, run_flac2all
 
 pytestmark = pytest.mark.timeout(120)
@@ -74,9 +74,7 @@ def test_a_session_clash_is_refused_and_the_run_goes_on(lib, tmp_path):
         thief = FakeWorker(ctx, port, "thief", session=first.session)  # another connection, the same session
         assert thief.messages(1) == []
         first.sock.send(protocol.bye_to_wire())
-        worker = start_worker(port, 1)
-        assert master.wait(60) == 0, master.output
-        assert worker.wait(30) == 0
+        a_real_worker_finishes(master, port)
     finally:
         ctx.destroy(0)
         master.kill()
@@ -100,9 +98,7 @@ def test_a_forged_success_is_not_believed(lib, tmp_path):
         master.wait_for(r"Worker liar:1 quarantined, it gets no more jobs: claimed \d\.opus \(opus\) done, but")
         liar.beat()
         assert not [m for m in liar.messages(1) if m["type"] == "job"]  # no more work for it
-        worker = start_worker(port, 1)
-        assert master.wait(60) == 0, master.output
-        assert worker.wait(30) == 0
+        a_real_worker_finishes(master, port)
     finally:
         ctx.destroy(0)
         master.kill()

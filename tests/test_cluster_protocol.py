@@ -15,7 +15,7 @@ from flac2all.cli import build_parser, settings_from
 from flac2all.cluster import protocol
 from flac2all.cluster.protocol import ProtocolError, Timings
 from flac2all.model import Action, Settings, Task
-from tests.cluster_helpers import FakeMaster, start_master, start_worker
+from tests.cluster_helpers import FakeMaster, a_real_worker_finishes, start_master, start_worker
 from tests.conftest import decodes, make_flac, read_log
 
 pytestmark = pytest.mark.timeout(120)
@@ -404,9 +404,7 @@ def test_master_survives_garbage_and_finishes_with_a_real_worker(tmp_path):
         fuzz.send_multipart([b"two", b"frames"])
         fuzz.send(protocol.bye_to_wire())  # its task goes back to the queue
         time.sleep(0.5)
-        worker = start_worker(port, 1)
-        assert master.wait(60) == 0, master.output
-        assert worker.wait(30) == 0
+        a_real_worker_finishes(master, port)
     finally:
         ctx.destroy(0)
         master.kill()
