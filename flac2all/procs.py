@@ -93,6 +93,18 @@ class ProcessGroup:
             self.kill(proc)
 
 
+def stderr_file() -> IO[bytes]:
+    """Where a stage's stderr goes: a file in memory (memfd), read back for
+    its tail. Not a temp file on disk: under a busy disk, creating and
+    dropping one took a sixth of our CPU per source on runs of short files
+    (0.2 ms each, three a source), for files that are nearly always empty."""
+    try:
+        fd = os.memfd_create("flac2all-stderr", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):  # not Linux, or too old
+        return tempfile.TemporaryFile()
+    return open(fd, "w+b")  # noqa: SIM115 (the chain closes it)
+
+
 class Chain:
     """``stage0 | stage1 | ...`` as started processes, with each stage's
     stderr kept in a temp file; ``close()`` kills and reaps what is left."""
@@ -109,7 +121,7 @@ class Chain:
         (then ``self.stdin``/``self.stdout`` are their file objects)."""
         upstream = DEVNULL if stdin is None else stdin
         for i, argv in enumerate(self.stages):
-            errfile = tempfile.TemporaryFile()
+            errfile = stderr_file()
             self.errfiles.append(errfile)
             last = i == len(self.stages) - 1
             try:
