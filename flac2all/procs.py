@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import select
 import shlex
@@ -30,8 +31,108 @@ log = logging.getLogger("flac2all")
 
 Command = list[str]
 DEVNULL = subprocess.DEVNULL
+PIPE = subprocess.PIPE
 Stdin = int | IO[bytes] | None  # what a pipeline's first stage reads: None (nothing), or an open file
 Tap = Callable[[bytes], None]  # sees every chunk of the decoder's output (pcm.Tap)
+
+
+# Reset in every program we start: Python ignores these two, and an encoder
+# must die of SIGPIPE when its reader is gone (blame), as from a shell.
+DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+class Proc:
+    """A started program: the part of ``subprocess.Popen`` the runner uses.
+
+    Started with ``os.posix_spawn`` (a vfork and an exec, no Python in the
+    child), in a session of its own: the terminal's Ctrl-C reaches only us,
+    and ``killpg`` ends it and whatever it started. Only the three standard
+    streams are passed on (every file Python opens is close-on-exec).
+    """
+
+    __slots__ = ("pid", "returncode", "stdin", "stdout", "_lock")
+
+    def __init__(self, pid: int, stdin: IO[bytes] | None, stdout: IO[bytes] | None) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdin = stdin  # the write end of its stdin, when that is PIPE
+        self.stdout = stdout  # the read end of its stdout, when that is PIPE
+        self._lock = threading.Lock()  # one waitpid at a time
+
+    @classmethod
+    def spawn(cls, program: str, argv: list[str], env, stdin: Stdin, stdout: Stdin, stderr: Stdin) -> Proc:
+        """Start ``argv`` (``program`` its path); each stream is DEVNULL (or
+        None), PIPE, or an open file or descriptor."""
+        actions: list[tuple] = []
+        ours: list[IO[bytes] | None] = [None, None]  # our ends of its stdin/stdout pipes
+        theirs: list[int] = []  # descriptors to close here once it is started
+        try:
+            for target, spec in enumerate((stdin, stdout, stderr)):
+                if spec is None or spec == DEVNULL:
+                    flags = os.O_RDONLY if target == 0 else os.O_WRONLY
+                    actions.append((os.POSIX_SPAWN_OPEN, target, os.devnull, flags, 0))
+                    continue
+                if spec == PIPE:
+                    read_end, write_end = os.pipe()
+                    mine, spec = (write_end, read_end) if target == 0 else (read_end, write_end)
+                    theirs.append(spec)
+                    ours[target] = open(mine, "wb" if target == 0 else "rb", buffering=0)  # noqa: SIM115
+                fd = spec if isinstance(spec, int) else spec.fileno()
+                if fd <= 2:  # dup2 onto itself would leave it close-on-exec: a copy above 2
+                    fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+                    theirs.append(fd)
+                actions.append((os.POSIX_SPAWN_DUP2, fd, target))
+            pid = os.posix_spawn(program, argv, env, file_actions=actions, setsid=True, setsigdef=DEFAULT_SIGNALS)
+        except BaseException:
+            for f in ours:
+                if f is not None:
+                    f.close()
+            raise
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        return cls(pid, ours[0], ours[1])
+
+    def poll(self) -> int | None:
+        """Its exit status if it has ended (reaped now), else None."""
+        if self.returncode is None and self._lock.acquire(blocking=False):
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                pass
+            finally:
+                self._lock.release()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Its exit status (negative: the signal that killed it), once it
+        has ended; TimeoutError if it still runs after ``timeout`` seconds."""
+        if self.returncode is None and timeout is not None and not self._ends_within(timeout):
+            raise TimeoutError(f"{self.pid} still runs")
+        with self._lock:
+            if self.returncode is None:
+                try:
+                    self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+                except ChildProcessError:  # reaped by someone else: how it ended is lost
+                    self.returncode = 255
+        return self.returncode
+
+    def _ends_within(self, timeout: float) -> bool:
+        try:
+            fd = os.pidfd_open(self.pid)
+        except OSError:  # no pidfd (an old kernel): look every 10 ms
+            deadline = time.monotonic() + timeout
+            while self.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return self.returncode is not None
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(max(0, math.ceil(timeout * 1000))))
+        finally:
+            os.close(fd)
 
 
 class Interrupted(Exception):
@@ -47,11 +148,11 @@ class ProcessGroup:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._procs: set[subprocess.Popen] = set()
+        self._procs: set[Proc] = set()
         self.stopping = False
         reaper.refresh()  # a new run: the environment as it is now
 
-    def start(self, argv: list[str], **kwargs) -> subprocess.Popen:
+    def start(self, argv: list[str], stdin: Stdin = DEVNULL, stdout: Stdin = DEVNULL, stderr: Stdin = None) -> Proc:
         program = tools.which(argv[0])
         if program is None:
             raise FileNotFoundError(argv[0])
@@ -61,21 +162,18 @@ class ProcessGroup:
         with self._lock:
             if self.stopping:
                 raise Interrupted()
-            # A session of its own: the terminal's Ctrl-C reaches only us,
-            # and we end each encoder (and anything it started) ourselves.
-            # The program as found once (no search of PATH for each process).
-            proc = subprocess.Popen(argv, executable=program, start_new_session=True, env=env, **kwargs)
+            proc = Proc.spawn(program, argv, env, stdin, stdout, stderr)
             self._procs.add(proc)
             return proc
 
-    def kill(self, proc: subprocess.Popen) -> None:
+    def kill(self, proc: Proc) -> None:
         if proc.returncode is None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def reap(self, proc: subprocess.Popen) -> None:
+    def reap(self, proc: Proc) -> None:
         self.kill(proc)
         proc.wait()
         with self._lock:
@@ -112,7 +210,7 @@ class Chain:
     def __init__(self, stages: list[Command], processes: ProcessGroup) -> None:
         self.stages = stages
         self.processes = processes
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[Proc] = []
         self.errfiles: list = []
         self._stderrs: list[str] | None = None
 
@@ -125,13 +223,7 @@ class Chain:
             self.errfiles.append(errfile)
             last = i == len(self.stages) - 1
             try:
-                proc = self.processes.start(
-                    argv,
-                    stdin=upstream,
-                    stdout=stdout if last else subprocess.PIPE,
-                    stderr=errfile,
-                    bufsize=0,
-                )
+                proc = self.processes.start(argv, upstream, stdout if last else PIPE, errfile)
             except FileNotFoundError:
                 package = tools.package_of(argv[0])
                 raise TaskError(f"{argv[0]} is not installed (Debian package: {package})", 127) from None
@@ -162,7 +254,7 @@ class Chain:
         for argv, proc in zip(self.stages, self.procs, strict=False):
             try:
                 proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            except TimeoutError:
                 raise TaskError(f"{argv[0]} timed out after {timeout:g} s", -signal.SIGKILL) from None
 
     def stderrs(self) -> list[str]:
@@ -368,12 +460,12 @@ class Fanout:
     def start(self) -> list[TaskError | None]:
         """Start the head and every branch that can start (a missing
         encoder fails its own branch), then the watchdog."""
-        self.source.start(stdin=self.stdin, stdout=subprocess.PIPE)
+        self.source.start(stdin=self.stdin, stdout=PIPE)
         widen(self.source.stdout)
         failures: list[TaskError | None] = []
         for chain in self.chains:
             try:
-                chain.start(stdin=subprocess.PIPE)
+                chain.start(stdin=PIPE)
                 widen(chain.stdin)
                 failures.append(None)
             except TaskError as exc:
