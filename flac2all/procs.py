@@ -9,6 +9,7 @@ first, never one that died of the broken pipe behind it (``blame``).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import math
@@ -47,7 +48,8 @@ class Proc:
     Started with ``os.posix_spawn`` (a vfork and an exec, no Python in the
     child), in a session of its own: the terminal's Ctrl-C reaches only us,
     and ``killpg`` ends it and whatever it started. Only the three standard
-    streams are passed on (every file Python opens is close-on-exec).
+    streams are passed on (every file Python opens is close-on-exec, and
+    ``not_inherited`` closes on exec what we were given).
     """
 
     __slots__ = ("pid", "returncode", "stdin", "stdout", "_lock")
@@ -135,6 +137,23 @@ class Proc:
             os.close(fd)
 
 
+def not_inherited() -> None:
+    """Make close-on-exec whatever descriptor we were given open beyond
+    the standard three (by cron, a shell, a wrapper script): ``Proc``
+    passes on all that are not, and an encoder holding, say, a pipe of our
+    caller's would keep that caller waiting."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+                if os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
+
+
 class Interrupted(Exception):
     """The run is being stopped; the task has no result."""
 
@@ -151,6 +170,7 @@ class ProcessGroup:
         self._procs: set[Proc] = set()
         self.stopping = False
         reaper.refresh()  # a new run: the environment as it is now
+        not_inherited()
 
     def start(self, argv: list[str], stdin: Stdin = DEVNULL, stdout: Stdin = DEVNULL, stderr: Stdin = None) -> Proc:
         program = tools.which(argv[0])

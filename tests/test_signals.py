@@ -4,6 +4,7 @@ under a final name, and the next run completes."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,3 +121,22 @@ def test_sigkill_leaves_no_final_partial_and_no_encoder(four_files, tmp_path, fa
     assert temp_files(out) == []  # ...and the next run removes it
     assert len(list(out.rglob("*.opus"))) == 4
     assert_nothing_partial(out, four_files)
+
+
+def test_encoders_do_not_inherit_a_descriptor_the_caller_gave(four_files, tmp_path, fake_bin):
+    """A pipe flac2all inherits (a cron wrapper's, a shell's) is not passed
+    on to the encoders: one holding it would keep the caller waiting."""
+    fds = tmp_path / "fds"
+    folder = fake_bin("opusenc", f'ls /proc/$$/fd >> {fds}\nexec {shutil.which("opusenc")} "$@"\n')
+    read_end, write_end = os.pipe()
+    env = {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
+    argv = [sys.executable, "-m", "flac2all", "opus", "-o", str(tmp_path / "out"), str(four_files)]
+    proc = subprocess.run(argv, env=env, pass_fds=(write_end,), capture_output=True, text=True, timeout=60)
+    os.close(write_end)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(list((tmp_path / "out").rglob("*.opus"))) == 4
+    listed = fds.read_text().split()
+    assert "0" in listed and "2" in listed  # the listing is of the encoder's descriptors
+    assert str(write_end) not in listed
+    assert os.read(read_end, 1) == b""  # nobody holds the write end any more
+    os.close(read_end)
