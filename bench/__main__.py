@@ -81,17 +81,18 @@ def run_wall(
     return wall
 
 
-def encoder_cpu(sources: list[Path], modes: str) -> float:
+def encoder_cpu(sources: list[Path], modes: str, decoder_only: bool = False) -> float:
     """CPU seconds of the decode|encode pipelines alone, run one at a time
-    outside any tool: the work a perfect scheduler would spread on the cores."""
+    outside any tool: the work a perfect scheduler would spread on the cores.
+    ``decoder_only``: the first mode's decoder alone, its output dropped."""
     total = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for src in sources:
             info = tags.read_source(src).info
-            for name in modes.split(","):
+            for name in modes.split(",")[:1] if decoder_only else modes.split(","):
                 codec = codecs.resolve(name)
                 out = Path(tmp) / f"out{codec.extension}"
-                stages = codec.commands(src, out, info, codec.default_options)
+                stages = codec.commands(src, out, info, codec.default_options)[: 1 if decoder_only else None]
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 procs, upstream = [], subprocess.DEVNULL
                 for i, argv in enumerate(stages):
@@ -361,6 +362,12 @@ def case_short(args) -> list[str]:
         overhead = f"{stats(overheads)} ms" if overheads else "n/a (no complete run)"
         rows.append(f"| {tool} | {fmt(values)} | {overhead} |")
     rows += ["", *ratios(walls), *cpu_rows(rounds)]
+    rows += floor_rows(
+        cpus,
+        [encoder_cpu(sample, modes, decoder_only=True) * args.short_count / len(sample) for _ in range(3)],
+        modes,
+        walls,
+    )
     # The no-op re-run over what was just converted, both tools.
     noop: dict[str, list[float | None]] = {ORIGINAL: [], OURS: []}
     for name, argv in ((ORIGINAL, original()), (OURS, FLAC2ALL)):
@@ -379,6 +386,25 @@ def case_short(args) -> list[str]:
         "|---|---|",
     ]
     rows += [f"| {tool} | {fmt(values)} |" for tool, values in noop.items()]
+    return rows
+
+
+def floor_rows(encoders: list[float], decoder: list[float], modes: str, walls: Walls) -> list[str]:
+    """The least wall any tool could take that decodes each source once and
+    verifies it: the pipelines' CPU with one decode a source, at full cores,
+    nothing else; against the original's median wall."""
+    if not encoders or not decoder:
+        return []
+    once = statistics.median(encoders) - (len(modes.split(",")) - 1) * statistics.median(decoder)
+    floor = once / CORES
+    original_wall = median_or_none(walls[ORIGINAL])
+    rows = [
+        "",
+        f"Floor: the decoder alone {stats(decoder)} CPU s (the same sample, scaled); the pipelines decoding each "
+        f"source once {once:.3f} CPU s; on {CORES} cores with no other cost: {floor:.3f} s of wall",
+    ]
+    if original_wall:
+        rows[-1] += f", {floor / original_wall:.3f} of the original's median wall"
     return rows
 
 
