@@ -225,7 +225,8 @@ def stderr_file() -> IO[bytes]:
 
 class Chain:
     """``stage0 | stage1 | ...`` as started processes, with each stage's
-    stderr kept in a temp file; ``close()`` kills and reaps what is left."""
+    stderr kept in a file (``stderr_file``); ``close()`` kills and reaps what
+    is left."""
 
     def __init__(self, stages: list[Command], processes: ProcessGroup) -> None:
         self.stages = stages

@@ -81,8 +81,8 @@ class Watcher:
 
     def refresh(self) -> None:
         """The environment for a process we start, ours with the token, read
-        now: built once, not for every process (as bytes, which Popen
-        passes on as they are)."""
+        now: built once, not for every process (as bytes, which
+        ``procs.Proc`` passes on as they are)."""
         self.env = {**os.environb, VARIABLE.encode(): self.token.encode()}
 
     def forget(self) -> None:
