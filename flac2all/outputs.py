@@ -8,6 +8,7 @@ always complete. Imports nothing of flac2all's but its errors.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -16,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from flac2all.errors import TaskError, describe_oserror
+
+log = logging.getLogger("flac2all")
 
 TEMP_PREFIX = ".flac2all-tmp-"
 TEMP_NAME = re.compile(r"\.flac2all-tmp-[0-9a-f]{12}(\.[^/]*)?")
@@ -55,14 +58,19 @@ def remove_stale_temps(folders: set[Path]) -> int:
         try:
             with os.scandir(folder) as it:
                 stale = [e.path for e in it if TEMP_NAME.fullmatch(e.name)]
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):  # not made yet: nothing left in it
+            continue
+        except OSError as exc:
+            log.warning("cannot look for temp files left in %s: %s", folder, describe_oserror(exc))
             continue
         for path in stale:
             try:
                 os.unlink(path)
                 removed += 1
-            except OSError:
+            except FileNotFoundError:
                 pass
+            except OSError as exc:
+                log.warning("cannot remove the temp file %s left by an earlier run: %s", path, describe_oserror(exc))
     return removed
 
 

@@ -140,3 +140,23 @@ def test_encoders_do_not_inherit_a_descriptor_the_caller_gave(four_files, tmp_pa
     assert str(write_end) not in listed
     assert os.read(read_end, 1) == b""  # nobody holds the write end any more
     os.close(read_end)
+
+
+def test_a_temp_file_left_behind_that_cannot_be_removed_is_named(four_files, tmp_path):
+    """The sweep of a killed run's temp files says which one it could not
+    remove and why (here: made immutable), and the run still completes."""
+    out = tmp_path / "out"
+    folder = out / "opus"
+    folder.mkdir(parents=True)
+    stuck = folder / ".flac2all-tmp-0123456789ab.opus"
+    stuck.write_bytes(b"half an opus file")
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported on this filesystem")
+    try:
+        run = run_flac2all("opus", "-o", out, four_files)
+        assert stuck.exists()
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"cannot remove the temp file {stuck} left by an earlier run: Operation not permitted" in run.stderr
+    assert len(list(folder.glob("[!.]*.opus"))) == 4
