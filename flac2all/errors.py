@@ -109,18 +109,34 @@ def full_errno(exc: BaseException, depth: int = 0) -> int | None:
     return None
 
 
-def free_bytes(folder: Path) -> int | None:
-    """Bytes an unprivileged user may still write on ``folder``'s filesystem
-    (its nearest existing parent's, if it does not exist yet)."""
+def filesystem_of(folder: Path) -> os.statvfs_result | None:
+    """``folder``'s filesystem (its nearest existing parent's, if it does
+    not exist yet), or None if that cannot be known."""
     for place in (folder, *folder.parents):
         try:
-            st = os.statvfs(place)
+            return os.statvfs(place)
         except FileNotFoundError:
             continue
         except OSError:
             return None
-        return st.f_bavail * st.f_frsize
     return None
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Bytes an unprivileged user may still write on ``folder``'s filesystem."""
+    st = filesystem_of(folder)
+    return None if st is None else st.f_bavail * st.f_frsize
+
+
+def takes_no_more(folder: Path, needed: int = 0) -> bool:
+    """Whether ``folder``'s filesystem, as this host sees it, is read-only
+    or nearly full (less than ``needed`` bytes or NEARLY_FULL free); True
+    when that cannot be known. A cluster's master asks it of a worker's
+    full disk: if not, the fault is that worker's own mount or quota."""
+    st = filesystem_of(folder)
+    if st is None:
+        return True
+    return bool(st.f_flag & os.ST_RDONLY) or st.f_bavail * st.f_frsize < max(needed, NEARLY_FULL)
 
 
 def disk_full_cause(problem: BaseException | str, folder: Path, needed: int = 0) -> str | None:

@@ -163,3 +163,27 @@ def test_a_worker_that_stays_serves_the_next_master(lib, tmp_path):
         worker.kill()
     all_succeeded(out1, 6)
     all_succeeded(out2, 6)
+
+
+@needs_namespaces
+def test_a_node_whose_output_mount_is_read_only_is_quarantined_and_the_run_goes_on(lib, tmp_path):
+    """One worker sees the output folder read-only (its mount, not the
+    output): its tasks go to another worker and it is quarantined, instead
+    of the run halting as for a full disk."""
+    out = tmp_path / "out"
+    (out / "opus").mkdir(parents=True)
+    master, port = start_master("opus", out, lib)
+    try:
+        bad = worker_in_namespace(port, "ro-node", f"mount --bind -o ro {out / 'opus'} {out / 'opus'}")
+        master.wait_for(r"Got 1 worker")
+        master.wait_for(r"Worker ro-node:\d+ quarantined, it gets no more jobs: 3 failures of its environment", 60)
+        good = start_worker(port, 1)
+        assert master.wait(120) == 0, master.output
+        assert good.wait(30) == 0
+        bad.wait(30)
+    finally:
+        master.kill()
+    rows = all_succeeded(out, 6)
+    assert {r["host"] for r in rows} == {os.uname().nodename}
+    assert "read-only file system" in master.output
+    assert "halt" not in master.output.lower(), master.output

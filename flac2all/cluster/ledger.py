@@ -20,6 +20,7 @@ from pathlib import Path
 
 from flac2all import codecs
 from flac2all.cluster.protocol import ENCODER_MISSING, ENVIRONMENT, MAX_JOB, SOURCE_MISSING, WireResult
+from flac2all.errors import DISK_FULL, takes_no_more
 from flac2all.model import Action, Settings, Status, Task, TaskResult
 from flac2all.model import Job as PlannedJob
 from flac2all.runner import default_timeout
@@ -310,6 +311,11 @@ class Ledger:
                 self.quarantine(peer, f"claimed {task.output.name} ({task.mode}) done, but {why}")
                 return
         elif wire.cause in ENVIRONMENT and (wire.cause != SOURCE_MISSING or source_visible(task.source)):
+            self.environmental(peer, entry, wire)
+            return
+        elif wire.cause == DISK_FULL and not takes_no_more(task.output.parent, task.size):
+            # Full or read-only there, not here: that worker's mount or quota
+            # (the run goes on without it), not the output the run writes.
             self.environmental(peer, entry, wire)
             return
         peer.env_streak = 0
