@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from flac2all.model import HostRow, Job, Task, TaskResult
+from flac2all.report import Skip
 
 log = logging.getLogger("flac2all")
 
@@ -26,6 +27,8 @@ class Display(Protocol):
     # Optional (a plan made as the walk goes): the tasks planned so far,
     # the jobs planned since, whether planning goes on.
     # def grow(self, total: int, jobs: Sequence[Job], planning: bool) -> None: ...
+    # Optional (each is ``finished`` with its result otherwise): outputs up to date.
+    # def skipped(self, skips: Sequence[Skip]) -> None: ...
 
 
 class Silent:
@@ -44,6 +47,9 @@ class Silent:
         pass
 
     def grow(self, total: int, jobs: Sequence[Job], planning: bool) -> None:
+        pass
+
+    def skipped(self, skips: Sequence[Skip]) -> None:
         pass
 
 
@@ -95,3 +101,12 @@ class Guarded:
         """The plan grew (a display without ``grow`` keeps its first total)."""
         if hasattr(self.inner, "grow"):
             self.call("grow", total, jobs, planning)
+
+    def skipped(self, skips: Sequence[Skip]) -> None:
+        """Outputs up to date: at once, or as results one by one to a
+        display without ``skipped``."""
+        if hasattr(self.inner, "skipped"):
+            self.call("skipped", skips)
+            return
+        for skip in skips:
+            self.finished(skip.result())

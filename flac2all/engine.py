@@ -259,11 +259,17 @@ class Run:
             for path, cause in tree.errors
         ]
         self.plan = the_plan
-        report.issued = len(the_plan.tasks) + len(the_plan.refused) + len(errors) + len(the_plan.playlists)
+        report.issued = (
+            len(the_plan.tasks) + len(the_plan.skips) + len(the_plan.refused) + len(errors) + len(the_plan.playlists)
+        )
         self.display.begin(report.issued, executor.hosts, settings.input_dir, the_plan.jobs)
         Report.reserve(settings.outdir / LOG_NAME, LOG_RESERVE + LOG_ROW * report.issued)
         for result in [*errors, *the_plan.refused]:
             self.record(result)
+        # Counted and shown as they are (nothing to run, nothing to remember),
+        # before the other notes.
+        report.add_skipped(the_plan.skips, self.here)
+        self.display.skipped(the_plan.skips)
         try:
             remote = run_here(the_plan.jobs, settings, self.record, self.halt)
             executor.run(remote, settings, self.display.started, self.record, self.halt)

@@ -19,6 +19,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from pathlib import Path
 
 from flac2all import extras, tags
@@ -27,7 +28,7 @@ from flac2all.discovery import Source, Tree
 from flac2all.errors import TaskError, UsageError
 from flac2all.model import Action, Job, Layout, Names, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.names import Namer
-from flac2all.report import printable
+from flac2all.report import UP_TO_DATE, Skip, printable
 from flac2all.state import Record, Records, collector_paused, texts
 from flac2all.tags import TagFamily
 from flac2all.tags.lossy import read_bitrate
@@ -87,9 +88,9 @@ def settings_hash(codec: Codec, settings: Settings, versions: Mapping[str, str])
     return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
 
-def stat_or_none(path: Path) -> os.stat_result | None:
+def stat_or_none(path: os.PathLike | str) -> os.stat_result | None:
     try:
-        return path.stat()
+        return os.stat(path)
     except OSError:
         return None
 
@@ -105,6 +106,10 @@ def read_facts(source: Path) -> SourceFacts | None:
 @dataclass
 class Plan:
     tasks: list[Task] = field(default_factory=list)
+    # FLAC outputs up to date, costliest first: tasks too, but kept as text
+    # and never a job (a no-op re-run's two million would be two million
+    # Tasks, Jobs and results); the engine counts and logs them.
+    skips: list[Skip] = field(default_factory=list)
     # The same tasks grouped into jobs, costliest first (Planner.group).
     jobs: list[Job] = field(default_factory=list)
     # Tasks refused before running (colliding outputs): already results.
@@ -133,7 +138,12 @@ class Plan:
         out = {a: 0 for a in Action}
         for task in itertools.chain(self.tasks, self.playlists):
             out[task.action] += 1
+        out[Action.SKIP] += len(self.skips)
         return out
+
+    def every_task(self) -> list[Task]:
+        """The tasks, with a Task made for each of ``skips``, and the playlists."""
+        return [*self.tasks, *(s.task() for s in self.skips), *self.playlists]
 
     def describe(self, settings: Settings) -> str:
         """--dry-run's output: counts per action, then the files of each."""
@@ -161,13 +171,15 @@ class Plan:
                 if t.action is action:
                     where = f"{printable(t.previous)} -> " if t.previous else ""
                     yield f"  {t.mode:<8} {printable(t.source)}: {where}{printable(t.output)}"
+            if action is Action.SKIP:
+                yield from (f"  {s.mode:<8} {printable(s.source)}: {printable(s.output)}" for s in self.skips)
         for r in self.refused:
             yield f"refused: {printable(r.task.source)} [{r.task.mode}]: {r.message}"
 
     def as_json(self) -> dict:
         """The plan, machine-readable (--plan-json)."""
         actions: dict[str, list[dict]] = {a.value: [] for a in Action}
-        for t in [*self.tasks, *self.playlists]:
+        for t in self.every_task():
             entry = {"source": os.fsdecode(t.source), "mode": t.mode, "output": os.fsdecode(t.output)}
             if t.previous is not None:
                 entry["previous"] = os.fsdecode(t.previous)
@@ -220,9 +232,10 @@ class Planner:
         # By the output's text (os.fspath): no Path hashed per output.
         self.claimed: dict[str, Path] = {}
         self.fresh: dict[str, tuple[Path, str]] = {}
-        # The output folder last made, per mode: the sources come folder by
-        # folder, and each of a folder's outputs shares its folder's Path.
-        self._folders: dict[str | None, tuple[tuple[str, ...], Path]] = {}
+        # The output folder last made, per mode (its Path, and its text with a
+        # trailing "/"): the sources come folder by folder, and each of a
+        # folder's outputs shares its folder's Path.
+        self._folders: dict[str | None, tuple[tuple[str, ...], Path, str]] = {}
         self.namer = Namer(settings.outdir, settings.names, settings.max_path, {})
 
     def facts(self, source: Path) -> SourceFacts | None:
@@ -233,13 +246,20 @@ class Planner:
     def output(self, source: Source, codec: Codec, suffix: str | None) -> Path:
         """The output of ``source`` in ``codec``'s tree, spelled by the
         run's name rules (``suffix`` None: a copy keeps its extension)."""
+        return self.namer.output(source.path, self.folder(source, codec)[1] / output_name(source.rel, suffix))
+
+    def folder(self, source: Source, codec: Codec | None) -> tuple[tuple[str, ...], Path, str]:
+        """The output folder of ``source`` in ``codec``'s tree (None:
+        mode-less), before any name rule: (its source folder's parts, its
+        Path, its text ending in "/")."""
         rel = source.rel
         parts = rel.parts[:-1]
         mode = None if codec is None else codec.name
         last = self._folders.get(mode)
         if last is None or last[0] != parts:
-            last = self._folders[mode] = (parts, output_folder(rel.parent, codec, self.settings))
-        return self.namer.output(source.path, last[1] / output_name(rel, suffix))
+            folder = output_folder(rel.parent, codec, self.settings)
+            last = self._folders[mode] = (parts, folder, os.path.join(os.fspath(folder), ""))
+        return last
 
     def claim(self, task: Task) -> bool:
         """Whether ``task``'s output is its own; else it is refused."""
@@ -297,7 +317,7 @@ class Planner:
                     return Action.RETAG, ""  # its folder's cover changed (--embed-folder-art)
                 if row.art != art:  # not known (a state of schema 1): as it is now
                     self.plan.refresh.append(replace(self.records[output], art=art))
-                return Action.SKIP, "skipped: up to date"
+                return Action.SKIP, UP_TO_DATE
             recorded = SourceFacts(row.src_size, row.src_mtime_ns, row.audio_md5, row.tags_hash, row.pictures_hash)
             return self.compare(source, codec, output, ost, recorded)
         # An output the state does not vouch for: adopt it by its provenance.
@@ -348,6 +368,7 @@ class Planner:
         # ends with short tasks on every core rather than one long one.
         cost = {c.name: c.cost for c in self.codecs}
         self.plan.tasks.sort(key=lambda t: t.size * cost.get(t.mode, 1.0), reverse=True)
+        self.plan.skips.sort(key=itemgetter(3), reverse=True)  # (Skip.cost: the same order)
         if self.refuse:  # a dry run runs no job: the tasks are the plan
             self.plan.jobs = self.group(self.plan.tasks, cost)
         return self.plan
@@ -357,8 +378,16 @@ class Planner:
         outputs (encodes, or moves once the orphans are known), registered
         so that a copy or a note never takes a FLAC's output name."""
         fresh: list[tuple[Source, Codec, Path]] = []
+        # Up-to-date outputs are found from text (their Path never made);
+        # fat32 names are spelled from Paths, and need the slow way.
+        quick = bool(self.records) and not self.settings.force and not self.namer.fat
         for source in flacs:
+            text = os.fspath(source.path) if quick else ""
             for codec in self.codecs:
+                if quick:
+                    key = self.folder(source, codec)[2] + output_name(source.rel, codec.extension)
+                    if self.up_to_date(source, text, codec, key) and self.skip(source, text, codec, key):
+                        continue
                 output = self.output(source, codec, codec.extension)
                 decided = self.decide(source, codec, output)
                 if decided is None:
@@ -367,6 +396,31 @@ class Planner:
                 else:
                     self.add(source, codec, output, decided[0], note=decided[1])
         return fresh
+
+    def up_to_date(self, source: Source, text: str, codec: Codec, key: str) -> bool:
+        """``decide``'s "up to date" from the row and one stat of the output
+        (``key``, its text), no Path made: False leaves it to ``decide``."""
+        row = self.records.row(key)
+        if row is None or row.source != text or row.settings_hash != self.hashes[codec.name]:
+            return False
+        if row.src_size != source.size or row.src_mtime_ns != source.mtime_ns:
+            return False
+        if row.art != self.plan.cover(source.path):
+            return False  # a retag, or a row to refresh: decide says which
+        ost = self.stat(key)
+        return ost is not None and row.out_size == ost.st_size and row.out_mtime_ns == ost.st_mtime_ns
+
+    def skip(self, source: Source, text: str, codec: Codec, key: str) -> bool:
+        """An up-to-date output claimed and kept as a ``Skip``; False when
+        the claim is contested (``add`` then refuses the task, and says why)."""
+        first = self.fresh.get(key)
+        if key in self.claimed or key == text or (first is not None and first != (source.path, codec.name)):
+            return False
+        self.claimed[key] = source.path
+        self.plan.skips.append(Skip(text, key, codec.name, source.size * codec.cost))
+        if self.settings.playlists:
+            self.keep_output(source, codec, Path(key))
+        return True
 
     def group(self, tasks: list[Task], cost: dict[str, float]) -> list[Job]:
         """The encodes of one source whose modes read PCM share a job (one

@@ -19,7 +19,7 @@ from typing import TextIO
 
 from flac2all.model import HostRow, Job, Status, Task, TaskResult
 from flac2all.pace import Pace, relative, weights
-from flac2all.report import line_for
+from flac2all.report import Skip, line_for, skip_line
 
 
 def same_file(a: TextIO, b: TextIO) -> bool:
@@ -75,8 +75,21 @@ class PlainDisplay:
         if failed or not self.quiet:
             print(line_for(result), file=self.out, flush=True)
 
+    def skipped(self, skips: Sequence[Skip]) -> None:
+        """``finished``'s lines for outputs up to date, written in pieces
+        (a no-op re-run has a million: one write each was a tenth of it)."""
+        if self.quiet:
+            return
+        for start in range(0, len(skips), SKIP_LINES):
+            chunk = skips[start : start + SKIP_LINES]
+            self.out.write("".join(skip_line(s.mode, s.output) + "\n" for s in chunk))
+            self.out.flush()
+
     def end(self) -> None:
         pass
+
+
+SKIP_LINES = 2000  # a piece of PlainDisplay.skipped
 
 
 # -- drawing: text for a given width ---------------------------------------------
@@ -263,6 +276,10 @@ class RichDisplay:
             task = result.task
             self.failure(f"FAILED  {task.mode:<8} {relative(task.source, self.pace.root)}: {result.message}")
             report_failure(line_for(result), self.out)
+
+    def skipped(self, skips: Sequence[Skip]) -> None:
+        with self.pace.lock:
+            self.pace.done += len(skips)
 
     def failure(self, line: str) -> None:
         self.console.print(self.Text(line, style="red"))

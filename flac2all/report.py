@@ -8,9 +8,10 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from flac2all.errors import ExitStatus
-from flac2all.model import Action, Status, TaskResult
+from flac2all.model import Action, Status, Task, TaskResult
 
 # The first six columns are the original's; the host that ran each task is
 # appended, so that existing parsers and grep -v SUCCESS keep working.
@@ -37,6 +38,33 @@ ACTION_WORDS = {
 OPTIONAL_ACTION_WORDS = {Action.CONVERT: "converted", Action.PLAYLIST: "playlists written"}
 
 
+UP_TO_DATE = "skipped: up to date"
+
+
+class Skip(NamedTuple):
+    """An output that is up to date, as the planner finds it and the report
+    logs it: the commonest outcome of a re-run, so kept as text (a no-op
+    re-run of a million sources would otherwise make two million Tasks,
+    Jobs and TaskResults). Logged as a ``SKIPPED`` result with the message
+    ``UP_TO_DATE``, -1 s and return code 0, as a skip note is (``result``)."""
+
+    source: str  # absolute paths, as os.fspath spells them
+    output: str
+    mode: str
+    cost: float  # what its task would cost (the plan's order: costliest first)
+
+    def task(self) -> Task:
+        return Task(Path(self.source), self.mode, Path(self.output), Action.SKIP, note=UP_TO_DATE)
+
+    def result(self, host: str = "") -> TaskResult:
+        return TaskResult(self.task(), Status.SKIPPED, UP_TO_DATE, 0, -1.0, host=host)
+
+
+def skip_line(mode: str, output: str) -> str:
+    """``line_for`` a Skip's result, without the result."""
+    return f"{VERBS[Action.SKIP]:<8} {mode:<8} {printable(output)} ({UP_TO_DATE.removeprefix('skipped: ')})"
+
+
 @dataclass(frozen=True)
 class Counts:
     """How results add up: each one counted exactly once, as failed or
@@ -48,8 +76,11 @@ class Counts:
     encode_times: dict[str, list[float]]  # mode -> seconds of each encode that ran
 
     @classmethod
-    def of(cls, results: list[TaskResult]) -> Counts:
+    def of(cls, results: list[TaskResult], skipped: int = 0) -> Counts:
+        """The counts of ``results`` and of ``skipped`` outputs that were
+        up to date (``Report.skipped``)."""
         done = dict.fromkeys(Action, 0)
+        done[Action.SKIP] = skipped
         failed = 0
         times: dict[str, list[float]] = {}
         FAILED, ENCODE = Status.FAILED, Action.ENCODE  # (looked up once: a no-op run has a million results)
@@ -61,7 +92,7 @@ class Counts:
                 done[action] += 1
             if action is ENCODE:
                 times.setdefault(r.task.mode, []).append(r.elapsed)
-        return cls(len(results), failed, done, times)
+        return cls(len(results) + skipped, failed, done, times)
 
 
 @dataclass
@@ -72,6 +103,10 @@ class Report:
     sources: int = 0  # FLAC files found on input
     issued: int = 0  # tasks issued (all results expected)
     results: list[TaskResult] = field(default_factory=list)
+    # Outputs found up to date, each one result more (a SUCCESS on skip_host):
+    # kept apart, as text (Skip), not as a million TaskResults.
+    skipped: list[Skip] = field(default_factory=list)
+    skip_host: str = ""
     wall_time: float = 0.0
     interrupted_by: int | None = None  # signal number
     halted_by: str | None = None  # the run-wide failure after which no more work started
@@ -84,6 +119,16 @@ class Report:
     def add(self, result: TaskResult) -> None:
         self.results.append(result)
 
+    def add_skipped(self, skips: list[Skip], host: str) -> None:
+        """Up-to-date outputs, each a result of its own (done on ``host``)."""
+        self.skipped += skips
+        self.skip_host = host
+
+    def every_result(self) -> list[TaskResult]:
+        """``results`` with a TaskResult made for each skip (for tests and
+        callers that want them all alike)."""
+        return [*self.results, *(s.result(self.skip_host) for s in self.skipped)]
+
     @property
     def failures(self) -> list[TaskResult]:
         return [r for r in self.results if r.status is Status.FAILED]
@@ -91,7 +136,7 @@ class Report:
     @property
     def complete(self) -> bool:
         """Every task issued has exactly one result."""
-        return len(self.results) == self.issued
+        return len(self.results) + len(self.skipped) == self.issued
 
     @property
     def exit_status(self) -> ExitStatus:
@@ -119,13 +164,26 @@ class Report:
         """The CSV log (RFC 4180), written atomically (into the space
         ``reserve`` set aside, if it did); rows sorted by source then mode
         so that two runs compare with diff."""
+        times: dict[float, str] = {}  # each time formatted once
+        # (An output of Path(""), text ".": a folder that could not be read.)
+        rows = [
+            (
+                os.fspath(r.task.source),
+                "" if (out := os.fspath(r.task.output)) == "." else out,
+                r.task.mode,
+                r.status_text,
+                r.returncode,
+                times.get(r.elapsed) or times.setdefault(r.elapsed, f"{r.elapsed:.3f}"),
+                r.host,
+            )
+            for r in self.results
+        ]
+        if self.skipped:
+            status, elapsed, host = f"SUCCESS ({UP_TO_DATE})", f"{-1.0:.3f}", self.skip_host
+            rows += [(s.source, s.output, s.mode, status, 0, elapsed, host) for s in self.skipped]
         encoding = sys.getfilesystemencoding()
-
-        def order(r: TaskResult) -> tuple[bytes, str]:  # os.fsencode's bytes, without its call
-            return os.fspath(r.task.source).encode(encoding, "surrogateescape"), r.task.mode
-
-        rows = sorted(self.results, key=order)
-        times: dict[float, str] = {}  # each time formatted once (a no-op run's are all -1.000)
+        # By source as os.fsencode's bytes (without its call), then mode.
+        rows.sort(key=lambda row: (row[0].encode(encoding, "surrogateescape"), row[2]))
         tmp = log_temp(path)
         try:
             # "r+" keeps the reserved blocks (truncated to the rows at the
@@ -135,19 +193,7 @@ class Report:
             with open(tmp, mode, newline="", encoding="utf-8", errors="surrogateescape") as f:
                 writer = csv.writer(f)
                 writer.writerow(CSV_HEADER)
-                # (An output of Path(""), text ".": a folder that could not be read.)
-                writer.writerows(
-                    (
-                        os.fspath(r.task.source),
-                        "" if (out := os.fspath(r.task.output)) == "." else out,
-                        r.task.mode,
-                        r.status_text,
-                        r.returncode,
-                        times.get(r.elapsed) or times.setdefault(r.elapsed, f"{r.elapsed:.3f}"),
-                        r.host,
-                    )
-                    for r in rows
-                )
+                writer.writerows(rows)
                 f.truncate()
             os.replace(tmp, path)
         except BaseException:
@@ -156,7 +202,7 @@ class Report:
         self.log_path = path
 
     def counts(self) -> Counts:
-        return Counts.of(self.results)
+        return Counts.of(self.results, len(self.skipped))
 
     def summary(self) -> str:
         """The text printed at the end: the original 5.4's lines, then what
@@ -229,6 +275,8 @@ class Report:
         for r in self.results:
             counts = failed if r.status is Status.FAILED else done
             counts[r.host] = counts.get(r.host, 0) + 1
+        if self.skipped:
+            done[self.skip_host] = done.get(self.skip_host, 0) + len(self.skipped)
         hosts = sorted({*done, *failed, *self.host_problems})
         if not hosts:  # stopped before any result came
             return ["    By host: no task finished"]

@@ -67,14 +67,14 @@ class World:
             self.settings,
             self.records,
             VERSIONS,
-            stat=self.stats.get,
+            stat=lambda path: self.stats.get(Path(path)),  # (up-to-date outputs are asked by their text)
             facts=self.read_facts,
             provenance=lambda family, path: self.provenance.get(path),
         )
 
 
 def by_output(the_plan: plan.Plan) -> dict[Path, tuple[Action, str]]:
-    return {t.output: (t.action, t.note) for t in the_plan.tasks}
+    return {t.output: (t.action, t.note) for t in the_plan.every_task()}
 
 
 def test_new_sources_are_encoded_and_each_source_is_one_job_costliest_first():
@@ -112,6 +112,26 @@ def test_an_unchanged_source_is_skipped_without_reading_it():
     assert {a for a, _ in by_output(the_plan).values()} == {Action.SKIP}
     assert {note for _, note in by_output(the_plan).values()} == {"skipped: up to date"}
     assert w.facts_read == []
+
+
+def test_up_to_date_outputs_are_kept_as_text_costliest_first_and_make_no_job():
+    w = World()
+    small, big = source("a/small.flac", size=100), source("b/big.flac", size=9000)
+    for src in (small, big):
+        for codec in (MP3, OPUS):
+            out = plan.output_path(src.rel, codec, w.settings, codec.extension)
+            w.made(src, codec, out, facts(size=src.size))
+    the_plan = w.build([small, big])
+    assert the_plan.tasks == [] and the_plan.jobs == []
+    assert [(s.source, s.mode) for s in the_plan.skips] == [
+        (str(LIB / "b/big.flac"), "opus"),
+        (str(LIB / "b/big.flac"), "mp3"),
+        (str(LIB / "a/small.flac"), "opus"),
+        (str(LIB / "a/small.flac"), "mp3"),
+    ]  # opus costs more than mp3
+    assert all(s.output == os.fspath(t.output) for s, t in zip(the_plan.skips, the_plan.every_task(), strict=True))
+    assert the_plan.counts()[Action.SKIP] == 4
+    assert the_plan.as_json()["counts"]["skip"] == 4
 
 
 def test_changed_tags_retag_new_audio_encodes_and_a_touch_skips():

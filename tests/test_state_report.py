@@ -4,6 +4,7 @@ real CSV files in a temporary folder, no encoder."""
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sqlite3
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 
 from flac2all.errors import ExitStatus
 from flac2all.model import Action, SourceFacts, Status, Task, TaskResult
-from flac2all.report import CSV_HEADER, Counts, Report, line_for
+from flac2all.progress import PlainDisplay
+from flac2all.report import CSV_HEADER, Counts, Report, Skip, line_for
 from flac2all.state import SCHEMA_VERSION, Record, Records, State, StateError, state_path
 
 
@@ -210,3 +212,35 @@ def test_each_action_prints_its_own_verb_naming_what_it_did():
     assert line(Action.ORPHAN, Status.SKIPPED).startswith("kept     mp3      /out/mp3/a.mp3 (orphan")
     assert line(Action.SKIP, Status.SKIPPED, "skipped: up to date") == ("skipped  mp3      /out/mp3/a.mp3 (up to date)")
     assert line(Action.ENCODE, Status.FAILED, "boom") == "FAILED   mp3      /music/a.flac: boom"
+
+
+def test_outputs_kept_as_skips_log_summarise_and_show_as_their_results_would(tmp_path: Path):
+    """A no-op re-run keeps its up-to-date outputs as text (``Skip``), never
+    as TaskResults: its CSV log, summary, exit status and plain lines are
+    what the same skips as results give, among other results and with
+    names that are not UTF-8."""
+    odd = os.fsdecode(b"caf\xe9 \xff")
+    skips = [
+        Skip(f"/music/{name}.flac", f"/out/{mode}/{name}.{mode}", mode, 1.0)
+        for name in ("z", odd, "a, \"quoted\"", "e1")
+        for mode in ("opus", "mp3")
+    ]
+    others = [r for r in EVERY_ACTION if r.task.source.name != "s1.flac"]
+    compact = Report(modes=("mp3", "opus"), sources=5, issued=len(others) + len(skips), results=list(others))
+    compact.add_skipped(skips, "here")
+    whole = Report(modes=("mp3", "opus"), sources=5, issued=compact.issued)
+    whole.results = [*others, *(s.result("here") for s in skips)]
+    assert compact.every_result() == whole.results
+    for report, name in ((compact, "compact.log"), (whole, "whole.log")):
+        report.write_csv(tmp_path / name)
+    assert (tmp_path / "compact.log").read_bytes() == (tmp_path / "whole.log").read_bytes()
+    assert compact.summary().replace("compact.log", "whole.log") == whole.summary()
+    assert compact.exit_status == whole.exit_status and compact.complete
+    by_host = Report(modes=("mp3",), issued=len(skips), by_host=True)
+    by_host.add_skipped(skips, "here")
+    assert "By host:\n        here: 8 done, 0 failed" in by_host.summary()
+    shown, one_by_one = io.StringIO(), io.StringIO()
+    PlainDisplay(shown).skipped(skips)
+    for s in skips:
+        PlainDisplay(one_by_one).finished(s.result("here"))
+    assert shown.getvalue() == one_by_one.getvalue() and shown.getvalue().count("\n") == len(skips)
