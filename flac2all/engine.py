@@ -133,18 +133,37 @@ def selected_codecs(settings: Settings) -> tuple[Codec, ...]:
     return selected
 
 
-def dry_run(settings: Settings, plan_json: Path | None = None) -> plan.Plan:
+def dry_run(settings: Settings, plan_json: Path | None = None) -> plan.Plan | stream.DryRun:
     """The plan of a run, changing nothing (no folder, state or lock made,
     nothing written in OUTDIR). What a run would refuse is a warning: the
-    plan is what the user needs to decide."""
+    plan is what the user needs to decide. A library past
+    ``stream.stream_after()`` sources with no state rows is planned (and
+    listed: ``describe_chunks``) folder by folder as the walk goes."""
     selected = selected_codecs(settings)
     guards.check_outdir(settings.outdir)
+    streamed = stream_dry_run(settings, selected, plan_json)
+    if streamed is not None:
+        return streamed
     tree = discover_input(settings, selected, dry=True)
     with read_state(settings) as state:
         the_plan = make_plan(settings, selected, state, tree)
     if plan_json is not None:
         write_plan_json(plan_json, the_plan)
     return the_plan
+
+
+def stream_dry_run(settings: Settings, selected: tuple[Codec, ...], plan_json: Path | None) -> stream.DryRun | None:
+    """A dry run's plan to be made as it is listed, where a first run's
+    would be (``stream``), else None."""
+    if not stream.streamable(settings, plan_json):
+        return None
+    with read_state(settings) as state:
+        if stream.has_rows(state):
+            return None  # moves and orphans need the whole tree
+        head = stream.Head(settings.input_dir, prune_set(settings, selected), stream.stream_after())
+        if head.ended or not head.flacs:
+            return None  # small: planned whole, as the run would be
+        return stream.DryRun(start_stream(settings, selected, state, head))
 
 
 def write_plan_json(path: Path, the_plan: plan.Plan) -> None:
@@ -227,13 +246,17 @@ def finish(settings: Settings, state: State, report: Report, started: float) -> 
 def start_stream(settings: Settings, selected: tuple[Codec, ...], state: State, head: stream.Head) -> stream.Stream:
     """A first run's plan, to be made as the walk goes: ``make_plan``'s
     guards first. With no state rows, the input's only check is its device
-    (no recorded source can be missing)."""
+    (no recorded source can be missing). ``state.readonly``: a dry run's,
+    whose guards warn rather than refuse."""
+    dry = state.readonly
     device_before = state.meta(guards.DEVICE_KEY)
     check = guards.check_sources(settings, discovery.Tree(), {}, device_before)
     if check.problem and not settings.allow_missing_sources:
-        raise UsageError(check.problem)
+        if not dry:
+            raise UsageError(check.problem)
+        log.warning("a run would refuse: %s", check.problem)
     device = guards.input_device(settings.input_dir)
-    if check.complete and device and device != device_before:
+    if check.complete and not dry and device and device != device_before:
         state.set_meta(guards.DEVICE_KEY, device)
     versions = tools.versions({p for c in selected for p in c.programs})
     return stream.Stream(settings, selected, versions, head)

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from pathlib import Path
 
-from flac2all import extras, tags
+from flac2all import extras, listing, tags
 from flac2all.codecs.base import Codec
 from flac2all.discovery import Source, Tree
 from flac2all.errors import TaskError, UsageError
 from flac2all.model import Action, Job, Layout, Names, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.names import Namer
-from flac2all.report import UP_TO_DATE, Skip, printable
+from flac2all.report import UP_TO_DATE, Skip
 from flac2all.state import Record, Records, collector_paused, texts
 from flac2all.tags import TagFamily
 from flac2all.tags.lossy import read_bitrate
@@ -151,30 +151,12 @@ class Plan:
 
     def describe_chunks(self, settings: Settings, lines: int = 10000) -> Iterator[str]:
         """``describe``'s text in pieces of ``lines`` lines, to print as they come."""
-        it = self.describe_lines(settings)
-        while chunk := list(itertools.islice(it, lines)):
-            yield "\n".join(chunk)
+        return listing.chunks(self.describe_lines(settings), lines)
 
     def describe_lines(self, settings: Settings) -> Iterator[str]:
         """``describe``'s lines one by one: a million sources make two
         million lines, which are never held at once."""
-        yield f"Plan for {printable(settings.input_dir)} -> {printable(settings.outdir)} (dry run: nothing changed)"
-        counts = self.counts()
-        yield from (f"  {action.value:<7} {n}" for action, n in counts.items() if n)
-        if self.refused:
-            yield f"  refused {len(self.refused)}"
-        for action in Action:
-            if not counts[action]:
-                continue
-            yield f"{action.value}:"
-            for t in itertools.chain(self.tasks, self.playlists):
-                if t.action is action:
-                    where = f"{printable(t.previous)} -> " if t.previous else ""
-                    yield f"  {t.mode:<8} {printable(t.source)}: {where}{printable(t.output)}"
-            if action is Action.SKIP:
-                yield from (f"  {s.mode:<8} {printable(s.source)}: {printable(s.output)}" for s in self.skips)
-        for r in self.refused:
-            yield f"refused: {printable(r.task.source)} [{r.task.mode}]: {r.message}"
+        return listing.plan_lines(self, settings)
 
     def as_json(self) -> dict:
         """The plan, machine-readable (--plan-json)."""

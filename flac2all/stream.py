@@ -12,6 +12,8 @@ sources is planned whole as before (its jobs costliest first); past that,
 the first window of sources is planned and sorted by cost, and the rest
 follows in walk order. Everything else (the guards, the state, the CSV
 log, the summary) is the same as for a whole plan of the same library.
+The dry run of such a library is planned and listed the same way, folder
+by folder (``DryRun``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from flac2all import discovery, extras, outputs, plan, runner
 from flac2all.codecs.base import Codec
 from flac2all.executors.local import LocalPool
+from flac2all.listing import chunks, count_lines, heading, refusal_line, task_line
 from flac2all.model import Action, Job, Layout, Names, Settings, Status, Task, TaskResult
 from flac2all.procs import ProcessGroup
 from flac2all.state import Record, State
@@ -43,9 +46,14 @@ def stream_after() -> int:
 def may_stream(settings: Settings, executor: object, plan_json: Path | None) -> bool:
     """Whether this run may be planned as it goes (before the state is
     known: an empty one is the last condition, ``Stream``)."""
+    return isinstance(executor, LocalPool) and streamable(settings, plan_json)
+
+
+def streamable(settings: Settings, plan_json: Path | None) -> bool:
+    """Whether the plan of this run (or dry run) may be made folder by
+    folder: nothing in it needs the whole tree but the state."""
     return (
-        isinstance(executor, LocalPool)
-        and plan_json is None
+        plan_json is None
         and not settings.playlists
         and settings.names is Names.POSIX
         and settings.layout is not Layout.FLAT
@@ -132,10 +140,14 @@ class Stream:
             return None
         return self.plan_folder(listing)
 
-    def plan_folder(self, listing: discovery.Listing) -> Planned:
+    def folder(self, listing: discovery.Listing) -> tuple[list[Task], list[TaskResult], list[Record]]:
         """``Planner.build`` for one folder with no state records: every new
-        output is an encode (a move needs an orphan, and there is none)."""
-        planner, done = self.planner, Planned(sources=len(listing.flacs))
+        output is an encode (a move needs an orphan, and there is none).
+        Its tasks in the order they were decided, its refusals and state
+        rows; nothing is kept of it (outputs clash only within a folder:
+        what it claimed is dropped, so that a million sources hold no
+        million claims)."""
+        planner = self.planner
         the_plan = planner.plan
         tree = discovery.Tree(listing.flacs, listing.others)
         if the_plan.covers is not None:
@@ -144,16 +156,26 @@ class Stream:
         extras.plan_others(planner, tree)
         for source, codec, output in fresh:
             planner.add(source, codec, output, Action.ENCODE)
-        tasks = the_plan.tasks
+        planned = the_plan.tasks, the_plan.refused, the_plan.refresh
+        the_plan.tasks, the_plan.refused, the_plan.refresh = [], [], []
+        planner.claimed.clear()
+        planner.fresh.clear()
+        planner._facts_cache.clear()
+        return planned
+
+    def plan_folder(self, listing: discovery.Listing) -> Planned:
+        """One folder's plan for the run: its jobs costliest first, its
+        notes done, its stale temporary files swept."""
+        done = Planned(sources=len(listing.flacs))
+        tasks, refused, done.refresh = self.folder(listing)
         tasks.sort(key=lambda t: t.size * self.cost.get(t.mode, 1.0), reverse=True)
-        done.issued = len(tasks) + len(the_plan.refused) + len(listing.errors)
+        done.issued = len(tasks) + len(refused) + len(listing.errors)
         done.results = [
             TaskResult(Task(path, "-", Path(""), Action.SKIP), Status.FAILED, f"cannot read folder: {cause}", 1)
             for path, cause in listing.errors
         ]
-        done.results += the_plan.refused
-        done.refresh = the_plan.refresh
-        for job in planner.group(tasks, self.cost):
+        done.results += refused
+        for job in self.planner.group(tasks, self.cost):
             if job.action.on_executor:
                 done.jobs.append(job)
             else:  # notes only: no state, so no move nor delete
@@ -163,12 +185,6 @@ class Stream:
         if tasks:
             # Before an encode writes there, as a whole plan does for all.
             outputs.remove_stale_temps({t.output.parent for t in tasks})
-        # Outputs clash only within a folder: what this one claimed is
-        # dropped, so that a million sources hold no million claims.
-        the_plan.tasks, the_plan.refused, the_plan.refresh = [], [], []
-        planner.claimed.clear()
-        planner.fresh.clear()
-        planner._facts_cache.clear()
         return done
 
     def window(self, count: int, modes: set[str]) -> Planned:
@@ -237,3 +253,49 @@ class Stream:
 def has_rows(state: State) -> bool:
     """Whether the state records any output (one row read, not all)."""
     return state.db is not None and state.db.execute("SELECT 1 FROM outputs LIMIT 1").fetchone() is not None
+
+
+class DryRun:
+    """A dry run's plan listed as it is made, folder by folder (a library
+    past ``stream_after()`` sources, no state rows, a plan ``streamable``):
+    a million sources are never held at once. The listing has the whole
+    plan's lines, but each action's files come in the order of the walk,
+    a folder's actions in ``Action`` order, an action's heading again
+    wherever another action (or a refusal) came between, and the counts
+    at the end (they are known only then)."""
+
+    NOTE = "  (listed as planned, folder by folder: each action's files in the order of the walk; counts at the end)"
+
+    def __init__(self, the_stream: Stream) -> None:
+        self.stream = the_stream
+
+    def describe(self, settings: Settings) -> str:
+        return "\n".join(self.describe_lines(settings))
+
+    def describe_chunks(self, settings: Settings, lines: int = 10000) -> Iterator[str]:
+        """The listing in pieces of ``lines`` lines, as the plan is made."""
+        return chunks(self.describe_lines(settings), lines)
+
+    def describe_lines(self, settings: Settings) -> Iterator[str]:
+        yield heading(settings)
+        yield self.NOTE
+        counts = dict.fromkeys(Action, 0)
+        refused = 0
+        current: Action | None = None
+        order = {action: n for n, action in enumerate(Action)}
+        while (listing := next(self.stream.listings, None)) is not None:
+            tasks, refusals, _ = self.stream.folder(listing)
+            tasks.sort(key=lambda t: order[t.action])
+            for task in tasks:
+                counts[task.action] += 1
+                if task.action is not current:
+                    current = task.action
+                    yield f"{current.value}:"
+                yield task_line(task)
+            for result in refusals:
+                refused += 1
+                current = None
+                yield refusal_line(result)
+        self.stream.ended = True
+        yield "counts:"
+        yield from count_lines(counts, refused)

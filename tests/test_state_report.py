@@ -222,7 +222,7 @@ def test_outputs_kept_as_skips_log_summarise_and_show_as_their_results_would(tmp
     odd = os.fsdecode(b"caf\xe9 \xff")
     skips = [
         Skip(f"/music/{name}.flac", f"/out/{mode}/{name}.{mode}", mode, 1.0)
-        for name in ("z", odd, "a, \"quoted\"", "e1")
+        for name in ("z", odd, 'a, "quoted"', "e1")
         for mode in ("opus", "mp3")
     ]
     others = [r for r in EVERY_ACTION if r.task.source.name != "s1.flac"]

@@ -8,6 +8,7 @@ streams (1 here: every test library streams; a million: none does).
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import shutil
@@ -104,12 +105,11 @@ def summary(stdout: str, out: Path) -> list[str]:
     return [line for line in lines if "time" not in line]
 
 
-def test_streamed_run_is_the_whole_plans_run(tmp_path, monkeypatch):
+def mixed_library(tmp_path: Path) -> tuple[Path, Path]:
     """Folders with subfolders between their files, two sources with one
     output (refused), a dangling link (a failed task), copies and a cover,
-    outputs of an earlier mirror adopted by their provenance tags (state
-    rows without work), a copy whose name is a FLAC's output (the FLAC's):
-    the same log, state, summary and exit status."""
+    a copy whose name is a FLAC's output (the FLAC's); and an earlier
+    mirror of its folder Old in mp3,opus: (the library, that mirror)."""
     root = tmp_path / "music"
     make_flac(root / "a.flac", tags=BASIC_TAGS)
     (root / "a.mp3").write_bytes(b"not the FLAC's mp3")  # its copy would land on a.flac's output
@@ -123,11 +123,25 @@ def test_streamed_run_is_the_whole_plans_run(tmp_path, monkeypatch):
     earlier = tmp_path / "earlier"
     first = run_flac2all("mp3,opus", "-o", earlier, root / "Old")
     assert first.returncode == 0, first.stdout
+    return root, earlier
+
+
+def outputs_without_state(earlier: Path, out: Path) -> None:
+    """OUTDIR with the earlier mirror's outputs of Old, and no state: the
+    outputs are adopted by their provenance tags."""
+    for mode in ("mp3", "opus"):
+        shutil.copytree(earlier / mode, out / mode / "Old")
+
+
+def test_streamed_run_is_the_whole_plans_run(tmp_path, monkeypatch):
+    """A library with every kind of folder (``mixed_library``) and outputs
+    adopted by their provenance tags (state rows without work): the same
+    log, state, summary and exit status."""
+    root, earlier = mixed_library(tmp_path)
     runs = {}
     for name, stream_after in (("streamed", STREAM), ("whole", WHOLE)):
         out = tmp_path / name
-        for mode in ("mp3", "opus"):  # outputs without a state: adopted
-            shutil.copytree(earlier / mode, out / mode / "Old")
+        outputs_without_state(earlier, out)
         runs[name] = converted(out, stream_after, monkeypatch, "mp3,opus", "-c", root)
     streamed, whole = runs["streamed"], runs["whole"]
     assert streamed.returncode == whole.returncode == 1  # the dangling link fails
@@ -139,6 +153,53 @@ def test_streamed_run_is_the_whole_plans_run(tmp_path, monkeypatch):
     statuses = [r[3] for r in comparable_rows(streamed.outdir)]
     assert any("has the same output" in s for s in statuses)
     assert any("skipped" in s for s in statuses)
+
+
+def listed(stdout: str) -> tuple[dict[str, int], collections.Counter, dict[str, list[str]]]:
+    """A dry run's listing: its counts, its lines under the action heading
+    each comes after (refusals as themselves), and each action's sources
+    in the order listed."""
+    counts: dict[str, int] = {}
+    files: collections.Counter = collections.Counter()
+    sources: dict[str, list[str]] = {}
+    heading = None
+    for line in stdout.splitlines()[1:]:
+        count = re.fullmatch(r"  (\w+) +(\d+)", line)
+        if count and heading in (None, "counts"):
+            counts[count[1]] = int(count[2])
+        elif line.startswith("refused: "):
+            files["refused", line] += 1
+        elif not line.startswith(" ") and line.endswith(":"):
+            heading = line[:-1]
+        elif not line.startswith("  ("):
+            files[heading, line] += 1
+            sources.setdefault(heading, []).append(line[11:].split(": ", 1)[0])
+    return counts, files, sources
+
+
+def test_a_streamed_dry_run_lists_the_whole_plan_in_the_order_of_the_walk(tmp_path, monkeypatch):
+    """Past the threshold, with no state, a dry run is planned and listed
+    folder by folder: the same files under the same actions, refusals and
+    counts as the whole plan's listing (counts at the end, each action's
+    files in the order of the walk), and still nothing written."""
+    root, earlier = mixed_library(tmp_path)
+    runs = {}
+    for name, stream_after in (("streamed", STREAM), ("whole", WHOLE)):
+        out = tmp_path / name
+        outputs_without_state(earlier, out)
+        before = sorted(out.rglob("*"))
+        runs[name] = converted(out, stream_after, monkeypatch, "mp3,opus", "-c", "--dry-run", root)
+        assert runs[name].returncode == 0, runs[name].stderr
+        assert sorted(out.rglob("*")) == before
+    streamed, whole = (listed(runs[name].stdout.replace(str(tmp_path / name), "OUT")) for name in runs)
+    assert streamed[:2] == whole[:2]
+    counts = streamed[0]
+    assert counts["encode"] > 0 and counts["refused"] > 0 and counts.get("skip", 0) + counts.get("retag", 0) > 0
+    assert "folder by folder" in runs["streamed"].stdout and "folder by folder" not in runs["whole"].stdout
+    assert runs["streamed"].stdout.splitlines()[-1 - len(streamed[0])] == "counts:"
+    for action, sources in streamed[2].items():
+        walked = [Path(s).relative_to(root) for s in sources]
+        assert walked == sorted(walked, key=lambda p: (p.parent.parts, p.name)), action
 
 
 def test_a_mirror_with_state_is_planned_whole(tmp_path, monkeypatch):
