@@ -22,22 +22,19 @@ from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from pathlib import Path
 
-from flac2all import extras, listing, tags
+from flac2all import extras, listing, moves, tags
 from flac2all.codecs.base import Codec
 from flac2all.discovery import Source, Tree
-from flac2all.errors import TaskError, UsageError
+from flac2all.errors import TaskError
 from flac2all.model import Action, Job, Layout, Names, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.names import Namer
 from flac2all.report import UP_TO_DATE, Skip
-from flac2all.state import Record, Records, collector_paused, texts
+from flac2all.state import Record, Records, collector_paused
 from flac2all.tags import TagFamily
 from flac2all.tags.lossy import read_bitrate
 
 # Bumped when flac2all changes how it makes outputs, so that they are redone.
 OUTPUT_FORMAT_VERSION = 1
-# --delete refuses to remove more than this share of the outputs (a source
-# disk that is not mounted looks like a library that was deleted).
-DELETE_GUARD = 0.10
 # What the state records for an output whose folder has no cover to embed.
 NO_COVER = "-"
 
@@ -345,7 +342,7 @@ class Planner:
             self.plan.covers = extras.folder_covers(tree)
         fresh = self.decide_all(tree.flacs)
         extras.plan_others(self, tree)
-        self.place_fresh(fresh, tree)
+        moves.place_fresh(self, fresh, tree)
         # Longest first (by source size times the codec's cost), so the run
         # ends with short tasks on every core rather than one long one.
         cost = {c.name: c.cost for c in self.codecs}
@@ -422,80 +419,6 @@ class Planner:
         jobs += [Job((t,), 0 + t.size * cost.get(t.mode, 1.0)) for t in alone]
         jobs.sort(key=lambda job: job.cost, reverse=True)
         return jobs
-
-    def place_fresh(self, fresh: list[tuple[Source, Codec, Path]], tree: Tree) -> None:
-        """New outputs: moves where the audio is an orphan's, else encodes;
-        then the remaining orphans."""
-        orphans = []
-        for rec in self.orphans_after(fresh, tree):
-            if not rec.output_is(self.stat(rec.output)):
-                self.plan.forget.append(rec.output)  # gone, or not ours any more
-            else:
-                orphans.append(rec)
-        self.match_moves(fresh, orphans)
-        deleting = self.settings.delete
-        if deleting and not self.settings.delete_anyway and len(orphans) > DELETE_GUARD * len(self.records):
-            why = (
-                f"--delete would remove {len(orphans)} of the {len(self.records)} outputs in {self.settings.outdir} "
-                f"(more than {DELETE_GUARD:.0%}): is the source folder mounted and complete? "
-            )
-            if self.refuse:
-                raise UsageError(why + "Run with --dry-run to see the list, and add --delete-anyway if it is right")
-            self.plan.warnings.append(f"a run would refuse: {why}The list is below; add --delete-anyway if it is right")
-        for rec in orphans:
-            task = Task(rec.source, rec.mode, rec.output, Action.DELETE if deleting else Action.ORPHAN)
-            self.plan.tasks.append(task)
-
-    def match_moves(self, fresh: list[tuple[Source, Codec, Path]], orphans: list[Record]) -> None:
-        """Each new output whose audio (and settings) an orphan's has is that
-        orphan moved; the others are encodes. Among orphans of the same
-        audio (two discs alike, an album folder renamed), the one with the
-        most trailing path parts in common wins, then the one with the same
-        tags. What is moved is taken off ``orphans``."""
-        movable: dict[tuple, list[Record]] = {}
-        if not self.settings.force:
-            for rec in orphans:
-                if rec.facts.audio_md5:
-                    key = (rec.mode, rec.facts.audio_md5, rec.facts.size, rec.settings_hash)
-                    movable.setdefault(key, []).append(rec)
-        for source, codec, output in fresh:
-            facts = self.facts(source.path) if movable else None
-            key = (codec.name, facts.audio_md5, source.size, self.hashes[codec.name]) if facts else None
-            candidates = movable.get(key, []) if key else []
-            if not candidates:
-                self.add(source, codec, output, Action.ENCODE)
-                continue
-            rec = max(candidates, key=lambda r: likeness(r, source.path, facts))  # noqa: B023 (used at once)
-            candidates.remove(rec)
-            orphans.remove(rec)
-            self.add(source, codec, output, Action.MOVE, previous=rec.output)
-
-    def orphans_after(self, fresh: list[tuple[Source, Codec, Path]], tree: Tree) -> list[Record]:
-        # Outputs of fresh tasks are claimed too: a row for one of them that
-        # we did not decide on (its output is missing) is not an orphan.
-        # (As text: a Record is made only for a row no task claimed.)
-        claimed = set(self.claimed) | texts(output for _, _, output in fresh)
-        unclaimed = list(self.records.unclaimed(claimed))
-        if not unclaimed:
-            return []
-        present = {s.path for s in tree.flacs} | {s.path for s in tree.others}
-        modes = {c.name for c in self.codecs}
-        return [rec for rec in unclaimed if rec.source not in present or rec.mode in modes]
-
-
-def common_tail(a: Path, b: Path) -> int:
-    """How many trailing path parts two paths share (``CD1/01.flac``: 2)."""
-    n = 0
-    for x, y in zip(reversed(a.parts), reversed(b.parts), strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def likeness(rec: Record, source: Path, facts: SourceFacts) -> tuple[int, bool]:
-    """How much an orphan looks like the new source of the same audio."""
-    return common_tail(rec.source, source), rec.facts.tags_hash == facts.tags_hash
 
 
 def build(

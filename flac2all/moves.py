@@ -1,0 +1,100 @@
+"""The planner's part for outputs whose source is new to them: a new
+source whose audio is an orphan's (an output whose source is gone) is that
+orphan moved; the other new outputs are encodes; the orphans left are kept
+or, with --delete, deleted (``place_fresh``, called by ``Planner.build``
+once every source is decided)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flac2all.codecs.base import Codec
+from flac2all.discovery import Source, Tree
+from flac2all.errors import UsageError
+from flac2all.model import Action, SourceFacts, Task
+from flac2all.state import Record, texts
+
+if TYPE_CHECKING:
+    from flac2all.plan import Planner
+
+# --delete refuses to remove more than this share of the outputs (a source
+# disk that is not mounted looks like a library that was deleted).
+DELETE_GUARD = 0.10
+
+
+def place_fresh(planner: Planner, fresh: list[tuple[Source, Codec, Path]], tree: Tree) -> None:
+    """New outputs: moves where the audio is an orphan's, else encodes;
+    then the remaining orphans."""
+    orphans = []
+    for rec in orphans_after(planner, fresh, tree):
+        if not rec.output_is(planner.stat(rec.output)):
+            planner.plan.forget.append(rec.output)  # gone, or not ours any more
+        else:
+            orphans.append(rec)
+    match_moves(planner, fresh, orphans)
+    deleting = planner.settings.delete
+    if deleting and not planner.settings.delete_anyway and len(orphans) > DELETE_GUARD * len(planner.records):
+        why = (
+            f"--delete would remove {len(orphans)} of the {len(planner.records)} outputs in {planner.settings.outdir} "
+            f"(more than {DELETE_GUARD:.0%}): is the source folder mounted and complete? "
+        )
+        if planner.refuse:
+            raise UsageError(why + "Run with --dry-run to see the list, and add --delete-anyway if it is right")
+        planner.plan.warnings.append(f"a run would refuse: {why}The list is below; add --delete-anyway if it is right")
+    for rec in orphans:
+        task = Task(rec.source, rec.mode, rec.output, Action.DELETE if deleting else Action.ORPHAN)
+        planner.plan.tasks.append(task)
+
+
+def match_moves(planner: Planner, fresh: list[tuple[Source, Codec, Path]], orphans: list[Record]) -> None:
+    """Each new output whose audio (and settings) an orphan's has is that
+    orphan moved; the others are encodes. Among orphans of the same
+    audio (two discs alike, an album folder renamed), the one with the
+    most trailing path parts in common wins, then the one with the same
+    tags. What is moved is taken off ``orphans``."""
+    movable: dict[tuple, list[Record]] = {}
+    if not planner.settings.force:
+        for rec in orphans:
+            if rec.facts.audio_md5:
+                key = (rec.mode, rec.facts.audio_md5, rec.facts.size, rec.settings_hash)
+                movable.setdefault(key, []).append(rec)
+    for source, codec, output in fresh:
+        facts = planner.facts(source.path) if movable else None
+        key = (codec.name, facts.audio_md5, source.size, planner.hashes[codec.name]) if facts else None
+        candidates = movable.get(key, []) if key else []
+        if not candidates:
+            planner.add(source, codec, output, Action.ENCODE)
+            continue
+        rec = max(candidates, key=lambda r: likeness(r, source.path, facts))  # noqa: B023 (used at once)
+        candidates.remove(rec)
+        orphans.remove(rec)
+        planner.add(source, codec, output, Action.MOVE, previous=rec.output)
+
+
+def orphans_after(planner: Planner, fresh: list[tuple[Source, Codec, Path]], tree: Tree) -> list[Record]:
+    # Outputs of fresh tasks are claimed too: a row for one of them that
+    # we did not decide on (its output is missing) is not an orphan.
+    # (As text: a Record is made only for a row no task claimed.)
+    claimed = set(planner.claimed) | texts(output for _, _, output in fresh)
+    unclaimed = list(planner.records.unclaimed(claimed))
+    if not unclaimed:
+        return []
+    present = {s.path for s in tree.flacs} | {s.path for s in tree.others}
+    modes = {c.name for c in planner.codecs}
+    return [rec for rec in unclaimed if rec.source not in present or rec.mode in modes]
+
+
+def common_tail(a: Path, b: Path) -> int:
+    """How many trailing path parts two paths share (``CD1/01.flac``: 2)."""
+    n = 0
+    for x, y in zip(reversed(a.parts), reversed(b.parts), strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def likeness(rec: Record, source: Path, facts: SourceFacts) -> tuple[int, bool]:
+    """How much an orphan looks like the new source of the same audio."""
+    return common_tail(rec.source, source), rec.facts.tags_hash == facts.tags_hash
