@@ -129,7 +129,7 @@ class Stream:
 
     @property
     def plan(self) -> plan.Plan:
-        """What ``engine.remember`` asks of a plan (its covers)."""
+        """What ``execution.remember`` asks of a plan (its covers)."""
         return self.planner.plan
 
     def next_folder(self) -> Planned | None:
