@@ -290,8 +290,8 @@ def case_scale(args) -> list[str]:
         f"{args.repeat} runs each, median (min-max).",
         "",
         "| tool | sources | dry run wall s | dry run CPU s | dry run peak RSS MB | no-op re-run wall s "
-        "| no-op CPU s | first encoder after s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| no-op CPU s | no-op peak RSS MB | first encoder after s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in tools:
         for count in sorted(set(big) | set(small)):
@@ -299,7 +299,7 @@ def case_scale(args) -> list[str]:
             rows.append(
                 f"| {name} | {count} | {fmt([m.wall for m in d])} | {fmt([m.cpu for m in d])} "
                 f"| {fmt([m.rss_mb for m in d], 0)} | {fmt([m.wall for m in n])} | {fmt([m.cpu for m in n])} "
-                f"| {fmt(f)} |"
+                f"| {fmt([m.rss_mb for m in n], 0)} | {fmt(f)} |"
             )
     plot(tools, big, small, dry, noop, first)
     rows.append(f"\nPlot: {PLOT.name}")
@@ -307,7 +307,9 @@ def case_scale(args) -> list[str]:
 
 
 def plot(tools, big, small, dry, noop, first) -> None:
-    """Cost against library size, one panel per figure, as an SVG beside BENCHMARKS.md."""
+    """Cost against library size, one panel per figure (the CPU beside the
+    wall: on a shared machine the wall carries the load), as an SVG beside
+    BENCHMARKS.md."""
     try:
         import matplotlib
 
@@ -316,12 +318,15 @@ def plot(tools, big, small, dry, noop, first) -> None:
     except ImportError:
         print("  (matplotlib is not installed: pip install -e '.[bench]'; no plot)", flush=True)
         return
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    fig, grid = plt.subplots(2, 3, figsize=(15, 8))
+    axes = grid.flatten()
     panels = [
         (axes[0], "dry run: wall s", big, lambda n, t: [m.wall for m in dry.get((t, n), [])]),
-        (axes[1], "dry run: peak RSS MB", big, lambda n, t: [m.rss_mb for m in dry.get((t, n), [])]),
-        (axes[2], "no-op re-run: wall s", small, lambda n, t: [m.wall for m in noop.get((t, n), [])]),
-        (axes[3], "first run: first encoder after s", big, lambda n, t: first.get((t, n), [])),
+        (axes[1], "dry run: CPU s", big, lambda n, t: [m.cpu for m in dry.get((t, n), [])]),
+        (axes[2], "dry run: peak RSS MB", big, lambda n, t: [m.rss_mb for m in dry.get((t, n), [])]),
+        (axes[3], "no-op re-run: wall s", small, lambda n, t: [m.wall for m in noop.get((t, n), [])]),
+        (axes[4], "no-op re-run: CPU s", small, lambda n, t: [m.cpu for m in noop.get((t, n), [])]),
+        (axes[5], "first run: first encoder after s", big, lambda n, t: first.get((t, n), [])),
     ]
     for ax, title, counts, values in panels:
         for name in tools:
