@@ -33,7 +33,15 @@ from flac2all.executors.local import LocalPool
 from flac2all.guards import outdir_lock
 from flac2all.model import Action, Layout, Lossy, Names, Settings
 from flac2all.report import LOG_NAME, Report
-from flac2all.state import STATE_DIR, State, StateError, UnreadableStateError, move_aside, state_path
+from flac2all.state import (
+    STATE_DIR,
+    State,
+    StateError,
+    UnreadableStateError,
+    collector_paused,
+    move_aside,
+    state_path,
+)
 
 log = logging.getLogger("flac2all")
 
@@ -62,7 +70,8 @@ def prune_set(settings: Settings, selected: tuple[Codec, ...]) -> frozenset[Path
 def discover_input(settings: Settings, selected: tuple[Codec, ...], dry: bool = False) -> discovery.Tree:
     """The input tree; an input without any FLAC is refused (a warning in a
     dry run) before OUTDIR is touched."""
-    tree = discovery.discover(settings.input_dir, prune_set(settings, selected))
+    with collector_paused():  # every Source made stays (a third of the walk's CPU at 200,000 sources)
+        tree = discovery.discover(settings.input_dir, prune_set(settings, selected))
     problem = guards.empty_input(settings, tree)
     if problem and not dry:
         raise UsageError(problem)
