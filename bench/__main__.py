@@ -454,10 +454,18 @@ class Lines:
         self.proc.wait()
 
 
+def knows(folder: Path | None, flag: str) -> bool:
+    """Whether this flac2all (None) or a baseline's knows ``flag``: on
+    loopback without keys, one that has keys by default needs
+    ``--insecure`` (and its worker ``--allow``); one from before refuses them."""
+    if folder is None:
+        return True
+    sources = (folder / "flac2all").rglob("*.py")
+    return any(f'"{flag}"' in p.read_text(encoding="utf-8", errors="replace") for p in sources)  # as argparse has it
+
+
 def master(modes: str, src: Path, out: Path, *extra: str, folder: Path | None = None) -> tuple[Lines, int]:
-    # Loopback and no keys: this flac2all needs --insecure (keys are its
-    # default), a baseline from before it does not know the flag.
-    plain = ["--insecure"] if folder is None else []
+    plain = ["--insecure"] if knows(folder, "--insecure") else []
     m = Lines(
         with_pythonpath(
             [*FLAC2ALL, modes, "-m", "--bind", "127.0.0.1", "--port", "0", "-o", str(out), *plain, *extra, str(src)],
@@ -471,8 +479,10 @@ def master(modes: str, src: Path, out: Path, *extra: str, folder: Path | None = 
 
 def worker(port: int, threads: int, env: dict | None = None, folder: Path | None = None) -> Lines:
     argv = [sys.executable, "-m", "flac2all.cluster.worker", "127.0.0.1", "--port", str(port), "-t", str(threads)]
-    if folder is None:  # no keys: it may touch the bench's folders only
-        argv += ["--insecure", "--allow", str(library.ROOT), "--allow", "/dev/shm"]
+    if knows(folder, "--insecure"):  # no keys
+        argv += ["--insecure"]
+    if knows(folder, "--allow"):  # it may touch the bench's folders only
+        argv += ["--allow", str(library.ROOT), "--allow", "/dev/shm"]
     return Lines(with_pythonpath(argv, folder), env=env)
 
 
