@@ -353,3 +353,18 @@ def test_a_killed_runs_temp_files_go_with_the_next_run_that_writes_their_folder(
     assert actions(result)["A/1 song.mp3"] == "SUCCESS" and "lame" in started and "opusenc" not in started
     assert not stale.exists() and temp_files(mirrored) == []
     assert_only_changed(before, snapshot(mirrored), {"mp3/A/1 song.mp3"})
+
+
+def test_a_dry_run_lists_an_actions_files_costliest_first(lib, mirrored, spy):
+    """A re-run's dry run lists each action's files longest first, as the
+    whole plan has them (README's ``--dry-run``; 960e4db did): a source's
+    up-to-date output before a tiny copy's, whichever way each was found."""
+    (lib / "A" / "cover.jpg").write_bytes(b"\xff\xd8\xff\xe0 tiny")
+    first, _ = run(lib, mirrored, spy, "-c")
+    assert first.returncode == 0, first.stdout + first.stderr
+    dry, started = run(lib, mirrored, spy, "-c", "--dry-run")
+    assert dry.returncode == 0 and not started, dry.stderr
+    lines = dry.stdout.splitlines()
+    skips = lines[lines.index("skip:") + 1 :]
+    assert len(skips) == 24 + 2
+    assert all("cover.jpg" in line for line in skips[-2:]), skips

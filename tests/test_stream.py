@@ -287,3 +287,18 @@ def test_a_full_disk_halts_a_streamed_run_and_counts_what_was_not_started(tmp_pa
     assert len(stopped) == 1 and f"{6 - len(rows)} task(s) not started" in stopped[0]
     assert "Total files on input: 6 FLAC files" in run.stdout
     assert temp_files(small_disk) == []
+
+
+def test_a_small_dry_run_warns_once_of_a_state_it_cannot_read(tmp_path, monkeypatch):
+    """A dry run of a library below the threshold, whose state cannot be
+    read, says so once (as 960e4db did): looking whether it could be
+    streamed must not read the state a second time out loud."""
+    root = tmp_path / "music"
+    for i in range(3):
+        make_flac(root / "Album" / f"{i}.flac", tags={"TITLE": f"t{i}"})
+    out = tmp_path / "out"
+    assert converted(out, WHOLE, monkeypatch, "mp3", root).returncode == 0
+    (out / ".flac2all" / "state.sqlite").write_bytes(b"not a database" * 100)
+    dry = converted(out, WHOLE, monkeypatch, "mp3", "--dry-run", root)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stderr.count("cannot be read") == 1, dry.stderr
