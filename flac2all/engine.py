@@ -134,12 +134,15 @@ def stream_dry_run(settings: Settings, selected: tuple[Codec, ...], plan_json: P
     would be (``stream``), else None."""
     if not stream.streamable(settings, plan_json):
         return None
-    with read_state(settings) as state:
+    # Quiet: a state that cannot be read is said so once, by the look
+    # that plans (this one's if it streams, else dry_run's).
+    with read_state(settings, warn=False) as state:
         if stream.has_rows(state):
             return None  # moves and orphans need the whole tree
         head = stream.Head(settings.input_dir, prune_set(settings, selected), stream.stream_after())
         if head.ended or not head.flacs:
             return None  # small: planned whole, as the run would be
+    with read_state(settings) as state:
         return stream.DryRun(start_stream(settings, selected, state, head))
 
 
@@ -288,19 +291,21 @@ def open_state(settings: Settings) -> Iterator[State]:
 
 
 @contextmanager
-def read_state(settings: Settings) -> Iterator[State]:
+def read_state(settings: Settings, warn: bool = True) -> Iterator[State]:
     """A dry run's state, read-only; one that cannot be read is left as it
-    is and the plan made without it (as the run would, after moving it)."""
+    is and the plan made without it (as the run would, after moving it),
+    and said once (``warn``: False for a look that may be taken again)."""
     try:
         try:
             state = State(settings.outdir, settings.input_dir, readonly=True)
         except UnreadableStateError as exc:
-            log.warning(
-                "the state %s cannot be read (%s): a run would move it aside and rebuild it from the "
-                "outputs' provenance tags (it is only a cache); this plan is made without it",
-                state_path(settings.outdir),
-                exc.reason,
-            )
+            if warn:
+                log.warning(
+                    "the state %s cannot be read (%s): a run would move it aside and rebuild it from the "
+                    "outputs' provenance tags (it is only a cache); this plan is made without it",
+                    state_path(settings.outdir),
+                    exc.reason,
+                )
             state = State(settings.outdir, settings.input_dir, empty=True)
     except (StateError, sqlite3.Error, OSError) as exc:
         raise UsageError(f"cannot read the state in {settings.outdir}: {describe(exc)}") from None
