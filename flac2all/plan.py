@@ -107,6 +107,8 @@ class Plan:
     # and never a job (a no-op re-run's two million would be two million
     # Tasks, Jobs and results); the engine counts and logs them.
     skips: list[Skip] = field(default_factory=list)
+    # Each mode's cost per source byte (what orders tasks and skips alike).
+    costs: dict[str, float] = field(default_factory=dict)
     # The same tasks grouped into jobs, costliest first (Planner.group).
     jobs: list[Job] = field(default_factory=list)
     # Tasks refused before running (colliding outputs): already results.
@@ -345,7 +347,7 @@ class Planner:
         moves.place_fresh(self, fresh, tree)
         # Longest first (by source size times the codec's cost), so the run
         # ends with short tasks on every core rather than one long one.
-        cost = {c.name: c.cost for c in self.codecs}
+        cost = self.plan.costs = {c.name: c.cost for c in self.codecs}
         self.plan.tasks.sort(key=lambda t: t.size * cost.get(t.mode, 1.0), reverse=True)
         self.plan.skips.sort(key=itemgetter(3), reverse=True)  # (Skip.cost: the same order)
         if self.refuse:  # a dry run runs no job: the tasks are the plan
