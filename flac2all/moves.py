@@ -82,7 +82,13 @@ def orphans_after(planner: Planner, fresh: list[tuple[Source, Codec, Path]], tre
         return []
     present = {s.path for s in tree.flacs} | {s.path for s in tree.others}
     modes = {c.name for c in planner.codecs}
-    return [rec for rec in unclaimed if rec.source not in present or rec.mode in modes]
+    orphans = [rec for rec in unclaimed if rec.source not in present or rec.mode in modes]
+    # A source in a folder that could not be read may well be there: its
+    # outputs are neither orphans (--delete would remove them) nor moved.
+    unread = [folder for folder, _ in tree.errors]
+    if unread:
+        orphans = [rec for rec in orphans if not any(rec.source.is_relative_to(f) for f in unread)]
+    return orphans
 
 
 def common_tail(a: Path, b: Path) -> int:

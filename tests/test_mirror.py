@@ -194,6 +194,31 @@ def test_deleted_source_orphan_kept_then_deleted(lib, mirrored, spy):
     assert third.returncode == 0 and not (mirrored / "opus" / "A" / "0 song.opus").exists()
 
 
+def test_outputs_of_a_folder_that_cannot_be_read_are_not_orphans(lib, mirrored, tmp_path):
+    """A source folder that cannot be read (permissions, a failing disk)
+    may still hold its sources: --delete leaves its outputs alone, and the
+    folder is reported."""
+    before = snapshot(mirrored)
+    (lib / "C").chmod(0)
+    argv = [sys.executable, "-m", "flac2all", MODES, "-o", str(mirrored), "--delete", "--delete-anyway", str(lib)]
+    if os.geteuid() == 0:  # root reads any folder: not without these capabilities
+        argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *argv]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    finally:
+        (lib / "C").chmod(0o755)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert snapshot(mirrored) == before  # nothing deleted, nothing rewritten
+    rows = read_log(mirrored)
+    assert [r["conversion_status"] for r in rows if r["infile"] == str(lib / "C")] == [
+        "ERROR: cannot read folder: Permission denied"
+    ]
+    assert not [r for r in rows if "orphan" in r["conversion_status"]]
+    again = run_flac2all(MODES, "-o", mirrored, "--delete", lib)  # readable again: all up to date
+    assert again.returncode == 0, again.stdout
+    assert {r["conversion_status"] for r in read_log(mirrored)} == {"SUCCESS (skipped: up to date)"}
+
+
 def test_delete_guard_refuses_to_wipe_the_mirror(lib, mirrored, spy, tmp_path):
     before = snapshot(mirrored)
     shutil.rmtree(lib)
