@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster_helpers import TEST_ROOT, Proc, env_with, start_master, start_worker
+from tests.cluster_helpers import TEST_ROOT, Proc, env_with, start_master, start_worker, wait_for_encoders
 from tests.conftest import decodes, make_flac, read_log
 
 pytestmark = pytest.mark.timeout(180)
@@ -187,3 +187,51 @@ def test_a_node_whose_output_mount_is_read_only_is_quarantined_and_the_run_goes_
     assert {r["host"] for r in rows} == {os.uname().nodename}
     assert "read-only file system" in master.output
     assert "halt" not in master.output.lower(), master.output
+
+
+def test_a_shared_output_out_of_inodes_halts_the_run_instead_of_quarantining_every_worker(lib, tmp_path, fake_bin):
+    """The output's filesystem has bytes free but no inode left: the
+    master, which writes there too, sees it can take no more files, so the
+    workers' "no space left on device" is the output's, not theirs. The run
+    stops as for a full disk ("make room and run again"), at once; it must
+    not blame and quarantine every worker in turn, then wait --wait-workers
+    for one that can write and end with "no worker could run it"."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,nr_inodes=200", "tmpfs", str(disk)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    go, marks = tmp_path / "go", tmp_path / "marks"
+    marks.mkdir()
+    # Each encode waits for the test to use up the inodes, then tries to
+    # create its output there.
+    slow = fake_bin(
+        "opusenc", f'touch {marks}/$$\nwhile [ ! -e {go} ]; do sleep 0.05; done\nexec {shutil.which("opusenc")} "$@"\n'
+    )
+    out = disk / "out"
+    master = workers = None
+    try:
+        master, port = start_master("opus", out, lib, "--wait-workers", "20")
+        workers = [start_worker(port, 1, path_prefix=slow) for _ in range(2)]
+        master.wait_for(r"Got 2 worker")
+        wait_for_encoders(marks, 2)
+        filler = disk / "filler"
+        filler.mkdir()
+        for n in range(1000):
+            try:
+                (filler / str(n)).touch()
+            except OSError:
+                break
+        assert os.statvfs(disk).f_favail == 0 and os.statvfs(disk).f_bavail > 1000
+        go.touch()
+        code = master.wait(60)
+    finally:
+        for proc in [master, *(workers or [])]:
+            if proc is not None:
+                proc.kill()
+        subprocess.run(["umount", "-l", str(disk)])
+    assert "no space left on device" in master.output
+    assert "quarantined" not in master.output, master.output
+    assert "STOPPED after: no space left on device" in master.output, master.output
+    assert code == 1, master.output
