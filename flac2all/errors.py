@@ -92,6 +92,10 @@ WRITE_FAILED = re.compile(
 # Below this much free space, a write that failed without saying why is
 # taken for a full disk (an encode needs at least its source's size or so).
 NEARLY_FULL = 16 * 1024 * 1024
+# Below this many free inodes, a filesystem takes no more files (an encode
+# makes one or two: its temp file, a folder): "no space left on device"
+# with bytes free.
+NEARLY_NO_INODES = 64
 
 
 def full_errno(exc: BaseException, depth: int = 0) -> int | None:
@@ -130,13 +134,14 @@ def free_bytes(folder: Path) -> int | None:
 
 def takes_no_more(folder: Path, needed: int = 0) -> bool:
     """Whether ``folder``'s filesystem, as this host sees it, is read-only
-    or nearly full (less than ``needed`` bytes or NEARLY_FULL free); True
-    when that cannot be known. A cluster's master asks it of a worker's
+    or nearly full (less than ``needed`` bytes or NEARLY_FULL free, or out
+    of inodes where it counts them); True when that cannot be known. A cluster's master asks it of a worker's
     full disk: if not, the fault is that worker's own mount or quota."""
     st = filesystem_of(folder)
     if st is None:
         return True
-    return bool(st.f_flag & os.ST_RDONLY) or st.f_bavail * st.f_frsize < max(needed, NEARLY_FULL)
+    no_inodes = st.f_files > 0 and st.f_favail < NEARLY_NO_INODES  # f_files 0: not counted there (btrfs)
+    return bool(st.f_flag & os.ST_RDONLY) or no_inodes or st.f_bavail * st.f_frsize < max(needed, NEARLY_FULL)
 
 
 def disk_full_cause(problem: BaseException | str, folder: Path, needed: int = 0) -> str | None:
