@@ -132,11 +132,15 @@ def free_bytes(folder: Path) -> int | None:
     return None if st is None else st.f_bavail * st.f_frsize
 
 
-def takes_no_more(folder: Path, needed: int = 0) -> bool:
+def takes_no_more(folder: Path, needed: int = 0, message: str = "") -> bool:
     """Whether ``folder``'s filesystem, as this host sees it, is read-only
     or nearly full (less than ``needed`` bytes or NEARLY_FULL free, or out
-    of inodes where it counts them); True when that cannot be known. A cluster's master asks it of a worker's
-    full disk: if not, the fault is that worker's own mount or quota."""
+    of inodes where it counts them); True when that cannot be known, and
+    for a quota (``message`` says so), which statvfs does not show. A
+    cluster's master asks it of a worker's full disk: if not, the fault is
+    that worker's own mount."""
+    if FULL_ERRNOS[errno.EDQUOT] in message:
+        return True
     st = filesystem_of(folder)
     if st is None:
         return True

@@ -313,9 +313,9 @@ class Ledger:
         elif wire.cause in ENVIRONMENT and (wire.cause != SOURCE_MISSING or source_visible(task.source)):
             self.environmental(peer, entry, wire)
             return
-        elif wire.cause == DISK_FULL and not takes_no_more(task.output.parent, task.size):
-            # Full or read-only there, not here: that worker's mount or quota
-            # (the run goes on without it), not the output the run writes.
+        elif wire.cause == DISK_FULL and not takes_no_more(task.output.parent, task.size, wire.message):
+            # Full or read-only there, not here: that worker's own mount (the
+            # run goes on without it), not the output the run writes.
             self.environmental(peer, entry, wire)
             return
         peer.env_streak = 0
