@@ -211,21 +211,47 @@ class ProcessGroup:
             self.kill(proc)
 
 
-def stderr_file() -> IO[bytes]:
-    """Where a stage's stderr goes: a file in memory (memfd), read back for
-    its tail. Not a temp file on disk: under a busy disk, creating and
-    dropping one took a sixth of our CPU per source on runs of short files
-    (0.2 ms each, three a source), for files that are nearly always empty."""
-    try:
-        fd = os.memfd_create("flac2all-stderr", os.MFD_CLOEXEC)
-    except (AttributeError, OSError):  # not Linux, or too old
+class StderrFiles:
+    """Files for the stages' stderr, on disk (a chatty encoder's megabytes
+    take no memory), emptied and reused rather than made and dropped for
+    each stage: under the encoders' disk load, making and dropping a temp
+    file took 0.2 ms of our CPU, three a source, a sixth of our CPU per
+    source on runs of short files; emptying one takes 2 us."""
+
+    KEEP = 64  # at most this many kept for reuse
+
+    def __init__(self) -> None:
+        self._free: list[IO[bytes]] = []
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._free.clear)  # the parent's: not ours to reuse
+
+    def take(self) -> IO[bytes]:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
         return tempfile.TemporaryFile()
-    return open(fd, "w+b")  # noqa: SIM115 (the chain closes it)
+
+    def give(self, errfile: IO[bytes]) -> None:
+        """Back for reuse, emptied (its stage has been reaped)."""
+        try:
+            errfile.seek(0)
+            errfile.truncate()
+        except OSError:
+            errfile.close()
+            return
+        with self._lock:
+            if len(self._free) < self.KEEP:
+                self._free.append(errfile)
+                return
+        errfile.close()
+
+
+STDERR_FILES = StderrFiles()
 
 
 class Chain:
     """``stage0 | stage1 | ...`` as started processes, with each stage's
-    stderr kept in a file (``stderr_file``); ``close()`` kills and reaps what
+    stderr kept in a file (``StderrFiles``); ``close()`` kills and reaps what
     is left."""
 
     def __init__(self, stages: list[Command], processes: ProcessGroup) -> None:
@@ -240,7 +266,7 @@ class Chain:
         (then ``self.stdin``/``self.stdout`` are their file objects)."""
         upstream = DEVNULL if stdin is None else stdin
         for i, argv in enumerate(self.stages):
-            errfile = stderr_file()
+            errfile = STDERR_FILES.take()
             self.errfiles.append(errfile)
             last = i == len(self.stages) - 1
             try:
@@ -304,8 +330,9 @@ class Chain:
                 if pipe is not None:
                     pipe.close()
             self.processes.reap(proc)
-        for errfile in self.errfiles:
-            errfile.close()
+        errfiles, self.errfiles = self.errfiles, []  # (a chain may be closed twice: given back once)
+        for errfile in reversed(errfiles):  # the next chain's first stage takes this one's first file
+            STDERR_FILES.give(errfile)
 
 
 def run_pipeline(stages: list[Command], timeout: float, processes: ProcessGroup, stdin: Stdin = DEVNULL) -> None:

@@ -86,6 +86,27 @@ exec {real} "$@"
     assert all(decodes(Path(r["outfile"])) for r in read_log(out))
 
 
+def test_each_failure_is_told_in_its_own_encoders_words(two_files, tmp_path, fake_bin):
+    """The files the stages' stderr goes to are reused: one failing quietly
+    after another failed loudly is not told in the other's words."""
+    path = fake_bin(
+        "lame",
+        f"""
+cat > /dev/null
+if [ -e {tmp_path}/loud-done ]; then exit 2; fi
+touch {tmp_path}/loud-done
+yes "lame: noise" | head -n 20000 >&2
+echo "lame: the loud failure" >&2
+exit 1
+""",
+    )
+    out = tmp_path / "out"
+    run = run_flac2all("mp3", "-t", "1", "-o", out, two_files, path_prefix=path)
+    assert run.returncode == 1
+    statuses = sorted(r["conversion_status"] for r in read_log(out))
+    assert statuses == ["ERROR: lame exited with status 1: lame: the loud failure", "ERROR: lame exited with status 2"]
+
+
 def test_encoder_that_exits_0_with_a_short_output_is_caught(two_files, tmp_path, fake_bin):
     # Encodes only the first 0.1 s of what it is given, then says all is well.
     real = shutil.which("opusenc")
