@@ -26,7 +26,7 @@ from typing import IO
 
 from flac2all import alarms, reaper, tools
 from flac2all.blame import blame, only_pipe_symptoms, read_tail
-from flac2all.errors import TaskError
+from flac2all.errors import TaskError, describe_oserror
 
 log = logging.getLogger("flac2all")
 
@@ -274,6 +274,8 @@ class Chain:
             except FileNotFoundError:
                 package = tools.package_of(argv[0])
                 raise TaskError(f"{argv[0]} is not installed (Debian package: {package})", 127) from None
+            except OSError as exc:  # not executable, a folder, not a program (ENOEXEC)
+                raise TaskError(f"cannot run {tools.which(argv[0]) or argv[0]}: {describe_oserror(exc)}", 126) from None
             finally:
                 if i > 0:
                     upstream.close()  # the next stage holds it now

@@ -107,6 +107,25 @@ exit 1
     assert statuses == ["ERROR: lame exited with status 1: lame: the loud failure", "ERROR: lame exited with status 2"]
 
 
+def test_an_encoder_that_can_no_longer_be_run_fails_only_its_own_mode(two_files, tmp_path, fake_bin):
+    """An encoder made non-executable mid-run (a package upgrade, a chmod):
+    its mode's next task fails naming the program and why; the source's
+    other modes are converted."""
+    real = shutil.which("opusenc")
+    path = fake_bin("opusenc", f'chmod -x "$0"\nexec {real} "$@"\n')
+    out = tmp_path / "out"
+    run = run_flac2all("mp3,opus", "-t", "1", "-o", out, two_files, path_prefix=path)
+    assert run.returncode == 1, run.stdout + run.stderr
+    rows = read_log(out)
+    assert sorted(r["conversion_status"] for r in rows if r["format"] == "opus") == [
+        f"ERROR: cannot run {path / 'opusenc'}: Permission denied",
+        "SUCCESS",
+    ]
+    mp3 = [r for r in rows if r["format"] == "mp3"]
+    assert len(mp3) == 2 and all(r["conversion_status"] == "SUCCESS" and decodes(Path(r["outfile"])) for r in mp3)
+    assert "Traceback" not in run.stdout + run.stderr
+
+
 def test_encoder_that_exits_0_with_a_short_output_is_caught(two_files, tmp_path, fake_bin):
     # Encodes only the first 0.1 s of what it is given, then says all is well.
     real = shutil.which("opusenc")
