@@ -307,6 +307,7 @@ def keygen_main(argv: list[str]) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    console.standard_streams()
     done = keygen_main(argv)
     if done is not None:
         return done

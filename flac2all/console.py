@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -62,6 +63,22 @@ def silence(fd: int) -> None:
         os.dup2(null, fd)
     finally:
         os.close(null)
+
+
+def standard_streams() -> None:
+    """Standard streams our caller closed (``1>&-`` in a script): /dev/null
+    in their place, so that no file we open takes their number, and
+    nothing we print fails (Python has left them None)."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 (the interpreter's, for good)
 
 
 class Guarded:

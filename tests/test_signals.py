@@ -160,3 +160,16 @@ def test_a_temp_file_left_behind_that_cannot_be_removed_is_named(four_files, tmp
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"cannot remove the temp file {stuck} left by an earlier run: Operation not permitted" in run.stderr
     assert len(list(folder.glob("[!.]*.opus"))) == 4
+
+
+@pytest.mark.parametrize("closed", ["1>&-", "0<&- 1>&- 2>&-"])
+def test_a_run_with_its_standard_streams_closed_converts_and_logs(four_files, tmp_path, closed):
+    """As a script or cron job may start it (``1>&-``): the run does its
+    work, writes its log and says how it went by its exit status."""
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "flac2all", "opus", "-o", str(out), str(four_files)]
+    proc = subprocess.run(["sh", "-c", f'exec "$@" {closed}', "sh", *argv], timeout=60)
+    assert proc.returncode == 0
+    rows = read_log(out)
+    assert len(rows) == 4 and {r["conversion_status"] for r in rows} == {"SUCCESS"}
+    assert all(decodes(Path(r["outfile"])) for r in rows)
