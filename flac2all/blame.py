@@ -65,8 +65,8 @@ def blame(programs: list[str], returncodes: list[int], stderrs: list[str]) -> Ta
     """Why a finished pipeline failed, or None if it did not.
 
     The first stage (in pipeline order) whose failure is not a pipe symptom
-    is blamed; when every failure is one (a stage that exited 0 without
-    reading all its input), the first failing stage. A pipeline whose
+    is blamed; when every failure is one, the stage reading from the first
+    failing one (it exited 0 without reading all its input). A pipeline whose
     stages all exited 0 still failed if one said a write failed for want
     of space (ffmpeg exits 0 when it cannot write a file's trailer).
     """
@@ -78,6 +78,11 @@ def blame(programs: list[str], returncodes: list[int], stderrs: list[str]) -> Ta
                 return TaskError(f"{program} reported: {lines[-1][:300]}", 1)
         return None
     real = [i for i in failed if not pipe_symptom(returncodes[i], stderrs[i])]
+    if not real and failed[0] + 1 < len(programs):  # its reader left early, and said nothing of it
+        reader = failed[0] + 1
+        early = TaskError(f"{programs[reader]} {describe_exit(returncodes[reader])} before reading all its input", 1)
+        early.stderr = stderrs[reader]
+        return early
     cause = real[0] if real else failed[0]
     detail = last_error_line(stderrs[cause])
     message = f"{programs[cause]} {describe_exit(returncodes[cause])}"

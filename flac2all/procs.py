@@ -249,6 +249,15 @@ class StderrFiles:
 STDERR_FILES = StderrFiles()
 
 
+def blocked_writing(pid: int) -> bool:
+    """Whether the process sleeps in a write to a full pipe (its wchan)."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return "pipe_write" in f.read()
+    except OSError:
+        return False
+
+
 class Chain:
     """``stage0 | stage1 | ...`` as started processes, with each stage's
     stderr kept in a file (``StderrFiles``); ``close()`` kills and reaps what
@@ -300,11 +309,21 @@ class Chain:
     def wait(self, deadline: float | None = None, timeout: float = 0.0) -> None:
         """Wait for every stage; past ``deadline`` raise TaskError (the
         stages are killed by close())."""
-        for argv, proc in zip(self.stages, self.procs, strict=False):
+        for proc in self.procs:
             try:
                 proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
             except TimeoutError:
-                raise TaskError(f"{argv[0]} timed out after {timeout:g} s", -signal.SIGKILL) from None
+                raise TaskError(f"{self.stalled()} timed out after {timeout:g} s", -signal.SIGKILL) from None
+
+    def stalled(self) -> str:
+        """The program that holds the chain up: the first stage still running
+        that is not merely waiting for the next one to read what it wrote (a
+        decoder blocked on a full pipe is not the one that hung)."""
+        running = [(argv[0], proc) for argv, proc in zip(self.stages, self.procs, strict=False) if proc.poll() is None]
+        for (program, proc), later in zip(running, running[1:] + [None], strict=True):
+            if later is None or not blocked_writing(proc.pid):
+                return program
+        return self.stages[0][0]
 
     def stderrs(self) -> list[str]:
         """What each stage said (the tail), once they have all ended."""

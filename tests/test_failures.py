@@ -71,6 +71,37 @@ def test_encoder_that_hangs_is_killed_at_the_timeout(two_files, tmp_path, fake_b
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
 
 
+@pytest.fixture
+def one_long_file(tmp_path: Path) -> Path:
+    """A source whose decoded audio is larger than a pipe holds."""
+    root = tmp_path / "long"
+    make_flac(root / "a.flac", seconds=2)
+    return root
+
+
+def test_a_hung_encoder_is_named_not_the_decoder_waiting_on_it(one_long_file, tmp_path, fake_bin):
+    """One mode: the decoder, blocked writing into the pipe the hung
+    encoder does not read, is not the one that timed out."""
+    path = fake_bin("opusenc", "exec sleep 600\n")
+    out = tmp_path / "out"
+    run = run_flac2all("opus", "--timeout", "1.5", "-o", out, one_long_file, path_prefix=path, timeout=60)
+    assert run.returncode == 1
+    assert [r["conversion_status"] for r in read_log(out)] == ["ERROR: opusenc timed out after 1.5 s"]
+
+
+def test_an_encoder_that_stops_reading_and_exits_0_is_named(one_long_file, tmp_path, fake_bin):
+    """One mode: the decoder dies of the broken pipe; the encoder that
+    left early is blamed, not the decoder."""
+    path = fake_bin("opusenc", "exit 0\n")
+    out = tmp_path / "out"
+    run = run_flac2all("opus", "-o", out, one_long_file, path_prefix=path, timeout=60)
+    assert run.returncode == 1
+    assert [r["conversion_status"] for r in read_log(out)] == [
+        "ERROR: opusenc exited with status 0 before reading all its input"
+    ]
+    assert temp_files(out) == []
+
+
 def test_encoder_flooding_stderr_does_not_block(two_files, tmp_path, fake_bin):
     real = shutil.which("opusenc")
     path = fake_bin(

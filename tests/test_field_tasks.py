@@ -94,7 +94,20 @@ ADAPTED = ("flac", "ffmpeg", "lame")
             "flac exited with status 1: flac: ERROR while decoding data",
             id="decoder-first-then-truncated-input",
         ),
-        pytest.param(("flac", "lame"), [PIPE, 0], ["", ""], "flac was killed by SIGPIPE", id="only-a-symptom-is-left"),
+        pytest.param(
+            ("flac", "lame"),
+            [PIPE, 0],
+            ["", ""],
+            "lame exited with status 0 before reading all its input",
+            id="only-a-symptom-is-left: its reader left early",
+        ),
+        pytest.param(
+            ("flac", "ffmpeg", "lame"),
+            [0, PIPE, 0],
+            ["", "", ""],
+            "lame exited with status 0 before reading all its input",
+            id="the adapter's reader left early",
+        ),
         pytest.param(
             ("flac", "ffmpeg"),
             [0, 0],
