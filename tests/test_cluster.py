@@ -313,6 +313,9 @@ def test_slow_worker_never_hoards_tasks(lib, tmp_path, slow_opusenc):
     master, port = start_master("opus", out, lib)
     try:
         tortoise = start_worker(port, 1, path_prefix=slow_bin)
+        # Known to the master before the hare can finish the run alone (a
+        # worker that comes after the run waits out its --retry-seconds).
+        master.wait_for(r"Got 1 worker")
         hare = start_worker(port, 1)
         assert master.wait(120) == 0
         tortoise.wait(30)
