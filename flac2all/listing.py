@@ -5,11 +5,9 @@ walk goes (``stream.DryRun``)."""
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import os
 from collections.abc import Iterator, Mapping
-from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from flac2all.model import Action, Settings, Task, TaskResult
@@ -32,14 +30,12 @@ def plan_lines(the_plan: Plan, settings: Settings) -> Iterator[str]:
             continue
         yield f"{action.value}:"
         tasks = (t for t in itertools.chain(the_plan.tasks, the_plan.playlists) if t.action is action)
-        if action is not Action.SKIP or not the_plan.skips:
+        if action is not Action.SKIP:
             yield from map(task_line, tasks)
             continue
         # The skips kept as text among the others, costliest first as all are.
-        cost = the_plan.costs
-        noted = ((t.size * cost.get(t.mode, 1.0), task_line(t)) for t in tasks)
-        kept = ((s.cost, file_line(s.mode, s.source, s.output)) for s in the_plan.skips)
-        yield from (line for _, line in heapq.merge(noted, kept, key=itemgetter(0), reverse=True))
+        for item in the_plan.with_skips(tasks):
+            yield task_line(item) if isinstance(item, Task) else file_line(item.mode, item.source, item.output)
     yield from map(refusal_line, the_plan.refused)
 
 

@@ -14,10 +14,11 @@ source is gone is a move; what is left of the state is orphans. Largest
 from __future__ import annotations
 
 import hashlib
+import heapq
 import itertools
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from pathlib import Path
@@ -141,8 +142,20 @@ class Plan:
         return out
 
     def every_task(self) -> list[Task]:
-        """The tasks, with a Task made for each of ``skips``, and the playlists."""
-        return [*self.tasks, *(s.task() for s in self.skips), *self.playlists]
+        """The tasks, with a Task made for each of ``skips`` (costliest first
+        among them, as the tasks are), and the playlists."""
+        merged = self.with_skips(self.tasks)
+        return [*(t if isinstance(t, Task) else t.task() for t in merged), *self.playlists]
+
+    def with_skips(self, tasks: Iterable[Task]) -> Iterator[Task | Skip]:
+        """``tasks`` (in the plan's order, costliest first) and the Skips
+        merged in that order."""
+        if not self.skips:
+            return iter(tasks)
+        cost = self.costs
+        costed = ((t.size * cost.get(t.mode, 1.0), t) for t in tasks)
+        skips = ((s.cost, s) for s in self.skips)
+        return (item for _, item in heapq.merge(costed, skips, key=itemgetter(0), reverse=True))
 
     def describe(self, settings: Settings) -> str:
         """--dry-run's output: counts per action, then the files of each."""

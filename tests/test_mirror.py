@@ -393,3 +393,9 @@ def test_a_dry_run_lists_an_actions_files_costliest_first(lib, mirrored, spy):
     skips = lines[lines.index("skip:") + 1 :]
     assert len(skips) == 24 + 2
     assert all("cover.jpg" in line for line in skips[-2:]), skips
+    # --plan-json has them in the same order.
+    plan_file = mirrored.parent / "plan.json"
+    as_json, _ = run(lib, mirrored, spy, "-c", "--dry-run", "--plan-json", str(plan_file))
+    assert as_json.returncode == 0, as_json.stderr
+    listed = json.loads(plan_file.read_text())["actions"]["skip"]
+    assert len(listed) == 26 and all(entry["source"].endswith("cover.jpg") for entry in listed[-2:]), listed
