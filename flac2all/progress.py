@@ -368,7 +368,9 @@ class Dashboard(RichDisplay):
                 name, footer=footer, no_wrap=True, overflow="ellipsis", ratio=3 if name[0] == "c" else None
             )
         for row in rows:
-            current = ", ".join(relative(path, self.pace.root) for path in row.current)
+            current = self.Text(", ".join(relative(path, self.pace.root) for path in row.current))
+            if row.problem:  # why it gets no work (unhealthy, quarantined), before what it still runs
+                current = self.Text.assemble((row.problem, "red"), "; " if current else "", current)
             table.add_row(row.host, str(row.processes), str(row.done), f"{row.rate:.1f}", current)
         return table
 

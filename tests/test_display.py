@@ -262,3 +262,27 @@ def test_an_encode_reports_its_audio_length_to_the_display(tmp_path):
     engine.run(settings, Recorder())
     assert seen["root"] == tmp_path / "music" and seen["total"] == 2 and len(seen["jobs"]) == 1
     assert [round(r.audio, 2) for r in seen["results"]] == [0.5, 0.5]
+
+
+def test_the_dashboard_shows_why_a_host_gets_no_work():
+    """-C's host table says why a worker is quarantined or unhealthy, as the
+    summary does, beside what it still runs."""
+    import io
+
+    from rich.console import Console
+
+    from flac2all.model import HostRow
+    from flac2all.progress import Dashboard
+
+    board = Dashboard(io.StringIO())
+    rows = [
+        HostRow("node1", 2, 10, 1.5, ["/music/A/1.flac"]),
+        HostRow("node2", 1, 3, 0.2, ["/music/B/2.flac"], problem="quarantined: 3 failures of its environment in a row"),
+        HostRow("node3", 0, 0, 0.0, [], problem="unhealthy: cannot see the input folder"),
+    ]
+    out = io.StringIO()
+    Console(file=out, width=200).print(board.table(rows))
+    lines = {line.split()[0]: line for line in out.getvalue().splitlines() if line.strip()}
+    assert "quarantined: 3 failures of its environment in a row; /music/B/2.flac" in lines["node2"]
+    assert "unhealthy: cannot see the input folder" in lines["node3"]
+    assert "quarantined" not in lines["node1"] and "/music/A/1.flac" in lines["node1"]
