@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -85,16 +85,7 @@ def make_plan(settings: Settings, selected: tuple[Codec, ...], state: State, tre
     warn rather than refuse). Refuses an input that looks unmounted."""
     dry = state.readonly
     records = state.load()
-    device_before = state.meta(guards.DEVICE_KEY)
-    check = guards.check_sources(settings, tree, records, device_before)
-    if check.problem and not settings.allow_missing_sources:
-        if not dry:
-            raise UsageError(check.problem)
-        log.warning("a run would refuse: %s", check.problem)
-    device = guards.input_device(settings.input_dir)
-    if check.complete and not dry and device and device != device_before:
-        # Only an input that looks complete is the library's file system.
-        state.set_meta(guards.DEVICE_KEY, device)
+    check_input(settings, state, tree, records)
     versions = tools.versions({p for c in selected for p in c.programs})
     the_plan = plan.build(tree, selected, settings, records, versions, refuse=not dry)
     for warning in the_plan.warnings:
@@ -228,18 +219,26 @@ def start_stream(settings: Settings, selected: tuple[Codec, ...], state: State, 
     guards first. With no state rows, the input's only check is its device
     (no recorded source can be missing). ``state.readonly``: a dry run's,
     whose guards warn rather than refuse."""
+    check_input(settings, state, discovery.Tree(), {})
+    versions = tools.versions({p for c in selected for p in c.programs})
+    return stream.Stream(settings, selected, versions, head)
+
+
+def check_input(settings: Settings, state: State, tree: discovery.Tree, records: Mapping) -> None:
+    """Refuse an input that looks unmounted or emptied against the state's
+    ``records`` (a dry run's state, ``state.readonly``, warns instead), and
+    record the input's device once it looks complete."""
     dry = state.readonly
     device_before = state.meta(guards.DEVICE_KEY)
-    check = guards.check_sources(settings, discovery.Tree(), {}, device_before)
+    check = guards.check_sources(settings, tree, records, device_before)
     if check.problem and not settings.allow_missing_sources:
         if not dry:
             raise UsageError(check.problem)
         log.warning("a run would refuse: %s", check.problem)
     device = guards.input_device(settings.input_dir)
     if check.complete and not dry and device and device != device_before:
+        # Only an input that looks complete is the library's file system.
         state.set_meta(guards.DEVICE_KEY, device)
-    versions = tools.versions({p for c in selected for p in c.programs})
-    return stream.Stream(settings, selected, versions, head)
 
 
 def write_log(report: Report, outdir: Path) -> None:
