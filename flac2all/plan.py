@@ -431,7 +431,7 @@ class Planner:
                 alone.append(task)
         jobs = [Job(group, sum(t.size * cost.get(t.mode, 1.0) for t in group)) for group in map(tuple, groups.values())]
         # (A job of one task costs what its task does: no sum made for each.)
-        jobs += [Job((t,), 0 + t.size * cost.get(t.mode, 1.0)) for t in alone]
+        jobs += [Job((t,), t.size * cost.get(t.mode, 1.0)) for t in alone]
         jobs.sort(key=lambda job: job.cost, reverse=True)
         return jobs
 
