@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import library
-from flac2all import codecs, plan
+from flac2all import codecs
 from flac2all.model import Settings
+from flac2all.planning import plan
 from flac2all.state import Record, State
 
 ROOT = library.ROOT / "scale"

@@ -2,7 +2,7 @@
 
 import sys
 
-from flac2all.cli import main
+from flac2all.face.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

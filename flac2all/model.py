@@ -53,7 +53,7 @@ class Names(Enum):
     """How output names are spelled (``--names``)."""
 
     POSIX = "posix"  # as the sources' names are
-    FAT32 = "fat32"  # what FAT32/exFAT (and Windows) accept: flac2all.names
+    FAT32 = "fat32"  # what FAT32/exFAT (and Windows) accept: flac2all.planning.names
 
 
 class Lossy(Enum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from flac2all import alarms
+from flac2all.running import alarms
 
 
 def test_alarms_run_in_order_of_due_time_and_a_cancelled_one_never():

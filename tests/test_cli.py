@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from flac2all import codecs
-from flac2all.cli import build_parser, settings_from
 from flac2all.codecs.options import colon_options, comma_options
 from flac2all.errors import UsageError
+from flac2all.face.cli import build_parser, settings_from
 from tests.conftest import decodes, make_flac, read_log, run_flac2all, stream
 
 

@@ -284,8 +284,9 @@ def test_from_python_with_the_callers_client_and_its_host_rows(cluster, tmp_path
     display's host rows come from the scheduler and the run."""
     from distributed import Client
 
-    from flac2all import console, engine
     from flac2all.executors.dask import DaskExecutor
+    from flac2all.face import console
+    from flac2all.running import engine
 
     music = lib(tmp_path / "music", "a", "b", "c")
     seen = []

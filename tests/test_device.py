@@ -20,7 +20,7 @@ from mutagen.oggopus import OggOpus
 from pathvalidate import is_valid_filename
 from PIL import Image
 
-from flac2all.names import units
+from flac2all.planning.names import units
 from tests.conftest import decodes, make_flac, read_log, require, run_flac2all
 
 BIG = 3000

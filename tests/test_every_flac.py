@@ -15,13 +15,13 @@ from mutagen import id3
 from mutagen.apev2 import APEv2
 from mutagen.flac import FLAC
 
-from flac2all import decoding
+from flac2all.audio import decoding
+from flac2all.audio.decoding import Decoder
+from flac2all.audio.flacstream import crc8, crc16, frame_header, locate
+from flac2all.audio.pcm import Tap
 from flac2all.codecs.native import subset
-from flac2all.decoding import Decoder
 from flac2all.errors import TaskError
-from flac2all.flacstream import crc8, crc16, frame_header, locate
 from flac2all.model import AudioInfo
-from flac2all.pcm import Tap
 from tests.conftest import mutagen_file, read_log, run_flac2all, write_extensible_wav
 
 MODES = "mp3,vorbis,opus,aac,flac,test,f:alac"

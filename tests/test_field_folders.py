@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from flac2all.discovery import Source, Tree
-from flac2all.guards import check_sources, same_device
 from flac2all.model import Settings, SourceFacts
+from flac2all.planning.discovery import Source, Tree
+from flac2all.running.guards import check_sources, same_device
 from flac2all.state import Record
 from tests.conftest import make_flac, read_log, run_flac2all
 
@@ -411,6 +411,9 @@ def test_help_documents_the_allow_flags():
 
 def test_the_guards_start_no_process():
     """As docs/architecture.md says: guards.py only looks at files."""
-    probe = "import sys, flac2all.guards\nprint('subprocess' in sys.modules or 'flac2all.procs' in sys.modules)"
+    probe = (
+        "import sys, flac2all.running.guards\n"
+        "print('subprocess' in sys.modules or 'flac2all.running.procs' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30)
     assert out.stdout.strip() == "False"

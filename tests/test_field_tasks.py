@@ -17,11 +17,11 @@ from mutagen import MutagenError
 from mutagen.flac import FLAC
 from mutagen.mp3 import MP3
 
-from flac2all.blame import blame
 from flac2all.errors import DISK_FULL, TaskError, disk_full_cause
 from flac2all.model import Action, Settings, Status, Task
-from flac2all.procs import ProcessGroup
-from flac2all.runner import execute_batch
+from flac2all.running.blame import blame
+from flac2all.running.procs import ProcessGroup
+from flac2all.running.runner import execute_batch
 from tests.conftest import decodes, make_flac, read_log, run_flac2all, temp_files
 
 BAD_OPTION = "ERROR: lame exited with status 1: lame: unrecognized option --V"

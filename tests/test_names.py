@@ -9,7 +9,7 @@ from pathlib import Path
 from pathvalidate import is_valid_filename
 
 from flac2all.model import Names, SourceFacts
-from flac2all.names import Namer, component, units
+from flac2all.planning.names import Namer, component, units
 from flac2all.state import State, state_path
 
 

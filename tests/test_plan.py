@@ -12,11 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from flac2all import plan
 from flac2all.codecs import CODECS
-from flac2all.discovery import Source, Tree
 from flac2all.errors import UsageError
 from flac2all.model import Action, Layout, Settings, SourceFacts
+from flac2all.planning import plan
+from flac2all.planning.discovery import Source, Tree
 from flac2all.state import Record
 
 LIB, OUT = Path("/lib"), Path("/out")
@@ -249,7 +249,7 @@ def test_settings_hash_changes_with_what_shapes_an_output_only():
     )
 
 
-STARTERS = ("subprocess", "flac2all.tools", "flac2all.procs", "flac2all.runner")
+STARTERS = ("subprocess", "flac2all.tools", "flac2all.running.procs", "flac2all.running.runner")
 
 
 def imported_by(*modules: str) -> list[str]:
@@ -260,15 +260,20 @@ def imported_by(*modules: str) -> list[str]:
 
 
 def test_planning_and_discovery_import_nothing_that_starts_a_process():
-    assert imported_by("flac2all.plan", "flac2all.discovery") == []
+    assert imported_by("flac2all.planning.plan", "flac2all.planning.discovery") == []
     # The engine does (it probes the tools): the probe sees it.
-    assert imported_by("flac2all.engine") == ["flac2all.procs", "flac2all.runner", "flac2all.tools", "subprocess"]
+    assert imported_by("flac2all.running.engine") == [
+        "flac2all.running.procs",
+        "flac2all.running.runner",
+        "flac2all.tools",
+        "subprocess",
+    ]
 
 
 def test_the_cluster_imports_no_display_code():
     probe = (
         "import sys, flac2all.cluster.master, flac2all.cluster.worker\n"
-        "print([m for m in sys.modules if m in ('flac2all.progress', 'rich') or m.startswith('rich.')])\n"
+        "print([m for m in sys.modules if m in ('flac2all.face.progress', 'rich') or m.startswith('rich.')])\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=os.environ)
     assert out.stdout.strip() == "[]"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flac2all import config
-from flac2all.cli import build_parser
-from flac2all.config import ConfigError, settings_from
+from flac2all.face import config
+from flac2all.face.cli import build_parser
+from flac2all.face.config import ConfigError, settings_from
 from flac2all.model import Layout, Lossy, Names
 from tests.conftest import run_flac2all
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flac2all import plan
 from flac2all.codecs import CODECS
-from flac2all.discovery import discover
 from flac2all.model import Settings
+from flac2all.planning import plan
+from flac2all.planning.discovery import discover
 
 NAMES = [
     "A.flac",

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from flac2all.errors import ExitStatus
+from flac2all.face.progress import PlainDisplay
 from flac2all.model import Action, SourceFacts, Status, Task, TaskResult
-from flac2all.progress import PlainDisplay
 from flac2all.report import CSV_HEADER, Counts, Report, Skip, line_for
 from flac2all.state import SCHEMA_VERSION, Record, Records, State, StateError, state_path
 

@@ -1,4 +1,4 @@
-"""A first run planned as the walk goes (``flac2all.stream``): its first
+"""A first run planned as the walk goes (``flac2all.planning.stream``): its first
 encoder starts while the walk still has folders to list, and its log,
 state, summary and exit status are those of the same run planned whole.
 

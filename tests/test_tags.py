@@ -18,7 +18,7 @@ from mutagen.oggvorbis import OggVorbis
 
 from flac2all import tags
 from flac2all.model import Action, Settings, Task
-from flac2all.runner import retag
+from flac2all.running.runner import retag
 from tests.conftest import REPO, audio_bytes, make_flac, run_flac2all
 
 

@@ -23,7 +23,7 @@ from flac2all.cluster.protocol import ENCODER_MISSING, ENVIRONMENT, MAX_JOB, SOU
 from flac2all.errors import DISK_FULL, takes_no_more
 from flac2all.model import Action, Settings, Status, Task, TaskResult
 from flac2all.model import Job as PlannedJob
-from flac2all.runner import default_timeout
+from flac2all.running.runner import default_timeout
 
 POISON_DEATHS = 3  # a task whose worker died under it this often fails
 QUARANTINE_AFTER = 3  # environmental failures in a row that quarantine a worker

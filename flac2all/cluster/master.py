@@ -27,7 +27,6 @@ from pathlib import Path
 
 import zmq
 
-from flac2all import outputs
 from flac2all.cluster import auth, protocol
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.ledger import POISON_DEATHS as POISON_DEATHS
@@ -38,6 +37,7 @@ from flac2all.cluster.view import host_rows
 from flac2all.errors import Flac2allError, UsageError
 from flac2all.model import HostRow, Settings, Task, TaskResult
 from flac2all.model import Job as PlannedJob
+from flac2all.running import outputs
 
 log = logging.getLogger("flac2all.master")
 

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import zmq
 
-from flac2all import runner
 from flac2all.cluster import health, protocol
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.diagnose import ConnectionWatch
@@ -42,8 +41,9 @@ from flac2all.cluster.jobs import is_copies
 from flac2all.cluster.protocol import ProtocolError, WireTask
 from flac2all.cluster.stopping import StopRequest
 from flac2all.model import Settings, Status, TaskResult
-from flac2all.procs import Interrupted, ProcessGroup
 from flac2all.report import line_for
+from flac2all.running import runner
+from flac2all.running.procs import Interrupted, ProcessGroup
 
 LOST_MASTER = 3  # exit status when the master stayed away too long
 LEAVING_LINGER_MS = 1000

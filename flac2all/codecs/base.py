@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from flac2all.audio.decoding import Decoder
 from flac2all.codecs.options import OptionFamily
-from flac2all.decoding import Decoder
 from flac2all.model import AudioInfo, Settings
 from flac2all.tags.family import TagFamily
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flac2all import tags
+from flac2all.audio.decoding import Decoder
 from flac2all.codecs.base import AudioInfo, Codec, Command
 from flac2all.codecs.options import OptionFamily, Syntax
-from flac2all.decoding import Decoder
 from flac2all.tags import TagFamily
 
 # encoder -> (extension, ffmpeg muxer, tag family)

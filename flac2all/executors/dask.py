@@ -27,12 +27,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from flac2all import outputs
 from flac2all.errors import Flac2allError, UsageError
 from flac2all.executors.dask_worker import check_worker, run_job, stop_run
 from flac2all.executors.jobqueue import INSTALL
 from flac2all.model import HostRow, Job, Settings, Status, Task, TaskResult
 from flac2all.report import printable
+from flac2all.running import outputs
 
 CONNECT_TIMEOUT = "20s"
 STOP_GRACE = 5.0  # seconds the workers get to end a stopped run's jobs (temp files removed)

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from flac2all.errors import Flac2allError, UsageError
 from flac2all.model import Settings, Task, TaskResult
-from flac2all.procs import Interrupted, ProcessGroup
 from flac2all.report import printable
+from flac2all.running.procs import Interrupted, ProcessGroup
 
 _lock = threading.Lock()
 _running: dict[str, set[ProcessGroup]] = {}  # run -> the process groups of its jobs running here
@@ -30,7 +30,7 @@ def run_job(run: str, tasks: Sequence[Task], settings: Settings) -> tuple[str, s
     results."""
     import distributed
 
-    from flac2all import runner
+    from flac2all.running import runner
 
     processes = ProcessGroup()
     with _lock:
@@ -68,7 +68,8 @@ def check_worker(version: str, modes: tuple[str, ...], settings: Settings) -> st
     """On one worker, before any job: what a local run checks before it
     touches a file (same flac2all, the encoders, their options, the paths).
     Returns the worker's host name; raises UsageError."""
-    from flac2all import __version__, codecs, engine, preflight
+    from flac2all import __version__, codecs
+    from flac2all.running import engine, preflight
 
     host = socket.gethostname()
     if __version__ != version:

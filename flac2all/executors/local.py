@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
-from flac2all import runner
 from flac2all.model import HostRow, Job, Settings, Task, TaskResult
-from flac2all.procs import Interrupted, ProcessGroup
+from flac2all.running import runner
+from flac2all.running.procs import Interrupted, ProcessGroup
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ class LocalPool:
     def post(self, callback: Callable[[T], None], item: T) -> None:
         """Have ``callback(item)`` called in the thread that runs ``run``,
         in order with the results: for ``jobs`` planned in another thread
-        while they run (``flac2all.stream``), whose bookkeeping is the
+        while they run (``flac2all.planning.stream``), whose bookkeeping is the
         engine's thread's."""
         self.events.put((callback, item))
 

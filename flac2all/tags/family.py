@@ -14,9 +14,9 @@ from typing import Any
 
 import mutagen
 
-from flac2all import art
 from flac2all.errors import TaskError
 from flac2all.model import Settings
+from flac2all.tags import art
 from flac2all.tags.source import SourceMeta, parse_provenance
 
 

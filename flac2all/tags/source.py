@@ -20,7 +20,7 @@ from pathlib import Path
 import mutagen
 from mutagen.flac import FLAC, FLACNoHeaderError, Picture
 
-from flac2all import flacstream
+from flac2all.audio import flacstream
 from flac2all.errors import TaskError, describe_oserror
 from flac2all.model import AudioInfo, SourceFacts
 

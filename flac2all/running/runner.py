@@ -23,13 +23,15 @@ from typing import Any
 import mutagen
 from mutagen.flac import FLAC, StreamInfo
 
-from flac2all import codecs, decoding, derive, tags
-from flac2all.decoding import Decoder, Expected
+from flac2all import codecs, tags
+from flac2all.audio import decoding
+from flac2all.audio.decoding import Decoder, Expected
+from flac2all.audio.pcm import Tap
 from flac2all.errors import DISK_FULL, TaskError, describe_oserror, disk_full_cause
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
-from flac2all.outputs import commit, remove_empty_folders, staged
-from flac2all.pcm import Tap
-from flac2all.procs import Command, Interrupted, ProcessGroup, run_fanout, run_pipeline
+from flac2all.running import derive
+from flac2all.running.outputs import commit, remove_empty_folders, staged
+from flac2all.running.procs import Command, Interrupted, ProcessGroup, run_fanout, run_pipeline
 
 __all__ = ["Interrupted", "ProcessGroup", "execute", "execute_batch", "retag"]
 

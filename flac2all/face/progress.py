@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from flac2all.face.pace import Pace, relative, weights
 from flac2all.model import HostRow, Job, Status, Task, TaskResult
-from flac2all.pace import Pace, relative, weights
 from flac2all.report import Skip, line_for, skip_line
 
 

@@ -14,7 +14,7 @@ from flac2all.model import Action, Settings, Task, TaskResult
 from flac2all.report import printable
 
 if TYPE_CHECKING:
-    from flac2all.plan import Plan
+    from flac2all.planning.plan import Plan
 
 PathText = os.PathLike | str
 

@@ -15,16 +15,18 @@ import sys
 import threading
 from pathlib import Path
 
-from flac2all import __version__, codecs, config, console, engine, hooks
+from flac2all import __version__, codecs
 from flac2all.codecs.options import options_help
-from flac2all.config import positive_float, positive_int, settings_from
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
 from flac2all.executors import Executor
 from flac2all.executors.jobqueue import JOBQUEUES
 from flac2all.executors.local import LocalPool
+from flac2all.face import config, console, hooks
+from flac2all.face.config import positive_float, positive_int, settings_from
+from flac2all.face.progress import make_display
+from flac2all.face.usage import Parser
 from flac2all.model import Settings
-from flac2all.progress import make_display
-from flac2all.usage import Parser
+from flac2all.running import engine
 
 DESCRIPTION = """\
 Convert every FLAC file under INPUTDIR into one or more formats, on all CPU

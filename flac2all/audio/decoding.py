@@ -35,10 +35,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
-from flac2all import flacstream
+from flac2all.audio import flacstream
+from flac2all.audio.pcm import Tap
 from flac2all.errors import TaskError
 from flac2all.model import AudioInfo
-from flac2all.pcm import Tap
 
 Command = list[str]
 

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flac2all.codecs.base import Codec
-from flac2all.discovery import Source, Tree, extension_format, is_playlist, lossy_format
 from flac2all.model import Action, Lossy, Settings, SourceFacts, Task
+from flac2all.planning.discovery import Source, Tree, extension_format, is_playlist, lossy_format
 from flac2all.tags.source import FOLDER_ART_NAMES, FOLDER_ART_TYPES
 
 if TYPE_CHECKING:
-    from flac2all.plan import Planner
+    from flac2all.planning.plan import Planner
 
 
 def is_cover(path: Path) -> bool:

@@ -24,9 +24,10 @@ import time
 from collections.abc import Callable
 from typing import IO
 
-from flac2all import alarms, reaper, tools
-from flac2all.blame import blame, only_pipe_symptoms, read_tail
+from flac2all import tools
 from flac2all.errors import TaskError, describe_oserror
+from flac2all.running import alarms, reaper
+from flac2all.running.blame import blame, only_pipe_symptoms, read_tail
 
 log = logging.getLogger("flac2all")
 

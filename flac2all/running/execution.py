@@ -12,15 +12,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from flac2all import discovery, plan, playlists, preflight, runner, stream
 from flac2all.codecs import Codec
-from flac2all.console import Display
 from flac2all.errors import DISK_FULL
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
+from flac2all.face.console import Display
 from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
-from flac2all.procs import ProcessGroup
+from flac2all.planning import discovery, plan, playlists, stream
 from flac2all.report import LOG_NAME, Report
+from flac2all.running import preflight, runner
+from flac2all.running.procs import ProcessGroup
 from flac2all.state import STATE_DIR, Record, State
 
 

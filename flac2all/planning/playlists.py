@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from flac2all.errors import TaskError, describe_oserror
 from flac2all.model import Action, SourceFacts, Status, Task, TaskResult
-from flac2all.outputs import commit, staged
+from flac2all.running.outputs import commit, staged
 from flac2all.tags.source import read_regular
 
 log = logging.getLogger("flac2all")

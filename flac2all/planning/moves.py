@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flac2all.codecs.base import Codec
-from flac2all.discovery import Source, Tree
 from flac2all.errors import UsageError
 from flac2all.model import Action, SourceFacts, Task
+from flac2all.planning.discovery import Source, Tree
 from flac2all.state import Record, texts
 
 if TYPE_CHECKING:
-    from flac2all.plan import Planner
+    from flac2all.planning.plan import Planner
 
 # --delete refuses to remove more than this share of the outputs (a source
 # disk that is not mounted looks like a library that was deleted).

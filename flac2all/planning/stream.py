@@ -25,12 +25,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flac2all import discovery, extras, outputs, plan, runner
 from flac2all.codecs.base import Codec
 from flac2all.executors.local import LocalPool
-from flac2all.listing import chunks, count_lines, heading, refusal_line, task_line
 from flac2all.model import Action, Job, Layout, Names, Settings, Status, Task, TaskResult
-from flac2all.procs import ProcessGroup
+from flac2all.planning import discovery, extras, plan
+from flac2all.running import outputs, runner
+from flac2all.running.listing import chunks, count_lines, heading, refusal_line, task_line
+from flac2all.running.procs import ProcessGroup
 from flac2all.state import Record, State
 
 # Sources walked before a run decides to stream: a smaller library is

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from flac2all.discovery import Tree
 from flac2all.errors import OutdirBusyError, UsageError, describe_oserror
 from flac2all.model import Settings
+from flac2all.planning.discovery import Tree
 from flac2all.state import STATE_DIR, Record, Records, texts
 
 # The state's meta key for the input folder's file system (see input_device).

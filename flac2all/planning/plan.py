@@ -23,13 +23,15 @@ from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from pathlib import Path
 
-from flac2all import extras, listing, moves, tags
+from flac2all import tags
 from flac2all.codecs.base import Codec
-from flac2all.discovery import Source, Tree
 from flac2all.errors import TaskError
 from flac2all.model import Action, Job, Layout, Names, Settings, SourceFacts, Status, Task, TaskResult
-from flac2all.names import Namer
+from flac2all.planning import extras, moves
+from flac2all.planning.discovery import Source, Tree
+from flac2all.planning.names import Namer
 from flac2all.report import UP_TO_DATE, Skip
+from flac2all.running import listing
 from flac2all.state import Record, Records, collector_paused
 from flac2all.tags import TagFamily
 from flac2all.tags.lossy import read_bitrate

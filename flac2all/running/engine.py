@@ -4,7 +4,7 @@ that are bookkeeping or file moves, done here -> the executor (the local pool,
 a cluster master: ``flac2all.executors``) for the rest -> report.
 
     from pathlib import Path
-    from flac2all.engine import convert
+    from flac2all.running.engine import convert
     report = convert(Path("music"), Path("out"), "mp3,opus", threads=2)
     print(report.summary())
 """
@@ -23,16 +23,18 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from flac2all import codecs, discovery, guards, outputs, plan, preflight, runner, stream, tools
+from flac2all import codecs, tools
 from flac2all.codecs import Codec
-from flac2all.console import Display, Guarded, Silent
 from flac2all.errors import UsageError, describe_oserror
-from flac2all.execution import Run, state_lost
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
-from flac2all.guards import outdir_lock
+from flac2all.face.console import Display, Guarded, Silent
 from flac2all.model import Action, Layout, Lossy, Names, Settings
+from flac2all.planning import discovery, plan, stream
 from flac2all.report import LOG_NAME, Report
+from flac2all.running import guards, outputs, preflight, runner
+from flac2all.running.execution import Run, state_lost
+from flac2all.running.guards import outdir_lock
 from flac2all.state import (
     STATE_DIR,
     State,

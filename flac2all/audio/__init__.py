@@ -1,0 +1,1 @@
+"""Audio: FLAC stream facts, the decoder's choice, the PCM tap."""

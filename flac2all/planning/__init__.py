@@ -1,0 +1,1 @@
+"""Planning: the input walked and each folder's plan decided; pure, starts no process."""
