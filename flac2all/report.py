@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import heapq
 import os
+import sqlite3
 import statistics
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -60,6 +63,63 @@ class Skip(NamedTuple):
         return TaskResult(self.task(), Status.SKIPPED, UP_TO_DATE, 0, -1.0, host=host)
 
 
+class SkipLog:
+    """Outputs up to date kept on disk, in a private temporary SQLite
+    database, rather than in memory: a no-op re-run of a million sources
+    has two million. Iterated costliest first (the plan's order: ties in
+    the order of the sources' relative paths, then of the modes); logged
+    by source (``by_source``, the CSV's order)."""
+
+    def __init__(self, modes: dict[str, int]) -> None:
+        """``modes``: each mode's place among the run's."""
+        self.modes = modes
+        # "": a temporary database of its own, deleted when closed.
+        self.db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute("CREATE TABLE skips (cost REAL, place BLOB, key BLOB, source TEXT, output TEXT, mode TEXT)")
+        self.count = 0
+        self.encoding = sys.getfilesystemencoding()
+
+    def add(self, skips: list[Skip], places: dict[str, bytes]) -> None:
+        """``skips``; ``places``: each source's place in the order of
+        relative paths, by its text (what orders skips of equal cost)."""
+        encoding, modes = self.encoding, self.modes
+        self.db.execute("BEGIN")
+        self.db.executemany(
+            "INSERT INTO skips VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    s.cost,
+                    places[s.source] + bytes((modes[s.mode],)),
+                    s.source.encode(encoding, "surrogateescape"),
+                    *s[:3],
+                )
+                for s in skips
+            ),
+        )
+        self.db.execute("COMMIT")
+        self.count += len(skips)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Skip]:
+        rows = self.db.execute("SELECT source, output, mode, cost FROM skips ORDER BY cost DESC, place")
+        return map(Skip._make, rows)
+
+    def by_source(self) -> Iterator[tuple[bytes, str, str, str]]:
+        """(source as bytes, mode, source, output), by source then mode."""
+        return self.db.execute("SELECT key, mode, source, output FROM skips ORDER BY key, mode")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def first(item: tuple) -> object:
+    return item[0]
+
+
 def skip_line(mode: str, output: str) -> str:
     """``line_for`` a Skip's result, without the result."""
     return f"{VERBS[Action.SKIP]:<8} {mode:<8} {printable(output)} ({UP_TO_DATE.removeprefix('skipped: ')})"
@@ -106,6 +166,9 @@ class Report:
     # Outputs found up to date, each one result more (a SUCCESS on skip_host):
     # kept apart, as text (Skip), not as a million TaskResults.
     skipped: list[Skip] = field(default_factory=list)
+    # Or, for a plan made folder by folder, on disk (as many as a no-op
+    # re-run of a million sources has).
+    skip_log: SkipLog | None = None
     skip_host: str = ""
     wall_time: float = 0.0
     interrupted_by: int | None = None  # signal number
@@ -119,15 +182,24 @@ class Report:
     def add(self, result: TaskResult) -> None:
         self.results.append(result)
 
-    def add_skipped(self, skips: list[Skip], host: str) -> None:
+    def add_skipped(self, skips: list[Skip] | SkipLog, host: str) -> None:
         """Up-to-date outputs, each a result of its own (done on ``host``)."""
-        self.skipped += skips
+        if isinstance(skips, SkipLog):
+            self.skip_log = skips
+        else:
+            self.skipped += skips
         self.skip_host = host
+
+    @property
+    def skips(self) -> int:
+        """How many outputs were up to date."""
+        return len(self.skipped) + (len(self.skip_log) if self.skip_log is not None else 0)
 
     def every_result(self) -> list[TaskResult]:
         """``results`` with a TaskResult made for each skip (for tests and
         callers that want them all alike)."""
-        return [*self.results, *(s.result(self.skip_host) for s in self.skipped)]
+        skips: Iterable[Skip] = self.skipped if self.skip_log is None else [*self.skipped, *self.skip_log]
+        return [*self.results, *(s.result(self.skip_host) for s in skips)]
 
     @property
     def failures(self) -> list[TaskResult]:
@@ -136,7 +208,7 @@ class Report:
     @property
     def complete(self) -> bool:
         """Every task issued has exactly one result."""
-        return len(self.results) + len(self.skipped) == self.issued
+        return len(self.results) + self.skips == self.issued
 
     @property
     def exit_status(self) -> ExitStatus:
@@ -183,7 +255,15 @@ class Report:
             rows += [(s.source, s.output, s.mode, status, 0, elapsed, host) for s in self.skipped]
         encoding = sys.getfilesystemencoding()
         # By source as os.fsencode's bytes (without its call), then mode.
-        rows.sort(key=lambda row: (row[0].encode(encoding, "surrogateescape"), row[2]))
+        keyed = sorted((((row[0].encode(encoding, "surrogateescape"), row[2]), row) for row in rows), key=first)
+        if self.skip_log is not None:
+            status, elapsed, host = f"SUCCESS ({UP_TO_DATE})", f"{-1.0:.3f}", self.skip_host
+            logged = (
+                ((key, mode), (source, output, mode, status, 0, elapsed, host))
+                for key, mode, source, output in self.skip_log.by_source()
+            )
+            keyed = heapq.merge(keyed, logged, key=first)
+        rows = (row for _, row in keyed)
         tmp = log_temp(path)
         try:
             # "r+" keeps the reserved blocks (truncated to the rows at the
@@ -202,7 +282,7 @@ class Report:
         self.log_path = path
 
     def counts(self) -> Counts:
-        return Counts.of(self.results, len(self.skipped))
+        return Counts.of(self.results, self.skips)
 
     def summary(self) -> str:
         """The text printed at the end: the original 5.4's lines, then what
@@ -275,8 +355,8 @@ class Report:
         for r in self.results:
             counts = failed if r.status is Status.FAILED else done
             counts[r.host] = counts.get(r.host, 0) + 1
-        if self.skipped:
-            done[self.skip_host] = done.get(self.skip_host, 0) + len(self.skipped)
+        if self.skips:
+            done[self.skip_host] = done.get(self.skip_host, 0) + self.skips
         hosts = sorted({*done, *failed, *self.host_problems})
         if not hosts:  # stopped before any result came
             return ["    By host: no task finished"]

@@ -218,6 +218,62 @@ class Records(Mapping[Path, Record]):
         return f"Records({len(self)} rows)"
 
 
+class FolderRecords(Records):
+    """The state's rows read an output folder at a time, at the first look
+    into it (``State.rows_in``): what a mirror planned as the walk goes
+    asks, holding one source folder's rows at a time. ``done`` ends a
+    source folder (the rows it read that no task claimed); ``rest`` is
+    every row of the folders never read."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__()
+        self.state = state
+        self.read: set[str] = set()  # output folders read (text ending in "/")
+        self.count = 0  # rows read
+        self.total = state.count()
+
+    def _look(self, output: os.PathLike | str) -> str:
+        key = os.fspath(output)
+        folder = key[: key.rfind("/") + 1]
+        if folder not in self.read:
+            self.read.add(folder)
+            rows = self.state.rows_in(folder)
+            self.count += len(rows)
+            self._rows.update(rows)
+        return key
+
+    def row(self, output: os.PathLike | str) -> Row | None:
+        return self._rows.get(self._look(output))
+
+    def __getitem__(self, output: Path) -> Record:
+        return super().__getitem__(Path(self._look(output)))
+
+    def get(self, output: Path, default: Record | None = None) -> Record | None:  # type: ignore[override]
+        self._look(output)
+        return super().get(output, default)
+
+    def __contains__(self, output: object) -> bool:
+        return isinstance(output, os.PathLike | str) and self._look(output) in self._rows
+
+    def __len__(self) -> int:
+        return self.total
+
+    def done(self, claimed: set[str]) -> tuple[list[Record], set[str]]:
+        """The rows read since the last call that are not in ``claimed``
+        (text), as Records, and the sources of all of them (text); forgets
+        them all."""
+        left = list(self.unclaimed(claimed))
+        sources = {row.source for row in self._rows.values()}
+        self._rows = {}
+        return left, sources
+
+    def rest(self) -> Iterator[Record]:
+        """The rows of the output folders never read."""
+        if self.count < self.total:
+            for output, row in self.state.rows_outside(self.read):
+                yield self.record(output, row)
+
+
 def texts(paths: Iterable[os.PathLike]) -> set[str]:
     """Paths as the text ``Records`` keys them by."""
     return set(map(os.fspath, paths))
@@ -394,24 +450,54 @@ class State:
         no Path made (``Records`` makes a Record when one is asked for)."""
         if self.db is None:
             return Records()
+        with collector_paused():
+            return Records(dict(self._rows("", ())))
+
+    def rows_in(self, folder: str) -> dict[str, Row]:
+        """The rows of the outputs directly in ``folder`` (absolute, as text
+        ending in "/"), not in its subfolders: one range of the outputs'
+        index, whatever the size of the state."""
+        if self.db is None:
+            return {}
+        prefix = os.fsencode(folder)[self._out_prefix :]
+        if not prefix:
+            return dict(self._rows(" WHERE instr(output, X'2F') = 0", ()))
+        # The outputs below the folder: from its bytes to the same ending
+        # in "0", the byte after "/".
+        where = " WHERE output >= ? AND output < ? AND instr(substr(output, ?), X'2F') = 0"
+        return dict(self._rows(where, (prefix, prefix[:-1] + b"0", len(prefix) + 1)))
+
+    def rows_outside(self, folders: set[str]) -> Iterator[tuple[str, Row]]:
+        """The rows of the outputs that are in none of ``folders`` (as
+        ``rows_in`` names them), one by one."""
+        for output, row in self._rows("", ()):
+            if output[: output.rfind("/") + 1] not in folders:
+                yield output, row
+
+    def count(self, what: str = "*") -> int:
+        """How many rows (``what``: "DISTINCT source", how many sources)."""
+        if self.db is None:
+            return 0
+        return self.db.execute(f"SELECT COUNT({what}) FROM outputs").fetchone()[0]
+
+    def _rows(self, where: str, args: tuple) -> Iterator[tuple[str, Row]]:
+        """(absolute output text, Row) of the rows ``where`` selects."""
+        assert self.db is not None
         art = "art" if "art" in self.columns else "''"  # a dry run's older state, not migrated
         rows = self.db.execute(
             "SELECT output, source, mode, src_size, src_mtime_ns, audio_md5, tags_hash, pictures_hash,"
-            f" settings_hash, out_size, out_mtime_ns, {art} FROM outputs"
+            f" settings_hash, out_size, out_mtime_ns, {art} FROM outputs{where}",
+            args,
         )
         # Text as os.fsdecode makes it (surrogateescape for undecodable
         # bytes), the roots joined as os.path.join would.
         encoding = sys.getfilesystemencoding()
         out_root, in_root = os.path.join(os.fspath(self.outdir), ""), os.path.join(os.fspath(self.input_dir), "")
         make = Row._make
-        with collector_paused():
-            return Records(
-                {
-                    out_root + output.decode(encoding, "surrogateescape"): make(
-                        (in_root + source.decode(encoding, "surrogateescape"), *rest)
-                    )
-                    for output, source, *rest in rows
-                }
+        for output, source, *rest in rows:
+            yield (
+                out_root + output.decode(encoding, "surrogateescape"),
+                make((in_root + source.decode(encoding, "surrogateescape"), *rest)),
             )
 
     def put(self, record: Record) -> None:

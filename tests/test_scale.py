@@ -11,6 +11,8 @@ from flac2all.codecs import CODECS
 from flac2all.model import Settings
 from flac2all.planning import plan
 from flac2all.planning.discovery import discover
+from flac2all.planning.flow import Whole
+from flac2all.running.listing import Listing
 
 NAMES = [
     "A.flac",
@@ -49,8 +51,10 @@ def test_the_walk_lists_sources_in_the_order_of_their_relative_paths(tmp_path: P
 def test_the_dry_run_listing_in_pieces_is_the_listing(tmp_path: Path) -> None:
     make_tree(tmp_path)
     settings = Settings(input_dir=tmp_path, outdir=tmp_path.parent / "out", modes=("mp3", "opus"))
-    the_plan = plan.build(discover(tmp_path), (CODECS["mp3"], CODECS["opus"]), settings, refuse=False)
-    whole = the_plan.describe(settings)
+    tree = discover(tmp_path)
+    the_plan = plan.build(tree, (CODECS["mp3"], CODECS["opus"]), settings, refuse=False)
+    listed = Listing(Whole(the_plan, tree))
+    whole = listed.describe(settings)
     assert whole.count("\n") + 1 == 3 + 24  # header, count, "encode:", one line per task
     for size in (1, 2, 5, 10000):
-        assert "\n".join(the_plan.describe_chunks(settings, size)) == whole
+        assert "\n".join(listed.describe_chunks(settings, size)) == whole

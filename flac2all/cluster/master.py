@@ -22,7 +22,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import zmq
@@ -35,6 +35,7 @@ from flac2all.cluster.ledger import Entry, Job, Ledger, Peer, batched, identity,
 from flac2all.cluster.protocol import ProtocolError
 from flac2all.cluster.view import host_rows
 from flac2all.errors import Flac2allError, UsageError
+from flac2all.executors import Posted
 from flac2all.model import HostRow, Settings, Task, TaskResult
 from flac2all.model import Job as PlannedJob
 from flac2all.running import outputs
@@ -53,7 +54,7 @@ class NoWorkersError(Flac2allError):
     """No worker that could run the run's jobs came in time."""
 
 
-class Master:
+class Master(Posted):
     """The cluster executor (``flac2all.executors.Executor``)."""
 
     needs_local_encoders = False  # it only hands out work
@@ -68,6 +69,7 @@ class Master:
         wait_workers: float = WAIT_WORKERS,
         start_hint: str = "",
     ) -> None:
+        super().__init__()
         self.bind, self.port, self.say = bind, port, say
         self.keys = cluster_keys.master_keys(key_dir) if key_dir else None
         self.max_slots, self.wait_workers, self.start_hint = max_slots, wait_workers, start_hint
@@ -204,7 +206,7 @@ class Master:
 
     def run(
         self,
-        jobs: Sequence[PlannedJob],
+        jobs: Iterable[PlannedJob],
         settings: Settings,
         on_start: Callable[[Task], None],
         on_result: Callable[[TaskResult], None],
@@ -293,6 +295,7 @@ class Master:
                 for peer in list(self.peers.values()):
                     self.send(peer, beat)
                     ledger.check_leases(peer, now)  # a lease is minutes: checked once a heartbeat
+            self.drain()  # a planning thread's folders, counted before their jobs go out
             self.dispatch(on_start)
             self.watch_idle(now)
 

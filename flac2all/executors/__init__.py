@@ -8,9 +8,10 @@ other engine that can run ``runner.execute_batch`` somewhere.
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from flac2all.model import HostRow, Job, Settings, Task, TaskResult
 
@@ -24,7 +25,7 @@ class Executor(Protocol):
 
     def run(
         self,
-        jobs: Sequence[Job],
+        jobs: Iterable[Job],
         settings: Settings,
         on_start: Callable[[Task], None],
         on_result: Callable[[TaskResult], None],
@@ -34,10 +35,41 @@ class Executor(Protocol):
         ``on_start`` as a task starts and ``on_result`` with each result, both
         in the calling thread. When ``stop`` is set: no new job starts, the
         running ones are ended (their temp files removed), and it returns;
-        the tasks that did not finish have no result."""
+        the tasks that did not finish have no result. ``jobs`` may be a
+        generator that waits for jobs still being planned."""
+        ...
+
+    def post(self, callback: Callable[[Any], None], item: Any) -> None:
+        """Have ``callback(item)`` called in the thread that runs ``run``, in
+        order with the results (what a planning thread knows without any
+        job: a folder's counts, notes and state rows); what is posted after
+        ``run`` returned is called by ``drain``."""
+        ...
+
+    def drain(self) -> None:
+        """Call what was posted and not called yet."""
         ...
 
     def hosts(self) -> list[HostRow]:
         """Per host: processes, tasks done, rate, current files (for a
         display; may be called from another thread)."""
         ...
+
+
+class Posted:
+    """``post`` and ``drain`` for an executor whose loop calls ``drain``
+    each turn (the cluster master, Dask)."""
+
+    def __init__(self) -> None:
+        self.posted: queue.SimpleQueue = queue.SimpleQueue()
+
+    def post(self, callback: Callable[[Any], None], item: Any) -> None:
+        self.posted.put((callback, item))
+
+    def drain(self) -> None:
+        while True:
+            try:
+                callback, item = self.posted.get_nowait()
+            except queue.Empty:
+                return
+            callback(item)

@@ -24,10 +24,11 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from flac2all.errors import Flac2allError, UsageError
+from flac2all.executors import Posted
 from flac2all.executors.dask_worker import check_worker, run_job, stop_run
 from flac2all.executors.jobqueue import INSTALL
 from flac2all.model import HostRow, Job, Settings, Status, Task, TaskResult
@@ -54,7 +55,7 @@ def job_key(run: str, index: int, job: Job) -> str:
     return f"flac2all_{job.action.value}-{run}-{index:06d}-{name}"
 
 
-class DaskExecutor:
+class DaskExecutor(Posted):
     """The executor of a run on a Dask cluster (``flac2all.executors.Executor``)."""
 
     needs_local_encoders = False  # its workers need them
@@ -62,6 +63,7 @@ class DaskExecutor:
     def __init__(self, client, say: Callable[[str], None] = print, owned: Sequence = ()) -> None:
         """``client``: a ``distributed.Client``; ``owned``: what to close
         after the run (the client, and the cluster ``connect`` made)."""
+        super().__init__()
         self.client = client
         self.say = say
         self.owned = list(owned)
@@ -147,13 +149,14 @@ class DaskExecutor:
 
     def run(
         self,
-        jobs: Sequence[Job],
+        jobs: Iterable[Job],
         settings: Settings,
         on_start: Callable[[Task], None],
         on_result: Callable[[TaskResult], None],
         stop: threading.Event,
     ) -> None:
         """See ``executors.Executor.run``."""
+        jobs = list(jobs)  # submitted at once: a plan made as the walk goes is waited for
         run = uuid.uuid4().hex[:12]
         self.started = time.monotonic()
         events: queue.SimpleQueue = queue.SimpleQueue()
@@ -246,6 +249,7 @@ class Collector:
                     self.fail(self.index[key], "the connection to the Dask scheduler was lost")
                 return False
             self.drain()
+            self.executor.drain()  # a planning thread's folders
             if time.monotonic() >= self.next_look:
                 self.look()
             self.settle(self.finished.next_batch(block=False))

@@ -38,7 +38,7 @@ class LocalPool:
     def post(self, callback: Callable[[T], None], item: T) -> None:
         """Have ``callback(item)`` called in the thread that runs ``run``,
         in order with the results: for ``jobs`` planned in another thread
-        while they run (``flac2all.planning.stream``), whose bookkeeping is the
+        while they run (``flac2all.planning.flow``), whose bookkeeping is the
         engine's thread's."""
         self.events.put((callback, item))
 

@@ -65,33 +65,39 @@ def is_playlist(path: Path) -> bool:
 
 
 def discover(input_dir: Path, prune: frozenset[Path] = frozenset()) -> Tree:
-    """Every file under ``input_dir`` (absolute), sorted by relative path.
+    """Every file under ``input_dir`` (absolute), sorted by relative path:
+    the whole of ``walk``, in the order of the sources' relative paths
+    (``gather``).
 
     Folders in ``prune`` (the output folders when they sit inside the input)
     are not entered. Symbolic links to folders are not followed, so a link
     loop cannot make the walk endless; links to files are sources like any
     other, and a dangling one fails as its task with a clear message.
     """
+    return gather(walk(input_dir, prune))
+
+
+def gather(listings: Iterator[Listing]) -> Tree:
+    """The listings of a walk as one tree, each list in the order of the
+    sources' relative paths: a folder's files and its subfolders' in name
+    order, files and folders together (a walk gives a folder's files
+    before its subfolders). Linear: no sort."""
     tree = Tree()
-    # A stack of each open folder's entries, sorted by name, files and
-    # folders together: depth first in that order is the order of the
-    # sources' relative paths, so the lists need no sort at the end. Paths
-    # are made as folder / name, sharing the folder's parts (a million
-    # sources are a million Paths).
-    stack = [iter([(input_dir, Path())])]
-    while stack:
-        item = next(stack[-1], None)
-        if item is None:
-            stack.pop()
-            continue
-        folder, rel_folder = item
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            tree.errors.append((folder, exc.strerror or str(exc)))
-            continue
-        stack.append(listed(folder, rel_folder, entries, prune, tree))
+
+    def place(listing: Listing) -> None:
+        tree.errors += listing.errors
+        flacs = others = 0
+        for nflacs, nothers in listing.subfolders:
+            tree.flacs += listing.flacs[flacs:nflacs]
+            tree.others += listing.others[others:nothers]
+            flacs, others = nflacs, nothers
+            place(next(listings))
+        tree.flacs += listing.flacs[flacs:]
+        tree.others += listing.others[others:]
+
+    listings = iter(listings)
+    for top in listings:
+        place(top)
     return tree
 
 
@@ -99,7 +105,7 @@ def listed(
     folder: Path, rel_folder: Path, entries: list[os.DirEntry], prune: frozenset[Path], tree: Tree
 ) -> Iterator[tuple[Path, Path]]:
     """The files of one folder into ``tree``, in name order; its subfolders
-    yielded in their place, to be walked before the files after them."""
+    to walk yielded in their place (the files before them are in ``tree``)."""
     for entry in entries:
         path = folder / entry.name
         try:
@@ -130,15 +136,17 @@ class Listing:
     flacs: list[Source] = field(default_factory=list)
     others: list[Source] = field(default_factory=list)
     errors: list[tuple[Path, str]] = field(default_factory=list)
+    # Where each subfolder walked stands among the files, in name order:
+    # (FLACs before it, other files before it). ``gather`` merges by it.
+    subfolders: list[tuple[int, int]] = field(default_factory=list)
 
 
 def walk(input_dir: Path, prune: frozenset[Path] = frozenset()) -> Iterator[Listing]:
     """The folders of ``input_dir``, one ``Listing`` each, as they are
     listed: depth first in name order (each folder before its subfolders),
-    so that a run can plan a folder while the rest is still unwalked. The
-    same files as ``discover``, pruned and filtered the same way; a folder
-    holds all of its files in one listing (outputs can only clash within
-    one folder)."""
+    so that a run can plan a folder while the rest is still unwalked; a
+    folder holds all of its files in one listing (outputs can only clash
+    within one folder)."""
     stack = [iter([(input_dir, Path())])]
     while stack:
         item = next(stack[-1], None)
@@ -155,6 +163,9 @@ def walk(input_dir: Path, prune: frozenset[Path] = frozenset()) -> Iterator[List
             yield listing
             continue
         tree = Tree(listing.flacs, listing.others)
-        subfolders = list(listed(folder, rel_folder, entries, prune, tree))
+        subfolders = []
+        for sub in listed(folder, rel_folder, entries, prune, tree):
+            subfolders.append(sub)
+            listing.subfolders.append((len(listing.flacs), len(listing.others)))
         yield listing
         stack.append(iter(subfolders))

@@ -6,6 +6,7 @@ once every source is decided)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,8 +27,14 @@ DELETE_GUARD = 0.10
 def place_fresh(planner: Planner, fresh: list[tuple[Source, Codec, Path]], tree: Tree) -> None:
     """New outputs: moves where the audio is an orphan's, else encodes;
     then the remaining orphans."""
+    settle(planner, fresh, orphans_after(planner, fresh, tree))
+
+
+def settle(planner: Planner, fresh: list[tuple[Source, Codec, Path]], unclaimed: list[Record]) -> None:
+    """``place_fresh`` with the orphans known: the ``unclaimed`` rows whose
+    source is gone (or whose mode the run makes), taken by output path."""
     orphans = []
-    for rec in orphans_after(planner, fresh, tree):
+    for rec in sorted(unclaimed, key=lambda rec: os.fsencode(rec.output)):
         if not rec.output_is(planner.stat(rec.output)):
             planner.plan.forget.append(rec.output)  # gone, or not ours any more
         else:

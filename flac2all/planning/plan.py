@@ -31,7 +31,6 @@ from flac2all.planning import extras, moves
 from flac2all.planning.discovery import Source, Tree
 from flac2all.planning.names import Namer
 from flac2all.report import UP_TO_DATE, Skip
-from flac2all.running import listing
 from flac2all.state import Record, Records, collector_paused
 from flac2all.tags import TagFamily
 from flac2all.tags.lossy import read_bitrate
@@ -152,25 +151,7 @@ class Plan:
     def with_skips(self, tasks: Iterable[Task]) -> Iterator[Task | Skip]:
         """``tasks`` (in the plan's order, costliest first) and the Skips
         merged in that order."""
-        if not self.skips:
-            return iter(tasks)
-        cost = self.costs
-        costed = ((t.size * cost.get(t.mode, 1.0), t) for t in tasks)
-        skips = ((s.cost, s) for s in self.skips)
-        return (item for _, item in heapq.merge(costed, skips, key=itemgetter(0), reverse=True))
-
-    def describe(self, settings: Settings) -> str:
-        """--dry-run's output: counts per action, then the files of each."""
-        return "\n".join(self.describe_lines(settings))
-
-    def describe_chunks(self, settings: Settings, lines: int = 10000) -> Iterator[str]:
-        """``describe``'s text in pieces of ``lines`` lines, to print as they come."""
-        return listing.chunks(self.describe_lines(settings), lines)
-
-    def describe_lines(self, settings: Settings) -> Iterator[str]:
-        """``describe``'s lines one by one: a million sources make two
-        million lines, which are never held at once."""
-        return listing.plan_lines(self, settings)
+        return with_skips(tasks, self.skips, self.costs)
 
     def as_json(self) -> dict:
         """The plan, machine-readable (--plan-json)."""
@@ -194,6 +175,15 @@ class Plan:
             "actions": actions,
             "refused": refused,
         }
+
+
+def with_skips(tasks: Iterable[Task], skips: Iterable[Skip], costs: Mapping[str, float]) -> Iterator[Task | Skip]:
+    """``tasks`` and ``skips``, each costliest first, merged in that order."""
+    if not skips:
+        return iter(tasks)
+    costed = ((t.size * costs.get(t.mode, 1.0), t) for t in tasks)
+    skipped = ((s.cost, s) for s in skips)
+    return (item for _, item in heapq.merge(costed, skipped, key=itemgetter(0), reverse=True))
 
 
 class Planner:
@@ -238,6 +228,10 @@ class Planner:
         if source not in self._facts_cache:
             self._facts_cache[source] = self._facts(source)
         return self._facts_cache[source]
+
+    def forget_facts(self) -> None:
+        """Drop the facts read so far (a folder's, once it is planned)."""
+        self._facts_cache.clear()
 
     def output(self, source: Source, codec: Codec, suffix: str | None) -> Path:
         """The output of ``source`` in ``codec``'s tree, spelled by the

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,12 +29,14 @@ from flac2all.errors import UsageError, describe_oserror
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
 from flac2all.face.console import Display, Guarded, Silent
-from flac2all.model import Action, Layout, Lossy, Names, Settings
-from flac2all.planning import discovery, plan, stream
+from flac2all.model import Layout, Lossy, Names, Settings
+from flac2all.planning import discovery, plan
+from flac2all.planning.flow import Flow, FolderPlan, Folders, Head, Mirror, Whole, has_rows, stream_after, streamable
 from flac2all.report import LOG_NAME, Report
-from flac2all.running import guards, outputs, preflight, runner
+from flac2all.running import guards, preflight
 from flac2all.running.execution import Run, state_lost
 from flac2all.running.guards import outdir_lock
+from flac2all.running.listing import Listing
 from flac2all.state import (
     STATE_DIR,
     State,
@@ -69,30 +71,23 @@ def prune_set(settings: Settings, selected: tuple[Codec, ...]) -> frozenset[Path
     return frozenset({out / c.folder for c in selected} | {out / STATE_DIR})
 
 
-def discover_input(settings: Settings, selected: tuple[Codec, ...], dry: bool = False) -> discovery.Tree:
-    """The input tree; an input without any FLAC is refused (a warning in a
-    dry run) before OUTDIR is touched."""
+def discover_input(
+    settings: Settings, selected: tuple[Codec, ...], dry: bool = False, head: Head | None = None
+) -> discovery.Tree:
+    """The input tree, the rest of the walk ``head`` started, if any; an
+    input without any FLAC is refused (a warning in a dry run) before
+    OUTDIR is touched."""
     with collector_paused():  # every Source made stays (a third of the walk's CPU at 200,000 sources)
-        tree = discovery.discover(settings.input_dir, prune_set(settings, selected))
+        if head is None:
+            tree = discovery.discover(settings.input_dir, prune_set(settings, selected))
+        else:
+            tree = discovery.gather(head.listings())
     problem = guards.empty_input(settings, tree)
     if problem and not dry:
         raise UsageError(problem)
     if problem:
         log.warning("a run would refuse: %s", problem)
     return tree
-
-
-def make_plan(settings: Settings, selected: tuple[Codec, ...], state: State, tree: discovery.Tree) -> plan.Plan:
-    """The plan of a run (``state.readonly``: of a dry run, whose guards
-    warn rather than refuse). Refuses an input that looks unmounted."""
-    dry = state.readonly
-    records = state.load()
-    check_input(settings, state, tree, records)
-    versions = tools.versions({p for c in selected for p in c.programs})
-    the_plan = plan.build(tree, selected, settings, records, versions, refuse=not dry)
-    for warning in the_plan.warnings:
-        log.warning("%s", warning)
-    return the_plan
 
 
 def selected_codecs(settings: Settings) -> tuple[Codec, ...]:
@@ -103,40 +98,77 @@ def selected_codecs(settings: Settings) -> tuple[Codec, ...]:
     return selected
 
 
-def dry_run(settings: Settings, plan_json: Path | None = None) -> plan.Plan | stream.DryRun:
+def dry_run(settings: Settings, plan_json: Path | None = None) -> Listing:
     """The plan of a run, changing nothing (no folder, state or lock made,
-    nothing written in OUTDIR). What a run would refuse is a warning: the
-    plan is what the user needs to decide. A library past
-    ``stream.stream_after()`` sources with no state rows is planned (and
-    listed: ``describe_chunks``) folder by folder as the walk goes."""
+    nothing written in OUTDIR): the run's own flow, with a sink that lists
+    instead of executing. What a run would refuse is a warning: the plan
+    is what the user needs to decide."""
     selected = selected_codecs(settings)
     guards.check_outdir(settings.outdir)
-    streamed = stream_dry_run(settings, selected, plan_json)
-    if streamed is not None:
-        return streamed
-    tree = discover_input(settings, selected, dry=True)
+    head = look_ahead(settings, selected, plan_json)
+    tree = discover_input(settings, selected, dry=True, head=head) if whole(head) else None
     with read_state(settings) as state:
-        the_plan = make_plan(settings, selected, state, tree)
+        flow = plan_flow(settings, selected, state, head, tree)
+        if not flow.streaming:
+            planned_first(flow)  # while the state is open
     if plan_json is not None:
-        write_plan_json(plan_json, the_plan)
-    return the_plan
+        write_plan_json(plan_json, flow.plan)
+    return Listing(flow)
 
 
-def stream_dry_run(settings: Settings, selected: tuple[Codec, ...], plan_json: Path | None) -> stream.DryRun | None:
-    """A dry run's plan to be made as it is listed, where a first run's
-    would be (``stream``), else None."""
-    if not stream.streamable(settings, plan_json):
+def look_ahead(settings: Settings, selected: tuple[Codec, ...], plan_json: Path | None) -> Head | None:
+    """The walk's start, for a run that may be planned as the walk goes
+    (``flow.streamable``): its first ``stream_after()`` sources; None: the
+    run is planned whole."""
+    if not streamable(settings, plan_json):
         return None
-    # Quiet: a state that cannot be read is said so once, by the look
-    # that plans (this one's if it streams, else dry_run's).
-    with read_state(settings, warn=False) as state:
-        if stream.has_rows(state):
-            return None  # moves and orphans need the whole tree
-        head = stream.Head(settings.input_dir, prune_set(settings, selected), stream.stream_after())
-        if head.ended or not head.flacs:
-            return None  # small: planned whole, as the run would be
-    with read_state(settings) as state:
-        return stream.DryRun(start_stream(settings, selected, state, head))
+    return Head(settings.input_dir, prune_set(settings, selected), stream_after())
+
+
+def whole(head: Head | None) -> bool:
+    """Whether the run is planned whole whatever its state: not streamable,
+    or a library the head walked to its end (small: its jobs go costliest
+    first). A larger one has FLAC in it (the empty input's guard passes)."""
+    return head is None or head.ended
+
+
+def plan_flow(
+    settings: Settings, selected: tuple[Codec, ...], state: State, head: Head | None, tree: discovery.Tree | None
+) -> Flow:
+    """The run's plan as folder plans, from the walk ``head`` started (a
+    library past ``stream_after()`` sources, a plan that may be made folder
+    by folder): its folders' jobs run as they are planned for a first run
+    (``Folders``), after the walk for a mirror (``Mirror``: moves, orphans
+    and the input's guard are known at its end); else from the whole tree
+    (``Whole``). ``state.readonly``: a dry run's, whose guards warn rather
+    than refuse."""
+    versions = tools.versions({p for c in selected for p in c.programs})
+    refuse = not state.readonly
+    if tree is None and head is not None:
+        if has_rows(state):  # a mirror: moves and orphans are known at the walk's end
+
+            def check(found: int, known: int) -> None:
+                check_input(settings, state, found, known)
+
+            return Mirror(settings, selected, versions, state, head.listings(), check, refuse)
+        # With no state rows, the input's only check is its device (no
+        # recorded source can be missing).
+        check_input(settings, state, 0, 0)
+        return Folders(settings, selected, versions, head, refuse)
+    if tree is None:
+        tree = discover_input(settings, selected, dry=state.readonly, head=head)
+    records = state.load()
+    check_input(settings, state, *guards.found_in(tree, records))
+    return Whole(plan.build(tree, selected, settings, records, versions, refuse=refuse), tree)
+
+
+def planned_first(flow: Flow) -> FolderPlan:
+    """The flow's first folder plan, and what a run would refuse of it (a
+    dry run's plan says so rather than refusing)."""
+    first = flow.first()
+    for warning in flow.warnings:
+        log.warning("%s", warning)
+    return first
 
 
 def write_plan_json(path: Path, the_plan: plan.Plan) -> None:
@@ -166,42 +198,23 @@ def run(
         if settings.lossy is Lossy.CONVERT or settings.max_bitrate is not None:
             tools.require({"ffmpeg": "--lossy convert (it decodes the lossy files)"})
     selected_codecs(settings)
-    head = None
-    if stream.may_stream(settings, executor, plan_json):
-        # A library past stream_after() sources has FLAC in it (the empty
-        # input's guard passes) and may be planned as the walk goes.
-        head = stream.Head(settings.input_dir, prune_set(settings, selected), stream.stream_after())
-        if head.ended or not head.flacs:
-            head = None  # small: planned whole, costliest first
-    tree = discover_input(settings, selected) if head is None else None
+    head = look_ahead(settings, selected, plan_json)
+    # An input without FLAC is refused before OUTDIR is touched.
+    tree = discover_input(settings, selected, head=head) if whole(head) else None
     guards.prepare_outdir(settings.outdir)
-    report = Report(modes=tuple(c.name for c in selected), sources=len(tree.flacs) if tree else 0)
+    report = Report(modes=tuple(c.name for c in selected))
     with outdir_lock(settings.outdir), open_state(settings) as state:
-        if head is not None and not stream.has_rows(state):
-            the_stream = start_stream(settings, selected, state, head)
-            Run(settings, state, report, display, stop).execute_stream(the_stream, executor, selected)
-            finish(settings, state, report, started)
-            return report
-        if tree is None:  # a mirror to update: moves and orphans need the whole tree
-            tree = discover_input(settings, selected)
-            report.sources = len(tree.flacs)
-        the_plan = make_plan(settings, selected, state, tree)
-        # Its objects stay to the end: collections during the run need not walk them.
+        flow = plan_flow(settings, selected, state, head, tree)
+        first = planned_first(flow)
+        # The plan's objects stay to the end: collections during the run need not walk them.
         gc.freeze()
         if executor.needs_local_encoders:
             # Before any output is written, and only for modes with encodes:
             # a no-op re-run starts no process.
-            encoding = {t.mode for t in the_plan.tasks if t.action is Action.ENCODE}
-            preflight.check_options(tuple(c for c in selected if c.name in encoding), settings)
+            preflight.check_options(tuple(c for c in selected if c.name in first.encoding), settings)
         if plan_json is not None:
-            write_plan_json(plan_json, the_plan)
-        for record in the_plan.refresh:
-            state.put(record)
-        for output in the_plan.forget:
-            state.forget(output)
-        # Only where this run writes: a no-op run lists no folder.
-        outputs.remove_stale_temps({t.output.parent for t in the_plan.tasks if t.action not in runner.NOTES})
-        Run(settings, state, report, display, stop).execute(tree, the_plan, executor)
+            write_plan_json(plan_json, flow.plan)
+        Run(settings, state, report, display, stop).execute(flow, first, executor)
         finish(settings, state, report, started)
         gc.unfreeze()
     return report
@@ -216,23 +229,14 @@ def finish(settings: Settings, state: State, report: Report, started: float) -> 
     write_log(report, settings.outdir)
 
 
-def start_stream(settings: Settings, selected: tuple[Codec, ...], state: State, head: stream.Head) -> stream.Stream:
-    """A first run's plan, to be made as the walk goes: ``make_plan``'s
-    guards first. With no state rows, the input's only check is its device
-    (no recorded source can be missing). ``state.readonly``: a dry run's,
-    whose guards warn rather than refuse."""
-    check_input(settings, state, discovery.Tree(), {})
-    versions = tools.versions({p for c in selected for p in c.programs})
-    return stream.Stream(settings, selected, versions, head)
-
-
-def check_input(settings: Settings, state: State, tree: discovery.Tree, records: Mapping) -> None:
-    """Refuse an input that looks unmounted or emptied against the state's
-    ``records`` (a dry run's state, ``state.readonly``, warns instead), and
-    record the input's device once it looks complete."""
+def check_input(settings: Settings, state: State, found: int, known: int) -> None:
+    """Refuse an input that looks unmounted or emptied: ``found`` of the
+    ``known`` sources the state records are in it (a dry run's state,
+    ``state.readonly``, warns instead); record the input's device once it
+    looks complete."""
     dry = state.readonly
     device_before = state.meta(guards.DEVICE_KEY)
-    check = guards.check_sources(settings, tree, records, device_before)
+    check = guards.check_counts(settings, found, known, device_before)
     if check.problem and not settings.allow_missing_sources:
         if not dry:
             raise UsageError(check.problem)

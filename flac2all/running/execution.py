@@ -1,6 +1,7 @@
-"""The executing part of a run (``Run``): the results of the plan's jobs,
-as they come from the executor or are known at once (skips, notes,
-refusals), go to the report, the state and the display."""
+"""The executing part of a run (``Run``): the flow's folder plans are
+taken as they come (counts, state rows, what is known at once: refusals,
+skips, notes), their jobs go to the executor, and the results to the
+report, the state and the display."""
 
 from __future__ import annotations
 
@@ -8,19 +9,17 @@ import itertools
 import socket
 import sqlite3
 import threading
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from flac2all.codecs import Codec
 from flac2all.errors import DISK_FULL
 from flac2all.executors import Executor
-from flac2all.executors.local import LocalPool
 from flac2all.face.console import Display
-from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
-from flac2all.planning import discovery, plan, playlists, stream
+from flac2all.model import Action, Settings, Status, TaskResult
+from flac2all.planning import plan, playlists
+from flac2all.planning.flow import Flow, FolderPlan
 from flac2all.report import LOG_NAME, Report
-from flac2all.running import preflight, runner
+from flac2all.running import outputs, runner
 from flac2all.running.procs import ProcessGroup
 from flac2all.state import STATE_DIR, Record, State
 
@@ -55,43 +54,44 @@ def remember(state: State, result: TaskResult, the_plan: plan.Plan | None = None
 
 
 class Run:
-    """The executing part of a run: results go to the report, the state and
-    the display as they come."""
+    """The executing part of a run: the flow's folder plans, and the
+    results of their jobs, go to the report, the state and the display as
+    they come."""
 
     def __init__(self, settings: Settings, state: State, report: Report, display: Display, stop: threading.Event):
         self.settings, self.state, self.report, self.display, self.stop = settings, state, report, display, stop
         self.halt = Halt(stop)
         self.here = socket.gethostname()
         self.plan: plan.Plan | None = None
+        self.reserved = 0
+        self.processes = ProcessGroup()  # the jobs done here start none, but the runner asks
 
-    def execute(self, tree: discovery.Tree, the_plan: plan.Plan, executor: Executor) -> None:
-        """Folders that could not be read and refused tasks are results at
-        once; the jobs that are not the executor's are done here, the rest
-        by it."""
-        report, settings = self.report, self.settings
-        errors = [
-            TaskResult(Task(path, "-", Path(""), Action.SKIP), Status.FAILED, f"cannot read folder: {cause}", 1)
-            for path, cause in tree.errors
-        ]
-        self.plan = the_plan
-        report.issued = (
-            len(the_plan.tasks) + len(the_plan.skips) + len(the_plan.refused) + len(errors) + len(the_plan.playlists)
-        )
-        self.display.begin(report.issued, executor.hosts, settings.input_dir, the_plan.jobs)
-        Report.reserve(settings.outdir / LOG_NAME, LOG_RESERVE + LOG_ROW * report.issued)
-        for result in [*errors, *the_plan.refused]:
-            self.record(result)
-        # Counted and shown as they are (nothing to run, nothing to remember),
-        # before the other notes.
-        report.add_skipped(the_plan.skips, self.here)
-        self.display.skipped(the_plan.skips)
+    def execute(self, flow: Flow, first: FolderPlan, executor: Executor) -> None:
+        """``first`` (the whole plan, or a first window of folders) taken
+        at once; its jobs, then the rest's as the flow plans them, run by
+        the executor; playlists last (they point at the outputs written)."""
+        settings = self.settings
+        self.plan = flow.plan
+        if flow.streaming:  # before begin: its first frame says whether planning goes on
+            self.display.grow(first.issued, (), not first.last)
+        self.display.begin(first.issued, executor.hosts, settings.input_dir, first.jobs)
         try:
-            remote = run_here(the_plan.jobs, settings, self.record, self.halt)
-            executor.run(remote, settings, self.display.started, self.record, self.halt)
-            # Last: they point at the outputs just written.
-            for task in the_plan.playlists:
+            self.take(first, begun=True)
+            planning = Halt(self.halt)  # set: the planning thread stops at a folder's end
+            try:
+                jobs = itertools.chain(first.jobs, flow.rest(planning, executor.post, self.take))
+                executor.run(jobs, settings, self.display.started, self.record, self.halt)
+            finally:
+                planning.set()
+                try:
+                    flow.join()
+                finally:
+                    executor.drain()  # what the planning thread posted after the executor's last turn
+            if self.report.halted_by is not None and not self.stop.is_set():
+                flow.count_rest(self.take)  # what was not started is counted in the summary
+            for task in first.playlists:
                 if not self.halt.is_set():
-                    self.record(playlists.write(task, settings.input_dir, the_plan.outputs))
+                    self.record(playlists.write(task, settings.input_dir, flow.plan.outputs))
         finally:
             self.ended(executor)
 
@@ -106,48 +106,14 @@ class Run:
         if self.stop.is_set():
             report.interrupted_by = getattr(self.stop, "signum", 2)
 
-    def execute_stream(self, the_stream: stream.Stream, executor: Executor, selected: tuple[Codec, ...]) -> None:
-        """``execute`` for a plan made as the walk goes: a first window
-        planned here (the encoders' options checked before any job), then
-        the jobs of each folder handed to the local pool as its slots pull
-        them, the counts growing on the display."""
-        report, settings = self.report, self.settings
-        self.plan = the_stream.plan
-        first = the_stream.window(stream.stream_after(), {c.name for c in selected})
-        if executor.needs_local_encoders:
-            preflight.check_options(tuple(c for c in selected if c.name in first.encoding), settings)
-        self.reserved = 0
-        # Before begin: its first frame says whether planning goes on.
-        self.display.grow(first.issued, (), not the_stream.ended)
-        self.display.begin(first.issued, executor.hosts, settings.input_dir, first.jobs)
-        the_stream.take = self.take_planned
-        self.take_planned(first, begun=True)
-        try:
-            pool = executor if isinstance(executor, LocalPool) else None
-            if pool is not None:
-                the_stream.post = pool.post
-            jobs = itertools.chain(first.jobs, the_stream.start(self.halt))
-            try:
-                executor.run(jobs, settings, self.display.started, self.record, self.halt)
-            finally:
-                self.halt.set()  # the planning thread stops (it has, unless the run was cut short)
-                the_stream.join()
-                the_stream.post = lambda callback, item: callback(item)
-                if pool is not None:
-                    pool.drain()  # what it planned after the pool's last event
-            if the_stream.failure is not None:
-                raise the_stream.failure
-            if report.halted_by is not None and not self.stop.is_set():
-                the_stream.rest()  # what was not started is counted in the summary
-        finally:
-            self.ended(executor)
-
-    def take_planned(self, planned: stream.Planned, begun: bool = False) -> None:
-        """A folder's plan, in this thread: its counts, state rows and the
-        results known without running anything."""
+    def take(self, folder: FolderPlan, begun: bool = False) -> None:
+        """A folder's plan (or the whole plan), in this thread: its counts,
+        state rows, the results known without running anything, and the
+        jobs done here (notes; renames and deletions of outputs, before
+        any encode can write beside them)."""
         report = self.report
-        report.issued += planned.issued
-        report.sources += planned.sources
+        report.issued += folder.issued
+        report.sources += folder.sources
         if report.issued > self.reserved:
             # The log's room, set aside as the plan grows (Report.reserve).
             self.reserved = report.issued + report.issued // 4
@@ -156,15 +122,34 @@ class Run:
             # Not the walk's state now (the planning thread runs ahead of
             # this thread's events) but the folder's: the total is final
             # with the last one.
-            self.display.grow(report.issued, planned.jobs, not planned.last)
-        for row in planned.refresh:
-            if report.state_error is None:
-                try:
-                    self.state.put(row)
-                except sqlite3.Error as exc:
-                    report.state_error = state_lost(self.settings, exc)
-        for result in planned.results:
+            self.display.grow(report.issued, folder.jobs, not folder.last)
+        self.keep(folder.refresh, folder.forget)
+        for result in [*folder.unread, *folder.refused]:
             self.record(result)
+        if folder.skips:  # counted and shown as they are: nothing to run, nothing to remember
+            report.add_skipped(folder.skips, self.here)
+            skips = iter(folder.skips)  # (a SkipLog's are read from disk a piece at a time)
+            while piece := list(itertools.islice(skips, SKIPS_SHOWN)):
+                self.display.skipped(piece)
+        if folder.tasks:
+            outputs.remove_stale_temps(folder.written)  # before an encode writes there
+        for job in folder.here:
+            if job.action in runner.NOTES or not self.halt.is_set():
+                for result in runner.execute_batch(job.tasks, self.settings, self.processes):
+                    self.record(result)
+
+    def keep(self, refresh: list[Record], forget: list[Path]) -> None:
+        """State rows known without any work: outputs adopted or touched,
+        outputs gone."""
+        if self.report.state_error is not None:
+            return
+        try:
+            for row in refresh:
+                self.state.put(row)
+            for output in forget:
+                self.state.forget(output)
+        except sqlite3.Error as exc:
+            self.report.state_error = state_lost(self.settings, exc)
 
     def record(self, result: TaskResult) -> None:
         report = self.report
@@ -182,6 +167,8 @@ class Run:
         self.display.finished(result)
 
 
+# Skips shown at once (a no-op re-run has millions).
+SKIPS_SHOWN = 10000
 # Bytes set aside for the log before the run (Report.reserve): a fixed part
 # and a row's worth per task.
 LOG_RESERVE = 64 * 1024
@@ -193,20 +180,3 @@ def state_lost(settings: Settings, exc: Exception) -> str:
         f"the state in {settings.outdir / STATE_DIR} could not be updated ({exc}); it is only a cache: "
         "the next run adopts the outputs written now by their provenance tags"
     )
-
-
-def run_here(
-    jobs: list[Job], settings: Settings, record: Callable[[TaskResult], None], stop: threading.Event
-) -> list[Job]:
-    """Do the jobs that are not the executor's (notes; renames and deletions
-    of outputs, on this machine, before any encode can write beside them);
-    return the executor's."""
-    processes = ProcessGroup()  # these start none, but the runner asks
-    remote = []
-    for job in jobs:
-        if job.action.on_executor:
-            remote.append(job)
-        elif job.action in runner.NOTES or not stop.is_set():
-            for result in runner.execute_batch(job.tasks, settings, processes):
-                record(result)
-    return remote

@@ -136,19 +136,30 @@ class SourceCheck:
     complete: bool
 
 
-def check_sources(
-    settings: Settings, tree: Tree, records: Mapping[Path, Record], device_before: str | None
-) -> SourceCheck:
-    """Does the input look like the library the mirror was made from? An
-    unmounted disk leaves an empty folder (or a stale one on another file
-    system): every output would be an orphan, and --delete would wipe them."""
+def found_in(tree: Tree, records: Mapping[Path, Record]) -> tuple[int, int]:
+    """(how many of the sources the state records are in ``tree``, how
+    many it records)."""
     # As text: no Record or Path made for a million rows.
     known = Records.of(records).sources()
     present = texts(s.path for s in tree.flacs) | texts(s.path for s in tree.others)
-    found = len(known & present)
-    if found * 2 < len(known):
+    return len(known & present), len(known)
+
+
+def check_sources(
+    settings: Settings, tree: Tree, records: Mapping[Path, Record], device_before: str | None
+) -> SourceCheck:
+    """``check_counts`` of the sources of ``tree`` against the ``records``."""
+    return check_counts(settings, *found_in(tree, records), device_before)
+
+
+def check_counts(settings: Settings, found: int, known: int, device_before: str | None) -> SourceCheck:
+    """Does the input look like the library the mirror was made from
+    (``found`` of the ``known`` sources the state records are in it)? An
+    unmounted disk leaves an empty folder (or a stale one on another file
+    system): every output would be an orphan, and --delete would wipe them."""
+    if found * 2 < known:
         return SourceCheck(
-            f"source looks unmounted: only {found} of the {len(known)} sources recorded in the state of "
+            f"source looks unmounted: only {found} of the {known} sources recorded in the state of "
             f"{settings.outdir} are under {settings.input_dir}; mount it or check the path, "
             "or add --allow-missing-sources if they are really gone",
             complete=False,

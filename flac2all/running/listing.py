@@ -1,7 +1,8 @@
-"""What a dry run prints: the plan's counts and files per action, line by
-line (a million sources make two million lines, never held at once). A
-whole plan's listing (``plan_lines``) and the pieces of one made as the
-walk goes (``stream.DryRun``)."""
+"""The dry run's sink: the run's own flow (``planning.flow``), listed
+instead of executed, line by line (a million sources make two million
+lines, never held at once). A whole plan is listed with its counts first
+and each action's files costliest first (``plan_lines``); a plan made as
+the walk goes, folder by folder as it is made (``folder_lines``)."""
 
 from __future__ import annotations
 
@@ -11,32 +12,84 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from flac2all.model import Action, Settings, Task, TaskResult
+from flac2all.planning.plan import with_skips
 from flac2all.report import printable
 
 if TYPE_CHECKING:
-    from flac2all.planning.plan import Plan
+    from flac2all.planning.flow import Flow, FolderPlan
 
 PathText = os.PathLike | str
 
+# Said under the heading of a plan listed as it is made.
+AS_PLANNED = "  (listed as planned, folder by folder: each action's files in the order of the walk; counts at the end)"
 
-def plan_lines(the_plan: Plan, settings: Settings) -> Iterator[str]:
+
+class Listing:
+    """What ``--dry-run`` prints of a run's flow."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+
+    def describe(self, settings: Settings) -> str:
+        return "\n".join(self.describe_lines(settings))
+
+    def describe_chunks(self, settings: Settings, lines: int = 10000) -> Iterator[str]:
+        """The listing in pieces of ``lines`` lines, to print as they come."""
+        return chunks(self.describe_lines(settings), lines)
+
+    def describe_lines(self, settings: Settings) -> Iterator[str]:
+        if self.flow.streaming:
+            return folder_lines(self.flow, settings)
+        return plan_lines(self.flow.first(), self.flow.plan.costs, settings)
+
+
+def plan_lines(whole: FolderPlan, costs: Mapping[str, float], settings: Settings) -> Iterator[str]:
     """A whole plan: the heading, the counts, then each action's files
     (costliest first, as the plan has them), then the refusals."""
     yield heading(settings)
-    counts = the_plan.counts()
-    yield from count_lines(counts, len(the_plan.refused))
+    counts = dict.fromkeys(Action, 0)
+    for task in itertools.chain(whole.tasks, whole.playlists):
+        counts[task.action] += 1
+    counts[Action.SKIP] += len(whole.skips)
+    yield from count_lines(counts, len(whole.refused))
     for action in Action:
         if not counts[action]:
             continue
         yield f"{action.value}:"
-        tasks = (t for t in itertools.chain(the_plan.tasks, the_plan.playlists) if t.action is action)
+        tasks = (t for t in itertools.chain(whole.tasks, whole.playlists) if t.action is action)
         if action is not Action.SKIP:
             yield from map(task_line, tasks)
             continue
         # The skips kept as text among the others, costliest first as all are.
-        for item in the_plan.with_skips(tasks):
+        for item in with_skips(tasks, whole.skips, costs):
             yield task_line(item) if isinstance(item, Task) else file_line(item.mode, item.source, item.output)
-    yield from map(refusal_line, the_plan.refused)
+    yield from map(refusal_line, whole.refused)
+
+
+def folder_lines(flow: Flow, settings: Settings) -> Iterator[str]:
+    """A plan listed as it is made: each action's files in the order of
+    the walk, a folder's actions in ``Action`` order, an action's heading
+    again wherever another action (or a refusal) came between, and the
+    counts at the end (they are known only then)."""
+    yield heading(settings)
+    yield AS_PLANNED
+    counts = dict.fromkeys(Action, 0)
+    refused = 0
+    current: Action | None = None
+    order = {action: n for n, action in enumerate(Action)}
+    for folder in flow.folders():
+        for task in sorted(folder.tasks, key=lambda t: order[t.action]):
+            counts[task.action] += 1
+            if task.action is not current:
+                current = task.action
+                yield f"{current.value}:"
+            yield task_line(task)
+        for result in folder.refused:
+            refused += 1
+            current = None
+            yield refusal_line(result)
+    yield "counts:"
+    yield from count_lines(counts, refused)
 
 
 def heading(settings: Settings) -> str:

@@ -1,0 +1,452 @@
+"""The one flow of a run: its plan as a stream of folder plans.
+
+Every run, re-run, no-op run and dry run is planned by one ``Planner`` and
+consumed folder plan by folder plan, whichever executor runs it and whether
+it executes or only lists (``running.listing.Listing`` is the dry run's
+sink, ``running.execution.Run`` the real one's):
+
+- ``Whole``: a run that needs the whole library before any job (moves and
+  orphans of a mirror, the delete guard, playlists, ``--plan-json``, fat32
+  names and the flat layout, whose names clash across folders, and a small
+  library, whose jobs go costliest first): one folder plan, the whole plan.
+- ``Folders``: a first run of a large library planned as the walk goes.
+  Its first window of sources is planned at once, costliest first; the
+  rest follows in walk order, planned in a thread of its own ahead of the
+  executor's slots, so the first encoder starts within a second or two of
+  a million-source run.
+
+Nothing here starts a process: the notes (up-to-date or kept outputs) are
+jobs for the consumer to record, as renames and deletions are.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flac2all.codecs.base import Codec
+from flac2all.model import Action, Job, Layout, Names, Settings, Status, Task, TaskResult
+from flac2all.planning import discovery, extras, plan
+from flac2all.planning.moves import settle
+from flac2all.report import Skip, SkipLog
+from flac2all.state import FolderRecords, Record, State
+
+# Sources walked before a first run decides to stream its plan: a smaller
+# library is planned whole (costliest jobs first). FLAC2ALL_STREAM_AFTER
+# sets it (the tests stream tiny libraries with 1).
+STREAM_AFTER = 2000
+
+
+def stream_after() -> int:
+    return int(os.environ.get("FLAC2ALL_STREAM_AFTER", STREAM_AFTER))
+
+
+def streamable(settings: Settings, plan_json: Path | None) -> bool:
+    """Whether this run's plan may be made folder by folder: nothing in it
+    needs the whole tree but the state (an empty one: ``has_rows``)."""
+    return (
+        plan_json is None
+        and not settings.playlists
+        and settings.names is Names.POSIX
+        and settings.layout is not Layout.FLAT
+    )
+
+
+def has_rows(state: State) -> bool:
+    """Whether the state records any output (one row read, not all)."""
+    return state.db is not None and state.db.execute("SELECT 1 FROM outputs LIMIT 1").fetchone() is not None
+
+
+class Head:
+    """The start of the walk: listings taken until ``count`` FLAC sources
+    (or the walk's end), then the rest as it comes."""
+
+    def __init__(self, input_dir: Path, prune: frozenset[Path], count: int) -> None:
+        self.walk = discovery.walk(input_dir, prune)
+        self.taken: list[discovery.Listing] = []
+        self.flacs = 0
+        self.ended = False
+        while self.flacs < count:
+            listing = next(self.walk, None)
+            if listing is None:
+                self.ended = True
+                break
+            self.taken.append(listing)
+            self.flacs += len(listing.flacs)
+
+    def listings(self) -> Iterator[discovery.Listing]:
+        while self.taken:
+            yield self.taken.pop(0)
+        yield from self.walk
+
+
+@dataclass
+class FolderPlan:
+    """One folder's plan (or a whole library's): the executor's jobs, the
+    jobs the consumer does itself (notes; renames and deletions, before any
+    encode can write beside them), what is known at once (folders that
+    could not be read, refused tasks), the outputs up to date, the state rows to write
+    or forget without any work, and the tasks in the order planned (what a
+    listing shows)."""
+
+    jobs: list[Job] = field(default_factory=list)
+    here: list[Job] = field(default_factory=list)
+    unread: list[TaskResult] = field(default_factory=list)
+    refused: list[TaskResult] = field(default_factory=list)
+    skips: list[Skip] | SkipLog = field(default_factory=list)
+    refresh: list[Record] = field(default_factory=list)
+    forget: list[Path] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    playlists: list[Task] = field(default_factory=list)
+    sources: int = 0
+    last: bool = False  # nothing more: the walk is over (an empty one, after the last folder)
+
+    @property
+    def issued(self) -> int:
+        """The tasks it counts (the summary's and the display's)."""
+        return len(self.tasks) + len(self.skips) + len(self.unread) + len(self.refused) + len(self.playlists)
+
+    @property
+    def encoding(self) -> set[str]:
+        """The modes it encodes (whose options are tried before any job)."""
+        return {t.mode for t in self.tasks if t.action is Action.ENCODE}
+
+    @property
+    def written(self) -> set[Path]:
+        """The output folders its tasks write into (swept of a killed run's
+        temporary files before they do)."""
+        return {t.output.parent for t in self.tasks if t.action not in (Action.SKIP, Action.ORPHAN)}
+
+    def add(self, other: FolderPlan) -> None:
+        for name in ("jobs", "here", "unread", "refused", "refresh", "forget", "tasks", "playlists"):
+            getattr(self, name).extend(getattr(other, name))
+        self.sources += other.sources
+        assert not other.skips, "a first run has no output up to date"
+
+
+def unreadable(errors: list[tuple[Path, str]]) -> list[TaskResult]:
+    """Folders that could not be listed, as failed results."""
+    return [
+        TaskResult(Task(path, "-", Path(""), Action.SKIP), Status.FAILED, f"cannot read folder: {cause}", 1)
+        for path, cause in errors
+    ]
+
+
+def split(jobs: list[Job]) -> tuple[list[Job], list[Job]]:
+    """(the executor's jobs, the consumer's own), each in the order given."""
+    theirs, ours = [], []
+    for job in jobs:
+        (theirs if job.action.on_executor else ours).append(job)
+    return theirs, ours
+
+
+class Flow:
+    """A run's plan as folder plans: ``first`` (the whole plan, or the
+    first window), then ``rest`` as it is planned."""
+
+    plan: plan.Plan  # what the consumer asks of a plan (its covers, outputs)
+    streaming = False  # planning goes on after ``first``
+    warnings: list[str]
+
+    def first(self) -> FolderPlan:
+        raise NotImplementedError
+
+    def rest(self, halt: threading.Event, post: Callable, take: Callable[[FolderPlan], None]) -> Iterator[Job]:
+        """The later folders' jobs, for the executor to pull; each folder's
+        plan goes to ``take`` (through ``post``, in the consumer's thread)
+        before its jobs can start."""
+        return iter(())
+
+    def folders(self) -> Iterator[FolderPlan]:
+        """The later folder plans, planned here as they are asked (a dry run's)."""
+        return iter(())
+
+    def join(self) -> None:
+        """Wait for the planning thread, if any (it stops once halted)."""
+
+    def count_rest(self, take: Callable[[FolderPlan], None]) -> None:
+        """Plan what is left without running it (a run halted by a full
+        disk: the summary counts the tasks that were not started)."""
+
+
+class Whole(Flow):
+    """A plan made whole (``Planner.build``) as one folder plan."""
+
+    def __init__(self, the_plan: plan.Plan, tree: discovery.Tree) -> None:
+        self.plan = the_plan
+        self.warnings = the_plan.warnings
+        theirs, ours = split(the_plan.jobs)
+        self.whole = FolderPlan(
+            jobs=theirs,
+            here=ours,
+            unread=unreadable(tree.errors),
+            refused=the_plan.refused,
+            skips=the_plan.skips,
+            refresh=the_plan.refresh,
+            forget=the_plan.forget,
+            tasks=the_plan.tasks,
+            playlists=the_plan.playlists,
+            sources=len(tree.flacs),
+            last=True,
+        )
+
+    def first(self) -> FolderPlan:
+        return self.whole
+
+
+class Folders(Flow):
+    """A first run's plan, folder by folder as the walk goes (a ``Planner``
+    with no state records: every new output is an encode, no move nor
+    orphan can be; outputs clash only within a folder)."""
+
+    streaming = True
+
+    def __init__(
+        self, settings: Settings, codecs: tuple[Codec, ...], versions: dict[str, str], head: Head, refuse: bool = True
+    ):
+        self.settings = settings
+        self.planner = plan.Planner(settings, codecs, {}, versions, refuse=refuse)
+        if settings.embed_folder_art:
+            self.planner.plan.covers = {}
+        self.plan = self.planner.plan
+        self.warnings = []
+        self.cost = {c.name: c.cost for c in codecs}
+        self.listings = head.listings()
+        self.modes = {c.name for c in codecs}
+        self.ended = False
+        self.failure: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def next_folder(self) -> FolderPlan | None:
+        """The next folder's plan (None: the walk is over)."""
+        listing = next(self.listings, None)
+        if listing is None:
+            self.ended = True
+            return None
+        return self.plan_folder(listing)
+
+    def plan_folder(self, listing: discovery.Listing) -> FolderPlan:
+        """One folder's plan: its tasks in the order decided, its jobs
+        costliest first. Nothing is kept of it (what it claimed is dropped:
+        a million sources hold no million claims)."""
+        planner, the_plan = self.planner, self.plan
+        tree = discovery.Tree(listing.flacs, listing.others)
+        if the_plan.covers is not None:
+            the_plan.covers.update(extras.folder_covers(tree))
+        fresh = planner.decide_all(listing.flacs)
+        extras.plan_others(planner, tree)
+        for source, codec, output in fresh:
+            planner.add(source, codec, output, Action.ENCODE)
+        done = FolderPlan(tasks=the_plan.tasks, refresh=the_plan.refresh, sources=len(listing.flacs))
+        done.unread, done.refused = unreadable(listing.errors), the_plan.refused
+        the_plan.tasks, the_plan.refused, the_plan.refresh = [], [], []
+        planner.claimed.clear()
+        planner.fresh.clear()
+        planner.forget_facts()
+        cost = self.cost
+        ordered = sorted(done.tasks, key=lambda t: t.size * cost.get(t.mode, 1.0), reverse=True)
+        done.jobs, done.here = split(planner.group(ordered, cost))
+        return done
+
+    def first(self) -> FolderPlan:
+        """The first folders' plan, until ``stream_after()`` sources and an
+        encode of every mode are planned (the encoders' options are tried
+        before any job), or the walk's end; its jobs costliest first."""
+        first = FolderPlan()
+        count = stream_after()
+        while not self.ended and (first.sources < count or not self.modes <= first.encoding):
+            folder = self.next_folder()
+            if folder is not None:
+                first.add(folder)
+        first.jobs.sort(key=lambda job: job.cost, reverse=True)
+        first.last = self.ended
+        return first
+
+    def rest(self, halt: threading.Event, post: Callable, take: Callable[[FolderPlan], None]) -> Iterator[Job]:
+        """Plan the rest in a thread of its own, ahead of the executor's
+        slots (the walk ends, and the total is known, long before the run
+        does). Planning stops at a folder's end once ``halt`` is set; a
+        failure of it halts the run, and ``join`` raises it."""
+        jobs: queue.Queue[Job | None] = queue.Queue()
+
+        def plan_rest() -> None:
+            try:
+                while not halt.is_set() and not self.ended:
+                    folder = self.next_folder()
+                    # Counted (in the consumer's thread) before its jobs can start.
+                    post(take, folder or FolderPlan(last=True))
+                    for job in folder.jobs if folder else ():
+                        jobs.put(job)
+            except BaseException as exc:
+                self.failure = exc
+                halt.set()
+            finally:
+                jobs.put(None)
+
+        self.thread = threading.Thread(target=plan_rest, name="planner", daemon=True)
+        self.thread.start()
+        return planned(jobs, halt)
+
+    def folders(self) -> Iterator[FolderPlan]:
+        while (folder := self.next_folder()) is not None:
+            yield folder
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.failure is not None:
+            raise self.failure
+
+    def count_rest(self, take: Callable[[FolderPlan], None]) -> None:
+        for folder in self.folders():
+            take(folder)
+        take(FolderPlan(last=True))
+
+
+def planned(jobs: queue.Queue[Job | None], halt: threading.Event) -> Iterator[Job]:
+    """The jobs of a planning thread as it puts them, until it ends (None)
+    or the run is halted."""
+    while True:
+        try:
+            job = jobs.get(timeout=0.1)
+        except queue.Empty:
+            if halt.is_set():
+                return
+            continue
+        if job is None:
+            return
+        yield job
+
+
+class Mirror(Flow):
+    """A mirror's re-run planned folder by folder as the walk goes: one
+    source folder's state rows in memory at a time (``FolderRecords``),
+    the outputs up to date on disk (``SkipLog``), the rest of the work,
+    the new outputs and the orphans held. Whole before any job: a new
+    output may be an orphan moved, and what is an orphan, like whether
+    the input looks unmounted (``check``: found, known), is known at the
+    walk's end."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        codecs: tuple[Codec, ...],
+        versions: dict[str, str],
+        state: State,
+        listings: Iterator[discovery.Listing],
+        check: Callable[[int, int], None],
+        refuse: bool = True,
+    ):
+        self.settings = settings
+        self.records = FolderRecords(state)
+        self.planner = plan.Planner(settings, codecs, self.records, versions, refuse=refuse)
+        if settings.embed_folder_art:
+            self.planner.plan.covers = {}
+        self.plan = self.planner.plan
+        self.warnings = self.plan.warnings
+        self.listings = listings
+        self.check = check
+        self.modes = {c.name: n for n, c in enumerate(codecs)}
+        self.whole: FolderPlan | None = None
+
+    def first(self) -> FolderPlan:
+        if self.whole is None:
+            self.whole = self.plan_all()
+        return self.whole
+
+    def plan_all(self) -> FolderPlan:
+        planner, the_plan = self.planner, self.plan
+        skips = SkipLog(self.modes)
+        fresh: list[tuple[discovery.Source, Codec, Path]] = []
+        unclaimed: list[Record] = []
+        unread: list[tuple[Path, str]] = []
+        found, absent, sources = 0, set(), 0
+        places: dict[str, bytes] = {}  # each source's place among the relative paths: what orders ties
+        for listing in self.listings:
+            unread += listing.errors
+            sources += len(listing.flacs)
+            tree = discovery.Tree(listing.flacs, listing.others)
+            if the_plan.covers is not None:
+                the_plan.covers.update(extras.folder_covers(tree))
+            new = planner.decide_all(listing.flacs)
+            fresh += new
+            extras.plan_others(planner, tree)
+            if the_plan.skips:
+                places = {os.fspath(s.path): place(s.rel) for s in listing.flacs}
+                skips.add(the_plan.skips, places)
+                the_plan.skips = []
+            here = {os.fspath(s.path) for s in itertools.chain(listing.flacs, listing.others)}
+            left, read = self.records.done({*planner.claimed, *(os.fspath(output) for _, _, output in new)})
+            planner.claimed.clear()
+            planner.forget_facts()
+            found += len(read & here)
+            for source in read - here:  # another folder's (an output moved by hand, a layout changed)
+                if os.path.lexists(source):
+                    found += 1
+                else:
+                    absent.add(source)
+            unclaimed += (rec for rec in left if rec.mode in self.modes or os.fspath(rec.source) not in here)
+        for rec in self.records.rest():  # outputs of folders gone, or of modes not made now
+            source = os.fspath(rec.source)
+            if not os.path.lexists(source):
+                absent.add(source)
+                unclaimed.append(rec)
+            elif rec.mode in self.modes:
+                unclaimed.append(rec)
+        self.check(found, found + len(absent))
+        if unread:  # a source in a folder that could not be read may well be there
+            folders = [folder for folder, _ in unread]
+            unclaimed = [rec for rec in unclaimed if not any(rec.source.is_relative_to(f) for f in folders)]
+        settle(planner, fresh, unclaimed)
+        return self.folder_plan(skips, unread, sources)
+
+    def folder_plan(self, skips: SkipLog, unread: list[tuple[Path, str]], sources: int) -> FolderPlan:
+        """The whole plan, its tasks costliest first; ties in the order a
+        plan of the whole tree has them (the FLACs' outputs decided, the
+        other files', the new outputs, the orphans; each by relative path,
+        then mode)."""
+        the_plan, modes = self.plan, self.modes
+        cost = the_plan.costs = {c.name: c.cost for c in self.planner.codecs}
+        inside = len(self.settings.input_dir.parts)
+        new = self.planner.fresh
+
+        def order(task: Task) -> tuple:
+            if task.action in (Action.DELETE, Action.ORPHAN):
+                phase, where = 3, os.fsencode(task.output)
+            else:
+                where = place_of(task.source.parts[inside:])
+                if not discovery.is_flac_name(task.source.name):
+                    phase = 1
+                else:
+                    phase = 2 if os.fspath(task.output) in new else 0
+            return -task.size * cost.get(task.mode, 1.0), phase, where, modes.get(task.mode, -1)
+
+        the_plan.tasks.sort(key=order)
+        theirs, ours = split(self.planner.group(the_plan.tasks, cost))
+        return FolderPlan(
+            jobs=theirs,
+            here=ours,
+            unread=unreadable(unread),
+            refused=the_plan.refused,
+            skips=skips,
+            refresh=the_plan.refresh,
+            forget=the_plan.forget,
+            tasks=the_plan.tasks,
+            sources=sources,
+            last=True,
+        )
+
+
+def place(rel: Path) -> bytes:
+    """Where a relative path stands in the order of relative paths, as
+    bytes that sort alike (its parts joined by NUL, which sorts first)."""
+    return place_of(rel.parts)
+
+
+def place_of(parts: tuple[str, ...]) -> bytes:
+    return b"\0".join(map(os.fsencode, parts)) + b"\0"
