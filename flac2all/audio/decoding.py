@@ -21,7 +21,7 @@ first file, or nothing). A bit depth that changes mid-stream fails with that
 cause named: no decoder takes it. Where the STREAMINFO does not give the
 audio's length or MD5, what the decoder wrote is measured (``pcm.Tap``) and
 the outputs are checked against that. Starts no process (a thread may feed
-a decoder its source); ``runner`` runs the commands through ``procs``.
+a decoder its source); ``runner`` runs the commands through ``fanout``.
 """
 
 from __future__ import annotations

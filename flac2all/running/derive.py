@@ -19,7 +19,8 @@ from flac2all.errors import TaskError, describe_oserror
 from flac2all.model import Settings, SourceFacts, Task
 from flac2all.planning.discovery import lossy_format
 from flac2all.running.outputs import commit, staged
-from flac2all.running.procs import ProcessGroup, run_pipeline
+from flac2all.running.pipeline import run_pipeline
+from flac2all.running.procs import ProcessGroup
 from flac2all.tags import art
 from flac2all.tags.lossy import read_lossy
 from flac2all.tags.source import read_regular

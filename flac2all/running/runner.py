@@ -1,7 +1,7 @@
 """Per-task logic: a batch of tasks -> one TaskResult each.
 
 ``execute_batch(tasks, settings, processes)`` turns a batch (one task, or
-the encodes of one source, which share one decoder: ``procs.Fanout``) into
+the encodes of one source, which share one decoder: ``fanout.Fanout``) into
 one TaskResult per task. Local mode calls it from a thread pool; cluster
 workers call the very same function. Outputs are staged and committed by
 ``outputs`` (temp name, then rename), so a file under a final name is always
@@ -30,8 +30,10 @@ from flac2all.audio.pcm import Tap
 from flac2all.errors import DISK_FULL, TaskError, describe_oserror, disk_full_cause
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.running import derive
+from flac2all.running.fanout import run_fanout
 from flac2all.running.outputs import commit, remove_empty_folders, staged
-from flac2all.running.procs import Command, Interrupted, ProcessGroup, run_fanout, run_pipeline
+from flac2all.running.pipeline import run_pipeline
+from flac2all.running.procs import Command, Interrupted, ProcessGroup
 
 __all__ = ["Interrupted", "ProcessGroup", "execute", "execute_batch", "retag"]
 
