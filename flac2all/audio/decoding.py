@@ -40,7 +40,7 @@ from flac2all.audio.pcm import Tap
 from flac2all.errors import TaskError
 from flac2all.model import AudioInfo
 
-Command = list[str]
+Command = list[str]  # one program's argv: a stage of a pipeline (run by running.pipeline)
 
 # flac's words for a frame that does not match the STREAMINFO: a change of
 # the audio's parameters mid-stream, not a corruption.

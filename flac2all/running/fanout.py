@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from flac2all.audio.decoding import Command
 from flac2all.errors import TaskError
 from flac2all.running import alarms
 from flac2all.running.pipeline import Chain, run_pipeline
-from flac2all.running.procs import DEVNULL, PIPE, Command, Interrupted, ProcessGroup, Stdin
+from flac2all.running.procs import DEVNULL, PIPE, Interrupted, ProcessGroup, Stdin
 
 # PCM is handed from the decoder to the encoders in chunks of this size,
 # through pipes enlarged to it (Linux's default 64 KiB makes the encoders of

@@ -16,9 +16,10 @@ import time
 from typing import IO
 
 from flac2all import tools
+from flac2all.audio.decoding import Command
 from flac2all.errors import TaskError, describe_oserror
 from flac2all.running.blame import blame, only_pipe_symptoms, read_tail
-from flac2all.running.procs import DEVNULL, PIPE, Command, Interrupted, Proc, ProcessGroup, Stdin
+from flac2all.running.procs import DEVNULL, PIPE, Interrupted, Proc, ProcessGroup, Stdin
 
 log = logging.getLogger("flac2all")
 

@@ -24,7 +24,6 @@ from typing import IO
 from flac2all import tools
 from flac2all.running import reaper
 
-Command = list[str]
 DEVNULL = subprocess.DEVNULL
 PIPE = subprocess.PIPE
 Stdin = int | IO[bytes] | None  # what a pipeline's first stage reads: None (nothing), or an open file
