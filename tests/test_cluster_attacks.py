@@ -252,7 +252,7 @@ def test_encoder_options_that_name_files_are_refused_by_workers(tmp_path, family
         worker.kill()
     assert not [p for p in tmp_path.rglob("evil*")]
     with pytest.raises(ProtocolError):
-        protocol.check_options(family, words)
+        protocol.option_words(family, words)
 
 
 def test_the_master_refuses_file_naming_options_before_any_work(lib, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flac2all.cluster import protocol
-from flac2all.cluster.ledger import Entry, Job, Ledger, Peer, audio_seconds, disbelief, identity, lease_seconds
+from flac2all.cluster.ledger import Entry, Lease, Ledger, Peer, audio_seconds, disbelief, identity, lease_seconds
 from flac2all.model import Action, Settings, Status, Task
 from tests.conftest import make_flac
 
@@ -26,20 +26,20 @@ def failed(entry: Entry, cause: str, message: str = "cannot read source: No such
     return protocol.WireResult(entry.id, entry.attempt, Status.FAILED, message, 1, 0.1, None, cause)
 
 
-def hand(ledger: Ledger, to: Peer) -> Job:
-    job = ledger.take(to)
-    assert job is not None
-    for entry in job.open:
+def hand(ledger: Ledger, to: Peer) -> Lease:
+    lease = ledger.take(to)
+    assert lease is not None
+    for entry in lease.open:
         entry.session = to.session
-        to.jobs[entry.id] = job
-    return job
+        to.leases[entry.id] = lease
+    return lease
 
 
 def test_a_file_every_worker_fails_for_its_environment_fails_with_its_reason(tmp_path):
     source = make_flac(tmp_path / "a.flac")  # the master sees it
     results = []
     ledger = Ledger(lambda line: None, results.append)
-    ledger.add(Job([Entry(0, Task(source, "opus", tmp_path / "a.opus", Action.ENCODE))]))
+    ledger.add(Lease([Entry(0, Task(source, "opus", tmp_path / "a.opus", Action.ENCODE))]))
     a, b = peer("a"), peer("b")
     (entry,) = hand(ledger, a).entries
     ledger.accept(a, failed(entry, protocol.SOURCE_MISSING))
@@ -58,7 +58,7 @@ def test_a_workers_own_failures_go_elsewhere_and_quarantine_it(tmp_path):
     ledger = Ledger(said.append, results.append)
     for n in range(4):
         source = make_flac(tmp_path / f"{n}.flac")
-        ledger.add(Job([Entry(n, Task(source, "opus", tmp_path / f"{n}.opus", Action.ENCODE))]))
+        ledger.add(Lease([Entry(n, Task(source, "opus", tmp_path / f"{n}.opus", Action.ENCODE))]))
     bad, good = peer("bad"), peer("good")
     for _ in range(3):
         (entry,) = hand(ledger, bad).entries
@@ -76,9 +76,9 @@ def test_a_job_is_split_for_a_worker_without_one_of_its_modes(tmp_path):
     ledger = Ledger(lambda line: None, lambda r: None)
     source = tmp_path / "a.flac"
     tasks = [Task(source, mode, tmp_path / f"a.{mode}", Action.ENCODE) for mode in ("mp3", "opus")]
-    ledger.add(Job([Entry(0, tasks[0]), Entry(1, tasks[1])]))
-    job = ledger.take(peer("no-lame", ("opus",)))
-    assert [e.task.mode for e in job.entries] == ["opus"]
+    ledger.add(Lease([Entry(0, tasks[0]), Entry(1, tasks[1])]))
+    lease = ledger.take(peer("no-lame", ("opus",)))
+    assert [e.task.mode for e in lease.entries] == ["opus"]
     assert [e.task.mode for e in ledger.pending[0].open] == ["mp3"]
     assert ledger.take(peer("no-lame", ("opus",))) is None
 
@@ -87,10 +87,10 @@ def test_a_lease_follows_the_audio_duration_and_the_timeout(tmp_path):
     source = make_flac(tmp_path / "a.flac", seconds=3)
     assert audio_seconds(source) == pytest.approx(3, abs=0.01)
     assert audio_seconds(tmp_path / "missing.flac") == 0.0
-    job = Job([Entry(0, Task(source, "opus", tmp_path / "a.opus", Action.ENCODE, size=0))])
+    lease = Lease([Entry(0, Task(source, "opus", tmp_path / "a.opus", Action.ENCODE, size=0))])
     settings = Settings(tmp_path, tmp_path / "out", ("opus",))
-    assert lease_seconds(job, settings) == pytest.approx(2 * (120 + 4 * 3) + 10, abs=0.1)
-    assert lease_seconds(job, Settings(tmp_path, tmp_path, ("opus",), timeout=1)) == pytest.approx(12)
+    assert lease_seconds(lease, settings) == pytest.approx(2 * (120 + 4 * 3) + 10, abs=0.1)
+    assert lease_seconds(lease, Settings(tmp_path, tmp_path, ("opus",), timeout=1)) == pytest.approx(12)
 
 
 def test_the_master_believes_only_what_it_sees(tmp_path):

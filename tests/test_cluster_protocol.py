@@ -140,7 +140,7 @@ def test_missing_field_and_bad_frames_are_refused():
 )
 def test_hostile_encoder_options_are_refused(words):
     with pytest.raises(ProtocolError):
-        protocol.check_options("ffmpeg", words)
+        protocol.option_words("ffmpeg", words)
 
 
 def test_settings_round_trip_and_refusals():

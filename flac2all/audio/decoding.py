@@ -21,7 +21,7 @@ first file, or nothing). A bit depth that changes mid-stream fails with that
 cause named: no decoder takes it. Where the STREAMINFO does not give the
 audio's length or MD5, what the decoder wrote is measured (``pcm.Tap``) and
 the outputs are checked against that. Starts no process (a thread may feed
-a decoder its source); ``runner`` runs the commands through ``procs``.
+a decoder its source); ``runner`` runs the commands through ``fanout``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from flac2all.audio.pcm import Tap
 from flac2all.errors import TaskError
 from flac2all.model import AudioInfo
 
-Command = list[str]
+Command = list[str]  # one program's argv: a stage of a pipeline (run by running.pipeline)
 
 # flac's words for a frame that does not match the STREAMINFO: a change of
 # the audio's parameters mid-stream, not a corruption.

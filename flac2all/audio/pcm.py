@@ -1,5 +1,5 @@
 """The PCM a decoder hands the encoders (WAV on a pipe), counted and hashed
-on its way (``procs.Fanout`` calls a ``Tap`` with every chunk).
+on its way (``fanout.Fanout`` calls a ``Tap`` with every chunk).
 
 A stream whose STREAMINFO does not give its length (total samples 0: a
 stream encoded to a pipe) is measured by what its decoder wrote; one

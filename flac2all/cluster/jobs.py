@@ -16,12 +16,12 @@ from flac2all.cluster.wire import (
     MAX_SIZE,
     ProtocolError,
     bounded_int,
-    check_options,
     check_path,
     encode,
     fields,
     inside,
     is_a,
+    option_words,
     seconds,
 )
 from flac2all.errors import Flac2allError
@@ -252,7 +252,7 @@ def settings_from_wire(body: Any) -> Settings:
     for family, words in body["options"].items():
         if family not in OPTION_FAMILIES:
             raise ProtocolError(f"unknown option family {family!r}")
-        options[family] = check_options(family, words)
+        options[family] = option_words(family, words)
     if not 1 <= len(body["modes"]) <= MAX_MODES:
         raise ProtocolError("modes: not a short list")
     modes = []

@@ -1,8 +1,8 @@
 """The master's ledger: every task of the run (Entry), the jobs it hands out
-(Job, each with a lease), the worker sessions that hold them (Peer), and the
-checks the master makes itself before it believes a worker: a claimed
-output must be there, written since the job was handed out, and carry this
-task's provenance tag.
+(Lease: entries sent together, and how long a worker may hold them), the
+worker sessions that hold them (Peer), and the checks the master makes
+itself before it believes a worker: a claimed output must be there, written
+since the job was handed out, and carry this task's provenance tag.
 
 Nothing here touches a socket (``master`` does); everything here is about
 whether to believe a peer and where a task goes next.
@@ -21,8 +21,7 @@ from pathlib import Path
 from flac2all import codecs
 from flac2all.cluster.protocol import ENCODER_MISSING, ENVIRONMENT, MAX_JOB, SOURCE_MISSING, WireResult
 from flac2all.errors import DISK_FULL, takes_no_more
-from flac2all.model import Action, Settings, Status, Task, TaskResult
-from flac2all.model import Job as PlannedJob
+from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
 from flac2all.running.runner import default_timeout
 
 POISON_DEATHS = 3  # a task whose worker died under it this often fails
@@ -54,12 +53,13 @@ class Entry:
 
 
 @dataclass(eq=False, slots=True)
-class Job:
-    """Tasks sent together, in one slot of a worker."""
+class Lease:
+    """Entries handed out together (one job message), held in one slot of a
+    worker until ``deadline``; queued in ``Ledger.pending`` until then."""
 
     entries: list[Entry]
-    deadline: float = 0.0  # monotonic time its lease ends, once handed out
-    lease: float = 0.0
+    deadline: float = 0.0  # monotonic time it ends, once handed out
+    seconds: float = 0.0  # how long it was granted for (lease_seconds)
 
     @property
     def open(self) -> list[Entry]:
@@ -82,16 +82,16 @@ class Peer:
     last_seen: float
     address: str = ""
     credit: int = 0
-    jobs: dict[int, Job] = field(default_factory=dict)  # task id -> its job, for the tasks it holds
+    leases: dict[int, Lease] = field(default_factory=dict)  # task id -> its lease, for the tasks it holds
     finished: int = 0
     joined: float = field(default_factory=time.monotonic)
     modes: frozenset[str] | None = None  # what it can run (None: no health message yet)
     problem: str = ""  # why it gets no work: unhealthy, or quarantined
     env_streak: int = 0  # environmental failures since its last success
 
-    def held(self) -> list[Job]:
-        """The jobs it holds (each in one slot), once each."""
-        return list({id(job): job for job in self.jobs.values()}.values())
+    def held(self) -> list[Lease]:
+        """The leases it holds (each in one slot), once each."""
+        return list({id(lease): lease for lease in self.leases.values()}.values())
 
     @property
     def free_slots(self) -> int:
@@ -120,7 +120,7 @@ class Counters:
 SMALL_COPY = 1024 * 1024
 
 
-def batched(jobs: Sequence[PlannedJob]) -> Iterator[tuple[Task, ...]]:
+def batched(jobs: Sequence[Job]) -> Iterator[tuple[Task, ...]]:
     """The planned jobs as the master hands them out: at most MAX_JOB tasks
     each, and the small copies gathered into batches of MAX_JOB."""
     copies: list[Task] = []
@@ -154,14 +154,14 @@ def audio_seconds(path: Path) -> float:
     return samples / rate if rate else 0.0
 
 
-def lease_seconds(job: Job, settings: Settings) -> float:
+def lease_seconds(lease: Lease, settings: Settings) -> float:
     """How long a worker may hold a job before the master takes it back: the
     task time-out the worker applies (derived from the audio's duration
     unless --timeout), twice, plus slack, plus the time to copy its bytes."""
-    task = job.entries[0].task
+    task = lease.entries[0].task
     size = task.size
     if task.action is Action.COPY:  # the bytes of a batch of small copies, all of them
-        size, length = sum(e.task.size for e in job.entries), 0.0
+        size, length = sum(e.task.size for e in lease.entries), 0.0
     else:
         length = audio_seconds(task.source)
     timeout = settings.timeout if settings.timeout is not None else default_timeout(length)
@@ -172,12 +172,12 @@ def identity(path: Path) -> tuple | None:
     """What tells one version of a file from the next (an atomic rename
     gives it a new inode), without comparing clocks of different hosts."""
     try:
-        return version(os.lstat(path))
+        return stat_version(os.lstat(path))
     except OSError:
         return None
 
 
-def version(st: os.stat_result) -> tuple:
+def stat_version(st: os.stat_result) -> tuple:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -195,7 +195,7 @@ def disbelief(entry: Entry) -> str | None:
         return "the output is not a regular file"
     if st.st_size == 0 and not (task.action is Action.COPY and task.size == 0):  # an empty file copied is empty
         return "the output is empty"
-    if version(st) == entry.before:
+    if stat_version(st) == entry.before:
         return "the output was not written since the task was handed out"
     if task.action is Action.COPY:
         return None
@@ -214,22 +214,23 @@ def source_visible(path: Path) -> bool:
 
 
 class Ledger:
-    """Every task of the run and where it is: queued (``pending``, as jobs),
-    held by a peer (``Peer.jobs``), or done. Results reach ``on_result``."""
+    """Every task of the run and where it is: queued (``pending``, as leases
+    not yet granted), held by a peer (``Peer.leases``), or done. Results
+    reach ``on_result``."""
 
     def __init__(self, say: Callable[[str], None], on_result: Callable[[TaskResult], None]) -> None:
         self.say, self.on_result = say, on_result
         self.counters = Counters()
         self.entries: dict[int, Entry] = {}
-        self.pending: deque[Job] = deque()
+        self.pending: deque[Lease] = deque()
         self.open_tasks = 0  # entries not done
         self.littered: set[Path] = set()  # output folders of tasks whose worker died
         self.results_in = 0  # results accepted from workers
 
-    def add(self, job: Job) -> None:
-        self.entries.update((entry.id, entry) for entry in job.entries)
-        self.pending.append(job)
-        self.open_tasks += len(job.entries)
+    def add(self, lease: Lease) -> None:
+        self.entries.update((entry.id, entry) for entry in lease.entries)
+        self.pending.append(lease)
+        self.open_tasks += len(lease.entries)
 
     def settle(self, entry: Entry, result: TaskResult) -> None:
         """A task's last word: the ledger forgets it (a later result for it
@@ -246,7 +247,7 @@ class Ledger:
         self.settle(entry, TaskResult(entry.task, Status.FAILED, message, 1))
 
     def again(self, entries: list[Entry], died: bool) -> None:
-        """Put open entries back at the front of the queue, as one job, each
+        """Put open entries back at the front of the queue, as one lease, each
         with a new attempt; a death counts toward the poison cutoff."""
         back = []
         for entry in entries:
@@ -262,20 +263,20 @@ class Ledger:
                     continue
             back.append(entry)
         if back:
-            self.pending.appendleft(Job(back))
+            self.pending.appendleft(Lease(back))
 
     @staticmethod
-    def release(peer: Peer, job: Job) -> list[Entry]:
-        """Take a job back from a peer: its open entries."""
-        entries = [e for e in job.entries if not e.done and peer.jobs.get(e.id) is job]
+    def release(peer: Peer, lease: Lease) -> list[Entry]:
+        """Take a lease back from a peer: its open entries."""
+        entries = [e for e in lease.entries if not e.done and peer.leases.get(e.id) is lease]
         for entry in entries:
-            peer.jobs.pop(entry.id, None)
+            peer.leases.pop(entry.id, None)
         return entries
 
     def requeue(self, peer: Peer, died: bool) -> None:
         """Everything a peer holds goes back to the queue."""
-        for job in sorted(peer.held(), key=lambda j: j.entries[0].id, reverse=True):
-            self.again(self.release(peer, job), died)
+        for lease in sorted(peer.held(), key=lambda held: held.entries[0].id, reverse=True):
+            self.again(self.release(peer, lease), died)
 
     def quarantine(self, peer: Peer, why: str) -> None:
         """No more jobs for this worker (what it holds may still finish)."""
@@ -287,12 +288,12 @@ class Ledger:
     def check_leases(self, peer: Peer, now: float) -> None:
         """A job held past its lease goes to another worker even if its
         worker still beats; that worker gets no more."""
-        for job in peer.held():
-            if now > job.deadline:
-                entries = self.release(peer, job)
+        for lease in peer.held():
+            if now > lease.deadline:
+                entries = self.release(peer, lease)
                 self.again(entries, False)
                 self.say(f"Worker {peer.host}:{peer.pid} held a job past its lease; {len(entries)} task(s) requeued")
-                self.quarantine(peer, f"held a job past its lease of {job.lease:.0f} s")
+                self.quarantine(peer, f"held a job past its lease of {lease.seconds:.0f} s")
 
     def accept(self, peer: Peer, wire: WireResult) -> None:
         """A result from a peer: believed, requeued, or discarded as late."""
@@ -300,8 +301,8 @@ class Ledger:
         if entry is None or entry.done or entry.session != peer.session or entry.attempt != wire.attempt:
             self.counters.late += 1  # a duplicate or a result from a worker we gave up on
             return
-        job = peer.jobs.pop(entry.id, None)
-        if job is not None and not any(j is job for j in peer.jobs.values()):  # its slot is free
+        lease = peer.leases.pop(entry.id, None)
+        if lease is not None and not any(other is lease for other in peer.leases.values()):  # its slot is free
             peer.credit = 0 if peer.problem else min(peer.free_slots, peer.credit + 1)
         task = entry.task
         if wire.status is not Status.FAILED:
@@ -341,36 +342,36 @@ class Ledger:
     def fail_stuck(self, ready: list[Peer]) -> None:
         """Nothing runs, and these peers wait for work they cannot take: the
         tasks every one of them failed for its environment fail."""
-        for job in list(self.pending):
-            for entry in job.open:
+        for lease in list(self.pending):
+            for entry in lease.open:
                 if all(p.host in entry.tried for p in ready):
                     self.fail(entry, f"failed on every worker, the last {entry.env_reason}")
-        if not any(job.open for job in self.pending):
+        if not any(lease.open for lease in self.pending):
             self.pending.clear()
 
     def fail_pending(self, why: str) -> None:
-        for job in self.pending:
-            for entry in job.open:
+        for lease in self.pending:
+            for entry in lease.open:
                 self.fail(entry, entry.env_reason or why)
         self.pending.clear()
 
-    def take(self, peer: Peer) -> Job | None:
+    def take(self, peer: Peer) -> Lease | None:
         """The first pending job this peer can run: whole if it can run all of
         it, else the part it can (the rest stays queued)."""
         pending = self.pending
         i = 0
         while i < len(pending):
-            job = pending[i]
-            entries = job.open
+            lease = pending[i]
+            entries = lease.open
             mine = [e for e in entries if peer.can_run(e)]
-            if len(mine) == len(entries):  # all of it (or an empty job: dropped)
+            if len(mine) == len(entries):  # all of it (or an empty one: dropped)
                 del pending[i]
                 if mine:
-                    return job
+                    return lease
                 continue
             if mine:
                 taken = {id(e) for e in mine}
-                job.entries = [e for e in entries if id(e) not in taken]
-                return Job(mine)
+                lease.entries = [e for e in entries if id(e) not in taken]
+                return Lease(mine)
             i += 1
         return None

@@ -31,13 +31,12 @@ from flac2all.cluster import auth, protocol
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.ledger import POISON_DEATHS as POISON_DEATHS
 from flac2all.cluster.ledger import SMALL_COPY as SMALL_COPY
-from flac2all.cluster.ledger import Entry, Job, Ledger, Peer, batched, identity, lease_seconds
+from flac2all.cluster.ledger import Entry, Lease, Ledger, Peer, batched, identity, lease_seconds
 from flac2all.cluster.protocol import ProtocolError
 from flac2all.cluster.view import host_rows
 from flac2all.errors import Flac2allError, UsageError
 from flac2all.executors import Posted
-from flac2all.model import HostRow, Settings, Task, TaskResult
-from flac2all.model import Job as PlannedJob
+from flac2all.model import HostRow, Job, Settings, Task, TaskResult
 from flac2all.running import outputs
 
 log = logging.getLogger("flac2all.master")
@@ -134,7 +133,7 @@ class Master(Posted):
     def drop_peer(self, peer: Peer, died: bool, why: str) -> None:
         self.peers.pop(peer.identity, None)
         self.sessions.pop(peer.session, None)
-        n = len(peer.jobs)
+        n = len(peer.leases)
         self.ledger.requeue(peer, died)
         self.say(f"Worker {peer.host}:{peer.pid} {why}; {n} task(s) requeued ({len(self.peers)} worker(s) left)")
 
@@ -206,7 +205,7 @@ class Master(Posted):
 
     def run(
         self,
-        jobs: Iterable[PlannedJob],
+        jobs: Iterable[Job],
         settings: Settings,
         on_start: Callable[[Task], None],
         on_result: Callable[[TaskResult], None],
@@ -217,7 +216,7 @@ class Master(Posted):
         self.ledger = ledger = Ledger(self.say, on_result)
         ids = itertools.count()
         for tasks in batched(jobs):
-            ledger.add(Job([Entry(next(ids), task) for task in tasks]))
+            ledger.add(Lease([Entry(next(ids), task) for task in tasks]))
         if not ledger.open_tasks:
             return
         self.settings = settings
@@ -304,7 +303,7 @@ class Master(Posted):
         that every worker here has failed; wait at most --wait-workers for a
         worker that can run the rest."""
         ledger = self.ledger
-        if not ledger.pending or any(p.jobs for p in self.peers.values()):
+        if not ledger.pending or any(p.leases for p in self.peers.values()):
             self.idle_since = now
             return
         ready = [p for p in self.peers.values() if p.eligible and p.credit > 0]
@@ -326,30 +325,30 @@ class Master(Posted):
         ledger = self.ledger
         for peer in list(self.peers.values()):
             while peer.credit > 0 and peer.eligible and ledger.pending:
-                job = ledger.take(peer)
-                if job is None:
+                lease = ledger.take(peer)
+                if lease is None:
                     break
-                entries = job.open
+                entries = lease.open
                 try:
                     frame = protocol.job_to_wire([(e.id, e.attempt, e.task) for e in entries])
                 except ProtocolError as exc:
                     if len(entries) > 1:  # too large together (very long paths): one by one
-                        ledger.pending.extendleft(Job([e]) for e in reversed(entries))
+                        ledger.pending.extendleft(Lease([e]) for e in reversed(entries))
                     else:
                         ledger.fail(entries[0], f"cannot be sent to a worker: {exc}")
                     continue
                 for entry in entries:  # as it is before the worker can touch it
                     entry.before = identity(entry.task.output)
                 if not self.send(peer, frame):
-                    ledger.pending.appendleft(job)
+                    ledger.pending.appendleft(lease)
                     self.drop_peer(peer, True, "is unreachable")
                     break
                 peer.credit -= 1
-                job.lease = lease_seconds(job, self.settings)
-                job.deadline = time.monotonic() + job.lease
+                lease.seconds = lease_seconds(lease, self.settings)
+                lease.deadline = time.monotonic() + lease.seconds
                 for entry in entries:
                     entry.session = peer.session
-                    peer.jobs[entry.id] = job
+                    peer.leases[entry.id] = lease
                     on_start(entry.task)
 
     def shutdown(self) -> None:

@@ -26,12 +26,12 @@ from flac2all.cluster.wire import (  # the envelope is part of the protocol's fa
     MAX_SIZE,
     ProtocolError,
     bounded_int,
-    check_options,
     check_path,
     decode,
     encode,
     fields,
     is_a,
+    option_words,
     seconds,
     text,
 )
@@ -361,6 +361,6 @@ def check_usage_options(options: dict[str, tuple[str, ...]]) -> None:
     """For the master's CLI: refuse, before any work, options a worker would."""
     for family, words in options.items():
         try:
-            check_options(family, words)
+            option_words(family, words)
         except ProtocolError as exc:
             raise UsageError(f"in cluster mode, {exc}") from None

@@ -16,14 +16,14 @@ def host_rows(seen: dict[str, Peer], live: list[Peer]) -> list[HostRow]:
     peers leave), updated here."""
     seen.update((peer.session, peer) for peer in live)
     here = {peer.session for peer in live}
-    busy = {peer.session for peer in live if peer.jobs}
+    busy = {peer.session for peer in live if peer.leases}
     hosts: dict[str, list[Peer]] = {}
     for peer in list(seen.values()):
         hosts.setdefault(peer.host, []).append(peer)
     now = time.monotonic()
     rows = []
     for host, peers in sorted(hosts.items()):
-        current = [str(job.entries[0].task.source) for p in peers if p.session in busy for job in p.held()]
+        current = [str(lease.entries[0].task.source) for p in peers if p.session in busy for lease in p.held()]
         rate = sum(p.finished / max((now if p.session in here else p.last_seen) - p.joined, 1e-9) for p in peers)
         done = sum(p.finished for p in peers)
         problem = "; ".join(dict.fromkeys(p.problem for p in peers if p.problem))

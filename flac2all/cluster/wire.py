@@ -29,7 +29,7 @@ class ProtocolError(Exception):
     """A frame that is not a valid message of this protocol."""
 
 
-def check_options(family: str, words: Any) -> tuple[str, ...]:
+def option_words(family: str, words: Any) -> tuple[str, ...]:
     """Encoder options as the worker accepts them (also checked by the CLI
     so that a user learns of a refused option before any work)."""
     if not isinstance(words, list | tuple) or len(words) > MAX_OPTION_WORDS:

@@ -57,7 +57,7 @@ def say(line: str, stream=None) -> None:
     stream.flush()
 
 
-class Outcome(Enum):
+class SessionEnd(Enum):
     """How a session ended."""
 
     SHUTDOWN = "the master ended the run"
@@ -97,16 +97,16 @@ class WorkerProcess:
         done = 1 if self.failed else 0
         try:
             while not self.stop.warm:
-                outcome = Session(self).run()
+                end = Session(self).run()
                 done = 1 if self.failed else 0
-                if outcome is Outcome.SHUTDOWN and self.stay:
+                if end is SessionEnd.SHUTDOWN and self.stay:
                     say("flac2all_worker: the run is over; waiting for the next master (--stay)")
                     lost_since = time.monotonic()
                     self.back_off(1.0)  # the old master closes its socket meanwhile
                     continue
-                if outcome in (Outcome.SHUTDOWN, Outcome.SIGNALLED) or self.stop.warm:
+                if end in (SessionEnd.SHUTDOWN, SessionEnd.SIGNALLED) or self.stop.warm:
                     return done
-                if outcome is Outcome.CONNECTED:
+                if end is SessionEnd.CONNECTED:
                     lost_since = time.monotonic()  # it was up: the bounded wait starts now
                 if time.monotonic() - lost_since > self.retry_seconds and not self.stay:
                     say(
@@ -184,7 +184,7 @@ class Session:
             "reset": self.on_reset,
         }
 
-    def run(self) -> Outcome:
+    def run(self) -> SessionEnd:
         thread = threading.Thread(target=self.work, name="task", daemon=True)
         thread.start()
         self.send(protocol.hello_to_wire(self.id, socket.gethostname(), os.getpid(), slots=1))
@@ -192,8 +192,8 @@ class Session:
         try:
             while True:
                 for step in steps:
-                    if outcome := step():
-                        return outcome
+                    if end := step():
+                        return end
         finally:
             self.processes.stop()
             self.todo.put(None)
@@ -205,17 +205,17 @@ class Session:
 
     # -- the loop's steps: each returns how the session ended, or None --------
 
-    def obey_signals(self) -> Outcome | None:
+    def obey_signals(self) -> SessionEnd | None:
         """A warm stop leaves once the job is done (no credit is sent
         meanwhile); a hard one kills the job first (the results of the
         copies of a batch done by then are sent)."""
         if self.stop.hard:
             self.drop_job(report=True)
         if self.stop.warm and self.job is None:
-            return self.leave(Outcome.SIGNALLED)
+            return self.leave(SessionEnd.SIGNALLED)
         return None
 
-    def receive(self) -> Outcome | None:
+    def receive(self) -> SessionEnd | None:
         """Wait (less than a heartbeat) for a message or the task thread,
         and handle one message."""
         ready = dict(self.poller.poll(min(100, self.timings.heartbeat * 500)))
@@ -250,7 +250,7 @@ class Session:
         self.report(job, done)
         return None
 
-    def watch_master(self) -> Outcome | None:
+    def watch_master(self) -> SessionEnd | None:
         """A master silent for its dead-after time is gone: stop the job and
         start over. (Messages waiting unread mean we were the ones stalled,
         for example stopped with SIGSTOP: read them first.)"""
@@ -259,13 +259,13 @@ class Session:
         self.drop_job()
         if not self.heard:
             self.worker.diagnose(self.watch)
-            return Outcome.LOST
+            return SessionEnd.LOST
         say(
             f"flac2all_worker: master at {self.worker.endpoint} silent for {self.timings.dead_after:g} s; "
             f"encoder stopped, {'exiting' if self.stop.warm else 'reconnecting'}",
             sys.stderr,
         )
-        return Outcome.CONNECTED
+        return SessionEnd.CONNECTED
 
     def send_heartbeat(self) -> None:
         if time.monotonic() - self.last_sent >= self.timings.heartbeat:
@@ -316,12 +316,12 @@ class Session:
     def on_heartbeat(self, msg: dict) -> None:
         protocol.bare_from_wire(msg)
 
-    def on_shutdown(self, msg: dict) -> Outcome:
+    def on_shutdown(self, msg: dict) -> SessionEnd:
         protocol.bare_from_wire(msg)
         self.drop_job()
-        return self.leave(Outcome.SHUTDOWN)
+        return self.leave(SessionEnd.SHUTDOWN)
 
-    def on_reset(self, msg: dict) -> Outcome:
+    def on_reset(self, msg: dict) -> SessionEnd:
         """The master does not know this session (it restarted, or gave up on
         us): what we were doing is no longer ours to report. Start over."""
         protocol.bare_from_wire(msg)
@@ -331,7 +331,7 @@ class Session:
             "dead); current task dropped, starting a new session",
             sys.stderr,
         )
-        return Outcome.CONNECTED
+        return SessionEnd.CONNECTED
 
     # -- helpers --------------------------------------------------------------
 
@@ -380,14 +380,14 @@ class Session:
         if lines:
             say("\n".join(lines))
 
-    def leave(self, outcome: Outcome) -> Outcome:
+    def leave(self, end: SessionEnd) -> SessionEnd:
         """Say goodbye. It and the results sent before it may still be
         queued when the socket closes: they get up to a second to reach the
         master before the process exits (other sessions close with no such
         wait: a master that is gone must not hold up the exit)."""
         self.send(protocol.bye_to_wire())
         self.sock.setsockopt(zmq.LINGER, LEAVING_LINGER_MS)
-        return outcome
+        return end
 
     def send(self, frame: bytes) -> None:
         try:

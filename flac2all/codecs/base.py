@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flac2all.audio.decoding import Decoder
+from flac2all.audio.decoding import Command, Decoder
 from flac2all.codecs.options import OptionFamily
 from flac2all.model import AudioInfo, Settings
 from flac2all.tags.family import TagFamily
-
-Command = list[str]
 
 
 def adapt_command(channels: int | None, rate: int | None, bits: int, floats: bool = False) -> Command:

@@ -7,7 +7,7 @@ only shows that a later stage failed. The cause is the first stage, in
 pipeline order, that failed of something else: a decoder that stopped on a
 corrupt source truncates what the encoder reads, so the earlier real
 failure is the cause of any later one. Pure functions of what the stages
-did; ``procs`` runs them.
+did; ``pipeline`` runs them.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ the mode's tag family. Outputs are staged and committed as every output is.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import mutagen
 
@@ -19,16 +20,21 @@ from flac2all.errors import TaskError, describe_oserror
 from flac2all.model import Settings, SourceFacts, Task
 from flac2all.planning.discovery import lossy_format
 from flac2all.running.outputs import commit, staged
-from flac2all.running.procs import ProcessGroup, run_pipeline
+from flac2all.running.pipeline import run_pipeline
+from flac2all.running.procs import ProcessGroup
 from flac2all.tags import art
 from flac2all.tags.lossy import read_lossy
 from flac2all.tags.source import read_regular
 
-Outcome = tuple[str, SourceFacts | None]
+if TYPE_CHECKING:  # runner imports this module: its alias for type checkers only
+    from flac2all.running.runner import Done
+
 MAX_COVER = 64 * 1024 * 1024
 
 
-def convert(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
+def derive(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
+    """The output of a source that is not FLAC: a lossy file transcoded, or
+    a cover scaled."""
     if lossy_format(task.source) is not None:
         return transcode(task, settings, processes)
     return scale_cover(task, settings)
@@ -45,7 +51,7 @@ def decode_command(task: Task, channels: int | None, rate: int | None) -> list[s
     return [*argv, "-c:a", "pcm_s16le", "-f", "wav", "pipe:1"]
 
 
-def transcode(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
+def transcode(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
     codec = codecs.resolve(task.mode)
     meta, facts = read_lossy(task.source)
     length = meta.info.length
@@ -55,7 +61,7 @@ def transcode(task: Task, settings: Settings, processes: ProcessGroup) -> Outcom
         stages = [decode_command(task, channels, rate), codec.encode_command(tmp, codec.options_in(settings))]
         run_pipeline(stages, timeout, processes)
         check_length(codec, tmp, length)
-        meta = tags.with_provenance(meta, tags.provenance(facts, task.settings_hash))
+        meta = tags.with_provenance(meta, facts, task.settings_hash)
         warnings = codec.tag_family.write_tags(tmp, meta, settings)
         commit(tmp, task.output)
     return "; ".join(["converted", *warnings]), facts
@@ -78,7 +84,7 @@ def check_length(codec: codecs.Codec, tmp, length: float) -> None:
         raise TaskError(f"output lasts {got:.2f} s but the source {length:.2f} s")
 
 
-def scale_cover(task: Task, settings: Settings) -> Outcome:
+def scale_cover(task: Task, settings: Settings) -> Done:
     """A cover file, scaled down in its own format; kept byte for byte
     when it is small enough (or not an image Pillow can read)."""
     try:

@@ -19,7 +19,8 @@ from pathlib import Path
 from flac2all.codecs import Codec
 from flac2all.errors import TaskError, UsageError
 from flac2all.model import Settings
-from flac2all.running.procs import Chain, ProcessGroup
+from flac2all.running.pipeline import Chain
+from flac2all.running.procs import ProcessGroup
 
 RATE, SECONDS = 44100, 0.25
 TIMEOUT = 60.0

@@ -1,7 +1,7 @@
 """Per-task logic: a batch of tasks -> one TaskResult each.
 
 ``execute_batch(tasks, settings, processes)`` turns a batch (one task, or
-the encodes of one source, which share one decoder: ``procs.Fanout``) into
+the encodes of one source, which share one decoder: ``fanout.Fanout``) into
 one TaskResult per task. Local mode calls it from a thread pool; cluster
 workers call the very same function. Outputs are staged and committed by
 ``outputs`` (temp name, then rename), so a file under a final name is always
@@ -25,13 +25,15 @@ from mutagen.flac import FLAC, StreamInfo
 
 from flac2all import codecs, tags
 from flac2all.audio import decoding
-from flac2all.audio.decoding import Decoder, Expected
+from flac2all.audio.decoding import Command, Decoder, Expected
 from flac2all.audio.pcm import Tap
 from flac2all.errors import DISK_FULL, TaskError, describe_oserror, disk_full_cause
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.running import derive
+from flac2all.running.fanout import run_fanout
 from flac2all.running.outputs import commit, remove_empty_folders, staged
-from flac2all.running.procs import Command, Interrupted, ProcessGroup, run_fanout, run_pipeline
+from flac2all.running.pipeline import run_pipeline
+from flac2all.running.procs import Interrupted, ProcessGroup
 
 __all__ = ["Interrupted", "ProcessGroup", "execute", "execute_batch", "retag"]
 
@@ -103,7 +105,7 @@ def verify(
         raise TaskError(f"output fails its check once tagged: {message}", exc.returncode) from None
 
 
-Outcome = tuple[str, SourceFacts | None]  # (note for the result, facts for the state)
+Done = tuple[str, SourceFacts | None]  # a task done: the note for its result, the facts for the state
 
 
 def source_meta(source: Path, settings: Settings) -> tuple[tags.SourceMeta, SourceFacts]:
@@ -115,22 +117,26 @@ def source_meta(source: Path, settings: Settings) -> tuple[tags.SourceMeta, Sour
     return meta, facts
 
 
-def with_provenance(meta: tags.SourceMeta, facts: SourceFacts, task: Task) -> tags.SourceMeta:
-    return tags.with_provenance(meta, tags.provenance(facts, task.settings_hash))
-
-
 def write_tags(
-    codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, task: Task, settings: Settings, audio: Any = None
+    codec: codecs.Codec,
+    tmp: Path,
+    meta: tags.SourceMeta,
+    facts: SourceFacts,
+    task: Task,
+    settings: Settings,
+    audio: Any = None,
 ) -> str:
-    """Write the source's tags into ``tmp`` (``audio``: as check_output
-    opened it, so that an output is parsed once for its checks and tags)."""
+    """Write the source's tags, and the task's provenance tag, into ``tmp``
+    (``audio``: as check_output opened it, so that an output is parsed once
+    for its checks and tags)."""
+    meta = tags.with_provenance(meta, facts, task.settings_hash)
     warnings = codec.tag_family.write_tags(tmp, meta, settings, audio) if codec.tagged else []
     for warning in warnings:
         log.warning("%s: %s", task.source, warning)
     return "; ".join(warnings)
 
 
-Timed = tuple[Outcome | Exception, float]  # an outcome and the seconds its task took
+Timed = tuple[Done | Exception, float]  # a task done (or why not) and the seconds it took
 Placed = tuple[int, Task, codecs.Codec, Path]  # (index in the batch, task, its codec, its temp output)
 Decoded = tuple[list[TaskError | None], list[float], Tap | None]  # failures, ends, what the tap measured
 
@@ -207,14 +213,14 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
         for (i, task, codec, tmp), failure, end in zip(placed, failures, ended, strict=True):
             # Its own time: until its encoder ended, plus its own check and tags.
             own = time.monotonic()
-            outcome: Outcome | Exception
+            outcome: Done | Exception
             try:
                 if failure is not None:
                     raise failure
                 if codec.reads_pcm and expected.frames == 0:
                     raise TaskError("no audio: the decoder found no frame in the stream")
                 parsed = check_output(codec, tmp, meta, expected)
-                note = write_tags(codec, tmp, with_provenance(meta, facts, task), task, settings, parsed)
+                note = write_tags(codec, tmp, meta, facts, task, settings, parsed)
                 verify(codec, tmp, task.output, meta, timeout, processes, expected)
                 commit(tmp, task.output)
                 outcome = ("; ".join(n for n in (decoder.note, note) if n), facts)
@@ -227,7 +233,7 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
     return timed, expected.length
 
 
-def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None) -> Outcome:
+def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None) -> Done:
     """Rewrite the tags and pictures of an existing output from its source,
     without re-encoding: on a copy beside it, checked and renamed over it
     when done, so the output is never seen half-tagged."""
@@ -240,7 +246,7 @@ def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None)
         except OSError as exc:
             raise TaskError(f"cannot copy the output to retag it: {describe_oserror(exc)}") from None
         audio = audio_of(codec, tmp, meta)
-        note = write_tags(codec, tmp, with_provenance(meta, facts, task), task, settings)
+        note = write_tags(codec, tmp, meta, facts, task, settings)
         verify(codec, tmp, task.output, meta, timeout, processes or ProcessGroup(), audio)
         commit(tmp, task.output)
     return note or "retagged", facts
@@ -261,7 +267,7 @@ def audio_of(codec: codecs.Codec, output: Path, meta: tags.SourceMeta) -> Expect
     return Expected(getattr(info, "length", 0.0) or 0.0)
 
 
-def move(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
+def move(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
     """A renamed or moved source: rename its output, then retag it (the
     tags may name the old place, and the state learns the new one)."""
     assert task.previous is not None
@@ -275,7 +281,7 @@ def move(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
     return f"moved from {task.previous}", facts
 
 
-def delete(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
+def delete(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
     """An orphan output (its source is gone) that this tool wrote."""
     try:
         task.output.unlink()
@@ -304,7 +310,7 @@ def not_regular(st: os.stat_result) -> TaskError | None:
     return TaskError(f"not a regular file ({kind})")
 
 
-def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
+def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
     """Copy a non-FLAC file (-c): regular files only (a link to /dev/zero
     or a FIFO would be read forever, or block), and only as many bytes as
     its size when we looked (a file still growing is not chased)."""
@@ -342,7 +348,7 @@ def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Outcome:
 
 
 HANDLERS = {Action.COPY: copy, Action.RETAG: retag, Action.MOVE: move, Action.DELETE: delete}
-HANDLERS[Action.CONVERT] = derive.convert  # outputs of sources that are not FLAC (--lossy, --art-max-size)
+HANDLERS[Action.CONVERT] = derive.derive  # outputs of sources that are not FLAC (--lossy, --art-max-size)
 NOTES = {
     Action.SKIP: "skipped: output exists",
     Action.ORPHAN: "orphan: source gone, output kept (--delete removes it)",
@@ -392,7 +398,7 @@ def classified(exc: Exception, settings: Settings, needed: int = 0) -> Exception
 
 def settle(
     task: Task,
-    outcome: Outcome | Exception,
+    outcome: Done | Exception,
     elapsed: float,
     settings: Settings,
     processes: ProcessGroup,

@@ -46,6 +46,7 @@ def frame_comments(frame: id3.Frame) -> list[tuple[str, str]]:
 
 
 def picture(frame: id3.APIC) -> Picture:
+    """An ID3 picture frame as a FLAC Picture block (what the tag families write)."""
     pic = Picture()
     pic.type, pic.mime, pic.desc, pic.data = int(frame.type), frame.mime, frame.desc, frame.data
     return pic

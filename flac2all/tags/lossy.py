@@ -20,6 +20,7 @@ from mutagen.mp4 import MP4, MP4Cover
 
 from flac2all.errors import TaskError, describe_oserror
 from flac2all.model import AudioInfo, SourceFacts
+from flac2all.tags import id3_prefix
 from flac2all.tags.source import PROVENANCE_KEY, SourceMeta, pictures_hash, tags_hash
 
 ASF_NAMES = {
@@ -95,11 +96,10 @@ def pictures_of(audio: mutagen.FileType) -> list[Picture]:
     tags = audio.tags
     if isinstance(tags, ID3):
         for frame in tags.getall("APIC"):
-            out.append(picture(int(frame.type), frame.mime, frame.desc, frame.data))
+            out.append(id3_prefix.picture(frame))
     elif isinstance(audio, MP4) and tags is not None:
         for cover in tags.get("covr", []):
-            mime = "image/png" if cover.imageformat == MP4Cover.FORMAT_PNG else "image/jpeg"
-            out.append(picture(FRONT_COVER, mime, "", bytes(cover)))
+            out.append(cover_picture(cover))
     elif tags is not None and hasattr(tags, "get"):
         for value in tags.get("metadata_block_picture", []) or []:
             try:
@@ -109,7 +109,9 @@ def pictures_of(audio: mutagen.FileType) -> list[Picture]:
     return out
 
 
-def picture(kind: int, mime: str, desc: str, data: bytes) -> Picture:
+def cover_picture(cover: MP4Cover) -> Picture:
+    """An MP4 cover as a FLAC Picture block: the front cover, by its format."""
     pic = Picture()
-    pic.type, pic.mime, pic.desc, pic.data = kind, mime, desc, data
+    pic.type, pic.data = FRONT_COVER, bytes(cover)
+    pic.mime = "image/png" if cover.imageformat == MP4Cover.FORMAT_PNG else "image/jpeg"
     return pic

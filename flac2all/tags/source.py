@@ -72,8 +72,9 @@ def provenance(facts: SourceFacts, settings_hash: str) -> str:
     return f"v1 md5={facts.audio_md5} settings={settings_hash} tags={facts.tags_hash} pictures={facts.pictures_hash}"
 
 
-def with_provenance(meta: SourceMeta, value: str) -> SourceMeta:
-    return replace(meta, comments=(*meta.comments, (PROVENANCE_KEY, value)))
+def with_provenance(meta: SourceMeta, facts: SourceFacts, settings_hash: str) -> SourceMeta:
+    """``meta`` with the provenance tag of an output made with these settings."""
+    return replace(meta, comments=(*meta.comments, (PROVENANCE_KEY, provenance(facts, settings_hash))))
 
 
 def read_source_facts(path: Path) -> tuple[SourceMeta, SourceFacts]:
