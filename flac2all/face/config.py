@@ -176,16 +176,10 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
 
 
 def check_cluster(settings: Settings) -> None:
-    """Refuse what cluster workers cannot do yet: they take copies under
-    their own names only, know no conversion of lossy files, and are not
-    sent the art options."""
-    asked = [
-        ("--names fat32", settings.names is Names.FAT32),
-        ("--lossy convert", settings.lossy is Lossy.CONVERT),
-        ("--max-bitrate", settings.max_bitrate is not None),
-        ("--art-max-size", settings.art_max_size is not None),
-    ]
-    used = [name for name, on in asked if on]
+    """Refuse what cluster workers cannot do yet: the options model.Settings
+    marks ``not_sent`` (workers take copies under their own names only,
+    know no conversion of lossy files, and are not sent the art options)."""
+    used = settings.not_sent_in_use()
     if used:
         raise UsageError(f"{', '.join(used)}: not available with -m/--master yet (run it without -m)")
 
