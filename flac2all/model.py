@@ -107,9 +107,9 @@ class NotSent:
         return value != default if self.refused is None else value == self.refused
 
 
-def sent(kind: str, default: object = MISSING, low: float = 0, high: float = 0) -> Any:
+def sent(kind: str, default: object = MISSING, low: float = 0, high: float = 0, factory: Any = MISSING) -> Any:
     """A field that travels to cluster workers (see Wire)."""
-    return field(default=default, metadata={"wire": Wire(kind, low, high)})
+    return field(default=default, default_factory=factory, metadata={"wire": Wire(kind, low, high)})
 
 
 def not_sent(flag: str, default: object, refused: object = None) -> Any:
@@ -138,7 +138,7 @@ class Settings:
     # codecs.OPTION_FAMILIES: "lame", "vorbis", "opus", "flac", "ffmpeg",
     # "aac"), already split into argv words. A family that is missing gets
     # the codec's defaults.
-    options: Mapping[str, tuple[str, ...]] = field(default_factory=dict, metadata={"wire": Wire("options")})
+    options: Mapping[str, tuple[str, ...]] = sent("options", factory=dict)
     # Seconds one task may run; None derives it from the audio's duration.
     timeout: float | None = sent("seconds", None, 1e-3, 1e7)
     # Tags: ID3v2.3 instead of v2.4 for mp3; embed cover.jpg & co. when the

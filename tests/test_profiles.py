@@ -87,6 +87,14 @@ def test_the_command_line_overrides_the_profile(tmp_path):
     assert s.threads == 2
 
 
+def test_the_command_line_names_mode_and_input_around_its_options(tmp_path):
+    [(_, s, _)] = runs(tmp_path, CONFIG, "opus", "--profile", "car", "-t", "1", str(tmp_path / "elsewhere"))
+    assert (s.modes, s.input_dir, s.threads) == (("opus",), tmp_path / "elsewhere", 1)
+    # Modes the shell split: the profile's input stays.
+    [(_, s, _)] = runs(tmp_path, CONFIG, "--profile", "car", "mp3,", "opus")
+    assert (s.modes, s.input_dir) == (("mp3", "opus"), tmp_path / "music")
+
+
 @pytest.mark.parametrize(
     "body, line, message",
     [

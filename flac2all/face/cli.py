@@ -1,4 +1,4 @@
-"""The ``flac2all`` command: argv -> Settings -> engine.run -> exit status.
+"""The ``flac2all`` command: argv (parsed once) -> one Request per run -> engine.run -> exit status.
 
 This is the one place where exceptions become messages and exit statuses.
 """

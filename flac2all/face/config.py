@@ -1,14 +1,17 @@
 """Device profiles: ``[profile.NAME]`` tables of a TOML file -> the same
-Settings the command line builds.
+Request the command line builds.
 
 A profile key is a command-line option's long name without its dashes
 (``lame-options``, ``delete``, ``names``, ``"id3v2.3"``), and ``modes`` and
-``input`` stand for MODE and INPUTDIR. The options of a run are three
-layers: the parser's defaults, then the profile's values, then the options
-given on the command line (``given``); ``settings_from`` turns the result
-into Settings, for a plain command line as for a profile. Every key of every
-profile is checked when the file is read, before any work: an unknown key
-or a bad value is a ConfigError naming the file, the line and the key.
+``input`` stand for MODE and INPUTDIR: the parser's table of options
+(``usage.Parser.options``) says which keys there are, their types and
+choices. The options of a run are three layers: the table's defaults, then
+the profile's values, then the options given on the command line (its one
+parse); ``request_from`` turns the result into one Request (its Settings
+by ``settings_from``), for a plain command line as for a profile. Every key
+of every profile is checked when the file is read, before any work: an
+unknown key or a bad value is a ConfigError naming the file, the line and
+the key.
 """
 
 from __future__ import annotations

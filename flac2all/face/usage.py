@@ -1,6 +1,8 @@
-"""The forgiving parts of the command line: the argument parser that
-suggests the nearest option for a typo and exits 2, and the rejoining of
-``mp3, opus`` that the shell split."""
+"""The command line's parser: each option declared once into a public
+table (``Parser.options``, what profiles read), one parse that keeps only
+what is given, and the forgiving parts: the nearest option suggested for a
+typo, exit status 2, and the rejoining of ``mp3, opus`` that the shell
+split."""
 
 from __future__ import annotations
 
