@@ -13,10 +13,11 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 
 class Action(Enum):
@@ -83,27 +84,67 @@ class AudioInfo:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything that shapes a run, decided once by the CLI (or a caller)."""
+class Wire:
+    """A Settings field that cluster workers need, sent with the run's
+    settings: ``kind`` says how it travels and is checked (cluster/jobs.py
+    has one converter per kind), ``low``..``high`` bound a number."""
 
-    input_dir: Path
-    outdir: Path
-    modes: tuple[str, ...]
+    kind: str  # "path", "modes", "options", "flag", "choice", "seconds", "whole"
+    low: float = 0
+    high: float = 0
+
+
+@dataclass(frozen=True)
+class NotSent:
+    """A Settings field workers would need but are not sent: a cluster run
+    refuses ``flag`` when the field holds ``refused`` (or, when that is
+    None, anything but its default)."""
+
+    flag: str
+    refused: object = None
+
+    def refuses(self, value: object, default: object) -> bool:
+        return value != default if self.refused is None else value == self.refused
+
+
+def sent(kind: str, default: object = MISSING, low: float = 0, high: float = 0, factory: Any = MISSING) -> Any:
+    """A field that travels to cluster workers (see Wire)."""
+    return field(default=default, default_factory=factory, metadata={"wire": Wire(kind, low, high)})
+
+
+def not_sent(flag: str, default: object, refused: object = None) -> Any:
+    """A field a cluster run refuses when it is set (see NotSent)."""
+    return field(default=default, metadata={"not_sent": NotSent(flag, refused)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that shapes a run, decided once by the CLI (or a caller).
+
+    The fields marked ``sent`` are what cluster workers are sent (and all
+    they are sent; cluster/jobs.py converts them by their Wire kind); those
+    marked ``not_sent`` are refused in a cluster run when set; the others
+    are the master's alone (planning, the state, the engine).
+    """
+
+    input_dir: Path = sent("path")
+    outdir: Path = sent("path")
+    modes: tuple[str, ...] = sent("modes")
     force: bool = False
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
-    layout: Layout = Layout.TREE
+    layout: Layout = sent("choice", Layout.TREE)
     copy: bool = False
     # Encoder options per option family (the names in
     # codecs.OPTION_FAMILIES: "lame", "vorbis", "opus", "flac", "ffmpeg",
     # "aac"), already split into argv words. A family that is missing gets
     # the codec's defaults.
-    options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    options: Mapping[str, tuple[str, ...]] = sent("options", factory=dict)
     # Seconds one task may run; None derives it from the audio's duration.
-    timeout: float | None = None
+    timeout: float | None = sent("seconds", None, 1e-3, 1e7)
     # Tags: ID3v2.3 instead of v2.4 for mp3; embed cover.jpg & co. when the
     # source has no front cover of its own.
-    id3v23: bool = False
-    embed_folder_art: bool = False
+    id3v23: bool = sent("flag", False)
+    embed_folder_art: bool = sent("flag", False)
     # Mirror: remove orphan outputs (--delete), even many (--delete-anyway).
     delete: bool = False
     delete_anyway: bool = False
@@ -120,11 +161,11 @@ class Settings:
     # the input (None: like any other file, copied with -c) and the bitrate
     # (kbit/s) above which they are re-encoded; the longest side of
     # embedded and copied covers (pixels); playlists rewritten.
-    names: Names = Names.POSIX
+    names: Names = not_sent("--names fat32", Names.POSIX, Names.FAT32)
     max_path: int = 255
-    lossy: Lossy | None = None
-    max_bitrate: int | None = None
-    art_max_size: int | None = None
+    lossy: Lossy | None = not_sent("--lossy convert", None, Lossy.CONVERT)
+    max_bitrate: int | None = not_sent("--max-bitrate", None)
+    art_max_size: int | None = not_sent("--art-max-size", None)
     playlists: bool = False
 
     def __post_init__(self) -> None:
@@ -136,6 +177,72 @@ class Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["options"] = dict(self.options)
         return functools.partial(Settings, **values), ()
+
+    @classmethod
+    def sent_fields(cls) -> tuple[tuple[Field, Wire], ...]:
+        """The fields cluster workers are sent, each with how it travels."""
+        return tuple((f, f.metadata["wire"]) for f in fields(cls) if "wire" in f.metadata)
+
+    def not_sent_in_use(self) -> list[str]:
+        """The options this run uses that cluster workers are not sent (a
+        cluster run refuses them), in the order of the fields."""
+        return [
+            spec.flag
+            for f in fields(self)
+            if (spec := f.metadata.get("not_sent")) and spec.refuses(getattr(self, f.name), f.default)
+        ]
+
+
+@dataclass(frozen=True)
+class MasterOptions:
+    """``-m``: the ZeroMQ cluster master, where it listens and how it waits."""
+
+    bind: str = "*"
+    port: int = 2019
+    keys: Path | None = None  # None: the default key folder
+    insecure: bool = False
+    wait_workers: float = 300.0
+    max_slots: int = 256
+
+
+@dataclass(frozen=True)
+class DaskOptions:
+    """``--dask*``: a Dask scheduler by its address, its scheduler file, or a
+    batch system's cluster (dask-jobqueue) of up to ``jobs`` jobs."""
+
+    address: str | None = None
+    scheduler_file: str | None = None
+    jobqueue: str | None = None
+    jobs: int = 4
+    cores: int | None = None
+    memory: str | None = None
+
+
+@dataclass(frozen=True)
+class DisplayOptions:
+    """What the run shows: the dashboard (-C), or only failures (-q)."""
+
+    dashboard: bool = False
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class Request:
+    """One run as the command line (or a profile under it) asks for it,
+    built once by the face and handed down as data: nothing below the face
+    sees argparse."""
+
+    settings: Settings
+    # Where the jobs run: None for this machine's cores, else the cluster.
+    executor: MasterOptions | DaskOptions | None = None
+    display: DisplayOptions = DisplayOptions()
+    dry_run: bool = False
+    plan_json: Path | None = None
+    profile: str | None = None  # the profile's name; None: the command line alone
+    notes: tuple[str, ...] = ()  # about its modes, shown before it runs
+    on_done: str | None = None  # the --on-done command
+    verbose: bool = False
+    stop_on_hangup: bool = False
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import fcntl
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from flac2all import codecs
+from flac2all.cluster import setup
 from flac2all.codecs.options import colon_options, comma_options
 from flac2all.errors import UsageError
-from flac2all.face.cli import build_parser, settings_from
+from flac2all.face import cli, config
+from flac2all.face.cli import build_parser
+from flac2all.face.config import settings_from
+from flac2all.model import DaskOptions, DisplayOptions, MasterOptions
 from tests.conftest import decodes, make_flac, read_log, run_flac2all, stream
 
 
@@ -440,3 +448,113 @@ def test_unreadable_folder_is_reported(library, tmp_path):
         }
     ]
     assert sum(r["conversion_status"] == "SUCCESS" for r in rows) == 3
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """How many argument parsers a run builds and how many parses it makes
+    (argparse's own methods, wrapped: every parser of the run is seen)."""
+    seen = {"built": 0, "parsed": 0}
+    build, parse = argparse.ArgumentParser.__init__, argparse.ArgumentParser.parse_known_args
+
+    def built(self, *args, **kwargs):
+        seen["built"] += 1
+        build(self, *args, **kwargs)
+
+    def parsed(self, *args, **kwargs):
+        seen["parsed"] += 1
+        return parse(self, *args, **kwargs)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "__init__", built)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", parsed)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield seen
+    for signum, handler in handlers.items():  # main() installs its own
+        signal.signal(signum, handler)
+
+
+def test_argv_is_parsed_once_by_one_parser_for_several_profiles(library, tmp_path, counted, capsys):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'[profile.a]\nmodes = ["mp3"]\ninput = "{library}"\noutdir = "out-a"\nthreads = 2\n'
+        f'[profile.b]\nmodes = ["opus"]\ninput = "{library}"\noutdir = "out-b"\n'
+    )
+    assert cli.main(["--config", str(cfg), "--all-profiles", "--dry-run", "-t", "1", "-q"]) == 0
+    assert counted == {"built": 1, "parsed": 1}
+    out = capsys.readouterr().out
+    assert out.count("dry run: nothing changed") == 2 and "encode  3" in out
+    assert not (tmp_path / "out-a").exists()
+    counted.update(built=0, parsed=0)
+    assert cli.main(["mp3", str(library), "-o", str(tmp_path / "o"), "--dry-run"]) == 0
+    assert counted == {"built": 1, "parsed": 1}
+
+
+def test_the_option_table_is_what_profiles_and_suggestions_read():
+    parser = build_parser()
+    flags = {flag for option in parser.options.values() for flag in option.flags}
+    text = parser.format_help()
+    assert all(flag in text for flag in flags)
+    assert {"--outdir", "--id3v2.3", "--lame-options", "--names", "--on-done", "--help"} <= flags
+    keys = config.profile_keys(parser.options)
+    assert {"modes", "input", "outdir", "id3v2.3", "lame-options", "art-max-size", "threads"} <= set(keys)
+    assert not {"profile", "config", "cluster-keygen", "worker", "help", "version"} & set(keys)
+    assert keys["threads"].default == os.cpu_count() and keys["nodirs"].choices == ("d", "m")
+    # An option added behind the table's back is neither a key nor suggested.
+    parser.add_argument("--sneaky")
+    assert "sneaky" not in config.profile_keys(parser.options)
+    assert parser.suggest_options(["--sneaki"]) == ""
+    assert parser.suggest_options(["--outdri"]) == " (did you mean --outdir?)"
+    package = Path(cli.__file__).parents[1]
+    assert not [p for p in package.rglob("*.py") if "._actions" in p.read_text()]
+
+
+def test_a_parse_gives_only_what_the_command_line_says(tmp_path):
+    parser = build_parser()
+    given = parser.parse_given(["mp3", "-o", "out", "in", "--names", "fat32"])
+    assert vars(given) == {"mode": "mp3", "outdir": "out", "inputdir": "in", "names": "fat32"}  # INPUTDIR after -o
+    assert vars(parser.parse_given(["--profile", "car", "opus"])) == {"profile": ["car"], "mode": "opus"}
+    full = parser.parse_args(["mp3", "in"])
+    assert (full.outdir, full.names, full.force, full.port, full.profile) == ("./", "posix", False, 2019, None)
+
+
+def test_the_request_holds_the_run_as_data_and_master_from_takes_it(library, tmp_path):
+    def request(*argv):
+        [(name, args)] = config.runs(build_parser().options, build_parser().parse_given(list(argv)))
+        return config.request_from(name, args)
+
+    keys = tmp_path / "keys"
+    line = ["mp3", str(library), "-o", str(tmp_path / "out"), "-m", "--keys", str(keys), "--bind", "127.0.0.1"]
+    req = request(*line, "--port", "2020", "--max-slots", "3", "--wait-workers", "5", "-q", "--plan-json", "p.json")
+    assert req.executor == MasterOptions("127.0.0.1", 2020, keys, False, 5.0, 3)
+    assert (req.display, req.dry_run, req.plan_json) == (DisplayOptions(quiet=True), False, Path("p.json"))
+    assert not [value for value in walk(req) if isinstance(value, argparse.Namespace)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        req.dry_run = True  # type: ignore[misc]
+    said = []
+    master = setup.master_from(req.executor, req.settings, said.append)
+    assert (master.bind, master.port, master.max_slots, master.wait_workers) == ("127.0.0.1", 2020, 3, 5.0)
+    assert master.keys is not None and (keys / "authorized").is_dir() and said[0].startswith("Made the cluster's keys")
+    insecure = request(*line, "--insecure")
+    master = setup.master_from(insecure.executor, insecure.settings, said.append)
+    assert master.keys is None and f"--insecure --allow {library}" in master.start_hint
+    with pytest.raises(UsageError, match="--port 70000: not a port number"):
+        setup.master_from(dataclasses.replace(insecure.executor, port=70000), insecure.settings, said.append)
+    dask = request("mp3", str(library), "--dask-jobqueue", "slurm", "--dask-cores", "2")
+    assert dask.executor == DaskOptions(jobqueue="slurm", cores=2)
+    assert request("mp3", str(library)).executor is None  # this machine's cores
+    with pytest.raises(UsageError, match="choose one of -m, --dask"):
+        request("mp3", str(library), "-m", "--dask", "tcp://127.0.0.1:9")
+
+
+def walk(value):
+    """Every value inside a tree of dataclasses, tuples and mappings."""
+    yield value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from walk(getattr(value, f.name))
+    elif isinstance(value, tuple | list):
+        for item in value:
+            yield from walk(item)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from walk(item)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flac2all.cluster import protocol
+from flac2all.cluster import jobs, protocol
 from flac2all.cluster.ledger import SMALL_COPY
 from flac2all.model import Settings
 from tests.cluster_helpers import (
@@ -285,7 +285,7 @@ def test_first_signal_to_an_idle_worker_says_goodbye_at_once():
     master = FakeMaster()
     worker = start_worker(master.port, 2, allow=("/in", "/out"))
     try:
-        settings = protocol.settings_to_wire(Settings(Path("/in"), Path("/out"), ("opus",)))
+        settings = jobs.settings_to_wire(Settings(Path("/in"), Path("/out"), ("opus",)))
         ready = []
         deadline = time.monotonic() + 20
         while len(ready) < 2 and (got := master.recv(deadline - time.monotonic())):

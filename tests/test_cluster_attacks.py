@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from flac2all.cluster import protocol
+from flac2all.cluster import jobs, protocol
 from flac2all.cluster.protocol import Checks, ProtocolError, Timings
 from flac2all.model import Action, Settings, Task
 from tests.cluster_helpers import FakeMaster, a_real_worker_finishes, start_master, start_worker
@@ -139,7 +139,7 @@ def test_credit_hoarding_is_capped_and_leases_take_the_jobs_back(lib, tmp_path):
 
 def welcome_and_health(fake: FakeMaster, settings: Settings, checks: Checks | None = None) -> tuple[bytes, dict]:
     identity, _ = fake.expect("hello")
-    fake.send(identity, protocol.welcome_to_wire(protocol.settings_to_wire(settings), Timings(), checks or Checks()))
+    fake.send(identity, protocol.welcome_to_wire(jobs.settings_to_wire(settings), Timings(), checks or Checks()))
     return identity, fake.expect("health")[1]
 
 
@@ -216,7 +216,7 @@ def test_a_link_leading_out_in_a_batch_of_copies_is_refused_alone(tmp_path):
             (n, 0, Task(music / name, "mp3", out / "mp3" / name, Action.COPY, 5))
             for n, name in enumerate(("a.txt", "b.txt", "c.txt"))
         ]
-        fake.send(identity, protocol.job_to_wire(batch))
+        fake.send(identity, jobs.job_to_wire(batch))
         results = [fake.expect("result")[1] for _ in batch]
         fake.send(identity, protocol.shutdown_to_wire())
         worker.wait(20)
@@ -237,7 +237,7 @@ def test_a_link_leading_out_in_a_batch_of_copies_is_refused_alone(tmp_path):
 def test_encoder_options_that_name_files_are_refused_by_workers(tmp_path, family, words):
     fake = FakeMaster()
     worker = start_worker(fake.port, 1, "--retry-seconds", "5")
-    settings = protocol.settings_to_wire(Settings(tmp_path, tmp_path / "out", ("opus",)))
+    settings = jobs.settings_to_wire(Settings(tmp_path, tmp_path / "out", ("opus",)))
     try:
         identity, _ = fake.expect("hello")
         bad = {**settings, "options": {**settings["options"], family: words}}

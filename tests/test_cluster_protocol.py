@@ -3,18 +3,24 @@ neither the master nor a worker crashes."""
 
 from __future__ import annotations
 
+import dataclasses
+import enum as enum_module
 import json
 import shutil
 import time
+import typing
 from pathlib import Path
 
 import pytest
 import zmq
 
-from flac2all.cluster import protocol
+from flac2all.cluster import jobs, protocol
 from flac2all.cluster.protocol import ProtocolError, Timings
-from flac2all.face.cli import build_parser, settings_from
-from flac2all.model import Action, Settings, Task
+from flac2all.errors import UsageError
+from flac2all.face import config
+from flac2all.face.cli import build_parser
+from flac2all.face.config import settings_from
+from flac2all.model import Action, Layout, Lossy, Settings, Task, Wire
 from tests.cluster_helpers import FakeMaster, a_real_worker_finishes, start_master, start_worker
 from tests.conftest import decodes, make_flac, read_log
 
@@ -92,7 +98,7 @@ HOSTILE_JOBS = [
     {"tasks": two_modes(id=1)},  # one task id twice
     {"tasks": two_modes(), "action": "copy"},  # only encodes share a job
     {"tasks": two_modes(mode="test", output="/out/test/a.ana")},  # test mode reads the file itself
-    {"tasks": [{**two_modes()[0], "id": i, "output": f"/out/mp3/{i}.mp3"} for i in range(protocol.MAX_JOB + 1)]},
+    {"tasks": [{**two_modes()[0], "id": i, "output": f"/out/mp3/{i}.mp3"} for i in range(jobs.MAX_JOB + 1)]},
 ]
 # Valid on their own, refused by a worker: outside the run's folders.
 OUTSIDE_TASKS = [
@@ -102,33 +108,33 @@ OUTSIDE_TASKS = [
 
 
 def test_a_good_job_parses():
-    [(task_id, attempt, task)] = protocol.job_from_wire(job())
+    [(task_id, attempt, task)] = jobs.job_from_wire(job())
     assert (task_id, attempt) == (1, 0)
     assert task == Task(Path("/music/a.flac"), "mp3", Path("/out/mp3/a.mp3"), Action.ENCODE, 10, settings_hash="ab12")
-    both = protocol.job_from_wire(job({"tasks": two_modes()}))
+    both = jobs.job_from_wire(job({"tasks": two_modes()}))
     assert [(i, t.mode, t.output, t.source) for i, _, t in both] == [
         (1, "mp3", Path("/out/mp3/a.mp3"), Path("/music/a.flac")),
         (2, "opus", Path("/out/opus/a.opus"), Path("/music/a.flac")),
     ]
     # and what the master sends is what the worker reads
-    assert protocol.job_from_wire(protocol.decode(protocol.job_to_wire(both))) == both
+    assert jobs.job_from_wire(protocol.decode(jobs.job_to_wire(both))) == both
 
 
 @pytest.mark.parametrize("change", HOSTILE_TASKS + HOSTILE_JOBS)
 def test_hostile_jobs_are_refused(change):
     with pytest.raises(ProtocolError):
-        protocol.job_from_wire(job(change))
+        jobs.job_from_wire(job(change))
 
 
 def test_missing_field_and_bad_frames_are_refused():
     msg = job()
     del msg["tasks"][0]["output"]
     with pytest.raises(ProtocolError):
-        protocol.job_from_wire(msg)
+        jobs.job_from_wire(msg)
     msg = job()
     del msg["source"]
     with pytest.raises(ProtocolError):
-        protocol.job_from_wire(msg)
+        jobs.job_from_wire(msg)
     old = b'{"v":1,"type":"task","id":1}'  # a master or worker of protocol version 1
     for frame in (b"\xff\xfe", b"[1,2]", old, b'{"v":2}', b"x" * (protocol.MAX_MESSAGE + 1)):
         with pytest.raises(ProtocolError):
@@ -145,14 +151,14 @@ def test_hostile_encoder_options_are_refused(words):
 
 def test_settings_round_trip_and_refusals():
     settings = Settings(Path("/in"), Path("/out"), ("mp3", "opus"), options={"lame": ("--preset", "standard")})
-    back = protocol.settings_from_wire(json.loads(json.dumps(protocol.settings_to_wire(settings))))
+    back = jobs.settings_from_wire(json.loads(json.dumps(jobs.settings_to_wire(settings))))
     assert (back.input_dir, back.outdir, back.modes, dict(back.options)) == (
         settings.input_dir,
         settings.outdir,
         settings.modes,
         dict(settings.options),
     )
-    wire = protocol.settings_to_wire(settings)
+    wire = jobs.settings_to_wire(settings)
     for bad in (
         {"options": {"shell": ["x"]}},
         {"modes": ["evil"]},
@@ -162,15 +168,123 @@ def test_settings_round_trip_and_refusals():
         {"id3v23": "yes"},
     ):
         with pytest.raises(ProtocolError):
-            protocol.settings_from_wire({**wire, **bad})
+            jobs.settings_from_wire({**wire, **bad})
+
+
+BASE = Settings(Path("/in"), Path("/out"), ("mp3",), threads=1)
+HINTS = typing.get_type_hints(Settings)
+
+
+def other_than(f: dataclasses.Field, wire: Wire | None = None):
+    """A value of field ``f`` unlike its default, chosen by its Wire kind
+    (a sent field) or its type: a field declared with a new kind needs a
+    line here, so that it is walked too."""
+    hint = HINTS[f.name]
+    kinds = {t for t in (hint, *typing.get_args(hint)) if isinstance(t, type) and t is not type(None)}
+    default = getattr(BASE, f.name)
+    if wire is not None and wire.kind == "path":
+        return Path(f"/elsewhere/{f.name}")
+    if wire is not None and wire.kind == "modes":
+        return ("opus", "f:nosuchenc")
+    if wire is not None and wire.kind == "options":
+        return {"lame": ("-V", "2"), "ffmpeg": ("-b:a", "96k")}
+    if wire is not None and wire.kind in ("seconds", "whole"):
+        return type(wire.high)(wire.high)
+    if bool in kinds:
+        return not default
+    if int in kinds:
+        return 7 if default != 7 else 8
+    (enum,) = [t for t in kinds if issubclass(t, enum_module.Enum)]
+    return next(member for member in enum if member != default)
+
+
+def through_the_wire(settings: Settings) -> Settings:
+    frame = protocol.welcome_to_wire(jobs.settings_to_wire(settings), Timings())
+    return protocol.welcome_from_wire(protocol.decode(frame)).settings
+
+
+@pytest.mark.parametrize("sent", Settings.sent_fields(), ids=lambda sent: sent[0].name)
+def test_every_declared_field_crosses_the_wire(sent):
+    f, wire = sent
+    settings = dataclasses.replace(BASE, **{f.name: other_than(f, wire)})
+    assert getattr(settings, f.name) != getattr(BASE, f.name)
+    assert through_the_wire(settings) == settings
+    body = jobs.settings_to_wire(settings)
+    assert set(body) == {g.name for g, _ in Settings.sent_fields()}
+    without = {k: v for k, v in body.items() if k != f.name}
+    if f.default is None:  # optional on the wire
+        assert getattr(jobs.settings_from_wire(without), f.name) is None
+    else:
+        with pytest.raises(ProtocolError, match=f"missing field: {f.name}"):
+            jobs.settings_from_wire(without)
+
+
+@pytest.mark.parametrize(
+    "f", [f for f in dataclasses.fields(Settings) if "wire" not in f.metadata], ids=lambda f: f.name
+)
+def test_a_field_not_declared_does_not_travel(f):
+    settings = dataclasses.replace(BASE, **{f.name: other_than(f)})
+    assert f.name not in jobs.settings_to_wire(settings)
+    assert through_the_wire(settings) == BASE  # a worker runs one job at a time: threads 1
+    with pytest.raises(ProtocolError, match="unknown field"):
+        jobs.settings_from_wire({**jobs.settings_to_wire(settings), f.name: jobs.settings_to_wire(BASE)["outdir"]})
+
+
+def test_the_settings_of_an_earlier_master_of_this_version_still_read():
+    body = json.loads(
+        '{"input_dir":"/in","outdir":"/out","modes":["mp3","opus"],"options":{"lame":["-V","2"]},'
+        '"timeout":30,"id3v23":true,"embed_folder_art":false,"layout":"m"}'
+    )
+    assert jobs.settings_from_wire(body) == Settings(
+        Path("/in"),
+        Path("/out"),
+        ("mp3", "opus"),
+        threads=1,
+        layout=Layout.NO_MODE_DIRS,
+        options={"lame": ("-V", "2")},
+        timeout=30.0,
+        id3v23=True,
+    )
+    del body["timeout"]  # optional, as before
+    assert jobs.settings_from_wire(body).timeout is None
+
+
+def test_each_wire_kind_bounds_its_values():
+    whole, seconds = jobs.KINDS["whole"], jobs.KINDS["seconds"]
+    assert whole.from_wire(5, "n", Wire("whole", 1, 10), int) == 5
+    for bad in (0, 11, 10**400, True):
+        with pytest.raises(ProtocolError, match="n: not a whole number"):
+            whole.from_wire(bad, "n", Wire("whole", 1, 10), int)
+    for bad in (10**400, float("nan"), float("inf"), 0):
+        with pytest.raises(ProtocolError, match="s: not a number of seconds"):
+            seconds.from_wire(bad, "s", Wire("seconds", 1e-3, 1e7), float)
+    with pytest.raises(ProtocolError, match="bad layout"):
+        jobs.settings_from_wire({**jobs.settings_to_wire(BASE), "layout": "x"})
+
+
+def test_a_cluster_run_refuses_what_workers_are_not_sent():
+    config.check_cluster(BASE)
+    refusing = [(f, f.metadata["not_sent"]) for f in dataclasses.fields(Settings) if "not_sent" in f.metadata]
+    assert not any("wire" in f.metadata for f, _ in refusing)
+    assert [spec.flag for _, spec in refusing] == [
+        "--names fat32",
+        "--lossy convert",
+        "--max-bitrate",
+        "--art-max-size",
+    ]
+    for f, spec in refusing:
+        value = spec.refused if spec.refused is not None else other_than(f)
+        with pytest.raises(UsageError, match=f"^{spec.flag}: not available with -m"):
+            config.check_cluster(dataclasses.replace(BASE, **{f.name: value}))
+    config.check_cluster(dataclasses.replace(BASE, lossy=Lossy.COPY))  # copies are run under their own names
 
 
 def test_every_option_family_of_the_cli_crosses_the_wire():
     args = build_parser().parse_args(["all", "/in", "-o", "/out", "--ffmpeg-options=-b:a 96k,-vbr on"])
     settings, _ = settings_from(args)
-    assert set(settings.options) == set(protocol.OPTION_FAMILIES) == {"lame", "vorbis", "opus", "flac", "ffmpeg", "aac"}
+    assert set(settings.options) == set(jobs.OPTION_FAMILIES) == {"lame", "vorbis", "opus", "flac", "ffmpeg", "aac"}
     protocol.check_usage_options(dict(settings.options))
-    back = protocol.settings_from_wire(json.loads(json.dumps(protocol.settings_to_wire(settings))))
+    back = jobs.settings_from_wire(json.loads(json.dumps(jobs.settings_to_wire(settings))))
     assert dict(back.options) == dict(settings.options)
     assert back.options["ffmpeg"] == ("-b:a", "96k", "-vbr", "on")
 
@@ -214,7 +328,7 @@ SETTINGS = Settings(Path("/in"), Path("/out"), ("mp3", "opus"))
 
 def welcome(**timings) -> dict:
     """A welcome message as a worker decodes it, with these timings."""
-    msg = protocol.decode(protocol.welcome_to_wire(protocol.settings_to_wire(SETTINGS), Timings()))
+    msg = protocol.decode(protocol.welcome_to_wire(jobs.settings_to_wire(SETTINGS), Timings()))
     return {**msg, **timings}
 
 
@@ -222,9 +336,7 @@ def test_every_message_reads_back_as_it_was_built():
     hello = protocol.hello_from_wire(protocol.decode(protocol.hello_to_wire("0" * 32, "node-1", 4242, 2)))
     assert hello == protocol.Hello("0" * 32, "node-1", 4242, 2)
     sent = Timings(heartbeat=0.25, dead_after=2.5)
-    got = protocol.welcome_from_wire(
-        protocol.decode(protocol.welcome_to_wire(protocol.settings_to_wire(SETTINGS), sent))
-    )
+    got = protocol.welcome_from_wire(protocol.decode(protocol.welcome_to_wire(jobs.settings_to_wire(SETTINGS), sent)))
     assert got.timings == sent
     assert (got.settings.input_dir, got.settings.outdir, got.settings.modes) == (
         SETTINGS.input_dir,
@@ -437,7 +549,7 @@ def test_worker_drops_hostile_tasks_without_starting_anything(tmp_path, fake_bin
         log.write_text("")
         out = tmp_path / "out"
         settings = Settings(src.parent, out, ("mp3", "opus"))
-        router.send_multipart([identity, protocol.welcome_to_wire(protocol.settings_to_wire(settings), Timings())])
+        router.send_multipart([identity, protocol.welcome_to_wire(jobs.settings_to_wire(settings), Timings())])
         base = {"source": str(src), "output": str(out / "mp3" / "a.mp3")}
         hostile = [job(change, **base) for change in HOSTILE_TASKS + OUTSIDE_TASKS]
         hostile += [job({**change, "tasks": rebase(change["tasks"], out)}, **base) for change in HOSTILE_JOBS]
@@ -467,9 +579,7 @@ def test_worker_drops_hostile_tasks_without_starting_anything(tmp_path, fake_bin
     # Every task of a refused job whose id could be read got a failed result
     # naming why (not the two with a bad "id", nor the jobs without tasks).
     readable = len(HOSTILE_TASKS) + len(OUTSIDE_TASKS) - 4
-    readable += sum(
-        min(len(change["tasks"]), protocol.MAX_JOB) for change in HOSTILE_JOBS
-    )  # answered up to a job's cap
+    readable += sum(min(len(change["tasks"]), jobs.MAX_JOB) for change in HOSTILE_JOBS)  # answered up to a job's cap
     assert len(refusals) == readable
     assert all(m.startswith("refused by the worker on ") for m in refusals)
     assert not Path("/elsewhere").exists() and not Path("/music").exists()
@@ -493,7 +603,7 @@ def test_worker_follows_the_masters_timings_and_survives_bad_ones():
     worker = start_worker(master.port, 1, "--retry-seconds", "30", allow=("/in", "/out"))
     try:
         identity, _ = master.expect("hello")
-        good = protocol.decode(protocol.welcome_to_wire(protocol.settings_to_wire(SETTINGS), Timings(0.1, 1.5)))
+        good = protocol.decode(protocol.welcome_to_wire(jobs.settings_to_wire(SETTINGS), Timings(0.1, 1.5)))
         bad = [
             {"heartbeat": 10**400},
             {"dead_after": float("nan")},
@@ -540,7 +650,7 @@ def test_new_fields_are_bounded():
     for bad in ({"modes": ["flac"]}, {"modes": ["opus"] * 3}, {"problem": "x" * 1001}, {"problem": 1}, {"x": 1}):
         with pytest.raises(ProtocolError):
             protocol.health_from_wire({**health, **bad}, run)
-    wire = protocol.settings_to_wire(SETTINGS)
+    wire = jobs.settings_to_wire(SETTINGS)
     good = protocol.decode(protocol.welcome_to_wire(wire, Timings(), protocol.Checks(((Path("/in/a.flac"), 5),))))
     assert protocol.welcome_from_wire(good).checks.sources == ((Path("/in/a.flac"), 5),)
     for checks in (
@@ -556,9 +666,9 @@ def test_new_fields_are_bounded():
             protocol.welcome_from_wire({**good, "checks": checks})
     for settings in ({"timeout": 10**400}, {"timeout": 0}, {"timeout": True}, {"modes": []}, {"modes": ["a"] * 65}):
         with pytest.raises(ProtocolError):
-            protocol.settings_from_wire({**wire, **settings})
+            jobs.settings_from_wire({**wire, **settings})
     # An f: mode this node cannot resolve is kept (its health says it cannot run it).
-    assert protocol.settings_from_wire({**wire, "modes": ["f:nosuchenc"]}).modes == ("f:nosuchenc",)
+    assert jobs.settings_from_wire({**wire, "modes": ["f:nosuchenc"]}).modes == ("f:nosuchenc",)
     result = {"v": V, "type": "result", "id": 1, "attempt": 0, "status": "failed", "message": "m"}
     result |= {"returncode": 1, "elapsed": 0.1, "facts": None, "cause": "source-missing"}
     assert protocol.result_from_wire(dict(result)).cause == "source-missing"
@@ -567,7 +677,7 @@ def test_new_fields_are_bounded():
             protocol.result_from_wire({**result, **bad})
     for bad in ({"size": 10**400}, {"id": 2**53 + 1}, {"attempt": 10**400}):
         with pytest.raises(ProtocolError):
-            protocol.job_from_wire(job(bad))
+            jobs.job_from_wire(job(bad))
 
 
 def copies(n: int = 3, **task_change) -> dict:
@@ -586,11 +696,11 @@ COPY_SETTINGS = Settings(Path("/in"), Path("/out"), ("mp3",), copy=True)
 
 def test_a_batch_of_copies_reads_back_as_it_was_built():
     sent = [(i, 1, Task(Path(f"/in/{i}.log"), "mp3", Path(f"/out/mp3/{i}.log"), Action.COPY, i)) for i in range(5)]
-    frame = protocol.job_to_wire(sent)
+    frame = jobs.job_to_wire(sent)
     assert protocol.decode(frame)["type"] == "copies"
-    assert protocol.job_from_wire(protocol.decode(frame), COPY_SETTINGS) == sent
+    assert jobs.job_from_wire(protocol.decode(frame), COPY_SETTINGS) == sent
     # one copy alone is an ordinary job; encodes of one source too
-    assert protocol.decode(protocol.job_to_wire(sent[:1]))["type"] == "job"
+    assert protocol.decode(jobs.job_to_wire(sent[:1]))["type"] == "job"
     refusals = protocol.refusals_to_wire(copies(4), "node-1", "busy")
     assert [protocol.result_from_wire(protocol.decode(f)).task_id for f in refusals] == [0, 1, 2, 3]
 
@@ -614,14 +724,14 @@ def test_a_batch_of_copies_reads_back_as_it_was_built():
     ],
 )
 def test_hostile_batches_of_copies_are_refused(change):
-    assert protocol.job_from_wire(copies(), COPY_SETTINGS)
+    assert jobs.job_from_wire(copies(), COPY_SETTINGS)
     with pytest.raises(ProtocolError):
-        protocol.job_from_wire(copies(**change), COPY_SETTINGS)
+        jobs.job_from_wire(copies(**change), COPY_SETTINGS)
 
 
 def test_batches_of_copies_are_bounded():
     for msg in (
-        copies(protocol.MAX_JOB + 1),
+        copies(jobs.MAX_JOB + 1),
         {"v": V, "type": "copies", "tasks": []},
         {"v": V, "type": "copies", "tasks": "all"},
         {"v": V, "type": "copies", "tasks": [1]},
@@ -629,9 +739,9 @@ def test_batches_of_copies_are_bounded():
         {k: v for k, v in copies().items() if k != "tasks"},
     ):
         with pytest.raises(ProtocolError):
-            protocol.job_from_wire(msg, COPY_SETTINGS)
+            jobs.job_from_wire(msg, COPY_SETTINGS)
     for field in ("source", "size", "output", "id"):
         msg = copies()
         del msg["tasks"][1][field]
         with pytest.raises(ProtocolError):
-            protocol.job_from_wire(msg, COPY_SETTINGS)
+            jobs.job_from_wire(msg, COPY_SETTINGS)

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from flac2all.codecs import ffmpeg
-from flac2all.face.cli import build_parser, settings_from
+from flac2all.face.cli import build_parser
+from flac2all.face.config import settings_from
 from tests.conftest import run_flac2all
 
 

@@ -42,9 +42,9 @@ on-done = "notify-send done"
 def runs(tmp_path: Path, text: str, *argv: str):
     path = tmp_path / "config.toml"
     path.write_text(text)
-    argv = ("--config", str(path), *argv)
-    args = build_parser(True).parse_args(list(argv))
-    return [(name, settings_from(ns)[0], ns) for name, ns in config.runs(lambda: build_parser(True), argv, args)]
+    parser = build_parser()
+    given = parser.parse_given(["--config", str(path), *argv])
+    return [(name, settings_from(ns)[0], ns) for name, ns in config.runs(parser.options, given)]
 
 
 def test_profiles_become_the_settings_the_command_line_builds(tmp_path, monkeypatch):
@@ -87,6 +87,14 @@ def test_the_command_line_overrides_the_profile(tmp_path):
     assert s.threads == 2
 
 
+def test_the_command_line_names_mode_and_input_around_its_options(tmp_path):
+    [(_, s, _)] = runs(tmp_path, CONFIG, "opus", "--profile", "car", "-t", "1", str(tmp_path / "elsewhere"))
+    assert (s.modes, s.input_dir, s.threads) == (("opus",), tmp_path / "elsewhere", 1)
+    # Modes the shell split: the profile's input stays.
+    [(_, s, _)] = runs(tmp_path, CONFIG, "--profile", "car", "mp3,", "opus")
+    assert (s.modes, s.input_dir) == (("mp3", "opus"), tmp_path / "music")
+
+
 @pytest.mark.parametrize(
     "body, line, message",
     [
@@ -115,7 +123,7 @@ def test_the_file_itself_is_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"no profile 'bus' \(its profiles: car, phone\)"):
         runs(tmp_path, CONFIG, "--profile", "bus")
     with pytest.raises(ConfigError, match="no such file"):
-        config.load(tmp_path / "none.toml", build_parser(True))
+        config.load(tmp_path / "none.toml", build_parser().options)
 
 
 def test_key_line_finds_dotted_and_quoted_keys():

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from flac2all import codecs, tools
 from flac2all.cluster import protocol
-from flac2all.cluster.protocol import Checks, ProtocolError, WireTask
+from flac2all.cluster.jobs import WireTask
+from flac2all.cluster.protocol import Checks, ProtocolError
 from flac2all.errors import Flac2allError
 from flac2all.model import Settings, Status, TaskResult
 

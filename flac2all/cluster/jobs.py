@@ -1,11 +1,15 @@
 """The cluster's job and settings messages: what a worker is asked to run,
 checked against this node's own codec table and, on a worker, the run's
-folders before anything starts (``protocol`` re-exports these)."""
+folders before anything starts."""
 
 from __future__ import annotations
 
 import os
 import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +29,13 @@ from flac2all.cluster.wire import (
     seconds,
 )
 from flac2all.errors import Flac2allError
-from flac2all.model import Action, Layout, Settings, Task
+from flac2all.model import Action, Settings, Task, Wire
 
 # Actions a worker may be asked to run: the master does the rest itself.
 WORKER_ACTIONS = tuple(a for a in Action if a.on_executor)
 # The families a settings message may carry options for: this node's own.
 OPTION_FAMILIES = tuple(codecs.OPTION_FAMILIES)
 MAX_MODES = 64
-MAX_TIMEOUT = 1e7  # seconds
 # An f: mode this node cannot resolve (no ffmpeg, or not that encoder) may
 # still be in a run's settings: the worker says it cannot run it.
 FOREIGN_MODE = re.compile(r"f:[A-Za-z0-9_]{1,64}")
@@ -217,71 +220,99 @@ def task_from_wire(
 
 
 # --- settings (sent once per worker session) ---------------------------------
+# What travels is model.Settings' ``sent`` fields, each as its Wire kind says:
+# one converter per kind, so that a new option of a known kind is one change
+# (its field in model.Settings).
 
 
-def settings_to_wire(settings: Settings) -> dict:
-    return {
-        "input_dir": os.fsdecode(settings.input_dir),
-        "outdir": os.fsdecode(settings.outdir),
-        "modes": list(settings.modes),
-        "options": {k: list(v) for k, v in settings.options.items()},
-        "timeout": settings.timeout,
-        "id3v23": settings.id3v23,
-        "embed_folder_art": settings.embed_folder_art,
-        "layout": settings.layout.value,
-    }
-
-
-def settings_from_wire(body: Any) -> Settings:
-    if not isinstance(body, dict):
-        raise ProtocolError("settings: not an object")
-    fields(
-        body,
-        {
-            "input_dir": str,
-            "outdir": str,
-            "modes": list,
-            "options": dict,
-            "id3v23": bool,
-            "embed_folder_art": bool,
-            "layout": str,
-        },
-        {"timeout": (int, float, type(None))},
-    )
-    options = {}
-    for family, words in body["options"].items():
-        if family not in OPTION_FAMILIES:
-            raise ProtocolError(f"unknown option family {family!r}")
-        options[family] = option_words(family, words)
-    if not 1 <= len(body["modes"]) <= MAX_MODES:
-        raise ProtocolError("modes: not a short list")
+def modes_from_wire(value: list, what: str, wire: Wire, hint: Any) -> tuple[str, ...]:
+    """Modes this node resolves, or f: modes it cannot (the worker then says
+    it cannot run them)."""
+    if not 1 <= len(value) <= MAX_MODES:
+        raise ProtocolError(f"{what}: not a short list")
     modes = []
-    for mode in body["modes"]:
+    for mode in value:
         if not isinstance(mode, str) or len(mode) > 100:
-            raise ProtocolError("modes: not strings")
+            raise ProtocolError(f"{what}: not strings")
         try:
             modes.append(codecs.resolve(mode).name)
         except Flac2allError:
-            if not FOREIGN_MODE.fullmatch(mode):  # an f: mode: the worker says it cannot run it
+            if not FOREIGN_MODE.fullmatch(mode):
                 raise ProtocolError(f"unknown codec {mode!r}") from None
             modes.append(mode)
-    timeout = body.get("timeout")
-    if timeout is not None:
-        # Compared before any conversion: math.isfinite(10**400) raised
-        # OverflowError, which ended the worker process.
-        timeout = seconds(timeout, "timeout", 1e-3, MAX_TIMEOUT)
+    return tuple(modes)
+
+
+def options_from_wire(value: dict, what: str, wire: Wire, hint: Any) -> dict[str, tuple[str, ...]]:
+    """Encoder options of this node's own families, as a worker accepts them."""
+    options = {}
+    for family, words in value.items():
+        if family not in OPTION_FAMILIES:
+            raise ProtocolError(f"unknown option family {family!r}")
+        options[family] = option_words(family, words)
+    return options
+
+
+def choice_from_wire(value: str, what: str, wire: Wire, hint: Any) -> Enum:
+    """An enum member by its value (the field's type names the enum)."""
+    (enum,) = [t for t in (hint, *typing.get_args(hint)) if isinstance(t, type) and issubclass(t, Enum)]
     try:
-        layout = Layout(body["layout"])
+        return enum(value)
     except ValueError:
-        raise ProtocolError("bad layout") from None
-    return Settings(
-        input_dir=check_path(body["input_dir"], "input_dir"),
-        outdir=check_path(body["outdir"], "outdir"),
-        modes=tuple(modes),
-        layout=layout,
-        options=options,
-        timeout=timeout,
-        id3v23=body["id3v23"],
-        embed_folder_art=body["embed_folder_art"],
-        threads=1,
-    )
+        raise ProtocolError(f"bad {what}") from None
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one Wire kind travels: its JSON type, to the wire, and back
+    (checked) from it."""
+
+    json: type | tuple
+    to_wire: Callable[[Any], Any]
+    from_wire: Callable[[Any, str, Wire, Any], Any]
+
+
+KINDS = {
+    "path": Kind(str, os.fsdecode, lambda value, what, wire, hint: check_path(value, what)),
+    "modes": Kind(list, list, modes_from_wire),
+    "options": Kind(dict, lambda options: {k: list(v) for k, v in options.items()}, options_from_wire),
+    "flag": Kind(bool, bool, lambda value, what, wire, hint: value),
+    "choice": Kind(str, lambda member: member.value, choice_from_wire),
+    # Numbers compared before any conversion: math.isfinite(10**400) raised
+    # OverflowError, which ended the worker process.
+    "seconds": Kind((int, float), float, lambda value, what, wire, hint: seconds(value, what, wire.low, wire.high)),
+    "whole": Kind(int, int, lambda value, what, wire, hint: bounded_int(value, what, int(wire.low), int(wire.high))),
+}
+SENT = Settings.sent_fields()
+HINTS = typing.get_type_hints(Settings)
+
+
+def settings_to_wire(settings: Settings) -> dict:
+    """The run's settings a worker needs: model.Settings' sent fields."""
+    body = {}
+    for f, wire in SENT:
+        value = getattr(settings, f.name)
+        body[f.name] = None if value is None else KINDS[wire.kind].to_wire(value)
+    return body
+
+
+def settings_from_wire(body: Any) -> Settings:
+    """The settings of a welcome, every sent field checked as its kind says
+    (a field whose default is None may be missing or null); the fields not
+    sent keep their defaults, and a worker process runs one job at a time."""
+    if not isinstance(body, dict):
+        raise ProtocolError("settings: not an object")
+    required: dict[str, type | tuple] = {}
+    optional: dict[str, type | tuple] = {}
+    for f, wire in SENT:
+        json_type = KINDS[wire.kind].json
+        if f.default is None:
+            optional[f.name] = (*(json_type if isinstance(json_type, tuple) else (json_type,)), type(None))
+        else:
+            required[f.name] = json_type
+    fields(body, required, optional)
+    values = {}
+    for f, wire in SENT:
+        value = body.get(f.name)
+        values[f.name] = None if value is None else KINDS[wire.kind].from_wire(value, f.name, wire, HINTS[f.name])
+    return Settings(**values, threads=1)

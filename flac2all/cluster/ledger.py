@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flac2all import codecs
-from flac2all.cluster.protocol import ENCODER_MISSING, ENVIRONMENT, MAX_JOB, SOURCE_MISSING, WireResult
+from flac2all.cluster.jobs import MAX_JOB
+from flac2all.cluster.protocol import ENCODER_MISSING, ENVIRONMENT, SOURCE_MISSING, WireResult
 from flac2all.errors import DISK_FULL, takes_no_more
 from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
 from flac2all.running.runner import default_timeout

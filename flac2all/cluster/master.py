@@ -29,6 +29,7 @@ import zmq
 
 from flac2all.cluster import auth, protocol
 from flac2all.cluster import keys as cluster_keys
+from flac2all.cluster.jobs import job_to_wire, settings_to_wire
 from flac2all.cluster.ledger import POISON_DEATHS as POISON_DEATHS
 from flac2all.cluster.ledger import SMALL_COPY as SMALL_COPY
 from flac2all.cluster.ledger import Entry, Lease, Ledger, Peer, batched, identity, lease_seconds
@@ -220,7 +221,7 @@ class Master(Posted):
         if not ledger.open_tasks:
             return
         self.settings = settings
-        self.settings_wire = protocol.settings_to_wire(settings)
+        self.settings_wire = settings_to_wire(settings)
         self.checks = self.make_checks(settings)
         self.open()
         try:
@@ -330,7 +331,7 @@ class Master(Posted):
                     break
                 entries = lease.open
                 try:
-                    frame = protocol.job_to_wire([(e.id, e.attempt, e.task) for e in entries])
+                    frame = job_to_wire([(e.id, e.attempt, e.task) for e in entries])
                 except ProtocolError as exc:
                     if len(entries) > 1:  # too large together (very long paths): one by one
                         ledger.pending.extendleft(Lease([e]) for e in reversed(entries))

@@ -44,19 +44,6 @@ from flac2all.cluster.wire import (
 from flac2all.errors import DISK_FULL, UsageError
 from flac2all.model import Settings, SourceFacts, Status, Task, TaskResult
 
-# The job and settings messages (``jobs``) are part of the protocol's face.
-MAX_JOB = jobs.MAX_JOB
-WORKER_ACTIONS = jobs.WORKER_ACTIONS
-OPTION_FAMILIES = jobs.OPTION_FAMILIES
-FOREIGN_MODE = jobs.FOREIGN_MODE
-WireTask = jobs.WireTask
-job_to_wire = jobs.job_to_wire
-copies_to_wire = jobs.copies_to_wire
-job_from_wire = jobs.job_from_wire
-job_ids = jobs.job_ids
-settings_to_wire = jobs.settings_to_wire
-settings_from_wire = jobs.settings_from_wire
-
 # --- messages without a body ------------------------------------------------
 
 
@@ -193,7 +180,7 @@ def welcome_from_wire(msg: dict) -> Welcome:
     dead_after = seconds(msg["dead_after"], "dead_after", heartbeat, MAX_DEAD_AFTER)
     if dead_after <= heartbeat:
         raise ProtocolError("dead_after: not longer than the heartbeat")
-    settings = settings_from_wire(msg["settings"])
+    settings = jobs.settings_from_wire(msg["settings"])
     return Welcome(settings, Timings(heartbeat, dead_after), checks_from_wire(msg["checks"], settings))
 
 
@@ -301,7 +288,7 @@ def refusals_to_wire(
             message=message,
             cause=cause,
         )
-        for task_id, attempt in (ids if ids is not None else job_ids(msg or {}))
+        for task_id, attempt in (ids if ids is not None else jobs.job_ids(msg or {}))
     ]
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 from flac2all.cluster import keys, protocol
 from flac2all.cluster.master import Master
 from flac2all.errors import UsageError
-from flac2all.model import Settings
+from flac2all.model import MasterOptions, Settings
 
 
 def keygen(folder_text: str, worker: str | None, force: bool) -> list[str]:
@@ -35,19 +34,19 @@ def keygen(folder_text: str, worker: str | None, force: bool) -> list[str]:
     return lines
 
 
-def master_from(args: argparse.Namespace, settings: Settings, say: Callable[[str], None]) -> Master:
-    """The cluster master of ``-m``: keys by default (made on first use),
-    none with --insecure."""
+def master_from(options: MasterOptions, settings: Settings, say: Callable[[str], None]) -> Master:
+    """The cluster master of ``-m`` as ``options`` (the request's) say: keys
+    by default (made on first use), none with --insecure."""
     protocol.check_usage_options(dict(settings.options))
-    if not 0 <= args.port < 65536:
-        raise UsageError(f"--port {args.port}: not a port number")
-    here = args.bind if args.bind not in ("*", "0.0.0.0", "::") else socket.gethostname()
+    if not 0 <= options.port < 65536:
+        raise UsageError(f"--port {options.port}: not a port number")
+    here = options.bind if options.bind not in ("*", "0.0.0.0", "::") else socket.gethostname()
     start = f"Start a worker on each worker host with: flac2all_worker {here} --port {{port}}"
     key_dir = None
-    if args.insecure:
+    if options.insecure:
         start += f" --insecure --allow {settings.input_dir} --allow {settings.outdir}"
     else:
-        key_dir = args.keys or keys.default_dir()
+        key_dir = options.keys or keys.default_dir()
         if not keys.has_master_keys(key_dir):
             try:
                 keys.keygen_master(key_dir)
@@ -59,11 +58,11 @@ def master_from(args: argparse.Namespace, settings: Settings, say: Callable[[str
             f"{key_dir / 'workers' / 'NAME'} into ~/.config/flac2all/cluster on that host)"
         )
     return Master(
-        args.bind,
-        args.port,
+        options.bind,
+        options.port,
         key_dir,
         say=say,
-        max_slots=args.max_slots,
-        wait_workers=args.wait_workers,
+        max_slots=options.max_slots,
+        wait_workers=options.wait_workers,
         start_hint=start,
     )

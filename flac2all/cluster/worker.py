@@ -37,8 +37,8 @@ import zmq
 from flac2all.cluster import health, protocol
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.diagnose import ConnectionWatch
-from flac2all.cluster.jobs import is_copies
-from flac2all.cluster.protocol import ProtocolError, WireTask
+from flac2all.cluster.jobs import WireTask, is_copies, job_from_wire
+from flac2all.cluster.protocol import ProtocolError
 from flac2all.cluster.stopping import StopRequest
 from flac2all.model import Settings, Status, TaskResult
 from flac2all.report import line_for
@@ -299,7 +299,7 @@ class Session:
             raise ProtocolError("a job while busy or before welcome")
         if self.problem:
             raise ProtocolError(f"this worker refused the run: {self.problem}")
-        job = protocol.job_from_wire(msg, self.settings)
+        job = job_from_wire(msg, self.settings)
         if is_copies(job):
             job, refused = health.confine_each(job, self.settings, self.roots)
             for (task_id, attempt, _), why in refused:

@@ -1,14 +1,17 @@
 """Device profiles: ``[profile.NAME]`` tables of a TOML file -> the same
-Settings the command line builds.
+Request the command line builds.
 
 A profile key is a command-line option's long name without its dashes
 (``lame-options``, ``delete``, ``names``, ``"id3v2.3"``), and ``modes`` and
-``input`` stand for MODE and INPUTDIR. The options of a run are three
-layers: the parser's defaults, then the profile's values, then the options
-given on the command line (``given``); ``settings_from`` turns the result
-into Settings, for a plain command line as for a profile. Every key of every
-profile is checked when the file is read, before any work: an unknown key
-or a bad value is a ConfigError naming the file, the line and the key.
+``input`` stand for MODE and INPUTDIR: the parser's table of options
+(``usage.Parser.options``) says which keys there are, their types and
+choices. The options of a run are three layers: the table's defaults, then
+the profile's values, then the options given on the command line (its one
+parse); ``request_from`` turns the result into one Request (its Settings
+by ``settings_from``), for a plain command line as for a profile. Every key
+of every profile is checked when the file is read, before any work: an
+unknown key or a bad value is a ConfigError naming the file, the line and
+the key.
 """
 
 from __future__ import annotations
@@ -19,17 +22,18 @@ import os
 import re
 import shlex
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flac2all import codecs
 from flac2all.errors import UsageError
-from flac2all.model import Layout, Lossy, Names, Settings
+from flac2all.face.usage import Option, Parser, defaults
+from flac2all.model import DaskOptions, DisplayOptions, Layout, Lossy, MasterOptions, Names, Request, Settings
 
 # Options that are about choosing profiles, not keys of one.
-NOT_KEYS = {"help", "version", "cluster_keygen", "config", "profile", "all_profiles"}
+NOT_KEYS = {"help", "version", "cluster_keygen", "worker", "config", "profile", "all_profiles"}
 # Keys that name MODE and INPUTDIR.
 POSITIONAL_KEYS = {"mode": "modes", "inputdir": "input"}
 # Keys holding a path: '~' is the user's home, and a relative path is taken
@@ -94,48 +98,48 @@ def command(text: str) -> str:
     return text
 
 
-def add_profile_options(p: argparse.ArgumentParser) -> None:
+def add_profile_options(p: Parser) -> None:
     """The options of device profiles (each one also a profile key)."""
-    g = p.add_argument_group("device profiles (see below; each option is also a profile key)")
-    g.add_argument("--config", metavar="FILE", help="the profiles' file (default: ~/.config/flac2all/config.toml)")
-    g.add_argument("--profile", action="append", metavar="NAME", help="run profile NAME (repeat for several, in turn)")
-    g.add_argument("--all-profiles", action="store_true", help="run every profile of the file, in turn")
-    g.add_argument(
+    g = p.group("device profiles (see below; each option is also a profile key)")
+    g.option("--config", metavar="FILE", help="the profiles' file (default: ~/.config/flac2all/config.toml)")
+    g.option("--profile", action="append", metavar="NAME", help="run profile NAME (repeat for several, in turn)")
+    g.option("--all-profiles", action="store_true", help="run every profile of the file, in turn")
+    g.option(
         "--names",
         choices=[n.value for n in Names],
         default=Names.POSIX.value,
         help="'fat32': output names FAT32/exFAT/Windows accept (characters replaced, reserved names avoided, "
         "lengths kept within limits, clashes numbered); 'posix' (default): names as they are",
     )
-    g.add_argument(
+    g.option(
         "--max-path",
         type=positive_int,
         default=255,
         metavar="N",
         help="with --names fat32: the longest path below OUTDIR, in UTF-16 units (default 255)",
     )
-    g.add_argument(
+    g.option(
         "--lossy",
         choices=[mode.value for mode in Lossy],
         help="the mp3/m4a/aac/ogg/opus/wma files of INPUTDIR: 'copy' them into each mode's tree, 'convert' "
         "them into each mode of another format (copied into the others), or 'skip' them (default: like any "
         "other file, copied with -c)",
     )
-    g.add_argument(
+    g.option(
         "--max-bitrate", type=positive_int, metavar="KBPS", help="re-encode lossy files above this bitrate (kbit/s)"
     )
-    g.add_argument(
+    g.option(
         "--art-max-size",
         type=positive_int,
         metavar="PIXELS",
         help="scale embedded and copied covers down to this longest side (JPEG; never up)",
     )
-    g.add_argument(
+    g.option(
         "--playlists",
         action="store_true",
         help="write the .m3u/.m3u8 playlists of INPUTDIR into each mode's tree, pointing at the outputs",
     )
-    g.add_argument(
+    g.option(
         "--on-done",
         type=command,
         metavar="CMD",
@@ -175,17 +179,42 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
     return settings, notes
 
 
+def request_from(name: str | None, args: argparse.Namespace) -> Request:
+    """The Request of one run (the command line alone, or profile ``name``
+    merged with it): what runs below the face is given, as data."""
+    settings, notes = settings_from(args)
+    return Request(
+        settings,
+        executor=executor_from(args),
+        display=DisplayOptions(dashboard=args.curses, quiet=args.quiet),
+        dry_run=args.dry_run,
+        plan_json=Path(args.plan_json) if args.plan_json else None,
+        profile=name,
+        notes=tuple(notes),
+        on_done=args.on_done,
+        verbose=args.verbose,
+        stop_on_hangup=args.stop_on_hangup,
+    )
+
+
+def executor_from(args: argparse.Namespace) -> MasterOptions | DaskOptions | None:
+    """Where the jobs run: the cluster master of -m, a Dask cluster, or
+    (None) this machine's cores."""
+    dask = (args.dask, args.dask_scheduler_file, args.dask_jobqueue)
+    if sum(map(bool, (args.master, *dask))) > 1:
+        raise UsageError("choose one of -m, --dask, --dask-scheduler-file and --dask-jobqueue")
+    if args.master:
+        return MasterOptions(args.bind, args.port, args.keys, args.insecure, args.wait_workers, args.max_slots)
+    if any(dask):
+        return DaskOptions(*dask, args.dask_jobs, args.dask_cores, args.dask_memory)
+    return None
+
+
 def check_cluster(settings: Settings) -> None:
-    """Refuse what cluster workers cannot do yet: they take copies under
-    their own names only, know no conversion of lossy files, and are not
-    sent the art options."""
-    asked = [
-        ("--names fat32", settings.names is Names.FAT32),
-        ("--lossy convert", settings.lossy is Lossy.CONVERT),
-        ("--max-bitrate", settings.max_bitrate is not None),
-        ("--art-max-size", settings.art_max_size is not None),
-    ]
-    used = [name for name, on in asked if on]
+    """Refuse what cluster workers cannot do yet: the options model.Settings
+    marks ``not_sent`` (workers take copies under their own names only,
+    know no conversion of lossy files, and are not sent the art options)."""
+    used = settings.not_sent_in_use()
     if used:
         raise UsageError(f"{', '.join(used)}: not available with -m/--master yet (run it without -m)")
 
@@ -195,17 +224,17 @@ def default_config() -> Path:
     return Path(base) / "flac2all" / "config.toml"
 
 
-def profile_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """Profile key -> the option it stands for."""
+def profile_keys(options: Mapping[str, Option]) -> dict[str, Option]:
+    """Profile key -> the option it stands for (from the parser's table)."""
     keys = {}
-    for action in parser._actions:
-        if action.dest in NOT_KEYS:
+    for option in options.values():
+        if option.dest in NOT_KEYS:
             continue
-        if not action.option_strings:
-            keys[POSITIONAL_KEYS[action.dest]] = action
+        if not option.flags:
+            keys[POSITIONAL_KEYS[option.dest]] = option
             continue
-        longest = max(action.option_strings, key=len)
-        keys[longest.lstrip("-")] = action
+        longest = max(option.flags, key=len)
+        keys[longest.lstrip("-")] = option
     return keys
 
 
@@ -216,7 +245,7 @@ class Profile:
     line: int | None  # of its table's header
 
 
-def load(path: Path, parser: argparse.ArgumentParser) -> dict[str, Profile]:
+def load(path: Path, options: Mapping[str, Option]) -> dict[str, Profile]:
     """Every profile of the file, each key checked; ConfigError otherwise."""
     try:
         text = path.read_bytes().decode("utf-8")
@@ -234,7 +263,7 @@ def load(path: Path, parser: argparse.ArgumentParser) -> dict[str, Profile]:
     tables = data.get("profile", {})
     if not isinstance(tables, dict):
         raise ConfigError(path, "must be a table of [profile.NAME] tables", key_line(text, ["profile"]), "profile")
-    keys = profile_keys(parser)
+    keys = profile_keys(options)
     profiles = {}
     for name, table in tables.items():
         where = ["profile", name]
@@ -243,46 +272,46 @@ def load(path: Path, parser: argparse.ArgumentParser) -> dict[str, Profile]:
         values = {}
         for key, value in table.items():
             line = key_line(text, [*where, key])
-            action = keys.get(key)
-            if action is None:
+            option = keys.get(key)
+            if option is None:
                 near = difflib.get_close_matches(key, keys, n=1)
                 hint = f" (did you mean {near[0]}?)" if near else ""
                 raise ConfigError(path, f"unknown key{hint}", line, f"[profile.{name}] {key}")
             try:
-                values[action.dest] = checked(action, value, path.parent)
+                values[option.dest] = checked(option, value, path.parent)
             except (argparse.ArgumentTypeError, UsageError, ValueError) as exc:
                 raise ConfigError(path, str(exc), line, f"[profile.{name}] {key}") from None
         profiles[name] = Profile(name, values, key_line(text, where))
     return profiles
 
 
-def checked(action: argparse.Action, value: Any, base: Path) -> Any:
-    """A profile's value for ``action``, as argparse would store it."""
-    if action.nargs == 0:  # a flag: --delete
+def checked(option: Option, value: Any, base: Path) -> Any:
+    """A profile's value for ``option``, as argparse would store it."""
+    if option.action == "store_true":  # a flag: --delete
         if not isinstance(value, bool):
             raise ValueError("must be true or false")
         return value
-    if action.dest == "mode":
+    if option.dest == "mode":
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             value = ",".join(value)
         if not isinstance(value, str):
             raise ValueError('must be a list of modes, as ["mp3", "opus"]')
         codecs.parse_modes(value)
         return value
-    if action.type in (int, positive_int, positive_float):
+    if option.type in (int, positive_int, positive_float):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError("must be a number")
-        return action.type(str(value))
+        return option.type(str(value))
     if not isinstance(value, str):
         raise ValueError("must be a string")
-    if action.choices is not None and value not in action.choices:
-        raise ValueError(f"must be one of: {', '.join(map(str, action.choices))}")
-    if action.dest in PATH_DESTS:
+    if option.choices is not None and value not in option.choices:
+        raise ValueError(f"must be one of: {', '.join(map(str, option.choices))}")
+    if option.dest in PATH_DESTS:
         value = os.fspath(base / Path(value).expanduser())
     for family in codecs.OPTION_FAMILIES.values():
-        if action.dest == family.dest:
+        if option.dest == family.dest:
             family.parse(value)
-    return action.type(value) if callable(action.type) else value
+    return option.type(value) if callable(option.type) else value
 
 
 HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
@@ -313,49 +342,25 @@ def key_line(text: str, key: list[str]) -> int | None:
     return header
 
 
-def profiles_asked(argv: Sequence[str]) -> bool:
-    """Whether the command line names profiles (then MODE and INPUTDIR may
-    be left out)."""
-    p = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-    p.add_argument("--profile", action="append")
-    p.add_argument("--all-profiles", action="store_true")
-    try:
-        known, _ = p.parse_known_args(argv)
-    except argparse.ArgumentError:
-        return True  # "--profile" without its NAME: the real parser says so
-    return bool(known.profile or known.all_profiles)
-
-
-def given_options(make_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str]) -> argparse.Namespace:
-    """Only the options given on the command line (nothing from defaults)."""
-    parser = make_parser()
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    return parser.parse_args(argv)
-
-
-def merged(parser: argparse.ArgumentParser, profile: dict[str, Any], given: argparse.Namespace) -> argparse.Namespace:
+def merged(options: Mapping[str, Option], profile: dict[str, Any], given: argparse.Namespace) -> argparse.Namespace:
     """Defaults, then the profile's values, then the command line's."""
-    layers: dict[str, Any] = {a.dest: a.default for a in parser._actions if a.default is not argparse.SUPPRESS}
-    layers.update(profile)
-    layers.update(vars(given))
-    return argparse.Namespace(**layers)
+    return argparse.Namespace(**{**defaults(options), **profile, **vars(given)})
 
 
-def runs(
-    make_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str], args: argparse.Namespace
-) -> list[tuple[str | None, argparse.Namespace]]:
+def runs(options: Mapping[str, Option], given: argparse.Namespace) -> list[tuple[str | None, argparse.Namespace]]:
     """(profile name or None, options) of each run the command line asks
-    for: itself, or each profile it names, in turn."""
-    parser = make_parser()
-    given = given_options(make_parser, argv)
-    if not (args.profile or args.all_profiles):
-        if args.config:
+    for: itself, or each profile it names, in turn. ``options``: the
+    parser's table; ``given``: what the command line gives (its one parse)."""
+    asked = getattr(given, "profile", None)
+    every = getattr(given, "all_profiles", False)
+    config = getattr(given, "config", None)
+    if not (asked or every):
+        if config:
             raise UsageError("--config names the profiles' file: add --profile NAME or --all-profiles")
-        return [(None, merged(parser, {}, given))]
-    path = Path(args.config).expanduser() if args.config else default_config()
-    profiles = load(path, parser)
-    names = list(profiles) if args.all_profiles else list(dict.fromkeys(args.profile))
+        return [(None, merged(options, {}, given))]
+    path = Path(config).expanduser() if config else default_config()
+    profiles = load(path, options)
+    names = list(profiles) if every else list(dict.fromkeys(asked))
     if not names:
         raise ConfigError(path, "holds no [profile.NAME] table")
     out = []
@@ -363,7 +368,7 @@ def runs(
         if name not in profiles:
             known = ", ".join(profiles) or "none"
             raise ConfigError(path, f"no profile {name!r} (its profiles: {known})")
-        ns = merged(parser, profiles[name].values, given)
+        ns = merged(options, profiles[name].values, given)
         for dest, key in POSITIONAL_KEYS.items():
             if getattr(ns, dest) is None:
                 where = f"[profile.{name}]"

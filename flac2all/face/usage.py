@@ -1,6 +1,8 @@
-"""The forgiving parts of the command line: the argument parser that
-suggests the nearest option for a typo and exits 2, and the rejoining of
-``mp3, opus`` that the shell split."""
+"""The command line's parser: each option declared once into a public
+table (``Parser.options``, what profiles read), one parse that keeps only
+what is given, and the forgiving parts: the nearest option suggested for a
+typo, exit status 2, and the rejoining of ``mp3, opus`` that the shell
+split."""
 
 from __future__ import annotations
 
@@ -8,32 +10,99 @@ import argparse
 import difflib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from flac2all import codecs
 from flac2all.errors import ExitStatus, UsageError
 
 
+@dataclass(frozen=True)
+class Option:
+    """One option of the command line as it was declared: what profiles
+    (their keys, checks and defaults) need to know of it."""
+
+    dest: str
+    flags: tuple[str, ...]  # ("-o", "--outdir"); () for MODE and INPUTDIR
+    action: str = "store"  # "store_true": a flag, which takes no value
+    default: Any = None
+    type: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+    metavar: str = ""
+
+
+def defaults(options: Mapping[str, Option]) -> dict[str, Any]:
+    """Each option's value when the command line does not give it."""
+    return {o.dest: o.default for o in options.values() if o.action not in ("help", "version")}
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with exit status 2 on errors, modes split by a space
     (``mp3, opus``) joined back, and the nearest option suggested for an
-    unknown one."""
+    unknown one.
+
+    Options are declared with ``option``, which keeps them in ``options``
+    (dest -> Option): the public table that profiles and the did-you-mean
+    read. The parse leaves out what is not given (``parse_given``: the
+    command line's layer over a profile); ``defaults`` fill in the rest.
+    MODE and INPUTDIR may be left out when one of ``optional_with`` is
+    given (profiles name them)."""
+
+    def __init__(self, *args: Any, optional_with: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, add_help=False, argument_default=argparse.SUPPRESS, **kwargs)
+        self.options: dict[str, Option] = {}
+        self.optional_with = tuple(optional_with)
+        self.option("-h", "--help", action="help", help="show this help message and exit")
+
+    def group(self, title: str) -> Group:
+        """A titled group of options in the help (``add_argument_group``)."""
+        return Group(self, self.add_argument_group(title))
+
+    def option(self, *flags: str, group: Any = None, **kwargs: Any) -> Option:
+        """Add an argument, as ``add_argument`` takes it (to ``group``, made
+        by ``add_argument_group``, or to the parser), and record it in
+        ``options``."""
+        positional = not flags[0].startswith("-")
+        action = kwargs.get("action", "store")
+        default = kwargs.pop("default", False if action == "store_true" else None)
+        if positional:
+            dest = flags[0]
+        else:
+            longs = [flag for flag in flags if flag.startswith("--")]
+            dest = kwargs.setdefault("dest", (longs or flags)[0].lstrip("-").replace("-", "_"))
+        choices = kwargs.get("choices")
+        declared = Option(
+            dest,
+            () if positional else flags,
+            action,
+            default,
+            kwargs.get("type"),
+            tuple(choices) if choices is not None else None,
+            kwargs.get("metavar") or dest,
+        )
+        (group or self).add_argument(*flags, **kwargs)
+        self.options[dest] = declared
+        return declared
 
     def parse_known_args(
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         parsed, extras = super().parse_known_args(args, namespace)
+        take_inputdir(parsed, extras)
         rejoin_modes(parsed, extras)
         # A profile names MODE and INPUTDIR; given here, they override it.
-        profiles = getattr(parsed, "profile", None) or getattr(parsed, "all_profiles", False)
-        if getattr(parsed, "inputdir", None) is None and not profiles:
-            self.error("the following arguments are required: INPUTDIR")
+        if not any(hasattr(parsed, dest) for dest in self.optional_with):
+            positionals = [o for o in self.options.values() if not o.flags]
+            missing = [o.metavar for o in positionals if getattr(parsed, o.dest, None) is None]
+            if missing:
+                self.error(f"the following arguments are required: {', '.join(missing)}")
         return parsed, extras
 
-    def parse_args(
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> argparse.Namespace:
-        parsed, extras = self.parse_known_args(args, namespace)
+    def parse_given(self, args: Sequence[str] | None = None) -> argparse.Namespace:
+        """The options given in ``args`` and only them (the one parse of a
+        command line); usage errors exit 2."""
+        parsed, extras = self.parse_known_args(args)
         # argparse takes "--lame-optoins=-V 2" (a space in it) for a positional.
         mode, inputdir = getattr(parsed, "mode", None), getattr(parsed, "inputdir", None)
         stray = [word for word in (mode, inputdir) if word is not None and unknown_option(word)]
@@ -46,10 +115,16 @@ class Parser(argparse.ArgumentParser):
             self.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
         return parsed
 
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: None = None
+    ) -> argparse.Namespace:
+        """As argparse's: every option, given or its default."""
+        return argparse.Namespace(**{**defaults(self.options), **vars(self.parse_given(args))})
+
     def suggest_options(self, words: list[str]) -> str:
         """' (did you mean --outdir?)' for the unknown options among
         ``words`` that are near a real one."""
-        known = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
+        known = [flag for o in self.options.values() for flag in o.flags if flag.startswith("--")]
         hints = []
         for word in words:
             given = word.split("=", 1)[0]
@@ -64,9 +139,30 @@ class Parser(argparse.ArgumentParser):
             return f" (did you mean {hints[0][1]}?)"
         return " (did you mean " + ", ".join(f"{good} for {given}" for given, good in hints) + "?)"
 
-    def error(self, message: str) -> None:  # exit status 2, as documented
+    def error(self, message: str) -> NoReturn:  # exit status 2, as documented
         self.print_usage(sys.stderr)
         self.exit(ExitStatus.USAGE, f"{self.prog}: error: {message}\n")
+
+
+@dataclass(frozen=True)
+class Group:
+    """A group of options in the help, whose options the parser records."""
+
+    parser: Parser
+    group: Any
+
+    def option(self, *flags: str, **kwargs: Any) -> Option:
+        return self.parser.option(*flags, group=self.group, **kwargs)
+
+
+def take_inputdir(parsed: argparse.Namespace, extras: list[str]) -> None:
+    """INPUTDIR after options (``mp3 -o DIR /music``): argparse, which
+    leaves MODE and INPUTDIR out when a profile may name them, ends the
+    positionals at the first option, and leaves ``/music`` over."""
+    if hasattr(parsed, "mode") and not hasattr(parsed, "inputdir"):
+        rest = [i for i, word in enumerate(extras) if not word.startswith("-")]
+        if rest:
+            parsed.inputdir = extras.pop(rest[0])
 
 
 def rejoin_modes(parsed: argparse.Namespace, extras: list[str]) -> None:
@@ -74,14 +170,17 @@ def rejoin_modes(parsed: argparse.Namespace, extras: list[str]) -> None:
     ``mp3,`` and INPUTDIR ``opus``, and ``/music`` left over. A MODE
     ending in a comma takes the next positional argument when that is a
     list of modes and not a folder; INPUTDIR is then the next one (or
-    missing, which argparse's own message then says)."""
+    missing: a profile's, or the parser says it is required)."""
     while (getattr(parsed, "mode", None) or "").endswith(",") and getattr(parsed, "inputdir", None) is not None:
         follower = parsed.inputdir
         if os.path.isdir(follower) or not names_modes(follower):
             return
         parsed.mode += follower
         rest = [i for i, word in enumerate(extras) if not word.startswith("-")]
-        parsed.inputdir = extras.pop(rest[0]) if rest else None
+        if rest:
+            parsed.inputdir = extras.pop(rest[0])
+        else:
+            del parsed.inputdir  # missing: a profile's, or argparse's message says so
 
 
 def unknown_option(word: str) -> bool:
