@@ -41,8 +41,9 @@ from pathlib import Path
 from bench import library
 from flac2all import codecs
 from flac2all.model import Settings
-from flac2all.planning import plan
-from flac2all.state import Record, State
+from flac2all.planning import names
+from flac2all.records import Record
+from flac2all.state import State
 
 ROOT = library.ROOT / "scale"
 SEEDS = 48
@@ -143,7 +144,7 @@ def make_mirror(count: int) -> tuple[Path, Path]:
             seed_name = f"seed{i % SEEDS:02d}.flac"
             for codec in selected:
                 rec = by_seed[(seed_name, codec.name)]
-                output = plan.output_path(rel, codec, settings, codec.extension)
+                output = names.output_path(rel, codec, settings, codec.extension)
                 if output.parent not in made:
                     output.parent.mkdir(parents=True, exist_ok=True)
                     made.add(output.parent)

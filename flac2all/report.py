@@ -5,26 +5,21 @@ from __future__ import annotations
 import csv
 import heapq
 import os
-import sqlite3
 import statistics
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 from flac2all.errors import ExitStatus
-from flac2all.model import Action, Status, Task, TaskResult
+from flac2all.lines import printable
+from flac2all.model import Action, Status, TaskResult
+from flac2all.skips import UP_TO_DATE, Skip, SkipLog
 
 # The first six columns are the original's; the host that ran each task is
 # appended, so that existing parsers and grep -v SUCCESS keep working.
 CSV_HEADER = ("infile", "outfile", "format", "conversion_status", "return_code", "execution_time", "host")
 LOG_NAME = "conversion_results.log"
-
-
-def printable(path: os.PathLike | str) -> str:
-    """A path as text that any terminal can show (undecodable bytes escaped)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 # What the summary calls each action, in the order it lists them.
@@ -41,88 +36,8 @@ ACTION_WORDS = {
 OPTIONAL_ACTION_WORDS = {Action.CONVERT: "converted", Action.PLAYLIST: "playlists written"}
 
 
-UP_TO_DATE = "skipped: up to date"
-
-
-class Skip(NamedTuple):
-    """An output that is up to date, as the planner finds it and the report
-    logs it: the commonest outcome of a re-run, so kept as text (a no-op
-    re-run of a million sources would otherwise make two million Tasks,
-    Jobs and TaskResults). Logged as a ``SKIPPED`` result with the message
-    ``UP_TO_DATE``, -1 s and return code 0, as a skip note is (``result``)."""
-
-    source: str  # absolute paths, as os.fspath spells them
-    output: str
-    mode: str
-    cost: float  # what its task would cost (the plan's order: costliest first)
-
-    def task(self) -> Task:
-        return Task(Path(self.source), self.mode, Path(self.output), Action.SKIP, note=UP_TO_DATE)
-
-    def result(self, host: str = "") -> TaskResult:
-        return TaskResult(self.task(), Status.SKIPPED, UP_TO_DATE, 0, -1.0, host=host)
-
-
-class SkipLog:
-    """Outputs up to date kept on disk, in a private temporary SQLite
-    database, rather than in memory: a no-op re-run of a million sources
-    has two million. Iterated costliest first (the plan's order: ties in
-    the order of the sources' relative paths, then of the modes); logged
-    by source (``by_source``, the CSV's order)."""
-
-    def __init__(self, modes: dict[str, int]) -> None:
-        """``modes``: each mode's place among the run's."""
-        self.modes = modes
-        # "": a temporary database of its own, deleted when closed.
-        self.db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=OFF")
-        self.db.execute("PRAGMA synchronous=OFF")
-        self.db.execute("CREATE TABLE skips (cost REAL, place BLOB, key BLOB, source TEXT, output TEXT, mode TEXT)")
-        self.count = 0
-        self.encoding = sys.getfilesystemencoding()
-
-    def add(self, skips: list[Skip], places: dict[str, bytes]) -> None:
-        """``skips``; ``places``: each source's place in the order of
-        relative paths, by its text (what orders skips of equal cost)."""
-        encoding, modes = self.encoding, self.modes
-        self.db.execute("BEGIN")
-        self.db.executemany(
-            "INSERT INTO skips VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                (
-                    s.cost,
-                    places[s.source] + bytes((modes[s.mode],)),
-                    s.source.encode(encoding, "surrogateescape"),
-                    *s[:3],
-                )
-                for s in skips
-            ),
-        )
-        self.db.execute("COMMIT")
-        self.count += len(skips)
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __iter__(self) -> Iterator[Skip]:
-        rows = self.db.execute("SELECT source, output, mode, cost FROM skips ORDER BY cost DESC, place")
-        return map(Skip._make, rows)
-
-    def by_source(self) -> Iterator[tuple[bytes, str, str, str]]:
-        """(source as bytes, mode, source, output), by source then mode."""
-        return self.db.execute("SELECT key, mode, source, output FROM skips ORDER BY key, mode")
-
-    def close(self) -> None:
-        self.db.close()
-
-
 def first(item: tuple) -> object:
     return item[0]
-
-
-def skip_line(mode: str, output: str) -> str:
-    """``line_for`` a Skip's result, without the result."""
-    return f"{VERBS[Action.SKIP]:<8} {mode:<8} {printable(output)} ({UP_TO_DATE.removeprefix('skipped: ')})"
 
 
 @dataclass(frozen=True)
@@ -386,35 +301,3 @@ def format_duration(seconds: float) -> str:
 
 
 # The word each action's line starts with: what was done to the output.
-VERBS = {
-    Action.ENCODE: "encoded",
-    Action.RETAG: "retagged",
-    Action.MOVE: "moved",
-    Action.COPY: "copied",
-    Action.DELETE: "deleted",
-    Action.SKIP: "skipped",
-    Action.ORPHAN: "kept",
-    Action.CONVERT: "converted",
-    Action.PLAYLIST: "playlist",
-}
-
-
-def line_for(result: TaskResult) -> str:
-    """One line for a finished task, as the plain display and the workers
-    print it: its own verb, the mode, what it names."""
-    task = result.task
-    if result.status is Status.FAILED:
-        return f"FAILED   {task.mode:<8} {printable(task.source)}: {result.message}"
-    verb = VERBS[task.action]
-    if task.action is Action.CONVERT:  # a lossy file encoded, or a cover scaled (derive.py's notes)
-        verb = "scaled" if result.message.startswith(("scaled", "copied")) else "encoded"
-    head = f"{verb:<8} {task.mode:<8}"
-    if task.action in (Action.ENCODE, Action.COPY, Action.CONVERT, Action.PLAYLIST):
-        return f"{head} {printable(task.source)} -> {printable(task.output)}"
-    if task.action is Action.MOVE:
-        return f"{head} {printable(task.output)} (from {printable(task.previous or '')})"
-    if task.action in (Action.DELETE, Action.ORPHAN):
-        what = "deleted" if task.action is Action.DELETE else "kept; --delete removes it"
-        return f"{head} {printable(task.output)} (orphan: its source is gone, {what})"
-    why = result.message.removeprefix("skipped: ")
-    return f"{head} {printable(task.output)}" + (f" ({why})" if why else "")

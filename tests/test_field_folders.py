@@ -24,8 +24,8 @@ import pytest
 
 from flac2all.model import Settings, SourceFacts
 from flac2all.planning.discovery import Source, Tree
+from flac2all.records import Record
 from flac2all.running.guards import check_sources, same_device
-from flac2all.state import Record
 from tests.conftest import make_flac, read_log, run_flac2all
 
 MODES = "mp3,opus"

@@ -15,9 +15,9 @@ import pytest
 from flac2all.codecs import CODECS
 from flac2all.errors import UsageError
 from flac2all.model import Action, Layout, Settings, SourceFacts
-from flac2all.planning import plan
+from flac2all.planning import names, plan
 from flac2all.planning.discovery import Source, Tree
-from flac2all.state import Record
+from flac2all.records import Record
 
 LIB, OUT = Path("/lib"), Path("/out")
 MP3, OPUS, TEST = CODECS["mp3"], CODECS["opus"], CODECS["test"]
@@ -107,7 +107,7 @@ def test_an_unchanged_source_is_skipped_without_reading_it():
     w = World()
     src = source("a.flac")
     for codec in (MP3, OPUS):
-        w.made(src, codec, plan.output_path(src.rel, codec, w.settings, codec.extension), facts())
+        w.made(src, codec, names.output_path(src.rel, codec, w.settings, codec.extension), facts())
     the_plan = w.build([src])
     assert {a for a, _ in by_output(the_plan).values()} == {Action.SKIP}
     assert {note for _, note in by_output(the_plan).values()} == {"skipped: up to date"}
@@ -119,7 +119,7 @@ def test_up_to_date_outputs_are_kept_as_text_costliest_first_and_make_no_job():
     small, big = source("a/small.flac", size=100), source("b/big.flac", size=9000)
     for src in (small, big):
         for codec in (MP3, OPUS):
-            out = plan.output_path(src.rel, codec, w.settings, codec.extension)
+            out = names.output_path(src.rel, codec, w.settings, codec.extension)
             w.made(src, codec, out, facts(size=src.size))
     the_plan = w.build([small, big])
     assert the_plan.tasks == [] and the_plan.jobs == []
@@ -143,7 +143,7 @@ def test_changed_tags_retag_new_audio_encodes_and_a_touch_skips():
         touched.path: facts(size=1, mtime_ns=99),
     }
     for src in (retagged, reencoded, touched):
-        w.made(src, MP3, plan.output_path(src.rel, MP3, w.settings, ".mp3"), facts(size=src.size))
+        w.made(src, MP3, names.output_path(src.rel, MP3, w.settings, ".mp3"), facts(size=src.size))
     the_plan = w.build([retagged, reencoded, touched], codecs=(MP3,))
     got = by_output(the_plan)
     assert got[OUT / "mp3" / "r.mp3"][0] is Action.RETAG

@@ -14,9 +14,12 @@ import pytest
 
 from flac2all.errors import ExitStatus
 from flac2all.face.progress import PlainDisplay
+from flac2all.lines import line_for
 from flac2all.model import Action, SourceFacts, Status, Task, TaskResult
-from flac2all.report import CSV_HEADER, Counts, Report, Skip, line_for
-from flac2all.state import SCHEMA_VERSION, Record, Records, State, StateError, state_path
+from flac2all.records import Record, Records
+from flac2all.report import CSV_HEADER, Counts, Report
+from flac2all.skips import Skip
+from flac2all.state import SCHEMA_VERSION, State, StateError, state_path
 
 
 def record(out: Path, src: Path, name: str, size: int = 5) -> Record:

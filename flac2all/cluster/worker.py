@@ -40,8 +40,8 @@ from flac2all.cluster.diagnose import ConnectionWatch
 from flac2all.cluster.jobs import WireTask, is_copies, job_from_wire
 from flac2all.cluster.protocol import ProtocolError
 from flac2all.cluster.stopping import StopRequest
+from flac2all.lines import line_for
 from flac2all.model import Settings, Status, TaskResult
-from flac2all.report import line_for
 from flac2all.running import runner
 from flac2all.running.procs import Interrupted, ProcessGroup
 

@@ -31,8 +31,8 @@ from flac2all.errors import Flac2allError, UsageError
 from flac2all.executors import Posted
 from flac2all.executors.dask_worker import check_worker, run_job, stop_run
 from flac2all.executors.jobqueue import INSTALL
+from flac2all.lines import printable
 from flac2all.model import HostRow, Job, Settings, Status, Task, TaskResult
-from flac2all.report import printable
 from flac2all.running import outputs
 
 CONNECT_TIMEOUT = "20s"

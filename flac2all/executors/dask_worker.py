@@ -14,8 +14,8 @@ import time
 from collections.abc import Sequence
 
 from flac2all.errors import Flac2allError, UsageError
+from flac2all.lines import printable
 from flac2all.model import Settings, Task, TaskResult
-from flac2all.report import printable
 from flac2all.running.procs import Interrupted, ProcessGroup
 
 _lock = threading.Lock()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from flac2all.model import HostRow, Job, Task, TaskResult
-from flac2all.report import Skip
+from flac2all.skips import Skip
 
 log = logging.getLogger("flac2all")
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flac2all.lines import printable
 from flac2all.model import Action, Job, Status, Task, TaskResult
-from flac2all.report import printable
 
 # The cost per source byte of a copy or a retag (I/O only), on the scale of
 # the codecs' costs (``Codec.cost``, opusenc = 1).

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TextIO
 
 from flac2all.face.pace import Pace, relative, weights
+from flac2all.lines import line_for, skip_line
 from flac2all.model import HostRow, Job, Status, Task, TaskResult
-from flac2all.report import Skip, line_for, skip_line
+from flac2all.skips import Skip
 
 
 def same_file(a: TextIO, b: TextIO) -> bool:

@@ -14,7 +14,7 @@ from flac2all.codecs.base import Codec
 from flac2all.errors import UsageError
 from flac2all.model import Action, SourceFacts, Task
 from flac2all.planning.discovery import Source, Tree
-from flac2all.state import Record, texts
+from flac2all.records import Record, texts
 
 if TYPE_CHECKING:
     from flac2all.planning.plan import Planner

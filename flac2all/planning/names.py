@@ -1,4 +1,5 @@
-"""Output names spelled for the device a tree is written to.
+"""Where each output goes (``output_path``: the layout, ``-n``), and its
+name spelled for the device a tree is written to.
 
 ``--names posix`` keeps the sources' names. ``--names fat32`` spells every
 component of an output's path as FAT32 and exFAT (and Windows) take it:
@@ -20,10 +21,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
 
 from pathvalidate import sanitize_filename
 
-from flac2all.model import Names
+from flac2all.model import Layout, Names, Settings
+
+if TYPE_CHECKING:
+    from flac2all.codecs.base import Codec
 
 COMPONENT_UNITS = 255  # FAT32/exFAT long names, in UTF-16 code units
 COMPONENT_BYTES = 255  # NAME_MAX of Linux file systems, in bytes
@@ -78,6 +83,31 @@ def component(name: str, limit: int = COMPONENT_UNITS, tag: str = "", is_file: b
 def key(parts: Iterable[str]) -> str:
     """What the device sees as one name: case ignored."""
     return "/".join(parts).casefold()
+
+
+def output_path(rel: Path, codec: Codec | None, settings: Settings, suffix: str | None) -> Path:
+    """Where the output for a source at ``rel`` goes.
+
+    ``codec`` None means a mode-less path; ``suffix`` None keeps the name as
+    it is (copied files).
+    """
+    return output_folder(rel.parent, codec, settings) / output_name(rel, suffix)
+
+
+def output_name(rel: Path, suffix: str | None) -> str:
+    """The file name of ``output_path`` (``rel.with_suffix(suffix).name``,
+    without making a Path)."""
+    return rel.name if suffix is None else rel.stem + suffix
+
+
+def output_folder(parent: Path, codec: Codec | None, settings: Settings) -> Path:
+    """The folder of ``output_path`` for sources in ``parent`` (relative)."""
+    if settings.layout is Layout.FLAT:
+        return settings.outdir
+    base = (
+        settings.outdir if settings.layout is Layout.NO_MODE_DIRS or codec is None else settings.outdir / codec.folder
+    )
+    return base / parent
 
 
 class Namer:

@@ -31,21 +31,15 @@ from flac2all.executors.local import LocalPool
 from flac2all.face.console import Display, Guarded, Silent
 from flac2all.model import Layout, Lossy, Names, Settings
 from flac2all.planning import discovery, plan
-from flac2all.planning.flow import Flow, FolderPlan, Folders, Head, Mirror, Whole, has_rows, stream_after, streamable
+from flac2all.planning.flow import Flow, FolderPlan, Folders, Head, Whole, has_rows, stream_after, streamable
+from flac2all.planning.mirror import Mirror
+from flac2all.planning.plan import collector_paused
 from flac2all.report import LOG_NAME, Report
 from flac2all.running import guards, preflight
 from flac2all.running.execution import Run, state_lost
 from flac2all.running.guards import outdir_lock
 from flac2all.running.listing import Listing
-from flac2all.state import (
-    STATE_DIR,
-    State,
-    StateError,
-    UnreadableStateError,
-    collector_paused,
-    move_aside,
-    state_path,
-)
+from flac2all.state import STATE_DIR, State, StateError, UnreadableStateError, move_aside, state_path
 
 log = logging.getLogger("flac2all")
 

@@ -18,10 +18,11 @@ from flac2all.face.console import Display
 from flac2all.model import Action, Settings, Status, TaskResult
 from flac2all.planning import plan, playlists
 from flac2all.planning.flow import Flow, FolderPlan
+from flac2all.records import Record
 from flac2all.report import LOG_NAME, Report
 from flac2all.running import outputs, runner
 from flac2all.running.procs import ProcessGroup
-from flac2all.state import STATE_DIR, Record, State
+from flac2all.state import STATE_DIR, State
 
 
 class Halt(threading.Event):

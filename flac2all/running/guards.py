@@ -20,7 +20,8 @@ from pathlib import Path
 from flac2all.errors import OutdirBusyError, UsageError, describe_oserror
 from flac2all.model import Settings
 from flac2all.planning.discovery import Tree
-from flac2all.state import STATE_DIR, Record, Records, texts
+from flac2all.records import Record, Records, texts
+from flac2all.state import STATE_DIR
 
 # The state's meta key for the input folder's file system (see input_device).
 DEVICE_KEY = "input_device"

@@ -11,9 +11,9 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from flac2all.lines import printable
 from flac2all.model import Action, Settings, Task, TaskResult
 from flac2all.planning.plan import with_skips
-from flac2all.report import printable
 
 if TYPE_CHECKING:
     from flac2all.planning.flow import Flow, FolderPlan
