@@ -15,6 +15,7 @@ import shutil
 import signal
 from pathlib import Path
 
+import mutagen.flac
 import pytest
 
 from flac2all.state import State
@@ -218,6 +219,52 @@ def test_a_mirror_with_state_is_planned_whole(tmp_path, monkeypatch):
     assert "planning goes on" not in rerun.stdout
     statuses = sorted(r["conversion_status"] for r in read_log(out))
     assert len(statuses) == 4 and "moved from" in statuses[0] and statuses[1:] == ["SUCCESS (skipped: up to date)"] * 3
+
+
+def changed_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, root: Path) -> Path:
+    """A mirror of ``root`` made by a whole plan, in OUTDIR ``name``."""
+    out = tmp_path / name
+    first = converted(out, WHOLE, monkeypatch, "mp3,opus", "-c", root)
+    assert first.returncode == 1, first.stdout  # the dangling link
+    return out
+
+
+@pytest.mark.parametrize("options", [(), ("--delete", "--delete-anyway", "--allow-missing-sources")])
+def test_a_mirror_planned_folder_by_folder_is_the_whole_plans_rerun(tmp_path, monkeypatch, options):
+    """A re-run of a mirror past the threshold is planned folder by folder
+    (its state read a folder at a time, its skips kept on disk): after a
+    retag, an album moved, an album gone and a new one, its dry-run
+    listing, log, state, summary and exit status are the whole plan's."""
+    root, _ = mixed_library(tmp_path)
+    outs = {name: changed_mirror(tmp_path, monkeypatch, name, root) for name in ("streamed", "whole")}
+    retag = mutagen.flac.FLAC(root / "c.flac")
+    retag["TITLE"] = "c, retagged"
+    retag.save()
+    os.rename(root / "b", root / "b moved")
+    shutil.rmtree(root / "Old")
+    make_flac(root / "New" / "n.flac", tags={"TITLE": "n"})
+    runs, dry = {}, {}
+    for name, stream_after in (("streamed", STREAM), ("whole", WHOLE)):
+        out = outs[name]
+        dry[name] = converted(out, stream_after, monkeypatch, "mp3,opus", "-c", "--dry-run", *options, root)
+        runs[name] = converted(out, stream_after, monkeypatch, "mp3,opus", "-c", *options, root)
+    for name in dry:
+        dry[name] = (
+            dry[name].returncode,
+            dry[name].stdout.replace(str(outs[name]), "OUT"),
+            dry[name].stderr.replace(str(outs[name]), "OUT"),
+        )
+    assert dry["streamed"] == dry["whole"]
+    assert "move" in dry["whole"][1] and "retag" in dry["whole"][1]
+    streamed, whole = runs["streamed"], runs["whole"]
+    assert streamed.returncode == whole.returncode == 1  # the dangling link still fails
+    assert "planning goes on" not in streamed.stdout
+    assert comparable_rows(streamed.outdir) == comparable_rows(whole.outdir)
+    assert comparable_state(streamed.outdir, root) == comparable_state(whole.outdir, root)
+    assert summary(streamed.stdout, streamed.outdir) == summary(whole.stdout, whole.outdir)
+    statuses = " ".join(r[3] for r in comparable_rows(whole.outdir))
+    assert "moved from" in statuses and "retagged" in statuses
+    assert ("deleted" in statuses) == bool(options)
 
 
 def test_sigterm_during_a_streamed_run(tmp_path, fake_bin, monkeypatch):

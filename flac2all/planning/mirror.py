@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from flac2all.codecs.base import Codec
-from flac2all.model import Action, Settings, Task
+from flac2all.model import Action, Settings, Task, TaskResult
 from flac2all.planning import discovery, extras, plan
 from flac2all.planning.flow import Flow, FolderPlan, split, unreadable
 from flac2all.planning.moves import settle
@@ -62,6 +62,7 @@ class Mirror(Flow):
         unclaimed: list[Record] = []
         unread: list[tuple[Path, str]] = []
         found, absent, sources = 0, set(), 0
+        refused: list[list[TaskResult]] = [[], []]  # while deciding the FLACs' outputs, the other files'
         places: dict[str, bytes] = {}  # each source's place among the relative paths: what orders ties
         for listing in self.listings:
             unread += listing.errors
@@ -71,7 +72,11 @@ class Mirror(Flow):
                 the_plan.covers.update(extras.folder_covers(tree))
             new = planner.decide_all(listing.flacs)
             fresh += new
+            refused[0] += the_plan.refused
+            the_plan.refused = []
             extras.plan_others(planner, tree)
+            refused[1] += the_plan.refused
+            the_plan.refused = []
             if the_plan.skips:
                 places = {os.fspath(s.path): place(s.rel) for s in listing.flacs}
                 skips.add(the_plan.skips, places)
@@ -99,6 +104,12 @@ class Mirror(Flow):
             folders = [folder for folder, _ in unread]
             unclaimed = [rec for rec in unclaimed if not any(rec.source.is_relative_to(f) for f in folders)]
         settle(planner, fresh, unclaimed)
+        # As a plan of the whole tree refuses them: the FLACs' outputs decided,
+        # the other files', the new outputs; each by relative path.
+        inside = len(self.settings.input_dir.parts)
+        for phase in refused[:2]:
+            phase.sort(key=lambda result: place_of(result.task.source.parts[inside:]))
+        the_plan.refused = [*refused[0], *refused[1], *the_plan.refused]
         return self.folder_plan(skips, unread, sources)
 
     def folder_plan(self, skips: SkipLog, unread: list[tuple[Path, str]], sources: int) -> FolderPlan:
@@ -111,16 +122,18 @@ class Mirror(Flow):
         inside = len(self.settings.input_dir.parts)
         new = self.planner.fresh
 
-        def order(task: Task) -> tuple:
+        def place_in_plan(task: Task) -> tuple:
+            """Where a plan of the whole tree decides ``task``."""
             if task.action in (Action.DELETE, Action.ORPHAN):
-                phase, where = 3, os.fsencode(task.output)
+                return 3, os.fsencode(task.output), 0
+            if not discovery.is_flac_name(task.source.name):
+                phase = 1
             else:
-                where = place_of(task.source.parts[inside:])
-                if not discovery.is_flac_name(task.source.name):
-                    phase = 1
-                else:
-                    phase = 2 if os.fspath(task.output) in new else 0
-            return -task.size * cost.get(task.mode, 1.0), phase, where, modes.get(task.mode, -1)
+                phase = 2 if os.fspath(task.output) in new else 0
+            return phase, place_of(task.source.parts[inside:]), modes.get(task.mode, -1)
+
+        def order(task: Task) -> tuple:
+            return -task.size * cost.get(task.mode, 1.0), *place_in_plan(task)
 
         the_plan.tasks.sort(key=order)
         theirs, ours = split(self.planner.group(the_plan.tasks, cost))
