@@ -225,18 +225,7 @@ class Report:
             + f", {c.failed} failed",
             f"    Wall time: {format_duration(self.wall_time)}",
         ]
-        for mode in self.modes:
-            times = c.encode_times.get(mode)
-            lines.append(f"    For mode: {mode}")
-            if not times:
-                lines.append("        No data")
-                continue
-            lines += [
-                f"        Total execution time: {format_duration(sum(times))}",
-                "        Per file conversion:",
-                f"            Mean execution time: {statistics.fmean(times):.4f} seconds",
-                f"            Median execution time: {statistics.median(times):.4f} seconds",
-            ]
+        lines += self.mode_lines(c)
         total, failed = c.total, c.failed
         if self.halted_by is not None:
             lines.append(
@@ -261,6 +250,23 @@ class Report:
         if self.state_error is not None:
             lines.append(f"    WARNING: {self.state_error}")
         return "\n".join(lines)
+
+    def mode_lines(self, c: Counts) -> list[str]:
+        """The original's time per mode, of the encodes that ran."""
+        lines = []
+        for mode in self.modes:
+            times = c.encode_times.get(mode)
+            lines.append(f"    For mode: {mode}")
+            if not times:
+                lines.append("        No data")
+                continue
+            lines += [
+                f"        Total execution time: {format_duration(sum(times))}",
+                "        Per file conversion:",
+                f"            Mean execution time: {statistics.fmean(times):.4f} seconds",
+                f"            Median execution time: {statistics.median(times):.4f} seconds",
+            ]
+        return lines
 
     def host_lines(self) -> list[str]:
         """Per host: tasks done and failed, and why a host got no (more)
