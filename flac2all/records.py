@@ -178,7 +178,9 @@ class FolderRecords(Records):
         return key
 
     def row(self, output: os.PathLike | str) -> Row | None:
-        return self._rows.get(self._look(output))
+        # Most looks find their folder read already: one dict look.
+        found = self._rows.get(output)  # type: ignore[call-overload]
+        return found if found is not None else self._rows.get(self._look(output))
 
     def __getitem__(self, output: Path) -> Record:
         return super().__getitem__(Path(self._look(output)))

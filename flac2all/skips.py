@@ -34,6 +34,10 @@ class Skip(NamedTuple):
         return TaskResult(self.task(), Status.SKIPPED, UP_TO_DATE, 0, -1.0, host=host)
 
 
+# Skips written to a SkipLog in one transaction.
+WRITTEN_AT_ONCE = 20000
+
+
 class SkipLog:
     """Outputs up to date kept on disk, in a private temporary SQLite
     database, rather than in memory: a no-op re-run of a million sources
@@ -50,37 +54,40 @@ class SkipLog:
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute("CREATE TABLE skips (cost REAL, place BLOB, key BLOB, source TEXT, output TEXT, mode TEXT)")
         self.count = 0
+        self.pending: list[tuple] = []
         self.encoding = sys.getfilesystemencoding()
 
     def add(self, skips: list[Skip], places: dict[str, bytes]) -> None:
         """``skips``; ``places``: each source's place in the order of
         relative paths, by its text (what orders skips of equal cost)."""
         encoding, modes = self.encoding, self.modes
-        self.db.execute("BEGIN")
-        self.db.executemany(
-            "INSERT INTO skips VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                (
-                    s.cost,
-                    places[s.source] + bytes((modes[s.mode],)),
-                    s.source.encode(encoding, "surrogateescape"),
-                    *s[:3],
-                )
-                for s in skips
-            ),
-        )
-        self.db.execute("COMMIT")
+        self.pending += [
+            (s.cost, places[s.source] + bytes((modes[s.mode],)), s.source.encode(encoding, "surrogateescape"), *s[:3])
+            for s in skips
+        ]
         self.count += len(skips)
+        if len(self.pending) >= WRITTEN_AT_ONCE:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what was added (in one transaction: a few thousand rows)."""
+        if self.pending:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT INTO skips VALUES (?, ?, ?, ?, ?, ?)", self.pending)
+            self.db.execute("COMMIT")
+            self.pending = []
 
     def __len__(self) -> int:
         return self.count
 
     def __iter__(self) -> Iterator[Skip]:
+        self.flush()
         rows = self.db.execute("SELECT source, output, mode, cost FROM skips ORDER BY cost DESC, place")
         return map(Skip._make, rows)
 
     def by_source(self) -> Iterator[tuple[bytes, str, str, str]]:
         """(source as bytes, mode, source, output), by source then mode."""
+        self.flush()
         return self.db.execute("SELECT key, mode, source, output FROM skips ORDER BY key, mode")
 
     def close(self) -> None:

@@ -234,7 +234,7 @@ class State:
         no Path made (``Records`` makes a Record when one is asked for)."""
         if self.db is None:
             return Records()
-        return Records(dict(self._rows("", ())))
+        return Records(self._rows_by_output("", ()))
 
     def rows_in(self, folder: str) -> dict[str, Row]:
         """The rows of the outputs directly in ``folder`` (absolute, as text
@@ -244,11 +244,11 @@ class State:
             return {}
         prefix = os.fsencode(folder)[self._out_prefix :]
         if not prefix:
-            return dict(self._rows(" WHERE instr(output, X'2F') = 0", ()))
+            return self._rows_by_output(" WHERE instr(output, X'2F') = 0", ())
         # The outputs below the folder: from its bytes to the same ending
         # in "0", the byte after "/".
         where = " WHERE output >= ? AND output < ? AND instr(substr(output, ?), X'2F') = 0"
-        return dict(self._rows(where, (prefix, prefix[:-1] + b"0", len(prefix) + 1)))
+        return self._rows_by_output(where, (prefix, prefix[:-1] + b"0", len(prefix) + 1))
 
     def rows_outside(self, folders: set[str]) -> Iterator[tuple[str, Row]]:
         """The rows of the outputs that are in none of ``folders`` (as
@@ -263,8 +263,9 @@ class State:
             return 0
         return self.db.execute(f"SELECT COUNT({what}) FROM outputs").fetchone()[0]
 
-    def _rows(self, where: str, args: tuple) -> Iterator[tuple[str, Row]]:
-        """(absolute output text, Row) of the rows ``where`` selects."""
+    def _select(self, where: str, args: tuple) -> tuple[sqlite3.Cursor, str, str, str]:
+        """The rows ``where`` selects, and how to make their text: (cursor,
+        encoding, OUTDIR's text, the input's, each ending in "/")."""
         assert self.db is not None
         art = "art" if "art" in self.columns else "''"  # a dry run's older state, not migrated
         rows = self.db.execute(
@@ -274,8 +275,24 @@ class State:
         )
         # Text as os.fsdecode makes it (surrogateescape for undecodable
         # bytes), the roots joined as os.path.join would.
-        encoding = sys.getfilesystemencoding()
         out_root, in_root = os.path.join(os.fspath(self.outdir), ""), os.path.join(os.fspath(self.input_dir), "")
+        return rows, sys.getfilesystemencoding(), out_root, in_root
+
+    def _rows_by_output(self, where: str, args: tuple) -> dict[str, Row]:
+        """``_rows`` as a dict, made in one comprehension (the hot path of
+        a no-op re-run)."""
+        rows, encoding, out_root, in_root = self._select(where, args)
+        make = Row._make
+        return {
+            out_root + output.decode(encoding, "surrogateescape"): make(
+                (in_root + source.decode(encoding, "surrogateescape"), *rest)
+            )
+            for output, source, *rest in rows
+        }
+
+    def _rows(self, where: str, args: tuple) -> Iterator[tuple[str, Row]]:
+        """(absolute output text, Row) of the rows ``where`` selects, one by one."""
+        rows, encoding, out_root, in_root = self._select(where, args)
         make = Row._make
         for output, source, *rest in rows:
             yield (
