@@ -87,7 +87,9 @@ def baseline(ref: str) -> Tool:
 
 
 def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=REPO, capture_output=True, text=True, check=True, timeout=120
+    ).stdout.strip()
 
 
 # The library: three albums, loose files, a playlist; names with spaces,
@@ -293,7 +295,7 @@ def outcome(roots: dict[Path, str], out: Path, step: Step, plan: Path | None = N
     if plan is not None:
         parts += [
             "-- plan json --",
-            json.dumps(json.loads(plan.read_text()), indent=1, ensure_ascii=False) if plan.exists() else "(none)",
+            plan_text(plan),
         ]
     parts += ["-- files --", *files(out)]
     return normalise("\n".join(parts), roots)
@@ -302,23 +304,45 @@ def outcome(roots: dict[Path, str], out: Path, step: Step, plan: Path | None = N
 # The lines of one task's outcome, as a run prints them in the order its
 # jobs end ("encoded  mp3      IN -> OUT"): order depends on the threads.
 TASK_LINE = re.compile(r"^\S+(?: \S+)? +[a-z0-9]+ +\S")
+# The actions whose files a plan lists in an order that is not the same
+# every run: orphans tie on cost (copies of one file in several modes), and
+# ties keep the order of the state's rows, which is the order the previous
+# run's jobs ended in (``State.records`` selects without ORDER BY).
+UNORDERED = ("orphan", "delete")
 
 
 def ordered(text: str) -> str:
-    """``text`` with each block of consecutive task lines sorted."""
+    """``text`` with each block of consecutive task lines sorted, and the
+    files of the dry run's ``orphan:`` and ``delete:`` sections."""
     lines, block, result = text.splitlines(), [], []
+    section = ""
     for line in [*lines, ""]:
         if TASK_LINE.match(line) and not line.startswith((" ", "|")):
+            block.append(line)
+            continue
+        if section in UNORDERED and line.startswith("  "):
             block.append(line)
             continue
         result += sorted(block)
         block = []
         result.append(line)
+        section = line[:-1] if re.fullmatch(r"[a-z]+:", line) else ""
     return "\n".join(result[:-1])
 
 
+def plan_text(plan: Path) -> str:
+    """The --plan-json file, its unordered actions sorted (see UNORDERED)."""
+    if not plan.exists():
+        return "(none)"
+    data = json.loads(plan.read_text())
+    for action in UNORDERED:
+        data.get("actions", {}).get(action, []).sort(key=lambda entry: sorted(entry.items()))
+    return json.dumps(data, indent=1, ensure_ascii=False)
+
+
 def csv_rows(log: Path) -> list[str]:
-    """The log's rows (execution_time dropped), sorted: jobs end in any order."""
+    """The log's rows, execution_time dropped, in their order (flac2all
+    sorts them: the same every run, whatever order the jobs ended in)."""
     if not log.exists():
         return ["(none)"]
     rows = list(csv.reader(io.StringIO(log.read_text(errors="backslashreplace"))))
@@ -327,7 +351,7 @@ def csv_rows(log: Path) -> list[str]:
     header, body = rows[0], rows[1:]
     drop = {header.index(c) for c in ("execution_time",) if c in header}
     keep = lambda row: [v for i, v in enumerate(row) if i not in drop]  # noqa: E731
-    return [",".join(keep(header)), *sorted(",".join(keep(r)) for r in body)]
+    return [",".join(keep(header)), *(",".join(keep(r)) for r in body)]
 
 
 def state_rows(db: Path) -> list[str]:
@@ -477,10 +501,11 @@ def dry_rerun(s: Session) -> None:
 
 def plan_json(s: Session) -> None:
     """--plan-json with a first run, then with a dry re-run after changes."""
-    for args in ((), ("--dry-run",)):
-        plan = s.work / f"plan{len(args)}.json"
-        s.flac2all(MODES, "-c", *args, "--plan-json", str(plan), "-o", "OUT", "IN", plan=plan)
-        retag_one(s)
+    plan = s.work / "plan.json"
+    s.flac2all(MODES, "-c", "--plan-json", str(plan), "-o", "OUT", "IN", plan=plan)
+    retag_one(s)
+    remove_album(s)
+    s.flac2all(MODES, "-c", "--dry-run", "--plan-json", str(plan), "-o", "OUT", "IN", plan=plan)
 
 
 def profile(s: Session) -> None:

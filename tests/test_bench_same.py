@@ -92,3 +92,11 @@ def test_normalise_and_ordered() -> None:
     assert text == "Listening on tcp://127.0.0.1:<PORT>\nGot 1 worker(s) (new: <HOST>:<ID>)\n<WORK>/out/x.mp3 in <T> s"
     lines = "Converting: 2 task(s)\nencoded  opus     b\ncopied   mp3      a\n\n| Summary\n    Wall"
     assert ordered(lines) == "Converting: 2 task(s)\ncopied   mp3      a\nencoded  opus     b\n\n| Summary\n    Wall"
+
+
+def test_only_orphans_and_deletions_of_a_dry_run_may_come_in_any_order() -> None:
+    listing = "Plan for a -> b (dry run: nothing changed)\n  encode  2\n  orphan  2\nencode:\n{}\norphan:\n{}\n"
+    encodes, orphans = ["  opus     a/2.flac: b/2.opus", "  mp3      a/1.flac: b/1.mp3"], ["  mp3  z", "  opus y"]
+    one = listing.format("\n".join(encodes), "\n".join(orphans))
+    assert ordered(one) == ordered(listing.format("\n".join(encodes), "\n".join(reversed(orphans))))
+    assert ordered(one) != ordered(listing.format("\n".join(reversed(encodes)), "\n".join(orphans)))
