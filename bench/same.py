@@ -66,7 +66,11 @@ class Tool:
 
 
 def working_tree() -> Tool:
-    return Tool("working tree", REPO / ".venv" / "bin")
+    """This checkout's flac2all, installed in its .venv (pip install -e)."""
+    tool = Tool("working tree", REPO / ".venv" / "bin")
+    if not Path(tool.exe("flac2all")).exists():
+        raise SystemExit(f"no {tool.exe('flac2all')}: install this checkout with pip install -e '.[dask]' first")
+    return tool
 
 
 def baseline(ref: str) -> Tool:
@@ -408,6 +412,9 @@ PATTERNS = [
     (re.compile(r"--port \d+"), "--port <PORT>"),
     (re.compile(r"<HOST>:\d+"), "<HOST>:<ID>"),  # a worker: host and pid
     (re.compile(r"^.*\bElapsed\b.*$", re.M), "<ELAPSED LINE>"),
+    # A worker process joins when it is up: how many have joined by the end
+    # of a tiny run, and where among the master's lines, is timing.
+    (re.compile(r"^Got \d+ worker\(s\) \(new: .*\n", re.M), ""),
 ]
 
 
@@ -546,6 +553,7 @@ def dask(s: Session) -> None:
     """A Dask scheduler and one worker of two threads on loopback, named by a scheduler file."""
     dask_exe = s.tool.exe("dask")
     if not Path(dask_exe).exists():
+        print(f"    dask: skipped, no {dask_exe} (pip install -e '.[dask]' there)", flush=True)
         s.document.append("(skipped: no dask in this venv)")
         return
     scheduler_file = s.work / "scheduler.json"

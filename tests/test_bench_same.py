@@ -89,7 +89,7 @@ def test_normalise_and_ordered() -> None:
         f"{work}/out/x.mp3 in 1.25 s",
         {work: "<WORK>"},
     )
-    assert text == "Listening on tcp://127.0.0.1:<PORT>\nGot 1 worker(s) (new: <HOST>:<ID>)\n<WORK>/out/x.mp3 in <T> s"
+    assert text == "Listening on tcp://127.0.0.1:<PORT>\n<WORK>/out/x.mp3 in <T> s"  # joins are timing
     lines = "Converting: 2 task(s)\nencoded  opus     b\ncopied   mp3      a\n\n| Summary\n    Wall"
     assert ordered(lines) == "Converting: 2 task(s)\ncopied   mp3      a\nencoded  opus     b\n\n| Summary\n    Wall"
 
