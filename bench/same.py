@@ -638,7 +638,9 @@ def main(argv: list[str] | None = None) -> int:
                 docs[name, tool.name] = play(name, tool, scratch, music)
             diff = compare(docs[name, before.name], docs[name, after.name], (before.name, after.name))
             alike = ALIKE.get(name)
-            if alike and (alike, after.name) in docs:
+            if alike and (alike, after.name) not in docs:  # --only it
+                docs[alike, after.name] = play(alike, after, scratch, music)
+            if alike:
                 a, b = (PLANNED.sub("", docs[k, after.name]) for k in (alike, name))
                 diff += compare(a, b, (alike, name))
             differs += bool(diff)
