@@ -8,8 +8,9 @@ build/same/baseline-HASH. Both are run through their console scripts
 (``flac2all``, ``flac2all_worker``), each on its own copy of one generated
 library. What a user gets is compared step by step: exit status, stdout,
 stderr, the CSV log, the state's ``outputs`` rows, the summary file, the
-plan JSON and the output files (sizes of what is not a lossy encode), after
-the normalisation in ``normalise`` (temp folders, times, host, ports, pids).
+plan JSON and the output files (and their sizes), after
+the normalisation in ``normalise`` (temp folders, times, host, ports, pids,
+versions).
 
 Prints ``same`` or ``DIFFERENT`` (with a bounded unified diff) per scenario;
 exits 1 if any differs. ``--keep`` keeps the work folders, ``--only NAME``
@@ -359,8 +360,8 @@ def csv_rows(log: Path) -> list[str]:
 
 
 def state_rows(db: Path) -> list[str]:
-    """Every row of the state's ``outputs`` table, out_mtime_ns dropped, and
-    out_size for lossy encodes (an encoder's bytes; their names compare)."""
+    """Every row of the state's ``outputs`` table, paths relative as it
+    keeps them, out_mtime_ns dropped."""
     if not db.exists():
         return ["(none)"]
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -381,26 +382,25 @@ def state_rows(db: Path) -> list[str]:
 
 
 def files(out: Path) -> list[str]:
-    """The files under ``out``: relative path, and size where it is
-    deterministic (copies, flac)."""
+    """The files under ``out``: relative path and size (the same encoder
+    writes the same bytes from the same input and options: Ogg's random
+    serial numbers do not change a size), the text of playlists; the log
+    and .flac2all/ are compared above (the log's bytes hold times)."""
     if not out.exists():
         return ["(none)"]
     lines = []
     for p in sorted(out.rglob("*")):
         rel = p.relative_to(out)
-        if p.is_dir() or rel.parts[0] == ".flac2all" and p.name != "state.sqlite":
-            if rel.parts[0] != ".flac2all":
-                lines.append(f"{rel}/")
+        if rel.parts[0] == ".flac2all":  # its lock and journal come and go
             continue
-        unstable = p.suffix in LOSSY or rel.parts[0] == ".flac2all" or rel.name == "conversion_results.log"
-        lines.append(f"{rel}" if unstable else f"{rel} {p.stat().st_size}")
+        if p.is_dir() or rel.name == "conversion_results.log":
+            lines.append(f"{rel}/" if p.is_dir() else str(rel))
+            continue
+        lines.append(f"{rel} {p.stat().st_size}")
         if p.suffix in (".m3u", ".m3u8"):  # a playlist flac2all rewrote, or a copy
             lines += [f"  | {line}" for line in p.read_text(errors="backslashreplace").splitlines()]
     return lines
 
-
-# An encoder's bytes; the log's hold times and paths (its rows are compared).
-LOSSY = {".mp3", ".ogg", ".opus", ".m4a", ".aac"}
 
 # What legitimately differs between two runs of one flac2all.
 PATTERNS = [
@@ -410,6 +410,7 @@ PATTERNS = [
     (re.compile(r"(127\.0\.0\.1|localhost):\d+"), "\\1:<PORT>"),
     (re.compile(r"\bpid \d+"), "pid <PID>"),
     (re.compile(r"--port \d+"), "--port <PORT>"),
+    (re.compile(r"\b(flac2all(?:_worker)?) \d+\.\d+\S*"), "\\1 <VERSION>"),
     (re.compile(r"<HOST>:\d+"), "<HOST>:<ID>"),  # a worker: host and pid
     (re.compile(r"^.*\bElapsed\b.*$", re.M), "<ELAPSED LINE>"),
     # A worker process joins when it is up: how many have joined by the end

@@ -86,10 +86,12 @@ def test_normalise_and_ordered() -> None:
     work = Path("/tmp/flac2all-same-x/first-baseline")
     text = normalise(
         f"Listening on tcp://127.0.0.1:40123\nGot 1 worker(s) (new: {socket.gethostname()}:777)\n"
-        f"{work}/out/x.mp3 in 1.25 s",
+        f"{work}/out/x.mp3 in 1.25 s, flac2all 6.0.1",
         {work: "<WORK>"},
     )
-    assert text == "Listening on tcp://127.0.0.1:<PORT>\n<WORK>/out/x.mp3 in <T> s"  # joins are timing
+    assert (
+        text == "Listening on tcp://127.0.0.1:<PORT>\n<WORK>/out/x.mp3 in <T> s, flac2all <VERSION>"
+    )  # joins are timing
     lines = "Converting: 2 task(s)\nencoded  opus     b\ncopied   mp3      a\n\n| Summary\n    Wall"
     assert ordered(lines) == "Converting: 2 task(s)\ncopied   mp3      a\nencoded  opus     b\n\n| Summary\n    Wall"
 
