@@ -1,4 +1,5 @@
 """Benchmarks: ``python -m bench CASE [...]``; see BENCHMARKS.md.
+``python -m bench same [--baseline REF]``: the same behaviour as at REF? (bench/same.py)
 
 Every figure is measured side by side in one run (this machine is shared and
 noisy): runs alternate, and medians with min-max are reported.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from mutagen.flac import FLAC
 
-from bench import library
+from bench import library, same
 from bench.master_scale import case_master
 from bench.scale import case_scale
 from flac2all import codecs, tags
@@ -782,6 +783,8 @@ CASES: dict[str, Callable] = {
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["same"]:  # its own options: a check, not a measure
+        sys.exit(same.main(sys.argv[2:]))
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument(
         "cases",
