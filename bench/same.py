@@ -582,6 +582,23 @@ def streamed(s: Session) -> None:
     s.flac2all(MODES, "-c", "-o", "OUT", "IN", env={**os.environ, "FLAC2ALL_STREAM_AFTER": "1"})
 
 
+def mirror_streamed(s: Session) -> None:
+    """The re-runs of a mirror as a library past 2,000 sources has them
+    (planned folder by folder, whole before any job): no-op, retag, move,
+    and the orphans kept, then deleted, each with its dry run first."""
+    streaming = {**os.environ, "FLAC2ALL_STREAM_AFTER": "1"}
+    first(s)
+    s.flac2all(MODES, "-c", "-o", "OUT", "IN", env=streaming)
+    retag_one(s)
+    album = s.inp / "Gamma Ray" / "Live, at: the Hall"
+    album.rename(album.with_name("Live at the Hall (remaster)"))
+    s.changed(album.parent, album.with_name("Live at the Hall (remaster)"))
+    remove_album(s)
+    for options in ((), ("--delete",), ("--delete", "--delete-anyway")):
+        s.flac2all(MODES, "-c", "--dry-run", *options, "-o", "OUT", "IN", env=streaming)
+        s.flac2all(MODES, "-c", *options, "-o", "OUT", "IN", env=streaming)
+
+
 SCENARIOS: dict[str, Callable[[Session], None]] = {
     "first": first,
     "noop": noop,
@@ -596,6 +613,7 @@ SCENARIOS: dict[str, Callable[[Session], None]] = {
     "cluster": cluster,
     "dask": dask,
     "streamed": streamed,
+    "mirror-streamed": mirror_streamed,
 }
 # Scenarios whose documents must equal another scenario's with one tool,
 # but for the lines that say how the run was planned (whole, or as it went).
