@@ -45,6 +45,11 @@ from flac2all.state import State
 STREAM_AFTER = 2000
 
 
+# Jobs a planning thread may hold ahead of the executor's slots: a first
+# run of a million sources never holds a million jobs.
+AHEAD = 50000
+
+
 def stream_after() -> int:
     return int(os.environ.get("FLAC2ALL_STREAM_AFTER", STREAM_AFTER))
 
@@ -159,10 +164,13 @@ class Flow:
     def first(self) -> FolderPlan:
         raise NotImplementedError
 
-    def rest(self, halt: threading.Event, post: Callable, take: Callable[[FolderPlan], None]) -> Iterator[Job]:
+    def rest(
+        self, halt: threading.Event, post: Callable, take: Callable[[FolderPlan], None], sweep: Callable[[set], None]
+    ) -> Iterator[Job]:
         """The later folders' jobs, for the executor to pull; each folder's
-        plan goes to ``take`` (through ``post``, in the consumer's thread)
-        before its jobs can start."""
+        plan goes to ``take`` (through ``post``, in the consumer's thread),
+        and the folders its jobs write into to ``sweep`` (a killed run's
+        temporary files removed), before its jobs can start."""
         return iter(())
 
     def folders(self) -> Iterator[FolderPlan]:
@@ -270,12 +278,24 @@ class Folders(Flow):
         first.last = self.ended
         return first
 
-    def rest(self, halt: threading.Event, post: Callable, take: Callable[[FolderPlan], None]) -> Iterator[Job]:
+    def rest(
+        self, halt: threading.Event, post: Callable, take: Callable[[FolderPlan], None], sweep: Callable[[set], None]
+    ) -> Iterator[Job]:
         """Plan the rest in a thread of its own, ahead of the executor's
-        slots (the walk ends, and the total is known, long before the run
-        does). Planning stops at a folder's end once ``halt`` is set; a
-        failure of it halts the run, and ``join`` raises it."""
-        jobs: queue.Queue[Job | None] = queue.Queue()
+        slots by at most ``AHEAD`` jobs (a library of fewer sources is
+        planned, and its total known, long before its run ends; a larger
+        one's planning goes on, its memory bounded). Planning stops at a
+        folder's end once ``halt`` is set; a failure of it halts the run,
+        and ``join`` raises it."""
+        jobs: queue.Queue[Job | None] = queue.Queue(maxsize=AHEAD)
+
+        def put(job: Job | None) -> None:
+            while not halt.is_set():
+                try:
+                    jobs.put(job, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
 
         def plan_rest() -> None:
             try:
@@ -283,13 +303,15 @@ class Folders(Flow):
                     folder = self.next_folder()
                     # Counted (in the consumer's thread) before its jobs can start.
                     post(take, folder or FolderPlan(last=True))
+                    if folder is not None and folder.jobs:
+                        sweep(folder.written)  # here: a slot may start its jobs before take is called
                     for job in folder.jobs if folder else ():
-                        jobs.put(job)
+                        put(job)
             except BaseException as exc:
                 self.failure = exc
                 halt.set()
             finally:
-                jobs.put(None)
+                put(None)
 
         self.thread = threading.Thread(target=plan_rest, name="planner", daemon=True)
         self.thread.start()

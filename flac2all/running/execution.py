@@ -80,7 +80,8 @@ class Run:
             self.take(first, begun=True)
             planning = Halt(self.halt)  # set: the planning thread stops at a folder's end
             try:
-                jobs = itertools.chain(first.jobs, flow.rest(planning, executor.post, self.take))
+                later = flow.rest(planning, executor.post, self.take, outputs.remove_stale_temps)
+                jobs = itertools.chain(first.jobs, later)
                 executor.run(jobs, settings, self.display.started, self.record, self.halt)
             finally:
                 planning.set()
@@ -132,7 +133,7 @@ class Run:
             skips = iter(folder.skips)  # (a SkipLog's are read from disk a piece at a time)
             while piece := list(itertools.islice(skips, SKIPS_SHOWN)):
                 self.display.skipped(piece)
-        if folder.tasks:
+        if begun and folder.tasks:  # (the later folders' are swept as they are planned: Flow.rest)
             outputs.remove_stale_temps(folder.written)  # before an encode writes there
         for job in folder.here:
             if job.action in runner.NOTES or not self.halt.is_set():
