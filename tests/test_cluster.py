@@ -17,7 +17,7 @@ import pytest
 from flac2all.cluster import protocol
 from flac2all.cluster.ledger import SMALL_COPY
 from flac2all.model import Settings
-from tests.cluster_helpers import (
+from tests.cluster.processes import (
     FakeMaster,
     alive,
     free_port,

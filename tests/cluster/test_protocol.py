@@ -15,7 +15,7 @@ from flac2all.cluster import protocol
 from flac2all.cluster.protocol import ProtocolError, Timings
 from flac2all.face.cli import build_parser, settings_from
 from flac2all.model import Action, Settings, Task
-from tests.cluster_helpers import FakeMaster, a_real_worker_finishes, start_master, start_worker
+from tests.cluster.processes import FakeMaster, a_real_worker_finishes, start_master, start_worker
 from tests.conftest import decodes, make_flac, read_log
 
 pytestmark = pytest.mark.timeout(120)

@@ -23,7 +23,7 @@ import pytest
 
 from flac2all.executors.dask import job_key
 from flac2all.model import Action, Job, Layout, Settings, SourceFacts, Status, Task, TaskResult
-from tests.cluster_helpers import Proc, alive
+from tests.cluster.processes import Proc, alive
 from tests.conftest import REPO, audio_bytes, decodes, make_flac, mutagen_file, read_log, run_flac2all, temp_files
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,7 +1,7 @@
-"""Encoder options are checked once, before any file is touched (issue 12):
-a wrong option copied from a forum stops the run with the encoder's own
-message before any output is written, whatever the sources (a 5.1 source is adapted by ffmpeg before
-lame, which used to take the blame)."""
+"""Encoder options are checked once, before any file is touched: a wrong
+option copied from a forum stops the run with the encoder's own message
+before any output is written, whatever the sources (a 5.1 source reaches
+lame through ffmpeg, and lame, not ffmpeg, is named)."""
 
 from __future__ import annotations
 

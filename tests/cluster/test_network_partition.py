@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster_helpers import TEST_ROOT, Proc, env_with
+from tests.cluster.processes import TEST_ROOT, Proc, env_with
 from tests.conftest import decodes, make_flac, read_log
 
 pytestmark = pytest.mark.timeout(180)

@@ -1,4 +1,4 @@
-"""Losing the terminal or stdout never loses the work or the log (issue 12):
+"""Losing the terminal or stdout never loses the work or the log:
 a pseudo-terminal closed mid-run, a pipe closed after one line, cron's
 quiet mode. Real processes, real signals, a slow but real encoder."""
 

@@ -1,4 +1,4 @@
-"""The cluster in the field: a node that cannot see the files or lacks an
+"""Unhealthy nodes: a node that cannot see the files or lacks an
 encoder, and a node whose mount goes away mid-run, never cost the library;
 every row says which host ran it. Real processes on 127.0.0.1; the bad
 nodes live in their own mount (and host name) namespace (``unshare``), and
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster_helpers import TEST_ROOT, Proc, env_with, start_master, start_worker, wait_for_encoders
+from tests.cluster.processes import TEST_ROOT, Proc, env_with, start_master, start_worker, wait_for_encoders
 from tests.conftest import decodes, make_flac, read_log
 
 pytestmark = pytest.mark.timeout(180)

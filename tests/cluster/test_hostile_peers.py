@@ -1,6 +1,6 @@
 """Hostile peers against a real master, a hostile master against a real
 worker: nobody crashes, nothing is written outside the allowed folders, and
-no forged SUCCESS reaches the CSV (issue 11's attacks, one test each)."""
+no forged SUCCESS reaches the CSV; one test per attack."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import zmq
 from flac2all.cluster import protocol
 from flac2all.cluster.protocol import Checks, ProtocolError, Timings
 from flac2all.model import Action, Settings, Task
-from tests.cluster_helpers import FakeMaster, a_real_worker_finishes, start_master, start_worker
+from tests.cluster.processes import FakeMaster, a_real_worker_finishes, start_master, start_worker
 from tests.conftest import decodes, make_flac, read_log, run_flac2all
 
 pytestmark = pytest.mark.timeout(120)
