@@ -19,9 +19,9 @@ import pytest
 
 from flac2all.state import State
 from tests.conftest import BASIC_TAGS, decodes, make_flac, read_log, run_flac2all, temp_files
+from tests.face.test_display import run_on_terminal
+from tests.running.test_full_disk import FILLING, full_disk_status
 from tests.running.test_interruption import alive, slow_opusenc, start, wait_for
-from tests.test_display import run_on_terminal
-from tests.test_field_tasks import FILLING, full_disk_status
 
 STREAM = "1"
 WHOLE = "1000000"

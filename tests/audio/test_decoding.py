@@ -1,12 +1,13 @@
-"""Every valid FLAC converts (issue 13): the corners of RFC 9639 that real
-files use, each made with the real tools, each through every mode; and
-corrupt files still fail with their cause named, whatever path they take."""
+"""Every valid FLAC converts: the corners of RFC 9639 that real files use,
+each made with the real tools, each through every mode; bad and corrupt
+sources fail alone, with their cause named, whatever path they take."""
 
 from __future__ import annotations
 
 import hashlib
-import struct
+import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,14 +18,24 @@ from mutagen.flac import FLAC
 
 from flac2all.audio import decoding
 from flac2all.audio.decoding import Decoder
-from flac2all.audio.flacstream import crc8, crc16, frame_header, locate
-from flac2all.audio.pcm import Tap
-from flac2all.codecs.native import subset
+from flac2all.audio.flacstream import crc8, crc16, frame_header
 from flac2all.errors import TaskError
 from flac2all.model import AudioInfo
-from tests.conftest import mutagen_file, read_log, run_flac2all, write_extensible_wav
+from tests.conftest import (
+    decodes,
+    duration,
+    make_flac,
+    mutagen_file,
+    read_log,
+    run_flac2all,
+    source_length,
+    temp_files,
+    write_extensible_wav,
+)
 
 MODES = "mp3,vorbis,opus,aac,flac,test,f:alac"
+
+
 OUTPUTS = {
     "mp3": ("mp3", ".mp3"),
     "vorbis": ("vorbis", ".ogg"),
@@ -34,6 +45,8 @@ OUTPUTS = {
     "test": ("test", ".ana"),
     "f:alac": ("f_alac", ".m4a"),
 }
+
+
 RAW = ["--force-raw-format", "--endian=little", "--sign=signed"]
 
 
@@ -329,6 +342,8 @@ FORMATS = [
     "rice_order_15",
     "variable_blocksize",
 ]
+
+
 STRUCTURES = [
     "rate_change",
     "channel_change",
@@ -480,40 +495,6 @@ def test_corrupt_files_still_fail_with_their_cause(corrupt):
         assert not Path(row["outfile"]).exists(), row
 
 
-def wav_header(rate: int, channels: int, bits: int, size: int) -> bytes:
-    align = channels * ((bits + 7) // 8)
-    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * align, align, bits)
-    return (
-        b"RIFF"
-        + struct.pack("<I", 0)
-        + b"WAVE"
-        + b"fmt "
-        + struct.pack("<I", 16)
-        + fmt
-        + b"data"
-        + struct.pack("<I", size)
-    )
-
-
-def test_the_tap_counts_and_hashes_what_flows_in_any_chunks():
-    samples = bytes(range(256)) * 7  # 8-bit: unsigned in WAV, signed in flac's MD5
-    stream = wav_header(8000, 1, 8, len(samples)) + samples + b"\0"  # the pad byte after an odd size
-    tap = Tap(md5=True)
-    for i in range(0, len(stream), 5):
-        tap(stream[i : i + 5])
-    assert tap.frames == len(samples)
-    assert tap.seconds == len(samples) / 8000
-    assert tap.md5 == int.from_bytes(hashlib.md5(bytes(b ^ 0x80 for b in samples)).digest(), "big")
-    unknown = Tap()
-    unknown(b"this is no WAV header at all")
-    assert unknown.frames is None and unknown.md5 == 0
-
-
-def test_flac_mode_lax_only_where_the_subset_ends():
-    assert subset(AudioInfo(44100, 2, 16, 1.0)) and subset(AudioInfo(48000, 2, 32, 1.0))
-    assert not subset(AudioInfo(44100, 2, 15, 1.0)) and not subset(AudioInfo(100001, 2, 16, 1.0))
-
-
 def flac_failure(said: str) -> TaskError:
     failure = TaskError("flac exited with status 1: x.flac: ERROR while decoding data")
     failure.stderr = said
@@ -541,15 +522,6 @@ def test_only_flacs_words_for_a_structure_bring_ffmpeg_in(tmp_path):
     assert decoding.fallback([flac_failure("ERROR, channels is 1 in frame but 2 in STREAMINFO")], rate, info) is None
 
 
-def test_no_flac_stream_is_found_in_what_is_not_flac(tmp_path):
-    mp3 = tmp_path / "song.flac"
-    tag = id3.ID3()
-    tag.add(id3.TIT2(encoding=3, text="x"))
-    mp3.write_bytes(bytes(range(256)) * 400 + b"\xff\xfb\x90\x64" * 500)
-    tag.save(mp3)
-    assert locate(mp3) is None
-
-
 def test_an_output_of_a_converted_stream_can_be_retagged(tmp_path):
     """Its source's STREAMINFO describes the first file only: a retag checks
     that the tagged output keeps its own audio, not the STREAMINFO's."""
@@ -569,3 +541,76 @@ def test_an_output_of_a_converted_stream_can_be_retagged(tmp_path):
     assert {r["conversion_status"] for r in again.rows()} == {"SUCCESS (retagged)"}
     assert FLAC(out / "flac" / "joined.flac")["TITLE"] == ["retitled"]
     assert mutagen_file(out / "mp3" / "joined.mp3").info.length == pytest.approx(0.6, abs=0.08)
+
+
+@pytest.fixture
+def bad_library(tmp_path: Path) -> Path:
+    root = tmp_path / "in"
+    good = make_flac(root / "good.flac", seconds=0.5)
+    long = make_flac(tmp_path / "long.flac", seconds=2)
+    data = long.read_bytes()
+    (root / "truncated.flac").write_bytes(data[: len(data) // 2])
+    corrupt = bytearray(data)
+    for i in range(len(data) // 2, len(data) // 2 + 300):
+        corrupt[i] ^= 0x55
+    (root / "corrupt.flac").write_bytes(bytes(corrupt))
+    badmd5 = bytearray(good.read_bytes())
+    badmd5[26] ^= 0xFF  # STREAMINFO's MD5: frames fine, audio "wrong"
+    (root / "badmd5.flac").write_bytes(bytes(badmd5))
+    (root / "text.flac").write_text("this is not audio\n")
+    (root / "empty.flac").write_bytes(b"")
+    (root / "dangling.flac").symlink_to(tmp_path / "nowhere.flac")
+    return root
+
+
+EXPECTED_CAUSES = {
+    "truncated.flac": "flac exited with status 1",
+    "corrupt.flac": "flac exited with status 1",
+    "badmd5.flac": "MD5 signature mismatch",
+    "text.flac": "not a FLAC file",
+    "empty.flac": "not a FLAC file",
+    "dangling.flac": "No such file or directory",
+}
+
+
+def test_bad_sources_fail_alone_with_their_cause(bad_library, tmp_path):
+    out = tmp_path / "out"
+    run = run_flac2all("mp3,opus,flac,test", "-o", out, bad_library)
+    assert run.returncode == 1
+    rows = read_log(out)
+    assert len(rows) == 4 * 7
+    by_file: dict[str, list[dict]] = {}
+    for row in rows:
+        by_file.setdefault(Path(row["infile"]).name, []).append(row)
+    for row in by_file["good.flac"]:
+        assert row["conversion_status"] == "SUCCESS"
+    for name, cause in EXPECTED_CAUSES.items():
+        for row in by_file[name]:
+            assert row["conversion_status"].startswith("ERROR"), row
+            assert cause in row["conversion_status"], row
+            assert row["return_code"] != "0"
+            assert not Path(row["outfile"]).exists(), row  # nothing under a final name
+    # The good file's outputs are whole.
+    for ext, folder in ((".mp3", "mp3"), (".opus", "opus"), (".flac", "flac")):
+        output = out / folder / f"good{ext}"
+        assert decodes(output)
+        assert duration(output) == pytest.approx(source_length(bad_library / "good.flac"), abs=0.08)
+    assert temp_files(out) == []
+    assert "truncated.flac" in run.stdout  # named in the summary, too
+
+
+def test_unreadable_file_is_a_failed_task(tmp_path):
+    root = tmp_path / "in"
+    make_flac(root / "ok.flac")
+    secret = make_flac(root / "secret.flac")
+    secret.chmod(0o000)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "flac2all", "opus", "-o", str(out), str(root)]
+    if os.geteuid() == 0:
+        # Root reads any file: drop the capabilities that let it.
+        argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *argv]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = {Path(r["infile"]).name: r for r in read_log(out)}
+    assert rows["ok.flac"]["conversion_status"] == "SUCCESS"
+    assert rows["secret.flac"]["conversion_status"] == "ERROR: cannot read source: Permission denied"

@@ -1,14 +1,10 @@
-"""First contact (issue 12): mode names in any case, suggestions for typos,
-``mp3, opus`` with a space, installing with pip or pipx, and ./run.sh as a
-user who is not root."""
+"""The command line as a new user types it: mode names in any case,
+suggestions for typos, ``mp3, opus`` with a space, option prefixes."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from flac2all.codecs import ffmpeg
 from flac2all.face.cli import build_parser, settings_from
 from tests.conftest import run_flac2all
 
@@ -30,16 +26,6 @@ def test_mode_names_are_case_insensitive(library, tmp_path):
         "mp3",
         "opus",
     ]
-
-
-def test_ffmpeg_encoder_names_are_lowercase():
-    # f:ENC is matched case-insensitively by lowercasing, which ffmpeg only
-    # accepts because it spells every encoder in lowercase.
-    encoders = ffmpeg.audio_encoders()
-    assert len(encoders) > 10
-    assert all(name == name.lower() for name in encoders)
-    proc = subprocess.run(["ffmpeg", "-hide_banner", "-h", "encoder=ALAC"], capture_output=True, text=True, timeout=30)
-    assert "is not recognized" in proc.stdout + proc.stderr  # ffmpeg itself is case-sensitive
 
 
 @pytest.mark.parametrize(

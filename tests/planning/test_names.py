@@ -1,84 +1,58 @@
-"""Device profiles end to end, through the real encoders: FAT32 names
-(unsafe characters, reserved names, long names, names that clash once
-spelled), lossy files copied or converted, covers scaled, playlists
-rewritten; a second run doing nothing; a changed folder cover noticed; the
-FAT32 tree written onto a real vfat file system."""
+"""Output names: FAT32 spelling as a unit and through a whole device
+profile (onto a real vfat file system too), names kept as the state
+recorded them, and hostile source names that convert and survive the CSV."""
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
 
-import pytest
 from mutagen.flac import Picture
 from mutagen.id3 import ID3
-from mutagen.mp4 import MP4
 from mutagen.oggopus import OggOpus
 from pathvalidate import is_valid_filename
 from PIL import Image
 
-from flac2all.planning.names import units
+from flac2all.model import Names
+from flac2all.planning.names import Namer, component, units
 from tests.conftest import decodes, make_flac, read_log, require, run_flac2all
-
-BIG = 3000
-
-
-def jpeg(width: int, height: int) -> bytes:
-    """A real JPEG (a gradient: small, quick to make)."""
-    out = io.BytesIO()
-    Image.linear_gradient("L").resize((width, height)).convert("RGB").save(out, "JPEG", quality=85)
-    return out.getvalue()
+from tests.planning.device import jpeg, run
 
 
-def front_cover(data: bytes) -> Picture:
-    pic = Picture()
-    pic.type, pic.mime, pic.desc, pic.data = 3, "image/jpeg", "", data
-    return pic
+def test_components_are_spelled_for_fat32():
+    assert component('Track: "1"?.flac') == "Track_ _1__.flac"
+    assert component("CON.mp3") == "CON_.mp3" and component("nul") == "nul_"
+    assert component("Album.", is_file=False) == "Album" and component(" . ", is_file=False) == "_"
+    assert component("a\udcffb.mp3") == "a_b.mp3"  # a name whose bytes were not UTF-8
+    long = component("x" * 250 + ".mp3", tag=" (2)")
+    assert long.endswith("x (2).mp3") and units(long) == 255
+    wide = component("😀" * 200 + ".mp3")  # 2 UTF-16 units and 4 bytes each
+    assert len(os.fsencode(wide)) <= 255 and wide.endswith(".mp3") and is_valid_filename(wide, platform="windows")
 
 
-def lossy_files(folder: Path, tmp_path: Path) -> None:
-    """bought.mp3 (lame, 320 kbit/s) and store.m4a (ffmpeg's aac), tagged."""
-    wav = tmp_path / "tone.wav"
-    subprocess.run(["sox", "-V1", "-n", "-r", "44100", "-c", "2", str(wav), "synth", "0.3", "sine", "440"], check=True)
-    mp3 = ["lame", "--quiet", "-b", "320", "--tt", "Bought mp3", str(wav), str(folder / "bought.mp3")]
-    subprocess.run(mp3, check=True)
-    m4a = ["ffmpeg", "-v", "error", "-i", str(wav), "-c:a", "aac", "-b:a", "96k", "-metadata", "title=Bought m4a"]
-    subprocess.run([*m4a, str(folder / "store.m4a")], check=True)
-
-
-LONG = "x" * 245  # with ".flac": 250 bytes; its output names need cutting once numbered or in a deep folder
-ACCENTS = "é" * 120  # 240 bytes, 120 UTF-16 units
-
-
-@pytest.fixture
-def device_lib(tmp_path: Path) -> Path:
-    root = tmp_path / "music"
-    cover = front_cover(jpeg(BIG, BIG))
-    acdc = root / "AC" / "DC"
-    make_flac(acdc / '01 Track: "1"?.flac', seconds=0.15, tags={"TITLE": "colon"}, pictures=[cover])
-    make_flac(acdc / "01 Track_ _1__.flac", seconds=0.15, tags={"TITLE": "underscores"})  # the same, spelled
-    album = root / "Album."  # a trailing dot
-    make_flac(album / "CON.flac", seconds=0.15, tags={"TITLE": "reserved"})
-    make_flac(album / "Trailing..flac", seconds=0.15)
-    make_flac(album / f"{LONG}.flac", seconds=0.15)
-    make_flac(album / f"{LONG}?.flac", seconds=0.15)  # clashes with the one above once cut and spelled
-    make_flac(album / f"{ACCENTS}.flac", seconds=0.15)
-    make_flac(root / "Case" / "Song.flac", seconds=0.15)
-    make_flac(root / "Case" / "song.flac", seconds=0.15)  # one name on FAT32
-    (album / "cover.jpg").write_bytes(jpeg(BIG, BIG))
-    lossy_files(album, tmp_path)
-    (album / "list.m3u8").write_text(
-        "#EXTM3U\n"
-        "#EXTINF:1,reserved\nCON.flac\n"
-        f"#EXTINF:1,bought\n{album / 'bought.mp3'}\n"
-        '../AC/DC/01 Track: "1"?.flac\n'
-        "#EXTINF:1,gone\nmissing.flac\n"
-        "http://radio.invalid/stream\n"
-    )
-    return root
+def test_the_namer_keeps_sources_apart_folders_together_and_names_stable():
+    out = Path("/out")
+    namer = Namer(out, Names.FAT32, 255, {})
+    a = namer.output(Path("/in/A:B/1.flac"), out / "mp3/A:B/x?.mp3")
+    b = namer.output(Path("/in/A?B/2.flac"), out / "mp3/a?b/X:.mp3")
+    assert (a, b) == (out / "mp3/A_B/x_.mp3", out / "mp3/A_B/X_ (2).mp3")  # one folder, as FAT32 sees it
+    assert namer.output(Path("/in/A:B/1.flac"), out / "mp3/A:B/x?.mp3") == a  # asked again: the same
+    # Next run, the state remembers: a new source sorted first takes neither name.
+    again = Namer(out, Names.FAT32, 255, {a: Path("/in/A:B/1.flac"), b: Path("/in/A?B/2.flac")})
+    assert again.output(Path("/in/A*B/0.flac"), out / "mp3/A*B/x*.mp3") == out / "mp3/A_B/x_ (3).mp3"
+    assert again.output(Path("/in/A?B/2.flac"), out / "mp3/a?b/X:.mp3") == b
+    # A deep folder is cut, the same way for all its files, leaving room for names.
+    deep = Namer(out, Names.FAT32, 120, {})
+    folder = out / "mp3" / ("d" * 100) / ("e" * 100)
+    one = deep.output(Path("/in/1"), folder / ("n" * 100 + ".mp3"))
+    two = deep.output(Path("/in/2"), folder / "short.mp3")
+    assert one.parent == two.parent and units(one.relative_to(out).as_posix()) <= 120
+    assert two.name == "short.mp3" and one.name.endswith(".mp3")
+    assert Namer(out, Names.POSIX, 255, {}).output(Path("/in/a"), out / "mp3/a:b.mp3") == out / "mp3/a:b.mp3"
 
 
 def outputs(out: Path) -> list[Path]:
@@ -105,13 +79,6 @@ def picture_size(data: bytes) -> tuple[int, int]:
 
 
 PROFILE = ("--names", "fat32", "--lossy", "copy", "--art-max-size", "500", "--playlists", "-c", "--embed-folder-art")
-
-
-def run(lib: Path, out: Path, spy, *args: str):
-    folder, log = spy
-    log.write_text("")
-    result = run_flac2all("mp3,opus", "-o", out, *args, lib, path_prefix=folder)
-    return result, log.read_text().splitlines()
 
 
 def test_a_fat32_profile_end_to_end(device_lib, tmp_path, spy):
@@ -209,42 +176,6 @@ def test_names_stay_as_the_state_recorded_them(device_lib, tmp_path, spy):
     assert {r["conversion_status"] for r in third.rows() if "(2)" in r["outfile"]} == {"SUCCESS (skipped: up to date)"}
 
 
-def test_lossy_convert_skip_and_max_bitrate(device_lib, tmp_path, spy):
-    out = tmp_path / "out"
-    result, started = run(device_lib, out, spy, "--lossy", "convert")
-    assert result.returncode == 0, result.stderr
-    album, source = out / "mp3" / "Album.", device_lib / "Album."
-    # mp3 -> mp3 is a copy; the other formats are converted, with their tags.
-    assert (album / "bought.mp3").read_bytes() == (source / "bought.mp3").read_bytes()
-    assert ID3(album / "store.mp3")["TIT2"].text == ["Bought m4a"] and decodes(album / "store.mp3")
-    for name, title in (("bought.opus", "Bought mp3"), ("store.opus", "Bought m4a")):
-        converted = out / "opus" / "Album." / name
-        assert decodes(converted) and OggOpus(converted)["TITLE"] == [title]
-    assert not list(out.rglob("*.m4a"))
-    assert sum(line.startswith("ffmpeg") for line in started) == 3  # one decoder per conversion
-    statuses = {(Path(r["outfile"]).name, r["conversion_status"]) for r in result.rows()}
-    assert ("store.opus", "SUCCESS (converted)") in statuses and ("bought.mp3", "SUCCESS (copied)") in statuses
-    again, started = run(device_lib, out, spy, "--lossy", "convert")
-    assert started == [] and {r["conversion_status"] for r in again.rows()} == {"SUCCESS (skipped: up to date)"}
-    # Into aac: the m4a is copied, the mp3 converted.
-    aac = run_flac2all("aac", "-o", tmp_path / "aac", "--lossy", "convert", device_lib)
-    assert aac.returncode == 0, aac.stderr
-    assert (tmp_path / "aac" / "aac" / "Album." / "store.m4a").read_bytes() == (source / "store.m4a").read_bytes()
-    assert MP4(tmp_path / "aac" / "aac" / "Album." / "bought.m4a")["\xa9nam"] == ["Bought mp3"]
-    # Above --max-bitrate even mp3 -> mp3 is re-encoded.
-    capped, _ = run(device_lib, tmp_path / "capped", spy, "--lossy", "copy", "--max-bitrate", "192")
-    assert capped.returncode == 0, capped.stderr
-    capped_mp3 = tmp_path / "capped" / "mp3" / "Album." / "bought.mp3"
-    assert capped_mp3.read_bytes() != (source / "bought.mp3").read_bytes() and decodes(capped_mp3)
-    assert ID3(capped_mp3)["TIT2"].text == ["Bought mp3"]
-    assert (tmp_path / "capped" / "mp3" / "Album." / "store.m4a").exists()  # 96 kbit/s: copied
-    # skip: not even -c copies them.
-    skipped, _ = run(device_lib, tmp_path / "skipped", spy, "--lossy", "skip", "-c")
-    assert skipped.returncode == 0
-    names = {p.name for p in (tmp_path / "skipped" / "mp3" / "Album.").iterdir()}
-    assert "cover.jpg" in names and not {"bought.mp3", "store.m4a"} & names
-
-
 def test_a_fat32_tree_on_a_real_vfat_file_system(device_lib, tmp_path, spy):
     """Written straight onto a FAT32 file system (a loop device, as root);
     where none can be mounted (no loop device, or a kernel without vfat),
@@ -285,12 +216,38 @@ def test_a_fat32_tree_on_a_real_vfat_file_system(device_lib, tmp_path, spy):
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_playlists_keep_their_encoding_and_drop_what_is_outside(tmp_path, spy):
-    lib = tmp_path / "lib"
-    make_flac(lib / "Ä" / "one.flac", seconds=0.15)
-    (lib / "old.m3u").write_bytes("#EXTM3U\r\nÄ\\one.flac\r\n/elsewhere/x.flac\r\n".encode("cp1252"))
-    result, _ = run(lib, tmp_path / "out", spy, "--playlists")
-    assert result.returncode == 0, result.stderr
-    written = (tmp_path / "out" / "opus" / "old.m3u").read_bytes()
-    assert written == "#EXTM3U\r\nÄ/one.opus\r\n".encode("cp1252")
-    assert "/elsewhere/x.flac dropped" in result.stderr
+HOSTILE = [
+    "with space.flac",
+    "quote'single.flac",
+    'quote"double.flac',
+    "amp & dollar $HOME.flac",
+    "-leading dash.flac",
+    "ünïcødé ☃ 日本.flac",
+    "comma, and\nnewline.flac",
+    "UPPER.FLAC",
+]
+
+
+def test_hostile_names_convert_and_survive_the_csv(tmp_path):
+    root = tmp_path / "in"
+    names = [*HOSTILE, "x.flac/inside folder named x.flac.flac", "My.flac.Rips/track.flac"]
+    for name in names:
+        make_flac(root / name, seconds=0.2)
+    raw = os.fsencode(root) + b"/latin1-\xe9.flac"  # not valid UTF-8
+    shutil.copy(root / "with space.flac", raw)
+    out = tmp_path / "out"
+    run = run_flac2all("mp3,opus", "-o", out, root)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = read_log(out)
+    assert len(rows) == 2 * (len(names) + 1)
+    expected = {os.fsencode(root / n) for n in names} | {raw}
+    assert {os.fsencode(r["infile"]) for r in rows} == expected
+    for row in rows:
+        outfile = Path(row["outfile"])
+        assert outfile.is_file(), row
+        rel = Path(row["infile"]).relative_to(root)
+        assert outfile == out / row["format"] / rel.with_suffix(outfile.suffix)
+    # pathlib, not string replacement: the folder keeps its name.
+    assert (out / "mp3" / "My.flac.Rips" / "track.mp3").is_file()
+    assert (out / "mp3" / "x.flac" / "inside folder named x.flac.mp3").is_file()
+    assert (out / "opus" / "UPPER.opus").is_file()

@@ -1,21 +1,13 @@
-"""The folders and the state as users meet them: a read-only or unwritable
-mirror, a file where a folder should be, a lock that cannot be taken, a
-damaged state, an empty or unmounted library. Each is one line and exit
-status 2 before any work (or, for a damaged state, a warning and a rebuilt
-state), never a traceback nor a misleading success; the --allow-* flags let
-an odd input through; a dry run always shows its plan, with what a run would
-refuse as warnings, and writes nothing at all.
-
-Read-only file systems are real: a tmpfs remounted read-only (skipped when
-this user cannot mount). Permission denied is real too: root runs flac2all
-without the capability that overrides permission bits.
-"""
+"""The run's guards, before any work: a missing, read-only or unwritable
+mirror, a file where a folder should be, a lock that cannot be taken, an
+empty or unmounted library. Each is one line and exit status 2, never a
+traceback nor a misleading success; the --allow-* flags let an odd input
+through."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -26,61 +18,8 @@ from flac2all.model import Settings, SourceFacts
 from flac2all.planning.discovery import Source, Tree
 from flac2all.running.guards import check_sources, same_device
 from flac2all.state import Record
-from tests.conftest import make_flac, read_log, run_flac2all
-
-MODES = "mp3,opus"
-
-
-@pytest.fixture
-def lib(tmp_path: Path) -> Path:
-    """Four tiny tagged sources in two folders."""
-    root = tmp_path / "music"
-    for album in ("A", "B"):
-        for n in range(2):
-            make_flac(root / album / f"{n} song.flac", seconds=0.15, tags={"TITLE": f"{album}{n}", "ALBUM": album})
-    return root
-
-
-def run(lib: Path, out: Path, spy, *args: str | Path):
-    folder, log = spy
-    log.write_text("")
-    result = run_flac2all(MODES, "-o", out, *args, lib, path_prefix=folder, timeout=60)
-    started = [line.split()[0] for line in log.read_text().splitlines()]
-    return result, started
-
-
-def statuses(result) -> set[str]:
-    return {r["conversion_status"] for r in result.rows()}
-
-
-def listing(folder: Path, strict: bool = True) -> dict[str, tuple[int, int]]:
-    """Every entry under ``folder`` (state and log included): size and mtime.
-    Not ``strict``: but the mtime of the state's folder, where SQLite makes
-    and removes its -wal and -shm files while a run holds the state open."""
-    out = {}
-    for p in [folder, *folder.rglob("*")]:
-        st = p.lstat()
-        loose = not strict and p == folder / ".flac2all"
-        out[str(p.relative_to(folder))] = (st.st_size if not p.is_dir() else 0, 0 if loose else st.st_mtime_ns)
-    return out
-
-
-def one_line_error(result, *words: str) -> str:
-    """The run refused with one line on stderr (no traceback), exit 2."""
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("flac2all: error: "), result.stderr
-    for word in words:
-        assert word in lines[0]
-    return lines[0]
-
-
-@pytest.fixture
-def mirrored(lib, tmp_path, spy) -> Path:
-    out = tmp_path / "out"
-    result, started = run(lib, out, spy)
-    assert result.returncode == 0 and statuses(result) == {"SUCCESS"} and started, result.stderr
-    return out
+from tests.conftest import run_flac2all
+from tests.running.folders import MODES, listing, one_line_error, run, statuses, unmount
 
 
 def remount_readonly(folder: Path) -> None:
@@ -187,90 +126,6 @@ def test_a_readonly_mirror_refuses_to_run_but_plans(lib, tmp_path, spy, tmpfs):
     assert started == [] and listing(disk) == before
 
 
-def corrupt(state: Path, how: str) -> None:
-    if how == "damaged page":
-        # The outputs table's root page, in the middle of the file.
-        db = sqlite3.connect(f"file:{state}?immutable=1", uri=True)
-        page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'outputs'").fetchone()[0]
-        size = db.execute("PRAGMA page_size").fetchone()[0]
-        db.close()
-        assert 0 < (page - 1) * size < state.stat().st_size - size
-        with open(state, "r+b") as f:
-            f.seek((page - 1) * size)
-            f.write(b"\xde\xad\xbe\xef" * 16)
-    elif how == "not a database":
-        state.write_bytes(b"this is not a database\n" * 200)
-    elif how == "schema from the future":
-        db = sqlite3.connect(state)
-        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-        db.commit()
-        db.close()
-
-
-@pytest.mark.parametrize(
-    "how, reason, aside",
-    [
-        ("damaged page", "malformed", "corrupt"),
-        ("not a database", "not a database", "corrupt"),
-        ("schema from the future", "newer flac2all, schema 99", "newer"),
-    ],
-)
-def test_an_unreadable_state_is_moved_aside_and_rebuilt_without_reencoding(lib, mirrored, spy, how, reason, aside):
-    state = mirrored / ".flac2all" / "state.sqlite"
-    corrupt(state, how)
-    damaged = state.read_bytes()
-    before = listing(mirrored)
-    dry, started = run(lib, mirrored, spy, "--dry-run")
-    assert dry.returncode == 0 and "skip    8" in dry.stdout and "Traceback" not in dry.stderr
-    assert "WARNING: the state" in dry.stderr and reason in dry.stderr and "only a cache" in dry.stderr
-    assert listing(mirrored) == before and started == []  # the dry run leaves it where it is
-
-    result, started = run(lib, mirrored, spy)
-    assert result.returncode == 0 and "Traceback" not in result.stderr
-    warning = [line for line in result.stderr.splitlines() if line.startswith("WARNING: the state")]
-    assert len(warning) == 1 and reason in warning[0] and "only a cache" in warning[0] and "rebuilds" in warning[0]
-    assert started == []  # every output adopted by its provenance tag
-    assert statuses(result) == {"SUCCESS (skipped: unchanged)"}
-    moved = [p for p in state.parent.iterdir() if p.name.startswith(f"state.sqlite.{aside}-")]
-    assert len(moved) == 1 and moved[0].read_bytes() == damaged and moved[0].name in warning[0]
-
-    again, started = run(lib, mirrored, spy)
-    assert again.returncode == 0 and again.stderr == "" and started == []
-    assert statuses(again) == {"SUCCESS (skipped: up to date)"}
-
-
-def test_a_dry_run_writes_nothing_in_outdir(lib, mirrored, spy, tmp_path):
-    make_flac(lib / "C" / "new.flac", seconds=0.1)
-    before = listing(mirrored)
-    dry, started = run(lib, mirrored, spy, "--dry-run", "--delete", "--plan-json", tmp_path / "plan.json")
-    assert dry.returncode == 0 and "encode  2" in dry.stdout and started == []
-    assert listing(mirrored) == before  # no -wal, no -shm, no lock, no log
-
-
-def test_a_dry_run_sees_rows_a_killed_run_left_in_the_wal(lib, mirrored, spy):
-    """SQLite's immutable mode would miss them: the dry run reads a copy."""
-    state = mirrored / ".flac2all" / "state.sqlite"
-    killed = (
-        "import os, sqlite3, sys\n"
-        "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-        "db.execute('PRAGMA wal_autocheckpoint=0')\n"
-        "db.execute(\"UPDATE outputs SET settings_hash = 'old' WHERE mode = 'mp3'\")\n"
-        "os._exit(0)\n"  # no checkpoint: the change is in the WAL only
-    )
-    subprocess.run([sys.executable, "-c", killed, str(state)], check=True, timeout=30)
-    assert state.with_name("state.sqlite-wal").stat().st_size > 0
-    before = listing(mirrored)
-    dry, _ = run(lib, mirrored, spy, "--dry-run")
-    assert dry.returncode == 0 and "encode  4" in dry.stdout and "skip    4" in dry.stdout
-    assert listing(mirrored) == before
-    result, started = run(lib, mirrored, spy)
-    assert started.count("lame") == 4 and "opusenc" not in started
-    assert sum(r["conversion_status"] == "SUCCESS" for r in read_log(mirrored)) == 4
-
-
-# --- the input folder ---------------------------------------------------------
-
-
 def test_an_input_without_flac_is_refused_unless_allowed(tmp_path, spy):
     empty = tmp_path / "music"
     (empty / "A").mkdir(parents=True)
@@ -284,13 +139,6 @@ def test_an_input_without_flac_is_refused_unless_allowed(tmp_path, spy):
     assert f"WARNING: a run would refuse: no FLAC files under {empty}" in dry.stderr
     allowed, _ = run(empty, out, spy, "--allow-empty")
     assert allowed.returncode == 0 and allowed.rows() == [] and "Traceback" not in allowed.stderr
-
-
-def unmount(lib: Path, keep: int) -> None:
-    """The library as an unmounted disk shows it: ``keep`` sources left."""
-    for n, flac in enumerate(sorted(lib.rglob("*.flac"))):
-        if n >= keep:
-            flac.unlink()
 
 
 def test_a_library_missing_most_sources_looks_unmounted(lib, mirrored, spy):
@@ -324,21 +172,6 @@ def test_half_of_the_sources_is_not_unmounted(lib, mirrored, spy):
     unmount(lib, keep=2)
     result, started = run(lib, mirrored, spy)
     assert result.returncode == 0 and started == [] and result.stderr == ""
-
-
-def test_dry_run_delete_shows_the_plan_and_warns_where_delete_refuses(lib, mirrored, spy):
-    unmount(lib, keep=2)  # 4 of 8 outputs would go: more than --delete's 10%
-    before = listing(mirrored, strict=False)
-    refused, _ = run(lib, mirrored, spy, "--delete")
-    one_line_error(refused, "--delete would remove 4 of the 8 outputs", "Run with --dry-run to see the list")
-    assert listing(mirrored, strict=False) == before
-    before = listing(mirrored)
-    dry, _ = run(lib, mirrored, spy, "--delete", "--dry-run")
-    assert dry.returncode == 0 and "delete  4" in dry.stdout
-    warning = "WARNING: a run would refuse: --delete would remove 4 of the 8 outputs"
-    assert dry.stderr.startswith(warning) and "Run with --dry-run" not in dry.stderr
-    assert "--delete-anyway" in dry.stderr
-    assert listing(mirrored) == before
 
 
 def test_a_library_on_another_file_system_looks_unmounted(lib, tmp_path, spy, tmpfs):
