@@ -314,6 +314,7 @@ def structures(tmp_path_factory) -> Converted:
     return convert(root, cases, (*flac_refuses, "junk_then_frames", "id3v1_last", "apev2_and_id3v1_last"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", ["formats", "structures"])
 def test_every_unusual_file_converts_in_every_mode(request, group):
     cases, out, run = request.getfixturevalue(group)
@@ -358,6 +359,7 @@ STRUCTURES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FORMATS + STRUCTURES)
 def test_each_output_is_whole_and_flac_mode_bit_exact(request, name):
     cases, out, _ = request.getfixturevalue("formats" if name in FORMATS else "structures")
@@ -381,6 +383,7 @@ def test_each_output_is_whole_and_flac_mode_bit_exact(request, name):
     subprocess.run(["flac", "--test", "--silent", str(out / "flac" / f"{name}.flac")], check=True)
 
 
+@pytest.mark.slow
 def test_the_unusual_files_are_what_they_claim(formats, structures):
     """So that the tests above test something."""
     src = formats[1].parent / "in"
@@ -407,6 +410,7 @@ def analysis(path: Path) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 
 
+@pytest.mark.slow
 def test_the_id3v2_fields_fill_in_the_source_tags(structures):
     _, out, _ = structures
     ogg = mutagen_file(out / "vorbis" / "id3v2_first.ogg")
@@ -483,6 +487,7 @@ CORRUPT = {
 }
 
 
+@pytest.mark.slow
 def test_corrupt_files_still_fail_with_their_cause(corrupt):
     out, run = corrupt
     assert run.returncode == 1
@@ -573,6 +578,7 @@ EXPECTED_CAUSES = {
 }
 
 
+@pytest.mark.slow
 def test_bad_sources_fail_alone_with_their_cause(bad_library, tmp_path):
     out = tmp_path / "out"
     run = run_flac2all("mp3,opus,flac,test", "-o", out, bad_library)

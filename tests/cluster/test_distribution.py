@@ -20,6 +20,7 @@ from tests.conftest import make_flac, read_log, temp_files
 pytestmark = pytest.mark.timeout(180)
 
 
+@pytest.mark.slow
 def test_normal_run_with_two_worker_hosts(lib, tmp_path, fake_bin):
     out = tmp_path / "out"
     decodes_log = tmp_path / "decodes"
@@ -43,6 +44,7 @@ def test_normal_run_with_two_worker_hosts(lib, tmp_path, fake_bin):
     assert len(decoded) == 8
 
 
+@pytest.mark.slow
 def test_small_copies_go_in_batches_and_each_is_done_once(tmp_path):
     """-c of many small files: sent as batches of copies (protocol 4), a
     large one alone; every copy made once, one log row each, all believed."""
@@ -75,6 +77,7 @@ def test_small_copies_go_in_batches_and_each_is_done_once(tmp_path):
     assert temp_files(out) == []
 
 
+@pytest.mark.slow
 def test_late_joiner_gets_work_at_once(lib, tmp_path, slow_opusenc):
     slow_bin, _ = slow_opusenc(0.5)
     out = tmp_path / "out"
@@ -92,6 +95,7 @@ def test_late_joiner_gets_work_at_once(lib, tmp_path, slow_opusenc):
     check_outputs(out, lib, {"opus": ".opus"})
 
 
+@pytest.mark.slow
 def test_slow_worker_never_hoards_tasks(lib, tmp_path, slow_opusenc):
     slow_bin, _ = slow_opusenc(2.0, "tortoise")
     out = tmp_path / "out"

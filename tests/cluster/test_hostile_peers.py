@@ -64,6 +64,7 @@ def only_true_successes(out: Path, count: int, liar: str) -> None:
     assert liar not in {r["host"] for r in rows}
 
 
+@pytest.mark.slow
 def test_a_session_clash_is_refused_and_the_run_goes_on(lib, tmp_path):
     out = tmp_path / "out"
     master, port = start_master("opus", out, lib)
@@ -82,6 +83,7 @@ def test_a_session_clash_is_refused_and_the_run_goes_on(lib, tmp_path):
     assert "Got 2 worker(s)" not in master.output.split("said goodbye")[0]
 
 
+@pytest.mark.slow
 def test_a_forged_success_is_not_believed(lib, tmp_path):
     out = tmp_path / "out"
     master, port = start_master("opus", out, lib)
@@ -108,6 +110,7 @@ def test_a_forged_success_is_not_believed(lib, tmp_path):
     assert "liar: 0 done, 0 failed; quarantined: claimed" in master.output
 
 
+@pytest.mark.slow
 def test_credit_hoarding_is_capped_and_leases_take_the_jobs_back(lib, tmp_path):
     out = tmp_path / "out"
     master, port = start_master("opus", out, lib, "--max-slots", "2", "--timeout", "1")

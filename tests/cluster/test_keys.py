@@ -23,6 +23,7 @@ def keygen(folder: Path, *args: str):
     return run_flac2all("--cluster-keygen", folder, *args)
 
 
+@pytest.mark.slow
 def test_keys_authorize_the_right_worker_only_and_every_refusal_is_logged(lib, tmp_path):
     keys, other = tmp_path / "keys", tmp_path / "other"
     assert keygen(keys, "--worker", "good").returncode == 0
@@ -52,6 +53,7 @@ def test_keys_authorize_the_right_worker_only_and_every_refusal_is_logged(lib, t
         assert "handshake refused: wrong or unknown key" in refused.output, refused.output
 
 
+@pytest.mark.slow
 def test_worker_refuses_to_pin_a_rogue_master(lib, tmp_path):
     """A master without the key the worker pins gets no worker."""
     keys, rogue = tmp_path / "keys", tmp_path / "rogue"
@@ -79,6 +81,7 @@ def test_a_worker_missing_one_of_its_keys_is_told_which_and_where_to_get_it(tmp_
     assert "flac2all --cluster-keygen --worker NAME" in worker.output
 
 
+@pytest.mark.slow
 def test_keygen_never_overwrites_keys_unless_forced(tmp_path):
     keys = tmp_path / "keys"
     assert keygen(keys).returncode == 0
@@ -94,6 +97,7 @@ def test_keygen_never_overwrites_keys_unless_forced(tmp_path):
     assert (keys / "master.key").read_bytes() == before[keys / "master.key"]
 
 
+@pytest.mark.slow
 def test_the_first_master_makes_the_keys_and_a_keyless_worker_is_told_why(lib, tmp_path):
     config = tmp_path / ".config" / "flac2all" / "cluster"  # XDG_CONFIG_HOME of the test
     master, port = start_master("opus", tmp_path / "out", lib, "--wait-workers", "3", insecure=False)

@@ -57,6 +57,7 @@ def in_ns(ns: str, argv: list[str], path_prefix: Path | None = None) -> Proc:
     return Proc(["ip", "netns", "exec", ns, *argv], env_with(path_prefix))
 
 
+@pytest.mark.slow
 def test_worker_on_another_host_then_cut_off(two_hosts, tmp_path, fake_bin):
     master_ns, worker_ns, worker_dev = two_hosts
     lib = tmp_path / "music"

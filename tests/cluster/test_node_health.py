@@ -59,6 +59,7 @@ def all_succeeded(out: Path, count: int) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
 @needs_namespaces
 def test_a_node_without_the_input_mount_gets_no_work_and_is_reported(lib, tmp_path):
     out = tmp_path / "out"
@@ -78,6 +79,7 @@ def test_a_node_without_the_input_mount_gets_no_work_and_is_reported(lib, tmp_pa
     assert re.search(r"blind-node: 0 done, 0 failed; unhealthy: cannot see", master.output), master.output
 
 
+@pytest.mark.slow
 @needs_namespaces
 def test_a_node_whose_mount_goes_away_mid_run_is_quarantined(lib, tmp_path, fake_bin):
     """It passed its health check; then its input mount went away: its
@@ -104,6 +106,7 @@ def test_a_node_whose_mount_goes_away_mid_run_is_quarantined(lib, tmp_path, fake
     assert re.search(r"flaky-node: \d+ done, 0 failed; quarantined: 3 failures", master.output), master.output
 
 
+@pytest.mark.slow
 def test_a_node_without_an_encoder_gets_only_the_other_modes_jobs(lib, tmp_path):
     """Its PATH has every program but lame: mp3 jobs go to the other node,
     and a source's opus still goes to it (a job split by mode)."""
@@ -143,6 +146,7 @@ def test_the_master_gives_up_waiting_for_workers_and_says_how_to_start_one(lib, 
     assert "no worker that could run it came within --wait-workers 1 s" in master.output
 
 
+@pytest.mark.slow
 def test_a_worker_that_stays_serves_the_next_master(lib, tmp_path):
     out1, out2 = tmp_path / "out1", tmp_path / "out2"
     master, port = start_master("opus", out1, lib)
@@ -165,6 +169,7 @@ def test_a_worker_that_stays_serves_the_next_master(lib, tmp_path):
     all_succeeded(out2, 6)
 
 
+@pytest.mark.slow
 @needs_namespaces
 def test_a_node_whose_output_mount_is_read_only_is_quarantined_and_the_run_goes_on(lib, tmp_path):
     """One worker sees the output folder read-only (its mount, not the

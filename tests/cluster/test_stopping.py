@@ -27,6 +27,7 @@ from tests.conftest import read_log, temp_files
 pytestmark = pytest.mark.timeout(180)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("modes", ["opus", "mp3,opus"])
 def test_sigkill_of_a_worker_mid_encode_requeues_its_job(lib, tmp_path, slow_opusenc, modes):
     slow_bin, marks = slow_opusenc(30, "doomed")
@@ -55,6 +56,7 @@ def test_sigkill_of_a_worker_mid_encode_requeues_its_job(lib, tmp_path, slow_opu
     assert rescuer.count(r"^encoded ") == 8 * per_source
 
 
+@pytest.mark.slow
 def test_sigstop_past_the_dead_timeout_then_sigcont(lib, tmp_path, slow_opusenc):
     slow_bin, marks = slow_opusenc(1.5, "frozen")
     out = tmp_path / "out"
@@ -84,6 +86,7 @@ def test_sigstop_past_the_dead_timeout_then_sigcont(lib, tmp_path, slow_opusenc)
 FIRST_SIGNAL_LINE = "finishing the current job, then exiting; a second Ctrl-C or SIGTERM stops at once"
 
 
+@pytest.mark.slow
 def test_two_sigterms_stop_a_worker_at_once_and_requeue(lib, tmp_path, slow_opusenc):
     slow_bin, marks = slow_opusenc(30, "leaving")
     out = tmp_path / "out"
@@ -116,6 +119,7 @@ def test_two_sigterms_stop_a_worker_at_once_and_requeue(lib, tmp_path, slow_opus
     assert other.count(r"^encoded ") == 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["sigterm to the parent", "ctrl-c to the process group"])
 def test_first_signal_lets_the_current_job_finish(lib, tmp_path, slow_opusenc, how):
     slow_bin, marks = slow_opusenc(3, "finishing")
@@ -174,6 +178,7 @@ def test_first_signal_to_an_idle_worker_says_goodbye_at_once():
     assert worker.count(FIRST_SIGNAL_LINE) == 1  # one line, not one per process
 
 
+@pytest.mark.slow
 def test_master_killed_workers_stop_encoders_and_exit(lib, tmp_path, slow_opusenc):
     slow_bin, marks = slow_opusenc(30, "orphaned")
     out = tmp_path / "out"
@@ -188,6 +193,7 @@ def test_master_killed_workers_stop_encoders_and_exit(lib, tmp_path, slow_opusen
     assert "silent for 4 s; encoder stopped" in worker.output
 
 
+@pytest.mark.slow
 def test_restarted_master_resumes_and_skips_finished_outputs(lib, tmp_path, slow_opusenc):
     slow_bin, marks = slow_opusenc(0.6, "steady")
     out = tmp_path / "out"
@@ -216,6 +222,7 @@ def test_restarted_master_resumes_and_skips_finished_outputs(lib, tmp_path, slow
         assert p.stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_the_master_stops_the_workers_and_writes_the_log(lib, tmp_path, slow_opusenc):
     slow_bin, marks = slow_opusenc(1.0, "busy")
     out = tmp_path / "out"

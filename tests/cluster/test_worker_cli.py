@@ -29,6 +29,7 @@ def test_the_worker_command_lives_in_worker_cli():
         assert (run.returncode, run.stdout.split()[0]) == (0, "flac2all_worker"), run.stderr
 
 
+@pytest.mark.slow
 def test_the_worker_tells_why_no_master_answers(tmp_path):
     """Nothing listens: connection refused; a name that does not resolve."""
     port = free_port()

@@ -160,12 +160,14 @@ def shapes(tmp_path_factory) -> tuple[Path, Path, object]:
     return root / "in", out, run
 
 
+@pytest.mark.slow
 def test_every_audio_shape_converts_everywhere(shapes):
     _, _, run = shapes
     assert run.returncode == 0, run.stdout + run.stderr
     assert len(run.rows()) == 5 * len(SHAPES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bits,rate,channels", SHAPES)
 def test_audio_shape_outputs(shapes, bits, rate, channels):
     src_dir, out, _ = shapes

@@ -158,6 +158,7 @@ def wait_for_marks(marks: Path, count: int = 1, timeout: float = 30) -> list[Pat
     raise AssertionError(f"no fake encoder started within {timeout} s")
 
 
+@pytest.mark.slow
 def test_a_dask_run_matches_a_local_run(cluster, tmp_path):
     music = lib(tmp_path / "music", *(f"t{n}" for n in range(6)))
     local, remote = tmp_path / "local", tmp_path / "remote"
@@ -278,6 +279,7 @@ def test_what_travels_to_the_workers_pickles():
     assert key.startswith("flac2all_encode-run1-000003-caf") and key.encode("utf-8")
 
 
+@pytest.mark.slow
 def test_from_python_with_the_callers_client_and_its_host_rows(cluster, tmp_path):
     """engine.run with a DaskExecutor around a Client of one's own (a
     dask-jobqueue cluster's, for example): the client stays open, and the

@@ -100,6 +100,7 @@ def slow_albums(tmp_path: Path, fake_bin) -> tuple[Path, Path]:
     return root, fake_bin("opusenc", f'sleep 0.4\nexec {shutil.which("opusenc")} "$@"\n')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cols", [40, 20])
 def test_a_narrow_terminal_still_shows_the_count_and_the_eta(slow_albums, tmp_path, cols):
     root, fakes = slow_albums
@@ -114,6 +115,7 @@ def test_a_narrow_terminal_still_shows_the_count_and_the_eta(slow_albums, tmp_pa
     assert all(cell_len(line) <= cols for line in live), live  # nothing wrapped
 
 
+@pytest.mark.slow
 def test_the_display_names_files_by_album_with_rates_and_elapsed_time(slow_albums, tmp_path):
     root, fakes = slow_albums
     code, screen = run_on_terminal(["opus", "-t", "2", "-o", tmp_path / "out", root], 20, 140, path=fakes)
@@ -126,6 +128,7 @@ def test_the_display_names_files_by_album_with_rates_and_elapsed_time(slow_album
     assert "~" not in screen  # the audio's length is known, not guessed from bytes
 
 
+@pytest.mark.slow
 def test_the_process_count_is_the_processes_running_not_the_tasks(tmp_path, fake_bin):
     """-t 1 and two modes: one decoder feeding two encoders, three
     processes (the old count said 2: the tasks)."""
@@ -139,6 +142,7 @@ def test_the_process_count_is_the_processes_running_not_the_tasks(tmp_path, fake
     assert max(counts) == 3, counts
 
 
+@pytest.mark.slow
 def test_dashboard_is_full_screen_and_leaves_its_final_state_on_the_normal_screen(slow_albums, tmp_path):
     root, fakes = slow_albums
     (root / "Album B" / "bad.flac").write_bytes(b"not a FLAC file at all")

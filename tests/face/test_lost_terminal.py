@@ -71,6 +71,7 @@ def assert_whole(out: Path, rows: list[dict[str, str]]) -> None:
     assert rows, "no log"
 
 
+@pytest.mark.slow
 def test_a_closed_terminal_lets_the_run_finish_and_write_its_log(slow_library, tmp_path):
     root, folder = slow_library
     out = tmp_path / "out"
@@ -85,6 +86,7 @@ def test_a_closed_terminal_lets_the_run_finish_and_write_its_log(slow_library, t
     assert "Total files on input: 8" in (out / ".flac2all" / "last-summary.txt").read_text()
 
 
+@pytest.mark.slow
 def test_stop_on_hangup_stops_cleanly_and_still_writes_the_log(slow_library, tmp_path):
     root, folder = slow_library
     out = tmp_path / "out"
@@ -100,6 +102,7 @@ def test_stop_on_hangup_stops_cleanly_and_still_writes_the_log(slow_library, tmp
     assert "did not run" in (out / ".flac2all" / "last-summary.txt").read_text()
 
 
+@pytest.mark.slow
 def test_stdout_closed_after_one_line_does_not_stop_the_run(slow_library, tmp_path):
     root, folder = slow_library
     out = tmp_path / "out"

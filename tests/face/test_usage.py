@@ -15,6 +15,7 @@ def usage_error(run) -> str:
     return run.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_mode_names_are_case_insensitive(library, tmp_path):
     out = tmp_path / "out"
     run = run_flac2all("MP3,Opus,F:ALAC", "-o", out, library)

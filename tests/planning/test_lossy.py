@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mutagen.id3 import ID3
 from mutagen.mp4 import MP4
 from mutagen.oggopus import OggOpus
@@ -13,6 +14,7 @@ from tests.conftest import decodes, run_flac2all
 from tests.planning.device import run
 
 
+@pytest.mark.slow
 def test_lossy_convert_skip_and_max_bitrate(device_lib, tmp_path, spy):
     out = tmp_path / "out"
     result, started = run(device_lib, out, spy, "--lossy", "convert")

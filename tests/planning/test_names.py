@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
 from mutagen.flac import Picture
 from mutagen.id3 import ID3
 from mutagen.oggopus import OggOpus
@@ -81,6 +82,7 @@ def picture_size(data: bytes) -> tuple[int, int]:
 PROFILE = ("--names", "fat32", "--lossy", "copy", "--art-max-size", "500", "--playlists", "-c", "--embed-folder-art")
 
 
+@pytest.mark.slow
 def test_a_fat32_profile_end_to_end(device_lib, tmp_path, spy):
     out = tmp_path / "out"
     first, _ = run(device_lib, out, spy, *PROFILE)
@@ -176,6 +178,7 @@ def test_names_stay_as_the_state_recorded_them(device_lib, tmp_path, spy):
     assert {r["conversion_status"] for r in third.rows() if "(2)" in r["outfile"]} == {"SUCCESS (skipped: up to date)"}
 
 
+@pytest.mark.slow
 def test_a_fat32_tree_on_a_real_vfat_file_system(device_lib, tmp_path, spy):
     """Written straight onto a FAT32 file system (a loop device, as root);
     where none can be mounted (no loop device, or a kernel without vfat),

@@ -27,6 +27,7 @@ def shapes(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("modes", ["mp3", "mp3,opus"])
 def test_a_bad_lame_option_is_blamed_on_lame_behind_an_adapter(shapes, tmp_path, modes, fake_bin):
     # One mode: a plain pipe; two: one decoder feeding both (the fan-out).

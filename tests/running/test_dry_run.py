@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from flac2all.codecs import CODECS
 from flac2all.model import Settings
 from flac2all.planning import plan
@@ -25,6 +27,7 @@ def test_a_dry_run_writes_nothing_in_outdir(lib, mirrored, spy, tmp_path):
     assert listing(mirrored) == before  # no -wal, no -shm, no lock, no log
 
 
+@pytest.mark.slow
 def test_a_dry_run_sees_rows_a_killed_run_left_in_the_wal(lib, mirrored, spy):
     """SQLite's immutable mode would miss them: the dry run reads a copy."""
     state = mirrored / ".flac2all" / "state.sqlite"
@@ -46,6 +49,7 @@ def test_a_dry_run_sees_rows_a_killed_run_left_in_the_wal(lib, mirrored, spy):
     assert sum(r["conversion_status"] == "SUCCESS" for r in read_log(mirrored)) == 4
 
 
+@pytest.mark.slow
 def test_dry_run_delete_shows_the_plan_and_warns_where_delete_refuses(lib, mirrored, spy):
     unmount(lib, keep=2)  # 4 of 8 outputs would go: more than --delete's 10%
     before = listing(mirrored, strict=False)

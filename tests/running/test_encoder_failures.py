@@ -21,6 +21,7 @@ def two_files(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_encoder_writing_half_a_file_then_failing(two_files, tmp_path, fake_bin):
     # lame's last argument is the output file.
     path = fake_bin(
@@ -56,6 +57,7 @@ exit 1
     assert {r["conversion_status"] for r in again.rows()} == {"SUCCESS"}
 
 
+@pytest.mark.slow
 def test_encoder_that_hangs_is_killed_at_the_timeout(two_files, tmp_path, fake_bin):
     marker = tmp_path / "hung-pids"
     path = fake_bin("oggenc", f"echo $$ >> {marker}\nexec sleep 600\n")
@@ -79,6 +81,7 @@ def one_long_file(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_hung_encoder_is_named_not_the_decoder_waiting_on_it(one_long_file, tmp_path, fake_bin):
     """One mode: the decoder, blocked writing into the pipe the hung
     encoder does not read, is not the one that timed out."""
@@ -261,6 +264,7 @@ def test_full_disk_fails_tasks_cleanly(tmp_path, tiny_disk):
 # -- one decoder feeding several encoders -------------------------------------
 
 
+@pytest.mark.slow
 def test_each_source_is_decoded_once_for_all_modes(tmp_path, fake_bin):
     root = tmp_path / "in"
     sources = [make_flac(root / f"{i}.flac", seconds=0.4) for i in range(2)]
@@ -285,6 +289,7 @@ def test_each_source_is_decoded_once_for_all_modes(tmp_path, fake_bin):
     assert len(decodes_run) == 4 * len(sources)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "hang",
     [
@@ -308,6 +313,7 @@ def test_a_hung_encoder_fails_only_its_own_output(tmp_path, fake_bin, hang):
     assert temp_files(out) == []
 
 
+@pytest.mark.slow
 def test_each_mode_of_a_batch_reports_its_own_time(tmp_path, fake_bin):
     # One decoder feeds both encoders, but a slow opus must not make the mp3
     # look slow in the log and the summary.

@@ -113,6 +113,7 @@ def full_disk_status(outdir: Path) -> str:
     return rf"ERROR: no space left on device \({re.escape(str(outdir))}'s filesystem: \d+(\.\d)? MB free\)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", list(FILLING))
 def test_a_full_disk_is_one_cause_whatever_the_encoder_says(tmp_path, small_disk, mode):
     # lame, oggenc, opusenc and flac each say a write failed in their own
@@ -164,6 +165,7 @@ def test_the_result_of_a_task_on_a_full_disk_is_marked_for_the_engine(tmp_path, 
     assert re.fullmatch(full_disk_status(small_disk), result.status_text)
 
 
+@pytest.mark.slow
 def test_a_full_disk_halts_the_run_with_one_message(tmp_path, small_disk):
     root = tmp_path / "in"
     for i in range(6):

@@ -56,6 +56,7 @@ def plant(kind: str, out: Path, tmp_path: Path) -> Path:
     return lock
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kind, words",
     [
@@ -90,6 +91,7 @@ def run_without_dac_override(*args: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_an_unwritable_outdir_is_one_line_and_exit_2(lib, mirrored, tmp_path):
     before = listing(mirrored)
     mirrored.chmod(0o555)
@@ -126,6 +128,7 @@ def test_a_readonly_mirror_refuses_to_run_but_plans(lib, tmp_path, spy, tmpfs):
     assert started == [] and listing(disk) == before
 
 
+@pytest.mark.slow
 def test_an_input_without_flac_is_refused_unless_allowed(tmp_path, spy):
     empty = tmp_path / "music"
     (empty / "A").mkdir(parents=True)
@@ -141,6 +144,7 @@ def test_an_input_without_flac_is_refused_unless_allowed(tmp_path, spy):
     assert allowed.returncode == 0 and allowed.rows() == [] and "Traceback" not in allowed.stderr
 
 
+@pytest.mark.slow
 def test_a_library_missing_most_sources_looks_unmounted(lib, mirrored, spy):
     unmount(lib, keep=1)
     before = listing(mirrored, strict=False)
@@ -160,6 +164,7 @@ def test_a_library_missing_most_sources_looks_unmounted(lib, mirrored, spy):
     assert sum(s.startswith("SUCCESS (orphan") for s in (r["conversion_status"] for r in allowed.rows())) == 6
 
 
+@pytest.mark.slow
 def test_an_empty_library_with_a_known_state_needs_both_flags(lib, mirrored, spy):
     unmount(lib, keep=0)
     result, _ = run(lib, mirrored, spy, "--allow-empty")
@@ -174,6 +179,7 @@ def test_half_of_the_sources_is_not_unmounted(lib, mirrored, spy):
     assert result.returncode == 0 and started == [] and result.stderr == ""
 
 
+@pytest.mark.slow
 def test_a_library_on_another_file_system_looks_unmounted(lib, tmp_path, spy, tmpfs):
     """The disk is mounted at the library's folder; unmounted, the folder
     underneath holds a stale full copy: every source is there, the file

@@ -80,6 +80,7 @@ def assert_nothing_partial(out: Path, root: Path) -> None:
         assert duration(output) == pytest.approx(source_length(src), abs=0.08)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_stops_encoders_removes_temps_writes_log(four_files, tmp_path, fake_bin, signum, status):
     markers = tmp_path / "markers"
@@ -105,6 +106,7 @@ def test_interrupt_stops_encoders_removes_temps_writes_log(four_files, tmp_path,
     assert_nothing_partial(out, four_files)
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_no_final_partial_and_no_encoder(four_files, tmp_path, fake_bin):
     markers = tmp_path / "markers"
     out = tmp_path / "out"
@@ -162,6 +164,7 @@ def test_a_temp_file_left_behind_that_cannot_be_removed_is_named(four_files, tmp
     assert len(list(folder.glob("[!.]*.opus"))) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("closed", ["1>&-", "0<&- 1>&- 2>&-"])
 def test_a_run_with_its_standard_streams_closed_converts_and_logs(four_files, tmp_path, closed):
     """As a script or cron job may start it (``1>&-``): the run does its

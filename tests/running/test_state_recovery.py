@@ -31,6 +31,7 @@ def corrupt(state: Path, how: str) -> None:
         db.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "how, reason, aside",
     [

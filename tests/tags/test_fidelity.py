@@ -282,6 +282,7 @@ def test_id3v23(tmp_path, full):
     assert "TDRC" not in t and "TMOO" not in t
 
 
+@pytest.mark.slow
 def test_sources_without_tags_only_a_picture_and_1000_comments(tmp_path):
     root = tmp_path / "in"
     make_flac(root / "bare.flac")
@@ -310,6 +311,7 @@ def test_sources_without_tags_only_a_picture_and_1000_comments(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_folder_art_embedded_only_when_asked_and_missing(tmp_path):
     root = tmp_path / "in"
     make_flac(root / "a" / "song.flac")
@@ -327,6 +329,7 @@ def test_folder_art_embedded_only_when_asked_and_missing(tmp_path):
     assert [a.data for a in ID3(tmp_path / "out" / "mp3" / "b" / "has.mp3").getall("APIC")] == [own]
 
 
+@pytest.mark.slow
 def test_retag_rewrites_tags_in_place_without_reencoding(tmp_path):
     src = make_flac(tmp_path / "in" / "s.flac", tags={"TITLE": "Old", "ARTIST": "A"})
     out = tmp_path / "out"
@@ -354,6 +357,7 @@ def test_docs_tags_md_matches_the_tables():
     assert (REPO / "docs" / "tags.md").read_text() == made.stdout
 
 
+@pytest.mark.slow
 def test_picture_mp4_cannot_hold_is_skipped_with_a_warning(tmp_path):
     gif = tmp_path / "x.gif"
     subprocess.run(

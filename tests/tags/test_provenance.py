@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 from mutagen.flac import FLAC
 
 from tests.conftest import make_flac, read_log, run_flac2all
@@ -14,6 +15,7 @@ def flac_test(path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["flac", "--test", "--silent", str(path)], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_the_provenance_tag_never_pushes_a_flac_over_its_comment_limit(tmp_path):
     # libFLAC takes 100,000 comments and refuses 100,001 (checked with flac
     # itself below): the provenance tag would be the 100,001st.
