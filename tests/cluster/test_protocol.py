@@ -354,6 +354,7 @@ def test_the_master_welcomes_with_its_timings(tmp_path):
         master.kill()
 
 
+@pytest.mark.slow
 def test_master_survives_garbage_and_finishes_with_a_real_worker(tmp_path):
     lib = tmp_path / "music"
     make_flac(lib / "a.flac")
@@ -484,6 +485,7 @@ def test_worker_drops_hostile_tasks_without_starting_anything(tmp_path, fake_bin
     assert decodes(out / "mp3" / "a.mp3") and decodes(out / "opus" / "a.opus")
 
 
+@pytest.mark.slow
 def test_worker_follows_the_masters_timings_and_survives_bad_ones():
     """A fake master sends welcomes with impossible timings (dropped: the
     worker lives on), then one with a 0.1 s heartbeat and a 1.5 s dead-after

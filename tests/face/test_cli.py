@@ -180,6 +180,7 @@ def test_input_inside_outdir_and_same_folder_modes(tmp_path):
     assert len(again.rows()) == 1
 
 
+@pytest.mark.slow
 def test_threads_bounds_the_encoders_running(tmp_path, fake_bin):
     root = tmp_path / "in"
     for i in range(6):
@@ -361,6 +362,7 @@ def test_each_family_refuses_text_it_cannot_split(family):
         codecs.OPTION_FAMILIES[family].parse("-b:a 'unclosed")
 
 
+@pytest.mark.slow
 def test_aliases_and_all(library, tmp_path):
     out = tmp_path / "out"
     run = run_flac2all("ogg,aacplus", "-o", out, library)

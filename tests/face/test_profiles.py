@@ -133,6 +133,7 @@ def test_help_lists_the_profile_options():
         assert word in out
 
 
+@pytest.mark.slow
 def test_two_profiles_in_turn_with_dry_run_and_one_hook(library, tmp_path):
     cfg = tmp_path / "config.toml"
     hook = tmp_path / "hook.json"

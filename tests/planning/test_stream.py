@@ -133,6 +133,7 @@ def outputs_without_state(earlier: Path, out: Path) -> None:
         shutil.copytree(earlier / mode, out / mode / "Old")
 
 
+@pytest.mark.slow
 def test_streamed_run_is_the_whole_plans_run(tmp_path, monkeypatch):
     """A library with every kind of folder (``mixed_library``) and outputs
     adopted by their provenance tags (state rows without work): the same
@@ -177,6 +178,7 @@ def listed(stdout: str) -> tuple[dict[str, int], collections.Counter, dict[str, 
     return counts, files, sources
 
 
+@pytest.mark.slow
 def test_a_streamed_dry_run_lists_the_whole_plan_in_the_order_of_the_walk(tmp_path, monkeypatch):
     """Past the threshold, with no state, a dry run is planned and listed
     folder by folder: the same files under the same actions, refusals and
@@ -202,6 +204,7 @@ def test_a_streamed_dry_run_lists_the_whole_plan_in_the_order_of_the_walk(tmp_pa
         assert walked == sorted(walked, key=lambda p: (p.parent.parts, p.name)), action
 
 
+@pytest.mark.slow
 def test_a_mirror_with_state_is_planned_whole(tmp_path, monkeypatch):
     """A second run has a state: a source moved to another folder is a move
     (which needs the whole walk), not an encode, even when the library is
@@ -220,6 +223,7 @@ def test_a_mirror_with_state_is_planned_whole(tmp_path, monkeypatch):
     assert len(statuses) == 4 and "moved from" in statuses[0] and statuses[1:] == ["SUCCESS (skipped: up to date)"] * 3
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_streamed_run(tmp_path, fake_bin, monkeypatch):
     """The interrupt's guarantees hold while the walk goes on: encoders
     stopped, temps removed, the log written, the state only of outputs that
@@ -268,6 +272,7 @@ def small_disk(tmpfs) -> Path:
     return tmpfs(400)
 
 
+@pytest.mark.slow
 def test_a_full_disk_halts_a_streamed_run_and_counts_what_was_not_started(tmp_path, small_disk, monkeypatch):
     """The run stops on the full disk; the folders not yet walked are
     planned (not run) so that the summary counts every task not started,
@@ -289,6 +294,7 @@ def test_a_full_disk_halts_a_streamed_run_and_counts_what_was_not_started(tmp_pa
     assert temp_files(small_disk) == []
 
 
+@pytest.mark.slow
 def test_a_small_dry_run_warns_once_of_a_state_it_cannot_read(tmp_path, monkeypatch):
     """A dry run of a library below the threshold, whose state cannot be
     read, says so once (as 960e4db did): looking whether it could be

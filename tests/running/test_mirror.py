@@ -87,6 +87,7 @@ def test_noop_rerun_skips_everything_without_starting_a_process(lib, mirrored, s
     assert "24 skipped" in result.stdout
 
 
+@pytest.mark.slow
 def test_changed_audio_same_name_is_reencoded(lib, mirrored, spy):
     before = snapshot(mirrored)
     src = lib / "B" / "1 song.flac"
@@ -101,6 +102,7 @@ def test_changed_audio_same_name_is_reencoded(lib, mirrored, spy):
     assert_only_changed(before, snapshot(mirrored), {"mp3/B/1 song.mp3", "opus/B/1 song.opus"})
 
 
+@pytest.mark.slow
 def test_changed_tags_only_retags_without_encoding(lib, mirrored, spy):
     before = snapshot(mirrored)
     audio_before = audio_bytes(mirrored / "mp3" / "A" / "2 song.mp3")
@@ -120,6 +122,7 @@ def test_changed_tags_only_retags_without_encoding(lib, mirrored, spy):
     assert set(actions(again).values()) == {"SUCCESS (skipped: up to date)"}
 
 
+@pytest.mark.slow
 def test_changed_picture_only_retags(lib, mirrored, spy, tmp_path):
     pic = Picture()
     pic.type, pic.mime, pic.desc, pic.data = 3, "image/png", "front", b"\x89PNG\r\n\x1a\n" + bytes(100)
@@ -133,6 +136,7 @@ def test_changed_picture_only_retags(lib, mirrored, spy, tmp_path):
     assert ID3(mirrored / "mp3" / "C" / "0 song.mp3").getall("APIC")[0].data == pic.data
 
 
+@pytest.mark.slow
 def test_changed_encoder_options_reencode_that_mode_only(lib, mirrored, spy):
     before = snapshot(mirrored)
     result, started = run(lib, mirrored, spy, "--opus-options=bitrate 32:vbr")
@@ -144,6 +148,7 @@ def test_changed_encoder_options_reencode_that_mode_only(lib, mirrored, spy):
     assert all(after[k] == v for k, v in before.items() if k.suffix == ".mp3")
 
 
+@pytest.mark.slow
 def test_renamed_file_is_moved_not_reencoded(lib, mirrored, spy):
     old_mp3 = mirrored / "mp3" / "A" / "3 song.mp3"
     audio_before = audio_bytes(old_mp3)
@@ -159,6 +164,7 @@ def test_renamed_file_is_moved_not_reencoded(lib, mirrored, spy):
     assert set(actions(again).values()) == {"SUCCESS (skipped: up to date)"}
 
 
+@pytest.mark.slow
 def test_moved_folder_moves_its_outputs_and_removes_empty_folders(lib, mirrored, spy):
     (lib / "Sub").mkdir()
     (lib / "B").rename(lib / "Sub" / "B2")
@@ -171,6 +177,7 @@ def test_moved_folder_moves_its_outputs_and_removes_empty_folders(lib, mirrored,
     assert decodes(mirrored / "opus" / "Sub" / "B2" / "2 song.opus")
 
 
+@pytest.mark.slow
 def test_deleted_source_orphan_kept_then_deleted(lib, mirrored, spy):
     (lib / "C" / "1 song.flac").unlink()
     kept, started = run(lib, mirrored, spy)
@@ -194,6 +201,7 @@ def test_deleted_source_orphan_kept_then_deleted(lib, mirrored, spy):
     assert third.returncode == 0 and not (mirrored / "opus" / "A" / "0 song.opus").exists()
 
 
+@pytest.mark.slow
 def test_outputs_of_a_folder_that_cannot_be_read_are_not_orphans(lib, mirrored, tmp_path):
     """A source folder that cannot be read (permissions, a failing disk)
     may still hold its sources: --delete leaves its outputs alone, and the
@@ -219,6 +227,7 @@ def test_outputs_of_a_folder_that_cannot_be_read_are_not_orphans(lib, mirrored, 
     assert {r["conversion_status"] for r in read_log(mirrored)} == {"SUCCESS (skipped: up to date)"}
 
 
+@pytest.mark.slow
 def test_delete_guard_refuses_to_wipe_the_mirror(lib, mirrored, spy, tmp_path):
     before = snapshot(mirrored)
     shutil.rmtree(lib)
@@ -243,6 +252,7 @@ def test_delete_guard_refuses_to_wipe_the_mirror(lib, mirrored, spy, tmp_path):
     assert remaining == ["mp3/A/0 song.mp3", "opus/A/0 song.opus"]
 
 
+@pytest.mark.slow
 def test_deleted_state_database_is_rebuilt_without_reencoding(lib, mirrored, spy):
     before = snapshot(mirrored)
     shutil.rmtree(mirrored / ".flac2all")
@@ -255,6 +265,7 @@ def test_deleted_state_database_is_rebuilt_without_reencoding(lib, mirrored, spy
     assert set(actions(again).values()) == {"SUCCESS (skipped: up to date)"}
 
 
+@pytest.mark.slow
 def test_outputs_of_the_original_flac2all_are_adopted_and_retagged(lib, mirrored, spy):
     """No state and no provenance tag (outputs of 5.4): audio newer than its
     source is trusted, and its tags are rewritten."""
@@ -271,12 +282,14 @@ def test_outputs_of_the_original_flac2all_are_adopted_and_retagged(lib, mirrored
     assert ID3(mirrored / "mp3" / "A" / "0 song.mp3").getall("TXXX:FLAC2ALL_SOURCE")
 
 
+@pytest.mark.slow
 def test_force_reencodes_everything(lib, mirrored, spy):
     result, started = run(lib, mirrored, spy, "-f")
     assert set(actions(result).values()) == {"SUCCESS"}
     assert started.count("lame") == 12
 
 
+@pytest.mark.slow
 def test_dry_run_and_plan_json_change_nothing(lib, mirrored, spy, tmp_path):
     f = FLAC(lib / "A" / "1 song.flac")
     f["TITLE"] = "x"
@@ -303,6 +316,7 @@ def test_dry_run_and_plan_json_change_nothing(lib, mirrored, spy, tmp_path):
     assert dry.returncode == 0 and "encode  24" in dry.stdout and not fresh.exists()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_redoing_finished_outputs(lib, tmp_path, fake_bin):
     out = tmp_path / "out"
     real = shutil.which("opusenc")
@@ -365,6 +379,7 @@ def test_copies_are_tracked_and_orphan_copies_deleted(lib, tmp_path, spy):
     assert not (out / "mp3" / "A" / "cover.jpg").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_runs_temp_files_go_with_the_next_run_that_writes_their_folder(lib, mirrored, spy):
     """Stale temp files are swept from the folders the run writes into (the
     outputs a killed run left unfinished are redone there); a no-op run
@@ -380,6 +395,7 @@ def test_a_killed_runs_temp_files_go_with_the_next_run_that_writes_their_folder(
     assert_only_changed(before, snapshot(mirrored), {"mp3/A/1 song.mp3"})
 
 
+@pytest.mark.slow
 def test_a_dry_run_lists_an_actions_files_costliest_first(lib, mirrored, spy):
     """A re-run's dry run lists each action's files longest first, as the
     whole plan has them (README's ``--dry-run``; 960e4db did): a source's
