@@ -32,7 +32,7 @@ def shapes(tmp_path: Path) -> Path:
 def test_a_bad_lame_option_is_blamed_on_lame_behind_an_adapter(shapes, tmp_path, modes, fake_bin):
     # One mode: a plain pipe; two: one decoder feeding both (the fan-out).
     # The real lame, refusing an option only when it encodes (a refused
-    # --lame-options is caught before the run: tests/test_field_options.py).
+    # --lame-options is caught before the run: tests/codecs/test_options.py).
     path = fake_bin("lame", f'exec -a lame {shutil.which("lame")} --V 2 "$@"\n')
     out = tmp_path / "out"
     run = run_flac2all(modes, "-o", out, shapes, path_prefix=path, timeout=60)

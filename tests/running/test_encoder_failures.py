@@ -249,7 +249,7 @@ def test_full_disk_fails_tasks_cleanly(tmp_path, tiny_disk):
     # After the first failure the run starts nothing more, and says so.
     assert len(rows) == 4 or f"{4 - len(rows)} task(s) not started" in run.stdout
     for row in failed:
-        # One cause, however it surfaced (test_field_tasks tests each encoder).
+        # One cause, however it surfaced (tests/running/test_full_disk.py tries each encoder).
         assert re.fullmatch(
             rf"ERROR: no space left on device \({re.escape(str(tiny_disk))}'s filesystem: [\d.]+ MB free\)",
             row["conversion_status"],
