@@ -309,6 +309,7 @@ def test_from_python_with_the_callers_client_and_its_host_rows(cluster, tmp_path
     assert (row.host, row.processes, row.done) == (socket.gethostname(), 2, 3)
 
 
+@pytest.mark.slow
 def test_one_executor_at_a_time(tmp_path):
     (tmp_path / "music").mkdir()
     for extra in (["-m"], ["--dask-scheduler-file", "s.json"], ["--dask-jobqueue", "slurm"]):
