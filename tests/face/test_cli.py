@@ -92,6 +92,7 @@ def test_help_documents_every_mode_and_option():
         assert word in run.stdout
 
 
+@pytest.mark.slow
 def test_existing_outputs_are_skipped_as_success_then_forced(library, tmp_path):
     out = tmp_path / "out"
     assert run_flac2all("opus", "-o", out, library).returncode == 0
@@ -137,6 +138,7 @@ def test_nodirs_m_keeps_folders_without_mode_folders(library, tmp_path):
     assert not (out / "mp3").exists()
 
 
+@pytest.mark.slow
 def test_copy_copies_other_files_once_and_skips_unchanged(library, tmp_path):
     (library / "Album A" / "cover.jpg").write_bytes(b"\xff\xd8jpeg")
     (library / "notes.txt").write_text("hello")
@@ -166,6 +168,7 @@ def test_outdir_inside_input_is_never_read_as_input(library):
     assert not (out / "flac" / "converted").exists()
 
 
+@pytest.mark.slow
 def test_input_inside_outdir_and_same_folder_modes(tmp_path):
     root = tmp_path / "lib"
     make_flac(root / "x.flac")
@@ -208,6 +211,7 @@ exec {real} "$@"
         assert max(counts) == threads
 
 
+@pytest.mark.slow
 def test_encoder_options_reach_the_encoder(library, tmp_path, fake_bin):
     log = tmp_path / "argv"
     path = None
