@@ -1,4 +1,4 @@
-"""Write docs/tags.md from the tag tables (tests/test_tags.py keeps the two
+"""Write docs/tags.md from the tag tables (tests/tags/test_fidelity.py keeps the two
 equal):
 
     .venv/bin/python scripts/tags_doc.py > docs/tags.md
@@ -17,7 +17,7 @@ def mapping_markdown() -> str:
         "# Tag mapping",
         "",
         "Generated from the tables in `flac2all/tags/` by `scripts/tags_doc.py` (MusicBrainz Picard's tag mapping);",
-        "`tests/test_tags.py` checks that this file and the tables agree.",
+        "`tests/tags/test_fidelity.py` checks that this file and the tables agree.",
         "",
         "Ogg Vorbis, Opus and FLAC outputs get the source's Vorbis comments verbatim (every key, every",
         "value, in order), except that Opus outputs get `R128_TRACK_GAIN`/`R128_ALBUM_GAIN` (Q7.8 dB",

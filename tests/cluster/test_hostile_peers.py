@@ -1,0 +1,264 @@
+"""Hostile peers against a real master, a hostile master against a real
+worker: nobody crashes, nothing is written outside the allowed folders, and
+no forged SUCCESS reaches the CSV; one test per attack."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import zmq
+
+from flac2all.cluster import jobs, protocol
+from flac2all.cluster.protocol import Checks, ProtocolError, Timings
+from flac2all.model import Action, Settings, Task
+from tests.cluster.processes import FakeMaster, a_real_worker_finishes, start_master, start_worker
+from tests.conftest import decodes, make_flac, read_log, run_flac2all
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def lib(tmp_path: Path) -> Path:
+    root = tmp_path / "music"
+    for n in range(4):
+        make_flac(root / f"{n}.flac", seconds=0.2)
+    return root
+
+
+class FakeWorker:
+    """A bare DEALER that talks to a real master as the test says."""
+
+    def __init__(self, ctx: zmq.Context, port: int, host: str, session: str | None = None, slots: int = 1) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+        self.session = session or uuid.uuid4().hex
+        self.sock.send(protocol.hello_to_wire(self.session, host, 1, slots))
+
+    def join(self, modes: list[str], credit: int = 1) -> None:
+        self.sock.send(protocol.health_to_wire("", modes))
+        self.sock.send(protocol.ready_to_wire(credit))
+
+    def messages(self, seconds: float) -> list[dict]:
+        got = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.sock.poll(int(left * 1000) + 1):
+                got.append(protocol.decode(self.sock.recv()))
+        return got
+
+    def beat(self) -> None:
+        self.sock.send(protocol.heartbeat_to_wire())
+
+
+def only_true_successes(out: Path, count: int, liar: str) -> None:
+    rows = read_log(out)
+    assert len(rows) == count
+    assert all(r["conversion_status"] == "SUCCESS" for r in rows), rows
+    assert all(decodes(Path(r["outfile"])) for r in rows)
+    assert liar not in {r["host"] for r in rows}
+
+
+@pytest.mark.slow
+def test_a_session_clash_is_refused_and_the_run_goes_on(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    ctx = zmq.Context()
+    try:
+        first = FakeWorker(ctx, port, "first")
+        assert [m["type"] for m in first.messages(2) if m["type"] != "heartbeat"] == ["welcome"]
+        thief = FakeWorker(ctx, port, "thief", session=first.session)  # another connection, the same session
+        assert thief.messages(1) == []
+        first.sock.send(protocol.bye_to_wire())
+        a_real_worker_finishes(master, port)
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    only_true_successes(out, 4, "thief")
+    assert "Got 2 worker(s)" not in master.output.split("said goodbye")[0]
+
+
+@pytest.mark.slow
+def test_a_forged_success_is_not_believed(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    ctx = zmq.Context()
+    try:
+        liar = FakeWorker(ctx, port, "liar")
+        liar.join(["opus"])
+        jobs = [m for m in liar.messages(3) if m["type"] == "job"]
+        assert len(jobs) == 1  # its one slot
+        for task in jobs[0]["tasks"]:
+            result = {"id": task["id"], "attempt": task["attempt"], "status": "success", "message": ""}
+            liar.sock.send(json.dumps({"v": protocol.VERSION, "type": "result", **result, "returncode": 0,
+                                       "elapsed": 0.1, "facts": None}).encode())  # fmt: skip
+        master.wait_for(r"Worker liar:1 quarantined, it gets no more jobs: claimed \d\.opus \(opus\) done, but")
+        liar.beat()
+        assert not [m for m in liar.messages(1) if m["type"] == "job"]  # no more work for it
+        a_real_worker_finishes(master, port)
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    only_true_successes(out, 4, "liar")
+    assert "the master does not see the output" in master.output
+    assert "1 claimed result(s) not believed" in master.output
+    assert "liar: 0 done, 0 failed; quarantined: claimed" in master.output
+
+
+@pytest.mark.slow
+def test_credit_hoarding_is_capped_and_leases_take_the_jobs_back(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib, "--max-slots", "2", "--timeout", "1")
+    ctx = zmq.Context()
+    try:
+        greedy = FakeWorker(ctx, port, "greedy", slots=1024)  # more than any hello may declare: dropped
+        assert greedy.messages(1) == []
+        hoarder = FakeWorker(ctx, port, "hoarder", slots=protocol.MAX_SLOTS)
+        hoarder.join(["opus"], credit=protocol.MAX_SLOTS)
+        got = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "lease" not in master.output:
+            got += [m for m in hoarder.messages(0.5) if m["type"] == "job"]
+            hoarder.beat()  # alive, but it never answers
+        assert len(got) == 2  # capped at --max-slots
+        master.wait_for(r"Worker hoarder:1 held a job past its lease; 1 task\(s\) requeued")
+        worker = start_worker(port, 1)
+        while master.proc.poll() is None:
+            hoarder.beat()
+            hoarder.messages(0.5)
+        assert master.wait(10) == 0, master.output
+        assert worker.wait(30) == 0
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    only_true_successes(out, 4, "hoarder")
+    assert "quarantined, it gets no more jobs: held a job past its lease of 12 s" in master.output
+
+
+def welcome_and_health(fake: FakeMaster, settings: Settings, checks: Checks | None = None) -> tuple[bytes, dict]:
+    identity, _ = fake.expect("hello")
+    fake.send(identity, protocol.welcome_to_wire(jobs.settings_to_wire(settings), Timings(), checks or Checks()))
+    return identity, fake.expect("health")[1]
+
+
+def test_a_master_declaring_root_is_refused(tmp_path):
+    fake = FakeMaster()
+    worker = start_worker(fake.port, 1, "--retry-seconds", "5")
+    target = Path("/flac2all-test-evil") / uuid.uuid4().hex
+    try:
+        identity, health = welcome_and_health(fake, Settings(Path("/"), Path("/"), ("opus",), copy=True))
+        assert "the run's input folder / is outside what this worker allows" in health["problem"]
+        assert fake.expect("ready")[1]["credit"] == 0
+        job = {"source": "/etc/hostname", "action": "copy", "size": 10, "tasks": [
+            {"id": 1, "attempt": 0, "mode": "opus", "output": f"{target}/hostname", "settings_hash": ""}]}  # fmt: skip
+        fake.send(identity, protocol.encode("job", **job))
+        _, refusal = fake.expect("result")
+        assert refusal["status"] == "failed" and "refused the run" in refusal["message"]
+        fake.send(identity, protocol.shutdown_to_wire())
+        assert worker.wait(20) == 1
+    finally:
+        fake.close()
+        worker.kill()
+    assert not target.parent.exists()
+
+
+def test_symlinks_in_the_run_never_lead_a_job_outside(tmp_path):
+    src = make_flac(tmp_path / "music" / "a.flac", seconds=0.2)
+    out = tmp_path / "out"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "mp3").mkdir(parents=True)
+    (out / "evil").symlink_to(elsewhere)  # a folder inside OUTDIR that leads out
+    victim = elsewhere / "victim.mp3"
+    victim.write_bytes(b"precious")
+    (out / "mp3" / "b.mp3").symlink_to(victim)  # an output that is a link
+    (tmp_path / "music" / "secret.txt").symlink_to("/etc/hostname")  # a source that leads out
+    fake = FakeMaster()
+    worker = start_worker(fake.port, 1, "--retry-seconds", "5")
+    try:
+        identity, health = welcome_and_health(fake, Settings(src.parent, out, ("mp3",), copy=True))
+        assert health["problem"] == ""
+        jobs = [
+            ("encode", str(src), str(out / "evil" / "a.mp3")),
+            ("encode", str(src), str(out / "mp3" / "b.mp3")),
+            ("copy", str(tmp_path / "music" / "secret.txt"), str(out / "mp3" / "secret.txt")),
+        ]
+        for n, (action, source, output) in enumerate(jobs):
+            task = {"id": n, "attempt": 0, "mode": "mp3", "output": output, "settings_hash": ""}
+            fake.send(identity, protocol.encode("job", source=source, action=action, size=1, tasks=[task]))
+        messages = [fake.expect("result")[1]["message"] for _ in jobs]
+        fake.send(identity, protocol.shutdown_to_wire())
+        worker.wait(20)
+    finally:
+        fake.close()
+        worker.kill()
+    assert "resolves outside the run's output folder" in messages[0]
+    assert "exists and is not a regular file" in messages[1]
+    assert "resolves outside the run's input folder" in messages[2]
+    assert [p.name for p in elsewhere.iterdir()] == ["victim.mp3"] and victim.read_bytes() == b"precious"
+    assert not (out / "mp3" / "secret.txt").exists()
+
+
+def test_a_link_leading_out_in_a_batch_of_copies_is_refused_alone(tmp_path):
+    music, out = tmp_path / "music", tmp_path / "out"
+    music.mkdir()
+    for name in ("a.txt", "c.txt"):
+        (music / name).write_text(name)
+    (music / "b.txt").symlink_to("/etc/hostname")
+    fake = FakeMaster()
+    worker = start_worker(fake.port, 1, "--retry-seconds", "5")
+    try:
+        identity, health = welcome_and_health(fake, Settings(music, out, ("mp3",), copy=True))
+        assert health["problem"] == ""
+        batch = [
+            (n, 0, Task(music / name, "mp3", out / "mp3" / name, Action.COPY, 5))
+            for n, name in enumerate(("a.txt", "b.txt", "c.txt"))
+        ]
+        fake.send(identity, jobs.job_to_wire(batch))
+        results = [fake.expect("result")[1] for _ in batch]
+        fake.send(identity, protocol.shutdown_to_wire())
+        worker.wait(20)
+    finally:
+        fake.close()
+        worker.kill()
+    by_id = {r["id"]: r for r in results}
+    assert sorted(by_id) == [0, 1, 2]
+    assert by_id[1]["status"] == "failed" and "resolves outside the run's input folder" in by_id[1]["message"]
+    assert by_id[0]["status"] == by_id[2]["status"] == "success"  # its neighbours in the batch are done
+    assert sorted(p.name for p in (out / "mp3").iterdir()) == ["a.txt", "c.txt"]
+
+
+@pytest.mark.parametrize(
+    "family,words",
+    [("ffmpeg", ["-b:a", "128k", "evil.mka"]), ("opus", ["--save-range", "evil.txt"]), ("lame", ["--ti", "x"])],
+)
+def test_encoder_options_that_name_files_are_refused_by_workers(tmp_path, family, words):
+    fake = FakeMaster()
+    worker = start_worker(fake.port, 1, "--retry-seconds", "5")
+    settings = jobs.settings_to_wire(Settings(tmp_path, tmp_path / "out", ("opus",)))
+    try:
+        identity, _ = fake.expect("hello")
+        bad = {**settings, "options": {**settings["options"], family: words}}
+        fake.send(identity, protocol.welcome_to_wire(bad, Timings()))
+        worker.wait_for(r"dropped a message: ", timeout=10)
+        fake.send(identity, protocol.welcome_to_wire(settings, Timings()))  # the worker lives on
+        assert fake.expect("health")[1]["problem"] == ""
+        fake.send(identity, protocol.shutdown_to_wire())
+        assert worker.wait(20) == 0
+    finally:
+        fake.close()
+        worker.kill()
+    assert not [p for p in tmp_path.rglob("evil*")]
+    with pytest.raises(ProtocolError):
+        protocol.option_words(family, words)
+
+
+def test_the_master_refuses_file_naming_options_before_any_work(lib, tmp_path):
+    run = run_flac2all("f:libopus", "-m", "--insecure", "--ffmpeg-options=-b:a 128k evil.mka", "-o", tmp_path, lib)
+    assert run.returncode == 2 and "evil.mka" in run.stderr
+    assert not os.path.exists(tmp_path / "evil.mka")

@@ -1,0 +1,112 @@
+"""CurveZMQ keys: who may join, which master a worker trusts, and how a
+missing or clashing key file is told."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.outputs import check_outputs
+from tests.cluster.processes import (
+    free_port,
+    start_master,
+    start_worker,
+)
+from tests.conftest import run_flac2all
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def keygen(folder: Path, *args: str):
+    return run_flac2all("--cluster-keygen", folder, *args)
+
+
+@pytest.mark.slow
+def test_keys_authorize_the_right_worker_only_and_every_refusal_is_logged(lib, tmp_path):
+    keys, other = tmp_path / "keys", tmp_path / "other"
+    assert keygen(keys, "--worker", "good").returncode == 0
+    assert keygen(keys, "--worker", "dropped").returncode == 0
+    (keys / "authorized" / "dropped.key").unlink()  # a key the master no longer accepts
+    assert keygen(other, "--worker", "stranger").returncode == 0  # another cluster's worker
+    assert not (keys / "workers" / "good" / "master.key_secret").exists()  # no worker holds the master's secret
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib, "--keys", str(keys), insecure=False)
+    try:
+        assert "unauthenticated" not in master.output
+        few = ("--retry-seconds", "3")
+        unknown = start_worker(port, 1, "--keys", str(keys / "workers" / "dropped"), *few, insecure=False)
+        stranger = start_worker(port, 1, "--keys", str(other / "workers" / "stranger"), *few, insecure=False)
+        plain = start_worker(port, 1, *few)  # no keys at all
+        assert unknown.wait(60) == 3 and stranger.wait(60) == 3 and plain.wait(60) == 3
+        assert "Got 1 worker(s)" not in master.output
+        good = start_worker(port, 1, "--keys", str(keys / "workers" / "good"), insecure=False)
+        assert master.wait(60) == 0
+        assert good.wait(30) == 0
+    finally:
+        master.kill()
+    check_outputs(out, lib, {"opus": ".opus"})
+    assert master.count(r"Refused a connection from 127\.0\.0\.1: unknown key") == 1  # once per address
+    assert master.count(r"Refused a connection from .*: bad handshake") >= 1
+    for refused in (unknown, stranger, plain):
+        assert "handshake refused: wrong or unknown key" in refused.output, refused.output
+
+
+@pytest.mark.slow
+def test_worker_refuses_to_pin_a_rogue_master(lib, tmp_path):
+    """A master without the key the worker pins gets no worker."""
+    keys, rogue = tmp_path / "keys", tmp_path / "rogue"
+    keygen(keys, "--worker", "w")
+    keygen(rogue)
+    shutil.copy(keys / "authorized" / "w.key", rogue / "authorized" / "w.key")  # even if it accepts the worker
+    master, port = start_master("opus", tmp_path / "out", lib, "--keys", str(rogue), insecure=False)
+    try:
+        worker = start_worker(port, 1, "--keys", str(keys / "workers" / "w"), "--retry-seconds", "3", insecure=False)
+        assert worker.wait(60) == 3
+        assert "Got 1 worker(s)" not in master.output
+    finally:
+        master.kill()
+    assert "handshake refused: wrong or unknown key" in worker.output
+
+
+def test_a_worker_missing_one_of_its_keys_is_told_which_and_where_to_get_it(tmp_path):
+    keys = tmp_path / "keys"
+    assert keygen(keys, "--worker", "w").returncode == 0
+    mine = keys / "workers" / "w"
+    (mine / "master.key").unlink()  # copied all but one
+    worker = start_worker(free_port(), 1, "--keys", str(mine), "--retry-seconds", "1", insecure=False)
+    assert worker.wait(30) == 2
+    assert f"the key {mine / 'master.key'} is missing" in worker.output
+    assert "flac2all --cluster-keygen --worker NAME" in worker.output
+
+
+@pytest.mark.slow
+def test_keygen_never_overwrites_keys_unless_forced(tmp_path):
+    keys = tmp_path / "keys"
+    assert keygen(keys).returncode == 0
+    assert keygen(keys, "--worker", "w1").returncode == 0
+    before = {p: p.read_bytes() for p in keys.rglob("*") if p.is_file()}
+    again = keygen(keys)
+    assert again.returncode == 2 and "already holds the master's keys" in again.stderr
+    same = keygen(keys, "--worker", "w1")
+    assert same.returncode == 2 and "already has keys" in same.stderr
+    assert {p: p.read_bytes() for p in keys.rglob("*") if p.is_file()} == before
+    assert keygen(keys, "--worker", "w1", "--force").returncode == 0
+    assert (keys / "workers" / "w1" / "worker.key").read_bytes() != before[keys / "workers" / "w1" / "worker.key"]
+    assert (keys / "master.key").read_bytes() == before[keys / "master.key"]
+
+
+@pytest.mark.slow
+def test_the_first_master_makes_the_keys_and_a_keyless_worker_is_told_why(lib, tmp_path):
+    config = tmp_path / ".config" / "flac2all" / "cluster"  # XDG_CONFIG_HOME of the test
+    master, port = start_master("opus", tmp_path / "out", lib, "--wait-workers", "3", insecure=False)
+    assert master.wait(30) == 2
+    assert f"Made the cluster's keys in {config}" in master.output
+    assert (config / "master.key_secret").is_file() and (config / "authorized").is_dir()
+    assert "flac2all --cluster-keygen" in master.output  # how to give a worker keys
+    worker = start_worker(port, 1, insecure=False)
+    assert worker.wait(30) == 2
+    assert "no worker keys in" in worker.output
+    lax = start_worker(port, 1, allow=())
+    assert lax.wait(30) == 2 and "--insecure needs --allow" in lax.output

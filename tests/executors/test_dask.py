@@ -1,0 +1,318 @@
+"""The Dask executor with real processes on 127.0.0.1: a ``dask scheduler``
+and two ``dask worker`` processes (each a nanny and its worker process),
+started once for the module; fake encoders first on the workers' PATH.
+
+Without the dask extra these tests are skipped locally and fail under
+CI=true, as a missing encoder is (conftest.require).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+
+from flac2all.executors.dask import job_key
+from flac2all.model import Action, Job, Layout, Settings, SourceFacts, Status, Task, TaskResult
+from tests.cluster.processes import Proc, alive
+from tests.conftest import REPO, audio_bytes, decodes, make_flac, mutagen_file, read_log, run_flac2all, temp_files
+
+pytestmark = pytest.mark.timeout(120)
+
+# The fake opusenc's behaviour is chosen by its output's folder (the tests'
+# own folder names are lower case: they never contain these).
+SLOW, KILLS = "__SLOW__", "__KILLS__"
+
+
+def require_dask() -> None:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must install the dask extra: pip install '.[dask]'")
+        pytest.skip("the dask extra is not installed")
+
+
+def fake_opusenc(folder: Path, marks: Path) -> None:
+    """An opusenc that, for an output named __KILLS__, SIGKILLs the Dask
+    worker process that started it; for one named __SLOW__, marks its start
+    (file: its pid; content: the worker process's pid), writes a partial
+    output and hangs, unless ``marks/rerun`` exists; else the real one."""
+    real = shutil.which("opusenc")
+    exe = folder / "opusenc"
+    exe.write_text(f"""#!/bin/bash
+case "$1" in --version) exec {real} "$@";; esac
+out="${{@: -1}}"
+case "$out" in
+*{KILLS}*) kill -9 $PPID; sleep 30; exit 1;;
+*{SLOW}*)
+    if [ ! -e {marks}/rerun ]; then
+        echo $PPID > {marks}/$$
+        printf partial > "$out"
+        sleep 60
+        exit 1
+    fi
+    date +%s.%N > {marks}/rerun.$$;;
+esac
+exec {real} "$@"
+""")
+    exe.chmod(0o755)
+
+
+class DaskCluster:
+    """A scheduler (allowed-failures 1; a worker holds only the jobs it
+    runs) and two single-thread workers whose PATH starts with the fakes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.marks = root / "marks"
+        self.marks.mkdir()
+        fakes = root / "fakebin"
+        fakes.mkdir()
+        fake_opusenc(fakes, self.marks)
+        self.file = root / "scheduler.json"
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1",
+            "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0",
+        }
+        dask = [sys.executable, "-m", "dask"]
+        self.scheduler = Proc(
+            [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0"]
+            + ["--scheduler-file", str(self.file)],
+            env,
+        )
+        self.address = self.scheduler.wait_for(r"Scheduler at:\s+(tcp://\S+)", 60).group(1)
+        env["PATH"] = f"{fakes}{os.pathsep}{env['PATH']}"
+        self.workers = [
+            Proc(
+                [*dask, "worker", self.address, "--nthreads", "1", "--no-dashboard", "--death-timeout", "30"]
+                + ["--local-directory", str(root / f"worker{i}")],
+                env,
+            )
+            for i in range(2)
+        ]
+        self.ready()
+
+    def ready(self, timeout: float = 60) -> None:
+        """Both workers connected (a killed one is restarted by its nanny)."""
+        from distributed import Client
+
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=timeout)
+        for mark in self.marks.iterdir():
+            mark.unlink()
+
+    def stop(self) -> None:
+        for proc in [*self.workers, self.scheduler]:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    require_dask()
+    cluster = DaskCluster(tmp_path_factory.mktemp("dask"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster(dask_cluster):
+    dask_cluster.ready()
+    return dask_cluster
+
+
+def lib(root: Path, *names: str) -> Path:
+    for name in names:
+        # A folder per source: the fake opusenc sees only its output's temp
+        # name, in the output folder named after it.
+        make_flac(root / name / f"{name}.flac", seconds=0.2, tags={"TITLE": name})
+    return root
+
+
+def flac2all(*args: str | Path) -> Proc:
+    return Proc([sys.executable, "-m", "flac2all", *map(str, args)], {**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def outcome(rows: list[dict]) -> list[tuple[str, str, str, str]]:
+    return sorted((r["infile"], r["outfile"], r["format"], r["conversion_status"]) for r in rows)
+
+
+def wait_for_marks(marks: Path, count: int = 1, timeout: float = 30) -> list[Path]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [m for m in marks.iterdir() if m.name.isdigit() and m.read_text().strip()]
+        if len(found) >= count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"no fake encoder started within {timeout} s")
+
+
+@pytest.mark.slow
+def test_a_dask_run_matches_a_local_run(cluster, tmp_path):
+    music = lib(tmp_path / "music", *(f"t{n}" for n in range(6)))
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    here = flac2all("mp3,opus", "-o", local, music)
+    assert here.wait(60) == 0, here.output
+    there = flac2all("mp3,opus", "--dask", cluster.address, "-o", remote, music)
+    assert there.wait(60) == 0, there.output
+    assert f"Dask scheduler {cluster.address}, dashboard: http://127.0.0.1:" in there.output
+    assert "Checked the encoders on the Dask worker" in there.output
+    rows = read_log(remote)
+    assert len(rows) == 12 and all(r["conversion_status"] == "SUCCESS" for r in rows)
+    assert outcome(rows) == [(i, o.replace(str(local), str(remote)), f, s) for i, o, f, s in outcome(read_log(local))]
+    for made in local.rglob("*.*"):
+        if made.suffix in (".mp3", ".opus"):
+            twin = remote / made.relative_to(local)
+            assert audio_bytes(twin) == audio_bytes(made)
+            assert sorted(mutagen_file(twin).tags.items()) == sorted(mutagen_file(made).tags.items())
+    assert temp_files(remote) == []
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_worker_mid_job_reruns_it_once(cluster, tmp_path):
+    music = lib(tmp_path / "music", "a", "b", f"c{SLOW}", "d", "e")
+    out = tmp_path / "out"
+    run = flac2all("mp3,opus", "--dask-scheduler-file", cluster.file, "-o", out, music)
+    (mark,) = wait_for_marks(cluster.marks)
+    encoder, worker = int(mark.name), int(mark.read_text())
+    assert list(out.rglob(".flac2all-tmp-*")), "the partial output is there"
+    (cluster.marks / "rerun").touch()
+    os.kill(worker, signal.SIGKILL)
+    assert run.wait(60) == 0, run.output
+    assert "left; the scheduler reruns its 1 job(s)" in run.output
+    assert list(cluster.marks.glob("rerun.*")), "the job ran again"
+    rows = read_log(out)
+    assert len(rows) == 10 and len({r["outfile"] for r in rows}) == 10  # each task once
+    assert all(r["conversion_status"] == "SUCCESS" for r in rows), rows
+    for row in rows:
+        assert decodes(Path(row["outfile"]))
+    assert temp_files(out) == []  # the killed worker's partial output swept
+    assert not alive(encoder)  # died with its worker process
+
+
+@pytest.mark.slow
+def test_a_job_that_kills_its_worker_every_time_fails_with_the_reason(cluster, tmp_path):
+    music = lib(tmp_path / "music", "a", f"b{KILLS}", "c")
+    out = tmp_path / "out"
+    run = flac2all("mp3,opus", "--dask", cluster.address, "-o", out, music)
+    assert run.wait(90) == 1, run.output
+    rows = read_log(out)
+    assert len(rows) == 6
+    failed = [r for r in rows if KILLS in r["infile"]]
+    assert [r["format"] for r in sorted(failed, key=lambda r: r["format"])] == ["mp3", "opus"]
+    for row in failed:
+        assert row["conversion_status"] == (
+            "ERROR: Dask workers died under this job 2 times (distributed.scheduler.allowed-failures = 1)"
+        )
+    assert all(r["conversion_status"] == "SUCCESS" for r in rows if r not in failed), (rows, run.output)
+    assert temp_files(out) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_client_stops_the_jobs_and_writes_the_log(cluster, tmp_path):
+    music = lib(tmp_path / "music", "a", "b", f"c{SLOW}")
+    out = tmp_path / "out"
+    run = flac2all("mp3,opus", "--dask", cluster.address, "-o", out, music)
+    (mark,) = wait_for_marks(cluster.marks)
+    run.wait_for(r"^encoded .*/b\.opus", 30)
+    run.wait_for(r"^encoded .*/a\.opus", 30)
+    run.signal(signal.SIGINT)
+    assert run.wait(30) == 130, run.output
+    rows = read_log(out)
+    assert sorted(Path(r["outfile"]).name for r in rows) == ["a.mp3", "a.opus", "b.mp3", "b.opus"]
+    assert temp_files(out) == []
+    assert not alive(int(mark.name))  # its encoder was stopped
+    assert alive(int(mark.read_text()))  # but not the worker: the cluster serves on
+
+
+def test_without_the_dask_extra_dask_options_exit_2_at_once(tmp_path):
+    """A real interpreter that lacks dask: python -S (no site-packages) with
+    a path that holds every package installed here but dask's."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    dask_free = tmp_path / "site"
+    dask_free.mkdir()
+    for entry in site.iterdir():
+        if not entry.name.startswith(("dask", "distributed", "flac2all", "__editable__")):
+            (dask_free / entry.name).symlink_to(entry)
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{dask_free}"}
+    (tmp_path / "music").mkdir()
+    check = [sys.executable, "-S", "-c", "import mutagen, zmq, rich; import distributed"]
+    assert subprocess.run(check, env=env, capture_output=True).returncode == 1  # dask really is missing
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-S", "-m", "flac2all", "opus", "--dask", "tcp://127.0.0.1:9", "-o", "out", "music"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--dask needs Dask, which is not installed: pip install 'flac2all[dask]'" in proc.stderr
+    assert time.monotonic() - started < 10
+    assert not (tmp_path / "out").exists()  # nothing was touched
+
+
+def test_what_travels_to_the_workers_pickles():
+    """Settings (a mappingproxy inside), tasks with hostile paths, results:
+    Dask pickles them; plain pickle must do."""
+    settings = Settings(Path("/in"), Path("/out"), ("mp3",), layout=Layout.FLAT, options={"lame": ("-V", "2")})
+    task = Task(Path(os.fsdecode(b"/in/caf\xe9 -x.flac")), "mp3", Path("/out/x.mp3"), Action.ENCODE, 5)
+    result = TaskResult(task, Status.SUCCESS, "note", 0, 1.5, SourceFacts(1, 2, "md5", "t", "p"))
+    for value in (settings, Job((task,), 1.0), result):
+        assert pickle.loads(pickle.dumps(value)) == value
+    again = pickle.loads(pickle.dumps(settings))
+    assert dict(again.options) == {"lame": ("-V", "2")}
+    with pytest.raises(TypeError):
+        again.options["lame"] = ()  # still read-only
+    key = job_key("run1", 3, Job((task,)))
+    assert key.startswith("flac2all_encode-run1-000003-caf") and key.encode("utf-8")
+
+
+@pytest.mark.slow
+def test_from_python_with_the_callers_client_and_its_host_rows(cluster, tmp_path):
+    """engine.run with a DaskExecutor around a Client of one's own (a
+    dask-jobqueue cluster's, for example): the client stays open, and the
+    display's host rows come from the scheduler and the run."""
+    from distributed import Client
+
+    from flac2all.executors.dask import DaskExecutor
+    from flac2all.face import console
+    from flac2all.running import engine
+
+    music = lib(tmp_path / "music", "a", "b", "c")
+    seen = []
+
+    class Watch(console.Silent):
+        def begin(self, total, hosts, root, jobs):
+            self.hosts = hosts
+
+        def finished(self, result):
+            seen.append(self.hosts())
+
+    with Client(cluster.address) as client:
+        executor = DaskExecutor(client, say=lambda line: None)
+        report = engine.run(Settings(music, tmp_path / "out", ("opus",)), Watch(), executor=executor)
+        assert client.status == "running"
+    assert report.exit_status == 0 and len(report.results) == 3
+    (row,) = seen[-1]
+    assert (row.host, row.processes, row.done) == (socket.gethostname(), 2, 3)
+
+
+@pytest.mark.slow
+def test_one_executor_at_a_time(tmp_path):
+    (tmp_path / "music").mkdir()
+    for extra in (["-m"], ["--dask-scheduler-file", "s.json"], ["--dask-jobqueue", "slurm"]):
+        run = run_flac2all("opus", "--dask", "tcp://127.0.0.1:9", *extra, "-o", tmp_path / "out", tmp_path / "music")
+        assert run.returncode == 2
+        assert "choose one of -m, --dask, --dask-scheduler-file and --dask-jobqueue" in run.stderr

@@ -1,0 +1,175 @@
+"""Device profiles: the TOML file, its checks, the command line over it,
+several profiles in turn, and the --on-done hook."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flac2all.face import config
+from flac2all.face.cli import build_parser
+from flac2all.face.config import ConfigError, settings_from
+from flac2all.model import Layout, Lossy, Names
+from tests.conftest import run_flac2all
+
+CONFIG = """\
+# two devices
+[profile.car]
+modes = ["mp3"]
+input = "music"
+outdir = "car"
+lame-options = "V 2"
+names = "fat32"
+art-max-size = 500
+lossy = "copy"
+playlists = true
+delete = true
+
+[profile."phone"]
+modes = "opus,vorbis"
+input = "~/music"
+outdir = "/media/phone"
+threads = 2
+nodirs = "m"
+"id3v2.3" = true
+max-bitrate = 256
+on-done = "notify-send done"
+"""
+
+
+def runs(tmp_path: Path, text: str, *argv: str):
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    parser = build_parser()
+    given = parser.parse_given(["--config", str(path), *argv])
+    return [(name, settings_from(ns)[0], ns) for name, ns in config.runs(parser.options, given)]
+
+
+def test_profiles_become_the_settings_the_command_line_builds(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (car, s, ns), (phone, p, pns) = runs(tmp_path, CONFIG, "--all-profiles")
+    assert (car, phone) == ("car", "phone")
+    # Relative paths are the config file's folder's; '~' is the home.
+    assert s.input_dir == tmp_path / "music" and s.outdir == tmp_path / "car"
+    assert s.modes == ("mp3",) and s.options["lame"] == ("-V", "2")
+    assert (s.names, s.art_max_size, s.lossy, s.playlists, s.delete) == (Names.FAT32, 500, Lossy.COPY, True, True)
+    assert p.input_dir == tmp_path / "home" / "music" and p.modes == ("opus", "vorbis")
+    assert (p.threads, p.layout, p.id3v23, p.max_bitrate) == (2, Layout.NO_MODE_DIRS, True, 256)
+    assert pns.on_done == "notify-send done" and ns.on_done is None
+    # The same command line without a profile builds the same Settings.
+    line = build_parser().parse_args(
+        [
+            "mp3",
+            str(tmp_path / "music"),
+            "-o",
+            str(tmp_path / "car"),
+            "--lame-options=V 2",
+            "--names",
+            "fat32",
+            "--art-max-size",
+            "500",
+            "--lossy",
+            "copy",
+            "--playlists",
+            "--delete",
+        ]
+    )
+    assert settings_from(line)[0] == s
+
+
+def test_the_command_line_overrides_the_profile(tmp_path):
+    [(_, s, ns)] = runs(tmp_path, CONFIG, "--profile", "car", "-t", "1", "--names", "posix", "--dry-run", "opus")
+    assert s.threads == 1 and s.names is Names.POSIX and s.modes == ("opus",) and ns.dry_run
+    assert s.options["lame"] == ("-V", "2")  # the rest is the profile's
+    [(_, s, _)] = runs(tmp_path, CONFIG, "--profile", "phone", "--profile", "phone")  # once each
+    assert s.threads == 2
+
+
+def test_the_command_line_names_mode_and_input_around_its_options(tmp_path):
+    [(_, s, _)] = runs(tmp_path, CONFIG, "opus", "--profile", "car", "-t", "1", str(tmp_path / "elsewhere"))
+    assert (s.modes, s.input_dir, s.threads) == (("opus",), tmp_path / "elsewhere", 1)
+    # Modes the shell split: the profile's input stays.
+    [(_, s, _)] = runs(tmp_path, CONFIG, "--profile", "car", "mp3,", "opus")
+    assert (s.modes, s.input_dir) == (("mp3", "opus"), tmp_path / "music")
+
+
+@pytest.mark.parametrize(
+    "body, line, message",
+    [
+        ('modes = ["mp3"]\nthreds = 2\n', 3, "[profile.car] threds: unknown key (did you mean threads?)"),
+        ('modes = ["mp3"]\n  threads = 0\n', 3, "[profile.car] threads: must be at least 1, not 0"),
+        ("modes = ['mp3', 'wav']\n", 2, "[profile.car] modes: unknown mode 'wav'"),
+        ('modes = "mp3"\nnames = "vfat"\n', 3, "[profile.car] names: must be one of: posix, fat32"),
+        ('modes = "mp3"\ndelete = "yes"\n', 3, "[profile.car] delete: must be true or false"),
+        ('modes = "mp3"\nart-max-size = "big"\n', 3, "[profile.car] art-max-size: must be a number"),
+        ('modes = "mp3"\nlame-options = "V \'x"\n', 3, "[profile.car] lame-options: cannot parse"),
+        ('modes = "mp3"\non-done = "notify \'x"\n', 3, "[profile.car] on-done: cannot split"),
+        ('modes = "mp3"\n', 1, "[profile.car]: no 'input' (nor on the command line)"),
+    ],
+)
+def test_a_bad_key_names_the_file_line_and_key(tmp_path, body, line, message):
+    with pytest.raises(ConfigError) as err:
+        runs(tmp_path, "[profile.car]\n" + body, "--profile", "car")
+    assert str(err.value).startswith(f"{tmp_path / 'config.toml'}, line {line}: {message}")
+
+
+def test_the_file_itself_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match=r"line 1: profiles: unknown key"):
+        runs(tmp_path, "profiles = 1\n", "--all-profiles")
+    with pytest.raises(ConfigError, match=r"not valid TOML: .*line 1"):
+        runs(tmp_path, "[profile.car\n", "--all-profiles")
+    with pytest.raises(ConfigError, match=r"no profile 'bus' \(its profiles: car, phone\)"):
+        runs(tmp_path, CONFIG, "--profile", "bus")
+    with pytest.raises(ConfigError, match="no such file"):
+        config.load(tmp_path / "none.toml", build_parser().options)
+
+
+def test_key_line_finds_dotted_and_quoted_keys():
+    text = '[profile]\ncar.modes = "mp3"\n[profile."my phone"]\n "lame-options" = "V 2"\n'
+    assert config.key_line(text, ["profile", "car", "modes"]) == 2
+    assert config.key_line(text, ["profile", "my phone", "lame-options"]) == 4
+    assert config.key_line(text, ["profile", "my phone", "threads"]) == 3  # its table's header
+
+
+def test_help_lists_the_profile_options():
+    out = run_flac2all("--help").stdout
+    for word in ("--config", "--profile", "--all-profiles", "--names", "--lossy", "--max-bitrate"):
+        assert word in out
+    for word in ("--art-max-size", "--playlists", "--on-done", "[profile.car]", "lame-options"):
+        assert word in out
+
+
+@pytest.mark.slow
+def test_two_profiles_in_turn_with_dry_run_and_one_hook(library, tmp_path):
+    cfg = tmp_path / "config.toml"
+    hook = tmp_path / "hook.json"
+    cfg.write_text(
+        f'[profile.a]\nmodes = ["mp3"]\ninput = "{library}"\noutdir = "out-a"\n'
+        f'[profile.b]\nmodes = ["opus"]\ninput = "{library}"\noutdir = "out-b"\n'
+    )
+    dry = run_flac2all("--config", cfg, "--all-profiles", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.count("dry run: nothing changed") == 2 and "encode  3" in dry.stdout
+    assert not (tmp_path / "out-a").exists() and not (tmp_path / "out-b").exists()
+    hook_cmd = f"sh -c 'cat > {hook}'"
+    done = run_flac2all("--config", cfg, "--profile", "a", "--profile", "b", "-q", "--on-done", hook_cmd)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "out-a" / "mp3").rglob("*.mp3"))) == 3
+    assert len(list((tmp_path / "out-b" / "opus").rglob("*.opus"))) == 3
+    summary = json.loads(hook.read_text())
+    assert summary["exit_status"] == 0 and [r["profile"] for r in summary["runs"]] == ["a", "b"]
+    assert [r["done"]["encode"] for r in summary["runs"]] == [3, 3]
+    # A failing hook fails the run; a missing input fails its profile only.
+    text = cfg.read_text()
+    cfg.write_text(text.replace(f'input = "{library}"\noutdir = "out-a"', 'input = "nope"\noutdir = "out-a"'))
+    again = run_flac2all("--config", cfg, "--all-profiles", "-q", "--on-done", "false")
+    assert again.returncode == 2
+    assert "profile a: input folder" in again.stderr and "--on-done false: exited with status 1" in again.stderr
+    assert "3 skipped" in again.stdout  # profile b ran
+
+
+def test_config_without_a_profile_is_a_usage_error(library, tmp_path):
+    run = run_flac2all("mp3", library, "-o", tmp_path / "o", "--config", tmp_path / "c.toml")
+    assert run.returncode == 2 and "add --profile NAME or --all-profiles" in run.stderr

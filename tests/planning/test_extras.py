@@ -1,0 +1,50 @@
+"""Extras copied with -c and folder art: regular files only, never a
+device, a FIFO or a link to one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from mutagen.mp3 import MP3
+
+from tests.conftest import make_flac, read_log, run_flac2all, temp_files
+
+
+@pytest.fixture
+def hostile_extras(tmp_path: Path) -> Path:
+    """An album whose extras include a link to /dev/zero named like cover
+    art and a FIFO nobody writes to."""
+    root = tmp_path / "in"
+    make_flac(root / "album" / "01.flac")
+    (root / "album" / "cover.jpg").symlink_to("/dev/zero")
+    os.mkfifo(root / "album" / "notes.txt")
+    (root / "album" / "booklet.pdf").write_bytes(b"%PDF-1.4 booklet\n" * 100)
+    return root
+
+
+def test_copy_takes_regular_files_only(hostile_extras, tmp_path):
+    out = tmp_path / "out"
+    run = run_flac2all("mp3", "-c", "-o", out, hostile_extras, timeout=60)
+    assert run.returncode == 1, run.stdout + run.stderr
+    status = {Path(r["infile"]).name: r["conversion_status"] for r in read_log(out)}
+    assert status == {
+        "01.flac": "SUCCESS",
+        "booklet.pdf": "SUCCESS (copied)",
+        "cover.jpg": "ERROR: not a regular file (character device)",
+        "notes.txt": "ERROR: not a regular file (FIFO)",
+    }
+    copied = out / "mp3" / "album" / "booklet.pdf"
+    assert copied.read_bytes() == (hostile_extras / "album" / "booklet.pdf").read_bytes()
+    assert not (out / "mp3" / "album" / "cover.jpg").exists()
+    assert not (out / "mp3" / "album" / "notes.txt").exists()
+    assert temp_files(out) == []
+
+
+def test_folder_art_that_is_not_a_regular_file_is_not_read(hostile_extras, tmp_path):
+    out = tmp_path / "out"
+    run = run_flac2all("mp3", "--embed-folder-art", "-o", out, hostile_extras, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [r["conversion_status"] for r in read_log(out)] == ["SUCCESS"]
+    assert not MP3(out / "mp3" / "album" / "01.mp3").tags.getall("APIC")

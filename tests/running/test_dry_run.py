@@ -1,0 +1,79 @@
+"""The dry run: always shows its plan, with what a run would refuse as
+warnings, writes nothing at all, and prints the same listing however it
+is cut into pieces."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flac2all.codecs import CODECS
+from flac2all.model import Settings
+from flac2all.planning import plan
+from flac2all.planning.discovery import discover
+from flac2all.planning.flow import Whole
+from flac2all.running.listing import Listing
+from tests.conftest import make_flac, read_log
+from tests.planning.tree import make_tree
+from tests.running.folders import listing, one_line_error, run, unmount
+
+
+def test_a_dry_run_writes_nothing_in_outdir(lib, mirrored, spy, tmp_path):
+    make_flac(lib / "C" / "new.flac", seconds=0.1)
+    before = listing(mirrored)
+    dry, started = run(lib, mirrored, spy, "--dry-run", "--delete", "--plan-json", tmp_path / "plan.json")
+    assert dry.returncode == 0 and "encode  2" in dry.stdout and started == []
+    assert listing(mirrored) == before  # no -wal, no -shm, no lock, no log
+
+
+@pytest.mark.slow
+def test_a_dry_run_sees_rows_a_killed_run_left_in_the_wal(lib, mirrored, spy):
+    """SQLite's immutable mode would miss them: the dry run reads a copy."""
+    state = mirrored / ".flac2all" / "state.sqlite"
+    killed = (
+        "import os, sqlite3, sys\n"
+        "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "db.execute('PRAGMA wal_autocheckpoint=0')\n"
+        "db.execute(\"UPDATE outputs SET settings_hash = 'old' WHERE mode = 'mp3'\")\n"
+        "os._exit(0)\n"  # no checkpoint: the change is in the WAL only
+    )
+    subprocess.run([sys.executable, "-c", killed, str(state)], check=True, timeout=30)
+    assert state.with_name("state.sqlite-wal").stat().st_size > 0
+    before = listing(mirrored)
+    dry, _ = run(lib, mirrored, spy, "--dry-run")
+    assert dry.returncode == 0 and "encode  4" in dry.stdout and "skip    4" in dry.stdout
+    assert listing(mirrored) == before
+    result, started = run(lib, mirrored, spy)
+    assert started.count("lame") == 4 and "opusenc" not in started
+    assert sum(r["conversion_status"] == "SUCCESS" for r in read_log(mirrored)) == 4
+
+
+@pytest.mark.slow
+def test_dry_run_delete_shows_the_plan_and_warns_where_delete_refuses(lib, mirrored, spy):
+    unmount(lib, keep=2)  # 4 of 8 outputs would go: more than --delete's 10%
+    before = listing(mirrored, strict=False)
+    refused, _ = run(lib, mirrored, spy, "--delete")
+    one_line_error(refused, "--delete would remove 4 of the 8 outputs", "Run with --dry-run to see the list")
+    assert listing(mirrored, strict=False) == before
+    before = listing(mirrored)
+    dry, _ = run(lib, mirrored, spy, "--delete", "--dry-run")
+    assert dry.returncode == 0 and "delete  4" in dry.stdout
+    warning = "WARNING: a run would refuse: --delete would remove 4 of the 8 outputs"
+    assert dry.stderr.startswith(warning) and "Run with --dry-run" not in dry.stderr
+    assert "--delete-anyway" in dry.stderr
+    assert listing(mirrored) == before
+
+
+def test_the_dry_run_listing_in_pieces_is_the_listing(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    settings = Settings(input_dir=tmp_path, outdir=tmp_path.parent / "out", modes=("mp3", "opus"))
+    tree = discover(tmp_path)
+    the_plan = plan.build(tree, (CODECS["mp3"], CODECS["opus"]), settings, refuse=False)
+    listed = Listing(Whole(the_plan, tree))
+    whole = listed.describe(settings)
+    assert whole.count("\n") + 1 == 3 + 24  # header, count, "encode:", one line per task
+    for size in (1, 2, 5, 10000):
+        assert "\n".join(listed.describe_chunks(settings, size)) == whole

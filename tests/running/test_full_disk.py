@@ -1,0 +1,182 @@
+"""A full disk is one cause, however it surfaces (an encoder's own words, a
+copy, a write that failed without saying why), and halts the run with one
+message; quota and read-only are named as what they are."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+import pytest
+from mutagen import MutagenError
+
+from flac2all.errors import DISK_FULL, TaskError, disk_full_cause
+from flac2all.model import Action, Settings, Status, Task
+from flac2all.running.procs import ProcessGroup
+from flac2all.running.runner import execute_batch
+from tests.conftest import decodes, make_flac, read_log, run_flac2all, temp_files
+
+
+@pytest.fixture
+def tiny_disk(tmpfs) -> Path:
+    return tmpfs(300)
+
+
+@pytest.fixture
+def small_disk(tmpfs) -> Path:
+    """Room for about one of the outputs FILLING makes, plus the state and the log."""
+    return tmpfs(400)
+
+
+FULL = r"no space left on device \({folder}'s filesystem: \d+(\.\d)? MB free\)"
+
+
+def enospc() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/out/x.mp3")
+
+
+def wrapped_in_a_task_error() -> TaskError:
+    try:
+        try:
+            raise enospc()
+        except OSError as exc:
+            raise TaskError(f"cannot write /out/x.mp3: {exc.strerror}") from None
+    except TaskError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        pytest.param(enospc(), id="oserror"),
+        pytest.param(MutagenError(enospc()), id="mutagen-wrapping-it"),
+        pytest.param(wrapped_in_a_task_error(), id="task-error-from-it"),
+        pytest.param(
+            "ffmpeg exited with status 1: Error closing file file:/o/x.m4a: No space left on device", id="text"
+        ),
+    ],
+)
+def test_a_full_disk_is_one_cause_however_it_surfaces(tmp_path, problem):
+    cause = disk_full_cause(problem, tmp_path)
+    assert cause is not None and re.fullmatch(FULL.format(folder=re.escape(str(tmp_path))), cause), cause
+
+
+def test_quota_and_read_only_are_named_as_what_they_are(tmp_path):
+    quota = disk_full_cause(OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)), tmp_path)
+    assert quota is not None and quota.startswith(f"disk quota exceeded ({tmp_path}'s filesystem: ")
+    assert disk_full_cause("cannot create folder /o/a: Read-only file system", tmp_path) == (
+        f"read-only file system ({tmp_path})"
+    )
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        OSError(errno.EACCES, "Permission denied"),
+        OSError(errno.EFBIG, "File too large"),
+        "lame was killed by SIGXFSZ",
+        "lame exited with status 1: lame: unrecognized option --V",
+        # A write that failed without saying why, on a filesystem with room:
+        # not called a full disk.
+        "lame exited with status 1: Error writing mp3 output",
+        "opusenc exited with status 1: Encoding aborted: write failed",
+    ],
+)
+def test_other_failures_are_not_a_full_disk(tmp_path, problem):
+    assert disk_full_cause(problem, tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "lame exited with status 1: Error writing mp3 output",
+        "oggenc exited with status 1: Failed writing data to output stream",
+        "opusenc exited with status 1: Encoding aborted: write failed",
+        "flac exited with status 1: An error occurred while writing; the most common cause is that the disk is full.",
+    ],
+)
+def test_a_write_that_failed_without_saying_why_on_a_full_disk_is_one(tiny_disk, said):
+    with pytest.raises(OSError):
+        (tiny_disk / "filler").write_bytes(b"\0" * 400 * 1024)
+    cause = disk_full_cause(said, tiny_disk)
+    assert cause is not None and re.fullmatch(FULL.format(folder=re.escape(str(tiny_disk))), cause), cause
+
+
+# Seconds of audio whose output in each mode takes about 260 KB: on a 400 KiB
+# disk at most one fits, and what it leaves holds the state and the log.
+FILLING = {"mp3": 16, "vorbis": 26, "opus": 28, "flac": 3, "aac": 11}
+
+
+def full_disk_status(outdir: Path) -> str:
+    return rf"ERROR: no space left on device \({re.escape(str(outdir))}'s filesystem: \d+(\.\d)? MB free\)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", list(FILLING))
+def test_a_full_disk_is_one_cause_whatever_the_encoder_says(tmp_path, small_disk, mode):
+    # lame, oggenc, opusenc and flac each say a write failed in their own
+    # words (most without saying why); ffmpeg says "No space left" and may
+    # still exit 0. The user reads one cause.
+    root = tmp_path / "in"
+    for i in range(3):
+        make_flac(root / f"{i}.flac", seconds=FILLING[mode])
+    run = run_flac2all(mode, "-o", small_disk, root, timeout=90)
+    assert run.returncode == 1, run.stdout + run.stderr
+    rows = read_log(small_disk)
+    failed = [r for r in rows if r["conversion_status"] != "SUCCESS"]
+    assert failed and len(rows) - len(failed) <= 1, rows
+    # After the first, the run starts nothing more (test_a_full_disk_halts_the_run).
+    assert len(rows) == 3 or f"{3 - len(rows)} task(s) not started" in run.stdout
+    for row in failed:
+        assert re.fullmatch(full_disk_status(small_disk), row["conversion_status"]), row
+        assert not Path(row["outfile"]).exists()
+    for row in rows:
+        if row not in failed:
+            assert decodes(Path(row["outfile"]))
+    assert temp_files(small_disk) == []
+
+
+def test_a_copy_onto_a_full_disk_says_so(tmp_path, small_disk):
+    root = tmp_path / "in"
+    # The costliest job first, one at a time: the encode, then the copy that
+    # fills the disk (after which nothing more would start).
+    make_flac(root / "a.flac", seconds=8)
+    (root / "booklet.pdf").write_bytes(os.urandom(500 * 1024))
+    run = run_flac2all("opus", "-c", "-t", "1", "-o", small_disk, root, timeout=60)
+    assert run.returncode == 1, run.stdout + run.stderr
+    status = {Path(r["infile"]).name: r["conversion_status"] for r in read_log(small_disk)}
+    assert status["a.flac"] == "SUCCESS"
+    assert re.fullmatch(full_disk_status(small_disk), status["booklet.pdf"]), status
+    assert temp_files(small_disk) == []
+
+
+def test_the_result_of_a_task_on_a_full_disk_is_marked_for_the_engine(tmp_path, small_disk):
+    src = make_flac(tmp_path / "in" / "a.flac", seconds=FILLING["mp3"])
+    settings = Settings(tmp_path / "in", small_disk, ("mp3",), threads=1)
+    with pytest.raises(OSError):
+        (small_disk / "filler").write_bytes(b"\0" * 500 * 1024)
+    (small_disk / "filler").write_bytes(b"\0" * 300 * 1024)  # 100 KiB left: not enough
+    task = Task(src, "mp3", small_disk / "mp3" / "a.mp3", Action.ENCODE, src.stat().st_size)
+    [result] = execute_batch((task,), settings, ProcessGroup())
+    assert result.status is Status.FAILED
+    assert result.cause == DISK_FULL
+    assert re.fullmatch(full_disk_status(small_disk), result.status_text)
+
+
+@pytest.mark.slow
+def test_a_full_disk_halts_the_run_with_one_message(tmp_path, small_disk):
+    root = tmp_path / "in"
+    for i in range(6):
+        make_flac(root / f"{i}.flac", seconds=FILLING["opus"])
+    run = run_flac2all("opus", "-t", "1", "-o", small_disk, root, timeout=90)
+    assert run.returncode == 1, run.stdout + run.stderr
+    rows = read_log(small_disk)  # written although the disk is full: its room was set aside
+    failed = [r for r in rows if r["conversion_status"] != "SUCCESS"]
+    assert len(failed) == 1 and len(rows) <= 2, rows
+    assert re.fullmatch(full_disk_status(small_disk), failed[0]["conversion_status"])
+    stopped = [line for line in run.stdout.splitlines() if "STOPPED after" in line]
+    assert len(stopped) == 1 and "no space left on device" in stopped[0]
+    assert f"{6 - len(rows)} task(s) not started" in stopped[0]
+    assert temp_files(small_disk) == []
