@@ -316,7 +316,7 @@ def test_the_terminal_shows_that_planning_goes_on(tmp_path, monkeypatch):
 
 @pytest.fixture
 def small_disk(tmpfs) -> Path:
-    """Room for about one output, the state and the log (test_field_tasks')."""
+    """Room for about one output, the state and the log (as tests/running/test_full_disk.py's)."""
     return tmpfs(400)
 
 
