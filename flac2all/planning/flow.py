@@ -233,17 +233,17 @@ class Folders(Flow):
         self.failure: BaseException | None = None
         self.thread: threading.Thread | None = None
 
-    def next_folder(self) -> FolderPlan | None:
+    def next_folder(self, grouped: bool = True) -> FolderPlan | None:
         """The next folder's plan (None: the walk is over)."""
         listing = next(self.listings, None)
         if listing is None:
             self.ended = True
             return None
-        return self.plan_folder(listing)
+        return self.plan_folder(listing, grouped)
 
-    def plan_folder(self, listing: discovery.Listing) -> FolderPlan:
+    def plan_folder(self, listing: discovery.Listing, grouped: bool = True) -> FolderPlan:
         """One folder's plan: its tasks in the order decided, its jobs
-        costliest first. Nothing is kept of it (what it claimed is dropped:
+        costliest first (``grouped`` False: no jobs, for a listing). Nothing is kept of it (what it claimed is dropped:
         a million sources hold no million claims)."""
         planner, the_plan = self.planner, self.plan
         tree = discovery.Tree(listing.flacs, listing.others)
@@ -259,9 +259,10 @@ class Folders(Flow):
         planner.claimed.clear()
         planner.fresh.clear()
         planner.forget_facts()
-        cost = self.cost
-        ordered = sorted(done.tasks, key=lambda t: t.size * cost.get(t.mode, 1.0), reverse=True)
-        done.jobs, done.here = split(planner.group(ordered, cost))
+        if grouped:
+            cost = self.cost
+            ordered = sorted(done.tasks, key=lambda t: t.size * cost.get(t.mode, 1.0), reverse=True)
+            done.jobs, done.here = split(planner.group(ordered, cost))
         return done
 
     def first(self) -> FolderPlan:
@@ -318,7 +319,7 @@ class Folders(Flow):
         return planned(jobs, halt)
 
     def folders(self) -> Iterator[FolderPlan]:
-        while (folder := self.next_folder()) is not None:
+        while (folder := self.next_folder(grouped=False)) is not None:
             yield folder
 
     def join(self) -> None:
@@ -328,8 +329,8 @@ class Folders(Flow):
             raise self.failure
 
     def count_rest(self, take: Callable[[FolderPlan], None]) -> None:
-        for folder in self.folders():
-            take(folder)
+        while (folder := self.next_folder()) is not None:
+            take(folder)  # (its notes are recorded; its jobs never start)
         take(FolderPlan(last=True))
 
 
