@@ -61,10 +61,8 @@ class SkipLog:
         """``skips``; ``places``: each source's place in the order of
         relative paths, by its text (what orders skips of equal cost)."""
         encoding, modes = self.encoding, self.modes
-        self.pending += [
-            (s.cost, places[s.source] + bytes((modes[s.mode],)), s.source.encode(encoding, "surrogateescape"), *s[:3])
-            for s in skips
-        ]
+        keys = {source: source.encode(encoding, "surrogateescape") for source in places}
+        self.pending += [(s.cost, places[s.source] + bytes((modes[s.mode],)), keys[s.source], *s[:3]) for s in skips]
         self.count += len(skips)
         if len(self.pending) >= WRITTEN_AT_ONCE:
             self.flush()

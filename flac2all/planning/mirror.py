@@ -158,4 +158,4 @@ def place(rel: Path) -> bytes:
 
 
 def place_of(parts: tuple[str, ...]) -> bytes:
-    return b"\0".join(map(os.fsencode, parts)) + b"\0"
+    return os.fsencode("\0".join(parts) + "\0")
