@@ -153,6 +153,10 @@ class Records(Mapping[Path, Record]):
         return f"Records({len(self)} rows)"
 
 
+# State rows read at once rather than a folder at a time (about 200 MB).
+RESIDENT = 500_000
+
+
 class FolderRecords(Records):
     """The state's rows read an output folder at a time, at the first look
     into it (``State.rows_in``): what a mirror planned as the walk goes
@@ -166,16 +170,34 @@ class FolderRecords(Records):
         self.read: set[str] = set()  # output folders read (text ending in "/")
         self.count = 0  # rows read
         self.total = state.count()
+        # A state that fits is read at once (one query instead of one a
+        # folder), grouped by output folder: the same looks, as cheap as
+        # a plan of the whole tree.
+        self.resident: dict[str, dict[str, Row]] | None = None
+        if self.total <= RESIDENT:
+            self.resident = {}
+            for output, row in state.rows_in().items():
+                self.resident.setdefault(output[: output.rfind("/") + 1], {})[output] = row
 
     def _look(self, output: os.PathLike | str) -> str:
         key = os.fspath(output)
-        folder = key[: key.rfind("/") + 1]
-        if folder not in self.read:
-            self.read.add(folder)
-            rows = self.state.rows_in(folder)
-            self.count += len(rows)
-            self._rows.update(rows)
+        self.read_folders(key[: key.rfind("/") + 1])
         return key
+
+    def read_folders(self, *folders: str) -> None:
+        """Read the rows of ``folders`` not read yet (in one query)."""
+        new = [folder for folder in folders if folder not in self.read]
+        if not new:
+            return
+        self.read.update(new)
+        if self.resident is None:
+            rows = self.state.rows_in(*new)
+        else:
+            rows = {}
+            for folder in new:
+                rows.update(self.resident.pop(folder, {}))
+        self.count += len(rows)
+        self._rows.update(rows)
 
     def row(self, output: os.PathLike | str) -> Row | None:
         # Most looks find their folder read already: one dict look.
@@ -206,7 +228,11 @@ class FolderRecords(Records):
 
     def rest(self) -> Iterator[Record]:
         """The rows of the output folders never read."""
-        if self.count < self.total:
+        if self.resident is not None:
+            for rows in self.resident.values():
+                for output, row in rows.items():
+                    yield self.record(output, row)
+        elif self.count < self.total:
             for output, row in self.state.rows_outside(self.read):
                 yield self.record(output, row)
 

@@ -34,7 +34,9 @@ class Skip(NamedTuple):
         return TaskResult(self.task(), Status.SKIPPED, UP_TO_DATE, 0, -1.0, host=host)
 
 
-# Skips written to a SkipLog in one transaction.
+# Skips a SkipLog keeps in memory (about 60 MB) before it writes them to
+# disk, then in one transaction each.
+SPILL = 200_000
 WRITTEN_AT_ONCE = 20000
 
 
@@ -55,6 +57,7 @@ class SkipLog:
         self.db.execute("CREATE TABLE skips (cost REAL, place BLOB, key BLOB, source TEXT, output TEXT, mode TEXT)")
         self.count = 0
         self.pending: list[tuple] = []
+        self.spilled = False
         self.encoding = sys.getfilesystemencoding()
 
     def add(self, skips: list[Skip], places: dict[str, bytes]) -> None:
@@ -64,12 +67,13 @@ class SkipLog:
         keys = {source: source.encode(encoding, "surrogateescape") for source in places}
         self.pending += [(s.cost, places[s.source] + bytes((modes[s.mode],)), keys[s.source], *s[:3]) for s in skips]
         self.count += len(skips)
-        if len(self.pending) >= WRITTEN_AT_ONCE:
+        if len(self.pending) >= (WRITTEN_AT_ONCE if self.spilled else SPILL):
             self.flush()
 
     def flush(self) -> None:
         """Write what was added (in one transaction: a few thousand rows)."""
         if self.pending:
+            self.spilled = True
             self.db.execute("BEGIN")
             self.db.executemany("INSERT INTO skips VALUES (?, ?, ?, ?, ?, ?)", self.pending)
             self.db.execute("COMMIT")
@@ -79,12 +83,18 @@ class SkipLog:
         return self.count
 
     def __iter__(self) -> Iterator[Skip]:
+        if not self.spilled:  # sorted here: (cost, place) descending, then ascending
+            ordered = sorted(self.pending, key=lambda row: row[1])
+            ordered.sort(key=lambda row: row[0], reverse=True)
+            return (Skip(row[3], row[4], row[5], row[0]) for row in ordered)
         self.flush()
         rows = self.db.execute("SELECT source, output, mode, cost FROM skips ORDER BY cost DESC, place")
         return map(Skip._make, rows)
 
     def by_source(self) -> Iterator[tuple[bytes, str, str, str]]:
         """(source as bytes, mode, source, output), by source then mode."""
+        if not self.spilled:
+            return iter(sorted((row[2], row[5], row[3], row[4]) for row in self.pending))
         self.flush()
         return self.db.execute("SELECT key, mode, source, output FROM skips ORDER BY key, mode")
 

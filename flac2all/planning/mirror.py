@@ -70,6 +70,8 @@ class Mirror(Flow):
             tree = discovery.Tree(listing.flacs, listing.others)
             if the_plan.covers is not None:
                 the_plan.covers.update(extras.folder_covers(tree))
+            if listing.flacs:  # each mode's output folder read at once
+                self.records.read_folders(*(planner.folder(listing.flacs[0], c)[2] for c in planner.codecs))
             new = planner.decide_all(listing.flacs)
             fresh += new
             refused[0] += the_plan.refused
