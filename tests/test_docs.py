@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from flac2all.cluster import worker_cli
+from flac2all.face import cli
 from tests.conftest import REPO, require
 
 RUNS = re.compile(r"^<!-- runs -->\n```(sh|python)\n(.*?)^```$", re.M | re.S)
@@ -116,6 +118,22 @@ def test_the_page_s_commands_run(name, tmp_path):
             "Sine Quartet",
             "Surround Co",  # fat32 names: no trailing dot
         ]
+
+
+def test_every_long_option_is_documented():
+    """Each --option of flac2all and flac2all_worker is named somewhere in
+    the README or the docs (the man pages list them all; the docs say what
+    they are for)."""
+    text = (REPO / "README.md").read_text() + "".join(p.read_text() for p in (REPO / "docs").glob("*.md"))
+    flags = [
+        flag
+        for parser in (cli.build_parser(), worker_cli.build_parser())
+        for action in parser._actions
+        for flag in action.option_strings
+        if flag.startswith("--")
+    ]
+    assert len(flags) > 40
+    assert [flag for flag in flags if flag not in text] == []
 
 
 def test_the_product_carries_no_development_history():
