@@ -10,8 +10,9 @@
 set -eu
 cd "$(dirname "$0")"
 
-# dosfstools and mtools: the tests write a --names fat32 tree onto a real FAT32 image.
-APT_PACKAGES="flac lame vorbis-tools opus-tools ffmpeg sox util-linux python3 python3-venv dosfstools mtools"
+# dosfstools and mtools: the tests write a --names fat32 tree onto a real FAT32 image;
+# groff-base: the tests render the man pages.
+APT_PACKAGES="flac lame vorbis-tools opus-tools ffmpeg sox util-linux python3 python3-venv dosfstools mtools groff-base"
 PROGRAMS="flac metaflac lame oggenc opusenc ffmpeg ffprobe sox setpriv python3"
 VENV=.venv
 
@@ -65,7 +66,7 @@ python_package() {
         python3 -m venv "$VENV"
     fi
     if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,dask]'
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,dask,docs]'
         touch "$VENV/.installed"
     fi
 }

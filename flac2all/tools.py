@@ -57,6 +57,23 @@ def version(program: str) -> str:
     return lines[0] if lines else ""
 
 
+# The encoders ``flac2all --version`` reports, in the order it lists them.
+ENCODERS = ("flac", "lame", "oggenc", "opusenc", "ffmpeg")
+
+
+def found(programs: Iterable[str] = ENCODERS) -> list[str]:
+    """One line per program: where PATH found it and the first line of its
+    version, or "not found"."""
+    lines = []
+    for program in programs:
+        path = which(program)
+        if path is None:
+            lines.append(f"{program}: not found")
+        else:
+            lines.append(f"{program} ({path}): {version(program) or 'no version printed'}")
+    return lines
+
+
 def versions(programs: Iterable[str]) -> dict[str, str]:
     """Program -> version line, for the planner's settings hashes."""
     return {program: version(program) for program in programs}

@@ -1,35 +1,28 @@
-"""The README's Python example is real: run it as written."""
+"""The README: its two set-up commands come first, and its commands marked
+to run (a first conversion, a re-run) do, as written."""
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
-from tests.conftest import REPO, decodes, make_flac
+import pytest
 
-
-def readme_example() -> str:
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("## Using flac2all from Python") :]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
-def test_readme_library_example_runs(tmp_path, capsys):
-    make_flac(tmp_path / "music" / "a" / "one.flac", tags={"TITLE": "One"})
-    make_flac(tmp_path / "music" / "two.flac")
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        exec(compile(readme_example(), "README.md", "exec"), {})
-    finally:
-        os.chdir(cwd)
-    assert "Files we managed to convert successfully: 4" in capsys.readouterr().out
-    assert decodes(tmp_path / "converted" / "mp3" / "a" / "one.mp3")
-    assert decodes(tmp_path / "converted" / "opus" / "two.opus")
+from tests.conftest import REPO, decodes
+from tests.test_docs import run_blocks, runnable_blocks
 
 
 def test_readme_starts_with_the_two_commands():
     lines = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("./run.sh")]
     assert lines[0].startswith("./run.sh demo") and lines[1].startswith("./run.sh test")
     assert Path(REPO / ".ci" / "run").read_text().count("./run.sh test") == 1
+
+
+@pytest.mark.slow
+def test_readme_first_conversion_and_re_run(tmp_path):
+    assert len(runnable_blocks(REPO / "README.md")) == 2
+    first, again = run_blocks(REPO / "README.md", tmp_path)
+    assert "Files we managed to convert successfully: 14" in first.stdout
+    converted = tmp_path / "converted"
+    assert decodes(converted / "opus" / "Noise Band" / "2022 - High Resolution" / "02 Brown.opus")
+    assert not (converted / "opus" / "Noise Ensemble").exists()
+    assert "move " in again.stdout and "0 encoded, 0 retagged, 4 moved" in again.stdout

@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from flac2all import __version__, codecs
+from flac2all import __version__, codecs, tools
 from flac2all.codecs.options import options_help
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
 from flac2all.executors import Executor
@@ -238,8 +238,21 @@ def build_parser() -> Parser:
         " and writes its log",
     )
     config.add_profile_options(p)
-    p.option("--version", action="version", version=f"flac2all {__version__}")
+    p.register("action", "version", ShowVersions)
+    p.option("--version", action="version", help="print flac2all's version and the encoders' found on PATH, and exit")
     return p
+
+
+class ShowVersions(argparse.Action):
+    """``--version``: flac2all's version, then one line per encoder (its
+    version, or "not found"), from the cached probes of ``tools``."""
+
+    def __init__(self, option_strings: list[str], dest: str, default: object = None, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print("\n".join([f"flac2all {__version__}", *tools.found()]), flush=True)
+        parser.exit(ExitStatus.OK)
 
 
 class StopOnSignal(threading.Event):

@@ -1,9 +1,9 @@
 """One clock thread for every time-out of a process.
 
-A task's watchdog used to be a ``threading.Timer``: a thread started and
-stopped per source, which shows on runs of thousands of short files. Here
-one daemon thread per process keeps the deadlines in a heap; setting an
-alarm is a push, cancelling one is a flag.
+One daemon thread per process keeps the deadlines in a heap; setting an
+alarm is a push, cancelling one is a flag. A ``threading.Timer`` per task
+would start and stop a thread per source, which shows on runs of
+thousands of short files.
 """
 
 from __future__ import annotations
