@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import heapq
+import json
 import os
+import sqlite3
 import statistics
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,9 +72,70 @@ class Counts:
         return cls(len(results) + skipped, failed, done, times)
 
 
+# Results a Report keeps in memory; past that, each one's row goes to disk
+# and only what the summary needs of it stays (a first run of a million
+# sources has two million).
+KEPT = 100_000
+
+
+@dataclass
+class Tally:
+    """What the summary needs of results no longer kept: counts by action,
+    failures, encode times, tasks per host."""
+
+    total: int = 0
+    done: dict[Action, int] = field(default_factory=lambda: dict.fromkeys(Action, 0))
+    failures: list[TaskResult] = field(default_factory=list)
+    encode_times: dict[str, list[float]] = field(default_factory=dict)
+    hosts: dict[tuple[str, bool], int] = field(default_factory=dict)  # (host, failed) -> tasks
+
+    def add(self, r: TaskResult) -> None:
+        self.total += 1
+        failed = r.status is Status.FAILED
+        if failed:
+            self.failures.append(r)
+        else:
+            self.done[r.task.action] += 1
+        if r.task.action is Action.ENCODE:
+            self.encode_times.setdefault(r.task.mode, []).append(r.elapsed)
+        self.hosts[r.host, failed] = self.hosts.get((r.host, failed), 0) + 1
+
+
+class RowLog:
+    """CSV rows kept on disk, in a private temporary SQLite database, and
+    read back by source then mode."""
+
+    def __init__(self) -> None:
+        self.db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute("CREATE TABLE rows (key BLOB, mode TEXT, row TEXT)")
+        self.pending: list[tuple[bytes, str, str]] = []
+
+    def add(self, key: bytes, mode: str, row: tuple) -> None:
+        self.pending.append((key, mode, json.dumps(row)))  # (ASCII: surrogate-escaped names survive)
+        if len(self.pending) >= 10000:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT INTO rows VALUES (?, ?, ?)", self.pending)
+            self.db.execute("COMMIT")
+            self.pending = []
+
+    def by_source(self) -> Iterator[tuple[tuple[bytes, str], tuple]]:
+        """((source as bytes, mode), row), in that order (ties as added)."""
+        self.flush()
+        for key, mode, row in self.db.execute("SELECT key, mode, row FROM rows ORDER BY key, mode, rowid"):
+            yield (key, mode), tuple(json.loads(row))
+
+
 @dataclass
 class Report:
-    """Everything a run produced, and what to make of it."""
+    """Everything a run produced, and what to make of it. ``results``: the
+    first ``KEPT`` results; the later ones are in ``tally`` and, as CSV
+    rows, in ``row_log`` (the log has them all)."""
 
     modes: tuple[str, ...]
     sources: int = 0  # FLAC files found on input
@@ -93,9 +156,18 @@ class Report:
     state_error: str | None = None  # the state could not be updated (a cache: outputs are adopted next run)
     by_host: bool = False  # list tasks per host in the summary (a cluster run)
     host_problems: dict[str, str] = field(default_factory=dict)  # host -> why it got no (more) work
+    tally: Tally = field(default_factory=Tally)
+    row_log: RowLog | None = None
 
     def add(self, result: TaskResult) -> None:
-        self.results.append(result)
+        if len(self.results) < KEPT:
+            self.results.append(result)
+            return
+        self.tally.add(result)
+        if self.row_log is None:
+            self.row_log = RowLog()
+        row = csv_row(result, {})
+        self.row_log.add(row[0].encode(sys.getfilesystemencoding(), "surrogateescape"), row[2], row)
 
     def add_skipped(self, skips: list[Skip] | SkipLog, host: str) -> None:
         """Up-to-date outputs, each a result of its own (done on ``host``)."""
@@ -112,18 +184,19 @@ class Report:
 
     def every_result(self) -> list[TaskResult]:
         """``results`` with a TaskResult made for each skip (for tests and
-        callers that want them all alike)."""
+        callers that want them all alike; past ``KEPT`` results, the kept
+        ones: the log has them all)."""
         skips: Iterable[Skip] = self.skipped if self.skip_log is None else [*self.skipped, *self.skip_log]
         return [*self.results, *(s.result(self.skip_host) for s in skips)]
 
     @property
     def failures(self) -> list[TaskResult]:
-        return [r for r in self.results if r.status is Status.FAILED]
+        return [r for r in self.results if r.status is Status.FAILED] + self.tally.failures
 
     @property
     def complete(self) -> bool:
         """Every task issued has exactly one result."""
-        return len(self.results) + self.skips == self.issued
+        return len(self.results) + self.tally.total + self.skips == self.issued
 
     @property
     def exit_status(self) -> ExitStatus:
@@ -152,19 +225,7 @@ class Report:
         ``reserve`` set aside, if it did); rows sorted by source then mode
         so that two runs compare with diff."""
         times: dict[float, str] = {}  # each time formatted once
-        # (An output of Path(""), text ".": a folder that could not be read.)
-        rows = [
-            (
-                os.fspath(r.task.source),
-                "" if (out := os.fspath(r.task.output)) == "." else out,
-                r.task.mode,
-                r.status_text,
-                r.returncode,
-                times.get(r.elapsed) or times.setdefault(r.elapsed, f"{r.elapsed:.3f}"),
-                r.host,
-            )
-            for r in self.results
-        ]
+        rows = [csv_row(r, times) for r in self.results]
         if self.skipped:
             status, elapsed, host = f"SUCCESS ({UP_TO_DATE})", f"{-1.0:.3f}", self.skip_host
             rows += [(s.source, s.output, s.mode, status, 0, elapsed, host) for s in self.skipped]
@@ -178,6 +239,8 @@ class Report:
                 for key, mode, source, output in self.skip_log.by_source()
             )
             keyed = heapq.merge(keyed, logged, key=first)
+        if self.row_log is not None:
+            keyed = heapq.merge(keyed, self.row_log.by_source(), key=first)
         rows = (row for _, row in keyed)
         tmp = log_temp(path)
         try:
@@ -197,7 +260,12 @@ class Report:
         self.log_path = path
 
     def counts(self) -> Counts:
-        return Counts.of(self.results, self.skips)
+        kept, tally = Counts.of(self.results, self.skips), self.tally
+        if not tally.total:
+            return kept
+        done = {action: n + tally.done[action] for action, n in kept.done.items()}
+        times = {mode: [*kept.encode_times.get(mode, []), *tally.encode_times.get(mode, [])] for mode in self.modes}
+        return Counts(kept.total + tally.total, kept.failed + len(tally.failures), done, times)
 
     def summary(self) -> str:
         """The text printed at the end: the original 5.4's lines, then what
@@ -276,6 +344,9 @@ class Report:
         for r in self.results:
             counts = failed if r.status is Status.FAILED else done
             counts[r.host] = counts.get(r.host, 0) + 1
+        for (host, was_failed), n in self.tally.hosts.items():
+            counts = failed if was_failed else done
+            counts[host] = counts.get(host, 0) + n
         if self.skips:
             done[self.skip_host] = done.get(self.skip_host, 0) + self.skips
         hosts = sorted({*done, *failed, *self.host_problems})
@@ -288,6 +359,20 @@ class Report:
                 line += f"; {self.host_problems[host]}"
             lines.append(line)
         return lines
+
+
+def csv_row(r: TaskResult, times: dict[float, str]) -> tuple:
+    """A result's row of the CSV log (``times``: each time formatted once)."""
+    # (An output of Path(""), text ".": a folder that could not be read.)
+    return (
+        os.fspath(r.task.source),
+        "" if (out := os.fspath(r.task.output)) == "." else out,
+        r.task.mode,
+        r.status_text,
+        r.returncode,
+        times.get(r.elapsed) or times.setdefault(r.elapsed, f"{r.elapsed:.3f}"),
+        r.host,
+    )
 
 
 def plural(n: int, noun: str) -> str:

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from flac2all import report as report_module
 from flac2all.errors import ExitStatus
 from flac2all.face.progress import PlainDisplay
 from flac2all.lines import line_for
@@ -247,3 +248,32 @@ def test_outputs_kept_as_skips_log_summarise_and_show_as_their_results_would(tmp
     for s in skips:
         PlainDisplay(one_by_one).finished(s.result("here"))
     assert shown.getvalue() == one_by_one.getvalue() and shown.getvalue().count("\n") == len(skips)
+
+
+def test_a_report_past_what_it_keeps_logs_and_sums_up_the_same(tmp_path: Path, monkeypatch):
+    """Past ``report.KEPT`` results, the later ones are kept as CSV rows on
+    disk and counts: the log, the summary, the failures and the exit
+    status are those of a report that kept them all (hostile names, every
+    action, failures among them)."""
+    names = ["a,b", 'q"uote', "new\nline", "ünï", "-dash", "b\udcff"]
+    results = [
+        result(action, status, name, mode, float(n))
+        for n, (action, status) in enumerate([(r.task.action, r.status) for r in EVERY_ACTION] * 2, start=1)
+        for name, mode in [(names[n % len(names)], ("mp3", "opus")[n % 2])]
+    ]
+    made = {}
+    for kept in (10**9, 3):
+        monkeypatch.setattr(report_module, "KEPT", kept)
+        report = Report(modes=("mp3", "opus"), sources=7, issued=len(results) + 1)
+        report.add_skipped([Skip("/in/z.flac", "/out/mp3/z.mp3", "mp3", 1.0)], "host")
+        for r in results:
+            report.add(r)
+        report.by_host = True
+        log = tmp_path / f"log-{kept}.csv"
+        report.write_csv(log)
+        made[kept] = (log.read_bytes(), report.summary().replace(str(log), "LOG"), report.exit_status, report.failures)
+        assert (report.row_log is not None) is (kept == 3)
+    assert made[3] == made[10**9]
+    rows = list(csv.reader(io.StringIO(made[3][0].decode("utf-8", "surrogateescape"), newline="")))
+    assert len(rows) == 1 + len(results) + 1 and rows[0] == list(CSV_HEADER)
+    assert made[3][2] == ExitStatus.FAILURES and made[3][3]

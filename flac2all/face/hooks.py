@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from flac2all.errors import ExitStatus
-from flac2all.model import Settings, Status
+from flac2all.model import Settings
 from flac2all.report import Report
 
 # A hook that copies a library to a slow stick may take long, but not forever.
@@ -61,9 +61,8 @@ class Outcome:
                 log=os.fsdecode(report.log_path) if report.log_path else None,
                 failures=[
                     {"source": os.fsdecode(r.task.source), "mode": r.task.mode, "message": r.message}
-                    for r in report.results
-                    if r.status is Status.FAILED
-                ][:MAX_FAILURES],
+                    for r in report.failures[:MAX_FAILURES]
+                ],
                 summary=report.summary().strip("\n"),
             )
         return entry
