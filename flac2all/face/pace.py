@@ -116,7 +116,7 @@ class Pace:
     def finished(self, result: TaskResult, now: float) -> None:
         with self.lock:
             self.done += 1
-            self.work_left -= self.weight.get(result.task, 0.0)
+            self.work_left -= self.weight.pop(result.task, 0.0)  # (a task finished is never weighed again)
             failed = result.status is Status.FAILED
             self.failed += failed
             entry = self.running.get(result.task.source)
