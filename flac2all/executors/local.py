@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
+from flac2all.executors import Posted
 from flac2all.model import HostRow, Job, Settings, Task, TaskResult
 from flac2all.running import runner
 from flac2all.running.procs import Interrupted, ProcessGroup
@@ -23,8 +24,9 @@ from flac2all.running.procs import Interrupted, ProcessGroup
 T = TypeVar("T")
 
 
-class LocalPool:
-    """The executor of a local run: this machine's cores."""
+class LocalPool(Posted):
+    """The executor of a local run: this machine's cores. What is posted
+    (``Posted``) is called in its loop, in order with the slots' events."""
 
     needs_local_encoders = True
 
@@ -33,23 +35,7 @@ class LocalPool:
         self.done = 0
         self.started = time.monotonic()
         self.processes = ProcessGroup()
-        self.events: queue.Queue = queue.Queue()
-
-    def post(self, callback: Callable[[T], None], item: T) -> None:
-        """Have ``callback(item)`` called in the thread that runs ``run``,
-        in order with the results: for ``jobs`` planned in another thread
-        while they run (``flac2all.planning.flow``), whose bookkeeping is the
-        engine's thread's."""
-        self.events.put((callback, item))
-
-    def drain(self) -> None:
-        """Call what was posted after ``run`` returned."""
-        while True:
-            try:
-                callback, item = self.events.get_nowait()
-            except queue.Empty:
-                return
-            callback(item)
+        super().__init__()
 
     def run(
         self,
@@ -64,7 +50,7 @@ class LocalPool:
         time, under a lock."""
         todo = iter(jobs)
         lock = threading.Lock()
-        events = self.events  # (post may have put some already)
+        events = self.posted  # the slots' events and what is posted, in one queue (post may have put some already)
         processes = self.processes = ProcessGroup()
         self.started = time.monotonic()
 
