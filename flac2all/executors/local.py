@@ -14,14 +14,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
 
 from flac2all.executors import Posted
 from flac2all.model import HostRow, Job, Settings, Task, TaskResult
 from flac2all.running import runner
 from flac2all.running.procs import Interrupted, ProcessGroup
-
-T = TypeVar("T")
 
 
 class LocalPool(Posted):
