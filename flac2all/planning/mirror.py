@@ -61,7 +61,9 @@ class Mirror(Flow):
         fresh: list[tuple[discovery.Source, Codec, Path]] = []
         unclaimed: list[Record] = []
         unread: list[tuple[Path, str]] = []
-        found, absent, sources = 0, set(), 0
+        found, sources = 0, 0
+        absent: set[str] = set()  # sources the state records that are gone
+        elsewhere: set[str] = set()  # and those found outside the folder of their rows
         refused: list[list[TaskResult]] = [[], []]  # while deciding the FLACs' outputs, the other files'
         places: dict[str, bytes] = {}  # each source's place among the relative paths: what orders ties
         for listing in self.listings:
@@ -89,18 +91,11 @@ class Mirror(Flow):
             planner.forget_facts()
             found += len(read & here)
             for source in read - here:  # another folder's (an output moved by hand, a layout changed)
-                if os.path.lexists(source):
-                    found += 1
-                else:
-                    absent.add(source)
-            unclaimed += (rec for rec in left if rec.mode in self.modes or os.fspath(rec.source) not in here)
-        for rec in self.records.rest():  # outputs of folders gone, or of modes not made now
-            source = os.fspath(rec.source)
-            if not os.path.lexists(source):
-                absent.add(source)
-                unclaimed.append(rec)
-            elif rec.mode in self.modes:
-                unclaimed.append(rec)
+                (elsewhere if os.path.lexists(source) else absent).add(source)
+            # An orphan: a row no task claimed whose mode the run makes, or whose source is gone.
+            unclaimed += (rec for rec in left if rec.mode in self.modes or gone(os.fspath(rec.source), here))
+        unclaimed += self.never_read(absent, elsewhere)
+        found += len(elsewhere)
         self.check(found, found + len(absent))
         if unread:  # a source in a folder that could not be read may well be there
             folders = [folder for folder, _ in unread]
@@ -113,6 +108,22 @@ class Mirror(Flow):
             phase.sort(key=lambda result: place_of(result.task.source.parts[inside:]))
         the_plan.refused = [*refused[0], *refused[1], *the_plan.refused]
         return self.folder_plan(skips, unread, sources)
+
+    def never_read(self, absent: set[str], elsewhere: set[str]) -> list[Record]:
+        """The orphans among the rows of folders never read (the outputs of
+        folders gone, or of modes not made now); their sources into
+        ``absent`` or ``elsewhere``."""
+        orphans = []
+        for rec in self.records.rest():
+            source = os.fspath(rec.source)
+            if not os.path.lexists(source):
+                absent.add(source)
+                orphans.append(rec)
+            else:
+                elsewhere.add(source)
+                if rec.mode in self.modes:
+                    orphans.append(rec)
+        return orphans
 
     def folder_plan(self, skips: SkipLog, unread: list[tuple[Path, str]], sources: int) -> FolderPlan:
         """The whole plan, its tasks costliest first; ties in the order a
@@ -151,6 +162,12 @@ class Mirror(Flow):
             sources=sources,
             last=True,
         )
+
+
+def gone(source: str, here: set[str]) -> bool:
+    """Whether a source is not in the input: not among the folder's files
+    (``here``) nor anywhere else on disk."""
+    return source not in here and not os.path.lexists(source)
 
 
 def place(rel: Path) -> bytes:
