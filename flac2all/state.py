@@ -264,11 +264,11 @@ class State:
             if output[: output.rfind("/") + 1] not in folders:
                 yield output, row
 
-    def count(self, what: str = "*") -> int:
-        """How many rows (``what``: "DISTINCT source", how many sources)."""
+    def count(self) -> int:
+        """How many rows."""
         if self.db is None:
             return 0
-        return self.db.execute(f"SELECT COUNT({what}) FROM outputs").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
 
     def _select(self, where: str, args: tuple) -> tuple[sqlite3.Cursor, str, str, str]:
         """The rows ``where`` selects, and how to make their text: (cursor,

@@ -113,11 +113,7 @@ class Plan:
         return "" if self.covers is None else self.covers.get(source.parent, NO_COVER)
 
     def counts(self) -> dict[Action, int]:
-        out = {a: 0 for a in Action}
-        for task in itertools.chain(self.tasks, self.playlists):
-            out[task.action] += 1
-        out[Action.SKIP] += len(self.skips)
-        return out
+        return action_counts(itertools.chain(self.tasks, self.playlists), len(self.skips))
 
     def every_task(self) -> list[Task]:
         """The tasks, with a Task made for each of ``skips`` (costliest first
@@ -152,6 +148,15 @@ class Plan:
             "actions": actions,
             "refused": refused,
         }
+
+
+def action_counts(tasks: Iterable[Task], skips: int) -> dict[Action, int]:
+    """How many tasks of each action, with ``skips`` outputs up to date."""
+    out = dict.fromkeys(Action, 0)
+    for task in tasks:
+        out[task.action] += 1
+    out[Action.SKIP] += skips
+    return out
 
 
 def with_skips(tasks: Iterable[Task], skips: Iterable[Skip], costs: Mapping[str, float]) -> Iterator[Task | Skip]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from flac2all.lines import printable
 from flac2all.model import Action, Settings, Task, TaskResult
-from flac2all.planning.plan import with_skips
+from flac2all.planning.plan import action_counts, with_skips
 
 if TYPE_CHECKING:
     from flac2all.planning.flow import Flow, FolderPlan
@@ -47,10 +47,7 @@ def plan_lines(whole: FolderPlan, costs: Mapping[str, float], settings: Settings
     """A whole plan: the heading, the counts, then each action's files
     (costliest first, as the plan has them), then the refusals."""
     yield heading(settings)
-    counts = dict.fromkeys(Action, 0)
-    for task in itertools.chain(whole.tasks, whole.playlists):
-        counts[task.action] += 1
-    counts[Action.SKIP] += len(whole.skips)
+    counts = action_counts(itertools.chain(whole.tasks, whole.playlists), len(whole.skips))
     yield from count_lines(counts, len(whole.refused))
     for action in Action:
         if not counts[action]:
