@@ -167,7 +167,7 @@ class Report:
         if self.row_log is None:
             self.row_log = RowLog()
         row = csv_row(result, {})
-        self.row_log.add(row[0].encode(sys.getfilesystemencoding(), "surrogateescape"), row[2], row)
+        self.row_log.add(*log_key(row), row)
 
     def add_skipped(self, skips: list[Skip] | SkipLog, host: str) -> None:
         """Up-to-date outputs, each a result of its own (done on ``host``)."""
@@ -226,14 +226,11 @@ class Report:
         so that two runs compare with diff."""
         times: dict[float, str] = {}  # each time formatted once
         rows = [csv_row(r, times) for r in self.results]
-        if self.skipped:
-            status, elapsed, host = f"SUCCESS ({UP_TO_DATE})", f"{-1.0:.3f}", self.skip_host
-            rows += [(s.source, s.output, s.mode, status, 0, elapsed, host) for s in self.skipped]
-        encoding = sys.getfilesystemencoding()
-        # By source as os.fsencode's bytes (without its call), then mode.
-        keyed = sorted((((row[0].encode(encoding, "surrogateescape"), row[2]), row) for row in rows), key=first)
+        # An output up to date: a SUCCESS on the skip host, -1 s, return code 0.
+        status, elapsed, host = f"SUCCESS ({UP_TO_DATE})", f"{-1.0:.3f}", self.skip_host
+        rows += [(s.source, s.output, s.mode, status, 0, elapsed, host) for s in self.skipped]
+        keyed = sorted(((log_key(row), row) for row in rows), key=first)
         if self.skip_log is not None:
-            status, elapsed, host = f"SUCCESS ({UP_TO_DATE})", f"{-1.0:.3f}", self.skip_host
             logged = (
                 ((key, mode), (source, output, mode, status, 0, elapsed, host))
                 for key, mode, source, output in self.skip_log.by_source()
@@ -373,6 +370,15 @@ def csv_row(r: TaskResult, times: dict[float, str]) -> tuple:
         times.get(r.elapsed) or times.setdefault(r.elapsed, f"{r.elapsed:.3f}"),
         r.host,
     )
+
+
+def log_key(row: tuple) -> tuple[bytes, str]:
+    """Where a CSV row goes in the log: by source as os.fsencode's bytes
+    (without its call), then mode."""
+    return row[0].encode(FS_ENCODING, "surrogateescape"), row[2]
+
+
+FS_ENCODING = sys.getfilesystemencoding()
 
 
 def plural(n: int, noun: str) -> str:
