@@ -87,8 +87,7 @@ def discover_input(
 def selected_codecs(settings: Settings) -> tuple[Codec, ...]:
     """The run's codecs, once its input folder is known to exist."""
     selected = tuple(codecs.resolve(m) for m in settings.modes)
-    if not settings.input_dir.is_dir():
-        raise UsageError(f"input folder {settings.input_dir} does not exist or is not a folder")
+    guards.check_input_dir(settings.input_dir)
     return selected
 
 

@@ -27,6 +27,44 @@ from flac2all.state import STATE_DIR
 DEVICE_KEY = "input_device"
 
 
+def locked_folder(path: Path) -> Path | None:
+    """The folder, among ``path``'s parents, that this user may not enter
+    (no search permission: mode 700 and another owner), so that nothing
+    below it can be seen; None when there is none."""
+    for p in (*reversed(path.parents), path):
+        try:
+            os.lstat(p)
+        except PermissionError:
+            return p.parent
+        except OSError:  # missing (made later) or in the way: the other checks say so
+            return None
+    return None
+
+
+def check_reachable(path: Path, what: str) -> None:
+    """Refuse ``path`` (``what``: "input folder", "output folder") when a
+    folder above it cannot be entered: one line naming that folder, not a
+    traceback from the first stat."""
+    locked = locked_folder(path)
+    if locked is not None:
+        raise UsageError(
+            f"cannot reach {what} {path}: permission denied on {locked} (this user may not enter it;"
+            " change its permissions or run as a user who may)"
+        )
+
+
+def check_input_dir(input_dir: Path) -> None:
+    """Refuse an INPUTDIR that is missing, no folder, or under a folder
+    this user may not enter."""
+    check_reachable(input_dir, "input folder")
+    try:
+        is_dir = input_dir.is_dir()
+    except OSError as exc:
+        raise UsageError(f"cannot read input folder {input_dir}: {describe_oserror(exc)}") from None
+    if not is_dir:
+        raise UsageError(f"input folder {input_dir} does not exist or is not a folder")
+
+
 def not_a_folder(path: Path) -> Path | None:
     """The first of ``path`` and its parents that exists but is no folder."""
     for p in (path, *path.parents):
@@ -45,7 +83,9 @@ def why(path: Path, exc: OSError) -> str:
 
 
 def check_outdir(outdir: Path) -> None:
-    """Refuse an OUTDIR that is, or lies under, a file (changes nothing)."""
+    """Refuse an OUTDIR that is, or lies under, a file or a folder this user
+    may not enter (changes nothing)."""
+    check_reachable(outdir, "output folder")
     blocker = not_a_folder(outdir)
     if blocker == outdir:
         raise UsageError(f"output folder {outdir} is a file, not a folder")

@@ -110,6 +110,23 @@ def test_an_unwritable_outdir_is_one_line_and_exit_2(lib, mirrored, tmp_path):
     assert listing(mirrored) == before
 
 
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_a_folder_this_user_may_not_enter_is_one_line_naming_it(lib, tmp_path, side):
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to give a folder to another user")
+    locked = tmp_path / "locked"
+    shutil.copytree(lib, locked / "music")
+    locked.chmod(0o700)
+    os.chown(locked, 65534, 65534)  # nobody's: root without DAC override may not enter it
+    out = tmp_path / "out"
+    args = ("mp3", "-o", out, locked / "music") if side == "input" else ("mp3", "-o", locked / "out", lib)
+    for dry in ((), ("--dry-run",)):
+        result = run_without_dac_override(*args, *dry)
+        line = one_line_error(result, f"permission denied on {locked} ")
+        assert f"cannot reach {side} folder" in line
+    assert not out.exists()
+
+
 def test_a_readonly_mirror_refuses_to_run_but_plans(lib, tmp_path, spy, tmpfs):
     disk = tmpfs(folder=tmp_path / "disk")
     out = disk / "out"
