@@ -164,7 +164,7 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         timeout=args.timeout,
         id3v23=args.id3v23,
         embed_folder_art=args.embed_folder_art,
-        delete=args.delete,
+        delete=args.delete or args.delete_anyway,  # --delete-anyway says --delete too
         delete_anyway=args.delete_anyway,
         allow_empty=args.allow_empty,
         allow_missing_sources=args.allow_missing_sources,
