@@ -36,9 +36,10 @@ from flac2all.model import DaskOptions, DisplayOptions, Layout, Lossy, MasterOpt
 NOT_KEYS = {"help", "version", "cluster_keygen", "worker", "config", "profile", "all_profiles"}
 # Keys that name MODE and INPUTDIR.
 POSITIONAL_KEYS = {"mode": "modes", "inputdir": "input"}
-# Keys holding a path: '~' is the user's home, and a relative path is taken
-# from the config file's folder (cron runs elsewhere).
-PATH_DESTS = {"inputdir", "outdir", "plan_json", "keys"}
+# Keys holding a path: '~' is the user's home (on the command line too, where
+# the shell leaves it in --outdir=~/x), and a relative path in a profile is
+# taken from the config file's folder (cron runs elsewhere).
+PATH_DESTS = {"inputdir", "outdir", "plan_json", "keys", "dask_scheduler_file"}
 
 PROFILE_HELP = """\
 device profiles:
@@ -343,8 +344,13 @@ def key_line(text: str, key: list[str]) -> int | None:
 
 
 def merged(options: Mapping[str, Option], profile: dict[str, Any], given: argparse.Namespace) -> argparse.Namespace:
-    """Defaults, then the profile's values, then the command line's."""
-    return argparse.Namespace(**{**defaults(options), **profile, **vars(given)})
+    """Defaults, then the profile's values, then the command line's; '~'
+    in a path is the user's home."""
+    values = {**defaults(options), **profile, **vars(given)}
+    for dest in PATH_DESTS:
+        if isinstance(values.get(dest), str | Path):
+            values[dest] = type(values[dest])(os.path.expanduser(values[dest]))
+    return argparse.Namespace(**values)
 
 
 def runs(options: Mapping[str, Option], given: argparse.Namespace) -> list[tuple[str | None, argparse.Namespace]]:
