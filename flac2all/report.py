@@ -67,7 +67,7 @@ class Counts:
                 failed += 1
             else:
                 done[action] += 1
-            if action is ENCODE:
+            if action is ENCODE and r.elapsed >= 0:  # (-1: it never ran)
                 times.setdefault(r.task.mode, []).append(r.elapsed)
         return cls(len(results) + skipped, failed, done, times)
 
@@ -96,7 +96,7 @@ class Tally:
             self.failures.append(r)
         else:
             self.done[r.task.action] += 1
-        if r.task.action is Action.ENCODE:
+        if r.task.action is Action.ENCODE and r.elapsed >= 0:
             self.encode_times.setdefault(r.task.mode, []).append(r.elapsed)
         self.hosts[r.host, failed] = self.hosts.get((r.host, failed), 0) + 1
 
