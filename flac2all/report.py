@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flac2all.errors import ExitStatus
-from flac2all.lines import printable
+from flac2all.lines import VERBS, printable
 from flac2all.model import Action, Status, TaskResult
 from flac2all.skips import UP_TO_DATE, Skip, SkipLog
 
@@ -24,18 +24,30 @@ CSV_HEADER = ("infile", "outfile", "format", "conversion_status", "return_code",
 LOG_NAME = "conversion_results.log"
 
 
-# What the summary calls each action, in the order it lists them.
-ACTION_WORDS = {
-    Action.ENCODE: "encoded",
-    Action.RETAG: "retagged",
-    Action.MOVE: "moved",
-    Action.COPY: "copied",
-    Action.DELETE: "orphans deleted",
-    Action.SKIP: "skipped",
-    Action.ORPHAN: "orphans kept",
-}
+# The actions in the order the summary lists them: what was made, then
+# what was left as it was, then the orphans; each counted under its one
+# verb (lines.VERBS), after what it acts on where the verb alone is unclear.
+ACTION_ORDER = (
+    Action.ENCODE,
+    Action.CONVERT,
+    Action.RETAG,
+    Action.MOVE,
+    Action.COPY,
+    Action.PLAYLIST,
+    Action.SKIP,
+    Action.ORPHAN,
+    Action.DELETE,
+)
+ACTION_NOUNS = {Action.PLAYLIST: "playlist", Action.ORPHAN: "orphan", Action.DELETE: "orphan"}
 # Listed only when some were done (runs without device-profile options have none).
-OPTIONAL_ACTION_WORDS = {Action.CONVERT: "converted", Action.PLAYLIST: "playlists written"}
+OPTIONAL_ACTIONS = {Action.CONVERT, Action.PLAYLIST}
+
+
+def action_words(n: int, action: Action) -> str:
+    """``n`` tasks of ``action`` as the summary counts them: '3 encoded',
+    '1 playlist written', '2 orphans kept'."""
+    noun = ACTION_NOUNS.get(action)
+    return f"{plural(n, noun) if noun else n} {VERBS[action]}"
 
 
 def first(item: tuple) -> object:
@@ -285,8 +297,11 @@ class Report:
             f"    Conversion error rate: {error_rate:.2f}%",
             # Every task once: failed, or under its action.
             "    Tasks by action: "
-            + ", ".join(f"{c.done[action]} {word}" for action, word in ACTION_WORDS.items())
-            + "".join(f", {c.done[action]} {word}" for action, word in OPTIONAL_ACTION_WORDS.items() if c.done[action])
+            + ", ".join(
+                action_words(c.done[action], action)
+                for action in ACTION_ORDER
+                if c.done[action] or action not in OPTIONAL_ACTIONS
+            )
             + f", {c.failed} failed",
             f"    Wall time: {format_duration(self.wall_time)}",
         ]
