@@ -213,6 +213,8 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
         for (i, task, codec, tmp), failure, end in zip(placed, failures, ended, strict=True):
             # Its own time: until its encoder ended, plus its own check and tags.
             own = time.monotonic()
+            if processes.stopping:
+                break  # a stop: what is committed stands, the rest is not made (execute_batch)
             outcome: Done | Exception
             try:
                 if failure is not None:
@@ -224,6 +226,8 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
                 verify(codec, tmp, task.output, meta, timeout, processes, expected)
                 commit(tmp, task.output)
                 outcome = ("; ".join(n for n in (decoder.note, note) if n), facts)
+            except Interrupted:
+                break  # its check was killed by a stop
             except TaskError as exc:
                 # Now, while this batch's temp files still take their room:
                 # a write that failed without saying why counts as a full
@@ -365,7 +369,9 @@ def execute_batch(tasks: Sequence[Task], settings: Settings, processes: ProcessG
 
     A batch of several tasks is the encodes of one source (``plan.batches``),
     which share one decoder. Raises Interrupted when the run is being
-    stopped (the batch then has no result and its temp files are gone).
+    stopped (the batch then has no result and its temp files are gone);
+    but when the outputs of its first tasks were committed before the stop,
+    their results come back, alone (the others have none).
     """
     first = tasks[0]
     if first.action in NOTES:
@@ -381,8 +387,15 @@ def execute_batch(tasks: Sequence[Task], settings: Settings, processes: ProcessG
         raise
     except Exception as exc:  # the source is unreadable (TaskError), or a bug
         timed = [(exc, time.monotonic() - started)] * len(tasks)
-    settled = zip(tasks, timed, strict=True)
-    return [settle(task, outcome, elapsed, settings, processes, audio) for task, (outcome, elapsed) in settled]
+    settled: list[TaskResult] = []
+    for task, (outcome, elapsed) in zip(tasks, timed, strict=True):
+        try:
+            settled.append(settle(task, outcome, elapsed, settings, processes, audio))
+        except Interrupted:
+            if not settled:
+                raise
+            break
+    return settled
 
 
 def classified(exc: Exception, settings: Settings, needed: int = 0) -> Exception:
