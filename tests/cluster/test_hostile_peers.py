@@ -262,3 +262,74 @@ def test_the_master_refuses_file_naming_options_before_any_work(lib, tmp_path):
     run = run_flac2all("f:libopus", "-m", "--insecure", "--ffmpeg-options=-b:a 128k evil.mka", "-o", tmp_path, lib)
     assert run.returncode == 2 and "evil.mka" in run.stderr
     assert not os.path.exists(tmp_path / "evil.mka")
+
+
+NESTED = b"[" * 2000 + b"]" * 2000  # deeper than the interpreter's recursion limit
+
+
+def raw(**msg) -> bytes:
+    """A frame as a peer may write it: lone surrogates as JSON escapes."""
+    return json.dumps({"v": protocol.VERSION, **msg}).encode()
+
+
+@pytest.mark.slow
+def test_nested_frames_and_lone_surrogates_neither_crash_nor_reach_the_log(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    ctx = zmq.Context()
+    try:
+        nester = FakeWorker(ctx, port, "nester")
+        nester.sock.send(NESTED)
+        nester.sock.send(b'{"v":5,"type":"hello","session":' + NESTED + b"}")
+        ghost = ctx.socket(zmq.DEALER)  # a host name no terminal or log can take
+        ghost.connect(f"tcp://127.0.0.1:{port}")
+        ghost.send(raw(type="hello", session=uuid.uuid4().hex, host="\ud800\x1b[2J", pid=1, slots=1))
+        sick = FakeWorker(ctx, port, "sick")
+        sick.sock.send(raw(type="health", problem="disk \ud800 gone", modes=["opus"]))  # refused
+        sick.sock.send(raw(type="health", problem="disk \x1b[2J gone", modes=["opus"]))
+        master.wait_for(r"Worker sick:1 is unhealthy and gets no work: disk \\x1b\[2J gone")
+        liar = FakeWorker(ctx, port, "liar")
+        liar.join(["opus"])
+        [job] = [m for m in liar.messages(3) if m["type"] == "job"]
+        for task in job["tasks"]:
+            for message in ("bad \ud800", "bad \x1b]0;pwned\x07"):  # the first refused
+                liar.sock.send(raw(type="result", id=task["id"], attempt=task["attempt"], status="failed",
+                                   message=message, returncode=1, elapsed=0.1))  # fmt: skip
+        liar.sock.send(protocol.bye_to_wire())
+        worker = start_worker(port, 1)
+        assert master.wait(60) == 1, master.output  # the liar's task failed, as it said
+        assert worker.wait(30) == 0
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    assert "Traceback" not in master.output
+    assert "\x1b" not in master.output
+    rows = read_log(out)
+    assert len(rows) == 4
+    [failed] = [r for r in rows if r["conversion_status"] != "SUCCESS"]
+    assert "bad \\x1b]0;pwned\\x07" in failed["conversion_status"]
+    assert not list(out.glob("*.tmp*")) and not list(out.glob(".*log*"))
+
+
+def test_a_rogue_masters_nested_frame_or_surrogate_path_does_not_kill_a_worker(tmp_path):
+    src = make_flac(tmp_path / "music" / "a.flac", seconds=0.2)
+    out = tmp_path / "out"
+    fake = FakeMaster()
+    worker = start_worker(fake.port, 1, "--retry-seconds", "5")
+    try:
+        identity, health = welcome_and_health(fake, Settings(src.parent, out, ("mp3",)))
+        assert health["problem"] == ""
+        fake.send(identity, NESTED)
+        task = {"id": 1, "attempt": 0, "mode": "mp3", "output": f"{out}/mp3/\ud800.mp3", "settings_hash": ""}
+        fake.send(identity, raw(type="job", source=f"{src.parent}/\ud800.flac", action="encode", size=1, tasks=[task]))
+        fake.send(identity, raw(type="job", source=str(src), action="encode", size=1, tasks=[task]))
+        worker.wait_for(r"dropped a message: .*(surrogate|truncated)", timeout=10)
+        fake.send(identity, protocol.heartbeat_to_wire())
+        fake.send(identity, protocol.shutdown_to_wire())
+        assert worker.wait(20) in (0, 1)
+    finally:
+        fake.close()
+        worker.kill()
+    assert "Traceback" not in worker.output
+    assert worker.output.count("dropped a message") == 3
+    assert not (out / "mp3").exists() or not list((out / "mp3").iterdir())
