@@ -45,8 +45,8 @@ class Entry:
     deaths: int = 0
     session: str | None = None  # the worker session holding it
     done: bool = False
-    # Hosts on which it failed for the worker's environment, and the last
-    # such failure (the reason it fails with if every worker fails it).
+    # Workers (Peer.who) on which it failed for their environment, and the
+    # last such failure (the reason it fails with if every worker fails it).
     tried: frozenset[str] = frozenset()
     env_reason: str = ""
     # The output as the master saw it when it handed the task out.
@@ -72,6 +72,17 @@ class Lease:
 
 
 @dataclass
+class Standing:
+    """What the master holds against one worker across its sessions and
+    connections: bound to its key (the CURVE public key its connection
+    proved), or without keys (--insecure) to the host name it gives. A new
+    hello, or a hello naming another worker's host, changes none of it."""
+
+    quarantine: str = ""  # why it gets no more jobs ("" if it may)
+    env_streak: int = 0  # environmental failures since its last success
+
+
+@dataclass
 class Peer:
     """One worker process (one session of it)."""
 
@@ -82,13 +93,17 @@ class Peer:
     slots: int
     last_seen: float
     address: str = ""
+    who: str = ""  # whom blame and quarantine follow: its key, else its host name
+    standing: Standing = field(default_factory=Standing)
     credit: int = 0
     leases: dict[int, Lease] = field(default_factory=dict)  # task id -> its lease, for the tasks it holds
     finished: int = 0
     joined: float = field(default_factory=time.monotonic)
     modes: frozenset[str] | None = None  # what it can run (None: no health message yet)
     problem: str = ""  # why it gets no work: unhealthy, or quarantined
-    env_streak: int = 0  # environmental failures since its last success
+
+    def __post_init__(self) -> None:
+        self.who = self.who or self.host
 
     def held(self) -> list[Lease]:
         """The leases it holds (each in one slot), once each."""
@@ -104,7 +119,7 @@ class Peer:
         return self.modes is not None and not self.problem
 
     def can_run(self, entry: Entry) -> bool:
-        return self.modes is not None and entry.task.mode in self.modes and self.host not in entry.tried
+        return self.modes is not None and entry.task.mode in self.modes and self.who not in entry.tried
 
 
 @dataclass
@@ -227,6 +242,10 @@ class Ledger:
         self.open_tasks = 0  # entries not done
         self.littered: set[Path] = set()  # output folders of tasks whose worker died
         self.results_in = 0  # results accepted from workers
+        self.standings: dict[str, Standing] = {}  # Peer.who -> its standing
+
+    def standing(self, who: str) -> Standing:
+        return self.standings.setdefault(who, Standing())
 
     def add(self, lease: Lease) -> None:
         self.entries.update((entry.id, entry) for entry in lease.entries)
@@ -280,9 +299,12 @@ class Ledger:
             self.again(self.release(peer, lease), died)
 
     def quarantine(self, peer: Peer, why: str) -> None:
-        """No more jobs for this worker (what it holds may still finish)."""
+        """No more jobs for this worker, in this session or any later one of
+        its key (what it holds may still finish)."""
+        if not peer.standing.quarantine:
+            peer.standing.quarantine = f"quarantined: {why}"
         if not peer.problem:
-            peer.problem = f"quarantined: {why}"
+            peer.problem = peer.standing.quarantine
             peer.credit = 0
             self.say(f"Worker {peer.host}:{peer.pid} quarantined, it gets no more jobs: {why}")
 
@@ -320,7 +342,7 @@ class Ledger:
             # run goes on without it), not the output the run writes.
             self.environmental(peer, entry, wire)
             return
-        peer.env_streak = 0
+        peer.standing.env_streak = 0
         peer.finished += 1
         self.results_in += 1
         self.settle(entry, wire.to_result(task, peer.host))
@@ -328,8 +350,8 @@ class Ledger:
     def environmental(self, peer: Peer, entry: Entry, wire: WireResult) -> None:
         """The worker's environment failed, not the file (the master sees
         the source): count it against the worker, give the task to another."""
-        peer.env_streak += 1
-        entry.tried = entry.tried | {peer.host}
+        streak = peer.standing.env_streak = peer.standing.env_streak + 1
+        entry.tried = entry.tried | {peer.who}
         entry.env_reason = f"{peer.host}: {wire.message}"
         if wire.cause == ENCODER_MISSING and peer.modes is not None:
             peer.modes = peer.modes - {entry.task.mode}
@@ -337,15 +359,15 @@ class Ledger:
             self.fail(entry, f"failed on {len(entry.tried)} hosts, the last {entry.env_reason}")
         else:
             self.again([entry], False)
-        if peer.env_streak >= QUARANTINE_AFTER:
-            self.quarantine(peer, f"{peer.env_streak} failures of its environment in a row, the last: {wire.message}")
+        if streak >= QUARANTINE_AFTER:
+            self.quarantine(peer, f"{streak} failures of its environment in a row, the last: {wire.message}")
 
     def fail_stuck(self, ready: list[Peer]) -> None:
         """Nothing runs, and these peers wait for work they cannot take: the
         tasks every one of them failed for its environment fail."""
         for lease in list(self.pending):
             for entry in lease.open:
-                if all(p.host in entry.tried for p in ready):
+                if all(p.who in entry.tried for p in ready):
                     self.fail(entry, f"failed on every worker, the last {entry.env_reason}")
         if not any(lease.open for lease in self.pending):
             self.pending.clear()

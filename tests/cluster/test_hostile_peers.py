@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import zmq
 
 from flac2all.cluster import jobs, protocol
+from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.protocol import Checks, ProtocolError, Timings
 from flac2all.model import Action, Settings, Task
 from tests.cluster.processes import FakeMaster, a_real_worker_finishes, start_master, start_worker
@@ -33,12 +35,29 @@ def lib(tmp_path: Path) -> Path:
 class FakeWorker:
     """A bare DEALER that talks to a real master as the test says."""
 
-    def __init__(self, ctx: zmq.Context, port: int, host: str, session: str | None = None, slots: int = 1) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        port: int,
+        host: str,
+        session: str | None = None,
+        slots: int = 1,
+        keys: Path | None = None,
+    ) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:  # a worker's key folder (flac2all --cluster-keygen --worker NAME)
+            mine = cluster_keys.worker_keys(keys)
+            self.sock.curve_secretkey, self.sock.curve_publickey = mine.secret, mine.public
+            self.sock.curve_serverkey = mine.master_public
         self.sock.connect(f"tcp://127.0.0.1:{port}")
+        self.host, self.slots = host, slots
+        self.hello(session)
+
+    def hello(self, session: str | None = None) -> None:
+        """A hello: a new session (on the same connection after the first)."""
         self.session = session or uuid.uuid4().hex
-        self.sock.send(protocol.hello_to_wire(self.session, host, 1, slots))
+        self.sock.send(protocol.hello_to_wire(self.session, self.host, 1, self.slots))
 
     def join(self, modes: list[str], credit: int = 1) -> None:
         self.sock.send(protocol.health_to_wire("", modes))
@@ -333,3 +352,42 @@ def test_a_rogue_masters_nested_frame_or_surrogate_path_does_not_kill_a_worker(t
     assert "Traceback" not in worker.output
     assert worker.output.count("dropped a message") == 3
     assert not (out / "mp3").exists() or not list((out / "mp3").iterdir())
+
+
+def fail_for_its_environment(liar: FakeWorker, count: int) -> None:
+    """Take ``count`` jobs and answer each as a worker that cannot read the
+    source (which the master can: the worker's own fault)."""
+    for _ in range(count):
+        [job] = [m for m in liar.messages(3) if m["type"] == "job"]
+        for task in job["tasks"]:
+            liar.sock.send(raw(type="result", id=task["id"], attempt=task["attempt"], status="failed",
+                               message="cannot read", returncode=1, elapsed=0.1, cause="source-missing"))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_blame_and_quarantine_follow_the_key_not_the_name_in_a_hello(lib, tmp_path):
+    keys, out = tmp_path / "keys", tmp_path / "out"
+    for name in ("honest", "mallory"):
+        assert run_flac2all("--cluster-keygen", keys, "--worker", name).returncode == 0
+    master, port = start_master("opus", out, lib, "--keys", str(keys), insecure=False)
+    ctx = zmq.Context()
+    try:
+        # Mallory says it is the honest worker's host, and fails three jobs
+        # for its "environment": the blame must not land on that host.
+        mallory = FakeWorker(ctx, port, socket.gethostname(), keys=keys / "workers" / "mallory")
+        mallory.join(["opus"])
+        fail_for_its_environment(mallory, 3)
+        master.wait_for(r"quarantined, it gets no more jobs: 3 failures of its environment")
+        mallory.hello()  # a new session on the same connection
+        mallory.join(["opus"])
+        assert not [m for m in mallory.messages(2) if m["type"] == "job"]
+        mallory.sock.send(protocol.bye_to_wire())
+        honest = start_worker(port, 1, "--keys", str(keys / "workers" / "honest"), insecure=False)
+        assert master.wait(60) == 0, master.output
+        assert honest.wait(30) == 0
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    rows = read_log(out)
+    assert len(rows) == 4 and all(r["conversion_status"] == "SUCCESS" for r in rows), rows
+    assert len({r["host"] for r in rows}) == 1  # the honest worker's, told apart from the name mallory took
