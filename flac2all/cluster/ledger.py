@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flac2all import codecs
+from flac2all.audio.decoding import Expected
 from flac2all.cluster.jobs import MAX_JOB
 from flac2all.cluster.protocol import ENCODER_MISSING, ENVIRONMENT, SOURCE_MISSING, WireResult
-from flac2all.errors import DISK_FULL, takes_no_more
+from flac2all.errors import DISK_FULL, TaskError, takes_no_more
 from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
-from flac2all.running.runner import default_timeout
+from flac2all.running.runner import check_output, default_timeout
 
 POISON_DEATHS = 3  # a task whose worker died under it this often fails
 QUARANTINE_AFTER = 3  # environmental failures in a row that quarantine a worker
@@ -200,8 +201,9 @@ def stat_version(st: os.stat_result) -> tuple:
 def disbelief(entry: Entry) -> str | None:
     """Why the master does not believe a worker's success for this task, or
     None: the output must be a regular, non-empty file under its final
-    name, not the one that was there when the task was handed out, and a
-    tagged output must carry the provenance tag of this task's settings."""
+    name, not the one that was there when the task was handed out, a
+    tagged output must carry the provenance tag of this task's settings,
+    and an encode must last as long as its source."""
     task = entry.task
     try:
         st = os.lstat(task.output)
@@ -220,6 +222,14 @@ def disbelief(entry: Entry) -> str | None:
         provenance = codec.tag_family.read_provenance(task.output)
         if provenance is None or provenance.get("settings") != task.settings_hash:
             return "the output lacks the provenance tag of this task's settings"
+    # A tag is easily copied: the audio must also last as long as the
+    # source's, as the local runner checks its own outputs.
+    length = audio_seconds(task.source)
+    if length and codec.checks_length:
+        try:
+            check_output(codec, task.output, None, Expected(length))
+        except TaskError as exc:
+            return f"the output fails the master's own check ({exc})"
     return None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +20,7 @@ from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.protocol import Checks, ProtocolError, Timings
 from flac2all.model import Action, Settings, Task
 from tests.cluster.processes import FakeMaster, a_real_worker_finishes, start_master, start_worker
-from tests.conftest import decodes, make_flac, read_log, run_flac2all
+from tests.conftest import decodes, duration, make_flac, read_log, run_flac2all
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -391,3 +392,44 @@ def test_blame_and_quarantine_follow_the_key_not_the_name_in_a_hello(lib, tmp_pa
     rows = read_log(out)
     assert len(rows) == 4 and all(r["conversion_status"] == "SUCCESS" for r in rows), rows
     assert len({r["host"] for r in rows}) == 1  # the honest worker's, told apart from the name mallory took
+
+
+def tagged_junk(output: Path, settings_hash: str, tmp_path: Path) -> None:
+    """What a forger writes: a 0.1 s mp3 that carries the job's own
+    provenance line, under the output's final name."""
+    from mutagen.id3 import ID3, TXXX
+
+    junk = make_flac(tmp_path / "junk" / f"{uuid.uuid4().hex}.flac", seconds=0.1)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["lame", "--silent", str(junk), str(output)], check=True, timeout=30)
+    tags = ID3()
+    tags.add(TXXX(desc="FLAC2ALL_SOURCE", text=[f"v1 md5= settings={settings_hash} tags= pictures="]))
+    tags.save(output)  # (lame writes no ID3 tag of its own here)
+
+
+@pytest.mark.slow
+def test_a_tagged_junk_output_is_not_believed(tmp_path):
+    lib, out = tmp_path / "music", tmp_path / "out"
+    for n in range(2):
+        make_flac(lib / f"{n}.flac", seconds=2.0)
+    master, port = start_master("mp3", out, lib)
+    ctx = zmq.Context()
+    try:
+        forger = FakeWorker(ctx, port, "forger")
+        forger.join(["mp3"])
+        [job] = [m for m in forger.messages(3) if m["type"] == "job"]
+        for task in job["tasks"]:
+            tagged_junk(Path(task["output"]), task["settings_hash"], tmp_path)
+            forger.sock.send(raw(type="result", id=task["id"], attempt=task["attempt"], status="success",
+                                 message="", returncode=0, elapsed=0.5))  # fmt: skip
+        master.wait_for(r"Worker forger:1 quarantined, it gets no more jobs: claimed \d\.mp3 \(mp3\) done, but")
+        forger.sock.send(protocol.bye_to_wire())
+        a_real_worker_finishes(master, port)
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    assert "output lasts 0.1" in master.output
+    rows = read_log(out)
+    assert len(rows) == 2 and all(r["conversion_status"] == "SUCCESS" and r["host"] != "forger" for r in rows)
+    for row in rows:
+        assert duration(Path(row["outfile"])) == pytest.approx(2.0, abs=0.1)
