@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,7 @@ from flac2all import codecs
 from flac2all.audio.decoding import Expected
 from flac2all.cluster.jobs import MAX_JOB
 from flac2all.cluster.protocol import ENCODER_MISSING, ENVIRONMENT, SOURCE_MISSING, WireResult
-from flac2all.errors import DISK_FULL, TaskError, takes_no_more
+from flac2all.errors import DISK_FULL, FULL_ERRNOS, TaskError, takes_no_more
 from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
 from flac2all.running.runner import check_output, default_timeout
 
@@ -233,6 +234,29 @@ def disbelief(entry: Entry) -> str | None:
     return None
 
 
+QUOTA_PROBE = 64 * 1024  # bytes the master writes to see a quota for itself
+
+
+def full_here(folder: Path, needed: int) -> bool:
+    """Whether the master itself finds ``folder``'s filesystem full,
+    read-only or over quota (a worker's word that it is would halt the
+    run): statvfs first, then, since a quota shows only when written to, a
+    small write of its own (an unnamed file, gone when closed)."""
+    if takes_no_more(folder, needed):
+        return True
+    place = next((p for p in (folder, *folder.parents) if p.is_dir()), None)
+    if place is None:
+        return True
+    try:
+        with tempfile.TemporaryFile(dir=place) as f:
+            f.write(bytes(QUOTA_PROBE))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        return exc.errno in FULL_ERRNOS
+    return False
+
+
 def source_visible(path: Path) -> bool:
     """Whether the master itself can read a source (a worker that cannot is
     the one at fault; when neither can, the file is)."""
@@ -347,9 +371,9 @@ class Ledger:
         elif wire.cause in ENVIRONMENT and (wire.cause != SOURCE_MISSING or source_visible(task.source)):
             self.environmental(peer, entry, wire)
             return
-        elif wire.cause == DISK_FULL and not takes_no_more(task.output.parent, task.size, wire.message):
-            # Full or read-only there, not here: that worker's own mount (the
-            # run goes on without it), not the output the run writes.
+        elif wire.cause == DISK_FULL and not full_here(task.output.parent, task.size):
+            # Full, read-only or over quota there, not here: that worker's own
+            # mount (the run goes on without it), not the output the run writes.
             self.environmental(peer, entry, wire)
             return
         peer.standing.env_streak = 0

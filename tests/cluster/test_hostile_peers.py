@@ -433,3 +433,25 @@ def test_a_tagged_junk_output_is_not_believed(tmp_path):
     assert len(rows) == 2 and all(r["conversion_status"] == "SUCCESS" and r["host"] != "forger" for r in rows)
     for row in rows:
         assert duration(Path(row["outfile"])) == pytest.approx(2.0, abs=0.1)
+
+
+@pytest.mark.slow
+def test_a_forged_disk_quota_does_not_halt_the_run(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    ctx = zmq.Context()
+    try:
+        liar = FakeWorker(ctx, port, "liar")
+        liar.join(["opus"])
+        [job] = [m for m in liar.messages(3) if m["type"] == "job"]
+        for task in job["tasks"]:
+            liar.sock.send(raw(type="result", id=task["id"], attempt=task["attempt"], status="failed",
+                               message=f"disk quota exceeded ({out})", returncode=1, elapsed=0.1,
+                               cause="disk-full"))  # fmt: skip
+        liar.sock.send(protocol.bye_to_wire())
+        a_real_worker_finishes(master, port)
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    assert "STOPPED" not in master.output
+    only_true_successes(out, 4, "liar")
