@@ -89,6 +89,17 @@ def address_of(frame: zmq.Frame) -> str:
         return ""
 
 
+def key_of(frame: zmq.Frame) -> str:
+    """The CURVE public key (Z85) the connection that sent ``frame`` proved
+    in its handshake, as the ZAP handler named it ("" without keys): who a
+    worker is, whatever its messages say."""
+    try:
+        user = frame.get("User-Id")
+    except (zmq.ZMQError, AttributeError):
+        return ""
+    return user if len(user) == 40 else ""
+
+
 def peer_address(fd: int) -> str:
     """The address of the TCP peer on ``fd``, if it is still open."""
     try:

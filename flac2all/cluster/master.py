@@ -78,6 +78,7 @@ class Master(Posted):
         self.sessions: dict[str, bytes] = {}  # session -> the connection that opened it
         self.endpoint = ""
         self.hosts_seen: dict[str, Peer] = {}  # every worker seen, for the host table at the end
+        self.names: dict[str, str] = {}  # a worker key -> the host name it is shown under
         self.results_in = 0  # results accepted
         self.idle_since = time.monotonic()
         self.probe: Path | None = None
@@ -182,21 +183,40 @@ class Master(Posted):
         owner = self.sessions.get(hello.session)
         if owner is not None and owner != identity:
             raise ProtocolError(f"a hello for session {hello.session}, which another connection holds")
+        quarantine = peer.standing.quarantine if peer is not None else ""
         if peer is not None:
             self.drop_peer(peer, False, "started a new session")
         slots = min(hello.slots, self.max_slots)
-        peer = Peer(identity, hello.session, hello.host, hello.pid, slots, now, auth.address_of(frame))
+        key = auth.key_of(frame)
+        who = key or hello.host
+        standing = self.ledger.standing(who)
+        # A new hello on the same connection keeps what its last one earned.
+        standing.quarantine = standing.quarantine or quarantine
+        host = self.name_for(key, hello.host)
+        peer = Peer(identity, hello.session, host, hello.pid, slots, now, auth.address_of(frame), who, standing)
+        peer.problem = standing.quarantine
         self.peers[identity] = peer
         self.sessions[hello.session] = identity
         self.send(peer, protocol.welcome_to_wire(self.settings_wire, TIMINGS, self.checks))
         self.say(f"Got {len(self.peers)} worker(s) (new: {peer.host}:{peer.pid})")
+
+    def name_for(self, key: str, host: str) -> str:
+        """The host name a key's workers are shown under: the first it gave
+        (a later hello cannot rename it), told apart from another key's
+        that gave the same one. Without keys, what the hello says."""
+        if not key:
+            return host
+        if key not in self.names:
+            taken = host in self.names.values()
+            self.names[key] = f"{host} [{key[:8]}]" if taken else host
+        return self.names[key]
 
     def on_health(self, peer: Peer, health: protocol.Health) -> None:
         if peer.modes is not None:
             raise ProtocolError("a second health message")
         peer.modes = frozenset(health.modes)
         if health.problem:
-            peer.problem = f"unhealthy: {health.problem}"
+            peer.problem = peer.problem or f"unhealthy: {health.problem}"
             peer.credit = 0
             self.say(f"Worker {peer.host}:{peer.pid} is unhealthy and gets no work: {health.problem}")
         elif missing := [m for m in self.settings.modes if m not in peer.modes]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import enum as enum_module
 import json
+import os
 import shutil
 import time
 import typing
@@ -578,8 +579,9 @@ def test_worker_drops_hostile_tasks_without_starting_anything(tmp_path, fake_bin
         worker.kill()
     assert worker.output.count("dropped a message") == len(hostile) + 1
     # Every task of a refused job whose id could be read got a failed result
-    # naming why (not the two with a bad "id", nor the jobs without tasks).
-    readable = len(HOSTILE_TASKS) + len(OUTSIDE_TASKS) - 4
+    # naming why (not the two with a bad "id", nor the jobs without tasks,
+    # nor the one with an unknown field: its frame is refused by its shape).
+    readable = len(HOSTILE_TASKS) + len(OUTSIDE_TASKS) - 5
     readable += sum(min(len(change["tasks"]), jobs.MAX_JOB) for change in HOSTILE_JOBS)  # answered up to a job's cap
     assert len(refusals) == readable
     assert all(m.startswith("refused by the worker on ") for m in refusals)
@@ -747,3 +749,21 @@ def test_batches_of_copies_are_bounded():
         del msg["tasks"][1][field]
         with pytest.raises(ProtocolError):
             jobs.job_from_wire(msg, COPY_SETTINGS)
+
+
+def test_undecodable_paths_travel_and_lone_surrogates_do_not():
+    source = Path(os.fsdecode(b"/music/caf\xe9 100%.flac"))
+    task = Task(source, "mp3", Path("/out/mp3/cafe 100%.mp3"), Action.ENCODE, 10, settings_hash="ab")
+    frame = jobs.job_to_wire([(1, 0, task)])
+    assert b"caf%E9 100%25.flac" in frame
+    assert jobs.job_from_wire(protocol.decode(frame)) == [(1, 0, task)]
+    for bad in (b'"/music/\\ud800.flac"', b'"/music/%zz.flac"'):
+        frame = frame.replace(b'"/music/caf%E9 100%25.flac"', bad)
+        with pytest.raises(ProtocolError):
+            jobs.job_from_wire(protocol.decode(frame))
+
+
+@pytest.mark.parametrize("frame", [b"[" * 2000, b'{"v":5,"type":"hello","host":' + b"[" * 2000, b"[1,2]"])
+def test_deep_or_misshapen_frames_are_refused_at_once(frame):
+    with pytest.raises(ProtocolError):
+        protocol.decode(frame)
