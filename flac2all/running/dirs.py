@@ -16,7 +16,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from flac2all.errors import TaskError, describe_oserror
@@ -49,7 +49,7 @@ def refusal(path: Path, exc: OSError, dir_fd: int, name: str) -> TaskError:
         if st is not None and stat.S_ISLNK(st.st_mode):
             return TaskError(f"{path} is a symbolic link: refusing to write through it")
         if st is not None and not stat.S_ISDIR(st.st_mode):
-            return TaskError(f"{path} is not a folder")
+            return TaskError(f"{path} is {'a file, not' if stat.S_ISREG(st.st_mode) else 'not'} a folder")
     return TaskError(f"cannot open folder {path}: {describe_oserror(exc)}")
 
 
@@ -155,3 +155,41 @@ def rename(old: Path, new: Path, top: Path) -> None:
     held from ``top`` (``new``'s made where missing)."""
     with held(old.parent, top) as old_fd, held(new.parent, top, create=True) as new_fd:
         os.replace(old.name, new.name, src_dir_fd=old_fd, dst_dir_fd=new_fd)
+
+
+def open_temp(name: str, dir_fd: int, keep: bool = False) -> int:
+    """The temp file ``name`` of ``dir_fd``, open for writing: made anew
+    (O_EXCL, no link followed) after whatever was under that name is
+    removed; with ``keep``, one already there is kept (its blocks set
+    aside earlier) if it is a regular file of that one name."""
+    if keep:
+        with suppress(OSError):
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+                if same_file(os.fstat(fd), st):
+                    return fd
+                os.close(fd)
+    with suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)
+    return create_file(name, dir_fd, 0o644)
+
+
+@contextmanager
+def written(path: Path, top: Path, temp: str, keep: bool = False, create: bool = True) -> Iterator[int]:
+    """Write ``path`` whole or not at all: a descriptor of the temp file
+    ``temp`` beside it (``open_temp``), in its folder held from ``top``,
+    renamed over ``path`` there when the block ends well, else removed.
+    A link planted under either name is replaced, never followed.
+    ``create``: make the folder where missing."""
+    with held(path.parent, top, create) as dir_fd:
+        fd = open_temp(temp, dir_fd, keep)
+        try:
+            yield fd
+            os.replace(temp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(temp, dir_fd=dir_fd)
+            raise
+        finally:
+            os.close(fd)
