@@ -16,6 +16,7 @@ from pathlib import Path
 from flac2all.errors import ExitStatus
 from flac2all.lines import VERBS, printable
 from flac2all.model import Action, Status, TaskResult
+from flac2all.running import dirs
 from flac2all.skips import UP_TO_DATE, Skip, SkipLog
 
 # The first six columns are the original's; the host that ran each task is
@@ -223,8 +224,11 @@ class Report:
         """Set aside ``size`` bytes for the log before the run, so that a
         disk the run fills still has room for it (write_csv writes into
         the reserved file)."""
-        tmp = log_temp(path)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = dirs.open_temp(log_temp(path).name, folder, keep=True)
+        finally:
+            os.close(folder)
         try:
             os.posix_fallocate(fd, 0, size)
         except OSError:  # no room even now, or a file system without it: write_csv tries anyway
@@ -251,21 +255,17 @@ class Report:
         if self.row_log is not None:
             keyed = heapq.merge(keyed, self.row_log.by_source(), key=first)
         rows = (row for _, row in keyed)
-        tmp = log_temp(path)
-        try:
-            # "r+" keeps the reserved blocks (truncated to the rows at the
-            # end); surrogateescape writes undecodable file names back as
-            # their bytes.
-            mode = "r+" if tmp.exists() else "w"
-            with open(tmp, mode, newline="", encoding="utf-8", errors="surrogateescape") as f:
-                writer = csv.writer(f)
-                writer.writerow(CSV_HEADER)
-                writer.writerows(rows)
-                f.truncate()
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        # Into the space ``reserve`` set aside (kept, truncated to the rows
+        # at the end); surrogateescape writes undecodable file names back as
+        # their bytes. Never through a link planted under either name.
+        with (
+            dirs.written(path, path.parent, log_temp(path).name, keep=True) as fd,
+            open(fd, "w", newline="", encoding="utf-8", errors="surrogateescape", closefd=False) as f,
+        ):
+            writer = csv.writer(f)
+            writer.writerow(CSV_HEADER)
+            writer.writerows(rows)
+            f.truncate()
         self.log_path = path
 
     def counts(self) -> Counts:

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flac2all.codecs.base import Codec
-from flac2all.errors import UsageError
+from flac2all.errors import TaskError, UsageError
 from flac2all.model import Action, SourceFacts, Task
 from flac2all.planning.discovery import Source, Tree
 from flac2all.records import Record, texts
+from flac2all.running import dirs
 
 if TYPE_CHECKING:
     from flac2all.planning.plan import Planner
@@ -38,7 +39,12 @@ def settle(planner: Planner, fresh: list[tuple[Source, Codec, Path]], unclaimed:
     source is gone (or whose mode the run makes), taken by output path."""
     orphans = []
     for rec in sorted(unclaimed, key=lambda rec: os.fsencode(rec.output)):
-        if not rec.output_is(planner.stat(rec.output)):
+        if not lies_in(rec.output, planner.settings.outdir):
+            # The state is a map of what may be deleted or moved: a row
+            # naming a file outside OUTDIR ('..') is not ours, whatever it says.
+            planner.plan.warnings.append(f"the state names {rec.output}, outside {planner.settings.outdir}: ignored")
+            planner.plan.forget.append(rec.output)
+        elif not rec.output_is(planner.stat(rec.output)):
             planner.plan.forget.append(rec.output)  # gone, or not ours any more
         else:
             orphans.append(rec)
@@ -81,6 +87,15 @@ def gone_folders(orphans: list[Record], input_dir: Path, shown: int = 5) -> str:
     if len(ranked) > shown:
         text += f" and {len(ranked) - shown} more folders"
     return text
+
+
+def lies_in(path: Path, top: Path) -> bool:
+    """``path`` lies below ``top``, as text: no '..' climbs out of it."""
+    try:
+        dirs.below(path, top)
+    except TaskError:
+        return False
+    return True
 
 
 def match_moves(planner: Planner, fresh: list[tuple[Source, Codec, Path]], orphans: list[Record]) -> None:

@@ -116,9 +116,10 @@ def write(task: Task, input_dir: Path, outputs: Mapping[tuple[Path, str], Path])
         # Said when the playlist is written, not again while it stays so (cron).
         for entry in dropped:
             log.warning("%s [%s]: entry %s dropped: no output of it in this tree", task.source, task.mode, entry)
-        with staged(task.output) as tmp:
+        with staged(task.output, made=True) as tmp:
             try:
-                tmp.write_bytes(content)
+                with open(tmp.stage.fd, "wb", closefd=False) as f:
+                    f.write(content)
             except OSError as exc:
                 raise TaskError(f"cannot write the playlist: {describe_oserror(exc)}") from None
             commit(tmp, task.output)

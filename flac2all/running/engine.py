@@ -25,7 +25,7 @@ from pathlib import Path
 
 from flac2all import codecs, tools
 from flac2all.codecs import Codec
-from flac2all.errors import UsageError, describe_oserror
+from flac2all.errors import TaskError, UsageError, describe_oserror
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
 from flac2all.face.console import Display, Guarded, Silent
@@ -35,7 +35,7 @@ from flac2all.planning.flow import Flow, FolderPlan, Folders, Head, Whole, has_r
 from flac2all.planning.mirror import Mirror
 from flac2all.planning.plan import collector_paused
 from flac2all.report import LOG_NAME, Report
-from flac2all.running import guards, preflight
+from flac2all.running import dirs, guards, preflight
 from flac2all.running.execution import Run, state_lost
 from flac2all.running.guards import outdir_lock
 from flac2all.running.listing import Listing
@@ -166,7 +166,12 @@ def planned_first(flow: Flow) -> FolderPlan:
 
 def write_plan_json(path: Path, the_plan: plan.Plan) -> None:
     try:
-        path.write_text(json.dumps(the_plan.as_json(), indent=1, ensure_ascii=False) + "\n", errors="surrogateescape")
+        text = json.dumps(the_plan.as_json(), indent=1, ensure_ascii=False) + "\n"
+        with (
+            dirs.written(path, path.parent, f".{path.name}.tmp", create=False) as fd,
+            open(fd, "w", errors="surrogateescape", closefd=False) as f,
+        ):
+            f.write(text)
     except OSError as exc:
         raise UsageError(f"cannot write the plan to {path}: {exc.strerror}") from None
 
@@ -247,19 +252,21 @@ def write_log(report: Report, outdir: Path) -> None:
     path = outdir / LOG_NAME
     try:
         report.write_csv(path)
-    except OSError as exc:
-        report.log_error = f"cannot write the log {path}: {exc.strerror or exc}"
+    except (OSError, TaskError) as exc:
+        report.log_error = f"cannot write the log {path}: {getattr(exc, 'strerror', None) or exc}"
         with contextlib.suppress(OSError):
             os.replace(path, path.with_name(LOG_NAME + ".previous"))
             report.log_error += f" (the previous run's log is now {LOG_NAME}.previous)"
         return
     summary = outdir / STATE_DIR / SUMMARY_NAME
     try:
-        tmp = summary.with_name(f".{SUMMARY_NAME}.tmp")
-        tmp.write_text(report.summary().lstrip("\n") + "\n", errors="backslashreplace")
-        os.replace(tmp, summary)
-    except OSError as exc:
-        log.warning("cannot write the summary %s: %s", summary, exc.strerror or exc)
+        with (
+            dirs.written(summary, outdir, f".{SUMMARY_NAME}.tmp") as fd,
+            open(fd, "w", errors="backslashreplace", closefd=False) as f,
+        ):
+            f.write(report.summary().lstrip("\n") + "\n")
+    except (OSError, TaskError) as exc:
+        log.warning("cannot write the summary %s: %s", summary, getattr(exc, "strerror", None) or exc)
 
 
 SUMMARY_NAME = "last-summary.txt"

@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from flac2all.errors import OutdirBusyError, UsageError, describe_oserror
+from flac2all.errors import OutdirBusyError, TaskError, UsageError, describe_oserror
 from flac2all.model import Settings
 from flac2all.planning.discovery import Tree
 from flac2all.records import Record, Records, texts
+from flac2all.running import dirs
 from flac2all.state import STATE_DIR
 
 # The state's meta key for the input folder's file system (see input_device).
@@ -116,15 +117,20 @@ def outdir_lock(outdir: Path) -> Iterator[None]:
     folder = outdir / STATE_DIR
     lock = folder / "lock"
     try:
-        folder.mkdir(exist_ok=True)
+        held = dirs.open_folder(folder, outdir, create=True)  # never through a link
+    except TaskError as exc:
+        raise UsageError(f"cannot write into output folder {outdir}: {exc}") from None
+    try:
         # No O_TRUNC and no link followed: a "lock" planted as a link to
         # some file must not empty it; O_NONBLOCK: nor a FIFO hang the run.
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = os.open(lock, flags, 0o644)
+        fd = os.open(lock.name, flags, 0o644, dir_fd=held)
     except OSError as exc:
         if exc.errno in (errno.EISDIR, errno.ELOOP, errno.ENXIO):
             raise UsageError(f"cannot lock {outdir}: {lock} is not a regular file (remove it)") from None
         raise UsageError(f"cannot write into output folder {outdir}: {why(lock, exc)}") from None
+    finally:
+        os.close(held)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UsageError(f"cannot lock {outdir}: {lock} is not a regular file (remove it)")

@@ -29,9 +29,9 @@ from flac2all.audio.decoding import Command, Decoder, Expected
 from flac2all.audio.pcm import Tap
 from flac2all.errors import DISK_FULL, TaskError, describe_oserror, disk_full_cause
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
-from flac2all.running import derive
+from flac2all.running import derive, dirs
 from flac2all.running.fanout import run_fanout
-from flac2all.running.outputs import commit, remove_empty_folders, staged
+from flac2all.running.outputs import commit, copy_data, emptied, remove_empty_folders, staged
 from flac2all.running.pipeline import run_pipeline
 from flac2all.running.procs import Interrupted, ProcessGroup
 
@@ -195,7 +195,8 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
         placed: list[Placed] = []
         for i, task in enumerate(tasks):
             try:
-                placed.append((i, task, codecs.resolve(task.mode), stack.enter_context(staged(task.output))))
+                tmp = stack.enter_context(staged(task.output, settings.outdir))
+                placed.append((i, task, codecs.resolve(task.mode), tmp))
             except TaskError as exc:
                 timed[i] = (exc, time.monotonic() - started)
         decoder = decoding.reference(source, meta.start, meta.info)
@@ -204,7 +205,7 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
         while isinstance(other := decoding.fallback(failures, decoder, meta.info), Decoder):
             log.info("%s: %s", source, other.note)
             for *_, tmp in placed:
-                tmp.unlink(missing_ok=True)
+                emptied(tmp)
             decoder = other
             failures, ended, tap = decode(placed, decoder, meta, settings, timeout, processes)
         if isinstance(other, TaskError):
@@ -244,7 +245,7 @@ def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None)
     codec = codecs.resolve(task.mode)
     meta, facts = source_meta(task.source, settings)
     timeout = timeout_for(meta, facts.size, settings)
-    with staged(task.output) as tmp:
+    with staged(task.output, settings.outdir) as tmp:
         try:
             shutil.copy2(task.output, tmp)
         except OSError as exc:
@@ -276,8 +277,7 @@ def move(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
     tags may name the old place, and the state learns the new one)."""
     assert task.previous is not None
     try:
-        task.output.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(task.previous, task.output)
+        dirs.rename(task.previous, task.output, settings.outdir)
     except OSError as exc:
         raise TaskError(f"cannot move {task.previous}: {describe_oserror(exc)}") from None
     remove_empty_folders(task.previous.parent, settings.outdir)
@@ -288,9 +288,7 @@ def move(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
 def delete(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
     """An orphan output (its source is gone) that this tool wrote."""
     try:
-        task.output.unlink()
-    except FileNotFoundError:
-        pass
+        dirs.remove_file(task.output, settings.outdir)
     except OSError as exc:
         raise TaskError(f"cannot delete {task.output}: {describe_oserror(exc)}") from None
     remove_empty_folders(task.output.parent, settings.outdir)
@@ -304,7 +302,6 @@ FILE_TYPES = {
     stat.S_IFSOCK: "socket",
     stat.S_IFDIR: "folder",
 }
-COPY_CHUNK = 1024 * 1024
 
 
 def not_regular(st: os.stat_result) -> TaskError | None:
@@ -324,27 +321,27 @@ def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
         raise TaskError(f"cannot read: {describe_oserror(exc)}") from None
     if (problem := not_regular(st)) is not None:
         raise problem
-    with staged(task.output) as tmp:
+    with staged(task.output, settings.outdir, made=True) as tmp:
         try:
             # O_NONBLOCK: a FIFO put in its place since the stat cannot block the open.
             fd = os.open(task.source, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError as exc:
             raise TaskError(f"cannot read: {describe_oserror(exc)}") from None
-        with open(fd, "rb") as src:
+        try:
             if (problem := not_regular(os.fstat(fd))) is not None:
                 raise problem
             os.set_blocking(fd, True)
-            try:
-                with open(tmp, "xb") as dst:
-                    left = st.st_size
-                    while left > 0 and (chunk := src.read(min(COPY_CHUNK, left))):
-                        dst.write(chunk)
-                        left -= len(chunk)
-                shutil.copystat(task.source, tmp)
-                # The times the state records, even if the source changed since.
-                os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-            except OSError as exc:
-                raise TaskError(f"cannot copy: {describe_oserror(exc)}") from None
+            # Written through the temp file's own descriptor; its permissions
+            # without setuid, setgid or sticky bit, and no extended attribute.
+            dst = tmp.stage.fd
+            left = copy_data(fd, dst, st.st_size)
+            os.fchmod(dst, st.st_mode & 0o777)
+            # The times the state records, even if the source changed since.
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        except OSError as exc:
+            raise TaskError(f"cannot copy: {describe_oserror(exc)}") from None
+        finally:
+            os.close(fd)
         if left > 0:
             raise TaskError("source shrank while being copied")
         commit(tmp, task.output)
