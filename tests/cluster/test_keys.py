@@ -4,6 +4,9 @@ missing or clashing key file is told."""
 from __future__ import annotations
 
 import shutil
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +113,22 @@ def test_the_first_master_makes_the_keys_and_a_keyless_worker_is_told_why(lib, t
     assert "no worker keys in" in worker.output
     lax = start_worker(port, 1, allow=())
     assert lax.wait(30) == 2 and "--insecure needs --allow" in lax.output
+
+
+def test_keys_are_private_from_their_first_byte_whatever_the_umask(tmp_path):
+    """Under umask 000 a secret key is still created 0600 and every folder
+    made for keys 0700 (the missing parents too); no key file is writable by
+    others."""
+    keys = tmp_path / "a" / "b" / "keys"
+    argv = [sys.executable, "-m", "flac2all", "--cluster-keygen", str(keys), "--worker", "w"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=60, umask=0, check=False)
+    assert run.returncode == 0, run.stderr
+    made = [tmp_path / "a", tmp_path / "a" / "b", *(p for p in keys.rglob("*") if p.is_dir()), keys]
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in made} == dict.fromkeys(
+        ("a", "b", "keys", "authorized", "workers", "w"), "0o700"
+    )
+    files = {p.relative_to(keys).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in keys.rglob("*") if p.is_file()}
+    private = {name for name, mode in files.items() if mode == 0o600}
+    assert private == {"master.key_secret", "workers/w/worker.key_secret"}
+    assert all(mode & 0o022 == 0 for mode in files.values()), files
+    assert len(files) == 6
