@@ -155,15 +155,45 @@ def find(folder: Path | None) -> Path | None:
     return default if default.is_dir() else None
 
 
+def host_name() -> str:
+    """This host's name as a worker's key name ("local" if it is not one)."""
+    name = socket.gethostname()
+    return name if WORKER_NAME.fullmatch(name) else "local"
+
+
+def worker_sets(base: Path) -> list[Path]:
+    """The worker key folders in ``base``/workers (those with a secret key)."""
+    try:
+        folders = sorted((base / "workers").iterdir())
+    except OSError:
+        return []
+    return [folder for folder in folders if (folder / "worker.key_secret").is_file()]
+
+
 def worker_dir(folder: Path | None) -> Path | None:
     """The folder holding this worker's keys: ``folder`` (or the default
     one) itself, or its workers/<this host's name> (a key folder shared
-    with the master, an NFS home say)."""
+    with the master, an NFS home say), or the one worker key set in its
+    workers/ (a trial on one machine: --cluster-keygen --worker node1)."""
     base = folder if folder is not None else default_dir()
-    for candidate in (base, base / "workers" / socket.gethostname()):
+    for candidate in (base, base / "workers" / socket.gethostname(), base / "workers" / host_name()):
         if (candidate / "worker.key_secret").is_file():
             return candidate
-    return None
+    sets = worker_sets(base)
+    return sets[0] if len(sets) == 1 else None
+
+
+def own_worker_keys(folder: Path) -> Path | None:
+    """For a worker on the master's own host: its keypair made in the
+    master's key folder ``folder`` and authorized there (a master that runs
+    reads authorized/ again for a key it does not know). None when
+    ``folder`` is not a master's this user may read (its master.key_secret)
+    and authorize workers in (its authorized/)."""
+    authorized = folder / "authorized"
+    if not (os.access(folder / "master.key_secret", os.R_OK) and os.access(authorized, os.W_OK | os.X_OK)):
+        return None
+    keygen_worker(folder, host_name())
+    return folder / "workers" / host_name()
 
 
 def master_keys(folder: Path) -> MasterKeys:
