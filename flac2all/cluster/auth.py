@@ -48,6 +48,27 @@ class Refusals:
         self.say(f"Refused a connection from {address or 'an unknown address'}: {reason}")
 
 
+class AuthorizedKeys:
+    """The public keys in the master's authorized/ folder, read again for a
+    key not known yet: a key authorized while the master runs (a worker on
+    the master's host makes its own) is accepted at once."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.keys: dict[bytes, bool] = {}
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """Whether ``key`` (Z85) is authorized; in the authenticator's thread."""
+        if key not in self.keys:
+            from zmq.auth import load_certificates
+
+            try:
+                self.keys = load_certificates(self.folder)
+            except (OSError, ValueError):
+                pass  # a key file being written: the worker's next try reads it
+        return key in self.keys
+
+
 def secure(sock: zmq.Socket, ctx: zmq.Context, master: cluster_keys.MasterKeys, refusals: Refusals):
     """Make ``sock`` a CURVE server that accepts the authorized keys only;
     returns the authenticator (stop it when done). Its ZAP handler tells
@@ -73,7 +94,7 @@ def secure(sock: zmq.Socket, ctx: zmq.Context, master: cluster_keys.MasterKeys, 
 
     auth = LoggingAuthenticator(ctx)
     auth.start()
-    auth.configure_curve(domain=cluster_keys.ZAP_DOMAIN, location=str(master.authorized))
+    auth.configure_curve_callback(cluster_keys.ZAP_DOMAIN, AuthorizedKeys(str(master.authorized)))
     sock.curve_secretkey = master.secret
     sock.curve_publickey = master.public
     sock.curve_server = True

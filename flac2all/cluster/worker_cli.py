@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -148,6 +149,23 @@ def main(argv: list[str] | None = None) -> int:
     return failed[0] if failed[0] > 0 else 1  # a child killed by a signal
 
 
+def is_this_host(host: str, port: int) -> bool:
+    """Whether ``host`` is this machine: one of its addresses (loopback or
+    not) is one this host can bind a socket to."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    for family, kind, _, _, address in found:
+        try:
+            with socket.socket(family, kind) as probe:
+                probe.bind((address[0], 0, *address[2:]))
+        except OSError:
+            continue
+        return True
+    return False
+
+
 def worker_key_dir(args: argparse.Namespace) -> Path | None:
     """This worker's key folder (None with --insecure); a usage error when
     there is none, or --insecure lacks --allow."""
@@ -163,10 +181,21 @@ def worker_key_dir(args: argparse.Namespace) -> Path | None:
         )
         return None
     key_dir = cluster_keys.worker_dir(args.keys)
+    base = args.keys or cluster_keys.default_dir()
+    if key_dir is None and is_this_host(args.master, args.port):
+        key_dir = cluster_keys.own_worker_keys(base)
+        if key_dir is not None:
+            say(f"flac2all_worker: made this host's worker keys in {key_dir} and authorized them with the master here")
     if key_dir is None:
-        where = args.keys or cluster_keys.default_dir()
+        sets = cluster_keys.worker_sets(base)
+        if sets:
+            names = ", ".join(folder.name for folder in sets)
+            raise UsageError(
+                f"no worker keys for this host in {base}, but worker key sets for {names}: pass the one to use "
+                f"with --keys, as --keys {base / 'workers' / sets[0].name}"
+            )
         raise UsageError(
-            f"no worker keys in {where}: on the master run 'flac2all --cluster-keygen --worker NAME' and copy "
+            f"no worker keys in {base}: on the master run 'flac2all --cluster-keygen --worker NAME' and copy "
             f"the folder it names to this host as {cluster_keys.default_dir()} (or pass --keys DIR); or run "
             "with --insecure --allow DIR"
         )

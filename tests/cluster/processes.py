@@ -120,15 +120,17 @@ def start_worker(
     path_prefix: Path | None = None,
     insecure: bool = True,
     allow: tuple[str, ...] = (TEST_ROOT,),
+    host: str = "127.0.0.1",
 ) -> Proc:
-    """A real flac2all_worker; without keys (--insecure, allowed to touch the
-    temporary folders) unless ``insecure`` is False."""
+    """A real flac2all_worker of the master at ``host``; without keys
+    (--insecure, allowed to touch the temporary folders) unless ``insecure``
+    is False."""
     plain = ["--insecure", *(word for root in allow for word in ("--allow", str(root)))] if insecure else []
     argv = [
         sys.executable,
         "-m",
         "flac2all.cluster.worker_cli",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         "-t",
