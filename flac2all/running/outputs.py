@@ -137,11 +137,12 @@ def copy_data(src: int, dst: int, size: int) -> int:
         pos = data
         end = min(hole, size)
         while pos < end:
-            chunk = os.pread(src, min(COPY_CHUNK, end - pos), pos)
+            chunk = memoryview(os.pread(src, min(COPY_CHUNK, end - pos), pos))
             if not chunk:
                 return size - pos
-            os.pwrite(dst, chunk, pos)
-            pos += len(chunk)
+            while chunk:  # a write may be short (a disk filling up): the rest again, which says why
+                done = os.pwrite(dst, chunk, pos)
+                chunk, pos = chunk[done:], pos + done
     shrunk = size - os.fstat(src).st_size
     if shrunk > 0:
         return shrunk
