@@ -112,7 +112,7 @@ def test_the_first_master_makes_the_keys_and_a_keyless_worker_is_told_why(lib, t
     assert f"Made the cluster's keys in {config}" in master.output
     assert (config / "master.key_secret").is_file() and (config / "authorized").is_dir()
     assert "flac2all --cluster-keygen" in master.output  # how to give a worker keys
-    assert "on this host, as this user, flac2all_worker makes its own" in master.output
+    assert "on this host, as this user, flac2all_worker needs no copying" in master.output
     worker = start_worker(port, 1, insecure=False, host=ELSEWHERE)  # a worker host that is not this one
     assert worker.wait(30) == 2
     assert "no worker keys in" in worker.output
