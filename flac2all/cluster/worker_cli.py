@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="this worker's key folder: worker.key_secret and master.key, as flac2all --cluster-keygen DIR "
         "--worker NAME wrote them into DIR/workers/NAME on the master (default: ~/.config/flac2all/cluster, "
-        "or its workers/HOSTNAME)",
+        "or its workers/HOSTNAME, or the one key set in its workers/; on the master's host, as the master's user, "
+        "a worker makes and authorizes its own there)",
     )
     p.add_argument(
         "--allow",
