@@ -192,8 +192,14 @@ def own_worker_keys(folder: Path) -> Path | None:
     authorized = folder / "authorized"
     if not (os.access(folder / "master.key_secret", os.R_OK) and os.access(authorized, os.W_OK | os.X_OK)):
         return None
+    home = folder / "workers" / host_name()
+    if home.exists() or (authorized / f"{host_name()}.key").exists():
+        raise UsageError(
+            f"this host's worker keys in {home} are incomplete: remove that folder and "
+            f"{authorized / host_name()}.key to have new ones made, or pass --keys DIR"
+        )
     keygen_worker(folder, host_name())
-    return folder / "workers" / host_name()
+    return home
 
 
 def master_keys(folder: Path) -> MasterKeys:

@@ -47,6 +47,7 @@ TIMINGS = protocol.Timings()
 HEARTBEAT = TIMINGS.heartbeat
 DEAD_AFTER = TIMINGS.dead_after  # missed heartbeats before a worker is dead: detection in 4-5 s
 WAIT_WORKERS = 300.0  # seconds the master waits for a worker that can run the work left
+REFUSED_GRACE = 15.0  # seconds it still waits for another worker once every worker here refused the run
 PROBE_PREFIX = ".flac2all-probe-"
 
 
@@ -332,14 +333,22 @@ class Master(Posted):
             ledger.fail_stuck(ready)
             if not ledger.pending:
                 return
-        if now - self.idle_since < self.wait_workers:
+        peers = list(self.peers.values())
+        # Every worker here refused the run (health before work) and no other
+        # came for a while: waiting longer only hides why.
+        refused = bool(peers) and all(p.problem.startswith("unhealthy") for p in peers)
+        refused = refused and now - max(p.joined for p in peers) >= REFUSED_GRACE
+        if now - self.idle_since < self.wait_workers and not refused:
             return
         problems = "; ".join(sorted({f"{row.host}: {row.problem}" for row in self.hosts() if row.problem}))
-        why = f"no worker that could run it came within --wait-workers {self.wait_workers:g} s" + (
-            f" ({problems})" if problems else ""
-        )
+        if refused:
+            why = f"every worker refused the run ({problems})"
+        else:
+            why = f"no worker that could run it came within --wait-workers {self.wait_workers:g} s" + (
+                f" ({problems})" if problems else ""
+            )
         if not ledger.results_in:
-            raise NoWorkersError(f"{why}. {self.start_hint}".strip())
+            raise NoWorkersError(why if refused else f"{why}. {self.start_hint}".strip())
         ledger.fail_pending(why)
 
     def dispatch(self, on_start: Callable[[Task], None]) -> None:

@@ -69,7 +69,8 @@ def keys_hint(key_dir: Path, given: bool) -> str:
     """What the master's start hint says of keys, as the key folder is now:
     the workers already authorized, or how to authorize the first."""
     keygen = f"flac2all --cluster-keygen {key_dir} --worker NAME"
-    here = f"; on this host, as this user, flac2all_worker makes its own{f' (with --keys {key_dir})' if given else ''}"
+    here = "; on this host, as this user, flac2all_worker needs no copying"
+    here += f" (with --keys {key_dir})" if given else ""
     authorized = sorted(path.stem for path in (key_dir / "authorized").glob("*.key"))
     if authorized:
         return f" (authorized: {', '.join(authorized)}; keys for another host: {keygen}{here})"

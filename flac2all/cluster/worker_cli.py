@@ -2,7 +2,8 @@
 
 Parses the options, checks the keys and probes the encoders once, then forks
 N worker processes (cluster/worker.py: one session with the master each,
-one job at a time) and waits for them, forwarding the signals it gets.
+one job at a time; the first says what is the host's: no master, the run
+refused) and waits for them, forwarding the signals it gets.
 """
 
 from __future__ import annotations
@@ -47,13 +48,14 @@ class Forward:
                 os.kill(proc.pid, signal.SIGTERM)
 
 
-def child(args: argparse.Namespace, key_dir: Path | None) -> None:
+def child(args: argparse.Namespace, key_dir: Path | None, speaker: bool) -> None:
     worker_keys = cluster_keys.worker_keys(key_dir) if key_dir else None
     # What this node can run, known before any message (main() probed it):
     # a message naming a codec must never be what starts a process.
     tools.ffmpeg_encoders()
     allowed = tuple(Path(os.path.realpath(folder)) for folder in args.allow)
-    sys.exit(WorkerProcess(args.master, args.port, worker_keys, args.retry_seconds, allowed, args.stay).run())
+    worker = WorkerProcess(args.master, args.port, worker_keys, args.retry_seconds, allowed, args.stay, speaker)
+    sys.exit(worker.run())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="this worker's key folder: worker.key_secret and master.key, as flac2all --cluster-keygen DIR "
         "--worker NAME wrote them into DIR/workers/NAME on the master (default: ~/.config/flac2all/cluster, "
-        "or its workers/HOSTNAME)",
+        "or its workers/HOSTNAME, or the one key set in its workers/; on the master's host, as the master's user, "
+        "a worker makes and authorizes its own there)",
     )
     p.add_argument(
         "--allow",
@@ -131,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     tools.ffmpeg_encoders()
     fork = multiprocessing.get_context("fork")
     children = []
-    for _ in range(args.threads):
-        proc = fork.Process(target=child, args=(args, key_dir))
+    for index in range(args.threads):
+        proc = fork.Process(target=child, args=(args, key_dir, index == 0))
         proc.start()
         children.append(proc)
         say(f"Spawned worker process (pid {proc.pid})")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from flac2all.cluster.keys import host_name
 from tests.cluster.outputs import check_outputs
 from tests.cluster.processes import (
     free_port,
@@ -112,7 +112,7 @@ def test_the_first_master_makes_the_keys_and_a_keyless_worker_is_told_why(lib, t
     assert f"Made the cluster's keys in {config}" in master.output
     assert (config / "master.key_secret").is_file() and (config / "authorized").is_dir()
     assert "flac2all --cluster-keygen" in master.output  # how to give a worker keys
-    assert "on this host, as this user, flac2all_worker makes its own" in master.output
+    assert "on this host, as this user, flac2all_worker needs no copying" in master.output
     worker = start_worker(port, 1, insecure=False, host=ELSEWHERE)  # a worker host that is not this one
     assert worker.wait(30) == 2
     assert "no worker keys in" in worker.output
@@ -155,9 +155,9 @@ def test_a_worker_on_the_masters_host_makes_and_authorizes_its_own_keys(lib, tmp
     finally:
         master.kill()
     check_outputs(out, lib, {"opus": ".opus"})
-    mine = config / "workers" / socket.gethostname()
+    mine = config / "workers" / host_name()
     assert worker.count(rf"made this host's worker keys in {re.escape(str(mine))} and authorized them") == 1
-    assert (config / "authorized" / f"{socket.gethostname()}.key").is_file()
+    assert (config / "authorized" / f"{host_name()}.key").is_file()
     assert (mine / "master.key").read_bytes().count(b"public-key") == 1
     again = start_worker(free_port(), 1, "--retry-seconds", "1", insecure=False)  # the keys are there now
     assert again.wait(30) == 3 and "made this host" not in again.output
@@ -192,3 +192,13 @@ def test_a_worker_with_several_key_sets_to_choose_from_names_them(tmp_path):
     assert worker.wait(30) == 2
     assert "worker key sets for node1, node2" in worker.output
     assert f"--keys {config / 'workers' / 'node1'}" in worker.output
+
+
+def test_a_local_worker_with_half_its_own_keys_says_what_to_remove(tmp_path):
+    assert keygen("").returncode == 0
+    mine = tmp_path / ".config" / "flac2all" / "cluster" / "workers" / host_name()
+    mine.mkdir(parents=True)  # its folder, but no keys in it
+    worker = start_worker(free_port(), 1, insecure=False)
+    assert worker.wait(30) == 2
+    assert f"this host's worker keys in {mine} are incomplete: remove that folder" in worker.output
+    assert not (mine.parent.parent / "authorized" / f"{host_name()}.key").exists()
