@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import resource
 import secrets
 import threading
 import time
@@ -48,6 +49,21 @@ HEARTBEAT = TIMINGS.heartbeat
 DEAD_AFTER = TIMINGS.dead_after  # missed heartbeats before a worker is dead: detection in 4-5 s
 WAIT_WORKERS = 300.0  # seconds the master waits for a worker that can run the work left
 PROBE_PREFIX = ".flac2all-probe-"
+
+
+HANDSHAKE_MS = 5000
+
+
+def raise_descriptor_limit() -> None:
+    """The soft limit on open files raised to the hard one: every worker
+    (and every stranger) holds a descriptor of the master's, and at the
+    common 1024 the master could not open the outputs it must check."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # an infinite hard limit some kernels refuse as soft: keep ours
+            pass
 
 
 class NoWorkersError(Flac2allError):
@@ -86,12 +102,16 @@ class Master(Posted):
     # -- socket ---------------------------------------------------------------
 
     def open(self) -> None:
+        raise_descriptor_limit()
         self.ctx = zmq.Context()
         self.auth = None
         sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE + 1024)
+        # A connection that has not finished its handshake by then is closed:
+        # an open TCP connection alone holds no descriptor for long.
+        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
         if self.keys is not None:
             self.auth = auth.secure(sock, self.ctx, self.keys, self.refusals)
         else:
@@ -312,6 +332,7 @@ class Master(Posted):
             if now >= next_beat:
                 next_beat = now + HEARTBEAT
                 beat = protocol.heartbeat_to_wire()
+                ledger.recheck(self.peers)
                 for peer in list(self.peers.values()):
                     self.send(peer, beat)
                     ledger.check_leases(peer, now)  # a lease is minutes: checked once a heartbeat

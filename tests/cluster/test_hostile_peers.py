@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import subprocess
 import time
@@ -455,3 +456,44 @@ def test_a_forged_disk_quota_does_not_halt_the_run(lib, tmp_path):
         master.kill()
     assert "STOPPED" not in master.output
     only_true_successes(out, 4, "liar")
+
+
+def resident_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_five_thousand_idle_connections_neither_exhaust_nor_fool_the_master(lib, tmp_path):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 6000:
+        pytest.skip("this test holds 5,000 connections: it needs a hard limit of 6,000 open files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (6000, hard))
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib, fd_limit=1024)  # the common limit, soft and hard
+    flood: list[socket.socket] = []
+    try:
+        before = resident_kib(master.proc.pid)
+        for _ in range(5000):  # from another loopback address than the worker's
+            s = socket.socket()
+            s.setblocking(False)
+            s.bind(("127.0.0.2", 0))
+            s.connect_ex(("127.0.0.1", port))
+            flood.append(s)
+        time.sleep(3)
+        during = resident_kib(master.proc.pid)
+        held = len(os.listdir(f"/proc/{master.proc.pid}/fd"))
+        worker = start_worker(port, 1)
+        assert master.wait(120) == 0, master.output
+        assert worker.wait(30) == 0
+    finally:
+        for s in flood:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        master.kill()
+    assert during - before < 64 * 1024, (before, during)
+    assert held < 512  # the master keeps descriptors for its own files (its outputs' checks, the log)
+    assert "quarantined" not in master.output
+    only_true_successes(out, 4, "127.0.0.2")
+    assert master.count(r"Refused a connection from 127\.0\.0\.2: more than \d+ connections at once") == 1
