@@ -52,6 +52,12 @@ PROBE_PREFIX = ".flac2all-probe-"
 
 
 HANDSHAKE_MS = 5000
+# What one turn of the loop reads (see Master.receive), and how often a
+# connection's malformed messages are said.
+MAX_FRAMES_PER_TURN = 512
+MAX_FRAMES_PER_PEER = 64
+COMPLAINT_EVERY = 10.0
+MAX_COMPLAINTS = 10_000
 
 
 def raise_descriptor_limit() -> None:
@@ -95,6 +101,7 @@ class Master(Posted):
         self.endpoint = ""
         self.hosts_seen: dict[str, Peer] = {}  # every worker seen, for the host table at the end
         self.names: dict[str, str] = {}  # a worker key -> the host name it is shown under
+        self.complaints: dict[bytes, tuple[float, int]] = {}  # connection -> (last said, dropped since)
         self.results_in = 0  # results accepted
         self.idle_since = time.monotonic()
         self.probe: Path | None = None
@@ -161,6 +168,42 @@ class Master(Posted):
 
     # -- messages -------------------------------------------------------------
 
+    def receive(self) -> None:
+        """Handle the frames waiting, at most MAX_FRAMES_PER_TURN of them and
+        MAX_FRAMES_PER_PEER from one connection (its others this turn are
+        dropped unread): heartbeats, leases and the dispatch come between
+        two turns, and the socket hands out frames from each connection in
+        turn, so a peer sending junk as fast as it can takes its share of
+        the master and no more."""
+        counts: dict[bytes, int] = {}
+        for _ in range(MAX_FRAMES_PER_TURN):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            identity = frames[0].bytes
+            count = counts[identity] = counts.get(identity, 0) + 1
+            if len(frames) != 2 or count > MAX_FRAMES_PER_PEER:
+                self.ledger.counters.dropped += 1
+                continue
+            self.handle(identity, frames[1])
+
+    def complain(self, identity: bytes, exc: ProtocolError) -> None:
+        """Say why a message was dropped: at most once per COMPLAINT_EVERY
+        seconds for each connection, with how many were dropped unsaid."""
+        now = time.monotonic()
+        last, unsaid = self.complaints.get(identity, (-COMPLAINT_EVERY, 0))
+        if now - last < COMPLAINT_EVERY:
+            self.complaints[identity] = (last, unsaid + 1)
+            return
+        if len(self.complaints) >= MAX_COMPLAINTS:  # a stranger on ever new connections: start over
+            self.complaints.clear()
+        self.complaints[identity] = (now, 0)
+        more = f" (and {unsaid} more since the last said)" if unsaid else ""
+        peer = self.peers.get(identity)
+        sender = f"worker {peer.host}:{peer.pid}" if peer is not None else "a worker"
+        log.warning("dropped a message from %s%s: %s", sender, more, exc)
+
     def handle(self, identity: bytes, frame: zmq.Frame) -> None:
         now = time.monotonic()
         try:
@@ -195,7 +238,7 @@ class Master(Posted):
             if "another version" in str(exc):
                 self.refusals.refuse(auth.address_of(frame), f"version mismatch ({exc})")
             else:
-                log.warning("dropped a message from a worker: %s", exc)
+                self.complain(identity, exc)
         except zmq.ZMQError:
             pass
 
@@ -313,15 +356,7 @@ class Master(Posted):
         while ledger.open_tasks and not stop.is_set():
             if poller.poll(100):
                 self.watch.read()
-                while True:
-                    try:
-                        frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    if len(frames) != 2:
-                        ledger.counters.dropped += 1
-                        continue
-                    self.handle(frames[0].bytes, frames[1])
+                self.receive()
             now = time.monotonic()
             if not commenced and self.peers:
                 commenced = True

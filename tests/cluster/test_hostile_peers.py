@@ -9,6 +9,7 @@ import os
 import resource
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -497,3 +498,42 @@ def test_five_thousand_idle_connections_neither_exhaust_nor_fool_the_master(lib,
     assert "quarantined" not in master.output
     only_true_successes(out, 4, "127.0.0.2")
     assert master.count(r"Refused a connection from 127\.0\.0\.2: more than \d+ connections at once") == 1
+
+
+@pytest.mark.slow
+def test_a_flood_of_junk_frames_neither_starves_honest_workers_nor_floods_the_log(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    ctx = zmq.Context()
+    done = threading.Event()
+
+    def flood() -> None:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(f"tcp://127.0.0.1:{port}")
+        junk = [b"junk", NESTED, b"[1,2]", raw(type="ready", credit="all")]
+        while not done.is_set():
+            for frame in junk:
+                try:
+                    sock.send(frame, zmq.NOBLOCK)
+                except zmq.Again:
+                    time.sleep(0.001)
+        sock.close(0)
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    try:
+        master.wait_for(r"dropped a message from a worker")
+        started = time.monotonic()
+        worker = start_worker(port, 1)
+        assert master.wait(40) == 0, master.output[-3000:]
+        assert worker.wait(30) == 0
+        took = time.monotonic() - started
+    finally:
+        done.set()
+        flooder.join(10)
+        ctx.destroy(0)
+        master.kill()
+    only_true_successes(out, 4, "")
+    assert took < 30, took
+    assert len(master.output) < 20_000  # a line per connection every 10 s, not one per frame
