@@ -29,7 +29,8 @@ from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
 from flac2all.running.runner import check_output, default_timeout
 
 POISON_DEATHS = 3  # a task whose worker died under it this often fails
-QUARANTINE_AFTER = 3  # environmental failures in a row that quarantine a worker
+QUARANTINE_AFTER = 3  # environmental failures in a row (or jobs handed back) that quarantine a worker
+START_SLOTS = 2  # slots a worker may fill before it has returned any result
 MAX_ENV_HOSTS = 3  # a task that failed environmentally on this many hosts fails
 # A job's lease: its task time-out (each encode and its check may take it),
 # twice, plus some slack for tags, the commit and the network.
@@ -83,6 +84,8 @@ class Standing:
 
     quarantine: str = ""  # why it gets no more jobs ("" if it may)
     env_streak: int = 0  # environmental failures since its last success
+    returned: int = 0  # results settled since it last handed jobs back (its slow start)
+    handbacks: int = 0  # times it left (a bye, a new hello) holding unfinished jobs
 
 
 @dataclass
@@ -114,7 +117,10 @@ class Peer:
 
     @property
     def free_slots(self) -> int:
-        return self.slots - len(self.held())
+        """Its slots not in use, of those it has earned: START_SLOTS, and
+        one more for each result it returned (a slow start: a peer that
+        declares 256 slots does not take every job before doing one)."""
+        return min(self.slots, START_SLOTS + self.standing.returned) - len(self.held())
 
     @property
     def eligible(self) -> bool:
@@ -344,7 +350,15 @@ class Ledger:
         return entries
 
     def requeue(self, peer: Peer, died: bool) -> None:
-        """Everything a peer holds goes back to the queue."""
+        """Everything a peer holds goes back to the queue. Jobs handed back
+        unfinished (a bye, a new hello) count against the worker: its slow
+        start begins again, and the third time it is quarantined."""
+        if not died and peer.leases:
+            standing = peer.standing
+            standing.returned = 0
+            standing.handbacks += 1
+            if standing.handbacks >= QUARANTINE_AFTER:
+                self.quarantine(peer, f"handed back unfinished jobs {standing.handbacks} times")
         for lease in sorted(peer.held(), key=lambda held: held.entries[0].id, reverse=True):
             self.again(self.release(peer, lease), died)
 
@@ -400,6 +414,7 @@ class Ledger:
                 self.environmental(peer, entry, wire)
                 return
         peer.standing.env_streak = 0
+        peer.standing.returned += 1
         peer.finished += 1
         self.results_in += 1
         self.settle(entry, wire.to_result(task, peer.host))

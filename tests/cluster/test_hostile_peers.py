@@ -537,3 +537,27 @@ def test_a_flood_of_junk_frames_neither_starves_honest_workers_nor_floods_the_lo
     only_true_successes(out, 4, "")
     assert took < 30, took
     assert len(master.output) < 20_000  # a line per connection every 10 s, not one per frame
+
+
+@pytest.mark.slow
+def test_a_hoarder_earns_no_more_than_it_returns_and_handing_back_counts_against_it(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)  # the default --max-slots
+    ctx = zmq.Context()
+    try:
+        hoarder = FakeWorker(ctx, port, "hoarder", slots=protocol.MAX_SLOTS)
+        taken = []
+        for _ in range(3):  # take what it can, then a new hello hands it all back
+            hoarder.join(["opus"], credit=protocol.MAX_SLOTS)
+            taken.append(len([m for m in hoarder.messages(2) if m["type"] == "job"]))
+            hoarder.hello()
+        hoarder.join(["opus"], credit=protocol.MAX_SLOTS)
+        assert not [m for m in hoarder.messages(2) if m["type"] == "job"]
+        master.wait_for(r"Worker hoarder:1 quarantined, it gets no more jobs: handed back unfinished jobs 3 times")
+        hoarder.sock.send(protocol.bye_to_wire())
+        a_real_worker_finishes(master, port)
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    assert taken == [2, 2, 2]  # a slow start, begun again after each hand-back
+    only_true_successes(out, 4, "hoarder")
