@@ -561,3 +561,43 @@ def test_a_hoarder_earns_no_more_than_it_returns_and_handing_back_counts_against
         master.kill()
     assert taken == [2, 2, 2]  # a slow start, begun again after each hand-back
     only_true_successes(out, 4, "hoarder")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_run_with_a_hostile_peer_and_an_honest_worker_ends_with_every_output_real(tmp_path):
+    lib, out = tmp_path / "music", tmp_path / "out"
+    sources = [make_flac(lib / f"{n}.flac", seconds=1.0) for n in range(6)]
+    master, port = start_master("mp3", out, lib)
+    ctx = zmq.Context()
+    worker = None
+    try:
+        hostile = FakeWorker(ctx, port, "hostile", slots=protocol.MAX_SLOTS)
+        hostile.sock.send(NESTED)
+        hostile.sock.send(raw(type="hello", session=uuid.uuid4().hex, host="\ud800", pid=1, slots=1))
+        hostile.join(["mp3"], credit=protocol.MAX_SLOTS)
+        deadline = time.monotonic() + 120
+        while master.proc.poll() is None and time.monotonic() < deadline:
+            for job in [m for m in hostile.messages(0.5) if m["type"] == "job"]:
+                for task in job["tasks"]:
+                    tagged_junk(Path(task["output"]), task["settings_hash"], tmp_path)
+                    hostile.sock.send(raw(type="result", id=task["id"], attempt=task["attempt"], status="success",
+                                          message="", returncode=0, elapsed=0.5))  # fmt: skip
+                hostile.hello()  # and again, after every job
+                hostile.join(["mp3"], credit=protocol.MAX_SLOTS)
+            if worker is None and "quarantined" in master.output:
+                worker = start_worker(port, 1)
+            hostile.beat()
+        assert master.wait(10) == 0, master.output
+        assert worker is not None and worker.wait(30) == 0
+    finally:
+        ctx.destroy(0)
+        master.kill()
+        if worker is not None:
+            worker.kill()
+    assert "Traceback" not in master.output and "Traceback" not in worker.output
+    rows = read_log(out)
+    assert len(rows) == len(sources) and all(r["conversion_status"] == "SUCCESS" for r in rows), rows
+    assert all(r["host"] != "hostile" for r in rows)
+    for src in sources:
+        assert duration(out / "mp3" / f"{src.stem}.mp3") == pytest.approx(1.0, abs=0.1)
