@@ -85,7 +85,7 @@ class Standing:
     quarantine: str = ""  # why it gets no more jobs ("" if it may)
     env_streak: int = 0  # environmental failures since its last success
     returned: int = 0  # results settled since it last handed jobs back (its slow start)
-    handbacks: int = 0  # times it left (a bye, a new hello) holding unfinished jobs
+    handbacks: int = 0  # times in a row it left (a bye, a new hello) holding unfinished jobs
 
 
 @dataclass
@@ -124,8 +124,9 @@ class Peer:
 
     @property
     def eligible(self) -> bool:
-        """It said it is healthy and has not been quarantined."""
-        return self.modes is not None and not self.problem
+        """It said it is healthy, and neither it nor another session of its
+        key has been quarantined."""
+        return self.modes is not None and not self.problem and not self.standing.quarantine
 
     def can_run(self, entry: Entry) -> bool:
         return self.modes is not None and entry.task.mode in self.modes and self.who not in entry.tried
@@ -352,7 +353,8 @@ class Ledger:
     def requeue(self, peer: Peer, died: bool) -> None:
         """Everything a peer holds goes back to the queue. Jobs handed back
         unfinished (a bye, a new hello) count against the worker: its slow
-        start begins again, and the third time it is quarantined."""
+        start begins again, and the third time in a row (no result between)
+        it is quarantined."""
         if not died and peer.leases:
             standing = peer.standing
             standing.returned = 0
@@ -413,7 +415,7 @@ class Ledger:
                 # own mount (the run goes on without it), not the run's output.
                 self.environmental(peer, entry, wire)
                 return
-        peer.standing.env_streak = 0
+        peer.standing.env_streak = peer.standing.handbacks = 0
         peer.standing.returned += 1
         peer.finished += 1
         self.results_in += 1
