@@ -246,15 +246,15 @@ class Master(Posted):
         owner = self.sessions.get(hello.session)
         if owner is not None and owner != identity:
             raise ProtocolError(f"a hello for session {hello.session}, which another connection holds")
-        quarantine = peer.standing.quarantine if peer is not None else ""
-        if peer is not None:
-            self.drop_peer(peer, False, "started a new session")
-        slots = min(hello.slots, self.max_slots)
         key = auth.key_of(frame)
         who = key or hello.host
+        if peer is not None:
+            self.drop_peer(peer, False, "started a new session")
+            # The same connection is the same worker, whatever its new hello
+            # calls itself: it keeps what its last session earned.
+            who = peer.who
         standing = self.ledger.standing(who)
-        # A new hello on the same connection keeps what its last one earned.
-        standing.quarantine = standing.quarantine or quarantine
+        slots = min(hello.slots, self.max_slots)
         host = self.name_for(key, hello.host)
         peer = Peer(identity, hello.session, host, hello.pid, slots, now, auth.address_of(frame), who, standing)
         peer.problem = standing.quarantine
