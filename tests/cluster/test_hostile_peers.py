@@ -547,13 +547,14 @@ def test_a_hoarder_earns_no_more_than_it_returns_and_handing_back_counts_against
     try:
         hoarder = FakeWorker(ctx, port, "hoarder", slots=protocol.MAX_SLOTS)
         taken = []
-        for _ in range(3):  # take what it can, then a new hello hands it all back
+        for n in range(3):  # take what it can, then a new hello (under a new name) hands it all back
             hoarder.join(["opus"], credit=protocol.MAX_SLOTS)
             taken.append(len([m for m in hoarder.messages(2) if m["type"] == "job"]))
+            hoarder.host = f"hoarder{n}"
             hoarder.hello()
         hoarder.join(["opus"], credit=protocol.MAX_SLOTS)
         assert not [m for m in hoarder.messages(2) if m["type"] == "job"]
-        master.wait_for(r"Worker hoarder:1 quarantined, it gets no more jobs: handed back unfinished jobs 3 times")
+        master.wait_for(r"Worker hoarder\d?:1 quarantined, it gets no more jobs: handed back unfinished jobs 3 times")
         hoarder.sock.send(protocol.bye_to_wire())
         a_real_worker_finishes(master, port)
     finally:
@@ -561,6 +562,7 @@ def test_a_hoarder_earns_no_more_than_it_returns_and_handing_back_counts_against
         master.kill()
     assert taken == [2, 2, 2]  # a slow start, begun again after each hand-back
     only_true_successes(out, 4, "hoarder")
+    assert not any(r["host"].startswith("hoarder") for r in read_log(out))
 
 
 @pytest.mark.slow
