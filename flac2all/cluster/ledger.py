@@ -10,6 +10,7 @@ whether to believe a peer and where a task goes next.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -28,7 +29,8 @@ from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
 from flac2all.running.runner import check_output, default_timeout
 
 POISON_DEATHS = 3  # a task whose worker died under it this often fails
-QUARANTINE_AFTER = 3  # environmental failures in a row that quarantine a worker
+QUARANTINE_AFTER = 3  # environmental failures in a row (or jobs handed back) that quarantine a worker
+START_SLOTS = 2  # slots a worker may fill before it has returned any result
 MAX_ENV_HOSTS = 3  # a task that failed environmentally on this many hosts fails
 # A job's lease: its task time-out (each encode and its check may take it),
 # twice, plus some slack for tags, the commit and the network.
@@ -82,6 +84,8 @@ class Standing:
 
     quarantine: str = ""  # why it gets no more jobs ("" if it may)
     env_streak: int = 0  # environmental failures since its last success
+    returned: int = 0  # results settled since it last handed jobs back (its slow start)
+    handbacks: int = 0  # times in a row it left (a bye, a new hello) holding unfinished jobs
 
 
 @dataclass
@@ -113,12 +117,16 @@ class Peer:
 
     @property
     def free_slots(self) -> int:
-        return self.slots - len(self.held())
+        """Its slots not in use, of those it has earned: START_SLOTS, and
+        one more for each result it returned (a slow start: a peer that
+        declares 256 slots does not take every job before doing one)."""
+        return min(self.slots, START_SLOTS + self.standing.returned) - len(self.held())
 
     @property
     def eligible(self) -> bool:
-        """It said it is healthy and has not been quarantined."""
-        return self.modes is not None and not self.problem
+        """It said it is healthy, and neither it nor another session of its
+        key has been quarantined."""
+        return self.modes is not None and not self.problem and not self.standing.quarantine
 
     def can_run(self, entry: Entry) -> bool:
         return self.modes is not None and entry.task.mode in self.modes and self.who not in entry.tried
@@ -257,6 +265,20 @@ def full_here(folder: Path, needed: int) -> bool:
     return False
 
 
+# The master's own want of resources: a check that failed for one of these
+# says nothing about the worker.
+OWN_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
+
+
+def out_of_descriptors() -> bool:
+    """Whether this process cannot open a file just now."""
+    try:
+        os.close(os.open(os.devnull, os.O_RDONLY))
+    except OSError as exc:
+        return exc.errno in OWN_ERRNOS
+    return False
+
+
 def source_visible(path: Path) -> bool:
     """Whether the master itself can read a source (a worker that cannot is
     the one at fault; when neither can, the file is)."""
@@ -277,6 +299,7 @@ class Ledger:
         self.littered: set[Path] = set()  # output folders of tasks whose worker died
         self.results_in = 0  # results accepted from workers
         self.standings: dict[str, Standing] = {}  # Peer.who -> its standing
+        self.unchecked: list[tuple[Peer, WireResult]] = []  # results the master could not judge yet
 
     def standing(self, who: str) -> Standing:
         return self.standings.setdefault(who, Standing())
@@ -328,7 +351,16 @@ class Ledger:
         return entries
 
     def requeue(self, peer: Peer, died: bool) -> None:
-        """Everything a peer holds goes back to the queue."""
+        """Everything a peer holds goes back to the queue. Jobs handed back
+        unfinished (a bye, a new hello) count against the worker: its slow
+        start begins again, and the third time in a row (no result between)
+        it is quarantined."""
+        if not died and peer.leases:
+            standing = peer.standing
+            standing.returned = 0
+            standing.handbacks += 1
+            if standing.handbacks >= QUARANTINE_AFTER:
+                self.quarantine(peer, f"handed back unfinished jobs {standing.handbacks} times")
         for lease in sorted(peer.held(), key=lambda held: held.entries[0].id, reverse=True):
             self.again(self.release(peer, lease), died)
 
@@ -353,33 +385,49 @@ class Ledger:
                 self.quarantine(peer, f"held a job past its lease of {lease.seconds:.0f} s")
 
     def accept(self, peer: Peer, wire: WireResult) -> None:
-        """A result from a peer: believed, requeued, or discarded as late."""
+        """A result from a peer: believed, requeued, or discarded as late;
+        or, when the master cannot open files just now, kept to be judged
+        again (``recheck``): its own trouble is never the worker's fault."""
         entry = self.entries.get(wire.task_id)
         if entry is None or entry.done or entry.session != peer.session or entry.attempt != wire.attempt:
             self.counters.late += 1  # a duplicate or a result from a worker we gave up on
             return
+        task = entry.task
+        doubt = disbelief(entry) if wire.status is not Status.FAILED else None
+        full = wire.status is Status.FAILED and wire.cause == DISK_FULL and full_here(task.output.parent, task.size)
+        if (doubt is not None or wire.cause == DISK_FULL) and out_of_descriptors():
+            self.unchecked.append((peer, wire))
+            return
         lease = peer.leases.pop(entry.id, None)
         if lease is not None and not any(other is lease for other in peer.leases.values()):  # its slot is free
             peer.credit = 0 if peer.problem else min(peer.free_slots, peer.credit + 1)
-        task = entry.task
-        if wire.status is not Status.FAILED:
-            if (why := disbelief(entry)) is not None:
-                self.counters.refused += 1
-                self.again([entry], False)
-                self.quarantine(peer, f"claimed {task.output.name} ({task.mode}) done, but {why}")
+        if doubt is not None:
+            self.counters.refused += 1
+            self.again([entry], False)
+            self.quarantine(peer, f"claimed {task.output.name} ({task.mode}) done, but {doubt}")
+            return
+        if wire.status is Status.FAILED:
+            if wire.cause in ENVIRONMENT and (wire.cause != SOURCE_MISSING or source_visible(task.source)):
+                self.environmental(peer, entry, wire)
                 return
-        elif wire.cause in ENVIRONMENT and (wire.cause != SOURCE_MISSING or source_visible(task.source)):
-            self.environmental(peer, entry, wire)
-            return
-        elif wire.cause == DISK_FULL and not full_here(task.output.parent, task.size):
-            # Full, read-only or over quota there, not here: that worker's own
-            # mount (the run goes on without it), not the output the run writes.
-            self.environmental(peer, entry, wire)
-            return
-        peer.standing.env_streak = 0
+            if wire.cause == DISK_FULL and not full:
+                # Full, read-only or over quota there, not here: that worker's
+                # own mount (the run goes on without it), not the run's output.
+                self.environmental(peer, entry, wire)
+                return
+        peer.standing.env_streak = peer.standing.handbacks = 0
+        peer.standing.returned += 1
         peer.finished += 1
         self.results_in += 1
         self.settle(entry, wire.to_result(task, peer.host))
+
+    def recheck(self, live: dict[bytes, Peer]) -> None:
+        """Judge again the results kept while the master could not open
+        files (those of peers still here)."""
+        waiting, self.unchecked = self.unchecked, []
+        for peer, wire in waiting:
+            if live.get(peer.identity) is peer:
+                self.accept(peer, wire)
 
     def environmental(self, peer: Peer, entry: Entry, wire: WireResult) -> None:
         """The worker's environment failed, not the file (the master sees

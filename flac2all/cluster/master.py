@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import resource
 import secrets
 import threading
 import time
@@ -51,6 +52,27 @@ REFUSED_GRACE = 15.0  # seconds it still waits for another worker once every wor
 PROBE_PREFIX = ".flac2all-probe-"
 
 
+HANDSHAKE_MS = 5000
+# What one turn of the loop reads (see Master.receive), and how often a
+# connection's malformed messages are said.
+MAX_FRAMES_PER_TURN = 512
+MAX_FRAMES_PER_PEER = 64
+COMPLAINT_EVERY = 10.0
+MAX_COMPLAINTS = 10_000
+
+
+def raise_descriptor_limit() -> None:
+    """The soft limit on open files raised to the hard one: every worker
+    (and every stranger) holds a descriptor of the master's, and at the
+    common 1024 the master could not open the outputs it must check."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # an infinite hard limit some kernels refuse as soft: keep ours
+            pass
+
+
 class NoWorkersError(Flac2allError):
     """No worker that could run the run's jobs came in time."""
 
@@ -80,6 +102,7 @@ class Master(Posted):
         self.endpoint = ""
         self.hosts_seen: dict[str, Peer] = {}  # every worker seen, for the host table at the end
         self.names: dict[str, str] = {}  # a worker key -> the host name it is shown under
+        self.complaints: dict[bytes, tuple[float, int]] = {}  # connection -> (last said, dropped since)
         self.results_in = 0  # results accepted
         self.idle_since = time.monotonic()
         self.probe: Path | None = None
@@ -87,12 +110,16 @@ class Master(Posted):
     # -- socket ---------------------------------------------------------------
 
     def open(self) -> None:
+        raise_descriptor_limit()
         self.ctx = zmq.Context()
         self.auth = None
         sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE + 1024)
+        # A connection that has not finished its handshake by then is closed:
+        # an open TCP connection alone holds no descriptor for long.
+        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
         if self.keys is not None:
             self.auth = auth.secure(sock, self.ctx, self.keys, self.refusals)
         else:
@@ -142,6 +169,42 @@ class Master(Posted):
 
     # -- messages -------------------------------------------------------------
 
+    def receive(self) -> None:
+        """Handle the frames waiting, at most MAX_FRAMES_PER_TURN of them and
+        MAX_FRAMES_PER_PEER from one connection (its others this turn are
+        dropped unread): heartbeats, leases and the dispatch come between
+        two turns, and the socket hands out frames from each connection in
+        turn, so a peer sending junk as fast as it can takes its share of
+        the master and no more."""
+        counts: dict[bytes, int] = {}
+        for _ in range(MAX_FRAMES_PER_TURN):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            identity = frames[0].bytes
+            count = counts[identity] = counts.get(identity, 0) + 1
+            if len(frames) != 2 or count > MAX_FRAMES_PER_PEER:
+                self.ledger.counters.dropped += 1
+                continue
+            self.handle(identity, frames[1])
+
+    def complain(self, identity: bytes, exc: ProtocolError) -> None:
+        """Say why a message was dropped: at most once per COMPLAINT_EVERY
+        seconds for each connection, with how many were dropped unsaid."""
+        now = time.monotonic()
+        last, unsaid = self.complaints.get(identity, (-COMPLAINT_EVERY, 0))
+        if now - last < COMPLAINT_EVERY:
+            self.complaints[identity] = (last, unsaid + 1)
+            return
+        if len(self.complaints) >= MAX_COMPLAINTS:  # a stranger on ever new connections: start over
+            self.complaints.clear()
+        self.complaints[identity] = (now, 0)
+        more = f" (and {unsaid} more since the last said)" if unsaid else ""
+        peer = self.peers.get(identity)
+        sender = f"worker {peer.host}:{peer.pid}" if peer is not None else "a worker"
+        log.warning("dropped a message from %s%s: %s", sender, more, exc)
+
     def handle(self, identity: bytes, frame: zmq.Frame) -> None:
         now = time.monotonic()
         try:
@@ -176,7 +239,7 @@ class Master(Posted):
             if "another version" in str(exc):
                 self.refusals.refuse(auth.address_of(frame), f"version mismatch ({exc})")
             else:
-                log.warning("dropped a message from a worker: %s", exc)
+                self.complain(identity, exc)
         except zmq.ZMQError:
             pass
 
@@ -184,15 +247,15 @@ class Master(Posted):
         owner = self.sessions.get(hello.session)
         if owner is not None and owner != identity:
             raise ProtocolError(f"a hello for session {hello.session}, which another connection holds")
-        quarantine = peer.standing.quarantine if peer is not None else ""
-        if peer is not None:
-            self.drop_peer(peer, False, "started a new session")
-        slots = min(hello.slots, self.max_slots)
         key = auth.key_of(frame)
         who = key or hello.host
+        if peer is not None:
+            self.drop_peer(peer, False, "started a new session")
+            # The same connection is the same worker, whatever its new hello
+            # calls itself: it keeps what its last session earned.
+            who = peer.who
         standing = self.ledger.standing(who)
-        # A new hello on the same connection keeps what its last one earned.
-        standing.quarantine = standing.quarantine or quarantine
+        slots = min(hello.slots, self.max_slots)
         host = self.name_for(key, hello.host)
         peer = Peer(identity, hello.session, host, hello.pid, slots, now, auth.address_of(frame), who, standing)
         peer.problem = standing.quarantine
@@ -294,15 +357,7 @@ class Master(Posted):
         while ledger.open_tasks and not stop.is_set():
             if poller.poll(100):
                 self.watch.read()
-                while True:
-                    try:
-                        frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    if len(frames) != 2:
-                        ledger.counters.dropped += 1
-                        continue
-                    self.handle(frames[0].bytes, frames[1])
+                self.receive()
             now = time.monotonic()
             if not commenced and self.peers:
                 commenced = True
@@ -313,6 +368,7 @@ class Master(Posted):
             if now >= next_beat:
                 next_beat = now + HEARTBEAT
                 beat = protocol.heartbeat_to_wire()
+                ledger.recheck(self.peers)
                 for peer in list(self.peers.values()):
                     self.send(peer, beat)
                     ledger.check_leases(peer, now)  # a lease is minutes: checked once a heartbeat

@@ -76,15 +76,21 @@ def path_from_wire(text: str) -> str:
     return ESCAPE.sub(unescape, text) if "%" in text else text
 
 
+# What a path may not hold: control characters (NUL, CR, LF, ESC...) other
+# than a tab; a name printed to a terminal must not drive it.
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
 def check_path(value: Any, what: str) -> Path:
-    """An absolute, normalized path without NUL, CR or LF (and so without a
-    ``..`` part: normalizing removes them), as ``path_to_wire`` sent it.
+    """An absolute, normalized path (and so without a ``..`` part:
+    normalizing removes them) without control characters but a tab, as
+    ``path_to_wire`` sent it.
     Checked as a string: this runs for every path of every job, and
     pathlib's parsing was most of it."""
     if type(value) is not str or not value or len(value) > 4096:
         raise ProtocolError(f"{what}: not a path")
     value = path_from_wire(value)
-    if "\x00" in value or "\n" in value or "\r" in value:
+    if not value.isprintable() and CONTROL.search(value):
         raise ProtocolError(f"{what}: control characters in path")
     # normpath keeps a leading "//" (POSIX leaves its meaning open): refused.
     if value[0] != "/" or value[:2] == "//" or os.path.normpath(value) != value:

@@ -90,9 +90,13 @@ def start_master(
     port: int = 0,
     path_prefix: Path | None = None,
     insecure: bool = True,
+    fd_limit: int | None = None,
 ) -> tuple[Proc, int]:
-    """A real master; without keys (--insecure) unless ``insecure`` is False."""
+    """A real master; without keys (--insecure) unless ``insecure`` is False;
+    ``fd_limit``: its soft and hard limits on open files."""
+    limit = ["prlimit", f"--nofile={fd_limit}:{fd_limit}", "--"] if fd_limit else []
     argv = [
+        *limit,
         sys.executable,
         "-m",
         "flac2all",

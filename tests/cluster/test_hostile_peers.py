@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -455,3 +457,149 @@ def test_a_forged_disk_quota_does_not_halt_the_run(lib, tmp_path):
         master.kill()
     assert "STOPPED" not in master.output
     only_true_successes(out, 4, "liar")
+
+
+def resident_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_five_thousand_idle_connections_neither_exhaust_nor_fool_the_master(lib, tmp_path):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 6000:
+        pytest.skip("this test holds 5,000 connections: it needs a hard limit of 6,000 open files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (6000, hard))
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib, fd_limit=1024)  # the common limit, soft and hard
+    flood: list[socket.socket] = []
+    try:
+        before = resident_kib(master.proc.pid)
+        for _ in range(5000):  # from another loopback address than the worker's
+            s = socket.socket()
+            s.setblocking(False)
+            s.bind(("127.0.0.2", 0))
+            s.connect_ex(("127.0.0.1", port))
+            flood.append(s)
+        time.sleep(3)
+        during = resident_kib(master.proc.pid)
+        held = len(os.listdir(f"/proc/{master.proc.pid}/fd"))
+        worker = start_worker(port, 1)
+        assert master.wait(120) == 0, master.output
+        assert worker.wait(30) == 0
+    finally:
+        for s in flood:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        master.kill()
+    assert during - before < 64 * 1024, (before, during)
+    assert held < 512  # the master keeps descriptors for its own files (its outputs' checks, the log)
+    assert "quarantined" not in master.output
+    only_true_successes(out, 4, "127.0.0.2")
+    assert master.count(r"Refused a connection from 127\.0\.0\.2: more than \d+ connections at once") == 1
+
+
+@pytest.mark.slow
+def test_a_flood_of_junk_frames_neither_starves_honest_workers_nor_floods_the_log(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    ctx = zmq.Context()
+    done = threading.Event()
+
+    def flood() -> None:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(f"tcp://127.0.0.1:{port}")
+        junk = [b"junk", NESTED, b"[1,2]", raw(type="ready", credit="all")]
+        while not done.is_set():
+            for frame in junk:
+                try:
+                    sock.send(frame, zmq.NOBLOCK)
+                except zmq.Again:
+                    time.sleep(0.001)
+        sock.close(0)
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    try:
+        master.wait_for(r"dropped a message from a worker")
+        started = time.monotonic()
+        worker = start_worker(port, 1)
+        assert master.wait(40) == 0, master.output[-3000:]
+        assert worker.wait(30) == 0
+        took = time.monotonic() - started
+    finally:
+        done.set()
+        flooder.join(10)
+        ctx.destroy(0)
+        master.kill()
+    only_true_successes(out, 4, "")
+    assert took < 30, took
+    assert len(master.output) < 20_000  # a line per connection every 10 s, not one per frame
+
+
+@pytest.mark.slow
+def test_a_hoarder_earns_no_more_than_it_returns_and_handing_back_counts_against_it(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)  # the default --max-slots
+    ctx = zmq.Context()
+    try:
+        hoarder = FakeWorker(ctx, port, "hoarder", slots=protocol.MAX_SLOTS)
+        taken = []
+        for n in range(3):  # take what it can, then a new hello (under a new name) hands it all back
+            hoarder.join(["opus"], credit=protocol.MAX_SLOTS)
+            taken.append(len([m for m in hoarder.messages(2) if m["type"] == "job"]))
+            hoarder.host = f"hoarder{n}"
+            hoarder.hello()
+        hoarder.join(["opus"], credit=protocol.MAX_SLOTS)
+        assert not [m for m in hoarder.messages(2) if m["type"] == "job"]
+        master.wait_for(r"Worker hoarder\d?:1 quarantined, it gets no more jobs: handed back unfinished jobs 3 times")
+        hoarder.sock.send(protocol.bye_to_wire())
+        a_real_worker_finishes(master, port)
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    assert taken == [2, 2, 2]  # a slow start, begun again after each hand-back
+    only_true_successes(out, 4, "hoarder")
+    assert not any(r["host"].startswith("hoarder") for r in read_log(out))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_run_with_a_hostile_peer_and_an_honest_worker_ends_with_every_output_real(tmp_path):
+    lib, out = tmp_path / "music", tmp_path / "out"
+    sources = [make_flac(lib / f"{n}.flac", seconds=1.0) for n in range(6)]
+    master, port = start_master("mp3", out, lib)
+    ctx = zmq.Context()
+    worker = None
+    try:
+        hostile = FakeWorker(ctx, port, "hostile", slots=protocol.MAX_SLOTS)
+        hostile.sock.send(NESTED)
+        hostile.sock.send(raw(type="hello", session=uuid.uuid4().hex, host="\ud800", pid=1, slots=1))
+        hostile.join(["mp3"], credit=protocol.MAX_SLOTS)
+        deadline = time.monotonic() + 120
+        while master.proc.poll() is None and time.monotonic() < deadline:
+            for job in [m for m in hostile.messages(0.5) if m["type"] == "job"]:
+                for task in job["tasks"]:
+                    tagged_junk(Path(task["output"]), task["settings_hash"], tmp_path)
+                    hostile.sock.send(raw(type="result", id=task["id"], attempt=task["attempt"], status="success",
+                                          message="", returncode=0, elapsed=0.5))  # fmt: skip
+                hostile.hello()  # and again, after every job
+                hostile.join(["mp3"], credit=protocol.MAX_SLOTS)
+            if worker is None and "quarantined" in master.output:
+                worker = start_worker(port, 1)
+            hostile.beat()
+        assert master.wait(10) == 0, master.output
+        assert worker is not None and worker.wait(30) == 0
+    finally:
+        ctx.destroy(0)
+        master.kill()
+        if worker is not None:
+            worker.kill()
+    assert "Traceback" not in master.output and "Traceback" not in worker.output
+    rows = read_log(out)
+    assert len(rows) == len(sources) and all(r["conversion_status"] == "SUCCESS" for r in rows), rows
+    assert all(r["host"] != "hostile" for r in rows)
+    for src in sources:
+        assert duration(out / "mp3" / f"{src.stem}.mp3") == pytest.approx(1.0, abs=0.1)

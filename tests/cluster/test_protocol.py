@@ -84,6 +84,7 @@ HOSTILE_TASKS = [
     {"output": "-y"},
     {"output": "/out/mp3/a\x00.mp3"},
     {"output": "/out/mp3/a\n.mp3"},
+    {"output": "/out/mp3/a\x1b]0;title\x07.mp3"},  # a terminal's escape sequence
     {"mode": "f:nosuchcodec"},
     {"mode": "rm -rf /"},
     {"output": "/out/mp3/a.sh"},  # extension not the codec's
