@@ -149,6 +149,16 @@ def copy_data(src: int, dst: int, size: int) -> int:
     return 0
 
 
+def fill(tmp: TempPath, src: int, st: os.stat_result) -> int:
+    """Copy ``src`` (``st``: its stat when looked at) into a temp file
+    ``staged`` made, through its own descriptor: its data (``copy_data``;
+    the bytes missing returned) and its permissions, without setuid, setgid
+    or sticky bit, nor any extended attribute."""
+    left = copy_data(src, tmp.stage.fd, st.st_size)
+    os.fchmod(tmp.stage.fd, st.st_mode & 0o777)
+    return left
+
+
 def emptied(tmp: Path) -> None:
     """Clear a staged temp file for another try: removed for the encoder
     to make it anew, or emptied if we made it (``commit`` takes only that

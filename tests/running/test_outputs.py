@@ -12,6 +12,7 @@ import shutil
 import stat
 
 import pytest
+from mutagen.flac import FLAC
 
 from flac2all.errors import TaskError
 from flac2all.running.outputs import commit, staged
@@ -167,3 +168,20 @@ def test_a_folder_flipped_to_a_link_every_millisecond_gets_nothing_written_throu
     assert int(flipper.stdout.read()) > 100
     assert planted(victim) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out", "victim"]
+
+
+def test_a_retagged_output_never_keeps_a_setuid_bit(tmp_path):
+    src = tmp_path / "in" / "a.flac"
+    make_flac(src, tags={"TITLE": "before"})
+    out = tmp_path / "out"
+    assert run_flac2all("mp3", "-o", out, tmp_path / "in", timeout=60).returncode == 0
+    output = out / "mp3" / "a.mp3"
+    output.chmod(0o6755)
+    flac = FLAC(src)
+    flac["TITLE"] = "after"
+    flac.save()
+    run = run_flac2all("mp3", "-o", out, tmp_path / "in", timeout=60)
+    assert run.returncode == 0, run.stderr
+    [row] = read_log(out)
+    assert row["conversion_status"] == "SUCCESS (retagged)"
+    assert stat.S_IMODE(output.lstat().st_mode) == 0o755
