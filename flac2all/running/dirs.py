@@ -79,6 +79,23 @@ def open_child(dir_fd: int, name: str, path: Path, create: bool) -> int:
     return fd
 
 
+def open_private(dir_fd: int, name: str, path: Path) -> int:
+    """Make the folder ``name`` of ``dir_fd``, ours alone (0700), and open
+    it; TaskError if what is opened under that name is not that folder
+    (someone swapped it meanwhile). Nobody else can add, remove or replace
+    a name in it."""
+    try:
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+    except OSError as exc:
+        raise TaskError(f"cannot write in {path.parent}: {describe_oserror(exc)}") from None
+    fd = open_child(dir_fd, name, path, create=False)
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        os.close(fd)
+        raise TaskError(f"{path} was replaced while being made: refusing to write in it")
+    return fd
+
+
 def open_folder(folder: Path, top: Path, create: bool = False) -> int:
     """A descriptor of ``folder``, opened level by level from ``top``
     without following links (made where missing if ``create``). The caller

@@ -38,18 +38,20 @@ class TempPath(type(Path())):  # type: ignore[misc]
 
 
 class Stage:
-    """A temp name in a folder held by descriptor, and the file made under
-    it: by us (``fd``, made O_EXCL without following links), or else by
+    """Where a temp file is: a folder of its own (``room_fd``, 0700: nobody
+    else can put a link or another file under its name) made in the final
+    name's folder (``dir_fd``), both held by descriptor; and the file made
+    there: by us (``fd``, made O_EXCL without following links), or else by
     the encoder it is given to."""
 
-    def __init__(self, dir_fd: int, name: str, fd: int | None) -> None:
-        self.dir_fd, self.name, self.fd = dir_fd, name, fd
+    def __init__(self, dir_fd: int, room: str, room_fd: int, name: str, fd: int | None) -> None:
+        self.dir_fd, self.room, self.room_fd, self.name, self.fd = dir_fd, room, room_fd, name, fd
 
     def is_ours(self) -> bool:
         """The temp name names a regular file, not a link, of one name
         only, and the very one we made if we made it."""
         try:
-            st = os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
+            st = os.stat(self.name, dir_fd=self.room_fd, follow_symlinks=False)
         except OSError:
             return False
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
@@ -91,31 +93,43 @@ def staged(final: Path, top: Path | None = None, made: bool = False) -> Iterator
     """Yield a temp path for ``final``; whatever is left there afterwards is
     removed. ``final``'s folder is held by descriptor, opened (and made)
     level by level from ``top`` (the output folder) without following
-    links. ``made``: the temp file is made here (O_EXCL, no link followed)
-    and written through ``stage.fd``; else whatever is under the name is
-    removed first, for the encoder to make it (flac will not write over a
-    file)."""
+    links; the temp file is in a folder of its own made there (``Stage``).
+    ``made``: the temp file is made here (O_EXCL, no link followed) and
+    written through ``stage.fd``; else the encoder makes it (flac will not
+    write over a file)."""
     top = final.parent if top is None else top  # a caller that knows no output folder
     with dirs.held(final.parent, top, create=True) as dir_fd:
-        name = temp_name(final, dir_fd)
+        room = f"{TEMP_PREFIX}{secrets.token_hex(6)}"
+        room_fd = dirs.open_private(dir_fd, room, final.parent / room)
         fd = None
         try:
+            name = temp_name(final, room_fd)
             if made:
-                fd = dirs.create_file(name, dir_fd)
-            else:
-                with suppress(FileNotFoundError):
-                    os.unlink(name, dir_fd=dir_fd)
-        except OSError as exc:
-            raise TaskError(f"cannot write in {final.parent}: {describe_oserror(exc)}") from None
-        tmp = through(dir_fd, final.parent, name)
-        tmp.stage = Stage(dir_fd, name, fd)
-        try:
+                try:
+                    fd = dirs.create_file(name, room_fd)
+                except OSError as exc:
+                    raise TaskError(f"cannot write in {final.parent}: {describe_oserror(exc)}") from None
+            tmp = through(room_fd, final.parent / room, name)
+            tmp.stage = Stage(dir_fd, room, room_fd, name, fd)
             yield tmp
         finally:
             if fd is not None:
                 os.close(fd)
+            clear(room_fd)
+            os.close(room_fd)
+            with suppress(OSError):
+                os.rmdir(room, dir_fd=dir_fd)
+
+
+def clear(fd: int) -> int:
+    """Remove the temp files in the folder ``fd``; how many."""
+    removed = 0
+    for name in os.listdir(fd):
+        if TEMP_NAME.fullmatch(name):
             with suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=dir_fd)
+                os.unlink(name, dir_fd=fd)
+                removed += 1
+    return removed
 
 
 def copy_data(src: int, dst: int, size: int) -> int:
@@ -168,7 +182,7 @@ def emptied(tmp: Path) -> None:
         tmp.unlink(missing_ok=True)
     elif stage.fd is None:
         with suppress(FileNotFoundError):
-            os.unlink(stage.name, dir_fd=stage.dir_fd)
+            os.unlink(stage.name, dir_fd=stage.room_fd)
     else:
         os.ftruncate(stage.fd, 0)
 
@@ -194,8 +208,7 @@ def remove_stale_temps(folders: set[Path]) -> int:
             stale = [name for name in os.listdir(fd) if TEMP_NAME.fullmatch(name)]
             for name in stale:
                 try:
-                    os.unlink(name, dir_fd=fd)
-                    removed += 1
+                    removed += remove_temp(name, fd)
                 except FileNotFoundError:
                     pass
                 except OSError as exc:
@@ -211,6 +224,21 @@ def remove_stale_temps(folders: set[Path]) -> int:
     return removed
 
 
+def remove_temp(name: str, dir_fd: int) -> int:
+    """Remove a temp file, or a temp file's folder and what is in it (never
+    following a link); how many temp files were removed."""
+    if not stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+        os.unlink(name, dir_fd=dir_fd)
+        return 1
+    room = os.open(name, dirs.FOLDER_FLAGS, dir_fd=dir_fd)
+    try:
+        removed = clear(room)
+    finally:
+        os.close(room)
+    os.rmdir(name, dir_fd=dir_fd)
+    return removed
+
+
 def commit(tmp: Path, final: Path) -> None:
     """Atomically put a finished temp file under its final name: in the
     folder ``staged`` holds, and only if the temp name still names the file
@@ -222,7 +250,7 @@ def commit(tmp: Path, final: Path) -> None:
             return
         if not stage.is_ours():
             raise TaskError(f"cannot write {final}: its temp file was replaced while being written")
-        os.replace(stage.name, final.name, src_dir_fd=stage.dir_fd, dst_dir_fd=stage.dir_fd)
+        os.replace(stage.name, final.name, src_dir_fd=stage.room_fd, dst_dir_fd=stage.dir_fd)
     except OSError as exc:
         raise TaskError(f"cannot write {final}: {describe_oserror(exc)}") from None
 

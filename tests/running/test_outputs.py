@@ -67,8 +67,9 @@ def test_a_temp_file_replaced_by_a_link_is_not_committed(tmp_path):
     final = out / "mp3" / "a.mp3"
     with staged(final, out, made=True) as tmp:
         os.write(tmp.stage.fd, b"new")
-        (final.parent / tmp.name).unlink()
-        (final.parent / tmp.name).symlink_to(victim)
+        planted_at = final.parent / tmp.stage.room / tmp.name  # by root, or our own user
+        planted_at.unlink()
+        planted_at.symlink_to(victim)
         with pytest.raises(TaskError, match="temp file was replaced"):
             commit(tmp, final)
     assert not final.exists() and not final.is_symlink()
@@ -185,3 +186,20 @@ def test_a_retagged_output_never_keeps_a_setuid_bit(tmp_path):
     [row] = read_log(out)
     assert row["conversion_status"] == "SUCCESS (retagged)"
     assert stat.S_IMODE(output.lstat().st_mode) == 0o755
+
+
+def test_a_temp_file_lies_in_a_folder_only_we_can_change(tmp_path):
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    victim.mkdir()
+    final = out / "mp3" / "a.mp3"
+    with staged(final, out) as tmp:
+        room = final.parent / tmp.stage.room
+        assert stat.S_IMODE(room.lstat().st_mode) == 0o700
+        # Its folder swapped for a link too: the encoder's path still leads
+        # to the folder made, by its descriptor.
+        room.rename(tmp_path / "moved")
+        room.symlink_to(victim)
+        tmp.write_bytes(b"new")
+        commit(tmp, final)
+    assert final.read_bytes() == b"new"
+    assert planted(victim) == {}
