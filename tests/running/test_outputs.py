@@ -203,3 +203,14 @@ def test_a_temp_file_lies_in_a_folder_only_we_can_change(tmp_path):
         commit(tmp, final)
     assert final.read_bytes() == b"new"
     assert planted(victim) == {}
+
+
+def test_a_temp_folder_left_by_a_killed_run_is_swept(tmp_path):
+    make_flac(tmp_path / "in" / "A" / "a.flac")
+    out = tmp_path / "out"
+    room = out / "mp3" / "A" / ".flac2all-tmp-0123456789ab"
+    room.mkdir(parents=True, mode=0o700)
+    (room / ".flac2all-tmp-ba9876543210.mp3").write_bytes(b"half")
+    run = run_flac2all("mp3", "-o", out, tmp_path / "in", timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert not room.exists() and temp_files(out) == []
