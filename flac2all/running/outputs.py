@@ -4,7 +4,9 @@ An output is written under a hidden temporary name beside its final name
 (keeping the extension: encoders and mutagen choose the format by it) and
 renamed into place only when complete, so a file under a final name is
 always complete. The folder is held by descriptor (``dirs``): the temp
-file is made, checked and renamed relative to it, never through a link.
+file is made, checked and renamed relative to it, never through a link;
+one that encoders or the tagger open by name is in a 0700 folder of its
+own, given to them through its descriptor.
 Imports nothing of flac2all's but its errors and ``dirs``.
 """
 
@@ -38,13 +40,14 @@ class TempPath(type(Path())):  # type: ignore[misc]
 
 
 class Stage:
-    """Where a temp file is: a folder of its own (``room_fd``, 0700: nobody
+    """Where a temp file is: a folder of its own (``room``, 0700: nobody
     else can put a link or another file under its name) made in the final
-    name's folder (``dir_fd``), both held by descriptor; and the file made
-    there: by us (``fd``, made O_EXCL without following links), or else by
-    the encoder it is given to."""
+    name's folder (``dir_fd``), both held by descriptor, or that folder
+    itself (``room`` None: a file never opened by its name); and the file
+    made there: by us (``fd``, made O_EXCL without following links), or
+    else by the encoder it is given to."""
 
-    def __init__(self, dir_fd: int, room: str, room_fd: int, name: str, fd: int | None) -> None:
+    def __init__(self, dir_fd: int, room: str | None, room_fd: int, name: str, fd: int | None) -> None:
         self.dir_fd, self.room, self.room_fd, self.name, self.fd = dir_fd, room, room_fd, name, fd
 
     def is_ours(self) -> bool:
@@ -60,17 +63,19 @@ class Stage:
 
 
 def temp_name(final: Path, dir_fd: int | None = None) -> str:
-    """A hidden name for ``final``'s temp file that keeps its extension
-    (encoders and mutagen choose the format by it), unless the extension
-    would make the name too long for the folder (then none: the temp name
-    must fit wherever the final name fits)."""
+    """A hidden name for ``final``'s temp file that ends with its name, so
+    that it keeps its extension (encoders and mutagen choose the format by
+    it) and an encoder's messages name the file; with the extension alone
+    where that would be too long for the folder, and none where even that
+    would be (the temp name must fit wherever the final name fits)."""
     name = f"{TEMP_PREFIX}{secrets.token_hex(6)}"
     longest = 255
     if dir_fd is not None:
         with suppress(OSError, ValueError):
             longest = os.fpathconf(dir_fd, "PC_NAME_MAX")
-    if len(os.fsencode(name + final.suffix)) <= longest:
-        name += final.suffix
+    for ending in (f".{final.name}", final.suffix):
+        if len(os.fsencode(name + ending)) <= longest:
+            return name + ending
     return name
 
 
@@ -89,36 +94,42 @@ def through(dir_fd: int, folder: Path, name: str) -> TempPath:
 
 
 @contextmanager
-def staged(final: Path, top: Path | None = None, made: bool = False) -> Iterator[TempPath]:
+def staged(final: Path, top: Path | None = None, made: bool = False, fd_only: bool = False) -> Iterator[TempPath]:
     """Yield a temp path for ``final``; whatever is left there afterwards is
     removed. ``final``'s folder is held by descriptor, opened (and made)
     level by level from ``top`` (the output folder) without following
-    links; the temp file is in a folder of its own made there (``Stage``).
-    ``made``: the temp file is made here (O_EXCL, no link followed) and
-    written through ``stage.fd``; else the encoder makes it (flac will not
-    write over a file)."""
+    links. ``made``: the temp file is made here (O_EXCL, no link followed)
+    for the caller to write through ``stage.fd``; else the encoder makes
+    it (flac will not write over a file). A temp file opened by its name
+    (by an encoder, the tagger) is in a folder of its own (``Stage``); one
+    written only through ``stage.fd`` (``fd_only``) needs none."""
     top = final.parent if top is None else top  # a caller that knows no output folder
     with dirs.held(final.parent, top, create=True) as dir_fd:
-        room = f"{TEMP_PREFIX}{secrets.token_hex(6)}"
-        room_fd = dirs.open_private(dir_fd, room, final.parent / room)
+        room = None if fd_only else f"{TEMP_PREFIX}{secrets.token_hex(6)}"
+        room_fd = dir_fd if room is None else dirs.open_private(dir_fd, room, final.parent / room)
+        name = temp_name(final, room_fd)
         fd = None
         try:
-            name = temp_name(final, room_fd)
-            if made:
+            if made or fd_only:
                 try:
                     fd = dirs.create_file(name, room_fd)
                 except OSError as exc:
                     raise TaskError(f"cannot write in {final.parent}: {describe_oserror(exc)}") from None
-            tmp = through(room_fd, final.parent / room, name)
+            # Where nobody opens it by name, its plain path will do.
+            tmp = TempPath(final.parent, name) if room is None else through(room_fd, final.parent / room, name)
             tmp.stage = Stage(dir_fd, room, room_fd, name, fd)
             yield tmp
         finally:
             if fd is not None:
                 os.close(fd)
-            clear(room_fd)
-            os.close(room_fd)
-            with suppress(OSError):
-                os.rmdir(room, dir_fd=dir_fd)
+            if room is None:
+                with suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=dir_fd)
+            else:
+                clear(room_fd)
+                os.close(room_fd)
+                with suppress(OSError):
+                    os.rmdir(room, dir_fd=dir_fd)
 
 
 def clear(fd: int) -> int:

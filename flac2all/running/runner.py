@@ -326,7 +326,7 @@ def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
         raise TaskError(f"cannot read: {describe_oserror(exc)}") from None
     if (problem := not_regular(st)) is not None:
         raise problem
-    with staged(task.output, settings.outdir, made=True) as tmp:
+    with staged(task.output, settings.outdir, fd_only=True) as tmp:
         try:
             # O_NONBLOCK: a FIFO put in its place since the stat cannot block the open.
             fd = os.open(task.source, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
