@@ -210,7 +210,7 @@ def open_temp(name: str, dir_fd: int, keep: bool = False) -> int:
                 os.close(fd)
     with suppress(FileNotFoundError):
         os.unlink(name, dir_fd=dir_fd)
-    return create_file(name, dir_fd, 0o644)
+    return create_file(name, dir_fd)  # 0o666 less the umask, as open() makes a file
 
 
 @contextmanager
