@@ -372,14 +372,24 @@ def move_aside(outdir: Path, kind: str) -> Path:
     the new name. The next State opened there is a new, empty one."""
     path = state_path(outdir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = path.with_name(f"{path.name}.{kind}-{stamp}")
-    n = 1
-    while aside.exists():
-        aside = path.with_name(f"{path.name}.{kind}-{stamp}.{n}")
-        n += 1
-    os.replace(path, aside)
-    for suffix in ("-wal", "-shm"):
-        side = path.with_name(path.name + suffix)
-        if side.exists():
-            os.replace(side, aside.with_name(aside.name + suffix))
+    try:
+        with dirs.held(path.parent, outdir) as folder:  # renamed in the state's folder, never through a link
+
+            def there(name: str) -> bool:
+                try:
+                    os.stat(name, dir_fd=folder, follow_symlinks=False)
+                except FileNotFoundError:
+                    return False
+                return True
+
+            aside = path.with_name(f"{path.name}.{kind}-{stamp}")
+            n = 1
+            while there(aside.name):
+                aside = path.with_name(f"{path.name}.{kind}-{stamp}.{n}")
+                n += 1
+            for suffix in ("", "-wal", "-shm"):
+                if suffix == "" or there(path.name + suffix):
+                    os.replace(path.name + suffix, aside.name + suffix, src_dir_fd=folder, dst_dir_fd=folder)
+    except TaskError as exc:
+        raise StateError(f"cannot move the state aside: {exc}") from None
     return aside

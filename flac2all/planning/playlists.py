@@ -116,7 +116,7 @@ def write(task: Task, input_dir: Path, outputs: Mapping[tuple[Path, str], Path])
         # Said when the playlist is written, not again while it stays so (cron).
         for entry in dropped:
             log.warning("%s [%s]: entry %s dropped: no output of it in this tree", task.source, task.mode, entry)
-        with staged(task.output, made=True) as tmp:
+        with staged(task.output, fd_only=True) as tmp:
             try:
                 with open(tmp.stage.fd, "wb", closefd=False) as f:
                     f.write(content)

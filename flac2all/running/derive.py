@@ -95,7 +95,7 @@ def scale_cover(task: Task, settings: Settings) -> Done:
     if data is None:
         raise TaskError("cannot read the cover (not a regular file, or larger than 64 MiB)")
     small = art.scaled(data, settings.art_max_size or 0, keep_format=True) if settings.art_max_size else None
-    with staged(task.output, settings.outdir, made=True) as tmp:
+    with staged(task.output, settings.outdir, fd_only=True) as tmp:
         try:
             with open(tmp.stage.fd, "wb", closefd=False) as f:
                 f.write(small.data if small else data)

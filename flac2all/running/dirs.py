@@ -53,20 +53,22 @@ def refusal(path: Path, exc: OSError, dir_fd: int, name: str) -> TaskError:
     return TaskError(f"cannot open folder {path}: {describe_oserror(exc)}")
 
 
-def open_child(dir_fd: int, name: str, path: Path, create: bool) -> int:
-    """Open the folder ``name`` of ``dir_fd`` (made if ``create``) without
-    following a link, and check that the name still names what was opened."""
-    if create:
+def open_child(dir_fd: int, name: str, path: Path | str, create: bool) -> int:
+    """Open the folder ``name`` of ``dir_fd`` (made if missing and
+    ``create``) without following a link, and check that the name still
+    names what was opened. ``path``: its path, for the messages."""
+    try:
+        fd = os.open(name, FOLDER_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
         try:
             os.mkdir(name, 0o777, dir_fd=dir_fd)
         except FileExistsError:
             pass
         except OSError as exc:
             raise TaskError(f"cannot create folder {path}: {describe_oserror(exc)}") from None
-    try:
-        fd = os.open(name, FOLDER_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        raise
+        return open_child(dir_fd, name, path, create=False)
     except OSError as exc:
         raise refusal(path, exc, dir_fd, name) from None
     try:
@@ -79,21 +81,57 @@ def open_child(dir_fd: int, name: str, path: Path, create: bool) -> int:
     return fd
 
 
+def open_private(dir_fd: int, name: str, path: Path) -> int:
+    """Make the folder ``name`` of ``dir_fd``, ours alone (0700), and open
+    it; TaskError if what is opened under that name is not ours (someone
+    swapped it meanwhile): its owner must be the one of a file we make in
+    it (not our uid: an NFS export may map us to another). Nobody else can
+    add, remove or replace a name in it."""
+    try:
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+    except OSError as exc:
+        raise TaskError(f"cannot write in {path.parent}: {describe_oserror(exc)}") from None
+    fd = open_child(dir_fd, name, path, create=False)
+    try:
+        probe = name + ".owner"
+        os.close(create_file(probe, fd, 0o600))
+        try:
+            mine = os.stat(probe, dir_fd=fd, follow_symlinks=False).st_uid
+        finally:
+            os.unlink(probe, dir_fd=fd)
+        st = os.fstat(fd)
+        if st.st_uid != mine or st.st_mode & 0o077:
+            raise TaskError(f"{path} was replaced while being made: refusing to write in it")
+    except OSError as exc:
+        os.close(fd)
+        raise TaskError(f"cannot write in {path}: {describe_oserror(exc)}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def open_folder(folder: Path, top: Path, create: bool = False) -> int:
     """A descriptor of ``folder``, opened level by level from ``top``
     without following links (made where missing if ``create``). The caller
-    closes it. TaskError if a level is a link, not a folder, or missing."""
+    closes it. TaskError if a level is a link or not a folder;
+    FileNotFoundError if one is missing (and not ``create``)."""
     parts = below(folder, top)
     try:
-        if create:  # the output folder itself: the user's own choice, reached by its path
+        try:
+            fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if not create:
+                raise
+            # The output folder itself: the user's own choice, reached by its path.
             Path(top).mkdir(parents=True, exist_ok=True)
-        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise TaskError(f"cannot open the output folder {top}: {describe_oserror(exc)}") from None
-    path = Path(top)
+    path = os.fspath(top)
     try:
         for name in parts:
-            path = path / name
+            path = os.path.join(path, name)
             child = open_child(fd, name, path, create)
             os.close(fd)
             fd = child
@@ -172,7 +210,7 @@ def open_temp(name: str, dir_fd: int, keep: bool = False) -> int:
                 os.close(fd)
     with suppress(FileNotFoundError):
         os.unlink(name, dir_fd=dir_fd)
-    return create_file(name, dir_fd, 0o644)
+    return create_file(name, dir_fd)  # 0o666 less the umask, as open() makes a file
 
 
 @contextmanager

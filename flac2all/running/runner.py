@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import stat
 import time
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from flac2all.errors import DISK_FULL, TaskError, describe_oserror, disk_full_ca
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.running import derive, dirs
 from flac2all.running.fanout import run_fanout
-from flac2all.running.outputs import commit, copy_data, emptied, remove_empty_folders, staged
+from flac2all.running.outputs import commit, emptied, fill, remove_empty_folders, staged
 from flac2all.running.pipeline import run_pipeline
 from flac2all.running.procs import Interrupted, ProcessGroup
 
@@ -245,9 +244,19 @@ def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None)
     codec = codecs.resolve(task.mode)
     meta, facts = source_meta(task.source, settings)
     timeout = timeout_for(meta, facts.size, settings)
-    with staged(task.output, settings.outdir) as tmp:
+    with staged(task.output, settings.outdir, made=True) as tmp:
         try:
-            shutil.copy2(task.output, tmp)
+            # The output as it is in its held folder, never through a link.
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(task.output.name, flags, dir_fd=tmp.stage.dir_fd)
+            try:
+                st = os.fstat(fd)
+                if (problem := not_regular(st)) is not None:
+                    raise problem
+                os.set_blocking(fd, True)
+                fill(tmp, fd, st)
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise TaskError(f"cannot copy the output to retag it: {describe_oserror(exc)}") from None
         audio = audio_of(codec, tmp, meta)
@@ -321,7 +330,7 @@ def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
         raise TaskError(f"cannot read: {describe_oserror(exc)}") from None
     if (problem := not_regular(st)) is not None:
         raise problem
-    with staged(task.output, settings.outdir, made=True) as tmp:
+    with staged(task.output, settings.outdir, fd_only=True) as tmp:
         try:
             # O_NONBLOCK: a FIFO put in its place since the stat cannot block the open.
             fd = os.open(task.source, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
@@ -331,13 +340,9 @@ def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
             if (problem := not_regular(os.fstat(fd))) is not None:
                 raise problem
             os.set_blocking(fd, True)
-            # Written through the temp file's own descriptor; its permissions
-            # without setuid, setgid or sticky bit, and no extended attribute.
-            dst = tmp.stage.fd
-            left = copy_data(fd, dst, st.st_size)
-            os.fchmod(dst, st.st_mode & 0o777)
+            left = fill(tmp, fd, st)
             # The times the state records, even if the source changed since.
-            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.utime(tmp.stage.fd, ns=(st.st_atime_ns, st.st_mtime_ns))
         except OSError as exc:
             raise TaskError(f"cannot copy: {describe_oserror(exc)}") from None
         finally:

@@ -12,6 +12,7 @@ import shutil
 import stat
 
 import pytest
+from mutagen.flac import FLAC
 
 from flac2all.errors import TaskError
 from flac2all.running.outputs import commit, staged
@@ -66,8 +67,9 @@ def test_a_temp_file_replaced_by_a_link_is_not_committed(tmp_path):
     final = out / "mp3" / "a.mp3"
     with staged(final, out, made=True) as tmp:
         os.write(tmp.stage.fd, b"new")
-        (final.parent / tmp.name).unlink()
-        (final.parent / tmp.name).symlink_to(victim)
+        planted_at = final.parent / tmp.stage.room / tmp.name  # by root, or our own user
+        planted_at.unlink()
+        planted_at.symlink_to(victim)
         with pytest.raises(TaskError, match="temp file was replaced"):
             commit(tmp, final)
     assert not final.exists() and not final.is_symlink()
@@ -167,3 +169,48 @@ def test_a_folder_flipped_to_a_link_every_millisecond_gets_nothing_written_throu
     assert int(flipper.stdout.read()) > 100
     assert planted(victim) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out", "victim"]
+
+
+def test_a_retagged_output_never_keeps_a_setuid_bit(tmp_path):
+    src = tmp_path / "in" / "a.flac"
+    make_flac(src, tags={"TITLE": "before"})
+    out = tmp_path / "out"
+    assert run_flac2all("mp3", "-o", out, tmp_path / "in", timeout=60).returncode == 0
+    output = out / "mp3" / "a.mp3"
+    output.chmod(0o6755)
+    flac = FLAC(src)
+    flac["TITLE"] = "after"
+    flac.save()
+    run = run_flac2all("mp3", "-o", out, tmp_path / "in", timeout=60)
+    assert run.returncode == 0, run.stderr
+    [row] = read_log(out)
+    assert row["conversion_status"] == "SUCCESS (retagged)"
+    assert stat.S_IMODE(output.lstat().st_mode) == 0o755
+
+
+def test_a_temp_file_lies_in_a_folder_only_we_can_change(tmp_path):
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    victim.mkdir()
+    final = out / "mp3" / "a.mp3"
+    with staged(final, out) as tmp:
+        room = final.parent / tmp.stage.room
+        assert stat.S_IMODE(room.lstat().st_mode) == 0o700
+        # Its folder swapped for a link too: the encoder's path still leads
+        # to the folder made, by its descriptor.
+        room.rename(tmp_path / "moved")
+        room.symlink_to(victim)
+        tmp.write_bytes(b"new")
+        commit(tmp, final)
+    assert final.read_bytes() == b"new"
+    assert planted(victim) == {}
+
+
+def test_a_temp_folder_left_by_a_killed_run_is_swept(tmp_path):
+    make_flac(tmp_path / "in" / "A" / "a.flac")
+    out = tmp_path / "out"
+    room = out / "mp3" / "A" / ".flac2all-tmp-0123456789ab"
+    room.mkdir(parents=True, mode=0o700)
+    (room / ".flac2all-tmp-ba9876543210.mp3").write_bytes(b"half")
+    run = run_flac2all("mp3", "-o", out, tmp_path / "in", timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert not room.exists() and temp_files(out) == []
