@@ -97,10 +97,12 @@ def scale_cover(task: Task, settings: Settings) -> Done:
     small = art.scaled(data, settings.art_max_size or 0, keep_format=True) if settings.art_max_size else None
     with staged(task.output) as tmp:
         try:
-            tmp.write_bytes(small.data if small else data)
+            tmp.write_bytes(small.data if isinstance(small, art.Scaled) else data)
             os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
         except OSError as exc:
             raise TaskError(f"cannot write: {describe_oserror(exc)}") from None
         commit(tmp, task.output)
-    note = f"scaled to {small.width}x{small.height}" if small else "copied (small enough)"
+    note = f"scaled to {small.width}x{small.height}" if isinstance(small, art.Scaled) else "copied (small enough)"
+    if isinstance(small, art.Unscaled):
+        note = f"copied as it is, not scaled: {small.why}"
     return note, SourceFacts(st.st_size, st.st_mtime_ns, "", "", "")
