@@ -16,6 +16,9 @@ decoding error fails the task), converting to the first frame's format:
   ``flacstream.joined`` finds; ffmpeg gets the frames without the headers
   between them, which make it drop the frames around them).
 
+A stream with more Vorbis comments than libFLAC reads (100,000: "ERROR
+while decoding metadata") is given to flac again with its STREAMINFO alone.
+
 The STREAMINFO MD5 of such a stream cannot be checked (it describes the
 first file, or nothing). A bit depth that changes mid-stream fails with that
 cause named: no decoder takes it. Where the STREAMINFO does not give the
@@ -46,6 +49,8 @@ Command = list[str]  # one program's argv: a stage of a pipeline (run by running
 # the audio's parameters mid-stream, not a corruption.
 CHANGE = re.compile(r"ERROR, (sample rate|channels|bits-per-sample) is (\d+) in frame but (\d+) in STREAMINFO")
 LOST_SYNC = "FLAC__STREAM_DECODER_ERROR_STATUS_LOST_SYNC"
+BAD_METADATA = "FLAC__STREAM_DECODER_ERROR_STATUS_BAD_METADATA"
+MAX_COMMENTS = 100_000  # libFLAC refuses a comment block of more (its metadata is "bad")
 # ffmpeg, strict: a frame whose CRC is wrong, or that fails to decode, is an
 # error, and one error makes it exit non-zero (69).
 STRICT = ["-err_detect", "crccheck+bitstream+buffer+explode", "-max_error_rate", "0"]
@@ -63,6 +68,9 @@ class Decoder:
     # Byte ranges (start, end) left out of what the decoder reads: the
     # headers of FLAC files joined end to end.
     skips: tuple[tuple[int, int], ...] = ()
+    # Bytes it reads first, in place of what the skips leave out: a header
+    # of the STREAMINFO alone (flacstream.streaminfo_alone).
+    lead: bytes = b""
 
     @property
     def input(self) -> list[str]:
@@ -125,7 +133,7 @@ class Decoder:
                 yield f
             return
         read, write = os.pipe()
-        feeder = threading.Thread(target=feed, args=(self.source, self.pieces(), write), daemon=True)
+        feeder = threading.Thread(target=feed, args=(self.source, self.pieces(), write, self.lead), daemon=True)
         feeder.start()
         try:
             with open(read, "rb", buffering=0) as pipe:
@@ -143,10 +151,13 @@ class Decoder:
         return [*pieces, (at, None)]
 
 
-def feed(source: Path, pieces: list[tuple[int, int | None]], fd: int) -> None:
-    """Write those byte ranges of the source into a pipe, then close it;
-    stop early, quietly, when its reader is gone."""
+def feed(source: Path, pieces: list[tuple[int, int | None]], fd: int, lead: bytes = b"") -> None:
+    """Write ``lead``, then those byte ranges of the source into a pipe,
+    then close it; stop early, quietly, when its reader is gone."""
     try:
+        view = memoryview(lead)
+        while view:
+            view = view[os.write(fd, view) :]
         with open(source, "rb") as f:
             for start, end in pieces:
                 f.seek(start)
@@ -189,6 +200,16 @@ def fallback(failures: Sequence[Exception | None], decoder: Decoder, info: Audio
         return None
     # The decoder's own words, when it is the stage blamed (blame.blame).
     said = next((f.stderr for f in failures if isinstance(f, TaskError) and f.message.startswith("flac ")), "")
+    if BAD_METADATA in said and not decoder.lead:
+        count = flacstream.comment_count(decoder.source, decoder.offset) or 0
+        alone = flacstream.streaminfo_alone(decoder.source, decoder.offset)
+        if count > MAX_COMMENTS and alone is not None:
+            # Valid FLAC (RFC 9639 sets no such limit; ffmpeg reads it, but
+            # in minutes): flac again, given the STREAMINFO alone, its checks whole.
+            lead, frames = alone
+            note = f"{count} Vorbis comments, more than flac reads ({MAX_COMMENTS}): decoded without them"
+            note = "; ".join(n for n in (decoder.note, note) if n)
+            return replace(decoder, lead=lead, skips=((decoder.offset, frames), *decoder.skips), note=note)
     change = CHANGE.search(said)
     if change is not None:
         what, now, first = change.group(1), int(change.group(2)), int(change.group(3))

@@ -220,6 +220,44 @@ def metadata_end(data, i: int) -> int | None:
     return None
 
 
+VORBIS_COMMENT = 4
+
+
+def comment_count(path: Path, start: int) -> int | None:
+    """How many comments the Vorbis comment block of the stream at
+    ``start`` declares, None without one."""
+    with open(path, "rb") as f:
+        f.seek(start + 4)
+        while len(head := f.read(4)) == 4:
+            kind, size = head[0] & 0x7F, int.from_bytes(head[1:], "big")
+            if kind == VORBIS_COMMENT:
+                vendor = int.from_bytes(f.read(4), "little")
+                f.seek(vendor, io.SEEK_CUR)
+                count = f.read(4)
+                return int.from_bytes(count, "little") if len(count) == 4 else None
+            if head[0] & 0x80:
+                return None
+            f.seek(size, io.SEEK_CUR)
+    return None
+
+
+def streaminfo_alone(path: Path, start: int) -> tuple[bytes, int] | None:
+    """The header of the stream at ``start`` with its STREAMINFO alone
+    (marked the last metadata block), and where its first frame starts:
+    the stream as a decoder can take it whatever its other blocks hold."""
+    with open(path, "rb") as f:
+        try:
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # empty
+            return None
+    with data:
+        block = data[start + 8 : start + 8 + STREAMINFO_LENGTH]
+        end = metadata_end(data, start + 4)
+        if data[start : start + 4] != b"fLaC" or data[start + 4] & 0x7F or streaminfo(block) is None or end is None:
+            return None
+        return b"fLaC\x80" + STREAMINFO_LENGTH.to_bytes(3, "big") + block, end
+
+
 def trailing_tags(path: Path) -> int | None:
     """Where the ID3v1 and APEv2 tags some taggers append after the last
     frame start, or None when the file ends without one."""

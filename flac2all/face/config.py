@@ -31,6 +31,7 @@ from flac2all import codecs
 from flac2all.errors import UsageError
 from flac2all.face.usage import Option, Parser, defaults
 from flac2all.model import DaskOptions, DisplayOptions, Layout, Lossy, MasterOptions, Names, Request, Settings
+from flac2all.planning.names import NAME_RESERVE
 
 # Options that are about choosing profiles, not keys of one.
 NOT_KEYS = {"help", "version", "cluster_keygen", "worker", "config", "profile", "all_profiles"}
@@ -79,6 +80,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def path_limit(text: str) -> int:
+    """A --max-path: at least the room kept for a file's name."""
+    value = positive_int(text)
+    if value < NAME_RESERVE:
+        raise argparse.ArgumentTypeError(f"must be at least {NAME_RESERVE} (room for a file's name), not {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -114,7 +123,7 @@ def add_profile_options(p: Parser) -> None:
     )
     g.option(
         "--max-path",
-        type=positive_int,
+        type=path_limit,
         default=255,
         metavar="N",
         help="with --names fat32: the longest path below OUTDIR, in UTF-16 units (default 255)",
@@ -299,7 +308,7 @@ def checked(option: Option, value: Any, base: Path) -> Any:
             raise ValueError('must be a list of modes, as ["mp3", "opus"]')
         codecs.parse_modes(value)
         return value
-    if option.type in (int, positive_int, positive_float):
+    if option.type in (int, positive_int, positive_float, path_limit):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError("must be a number")
         return option.type(str(value))

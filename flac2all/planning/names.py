@@ -18,8 +18,10 @@ still a spelling of what the source wants, and no other source takes it.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
 COMPONENT_UNITS = 255  # FAT32/exFAT long names, in UTF-16 code units
 COMPONENT_BYTES = 255  # NAME_MAX of Linux file systems, in bytes
-NAME_RESERVE = 40  # units of --max-path kept for a file's name when its folders are too long
+NAME_RESERVE = 40  # units of --max-path kept for a file's name when its folders are too long (its least value)
 LONGEST_SUFFIX = 8  # longer "extensions" are part of the name (a dot in a title)
 NUMBERED = re.compile(r"^(.*) \((\d+)\)$")
 UNDECODABLE = re.compile("[\udc80-\udcff]")  # a file name's bytes that were not UTF-8
@@ -64,7 +66,13 @@ def split(name: str) -> tuple[str, str]:
 
 def component(name: str, limit: int = COMPONENT_UNITS, tag: str = "", is_file: bool = True) -> str:
     """One path component as FAT32 takes it, within ``limit`` units, with
-    ``tag`` (`` (2)``) before the extension of a file."""
+    ``tag`` (`` (2)``) before the extension of a file ("_" if none fits)."""
+    return spelling(name, limit, tag, is_file) or "_"
+
+
+def spelling(name: str, limit: int, tag: str = "", is_file: bool = True) -> str | None:
+    """``component``, or None when no spelling keeps ``tag`` and the
+    extension within ``limit`` units."""
     name = UNDECODABLE.sub("_", name)
     stem, suffix = split(name) if is_file else (name, "")
     limit = min(limit, COMPONENT_UNITS)
@@ -77,7 +85,7 @@ def component(name: str, limit: int = COMPONENT_UNITS, tag: str = "", is_file: b
         if fits(spelled, limit):
             return spelled
         room -= 1  # sanitizing made it longer (CON -> CON_): cut one more
-    return "_"
+    return None
 
 
 def key(parts: Iterable[str]) -> str:
@@ -110,6 +118,13 @@ def output_folder(parent: Path, codec: Codec | None, settings: Settings) -> Path
     return base / parent
 
 
+@dataclass(frozen=True)
+class Unfit:
+    """No name of the output fits the limits: why."""
+
+    why: str
+
+
 class Namer:
     """The output paths of one run: ``output(source, wanted)``, where
     ``wanted`` is the path with the source's own names (plan.output_path)."""
@@ -125,6 +140,7 @@ class Namer:
         self.reserved: dict[str, Path] = {}
         self.recorded: dict[Path, list[tuple[str, ...]]] = {}
         self.spellings: dict[str, str] = {}  # key of a folder -> its first spelling
+        self.unfit: dict[str, str] = {}  # output (its text) -> why no name fits
         if self.fat:
             for output, source in recorded.items():
                 try:
@@ -143,14 +159,21 @@ class Namer:
         folder = self.folder(rel.parts[:-1])
         room = self.max_path - (units("/".join(folder)) + 1 if folder else 0)
         name = self.name(source, folder, rel.name, room)
-        self.taken[key((*folder, name))] = source
-        out = self.outdir.joinpath(*folder, name)
+        if isinstance(name, Unfit):
+            # Its own path, claimed by no other, refused when planned (unfit).
+            out = self.outdir.joinpath(*folder, component(rel.name))
+            self.unfit[os.fspath(out)] = name.why
+        else:
+            self.taken[key((*folder, name))] = source
+            out = self.outdir.joinpath(*folder, name)
         self.done[(source, wanted)] = out
         return out
 
-    def name(self, source: Path, folder: tuple[str, ...], wanted: str, room: int) -> str:
+    def name(self, source: Path, folder: tuple[str, ...], wanted: str, room: int) -> str | Unfit:
         """The file name: the one recorded for this source if it still
-        spells ``wanted``; else the first free of ``wanted``, ``wanted (2)``..."""
+        spells ``wanted``; else the first free of ``wanted``, ``wanted (2)``...;
+        Unfit when the first does not fit ``room``, or when a number that
+        would tell it from another does not."""
         for parts in self.recorded.get(source, ()):
             if key(parts[:-1]) != key(folder):
                 continue
@@ -160,12 +183,19 @@ class Namer:
             if parts[-1] == self.numbered(wanted, n, room) and self.free(source, (*folder, parts[-1])):
                 return parts[-1]
         n = 1
-        while not self.free(source, (*folder, name := self.numbered(wanted, n, room))):
+        while (name := self.numbered(wanted, n, room)) is not None and not self.free(source, (*folder, name)):
             n += 1
-        return name
+        if name is not None:
+            return name
+        limit = f"--max-path {self.max_path}"
+        if n == 1:
+            used = f" after its folder's {self.max_path - room} units" if folder else ""
+            return Unfit(f"no name for it fits {limit}{used}")
+        other = self.taken.get(key((*folder, self.numbered(wanted, 1, room) or "")))
+        return Unfit(f"no name with a number to tell it from {other or 'another output'} fits {limit}")
 
-    def numbered(self, wanted: str, n: int, room: int) -> str:
-        return component(wanted, room, f" ({n})" if n > 1 else "")
+    def numbered(self, wanted: str, n: int, room: int) -> str | None:
+        return spelling(wanted, room, f" ({n})" if n > 1 else "")
 
     def free(self, source: Path, parts: tuple[str, ...]) -> bool:
         k = key(parts)

@@ -256,8 +256,9 @@ class Planner:
         if first != (task.source, task.mode):
             other = first[0]  # a new output of a FLAC, planned once moves are known
         itself = key == os.fspath(task.source)
-        if itself or other is not None:
-            why = "it is the source itself" if itself else f"{other} has the same output"
+        unfit = self.namer.unfit.get(key)
+        if itself or other is not None or unfit:
+            why = unfit or ("it is the source itself" if itself else f"{other} has the same output")
             self.plan.refused.append(TaskResult(task, Status.FAILED, f"output {output} not written: {why}", 1))
             return False
         self.claimed[key] = task.source

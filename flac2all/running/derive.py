@@ -98,10 +98,12 @@ def scale_cover(task: Task, settings: Settings) -> Done:
     with staged(task.output, settings.outdir, fd_only=True) as tmp:
         try:
             with open(tmp.stage.fd, "wb", closefd=False) as f:
-                f.write(small.data if small else data)
+                f.write(small.data if isinstance(small, art.Scaled) else data)
             os.utime(tmp.stage.fd, ns=(st.st_atime_ns, st.st_mtime_ns))
         except OSError as exc:
             raise TaskError(f"cannot write: {describe_oserror(exc)}") from None
         commit(tmp, task.output)
-    note = f"scaled to {small.width}x{small.height}" if small else "copied (small enough)"
+    note = f"scaled to {small.width}x{small.height}" if isinstance(small, art.Scaled) else "copied (small enough)"
+    if isinstance(small, art.Unscaled):
+        note = f"copied as it is, not scaled: {small.why}"
     return note, SourceFacts(st.st_size, st.st_mtime_ns, "", "", "")

@@ -72,10 +72,12 @@ class TagFamily:
     def write_tags(self, path: Path, meta: SourceMeta, settings: Settings, audio: Any = None) -> list[str]:
         """``write``, with mutagen's errors as the task's error; the
         pictures scaled down first with --art-max-size."""
+        unscaled: list[str] = []
         if settings.art_max_size is not None and meta.pictures:
-            meta = replace(meta, pictures=art.scaled_pictures(meta.pictures, settings.art_max_size))
+            pictures, unscaled = art.scaled_pictures(meta.pictures, settings.art_max_size)
+            meta = replace(meta, pictures=pictures)
         try:
-            return self.write(path, meta, settings, audio)
+            return unscaled + self.write(path, meta, settings, audio)
         except mutagen.MutagenError as exc:
             raise TaskError(f"cannot write tags: {exc}") from None
 

@@ -84,13 +84,17 @@ def read_source_facts(path: Path) -> tuple[SourceMeta, SourceFacts]:
         st = os.stat(path)
     except OSError as exc:
         raise TaskError(f"cannot read source: {describe_oserror(exc)}") from None
-    meta = read_source(path, st.st_size)
+    meta = read_source(path, st)
     return meta, facts_of(meta, st)
 
 
-def read_source(path: Path, size: int | None = None) -> SourceMeta:
-    """Read STREAMINFO, comments and pictures of a FLAC file (``size``: its
-    size if already known).
+# What is never read as a source: reading a FIFO blocks until a writer comes.
+UNREAD_TYPES = {stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket", stat.S_IFDIR: "folder"}
+
+
+def read_source(path: Path, st: os.stat_result | None = None) -> SourceMeta:
+    """Read STREAMINFO, comments and pictures of a FLAC file (``st``: its
+    stat if already taken).
 
     The stream may start after an ID3v2 tag (whose fields fill in missing
     comments) or other bytes, or at a frame without any metadata
@@ -98,7 +102,12 @@ def read_source(path: Path, size: int | None = None) -> SourceMeta:
     that is missing, unreadable or not FLAC.
     """
     try:
-        if (path.stat().st_size if size is None else size) == 0:
+        st = path.stat() if st is None else st
+        kind = stat.S_IFMT(st.st_mode)
+        if kind in UNREAD_TYPES:
+            raise TaskError(f"not a regular file ({UNREAD_TYPES[kind]})")
+        # (A device has no size: what it gives is read, as far as locate reads.)
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
             raise TaskError("not a FLAC file (empty, 0 bytes)")
         start = flacstream.locate(path)
         if start is None:

@@ -75,7 +75,7 @@ class OggFamily(VorbisCommentFamily):
         if isinstance(audio, OggOpus):
             pairs = opus_comments(pairs)
         pairs += [("METADATA_BLOCK_PICTURE", base64.b64encode(p.write()).decode("ascii")) for p in meta.pictures]
-        audio.tags.clear()
+        del audio.tags[:]  # VCommentDict.clear removes one comment at a time: quadratic
         audio.tags.extend(pairs)
         if isinstance(audio, OggOpus):
             comment, headers = b"OpusTags" + audio.tags.write(framing=False), 1
@@ -102,7 +102,7 @@ class FlacFamily(VorbisCommentFamily):
         flac = self.opened(path, audio)
         if flac.tags is None:
             flac.add_tags()
-        flac.tags.clear()
+        del flac.tags[:]  # VCommentDict.clear removes one comment at a time: quadratic
         flac.tags.extend(meta.comments)
         warnings = []
         if (limit := self.over_limit(flac.tags)) is not None:
@@ -110,14 +110,27 @@ class FlacFamily(VorbisCommentFamily):
             # still records what the output was made from.
             mine = [(k, v) for k, v in meta.comments if k != PROVENANCE_KEY]
             if len(mine) < len(meta.comments):
-                flac.tags.clear()
-                flac.tags.extend(mine)
                 warnings.append(f"provenance tag left out: {limit}")
+            # Then the source's own comments, from the last, as many as it takes.
+            kept = self.fitting(mine, flac.tags.vendor)
+            if kept < len(mine):
+                warnings.append(f"the last {len(mine) - kept} of its {len(mine)} comments left out: {limit}")
+            del flac.tags[:]
+            flac.tags.extend(mine[:kept])
         flac.clear_pictures()
         for pic in meta.pictures:
             flac.add_picture(pic)
         flac.save()
         return warnings
+
+    def fitting(self, comments: list[tuple[str, str]], vendor: str) -> int:
+        """How many of ``comments``, from the first, one comment block holds."""
+        size = 8 + len(vendor.encode("utf-8"))
+        for n, (k, v) in enumerate(comments[: self.max_comments]):
+            size += 5 + len(k.encode("utf-8")) + len(v.encode("utf-8", "surrogatepass"))
+            if size > self.max_block:
+                return n
+        return min(len(comments), self.max_comments)
 
     def over_limit(self, tags: Any) -> str | None:
         """Which of FLAC's limits a comment block breaks, if any."""

@@ -494,6 +494,33 @@ def test_flac_mode_is_bit_exact_whatever_the_size_of_the_wav_data(odd_sizes, sha
     subprocess.run(["flac", "--test", "--silent", str(output)], check=True)
 
 
+@pytest.mark.slow
+def test_more_comments_than_libflac_reads_convert_keeping_what_each_format_holds(tmp_path):
+    """100,002 comments: valid FLAC that libFLAC refuses ("ERROR while
+    decoding metadata"); flac decodes it given its STREAMINFO alone, MD5
+    checked. A FLAC output keeps the first 100,000, the others all."""
+    source = make_flac(tmp_path / "in" / "many.flac", seconds=0.3, tags={"TITLE": "many"})
+    tags = FLAC(source)
+    tags.tags.extend([("NOTE", str(i)) for i in range(100_001)])
+    tags.save()
+    out = tmp_path / "out"
+    run = run_flac2all("mp3,vorbis,opus,aac,flac,test", "-o", out, source.parent, timeout=120)
+    rows = {r["format"]: r["conversion_status"] for r in read_log(out)}
+    note = "100002 Vorbis comments, more than flac reads (100000): decoded without them"
+    assert all(status.startswith(f"SUCCESS ({note}") for status in rows.values()) and len(rows) == 6, rows
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "the last 2 of its 100002 comments left out: FLAC allows at most 100000 comments" in rows["flac"]
+    flac = FLAC(out / "flac" / "many.flac")
+    comments = list(flac.tags)
+    assert len(comments) == 100_000 and comments[0] == ("TITLE", "many") and comments[-1] == ("NOTE", "99998")
+    assert flac.info.md5_signature == FLAC(source).info.md5_signature
+    subprocess.run(["flac", "--test", "--silent", str(out / "flac" / "many.flac")], check=True)
+    for path in (out / "opus" / "many.opus", out / "vorbis" / "many.ogg"):
+        assert mutagen_file(path)["NOTE"] == [str(i) for i in range(100_001)]
+    assert len(mutagen_file(out / "mp3" / "many.mp3")["TXXX:NOTE"].text) == 100_001
+    assert len(mutagen_file(out / "aac" / "many.m4a")["----:com.apple.iTunes:NOTE"]) == 100_001
+
+
 @pytest.fixture(scope="module")
 def corrupt(tmp_path_factory) -> tuple[Path, object]:
     """Corruptions on each of the new paths: they still fail."""

@@ -56,6 +56,55 @@ def test_the_namer_keeps_sources_apart_folders_together_and_names_stable():
     assert Namer(out, Names.POSIX, 255, {}).output(Path("/in/a"), out / "mp3/a:b.mp3") == out / "mp3/a:b.mp3"
 
 
+def test_a_name_that_cannot_fit_is_unfit_never_a_loop():
+    """A clash with no room for a number, a folder that leaves no room for
+    a name: the Namer says so at once (the planner refuses the task)."""
+    out = Path("/out")
+    namer = Namer(out, Names.FAT32, 9, {})
+    first = namer.output(Path("/in/Song.flac"), out / "m/Song.mp3")
+    second = namer.output(Path("/in/song.flac"), out / "m/song.mp3")
+    assert first == out / "m/Son.mp3" and os.fspath(first) not in namer.unfit
+    assert namer.unfit[os.fspath(second)] == "no name with a number to tell it from /in/Song.flac fits --max-path 9"
+    deep = Namer(out, Names.FAT32, 255, {})
+    folder = out.joinpath(*["d"] * 130)
+    for name in ("a.mp3", "b.mp3"):
+        output = deep.output(Path(f"/in/{name}"), folder / name)
+        assert deep.unfit[os.fspath(output)] == "no name for it fits --max-path 255 after its folder's 260 units"
+
+
+def test_a_limit_that_leaves_no_room_for_a_name_is_refused(tmp_path):
+    make_flac(tmp_path / "in" / "a.flac", seconds=0.1)
+    for limit in ("3", "12", "39"):
+        run = run_flac2all("mp3", "--names", "fat32", "--max-path", limit, "-o", tmp_path / "out", tmp_path / "in")
+        assert run.returncode == 2 and f"must be at least 40 (room for a file's name), not {limit}" in run.stderr
+    config = tmp_path / "config.toml"
+    profile = ["[profile.tiny]", 'modes = ["mp3"]', 'names = "fat32"', "max-path = 3", f'outdir = "{tmp_path / "out"}"']
+    config.write_text("\n".join(profile) + "\n")
+    run = run_flac2all("--config", config, "--profile", "tiny", tmp_path / "in", timeout=20)
+    assert run.returncode == 2 and "max-path: must be at least 40" in run.stderr, run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_sources_too_deep_for_any_name_fail_saying_so(tmp_path):
+    """130 folders deep, the folder alone passes the 255 units: each of its
+    sources fails with the cause, in a dry run as in a run; the others convert."""
+    deep = tmp_path.joinpath("in", *["d"] * 130)
+    for name in ("a", "b", "c"):
+        make_flac(deep / f"{name}.flac", seconds=0.1)
+    make_flac(tmp_path / "in" / "top.flac", seconds=0.1)
+    out = tmp_path / "out"
+    dry = run_flac2all("mp3", "--names", "fat32", "--dry-run", "-o", out, tmp_path / "in", timeout=30)
+    assert dry.returncode == 0 and dry.stdout.count("no name for it fits --max-path 255") == 3, dry.stdout
+    run = run_flac2all("mp3", "--names", "fat32", "-o", out, tmp_path / "in", timeout=30)
+    rows = {Path(r["infile"]).name: r["conversion_status"] for r in read_log(out)}
+    assert rows.pop("top.flac") == "SUCCESS"
+    assert set(rows) == {"a.flac", "b.flac", "c.flac"} and run.returncode == 1
+    for status in rows.values():
+        assert status.startswith("ERROR: output ") and status.endswith(
+            "not written: no name for it fits --max-path 255 after its folder's 262 units"
+        ), status
+
+
 def outputs(out: Path) -> list[Path]:
     return sorted(
         p.relative_to(out)
