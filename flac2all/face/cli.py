@@ -229,7 +229,11 @@ def build_parser() -> Parser:
     )
     p.option("-v", "--verbose", action="store_true", help="log every failing command line and its full output")
     p.option(
-        "-q", "--quiet", action="store_true", help="print only failures and the summary (for cron); the log is complete"
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="for cron: print nothing when nothing changed and nothing failed, else one line per run (named after its"
+        " profile) and the failures on stderr; the log is complete",
     )
     p.option(
         "--stop-on-hangup",
@@ -375,7 +379,10 @@ def run_one(request: Request, stop: StopOnSignal) -> hooks.Outcome:
         print(f"flac2all: error: {f'profile {request.profile}: ' if request.profile else ''}{exc}", file=sys.stderr)
         outcome.error, outcome.exit_status = str(exc), exc.exit_status
         return outcome
-    emit(outcome.report.summary())
+    if not request.display.quiet:
+        emit(outcome.report.summary(request.profile))
+    elif brief := outcome.report.brief(request.profile):
+        emit(brief)
     outcome.exit_status = outcome.report.exit_status
     return outcome
 

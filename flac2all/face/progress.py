@@ -8,6 +8,7 @@ the less needed figures, and file names lose their middle to an ellipsis.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
@@ -56,7 +57,9 @@ class PlainDisplay:
 
     def begin(self, total: int, hosts: Hosts, root: Path = Path(), jobs: Sequence[Job] = ()) -> None:
         self.begun = True
-        if not self.quiet:
+        # Nothing to convert (outputs up to date, orphans, moves): no heading;
+        # the lines and the summary say what was done.
+        if not self.quiet and (jobs or self.planning):
             more = " so far; planning goes on while converting" if self.planning else ""
             print(f"Converting: {total} task(s){more}", file=self.out, flush=True)
 
@@ -70,11 +73,16 @@ class PlainDisplay:
             print(f"Planned: {total} task(s) in all", file=self.out, flush=True)
 
     def finished(self, result: TaskResult) -> None:
-        failed = result.status is Status.FAILED
-        if failed:
-            report_failure(line_for(result), self.out)
-        if failed or not self.quiet:
-            print(line_for(result), file=self.out, flush=True)
+        if result.status is not Status.FAILED:
+            if not self.quiet:
+                print(line_for(result), file=self.out, flush=True)
+            return
+        if self.quiet:  # for cron: failures on stderr only, the run's one line on stdout
+            with contextlib.suppress(OSError):
+                print(line_for(result), file=sys.stderr, flush=True)
+            return
+        report_failure(line_for(result), self.out)
+        print(line_for(result), file=self.out, flush=True)
 
     def skipped(self, skips: Sequence[Skip]) -> None:
         """``finished``'s lines for outputs up to date, written in pieces
