@@ -373,7 +373,9 @@ def run_one(request: Request, stop: StopOnSignal) -> hooks.Outcome:
                 emit(chunk)
             return outcome
         executor = executor_for(request, stop)
-        display = make_display(sys.stdout, dashboard=request.display.dashboard, quiet=request.display.quiet)
+        display = make_display(
+            sys.stdout, request.display.dashboard, request.display.quiet, (settings.input_dir, settings.outdir)
+        )
         outcome.report = engine.run(settings, display, stop, request.plan_json, executor)
     except Flac2allError as exc:
         print(f"flac2all: error: {f'profile {request.profile}: ' if request.profile else ''}{exc}", file=sys.stderr)

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from flac2all.face.pace import Pace, relative, weights
-from flac2all.lines import line_for, skip_line
+from flac2all.face.pace import Pace, weights
+from flac2all.lines import line_for, relative, skip_line
 from flac2all.model import HostRow, Job, Status, Task, TaskResult
 from flac2all.skips import Skip
 
@@ -47,12 +47,15 @@ Hosts = Callable[[], list[HostRow]]
 
 
 class PlainDisplay:
-    """One line per finished task; for logs, pipes and cron mail. Quiet:
+    """One line per finished task; for logs, pipes and cron mail, with the
+    paths below INPUTDIR and OUTDIR (``roots``) as the live display shows
+    them (a failure's line on stderr, read apart, names them whole). Quiet:
     failures only."""
 
-    def __init__(self, out: TextIO = sys.stdout, quiet: bool = False) -> None:
+    def __init__(self, out: TextIO = sys.stdout, quiet: bool = False, roots: tuple[Path, Path] | None = None) -> None:
         self.out = out
         self.quiet = quiet
+        self.roots = roots or (None, None)
         self.planning = self.begun = False  # (grow: a plan made as the walk goes)
 
     def begin(self, total: int, hosts: Hosts, root: Path = Path(), jobs: Sequence[Job] = ()) -> None:
@@ -75,14 +78,14 @@ class PlainDisplay:
     def finished(self, result: TaskResult) -> None:
         if result.status is not Status.FAILED:
             if not self.quiet:
-                print(line_for(result), file=self.out, flush=True)
+                print(line_for(result, *self.roots), file=self.out, flush=True)
             return
         if self.quiet:  # for cron: failures on stderr only, the run's one line on stdout
             with contextlib.suppress(OSError):
                 print(line_for(result), file=sys.stderr, flush=True)
             return
         report_failure(line_for(result), self.out)
-        print(line_for(result), file=self.out, flush=True)
+        print(line_for(result, *self.roots), file=self.out, flush=True)
 
     def skipped(self, skips: Sequence[Skip]) -> None:
         """``finished``'s lines for outputs up to date, written in pieces
@@ -91,7 +94,7 @@ class PlainDisplay:
             return
         for start in range(0, len(skips), SKIP_LINES):
             chunk = skips[start : start + SKIP_LINES]
-            self.out.write("".join(skip_line(s.mode, s.output) + "\n" for s in chunk))
+            self.out.write("".join(skip_line(s.mode, s.output, self.roots[1]) + "\n" for s in chunk))
             self.out.flush()
 
     def end(self) -> None:
@@ -418,9 +421,12 @@ class Dashboard(RichDisplay):
             self.console.print(line)
 
 
-def make_display(out: TextIO = sys.stdout, dashboard: bool = False, quiet: bool = False) -> PlainDisplay | RichDisplay:
+def make_display(
+    out: TextIO = sys.stdout, dashboard: bool = False, quiet: bool = False, roots: tuple[Path, Path] | None = None
+) -> PlainDisplay | RichDisplay:
     """The live display on a terminal (the dashboard with -C), plain lines
-    otherwise (a pipe, a log file, cron); with ``quiet``, only failures."""
+    otherwise (a pipe, a log file, cron), their paths below ``roots``
+    (INPUTDIR, OUTDIR); with ``quiet``, only failures."""
     if quiet or not out.isatty():
-        return PlainDisplay(out, quiet)
+        return PlainDisplay(out, quiet, roots)
     return Dashboard(out) if dashboard else RichDisplay(out)

@@ -412,6 +412,19 @@ def test_plain_progress_lines_when_not_a_terminal(library, tmp_path):
     assert len(ok_lines) == 3
 
 
+def test_plain_lines_name_paths_below_inputdir_and_outdir_and_the_log_whole(library, tmp_path):
+    out = tmp_path / "out"
+    (library / "bad.flac").write_bytes(b"not FLAC")
+    run = run_flac2all("opus", "-o", out, library)
+    assert "encoded  opus     Album A/01 one.flac -> opus/Album A/01 one.opus" in run.stdout.splitlines()
+    assert "FAILED   opus     bad.flac: not a FLAC file (no fLaC header)" in run.stdout.splitlines()
+    assert run.stderr.splitlines() == [f"FAILED   opus     {library / 'bad.flac'}: not a FLAC file (no fLaC header)"]
+    assert str(tmp_path) not in "".join(line for line in run.stdout.splitlines() if line[:1] != " ")
+    assert {r["infile"] for r in run.rows()} >= {str(library / "Album A" / "01 one.flac")}
+    again = run_flac2all("opus", "-o", out, library)
+    assert "skipped  opus     opus/Album B/03 three.opus (up to date)" in again.stdout.splitlines()
+
+
 def test_csv_log_counts_match(library, tmp_path):
     run = run_flac2all("mp3,opus,flac", "-o", tmp_path / "out", library)
     rows = read_log(tmp_path / "out")
