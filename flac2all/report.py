@@ -325,9 +325,11 @@ class Report:
         failed = c.failed
         if self.failures:
             lines.append(f"    Failed ({failed}):")
-            lines += [f"        {printable(r.task.source)} [{r.task.mode}]: {r.message}" for r in self.failures[:20]]
-            if failed > 20:
-                lines.append(f"        ... and {failed - 20} more (grep -v SUCCESS on the log)")
+            causes = same_causes(self.failures, self.modes)
+            lines += [f"        {printable(source)} [{modes}]: {message}" for source, modes, message in causes[:20]]
+            if len(causes) > 20:
+                more = sum(len(modes.split(", ")) for _, modes, _ in causes[20:])
+                lines.append(f"        ... and {more} more (grep -v SUCCESS on the log)")
         if self.by_host or self.host_problems:
             lines += self.host_lines()
         lines += self.log_lines()
@@ -426,6 +428,20 @@ class Report:
                 line += f"; {self.host_problems[host]}"
             lines.append(line)
         return lines
+
+
+def same_causes(failures: list[TaskResult], order: tuple[str, ...] = ()) -> list[tuple[Path, str, str]]:
+    """(source, its modes, message) of ``failures``, the modes of one source
+    that failed for one cause (its decoder's) on one line, in the run's
+    ``order`` of modes."""
+    grouped: dict[tuple[Path, str], list[str]] = {}
+    for r in failures:
+        grouped.setdefault((r.task.source, r.message), []).append(r.task.mode)
+    rank = {mode: i for i, mode in enumerate(order)}
+    return [
+        (source, ", ".join(sorted(modes, key=lambda m: rank.get(m, len(rank)))), message)
+        for (source, message), modes in grouped.items()
+    ]
 
 
 def csv_row(r: TaskResult, times: dict[float, str]) -> tuple:

@@ -15,6 +15,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -46,6 +47,29 @@ def report_failure(line: str, out: TextIO) -> None:
 Hosts = Callable[[], list[HostRow]]
 
 
+class SameCause:
+    """Failures of one source for one cause, as they come one after the
+    other (every mode of a source its decoder failed on), held and shown
+    as one result whose mode names them all (``mp3,opus``)."""
+
+    def __init__(self, show: Callable[[TaskResult], None]) -> None:
+        self.show = show
+        self.held: TaskResult | None = None
+
+    def add(self, result: TaskResult) -> None:
+        held = self.held
+        if held is not None and (held.task.source, held.message) == (result.task.source, result.message):
+            self.held = replace(held, task=replace(held.task, mode=f"{held.task.mode},{result.task.mode}"))
+            return
+        self.flush()
+        self.held = result
+
+    def flush(self) -> None:
+        if self.held is not None:
+            held, self.held = self.held, None
+            self.show(held)
+
+
 class PlainDisplay:
     """One line per finished task; for logs, pipes and cron mail, with the
     paths below INPUTDIR and OUTDIR (``roots``) as the live display shows
@@ -56,6 +80,7 @@ class PlainDisplay:
         self.out = out
         self.quiet = quiet
         self.roots = roots or (None, None)
+        self.same_cause = SameCause(self.failed)
         self.planning = self.begun = False  # (grow: a plan made as the walk goes)
 
     def begin(self, total: int, hosts: Hosts, root: Path = Path(), jobs: Sequence[Job] = ()) -> None:
@@ -76,10 +101,14 @@ class PlainDisplay:
             print(f"Planned: {total} task(s) in all", file=self.out, flush=True)
 
     def finished(self, result: TaskResult) -> None:
-        if result.status is not Status.FAILED:
-            if not self.quiet:
-                print(line_for(result, *self.roots), file=self.out, flush=True)
+        if result.status is Status.FAILED:
+            self.same_cause.add(result)
             return
+        self.same_cause.flush()
+        if not self.quiet:
+            print(line_for(result, *self.roots), file=self.out, flush=True)
+
+    def failed(self, result: TaskResult) -> None:
         if self.quiet:  # for cron: failures on stderr only, the run's one line on stdout
             with contextlib.suppress(OSError):
                 print(line_for(result), file=sys.stderr, flush=True)
@@ -90,6 +119,7 @@ class PlainDisplay:
     def skipped(self, skips: Sequence[Skip]) -> None:
         """``finished``'s lines for outputs up to date, written in pieces
         (a no-op re-run has a million: one write each was a tenth of it)."""
+        self.same_cause.flush()
         if self.quiet:
             return
         for start in range(0, len(skips), SKIP_LINES):
@@ -98,7 +128,7 @@ class PlainDisplay:
             self.out.flush()
 
     def end(self) -> None:
-        pass
+        self.same_cause.flush()
 
 
 SKIP_LINES = 2000  # a piece of PlainDisplay.skipped
@@ -254,6 +284,7 @@ class RichDisplay:
         self.hosts: Hosts = list
         self.pace = Pace(0, Path(), (), time.monotonic())
         self.planning = False  # the plan is made as the walk goes, and it goes on
+        self.same_cause = SameCause(self.failed)
         self.live = Live(
             get_renderable=lambda: View(self.draw),
             console=self.console,
@@ -285,11 +316,17 @@ class RichDisplay:
     def finished(self, result: TaskResult) -> None:
         self.pace.finished(result, time.monotonic())
         if result.status is Status.FAILED:
-            task = result.task
-            self.failure(f"FAILED  {task.mode:<8} {relative(task.source, self.pace.root)}: {result.message}")
-            report_failure(line_for(result), self.out)
+            self.same_cause.add(result)
+        else:
+            self.same_cause.flush()
+
+    def failed(self, result: TaskResult) -> None:
+        task = result.task
+        self.failure(f"FAILED  {task.mode:<8} {relative(task.source, self.pace.root)}: {result.message}")
+        report_failure(line_for(result), self.out)
 
     def skipped(self, skips: Sequence[Skip]) -> None:
+        self.same_cause.flush()
         with self.pace.lock:
             self.pace.done += len(skips)
 
@@ -312,6 +349,7 @@ class RichDisplay:
         return [line, *file_lines(self.pace.in_progress(), width, height - 1)]
 
     def end(self) -> None:
+        self.same_cause.flush()
         self.pace.end(time.monotonic())
         self.live.stop()
 
@@ -406,6 +444,7 @@ class Dashboard(RichDisplay):
     def end(self) -> None:
         """Leave the alternate screen, then print the final state (status,
         host table with its totals, last failures) on the normal one."""
+        self.same_cause.flush()
         self.pace.end(time.monotonic())
         try:
             self.live.stop()

@@ -601,3 +601,18 @@ def test_a_scaled_cover_and_a_playlist_are_counted_under_their_lines_verbs(libra
     assert "converted mp3      " in run.stdout and "(scaled to 16x16)" in run.stdout
     assert "written  mp3      " in run.stdout and "scaled " not in run.stdout.replace("(scaled to", "")
     assert "3 encoded, 1 converted, 0 retagged, 0 moved, 0 copied, 1 playlist written, 0 skipped" in run.stdout
+
+
+def test_a_damaged_source_is_named_for_its_cause_once_for_all_its_modes(tmp_path):
+    root, out = tmp_path / "music", tmp_path / "out"
+    whole = make_flac(tmp_path / "whole.flac", seconds=3).read_bytes()
+    root.mkdir()
+    (root / "cut.flac").write_bytes(whole[: len(whole) * 6 // 10])
+    run = run_flac2all("mp3,opus", "-o", out, root)
+    assert run.returncode == 1
+    failed = [line for line in run.stdout.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and failed[0].split()[1] in ("mp3,opus", "opus,mp3"), run.stdout
+    assert "cut.flac: truncated FLAC: the file ends before its audio does (its header announces 3.0 s)" in failed[0]
+    assert len(run.stderr.splitlines()) == 1 and "truncated FLAC" in run.stderr
+    assert f"{root / 'cut.flac'} [mp3, opus]: truncated FLAC" in run.stdout
+    assert [r["conversion_status"].startswith("ERROR: truncated FLAC") for r in run.rows()] == [True, True]
