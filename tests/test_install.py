@@ -265,6 +265,16 @@ def test_run_sh_not_root_when_sudo_fails_prints_the_apt_line(nobody_dir):
     assert done.stderr.splitlines() == ["sudo apt-get failed; as root, run:", "    " + root_line()]
 
 
+def refusing_apt(folder: Path) -> Path:
+    """A folder of an apt-get and a sudo that record their calls and fail:
+    put first on PATH, any call is seen, and none installs anything."""
+    fakes = folder / "fakes"
+    fakes.mkdir()
+    recorder(fakes, "apt-get", status=1)
+    recorder(fakes, "sudo", status=1)
+    return fakes
+
+
 def failing_venv(folder: Path) -> Path:
     """A python3 that is Debian's except that ``-m venv`` fails at once
     (status 3): run.sh's Python part starts, and stops there."""
@@ -282,10 +292,7 @@ def failing_venv(folder: Path) -> Path:
 @pytest.mark.parametrize("job", ["demo", "test", "install"])
 def test_run_sh_not_root_with_nothing_missing_needs_no_root(nobody_dir, job):
     run_sh_copy(nobody_dir)
-    fakes = nobody_dir / "fakes"
-    fakes.mkdir()
-    recorder(fakes, "apt-get", status=1)
-    recorder(fakes, "sudo", status=1)
+    fakes = refusing_apt(nobody_dir)
     python = failing_venv(nobody_dir)
     give_to_nobody(nobody_dir)
     done = as_nobody(["./run.sh", job], nobody_dir, [python, fakes, path_without(nobody_dir)], 60)
@@ -321,10 +328,7 @@ def test_run_sh_install_as_root_always_runs_apt_get(tmp_path):
 @pytest.mark.timeout(900)
 def test_run_sh_demo_on_a_fresh_copy_as_a_user_who_is_not_root(nobody_dir):
     clone = copy_of_the_clone(nobody_dir / "clone")
-    fakes = nobody_dir / "fakes"
-    fakes.mkdir()
-    recorder(fakes, "apt-get", status=1)
-    recorder(fakes, "sudo", status=1)
+    fakes = refusing_apt(nobody_dir)
     give_to_nobody(nobody_dir)
     # The system's PATH (with Debian's python3), every program there.
     done = as_nobody(["./run.sh", "demo"], clone, [fakes, "/usr/local/bin", "/usr/bin", "/bin"], 800)
@@ -366,10 +370,7 @@ def recording_venv(folder: Path) -> Path:
 )
 def test_run_sh_demo_installs_flac2all_alone_and_test_what_the_tests_use(nobody_dir, job, install):
     run_sh_copy(nobody_dir)
-    fakes = nobody_dir / "fakes"
-    fakes.mkdir()
-    recorder(fakes, "apt-get", status=1)
-    recorder(fakes, "sudo", status=1)
+    fakes = refusing_apt(nobody_dir)
     python = recording_venv(nobody_dir)
     give_to_nobody(nobody_dir)
     path = [python, fakes, "/usr/local/bin", "/usr/bin", "/bin"]
