@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -213,7 +214,8 @@ def status(pace: Pace, procs: int | None, now: float, width: int, label: str = "
     from rich.text import Text
 
     parts: list[tuple[float, object]] = [(7, Text(label, style="bold")), (3.5, BAR)]
-    parts.append((0, Text(f"{pace.done}/{pace.total}", style="bold")))
+    # Tasks (a file's modes are a task each); the rate below counts files.
+    parts.append((0, Text(f"{pace.done}/{pace.total} tasks", style="bold")))
     if pace.failed:
         parts.append((2, Text(f"{pace.failed} failed", style="bold red")))
     rates = pace.rates(now)
@@ -223,7 +225,8 @@ def status(pace: Pace, procs: int | None, now: float, width: int, label: str = "
         parts.append((4, Text(f"{files:.1f} files/s")))
         parts.append((5, Text(f"{guess}{audio:.{0 if audio >= 10 else 1}f} audio s/s")))
     if procs is not None:
-        parts.append((6, Text(f"{procs} procs")))
+        # Busy processes here, busy worker slots on a cluster, threads on Dask.
+        parts.append((6, Text(f"{procs} busy")))
     parts.append((3, Text(f"{duration(pace.elapsed(now))} elapsed")))
     if eta:
         left = pace.eta(now)
@@ -285,6 +288,9 @@ class RichDisplay:
         self.pace = Pace(0, Path(), (), time.monotonic())
         self.planning = False  # the plan is made as the walk goes, and it goes on
         self.same_cause = SameCause(self.failed)
+        # Set by a signal that stops the run: the live line says so (a
+        # message written under it would break its redraws).
+        self.stopping: threading.Event | None = None
         self.live = Live(
             get_renderable=lambda: View(self.draw),
             console=self.console,
@@ -342,15 +348,23 @@ class RichDisplay:
     def draw(self, width: int, height: int) -> list:
         now = time.monotonic()
         procs = sum(row.processes for row in self.host_rows())
-        if self.planning:
+        if self.stop_asked():
+            line = status(self.pace, procs, now, width, label="Stopping: ending the encoders", eta=False)
+        elif self.planning:
             line = status(self.pace, procs, now, width, label="Converting (planning)", eta=False)
         else:
             line = status(self.pace, procs, now, width)
         return [line, *file_lines(self.pace.in_progress(), width, height - 1)]
 
+    def stop_asked(self) -> bool:
+        return self.stopping is not None and self.stopping.is_set()
+
     def end(self) -> None:
         self.same_cause.flush()
         self.pace.end(time.monotonic())
+        # Stopped before the end (Ctrl-C, a full disk): the last progress
+        # line would stand stale above the summary, which says what ran.
+        self.live.transient = self.pace.done < self.pace.total
         self.live.stop()
 
 
@@ -408,7 +422,7 @@ class Dashboard(RichDisplay):
         table = Table(expand=True, box=None, pad_edge=False, show_footer=totals, header_style="bold underline")
         columns = [
             ("host", "total"),
-            ("procs", str(sum(r.processes for r in rows))),
+            ("busy", str(sum(r.processes for r in rows))),
             ("done", str(sum(r.done for r in rows))),
             ("tasks/s", f"{sum(r.rate for r in rows):.1f}"),
             ("current files", ""),
@@ -434,7 +448,8 @@ class Dashboard(RichDisplay):
         now = time.monotonic()
         rows = self.host_rows()
         table = self.table(rows)
-        top = [status(self.pace, sum(r.processes for r in rows), now, width), table]
+        label = "Stopping: ending the encoders" if self.stop_asked() else "Converting"
+        top = [status(self.pace, sum(r.processes for r in rows), now, width, label), table]
         room = height - 2 - len(rows)
         files = self.pace.in_progress()
         log_rows = min(len(self.log) + 1, self.LOG_ROWS, room // 2 if files else room)
