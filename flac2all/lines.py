@@ -21,14 +21,14 @@ def printable(path: os.PathLike | str) -> str:
 def relative(path: os.PathLike | str, root: Path | None) -> str:
     """A path as the user knows it: relative to ``root`` (INPUTDIR: album
     folder and file; OUTDIR: mode folder, album folder, file) when it lies
-    inside it, else whole."""
-    path = Path(path)
+    inside it, else whole. (As text: a no-op re-run prints a line for each
+    of a million outputs; both are absolute and normalized.)"""
+    text = os.fspath(path)
     if root is not None:
-        try:
-            path = path.relative_to(root)
-        except ValueError:
-            pass
-    return printable(path)
+        prefix = os.fspath(root).rstrip(os.sep) + os.sep
+        if text.startswith(prefix) and len(text) > len(prefix):
+            text = text[len(prefix) :]
+    return printable(text)
 
 
 VERBS = {
