@@ -212,16 +212,29 @@ def fallback(failures: Sequence[Exception | None], decoder: Decoder, info: Audio
                     if now != first:
                         return converted(decoder, info, what, first, now, where)
             return with_note(decoder, info, f"{len(headers) + 1} FLAC files joined end to end: decoded as one stream")
-    return damage(said, info)
+    return damage(said, info, decoder.source)
 
 
-def damage(said: str, info: AudioInfo) -> TaskError | None:
+def clock(seconds: float) -> str:
+    """Where in a source's audio: 0:42, 61:03 (2.4 s under ten seconds)."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    s = int(seconds)
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def damage(said: str, info: AudioInfo, source: Path) -> TaskError | None:
     """The cause, in the user's words, of a failure flac described in
     ``said`` (its stderr): a source cut short, or damaged; None when flac
     said nothing of the kind. One error for all the source's outputs."""
     if LOST_SYNC in said and "FLAC__STREAM_DECODER_END_OF_STREAM" in said:
-        whole = f" (its header announces {info.length:.1f} s)" if info.length else ""
-        cause = f"truncated FLAC: the file ends before its audio does{whole}; flac lost sync at the end of the data"
+        at = flacstream.last_frame_start(source, info.sample_rate)
+        if at is not None and (not info.length or at < info.length):
+            whole = f", not at {clock(info.length)} as its header says" if info.length else ""
+            ends = f"ends at {clock(at)}{whole}"
+        else:
+            ends = f"ends before the {clock(info.length)} its header says" if info.length else "ends early"
+        cause = f"truncated FLAC: its audio {ends} (flac lost sync at the end of the data)"
     elif LOST_SYNC in said:
         cause = "corrupt FLAC: flac lost sync in the middle of the stream (damaged data)"
     else:

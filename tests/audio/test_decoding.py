@@ -16,7 +16,7 @@ from mutagen import id3
 from mutagen.apev2 import APEv2
 from mutagen.flac import FLAC
 
-from flac2all.audio import decoding
+from flac2all.audio import decoding, flacstream
 from flac2all.audio.decoding import Decoder
 from flac2all.audio.flacstream import crc8, crc16, frame_header
 from flac2all.errors import TaskError
@@ -472,7 +472,7 @@ def corrupt(tmp_path_factory) -> tuple[Path, object]:
 
 CORRUPT = {
     "crc_error_unknown_total": "corrupt FLAC: flac lost sync in the middle of the stream",
-    "truncated_last_frame_unknown_total": "truncated FLAC: the file ends before its audio does;",
+    "truncated_last_frame_unknown_total": "truncated FLAC: its audio ends",
     "crc_error_after_rate_change": "ffmpeg exited with status 69",
     "crc_error_before_rate_change": "corrupt FLAC: flac lost sync",
     "truncated_after_rate_change": "ffmpeg exited with status 69",
@@ -527,7 +527,7 @@ def test_only_flacs_words_for_a_structure_bring_ffmpeg_in(tmp_path):
     assert lost.message.startswith("corrupt FLAC: flac lost sync")
     cut = "*** Got error code 0:FLAC__STREAM_DECODER_ERROR_STATUS_LOST_SYNC\nstate = FLAC__STREAM_DECODER_END_OF_STREAM"
     assert decoding.fallback([flac_failure(cut)], flac, info).message.startswith(
-        "truncated FLAC: the file ends before its audio does (its header announces 0.5 s)"
+        "truncated FLAC: its audio ends before the 0.5 s its header says"  # (no frame in it to say where)
     )
     assert decoding.fallback([flac_failure("flac: ERROR: something else")], flac, info) is None
     encoder = TaskError("lame exited with status 1: sample rate is 48000 in frame but 44100 in STREAMINFO")
@@ -578,7 +578,7 @@ def bad_library(tmp_path: Path) -> Path:
 
 
 EXPECTED_CAUSES = {
-    "truncated.flac": "truncated FLAC: the file ends before its audio does (its header announces 2.0 s)",
+    "truncated.flac": "truncated FLAC: its audio ends at 0.",  # of 2.0 s, cut in half
     "corrupt.flac": "corrupt FLAC: flac lost sync in the middle of the stream",
     "badmd5.flac": "MD5 signature mismatch",
     "text.flac": "not a FLAC file",
@@ -629,3 +629,15 @@ def test_unreadable_file_is_a_failed_task(tmp_path):
     rows = {Path(r["infile"]).name: r for r in read_log(out)}
     assert rows["ok.flac"]["conversion_status"] == "SUCCESS"
     assert rows["secret.flac"]["conversion_status"] == "ERROR: cannot read source: Permission denied"
+
+
+def test_a_frame_header_says_where_its_audio_starts_and_a_cut_file_where_it_ends(tmp_path):
+    whole = make_flac(tmp_path / "whole.flac", seconds=3).read_bytes()
+    frames = [m.start() for m in flacstream.FRAME_SYNC.finditer(whole) if flacstream.frame_at(whole, m.start(), True)]
+    starts = [flacstream.first_sample(whole, i) for i in frames[1:-1]]  # (the last is shorter)
+    step = starts[0]  # the second frame's: the first starts at 0
+    assert step > 0 and starts == [step * (n + 1) for n in range(len(starts))]
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole[: len(whole) // 2])
+    at = flacstream.last_frame_start(cut, 44100)
+    assert at is not None and 0.5 < at < 2.0
