@@ -1,7 +1,7 @@
 #!/bin/sh
 # Set-up and main jobs of flac2all, for a fresh Debian machine.
-#   ./run.sh demo     install everything, convert the sample library, print the summary
-#   ./run.sh test     install everything, run the whole test suite
+#   ./run.sh demo     install flac2all alone, convert the sample library, print the summary
+#   ./run.sh test     install flac2all with what the tests use, run the whole test suite
 #   ./run.sh install  install the Debian packages and the Python package only
 # Debian packages are installed only when a program is missing (with sudo
 # when not root; without sudo the apt-get line to run as root is printed),
@@ -61,31 +61,46 @@ system_packages() {
     fi
 }
 
+# Whether the marker $1 says .venv holds what pyproject.toml asks for.
+installed() {
+    [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ]
+}
+
+# $1 "all": flac2all with the extras the tests and CI use (test, dask, docs);
+# "alone": flac2all and its own dependencies, what the demo runs.
 python_package() {
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
     fi
-    if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,dask,docs]'
-        touch "$VENV/.installed"
+    if installed "$VENV/.installed"; then
+        return
     fi
+    if [ "$1" = alone ]; then
+        if ! installed "$VENV/.installed-alone"; then
+            "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e .
+            touch "$VENV/.installed-alone"
+        fi
+        return
+    fi
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test,dask,docs]'
+    touch "$VENV/.installed"
 }
 
 case "${1:-}" in
     install)
         system_packages always install
-        python_package
+        python_package all
         ;;
     demo)
         system_packages if-missing demo
-        python_package
+        python_package alone
         rm -rf build/demo
         "$VENV/bin/python" scripts/make_sample_library.py build/demo/music
         "$VENV/bin/flac2all" mp3,vorbis,opus -c -o build/demo/out build/demo/music
         ;;
     test)
         system_packages if-missing test
-        python_package
+        python_package all
         shift
         "$VENV/bin/python" -m pytest "$@"
         ;;

@@ -5,6 +5,7 @@ the plain display, the workers' consoles and the dry run print them."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from flac2all.model import Action, Status, TaskResult
 from flac2all.skips import UP_TO_DATE
@@ -17,6 +18,19 @@ def printable(path: os.PathLike | str) -> str:
 
 # Each action's one verb: its lines start with it and the summary counts
 # it under it (report.ACTION_WORDS).
+def relative(path: os.PathLike | str, root: Path | None) -> str:
+    """A path as the user knows it: relative to ``root`` (INPUTDIR: album
+    folder and file; OUTDIR: mode folder, album folder, file) when it lies
+    inside it, else whole. (As text: a no-op re-run prints a line for each
+    of a million outputs; both are absolute and normalized.)"""
+    text = os.fspath(path)
+    if root is not None:
+        prefix = os.fspath(root).rstrip(os.sep) + os.sep
+        if text.startswith(prefix) and len(text) > len(prefix):
+            text = text[len(prefix) :]
+    return printable(text)
+
+
 VERBS = {
     Action.ENCODE: "encoded",
     Action.RETAG: "retagged",
@@ -30,27 +44,29 @@ VERBS = {
 }
 
 
-def line_for(result: TaskResult) -> str:
+def line_for(result: TaskResult, inputdir: Path | None = None, outdir: Path | None = None) -> str:
     """One line for a finished task, as the plain display and the workers
-    print it: its own verb, the mode, what it names."""
+    print it: its own verb, the mode, what it names (below ``inputdir``
+    and ``outdir`` when given, whole otherwise)."""
     task = result.task
+    source, output = relative(task.source, inputdir), relative(task.output, outdir)
     if result.status is Status.FAILED:
-        return f"FAILED   {task.mode:<8} {printable(task.source)}: {result.message}"
+        return f"FAILED   {task.mode:<8} {source}: {result.message}"
     head = f"{VERBS[task.action]:<8} {task.mode:<8}"
     if task.action is Action.CONVERT:  # a lossy file encoded, or a cover scaled: derive.py's note says which
         note = f" ({result.message})" if result.message and result.message != "converted" else ""
-        return f"{head} {printable(task.source)} -> {printable(task.output)}{note}"
+        return f"{head} {source} -> {output}{note}"
     if task.action in (Action.ENCODE, Action.COPY, Action.PLAYLIST):
-        return f"{head} {printable(task.source)} -> {printable(task.output)}"
+        return f"{head} {source} -> {output}"
     if task.action is Action.MOVE:
-        return f"{head} {printable(task.output)} (from {printable(task.previous or '')})"
+        return f"{head} {output} (from {relative(task.previous or '', outdir)})"
     if task.action in (Action.DELETE, Action.ORPHAN):
         what = "deleted" if task.action is Action.DELETE else "kept; --delete removes it"
-        return f"{head} {printable(task.output)} (orphan: its source is gone, {what})"
+        return f"{head} {output} (orphan: its source is gone, {what})"
     why = result.message.removeprefix("skipped: ")
-    return f"{head} {printable(task.output)}" + (f" ({why})" if why else "")
+    return f"{head} {output}" + (f" ({why})" if why else "")
 
 
-def skip_line(mode: str, output: str) -> str:
+def skip_line(mode: str, output: str, outdir: Path | None = None) -> str:
     """``line_for`` a Skip's result, without the result."""
-    return f"{VERBS[Action.SKIP]:<8} {mode:<8} {printable(output)} ({UP_TO_DATE.removeprefix('skipped: ')})"
+    return f"{VERBS[Action.SKIP]:<8} {mode:<8} {relative(output, outdir)} ({UP_TO_DATE.removeprefix('skipped: ')})"

@@ -276,15 +276,30 @@ class Report:
         times = {mode: [*kept.encode_times.get(mode, []), *tally.encode_times.get(mode, [])] for mode in self.modes}
         return Counts(kept.total + tally.total, kept.failed + len(tally.failures), done, times)
 
-    def summary(self) -> str:
+    def summary(self, profile: str | None = None) -> str:
         """The text printed at the end: the original 5.4's lines, then what
-        was done by action, the time per mode, and the failures."""
+        was done by action, the time per mode, and the failures; for a run
+        with nothing to do, one line saying so. ``profile``: the profile
+        the run is, named in the heading."""
         c = self.counts()
+        title = f"| Summary of profile {profile} " if profile is not None else "| Summary "
+        heading = ["", title + "=" * max(3, 80 - len(title))]
+        if self.nothing_to_do(c):
+            kept = c.done[Action.ORPHAN]
+            orphans = f" ({action_words(kept, Action.ORPHAN)}: --delete removes them)" if kept else ""
+            return "\n".join(
+                [
+                    *heading,
+                    f"    nothing to do: {plural(c.done[Action.SKIP], 'output')} up to date{orphans}"
+                    f" (checked in {format_duration(self.wall_time)})",
+                    *(self.host_lines() if self.by_host or self.host_problems else []),
+                    *self.log_lines(),
+                ]
+            )
         rate = 100.0 * c.total / self.issued if self.issued else 100.0
         error_rate = 100.0 * c.failed / c.total if c.total else 0.0
         lines = [
-            "",
-            "| Summary " + "=" * 71,
+            *heading,
             # The original 5.4's lines, with what they count named.
             f"    Total files on input: {self.sources} FLAC files ({plural(self.issued, 'task')}"
             f" in {plural(len(self.modes), 'mode')})",
@@ -306,30 +321,72 @@ class Report:
             f"    Wall time: {format_duration(self.wall_time)}",
         ]
         lines += self.mode_lines(c)
-        total, failed = c.total, c.failed
+        lines += self.trouble_lines(c)
+        failed = c.failed
+        if self.failures:
+            lines.append(f"    Failed ({failed}):")
+            causes = same_causes(self.failures, self.modes)
+            lines += [f"        {printable(source)} [{modes}]: {message}" for source, modes, message in causes[:20]]
+            if len(causes) > 20:
+                more = sum(len(modes.split(", ")) for _, modes, _ in causes[20:])
+                lines.append(f"        ... and {more} more (grep -v SUCCESS on the log)")
+        if self.by_host or self.host_problems:
+            lines += self.host_lines()
+        lines += self.log_lines()
+        return "\n".join(lines)
+
+    def trouble_lines(self, c: Counts) -> list[str]:
+        """Why tasks have no result: the run stopped, was interrupted, or
+        results went missing."""
+        lines = []
         if self.halted_by is not None:
             lines.append(
                 f"    STOPPED after: {self.halted_by}; {self.issued - c.total} task(s) not started: make room and run"
                 " again to finish them"
             )
         elif not self.complete and self.interrupted_by is None:
-            lines.append(f"    ERROR: {self.issued} tasks were issued but {total} results came back")
+            lines.append(f"    ERROR: {self.issued} tasks were issued but {c.total} results came back")
         if self.interrupted_by is not None:
-            lines.append(f"    Interrupted: {self.issued - total} task(s) did not run; run again to finish them")
-        if self.failures:
-            lines.append(f"    Failed ({failed}):")
-            lines += [f"        {printable(r.task.source)} [{r.task.mode}]: {r.message}" for r in self.failures[:20]]
-            if failed > 20:
-                lines.append(f"        ... and {failed - 20} more (grep -v SUCCESS on the log)")
-        if self.by_host or self.host_problems:
-            lines += self.host_lines()
+            lines.append(f"    Interrupted: {self.issued - c.total} task(s) did not run; run again to finish them")
+        return lines
+
+    def log_lines(self) -> list[str]:
+        """Where the log is, and what could not be written."""
+        lines = []
         if self.log_path is not None:
             lines.append(f"    Log written to: {printable(self.log_path)}")
+        lines += self.write_errors()
+        return lines
+
+    def write_errors(self) -> list[str]:
+        lines = []
         if self.log_error is not None:
             lines.append(f"    ERROR: {self.log_error}")
         if self.state_error is not None:
             lines.append(f"    WARNING: {self.state_error}")
-        return "\n".join(lines)
+        return lines
+
+    def nothing_to_do(self, c: Counts) -> bool:
+        """Every task was an output up to date or an orphan kept, and the run
+        went to its end: nothing changed, nothing failed."""
+        left = c.done[Action.SKIP] + c.done[Action.ORPHAN]
+        return c.total == left and not c.failed and self.complete and not self.trouble_lines(c)
+
+    def brief(self, profile: str | None = None) -> str:
+        """-q's summary: "" when nothing changed and nothing went wrong;
+        else one line, named after ``profile``: what was done by action
+        (up-to-date outputs left out), failures, and what went wrong."""
+        c = self.counts()
+        trouble = [line.strip() for line in [*self.trouble_lines(c), *self.write_errors()]]
+        if self.nothing_to_do(c) and not trouble:
+            return ""
+        done = [action for action in ACTION_ORDER if c.done[action] and action is not Action.SKIP]
+        parts = [action_words(c.done[action], action) for action in done]
+        if c.failed:
+            where = f" (grep -v SUCCESS {printable(self.log_path)})" if self.log_path is not None else ""
+            parts.append(f"{c.failed} failed{where}")
+        text = "; ".join([", ".join(parts), *trouble] if parts else trouble)
+        return f"{profile}: {text}" if profile is not None else text
 
     def mode_lines(self, c: Counts) -> list[str]:
         """The original's time per mode, of the encodes that ran."""
@@ -371,6 +428,20 @@ class Report:
                 line += f"; {self.host_problems[host]}"
             lines.append(line)
         return lines
+
+
+def same_causes(failures: list[TaskResult], order: tuple[str, ...] = ()) -> list[tuple[Path, str, str]]:
+    """(source, its modes, message) of ``failures``, the modes of one source
+    that failed for one cause (its decoder's) on one line, in the run's
+    ``order`` of modes."""
+    grouped: dict[tuple[Path, str], list[str]] = {}
+    for r in failures:
+        grouped.setdefault((r.task.source, r.message), []).append(r.task.mode)
+    rank = {mode: i for i, mode in enumerate(order)}
+    return [
+        (source, ", ".join(sorted(modes, key=lambda m: rank.get(m, len(rank)))), message)
+        for (source, message), modes in grouped.items()
+    ]
 
 
 def csv_row(r: TaskResult, times: dict[float, str]) -> tuple:

@@ -265,6 +265,16 @@ def test_run_sh_not_root_when_sudo_fails_prints_the_apt_line(nobody_dir):
     assert done.stderr.splitlines() == ["sudo apt-get failed; as root, run:", "    " + root_line()]
 
 
+def refusing_apt(folder: Path) -> Path:
+    """A folder of an apt-get and a sudo that record their calls and fail:
+    put first on PATH, any call is seen, and none installs anything."""
+    fakes = folder / "fakes"
+    fakes.mkdir()
+    recorder(fakes, "apt-get", status=1)
+    recorder(fakes, "sudo", status=1)
+    return fakes
+
+
 def failing_venv(folder: Path) -> Path:
     """A python3 that is Debian's except that ``-m venv`` fails at once
     (status 3): run.sh's Python part starts, and stops there."""
@@ -282,10 +292,7 @@ def failing_venv(folder: Path) -> Path:
 @pytest.mark.parametrize("job", ["demo", "test", "install"])
 def test_run_sh_not_root_with_nothing_missing_needs_no_root(nobody_dir, job):
     run_sh_copy(nobody_dir)
-    fakes = nobody_dir / "fakes"
-    fakes.mkdir()
-    recorder(fakes, "apt-get", status=1)
-    recorder(fakes, "sudo", status=1)
+    fakes = refusing_apt(nobody_dir)
     python = failing_venv(nobody_dir)
     give_to_nobody(nobody_dir)
     done = as_nobody(["./run.sh", job], nobody_dir, [python, fakes, path_without(nobody_dir)], 60)
@@ -321,10 +328,7 @@ def test_run_sh_install_as_root_always_runs_apt_get(tmp_path):
 @pytest.mark.timeout(900)
 def test_run_sh_demo_on_a_fresh_copy_as_a_user_who_is_not_root(nobody_dir):
     clone = copy_of_the_clone(nobody_dir / "clone")
-    fakes = nobody_dir / "fakes"
-    fakes.mkdir()
-    recorder(fakes, "apt-get", status=1)
-    recorder(fakes, "sudo", status=1)
+    fakes = refusing_apt(nobody_dir)
     give_to_nobody(nobody_dir)
     # The system's PATH (with Debian's python3), every program there.
     done = as_nobody(["./run.sh", "demo"], clone, [fakes, "/usr/local/bin", "/usr/bin", "/bin"], 800)
@@ -338,3 +342,45 @@ def test_run_sh_demo_on_a_fresh_copy_as_a_user_who_is_not_root(nobody_dir):
     assert decodes(next((out / "opus").rglob("*.opus")))
     if os.geteuid() == 0:
         assert (out / "conversion_results.log").stat().st_uid == NOBODY
+
+
+def recording_venv(folder: Path) -> Path:
+    """A python3 whose ``-m venv DIR`` makes a venv of recorders: its
+    python and flac2all append their arguments to DIR/calls.log."""
+    fake = folder / "fakepython"
+    fake.mkdir()
+    recorder_body = '#!/bin/sh\necho "$(basename "$0") $*" >> "$(dirname "$0")/../calls.log"\n'
+    (fake / "python3").write_text(
+        '#!/bin/sh\nif [ "$1" = -m ] && [ "$2" = venv ]; then\n'
+        '  mkdir -p "$3/bin"\n'
+        f"  for p in python flac2all; do printf '%s' '{recorder_body}' > \"$3/bin/$p\"; chmod +x \"$3/bin/$p\"; done\n"
+        f'  exit 0\nfi\nexec {debian_python()} "$@"\n'
+    )
+    (fake / "python3").chmod(0o755)
+    return fake
+
+
+@pytest.mark.parametrize(
+    "job, install",
+    [
+        ("demo", "python -m pip install --quiet --disable-pip-version-check -e ."),
+        ("test", "python -m pip install --quiet --disable-pip-version-check -e .[test,dask,docs]"),
+        ("install", "python -m pip install --quiet --disable-pip-version-check -e .[test,dask,docs]"),
+    ],
+)
+def test_run_sh_demo_installs_flac2all_alone_and_test_what_the_tests_use(nobody_dir, job, install):
+    run_sh_copy(nobody_dir)
+    fakes = refusing_apt(nobody_dir)
+    python = recording_venv(nobody_dir)
+    give_to_nobody(nobody_dir)
+    path = [python, fakes, "/usr/local/bin", "/usr/bin", "/bin"]
+    done = as_nobody(["./run.sh", job], nobody_dir, path, 60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = (nobody_dir / ".venv" / "calls.log").read_text().splitlines()
+    assert log[0] == install
+    again = as_nobody(["./run.sh", job], nobody_dir, path, 60)
+    assert again.returncode == 0 and (nobody_dir / ".venv" / "calls.log").read_text().count(" pip ") == 1
+    if job == "demo":  # then the tests need their extras: installed then, once
+        as_nobody(["./run.sh", "test"], nobody_dir, path, 60)
+        log = (nobody_dir / ".venv" / "calls.log").read_text().splitlines()
+        assert [line for line in log if " pip " in line][1].endswith("-e .[test,dask,docs]")

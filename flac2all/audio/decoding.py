@@ -51,6 +51,14 @@ CHANGE = re.compile(r"ERROR, (sample rate|channels|bits-per-sample) is (\d+) in 
 LOST_SYNC = "FLAC__STREAM_DECODER_ERROR_STATUS_LOST_SYNC"
 BAD_METADATA = "FLAC__STREAM_DECODER_ERROR_STATUS_BAD_METADATA"
 MAX_COMMENTS = 100_000  # libFLAC refuses a comment block of more (its metadata is "bad")
+# flac's words for damage, and what they mean to the user (after LOST_SYNC,
+# which ``damage`` reads with the decoder's final state).
+DAMAGE = (
+    ("FLAC__STREAM_DECODER_ERROR_STATUS_FRAME_CRC_MISMATCH", "corrupt FLAC: a frame's CRC does not match its data"),
+    ("FLAC__STREAM_DECODER_ERROR_STATUS_BAD_HEADER", "corrupt FLAC: a damaged frame header"),
+    ("FLAC__STREAM_DECODER_ERROR_STATUS_UNPARSEABLE_STREAM", "corrupt FLAC: a frame that cannot be parsed"),
+    ("MD5 signature mismatch", "corrupt FLAC: MD5 signature mismatch (the audio decoded is not what was encoded)"),
+)
 # ffmpeg, strict: a frame whose CRC is wrong, or that fails to decode, is an
 # error, and one error makes it exit non-zero (69).
 STRICT = ["-err_detect", "crccheck+bitstream+buffer+explode", "-max_error_rate", "0"]
@@ -234,7 +242,38 @@ def fallback(failures: Sequence[Exception | None], decoder: Decoder, info: Audio
                     if now != first:
                         return converted(decoder, info, what, first, now, where)
             return with_note(decoder, info, f"{len(headers) + 1} FLAC files joined end to end: decoded as one stream")
-    return None
+    return damage(said, info, decoder.source)
+
+
+def clock(seconds: float) -> str:
+    """Where in a source's audio: 0:42, 61:03 (2.4 s under ten seconds)."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    s = int(seconds)
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def damage(said: str, info: AudioInfo, source: Path) -> TaskError | None:
+    """The cause, in the user's words, of a failure flac described in
+    ``said`` (its stderr): a source cut short, or damaged; None when flac
+    said nothing of the kind. One error for all the source's outputs."""
+    if LOST_SYNC in said and "FLAC__STREAM_DECODER_END_OF_STREAM" in said:
+        at = flacstream.last_frame_start(source, info.sample_rate)
+        if at is not None and (not info.length or at < info.length):
+            whole = f", not at {clock(info.length)} as its header says" if info.length else ""
+            ends = f"ends at {clock(at)}{whole}"
+        else:
+            ends = f"ends before the {clock(info.length)} its header says" if info.length else "ends early"
+        cause = f"truncated FLAC: its audio {ends} (flac lost sync at the end of the data)"
+    elif LOST_SYNC in said:
+        cause = "corrupt FLAC: flac lost sync in the middle of the stream (damaged data)"
+    else:
+        cause = next((meaning for words, meaning in DAMAGE if words in said), "")
+    if not cause:
+        return None
+    error = TaskError(cause)
+    error.stderr = said
+    return error
 
 
 def converted(decoder: Decoder, info: AudioInfo, what: str, first: int, now: int, where: str) -> Decoder | TaskError:

@@ -118,6 +118,53 @@ def frame_header(data: bytes, i: int) -> tuple[int, Format | None] | None:
     return n + 1, (Format(rate, channels, bits) if rate and bits else None)
 
 
+def first_sample(data: bytes, i: int) -> int | None:
+    """The number of the first sample of the frame whose valid header is at
+    ``data[i:]`` (a fixed-blocksize stream codes the frame's number, times
+    its block size: right for every frame but the stream's last, which may
+    be shorter; a variable one codes the sample's), else None."""
+    if frame_header(data, i) is None:
+        return None
+    head = data[i : i + 16]
+    first = head[4]
+    extra = 0 if first < 0x80 else 8 - (~first & 0xFF).bit_length() - 1
+    number = first if not extra else first & ((1 << (6 - extra)) - 1)
+    for b in head[5 : 5 + extra]:
+        number = number << 6 | b & 0x3F
+    if head[1] & 1:  # variable blocksize: the sample's number
+        return number
+    size_code, after = head[2] >> 4, 5 + extra
+    if size_code == 1:
+        size = 192
+    elif size_code <= 5:
+        size = 576 << (size_code - 2)
+    elif size_code == 6:
+        size = head[after] + 1
+    elif size_code == 7:
+        size = int.from_bytes(head[after : after + 2], "big") + 1
+    else:
+        size = 256 << (size_code - 8)
+    return number * size
+
+
+def last_frame_start(path: Path, rate: int, tail: int = 1024 * 1024) -> float | None:
+    """Seconds into the audio where the last whole frame (its CRC-16 holds
+    up to the next header: not a sync pattern met in the audio) in the
+    file's last ``tail`` bytes starts: where a truncated file's audio
+    ends, give or take a frame; None when none is found."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, io.SEEK_END) - tail))
+            data = f.read()
+    except OSError:
+        return None
+    for m in reversed(list(FRAME_SYNC.finditer(data))):
+        sample = first_sample(data, m.start())
+        if sample is not None and rate and frame_at(data, m.start(), at_end=False) is not None:
+            return sample / rate
+    return None
+
+
 def frame_at(data: bytes, i: int, at_end: bool) -> tuple[int, Format | None] | None:
     """A whole valid frame at ``data[i:]``: a valid header whose CRC-16 holds
     up to the next valid header (or up to the end, when ``data`` runs to

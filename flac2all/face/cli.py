@@ -22,7 +22,7 @@ from flac2all.executors.jobqueue import JOBQUEUES
 from flac2all.executors.local import LocalPool
 from flac2all.face import config, console, hooks
 from flac2all.face.config import positive_float, positive_int
-from flac2all.face.progress import make_display
+from flac2all.face.progress import RichDisplay, make_display
 from flac2all.face.usage import Parser
 from flac2all.model import DaskOptions, MasterOptions, Request
 from flac2all.running import engine
@@ -229,7 +229,11 @@ def build_parser() -> Parser:
     )
     p.option("-v", "--verbose", action="store_true", help="log every failing command line and its full output")
     p.option(
-        "-q", "--quiet", action="store_true", help="print only failures and the summary (for cron); the log is complete"
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="for cron: print nothing when nothing changed and nothing failed, else one line per run (named after its"
+        " profile) and the failures on stderr; the log is complete",
     )
     p.option(
         "--stop-on-hangup",
@@ -269,6 +273,9 @@ class StopOnSignal(threading.Event):
     def __init__(self, stop_on_hangup: bool = False) -> None:
         super().__init__()
         self.stop_on_hangup = stop_on_hangup
+        # A live display on the terminal says it is stopping: a line written
+        # under it would break its redraws and stay above the summary.
+        self.shown_live = False
         # Known now: once the terminal hangs up, isatty() may fail too.
         self.terminal_fds = [fd for fd in (1, 2) if os.isatty(fd)]
         self.hung_up = False
@@ -282,6 +289,9 @@ class StopOnSignal(threading.Event):
         if self.is_set():
             return
         self.signum = signum
+        if self.shown_live:
+            self.set()
+            return
         # os.write, not print: a signal handler must not re-enter a buffered
         # stream the interrupted code may be writing to.
         with contextlib.suppress(OSError):  # stderr may be gone too
@@ -369,13 +379,23 @@ def run_one(request: Request, stop: StopOnSignal) -> hooks.Outcome:
                 emit(chunk)
             return outcome
         executor = executor_for(request, stop)
-        display = make_display(sys.stdout, dashboard=request.display.dashboard, quiet=request.display.quiet)
-        outcome.report = engine.run(settings, display, stop, request.plan_json, executor)
+        display = make_display(
+            sys.stdout, request.display.dashboard, request.display.quiet, (settings.input_dir, settings.outdir)
+        )
+        if isinstance(display, RichDisplay):
+            display.stopping, stop.shown_live = stop, True
+        try:
+            outcome.report = engine.run(settings, display, stop, request.plan_json, executor)
+        finally:
+            stop.shown_live = False
     except Flac2allError as exc:
         print(f"flac2all: error: {f'profile {request.profile}: ' if request.profile else ''}{exc}", file=sys.stderr)
         outcome.error, outcome.exit_status = str(exc), exc.exit_status
         return outcome
-    emit(outcome.report.summary())
+    if not request.display.quiet:
+        emit(outcome.report.summary(request.profile))
+    elif brief := outcome.report.brief(request.profile):
+        emit(brief)
     outcome.exit_status = outcome.report.exit_status
     return outcome
 

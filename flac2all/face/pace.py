@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flac2all.lines import printable
+from flac2all.lines import relative
 from flac2all.model import Action, Job, Status, Task, TaskResult
 
 # The cost per source byte of a copy or a retag (I/O only), on the scale of
@@ -43,17 +43,6 @@ def weights(jobs: Sequence[Job]) -> dict[Task, float]:
             elif task.action.on_executor:
                 shares[task] = task.size * IO_COST
     return shares
-
-
-def relative(path: Path | str, root: Path) -> str:
-    """A path as the user knows it: relative to INPUTDIR (album folder and
-    file) when it lies inside it, else as given."""
-    path = Path(path)
-    try:
-        path = path.relative_to(root)
-    except ValueError:
-        pass
-    return printable(path)
 
 
 @dataclass

@@ -8,17 +8,20 @@ the less needed figures, and file names lose their middle to an ellipsis.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from flac2all.face.pace import Pace, relative, weights
-from flac2all.lines import line_for, skip_line
+from flac2all.face.pace import Pace, weights
+from flac2all.lines import line_for, relative, skip_line
 from flac2all.model import HostRow, Job, Status, Task, TaskResult
 from flac2all.skips import Skip
 
@@ -45,18 +48,47 @@ def report_failure(line: str, out: TextIO) -> None:
 Hosts = Callable[[], list[HostRow]]
 
 
+class SameCause:
+    """Failures of one source for one cause, as they come one after the
+    other (every mode of a source its decoder failed on), held and shown
+    as one result whose mode names them all (``mp3,opus``)."""
+
+    def __init__(self, show: Callable[[TaskResult], None]) -> None:
+        self.show = show
+        self.held: TaskResult | None = None
+
+    def add(self, result: TaskResult) -> None:
+        held = self.held
+        if held is not None and (held.task.source, held.message) == (result.task.source, result.message):
+            self.held = replace(held, task=replace(held.task, mode=f"{held.task.mode},{result.task.mode}"))
+            return
+        self.flush()
+        self.held = result
+
+    def flush(self) -> None:
+        if self.held is not None:
+            held, self.held = self.held, None
+            self.show(held)
+
+
 class PlainDisplay:
-    """One line per finished task; for logs, pipes and cron mail. Quiet:
+    """One line per finished task; for logs, pipes and cron mail, with the
+    paths below INPUTDIR and OUTDIR (``roots``) as the live display shows
+    them (a failure's line on stderr, read apart, names them whole). Quiet:
     failures only."""
 
-    def __init__(self, out: TextIO = sys.stdout, quiet: bool = False) -> None:
+    def __init__(self, out: TextIO = sys.stdout, quiet: bool = False, roots: tuple[Path, Path] | None = None) -> None:
         self.out = out
         self.quiet = quiet
+        self.roots = roots or (None, None)
+        self.same_cause = SameCause(self.failed)
         self.planning = self.begun = False  # (grow: a plan made as the walk goes)
 
     def begin(self, total: int, hosts: Hosts, root: Path = Path(), jobs: Sequence[Job] = ()) -> None:
         self.begun = True
-        if not self.quiet:
+        # Nothing to convert (outputs up to date, orphans, moves): no heading;
+        # the lines and the summary say what was done.
+        if not self.quiet and (jobs or self.planning):
             more = " so far; planning goes on while converting" if self.planning else ""
             print(f"Converting: {total} task(s){more}", file=self.out, flush=True)
 
@@ -70,24 +102,34 @@ class PlainDisplay:
             print(f"Planned: {total} task(s) in all", file=self.out, flush=True)
 
     def finished(self, result: TaskResult) -> None:
-        failed = result.status is Status.FAILED
-        if failed:
-            report_failure(line_for(result), self.out)
-        if failed or not self.quiet:
-            print(line_for(result), file=self.out, flush=True)
+        if result.status is Status.FAILED:
+            self.same_cause.add(result)
+            return
+        self.same_cause.flush()
+        if not self.quiet:
+            print(line_for(result, *self.roots), file=self.out, flush=True)
+
+    def failed(self, result: TaskResult) -> None:
+        if self.quiet:  # for cron: failures on stderr only, the run's one line on stdout
+            with contextlib.suppress(OSError):
+                print(line_for(result), file=sys.stderr, flush=True)
+            return
+        report_failure(line_for(result), self.out)
+        print(line_for(result, *self.roots), file=self.out, flush=True)
 
     def skipped(self, skips: Sequence[Skip]) -> None:
         """``finished``'s lines for outputs up to date, written in pieces
         (a no-op re-run has a million: one write each was a tenth of it)."""
+        self.same_cause.flush()
         if self.quiet:
             return
         for start in range(0, len(skips), SKIP_LINES):
             chunk = skips[start : start + SKIP_LINES]
-            self.out.write("".join(skip_line(s.mode, s.output) + "\n" for s in chunk))
+            self.out.write("".join(skip_line(s.mode, s.output, self.roots[1]) + "\n" for s in chunk))
             self.out.flush()
 
     def end(self) -> None:
-        pass
+        self.same_cause.flush()
 
 
 SKIP_LINES = 2000  # a piece of PlainDisplay.skipped
@@ -172,7 +214,8 @@ def status(pace: Pace, procs: int | None, now: float, width: int, label: str = "
     from rich.text import Text
 
     parts: list[tuple[float, object]] = [(7, Text(label, style="bold")), (3.5, BAR)]
-    parts.append((0, Text(f"{pace.done}/{pace.total}", style="bold")))
+    # Tasks (a file's modes are a task each); the rate below counts files.
+    parts.append((0, Text(f"{pace.done}/{pace.total} tasks", style="bold")))
     if pace.failed:
         parts.append((2, Text(f"{pace.failed} failed", style="bold red")))
     rates = pace.rates(now)
@@ -182,7 +225,8 @@ def status(pace: Pace, procs: int | None, now: float, width: int, label: str = "
         parts.append((4, Text(f"{files:.1f} files/s")))
         parts.append((5, Text(f"{guess}{audio:.{0 if audio >= 10 else 1}f} audio s/s")))
     if procs is not None:
-        parts.append((6, Text(f"{procs} procs")))
+        # Busy processes here, busy worker slots on a cluster, threads on Dask.
+        parts.append((6, Text(f"{procs} busy")))
     parts.append((3, Text(f"{duration(pace.elapsed(now))} elapsed")))
     if eta:
         left = pace.eta(now)
@@ -243,6 +287,10 @@ class RichDisplay:
         self.hosts: Hosts = list
         self.pace = Pace(0, Path(), (), time.monotonic())
         self.planning = False  # the plan is made as the walk goes, and it goes on
+        self.same_cause = SameCause(self.failed)
+        # Set by a signal that stops the run: the live line says so (a
+        # message written under it would break its redraws).
+        self.stopping: threading.Event | None = None
         self.live = Live(
             get_renderable=lambda: View(self.draw),
             console=self.console,
@@ -274,11 +322,17 @@ class RichDisplay:
     def finished(self, result: TaskResult) -> None:
         self.pace.finished(result, time.monotonic())
         if result.status is Status.FAILED:
-            task = result.task
-            self.failure(f"FAILED  {task.mode:<8} {relative(task.source, self.pace.root)}: {result.message}")
-            report_failure(line_for(result), self.out)
+            self.same_cause.add(result)
+        else:
+            self.same_cause.flush()
+
+    def failed(self, result: TaskResult) -> None:
+        task = result.task
+        self.failure(f"FAILED  {task.mode:<8} {relative(task.source, self.pace.root)}: {result.message}")
+        report_failure(line_for(result), self.out)
 
     def skipped(self, skips: Sequence[Skip]) -> None:
+        self.same_cause.flush()
         with self.pace.lock:
             self.pace.done += len(skips)
 
@@ -294,14 +348,23 @@ class RichDisplay:
     def draw(self, width: int, height: int) -> list:
         now = time.monotonic()
         procs = sum(row.processes for row in self.host_rows())
-        if self.planning:
+        if self.stop_asked():
+            line = status(self.pace, procs, now, width, label="Stopping: ending the encoders", eta=False)
+        elif self.planning:
             line = status(self.pace, procs, now, width, label="Converting (planning)", eta=False)
         else:
             line = status(self.pace, procs, now, width)
         return [line, *file_lines(self.pace.in_progress(), width, height - 1)]
 
+    def stop_asked(self) -> bool:
+        return self.stopping is not None and self.stopping.is_set()
+
     def end(self) -> None:
+        self.same_cause.flush()
         self.pace.end(time.monotonic())
+        # Stopped before the end (Ctrl-C, a full disk): the last progress
+        # line would stand stale above the summary, which says what ran.
+        self.live.transient = self.pace.done < self.pace.total
         self.live.stop()
 
 
@@ -359,7 +422,7 @@ class Dashboard(RichDisplay):
         table = Table(expand=True, box=None, pad_edge=False, show_footer=totals, header_style="bold underline")
         columns = [
             ("host", "total"),
-            ("procs", str(sum(r.processes for r in rows))),
+            ("busy", str(sum(r.processes for r in rows))),
             ("done", str(sum(r.done for r in rows))),
             ("tasks/s", f"{sum(r.rate for r in rows):.1f}"),
             ("current files", ""),
@@ -385,7 +448,8 @@ class Dashboard(RichDisplay):
         now = time.monotonic()
         rows = self.host_rows()
         table = self.table(rows)
-        top = [status(self.pace, sum(r.processes for r in rows), now, width), table]
+        label = "Stopping: ending the encoders" if self.stop_asked() else "Converting"
+        top = [status(self.pace, sum(r.processes for r in rows), now, width, label), table]
         room = height - 2 - len(rows)
         files = self.pace.in_progress()
         log_rows = min(len(self.log) + 1, self.LOG_ROWS, room // 2 if files else room)
@@ -395,6 +459,7 @@ class Dashboard(RichDisplay):
     def end(self) -> None:
         """Leave the alternate screen, then print the final state (status,
         host table with its totals, last failures) on the normal one."""
+        self.same_cause.flush()
         self.pace.end(time.monotonic())
         try:
             self.live.stop()
@@ -410,9 +475,12 @@ class Dashboard(RichDisplay):
             self.console.print(line)
 
 
-def make_display(out: TextIO = sys.stdout, dashboard: bool = False, quiet: bool = False) -> PlainDisplay | RichDisplay:
+def make_display(
+    out: TextIO = sys.stdout, dashboard: bool = False, quiet: bool = False, roots: tuple[Path, Path] | None = None
+) -> PlainDisplay | RichDisplay:
     """The live display on a terminal (the dashboard with -C), plain lines
-    otherwise (a pipe, a log file, cron); with ``quiet``, only failures."""
+    otherwise (a pipe, a log file, cron), their paths below ``roots``
+    (INPUTDIR, OUTDIR); with ``quiet``, only failures."""
     if quiet or not out.isatty():
-        return PlainDisplay(out, quiet)
+        return PlainDisplay(out, quiet, roots)
     return Dashboard(out) if dashboard else RichDisplay(out)

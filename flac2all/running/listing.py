@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from flac2all.lines import printable
+from flac2all.lines import printable, relative
 from flac2all.model import Action, Settings, Task, TaskResult
 from flac2all.planning.plan import action_counts, with_skips
 
@@ -55,11 +55,14 @@ def plan_lines(whole: FolderPlan, costs: Mapping[str, float], settings: Settings
         yield f"{action.value}:"
         tasks = (t for t in itertools.chain(whole.tasks, whole.playlists) if t.action is action)
         if action is not Action.SKIP:
-            yield from map(task_line, tasks)
+            yield from (task_line(t, settings) for t in tasks)
             continue
         # The skips kept as text among the others, costliest first as all are.
         for item in with_skips(tasks, whole.skips, costs):
-            yield task_line(item) if isinstance(item, Task) else file_line(item.mode, item.source, item.output)
+            if isinstance(item, Task):
+                yield task_line(item, settings)
+            else:
+                yield file_line(item.mode, item.source, item.output, None, settings)
     yield from map(refusal_line, whole.refused)
 
 
@@ -80,7 +83,7 @@ def folder_lines(flow: Flow, settings: Settings) -> Iterator[str]:
             if task.action is not current:
                 current = task.action
                 yield f"{current.value}:"
-            yield task_line(task)
+            yield task_line(task, settings)
         for result in folder.refused:
             refused += 1
             current = None
@@ -99,13 +102,16 @@ def count_lines(counts: Mapping[Action, int], refused: int) -> Iterator[str]:
         yield f"  refused {refused}"
 
 
-def task_line(t: Task) -> str:
-    return file_line(t.mode, t.source, t.output, t.previous)
+def task_line(t: Task, settings: Settings) -> str:
+    return file_line(t.mode, t.source, t.output, t.previous, settings)
 
 
-def file_line(mode: str, source: PathText, output: PathText, previous: PathText | None = None) -> str:
-    where = f"{printable(previous)} -> " if previous else ""
-    return f"  {mode:<8} {printable(source)}: {where}{printable(output)}"
+def file_line(mode: str, source: PathText, output: PathText, previous: PathText | None, settings: Settings) -> str:
+    """A task's line: its paths below INPUTDIR and OUTDIR, which the
+    heading names (whole where they lie outside)."""
+    inp, out = settings.input_dir, settings.outdir
+    where = f"{relative(previous, out)} -> " if previous else ""
+    return f"  {mode:<8} {relative(source, inp)}: {where}{relative(output, out)}"
 
 
 def refusal_line(r: TaskResult) -> str:

@@ -18,7 +18,7 @@ from mutagen import id3
 from mutagen.apev2 import APEv2
 from mutagen.flac import FLAC
 
-from flac2all.audio import decoding
+from flac2all.audio import decoding, flacstream
 from flac2all.audio.decoding import Decoder
 from flac2all.audio.flacstream import crc8, crc16, frame_header
 from flac2all.errors import TaskError
@@ -568,10 +568,10 @@ def corrupt(tmp_path_factory) -> tuple[Path, object]:
 
 
 CORRUPT = {
-    "crc_error_unknown_total": "flac exited with status 1",
-    "truncated_last_frame_unknown_total": "flac exited with status 1",
+    "crc_error_unknown_total": "corrupt FLAC: flac lost sync in the middle of the stream",
+    "truncated_last_frame_unknown_total": "truncated FLAC: its audio ends",
     "crc_error_after_rate_change": "ffmpeg exited with status 69",
-    "crc_error_before_rate_change": "flac exited with status 1",
+    "crc_error_before_rate_change": "corrupt FLAC: flac lost sync",
     "truncated_after_rate_change": "ffmpeg exited with status 69",
     "truncated_frames_only": "ffmpeg exited with status 69",
     "crc_error_frames_only": "ffmpeg exited with status 69",
@@ -579,7 +579,8 @@ CORRUPT = {
     "md5_mismatch_junk_first": "MD5 signature mismatch",
     "text_with_id3v2": "not a FLAC file (no fLaC header)",
     "bits_change": "bit depth changes mid-stream (16 bits, then 24)",
-    "truncated_then_id3v1": "flac exited with status 1",
+    # Read again without the tag: flac says it is cut short, or that its MD5 fails.
+    "truncated_then_id3v1": "truncated FLAC|corrupt FLAC: MD5 signature mismatch",
     "md5_mismatch_then_id3v1": "MD5 signature mismatch",
 }
 
@@ -593,7 +594,7 @@ def test_corrupt_files_still_fail_with_their_cause(corrupt):
     for row in rows:
         name = Path(row["infile"]).stem
         assert row["conversion_status"].startswith("ERROR"), row
-        assert CORRUPT[name] in row["conversion_status"], row
+        assert any(cause in row["conversion_status"] for cause in CORRUPT[name].split("|")), row
         assert not Path(row["outfile"]).exists(), row
 
 
@@ -613,11 +614,19 @@ def test_only_flacs_words_for_a_structure_bring_ffmpeg_in(tmp_path):
     assert rate.command()[0] == "ffmpeg" and "crccheck+bitstream+buffer+explode" in rate.command()
     bits = decoding.fallback([flac_failure("ERROR, bits-per-sample is 24 in frame but 16 in STREAMINFO")], flac, info)
     assert isinstance(bits, TaskError) and "bit depth changes mid-stream" in bits.message
+    # Damage: no other decoder, but its cause named.
     crc = "x.flac: *** Got error code 2:FLAC__STREAM_DECODER_ERROR_STATUS_FRAME_CRC_MISMATCH"
-    assert decoding.fallback([flac_failure(crc)], flac, info) is None
-    assert decoding.fallback([flac_failure("ERROR, MD5 signature mismatch")], flac, info) is None
+    assert decoding.fallback([flac_failure(crc)], flac, info).message.startswith("corrupt FLAC: a frame's CRC")
+    md5 = decoding.fallback([flac_failure("ERROR, MD5 signature mismatch")], flac, info)
+    assert md5.message.startswith("corrupt FLAC: MD5 signature mismatch")
     (tmp_path / "x.flac").write_bytes(b"fLaC" + b"\0" * 100)  # lost sync, but no second FLAC header
-    assert decoding.fallback([flac_failure("FLAC__STREAM_DECODER_ERROR_STATUS_LOST_SYNC")], flac, info) is None
+    lost = decoding.fallback([flac_failure("FLAC__STREAM_DECODER_ERROR_STATUS_LOST_SYNC")], flac, info)
+    assert lost.message.startswith("corrupt FLAC: flac lost sync")
+    cut = "*** Got error code 0:FLAC__STREAM_DECODER_ERROR_STATUS_LOST_SYNC\nstate = FLAC__STREAM_DECODER_END_OF_STREAM"
+    assert decoding.fallback([flac_failure(cut)], flac, info).message.startswith(
+        "truncated FLAC: its audio ends before the 0.5 s its header says"  # (no frame in it to say where)
+    )
+    assert decoding.fallback([flac_failure("flac: ERROR: something else")], flac, info) is None
     encoder = TaskError("lame exited with status 1: sample rate is 48000 in frame but 44100 in STREAMINFO")
     encoder.stderr = "ERROR, sample rate is 48000 in frame but 44100 in STREAMINFO"
     assert decoding.fallback([encoder], flac, info) is None
@@ -666,8 +675,8 @@ def bad_library(tmp_path: Path) -> Path:
 
 
 EXPECTED_CAUSES = {
-    "truncated.flac": "flac exited with status 1",
-    "corrupt.flac": "flac exited with status 1",
+    "truncated.flac": "truncated FLAC: its audio ends at 0.",  # of 2.0 s, cut in half
+    "corrupt.flac": "corrupt FLAC: flac lost sync in the middle of the stream",
     "badmd5.flac": "MD5 signature mismatch",
     "text.flac": "not a FLAC file",
     "empty.flac": "not a FLAC file",
@@ -717,3 +726,15 @@ def test_unreadable_file_is_a_failed_task(tmp_path):
     rows = {Path(r["infile"]).name: r for r in read_log(out)}
     assert rows["ok.flac"]["conversion_status"] == "SUCCESS"
     assert rows["secret.flac"]["conversion_status"] == "ERROR: cannot read source: Permission denied"
+
+
+def test_a_frame_header_says_where_its_audio_starts_and_a_cut_file_where_it_ends(tmp_path):
+    whole = make_flac(tmp_path / "whole.flac", seconds=3).read_bytes()
+    frames = [m.start() for m in flacstream.FRAME_SYNC.finditer(whole) if flacstream.frame_at(whole, m.start(), True)]
+    starts = [flacstream.first_sample(whole, i) for i in frames[1:-1]]  # (the last is shorter)
+    step = starts[0]  # the second frame's: the first starts at 0
+    assert step > 0 and starts == [step * (n + 1) for n in range(len(starts))]
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole[: len(whole) // 2])
+    at = flacstream.last_frame_start(cut, 44100)
+    assert at is not None and 0.5 < at < 2.0

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -402,13 +403,27 @@ def test_summary_has_the_documented_fields(library, tmp_path):
     ):
         assert field in run.stdout
     skipped = run_flac2all("mp3,opus", "-o", tmp_path / "out", library)
-    assert skipped.stdout.count("No data") == 2
+    assert "    nothing to do: 6 outputs up to date (checked in " in skipped.stdout
+    assert "No data" not in skipped.stdout and "Execution rate" not in skipped.stdout
 
 
 def test_plain_progress_lines_when_not_a_terminal(library, tmp_path):
     run = run_flac2all("opus", "-o", tmp_path / "out", library)
     ok_lines = [line for line in run.stdout.splitlines() if line.startswith("encoded ")]
     assert len(ok_lines) == 3
+
+
+def test_plain_lines_name_paths_below_inputdir_and_outdir_and_the_log_whole(library, tmp_path):
+    out = tmp_path / "out"
+    (library / "bad.flac").write_bytes(b"not FLAC")
+    run = run_flac2all("opus", "-o", out, library)
+    assert "encoded  opus     Album A/01 one.flac -> opus/Album A/01 one.opus" in run.stdout.splitlines()
+    assert "FAILED   opus     bad.flac: not a FLAC file (no fLaC header)" in run.stdout.splitlines()
+    assert run.stderr.splitlines() == [f"FAILED   opus     {library / 'bad.flac'}: not a FLAC file (no fLaC header)"]
+    assert str(tmp_path) not in "".join(line for line in run.stdout.splitlines() if line[:1] != " ")
+    assert {r["infile"] for r in run.rows()} >= {str(library / "Album A" / "01 one.flac")}
+    again = run_flac2all("opus", "-o", out, library)
+    assert "skipped  opus     opus/Album B/03 three.opus (up to date)" in again.stdout.splitlines()
 
 
 def test_csv_log_counts_match(library, tmp_path):
@@ -587,3 +602,19 @@ def test_a_scaled_cover_and_a_playlist_are_counted_under_their_lines_verbs(libra
     assert "converted mp3      " in run.stdout and "(scaled to 16x16)" in run.stdout
     assert "written  mp3      " in run.stdout and "scaled " not in run.stdout.replace("(scaled to", "")
     assert "3 encoded, 1 converted, 0 retagged, 0 moved, 0 copied, 1 playlist written, 0 skipped" in run.stdout
+
+
+def test_a_damaged_source_is_named_for_its_cause_once_for_all_its_modes(tmp_path):
+    root, out = tmp_path / "music", tmp_path / "out"
+    whole = make_flac(tmp_path / "whole.flac", seconds=3).read_bytes()
+    root.mkdir()
+    (root / "cut.flac").write_bytes(whole[: len(whole) * 6 // 10])
+    run = run_flac2all("mp3,opus", "-o", out, root)
+    assert run.returncode == 1
+    failed = [line for line in run.stdout.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and failed[0].split()[1] in ("mp3,opus", "opus,mp3"), run.stdout
+    cause = r"cut\.flac: truncated FLAC: its audio ends at 1\.\d s, not at 3\.0 s as its header says"
+    assert re.search(cause, failed[0]), failed
+    assert len(run.stderr.splitlines()) == 1 and "truncated FLAC" in run.stderr
+    assert f"{root / 'cut.flac'} [mp3, opus]: truncated FLAC" in run.stdout
+    assert [r["conversion_status"].startswith("ERROR: truncated FLAC") for r in run.rows()] == [True, True]

@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -110,7 +111,7 @@ def test_a_narrow_terminal_still_shows_the_count_and_the_eta(slow_albums, tmp_pa
     status = [line for line in lines if re.search(r"\b\d/6\b", line)]
     assert status and all("ETA" in line for line in status), lines
     # Mid-run, with an estimate: the count and the ETA side by side.
-    assert any(re.search(r"\b[1-5]/6 · (.* · )?ETA \d+:\d\d$", line) for line in status), status
+    assert any(re.search(r"\b[1-5]/6 tasks · (.* · )?ETA \d+:\d\d$", line) for line in status), status
     live = lines[: next(i for i, line in enumerate(lines) if line.startswith("| Summary"))]
     assert all(cell_len(line) <= cols for line in live), live  # nothing wrapped
 
@@ -138,8 +139,69 @@ def test_the_process_count_is_the_processes_running_not_the_tasks(tmp_path, fake
     fakes = fake_bin("flac", f'sleep 0.6\nexec {shutil.which("flac")} "$@"\n')
     code, screen = run_on_terminal(["mp3,opus", "-t", "1", "-o", tmp_path / "out", root], 20, 140, path=fakes)
     assert code == 0, screen
-    counts = [int(n) for n in re.findall(r"(\d+) procs", screen)]
+    counts = [int(n) for n in re.findall(r"(\d+) busy", screen)]
     assert max(counts) == 3, counts
+
+
+def on_screen(sent: str) -> list[str]:
+    """What a terminal shows after ``sent``: text, carriage returns, line
+    feeds, cursor up and down and line erasure (what rich's live display
+    uses); other escape sequences change nothing shown here."""
+    lines, row, col = [""], 0, 0
+    for m in re.finditer(r"\x1b\[([0-9;?]*)([A-Za-z])|\r|\n|[^\x1b\r\n]", sent):
+        if m.group(2):
+            n = int(m.group(1)) if m.group(1).isdigit() else 1
+            if m.group(2) == "A":
+                row = max(0, row - n)
+            elif m.group(2) == "B":
+                row += n
+            elif m.group(2) == "K":
+                lines[row] = ""
+            continue
+        if m.group() == "\r":
+            col = 0
+        elif m.group() == "\n":
+            row += 1
+        else:
+            lines[row] = lines[row][:col].ljust(col) + m.group() + lines[row][col + 1 :]
+            col += 1
+        lines += [""] * (row + 1 - len(lines))
+    return [line.rstrip() for line in lines if line.strip()]
+
+
+def test_on_screen_follows_a_live_display_s_redraws():
+    sent = "a\nstatus 1/3\r\x1b[2Kstatus 2/3\r\x1b[2K\x1b[1A\x1b[2Kdone\n"
+    assert on_screen(sent) == ["done"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_no_stale_progress_line_above_the_summary(slow_albums, tmp_path):
+    root, fakes = slow_albums
+    master_fd, slave_fd = pty.openpty()
+    fcntl.ioctl(slave_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "PATH": f"{fakes}{os.pathsep}{os.environ['PATH']}"}
+    argv = [sys.executable, "-m", "flac2all", "opus", "-t", "1", "-o", str(tmp_path / "out"), str(root)]
+    proc = subprocess.Popen(argv, stdin=slave_fd, stdout=slave_fd, stderr=slave_fd, env=env, close_fds=True)
+    os.close(slave_fd)
+    sent, signalled = b"", False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(master_fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        sent += data
+        if b"1/6 tasks" in sent and not signalled:  # once: a second Ctrl-C may find the handlers gone
+            proc.send_signal(signal.SIGINT)
+            signalled = True
+    os.close(master_fd)
+    assert proc.wait(timeout=10) == 130
+    shown = on_screen(sent.decode("utf-8", "replace"))
+    summary = next(i for i, line in enumerate(shown) if line.startswith("| Summary"))
+    assert not any("tasks ·" in line for line in shown[:summary]), shown
+    assert any("Interrupted:" in line for line in shown[summary:]), shown
 
 
 @pytest.mark.slow
@@ -150,7 +212,7 @@ def test_dashboard_is_full_screen_and_leaves_its_final_state_on_the_normal_scree
     assert code == 1, screen
     assert "\x1b[?1049h" in screen and "\x1b[?1049l" in screen  # the alternate screen, entered and left
     after = plain(screen.split("\x1b[?1049l")[-1])
-    assert any(re.fullmatch(r"Converted\b.*7/7 · 1 failed\b.*elapsed", line) for line in after), after
+    assert any(re.fullmatch(r"Converted\b.*7/7 tasks · 1 failed\b.*elapsed", line) for line in after), after
     host = socket.gethostname()
     assert any(re.match(rf"{re.escape(host)}\s+0\s+7\s", line) for line in after), after
     assert any(re.match(r"total\s+0\s+7\s", line) for line in after), after
@@ -161,14 +223,14 @@ def test_dashboard_is_full_screen_and_leaves_its_final_state_on_the_normal_scree
 @pytest.mark.parametrize("width", [200, 120, 80, 60, 40, 30, 20, 16])
 def test_the_status_line_fits_and_keeps_the_count_and_the_eta(width):
     parts = [(7, Text("Converting")), (3.5, BAR), (0, Text("16/180")), (2, Text("2 failed"))]
-    parts += [(4, Text("4.6 files/s")), (5, Text("120 audio s/s")), (6, Text("6 procs"))]
+    parts += [(4, Text("4.6 files/s")), (5, Text("120 audio s/s")), (6, Text("6 busy"))]
     parts += [(3, Text("0:12 elapsed")), (1, Text("ETA 1:03"))]
     line = fit(parts, 0.1, width).plain
     assert cell_len(line) <= width
     assert "16/180" in line and "ETA 1:03" in line
     assert ("━" in line) == (width >= 40)  # the bar went before the count or the ETA
     if width >= 120:
-        assert "Converting" in line and "120 audio s/s" in line and "6 procs" in line
+        assert "Converting" in line and "120 audio s/s" in line and "6 busy" in line
 
 
 def test_long_names_lose_their_middle():

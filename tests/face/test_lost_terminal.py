@@ -122,15 +122,20 @@ def test_stdout_closed_after_one_line_does_not_stop_the_run(slow_library, tmp_pa
     assert_whole(out, rows)
 
 
-def test_quiet_prints_only_failures_and_the_summary_and_failures_reach_stderr(tmp_path):
-    root = tmp_path / "music"
+def test_quiet_prints_one_line_and_failures_on_stderr_and_nothing_when_nothing_changed(tmp_path):
+    root, out = tmp_path / "music", tmp_path / "out"
     make_flac(root / "good.flac", seconds=0.1)
     (root / "bad.flac").write_bytes(b"this is not FLAC at all")
-    run = run_flac2all("opus", "-q", "-o", tmp_path / "out", root)
+    run = run_flac2all("opus", "-q", "-o", out, root)
     assert run.returncode == 1
-    lines = run.stdout.strip().splitlines()
-    assert not any(line.startswith(("Converting", "OK")) for line in lines)
-    failures = [line for line in lines if line.startswith("FAILED")]
+    assert run.stdout == f"1 encoded, 1 failed (grep -v SUCCESS {out / 'conversion_results.log'})\n"
+    failures = run.stderr.splitlines()
     assert len(failures) == 1 and "bad.flac" in failures[0] and "not a FLAC file" in failures[0]
-    assert "| Summary" in run.stdout
-    assert failures[0] in run.stderr.splitlines()
+    (root / "bad.flac").unlink()
+    again = run_flac2all("opus", "-q", "-o", out, root)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")  # cron mails nothing
+    loud = run_flac2all("opus", "-o", out, root)
+    *_, nothing, log = loud.stdout.splitlines()
+    assert loud.returncode == 0 and log == f"    Log written to: {out / 'conversion_results.log'}"
+    assert nothing.startswith("    nothing to do: 1 output up to date (checked in ")
+    assert "Converting" not in loud.stdout and "Execution rate" not in loud.stdout

@@ -13,7 +13,7 @@ from flac2all.face import config
 from flac2all.face.cli import build_parser
 from flac2all.face.config import ConfigError, settings_from
 from flac2all.model import Layout, Lossy, Names
-from tests.conftest import run_flac2all
+from tests.conftest import read_log, run_flac2all
 
 CONFIG = """\
 # two devices
@@ -168,7 +168,23 @@ def test_two_profiles_in_turn_with_dry_run_and_one_hook(library, tmp_path):
     again = run_flac2all("--config", cfg, "--all-profiles", "-q", "--on-done", "false")
     assert again.returncode == 2
     assert "profile a: input folder" in again.stderr and "--on-done false: exited with status 1" in again.stderr
-    assert "3 skipped" in again.stdout  # profile b ran
+    assert again.stdout == ""  # profile b ran: -q, and nothing changed
+    assert read_log(tmp_path / "out-b")[0]["conversion_status"] == "SUCCESS (skipped: up to date)"
+
+
+@pytest.mark.slow
+def test_each_profile_s_summary_is_named(library, tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'[profile.car]\nmodes = ["mp3"]\ninput = "{library}"\noutdir = "out-a"\n'
+        f'[profile.phone]\nmodes = ["opus"]\ninput = "{library}"\noutdir = "out-b"\n'
+    )
+    quiet = run_flac2all("--config", cfg, "--all-profiles", "-q")
+    assert quiet.returncode == 0 and quiet.stdout == "car: 3 encoded\nphone: 3 encoded\n"
+    loud = run_flac2all("--config", cfg, "--all-profiles")
+    assert loud.stdout.count("| Summary of profile car ===") == 1
+    assert loud.stdout.count("| Summary of profile phone ===") == 1
+    assert loud.stdout.count("nothing to do: 3 outputs up to date") == 2
 
 
 def test_config_without_a_profile_is_a_usage_error(library, tmp_path):

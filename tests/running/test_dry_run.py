@@ -29,6 +29,17 @@ def test_a_dry_run_writes_nothing_in_outdir(lib, mirrored, spy, tmp_path):
     assert listing(mirrored) == before  # no -wal, no -shm, no lock, no log
 
 
+def test_a_dry_run_names_paths_below_the_folders_its_heading_names(lib, mirrored, spy):
+    make_flac(lib / "C" / "new.flac", seconds=0.1)
+    (lib / "B" / "1 song.flac").unlink()
+    dry, _ = run(lib, mirrored, spy, "--dry-run")
+    lines = dry.stdout.splitlines()
+    assert lines[0] == f"Plan for {lib} -> {mirrored} (dry run: nothing changed)"
+    assert "  mp3      C/new.flac: mp3/C/new.mp3" in lines and "  opus     A/0 song.flac: opus/A/0 song.opus" in lines
+    assert "  mp3      B/1 song.flac: mp3/B/1 song.mp3" in lines  # an orphan: its source gone
+    assert str(lib) not in "\n".join(lines[1:]) and str(mirrored) not in "\n".join(lines[1:])
+
+
 @pytest.mark.slow
 def test_a_dry_run_sees_rows_a_killed_run_left_in_the_wal(lib, mirrored, spy):
     """SQLite's immutable mode would miss them: the dry run reads a copy."""
