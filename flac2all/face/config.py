@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flac2all import codecs
-from flac2all.errors import UsageError
+from flac2all import codecs, tools
+from flac2all.errors import TaskError, UsageError
 from flac2all.face.usage import Option, Parser, defaults
 from flac2all.model import DaskOptions, DisplayOptions, Layout, Lossy, MasterOptions, Names, Request, Settings
 
@@ -39,6 +39,8 @@ POSITIONAL_KEYS = {"mode": "modes", "inputdir": "input"}
 # Keys holding a path: '~' is the user's home, and a relative path is taken
 # from the config file's folder (cron runs elsewhere).
 PATH_DESTS = {"inputdir", "outdir", "plan_json", "keys"}
+# A profiles file larger than this is not one.
+MAX_CONFIG = 1024 * 1024
 
 PROFILE_HELP = """\
 device profiles:
@@ -248,10 +250,16 @@ class Profile:
 def load(path: Path, options: Mapping[str, Option]) -> dict[str, Profile]:
     """Every profile of the file, each key checked; ConfigError otherwise."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        # A regular file only, and a bounded read: --config /dev/zero or a
+        # FIFO is refused, never read.
+        with tools.open_regular(path) as f:
+            data = f.read(MAX_CONFIG + 1)
+        if len(data) > MAX_CONFIG:
+            raise ConfigError(path, f"cannot read it: larger than {MAX_CONFIG // 1024} KiB (not a profiles file?)")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(path, "no such file (write the profiles there, or name the file with --config)") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, TaskError) as exc:
         raise ConfigError(path, f"cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         data = tomllib.loads(text)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import stat
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -34,6 +33,7 @@ from flac2all.running.fanout import run_fanout
 from flac2all.running.outputs import commit, remove_empty_folders, staged
 from flac2all.running.pipeline import run_pipeline
 from flac2all.running.procs import Interrupted, ProcessGroup
+from flac2all.tools import not_regular
 
 __all__ = ["Interrupted", "ProcessGroup", "execute", "execute_batch", "retag"]
 
@@ -293,21 +293,7 @@ def delete(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
     return "deleted orphan", None
 
 
-FILE_TYPES = {
-    stat.S_IFCHR: "character device",
-    stat.S_IFBLK: "block device",
-    stat.S_IFIFO: "FIFO",
-    stat.S_IFSOCK: "socket",
-    stat.S_IFDIR: "folder",
-}
 COPY_CHUNK = 1024 * 1024
-
-
-def not_regular(st: os.stat_result) -> TaskError | None:
-    if stat.S_ISREG(st.st_mode):
-        return None
-    kind = FILE_TYPES.get(stat.S_IFMT(st.st_mode), "special file")
-    return TaskError(f"not a regular file ({kind})")
 
 
 def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Done:

@@ -4,6 +4,7 @@ several profiles in turn, and the --on-done hook."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,23 @@ def test_two_profiles_in_turn_with_dry_run_and_one_hook(library, tmp_path):
 def test_config_without_a_profile_is_a_usage_error(library, tmp_path):
     run = run_flac2all("mp3", library, "-o", tmp_path / "o", "--config", tmp_path / "c.toml")
     assert run.returncode == 2 and "add --profile NAME or --all-profiles" in run.stderr
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_a_config_that_is_not_a_regular_file_is_refused_unread(tmp_path, kind):
+    if kind == "fifo":
+        path = tmp_path / "config.toml"
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    run = run_flac2all("--profile", "x", "--config", path, timeout=30)
+    assert run.returncode == 2
+    kind_name = "FIFO" if kind == "fifo" else "character device"
+    assert f"flac2all: error: {path}: cannot read it: not a regular file ({kind_name})" in run.stderr
+
+
+def test_a_config_too_large_to_be_one_is_refused(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"# " + b"x" * (2 * 1024 * 1024) + b"\n")
+    run = run_flac2all("--profile", "x", "--config", path, timeout=30)
+    assert run.returncode == 2 and f"{path}: cannot read it: larger than 1024 KiB" in run.stderr
