@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from flac2all import __version__, codecs, tools
+from flac2all.__main__ import SIGNALS, EarlySignals
 from flac2all.codecs.options import options_help
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
 from flac2all.executors import Executor
@@ -266,11 +267,11 @@ class StopOnSignal(threading.Event):
 
     signum = signal.SIGINT
 
-    def __init__(self, stop_on_hangup: bool = False) -> None:
+    def __init__(self, stop_on_hangup: bool = False, terminal_fds: list[int] | None = None) -> None:
         super().__init__()
         self.stop_on_hangup = stop_on_hangup
         # Known now: once the terminal hangs up, isatty() may fail too.
-        self.terminal_fds = [fd for fd in (1, 2) if os.isatty(fd)]
+        self.terminal_fds = [fd for fd in (1, 2) if os.isatty(fd)] if terminal_fds is None else terminal_fds
         self.hung_up = False
 
     def handle(self, signum: int, frame: object) -> None:
@@ -316,7 +317,9 @@ def keygen(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, early: EarlySignals | None = None) -> int:
+    """The command; ``early``: the signals caught since the process started
+    (``flac2all.__main__`` installs their handlers before importing this)."""
     argv = sys.argv[1:] if argv is None else argv
     console.standard_streams()
     parser = build_parser()
@@ -334,9 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    stop = StopOnSignal(any(r.stop_on_hangup for r in requests))
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    stop = StopOnSignal(any(r.stop_on_hangup for r in requests), early.terminal_fds if early else None)
+    for signum in SIGNALS:
         signal.signal(signum, stop.handle)
+    for signum in early.caught if early else ():
+        stop.handle(signum, None)
     status = ExitStatus.OK
     outcomes: list[hooks.Outcome] = []
     for request in requests:
@@ -348,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         status = max(status, outcome.exit_status)
         if request.on_done and not request.dry_run:
             outcomes.append(outcome)
+    if stop.is_set():
+        status = max(status, ExitStatus(128 + stop.signum))
     for command, done_runs in hooks.by_command(outcomes if not stop.is_set() else []).items():
         problem = hooks.on_done(command, done_runs, stop)
         if problem:
