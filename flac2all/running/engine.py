@@ -242,9 +242,10 @@ def check_input(settings: Settings, state: State, found: int, known: int) -> Non
 
 
 def write_log(report: Report, outdir: Path) -> None:
-    """The CSV log, then the summary beside the state. When the log cannot
-    be written, the previous run's is moved aside (``.previous``), so that
-    no stale log stands as this run's."""
+    """The CSV log, then the summary beside the state, for every run. When
+    the log cannot be written, the previous run's is moved aside
+    (``.previous``); when the summary cannot be, the previous one is
+    removed: no stale file stands as this run's."""
     path = outdir / LOG_NAME
     try:
         report.write_csv(path)
@@ -253,14 +254,16 @@ def write_log(report: Report, outdir: Path) -> None:
         with contextlib.suppress(OSError):
             os.replace(path, path.with_name(LOG_NAME + ".previous"))
             report.log_error += f" (the previous run's log is now {LOG_NAME}.previous)"
-        return
     summary = outdir / STATE_DIR / SUMMARY_NAME
+    tmp = summary.with_name(f".{SUMMARY_NAME}.tmp")
     try:
-        tmp = summary.with_name(f".{SUMMARY_NAME}.tmp")
         tmp.write_text(report.summary().lstrip("\n") + "\n", errors="backslashreplace")
         os.replace(tmp, summary)
     except OSError as exc:
         log.warning("cannot write the summary %s: %s", summary, exc.strerror or exc)
+        for stale in (tmp, summary):
+            with contextlib.suppress(OSError):
+                stale.unlink(missing_ok=True)
 
 
 SUMMARY_NAME = "last-summary.txt"
