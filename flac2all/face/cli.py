@@ -372,8 +372,11 @@ def run_one(request: Request, stop: StopOnSignal) -> hooks.Outcome:
         for note in request.notes:
             print(note, file=sys.stderr)
         if request.dry_run:
-            for chunk in engine.dry_run(settings, request.plan_json).describe_chunks(settings):
-                emit(chunk)
+            problem = engine.dry_run(settings, request.plan_json).write(settings, sys.stdout)
+            if problem is not None:
+                console.silence(1)  # (nor the interpreter's last flush)
+                print(f"flac2all: error: {problem}", file=sys.stderr)
+                outcome.error, outcome.exit_status = problem, ExitStatus.FAILURES
             return outcome
         executor = executor_for(request, stop)
         display = make_display(sys.stdout, dashboard=request.display.dashboard, quiet=request.display.quiet)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from flac2all import codecs, tools
 from flac2all.codecs import Codec
-from flac2all.errors import UsageError, describe_oserror
+from flac2all.errors import TaskError, UsageError, describe_oserror
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
 from flac2all.face.console import Display, Guarded, Silent
@@ -35,7 +35,7 @@ from flac2all.planning.flow import Flow, FolderPlan, Folders, Head, Whole, has_r
 from flac2all.planning.mirror import Mirror
 from flac2all.planning.plan import collector_paused
 from flac2all.report import LOG_NAME, Report
-from flac2all.running import guards, preflight
+from flac2all.running import guards, outputs, preflight
 from flac2all.running.execution import Run, state_lost
 from flac2all.running.guards import outdir_lock
 from flac2all.running.listing import Listing
@@ -166,10 +166,18 @@ def planned_first(flow: Flow) -> FolderPlan:
 
 
 def write_plan_json(path: Path, the_plan: plan.Plan) -> None:
+    """The plan as JSON, written whole or not at all (a temp file renamed
+    into place: a full disk leaves no empty or cut file under ``path``)."""
+    text = json.dumps(the_plan.as_json(), indent=1, ensure_ascii=False) + "\n"
     try:
-        path.write_text(json.dumps(the_plan.as_json(), indent=1, ensure_ascii=False) + "\n", errors="surrogateescape")
+        with outputs.staged(path) as tmp:
+            with open(tmp, "x", encoding="utf-8", errors="surrogateescape") as f:
+                f.write(text)
+            os.replace(tmp, path)
     except OSError as exc:
-        raise UsageError(f"cannot write the plan to {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot write the plan to {path}: {describe_oserror(exc)}") from None
+    except TaskError as exc:
+        raise UsageError(f"cannot write the plan to {path}: {exc}") from None
 
 
 def run(
