@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -211,3 +213,26 @@ def test_a_disk_full_at_the_log_leaves_no_stale_summary_and_a_row_per_task(tmp_p
     assert re.fullmatch(full_disk_status(disk), statuses[0])
     assert statuses[1:] == [f"NOT STARTED: {statuses[0][7:]}"] * 2
     assert not summary.exists() or "STOPPED after" in summary.read_text()
+
+
+def test_no_free_inodes_is_one_cause_named_as_such(tmp_path, tmpfs, fake_bin):
+    """A filesystem out of inodes with bytes to spare: lame's own "Can't
+    init outfile" and "no space left (N MB free)" each told half of it."""
+    disk = tmpfs(64 * 1024)
+    subprocess.run(["mount", "-o", "remount,nr_inodes=200", str(disk)], check=True)
+    root = tmp_path / "in"
+    for i in range(3):
+        make_flac(root / f"{i}.flac")
+    (disk / "fill").mkdir()
+    # Before the real lame runs, the disk's inodes are taken to the last one.
+    lame = shutil.which("lame")
+    body = f'i=0; while : > {disk}/fill/$i 2>/dev/null; do i=$((i+1)); done\nexec {lame} "$@"\n'
+    folder = fake_bin("lame", body)
+    run = run_flac2all("mp3", "-t", "1", "-o", disk, root, path_prefix=folder, timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    statuses = sorted(r["conversion_status"] for r in read_log(disk))
+    fs = re.escape(f"{disk}'s filesystem")
+    cause = rf"no free inodes \({fs}: no more files can be made there, although \d+ MB are free\)"
+    assert re.fullmatch(f"ERROR: {cause}", statuses[0]), statuses
+    assert all(re.fullmatch(f"NOT STARTED: {cause}", s) for s in statuses[1:]), statuses
+    assert "init outfile" not in run.stdout and "no space left" not in run.stdout
