@@ -9,10 +9,21 @@ import os
 from flac2all.model import Action, Status, TaskResult
 from flac2all.skips import UP_TO_DATE
 
+# Control characters (C0, DEL, C1) as \xNN: a file named with an ESC
+# sequence, a carriage return or a newline would otherwise drive the
+# terminal, or forge a line of its own.
+CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def shown(text: str) -> str:
+    """Text as a terminal shows it harmlessly: control characters escaped."""
+    return text.translate(CONTROLS)
+
 
 def printable(path: os.PathLike | str) -> str:
-    """A path as text that any terminal can show (undecodable bytes escaped)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """A path as text that any terminal can show (undecodable bytes and
+    control characters escaped, as \\xNN)."""
+    return shown(os.fsencode(path).decode("utf-8", "backslashreplace"))
 
 
 VERBS = {
@@ -33,7 +44,7 @@ def line_for(result: TaskResult) -> str:
     print it: its own verb, the mode, what it names."""
     task = result.task
     if result.status is Status.FAILED:
-        return f"FAILED   {task.mode:<8} {printable(task.source)}: {result.message}"
+        return f"FAILED   {task.mode:<8} {printable(task.source)}: {shown(result.message)}"
     verb = VERBS[task.action]
     if task.action is Action.CONVERT:  # a lossy file encoded, or a cover scaled (derive.py's notes)
         verb = "scaled" if result.message.startswith(("scaled", "copied")) else "encoded"
