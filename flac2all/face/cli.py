@@ -329,6 +329,7 @@ def main(argv: list[str] | None = None, early: EarlySignals | None = None) -> in
     try:
         # Every run's options, checked before any of them starts.
         requests = [config.request_from(name, args) for name, args in config.runs(parser.options, given)]
+        config.check_shared_outdirs(requests)
     except Flac2allError as exc:
         print(f"flac2all: error: {exc}", file=sys.stderr)
         return exc.exit_status

@@ -22,7 +22,7 @@ import os
 import re
 import shlex
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from flac2all import codecs, tools
 from flac2all.errors import TaskError, UsageError
 from flac2all.face.usage import Option, Parser, defaults
 from flac2all.model import DaskOptions, DisplayOptions, Layout, Lossy, MasterOptions, Names, Request, Settings
+from flac2all.planning.plan import settings_hash
 
 # Options that are about choosing profiles, not keys of one.
 NOT_KEYS = {"help", "version", "cluster_keygen", "worker", "config", "profile", "all_profiles"}
@@ -197,6 +198,36 @@ def request_from(name: str | None, args: argparse.Namespace) -> Request:
         verbose=args.verbose,
         stop_on_hangup=args.stop_on_hangup,
     )
+
+
+def check_shared_outdirs(requests: Sequence[Request]) -> None:
+    """Refuse two runs of one command (profiles) that write into one OUTDIR
+    but disagree on what belongs there: another input (each run would take
+    the other's outputs for orphans), or a mode made with other options
+    (each run would re-encode the other's outputs, every time)."""
+    for n, first in enumerate(requests):
+        for second in requests[n + 1 :]:
+            a, b = first.settings, second.settings
+            if a.outdir != b.outdir:
+                continue
+            if a.input_dir != b.input_dir:
+                why = f"from different inputs ({a.input_dir} and {b.input_dir})"
+            else:
+                both = [m for m in a.modes if m in b.modes]
+                shaped = [m for m in both if output_hash(m, a) != output_hash(m, b)]
+                if not shaped:
+                    continue
+                why = f"in mode {', '.join(shaped)} with different encoder options"
+            raise UsageError(
+                f"profiles {first.profile} and {second.profile} both write into {a.outdir} {why}: each run would"
+                " undo the other's outputs; give them different outdirs"
+            )
+
+
+def output_hash(mode: str, settings: Settings) -> str:
+    """What shapes a mode's outputs under ``settings`` (the state's settings
+    hash, without the encoders' versions: the same for both runs)."""
+    return settings_hash(codecs.resolve(mode), settings, {})
 
 
 def executor_from(args: argparse.Namespace) -> MasterOptions | DaskOptions | None:
