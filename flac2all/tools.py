@@ -1,7 +1,5 @@
 """Every probe of an external program: where it is, its version, ffmpeg's
-encoder list; and the one way a run opens an input file it reads itself
-(``open_regular``: a FIFO or a device named like a file is refused, never
-read).
+encoder list.
 
 Each probe runs lazily, at most once per process, and is cached: nothing
 runs at import time. The engine probes before planning and hands the facts
@@ -11,14 +9,11 @@ to the planner as data, so that planning never starts a process.
 from __future__ import annotations
 
 import functools
-import os
 import shutil
-import stat
 import subprocess
 from collections.abc import Iterable
-from typing import BinaryIO
 
-from flac2all.errors import MissingProgramError, TaskError
+from flac2all.errors import MissingProgramError
 
 # Debian package that provides each program we may run; named in the error
 # shown when a program is missing.
@@ -109,42 +104,3 @@ def require(programs: dict[str, str]) -> None:
                 f"{needed_by} needs the program '{program}', which is not installed "
                 f"(install the Debian package: apt-get install {package_of(program)})"
             )
-
-
-FILE_TYPES = {
-    stat.S_IFCHR: "character device",
-    stat.S_IFBLK: "block device",
-    stat.S_IFIFO: "FIFO",
-    stat.S_IFSOCK: "socket",
-    stat.S_IFDIR: "folder",
-}
-
-
-def not_regular(st: os.stat_result) -> TaskError | None:
-    """Why a file cannot be read as one (None: it is a regular file)."""
-    if stat.S_ISREG(st.st_mode):
-        return None
-    kind = FILE_TYPES.get(stat.S_IFMT(st.st_mode), "special file")
-    return TaskError(f"not a regular file ({kind})")
-
-
-def open_regular(path: os.PathLike | str) -> BinaryIO:
-    """``path`` opened for reading, if it is a regular file: OSError when it
-    cannot be opened, TaskError when it is something else. O_NONBLOCK: a
-    FIFO cannot block the open; fstat: a device (a link to /dev/zero) is
-    never read."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    try:
-        if (problem := not_regular(os.fstat(fd))) is not None:
-            raise problem
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return open(fd, "rb")
-
-
-def regular_stat(path: os.PathLike | str) -> os.stat_result:
-    """The stat of ``path`` if it is a regular file (errors as ``open_regular``)."""
-    with open_regular(path) as f:
-        return os.fstat(f.fileno())

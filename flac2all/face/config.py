@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flac2all import codecs, tools
+from flac2all import codecs
 from flac2all.errors import TaskError, UsageError
 from flac2all.face.usage import Option, Parser, defaults
 from flac2all.model import DaskOptions, DisplayOptions, Layout, Lossy, MasterOptions, Names, Request, Settings
 from flac2all.planning.plan import settings_hash
+from flac2all.tags.source import open_regular
 
 # Options that are about choosing profiles, not keys of one.
 NOT_KEYS = {"help", "version", "cluster_keygen", "worker", "config", "profile", "all_profiles"}
@@ -283,7 +284,7 @@ def load(path: Path, options: Mapping[str, Option]) -> dict[str, Profile]:
     try:
         # A regular file only, and a bounded read: --config /dev/zero or a
         # FIFO is refused, never read.
-        with tools.open_regular(path) as f:
+        with open_regular(path) as f:
             data = f.read(MAX_CONFIG + 1)
         if len(data) > MAX_CONFIG:
             raise ConfigError(path, f"cannot read it: larger than {MAX_CONFIG // 1024} KiB (not a profiles file?)")

@@ -33,7 +33,7 @@ from flac2all.running.fanout import run_fanout
 from flac2all.running.outputs import commit, remove_empty_folders, staged
 from flac2all.running.pipeline import run_pipeline
 from flac2all.running.procs import Interrupted, ProcessGroup
-from flac2all.tools import not_regular
+from flac2all.tags.source import not_regular
 
 __all__ = ["Interrupted", "ProcessGroup", "execute", "execute_batch", "retag"]
 

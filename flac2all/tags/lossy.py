@@ -20,8 +20,7 @@ from mutagen.mp4 import MP4, MP4Cover
 from flac2all.errors import TaskError, describe_oserror
 from flac2all.model import AudioInfo, SourceFacts
 from flac2all.tags import id3_prefix
-from flac2all.tags.source import PROVENANCE_KEY, SourceMeta, pictures_hash, tags_hash
-from flac2all.tools import regular_stat
+from flac2all.tags.source import PROVENANCE_KEY, SourceMeta, pictures_hash, regular_stat, tags_hash
 
 ASF_NAMES = {
     "Title": "TITLE",

@@ -53,11 +53,14 @@ def test_folder_art_that_is_not_a_regular_file_is_not_read(hostile_extras, tmp_p
 @pytest.fixture
 def hostile_lossy(tmp_path: Path) -> Path:
     """An album whose lossy files include a FIFO nobody writes to and a link
-    to /dev/zero, each named like a lossy file."""
+    to /dev/zero, each named like a lossy file (and like a FLAC file)."""
     root = tmp_path / "in"
     make_flac(root / "A" / "01.flac")
     os.mkfifo(root / "A" / "fifo.mp3")
     (root / "A" / "zero.ogg").symlink_to("/dev/zero")
+    # And named like FLAC sources (each was "not a FLAC file (empty, 0 bytes)").
+    os.mkfifo(root / "A" / "pipe.flac")
+    (root / "A" / "devzero.flac").symlink_to("/dev/zero")
     return root
 
 
@@ -77,5 +80,7 @@ def test_lossy_files_that_are_not_regular_are_refused_not_read(hostile_lossy, tm
         "01.flac": "SUCCESS",
         "fifo.mp3": "ERROR: not a regular file (FIFO)",
         "zero.ogg": "ERROR: not a regular file (character device)",
+        "pipe.flac": "ERROR: not a regular file (FIFO)",
+        "devzero.flac": "ERROR: not a regular file (character device)",
     }
     assert temp_files(out) == []
