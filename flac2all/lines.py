@@ -26,6 +26,8 @@ def printable(path: os.PathLike | str) -> str:
     return shown(os.fsencode(path).decode("utf-8", "backslashreplace"))
 
 
+# Each action's one verb: its lines start with it and the summary counts
+# it under it (report.ACTION_WORDS).
 VERBS = {
     Action.ENCODE: "encoded",
     Action.RETAG: "retagged",
@@ -35,7 +37,7 @@ VERBS = {
     Action.SKIP: "skipped",
     Action.ORPHAN: "kept",
     Action.CONVERT: "converted",
-    Action.PLAYLIST: "playlist",
+    Action.PLAYLIST: "written",
 }
 
 
@@ -45,11 +47,11 @@ def line_for(result: TaskResult) -> str:
     task = result.task
     if result.status is Status.FAILED:
         return f"FAILED   {task.mode:<8} {printable(task.source)}: {shown(result.message)}"
-    verb = VERBS[task.action]
-    if task.action is Action.CONVERT:  # a lossy file encoded, or a cover scaled (derive.py's notes)
-        verb = "scaled" if result.message.startswith(("scaled", "copied")) else "encoded"
-    head = f"{verb:<8} {task.mode:<8}"
-    if task.action in (Action.ENCODE, Action.COPY, Action.CONVERT, Action.PLAYLIST):
+    head = f"{VERBS[task.action]:<8} {task.mode:<8}"
+    if task.action is Action.CONVERT:  # a lossy file encoded, or a cover scaled: derive.py's note says which
+        note = f" ({shown(result.message)})" if result.message and result.message != "converted" else ""
+        return f"{head} {printable(task.source)} -> {printable(task.output)}{note}"
+    if task.action in (Action.ENCODE, Action.COPY, Action.PLAYLIST):
         return f"{head} {printable(task.source)} -> {printable(task.output)}"
     if task.action is Action.MOVE:
         return f"{head} {printable(task.output)} (from {printable(task.previous or '')})"

@@ -298,7 +298,7 @@ class TaskResult:
     status: Status
     message: str = ""
     returncode: int = 0
-    elapsed: float = 0.0
+    elapsed: float = -1.0  # seconds it ran; -1 (the log's "not timed", as a skip's): nothing ran
     # Read by the runner before the work, for the state (None on failure).
     facts: SourceFacts | None = None
     # A failure the run as a whole cares about (errors.DISK_FULL: the output

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flac2all.errors import ExitStatus
-from flac2all.lines import printable
+from flac2all.lines import VERBS, printable
 from flac2all.model import Action, Status, Task, TaskResult
+from flac2all.running import dirs
 from flac2all.skips import UP_TO_DATE, Skip, SkipLog
 
 # The first six columns are the original's; the host that ran each task is
@@ -24,18 +25,30 @@ CSV_HEADER = ("infile", "outfile", "format", "conversion_status", "return_code",
 LOG_NAME = "conversion_results.log"
 
 
-# What the summary calls each action, in the order it lists them.
-ACTION_WORDS = {
-    Action.ENCODE: "encoded",
-    Action.RETAG: "retagged",
-    Action.MOVE: "moved",
-    Action.COPY: "copied",
-    Action.DELETE: "orphans deleted",
-    Action.SKIP: "skipped",
-    Action.ORPHAN: "orphans kept",
-}
+# The actions in the order the summary lists them: what was made, then
+# what was left as it was, then the orphans; each counted under its one
+# verb (lines.VERBS), after what it acts on where the verb alone is unclear.
+ACTION_ORDER = (
+    Action.ENCODE,
+    Action.CONVERT,
+    Action.RETAG,
+    Action.MOVE,
+    Action.COPY,
+    Action.PLAYLIST,
+    Action.SKIP,
+    Action.ORPHAN,
+    Action.DELETE,
+)
+ACTION_NOUNS = {Action.PLAYLIST: "playlist", Action.ORPHAN: "orphan", Action.DELETE: "orphan"}
 # Listed only when some were done (runs without device-profile options have none).
-OPTIONAL_ACTION_WORDS = {Action.CONVERT: "converted", Action.PLAYLIST: "playlists written"}
+OPTIONAL_ACTIONS = {Action.CONVERT, Action.PLAYLIST}
+
+
+def action_words(n: int, action: Action) -> str:
+    """``n`` tasks of ``action`` as the summary counts them: '3 encoded',
+    '1 playlist written', '2 orphans kept'."""
+    noun = ACTION_NOUNS.get(action)
+    return f"{plural(n, noun) if noun else n} {VERBS[action]}"
 
 
 def first(item: tuple) -> object:
@@ -67,7 +80,7 @@ class Counts:
                 failed += 1
             else:
                 done[action] += 1
-            if action is ENCODE:
+            if action is ENCODE and r.elapsed >= 0:  # (-1: it never ran)
                 times.setdefault(r.task.mode, []).append(r.elapsed)
         return cls(len(results) + skipped, failed, done, times)
 
@@ -96,7 +109,7 @@ class Tally:
             self.failures.append(r)
         else:
             self.done[r.task.action] += 1
-        if r.task.action is Action.ENCODE:
+        if r.task.action is Action.ENCODE and r.elapsed >= 0:
             self.encode_times.setdefault(r.task.mode, []).append(r.elapsed)
         self.hosts[r.host, failed] = self.hosts.get((r.host, failed), 0) + 1
 
@@ -220,8 +233,11 @@ class Report:
         """Set aside ``size`` bytes for the log before the run, so that a
         disk the run fills still has room for it (write_csv writes into
         the reserved file)."""
-        tmp = log_temp(path)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = dirs.open_temp(log_temp(path).name, folder, keep=True)
+        finally:
+            os.close(folder)
         try:
             os.posix_fallocate(fd, 0, size)
         except OSError:  # no room even now, or a file system without it: write_csv tries anyway
@@ -248,21 +264,17 @@ class Report:
         if self.row_log is not None:
             keyed = heapq.merge(keyed, self.row_log.by_source(), key=first)
         rows = (row for _, row in keyed)
-        tmp = log_temp(path)
-        try:
-            # "r+" keeps the reserved blocks (truncated to the rows at the
-            # end); surrogateescape writes undecodable file names back as
-            # their bytes.
-            mode = "r+" if tmp.exists() else "w"
-            with open(tmp, mode, newline="", encoding="utf-8", errors="surrogateescape") as f:
-                writer = csv.writer(f)
-                writer.writerow(CSV_HEADER)
-                writer.writerows(rows)
-                f.truncate()
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        # Into the space ``reserve`` set aside (kept, truncated to the rows
+        # at the end); surrogateescape writes undecodable file names back as
+        # their bytes. Never through a link planted under either name.
+        with (
+            dirs.written(path, path.parent, log_temp(path).name, keep=True) as fd,
+            open(fd, "w", newline="", encoding="utf-8", errors="surrogateescape", closefd=False) as f,
+        ):
+            writer = csv.writer(f)
+            writer.writerow(CSV_HEADER)
+            writer.writerows(rows)
+            f.truncate()
         self.log_path = path
 
     def counts(self) -> Counts:
@@ -294,8 +306,11 @@ class Report:
             f"    Conversion error rate: {error_rate:.2f}%",
             # Every task once: failed, or under its action.
             "    Tasks by action: "
-            + ", ".join(f"{c.done[action]} {word}" for action, word in ACTION_WORDS.items())
-            + "".join(f", {c.done[action]} {word}" for action, word in OPTIONAL_ACTION_WORDS.items() if c.done[action])
+            + ", ".join(
+                action_words(c.done[action], action)
+                for action in ACTION_ORDER
+                if c.done[action] or action not in OPTIONAL_ACTIONS
+            )
             + f", {c.failed} failed",
             f"    Wall time: {format_duration(self.wall_time)}",
         ]

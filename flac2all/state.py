@@ -26,6 +26,7 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import stat
 import sys
 import tempfile
 import time
@@ -33,8 +34,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from flac2all.errors import disk_full_cause
+from flac2all.errors import TaskError, disk_full_cause
 from flac2all.records import Record, Records, Row
+from flac2all.running import dirs
 
 SCHEMA_VERSION = 2
 COMMIT_EVERY = 0.5  # seconds
@@ -159,12 +161,28 @@ class State:
         return disk_full_cause(exc, self.outdir)
 
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._refuse_links()
         db = sqlite3.connect(self.path, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         # A lost commit only means an adoption next run, never a wrong row.
         db.execute("PRAGMA synchronous=NORMAL")
         return db
+
+    def _refuse_links(self) -> None:
+        """SQLite opens the state and its journals by name: the state's
+        folder must be a folder of the output folder (made here, never
+        through a link), and each of those names a regular file if any."""
+        try:
+            with dirs.held(self.path.parent, self.outdir, create=True) as folder:
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    try:
+                        st = os.stat(self.path.name + suffix, dir_fd=folder, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if not stat.S_ISREG(st.st_mode):
+                        raise StateError(f"{self.path}{suffix} is not a regular file (a link?): refusing to open it")
+        except TaskError as exc:
+            raise StateError(f"cannot open the state: {exc}") from None
 
     def _open_readonly(self) -> sqlite3.Connection:
         """Open without writing anything beside the file: ``mode=ro`` on a

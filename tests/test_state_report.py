@@ -157,7 +157,7 @@ def test_the_summary_says_what_the_counts_say():
     assert "Files we failed to convert due to errors: 2 tasks" in text
     # Every task once: orphans are not "skipped", and 2+1+1+1+1+2+1+2 = 11.
     assert (
-        "Tasks by action: 2 encoded, 1 retagged, 1 moved, 1 copied, 1 orphans deleted, 2 skipped, 1 orphans kept,"
+        "Tasks by action: 2 encoded, 1 retagged, 1 moved, 1 copied, 2 skipped, 1 orphan kept, 1 orphan deleted,"
         " 2 failed" in text
     )
     assert "For mode: mp3\n        Total execution time: 8.0000 seconds" in text  # 2 + 6, the failed one too
@@ -218,6 +218,29 @@ def test_each_action_prints_its_own_verb_naming_what_it_did():
     assert line(Action.ORPHAN, Status.SKIPPED).startswith("kept     mp3      /out/mp3/a.mp3 (orphan")
     assert line(Action.SKIP, Status.SKIPPED, "skipped: up to date") == ("skipped  mp3      /out/mp3/a.mp3 (up to date)")
     assert line(Action.ENCODE, Status.FAILED, "boom") == "FAILED   mp3      /music/a.flac: boom"
+
+
+def test_each_action_is_counted_under_the_verb_its_lines_start_with():
+    """A scaled cover and a lossy file re-encoded are both "converted", in
+    their lines and in the summary; a playlist is "written", one or more;
+    the device actions come with what they are like, orphans last."""
+
+    def done(action: Action, message: str, name: str) -> TaskResult:
+        task = Task(Path(f"/music/{name}"), "mp3", Path(f"/out/mp3/{name}"), action)
+        return TaskResult(task, Status.SUCCESS, message)
+
+    cover = done(Action.CONVERT, "scaled to 500x500", "cover.jpg")
+    lossy = done(Action.CONVERT, "converted", "a.ogg")
+    playlist = done(Action.PLAYLIST, "playlist written", "a.m3u")
+    assert line_for(cover) == "converted mp3      /music/cover.jpg -> /out/mp3/cover.jpg (scaled to 500x500)"
+    assert line_for(lossy) == "converted mp3      /music/a.ogg -> /out/mp3/a.ogg"
+    assert line_for(playlist).startswith("written  mp3      /music/a.m3u -> ")
+    results = [*EVERY_ACTION, cover, lossy, playlist]
+    text = Report(modes=("mp3", "opus"), issued=len(results), results=results).summary()
+    assert (
+        "Tasks by action: 2 encoded, 2 converted, 1 retagged, 1 moved, 1 copied, 1 playlist written, 2 skipped,"
+        " 1 orphan kept, 1 orphan deleted, 2 failed" in text
+    )
 
 
 def test_outputs_kept_as_skips_log_summarise_and_show_as_their_results_would(tmp_path: Path):

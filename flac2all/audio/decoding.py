@@ -92,6 +92,15 @@ class Decoder:
             return ["flac", "--analyze", "--silent", "--output-name", str(output), *self.input]
         return [*self.ffmpeg(), "-f", "framemd5", "-y", "file:" + str(output)]
 
+    def sized(self, info: AudioInfo) -> bool:
+        """Whether the WAV it writes declares its data's size: flac's, for a
+        stream whose STREAMINFO gives the total samples. RIFF pads a chunk
+        of odd size with a byte that is not audio (8- or 24-bit samples, an
+        odd channel count, an odd length): a reader of such a WAV must stop
+        at the declared size, never at the end of the pipe. Every other
+        (ffmpeg's, flac's of an unknown length) ends with its last sample."""
+        return self.target is None and info.length > 0
+
     def ffmpeg(self) -> Command:
         assert self.target is not None
         bits = self.target.bits_per_sample

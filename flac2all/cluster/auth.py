@@ -11,7 +11,6 @@ version. Each (address, reason) is said once.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import Callable
@@ -24,6 +23,9 @@ from flac2all.cluster.diagnose import monitor_socket, next_event
 # (Not HANDSHAKE_FAILED_NO_DETAIL: that is a peer gone during the handshake,
 # a worker's session ending, or its plain TCP probe; not a refusal.)
 MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_DISCONNECTED
+# Connections one address may hold at once: a host's worker processes, with
+# room to spare; past that, a flood (hung up at once, and said once).
+MAX_PER_ADDRESS = 128
 
 
 class Refusals:
@@ -46,6 +48,27 @@ class Refusals:
                 return
             self.seen.add((address, reason))
         self.say(f"Refused a connection from {address or 'an unknown address'}: {reason}")
+
+
+class AuthorizedKeys:
+    """The public keys in the master's authorized/ folder, read again for a
+    key not known yet: a key authorized while the master runs (a worker on
+    the master's host makes its own) is accepted at once."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.keys: dict[bytes, bool] = {}
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """Whether ``key`` (Z85) is authorized; in the authenticator's thread."""
+        if key not in self.keys:
+            from zmq.auth import load_certificates
+
+            try:
+                self.keys = load_certificates(self.folder)
+            except (OSError, ValueError):
+                pass  # a key file being written: the worker's next try reads it
+        return key in self.keys
 
 
 def secure(sock: zmq.Socket, ctx: zmq.Context, master: cluster_keys.MasterKeys, refusals: Refusals):
@@ -73,7 +96,7 @@ def secure(sock: zmq.Socket, ctx: zmq.Context, master: cluster_keys.MasterKeys, 
 
     auth = LoggingAuthenticator(ctx)
     auth.start()
-    auth.configure_curve(domain=cluster_keys.ZAP_DOMAIN, location=str(master.authorized))
+    auth.configure_curve_callback(cluster_keys.ZAP_DOMAIN, AuthorizedKeys(str(master.authorized)))
     sock.curve_secretkey = master.secret
     sock.curve_publickey = master.public
     sock.curve_server = True
@@ -89,18 +112,35 @@ def address_of(frame: zmq.Frame) -> str:
         return ""
 
 
-def peer_address(fd: int) -> str:
-    """The address of the TCP peer on ``fd``, if it is still open."""
+def key_of(frame: zmq.Frame) -> str:
+    """The CURVE public key (Z85) the connection that sent ``frame`` proved
+    in its handshake, as the ZAP handler named it ("" without keys): who a
+    worker is, whatever its messages say."""
     try:
-        dup = os.dup(fd)
+        user = frame.get("User-Id")
+    except (zmq.ZMQError, AttributeError):
+        return ""
+    return user if len(user) == 40 else ""
+
+
+def on_socket(fd: int, hang_up: bool = False) -> str:
+    """The address of the TCP peer on ``fd`` (libzmq's), if it is still
+    open ("" if not); ``hang_up``: shut the connection down too (libzmq
+    then closes it as a peer gone). The descriptor is borrowed, not
+    duplicated: a master out of descriptors must still read it."""
+    try:
+        s = socket.socket(fileno=fd)
     except OSError:
         return ""
     try:
-        with socket.socket(fileno=dup) as s:
-            host, *_ = s.getpeername()
-            return host
+        host, *_ = s.getpeername()
+        if hang_up:
+            s.shutdown(socket.SHUT_RDWR)
+        return host
     except (OSError, ValueError):
         return ""
+    finally:
+        s.detach()
 
 
 class HandshakeWatch:
@@ -111,6 +151,7 @@ class HandshakeWatch:
         self.refusals = refusals
         self.secure = secure
         self.addresses: dict[int, str] = {}  # fd -> peer address, while connected
+        self.per_address: dict[str, int] = {}  # address -> its connections
         self.failed: str | None = None
 
     def read(self) -> None:
@@ -121,14 +162,26 @@ class HandshakeWatch:
             except zmq.Again:
                 return
             if kind == zmq.EVENT_ACCEPTED:
-                self.addresses[value] = peer_address(value)
+                self.accepted(value)
             elif kind == zmq.EVENT_DISCONNECTED:
                 address = self.addresses.pop(value, "")
+                if address and (left := self.per_address.pop(address, 1) - 1):
+                    self.per_address[address] = left
                 if self.failed is not None:  # the failure is this connection's (one I/O thread: in order)
                     self.refusals.refuse(address, self.failed)
                     self.failed = None
             else:
                 self.failed = self.describe(kind, value)
+
+    def accepted(self, fd: int) -> None:
+        address = on_socket(fd)
+        self.addresses[fd] = address
+        if not address:
+            return
+        count = self.per_address[address] = self.per_address.get(address, 0) + 1
+        if count > MAX_PER_ADDRESS:
+            on_socket(fd, hang_up=True)
+            self.refusals.refuse(address, f"more than {MAX_PER_ADDRESS} connections at once")
 
     def describe(self, kind: int, value: int) -> str:
         if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:

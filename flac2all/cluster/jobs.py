@@ -26,6 +26,7 @@ from flac2all.cluster.wire import (
     inside,
     is_a,
     option_words,
+    path_to_wire,
     seconds,
 )
 from flac2all.errors import Flac2allError
@@ -64,7 +65,7 @@ def job_to_wire(job: list[WireTask]) -> bytes:
     first = job[0][2]
     return encode(
         "job",
-        source=os.fsdecode(first.source),
+        source=path_to_wire(first.source),
         action=first.action.value,
         size=first.size,
         tasks=[
@@ -72,7 +73,7 @@ def job_to_wire(job: list[WireTask]) -> bytes:
                 "id": task_id,
                 "attempt": attempt,
                 "mode": task.mode,
-                "output": os.fsdecode(task.output),
+                "output": path_to_wire(task.output),
                 "settings_hash": task.settings_hash,
             }
             for task_id, attempt, task in job
@@ -113,9 +114,10 @@ def job_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTask]
     if action not in WORKER_ACTIONS:
         raise ProtocolError(f"action {action.value} is not run by workers")
     source = check_path(msg["source"], "source")
+    source_text = os.fspath(source)
     outdir = None
     if settings is not None:
-        if not inside(msg["source"], os.fspath(settings.input_dir)):
+        if not inside(source_text, os.fspath(settings.input_dir)):
             raise ProtocolError("a source outside the run's input folder")
         outdir = os.fspath(settings.outdir)
     bounded_int(msg["size"], "size", 0, MAX_SIZE)
@@ -123,7 +125,7 @@ def job_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTask]
         raise ProtocolError("bad task count")
     if len(msg["tasks"]) > 1 and action is not Action.ENCODE:
         raise ProtocolError("only encodes share a job")
-    job = [task_from_wire(body, source, msg["source"], action, msg["size"], outdir) for body in msg["tasks"]]
+    job = [task_from_wire(body, source, source_text, action, msg["size"], outdir) for body in msg["tasks"]]
     if len(job) > 1:
         distinct(job)
         if not all(codecs.resolve(task.mode).reads_pcm for _, _, task in job):
@@ -147,9 +149,9 @@ def copies_to_wire(job: list[WireTask]) -> bytes:
                 "id": task_id,
                 "attempt": attempt,
                 "mode": task.mode,
-                "source": os.fsdecode(task.source),
+                "source": path_to_wire(task.source),
                 "size": task.size,
-                "output": os.fsdecode(task.output),
+                "output": path_to_wire(task.output),
                 "settings_hash": task.settings_hash,
             }
             for task_id, attempt, task in job
@@ -173,8 +175,8 @@ def copies_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTa
         if not isinstance(body, dict):
             raise ProtocolError("a task is not an object")
         fields(body, COPY_FIELDS)
-        text = body["source"]
-        source = check_path(text, "source")
+        source = check_path(body["source"], "source")
+        text = os.fspath(source)
         if input_dir is not None and not inside(text, input_dir):
             raise ProtocolError("a source outside the run's input folder")
         size = bounded_int(body["size"], "size", 0, MAX_SIZE)
@@ -200,8 +202,8 @@ def task_from_wire(
         codec = codecs.resolve(body["mode"])
     except Flac2allError:
         raise ProtocolError(f"unknown codec {body['mode']!r}") from None
-    text = body["output"]
-    output = check_path(text, "output")
+    output = check_path(body["output"], "output")
+    text = os.fspath(output)
     if text == source_text:
         raise ProtocolError("output is the source")
     if outdir is not None and not inside(text, outdir):
@@ -273,7 +275,7 @@ class Kind:
 
 
 KINDS = {
-    "path": Kind(str, os.fsdecode, lambda value, what, wire, hint: check_path(value, what)),
+    "path": Kind(str, path_to_wire, lambda value, what, wire, hint: check_path(value, what)),
     "modes": Kind(list, list, modes_from_wire),
     "options": Kind(dict, lambda options: {k: list(v) for k, v in options.items()}, options_from_wire),
     "flag": Kind(bool, bool, lambda value, what, wire, hint: value),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,16 +38,53 @@ def has_master_keys(folder: Path) -> bool:
     return (folder / "master.key_secret").is_file()
 
 
-def make_pair(folder: Path, name: str) -> list[Path]:
-    """A keypair NAME.key, NAME.key_secret in ``folder`` (secret 0600)."""
-    import zmq.auth
+def make_dirs(folder: Path) -> None:
+    """``folder`` and its missing parents, each made 0700 (a key folder is
+    nobody else's business, whatever the umask)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for level in reversed(missing):
+        level.mkdir(mode=0o700, exist_ok=True)
 
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for suffix in (".key", ".key_secret"):
-        (folder / f"{name}{suffix}").unlink(missing_ok=True)
-    public, secret = zmq.auth.create_certificates(str(folder), name)
-    os.chmod(secret, 0o600)
-    return [Path(public), Path(secret)]
+
+def write_key(path: Path, public: bytes, secret: bytes | None = None) -> Path:
+    """A key file in the certificate format zmq.auth reads. A secret key's
+    file is created 0600 (0644 a public one's, less what the umask takes):
+    never wider, not even for the moment between a create and a chmod; and
+    never through a link or over a file already there."""
+    kind = "**Secret**" if secret else "Public"
+    lines = [f"#   ZeroMQ CURVE {kind} Certificate (flac2all)", "", "metadata", "curve"]
+    lines.append(f'    public-key = "{public.decode("ascii")}"')
+    if secret:
+        lines.append(f'    secret-key = "{secret.decode("ascii")}"')
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600 if secret else 0o644)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write("\n".join(lines) + "\n")
+    return path
+
+
+def make_pair(folder: Path, name: str) -> list[Path]:
+    """A keypair NAME.key, NAME.key_secret in ``folder`` (made 0700 if
+    missing); what was there under those names is replaced."""
+    import zmq
+
+    make_dirs(folder)
+    public, secret = zmq.curve_keypair()
+    written = []
+    for suffix, key in ((".key", None), (".key_secret", secret)):
+        path = folder / f"{name}{suffix}"
+        path.unlink(missing_ok=True)
+        written.append(write_key(path, public, key))
+    return written
+
+
+def copy_public(source: Path, target: Path) -> Path:
+    """The public key of ``source`` written afresh as ``target``."""
+    target.unlink(missing_ok=True)
+    return write_key(target, load(source)[0])
 
 
 def keygen_master(folder: Path, force: bool = False) -> list[Path]:
@@ -61,7 +97,7 @@ def keygen_master(folder: Path, force: bool = False) -> list[Path]:
             "(pass --force to do it anyway)"
         )
     written = make_pair(folder, "master")
-    (folder / "authorized").mkdir(exist_ok=True, mode=0o700)
+    make_dirs(folder / "authorized")
     return written
 
 
@@ -77,9 +113,9 @@ def keygen_worker(folder: Path, name: str, force: bool = False) -> list[Path]:
     if (home.exists() or authorized.exists()) and not force:
         raise UsageError(f"worker {name} already has keys in {home} (pass --force to replace them)")
     written += make_pair(home, "worker")
-    shutil.copy(folder / "master.key", home / "master.key")
-    (folder / "authorized").mkdir(exist_ok=True, mode=0o700)
-    shutil.copy(home / "worker.key", authorized)
+    copy_public(folder / "master.key", home / "master.key")
+    make_dirs(folder / "authorized")
+    copy_public(home / "worker.key", authorized)
     return [*written, home / "master.key", authorized]
 
 
@@ -119,15 +155,51 @@ def find(folder: Path | None) -> Path | None:
     return default if default.is_dir() else None
 
 
+def host_name() -> str:
+    """This host's name as a worker's key name ("local" if it is not one)."""
+    name = socket.gethostname()
+    return name if WORKER_NAME.fullmatch(name) else "local"
+
+
+def worker_sets(base: Path) -> list[Path]:
+    """The worker key folders in ``base``/workers (those with a secret key)."""
+    try:
+        folders = sorted((base / "workers").iterdir())
+    except OSError:
+        return []
+    return [folder for folder in folders if (folder / "worker.key_secret").is_file()]
+
+
 def worker_dir(folder: Path | None) -> Path | None:
     """The folder holding this worker's keys: ``folder`` (or the default
     one) itself, or its workers/<this host's name> (a key folder shared
-    with the master, an NFS home say)."""
+    with the master, an NFS home say), or the one worker key set in its
+    workers/ (a trial on one machine: --cluster-keygen --worker node1)."""
     base = folder if folder is not None else default_dir()
-    for candidate in (base, base / "workers" / socket.gethostname()):
+    for candidate in (base, base / "workers" / socket.gethostname(), base / "workers" / host_name()):
         if (candidate / "worker.key_secret").is_file():
             return candidate
-    return None
+    sets = worker_sets(base)
+    return sets[0] if len(sets) == 1 else None
+
+
+def own_worker_keys(folder: Path) -> Path | None:
+    """For a worker on the master's own host: its keypair made in the
+    master's key folder ``folder`` and authorized there (a master that runs
+    reads authorized/ again for a key it does not know). None when
+    ``folder`` is not a master's this user may read (its master.key_secret)
+    and authorize workers in (its authorized/)."""
+    authorized = folder / "authorized"
+    if not (os.access(folder / "master.key_secret", os.R_OK) and os.access(authorized, os.W_OK | os.X_OK)):
+        return None
+    home = folder / "workers" / host_name()
+    if home.exists() or (authorized / f"{host_name()}.key").exists():
+        raise UsageError(
+            f"this host's worker keys in {home} are incomplete: remove that folder and "
+            f"{authorized / host_name()}.key to have new ones made, or pass --keys DIR"
+        )
+    keygen_worker(folder, host_name())
+    return home
 
 
 def master_keys(folder: Path) -> MasterKeys:

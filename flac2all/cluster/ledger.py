@@ -10,8 +10,10 @@ whether to believe a peer and where a task goes next.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -19,14 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flac2all import codecs
+from flac2all.audio.decoding import Expected
 from flac2all.cluster.jobs import MAX_JOB
 from flac2all.cluster.protocol import ENCODER_MISSING, ENVIRONMENT, SOURCE_MISSING, WireResult
-from flac2all.errors import DISK_FULL, takes_no_more
+from flac2all.errors import DISK_FULL, FULL_ERRNOS, TaskError, takes_no_more
 from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
-from flac2all.running.runner import default_timeout
+from flac2all.running.runner import check_output, default_timeout
 
 POISON_DEATHS = 3  # a task whose worker died under it this often fails
-QUARANTINE_AFTER = 3  # environmental failures in a row that quarantine a worker
+QUARANTINE_AFTER = 3  # environmental failures in a row (or jobs handed back) that quarantine a worker
+START_SLOTS = 2  # slots a worker may fill before it has returned any result
 MAX_ENV_HOSTS = 3  # a task that failed environmentally on this many hosts fails
 # A job's lease: its task time-out (each encode and its check may take it),
 # twice, plus some slack for tags, the commit and the network.
@@ -45,8 +49,8 @@ class Entry:
     deaths: int = 0
     session: str | None = None  # the worker session holding it
     done: bool = False
-    # Hosts on which it failed for the worker's environment, and the last
-    # such failure (the reason it fails with if every worker fails it).
+    # Workers (Peer.who) on which it failed for their environment, and the
+    # last such failure (the reason it fails with if every worker fails it).
     tried: frozenset[str] = frozenset()
     env_reason: str = ""
     # The output as the master saw it when it handed the task out.
@@ -72,6 +76,19 @@ class Lease:
 
 
 @dataclass
+class Standing:
+    """What the master holds against one worker across its sessions and
+    connections: bound to its key (the CURVE public key its connection
+    proved), or without keys (--insecure) to the host name it gives. A new
+    hello, or a hello naming another worker's host, changes none of it."""
+
+    quarantine: str = ""  # why it gets no more jobs ("" if it may)
+    env_streak: int = 0  # environmental failures since its last success
+    returned: int = 0  # results settled since it last handed jobs back (its slow start)
+    handbacks: int = 0  # times in a row it left (a bye, a new hello) holding unfinished jobs
+
+
+@dataclass
 class Peer:
     """One worker process (one session of it)."""
 
@@ -82,13 +99,17 @@ class Peer:
     slots: int
     last_seen: float
     address: str = ""
+    who: str = ""  # whom blame and quarantine follow: its key, else its host name
+    standing: Standing = field(default_factory=Standing)
     credit: int = 0
     leases: dict[int, Lease] = field(default_factory=dict)  # task id -> its lease, for the tasks it holds
     finished: int = 0
     joined: float = field(default_factory=time.monotonic)
     modes: frozenset[str] | None = None  # what it can run (None: no health message yet)
     problem: str = ""  # why it gets no work: unhealthy, or quarantined
-    env_streak: int = 0  # environmental failures since its last success
+
+    def __post_init__(self) -> None:
+        self.who = self.who or self.host
 
     def held(self) -> list[Lease]:
         """The leases it holds (each in one slot), once each."""
@@ -96,15 +117,19 @@ class Peer:
 
     @property
     def free_slots(self) -> int:
-        return self.slots - len(self.held())
+        """Its slots not in use, of those it has earned: START_SLOTS, and
+        one more for each result it returned (a slow start: a peer that
+        declares 256 slots does not take every job before doing one)."""
+        return min(self.slots, START_SLOTS + self.standing.returned) - len(self.held())
 
     @property
     def eligible(self) -> bool:
-        """It said it is healthy and has not been quarantined."""
-        return self.modes is not None and not self.problem
+        """It said it is healthy, and neither it nor another session of its
+        key has been quarantined."""
+        return self.modes is not None and not self.problem and not self.standing.quarantine
 
     def can_run(self, entry: Entry) -> bool:
-        return self.modes is not None and entry.task.mode in self.modes and self.host not in entry.tried
+        return self.modes is not None and entry.task.mode in self.modes and self.who not in entry.tried
 
 
 @dataclass
@@ -185,8 +210,9 @@ def stat_version(st: os.stat_result) -> tuple:
 def disbelief(entry: Entry) -> str | None:
     """Why the master does not believe a worker's success for this task, or
     None: the output must be a regular, non-empty file under its final
-    name, not the one that was there when the task was handed out, and a
-    tagged output must carry the provenance tag of this task's settings."""
+    name, not the one that was there when the task was handed out, a
+    tagged output must carry the provenance tag of this task's settings,
+    and an encode must last as long as its source."""
     task = entry.task
     try:
         st = os.lstat(task.output)
@@ -205,7 +231,52 @@ def disbelief(entry: Entry) -> str | None:
         provenance = codec.tag_family.read_provenance(task.output)
         if provenance is None or provenance.get("settings") != task.settings_hash:
             return "the output lacks the provenance tag of this task's settings"
+    # A tag is easily copied: the audio must also last as long as the
+    # source's, as the local runner checks its own outputs.
+    length = audio_seconds(task.source)
+    if length and codec.checks_length:
+        try:
+            check_output(codec, task.output, None, Expected(length))
+        except TaskError as exc:
+            return f"the output fails the master's own check ({exc})"
     return None
+
+
+QUOTA_PROBE = 64 * 1024  # bytes the master writes to see a quota for itself
+
+
+def full_here(folder: Path, needed: int) -> bool:
+    """Whether the master itself finds ``folder``'s filesystem full,
+    read-only or over quota (a worker's word that it is would halt the
+    run): statvfs first, then, since a quota shows only when written to, a
+    small write of its own (an unnamed file, gone when closed)."""
+    if takes_no_more(folder, needed):
+        return True
+    place = next((p for p in (folder, *folder.parents) if p.is_dir()), None)
+    if place is None:
+        return True
+    try:
+        with tempfile.TemporaryFile(dir=place) as f:
+            f.write(bytes(QUOTA_PROBE))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        return exc.errno in FULL_ERRNOS
+    return False
+
+
+# The master's own want of resources: a check that failed for one of these
+# says nothing about the worker.
+OWN_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
+
+
+def out_of_descriptors() -> bool:
+    """Whether this process cannot open a file just now."""
+    try:
+        os.close(os.open(os.devnull, os.O_RDONLY))
+    except OSError as exc:
+        return exc.errno in OWN_ERRNOS
+    return False
 
 
 def source_visible(path: Path) -> bool:
@@ -227,6 +298,11 @@ class Ledger:
         self.open_tasks = 0  # entries not done
         self.littered: set[Path] = set()  # output folders of tasks whose worker died
         self.results_in = 0  # results accepted from workers
+        self.standings: dict[str, Standing] = {}  # Peer.who -> its standing
+        self.unchecked: list[tuple[Peer, WireResult]] = []  # results the master could not judge yet
+
+    def standing(self, who: str) -> Standing:
+        return self.standings.setdefault(who, Standing())
 
     def add(self, lease: Lease) -> None:
         self.entries.update((entry.id, entry) for entry in lease.entries)
@@ -275,14 +351,26 @@ class Ledger:
         return entries
 
     def requeue(self, peer: Peer, died: bool) -> None:
-        """Everything a peer holds goes back to the queue."""
+        """Everything a peer holds goes back to the queue. Jobs handed back
+        unfinished (a bye, a new hello) count against the worker: its slow
+        start begins again, and the third time in a row (no result between)
+        it is quarantined."""
+        if not died and peer.leases:
+            standing = peer.standing
+            standing.returned = 0
+            standing.handbacks += 1
+            if standing.handbacks >= QUARANTINE_AFTER:
+                self.quarantine(peer, f"handed back unfinished jobs {standing.handbacks} times")
         for lease in sorted(peer.held(), key=lambda held: held.entries[0].id, reverse=True):
             self.again(self.release(peer, lease), died)
 
     def quarantine(self, peer: Peer, why: str) -> None:
-        """No more jobs for this worker (what it holds may still finish)."""
+        """No more jobs for this worker, in this session or any later one of
+        its key (what it holds may still finish)."""
+        if not peer.standing.quarantine:
+            peer.standing.quarantine = f"quarantined: {why}"
         if not peer.problem:
-            peer.problem = f"quarantined: {why}"
+            peer.problem = peer.standing.quarantine
             peer.credit = 0
             self.say(f"Worker {peer.host}:{peer.pid} quarantined, it gets no more jobs: {why}")
 
@@ -297,39 +385,55 @@ class Ledger:
                 self.quarantine(peer, f"held a job past its lease of {lease.seconds:.0f} s")
 
     def accept(self, peer: Peer, wire: WireResult) -> None:
-        """A result from a peer: believed, requeued, or discarded as late."""
+        """A result from a peer: believed, requeued, or discarded as late;
+        or, when the master cannot open files just now, kept to be judged
+        again (``recheck``): its own trouble is never the worker's fault."""
         entry = self.entries.get(wire.task_id)
         if entry is None or entry.done or entry.session != peer.session or entry.attempt != wire.attempt:
             self.counters.late += 1  # a duplicate or a result from a worker we gave up on
             return
+        task = entry.task
+        doubt = disbelief(entry) if wire.status is not Status.FAILED else None
+        full = wire.status is Status.FAILED and wire.cause == DISK_FULL and full_here(task.output.parent, task.size)
+        if (doubt is not None or wire.cause == DISK_FULL) and out_of_descriptors():
+            self.unchecked.append((peer, wire))
+            return
         lease = peer.leases.pop(entry.id, None)
         if lease is not None and not any(other is lease for other in peer.leases.values()):  # its slot is free
             peer.credit = 0 if peer.problem else min(peer.free_slots, peer.credit + 1)
-        task = entry.task
-        if wire.status is not Status.FAILED:
-            if (why := disbelief(entry)) is not None:
-                self.counters.refused += 1
-                self.again([entry], False)
-                self.quarantine(peer, f"claimed {task.output.name} ({task.mode}) done, but {why}")
+        if doubt is not None:
+            self.counters.refused += 1
+            self.again([entry], False)
+            self.quarantine(peer, f"claimed {task.output.name} ({task.mode}) done, but {doubt}")
+            return
+        if wire.status is Status.FAILED:
+            if wire.cause in ENVIRONMENT and (wire.cause != SOURCE_MISSING or source_visible(task.source)):
+                self.environmental(peer, entry, wire)
                 return
-        elif wire.cause in ENVIRONMENT and (wire.cause != SOURCE_MISSING or source_visible(task.source)):
-            self.environmental(peer, entry, wire)
-            return
-        elif wire.cause == DISK_FULL and not takes_no_more(task.output.parent, task.size, wire.message):
-            # Full or read-only there, not here: that worker's own mount (the
-            # run goes on without it), not the output the run writes.
-            self.environmental(peer, entry, wire)
-            return
-        peer.env_streak = 0
+            if wire.cause == DISK_FULL and not full:
+                # Full, read-only or over quota there, not here: that worker's
+                # own mount (the run goes on without it), not the run's output.
+                self.environmental(peer, entry, wire)
+                return
+        peer.standing.env_streak = peer.standing.handbacks = 0
+        peer.standing.returned += 1
         peer.finished += 1
         self.results_in += 1
         self.settle(entry, wire.to_result(task, peer.host))
 
+    def recheck(self, live: dict[bytes, Peer]) -> None:
+        """Judge again the results kept while the master could not open
+        files (those of peers still here)."""
+        waiting, self.unchecked = self.unchecked, []
+        for peer, wire in waiting:
+            if live.get(peer.identity) is peer:
+                self.accept(peer, wire)
+
     def environmental(self, peer: Peer, entry: Entry, wire: WireResult) -> None:
         """The worker's environment failed, not the file (the master sees
         the source): count it against the worker, give the task to another."""
-        peer.env_streak += 1
-        entry.tried = entry.tried | {peer.host}
+        streak = peer.standing.env_streak = peer.standing.env_streak + 1
+        entry.tried = entry.tried | {peer.who}
         entry.env_reason = f"{peer.host}: {wire.message}"
         if wire.cause == ENCODER_MISSING and peer.modes is not None:
             peer.modes = peer.modes - {entry.task.mode}
@@ -337,15 +441,15 @@ class Ledger:
             self.fail(entry, f"failed on {len(entry.tried)} hosts, the last {entry.env_reason}")
         else:
             self.again([entry], False)
-        if peer.env_streak >= QUARANTINE_AFTER:
-            self.quarantine(peer, f"{peer.env_streak} failures of its environment in a row, the last: {wire.message}")
+        if streak >= QUARANTINE_AFTER:
+            self.quarantine(peer, f"{streak} failures of its environment in a row, the last: {wire.message}")
 
     def fail_stuck(self, ready: list[Peer]) -> None:
         """Nothing runs, and these peers wait for work they cannot take: the
         tasks every one of them failed for its environment fail."""
         for lease in list(self.pending):
             for entry in lease.open:
-                if all(p.host in entry.tried for p in ready):
+                if all(p.who in entry.tried for p in ready):
                     self.fail(entry, f"failed on every worker, the last {entry.env_reason}")
         if not any(lease.open for lease in self.pending):
             self.pending.clear()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import resource
 import secrets
 import threading
 import time
@@ -47,7 +48,29 @@ TIMINGS = protocol.Timings()
 HEARTBEAT = TIMINGS.heartbeat
 DEAD_AFTER = TIMINGS.dead_after  # missed heartbeats before a worker is dead: detection in 4-5 s
 WAIT_WORKERS = 300.0  # seconds the master waits for a worker that can run the work left
+REFUSED_GRACE = 15.0  # seconds it still waits for another worker once every worker here refused the run
 PROBE_PREFIX = ".flac2all-probe-"
+
+
+HANDSHAKE_MS = 5000
+# What one turn of the loop reads (see Master.receive), and how often a
+# connection's malformed messages are said.
+MAX_FRAMES_PER_TURN = 512
+MAX_FRAMES_PER_PEER = 64
+COMPLAINT_EVERY = 10.0
+MAX_COMPLAINTS = 10_000
+
+
+def raise_descriptor_limit() -> None:
+    """The soft limit on open files raised to the hard one: every worker
+    (and every stranger) holds a descriptor of the master's, and at the
+    common 1024 the master could not open the outputs it must check."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # an infinite hard limit some kernels refuse as soft: keep ours
+            pass
 
 
 class NoWorkersError(Flac2allError):
@@ -78,6 +101,8 @@ class Master(Posted):
         self.sessions: dict[str, bytes] = {}  # session -> the connection that opened it
         self.endpoint = ""
         self.hosts_seen: dict[str, Peer] = {}  # every worker seen, for the host table at the end
+        self.names: dict[str, str] = {}  # a worker key -> the host name it is shown under
+        self.complaints: dict[bytes, tuple[float, int]] = {}  # connection -> (last said, dropped since)
         self.results_in = 0  # results accepted
         self.idle_since = time.monotonic()
         self.probe: Path | None = None
@@ -85,12 +110,16 @@ class Master(Posted):
     # -- socket ---------------------------------------------------------------
 
     def open(self) -> None:
+        raise_descriptor_limit()
         self.ctx = zmq.Context()
         self.auth = None
         sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE + 1024)
+        # A connection that has not finished its handshake by then is closed:
+        # an open TCP connection alone holds no descriptor for long.
+        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
         if self.keys is not None:
             self.auth = auth.secure(sock, self.ctx, self.keys, self.refusals)
         else:
@@ -140,6 +169,42 @@ class Master(Posted):
 
     # -- messages -------------------------------------------------------------
 
+    def receive(self) -> None:
+        """Handle the frames waiting, at most MAX_FRAMES_PER_TURN of them and
+        MAX_FRAMES_PER_PEER from one connection (its others this turn are
+        dropped unread): heartbeats, leases and the dispatch come between
+        two turns, and the socket hands out frames from each connection in
+        turn, so a peer sending junk as fast as it can takes its share of
+        the master and no more."""
+        counts: dict[bytes, int] = {}
+        for _ in range(MAX_FRAMES_PER_TURN):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            identity = frames[0].bytes
+            count = counts[identity] = counts.get(identity, 0) + 1
+            if len(frames) != 2 or count > MAX_FRAMES_PER_PEER:
+                self.ledger.counters.dropped += 1
+                continue
+            self.handle(identity, frames[1])
+
+    def complain(self, identity: bytes, exc: ProtocolError) -> None:
+        """Say why a message was dropped: at most once per COMPLAINT_EVERY
+        seconds for each connection, with how many were dropped unsaid."""
+        now = time.monotonic()
+        last, unsaid = self.complaints.get(identity, (-COMPLAINT_EVERY, 0))
+        if now - last < COMPLAINT_EVERY:
+            self.complaints[identity] = (last, unsaid + 1)
+            return
+        if len(self.complaints) >= MAX_COMPLAINTS:  # a stranger on ever new connections: start over
+            self.complaints.clear()
+        self.complaints[identity] = (now, 0)
+        more = f" (and {unsaid} more since the last said)" if unsaid else ""
+        peer = self.peers.get(identity)
+        sender = f"worker {peer.host}:{peer.pid}" if peer is not None else "a worker"
+        log.warning("dropped a message from %s%s: %s", sender, more, exc)
+
     def handle(self, identity: bytes, frame: zmq.Frame) -> None:
         now = time.monotonic()
         try:
@@ -174,7 +239,7 @@ class Master(Posted):
             if "another version" in str(exc):
                 self.refusals.refuse(auth.address_of(frame), f"version mismatch ({exc})")
             else:
-                log.warning("dropped a message from a worker: %s", exc)
+                self.complain(identity, exc)
         except zmq.ZMQError:
             pass
 
@@ -182,21 +247,40 @@ class Master(Posted):
         owner = self.sessions.get(hello.session)
         if owner is not None and owner != identity:
             raise ProtocolError(f"a hello for session {hello.session}, which another connection holds")
+        key = auth.key_of(frame)
+        who = key or hello.host
         if peer is not None:
             self.drop_peer(peer, False, "started a new session")
+            # The same connection is the same worker, whatever its new hello
+            # calls itself: it keeps what its last session earned.
+            who = peer.who
+        standing = self.ledger.standing(who)
         slots = min(hello.slots, self.max_slots)
-        peer = Peer(identity, hello.session, hello.host, hello.pid, slots, now, auth.address_of(frame))
+        host = self.name_for(key, hello.host)
+        peer = Peer(identity, hello.session, host, hello.pid, slots, now, auth.address_of(frame), who, standing)
+        peer.problem = standing.quarantine
         self.peers[identity] = peer
         self.sessions[hello.session] = identity
         self.send(peer, protocol.welcome_to_wire(self.settings_wire, TIMINGS, self.checks))
         self.say(f"Got {len(self.peers)} worker(s) (new: {peer.host}:{peer.pid})")
+
+    def name_for(self, key: str, host: str) -> str:
+        """The host name a key's workers are shown under: the first it gave
+        (a later hello cannot rename it), told apart from another key's
+        that gave the same one. Without keys, what the hello says."""
+        if not key:
+            return host
+        if key not in self.names:
+            taken = host in self.names.values()
+            self.names[key] = f"{host} [{key[:8]}]" if taken else host
+        return self.names[key]
 
     def on_health(self, peer: Peer, health: protocol.Health) -> None:
         if peer.modes is not None:
             raise ProtocolError("a second health message")
         peer.modes = frozenset(health.modes)
         if health.problem:
-            peer.problem = f"unhealthy: {health.problem}"
+            peer.problem = peer.problem or f"unhealthy: {health.problem}"
             peer.credit = 0
             self.say(f"Worker {peer.host}:{peer.pid} is unhealthy and gets no work: {health.problem}")
         elif missing := [m for m in self.settings.modes if m not in peer.modes]:
@@ -273,15 +357,7 @@ class Master(Posted):
         while ledger.open_tasks and not stop.is_set():
             if poller.poll(100):
                 self.watch.read()
-                while True:
-                    try:
-                        frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    if len(frames) != 2:
-                        ledger.counters.dropped += 1
-                        continue
-                    self.handle(frames[0].bytes, frames[1])
+                self.receive()
             now = time.monotonic()
             if not commenced and self.peers:
                 commenced = True
@@ -292,6 +368,7 @@ class Master(Posted):
             if now >= next_beat:
                 next_beat = now + HEARTBEAT
                 beat = protocol.heartbeat_to_wire()
+                ledger.recheck(self.peers)
                 for peer in list(self.peers.values()):
                     self.send(peer, beat)
                     ledger.check_leases(peer, now)  # a lease is minutes: checked once a heartbeat
@@ -312,14 +389,22 @@ class Master(Posted):
             ledger.fail_stuck(ready)
             if not ledger.pending:
                 return
-        if now - self.idle_since < self.wait_workers:
+        peers = list(self.peers.values())
+        # Every worker here refused the run (health before work) and no other
+        # came for a while: waiting longer only hides why.
+        refused = bool(peers) and all(p.problem.startswith("unhealthy") for p in peers)
+        refused = refused and now - max(p.joined for p in peers) >= REFUSED_GRACE
+        if now - self.idle_since < self.wait_workers and not refused:
             return
         problems = "; ".join(sorted({f"{row.host}: {row.problem}" for row in self.hosts() if row.problem}))
-        why = f"no worker that could run it came within --wait-workers {self.wait_workers:g} s" + (
-            f" ({problems})" if problems else ""
-        )
+        if refused:
+            why = f"every worker refused the run ({problems})"
+        else:
+            why = f"no worker that could run it came within --wait-workers {self.wait_workers:g} s" + (
+                f" ({problems})" if problems else ""
+            )
         if not ledger.results_in:
-            raise NoWorkersError(f"{why}. {self.start_hint}".strip())
+            raise NoWorkersError(why if refused else f"{why}. {self.start_hint}".strip())
         ledger.fail_pending(why)
 
     def dispatch(self, on_start: Callable[[Task], None]) -> None:

@@ -1,9 +1,14 @@
 """The cluster wire protocol: versioned JSON messages, validated before use.
 
-Every frame is one JSON object ``{"v": 4, "type": ..., ...}`` of at most
+Every frame is one JSON object ``{"v": 5, "type": ..., ...}`` of at most
 MAX_MESSAGE bytes, built by one ``*_to_wire`` function per message type and
-read by its ``*_from_wire`` (docs/cluster.md lists them all). Parsing is
-strict: an unknown type, a missing or unknown field, a wrong type, a number
+read by its ``*_from_wire`` (docs/cluster.md lists them all). ``decode``
+parses a frame against the shape of every message (a msgspec Struct each,
+below): the parser validates as it reads, so an array where an object
+belongs, a field nested where none is, an unknown field or a lone
+surrogate is refused where it starts, and no frame's depth reaches the
+interpreter's recursion limit. Parsing is strict: an unknown type, a
+missing or unknown field, a wrong type, a number
 out of its range, a string or list longer than its cap, an oversize frame,
 a task naming a codec this node does not have, a relative or hostile path,
 or an output whose extension does not match its codec raises ProtocolError,
@@ -14,24 +19,28 @@ checks are in ``wire``, the job and settings messages in ``jobs``.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from flac2all.cluster import jobs
 from flac2all.cluster.wire import (  # the envelope is part of the protocol's face: "X as X" re-exports
+    ANOTHER_VERSION,
     HEX,
     MAX_ID,
     MAX_SIZE,
     ProtocolError,
     bounded_int,
     check_path,
-    decode,
     encode,
     fields,
     is_a,
     option_words,
+    other_version,
+    path_to_wire,
+    printable,
     seconds,
     text,
 )
@@ -43,6 +52,130 @@ from flac2all.cluster.wire import (
 )
 from flac2all.errors import DISK_FULL, UsageError
 from flac2all.model import Settings, SourceFacts, Status, Task, TaskResult
+
+# --- the shape of every message: what ``decode`` accepts ------------------------
+# Types only (every string and list is bounded by the frame's size); the
+# ranges and what a value means are checked by each ``*_from_wire``.
+
+
+class Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True):
+    v: int
+
+
+class HeartbeatMessage(Message, tag="heartbeat"):
+    pass
+
+
+class ByeMessage(Message, tag="bye"):
+    pass
+
+
+class ShutdownMessage(Message, tag="shutdown"):
+    pass
+
+
+class ResetMessage(Message, tag="reset"):
+    pass
+
+
+class HelloMessage(Message, tag="hello"):
+    session: str
+    host: str
+    pid: int
+    slots: int
+
+
+class ChecksBody(msgspec.Struct, forbid_unknown_fields=True):
+    sources: list[list[str | int]]
+    probe: str
+
+
+# A settings value, as jobs.KINDS sends them (a path, a choice; modes;
+# options; a flag; seconds, a whole number; or none).
+SettingValue = str | bool | int | float | None | list[str] | dict[str, list[str]]
+
+
+class WelcomeMessage(Message, tag="welcome"):
+    settings: dict[str, SettingValue]
+    heartbeat: float
+    dead_after: float
+    checks: ChecksBody
+
+
+class HealthMessage(Message, tag="health"):
+    problem: str
+    modes: list[str]
+
+
+class ReadyMessage(Message, tag="ready"):
+    credit: int
+
+
+class ResultMessage(Message, tag="result"):
+    id: int
+    attempt: int
+    status: str
+    message: str
+    returncode: int
+    elapsed: float
+    facts: list[int | str] | None = None
+    cause: str = ""
+
+
+class JobTask(msgspec.Struct, forbid_unknown_fields=True):
+    id: int
+    attempt: int
+    mode: str
+    output: str
+    settings_hash: str
+
+
+class CopyTask(JobTask, forbid_unknown_fields=True):
+    source: str
+    size: int
+
+
+class JobMessage(Message, tag="job"):
+    source: str
+    action: str
+    size: int
+    tasks: list[JobTask]
+
+
+class CopiesMessage(Message, tag="copies"):
+    tasks: list[CopyTask]
+
+
+PARSER = msgspec.json.Decoder(
+    HeartbeatMessage
+    | ByeMessage
+    | ShutdownMessage
+    | ResetMessage
+    | HelloMessage
+    | WelcomeMessage
+    | HealthMessage
+    | ReadyMessage
+    | ResultMessage
+    | JobMessage
+    | CopiesMessage
+)
+
+
+def decode(frame: bytes) -> dict:
+    """A frame -> its message as a dict (its shape checked, its values not
+    yet: that is each ``*_from_wire``'s)."""
+    if len(frame) > MAX_MESSAGE:
+        raise ProtocolError("oversize frame")
+    try:
+        msg = PARSER.decode(frame)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        if other_version(frame):
+            raise ProtocolError(ANOTHER_VERSION) from None
+        raise ProtocolError(printable(str(exc))) from None
+    if msg.v != VERSION:
+        raise ProtocolError(ANOTHER_VERSION)
+    return msgspec.to_builtins(msg)
+
 
 # --- messages without a body ------------------------------------------------
 
@@ -141,7 +274,7 @@ class Health:
 
 def hello_to_wire(session: str, host: str, pid: int, slots: int) -> bytes:
     """Worker -> master, first on every new connection."""
-    return encode("hello", session=session, host=host, pid=pid, slots=slots)
+    return encode("hello", session=session, host=printable(host), pid=pid, slots=slots)
 
 
 def hello_from_wire(msg: dict) -> Hello:
@@ -150,8 +283,8 @@ def hello_from_wire(msg: dict) -> Hello:
         raise ProtocolError("bad hello")
     if not 0 < msg["pid"] < 2**32:
         raise ProtocolError("bad pid")
-    if len(msg["host"]) > MAX_HOST or any(c in msg["host"] for c in "\x00\n\r"):
-        raise ProtocolError("bad host name")
+    if len(msg["host"]) > MAX_HOST or not msg["host"].isprintable():
+        raise ProtocolError("bad host name (control characters, or not printable)")
     return Hello(msg["session"], msg["host"], msg["pid"], msg["slots"])
 
 
@@ -168,8 +301,8 @@ def welcome_to_wire(settings_wire: dict, timings: Timings, checks: Checks = Chec
         heartbeat=timings.heartbeat,
         dead_after=timings.dead_after,
         checks={
-            "sources": [[os.fsdecode(path), size] for path, size in checks.sources],
-            "probe": os.fsdecode(checks.probe) if checks.probe is not None else "",
+            "sources": [[path_to_wire(path), size] for path, size in checks.sources],
+            "probe": path_to_wire(checks.probe) if checks.probe is not None else "",
         },
     )
 
@@ -211,12 +344,12 @@ def health_to_wire(problem: str, modes: list[str]) -> bytes:
     """Worker -> master, once after the welcome and before its first ready:
     what is wrong with this node for this run ("" if nothing), and which of
     the run's modes it can run."""
-    return encode("health", problem=problem[:MAX_PROBLEM], modes=modes)
+    return encode("health", problem=printable(problem)[:MAX_PROBLEM], modes=modes)
 
 
 def health_from_wire(msg: dict, run_modes: tuple[str, ...]) -> Health:
     fields(msg, {"problem": str, "modes": list})
-    problem = text(msg["problem"], "problem", MAX_PROBLEM)
+    problem = printable(text(msg["problem"], "problem", MAX_PROBLEM))
     if len(msg["modes"]) > len(run_modes) or not all(m in run_modes for m in msg["modes"]):
         raise ProtocolError("health: modes that are not the run's")
     return Health(problem, tuple(dict.fromkeys(msg["modes"])))
@@ -258,7 +391,7 @@ def result_to_wire(task_id: int, attempt: int, result: TaskResult) -> bytes:
         id=task_id,
         attempt=attempt,
         status=result.status.value,
-        message=result.message[:MAX_RESULT_MESSAGE],
+        message=printable(result.message)[:MAX_RESULT_MESSAGE],
         returncode=result.returncode,
         elapsed=result.elapsed,
         cause=result.cause if result.cause in CAUSES else "",
@@ -275,7 +408,7 @@ def refusals_to_wire(
     it lacks, a path outside the run), as far as the message says which
     tasks they were (or for the (id, attempt) pairs ``ids``: one copy of a
     batch): so that the master does not wait for them forever."""
-    message = f"refused by the worker on {host}: {why}"[:MAX_RESULT_MESSAGE]
+    message = printable(f"refused by the worker on {host}: {why}")[:MAX_RESULT_MESSAGE]
     return [
         encode(
             "result",
@@ -317,7 +450,7 @@ def result_from_wire(msg: dict) -> WireResult:
     )
     task_id = bounded_int(msg["id"], "id", 0, MAX_ID)
     attempt = bounded_int(msg["attempt"], "attempt", 0, MAX_ID)
-    message = text(msg["message"], "message", MAX_RESULT_MESSAGE)
+    message = printable(text(msg["message"], "message", MAX_RESULT_MESSAGE))
     cause = msg.get("cause", "")
     if cause not in CAUSES:
         raise ProtocolError("unknown cause")

@@ -53,10 +53,7 @@ def master_from(options: MasterOptions, settings: Settings, say: Callable[[str],
             except OSError as exc:
                 raise UsageError(f"cannot make the cluster's keys in {key_dir}: {exc.strerror}") from None
             say(f"Made the cluster's keys in {key_dir}: the master's keypair, and authorized/ for the workers' keys")
-        start += (
-            f" (first give it keys: here, flac2all --cluster-keygen {key_dir} --worker NAME, then put the files of "
-            f"{key_dir / 'workers' / 'NAME'} into ~/.config/flac2all/cluster on that host)"
-        )
+        start += keys_hint(key_dir, options.keys is not None)
     return Master(
         options.bind,
         options.port,
@@ -65,4 +62,19 @@ def master_from(options: MasterOptions, settings: Settings, say: Callable[[str],
         max_slots=options.max_slots,
         wait_workers=options.wait_workers,
         start_hint=start,
+    )
+
+
+def keys_hint(key_dir: Path, given: bool) -> str:
+    """What the master's start hint says of keys, as the key folder is now:
+    the workers already authorized, or how to authorize the first."""
+    keygen = f"flac2all --cluster-keygen {key_dir} --worker NAME"
+    here = "; on this host, as this user, flac2all_worker needs no copying"
+    here += f" (with --keys {key_dir})" if given else ""
+    authorized = sorted(path.stem for path in (key_dir / "authorized").glob("*.key"))
+    if authorized:
+        return f" (authorized: {', '.join(authorized)}; keys for another host: {keygen}{here})"
+    return (
+        f" (first give it keys: here, {keygen}, then put the files of {key_dir / 'workers' / 'NAME'} into "
+        f"~/.config/flac2all/cluster on that host{here})"
     )

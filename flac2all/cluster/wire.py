@@ -1,6 +1,7 @@
 """The cluster's wire format: the envelope of every message (versioned JSON,
-size-capped) and the checks its fields go through before use. The messages
-themselves are in ``protocol``."""
+size-capped), how a path and a peer's text travel, and the checks their
+fields go through before use. The messages themselves (a msgspec Struct
+each, decoded by a typed parser) are in ``protocol``."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from flac2all.codecs.options import cluster_refusal
 
 # 2: jobs of several tasks sharing a decoder; 3: health before work (the
 # welcome names what to check, the worker answers with a health message),
-# results carry their cause; 4: small copies sent together (``copies``).
-VERSION = 4
+# results carry their cause; 4: small copies sent together (``copies``);
+# 5: a typed parser (JSON's lone surrogates refused), paths escaped
+# (``path_to_wire``).
+VERSION = 5
 MAX_MESSAGE = 64 * 1024
 MAX_OPTION_WORDS = 64
 # Encoder option words may not name files or redirect output: the worker
@@ -44,13 +47,50 @@ def option_words(family: str, words: Any) -> tuple[str, ...]:
     return tuple(words)
 
 
+# A path's bytes that are not UTF-8 (os.fsdecode makes them lone surrogates,
+# which JSON text cannot carry to a strict parser) travel as %XX, and a "%"
+# as %25; nothing else is escaped, so most paths read as they are.
+ESCAPED = re.compile("[%\udc80-\udcff]")
+ESCAPE = re.compile(r"%(..)?")
+
+
+def path_to_wire(path: os.PathLike | str) -> str:
+    """A path as a wire string: valid Unicode, undecodable bytes escaped."""
+    text = os.fsdecode(path)
+    if not ESCAPED.search(text):
+        return text
+    return ESCAPED.sub(lambda m: "%25" if m.group() == "%" else f"%{ord(m.group()) - 0xDC00:02X}", text)
+
+
+def unescape(m: re.Match) -> str:
+    code = m.group(1)
+    if code == "25":
+        return "%"
+    if code is None or not re.fullmatch("[89A-F][0-9A-F]", code):
+        raise ProtocolError("a path with a stray %")
+    return chr(0xDC00 + int(code, 16))
+
+
+def path_from_wire(text: str) -> str:
+    """The path a wire string names (``path_to_wire`` undone)."""
+    return ESCAPE.sub(unescape, text) if "%" in text else text
+
+
+# What a path may not hold: control characters (NUL, CR, LF, ESC...) other
+# than a tab; a name printed to a terminal must not drive it.
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
 def check_path(value: Any, what: str) -> Path:
-    """An absolute, normalized path without NUL, CR or LF (and so without a
-    ``..`` part: normalizing removes them). Checked as a string: this runs
-    for every path of every job, and pathlib's parsing was most of it."""
+    """An absolute, normalized path (and so without a ``..`` part:
+    normalizing removes them) without control characters but a tab, as
+    ``path_to_wire`` sent it.
+    Checked as a string: this runs for every path of every job, and
+    pathlib's parsing was most of it."""
     if type(value) is not str or not value or len(value) > 4096:
         raise ProtocolError(f"{what}: not a path")
-    if "\x00" in value or "\n" in value or "\r" in value:
+    value = path_from_wire(value)
+    if not value.isprintable() and CONTROL.search(value):
         raise ProtocolError(f"{what}: control characters in path")
     # normpath keeps a leading "//" (POSIX leaves its meaning open): refused.
     if value[0] != "/" or value[:2] == "//" or os.path.normpath(value) != value:
@@ -66,6 +106,7 @@ def inside(path: str, root: str) -> bool:
 
 
 ENVELOPE = frozenset({"v", "type"})
+ANOTHER_VERSION = f"not a flac2all v{VERSION} message (a master or worker of another version?)"
 
 
 def fields(msg: dict, required: dict[str, type | tuple], optional: dict[str, type | tuple] | None = None) -> dict:
@@ -120,21 +161,35 @@ def seconds(value: Any, what: str, low: float, high: float) -> float:
     return float(value)
 
 
+# What a peer's free text (a host name, a problem, a result's message) may
+# not show a terminal, the log or the CSV as it is: control characters (an
+# escape sequence rewrites the screen) and lone surrogates (no encoder
+# writes them: an exception where the text is printed).
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(value: str) -> str:
+    """A peer's text as any terminal, log or CSV can take it: control
+    characters and lone surrogates written as escapes (\\x1b, \\udcff)."""
+    if value.isprintable() or not UNPRINTABLE.search(value):
+        return value
+    return UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], value)
+
+
 def encode(kind: str, **body: Any) -> bytes:
+    """One frame; the envelope first (``{"v": N, ...``: a peer of another
+    version is told from its first bytes)."""
     frame = json.dumps({"v": VERSION, "type": kind, **body}, separators=(",", ":")).encode()
     if len(frame) > MAX_MESSAGE:
         raise ProtocolError(f"{kind} message too large ({len(frame)} bytes)")
     return frame
 
 
-def decode(frame: bytes) -> dict:
-    """A frame -> its message dict (envelope checked, body not yet)."""
-    if len(frame) > MAX_MESSAGE:
-        raise ProtocolError("oversize frame")
-    try:
-        msg = json.loads(frame)
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("not JSON") from None
-    if not isinstance(msg, dict) or msg.get("v") != VERSION or not isinstance(msg.get("type"), str):
-        raise ProtocolError(f"not a flac2all v{VERSION} message (a master or worker of another version?)")
-    return msg
+ENVELOPE_VERSION = re.compile(rb'\{"v":(\d{1,9}),')
+
+
+def other_version(frame: bytes) -> bool:
+    """Whether a frame the parser refused begins as another version's
+    envelope (read from its first bytes, not parsed)."""
+    m = ENVELOPE_VERSION.match(frame)
+    return m is not None and int(m.group(1)) != VERSION

@@ -78,6 +78,7 @@ class WorkerProcess:
         retry_seconds: float,
         allowed: tuple[Path, ...] = (),
         stay: bool = False,
+        speaker: bool = True,
     ) -> None:
         self.host, self.port = host, port
         self.endpoint = f"tcp://{f'[{host}]' if ':' in host else host}:{port}"
@@ -85,6 +86,9 @@ class WorkerProcess:
         self.retry_seconds = retry_seconds
         self.allowed = allowed
         self.stay = stay  # after a run, or a master away too long: wait for the next one
+        # The one process of its host that says what is the host's (no
+        # master, the run refused, the run over): not once per process.
+        self.speaker = speaker
         self.stop = StopRequest()
         self.dropped = 0
         self.failed = False  # it failed or refused work: exit 1
@@ -100,7 +104,7 @@ class WorkerProcess:
                 end = Session(self).run()
                 done = 1 if self.failed else 0
                 if end is SessionEnd.SHUTDOWN and self.stay:
-                    say("flac2all_worker: the run is over; waiting for the next master (--stay)")
+                    self.tell("flac2all_worker: the run is over; waiting for the next master (--stay)")
                     lost_since = time.monotonic()
                     self.back_off(1.0)  # the old master closes its socket meanwhile
                     continue
@@ -109,7 +113,7 @@ class WorkerProcess:
                 if end is SessionEnd.CONNECTED:
                     lost_since = time.monotonic()  # it was up: the bounded wait starts now
                 if time.monotonic() - lost_since > self.retry_seconds and not self.stay:
-                    say(
+                    self.tell(
                         f"flac2all_worker: no master answered at {self.endpoint} for {self.retry_seconds:g} s "
                         f"({self.diagnosis or 'no answer'}), giving up",
                         sys.stderr,
@@ -125,7 +129,12 @@ class WorkerProcess:
         why = watch.diagnosis(self.host, self.port)
         if why != self.diagnosis:
             self.diagnosis = why
-            say(f"flac2all_worker: no master at {self.endpoint}: {why}; still trying", sys.stderr)
+            self.tell(f"flac2all_worker: no master at {self.endpoint}: {why}; still trying", sys.stderr)
+
+    def tell(self, line: str, stream=None) -> None:
+        """Say what every process of this host would say alike, once."""
+        if self.speaker:
+            say(line, stream)
 
     def back_off(self, seconds: float) -> None:
         """Wait before reconnecting, unless a signal asks to stop."""
@@ -260,7 +269,7 @@ class Session:
         if not self.heard:
             self.worker.diagnose(self.watch)
             return SessionEnd.LOST
-        say(
+        self.worker.tell(
             f"flac2all_worker: master at {self.worker.endpoint} silent for {self.timings.dead_after:g} s; "
             f"encoder stopped, {'exiting' if self.stop.warm else 'reconnecting'}",
             sys.stderr,
@@ -288,9 +297,11 @@ class Session:
         self.send(protocol.health_to_wire(self.problem, modes))
         if self.problem:
             self.worker.failed = True
-            say(f"flac2all_worker: refusing this run: {self.problem}", sys.stderr)
+            self.worker.tell(f"flac2all_worker: refusing this run: {self.problem}", sys.stderr)
         elif lacks := health.runnable(self.settings.modes)[1]:
-            say(f"flac2all_worker: this node cannot run {'; '.join(lacks)}: it takes only the other modes' jobs")
+            self.worker.tell(
+                f"flac2all_worker: this node cannot run {'; '.join(lacks)}: it takes only the other modes' jobs"
+            )
         # Credit: the free slot, if any, and none once stopping or refusing.
         self.send(protocol.ready_to_wire(0 if self.job or self.stop.warm or self.problem else 1))
 

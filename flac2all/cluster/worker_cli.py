@@ -2,7 +2,8 @@
 
 Parses the options, checks the keys and probes the encoders once, then forks
 N worker processes (cluster/worker.py: one session with the master each,
-one job at a time) and waits for them, forwarding the signals it gets.
+one job at a time; the first says what is the host's: no master, the run
+refused) and waits for them, forwarding the signals it gets.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -46,13 +48,14 @@ class Forward:
                 os.kill(proc.pid, signal.SIGTERM)
 
 
-def child(args: argparse.Namespace, key_dir: Path | None) -> None:
+def child(args: argparse.Namespace, key_dir: Path | None, speaker: bool) -> None:
     worker_keys = cluster_keys.worker_keys(key_dir) if key_dir else None
     # What this node can run, known before any message (main() probed it):
     # a message naming a codec must never be what starts a process.
     tools.ffmpeg_encoders()
     allowed = tuple(Path(os.path.realpath(folder)) for folder in args.allow)
-    sys.exit(WorkerProcess(args.master, args.port, worker_keys, args.retry_seconds, allowed, args.stay).run())
+    worker = WorkerProcess(args.master, args.port, worker_keys, args.retry_seconds, allowed, args.stay, speaker)
+    sys.exit(worker.run())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="this worker's key folder: worker.key_secret and master.key, as flac2all --cluster-keygen DIR "
         "--worker NAME wrote them into DIR/workers/NAME on the master (default: ~/.config/flac2all/cluster, "
-        "or its workers/HOSTNAME)",
+        "or its workers/HOSTNAME, or the one key set in its workers/; on the master's host, as the master's user, "
+        "a worker makes and authorizes its own there)",
     )
     p.add_argument(
         "--allow",
@@ -130,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     tools.ffmpeg_encoders()
     fork = multiprocessing.get_context("fork")
     children = []
-    for _ in range(args.threads):
-        proc = fork.Process(target=child, args=(args, key_dir))
+    for index in range(args.threads):
+        proc = fork.Process(target=child, args=(args, key_dir, index == 0))
         proc.start()
         children.append(proc)
         say(f"Spawned worker process (pid {proc.pid})")
@@ -146,6 +150,23 @@ def main(argv: list[str] | None = None) -> int:
     if not failed:
         return 0
     return failed[0] if failed[0] > 0 else 1  # a child killed by a signal
+
+
+def is_this_host(host: str, port: int) -> bool:
+    """Whether ``host`` is this machine: one of its addresses (loopback or
+    not) is one this host can bind a socket to."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    for family, kind, _, _, address in found:
+        try:
+            with socket.socket(family, kind) as probe:
+                probe.bind((address[0], 0, *address[2:]))
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def worker_key_dir(args: argparse.Namespace) -> Path | None:
@@ -163,10 +184,21 @@ def worker_key_dir(args: argparse.Namespace) -> Path | None:
         )
         return None
     key_dir = cluster_keys.worker_dir(args.keys)
+    base = args.keys or cluster_keys.default_dir()
+    if key_dir is None and is_this_host(args.master, args.port):
+        key_dir = cluster_keys.own_worker_keys(base)
+        if key_dir is not None:
+            say(f"flac2all_worker: made this host's worker keys in {key_dir} and authorized them with the master here")
     if key_dir is None:
-        where = args.keys or cluster_keys.default_dir()
+        sets = cluster_keys.worker_sets(base)
+        if sets:
+            names = ", ".join(folder.name for folder in sets)
+            raise UsageError(
+                f"no worker keys for this host in {base}, but worker key sets for {names}: pass the one to use "
+                f"with --keys, as --keys {base / 'workers' / sets[0].name}"
+            )
         raise UsageError(
-            f"no worker keys in {where}: on the master run 'flac2all --cluster-keygen --worker NAME' and copy "
+            f"no worker keys in {base}: on the master run 'flac2all --cluster-keygen --worker NAME' and copy "
             f"the folder it names to this host as {cluster_keys.default_dir()} (or pass --keys DIR); or run "
             "with --insecure --allow DIR"
         )

@@ -85,7 +85,10 @@ class Codec:
 
     def options_in(self, settings: Settings) -> tuple[str, ...]:
         """This run's encoder options: the user's, else the family's defaults."""
-        return tuple(settings.options.get(self.option_family or "", self.default_options))
+        # (The defaults only when needed: they are parsed from text, and this
+        # is asked once an output.)
+        options = settings.options.get(self.option_family or "")
+        return tuple(options) if options is not None else self.default_options
 
     @property
     def folder(self) -> str:

@@ -52,6 +52,8 @@ class Flac(Codec):
         stages = super().commands(source, output, info, options, decoder)
         if not subset(info):  # a 15-bit source stays 15-bit: legal FLAC, outside the subset
             stages[-1][-1:-1] = ["--lax"]
+        if len(stages) == 2 and (decoder or Decoder(source)).sized(info):
+            stages[-1].remove("--ignore-chunk-sizes")  # the size is exact; a pad byte may follow
         return stages
 
     def encode_command(self, output: Path, options: tuple[str, ...]) -> Command:

@@ -20,7 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
+import site
+import sys
 import threading
 import time
 import uuid
@@ -30,7 +33,6 @@ from pathlib import Path
 from flac2all.errors import Flac2allError, UsageError
 from flac2all.executors import Posted
 from flac2all.executors.dask_worker import check_worker, run_job, stop_run
-from flac2all.executors.jobqueue import INSTALL
 from flac2all.lines import printable
 from flac2all.model import HostRow, Job, Settings, Status, Task, TaskResult
 from flac2all.running import outputs
@@ -44,8 +46,26 @@ def load():
     try:
         import distributed
     except ImportError:
-        raise UsageError(f"--dask needs Dask, which is not installed: {INSTALL}") from None
+        raise UsageError(f"--dask needs Dask, which is not installed: {install_hint()}") from None
     return distributed
+
+
+def install_hint() -> str:
+    """How to add Dask to this flac2all, as it was installed: pipx (whose
+    venv pip is not on PATH, and which Debian's pip refuses to install into),
+    a venv of its own (that venv's pip), else pip --user; and where the
+    ``dask`` program (dask scheduler, dask worker) is then."""
+    prefix = Path(sys.prefix)
+    venvs = prefix.parent
+    pipx_home = os.environ.get("PIPX_HOME")
+    if venvs.name == "venvs" and ("pipx" in venvs.parent.name or (pipx_home and venvs.parent == Path(pipx_home))):
+        command, program = f"pipx inject {prefix.name} 'dask[distributed]' dask-jobqueue", prefix / "bin" / "dask"
+    elif sys.prefix != sys.base_prefix:
+        command, program = f"{prefix / 'bin' / 'pip'} install 'flac2all[dask]'", prefix / "bin" / "dask"
+    else:
+        command = "pip install --user 'flac2all[dask]'"
+        program = Path(site.getuserbase()) / "bin" / "dask"
+    return f"{command} (the dask program is then {program})"
 
 
 def job_key(run: str, index: int, job: Job) -> str:

@@ -27,7 +27,6 @@ JOBQUEUES = {
     "htcondor": "HTCondorCluster",
     "moab": "MoabCluster",
 }
-INSTALL = "pip install 'flac2all[dask]'"
 
 
 def batch_cluster(kind: str, jobs: int, cores: int | None, memory: str | None):
@@ -37,7 +36,9 @@ def batch_cluster(kind: str, jobs: int, cores: int | None, memory: str | None):
     try:
         import dask_jobqueue
     except ImportError:
-        raise UsageError(f"--dask-jobqueue needs dask-jobqueue, which is not installed: {INSTALL}") from None
+        from flac2all.executors.dask import install_hint
+
+        raise UsageError(f"--dask-jobqueue needs dask-jobqueue, which is not installed: {install_hint()}") from None
     cls = getattr(dask_jobqueue, JOBQUEUES[kind])
     submit = cls.job_cls.submit_command
     if shutil.which(submit) is None:

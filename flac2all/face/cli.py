@@ -121,8 +121,8 @@ def build_parser() -> Parser:
     p.option(
         "--delete-anyway",
         action="store_true",
-        help="let --delete remove more than 10%% of the outputs (refused otherwise: an unmounted source"
-        " looks like a deleted library)",
+        help="--delete, even when that removes half the outputs or more, or more than 50 of them and more"
+        " than 10%% (refused otherwise: an unmounted source looks like a deleted library); implies --delete",
     )
     p.option(
         "--allow-empty",

@@ -38,9 +38,10 @@ from flac2all.tags.source import open_regular
 NOT_KEYS = {"help", "version", "cluster_keygen", "worker", "config", "profile", "all_profiles"}
 # Keys that name MODE and INPUTDIR.
 POSITIONAL_KEYS = {"mode": "modes", "inputdir": "input"}
-# Keys holding a path: '~' is the user's home, and a relative path is taken
-# from the config file's folder (cron runs elsewhere).
-PATH_DESTS = {"inputdir", "outdir", "plan_json", "keys"}
+# Keys holding a path: '~' is the user's home (on the command line too, where
+# the shell leaves it in --outdir=~/x), and a relative path in a profile is
+# taken from the config file's folder (cron runs elsewhere).
+PATH_DESTS = {"inputdir", "outdir", "plan_json", "keys", "dask_scheduler_file"}
 # A profiles file larger than this is not one.
 MAX_CONFIG = 1024 * 1024
 
@@ -168,7 +169,7 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         timeout=args.timeout,
         id3v23=args.id3v23,
         embed_folder_art=args.embed_folder_art,
-        delete=args.delete,
+        delete=args.delete or args.delete_anyway,  # --delete-anyway says --delete too
         delete_anyway=args.delete_anyway,
         allow_empty=args.allow_empty,
         allow_missing_sources=args.allow_missing_sources,
@@ -383,8 +384,13 @@ def key_line(text: str, key: list[str]) -> int | None:
 
 
 def merged(options: Mapping[str, Option], profile: dict[str, Any], given: argparse.Namespace) -> argparse.Namespace:
-    """Defaults, then the profile's values, then the command line's."""
-    return argparse.Namespace(**{**defaults(options), **profile, **vars(given)})
+    """Defaults, then the profile's values, then the command line's; '~'
+    in a path is the user's home."""
+    values = {**defaults(options), **profile, **vars(given)}
+    for dest in PATH_DESTS:
+        if isinstance(values.get(dest), str | Path):
+            values[dest] = type(values[dest])(os.path.expanduser(values[dest]))
+    return argparse.Namespace(**values)
 
 
 def runs(options: Mapping[str, Option], given: argparse.Namespace) -> list[tuple[str | None, argparse.Namespace]]:

@@ -92,7 +92,8 @@ def payload(outcomes: list[Outcome]) -> dict:
 def on_done(command: str, outcomes: list[Outcome], stop: threading.Event | None = None) -> str | None:
     """Run ``command`` with the runs' summary on stdin; a sentence saying
     what went wrong, or None."""
-    argv = shlex.split(command)
+    # '~' is the user's home, as a shell would have it (no shell runs it).
+    argv = [os.path.expanduser(word) if word.startswith("~") else word for word in shlex.split(command)]
     data = json.dumps(payload(outcomes), indent=1, ensure_ascii=False).encode("utf-8", "surrogateescape") + b"\n"
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, start_new_session=True)

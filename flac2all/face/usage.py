@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,12 @@ class Parser(argparse.ArgumentParser):
         parsed, extras = super().parse_known_args(args, namespace)
         take_inputdir(parsed, extras)
         rejoin_modes(parsed, extras)
+        mode = getattr(parsed, "mode", None)
+        if mode is not None and looks_like_a_folder(mode):
+            self.error(
+                f"{mode} is a folder, given where the modes go: name the modes first, as in "
+                f"{self.prog} mp3 {shlex.quote(mode)} (see {self.prog} --help for the modes)"
+            )
         # A profile names MODE and INPUTDIR; given here, they override it.
         if not any(hasattr(parsed, dest) for dest in self.optional_with):
             positionals = [o for o in self.options.values() if not o.flags]
@@ -181,6 +188,12 @@ def rejoin_modes(parsed: argparse.Namespace, extras: list[str]) -> None:
             parsed.inputdir = extras.pop(rest[0])
         else:
             del parsed.inputdir  # missing: a profile's, or argparse's message says so
+
+
+def looks_like_a_folder(word: str) -> bool:
+    """True for a MODE that names a folder rather than modes (``flac2all
+    ~/music``: the shell's ``/home/me/music``)."""
+    return not names_modes(word) and (os.path.isdir(word) or os.sep in word)
 
 
 def unknown_option(word: str) -> bool:

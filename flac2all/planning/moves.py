@@ -11,17 +11,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flac2all.codecs.base import Codec
-from flac2all.errors import UsageError
+from flac2all.errors import TaskError, UsageError
 from flac2all.model import Action, SourceFacts, Task
 from flac2all.planning.discovery import Source, Tree
 from flac2all.records import Record, texts
+from flac2all.running import dirs
 
 if TYPE_CHECKING:
     from flac2all.planning.plan import Planner
 
-# --delete refuses to remove more than this share of the outputs (a source
-# disk that is not mounted looks like a library that was deleted).
+# --delete refuses to remove half the outputs or more (a source disk that is
+# not mounted looks like a library that was deleted), or more than
+# DELETE_GUARD of them when that is more than DELETE_FEW files: an album
+# deleted from a small library goes, a shelf of a large one does not.
 DELETE_GUARD = 0.10
+DELETE_FEW = 50
 
 
 def place_fresh(planner: Planner, fresh: list[tuple[Source, Codec, Path]], tree: Tree) -> None:
@@ -35,23 +39,63 @@ def settle(planner: Planner, fresh: list[tuple[Source, Codec, Path]], unclaimed:
     source is gone (or whose mode the run makes), taken by output path."""
     orphans = []
     for rec in sorted(unclaimed, key=lambda rec: os.fsencode(rec.output)):
-        if not rec.output_is(planner.stat(rec.output)):
+        if not lies_in(rec.output, planner.settings.outdir):
+            # The state is a map of what may be deleted or moved: a row
+            # naming a file outside OUTDIR ('..') is not ours, whatever it says.
+            planner.plan.warnings.append(f"the state names {rec.output}, outside {planner.settings.outdir}: ignored")
+            planner.plan.forget.append(rec.output)
+        elif not rec.output_is(planner.stat(rec.output)):
             planner.plan.forget.append(rec.output)  # gone, or not ours any more
         else:
             orphans.append(rec)
     match_moves(planner, fresh, orphans)
     deleting = planner.settings.delete
-    if deleting and not planner.settings.delete_anyway and len(orphans) > DELETE_GUARD * len(planner.records):
-        why = (
-            f"--delete would remove {len(orphans)} of the {len(planner.records)} outputs in {planner.settings.outdir} "
-            f"(more than {DELETE_GUARD:.0%}): is the source folder mounted and complete? "
-        )
+    why = too_many_deletes(planner, orphans) if deleting and not planner.settings.delete_anyway else ""
+    if why:
         if planner.refuse:
             raise UsageError(why + "Run with --dry-run to see the list, and add --delete-anyway if it is right")
         planner.plan.warnings.append(f"a run would refuse: {why}The list is below; add --delete-anyway if it is right")
     for rec in orphans:
         task = Task(rec.source, rec.mode, rec.output, Action.DELETE if deleting else Action.ORPHAN)
         planner.plan.tasks.append(task)
+
+
+def too_many_deletes(planner: Planner, orphans: list[Record]) -> str:
+    """Why --delete would remove too much ("" when it would not): half the
+    outputs or more, or more than DELETE_FEW of them and DELETE_GUARD; the
+    sentence names the source folders (below INPUTDIR) whose outputs would go."""
+    n, total = len(orphans), len(planner.records)
+    if not n or (n * 2 < total and (n <= DELETE_FEW or n <= DELETE_GUARD * total)):
+        return ""
+    limit = "half of them or more" if n * 2 >= total else f"more than {DELETE_FEW} and more than {DELETE_GUARD:.0%}"
+    return (
+        f"--delete would remove {n} of the {total} outputs in {planner.settings.outdir} ({limit}), those of "
+        f"{gone_folders(orphans, planner.settings.input_dir)}: is the source folder mounted and complete? "
+    )
+
+
+def gone_folders(orphans: list[Record], input_dir: Path, shown: int = 5) -> str:
+    """The top-level source folders of ``orphans`` with their counts, the
+    largest first (``'Artist A' (12), 'Artist B' (2) and 3 more folders``)."""
+    counts: dict[str, int] = {}
+    for rec in orphans:
+        parts = rec.source.relative_to(input_dir).parts if rec.source.is_relative_to(input_dir) else ()
+        top = repr(parts[0]) if len(parts) > 1 else "INPUTDIR itself"
+        counts[top] = counts.get(top, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    text = ", ".join(f"{name} ({n})" for name, n in ranked[:shown])
+    if len(ranked) > shown:
+        text += f" and {len(ranked) - shown} more folders"
+    return text
+
+
+def lies_in(path: Path, top: Path) -> bool:
+    """``path`` lies below ``top``, as text: no '..' climbs out of it."""
+    try:
+        dirs.below(path, top)
+    except TaskError:
+        return False
+    return True
 
 
 def match_moves(planner: Planner, fresh: list[tuple[Source, Codec, Path]], orphans: list[Record]) -> None:

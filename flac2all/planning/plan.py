@@ -258,7 +258,7 @@ class Planner:
         itself = key == os.fspath(task.source)
         if itself or other is not None:
             why = "it is the source itself" if itself else f"{other} has the same output"
-            self.plan.refused.append(TaskResult(task, Status.FAILED, f"output {output} not written: {why}", 1, 0.0))
+            self.plan.refused.append(TaskResult(task, Status.FAILED, f"output {output} not written: {why}", 1))
             return False
         self.claimed[key] = task.source
         return True

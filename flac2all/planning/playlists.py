@@ -125,9 +125,10 @@ def write(task: Task, input_dir: Path, outputs: Mapping[tuple[Path, str], Path])
         where = f"{printable(task.source)} [{task.mode}]"
         for entry in dropped:
             log.warning("%s: entry %s dropped: no output of it in this tree", where, shown(entry))
-        with staged(task.output) as tmp:
+        with staged(task.output, made=True) as tmp:
             try:
-                tmp.write_bytes(content)
+                with open(tmp.stage.fd, "wb", closefd=False) as f:
+                    f.write(content)
             except OSError as exc:
                 raise TaskError(f"cannot write the playlist: {describe_oserror(exc)}") from None
             commit(tmp, task.output)

@@ -57,7 +57,7 @@ def transcode(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
     length = meta.info.length
     timeout = settings.timeout if settings.timeout is not None else 120.0 + 4.0 * length
     channels, rate = codec.adaptation(meta.info)
-    with staged(task.output) as tmp:
+    with staged(task.output, settings.outdir) as tmp:
         stages = [decode_command(task, channels, rate), codec.encode_command(tmp, codec.options_in(settings))]
         run_pipeline(stages, timeout, processes)
         check_length(codec, tmp, length)
@@ -95,10 +95,11 @@ def scale_cover(task: Task, settings: Settings) -> Done:
     if data is None:
         raise TaskError("cannot read the cover (not a regular file, or larger than 64 MiB)")
     small = art.scaled(data, settings.art_max_size or 0, keep_format=True) if settings.art_max_size else None
-    with staged(task.output) as tmp:
+    with staged(task.output, settings.outdir, made=True) as tmp:
         try:
-            tmp.write_bytes(small.data if small else data)
-            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+            with open(tmp.stage.fd, "wb", closefd=False) as f:
+                f.write(small.data if small else data)
+            os.utime(tmp.stage.fd, ns=(st.st_atime_ns, st.st_mtime_ns))
         except OSError as exc:
             raise TaskError(f"cannot write: {describe_oserror(exc)}") from None
         commit(tmp, task.output)

@@ -35,7 +35,7 @@ from flac2all.planning.flow import Flow, FolderPlan, Folders, Head, Whole, has_r
 from flac2all.planning.mirror import Mirror
 from flac2all.planning.plan import collector_paused
 from flac2all.report import LOG_NAME, Report
-from flac2all.running import guards, outputs, preflight
+from flac2all.running import dirs, guards, preflight
 from flac2all.running.execution import Run, state_lost
 from flac2all.running.guards import outdir_lock
 from flac2all.running.listing import Listing
@@ -87,8 +87,7 @@ def discover_input(
 def selected_codecs(settings: Settings) -> tuple[Codec, ...]:
     """The run's codecs, once its input folder is known to exist."""
     selected = tuple(codecs.resolve(m) for m in settings.modes)
-    if not settings.input_dir.is_dir():
-        raise UsageError(f"input folder {settings.input_dir} does not exist or is not a folder")
+    guards.check_input_dir(settings.input_dir)
     return selected
 
 
@@ -170,10 +169,11 @@ def write_plan_json(path: Path, the_plan: plan.Plan) -> None:
     into place: a full disk leaves no empty or cut file under ``path``)."""
     text = json.dumps(the_plan.as_json(), indent=1, ensure_ascii=False) + "\n"
     try:
-        with outputs.staged(path) as tmp:
-            with open(tmp, "x", encoding="utf-8", errors="surrogateescape") as f:
-                f.write(text)
-            os.replace(tmp, path)
+        with (
+            dirs.written(path, path.parent, f".{path.name}.tmp", create=False) as fd,
+            open(fd, "w", errors="surrogateescape", closefd=False) as f,
+        ):
+            f.write(text)
     except OSError as exc:
         raise UsageError(f"cannot write the plan to {path}: {describe_oserror(exc)}") from None
     except TaskError as exc:
@@ -257,21 +257,22 @@ def write_log(report: Report, outdir: Path) -> None:
     path = outdir / LOG_NAME
     try:
         report.write_csv(path)
-    except OSError as exc:
-        report.log_error = f"cannot write the log {path}: {exc.strerror or exc}"
+    except (OSError, TaskError) as exc:
+        report.log_error = f"cannot write the log {path}: {getattr(exc, 'strerror', None) or exc}"
         with contextlib.suppress(OSError):
             os.replace(path, path.with_name(LOG_NAME + ".previous"))
             report.log_error += f" (the previous run's log is now {LOG_NAME}.previous)"
     summary = outdir / STATE_DIR / SUMMARY_NAME
-    tmp = summary.with_name(f".{SUMMARY_NAME}.tmp")
     try:
-        tmp.write_text(report.summary().lstrip("\n") + "\n", errors="backslashreplace")
-        os.replace(tmp, summary)
-    except OSError as exc:
-        log.warning("cannot write the summary %s: %s", summary, exc.strerror or exc)
-        for stale in (tmp, summary):
-            with contextlib.suppress(OSError):
-                stale.unlink(missing_ok=True)
+        with (
+            dirs.written(summary, outdir, f".{SUMMARY_NAME}.tmp") as fd,
+            open(fd, "w", errors="backslashreplace", closefd=False) as f,
+        ):
+            f.write(report.summary().lstrip("\n") + "\n")
+    except (OSError, TaskError) as exc:
+        log.warning("cannot write the summary %s: %s", summary, getattr(exc, "strerror", None) or exc)
+        with contextlib.suppress(OSError):
+            summary.unlink(missing_ok=True)  # no stale summary stands as this run's
 
 
 SUMMARY_NAME = "last-summary.txt"

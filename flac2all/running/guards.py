@@ -17,14 +17,53 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from flac2all.errors import OutdirBusyError, UsageError, describe_oserror
+from flac2all.errors import OutdirBusyError, TaskError, UsageError, describe_oserror
 from flac2all.model import Settings
 from flac2all.planning.discovery import Tree
 from flac2all.records import Record, Records, texts
+from flac2all.running import dirs
 from flac2all.state import STATE_DIR
 
 # The state's meta key for the input folder's file system (see input_device).
 DEVICE_KEY = "input_device"
+
+
+def locked_folder(path: Path) -> Path | None:
+    """The folder, among ``path``'s parents, that this user may not enter
+    (no search permission: mode 700 and another owner), so that nothing
+    below it can be seen; None when there is none."""
+    for p in (*reversed(path.parents), path):
+        try:
+            os.lstat(p)
+        except PermissionError:
+            return p.parent
+        except OSError:  # missing (made later) or in the way: the other checks say so
+            return None
+    return None
+
+
+def check_reachable(path: Path, what: str) -> None:
+    """Refuse ``path`` (``what``: "input folder", "output folder") when a
+    folder above it cannot be entered: one line naming that folder, not a
+    traceback from the first stat."""
+    locked = locked_folder(path)
+    if locked is not None:
+        raise UsageError(
+            f"cannot reach {what} {path}: permission denied on {locked} (this user may not enter it;"
+            " change its permissions or run as a user who may)"
+        )
+
+
+def check_input_dir(input_dir: Path) -> None:
+    """Refuse an INPUTDIR that is missing, no folder, or under a folder
+    this user may not enter."""
+    check_reachable(input_dir, "input folder")
+    try:
+        is_dir = input_dir.is_dir()
+    except OSError as exc:
+        raise UsageError(f"cannot read input folder {input_dir}: {describe_oserror(exc)}") from None
+    if not is_dir:
+        raise UsageError(f"input folder {input_dir} does not exist or is not a folder")
 
 
 def not_a_folder(path: Path) -> Path | None:
@@ -45,7 +84,9 @@ def why(path: Path, exc: OSError) -> str:
 
 
 def check_outdir(outdir: Path) -> None:
-    """Refuse an OUTDIR that is, or lies under, a file (changes nothing)."""
+    """Refuse an OUTDIR that is, or lies under, a file or a folder this user
+    may not enter (changes nothing)."""
+    check_reachable(outdir, "output folder")
     blocker = not_a_folder(outdir)
     if blocker == outdir:
         raise UsageError(f"output folder {outdir} is a file, not a folder")
@@ -76,15 +117,20 @@ def outdir_lock(outdir: Path) -> Iterator[None]:
     folder = outdir / STATE_DIR
     lock = folder / "lock"
     try:
-        folder.mkdir(exist_ok=True)
+        held = dirs.open_folder(folder, outdir, create=True)  # never through a link
+    except TaskError as exc:
+        raise UsageError(f"cannot write into output folder {outdir}: {exc}") from None
+    try:
         # No O_TRUNC and no link followed: a "lock" planted as a link to
         # some file must not empty it; O_NONBLOCK: nor a FIFO hang the run.
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = os.open(lock, flags, 0o644)
+        fd = os.open(lock.name, flags, 0o644, dir_fd=held)
     except OSError as exc:
         if exc.errno in (errno.EISDIR, errno.ELOOP, errno.ENXIO):
             raise UsageError(f"cannot lock {outdir}: {lock} is not a regular file (remove it)") from None
         raise UsageError(f"cannot write into output folder {outdir}: {why(lock, exc)}") from None
+    finally:
+        os.close(held)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UsageError(f"cannot lock {outdir}: {lock} is not a regular file (remove it)")

@@ -3,48 +3,165 @@
 An output is written under a hidden temporary name beside its final name
 (keeping the extension: encoders and mutagen choose the format by it) and
 renamed into place only when complete, so a file under a final name is
-always complete. Imports nothing of flac2all's but its errors.
+always complete. The folder is held by descriptor (``dirs``): the temp
+file is made, checked and renamed relative to it, never through a link.
+Imports nothing of flac2all's but its errors and ``dirs``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from flac2all.errors import TaskError, describe_oserror
+from flac2all.running import dirs
 
 log = logging.getLogger("flac2all")
 
 TEMP_PREFIX = ".flac2all-tmp-"
+COPY_CHUNK = 1024 * 1024
 TEMP_NAME = re.compile(r"\.flac2all-tmp-[0-9a-f]{12}(\.[^/]*)?")
 
 
-def temp_path(final: Path) -> Path:
-    """A hidden name beside ``final`` that keeps its extension (encoders and
-    mutagen choose the format by it)."""
-    return final.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}{final.suffix}")
+class TempPath(type(Path())):  # type: ignore[misc]
+    """A staged output's temp name, as encoders and mutagen are given it
+    (a Path), with what ``commit`` needs (``stage``)."""
+
+    stage: Stage
+
+
+class Stage:
+    """A temp name in a folder held by descriptor, and the file made under
+    it: by us (``fd``, made O_EXCL without following links), or else by
+    the encoder it is given to."""
+
+    def __init__(self, dir_fd: int, name: str, fd: int | None) -> None:
+        self.dir_fd, self.name, self.fd = dir_fd, name, fd
+
+    def is_ours(self) -> bool:
+        """The temp name names a regular file, not a link, of one name
+        only, and the very one we made if we made it."""
+        try:
+            st = os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return False
+        return self.fd is None or dirs.same_file(st, os.fstat(self.fd))
+
+
+def temp_name(final: Path, dir_fd: int | None = None) -> str:
+    """A hidden name for ``final``'s temp file that keeps its extension
+    (encoders and mutagen choose the format by it), unless the extension
+    would make the name too long for the folder (then none: the temp name
+    must fit wherever the final name fits)."""
+    name = f"{TEMP_PREFIX}{secrets.token_hex(6)}"
+    longest = 255
+    if dir_fd is not None:
+        with suppress(OSError, ValueError):
+            longest = os.fpathconf(dir_fd, "PC_NAME_MAX")
+    if len(os.fsencode(name + final.suffix)) <= longest:
+        name += final.suffix
+    return name
+
+
+def through(dir_fd: int, folder: Path, name: str) -> TempPath:
+    """The path the encoders are given for ``name`` in the held folder:
+    through the descriptor itself where the system has /proc (a folder
+    swapped for a link meanwhile is never followed), else ``folder``/name
+    (``commit`` still refuses a temp file that is not the one made)."""
+    via = Path(f"/proc/{os.getpid()}/fd/{dir_fd}")
+    try:
+        if dirs.same_file(os.stat(via), os.fstat(dir_fd)):
+            return TempPath(via, name)
+    except OSError:
+        pass
+    return TempPath(folder, name)
 
 
 @contextmanager
-def staged(final: Path) -> Iterator[Path]:
-    """Yield a temp path; whatever is left there afterwards is removed."""
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TaskError(f"cannot create folder {final.parent}: {describe_oserror(exc)}") from None
-    tmp = temp_path(final)
-    try:
-        yield tmp
-    finally:
+def staged(final: Path, top: Path | None = None, made: bool = False) -> Iterator[TempPath]:
+    """Yield a temp path for ``final``; whatever is left there afterwards is
+    removed. ``final``'s folder is held by descriptor, opened (and made)
+    level by level from ``top`` (the output folder) without following
+    links. ``made``: the temp file is made here (O_EXCL, no link followed)
+    and written through ``stage.fd``; else whatever is under the name is
+    removed first, for the encoder to make it (flac will not write over a
+    file)."""
+    top = final.parent if top is None else top  # a caller that knows no output folder
+    with dirs.held(final.parent, top, create=True) as dir_fd:
+        name = temp_name(final, dir_fd)
+        fd = None
         try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+            if made:
+                fd = dirs.create_file(name, dir_fd)
+            else:
+                with suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=dir_fd)
+        except OSError as exc:
+            raise TaskError(f"cannot write in {final.parent}: {describe_oserror(exc)}") from None
+        tmp = through(dir_fd, final.parent, name)
+        tmp.stage = Stage(dir_fd, name, fd)
+        try:
+            yield tmp
+        finally:
+            if fd is not None:
+                os.close(fd)
+            with suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)
+
+
+def copy_data(src: int, dst: int, size: int) -> int:
+    """Copy the first ``size`` bytes of ``src`` into the new file ``dst``,
+    holes as holes where the system says where they are (SEEK_DATA and
+    SEEK_HOLE, as ``cp --sparse=auto``). Returns how many bytes were
+    missing (the source shrank)."""
+    pos = 0
+    while pos < size:
+        try:
+            data = os.lseek(src, pos, os.SEEK_DATA)
+            hole = os.lseek(src, data, os.SEEK_HOLE)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole up to the end
+                break
+            data, hole = pos, size  # no SEEK_DATA here: all of it
+        except AttributeError:
+            data, hole = pos, size
+        pos = data
+        end = min(hole, size)
+        while pos < end:
+            chunk = memoryview(os.pread(src, min(COPY_CHUNK, end - pos), pos))
+            if not chunk:
+                return size - pos
+            while chunk:  # a write may be short (a disk filling up): the rest again, which says why
+                done = os.pwrite(dst, chunk, pos)
+                chunk, pos = chunk[done:], pos + done
+    shrunk = size - os.fstat(src).st_size
+    if shrunk > 0:
+        return shrunk
+    os.ftruncate(dst, size)  # a trailing hole, kept a hole
+    return 0
+
+
+def emptied(tmp: Path) -> None:
+    """Clear a staged temp file for another try: removed for the encoder
+    to make it anew, or emptied if we made it (``commit`` takes only that
+    one)."""
+    stage = getattr(tmp, "stage", None)
+    if stage is None:
+        tmp.unlink(missing_ok=True)
+    elif stage.fd is None:
+        with suppress(FileNotFoundError):
+            os.unlink(stage.name, dir_fd=stage.dir_fd)
+    else:
+        os.ftruncate(stage.fd, 0)
 
 
 def remove_stale_temps(folders: set[Path]) -> int:
@@ -56,37 +173,52 @@ def remove_stale_temps(folders: set[Path]) -> int:
     removed = 0
     for folder in folders:
         try:
-            with os.scandir(folder) as it:
-                stale = [e.path for e in it if TEMP_NAME.fullmatch(e.name)]
+            # Not through a link: one put where a folder was would have us
+            # delete in its target.
+            fd = os.open(folder, dirs.FOLDER_FLAGS)
         except (FileNotFoundError, NotADirectoryError):  # not made yet: nothing left in it
             continue
         except OSError as exc:
             log.warning("cannot look for temp files left in %s: %s", folder, describe_oserror(exc))
             continue
-        for path in stale:
-            try:
-                os.unlink(path)
-                removed += 1
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log.warning("cannot remove the temp file %s left by an earlier run: %s", path, describe_oserror(exc))
+        try:
+            stale = [name for name in os.listdir(fd) if TEMP_NAME.fullmatch(name)]
+            for name in stale:
+                try:
+                    os.unlink(name, dir_fd=fd)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    log.warning(
+                        "cannot remove the temp file %s left by an earlier run: %s",
+                        folder / name,
+                        describe_oserror(exc),
+                    )
+        except OSError as exc:
+            log.warning("cannot look for temp files left in %s: %s", folder, describe_oserror(exc))
+        finally:
+            os.close(fd)
     return removed
 
 
 def commit(tmp: Path, final: Path) -> None:
-    """Atomically put a finished temp file under its final name."""
+    """Atomically put a finished temp file under its final name: in the
+    folder ``staged`` holds, and only if the temp name still names the file
+    it made there (not a link or another file put in its place)."""
+    stage = getattr(tmp, "stage", None)
     try:
-        os.replace(tmp, final)
+        if stage is None:
+            os.replace(tmp, final)
+            return
+        if not stage.is_ours():
+            raise TaskError(f"cannot write {final}: its temp file was replaced while being written")
+        os.replace(stage.name, final.name, src_dir_fd=stage.dir_fd, dst_dir_fd=stage.dir_fd)
     except OSError as exc:
         raise TaskError(f"cannot write {final}: {describe_oserror(exc)}") from None
 
 
 def remove_empty_folders(folder: Path, top: Path) -> None:
-    """Remove ``folder`` and its parents while empty, never ``top`` itself."""
-    while folder != top and folder.is_relative_to(top):
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-        folder = folder.parent
+    """Remove ``folder`` and its parents while empty, never ``top`` itself
+    (each through its parent held from ``top``: never through a link)."""
+    dirs.remove_empty(folder, top)

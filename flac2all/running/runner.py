@@ -28,9 +28,9 @@ from flac2all.audio.decoding import Command, Decoder, Expected
 from flac2all.audio.pcm import Tap
 from flac2all.errors import DISK_FULL, TaskError, describe_oserror, disk_full_cause
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
-from flac2all.running import derive
+from flac2all.running import derive, dirs
 from flac2all.running.fanout import run_fanout
-from flac2all.running.outputs import commit, remove_empty_folders, staged
+from flac2all.running.outputs import commit, copy_data, emptied, remove_empty_folders, staged
 from flac2all.running.pipeline import run_pipeline
 from flac2all.running.procs import Interrupted, ProcessGroup
 from flac2all.tags.source import not_regular
@@ -195,7 +195,8 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
         placed: list[Placed] = []
         for i, task in enumerate(tasks):
             try:
-                placed.append((i, task, codecs.resolve(task.mode), stack.enter_context(staged(task.output))))
+                tmp = stack.enter_context(staged(task.output, settings.outdir))
+                placed.append((i, task, codecs.resolve(task.mode), tmp))
             except TaskError as exc:
                 timed[i] = (exc, time.monotonic() - started)
         decoder = decoding.reference(source, meta.start, meta.info)
@@ -204,7 +205,7 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
         while isinstance(other := decoding.fallback(failures, decoder, meta.info), Decoder):
             log.info("%s: %s", source, other.note)
             for *_, tmp in placed:
-                tmp.unlink(missing_ok=True)
+                emptied(tmp)
             decoder = other
             failures, ended, tap = decode(placed, decoder, meta, settings, timeout, processes)
         if isinstance(other, TaskError):
@@ -213,6 +214,8 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
         for (i, task, codec, tmp), failure, end in zip(placed, failures, ended, strict=True):
             # Its own time: until its encoder ended, plus its own check and tags.
             own = time.monotonic()
+            if processes.stopping:
+                break  # a stop: what is committed stands, the rest is not made (execute_batch)
             outcome: Done | Exception
             try:
                 if failure is not None:
@@ -224,6 +227,8 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
                 verify(codec, tmp, task.output, meta, timeout, processes, expected)
                 commit(tmp, task.output)
                 outcome = ("; ".join(n for n in (decoder.note, note) if n), facts)
+            except Interrupted:
+                break  # its check was killed by a stop
             except TaskError as exc:
                 # Now, while this batch's temp files still take their room:
                 # a write that failed without saying why counts as a full
@@ -240,7 +245,7 @@ def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None)
     codec = codecs.resolve(task.mode)
     meta, facts = source_meta(task.source, settings)
     timeout = timeout_for(meta, facts.size, settings)
-    with staged(task.output) as tmp:
+    with staged(task.output, settings.outdir) as tmp:
         try:
             shutil.copy2(task.output, tmp)
         except OSError as exc:
@@ -272,8 +277,7 @@ def move(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
     tags may name the old place, and the state learns the new one)."""
     assert task.previous is not None
     try:
-        task.output.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(task.previous, task.output)
+        dirs.rename(task.previous, task.output, settings.outdir)
     except OSError as exc:
         raise TaskError(f"cannot move {task.previous}: {describe_oserror(exc)}") from None
     remove_empty_folders(task.previous.parent, settings.outdir)
@@ -284,16 +288,11 @@ def move(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
 def delete(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
     """An orphan output (its source is gone) that this tool wrote."""
     try:
-        task.output.unlink()
-    except FileNotFoundError:
-        pass
+        dirs.remove_file(task.output, settings.outdir)
     except OSError as exc:
         raise TaskError(f"cannot delete {task.output}: {describe_oserror(exc)}") from None
     remove_empty_folders(task.output.parent, settings.outdir)
     return "deleted orphan", None
-
-
-COPY_CHUNK = 1024 * 1024
 
 
 def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
@@ -306,27 +305,27 @@ def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
         raise TaskError(f"cannot read: {describe_oserror(exc)}") from None
     if (problem := not_regular(st)) is not None:
         raise problem
-    with staged(task.output) as tmp:
+    with staged(task.output, settings.outdir, made=True) as tmp:
         try:
             # O_NONBLOCK: a FIFO put in its place since the stat cannot block the open.
             fd = os.open(task.source, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError as exc:
             raise TaskError(f"cannot read: {describe_oserror(exc)}") from None
-        with open(fd, "rb") as src:
+        try:
             if (problem := not_regular(os.fstat(fd))) is not None:
                 raise problem
             os.set_blocking(fd, True)
-            try:
-                with open(tmp, "xb") as dst:
-                    left = st.st_size
-                    while left > 0 and (chunk := src.read(min(COPY_CHUNK, left))):
-                        dst.write(chunk)
-                        left -= len(chunk)
-                shutil.copystat(task.source, tmp)
-                # The times the state records, even if the source changed since.
-                os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-            except OSError as exc:
-                raise TaskError(f"cannot copy: {describe_oserror(exc)}") from None
+            # Written through the temp file's own descriptor; its permissions
+            # without setuid, setgid or sticky bit, and no extended attribute.
+            dst = tmp.stage.fd
+            left = copy_data(fd, dst, st.st_size)
+            os.fchmod(dst, st.st_mode & 0o777)
+            # The times the state records, even if the source changed since.
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        except OSError as exc:
+            raise TaskError(f"cannot copy: {describe_oserror(exc)}") from None
+        finally:
+            os.close(fd)
         if left > 0:
             raise TaskError("source shrank while being copied")
         commit(tmp, task.output)
@@ -351,7 +350,9 @@ def execute_batch(tasks: Sequence[Task], settings: Settings, processes: ProcessG
 
     A batch of several tasks is the encodes of one source (``plan.batches``),
     which share one decoder. Raises Interrupted when the run is being
-    stopped (the batch then has no result and its temp files are gone).
+    stopped (the batch then has no result and its temp files are gone);
+    but when the outputs of its first tasks were committed before the stop,
+    their results come back, alone (the others have none).
     """
     first = tasks[0]
     if first.action in NOTES:
@@ -367,8 +368,15 @@ def execute_batch(tasks: Sequence[Task], settings: Settings, processes: ProcessG
         raise
     except Exception as exc:  # the source is unreadable (TaskError), or a bug
         timed = [(exc, time.monotonic() - started)] * len(tasks)
-    settled = zip(tasks, timed, strict=True)
-    return [settle(task, outcome, elapsed, settings, processes, audio) for task, (outcome, elapsed) in settled]
+    settled: list[TaskResult] = []
+    for task, (outcome, elapsed) in zip(tasks, timed, strict=True):
+        try:
+            settled.append(settle(task, outcome, elapsed, settings, processes, audio))
+        except Interrupted:
+            if not settled:
+                raise
+            break
+    return settled
 
 
 def classified(exc: Exception, settings: Settings, needed: int = 0) -> Exception:

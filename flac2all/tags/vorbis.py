@@ -17,6 +17,7 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 
 from flac2all.model import Settings
+from flac2all.tags import ogg
 from flac2all.tags.family import TagFamily
 from flac2all.tags.source import PROVENANCE_KEY, Comments, SourceMeta
 
@@ -76,7 +77,12 @@ class OggFamily(VorbisCommentFamily):
         pairs += [("METADATA_BLOCK_PICTURE", base64.b64encode(p.write()).decode("ascii")) for p in meta.pictures]
         audio.tags.clear()
         audio.tags.extend(pairs)
-        audio.save()
+        if isinstance(audio, OggOpus):
+            comment, headers = b"OpusTags" + audio.tags.write(framing=False), 1
+        else:  # the Vorbis comment header, then the setup header
+            comment, headers = b"\x03vorbis" + audio.tags.write(), 2
+        if not ogg.replace_comment(path, comment, headers):
+            audio.save()  # pages no encoder of ours lays out: mutagen's way
         return []
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
+import struct
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -422,6 +424,74 @@ def test_the_id3v2_fields_fill_in_the_source_tags(structures):
     assert [p.data for p in flac.pictures] == [b"\x89PNG fake"]
     mp3 = mutagen_file(out / "mp3" / "id3v2_first.mp3")
     assert str(mp3.tags["TPE1"]) == "Ripper Artist"
+
+
+DEPTHS = (8, 12, 16, 20, 24)
+CHANNELS = (1, 2, 3, 6)
+SHAPES = [(b, c, n, t) for b in DEPTHS for c in CHANNELS for n in (1000, 1001) for t in ("known", "unknown")]
+
+
+def shape_name(bits: int, channels: int, frames: int, total: str) -> str:
+    return f"b{bits}_c{channels}_n{frames}_{total}"
+
+
+def extensible_wav(values: list[int], channels: int, bits: int, known: bool) -> bytes:
+    """A WAVE_FORMAT_EXTENSIBLE file of these samples at 8 kHz (below the
+    container's depth shifted up, 8-bit unsigned, as WAV has them); ``known``: its data
+    chunk says its size (padded to an even one), else 0 (a pipe's)."""
+    size = (bits + 7) // 8
+    data = b"".join((v << (-bits % 8)).to_bytes(size, "little", signed=True) for v in values)
+    if size == 1:  # 8-bit WAV is unsigned
+        data = bytes(b ^ 0x80 for b in data)
+    guid = b"\x01\x00\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"  # PCM
+    fmt = struct.pack(
+        "<HHIIHHHHI", 0xFFFE, channels, 8000, 8000 * channels * size, channels * size, size * 8, 22, bits, 0
+    )
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt + guid)) + fmt + guid
+    body += b"data" + struct.pack("<I", len(data) if known else 0) + data + b"\x00" * (len(data) % 2 * known)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+@pytest.fixture(scope="module")
+def odd_sizes(tmp_path_factory) -> tuple[Path, dict[str, bytes], object]:
+    """Tiny FLACs of every depth and channel count, of odd and even length,
+    with and without the total samples in their STREAMINFO: a third of them
+    decode to WAV data of odd size (padded by a byte that is not audio)."""
+    root = tmp_path_factory.mktemp("odd_sizes")
+    src = root / "in"
+    src.mkdir()
+    rng = random.Random(7)
+    pcms = {}
+    for bits, channels, frames, total in SHAPES:
+        size, top = (bits + 7) // 8, 1 << (bits - 1)
+        values = [rng.randrange(-top, top) for _ in range(frames * channels)]
+        name = shape_name(*(bits, channels, frames, total))
+        pcms[name] = b"".join(v.to_bytes(size, "little", signed=True) for v in values)
+        wav = extensible_wav(values, channels, bits, known=total == "known")
+        encode = ["flac", "--silent", "--force", "--channel-map=none", "--output-name", str(src / f"{name}.flac")]
+        if total == "unknown":  # through a pipe: the total and MD5 stay 0
+            encode = ["flac", "--silent", "--ignore-chunk-sizes", "--channel-map=none", "--stdout"]
+        done = subprocess.run([*encode, "-"], input=wav, capture_output=True, check=True)
+        if total == "unknown":
+            (src / f"{name}.flac").write_bytes(done.stdout)
+    out = root / "out"
+    return out, pcms, run_flac2all("flac", "-o", out, src)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: shape_name(*s))
+def test_flac_mode_is_bit_exact_whatever_the_size_of_the_wav_data(odd_sizes, shape):
+    out, pcms, run = odd_sizes
+    bits, channels, frames, _ = shape
+    name = shape_name(*shape)
+    status = {Path(r["infile"]).stem: r["conversion_status"] for r in read_log(out)}
+    assert status[name] == "SUCCESS", status[name]
+    output = out / "flac" / f"{name}.flac"
+    info = FLAC(output).info
+    assert (info.bits_per_sample, info.channels, info.total_samples) == (bits, channels, frames)
+    # flac's MD5 is of the samples in whole bytes, as they were made; its
+    # own full decode checks the frames against it.
+    assert info.md5_signature == int(hashlib.md5(pcms[name]).hexdigest(), 16)
+    subprocess.run(["flac", "--test", "--silent", str(output)], check=True)
 
 
 @pytest.fixture(scope="module")

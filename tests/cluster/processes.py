@@ -90,9 +90,13 @@ def start_master(
     port: int = 0,
     path_prefix: Path | None = None,
     insecure: bool = True,
+    fd_limit: int | None = None,
 ) -> tuple[Proc, int]:
-    """A real master; without keys (--insecure) unless ``insecure`` is False."""
+    """A real master; without keys (--insecure) unless ``insecure`` is False;
+    ``fd_limit``: its soft and hard limits on open files."""
+    limit = ["prlimit", f"--nofile={fd_limit}:{fd_limit}", "--"] if fd_limit else []
     argv = [
+        *limit,
         sys.executable,
         "-m",
         "flac2all",
@@ -120,15 +124,17 @@ def start_worker(
     path_prefix: Path | None = None,
     insecure: bool = True,
     allow: tuple[str, ...] = (TEST_ROOT,),
+    host: str = "127.0.0.1",
 ) -> Proc:
-    """A real flac2all_worker; without keys (--insecure, allowed to touch the
-    temporary folders) unless ``insecure`` is False."""
+    """A real flac2all_worker of the master at ``host``; without keys
+    (--insecure, allowed to touch the temporary folders) unless ``insecure``
+    is False."""
     plain = ["--insecure", *(word for root in allow for word in ("--allow", str(root)))] if insecure else []
     argv = [
         sys.executable,
         "-m",
         "flac2all.cluster.worker_cli",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         "-t",

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import socket
+import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -14,10 +18,11 @@ import pytest
 import zmq
 
 from flac2all.cluster import jobs, protocol
+from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.protocol import Checks, ProtocolError, Timings
 from flac2all.model import Action, Settings, Task
 from tests.cluster.processes import FakeMaster, a_real_worker_finishes, start_master, start_worker
-from tests.conftest import decodes, make_flac, read_log, run_flac2all
+from tests.conftest import decodes, duration, make_flac, read_log, run_flac2all
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,12 +38,29 @@ def lib(tmp_path: Path) -> Path:
 class FakeWorker:
     """A bare DEALER that talks to a real master as the test says."""
 
-    def __init__(self, ctx: zmq.Context, port: int, host: str, session: str | None = None, slots: int = 1) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        port: int,
+        host: str,
+        session: str | None = None,
+        slots: int = 1,
+        keys: Path | None = None,
+    ) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:  # a worker's key folder (flac2all --cluster-keygen --worker NAME)
+            mine = cluster_keys.worker_keys(keys)
+            self.sock.curve_secretkey, self.sock.curve_publickey = mine.secret, mine.public
+            self.sock.curve_serverkey = mine.master_public
         self.sock.connect(f"tcp://127.0.0.1:{port}")
+        self.host, self.slots = host, slots
+        self.hello(session)
+
+    def hello(self, session: str | None = None) -> None:
+        """A hello: a new session (on the same connection after the first)."""
         self.session = session or uuid.uuid4().hex
-        self.sock.send(protocol.hello_to_wire(self.session, host, 1, slots))
+        self.sock.send(protocol.hello_to_wire(self.session, self.host, 1, self.slots))
 
     def join(self, modes: list[str], credit: int = 1) -> None:
         self.sock.send(protocol.health_to_wire("", modes))
@@ -262,3 +284,322 @@ def test_the_master_refuses_file_naming_options_before_any_work(lib, tmp_path):
     run = run_flac2all("f:libopus", "-m", "--insecure", "--ffmpeg-options=-b:a 128k evil.mka", "-o", tmp_path, lib)
     assert run.returncode == 2 and "evil.mka" in run.stderr
     assert not os.path.exists(tmp_path / "evil.mka")
+
+
+NESTED = b"[" * 2000 + b"]" * 2000  # deeper than the interpreter's recursion limit
+
+
+def raw(**msg) -> bytes:
+    """A frame as a peer may write it: lone surrogates as JSON escapes."""
+    return json.dumps({"v": protocol.VERSION, **msg}).encode()
+
+
+@pytest.mark.slow
+def test_nested_frames_and_lone_surrogates_neither_crash_nor_reach_the_log(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    ctx = zmq.Context()
+    try:
+        nester = FakeWorker(ctx, port, "nester")
+        nester.sock.send(NESTED)
+        nester.sock.send(b'{"v":5,"type":"hello","session":' + NESTED + b"}")
+        ghost = ctx.socket(zmq.DEALER)  # a host name no terminal or log can take
+        ghost.connect(f"tcp://127.0.0.1:{port}")
+        ghost.send(raw(type="hello", session=uuid.uuid4().hex, host="\ud800\x1b[2J", pid=1, slots=1))
+        sick = FakeWorker(ctx, port, "sick")
+        sick.sock.send(raw(type="health", problem="disk \ud800 gone", modes=["opus"]))  # refused
+        sick.sock.send(raw(type="health", problem="disk \x1b[2J gone", modes=["opus"]))
+        master.wait_for(r"Worker sick:1 is unhealthy and gets no work: disk \\x1b\[2J gone")
+        liar = FakeWorker(ctx, port, "liar")
+        liar.join(["opus"])
+        [job] = [m for m in liar.messages(3) if m["type"] == "job"]
+        for task in job["tasks"]:
+            for message in ("bad \ud800", "bad \x1b]0;pwned\x07"):  # the first refused
+                liar.sock.send(raw(type="result", id=task["id"], attempt=task["attempt"], status="failed",
+                                   message=message, returncode=1, elapsed=0.1))  # fmt: skip
+        liar.sock.send(protocol.bye_to_wire())
+        worker = start_worker(port, 1)
+        assert master.wait(60) == 1, master.output  # the liar's task failed, as it said
+        assert worker.wait(30) == 0
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    assert "Traceback" not in master.output
+    assert "\x1b" not in master.output
+    rows = read_log(out)
+    assert len(rows) == 4
+    [failed] = [r for r in rows if r["conversion_status"] != "SUCCESS"]
+    assert "bad \\x1b]0;pwned\\x07" in failed["conversion_status"]
+    assert not list(out.glob("*.tmp*")) and not list(out.glob(".*log*"))
+
+
+def test_a_rogue_masters_nested_frame_or_surrogate_path_does_not_kill_a_worker(tmp_path):
+    src = make_flac(tmp_path / "music" / "a.flac", seconds=0.2)
+    out = tmp_path / "out"
+    fake = FakeMaster()
+    worker = start_worker(fake.port, 1, "--retry-seconds", "5")
+    try:
+        identity, health = welcome_and_health(fake, Settings(src.parent, out, ("mp3",)))
+        assert health["problem"] == ""
+        fake.send(identity, NESTED)
+        task = {"id": 1, "attempt": 0, "mode": "mp3", "output": f"{out}/mp3/\ud800.mp3", "settings_hash": ""}
+        fake.send(identity, raw(type="job", source=f"{src.parent}/\ud800.flac", action="encode", size=1, tasks=[task]))
+        fake.send(identity, raw(type="job", source=str(src), action="encode", size=1, tasks=[task]))
+        worker.wait_for(r"dropped a message: .*(surrogate|truncated)", timeout=10)
+        fake.send(identity, protocol.heartbeat_to_wire())
+        fake.send(identity, protocol.shutdown_to_wire())
+        assert worker.wait(20) in (0, 1)
+    finally:
+        fake.close()
+        worker.kill()
+    assert "Traceback" not in worker.output
+    assert worker.output.count("dropped a message") == 3
+    assert not (out / "mp3").exists() or not list((out / "mp3").iterdir())
+
+
+def fail_for_its_environment(liar: FakeWorker, count: int) -> None:
+    """Take ``count`` jobs and answer each as a worker that cannot read the
+    source (which the master can: the worker's own fault)."""
+    for _ in range(count):
+        [job] = [m for m in liar.messages(3) if m["type"] == "job"]
+        for task in job["tasks"]:
+            liar.sock.send(raw(type="result", id=task["id"], attempt=task["attempt"], status="failed",
+                               message="cannot read", returncode=1, elapsed=0.1, cause="source-missing"))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_blame_and_quarantine_follow_the_key_not_the_name_in_a_hello(lib, tmp_path):
+    keys, out = tmp_path / "keys", tmp_path / "out"
+    for name in ("honest", "mallory"):
+        assert run_flac2all("--cluster-keygen", keys, "--worker", name).returncode == 0
+    master, port = start_master("opus", out, lib, "--keys", str(keys), insecure=False)
+    ctx = zmq.Context()
+    try:
+        # Mallory says it is the honest worker's host, and fails three jobs
+        # for its "environment": the blame must not land on that host.
+        mallory = FakeWorker(ctx, port, socket.gethostname(), keys=keys / "workers" / "mallory")
+        mallory.join(["opus"])
+        fail_for_its_environment(mallory, 3)
+        master.wait_for(r"quarantined, it gets no more jobs: 3 failures of its environment")
+        mallory.hello()  # a new session on the same connection
+        mallory.join(["opus"])
+        assert not [m for m in mallory.messages(2) if m["type"] == "job"]
+        mallory.sock.send(protocol.bye_to_wire())
+        honest = start_worker(port, 1, "--keys", str(keys / "workers" / "honest"), insecure=False)
+        assert master.wait(60) == 0, master.output
+        assert honest.wait(30) == 0
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    rows = read_log(out)
+    assert len(rows) == 4 and all(r["conversion_status"] == "SUCCESS" for r in rows), rows
+    assert len({r["host"] for r in rows}) == 1  # the honest worker's, told apart from the name mallory took
+
+
+def tagged_junk(output: Path, settings_hash: str, tmp_path: Path) -> None:
+    """What a forger writes: a 0.1 s mp3 that carries the job's own
+    provenance line, under the output's final name."""
+    from mutagen.id3 import ID3, TXXX
+
+    junk = make_flac(tmp_path / "junk" / f"{uuid.uuid4().hex}.flac", seconds=0.1)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["lame", "--silent", str(junk), str(output)], check=True, timeout=30)
+    tags = ID3()
+    tags.add(TXXX(desc="FLAC2ALL_SOURCE", text=[f"v1 md5= settings={settings_hash} tags= pictures="]))
+    tags.save(output)  # (lame writes no ID3 tag of its own here)
+
+
+@pytest.mark.slow
+def test_a_tagged_junk_output_is_not_believed(tmp_path):
+    lib, out = tmp_path / "music", tmp_path / "out"
+    for n in range(2):
+        make_flac(lib / f"{n}.flac", seconds=2.0)
+    master, port = start_master("mp3", out, lib)
+    ctx = zmq.Context()
+    try:
+        forger = FakeWorker(ctx, port, "forger")
+        forger.join(["mp3"])
+        [job] = [m for m in forger.messages(3) if m["type"] == "job"]
+        for task in job["tasks"]:
+            tagged_junk(Path(task["output"]), task["settings_hash"], tmp_path)
+            forger.sock.send(raw(type="result", id=task["id"], attempt=task["attempt"], status="success",
+                                 message="", returncode=0, elapsed=0.5))  # fmt: skip
+        master.wait_for(r"Worker forger:1 quarantined, it gets no more jobs: claimed \d\.mp3 \(mp3\) done, but")
+        forger.sock.send(protocol.bye_to_wire())
+        a_real_worker_finishes(master, port)
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    assert "output lasts 0.1" in master.output
+    rows = read_log(out)
+    assert len(rows) == 2 and all(r["conversion_status"] == "SUCCESS" and r["host"] != "forger" for r in rows)
+    for row in rows:
+        assert duration(Path(row["outfile"])) == pytest.approx(2.0, abs=0.1)
+
+
+@pytest.mark.slow
+def test_a_forged_disk_quota_does_not_halt_the_run(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    ctx = zmq.Context()
+    try:
+        liar = FakeWorker(ctx, port, "liar")
+        liar.join(["opus"])
+        [job] = [m for m in liar.messages(3) if m["type"] == "job"]
+        for task in job["tasks"]:
+            liar.sock.send(raw(type="result", id=task["id"], attempt=task["attempt"], status="failed",
+                               message=f"disk quota exceeded ({out})", returncode=1, elapsed=0.1,
+                               cause="disk-full"))  # fmt: skip
+        liar.sock.send(protocol.bye_to_wire())
+        a_real_worker_finishes(master, port)
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    assert "STOPPED" not in master.output
+    only_true_successes(out, 4, "liar")
+
+
+def resident_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_five_thousand_idle_connections_neither_exhaust_nor_fool_the_master(lib, tmp_path):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 6000:
+        pytest.skip("this test holds 5,000 connections: it needs a hard limit of 6,000 open files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (6000, hard))
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib, fd_limit=1024)  # the common limit, soft and hard
+    flood: list[socket.socket] = []
+    try:
+        before = resident_kib(master.proc.pid)
+        for _ in range(5000):  # from another loopback address than the worker's
+            s = socket.socket()
+            s.setblocking(False)
+            s.bind(("127.0.0.2", 0))
+            s.connect_ex(("127.0.0.1", port))
+            flood.append(s)
+        time.sleep(3)
+        during = resident_kib(master.proc.pid)
+        held = len(os.listdir(f"/proc/{master.proc.pid}/fd"))
+        worker = start_worker(port, 1)
+        assert master.wait(120) == 0, master.output
+        assert worker.wait(30) == 0
+    finally:
+        for s in flood:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        master.kill()
+    assert during - before < 64 * 1024, (before, during)
+    assert held < 512  # the master keeps descriptors for its own files (its outputs' checks, the log)
+    assert "quarantined" not in master.output
+    only_true_successes(out, 4, "127.0.0.2")
+    assert master.count(r"Refused a connection from 127\.0\.0\.2: more than \d+ connections at once") == 1
+
+
+@pytest.mark.slow
+def test_a_flood_of_junk_frames_neither_starves_honest_workers_nor_floods_the_log(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    ctx = zmq.Context()
+    done = threading.Event()
+
+    def flood() -> None:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(f"tcp://127.0.0.1:{port}")
+        junk = [b"junk", NESTED, b"[1,2]", raw(type="ready", credit="all")]
+        while not done.is_set():
+            for frame in junk:
+                try:
+                    sock.send(frame, zmq.NOBLOCK)
+                except zmq.Again:
+                    time.sleep(0.001)
+        sock.close(0)
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    try:
+        master.wait_for(r"dropped a message from a worker")
+        started = time.monotonic()
+        worker = start_worker(port, 1)
+        assert master.wait(40) == 0, master.output[-3000:]
+        assert worker.wait(30) == 0
+        took = time.monotonic() - started
+    finally:
+        done.set()
+        flooder.join(10)
+        ctx.destroy(0)
+        master.kill()
+    only_true_successes(out, 4, "")
+    assert took < 30, took
+    assert len(master.output) < 20_000  # a line per connection every 10 s, not one per frame
+
+
+@pytest.mark.slow
+def test_a_hoarder_earns_no_more_than_it_returns_and_handing_back_counts_against_it(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)  # the default --max-slots
+    ctx = zmq.Context()
+    try:
+        hoarder = FakeWorker(ctx, port, "hoarder", slots=protocol.MAX_SLOTS)
+        taken = []
+        for n in range(3):  # take what it can, then a new hello (under a new name) hands it all back
+            hoarder.join(["opus"], credit=protocol.MAX_SLOTS)
+            taken.append(len([m for m in hoarder.messages(2) if m["type"] == "job"]))
+            hoarder.host = f"hoarder{n}"
+            hoarder.hello()
+        hoarder.join(["opus"], credit=protocol.MAX_SLOTS)
+        assert not [m for m in hoarder.messages(2) if m["type"] == "job"]
+        master.wait_for(r"Worker hoarder\d?:1 quarantined, it gets no more jobs: handed back unfinished jobs 3 times")
+        hoarder.sock.send(protocol.bye_to_wire())
+        a_real_worker_finishes(master, port)
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    assert taken == [2, 2, 2]  # a slow start, begun again after each hand-back
+    only_true_successes(out, 4, "hoarder")
+    assert not any(r["host"].startswith("hoarder") for r in read_log(out))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_run_with_a_hostile_peer_and_an_honest_worker_ends_with_every_output_real(tmp_path):
+    lib, out = tmp_path / "music", tmp_path / "out"
+    sources = [make_flac(lib / f"{n}.flac", seconds=1.0) for n in range(6)]
+    master, port = start_master("mp3", out, lib)
+    ctx = zmq.Context()
+    worker = None
+    try:
+        hostile = FakeWorker(ctx, port, "hostile", slots=protocol.MAX_SLOTS)
+        hostile.sock.send(NESTED)
+        hostile.sock.send(raw(type="hello", session=uuid.uuid4().hex, host="\ud800", pid=1, slots=1))
+        hostile.join(["mp3"], credit=protocol.MAX_SLOTS)
+        deadline = time.monotonic() + 120
+        while master.proc.poll() is None and time.monotonic() < deadline:
+            for job in [m for m in hostile.messages(0.5) if m["type"] == "job"]:
+                for task in job["tasks"]:
+                    tagged_junk(Path(task["output"]), task["settings_hash"], tmp_path)
+                    hostile.sock.send(raw(type="result", id=task["id"], attempt=task["attempt"], status="success",
+                                          message="", returncode=0, elapsed=0.5))  # fmt: skip
+                hostile.hello()  # and again, after every job
+                hostile.join(["mp3"], credit=protocol.MAX_SLOTS)
+            if worker is None and "quarantined" in master.output:
+                worker = start_worker(port, 1)
+            hostile.beat()
+        assert master.wait(10) == 0, master.output
+        assert worker is not None and worker.wait(30) == 0
+    finally:
+        ctx.destroy(0)
+        master.kill()
+        if worker is not None:
+            worker.kill()
+    assert "Traceback" not in master.output and "Traceback" not in worker.output
+    rows = read_log(out)
+    assert len(rows) == len(sources) and all(r["conversion_status"] == "SUCCESS" for r in rows), rows
+    assert all(r["host"] != "hostile" for r in rows)
+    for src in sources:
+        assert duration(out / "mp3" / f"{src.stem}.mp3") == pytest.approx(1.0, abs=0.1)

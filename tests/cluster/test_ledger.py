@@ -5,6 +5,7 @@ split by mode, how long a lease is, and what the master believes."""
 from __future__ import annotations
 
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -131,3 +132,31 @@ def test_a_refused_peer_is_said_once_even_when_its_address_came_too_late():
         "Refused a connection from an unknown address: unknown key (not in the master's authorized/ folder)",
     ]
     assert refusals.count == 5
+
+
+def test_the_masters_own_want_of_descriptors_is_not_held_against_a_worker(tmp_path):
+    source = make_flac(tmp_path / "a.flac")
+    output = tmp_path / "a.opus"
+    results, said = [], []
+    ledger = Ledger(said.append, results.append)
+    ledger.add(Lease([Entry(0, Task(source, "opus", output, Action.ENCODE, settings_hash="ab"))]))
+    worker = peer("w")
+    (entry,) = hand(ledger, worker).entries
+    output.write_bytes(b"not an opus file")  # what the master cannot judge while it cannot open files
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        while True:
+            try:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                break
+        ledger.accept(worker, protocol.WireResult(0, 0, Status.SUCCESS, "", 0, 0.1, None))
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert not worker.problem and not said and not results  # kept, not judged
+    ledger.recheck({worker.identity: worker})  # descriptors again: judged now
+    assert worker.problem.startswith("quarantined: claimed a.opus (opus) done, but")

@@ -240,3 +240,22 @@ def test_a_shared_output_out_of_inodes_halts_the_run_instead_of_quarantining_eve
     assert "quarantined" not in master.output, master.output
     assert "STOPPED after: no free inodes" in master.output, master.output
     assert code == 1, master.output
+
+
+@pytest.mark.slow
+def test_a_run_every_worker_refuses_ends_with_why_and_the_host_says_it_once(lib, tmp_path):
+    """Three worker processes of one host refuse the run (its folders are
+    outside --allow): the host says so once, and the master (waiting up to
+    300 s for a worker by default) stops soon, with the reason."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    master, port = start_master("opus", tmp_path / "out", lib)
+    try:
+        worker = start_worker(port, 3, allow=(str(elsewhere),))
+        assert master.wait(90) == 2, master.output
+        assert worker.wait(30) == 1, worker.output
+    finally:
+        master.kill()
+    assert "every worker refused the run" in master.output
+    assert "is outside what this worker allows" in master.output
+    assert worker.count(r"refusing this run: the run's input folder .* is outside what this worker allows") == 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import enum as enum_module
 import json
+import os
+import re
 import shutil
 import time
 import typing
@@ -82,6 +84,7 @@ HOSTILE_TASKS = [
     {"output": "-y"},
     {"output": "/out/mp3/a\x00.mp3"},
     {"output": "/out/mp3/a\n.mp3"},
+    {"output": "/out/mp3/a\x1b]0;title\x07.mp3"},  # a terminal's escape sequence
     {"mode": "f:nosuchcodec"},
     {"mode": "rm -rf /"},
     {"output": "/out/mp3/a.sh"},  # extension not the codec's
@@ -578,20 +581,22 @@ def test_worker_drops_hostile_tasks_without_starting_anything(tmp_path, fake_bin
         worker.kill()
     assert worker.output.count("dropped a message") == len(hostile) + 1
     # Every task of a refused job whose id could be read got a failed result
-    # naming why (not the two with a bad "id", nor the jobs without tasks).
-    readable = len(HOSTILE_TASKS) + len(OUTSIDE_TASKS) - 4
+    # naming why (not the two with a bad "id", nor the jobs without tasks,
+    # nor the one with an unknown field: its frame is refused by its shape).
+    readable = len(HOSTILE_TASKS) + len(OUTSIDE_TASKS) - 5
     readable += sum(min(len(change["tasks"]), jobs.MAX_JOB) for change in HOSTILE_JOBS)  # answered up to a job's cap
     assert len(refusals) == readable
     assert all(m.startswith("refused by the worker on ") for m in refusals)
     assert not Path("/elsewhere").exists() and not Path("/music").exists()
     started = log.read_text().splitlines()
     # Only the good job ran: one decoder feeding two encoders, each writing
-    # into the output folder.
+    # a temp name (in its output folder, or through the worker's descriptor
+    # of it) that ends up in the output folder.
     assert len(started) == 3, started
     started.sort()  # they start together, in any order
     assert started[0] == f"flac --decode --stdout --silent -- {src}"
-    assert started[1].startswith(f"lame --quiet --preset standard -q 0 - {out / 'mp3'}/.flac2all-tmp-")
-    assert started[2].startswith(f"opusenc --quiet --vbr - {out / 'opus'}/.flac2all-tmp-")
+    assert re.fullmatch(r"lame --quiet --preset standard -q 0 - \S+/\.flac2all-tmp-[0-9a-f]+\.mp3", started[1])
+    assert re.fullmatch(r"opusenc --quiet --vbr - \S+/\.flac2all-tmp-[0-9a-f]+\.opus", started[2])
     assert decodes(out / "mp3" / "a.mp3") and decodes(out / "opus" / "a.opus")
 
 
@@ -747,3 +752,21 @@ def test_batches_of_copies_are_bounded():
         del msg["tasks"][1][field]
         with pytest.raises(ProtocolError):
             jobs.job_from_wire(msg, COPY_SETTINGS)
+
+
+def test_undecodable_paths_travel_and_lone_surrogates_do_not():
+    source = Path(os.fsdecode(b"/music/caf\xe9 100%.flac"))
+    task = Task(source, "mp3", Path("/out/mp3/cafe 100%.mp3"), Action.ENCODE, 10, settings_hash="ab")
+    frame = jobs.job_to_wire([(1, 0, task)])
+    assert b"caf%E9 100%25.flac" in frame
+    assert jobs.job_from_wire(protocol.decode(frame)) == [(1, 0, task)]
+    for bad in (b'"/music/\\ud800.flac"', b'"/music/%zz.flac"'):
+        frame = frame.replace(b'"/music/caf%E9 100%25.flac"', bad)
+        with pytest.raises(ProtocolError):
+            jobs.job_from_wire(protocol.decode(frame))
+
+
+@pytest.mark.parametrize("frame", [b"[" * 2000, b'{"v":5,"type":"hello","host":' + b"[" * 2000, b"[1,2]"])
+def test_deep_or_misshapen_frames_are_refused_at_once(frame):
+    with pytest.raises(ProtocolError):
+        protocol.decode(frame)

@@ -39,3 +39,12 @@ def test_the_worker_tells_why_no_master_answers(tmp_path):
     argv = [sys.executable, "-m", "flac2all.cluster.worker_cli", "no-such-host.invalid", "--insecure", "--allow", "/x"]
     unknown = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert unknown.returncode == 2 and "host name no-such-host.invalid does not resolve" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_the_worker_processes_of_one_host_say_why_no_master_answers_once():
+    worker = start_worker(free_port(), 3, "--retry-seconds", "2")
+    assert worker.wait(30) == 3
+    assert worker.count(r"Spawned worker process") == 3
+    assert worker.count(r"no master at .*: connection refused") == 1, worker.output
+    assert worker.count(r"no master answered at .* giving up") == 1, worker.output

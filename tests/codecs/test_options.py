@@ -5,8 +5,12 @@ lame through ffmpeg, and lame, not ffmpeg, is named)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from flac2all import codecs
+from flac2all.model import Settings
 from tests.conftest import make_flac, read_log, run_flac2all
 
 
@@ -40,3 +44,14 @@ def test_good_options_pass_the_check_and_reach_the_encoder(tmp_path):
     run = run_flac2all("mp3", "--lame-options=V 2", "-o", tmp_path / "out", root)
     assert run.returncode == 0, run.stderr
     assert [r["conversion_status"] for r in read_log(tmp_path / "out")] == ["SUCCESS"]
+
+
+def test_a_run_uses_its_own_options_even_empty_and_the_defaults_only_without_them():
+    opus = codecs.resolve("opus")
+
+    def options(**given) -> tuple[str, ...]:
+        return opus.options_in(Settings(input_dir=Path("/in"), outdir=Path("/out"), modes=("opus",), **given))
+
+    assert options() == opus.default_options != ()
+    assert options(options={"opus": ("--bitrate", "96")}) == ("--bitrate", "96")
+    assert options(options={"opus": ()}) == ()

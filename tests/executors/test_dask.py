@@ -236,31 +236,67 @@ def test_ctrl_c_on_the_client_stops_the_jobs_and_writes_the_log(cluster, tmp_pat
     assert alive(int(mark.read_text()))  # but not the worker: the cluster serves on
 
 
-def test_without_the_dask_extra_dask_options_exit_2_at_once(tmp_path):
-    """A real interpreter that lacks dask: python -S (no site-packages) with
-    a path that holds every package installed here but dask's."""
+BASE_PYTHON = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def venv_python(folder: Path) -> Path:
+    """The interpreter of a new venv at ``folder`` (no pip, no packages)."""
+    subprocess.run([str(BASE_PYTHON), "-m", "venv", "--without-pip", str(folder)], check=True, timeout=60)
+    return folder / "bin" / "python"
+
+
+def without_dask(python: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """``flac2all --dask`` by a real interpreter that lacks dask: a venv's
+    with no packages, or the system's with -S (no site-packages), given a
+    path that holds every package installed here but dask's."""
     site = Path(sysconfig.get_paths()["purelib"])
     dask_free = tmp_path / "site"
-    dask_free.mkdir()
-    for entry in site.iterdir():
-        if not entry.name.startswith(("dask", "distributed", "flac2all", "__editable__")):
-            (dask_free / entry.name).symlink_to(entry)
+    if not dask_free.exists():
+        dask_free.mkdir()
+        for entry in site.iterdir():
+            if not entry.name.startswith(("dask", "distributed", "flac2all", "__editable__")):
+                (dask_free / entry.name).symlink_to(entry)
+        (tmp_path / "music").mkdir()
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{dask_free}"}
-    (tmp_path / "music").mkdir()
-    check = [sys.executable, "-S", "-c", "import mutagen, zmq, rich; import distributed"]
+    isolated = ["-S"] if python == BASE_PYTHON else []
+    check = [str(python), *isolated, "-c", "import mutagen, zmq, rich; import distributed"]
     assert subprocess.run(check, env=env, capture_output=True).returncode == 1  # dask really is missing
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-S", "-m", "flac2all", "opus", "--dask", "tcp://127.0.0.1:9", "-o", "out", "music"],
+    return subprocess.run(
+        [str(python), *isolated, "-m", "flac2all", "opus", "--dask", "tcp://127.0.0.1:9", "-o", "out", "music"],
         env=env,
         capture_output=True,
         text=True,
         timeout=30,
     )
+
+
+def test_without_the_dask_extra_dask_options_exit_2_at_once(tmp_path):
+    """In a venv: that venv's own pip, and where its dask program will be."""
+    venv = tmp_path / "venv"
+    python = venv_python(venv)
+    started = time.monotonic()
+    proc = without_dask(python, tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert "--dask needs Dask, which is not installed: pip install 'flac2all[dask]'" in proc.stderr
+    assert f"--dask needs Dask, which is not installed: {venv / 'bin' / 'pip'} install 'flac2all[dask]'" in (
+        proc.stderr
+    )
+    assert f"the dask program is then {venv / 'bin' / 'dask'}" in proc.stderr
     assert time.monotonic() - started < 10
     assert not (tmp_path / "out").exists()  # nothing was touched
+
+
+def test_the_dask_install_hint_fits_a_pipx_install_and_a_system_one(tmp_path):
+    """pipx's venv (Debian's pip refuses to install into it, its pip is not
+    on PATH): pipx inject; a Python of the system's: pip --user."""
+    pipx_venv = tmp_path / "home" / ".local" / "share" / "pipx" / "venvs" / "flac2all"
+    proc = without_dask(venv_python(pipx_venv), tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "not installed: pipx inject flac2all 'dask[distributed]' dask-jobqueue" in proc.stderr
+    assert f"the dask program is then {pipx_venv / 'bin' / 'dask'}" in proc.stderr
+    system = without_dask(BASE_PYTHON, tmp_path)
+    assert system.returncode == 2, system.stderr
+    assert "not installed: pip install --user 'flac2all[dask]'" in system.stderr
+    assert f"the dask program is then {tmp_path / 'home' / '.local' / 'bin' / 'dask'}" in system.stderr
 
 
 def test_what_travels_to_the_workers_pickles():

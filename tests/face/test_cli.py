@@ -449,7 +449,7 @@ def test_unreadable_folder_is_reported(library, tmp_path):
             "format": "-",
             "conversion_status": "ERROR: cannot read folder: Permission denied",
             "return_code": "1",
-            "execution_time": "0.000",
+            "execution_time": "-1.000",  # nothing ran
             "host": socket.gethostname(),
         }
     ]
@@ -564,3 +564,26 @@ def walk(value):
     elif isinstance(value, Mapping):
         for item in value.values():
             yield from walk(item)
+
+
+def test_a_row_that_ran_nothing_logs_minus_one_seconds(library, tmp_path):
+    # -n d puts two sources named alike on one output: the second is refused
+    # before anything runs; the log says -1 for it, as for a skip.
+    make_flac(library / "Album B" / "01 one.flac", seconds=0.1)
+    run = run_flac2all("mp3", "-n", "d", "-o", tmp_path / "out", library)
+    assert run.returncode == 1
+    times = {r["conversion_status"].split(":")[0]: r["execution_time"] for r in run.rows()}
+    assert times["ERROR"] == "-1.000" and float(times["SUCCESS"]) >= 0
+    assert "Mean execution time: -" not in run.stdout
+
+
+def test_a_scaled_cover_and_a_playlist_are_counted_under_their_lines_verbs(library, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "red").save(library / "Album A" / "cover.jpg")
+    (library / "Album A" / "a.m3u").write_text("01 one.flac\n")
+    run = run_flac2all("mp3", "-c", "--art-max-size", "16", "--playlists", "-o", tmp_path / "out", library)
+    assert run.returncode == 0, run.stderr
+    assert "converted mp3      " in run.stdout and "(scaled to 16x16)" in run.stdout
+    assert "written  mp3      " in run.stdout and "scaled " not in run.stdout.replace("(scaled to", "")
+    assert "3 encoded, 1 converted, 0 retagged, 0 moved, 0 copied, 1 playlist written, 0 skipped" in run.stdout

@@ -176,6 +176,26 @@ def test_config_without_a_profile_is_a_usage_error(library, tmp_path):
     assert run.returncode == 2 and "add --profile NAME or --all-profiles" in run.stderr
 
 
+@pytest.mark.slow
+def test_a_tilde_is_the_home_in_on_done_and_in_every_path(library, tmp_path):
+    home = Path(os.environ["HOME"])
+    (home / "bin").mkdir(parents=True)
+    hook = home / "bin" / "hook"
+    hook.write_text(f"#!/bin/sh\ncat > {tmp_path / 'hook.json'}\n")
+    hook.chmod(0o755)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[profile.a]\nmodes = ["mp3"]\ninput = "{library}"\noutdir = "~/out"\non-done = "~/bin/hook"\n')
+    done = run_flac2all("--config", cfg, "--profile", "a", "-q", "--plan-json=~/plan.json")
+    assert done.returncode == 0, done.stderr
+    assert len(list((home / "out" / "mp3").rglob("*.mp3"))) == 3
+    assert json.loads((tmp_path / "hook.json").read_text())["runs"][0]["done"]["encode"] == 3
+    assert (home / "plan.json").is_file()
+    # On the command line, where the shell leaves '~' after '=' alone.
+    cli = run_flac2all("mp3", library, "--outdir=~/cli-out", "-q", "--on-done", "~/bin/hook")
+    assert cli.returncode == 0, cli.stderr
+    assert len(list((home / "cli-out" / "mp3").rglob("*.mp3"))) == 3 and not Path("~").exists()
+
+
 @pytest.mark.parametrize("kind", ["device", "fifo"])
 def test_a_config_that_is_not_a_regular_file_is_refused_unread(tmp_path, kind):
     if kind == "fifo":

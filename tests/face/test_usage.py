@@ -133,3 +133,14 @@ def test_an_unambiguous_prefix_of_an_option_is_that_option(library, tmp_path):
     assert settings.options["lame"] == ("--preset", "medium")
     run = run_flac2all("mp3", "--lame-option=-preset medium", "-o", tmp_path / "out", library)
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("args", [["{lib}"], ["{lib}", "-o", "{out}"], ["{lib}", "{out}"], ["music"]])
+def test_a_folder_where_the_modes_go_is_named(library, tmp_path, args):
+    # flac2all ~/music: the shell gives /home/me/music as MODE.
+    line = usage_error(run_flac2all(*[a.format(lib=library, out=tmp_path / "out") for a in args], cwd=tmp_path))
+    folder = "music" if args == ["music"] else str(library)
+    assert line == (
+        f"flac2all: error: {folder} is a folder, given where the modes go: name the modes first, as in "
+        f"flac2all mp3 {folder} (see flac2all --help for the modes)"
+    )

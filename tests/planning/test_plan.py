@@ -217,6 +217,30 @@ def test_delete_removes_orphans_but_refuses_to_remove_more_than_a_tenth():
     assert len([t for t in anyway.build([], codecs=(MP3,)).tasks if t.action is Action.DELETE]) == 10
 
 
+@pytest.mark.parametrize(
+    "sources, gone, refused",
+    [
+        (9, 1, False),  # an album of a small library: 11%, but 1 file
+        (2, 1, True),  # half the library
+        (600, 50, False),  # 8%
+        (600, 61, True),  # more than 50 files and more than 10%
+        (100, 51, True),
+        (100, 49, False),  # 49%, but only 49 files
+    ],
+)
+def test_delete_refuses_half_the_outputs_or_many_past_a_tenth(sources, gone, refused):
+    w = World(delete=True)
+    every = [source(f"Artist {n % 3}/{n}.flac") for n in range(sources)]
+    for src in every:
+        w.made(src, MP3, OUT / "mp3" / src.rel.with_suffix(".mp3"), facts())
+    if not refused:
+        assert sum(t.action is Action.DELETE for t in w.build(every[gone:], codecs=(MP3,)).tasks) == gone
+        return
+    with pytest.raises(UsageError, match=f"would remove {gone} of the {sources} outputs") as caught:
+        w.build(every[gone:], codecs=(MP3,))
+    assert "those of 'Artist 0' (" in str(caught.value) and "--delete-anyway" in str(caught.value)
+
+
 def test_two_sources_with_one_output_are_refused_not_overwritten():
     w = World(layout=Layout.FLAT)
     the_plan = w.build([source("a/song.flac"), source("b/song.flac")], codecs=(MP3,))

@@ -34,13 +34,14 @@ def converted(out: Path, stream_after: str, monkeypatch: pytest.MonkeyPatch, *ar
 
 
 def unblocking_lame(fake_bin, fifo: Path, out: Path) -> Path:
-    """A lame that, the first time it encodes into ``out``, opens ``fifo``
-    for writing (and closes it), then encodes for real."""
+    """A lame that, the first time it encodes an output (a temp name, in
+    ``out`` or through a descriptor of its folder), opens ``fifo`` for
+    writing (and closes it), then encodes for real."""
     marker = fifo.parent.parent.parent.parent / "first-encode"
     return fake_bin(
         "lame",
         f"""
-case "$*" in *"{out}"*)
+case "$*" in *.flac2all-tmp-*)
     if [ ! -e "{marker}" ]; then touch "{marker}"; : > "{fifo}"; fi;;
 esac
 exec {shutil.which("lame")} "$@"

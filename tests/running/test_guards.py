@@ -18,7 +18,7 @@ from flac2all.model import Settings, SourceFacts
 from flac2all.planning.discovery import Source, Tree
 from flac2all.records import Record
 from flac2all.running.guards import check_sources, same_device
-from tests.conftest import run_flac2all
+from tests.conftest import make_flac, run_flac2all
 from tests.running.folders import MODES, listing, one_line_error, run, statuses, unmount
 
 
@@ -108,6 +108,23 @@ def test_an_unwritable_outdir_is_one_line_and_exit_2(lib, mirrored, tmp_path):
     one_line_error(fresh, f"cannot create output folder {parent / 'out'}: Permission denied")
     assert dry.returncode == 0 and "skip    8" in dry.stdout, dry.stderr
     assert listing(mirrored) == before
+
+
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_a_folder_this_user_may_not_enter_is_one_line_naming_it(lib, tmp_path, side):
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to give a folder to another user")
+    locked = tmp_path / "locked"
+    shutil.copytree(lib, locked / "music")
+    locked.chmod(0o700)
+    os.chown(locked, 65534, 65534)  # nobody's: root without DAC override may not enter it
+    out = tmp_path / "out"
+    args = ("mp3", "-o", out, locked / "music") if side == "input" else ("mp3", "-o", locked / "out", lib)
+    for dry in ((), ("--dry-run",)):
+        result = run_without_dac_override(*args, *dry)
+        line = one_line_error(result, f"permission denied on {locked} ")
+        assert f"cannot reach {side} folder" in line
+    assert not out.exists()
 
 
 def test_a_readonly_mirror_refuses_to_run_but_plans(lib, tmp_path, spy, tmpfs):
@@ -256,3 +273,38 @@ def test_the_guards_start_no_process():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30)
     assert out.stdout.strip() == "False"
+
+
+@pytest.fixture
+def nine_albums(tmp_path: Path) -> Path:
+    root = tmp_path / "nine"
+    for n in range(9):
+        make_flac(root / f"Artist {n}" / "Album" / "1.flac", seconds=0.1, tags={"TITLE": f"t{n}"})
+    return root
+
+
+@pytest.mark.slow
+def test_delete_removes_one_album_of_a_small_library(nine_albums, tmp_path, spy):
+    out = tmp_path / "out"
+    assert run(nine_albums, out, spy)[0].returncode == 0
+    shutil.rmtree(nine_albums / "Artist 3")
+    result, _ = run(nine_albums, out, spy, "--delete")  # 2 of 18 outputs: not a missing library
+    assert result.returncode == 0, result.stderr
+    assert not (out / "mp3" / "Artist 3").exists() and (out / "mp3" / "Artist 4" / "Album" / "1.mp3").exists()
+    for n in range(4, 8):
+        shutil.rmtree(nine_albums / f"Artist {n}")
+    refused, _ = run(nine_albums, out, spy, "--delete")  # 8 of 16: half of them
+    line = one_line_error(refused, "--delete would remove 8 of the 16 outputs", "(half of them or more)")
+    assert "those of 'Artist 4' (2), 'Artist 5' (2)" in line and "add --delete-anyway" in line
+
+
+@pytest.mark.slow
+def test_delete_anyway_says_delete_too(nine_albums, tmp_path, spy):
+    out = tmp_path / "out"
+    assert run(nine_albums, out, spy)[0].returncode == 0
+    for n in range(6):
+        shutil.rmtree(nine_albums / f"Artist {n}")
+    result, _ = run(nine_albums, out, spy, "--delete-anyway", "--allow-missing-sources")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.parent.parent.name for p in (out / "mp3").rglob("*.mp3")) == ["Artist 6", "Artist 7", "Artist 8"]
+    assert "12 orphans deleted" in result.stdout

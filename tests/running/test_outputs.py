@@ -1,11 +1,22 @@
 """An output under its final name is whole: a FLAC output that fails its
-test once tagged is not kept."""
+test once tagged is not kept. Outputs are staged, written and committed in
+their folder held by descriptor: a folder swapped for a link, or a link put
+in a temp file's place, never has anything written through it. Copies
+carry no setuid, setgid or sticky bit, keep their holes, and fit wherever
+their final name fits."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 
+import pytest
+
+from flac2all.errors import TaskError
+from flac2all.running.outputs import commit, staged
 from tests.conftest import make_flac, read_log, run_flac2all, temp_files
+from tests.running.flipping import flip, planted
 
 
 def test_a_flac_output_that_fails_its_test_once_tagged_is_not_kept(tmp_path, fake_bin):
@@ -31,3 +42,128 @@ exec {real} "$@"
     )
     assert not (out / "flac" / "a.flac").exists()
     assert temp_files(out) == []
+
+
+def test_a_folder_swapped_for_a_link_while_staged_gets_nothing_through_it(tmp_path):
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    album = out / "mp3" / "A"
+    album.mkdir(parents=True)
+    victim.mkdir()
+    (victim / "a.mp3").write_bytes(b"precious")
+    final = album / "a.mp3"
+    with staged(final, out) as tmp:
+        album.rename(out / "mp3" / "A.real")
+        album.symlink_to(victim)
+        tmp.write_bytes(b"new")  # as an encoder writes it: by the path it was given
+        commit(tmp, final)
+    assert planted(victim) == {"a.mp3": b"precious"}
+    assert (out / "mp3" / "A.real" / "a.mp3").read_bytes() == b"new"
+
+
+def test_a_temp_file_replaced_by_a_link_is_not_committed(tmp_path):
+    out, victim = tmp_path / "out", tmp_path / "victim.mp3"
+    victim.write_bytes(b"precious")
+    final = out / "mp3" / "a.mp3"
+    with staged(final, out, made=True) as tmp:
+        os.write(tmp.stage.fd, b"new")
+        (final.parent / tmp.name).unlink()
+        (final.parent / tmp.name).symlink_to(victim)
+        with pytest.raises(TaskError, match="temp file was replaced"):
+            commit(tmp, final)
+    assert not final.exists() and not final.is_symlink()
+    assert victim.read_bytes() == b"precious"
+
+
+def test_a_folder_that_is_a_link_is_refused_and_named(tmp_path):
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    victim.mkdir()
+    (out / "mp3").mkdir(parents=True)
+    (out / "mp3" / "A").symlink_to(victim)
+    with pytest.raises(TaskError, match=f"^{out / 'mp3' / 'A'} is a symbolic link: refusing to write through it$"):
+        with staged(out / "mp3" / "A" / "a.mp3", out):
+            pass
+    assert planted(victim) == {}
+
+
+def test_an_output_mode_folder_that_is_a_link_is_refused_by_a_local_run(tmp_path):
+    make_flac(tmp_path / "in" / "A" / "a.flac")
+    (tmp_path / "in" / "A" / "notes.txt").write_text("notes")
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    victim.mkdir()
+    out.mkdir()
+    (out / "mp3").symlink_to(victim)
+    run = run_flac2all("mp3", "-c", "-o", out, tmp_path / "in", timeout=60)
+    assert run.returncode == 1
+    assert {row["conversion_status"] for row in read_log(out)} == {
+        f"ERROR: {out / 'mp3'} is a symbolic link: refusing to write through it"
+    }
+    assert planted(victim) == {}
+
+
+def test_a_copy_never_carries_setuid_setgid_or_sticky(tmp_path):
+    src = tmp_path / "in" / "A" / "tool.sh"
+    src.parent.mkdir(parents=True)
+    src.write_text("#!/bin/sh\n")
+    src.chmod(0o7755)
+    out = tmp_path / "out"
+    run = run_flac2all("mp3", "-c", "--allow-empty", "-o", out, tmp_path / "in", timeout=60)
+    assert run.returncode == 0, run.stderr
+    st = (out / "mp3" / "A" / "tool.sh").lstat()
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o755
+
+
+def test_a_sparse_file_is_copied_with_its_holes(tmp_path):
+    src = tmp_path / "in" / "A" / "disk.img"
+    src.parent.mkdir(parents=True)
+    size = 64 * 1024 * 1024
+    with open(src, "wb") as f:
+        f.write(b"head")
+        f.seek(size // 2)
+        f.write(b"middle")
+        f.truncate(size)
+    if src.stat().st_blocks * 512 >= size:
+        pytest.skip("this filesystem does not keep holes")
+    out = tmp_path / "out"
+    run = run_flac2all("mp3", "-c", "--allow-empty", "-o", out, tmp_path / "in", timeout=60)
+    assert run.returncode == 0, run.stderr
+    copied = out / "mp3" / "A" / "disk.img"
+    assert copied.stat().st_size == size
+    assert copied.stat().st_blocks * 512 < 1024 * 1024
+    with open(copied, "rb") as f:
+        assert f.read(4) == b"head"
+        f.seek(size // 2)
+        assert f.read(6) == b"middle"
+
+
+def test_a_file_whose_extension_fills_the_name_is_copied(tmp_path):
+    name = "a." + "x" * 252
+    src = tmp_path / "in" / "A" / name
+    src.parent.mkdir(parents=True)
+    src.write_text("data")
+    out = tmp_path / "out"
+    run = run_flac2all("mp3", "-c", "--allow-empty", "-o", out, tmp_path / "in", timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (out / "mp3" / "A" / name).read_text() == "data"
+    assert temp_files(out) == []
+
+
+@pytest.mark.slow
+def test_a_folder_flipped_to_a_link_every_millisecond_gets_nothing_written_through_it(tmp_path):
+    # Three seconds of flipping (by hand: a minute, the same).
+    album = tmp_path / "in" / "A"
+    make_flac(album / "song.flac", seconds=0.1)
+    for n in range(40):
+        (album / f"{n}.txt").write_text(f"copy {n}")
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    victim.mkdir()
+    for name in ("song.mp3", *(f"{n}.txt" for n in range(40))):
+        (victim / name).write_bytes(b"precious")
+    before = planted(victim)
+    flipper = flip(out / "mp3" / "A", victim, 3.0)
+    runs = 0
+    while flipper.poll() is None or not runs:
+        run_flac2all("mp3", "-c", "--force", "-o", out, tmp_path / "in", timeout=60)
+        runs += 1
+    assert int(flipper.stdout.read()) > 100
+    assert planted(victim) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out", "victim"]

@@ -1,0 +1,30 @@
+"""The state is trusted as a map of what may be deleted or moved only
+inside OUTDIR: a row that names a file outside it is ignored."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from tests.conftest import make_flac, run_flac2all
+
+
+def test_a_state_row_naming_a_file_outside_outdir_never_has_it_deleted(tmp_path):
+    make_flac(tmp_path / "in" / "a.flac")
+    make_flac(tmp_path / "in" / "b.flac")
+    out = tmp_path / "out"
+    first = run_flac2all("mp3", "-o", out, tmp_path / "in", timeout=60)
+    assert first.returncode == 0, first.stderr
+    victim = tmp_path / "victim.mp3"
+    victim.write_bytes(b"precious")
+    st = victim.stat()
+    # A row as --delete would trust it: its source gone, the file on disk
+    # its recorded size and time; its output one level above OUTDIR.
+    with sqlite3.connect(out / ".flac2all" / "state.sqlite") as db:
+        row = list(db.execute("SELECT * FROM outputs WHERE output = ?", (b"mp3/b.mp3",)).fetchone())
+        row[0], row[1], row[9], row[10] = b"../victim.mp3", b"gone.flac", st.st_size, st.st_mtime_ns
+        db.execute(f"INSERT INTO outputs VALUES ({','.join('?' * len(row))})", row)
+    run = run_flac2all("mp3", "-o", out, "--delete", "--delete-anyway", tmp_path / "in", timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert victim.read_bytes() == b"precious"
+    assert f"the state names {out}/../victim.mp3, outside {out}: ignored" in run.stdout + run.stderr
+    assert (out / "mp3" / "a.mp3").exists() and (out / "mp3" / "b.mp3").exists()
