@@ -86,7 +86,10 @@ FULL_TEXT = re.compile("|".join(FULL_WORDS), re.IGNORECASE)
 # occurred while writing; the most common cause is that the disk is full.").
 WRITE_FAILED = re.compile(
     r"error writing (mp3 output|id3v[12] tag|lame-tag)|failed writing .* to output stream"
-    r"|write failed|error occurred while writing",
+    r"|write failed|error occurred while writing"
+    # Or could not make the output file at all: lame's "Can't init outfile";
+    # or SQLite's words for a write that failed (the state).
+    r"|can't init outfile|disk i/o error|database or disk is full",
     re.IGNORECASE,
 )
 # Below this much free space, a write that failed without saying why is
@@ -126,12 +129,6 @@ def filesystem_of(folder: Path) -> os.statvfs_result | None:
     return None
 
 
-def free_bytes(folder: Path) -> int | None:
-    """Bytes an unprivileged user may still write on ``folder``'s filesystem."""
-    st = filesystem_of(folder)
-    return None if st is None else st.f_bavail * st.f_frsize
-
-
 def takes_no_more(folder: Path, needed: int = 0, message: str = "") -> bool:
     """Whether ``folder``'s filesystem, as this host sees it, is read-only
     or nearly full (less than ``needed`` bytes or NEARLY_FULL free, or out
@@ -144,8 +141,7 @@ def takes_no_more(folder: Path, needed: int = 0, message: str = "") -> bool:
     st = filesystem_of(folder)
     if st is None:
         return True
-    no_inodes = st.f_files > 0 and st.f_favail < NEARLY_NO_INODES  # f_files 0: not counted there (btrfs)
-    return bool(st.f_flag & os.ST_RDONLY) or no_inodes or st.f_bavail * st.f_frsize < max(needed, NEARLY_FULL)
+    return bool(st.f_flag & os.ST_RDONLY) or out_of_inodes(st) or st.f_bavail * st.f_frsize < max(needed, NEARLY_FULL)
 
 
 def disk_full_cause(problem: BaseException | str, folder: Path, needed: int = 0) -> str | None:
@@ -161,8 +157,11 @@ def disk_full_cause(problem: BaseException | str, folder: Path, needed: int = 0)
     code = None if isinstance(problem, str) else full_errno(problem)
     if code is None and (m := FULL_TEXT.search(text)):
         code = FULL_WORDS[m.group(0).lower()]
-    free = free_bytes(folder)
-    if code is None and WRITE_FAILED.search(text) and free is not None and free < max(needed, NEARLY_FULL):
+    fs = filesystem_of(folder)
+    free = None if fs is None else fs.f_bavail * fs.f_frsize
+    no_inodes = out_of_inodes(fs)
+    nearly_full = no_inodes or (free is not None and free < max(needed, NEARLY_FULL))
+    if code is None and WRITE_FAILED.search(text) and nearly_full:
         code = errno.ENOSPC
     if code is None:
         return None
@@ -171,4 +170,13 @@ def disk_full_cause(problem: BaseException | str, folder: Path, needed: int = 0)
     if free is None:
         return f"{FULL_ERRNOS[code]} ({folder}'s filesystem)"
     mb = f"{free / 1e6:.1f}" if free < 10e6 else f"{free / 1e6:.0f}"
+    if code == errno.ENOSPC and no_inodes:
+        # Bytes free, but no file can be made: the one cause is the inodes.
+        return f"no free inodes ({folder}'s filesystem: no more files can be made there, although {mb} MB are free)"
     return f"{FULL_ERRNOS[code]} ({folder}'s filesystem: {mb} MB free)"
+
+
+def out_of_inodes(fs: os.statvfs_result | None) -> bool:
+    """Whether a filesystem that counts its inodes has (nearly) none left
+    (f_files 0: not counted there, as on btrfs)."""
+    return fs is not None and fs.f_files > 0 and fs.f_favail < NEARLY_NO_INODES

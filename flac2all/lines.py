@@ -10,10 +10,21 @@ from pathlib import Path
 from flac2all.model import Action, Status, TaskResult
 from flac2all.skips import UP_TO_DATE
 
+# Control characters (C0, DEL, C1) as \xNN: a file named with an ESC
+# sequence, a carriage return or a newline would otherwise drive the
+# terminal, or forge a line of its own.
+CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def shown(text: str) -> str:
+    """Text as a terminal shows it harmlessly: control characters escaped."""
+    return text.translate(CONTROLS)
+
 
 def printable(path: os.PathLike | str) -> str:
-    """A path as text that any terminal can show (undecodable bytes escaped)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """A path as text that any terminal can show (undecodable bytes and
+    control characters escaped, as \\xNN)."""
+    return shown(os.fsencode(path).decode("utf-8", "backslashreplace"))
 
 
 # Each action's one verb: its lines start with it and the summary counts
@@ -51,10 +62,10 @@ def line_for(result: TaskResult, inputdir: Path | None = None, outdir: Path | No
     task = result.task
     source, output = relative(task.source, inputdir), relative(task.output, outdir)
     if result.status is Status.FAILED:
-        return f"FAILED   {task.mode:<8} {source}: {result.message}"
+        return f"FAILED   {task.mode:<8} {source}: {shown(result.message)}"
     head = f"{VERBS[task.action]:<8} {task.mode:<8}"
     if task.action is Action.CONVERT:  # a lossy file encoded, or a cover scaled: derive.py's note says which
-        note = f" ({result.message})" if result.message and result.message != "converted" else ""
+        note = f" ({shown(result.message)})" if result.message and result.message != "converted" else ""
         return f"{head} {source} -> {output}{note}"
     if task.action in (Action.ENCODE, Action.COPY, Action.PLAYLIST):
         return f"{head} {source} -> {output}"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from flac2all.errors import ExitStatus
 from flac2all.lines import VERBS, printable
-from flac2all.model import Action, Status, TaskResult
+from flac2all.model import Action, Status, Task, TaskResult
 from flac2all.running import dirs
 from flac2all.skips import UP_TO_DATE, Skip, SkipLog
 
@@ -180,6 +180,15 @@ class Report:
         if self.row_log is None:
             self.row_log = RowLog()
         row = csv_row(result, {})
+        self.row_log.add(*log_key(row), row)
+
+    def add_not_started(self, task: Task) -> None:
+        """A planned task that never started (the run halted by
+        ``halted_by``): a row of the log, not a result (the summary counts
+        it among those not started)."""
+        if self.row_log is None:
+            self.row_log = RowLog()
+        row = (os.fspath(task.source), os.fspath(task.output), task.mode, f"NOT STARTED: {self.halted_by}", "", "", "")
         self.row_log.add(*log_key(row), row)
 
     def add_skipped(self, skips: list[Skip] | SkipLog, host: str) -> None:

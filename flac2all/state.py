@@ -22,6 +22,7 @@ are left as the sqlite3 errors they are (``sqlite_errorcode`` tells which).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -33,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from flac2all.errors import TaskError
+from flac2all.errors import TaskError, disk_full_cause
 from flac2all.records import Record, Records, Row
 from flac2all.running import dirs
 
@@ -117,19 +118,47 @@ class State:
         self._last_commit = time.monotonic()
         if empty or (readonly and not self.path.exists()):
             return  # a dry run on a new mirror: an empty state
+        # What the open may make (its folder, the file, SQLite's -wal and
+        # -shm): what it made is removed if it fails.
+        made = [] if readonly else [p for p in self._files() if not os.path.lexists(p)]
         try:
             self.db = self._open_readonly() if readonly else self._open()
             self._check()
             if not readonly:
                 self._migrate()
         except sqlite3.DatabaseError as exc:
-            self.close()
+            self._abandon(made)
             if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF in DAMAGED:
                 raise UnreadableStateError(f"{self.path} cannot be read: {exc}", str(exc)) from exc
+            if not readonly and (cause := self._full(exc)) is not None:
+                raise StateError(cause) from exc  # not SQLite's "disk I/O error"
+            raise
+        except OSError as exc:
+            self._abandon(made)
+            if not readonly and (cause := self._full(exc)) is not None:
+                raise StateError(cause) from exc
             raise
         except BaseException:
-            self.close()
+            self._abandon(made)
             raise
+
+    def _files(self) -> list[Path]:
+        """The state's folder and files, the folder first."""
+        return [self.path.parent, *(self.path.with_name(self.path.name + s) for s in ("", "-wal", "-shm"))]
+
+    def _abandon(self, made: list[Path]) -> None:
+        """Close a state that failed to open, and remove what opening it made."""
+        with contextlib.suppress(sqlite3.Error):
+            self.close()
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.rmdir() if path == self.path.parent else path.unlink()
+
+    def _full(self, exc: BaseException) -> str | None:
+        """The one message for OUTDIR's filesystem taking no more data, when
+        that is why the state could not be opened (SQLite says "disk I/O
+        error" or "database or disk is full"), else None."""
+        return disk_full_cause(exc, self.outdir)
 
     def _open(self) -> sqlite3.Connection:
         self._refuse_links()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ from flac2all.records import Record, Records
 from flac2all.report import CSV_HEADER, Counts, Report
 from flac2all.skips import Skip
 from flac2all.state import SCHEMA_VERSION, State, StateError, state_path
+from tests.conftest import run_flac2all
 
 
 def record(out: Path, src: Path, name: str, size: int = 5) -> Record:
@@ -300,3 +302,20 @@ def test_a_report_past_what_it_keeps_logs_and_sums_up_the_same(tmp_path: Path, m
     rows = list(csv.reader(io.StringIO(made[3][0].decode("utf-8", "surrogateescape"), newline="")))
     assert len(rows) == 1 + len(results) + 1 and rows[0] == list(CSV_HEADER)
     assert made[3][2] == ExitStatus.FAILURES and made[3][3]
+
+
+def test_a_state_that_cannot_open_on_a_full_disk_says_so_and_leaves_nothing(library, tmpfs):
+    """OUTDIR's disk filled between two runs: the state cannot be opened
+    for writing. SQLite's "disk I/O error" is one cause, the full disk, and
+    the -wal/-shm files the failed open made are removed."""
+    disk = tmpfs(1024)
+    assert run_flac2all("mp3", "-q", "-o", disk, library, timeout=60).returncode == 0
+    before = sorted(p.name for p in (disk / ".flac2all").iterdir())
+    with open(disk / "filler", "wb") as f, pytest.raises(OSError):
+        f.write(b"\0" * 2 * 1024 * 1024)
+        f.flush()
+    run = run_flac2all("mp3", "-f", "-o", disk, library, timeout=60)
+    assert run.returncode == 2, run.stdout + run.stderr
+    cause = rf"no space left on device \({re.escape(str(disk))}'s filesystem: 0\.0 MB free\)"
+    assert re.fullmatch(rf"flac2all: error: cannot open the state in {re.escape(str(disk))}: {cause}\n", run.stderr)
+    assert sorted(p.name for p in (disk / ".flac2all").iterdir()) == before

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from flac2all import __version__, codecs, tools
+from flac2all.__main__ import SIGNALS, EarlySignals
 from flac2all.codecs.options import options_help
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
 from flac2all.executors import Executor
@@ -270,14 +271,14 @@ class StopOnSignal(threading.Event):
 
     signum = signal.SIGINT
 
-    def __init__(self, stop_on_hangup: bool = False) -> None:
+    def __init__(self, stop_on_hangup: bool = False, terminal_fds: list[int] | None = None) -> None:
         super().__init__()
         self.stop_on_hangup = stop_on_hangup
         # A live display on the terminal says it is stopping: a line written
         # under it would break its redraws and stay above the summary.
         self.shown_live = False
         # Known now: once the terminal hangs up, isatty() may fail too.
-        self.terminal_fds = [fd for fd in (1, 2) if os.isatty(fd)]
+        self.terminal_fds = [fd for fd in (1, 2) if os.isatty(fd)] if terminal_fds is None else terminal_fds
         self.hung_up = False
 
     def handle(self, signum: int, frame: object) -> None:
@@ -326,7 +327,9 @@ def keygen(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, early: EarlySignals | None = None) -> int:
+    """The command; ``early``: the signals caught since the process started
+    (``flac2all.__main__`` installs their handlers before importing this)."""
     argv = sys.argv[1:] if argv is None else argv
     console.standard_streams()
     parser = build_parser()
@@ -336,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Every run's options, checked before any of them starts.
         requests = [config.request_from(name, args) for name, args in config.runs(parser.options, given)]
+        config.check_shared_outdirs(requests)
     except Flac2allError as exc:
         print(f"flac2all: error: {exc}", file=sys.stderr)
         return exc.exit_status
@@ -344,9 +348,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    stop = StopOnSignal(any(r.stop_on_hangup for r in requests))
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    stop = StopOnSignal(any(r.stop_on_hangup for r in requests), early.terminal_fds if early else None)
+    for signum in SIGNALS:
         signal.signal(signum, stop.handle)
+    for signum in early.caught if early else ():
+        stop.handle(signum, None)
     status = ExitStatus.OK
     outcomes: list[hooks.Outcome] = []
     for request in requests:
@@ -358,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         status = max(status, outcome.exit_status)
         if request.on_done and not request.dry_run:
             outcomes.append(outcome)
+    if stop.is_set():
+        status = max(status, ExitStatus(128 + stop.signum))
     for command, done_runs in hooks.by_command(outcomes if not stop.is_set() else []).items():
         problem = hooks.on_done(command, done_runs, stop)
         if problem:
@@ -375,8 +383,11 @@ def run_one(request: Request, stop: StopOnSignal) -> hooks.Outcome:
         for note in request.notes:
             print(note, file=sys.stderr)
         if request.dry_run:
-            for chunk in engine.dry_run(settings, request.plan_json).describe_chunks(settings):
-                emit(chunk)
+            problem = engine.dry_run(settings, request.plan_json).write(settings, sys.stdout)
+            if problem is not None:
+                console.silence(1)  # (nor the interpreter's last flush)
+                print(f"flac2all: error: {problem}", file=sys.stderr)
+                outcome.error, outcome.exit_status = problem, ExitStatus.FAILURES
             return outcome
         executor = executor_for(request, stop)
         display = make_display(

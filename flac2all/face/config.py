@@ -22,16 +22,18 @@ import os
 import re
 import shlex
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flac2all import codecs
-from flac2all.errors import UsageError
+from flac2all.errors import TaskError, UsageError
 from flac2all.face.usage import Option, Parser, defaults
 from flac2all.model import DaskOptions, DisplayOptions, Layout, Lossy, MasterOptions, Names, Request, Settings
 from flac2all.planning.names import NAME_RESERVE
+from flac2all.planning.plan import settings_hash
+from flac2all.tags.source import open_regular
 
 # Options that are about choosing profiles, not keys of one.
 NOT_KEYS = {"help", "version", "cluster_keygen", "worker", "config", "profile", "all_profiles"}
@@ -41,6 +43,8 @@ POSITIONAL_KEYS = {"mode": "modes", "inputdir": "input"}
 # the shell leaves it in --outdir=~/x), and a relative path in a profile is
 # taken from the config file's folder (cron runs elsewhere).
 PATH_DESTS = {"inputdir", "outdir", "plan_json", "keys", "dask_scheduler_file"}
+# A profiles file larger than this is not one.
+MAX_CONFIG = 1024 * 1024
 
 PROFILE_HELP = """\
 device profiles:
@@ -207,6 +211,36 @@ def request_from(name: str | None, args: argparse.Namespace) -> Request:
     )
 
 
+def check_shared_outdirs(requests: Sequence[Request]) -> None:
+    """Refuse two runs of one command (profiles) that write into one OUTDIR
+    but disagree on what belongs there: another input (each run would take
+    the other's outputs for orphans), or a mode made with other options
+    (each run would re-encode the other's outputs, every time)."""
+    for n, first in enumerate(requests):
+        for second in requests[n + 1 :]:
+            a, b = first.settings, second.settings
+            if a.outdir != b.outdir:
+                continue
+            if a.input_dir != b.input_dir:
+                why = f"from different inputs ({a.input_dir} and {b.input_dir})"
+            else:
+                both = [m for m in a.modes if m in b.modes]
+                shaped = [m for m in both if output_hash(m, a) != output_hash(m, b)]
+                if not shaped:
+                    continue
+                why = f"in mode {', '.join(shaped)} with different encoder options"
+            raise UsageError(
+                f"profiles {first.profile} and {second.profile} both write into {a.outdir} {why}: each run would"
+                " undo the other's outputs; give them different outdirs"
+            )
+
+
+def output_hash(mode: str, settings: Settings) -> str:
+    """What shapes a mode's outputs under ``settings`` (the state's settings
+    hash, without the encoders' versions: the same for both runs)."""
+    return settings_hash(codecs.resolve(mode), settings, {})
+
+
 def executor_from(args: argparse.Namespace) -> MasterOptions | DaskOptions | None:
     """Where the jobs run: the cluster master of -m, a Dask cluster, or
     (None) this machine's cores."""
@@ -258,10 +292,16 @@ class Profile:
 def load(path: Path, options: Mapping[str, Option]) -> dict[str, Profile]:
     """Every profile of the file, each key checked; ConfigError otherwise."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        # A regular file only, and a bounded read: --config /dev/zero or a
+        # FIFO is refused, never read.
+        with open_regular(path) as f:
+            data = f.read(MAX_CONFIG + 1)
+        if len(data) > MAX_CONFIG:
+            raise ConfigError(path, f"cannot read it: larger than {MAX_CONFIG // 1024} KiB (not a profiles file?)")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(path, "no such file (write the profiles there, or name the file with --config)") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, TaskError) as exc:
         raise ConfigError(path, f"cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         data = tomllib.loads(text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -106,7 +107,12 @@ def plan_lossy(planner: Planner, source: Source) -> None:
     convert), or all of them above --max-bitrate; copied into the others."""
     settings = planner.settings
     fmt = lossy_format(source.path)
-    rate = planner.bitrate(source.path) if settings.max_bitrate else None
+    # Only a regular file's bitrate is read: a FIFO named like a lossy file
+    # would block the open, a link to /dev/zero be read without end. Planned
+    # as any other file, it is refused by the task that would open it.
+    st = planner.stat(source.path) if settings.max_bitrate else None
+    regular = st is not None and stat.S_ISREG(st.st_mode)
+    rate = planner.bitrate(source.path) if regular else None
     over = rate is not None and rate > settings.max_bitrate * 1000  # type: ignore[operator]
     copies = []
     for codec in planner.codecs:

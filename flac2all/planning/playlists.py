@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from flac2all.errors import TaskError, describe_oserror
+from flac2all.lines import printable, shown
 from flac2all.model import Action, SourceFacts, Status, Task, TaskResult
 from flac2all.running.outputs import commit, staged
 from flac2all.tags.source import read_regular
@@ -97,10 +98,17 @@ def write(task: Task, input_dir: Path, outputs: Mapping[tuple[Path, str], Path])
     """Write one playlist's output; a failed result, never an exception."""
     started = time.monotonic()
     try:
+        # A link out of the library (library/x.m3u -> /etc/passwd) is not
+        # read: its lines would be echoed as dropped entries.
+        real = os.path.realpath(task.source)
+        if not Path(real).is_relative_to(os.path.realpath(input_dir)):
+            raise TaskError(f"not read: a link to {printable(real)}, outside the input folder")
         st = os.stat(task.source)
         data = read_regular(task.source, MAX_PLAYLIST)
         if data is None:
             raise TaskError("cannot read the playlist (not a regular file, or larger than 16 MiB)")
+        if b"\0" in data:
+            raise TaskError("not a playlist: binary data, not text")
         text, encoding = decode(data, task.source)
         lines, dropped = rewrite(text, task, input_dir, outputs)
         newline = "\r\n" if "\r\n" in text else "\n"
@@ -114,8 +122,9 @@ def write(task: Task, input_dir: Path, outputs: Mapping[tuple[Path, str], Path])
         except OSError:
             pass
         # Said when the playlist is written, not again while it stays so (cron).
+        where = f"{printable(task.source)} [{task.mode}]"
         for entry in dropped:
-            log.warning("%s [%s]: entry %s dropped: no output of it in this tree", task.source, task.mode, entry)
+            log.warning("%s: entry %s dropped: no output of it in this tree", where, shown(entry))
         with staged(task.output, fd_only=True) as tmp:
             try:
                 with open(tmp.stage.fd, "wb", closefd=False) as f:

@@ -165,15 +165,19 @@ def planned_first(flow: Flow) -> FolderPlan:
 
 
 def write_plan_json(path: Path, the_plan: plan.Plan) -> None:
+    """The plan as JSON, written whole or not at all (a temp file renamed
+    into place: a full disk leaves no empty or cut file under ``path``)."""
+    text = json.dumps(the_plan.as_json(), indent=1, ensure_ascii=False) + "\n"
     try:
-        text = json.dumps(the_plan.as_json(), indent=1, ensure_ascii=False) + "\n"
         with (
             dirs.written(path, path.parent, f".{path.name}.tmp", create=False) as fd,
             open(fd, "w", errors="surrogateescape", closefd=False) as f,
         ):
             f.write(text)
     except OSError as exc:
-        raise UsageError(f"cannot write the plan to {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot write the plan to {path}: {describe_oserror(exc)}") from None
+    except TaskError as exc:
+        raise UsageError(f"cannot write the plan to {path}: {exc}") from None
 
 
 def run(
@@ -246,9 +250,10 @@ def check_input(settings: Settings, state: State, found: int, known: int) -> Non
 
 
 def write_log(report: Report, outdir: Path) -> None:
-    """The CSV log, then the summary beside the state. When the log cannot
-    be written, the previous run's is moved aside (``.previous``), so that
-    no stale log stands as this run's."""
+    """The CSV log, then the summary beside the state, for every run. When
+    the log cannot be written, the previous run's is moved aside
+    (``.previous``); when the summary cannot be, the previous one is
+    removed: no stale file stands as this run's."""
     path = outdir / LOG_NAME
     try:
         report.write_csv(path)
@@ -257,7 +262,6 @@ def write_log(report: Report, outdir: Path) -> None:
         with contextlib.suppress(OSError):
             os.replace(path, path.with_name(LOG_NAME + ".previous"))
             report.log_error += f" (the previous run's log is now {LOG_NAME}.previous)"
-        return
     summary = outdir / STATE_DIR / SUMMARY_NAME
     try:
         with (
@@ -267,6 +271,8 @@ def write_log(report: Report, outdir: Path) -> None:
             f.write(report.summary().lstrip("\n") + "\n")
     except (OSError, TaskError) as exc:
         log.warning("cannot write the summary %s: %s", summary, getattr(exc, "strerror", None) or exc)
+        with contextlib.suppress(OSError):
+            summary.unlink(missing_ok=True)  # no stale summary stands as this run's
 
 
 SUMMARY_NAME = "last-summary.txt"

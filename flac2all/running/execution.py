@@ -15,7 +15,7 @@ from pathlib import Path
 from flac2all.errors import DISK_FULL
 from flac2all.executors import Executor
 from flac2all.face.console import Display
-from flac2all.model import Action, Settings, Status, TaskResult
+from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
 from flac2all.planning import plan, playlists
 from flac2all.planning.flow import Flow, FolderPlan
 from flac2all.records import Record
@@ -65,6 +65,9 @@ class Run:
         self.here = socket.gethostname()
         self.plan: plan.Plan | None = None
         self.reserved = 0
+        # The tasks handed out and not done yet: those a halt leaves are
+        # logged as not started (Report.add_not_started).
+        self.pending: dict[tuple[Path, str, Path], Task] = {}
         self.processes = ProcessGroup()  # the jobs done here start none, but the runner asks
 
     def execute(self, flow: Flow, first: FolderPlan, executor: Executor) -> None:
@@ -94,6 +97,12 @@ class Run:
             for task in first.playlists:
                 if not self.halt.is_set():
                     self.record(playlists.write(task, settings.input_dir, flow.plan.outputs))
+                elif self.report.halted_by is not None:
+                    self.report.add_not_started(task)
+            if self.report.halted_by is not None:
+                for task in self.pending.values():
+                    self.report.add_not_started(task)
+                self.pending.clear()
         finally:
             self.ended(executor)
 
@@ -135,10 +144,24 @@ class Run:
                 self.display.skipped(piece)
         if begun and folder.tasks:  # (the later folders' are swept as they are planned: Flow.rest)
             outputs.remove_stale_temps(folder.written)  # before an encode writes there
+        for job in folder.jobs:
+            self.handed_out(job, self.report.halted_by is None)
         for job in folder.here:
-            if job.action in runner.NOTES or not self.halt.is_set():
+            runs = job.action in runner.NOTES or not self.halt.is_set()
+            self.handed_out(job, runs)
+            if runs:
                 for result in runner.execute_batch(job.tasks, self.settings, self.processes):
                     self.record(result)
+
+    def handed_out(self, job: Job, runs: bool) -> None:
+        """A job's tasks, pending until their results come; one that will
+        not run (the run halted) logged as not started at once (the rest of
+        a library, on a disk that filled early, is not kept in memory)."""
+        for task in job.tasks:
+            if runs:
+                self.pending[task.source, task.mode, task.output] = task
+            elif self.report.halted_by is not None:
+                self.report.add_not_started(task)
 
     def keep(self, refresh: list[Record], forget: list[Path]) -> None:
         """State rows known without any work: outputs adopted or touched,
@@ -158,6 +181,8 @@ class Run:
         if not result.host:  # done here (a local run, or the master's own bookkeeping)
             result = replace(result, host=self.here)
         report.add(result)
+        task = result.task
+        self.pending.pop((task.source, task.mode, task.output), None)
         if result.cause == DISK_FULL and report.halted_by is None:
             report.halted_by = result.message
             self.halt.set()  # finish or drop what runs, start nothing more

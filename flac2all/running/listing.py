@@ -9,8 +9,9 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
+from flac2all.errors import describe_oserror
 from flac2all.lines import printable, relative
 from flac2all.model import Action, Settings, Task, TaskResult
 from flac2all.planning.plan import action_counts, with_skips
@@ -36,6 +37,20 @@ class Listing:
     def describe_chunks(self, settings: Settings, lines: int = 10000) -> Iterator[str]:
         """The listing in pieces of ``lines`` lines, to print as they come."""
         return chunks(self.describe_lines(settings), lines)
+
+    def write(self, settings: Settings, out: TextIO) -> str | None:
+        """Print the listing to ``out``; why it could not be, else None.
+        The listing is what a dry run makes: a write that fails (a full
+        disk, /dev/full) loses it and is said; a reader that quit (``|
+        head``) has had what it wanted."""
+        try:
+            for chunk in self.describe_chunks(settings):
+                print(chunk, file=out, flush=True)
+        except BrokenPipeError:
+            return None
+        except OSError as exc:
+            return f"cannot write the plan to stdout: {describe_oserror(exc)}"
+        return None
 
     def describe_lines(self, settings: Settings) -> Iterator[str]:
         if self.flow.streaming:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -33,6 +32,7 @@ from flac2all.running.fanout import run_fanout
 from flac2all.running.outputs import commit, emptied, fill, remove_empty_folders, staged
 from flac2all.running.pipeline import run_pipeline
 from flac2all.running.procs import Interrupted, ProcessGroup
+from flac2all.tags.source import not_regular
 
 __all__ = ["Interrupted", "ProcessGroup", "execute", "execute_batch", "retag"]
 
@@ -302,22 +302,6 @@ def delete(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
         raise TaskError(f"cannot delete {task.output}: {describe_oserror(exc)}") from None
     remove_empty_folders(task.output.parent, settings.outdir)
     return "deleted orphan", None
-
-
-FILE_TYPES = {
-    stat.S_IFCHR: "character device",
-    stat.S_IFBLK: "block device",
-    stat.S_IFIFO: "FIFO",
-    stat.S_IFSOCK: "socket",
-    stat.S_IFDIR: "folder",
-}
-
-
-def not_regular(st: os.stat_result) -> TaskError | None:
-    if stat.S_ISREG(st.st_mode):
-        return None
-    kind = FILE_TYPES.get(stat.S_IFMT(st.st_mode), "special file")
-    return TaskError(f"not a regular file ({kind})")
 
 
 def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Done:

@@ -10,7 +10,6 @@ Vorbis comments already; WMA's ASF names are mapped by a small table.
 from __future__ import annotations
 
 import base64
-import os
 from pathlib import Path
 
 import mutagen
@@ -21,7 +20,7 @@ from mutagen.mp4 import MP4, MP4Cover
 from flac2all.errors import TaskError, describe_oserror
 from flac2all.model import AudioInfo, SourceFacts
 from flac2all.tags import id3_prefix
-from flac2all.tags.source import PROVENANCE_KEY, SourceMeta, pictures_hash, tags_hash
+from flac2all.tags.source import PROVENANCE_KEY, SourceMeta, pictures_hash, regular_stat, tags_hash
 
 ASF_NAMES = {
     "Title": "TITLE",
@@ -50,7 +49,7 @@ def read_bitrate(path: Path) -> int | None:
 def read_lossy(path: Path) -> tuple[SourceMeta, SourceFacts]:
     """A lossy file's metadata and the facts the state records of it."""
     try:
-        st = os.stat(path)
+        st = regular_stat(path)
         easy = mutagen.File(path, easy=True)
         full = mutagen.File(path)
     except OSError as exc:

@@ -16,6 +16,7 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import mutagen
 from mutagen.flac import FLAC, FLACNoHeaderError, Picture
@@ -81,7 +82,7 @@ def read_source_facts(path: Path) -> tuple[SourceMeta, SourceFacts]:
     """A source's metadata and the facts the state records of it; the stat
     comes first, so a source changed while we work looks changed next run."""
     try:
-        st = os.stat(path)
+        st = regular_stat(path)  # a FIFO or a link to /dev/zero named x.flac: said as such
     except OSError as exc:
         raise TaskError(f"cannot read source: {describe_oserror(exc)}") from None
     meta = read_source(path, st)
@@ -211,21 +212,58 @@ FRONT_COVER = 3
 MAX_ART = 16 * 1024 * 1024 - 1024
 
 
+FILE_TYPES = {
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFDIR: "folder",
+}
+
+
+def not_regular(st: os.stat_result) -> TaskError | None:
+    """Why a file is not read (None: it is a regular file)."""
+    if stat.S_ISREG(st.st_mode):
+        return None
+    kind = FILE_TYPES.get(stat.S_IFMT(st.st_mode), "special file")
+    return TaskError(f"not a regular file ({kind})")
+
+
+def open_regular(path: os.PathLike | str) -> BinaryIO:
+    """``path`` opened for reading, if it is a regular file: OSError when it
+    cannot be opened, TaskError when it is something else. O_NONBLOCK: a
+    FIFO cannot block the open; fstat: a device (a link to /dev/zero) is
+    never read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if (problem := not_regular(os.fstat(fd))) is not None:
+            raise problem
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return open(fd, "rb")
+
+
+def regular_stat(path: os.PathLike | str) -> os.stat_result:
+    """The stat of ``path`` if it is a regular file (errors as
+    ``open_regular``), taken before a reader (mutagen, flac) opens it by
+    name: no open more per source."""
+    st = os.stat(path)
+    if (problem := not_regular(st)) is not None:
+        raise problem
+    return st
+
+
 def read_regular(path: Path, limit: int = MAX_ART) -> bytes | None:
     """The content of a regular file of at most ``limit`` bytes, else None
     (a link to /dev/zero or a FIFO named cover.jpg is never read)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            return f.read(size) if size <= limit else None
+    except (OSError, TaskError):
         return None
-    with open(fd, "rb") as f:
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-                return None
-            return f.read(st.st_size)
-        except OSError:
-            return None
 
 
 def with_folder_art(meta: SourceMeta, folder: Path) -> SourceMeta:

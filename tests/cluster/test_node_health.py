@@ -236,9 +236,9 @@ def test_a_shared_output_out_of_inodes_halts_the_run_instead_of_quarantining_eve
             if proc is not None:
                 proc.kill()
         subprocess.run(["umount", "-l", str(disk)])
-    assert "no space left on device" in master.output
+    assert "no free inodes" in master.output and "no space left" not in master.output, master.output
     assert "quarantined" not in master.output, master.output
-    assert "STOPPED after: no space left on device" in master.output, master.output
+    assert "STOPPED after: no free inodes" in master.output, master.output
     assert code == 1, master.output
 
 

@@ -139,3 +139,31 @@ def test_quiet_prints_one_line_and_failures_on_stderr_and_nothing_when_nothing_c
     assert loud.returncode == 0 and log == f"    Log written to: {out / 'conversion_results.log'}"
     assert nothing.startswith("    nothing to do: 1 output up to date (checked in ")
     assert "Converting" not in loud.stdout and "Execution rate" not in loud.stdout
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGHUP, 0), (signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_the_command_starts_is_handled_not_fatal(library, tmp_path, signum, status):
+    """A signal sent as the command starts, while it imports its modules
+    (before it parses its options), is kept until the run's own handlers
+    take it: SIGHUP lets the run finish, SIGTERM/SIGINT stop it with their
+    status and a message, and nothing is killed without a word."""
+    out = tmp_path / "out"
+    argv = [sys.executable, "-X", "importtime", "-m", "flac2all", "mp3", "-o", str(out), str(library)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # -X importtime prints each import as it ends: the first of the
+        # package's modules means the command is loading what it runs.
+        for line in proc.stderr:
+            if "flac2all." in line:
+                proc.send_signal(signum)
+                break
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == status, stderr[-2000:]
+    assert "Traceback" not in stderr
+    if signum == signal.SIGHUP:
+        assert len(read_log(out)) == 3
+    else:
+        assert f"{signal.Signals(signum).name}: stopping" in stderr

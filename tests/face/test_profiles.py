@@ -210,3 +210,55 @@ def test_a_tilde_is_the_home_in_on_done_and_in_every_path(library, tmp_path):
     cli = run_flac2all("mp3", library, "--outdir=~/cli-out", "-q", "--on-done", "~/bin/hook")
     assert cli.returncode == 0, cli.stderr
     assert len(list((home / "cli-out" / "mp3").rglob("*.mp3"))) == 3 and not Path("~").exists()
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_a_config_that_is_not_a_regular_file_is_refused_unread(tmp_path, kind):
+    if kind == "fifo":
+        path = tmp_path / "config.toml"
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    run = run_flac2all("--profile", "x", "--config", path, timeout=30)
+    assert run.returncode == 2
+    kind_name = "FIFO" if kind == "fifo" else "character device"
+    assert f"flac2all: error: {path}: cannot read it: not a regular file ({kind_name})" in run.stderr
+
+
+def test_a_config_too_large_to_be_one_is_refused(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"# " + b"x" * (2 * 1024 * 1024) + b"\n")
+    run = run_flac2all("--profile", "x", "--config", path, timeout=30)
+    assert run.returncode == 2 and f"{path}: cannot read it: larger than 1024 KiB" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("second", "why"),
+    [
+        (
+            'modes = ["mp3", "opus"]\nlame-options = "-V:5"\ninput = "{library}"',
+            "in mode mp3 with different encoder options",
+        ),
+        ('modes = ["mp3"]\ninput = "{other}"', "from different inputs ({library} and {other})"),
+    ],
+    ids=["options", "inputs"],
+)
+def test_two_profiles_undoing_each_other_in_one_outdir_are_refused(library, tmp_path, second, why):
+    """Each run of such a pair would re-encode (or take for orphans) what
+    the other wrote, every time: refused before any work, naming both."""
+    other = tmp_path / "other"
+    other.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'[profile.stick]\nmodes = ["mp3"]\ninput = "{library}"\noutdir = "out"\n'
+        f'[profile.car]\n{second.format(library=library, other=other)}\noutdir = "out"\n'
+        f'[profile.phone]\nmodes = ["opus"]\ninput = "{library}"\noutdir = "out"\n'
+    )
+    run = run_flac2all("--config", cfg, "--all-profiles", "-q", timeout=60)
+    assert run.returncode == 2, run.stdout + run.stderr
+    message = why.format(library=library, other=other)
+    assert f"flac2all: error: profiles stick and car both write into {tmp_path / 'out'} {message}" in run.stderr
+    assert not (tmp_path / "out").exists()
+    # Profiles that agree on what belongs there share it.
+    fine = run_flac2all("--config", cfg, "--profile", "stick", "--profile", "phone", "--dry-run", timeout=60)
+    assert fine.returncode == 0, fine.stderr

@@ -78,7 +78,14 @@ def test_a_limit_that_leaves_no_room_for_a_name_is_refused(tmp_path):
         run = run_flac2all("mp3", "--names", "fat32", "--max-path", limit, "-o", tmp_path / "out", tmp_path / "in")
         assert run.returncode == 2 and f"must be at least 40 (room for a file's name), not {limit}" in run.stderr
     config = tmp_path / "config.toml"
-    profile = ["[profile.tiny]", 'modes = ["mp3"]', 'names = "fat32"', "max-path = 3", f'outdir = "{tmp_path / "out"}"', f'input = "{tmp_path / "in"}"']
+    profile = [
+        "[profile.tiny]",
+        'modes = ["mp3"]',
+        'names = "fat32"',
+        "max-path = 3",
+        f'outdir = "{tmp_path / "out"}"',
+        f'input = "{tmp_path / "in"}"',
+    ]
     config.write_text("\n".join(profile) + "\n")
     run = run_flac2all("--config", config, "--profile", "tiny", timeout=20)
     assert run.returncode == 2 and "max-path: must be at least 40" in run.stderr, run.stderr

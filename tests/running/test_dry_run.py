@@ -88,3 +88,33 @@ def test_the_dry_run_listing_in_pieces_is_the_listing(tmp_path: Path) -> None:
     assert whole.count("\n") + 1 == 3 + 24  # header, count, "encode:", one line per task
     for size in (1, 2, 5, 10000):
         assert "\n".join(listed.describe_chunks(settings, size)) == whole
+
+
+def test_a_dry_run_whose_listing_cannot_be_written_says_so(library, tmp_path):
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "flac2all", "mp3", "--dry-run", "-o", str(tmp_path / "out"), str(library)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr == "flac2all: error: cannot write the plan to stdout: No space left on device\n"
+
+
+def test_plan_json_on_a_full_disk_leaves_the_previous_file_whole(library, tmp_path, tmpfs):
+    disk = tmpfs(64)
+    plan_json = disk / "plan.json"
+    plan_json.write_text('{"old": true}\n')
+    with open(disk / "filler", "wb") as f, pytest.raises(OSError):
+        f.write(b"\0" * 128 * 1024)
+        f.flush()
+    argv = [sys.executable, "-m", "flac2all", "mp3", "--dry-run", "--plan-json", str(plan_json)]
+    proc = subprocess.run(
+        [*argv, "-o", str(tmp_path / "out"), str(library)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert f"flac2all: error: cannot write the plan to {plan_json}: No space left on device" in proc.stderr
+    assert plan_json.read_text() == '{"old": true}\n'
+    assert sorted(p.name for p in disk.iterdir()) == ["filler", "plan.json"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -125,15 +127,16 @@ def test_a_full_disk_is_one_cause_whatever_the_encoder_says(tmp_path, small_disk
     run = run_flac2all(mode, "-o", small_disk, root, timeout=90)
     assert run.returncode == 1, run.stdout + run.stderr
     rows = read_log(small_disk)
-    failed = [r for r in rows if r["conversion_status"] != "SUCCESS"]
-    assert failed and len(rows) - len(failed) <= 1, rows
+    failed = [r for r in rows if r["conversion_status"].startswith("ERROR")]
+    not_started = [r for r in rows if r["conversion_status"].startswith("NOT STARTED: no space left on device")]
+    assert failed and len(rows) - len(failed) - len(not_started) <= 1, rows
     # After the first, the run starts nothing more (test_a_full_disk_halts_the_run).
-    assert len(rows) == 3 or f"{3 - len(rows)} task(s) not started" in run.stdout
+    assert len(rows) == 3 and (not not_started or f"{len(not_started)} task(s) not started" in run.stdout)
     for row in failed:
         assert re.fullmatch(full_disk_status(small_disk), row["conversion_status"]), row
         assert not Path(row["outfile"]).exists()
     for row in rows:
-        if row not in failed:
+        if row not in failed and row not in not_started:
             assert decodes(Path(row["outfile"]))
     assert temp_files(small_disk) == []
 
@@ -173,10 +176,63 @@ def test_a_full_disk_halts_the_run_with_one_message(tmp_path, small_disk):
     run = run_flac2all("opus", "-t", "1", "-o", small_disk, root, timeout=90)
     assert run.returncode == 1, run.stdout + run.stderr
     rows = read_log(small_disk)  # written although the disk is full: its room was set aside
-    failed = [r for r in rows if r["conversion_status"] != "SUCCESS"]
-    assert len(failed) == 1 and len(rows) <= 2, rows
+    failed = [r for r in rows if r["conversion_status"].startswith("ERROR")]
+    done = [r for r in rows if r["conversion_status"] == "SUCCESS"]
+    assert len(failed) == 1 and len(done) <= 1, rows
     assert re.fullmatch(full_disk_status(small_disk), failed[0]["conversion_status"])
+    # Every task has its row: those never started say so, and why.
+    assert len(rows) == 6
+    not_started = [r for r in rows if r not in failed and r not in done]
+    assert {r["conversion_status"] for r in not_started} == {f"NOT STARTED: {failed[0]['conversion_status'][7:]}"}
     stopped = [line for line in run.stdout.splitlines() if "STOPPED after" in line]
     assert len(stopped) == 1 and "no space left on device" in stopped[0]
-    assert f"{6 - len(rows)} task(s) not started" in stopped[0]
+    assert f"{len(not_started)} task(s) not started" in stopped[0]
     assert temp_files(small_disk) == []
+
+
+def test_a_disk_full_at_the_log_leaves_no_stale_summary_and_a_row_per_task(tmp_path, tmpfs, fake_bin):
+    """An encoder that fills OUTDIR's disk to the last byte (a download, a
+    backup writing beside it): the log goes into the room set aside for it,
+    every task has its row, and the previous run's summary does not stand
+    as this one's."""
+    disk = tmpfs(1024)
+    root = tmp_path / "in"
+    for i in range(3):
+        make_flac(root / f"{i}.flac")
+    assert run_flac2all("mp3", "-q", "-o", disk, root, timeout=60).returncode == 0
+    summary = disk / ".flac2all" / "last-summary.txt"
+    assert "STOPPED" not in summary.read_text()
+    fills = fake_bin(
+        "lame", f'cat /dev/zero > {disk / "filler"} 2>/dev/null\necho "Error writing mp3 output" >&2\nexit 1\n'
+    )
+    run = run_flac2all("mp3", "-f", "-t", "1", "-o", disk, root, path_prefix=fills, timeout=60)
+    assert run.returncode == 1, run.stdout + run.stderr
+    rows = read_log(disk)
+    assert len(rows) == 3, rows
+    statuses = sorted(r["conversion_status"] for r in rows)
+    assert re.fullmatch(full_disk_status(disk), statuses[0])
+    assert statuses[1:] == [f"NOT STARTED: {statuses[0][7:]}"] * 2
+    assert not summary.exists() or "STOPPED after" in summary.read_text()
+
+
+def test_no_free_inodes_is_one_cause_named_as_such(tmp_path, tmpfs, fake_bin):
+    """A filesystem out of inodes with bytes to spare: lame's own "Can't
+    init outfile" and "no space left (N MB free)" each told half of it."""
+    disk = tmpfs(64 * 1024)
+    subprocess.run(["mount", "-o", "remount,nr_inodes=200", str(disk)], check=True)
+    root = tmp_path / "in"
+    for i in range(3):
+        make_flac(root / f"{i}.flac")
+    (disk / "fill").mkdir()
+    # Before the real lame runs, the disk's inodes are taken to the last one.
+    lame = shutil.which("lame")
+    body = f'i=0; while : > {disk}/fill/$i 2>/dev/null; do i=$((i+1)); done\nexec {lame} "$@"\n'
+    folder = fake_bin("lame", body)
+    run = run_flac2all("mp3", "-t", "1", "-o", disk, root, path_prefix=folder, timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    statuses = sorted(r["conversion_status"] for r in read_log(disk))
+    fs = re.escape(f"{disk}'s filesystem")
+    cause = rf"no free inodes \({fs}: no more files can be made there, although \d+ MB are free\)"
+    assert re.fullmatch(f"ERROR: {cause}", statuses[0]), statuses
+    assert all(re.fullmatch(f"NOT STARTED: {cause}", s) for s in statuses[1:]), statuses
+    assert "init outfile" not in run.stdout and "no space left" not in run.stdout
