@@ -15,6 +15,7 @@ def test_special_files_named_flac_fail_with_their_real_cause(tmp_path):
     os.mkfifo(src / "fifo.flac")  # no writer: opening it to read would block
     (src / "urandom.flac").symlink_to("/dev/urandom")
     (src / "empty.flac").write_bytes(b"")
+    (src / "noise.flac").write_bytes(bytes(range(256)) * 16)
     out = tmp_path / "out"
     run = run_flac2all("mp3,flac", "-o", out, src, timeout=60)
     assert run.returncode == 1, run.stdout + run.stderr
@@ -24,6 +25,7 @@ def test_special_files_named_flac_fail_with_their_real_cause(tmp_path):
     assert rows == {
         "good.flac": {"SUCCESS"},
         "fifo.flac": {"ERROR: not a regular file (FIFO)"},
-        "urandom.flac": {"ERROR: not a FLAC file (no fLaC header)"},
+        "urandom.flac": {"ERROR: not a regular file (character device)"},  # never read
+        "noise.flac": {"ERROR: not a FLAC file (no fLaC header)"},
         "empty.flac": {"ERROR: not a FLAC file (empty, 0 bytes)"},
     }
