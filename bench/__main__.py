@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mutagen.flac import FLAC
 
+import flac2all
 from bench import library, same
 from bench.master_scale import case_master
 from bench.scale import case_scale
@@ -214,6 +215,16 @@ def baseline(ref: str) -> tuple[str, Path]:
         archive = subprocess.run(["git", "archive", ref, "flac2all"], capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     return f"this flac2all at {ref}", folder
+
+
+def compiled(packages: list[Path]) -> None:
+    """Byte-compile the packages timed, as an installed package is (pip
+    compiles what it installs, the original's too): with
+    PYTHONDONTWRITEBYTECODE set, as in some shells, every run would
+    compile about 80 modules anew, a quarter of a second of wall before
+    its first encode."""
+    for package in packages:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True, stdout=subprocess.DEVNULL)
 
 
 def with_pythonpath(argv: list[str], folder: Path | None) -> list[str]:
@@ -818,6 +829,7 @@ def main() -> None:
     for ref in args.baseline:
         name, folder = baseline(ref)
         BASELINES[name] = folder
+    compiled([Path(flac2all.__file__).parent, *(folder / "flac2all" for folder in BASELINES.values())])
     for name in args.cases:
         print(f"## {name}\n", flush=True)
         print("\n".join(CASES[name](args)) + "\n", flush=True)
