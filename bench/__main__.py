@@ -8,6 +8,7 @@ noisy): runs alternate, and medians with min-max are reported.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from mutagen.flac import FLAC
 
+import flac2all
 from bench import library, same
 from bench.master_scale import case_master
 from bench.scale import case_scale
@@ -216,6 +218,16 @@ def baseline(ref: str) -> tuple[str, Path]:
     return f"this flac2all at {ref}", folder
 
 
+def compiled(packages: list[Path]) -> None:
+    """Byte-compile the packages timed, as an installed package is (pip
+    compiles what it installs, the original's too): with
+    PYTHONDONTWRITEBYTECODE set, as in some shells, every run would
+    compile about 80 modules anew, a quarter of a second of wall before
+    its first encode."""
+    for package in packages:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True, stdout=subprocess.DEVNULL)
+
+
 def with_pythonpath(argv: list[str], folder: Path | None) -> list[str]:
     """``argv`` run from ``folder``'s package: in that folder too, since
     ``python -m`` puts the current folder first on sys.path, before
@@ -389,6 +401,68 @@ def case_short(args) -> list[str]:
         "|---|---|",
     ]
     rows += [f"| {tool} | {fmt(values)} |" for tool, values in noop.items()]
+    return rows
+
+
+# Runs flac2all (argv[2:]) and writes to argv[1] the CPU seconds of its own
+# process alone, user and system, all threads, at its exit: not the encoders'
+# (an exited process's rusage as its parent sees it includes its children's).
+OWN_CPU = """
+import atexit, json, resource, sys
+out = sys.argv.pop(1)
+def report():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    with open(out, "w") as f:
+        json.dump([usage.ru_utime, usage.ru_stime], f)
+atexit.register(report)
+sys.argv[0] = "flac2all"
+from flac2all.face.cli import main
+sys.exit(main())
+"""
+
+
+def case_own(args) -> list[str]:
+    """Our process's own CPU per task on short files (the encoders'
+    excluded), this flac2all against each --baseline, the tools run at
+    the same time in each round so that load from elsewhere weighs on
+    them alike: the figure to judge a change by on a shared machine."""
+    src = library.many_short(args.own_count, 1.0)
+    modes, tasks = "opus,vorbis", 2 * args.own_count
+    tools = {OURS: None, **BASELINES}
+    own: dict[str, list[tuple[float, float]]] = {name: [] for name in tools}
+    walls: dict[str, list[float]] = {name: [] for name in tools}
+    work = src.parent / "own-work"
+    for _ in range(args.repeat):
+        started = {}
+        for i, (name, folder) in enumerate(tools.items()):
+            out, report = fresh(work / f"out{i}"), work / f"cpu{i}.json"
+            argv = [sys.executable, "-c", OWN_CPU, str(report), modes, *ORIGINAL_DEFAULTS, "-o", str(out), str(src)]
+            proc = subprocess.Popen(with_pythonpath(argv, folder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            started[name] = (proc, report, time.perf_counter())
+        for name, (proc, report, t0) in started.items():
+            if proc.wait() == 0:
+                walls[name].append(time.perf_counter() - t0)
+                user, system = json.loads(report.read_text())
+                own[name].append((user, system))
+    rows = [
+        f"{args.own_count} files of 1 s, modes {modes} ({tasks} tasks), the tools at once in each of "
+        f"{args.repeat} rounds; CPU of the flac2all process itself (all its threads, start-up included; "
+        "not the encoders'):",
+        "",
+        "| tool | own CPU ms per task, median (min-max) | of which system | wall s (all tools at once) |",
+        "|---|---|---|---|",
+    ]
+    for name, values in own.items():
+        if values:
+            per_task = [1000 * (u + s) / tasks for u, s in values]
+            system = statistics.median(1000 * s / tasks for _, s in values)
+            rows.append(f"| {name} | {stats(per_task)} | {system:.3f} | {stats(walls[name])} |")
+    for base in BASELINES:
+        pairs = [(sum(a), sum(b)) for a, b in zip(own[OURS], own[base], strict=False)]
+        if pairs:
+            per_round = ", ".join(f"{a / b:.3f}" for a, b in pairs)
+            ratio = statistics.median(a for a, _ in pairs) / statistics.median(b for _, b in pairs)
+            rows.append(f"\n- own CPU, {OURS} / {base}: {ratio:.3f} (per round: {per_round})")
     return rows
 
 
@@ -775,6 +849,7 @@ CASES: dict[str, Callable] = {
     "retag": case_retag,
     "full": case_full,
     "short": case_short,
+    "own": case_own,
     "cluster": case_cluster,
     "dask": case_dask,
     "master": case_master,
@@ -805,6 +880,7 @@ def main() -> None:
     p.add_argument("--retag-minutes", type=float, default=0, help=argparse.SUPPRESS)
     p.add_argument("--minutes", type=float, default=30.0, help="audio in the full-conversion case (default 30)")
     p.add_argument("--short-count", type=int, default=2000, help="files in the short-files case (default 2000)")
+    p.add_argument("--own-count", type=int, default=400, help="files in the own-CPU case (default 400)")
     p.add_argument("--timeout", type=float, default=900, help="time-out of one run in the short case (default 900 s)")
     p.add_argument("--dispatch-tasks", type=int, default=4000, help="trivial tasks in the cluster case (default 4000)")
     p.add_argument(
@@ -818,6 +894,7 @@ def main() -> None:
     for ref in args.baseline:
         name, folder = baseline(ref)
         BASELINES[name] = folder
+    compiled([Path(flac2all.__file__).parent, *(folder / "flac2all" for folder in BASELINES.values())])
     for name in args.cases:
         print(f"## {name}\n", flush=True)
         print("\n".join(CASES[name](args)) + "\n", flush=True)

@@ -1,0 +1,76 @@
+"""The decoder's output reaches every encoder whole and in order, whether
+the kernel passes it from pipe to pipe (no tap) or this process copies it
+(a tap that measures it): with encoders that read slowly (their pipes
+fill, and one takes part of a round while another takes all of it), and
+with one that stops reading early (the others still get everything)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from flac2all.running import fanout
+from flac2all.running.fanout import CHUNK, run_fanout
+from flac2all.running.procs import ProcessGroup
+
+# Several rounds' worth, not a multiple of a page or of CHUNK.
+DATA = os.urandom(5 * CHUNK + 12345)
+
+
+def saved(path: Path, pause: float = 0.0) -> list[str]:
+    """A branch that writes what it reads to ``path``, after ``pause``
+    seconds (its pipe fills meanwhile), in small reads (dd's 4 KiB)."""
+    return ["sh", "-c", f'sleep {pause}; exec dd bs=4096 status=none of="$1"', "sh", str(path)]
+
+
+class Tap:
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+
+    def __call__(self, chunk: bytes) -> None:
+        self.hash.update(chunk)
+
+
+@pytest.mark.parametrize("tapped", [False, True], ids=["spliced", "copied"])
+def test_every_branch_gets_the_whole_stream_even_slow_ones(tmp_path, tapped):
+    source = tmp_path / "pcm"
+    source.write_bytes(DATA)
+    outs = [tmp_path / f"out{i}" for i in range(3)]
+    branches = [[saved(outs[0])], [saved(outs[1], 0.3)], [saved(outs[2], 0.1)]]
+    tap = Tap() if tapped else None
+    with source.open("rb") as stdin:
+        failures, ended = run_fanout(["cat"], branches, 30, ProcessGroup(), stdin, tap)
+    assert failures == [None, None, None]
+    assert len(ended) == 3
+    for out in outs:
+        assert out.read_bytes() == DATA
+    if tap is not None:
+        assert tap.hash.digest() == hashlib.sha256(DATA).digest()
+
+
+def test_a_branch_that_stops_reading_early_leaves_the_others_whole(tmp_path):
+    source = tmp_path / "pcm"
+    source.write_bytes(DATA)
+    outs = [tmp_path / "first", tmp_path / "last"]
+    early = ["sh", "-c", "exec head -c 1000 > /dev/null"]
+    first, last = [[early], [saved(outs[0], 0.1)], [saved(outs[1])]], [[saved(outs[0])], [saved(outs[1], 0.1)], [early]]
+    for order in (first, last):
+        with source.open("rb") as stdin:
+            failures, _ = run_fanout(["cat"], order, 30, ProcessGroup(), stdin)
+        assert failures == [None, None, None]
+        assert [out.read_bytes() == DATA for out in outs] == [True, True]
+
+
+def test_without_tee_the_stream_is_copied(tmp_path, monkeypatch):
+    """Where libc has no tee(2) the copy does the work."""
+    monkeypatch.setattr(fanout, "tee", lambda: None)
+    source = tmp_path / "pcm"
+    source.write_bytes(DATA)
+    outs = [tmp_path / "a", tmp_path / "b"]
+    with source.open("rb") as stdin:
+        failures, _ = run_fanout(["cat"], [[saved(outs[0])], [saved(outs[1], 0.1)]], 30, ProcessGroup(), stdin)
+    assert failures == [None, None]
+    assert [out.read_bytes() == DATA for out in outs] == [True, True]
