@@ -5,14 +5,20 @@ the plain display, the workers' consoles and the dry run print them."""
 from __future__ import annotations
 
 import os
+import re
 
 from flac2all.model import Action, Status, TaskResult
 from flac2all.skips import UP_TO_DATE
 
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
 
 def printable(path: os.PathLike | str) -> str:
-    """A path as text that any terminal can show (undecodable bytes escaped)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """A path as text that any terminal can show: undecodable bytes and
+    control characters (a newline, an ESC: a file name may hold them)
+    escaped."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return text if text.isprintable() else CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 # Each action's one verb: its lines start with it and the summary counts
