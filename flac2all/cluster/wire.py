@@ -25,7 +25,6 @@ MAX_OPTION_WORDS = 64
 # builds each command itself and only passes these through.
 FORBIDDEN_OPTIONS = {"-i", "-y", "-f", "-o", "--output", "--output-name", "-", "--"}
 OPTION_WORD = re.compile(r"[A-Za-z0-9_:.,=+\- %]{1,200}")
-HEX = re.compile(r"[0-9a-f]{0,64}")
 
 
 class ProtocolError(Exception):
