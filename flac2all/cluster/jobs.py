@@ -15,16 +15,12 @@ from typing import Any
 
 from flac2all import codecs
 from flac2all.cluster.wire import (
-    HEX,
-    MAX_ID,
-    MAX_SIZE,
     ProtocolError,
     bounded_int,
     check_path,
     encode,
     fields,
     inside,
-    is_a,
     option_words,
     path_to_wire,
     seconds,
@@ -82,37 +78,23 @@ def job_to_wire(job: list[WireTask]) -> bytes:
 
 
 def job_ids(msg: dict) -> list[tuple[int, int]]:
-    """The (id, attempt) pairs a job message names, as far as they can be
-    read (to refuse them)."""
-    tasks = msg.get("tasks")
-    if msg.get("type") not in ("job", "copies") or not isinstance(tasks, list):
+    """The (id, attempt) pairs a decoded job or copies message names (to
+    refuse them)."""
+    if msg.get("type") not in ("job", "copies"):
         return []
-    return [
-        (t["id"], t["attempt"])
-        for t in tasks[:MAX_JOB]
-        if isinstance(t, dict)
-        and is_a(t.get("id"), int)
-        and is_a(t.get("attempt"), int)
-        and 0 <= t["id"] <= MAX_ID
-        and 0 <= t["attempt"] <= MAX_ID
-    ]
+    return [(t["id"], t["attempt"]) for t in msg["tasks"]]
 
 
 def job_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTask]:
-    """Validate a job message against this node's own codec table and, on
-    a worker, the session's folders: a source inside the input folder,
-    outputs inside the output folder, nothing else. A job of several tasks
-    must be encodes of modes that share a decoder, to distinct outputs.
-    A ``copies`` message is read by ``copies_from_wire``."""
-    if msg.get("type") == "copies":
+    """Validate a decoded job message (a worker's action, 1 to MAX_JOB
+    tasks: ``decode`` checked them) against this node's own codec table
+    and, on a worker, the session's folders: a source inside the input
+    folder, outputs inside the output folder, nothing else. A job of
+    several tasks must be encodes of modes that share a decoder, to
+    distinct outputs. A ``copies`` message is read by ``copies_from_wire``."""
+    if msg["type"] == "copies":
         return copies_from_wire(msg, settings)
-    fields(msg, {"source": str, "action": str, "size": int, "tasks": list})
-    try:
-        action = Action(msg["action"])
-    except ValueError:
-        raise ProtocolError("unknown action") from None
-    if action not in WORKER_ACTIONS:
-        raise ProtocolError(f"action {action.value} is not run by workers")
+    action = Action(msg["action"])
     source = check_path(msg["source"], "source")
     source_text = os.fspath(source)
     outdir = None
@@ -120,9 +102,6 @@ def job_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTask]
         if not inside(source_text, os.fspath(settings.input_dir)):
             raise ProtocolError("a source outside the run's input folder")
         outdir = os.fspath(settings.outdir)
-    bounded_int(msg["size"], "size", 0, MAX_SIZE)
-    if not 1 <= len(msg["tasks"]) <= MAX_JOB:
-        raise ProtocolError("bad task count")
     if len(msg["tasks"]) > 1 and action is not Action.ENCODE:
         raise ProtocolError("only encodes share a job")
     job = [task_from_wire(body, source, source_text, action, msg["size"], outdir) for body in msg["tasks"]]
@@ -163,41 +142,25 @@ def copies_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTa
     """Validate a ``copies`` message as a job of its tasks: each a copy of
     a source inside the input folder to an output of the same name inside
     the output folder, distinct outputs and task ids."""
-    fields(msg, {"tasks": list})
-    bodies = msg["tasks"]
-    if not 1 <= len(bodies) <= MAX_JOB:
-        raise ProtocolError("bad task count")
     input_dir = outdir = None
     if settings is not None:
         input_dir, outdir = os.fspath(settings.input_dir), os.fspath(settings.outdir)
     job = []
-    for body in bodies:
-        if not isinstance(body, dict):
-            raise ProtocolError("a task is not an object")
-        fields(body, COPY_FIELDS)
+    for body in msg["tasks"]:
         source = check_path(body["source"], "source")
         text = os.fspath(source)
         if input_dir is not None and not inside(text, input_dir):
             raise ProtocolError("a source outside the run's input folder")
-        size = bounded_int(body["size"], "size", 0, MAX_SIZE)
-        job.append(task_from_wire(body, source, text, Action.COPY, size, outdir, checked=True))
+        job.append(task_from_wire(body, source, text, Action.COPY, body["size"], outdir))
     distinct(job)
     return job
 
 
-TASK_FIELDS = {"id": int, "attempt": int, "mode": str, "output": str, "settings_hash": str}
-COPY_FIELDS = {**TASK_FIELDS, "source": str, "size": int}
-
-
 def task_from_wire(
-    body: Any, source: Path, source_text: str, action: Action, size: int, outdir: str | None, checked: bool = False
+    body: dict, source: Path, source_text: str, action: Action, size: int, outdir: str | None
 ) -> WireTask:
-    """One task of a job (``outdir``: the run's output folder, on a worker;
-    ``checked``: its fields were, by the caller)."""
-    if not checked:
-        if not isinstance(body, dict):
-            raise ProtocolError("a task is not an object")
-        fields(body, TASK_FIELDS)
+    """One decoded task of a job (``outdir``: the run's output folder, on a
+    worker)."""
     try:
         codec = codecs.resolve(body["mode"])
     except Flac2allError:
@@ -213,10 +176,6 @@ def task_from_wire(
             raise ProtocolError("a copy keeps its name")
     elif output.suffix != codec.extension or source.suffix.lower() != ".flac":
         raise ProtocolError(f"output extension does not match codec {codec.name}")
-    bounded_int(body["id"], "id", 0, MAX_ID)
-    bounded_int(body["attempt"], "attempt", 0, MAX_ID)
-    if not HEX.fullmatch(body["settings_hash"]):
-        raise ProtocolError("bad settings hash")
     task = Task(source, codec.name, output, action, size, settings_hash=body["settings_hash"])
     return body["id"], body["attempt"], task
 

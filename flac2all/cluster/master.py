@@ -125,6 +125,7 @@ class Master(Posted):
         else:
             self.say("WARNING: --insecure: the cluster is unauthenticated and unencrypted; any host that reaches")
             self.say("         this port can take jobs and send results (keys are the default: drop --insecure)")
+            self.say("         and a worker is known by the host name its hello gives, which any peer can claim")
         self.watch = auth.HandshakeWatch(sock, self.refusals, self.keys is not None)
         try:
             if self.port == 0:

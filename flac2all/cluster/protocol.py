@@ -13,22 +13,21 @@ out of its range, a string or list longer than its cap, an oversize frame,
 a task naming a codec this node does not have, a relative or hostile path,
 or an output whose extension does not match its codec raises ProtocolError,
 and the message is dropped (and counted) without anything being started.
-Never pickle: a peer's bytes are data, not code. The envelope and the field
-checks are in ``wire``, the job and settings messages in ``jobs``.
+Never pickle: a peer's bytes are data, not code. The envelope, paths and a
+peer's free text are in ``wire``, the job and settings messages in ``jobs``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import msgspec
 
 from flac2all.cluster import jobs
 from flac2all.cluster.wire import (  # the envelope is part of the protocol's face: "X as X" re-exports
     ANOTHER_VERSION,
-    HEX,
     MAX_ID,
     MAX_SIZE,
     ProtocolError,
@@ -36,7 +35,6 @@ from flac2all.cluster.wire import (  # the envelope is part of the protocol's fa
     check_path,
     encode,
     fields,
-    is_a,
     option_words,
     other_version,
     path_to_wire,
@@ -54,8 +52,31 @@ from flac2all.errors import DISK_FULL, UsageError
 from flac2all.model import Settings, SourceFacts, Status, Task, TaskResult
 
 # --- the shape of every message: what ``decode`` accepts ------------------------
-# Types only (every string and list is bounded by the frame's size); the
-# ranges and what a value means are checked by each ``*_from_wire``.
+# Types and ranges (msgspec constraints: a refusal names the field, as
+# "Expected `int` <= 256 - at `$.slots`"); what a value means (a path inside
+# the run, a codec this node has) is checked by each ``*_from_wire``. Every
+# string and list is bounded by the frame's size at least.
+
+# Slots one hello may declare (a worker process has 1); the master caps
+# them lower if told to (--max-slots).
+MAX_SLOTS = 256
+MAX_HOST = 255
+MAX_RESULT_MESSAGE = 2000
+MAX_ELAPSED = 1e7  # seconds, some four months
+# Why a task failed, when the cause is the run's or the node's rather than
+# the file's: a full output disk stops the run; the others are a worker's
+# environment (the master requeues the task elsewhere and counts them
+# against the worker).
+SOURCE_MISSING = "source-missing"  # the worker cannot see or read the source
+OUTPUT_UNWRITABLE = "output-unwritable"  # the worker cannot write the output folder
+ENCODER_MISSING = "encoder-missing"  # the worker lacks a program of the mode
+ENVIRONMENT = (SOURCE_MISSING, OUTPUT_UNWRITABLE, ENCODER_MISSING)
+CAUSES = ("", DISK_FULL, *ENVIRONMENT)
+
+Id = Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]  # a task id or attempt
+Size = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE)]
+Hex = Annotated[str, msgspec.Meta(pattern=r"\A[0-9a-f]{0,64}\Z")]
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # as SQLite stores it
 
 
 class Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True):
@@ -79,10 +100,10 @@ class ResetMessage(Message, tag="reset"):
 
 
 class HelloMessage(Message, tag="hello"):
-    session: str
-    host: str
-    pid: int
-    slots: int
+    session: Annotated[str, msgspec.Meta(pattern=r"\A[0-9a-f]{32}\Z")]
+    host: Annotated[str, msgspec.Meta(max_length=MAX_HOST)]
+    pid: Annotated[int, msgspec.Meta(gt=0, lt=2**32)]
+    slots: Annotated[int, msgspec.Meta(ge=1, le=MAX_SLOTS)]
 
 
 class ChecksBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -108,42 +129,46 @@ class HealthMessage(Message, tag="health"):
 
 
 class ReadyMessage(Message, tag="ready"):
-    credit: int
+    credit: Annotated[int, msgspec.Meta(ge=0, le=MAX_SLOTS)]
 
 
 class ResultMessage(Message, tag="result"):
-    id: int
-    attempt: int
-    status: str
-    message: str
-    returncode: int
-    elapsed: float
-    facts: list[int | str] | None = None
-    cause: str = ""
+    id: Id
+    attempt: Id
+    status: Status
+    message: Annotated[str, msgspec.Meta(max_length=MAX_RESULT_MESSAGE)]
+    returncode: Annotated[int, msgspec.Meta(ge=-(2**31), lt=2**32)]
+    elapsed: Annotated[float, msgspec.Meta(ge=-1.0, le=MAX_ELAPSED)]  # -1: not timed (a skip)
+    # size, mtime_ns, audio_md5, tags_hash, pictures_hash
+    facts: tuple[Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)], Int64, Hex, Hex, Hex] | None = None
+    cause: Literal[CAUSES] = ""
 
 
 class JobTask(msgspec.Struct, forbid_unknown_fields=True):
-    id: int
-    attempt: int
+    id: Id
+    attempt: Id
     mode: str
     output: str
-    settings_hash: str
+    settings_hash: Hex
 
 
 class CopyTask(JobTask, forbid_unknown_fields=True):
     source: str
-    size: int
+    size: Size
+
+
+Tasks = Annotated[list[JobTask], msgspec.Meta(min_length=1, max_length=jobs.MAX_JOB)]
 
 
 class JobMessage(Message, tag="job"):
     source: str
-    action: str
-    size: int
-    tasks: list[JobTask]
+    action: Literal[tuple(a.value for a in jobs.WORKER_ACTIONS)]
+    size: Size
+    tasks: Tasks
 
 
 class CopiesMessage(Message, tag="copies"):
-    tasks: list[CopyTask]
+    tasks: Annotated[list[CopyTask], msgspec.Meta(min_length=1, max_length=jobs.MAX_JOB)]
 
 
 PARSER = msgspec.json.Decoder(
@@ -162,8 +187,9 @@ PARSER = msgspec.json.Decoder(
 
 
 def decode(frame: bytes) -> dict:
-    """A frame -> its message as a dict (its shape checked, its values not
-    yet: that is each ``*_from_wire``'s)."""
+    """A frame -> its message as a dict (its shape and ranges checked, what
+    its values mean not yet: that is each ``*_from_wire``'s, which reads
+    only what ``decode`` returned)."""
     if len(frame) > MAX_MESSAGE:
         raise ProtocolError("oversize frame")
     try:
@@ -201,8 +227,8 @@ def reset_to_wire() -> bytes:
 
 
 def bare_from_wire(msg: dict) -> None:
-    """Check a heartbeat, bye, shutdown or reset: nothing but the envelope."""
-    fields(msg, {})
+    """A heartbeat, bye, shutdown or reset: nothing but the envelope, which
+    ``decode`` checked."""
 
 
 def is_bye(frame: bytes) -> bool:
@@ -221,10 +247,6 @@ HEARTBEAT = 1.0  # seconds between heartbeats, both ways
 DEAD_AFTER = 4.0  # a peer silent this long is dead: detection in 4-5 s
 HEARTBEAT_RANGE = (0.05, 60.0)
 MAX_DEAD_AFTER = 600.0
-# Slots one hello may declare (a worker process has 1); the master caps
-# them lower if told to (--max-slots).
-MAX_SLOTS = 256
-MAX_HOST = 255
 
 
 @dataclass(frozen=True)
@@ -278,12 +300,7 @@ def hello_to_wire(session: str, host: str, pid: int, slots: int) -> bytes:
 
 
 def hello_from_wire(msg: dict) -> Hello:
-    fields(msg, {"session": str, "host": str, "pid": int, "slots": int})
-    if not re.fullmatch(r"[0-9a-f]{32}", msg["session"]) or not 1 <= msg["slots"] <= MAX_SLOTS:
-        raise ProtocolError("bad hello")
-    if not 0 < msg["pid"] < 2**32:
-        raise ProtocolError("bad pid")
-    if len(msg["host"]) > MAX_HOST or not msg["host"].isprintable():
+    if not msg["host"].isprintable():
         raise ProtocolError("bad host name (control characters, or not printable)")
     return Hello(msg["session"], msg["host"], msg["pid"], msg["slots"])
 
@@ -361,26 +378,10 @@ def ready_to_wire(credit: int) -> bytes:
 
 
 def ready_from_wire(msg: dict) -> int:
-    fields(msg, {"credit": int})
-    if not 0 <= msg["credit"] <= MAX_SLOTS:
-        raise ProtocolError("bad credit")
     return msg["credit"]
 
 
 # --- results -----------------------------------------------------------------
-
-
-MAX_RESULT_MESSAGE = 2000
-MAX_ELAPSED = 1e7  # seconds, some four months
-# Why a task failed, when the cause is the run's or the node's rather than
-# the file's: a full output disk stops the run; the others are a worker's
-# environment (the master requeues the task elsewhere and counts them
-# against the worker).
-SOURCE_MISSING = "source-missing"  # the worker cannot see or read the source
-OUTPUT_UNWRITABLE = "output-unwritable"  # the worker cannot write the output folder
-ENCODER_MISSING = "encoder-missing"  # the worker lacks a program of the mode
-ENVIRONMENT = (SOURCE_MISSING, OUTPUT_UNWRITABLE, ENCODER_MISSING)
-CAUSES = ("", DISK_FULL, *ENVIRONMENT)
 
 
 def result_to_wire(task_id: int, attempt: int, result: TaskResult) -> bytes:
@@ -443,38 +444,17 @@ class WireResult:
 
 
 def result_from_wire(msg: dict) -> WireResult:
-    fields(
-        msg,
-        {"id": int, "attempt": int, "status": str, "message": str, "returncode": int, "elapsed": (int, float)},
-        {"facts": (list, type(None)), "cause": str},
+    facts = None if msg["facts"] is None else SourceFacts(*msg["facts"])
+    return WireResult(
+        msg["id"],
+        msg["attempt"],
+        Status(msg["status"]),
+        printable(msg["message"]),
+        msg["returncode"],
+        msg["elapsed"],
+        facts,
+        msg["cause"],
     )
-    task_id = bounded_int(msg["id"], "id", 0, MAX_ID)
-    attempt = bounded_int(msg["attempt"], "attempt", 0, MAX_ID)
-    message = printable(text(msg["message"], "message", MAX_RESULT_MESSAGE))
-    cause = msg.get("cause", "")
-    if cause not in CAUSES:
-        raise ProtocolError("unknown cause")
-    try:
-        status = Status(msg["status"])
-    except ValueError:
-        raise ProtocolError("unknown status") from None
-    facts = None
-    raw = msg.get("facts")
-    if raw is not None:
-        # Integers as SQLite stores them (the state records the facts).
-        if (
-            not isinstance(raw, list)
-            or len(raw) != 5
-            or not all(is_a(x, int) and -(2**63) <= x < 2**63 for x in raw[:2])
-            or raw[0] < 0
-            or not all(isinstance(x, str) and HEX.fullmatch(x) for x in raw[2:])
-        ):
-            raise ProtocolError("bad facts")
-        facts = SourceFacts(*raw)
-    if not -(2**31) <= msg["returncode"] < 2**32:
-        raise ProtocolError("bad returncode")
-    elapsed = seconds(msg["elapsed"], "elapsed", -1.0, MAX_ELAPSED)  # -1: not timed (a skip)
-    return WireResult(task_id, attempt, status, message, msg["returncode"], elapsed, facts, cause)
 
 
 def check_usage_options(options: dict[str, tuple[str, ...]]) -> None:

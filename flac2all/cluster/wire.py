@@ -25,7 +25,6 @@ MAX_OPTION_WORDS = 64
 # builds each command itself and only passes these through.
 FORBIDDEN_OPTIONS = {"-i", "-y", "-f", "-o", "--output", "--output-name", "-", "--"}
 OPTION_WORD = re.compile(r"[A-Za-z0-9_:.,=+\- %]{1,200}")
-HEX = re.compile(r"[0-9a-f]{0,64}")
 
 
 class ProtocolError(Exception):
@@ -48,27 +47,35 @@ def option_words(family: str, words: Any) -> tuple[str, ...]:
 
 
 # A path's bytes that are not UTF-8 (os.fsdecode makes them lone surrogates,
-# which JSON text cannot carry to a strict parser) travel as %XX, and a "%"
-# as %25; nothing else is escaped, so most paths read as they are.
-ESCAPED = re.compile("[%\udc80-\udcff]")
+# which JSON text cannot carry to a strict parser) and its control
+# characters but a tab (a newline or an ESC in a file name is valid; a wire
+# string never holds one) travel as %XX, and a "%" as %25; nothing else is
+# escaped, so most paths read as they are. NUL is no path's.
+ESCAPED = re.compile("[%\x01-\x08\x0a-\x1f\x7f\udc80-\udcff]")
 ESCAPE = re.compile(r"%(..)?")
 
 
+def escape(char: str) -> str:
+    code = ord(char)
+    return f"%{code - 0xDC00 if code > 0xFF else code:02X}"
+
+
 def path_to_wire(path: os.PathLike | str) -> str:
-    """A path as a wire string: valid Unicode, undecodable bytes escaped."""
+    """A path as a wire string: valid Unicode without control characters
+    but a tab, undecodable bytes and control characters escaped."""
     text = os.fsdecode(path)
-    if not ESCAPED.search(text):
-        return text
-    return ESCAPED.sub(lambda m: "%25" if m.group() == "%" else f"%{ord(m.group()) - 0xDC00:02X}", text)
+    return ESCAPED.sub(lambda m: escape(m.group()), text) if ESCAPED.search(text) else text
 
 
 def unescape(m: re.Match) -> str:
+    """One %XX back to its character; only what ``path_to_wire`` writes."""
     code = m.group(1)
-    if code == "25":
-        return "%"
-    if code is None or not re.fullmatch("[89A-F][0-9A-F]", code):
+    if code is None or not re.fullmatch("[0-9A-F]{2}", code):
         raise ProtocolError("a path with a stray %")
-    return chr(0xDC00 + int(code, 16))
+    char = chr(int(code, 16) + (0xDC00 if code >= "80" else 0))
+    if not ESCAPED.fullmatch(char):
+        raise ProtocolError("a path with a stray %")
+    return char
 
 
 def path_from_wire(text: str) -> str:
@@ -76,22 +83,22 @@ def path_from_wire(text: str) -> str:
     return ESCAPE.sub(unescape, text) if "%" in text else text
 
 
-# What a path may not hold: control characters (NUL, CR, LF, ESC...) other
-# than a tab; a name printed to a terminal must not drive it.
-CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# What a wire string of a path may not hold: control characters (NUL, CR,
+# LF, ESC...) other than a tab; they travel escaped.
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def check_path(value: Any, what: str) -> Path:
     """An absolute, normalized path (and so without a ``..`` part:
-    normalizing removes them) without control characters but a tab, as
-    ``path_to_wire`` sent it.
+    normalizing removes them), as ``path_to_wire`` sent it: no control
+    character but a tab unescaped.
     Checked as a string: this runs for every path of every job, and
     pathlib's parsing was most of it."""
     if type(value) is not str or not value or len(value) > 4096:
         raise ProtocolError(f"{what}: not a path")
-    value = path_from_wire(value)
     if not value.isprintable() and CONTROL.search(value):
-        raise ProtocolError(f"{what}: control characters in path")
+        raise ProtocolError(f"{what}: control characters in path (not escaped)")
+    value = path_from_wire(value)
     # normpath keeps a leading "//" (POSIX leaves its meaning open): refused.
     if value[0] != "/" or value[:2] == "//" or os.path.normpath(value) != value:
         raise ProtocolError(f"{what}: not an absolute, normalized path")

@@ -396,6 +396,14 @@ def test_blame_and_quarantine_follow_the_key_not_the_name_in_a_hello(lib, tmp_pa
     assert len({r["host"] for r in rows}) == 1  # the honest worker's, told apart from the name mallory took
 
 
+def test_an_insecure_master_warns_that_a_worker_is_known_by_its_hellos_host_name(lib, tmp_path):
+    """Without keys nothing proves who a peer is: the master says so at start."""
+    master, _ = start_master("opus", tmp_path / "out", lib)
+    master.kill()
+    assert "WARNING: --insecure: the cluster is unauthenticated and unencrypted" in master.output
+    assert "a worker is known by the host name its hello gives, which any peer can claim" in master.output
+
+
 def tagged_junk(output: Path, settings_hash: str, tmp_path: Path) -> None:
     """What a forger writes: a 0.1 s mp3 that carries the job's own
     provenance line, under the output's final name."""

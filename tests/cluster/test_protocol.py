@@ -59,6 +59,11 @@ def job(change: dict | None = None, **base: str) -> dict:
     return msg
 
 
+def read(msg: dict) -> dict:
+    """A message as a peer reads it: sent as JSON, then decoded."""
+    return protocol.decode(json.dumps(msg).encode())
+
+
 def two_modes(tmp: str = "/out", **task_change) -> list[dict]:
     """The tasks of a job encoding one source to mp3 and opus."""
     return [
@@ -126,18 +131,18 @@ def test_a_good_job_parses():
 @pytest.mark.parametrize("change", HOSTILE_TASKS + HOSTILE_JOBS)
 def test_hostile_jobs_are_refused(change):
     with pytest.raises(ProtocolError):
-        jobs.job_from_wire(job(change))
+        jobs.job_from_wire(read(job(change)))
 
 
 def test_missing_field_and_bad_frames_are_refused():
     msg = job()
     del msg["tasks"][0]["output"]
     with pytest.raises(ProtocolError):
-        jobs.job_from_wire(msg)
+        jobs.job_from_wire(read(msg))
     msg = job()
     del msg["source"]
     with pytest.raises(ProtocolError):
-        jobs.job_from_wire(msg)
+        jobs.job_from_wire(read(msg))
     old = b'{"v":1,"type":"task","id":1}'  # a master or worker of protocol version 1
     for frame in (b"\xff\xfe", b"[1,2]", old, b'{"v":2}', b"x" * (protocol.MAX_MESSAGE + 1)):
         with pytest.raises(ProtocolError):
@@ -304,8 +309,8 @@ def test_results_are_validated():
         "elapsed": 0.5,
         "facts": [1, 2, "ab", "cd", "ef"],
     }
-    assert protocol.result_from_wire(dict(good)).facts.size == 1
-    assert protocol.result_from_wire({**good, "elapsed": -1.0, "returncode": -9}).elapsed == -1.0
+    assert protocol.result_from_wire(read(good)).facts.size == 1
+    assert protocol.result_from_wire(read({**good, "elapsed": -1.0, "returncode": -9})).elapsed == -1.0
     for bad in (
         {"status": "great"},
         {"facts": [1, 2, 3]},
@@ -323,7 +328,7 @@ def test_results_are_validated():
         {"facts": [-1, 2, "ab", "cd", "ef"]},
     ):
         with pytest.raises(ProtocolError):
-            protocol.result_from_wire({**good, **bad})
+            protocol.result_from_wire(read({**good, **bad}))
 
 
 SETTINGS = Settings(Path("/in"), Path("/out"), ("mp3", "opus"))
@@ -385,7 +390,7 @@ def test_refusals_answer_every_readable_task_of_a_job():
 )
 def test_bad_ready_is_refused(bad):
     with pytest.raises(ProtocolError):
-        protocol.ready_from_wire({"v": protocol.VERSION, "type": "ready", **bad})
+        protocol.ready_from_wire(read({"v": protocol.VERSION, "type": "ready", **bad}))
 
 
 @pytest.mark.parametrize(
@@ -405,7 +410,24 @@ def test_bad_hello_is_refused(bad):
     good = protocol.decode(protocol.hello_to_wire("0" * 32, "node-1", 4242, 1))
     protocol.hello_from_wire(dict(good))
     with pytest.raises(ProtocolError):
-        protocol.hello_from_wire({**good, **bad})
+        protocol.hello_from_wire(read({**good, **bad}))
+
+
+def test_a_value_out_of_range_is_refused_by_the_parser_naming_its_field():
+    hello = read(json.loads(protocol.hello_to_wire("0" * 32, "node-1", 4242, 1)))
+    result = json.loads(protocol.refusals_to_wire(job(), "h", "x")[0])
+    for msg, where in (
+        ({**hello, "slots": protocol.MAX_SLOTS + 1}, "<= 256 - at `$.slots`"),
+        ({**hello, "session": "0" * 31}, "at `$.session`"),
+        ({**result, "elapsed": 1e8}, "at `$.elapsed`"),
+        ({**result, "cause": "mine"}, "at `$.cause`"),
+        (job({"id": -1}), ">= 0 - at `$.tasks[0].id`"),
+        (job({"action": "delete"}), "at `$.action`"),
+        (copies(jobs.MAX_JOB + 1), "length <= 32 - at `$.tasks`"),
+    ):
+        with pytest.raises(ProtocolError) as refused:
+            read(msg)
+        assert str(refused.value).endswith(where)
 
 
 @pytest.mark.parametrize(
@@ -580,11 +602,13 @@ def test_worker_drops_hostile_tasks_without_starting_anything(tmp_path, fake_bin
         ctx.destroy(0)
         worker.kill()
     assert worker.output.count("dropped a message") == len(hostile) + 1
-    # Every task of a refused job whose id could be read got a failed result
-    # naming why (not the two with a bad "id", nor the jobs without tasks,
-    # nor the one with an unknown field: its frame is refused by its shape).
-    readable = len(HOSTILE_TASKS) + len(OUTSIDE_TASKS) - 5
-    readable += sum(min(len(change["tasks"]), jobs.MAX_JOB) for change in HOSTILE_JOBS)  # answered up to a job's cap
+    # Every task of a job refused for what its values mean got a failed
+    # result naming why; a frame the parser refuses (a bad "id", no tasks or
+    # too many, an unknown field, an action not a worker's, a bad settings
+    # hash: its shape or ranges) answers nothing: no master of this version
+    # sends one.
+    readable = len(HOSTILE_TASKS) + len(OUTSIDE_TASKS) - 8
+    readable += sum(len(change["tasks"]) for change in HOSTILE_JOBS if len(change["tasks"]) <= jobs.MAX_JOB)
     assert len(refusals) == readable
     assert all(m.startswith("refused by the worker on ") for m in refusals)
     assert not Path("/elsewhere").exists() and not Path("/music").exists()
@@ -678,13 +702,13 @@ def test_new_fields_are_bounded():
     assert jobs.settings_from_wire({**wire, "modes": ["f:nosuchenc"]}).modes == ("f:nosuchenc",)
     result = {"v": V, "type": "result", "id": 1, "attempt": 0, "status": "failed", "message": "m"}
     result |= {"returncode": 1, "elapsed": 0.1, "facts": None, "cause": "source-missing"}
-    assert protocol.result_from_wire(dict(result)).cause == "source-missing"
+    assert protocol.result_from_wire(read(result)).cause == "source-missing"
     for bad in ({"cause": "mine"}, {"id": 2**53 + 1}, {"attempt": -1}, {"message": "x" * 2001}, {"facts": "ab"}):
         with pytest.raises(ProtocolError):
-            protocol.result_from_wire({**result, **bad})
+            protocol.result_from_wire(read({**result, **bad}))
     for bad in ({"size": 10**400}, {"id": 2**53 + 1}, {"attempt": 10**400}):
         with pytest.raises(ProtocolError):
-            jobs.job_from_wire(job(bad))
+            jobs.job_from_wire(read(job(bad)))
 
 
 def copies(n: int = 3, **task_change) -> dict:
@@ -731,9 +755,9 @@ def test_a_batch_of_copies_reads_back_as_it_was_built():
     ],
 )
 def test_hostile_batches_of_copies_are_refused(change):
-    assert jobs.job_from_wire(copies(), COPY_SETTINGS)
+    assert jobs.job_from_wire(read(copies()), COPY_SETTINGS)
     with pytest.raises(ProtocolError):
-        jobs.job_from_wire(copies(**change), COPY_SETTINGS)
+        jobs.job_from_wire(read(copies(**change)), COPY_SETTINGS)
 
 
 def test_batches_of_copies_are_bounded():
@@ -746,12 +770,12 @@ def test_batches_of_copies_are_bounded():
         {k: v for k, v in copies().items() if k != "tasks"},
     ):
         with pytest.raises(ProtocolError):
-            jobs.job_from_wire(msg, COPY_SETTINGS)
+            jobs.job_from_wire(read(msg), COPY_SETTINGS)
     for field in ("source", "size", "output", "id"):
         msg = copies()
         del msg["tasks"][1][field]
         with pytest.raises(ProtocolError):
-            jobs.job_from_wire(msg, COPY_SETTINGS)
+            jobs.job_from_wire(read(msg), COPY_SETTINGS)
 
 
 def test_undecodable_paths_travel_and_lone_surrogates_do_not():
@@ -770,3 +794,39 @@ def test_undecodable_paths_travel_and_lone_surrogates_do_not():
 def test_deep_or_misshapen_frames_are_refused_at_once(frame):
     with pytest.raises(ProtocolError):
         protocol.decode(frame)
+
+
+def test_control_characters_in_paths_travel_escaped_and_no_other_way():
+    source = Path("/music/a\nb\r\x1b[31m\x7f\tc%.flac")
+    task = Task(source, "mp3", Path("/out/mp3/a\nb.mp3"), Action.ENCODE, 10, settings_hash="ab")
+    frame = jobs.job_to_wire([(1, 0, task)])
+    assert b"a%0Ab%0D%1B[31m%7F\\tc%25.flac" in frame and b"\\n" not in frame
+    assert jobs.job_from_wire(protocol.decode(frame)) == [(1, 0, task)]
+    # Only what path_to_wire writes: no NUL, no escaped tab or letter, no
+    # raw control character (the hostile tasks above), lower case refused.
+    for bad in (b"%00", b"%09", b"%41", b"%0a"):
+        with pytest.raises(ProtocolError):
+            jobs.job_from_wire(protocol.decode(frame.replace(b"%0A", bad, 1)))
+
+
+@pytest.mark.slow
+def test_a_file_named_with_control_characters_converts_on_a_worker(tmp_path):
+    """A valid file name with a newline and an ESC converts on a worker as
+    in a local run: its output decodes, its CSV row reads back, and no
+    console shows the raw characters."""
+    lib = tmp_path / "music"
+    name = "a\nb\x1b[31mred"
+    make_flac(lib / f"{name}.flac")
+    out = tmp_path / "out"
+    master, port = start_master("mp3", out, lib)
+    try:
+        worker = start_worker(port, 1)
+        assert master.wait(60) == 0, master.output
+        assert worker.wait(30) == 0
+    finally:
+        master.kill()
+    assert decodes(out / "mp3" / f"{name}.mp3")
+    [row] = read_log(out)
+    assert (row["infile"], row["conversion_status"]) == (str(lib / f"{name}.flac"), "SUCCESS")
+    assert "\x1b" not in master.output + worker.output
+    assert worker.count(r"^encoded .*a\\nb\\x1b\[31mred\.flac") == 1
