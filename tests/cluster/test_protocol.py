@@ -829,4 +829,4 @@ def test_a_file_named_with_control_characters_converts_on_a_worker(tmp_path):
     [row] = read_log(out)
     assert (row["infile"], row["conversion_status"]) == (str(lib / f"{name}.flac"), "SUCCESS")
     assert "\x1b" not in master.output + worker.output
-    assert worker.count(r"^encoded .*a\\nb\\x1b\[31mred\.flac") == 1
+    assert worker.count(r"^encoded .*a\\x0ab\\x1b\[31mred\.flac") == 1
