@@ -24,6 +24,6 @@ def test_special_files_named_flac_fail_with_their_real_cause(tmp_path):
     assert rows == {
         "good.flac": {"SUCCESS"},
         "fifo.flac": {"ERROR: not a regular file (FIFO)"},
-        "urandom.flac": {"ERROR: not a FLAC file (no fLaC header)"},
+        "urandom.flac": {"ERROR: not a regular file (character device)"},
         "empty.flac": {"ERROR: not a FLAC file (empty, 0 bytes)"},
     }
