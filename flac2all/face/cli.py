@@ -309,6 +309,10 @@ def emit(text: str) -> None:
         console.silence(1)
 
 
+def unsaid(text: str) -> None:
+    """What -q does not print."""
+
+
 def keygen(args: argparse.Namespace) -> int:
     """``flac2all --cluster-keygen [DIR] [--worker NAME] [--force]``: the
     one command without a mode."""
@@ -413,18 +417,21 @@ def run_one(request: Request, stop: StopOnSignal) -> hooks.Outcome:
 
 def executor_for(request: Request, stop: threading.Event) -> Executor:
     """The executor the request chose: this machine's cores, the cluster
-    master of -m, or a Dask cluster (ready to take the run's jobs)."""
+    master of -m, or a Dask cluster (ready to take the run's jobs). Under
+    -q what they say while they run (listening, workers come and gone) is
+    not printed: the run's one line and the log say what happened."""
     choice, settings = request.executor, request.settings
+    say = unsaid if request.display.quiet else emit
     if isinstance(choice, MasterOptions):
         from flac2all.cluster import setup
 
         config.check_cluster(settings)
-        return setup.master_from(choice, settings, emit)
+        return setup.master_from(choice, settings, say)
     if isinstance(choice, DaskOptions):
         from flac2all.executors.dask import DaskExecutor
 
         executor = DaskExecutor.connect(
-            choice.address, choice.scheduler_file, choice.jobqueue, choice.jobs, choice.cores, choice.memory, say=emit
+            choice.address, choice.scheduler_file, choice.jobqueue, choice.jobs, choice.cores, choice.memory, say=say
         )
         executor.prepare(settings, stop)
         return executor
