@@ -244,7 +244,7 @@ def build_parser() -> Parser:
     )
     config.add_profile_options(p)
     p.register("action", "version", ShowVersions)
-    p.option("--version", action="version", help="print flac2all's version and the encoders' found on PATH, and exit")
+    p.option("--version", action="version", help="print flac2all's version and the encoders it finds on PATH, and exit")
     return p
 
 
