@@ -98,9 +98,18 @@ def ffmpeg_encoders() -> dict[str, tuple[str, bool]]:
 def require(programs: dict[str, str]) -> None:
     """Fail before any work when a program is missing; ``programs`` maps
     each program to what needs it (for example "mode mp3")."""
-    for program, needed_by in programs.items():
-        if which(program) is None:
-            raise MissingProgramError(
-                f"{needed_by} needs the program '{program}', which is not installed "
-                f"(install the Debian package: apt-get install {package_of(program)})"
-            )
+    missing = [(program, needed_by) for program, needed_by in programs.items() if which(program) is None]
+    if not missing:
+        return
+    # All of them at once: one apt-get, not one failed run per program.
+    packages = " ".join(dict.fromkeys(package_of(program) for program, _ in missing))
+    if len(missing) == 1:
+        ((program, needed_by),) = missing
+        raise MissingProgramError(
+            f"{needed_by} needs the program '{program}', which is not installed "
+            f"(install the Debian package: apt-get install {packages})"
+        )
+    needs = ", ".join(f"{needed_by} needs '{program}'" for program, needed_by in missing)
+    raise MissingProgramError(
+        f"{needs}, which are not installed (install the Debian packages: apt-get install {packages})"
+    )

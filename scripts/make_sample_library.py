@@ -7,8 +7,8 @@ seconds each. Deterministic: same command, same files.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
-import sys
 from pathlib import Path
 
 from mutagen.flac import FLAC, Picture
@@ -103,4 +103,8 @@ def main(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "build/demo/music"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "folder", nargs="?", default="build/demo/music", help="the folder to make it in (default: build/demo/music)"
+    )
+    main(Path(parser.parse_args().folder))

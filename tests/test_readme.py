@@ -3,6 +3,8 @@ to run (a first conversion, a re-run) do, as written."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,10 @@ def test_readme_first_conversion_and_re_run(tmp_path):
     assert decodes(converted / "opus" / "Noise Band" / "2022 - High Resolution" / "02 Brown.opus")
     assert not (converted / "opus" / "Noise Ensemble").exists()
     assert "move " in again.stdout and again.stdout.endswith("\n4 moved\n")  # -q: one line
+
+
+def test_the_sample_library_script_takes_help_as_help(tmp_path):
+    script = REPO / "scripts" / "make_sample_library.py"
+    proc = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=30)
+    assert proc.returncode == 0 and "usage:" in proc.stdout and "Generate the small sample library" in proc.stdout
+    assert list(tmp_path.iterdir()) == []  # no folder named --help

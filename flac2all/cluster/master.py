@@ -16,6 +16,7 @@ go elsewhere; one that holds a job past its lease gets no more.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -137,7 +138,12 @@ class Master(Posted):
         except zmq.ZMQError as exc:
             self.sock = sock
             self.close()
-            raise UsageError(f"cannot listen on {self.bind}:{self.port}: {exc}") from None
+            why = zmq.strerror(exc.errno)  # str(exc) ends with the address again
+            if exc.errno == errno.EADDRINUSE:
+                why += " (another master? pick a free --port, and give the workers the same)"
+            elif exc.errno in (errno.EADDRNOTAVAIL, errno.ENODEV):
+                why += " (--bind takes an address of this host)"
+            raise UsageError(f"cannot listen on {self.bind}:{self.port}: {why}") from None
         self.sock = sock
 
     def close(self) -> None:

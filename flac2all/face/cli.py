@@ -244,7 +244,7 @@ def build_parser() -> Parser:
     )
     config.add_profile_options(p)
     p.register("action", "version", ShowVersions)
-    p.option("--version", action="version", help="print flac2all's version and the encoders' found on PATH, and exit")
+    p.option("--version", action="version", help="print flac2all's version and the encoders it finds on PATH, and exit")
     return p
 
 
@@ -307,6 +307,10 @@ def emit(text: str) -> None:
         print(text, flush=True)
     except OSError:
         console.silence(1)
+
+
+def unsaid(text: str) -> None:
+    """What -q does not print."""
 
 
 def keygen(args: argparse.Namespace) -> int:
@@ -413,18 +417,21 @@ def run_one(request: Request, stop: StopOnSignal) -> hooks.Outcome:
 
 def executor_for(request: Request, stop: threading.Event) -> Executor:
     """The executor the request chose: this machine's cores, the cluster
-    master of -m, or a Dask cluster (ready to take the run's jobs)."""
+    master of -m, or a Dask cluster (ready to take the run's jobs). Under
+    -q what they say while they run (listening, workers come and gone) is
+    not printed: the run's one line and the log say what happened."""
     choice, settings = request.executor, request.settings
+    say = unsaid if request.display.quiet else emit
     if isinstance(choice, MasterOptions):
         from flac2all.cluster import setup
 
         config.check_cluster(settings)
-        return setup.master_from(choice, settings, emit)
+        return setup.master_from(choice, settings, say)
     if isinstance(choice, DaskOptions):
         from flac2all.executors.dask import DaskExecutor
 
         executor = DaskExecutor.connect(
-            choice.address, choice.scheduler_file, choice.jobqueue, choice.jobs, choice.cores, choice.memory, say=emit
+            choice.address, choice.scheduler_file, choice.jobqueue, choice.jobs, choice.cores, choice.memory, say=say
         )
         executor.prepare(settings, stop)
         return executor

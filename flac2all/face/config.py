@@ -157,7 +157,8 @@ def add_profile_options(p: Parser) -> None:
         "--on-done",
         type=command,
         metavar="CMD",
-        help="run CMD once at the end, with the summary as JSON on its standard input",
+        help="run CMD once at the end, with the summary as JSON on its standard input (split into words as a "
+        "shell would, but no shell runs it: sh -c '...' for pipes and redirections)",
     )
 
 

@@ -205,10 +205,14 @@ def check_counts(settings: Settings, found: int, known: int, device_before: str 
     unmounted disk leaves an empty folder (or a stale one on another file
     system): every output would be an orphan, and --delete would wipe them."""
     if found * 2 < known:
+        # --delete would then refuse to delete as many: both flags said at once.
+        delete_too = (
+            " (and --delete-anyway to delete their outputs)" if settings.delete and not settings.delete_anyway else ""
+        )
         return SourceCheck(
             f"source looks unmounted: only {found} of the {known} sources recorded in the state of "
             f"{settings.outdir} are under {settings.input_dir}; mount it or check the path, "
-            "or add --allow-missing-sources if they are really gone",
+            f"or add --allow-missing-sources if they are really gone{delete_too}",
             complete=False,
         )
     device = input_device(settings.input_dir)

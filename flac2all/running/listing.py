@@ -63,7 +63,7 @@ def plan_lines(whole: FolderPlan, costs: Mapping[str, float], settings: Settings
     (costliest first, as the plan has them), then the refusals."""
     yield heading(settings)
     counts = action_counts(itertools.chain(whole.tasks, whole.playlists), len(whole.skips))
-    yield from count_lines(counts, len(whole.refused))
+    yield from count_lines(counts, len(whole.refused), len(whole.unread))
     for action in Action:
         if not counts[action]:
             continue
@@ -79,6 +79,7 @@ def plan_lines(whole: FolderPlan, costs: Mapping[str, float], settings: Settings
             else:
                 yield file_line(item.mode, item.source, item.output, None, settings)
     yield from map(refusal_line, whole.refused)
+    yield from map(unread_line, whole.unread)
 
 
 def folder_lines(flow: Flow, settings: Settings) -> Iterator[str]:
@@ -89,7 +90,7 @@ def folder_lines(flow: Flow, settings: Settings) -> Iterator[str]:
     yield heading(settings)
     yield AS_PLANNED
     counts = dict.fromkeys(Action, 0)
-    refused = 0
+    refused = unread = 0
     current: Action | None = None
     order = {action: n for n, action in enumerate(Action)}
     for folder in flow.folders():
@@ -103,18 +104,24 @@ def folder_lines(flow: Flow, settings: Settings) -> Iterator[str]:
             refused += 1
             current = None
             yield refusal_line(result)
+        for result in folder.unread:
+            unread += 1
+            current = None
+            yield unread_line(result)
     yield "counts:"
-    yield from count_lines(counts, refused)
+    yield from count_lines(counts, refused, unread)
 
 
 def heading(settings: Settings) -> str:
     return f"Plan for {printable(settings.input_dir)} -> {printable(settings.outdir)} (dry run: nothing changed)"
 
 
-def count_lines(counts: Mapping[Action, int], refused: int) -> Iterator[str]:
+def count_lines(counts: Mapping[Action, int], refused: int, unread: int) -> Iterator[str]:
     yield from (f"  {action.value:<7} {n}" for action, n in counts.items() if n)
     if refused:
         yield f"  refused {refused}"
+    if unread:
+        yield f"  unread  {unread}"
 
 
 def task_line(t: Task, settings: Settings) -> str:
@@ -131,6 +138,12 @@ def file_line(mode: str, source: PathText, output: PathText, previous: PathText 
 
 def refusal_line(r: TaskResult) -> str:
     return f"refused: {printable(r.task.source)} [{r.task.mode}]: {r.message}"
+
+
+def unread_line(r: TaskResult) -> str:
+    """A folder that could not be listed: the run fails it (exit 1), and
+    plans nothing of its sources or their outputs."""
+    return f"unread: {printable(r.task.source)}: {r.message}"
 
 
 def chunks(lines: Iterator[str], size: int) -> Iterator[str]:

@@ -618,3 +618,20 @@ def test_a_damaged_source_is_named_for_its_cause_once_for_all_its_modes(tmp_path
     assert len(run.stderr.splitlines()) == 1 and "truncated FLAC" in run.stderr
     assert f"{root / 'cut.flac'} [mp3, opus]: truncated FLAC" in run.stdout
     assert [r["conversion_status"].startswith("ERROR: truncated FLAC") for r in run.rows()] == [True, True]
+
+
+def test_quiet_master_prints_only_its_one_line(library, tmp_path):
+    """-q is for cron: the master's own lines (listening, the start hint,
+    workers coming) are not printed, only the run's one line."""
+    from tests.cluster.processes import Proc, env_with, free_port, start_worker
+
+    port = free_port()
+    argv = [sys.executable, "-m", "flac2all", "mp3", "-m", "-q", "--insecure", "--bind", "127.0.0.1"]
+    master = Proc([*argv, "--port", str(port), "-o", str(tmp_path / "out"), str(library)], env_with(None))
+    try:
+        worker = start_worker(port, 1)
+        assert master.wait(90) == 0, master.output
+        assert worker.wait(30) == 0, worker.output
+    finally:
+        master.kill()
+    assert master.lines == ["3 encoded"]

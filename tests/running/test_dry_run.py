@@ -4,6 +4,7 @@ is cut into pieces."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from flac2all.codecs import CODECS
 from flac2all.model import Settings
 from flac2all.planning import plan
 from flac2all.planning.discovery import discover
-from flac2all.planning.flow import Whole
+from flac2all.planning.flow import Flow, FolderPlan, Whole, unreadable
 from flac2all.running.listing import Listing
 from tests.conftest import make_flac, read_log
 from tests.planning.tree import make_tree
@@ -118,3 +119,31 @@ def test_plan_json_on_a_full_disk_leaves_the_previous_file_whole(library, tmp_pa
     assert f"flac2all: error: cannot write the plan to {plan_json}: No space left on device" in proc.stderr
     assert plan_json.read_text() == '{"old": true}\n'
     assert sorted(p.name for p in disk.iterdir()) == ["filler", "plan.json"]
+
+
+def test_a_dry_run_names_the_folders_a_run_could_not_read(library, tmp_path):
+    locked = library / "Album B"
+    argv = [sys.executable, "-m", "flac2all", "mp3", "--dry-run", "-o", str(tmp_path / "out"), str(library)]
+    if os.geteuid() == 0:  # root reads any folder: not without these capabilities
+        argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *argv]
+    locked.chmod(0)
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    finally:
+        locked.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[1:3] == ["  encode  2", "  unread  1"]
+    assert lines[-1] == f"unread: {locked}: cannot read folder: Permission denied"
+
+
+def test_a_plan_listed_folder_by_folder_names_the_folders_not_read(tmp_path):
+    class Listed(Flow):
+        streaming = True
+
+        def folders(self):
+            yield FolderPlan(unread=unreadable([(tmp_path / "x", "Permission denied")]))
+
+    settings = Settings(input_dir=tmp_path, outdir=tmp_path / "out", modes=("mp3",))
+    lines = Listing(Listed()).describe(settings).splitlines()
+    assert lines[2:] == [f"unread: {tmp_path / 'x'}: cannot read folder: Permission denied", "counts:", "  unread  1"]

@@ -190,6 +190,14 @@ def test_an_empty_library_with_a_known_state_needs_both_flags(lib, mirrored, spy
     assert allowed.returncode == 0 and started == []
 
 
+def test_most_sources_gone_with_delete_names_both_flags_it_takes(lib, mirrored, spy):
+    unmount(lib, keep=1)
+    deleting, started = run(lib, mirrored, spy, "--delete")
+    one_line_error(deleting, "--allow-missing-sources if they are really gone (and --delete-anyway to delete")
+    kept, _ = run(lib, mirrored, spy)
+    assert "--delete-anyway" not in kept.stderr and started == []
+
+
 def test_half_of_the_sources_is_not_unmounted(lib, mirrored, spy):
     unmount(lib, keep=2)
     result, started = run(lib, mirrored, spy)
