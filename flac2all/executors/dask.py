@@ -23,6 +23,7 @@ import logging
 import os
 import queue
 import site
+import socket
 import sys
 import threading
 import time
@@ -170,7 +171,7 @@ class DaskExecutor(Posted):
     def workers(self) -> dict:
         """The scheduler's workers (address -> facts, ``nthreads`` among
         them), asked at most once a second: the display and the run's looks
-        at the workers share it."""
+        at the workers share it. A new host is asked its name at once."""
         now = time.monotonic()
         if now - self.info_at > 1.0:
             self.info_at = now
@@ -178,7 +179,23 @@ class DaskExecutor(Posted):
                 self.info = self.client.scheduler_info()["workers"]
             except Exception:  # the scheduler is gone or busy: the last figures
                 pass
+            self.name_hosts(self.info)
         return self.info
+
+    def name_hosts(self, workers: dict) -> None:
+        """The host names of workers on hosts not named yet: a host shown
+        by its address until its first result came would stay a row of its
+        own in the dashboard's table."""
+        unnamed = {host_of(address): address for address in workers if host_of(address) not in self.names}
+        if not unnamed:
+            return
+        try:
+            names = self.client.run(socket.gethostname, workers=list(unnamed.values()), on_error="return")
+        except Exception:  # named by their results, then
+            return
+        for address, name in names.items():
+            if isinstance(name, str):
+                self.names[host_of(address)] = name
 
     def threads(self) -> int:
         return sum(w.get("nthreads", 0) for w in self.workers().values())

@@ -404,6 +404,19 @@ def test_the_display_shows_no_more_files_in_progress_than_the_worker_has_threads
     assert (2, 2) in shown, shown  # it did show the two running
 
 
+@pytest.mark.slow
+def test_the_dashboard_s_final_table_has_one_row_per_host_none_busy(two_threads, tmp_path):
+    """A worker's host is named before its first result: no row under its
+    address stays in the table, with files it no longer converts."""
+    music = eight_files(tmp_path / "music")
+    code, sent = run_on_terminal(["opus", "-C", "--dask", two_threads, "-o", tmp_path / "out", music], 30, 120)
+    assert code == 0, sent
+    after = on_screen(sent.split("\x1b[?1049l")[-1])
+    table = after[after.index(next(line for line in after if line.startswith("host"))) + 1 :]
+    table = table[: next(i for i, line in enumerate(table) if line.startswith("total")) + 1]
+    assert [line.split()[:3] for line in table] == [[socket.gethostname(), "0", "8"], ["total", "0", "8"]], after
+
+
 STATUS = re.compile(r"\b\d+/\d+ tasks\b")
 
 
