@@ -23,10 +23,12 @@ import logging
 import os
 import queue
 import site
+import socket
 import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -88,7 +90,9 @@ class DaskExecutor(Posted):
         self.say = say
         self.owned = list(owned)
         self.started = time.monotonic()
-        self.running: dict[int, tuple[str, Job]] = {}  # job index -> (worker address, job)
+        # Job index -> (worker address, job): the jobs taken to be running,
+        # never more on a worker than its threads.
+        self.running: dict[int, tuple[str, Job]] = {}
         self.done: dict[str, int] = {}  # worker host -> tasks done
         self.names: dict[str, str] = {}  # worker host (address) -> its host name, from its results
         self.littered: set[Path] = set()  # output folders of jobs whose worker was lost
@@ -164,8 +168,37 @@ class DaskExecutor(Posted):
         finally:
             check.release()
 
+    def workers(self) -> dict:
+        """The scheduler's workers (address -> facts, ``nthreads`` among
+        them), asked at most once a second: the display and the run's looks
+        at the workers share it. A new host is asked its name at once."""
+        now = time.monotonic()
+        if now - self.info_at > 1.0:
+            self.info_at = now
+            try:
+                self.info = self.client.scheduler_info()["workers"]
+            except Exception:  # the scheduler is gone or busy: the last figures
+                pass
+            self.name_hosts(self.info)
+        return self.info
+
+    def name_hosts(self, workers: dict) -> None:
+        """The host names of workers on hosts not named yet: a host shown
+        by its address until its first result came would stay a row of its
+        own in the dashboard's table."""
+        unnamed = {host_of(address): address for address in workers if host_of(address) not in self.names}
+        if not unnamed:
+            return
+        try:
+            names = self.client.run(socket.gethostname, workers=list(unnamed.values()), on_error="return")
+        except Exception:  # named by their results, then
+            return
+        for address, name in names.items():
+            if isinstance(name, str):
+                self.names[host_of(address)] = name
+
     def threads(self) -> int:
-        return sum(w["nthreads"] for w in self.client.scheduler_info()["workers"].values())
+        return sum(w.get("nthreads", 0) for w in self.workers().values())
 
     def run(
         self,
@@ -214,17 +247,11 @@ class DaskExecutor(Posted):
         self.owned.clear()
 
     def hosts(self) -> list[HostRow]:
-        """Per worker host: its threads as the scheduler reports them, and
-        what this run saw of it (tasks done, rate, current files)."""
+        """Per worker host: what this run saw of it (jobs running, at most
+        the host's threads; tasks done, rate, current files)."""
         now = time.monotonic()
-        if now - self.info_at > 1.0:
-            self.info_at = now
-            try:
-                self.info = self.client.scheduler_info()["workers"]
-            except Exception:  # the scheduler is gone or busy: the last figures
-                pass
         threads: dict[str, int] = {}
-        for address, worker in list(self.info.items()):
+        for address, worker in list(self.workers().items()):
             threads[host_of(address)] = threads.get(host_of(address), 0) + worker.get("nthreads", 0)
         current: dict[str, list[str]] = {}
         for worker, job in list(self.running.values()):
@@ -234,7 +261,7 @@ class DaskExecutor(Posted):
         return [
             HostRow(
                 self.names.get(host, host),
-                threads.get(host, 0),
+                min(len(current.get(host, [])), threads.get(host, 0)),
                 done.get(host, 0),
                 done.get(host, 0) / elapsed,
                 current.get(host, []),
@@ -257,6 +284,8 @@ class Collector:
         self.events: queue.SimpleQueue = events
         self.on_start, self.on_result = on_start, on_result
         self.next_look = time.monotonic() + 0.5
+        self.announced: set[int] = set()  # the jobs whose start the display was told of
+        self.given: dict[int, str] = {}  # job index -> worker address, as the last look saw
 
     def collect(self, stop: threading.Event) -> bool:
         """Until every job has its results or the run is stopped; whether
@@ -301,6 +330,8 @@ class Collector:
             self.erred(future, status)
         for future in ended:
             future.release()
+        if ended:  # their threads took the next jobs waiting there
+            self.fill()
 
     def drain(self) -> None:
         """The events that came (waiting for one a little: the loop's pace)."""
@@ -314,19 +345,42 @@ class Collector:
     def look(self) -> None:
         """Which of the run's jobs the scheduler has given to which worker
         (once a second: a message per job start would cost more than the
-        display is worth on short files): they are the ones started."""
+        display is worth on short files), then ``fill``."""
         self.next_look = time.monotonic() + 1.0
         try:
             processing = self.client.processing()
         except Exception:  # the scheduler is busy or gone: the next look, or the status check, tells
             return
-        for worker, keys in processing.items():
-            for key in keys:
-                i = self.index.get(key)
-                if i is not None and key in self.pending and self.executor.running.get(i, ("",))[0] != worker:
-                    self.executor.running[i] = (worker, self.jobs[i])
-                    for task in self.jobs[i].tasks:
-                        self.on_start(task)
+        self.given = {
+            self.index[key]: worker
+            for worker, keys in processing.items()
+            for key in keys
+            if key in self.pending and key in self.index
+        }
+        running = self.executor.running
+        for i, (worker, _) in list(running.items()):
+            if self.given.get(i, worker) != worker:  # given to another worker (its own left): it starts again
+                del running[i]
+        self.fill()
+
+    def fill(self) -> None:
+        """Take jobs given to a worker to be running there, as many as it
+        has threads: the scheduler gives a worker a few more than that
+        (``distributed.scheduler.worker-saturation``), the rest wait there,
+        the first submitted first (the order Dask runs them in), and start
+        as a thread frees."""
+        running = self.executor.running
+        busy = Counter(worker for worker, _ in running.values())
+        threads = {worker: facts.get("nthreads", 0) for worker, facts in self.executor.workers().items()}
+        for i, worker in sorted(self.given.items()):
+            if i in running or busy[worker] >= threads.get(worker, 0) or self.keys[i] not in self.pending:
+                continue
+            busy[worker] += 1
+            if i not in self.announced:  # the display counts a file's tasks once, rerun or not
+                self.announced.add(i)
+                for task in self.jobs[i].tasks:
+                    self.on_start(task)
+            running[i] = (worker, self.jobs[i])  # after: a display never sees more busy than started
 
     def event(self, event: tuple[float, dict]) -> None:
         """The scheduler's events: a worker that left the cluster says which

@@ -225,7 +225,7 @@ def status(pace: Pace, procs: int | None, now: float, width: int, label: str = "
         parts.append((4, Text(f"{files:.1f} files/s")))
         parts.append((5, Text(f"{guess}{audio:.{0 if audio >= 10 else 1}f} audio s/s")))
     if procs is not None:
-        # Busy processes here, busy worker slots on a cluster, threads on Dask.
+        # Busy processes here, busy worker slots on a cluster, busy threads on Dask.
         parts.append((6, Text(f"{procs} busy")))
     parts.append((3, Text(f"{duration(pace.elapsed(now))} elapsed")))
     if eta:

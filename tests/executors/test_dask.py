@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,7 @@ from flac2all.executors.dask import job_key
 from flac2all.model import Action, Job, Layout, Settings, SourceFacts, Status, Task, TaskResult
 from tests.cluster.processes import Proc, alive
 from tests.conftest import REPO, audio_bytes, decodes, make_flac, mutagen_file, read_log, run_flac2all, temp_files
+from tests.face.test_display import on_screen, run_on_terminal
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -342,7 +344,8 @@ def test_from_python_with_the_callers_client_and_its_host_rows(cluster, tmp_path
         assert client.status == "running"
     assert report.exit_status == 0 and len(report.results) == 3
     (row,) = seen[-1]
-    assert (row.host, row.processes, row.done) == (socket.gethostname(), 2, 3)
+    assert (row.host, row.processes, row.done) == (socket.gethostname(), 0, 3)  # none busy after the last
+    assert all(row.processes <= 2 for rows in seen for row in rows)  # two workers of one thread
 
 
 @pytest.mark.slow
@@ -352,3 +355,74 @@ def test_one_executor_at_a_time(tmp_path):
         run = run_flac2all("opus", "--dask", "tcp://127.0.0.1:9", *extra, "-o", tmp_path / "out", tmp_path / "music")
         assert run.returncode == 2
         assert "choose one of -m, --dask, --dask-scheduler-file and --dask-jobqueue" in run.stderr
+
+
+@pytest.fixture(scope="module")
+def two_threads(tmp_path_factory):
+    """A scheduler of Dask's default worker-saturation (1.1) and one worker
+    of 2 threads, whose opusenc takes a second more a file; the scheduler's
+    address."""
+    require_dask()
+    root = tmp_path_factory.mktemp("dask2")
+    real = shutil.which("opusenc")
+    (root / "opusenc").write_text(
+        f'#!/bin/bash\ncase "$1" in --version) exec {real} "$@";; esac\nsleep 1\nexec {real} "$@"\n'
+    )
+    (root / "opusenc").chmod(0o755)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.1"}
+    dask = [sys.executable, "-m", "dask"]
+    scheduler = Proc([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0"], env)
+    procs = [scheduler]
+    try:
+        address = scheduler.wait_for(r"Scheduler at:\s+(tcp://\S+)", 60).group(1)
+        worker = [*dask, "worker", address, "--nthreads", "2", "--no-dashboard", "--local-directory", str(root / "w")]
+        procs.append(Proc(worker, {**env, "PATH": f"{root}{os.pathsep}{env['PATH']}"}))
+        yield address
+    finally:
+        for proc in procs:
+            proc.kill()
+
+
+def eight_files(root: Path) -> Path:
+    for n in range(8):
+        make_flac(root / f"{n:02d}.flac", seconds=1.5)
+    return root
+
+
+@pytest.mark.slow
+def test_the_display_shows_no_more_files_in_progress_than_the_worker_has_threads(two_threads, tmp_path):
+    """Dask gives a worker of 2 threads 3 jobs (worker-saturation 1.1):
+    the third waits there, and the display shows at most 2 files in
+    progress and at most 2 busy, the jobs it shows running."""
+    music = eight_files(tmp_path / "music")
+    code, sent = run_on_terminal(["opus", "--dask", two_threads, "-o", tmp_path / "out", music], 30, 120)
+    assert code == 0, sent
+    frames = [on_screen(sent[: m.start()]) for m in re.finditer(re.escape("\r\x1b[2K"), sent)]
+    shown = [progress(frame) for frame in frames if any(STATUS.search(line) for line in frame)]
+    assert shown and all(files <= 2 and busy <= 2 for files, busy in shown), frames
+    assert shown[0] == (0, 0), shown  # none busy before the first job starts
+    assert (2, 2) in shown, shown  # it did show the two running
+
+
+@pytest.mark.slow
+def test_the_dashboard_s_final_table_has_one_row_per_host_none_busy(two_threads, tmp_path):
+    """A worker's host is named before its first result: no row under its
+    address stays in the table, with files it no longer converts."""
+    music = eight_files(tmp_path / "music")
+    code, sent = run_on_terminal(["opus", "-C", "--dask", two_threads, "-o", tmp_path / "out", music], 30, 120)
+    assert code == 0, sent
+    after = on_screen(sent.split("\x1b[?1049l")[-1])
+    table = after[after.index(next(line for line in after if line.startswith("host"))) + 1 :]
+    table = table[: next(i for i, line in enumerate(table) if line.startswith("total")) + 1]
+    assert [line.split()[:3] for line in table] == [[socket.gethostname(), "0", "8"], ["total", "0", "8"]], after
+
+
+STATUS = re.compile(r"\b\d+/\d+ tasks\b")
+
+
+def progress(screen: list[str]) -> tuple[int, int]:
+    """(files in progress, busy figure) of the live display on ``screen``:
+    the lines below its last status line, and its "N busy"."""
+    at = max(i for i, line in enumerate(screen) if STATUS.search(line))
+    busy = re.search(r"\b(\d+) busy\b", screen[at])
+    return len([line for line in screen[at + 1 :] if re.match(r"  \S", line)]), int(busy.group(1)) if busy else 0
