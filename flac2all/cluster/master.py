@@ -27,6 +27,7 @@ from pathlib import Path
 
 import zmq
 
+from flac2all import codecs, tools
 from flac2all.cluster import auth, protocol
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.jobs import job_to_wire, settings_to_wire
@@ -83,6 +84,7 @@ class Master(Posted):
         self.results_in = 0  # results accepted
         self.idle_since = time.monotonic()
         self.probe: Path | None = None
+        self.lacking: dict[str, dict[str, str]] = {}  # session -> the modes it cannot run -> why
 
     # -- socket ---------------------------------------------------------------
 
@@ -216,6 +218,7 @@ class Master(Posted):
         if peer.modes is not None:
             raise ProtocolError("a second health message")
         peer.modes = frozenset(health.modes)
+        self.lacking[peer.session] = {mode: f"{peer.host}: {why}" for mode, why in health.lacks}
         if health.problem:
             peer.problem = peer.problem or f"unhealthy: {health.problem}"
             peer.credit = 0
@@ -270,7 +273,15 @@ class Master(Posted):
             os.close(fd)
         except OSError as exc:
             raise UsageError(f"cannot write a probe file into {settings.outdir}: {exc.strerror}") from None
-        return protocol.Checks(tuple(sources), self.probe)
+        return protocol.Checks(tuple(sources), self.probe, self.versions(settings))
+
+    @staticmethod
+    def versions(settings: Settings) -> tuple[tuple[str, str], ...]:
+        """This host's version line of each of the run's programs, as the
+        settings hashes it records are made of (the engine's probes, cached):
+        a worker with others refuses the run unless told otherwise."""
+        programs = dict.fromkeys(p for mode in settings.modes for p in codecs.resolve(mode).programs)
+        return tuple((program, line) for program, line in tools.versions(programs).items() if line)
 
     def hosts(self) -> list[HostRow]:
         """Per worker host: its worker processes busy now, tasks done, rate,
@@ -328,6 +339,9 @@ class Master(Posted):
         if not ledger.pending or any(p.leases for p in self.peers.values()):
             self.idle_since = now
             return
+        self.fail_unrunnable(now)
+        if not ledger.pending:
+            return
         ready = [p for p in self.peers.values() if p.eligible and p.credit > 0]
         if ready:
             ledger.fail_stuck(ready)
@@ -350,6 +364,30 @@ class Master(Posted):
         if not ledger.results_in:
             raise NoWorkersError(why if refused else f"{why}. {self.start_hint}".strip())
         ledger.fail_pending(why)
+
+    def fail_unrunnable(self, now: float) -> None:
+        """Nothing runs: the tasks of a mode that every worker here that
+        gets work cannot run (its encoder missing, or refusing the run's
+        options) fail with why, once no other worker came for a while."""
+        peers = list(self.peers.values())
+        working = [p for p in peers if not p.problem]
+        if not working or now - max(p.joined for p in peers) < REFUSED_GRACE:
+            return
+        why = {}
+        for mode in self.settings.modes:
+            reasons = [self.lacking.get(p.session, {}).get(mode) for p in working]
+            if all(reasons):
+                why[mode] = reasons[-1]
+        if not why:
+            return
+        ledger = self.ledger
+        for lease in ledger.pending:
+            for entry in lease.open:
+                if entry.task.mode in why:
+                    ledger.fail(entry, f"no worker here can run {entry.task.mode}: {why[entry.task.mode]}")
+        left = [lease for lease in ledger.pending if lease.open]
+        ledger.pending.clear()
+        ledger.pending.extend(left)
 
     def dispatch(self, on_start: Callable[[Task], None]) -> None:
         ledger = self.ledger

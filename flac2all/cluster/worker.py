@@ -79,6 +79,7 @@ class WorkerProcess:
         allowed: tuple[Path, ...] = (),
         stay: bool = False,
         speaker: bool = True,
+        other_encoders: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.endpoint = f"tcp://{f'[{host}]' if ':' in host else host}:{port}"
@@ -89,6 +90,7 @@ class WorkerProcess:
         # The one process of its host that says what is the host's (no
         # master, the run refused, the run over): not once per process.
         self.speaker = speaker
+        self.other_encoders = other_encoders  # encoders of other versions than the master's may run
         self.stop = StopRequest()
         self.dropped = 0
         self.failed = False  # it failed or refused work: exit 1
@@ -292,15 +294,17 @@ class Session:
         self.worker.diagnosis = ""
         # Health before work: this node's own view of the run's folders and
         # encoders, told to the master before any credit.
-        self.problem, modes = health.examine(self.settings, welcome.checks, self.worker.allowed, self.id)
+        found = health.examine(self.settings, welcome.checks, self.worker.allowed, self.id, self.worker.other_encoders)
+        self.problem = found.problem
         self.roots = (os.path.realpath(self.settings.input_dir), os.path.realpath(self.settings.outdir))
-        self.send(protocol.health_to_wire(self.problem, modes))
+        self.send(protocol.health_to_wire(self.problem, found.modes, found.lacks))
         if self.problem:
             self.worker.failed = True
             self.worker.tell(f"flac2all_worker: refusing this run: {self.problem}", sys.stderr)
-        elif lacks := health.runnable(self.settings.modes)[1]:
+        elif found.lacks:
             self.worker.tell(
-                f"flac2all_worker: this node cannot run {'; '.join(lacks)}: it takes only the other modes' jobs"
+                f"flac2all_worker: this node cannot run {'; '.join(found.lacks.values())}: "
+                "it takes only the other modes' jobs"
             )
         # Credit: the free slot, if any, and none once stopping or refusing.
         self.send(protocol.ready_to_wire(0 if self.job or self.stop.warm or self.problem else 1))
