@@ -85,6 +85,7 @@ class Master(Posted):
         self.idle_since = time.monotonic()
         self.probe: Path | None = None
         self.lacking: dict[str, dict[str, str]] = {}  # session -> the modes it cannot run -> why
+        self.written: set[Path] = set()  # every folder a job was sent to write into
 
     # -- socket ---------------------------------------------------------------
 
@@ -255,9 +256,17 @@ class Master(Posted):
             self.close()
             if self.probe is not None:
                 self.probe.unlink(missing_ok=True)
-            # Every task is settled and the workers are gone: what a killed
-            # worker was writing can go.
-            outputs.remove_stale_temps(ledger.littered)
+            outputs.remove_stale_temps(self.left_to_sweep())
+
+    def left_to_sweep(self) -> set[Path]:
+        """The folders to sweep for temp files at the end: every one a job
+        was sent to write into, whoever ran it (a worker killed, or whose
+        mount turned read-only, cannot remove its own), but those a worker
+        still here (it did not say goodbye) may still be writing in."""
+        busy = {
+            entry.task.output.parent for peer in self.peers.values() for lease in peer.held() for entry in lease.open
+        }
+        return (self.written | self.ledger.littered) - busy
 
     def make_checks(self, settings: Settings) -> protocol.Checks:
         """A few sources the workers must see as the master does (first,
@@ -407,6 +416,7 @@ class Master(Posted):
                     continue
                 for entry in entries:  # as it is before the worker can touch it
                     entry.before = identity(entry.task.output)
+                    self.written.add(entry.task.output.parent)
                 if not self.send(peer, frame):
                     ledger.pending.appendleft(lease)
                     self.drop_peer(peer, True, "is unreachable")

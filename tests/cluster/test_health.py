@@ -9,11 +9,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.cluster.processes import start_master, start_worker
+from tests.cluster.test_node_health import needs_namespaces, worker_in_namespace
 from tests.conftest import decodes, read_log
 
 pytestmark = pytest.mark.timeout(180)
@@ -109,3 +111,53 @@ def test_a_mode_no_worker_can_run_fails_with_the_encoder_message(picky_run):
     for row in rows[".mp3"]:
         assert row["conversion_status"] != "SUCCESS"
         assert re.search(r"no worker here can run mp3: .*lame: unknown option q", str(row)), row
+
+
+def temps(out: Path) -> list[Path]:
+    return list(out.rglob(".flac2all-tmp-*"))
+
+
+@pytest.mark.slow
+@needs_namespaces
+def test_the_temp_file_a_worker_could_not_remove_is_swept_at_the_end(lib, tmp_path):
+    """A worker's output turns read-only under it mid-encode (its mount, not
+    the output): its encoder's temp file stays where it cannot remove it.
+    Another worker converts the file; the master sweeps the folder at the
+    end, whoever ran its jobs."""
+    out, marks = tmp_path / "out", tmp_path / "marks"
+    out.mkdir()
+    marks.mkdir()
+    real = shutil.which("opusenc")
+    stalling = tmp_path / "stalling"
+    stalling.mkdir()
+    (stalling / "opusenc").write_text(f"""#!/bin/bash
+case "$*" in --version|*flac2all-probe-*) exec {real} "$@";; esac
+if mkdir {marks}/first 2>/dev/null; then
+  for last; do :; done
+  echo part > "$last"
+  touch {marks}/written
+  sleep 2
+  exit 1
+fi
+exec {real} "$@"
+""")
+    (stalling / "opusenc").chmod(0o755)
+    master, port = start_master("opus", out, lib)
+    try:
+        bad = worker_in_namespace(port, "ro-later", f"mount --bind {out} {out}", path_prefix=stalling)
+        deadline = time.monotonic() + 30
+        while not (marks / "written").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert temps(out), master.output + bad.output
+        readonly = ["nsenter", "-t", str(bad.proc.pid), "-m", "mount", "-o", "remount,bind,ro", str(out)]
+        subprocess.run(readonly, check=True)
+        master.wait_for(r"Worker ro-later:\d+ quarantined, .*read-only file system", 30)
+        good = start_worker(port, 1)
+        assert master.wait(120) == 0, master.output
+        assert good.wait(30) == 0
+        bad.wait(30)
+    finally:
+        master.kill()
+    rows = read_log(out)
+    assert len(rows) == 8 and all(r["conversion_status"] == "SUCCESS" for r in rows), rows
+    assert temps(out) == []
