@@ -34,6 +34,7 @@ from flac2all.cluster.jobs import job_to_wire, settings_to_wire
 from flac2all.cluster.ledger import POISON_DEATHS as POISON_DEATHS
 from flac2all.cluster.ledger import SMALL_COPY as SMALL_COPY
 from flac2all.cluster.ledger import Entry, Lease, Ledger, Peer, batched, identity, lease_seconds
+from flac2all.cluster.notices import Notices
 from flac2all.cluster.protocol import ProtocolError
 from flac2all.cluster.view import host_rows
 from flac2all.errors import Flac2allError, UsageError
@@ -76,6 +77,7 @@ class Master(Posted):
         self.keys = cluster_keys.master_keys(key_dir) if key_dir else None
         self.max_slots, self.wait_workers, self.start_hint = max_slots, wait_workers, start_hint
         self.refusals = auth.Refusals(say)
+        self.notices = Notices(say)  # lines about worker processes, once per host
         self.peers: dict[bytes, Peer] = {}
         self.sessions: dict[str, bytes] = {}  # session -> the connection that opened it
         self.endpoint = ""
@@ -202,7 +204,8 @@ class Master(Posted):
         self.peers[identity] = peer
         self.sessions[hello.session] = identity
         self.send(peer, protocol.welcome_to_wire(self.settings_wire, TIMINGS, self.checks))
-        self.say(f"Got {len(self.peers)} worker(s) (new: {peer.host}:{peer.pid})")
+        count = len(self.peers)
+        self.notices.note(peer.host, peer.pid, "joined", lambda who: f"Got {count} worker(s) (new: {who})")
 
     def name_for(self, key: str, host: str) -> str:
         """The host name a key's workers are shown under: the first it gave
@@ -223,9 +226,11 @@ class Master(Posted):
         if health.problem:
             peer.problem = peer.problem or f"unhealthy: {health.problem}"
             peer.credit = 0
-            self.say(f"Worker {peer.host}:{peer.pid} is unhealthy and gets no work: {health.problem}")
+            line = f"is unhealthy and gets no work: {health.problem}"
+            self.notices.note(peer.host, peer.pid, line, lambda who: f"Worker {who} {line}")
         elif missing := [m for m in self.settings.modes if m not in peer.modes]:
-            self.say(f"Worker {peer.host}:{peer.pid} cannot run {', '.join(missing)}: it gets the other modes' jobs")
+            line = f"cannot run {', '.join(missing)}: it gets the other modes' jobs"
+            self.notices.note(peer.host, peer.pid, line, lambda who: f"Worker {who} {line}")
 
     # -- the run --------------------------------------------------------------
 
@@ -252,6 +257,7 @@ class Master(Posted):
         try:
             self.loop(stop, on_start)
         finally:
+            self.notices.flush(every=True)
             self.shutdown()
             self.close()
             if self.probe is not None:
@@ -324,7 +330,10 @@ class Master(Posted):
                         continue
                     self.handle(frames[0].bytes, frames[1])
             now = time.monotonic()
-            if not commenced and self.peers:
+            self.notices.flush(now)
+            # The run commences once the first host's processes are counted
+            # (SETTLE seconds after they stop coming, at most LONGEST).
+            if not commenced and self.peers and self.notices.said:
                 commenced = True
                 self.say("Commencing run...")
             for peer in list(self.peers.values()):
@@ -337,7 +346,8 @@ class Master(Posted):
                     self.send(peer, beat)
                     ledger.check_leases(peer, now)  # a lease is minutes: checked once a heartbeat
             self.drain()  # a planning thread's folders, counted before their jobs go out
-            self.dispatch(on_start)
+            if commenced:
+                self.dispatch(on_start)
             self.watch_idle(now)
 
     def watch_idle(self, now: float) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -155,3 +156,23 @@ exec {real} "$@"
         master.kill()
     all_succeeded(out, 8)
     assert temps(out) == []
+
+
+@pytest.mark.slow
+def test_the_master_speaks_of_a_host_once_with_its_count_of_processes(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("mp3", out, lib)
+    try:
+        refusing = start_worker(port, 3, path_prefix=other_version(tmp_path))
+        master.wait_for(r"is unhealthy and gets no work")
+        a_real_worker_finishes(master, port)
+        assert refusing.wait(30) == 1
+    finally:
+        master.kill()
+    host = re.escape(socket.gethostname())
+    assert master.count(r"^Got \d+ worker") == 2, master.output
+    assert master.count(rf"^Got 3 worker\(s\) \(new: {host} \(3 processes\)\)$") == 1, master.output
+    assert master.count(rf"^Got 4 worker\(s\) \(new: {host}:\d+\)$") == 1, master.output
+    assert master.count(r"is unhealthy") == 1, master.output
+    assert master.count(rf"^Worker {host} \(3 processes\) is unhealthy and gets no work: lame here is ") == 1
+    all_succeeded(out, 8)
