@@ -1,7 +1,8 @@
 """What a worker checks for itself: that the master's folders are inside
 what its own user allowed (``--allow``), that it sees the run's files as the
 master does and can write its outputs (health before work), which of the
-run's modes it can run, that every path of a job resolves (symlinks and
+run's modes it can run (its encoders the master's versions, the run's
+options accepted by each), that every path of a job resolves (symlinks and
 all) inside the run's folders, and, when a task fails, whether the cause is
 this node's environment rather than the file.
 
@@ -15,15 +16,17 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flac2all import codecs, tools
 from flac2all.cluster import protocol
 from flac2all.cluster.jobs import WireTask
 from flac2all.cluster.protocol import Checks, ProtocolError
-from flac2all.errors import Flac2allError
+from flac2all.errors import Flac2allError, UsageError
 from flac2all.model import Settings, Status, TaskResult
+from flac2all.running import preflight
 
 PROBE_PREFIX = ".flac2all-probe-"
 
@@ -51,54 +54,110 @@ def outside_allowed(settings: Settings, allowed: Sequence[Path]) -> str | None:
     return None
 
 
-def runnable(modes: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The run's modes this node can run, and what it lacks for the others."""
-    can, lacks = [], []
+def runnable(modes: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The run's modes this node can run, and what it lacks for the others
+    (mode -> what)."""
+    can, lacks = [], {}
     for mode in modes:
         try:
             codec = codecs.resolve(mode)
         except Flac2allError:
-            lacks.append(f"{mode} (no such ffmpeg encoder here)")
+            lacks[mode] = f"{mode} (no such ffmpeg encoder here)"
             continue
         missing = [p for p in codec.programs if tools.which(p) is None]
         if missing:
-            lacks.append(f"{mode} (no {', '.join(missing)})")
+            lacks[mode] = f"{mode} (no {', '.join(missing)})"
         else:
             can.append(mode)
     return can, lacks
 
 
-def examine(settings: Settings, checks: Checks, allowed: Sequence[Path], session: str) -> tuple[str, list[str]]:
-    """Health before work: (what is wrong, "" if nothing; the modes it can
-    run). A missing mount usually leaves an empty folder, which reads fine:
-    so the sources the master named must be there with their sizes, and the
-    probe file it wrote into the output folder must be seen."""
+@dataclass
+class Examined:
+    """What the health check before work found: what is wrong ("" if
+    nothing: the node refuses the run otherwise), the run's modes it can
+    run, and why it cannot run the others (mode -> why)."""
+
+    problem: str = ""
+    modes: list[str] = field(default_factory=list)
+    lacks: dict[str, str] = field(default_factory=dict)
+
+
+ALLOW_OTHER_ENCODERS = "--allow-other-encoders"
+
+
+def drift(versions: Iterable[tuple[str, str]], programs: Iterable[str]) -> str:
+    """How this node's encoders differ from the master's (``versions``:
+    the master's program -> version line, as ``flac2all --version`` reads
+    them), or "". A program the master has not (it hands out work only)
+    is not compared: its hashes name no version."""
+    needed = set(programs)
+    for program, theirs in versions:
+        if program not in needed or not theirs:
+            continue
+        mine = tools.version(program) if tools.which(program) else ""
+        if mine != theirs:
+            return (
+                f"{program} here is {mine or 'not installed'!r}, on the master {theirs!r}: its outputs would be "
+                f"recorded as the master's version's (start the worker with {ALLOW_OTHER_ENCODERS} to accept it)"
+            )
+    return ""
+
+
+def refused_options(settings: Settings, modes: Iterable[str]) -> dict[str, str]:
+    """The modes whose encoder here refuses the run's options, with the
+    encoder's message: each mode's command, as the runner builds it, run
+    once on a fraction of a second of audio (``preflight``)."""
+    refused = {}
+    for mode in modes:
+        try:
+            preflight.check_options((codecs.resolve(mode),), settings)
+        except UsageError as exc:
+            refused[mode] = str(exc)
+    return refused
+
+
+def examine(
+    settings: Settings, checks: Checks, allowed: Sequence[Path], session: str, other_encoders: bool = False
+) -> Examined:
+    """Health before work. A missing mount usually leaves an empty folder,
+    which reads fine: so the sources the master named must be there with
+    their sizes, and the probe file it wrote into the output folder must be
+    seen. Then the encoders: the master's versions unless
+    ``other_encoders``, and the run's options, mode by mode."""
     if problem := outside_allowed(settings, allowed):
-        return problem, []
+        return Examined(problem)
     for source, size in checks.sources:
         try:
             st = os.stat(source)
         except OSError as exc:
-            return f"cannot see {source} ({exc.strerror}), which the master sees: is the input folder mounted?", []
+            return Examined(
+                f"cannot see {source} ({exc.strerror}), which the master sees: is the input folder mounted?"
+            )
         if st.st_size != size:
-            return f"sees {source} with {st.st_size} bytes, the master with {size}: another copy of the files?", []
+            return Examined(
+                f"sees {source} with {st.st_size} bytes, the master with {size}: another copy of the files?"
+            )
     if checks.probe is not None:
         if not os.path.lexists(checks.probe):
-            return (
+            return Examined(
                 f"does not see the master's probe file in {settings.outdir}: is the output folder mounted "
-                "(the same one as on the master)?",
-                [],
+                "(the same one as on the master)?"
             )
         mine = settings.outdir / f"{PROBE_PREFIX}{session}"
         try:
             os.close(os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
             os.unlink(mine)
         except OSError as exc:
-            return f"cannot write into {settings.outdir} ({exc.strerror}): NFS root_squash, or another UID?", []
+            return Examined(f"cannot write into {settings.outdir} ({exc.strerror}): NFS root_squash, or another UID?")
     can, lacks = runnable(settings.modes)
+    if not other_encoders and (problem := drift(checks.versions, (p for m in can for p in codecs.resolve(m).programs))):
+        return Examined(problem)
+    lacks.update(refused_options(settings, can))
+    can = [mode for mode in can if mode not in lacks]
     if not can:
-        return f"cannot run any of the run's modes: {'; '.join(lacks)}", []
-    return "", can
+        return Examined(f"cannot run any of the run's modes: {'; '.join(lacks.values())}")
+    return Examined("", can, lacks)
 
 
 def resolves_inside(path: Path, root: Path, root_real: str) -> bool:

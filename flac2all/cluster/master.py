@@ -29,12 +29,14 @@ from pathlib import Path
 
 import zmq
 
+from flac2all import codecs, tools
 from flac2all.cluster import auth, protocol
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.jobs import job_to_wire, settings_to_wire
 from flac2all.cluster.ledger import POISON_DEATHS as POISON_DEATHS
 from flac2all.cluster.ledger import SMALL_COPY as SMALL_COPY
 from flac2all.cluster.ledger import Entry, Lease, Ledger, Peer, batched, identity, lease_seconds
+from flac2all.cluster.notices import Notices
 from flac2all.cluster.protocol import ProtocolError
 from flac2all.cluster.view import host_rows
 from flac2all.errors import Flac2allError, UsageError
@@ -98,6 +100,7 @@ class Master(Posted):
         self.keys = cluster_keys.master_keys(key_dir) if key_dir else None
         self.max_slots, self.wait_workers, self.start_hint = max_slots, wait_workers, start_hint
         self.refusals = auth.Refusals(say)
+        self.notices = Notices(say)  # lines about worker processes, once per host
         self.peers: dict[bytes, Peer] = {}
         self.sessions: dict[str, bytes] = {}  # session -> the connection that opened it
         self.endpoint = ""
@@ -107,6 +110,8 @@ class Master(Posted):
         self.results_in = 0  # results accepted
         self.idle_since = time.monotonic()
         self.probe: Path | None = None
+        self.lacking: dict[str, dict[str, str]] = {}  # session -> the modes it cannot run -> why
+        self.written: set[Path] = set()  # every folder a job was sent to write into
 
     # -- socket ---------------------------------------------------------------
 
@@ -269,7 +274,8 @@ class Master(Posted):
         self.peers[identity] = peer
         self.sessions[hello.session] = identity
         self.send(peer, protocol.welcome_to_wire(self.settings_wire, TIMINGS, self.checks))
-        self.say(f"Got {len(self.peers)} worker(s) (new: {peer.host}:{peer.pid})")
+        count = len(self.peers)
+        self.notices.note(peer.host, peer.pid, "joined", lambda who: f"Got {count} worker(s) (new: {who})")
 
     def name_for(self, key: str, host: str) -> str:
         """The host name a key's workers are shown under: the first it gave
@@ -286,12 +292,15 @@ class Master(Posted):
         if peer.modes is not None:
             raise ProtocolError("a second health message")
         peer.modes = frozenset(health.modes)
+        self.lacking[peer.session] = {mode: f"{peer.host}: {why}" for mode, why in health.lacks}
         if health.problem:
             peer.problem = peer.problem or f"unhealthy: {health.problem}"
             peer.credit = 0
-            self.say(f"Worker {peer.host}:{peer.pid} is unhealthy and gets no work: {health.problem}")
+            line = f"is unhealthy and gets no work: {health.problem}"
+            self.notices.note(peer.host, peer.pid, line, lambda who: f"Worker {who} {line}")
         elif missing := [m for m in self.settings.modes if m not in peer.modes]:
-            self.say(f"Worker {peer.host}:{peer.pid} cannot run {', '.join(missing)}: it gets the other modes' jobs")
+            line = f"cannot run {', '.join(missing)}: it gets the other modes' jobs"
+            self.notices.note(peer.host, peer.pid, line, lambda who: f"Worker {who} {line}")
 
     # -- the run --------------------------------------------------------------
 
@@ -318,13 +327,22 @@ class Master(Posted):
         try:
             self.loop(stop, on_start)
         finally:
+            self.notices.flush(every=True)
             self.shutdown()
             self.close()
             if self.probe is not None:
                 self.probe.unlink(missing_ok=True)
-            # Every task is settled and the workers are gone: what a killed
-            # worker was writing can go.
-            outputs.remove_stale_temps(ledger.littered)
+            outputs.remove_stale_temps(self.left_to_sweep())
+
+    def left_to_sweep(self) -> set[Path]:
+        """The folders to sweep for temp files at the end: every one a job
+        was sent to write into, whoever ran it (a worker killed, or whose
+        mount turned read-only, cannot remove its own), but those a worker
+        still here (it did not say goodbye) may still be writing in."""
+        busy = {
+            entry.task.output.parent for peer in self.peers.values() for lease in peer.held() for entry in lease.open
+        }
+        return (self.written | self.ledger.littered) - busy
 
     def make_checks(self, settings: Settings) -> protocol.Checks:
         """A few sources the workers must see as the master does (first,
@@ -340,7 +358,15 @@ class Master(Posted):
             os.close(fd)
         except OSError as exc:
             raise UsageError(f"cannot write a probe file into {settings.outdir}: {exc.strerror}") from None
-        return protocol.Checks(tuple(sources), self.probe)
+        return protocol.Checks(tuple(sources), self.probe, self.versions(settings))
+
+    @staticmethod
+    def versions(settings: Settings) -> tuple[tuple[str, str], ...]:
+        """This host's version line of each of the run's programs, as the
+        settings hashes it records are made of (the engine's probes, cached):
+        a worker with others refuses the run unless told otherwise."""
+        programs = dict.fromkeys(p for mode in settings.modes for p in codecs.resolve(mode).programs)
+        return tuple((program, line) for program, line in tools.versions(programs).items() if line)
 
     def hosts(self) -> list[HostRow]:
         """Per worker host: its worker processes busy now, tasks done, rate,
@@ -366,7 +392,10 @@ class Master(Posted):
                 self.watch.read()
                 self.receive()
             now = time.monotonic()
-            if not commenced and self.peers:
+            self.notices.flush(now)
+            # The run commences once the first host's processes are counted
+            # (SETTLE seconds after they stop coming, at most LONGEST).
+            if not commenced and self.peers and self.notices.said:
                 commenced = True
                 self.say("Commencing run...")
             for peer in list(self.peers.values()):
@@ -380,7 +409,8 @@ class Master(Posted):
                     self.send(peer, beat)
                     ledger.check_leases(peer, now)  # a lease is minutes: checked once a heartbeat
             self.drain()  # a planning thread's folders, counted before their jobs go out
-            self.dispatch(on_start)
+            if commenced:
+                self.dispatch(on_start)
             self.watch_idle(now)
 
     def watch_idle(self, now: float) -> None:
@@ -390,6 +420,9 @@ class Master(Posted):
         ledger = self.ledger
         if not ledger.pending or any(p.leases for p in self.peers.values()):
             self.idle_since = now
+            return
+        self.fail_unrunnable(now)
+        if not ledger.pending:
             return
         ready = [p for p in self.peers.values() if p.eligible and p.credit > 0]
         if ready:
@@ -414,6 +447,30 @@ class Master(Posted):
             raise NoWorkersError(why if refused else f"{why}. {self.start_hint}".strip())
         ledger.fail_pending(why)
 
+    def fail_unrunnable(self, now: float) -> None:
+        """Nothing runs: the tasks of a mode that every worker here that
+        gets work cannot run (its encoder missing, or refusing the run's
+        options) fail with why, once no other worker came for a while."""
+        peers = list(self.peers.values())
+        working = [p for p in peers if not p.problem]
+        if not working or now - max(p.joined for p in peers) < REFUSED_GRACE:
+            return
+        why = {}
+        for mode in self.settings.modes:
+            reasons = [self.lacking.get(p.session, {}).get(mode) for p in working]
+            if all(reasons):
+                why[mode] = reasons[-1]
+        if not why:
+            return
+        ledger = self.ledger
+        for lease in ledger.pending:
+            for entry in lease.open:
+                if entry.task.mode in why:
+                    ledger.fail(entry, f"no worker here can run {entry.task.mode}: {why[entry.task.mode]}")
+        left = [lease for lease in ledger.pending if lease.open]
+        ledger.pending.clear()
+        ledger.pending.extend(left)
+
     def dispatch(self, on_start: Callable[[Task], None]) -> None:
         ledger = self.ledger
         for peer in list(self.peers.values()):
@@ -432,6 +489,7 @@ class Master(Posted):
                     continue
                 for entry in entries:  # as it is before the worker can touch it
                     entry.before = identity(entry.task.output)
+                    self.written.add(entry.task.output.parent)
                 if not self.send(peer, frame):
                     ledger.pending.appendleft(lease)
                     self.drop_peer(peer, True, "is unreachable")

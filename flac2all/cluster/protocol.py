@@ -109,6 +109,7 @@ class HelloMessage(Message, tag="hello"):
 class ChecksBody(msgspec.Struct, forbid_unknown_fields=True):
     sources: list[list[str | int]]
     probe: str
+    versions: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 # A settings value, as jobs.KINDS sends them (a path, a choice; modes;
@@ -126,6 +127,7 @@ class WelcomeMessage(Message, tag="welcome"):
 class HealthMessage(Message, tag="health"):
     problem: str
     modes: list[str]
+    lacks: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class ReadyMessage(Message, tag="ready"):
@@ -271,11 +273,13 @@ class Checks:
     """What a worker checks before it takes work (health before work): a
     few sources the master sees (path, size), which a worker with the same
     view of the files sees too (a missing mount usually leaves an empty
-    folder, which is readable), and a file the master wrote in the output
-    folder."""
+    folder, which is readable), a file the master wrote in the output
+    folder, and the master's version line of each of the run's programs
+    (the settings hashes it records are made of them)."""
 
     sources: tuple[tuple[Path, int], ...] = ()
     probe: Path | None = None
+    versions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -287,11 +291,13 @@ class Welcome:
 
 @dataclass(frozen=True)
 class Health:
-    """A worker's answer to the checks: what is wrong ("" if nothing), and
-    which of the run's modes it can run."""
+    """A worker's answer to the checks: what is wrong ("" if nothing),
+    which of the run's modes it can run, and why it cannot run the others
+    (mode, why)."""
 
     problem: str
     modes: tuple[str, ...]
+    lacks: tuple[tuple[str, str], ...] = ()
 
 
 def hello_to_wire(session: str, host: str, pid: int, slots: int) -> bytes:
@@ -320,6 +326,7 @@ def welcome_to_wire(settings_wire: dict, timings: Timings, checks: Checks = Chec
         checks={
             "sources": [[path_to_wire(path), size] for path, size in checks.sources],
             "probe": path_to_wire(checks.probe) if checks.probe is not None else "",
+            "versions": dict(checks.versions),
         },
     )
 
@@ -335,7 +342,7 @@ def welcome_from_wire(msg: dict) -> Welcome:
 
 
 def checks_from_wire(body: dict, settings: Settings) -> Checks:
-    fields(body, {"sources": list, "probe": str})
+    fields(body, {"sources": list, "probe": str}, {"versions": dict})
     if len(body["sources"]) > MAX_CHECKED_SOURCES:
         raise ProtocolError("checks: too many sources")
     sources = []
@@ -351,25 +358,47 @@ def checks_from_wire(body: dict, settings: Settings) -> Checks:
         probe = check_path(body["probe"], "probe")
         if probe.parent != settings.outdir:
             raise ProtocolError("checks: the probe file is not in the run's output folder")
-    return Checks(tuple(sources), probe)
+    return Checks(tuple(sources), probe, versions_from_wire(body.get("versions", {})))
+
+
+MAX_PROGRAMS = 16
+MAX_VERSION = 200
+
+
+def versions_from_wire(body: dict) -> tuple[tuple[str, str], ...]:
+    """The master's program -> version line: a few short names, short
+    printable lines."""
+    if len(body) > MAX_PROGRAMS:
+        raise ProtocolError("checks: too many programs")
+    versions = []
+    for program, line in body.items():
+        if not re.fullmatch(r"[a-z0-9_.+-]{1,32}", program):
+            raise ProtocolError("checks: a bad program name")
+        versions.append((program, printable(text(line, "version", MAX_VERSION))))
+    return tuple(versions)
 
 
 MAX_PROBLEM = 1000
 
 
-def health_to_wire(problem: str, modes: list[str]) -> bytes:
+def health_to_wire(problem: str, modes: list[str], lacks: dict[str, str] | None = None) -> bytes:
     """Worker -> master, once after the welcome and before its first ready:
-    what is wrong with this node for this run ("" if nothing), and which of
-    the run's modes it can run."""
-    return encode("health", problem=printable(problem)[:MAX_PROBLEM], modes=modes)
+    what is wrong with this node for this run ("" if nothing), which of
+    the run's modes it can run, and why not the others (mode -> why)."""
+    why = {mode: printable(line)[:MAX_PROBLEM] for mode, line in (lacks or {}).items()}
+    return encode("health", problem=printable(problem)[:MAX_PROBLEM], modes=modes, lacks=why)
 
 
 def health_from_wire(msg: dict, run_modes: tuple[str, ...]) -> Health:
-    fields(msg, {"problem": str, "modes": list})
+    fields(msg, {"problem": str, "modes": list}, {"lacks": dict})
     problem = printable(text(msg["problem"], "problem", MAX_PROBLEM))
     if len(msg["modes"]) > len(run_modes) or not all(m in run_modes for m in msg["modes"]):
         raise ProtocolError("health: modes that are not the run's")
-    return Health(problem, tuple(dict.fromkeys(msg["modes"])))
+    lacks = msg.get("lacks", {})
+    if not all(m in run_modes for m in lacks):
+        raise ProtocolError("health: modes that are not the run's")
+    why = tuple((mode, printable(text(line, "lacks", MAX_PROBLEM))) for mode, line in lacks.items())
+    return Health(problem, tuple(dict.fromkeys(msg["modes"])), why)
 
 
 def ready_to_wire(credit: int) -> bytes:

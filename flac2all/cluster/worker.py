@@ -79,6 +79,7 @@ class WorkerProcess:
         allowed: tuple[Path, ...] = (),
         stay: bool = False,
         speaker: bool = True,
+        other_encoders: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.endpoint = f"tcp://{f'[{host}]' if ':' in host else host}:{port}"
@@ -89,6 +90,7 @@ class WorkerProcess:
         # The one process of its host that says what is the host's (no
         # master, the run refused, the run over): not once per process.
         self.speaker = speaker
+        self.other_encoders = other_encoders  # encoders of other versions than the master's may run
         self.stop = StopRequest()
         self.dropped = 0
         self.failed = False  # it failed or refused work: exit 1
@@ -177,6 +179,8 @@ class Session:
         self.roots: tuple[str, str] | None = None  # the run's folders, resolved at the welcome
         self.timings = protocol.Timings()  # the defaults until the master's welcome
         self.heard = False  # a welcome came
+        self.examined: queue.Queue = queue.Queue()  # the health check's finding, from its thread
+        self.checked = False  # the health check is done and told
         self.last_heard = self.last_sent = time.monotonic()
         # The task thread wakes the loop through this pipe the moment it is
         # done, instead of the loop noticing at its next poll timeout.
@@ -197,7 +201,14 @@ class Session:
         thread = threading.Thread(target=self.work, name="task", daemon=True)
         thread.start()
         self.send(protocol.hello_to_wire(self.id, socket.gethostname(), os.getpid(), slots=1))
-        steps = (self.obey_signals, self.receive, self.send_results, self.watch_master, self.send_heartbeat)
+        steps = (
+            self.obey_signals,
+            self.receive,
+            self.send_health,
+            self.send_results,
+            self.watch_master,
+            self.send_heartbeat,
+        )
         try:
             while True:
                 for step in steps:
@@ -290,24 +301,42 @@ class Session:
         self.settings, self.timings = welcome.settings, welcome.timings
         self.heard = True
         self.worker.diagnosis = ""
-        # Health before work: this node's own view of the run's folders and
-        # encoders, told to the master before any credit.
-        self.problem, modes = health.examine(self.settings, welcome.checks, self.worker.allowed, self.id)
         self.roots = (os.path.realpath(self.settings.input_dir), os.path.realpath(self.settings.outdir))
-        self.send(protocol.health_to_wire(self.problem, modes))
+        # Health before work: this node's own view of the run's folders and
+        # encoders (each mode's encoder tried once), told to the master
+        # before any credit; in a thread, for heartbeats to go on meanwhile.
+        checks, other_encoders = welcome.checks, self.worker.other_encoders
+        threading.Thread(
+            target=lambda: self.examined.put(
+                health.examine(self.settings, checks, self.worker.allowed, self.id, other_encoders)
+            ),
+            name="health",
+            daemon=True,
+        ).start()
+
+    def send_health(self) -> None:
+        """Once the health check is done: what it found, then credit."""
+        try:
+            found = self.examined.get_nowait()
+        except queue.Empty:
+            return None
+        self.problem, self.checked = found.problem, True
+        self.send(protocol.health_to_wire(self.problem, found.modes, found.lacks))
         if self.problem:
             self.worker.failed = True
             self.worker.tell(f"flac2all_worker: refusing this run: {self.problem}", sys.stderr)
-        elif lacks := health.runnable(self.settings.modes)[1]:
+        elif found.lacks:
             self.worker.tell(
-                f"flac2all_worker: this node cannot run {'; '.join(lacks)}: it takes only the other modes' jobs"
+                f"flac2all_worker: this node cannot run {'; '.join(found.lacks.values())}: "
+                "it takes only the other modes' jobs"
             )
         # Credit: the free slot, if any, and none once stopping or refusing.
         self.send(protocol.ready_to_wire(0 if self.job or self.stop.warm or self.problem else 1))
+        return None
 
     def on_job(self, msg: dict) -> None:
-        if self.settings is None or self.job is not None:
-            raise ProtocolError("a job while busy or before welcome")
+        if self.settings is None or self.job is not None or not self.checked:
+            raise ProtocolError("a job while busy or before welcome and health")
         if self.problem:
             raise ProtocolError(f"this worker refused the run: {self.problem}")
         job = job_from_wire(msg, self.settings)

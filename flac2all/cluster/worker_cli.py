@@ -54,7 +54,9 @@ def child(args: argparse.Namespace, key_dir: Path | None, speaker: bool) -> None
     # a message naming a codec must never be what starts a process.
     tools.ffmpeg_encoders()
     allowed = tuple(Path(os.path.realpath(folder)) for folder in args.allow)
-    worker = WorkerProcess(args.master, args.port, worker_keys, args.retry_seconds, allowed, args.stay, speaker)
+    worker = WorkerProcess(
+        args.master, args.port, worker_keys, args.retry_seconds, allowed, args.stay, speaker, args.allow_other_encoders
+    )
     sys.exit(worker.run())
 
 
@@ -103,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="after a run, or when the master is away, keep waiting for the next master instead of exiting "
         "(for a service: contrib/flac2all-worker.service)",
+    )
+    p.add_argument(
+        "--allow-other-encoders",
+        action="store_true",
+        help="run with encoders whose versions differ from the master's (by default such a worker refuses the "
+        "run: the master records its outputs as made by its own versions, and a re-run would not redo them)",
     )
     p.add_argument(
         "--retry-seconds",

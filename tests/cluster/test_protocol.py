@@ -576,6 +576,8 @@ def test_worker_drops_hostile_tasks_without_starting_anything(tmp_path, fake_bin
         out = tmp_path / "out"
         settings = Settings(src.parent, out, ("mp3", "opus"))
         router.send_multipart([identity, protocol.welcome_to_wire(jobs.settings_to_wire(settings), Timings())])
+        while router.poll(20000) and json.loads(router.recv_multipart()[1])["type"] != "health":
+            pass  # jobs come after its health check, as from a master
         base = {"source": str(src), "output": str(out / "mp3" / "a.mp3")}
         hostile = [job(change, **base) for change in HOSTILE_TASKS + OUTSIDE_TASKS]
         hostile += [job({**change, "tasks": rebase(change["tasks"], out)}, **base) for change in HOSTILE_JOBS]
