@@ -106,10 +106,22 @@ class HelloMessage(Message, tag="hello"):
     slots: Annotated[int, msgspec.Meta(ge=1, le=MAX_SLOTS)]
 
 
+MAX_PROGRAMS = 16
+MAX_VERSION = 200
+# The master's program -> version line: a few short names, short lines.
+Versions = Annotated[
+    dict[
+        Annotated[str, msgspec.Meta(pattern=r"\A[a-z0-9_.+-]{1,32}\Z")],
+        Annotated[str, msgspec.Meta(max_length=MAX_VERSION)],
+    ],
+    msgspec.Meta(max_length=MAX_PROGRAMS),
+]
+
+
 class ChecksBody(msgspec.Struct, forbid_unknown_fields=True):
     sources: list[list[str | int]]
     probe: str
-    versions: dict[str, str] = msgspec.field(default_factory=dict)
+    versions: Versions = msgspec.field(default_factory=dict)
 
 
 # A settings value, as jobs.KINDS sends them (a path, a choice; modes;
@@ -361,21 +373,10 @@ def checks_from_wire(body: dict, settings: Settings) -> Checks:
     return Checks(tuple(sources), probe, versions_from_wire(body.get("versions", {})))
 
 
-MAX_PROGRAMS = 16
-MAX_VERSION = 200
-
-
 def versions_from_wire(body: dict) -> tuple[tuple[str, str], ...]:
-    """The master's program -> version line: a few short names, short
-    printable lines."""
-    if len(body) > MAX_PROGRAMS:
-        raise ProtocolError("checks: too many programs")
-    versions = []
-    for program, line in body.items():
-        if not re.fullmatch(r"[a-z0-9_.+-]{1,32}", program):
-            raise ProtocolError("checks: a bad program name")
-        versions.append((program, printable(text(line, "version", MAX_VERSION))))
-    return tuple(versions)
+    """The master's program -> version line (bounded by ``Versions`` as it
+    was parsed), printable."""
+    return tuple((program, printable(line)) for program, line in body.items())
 
 
 MAX_PROBLEM = 1000

@@ -461,6 +461,23 @@ def test_welcome_timings_out_of_range_are_refused(timings):
         protocol.welcome_from_wire(protocol.decode(frame))
 
 
+@pytest.mark.parametrize(
+    ("versions", "field"),
+    [
+        ({"BAD NAME": "x"}, "key"),  # a program's name: a short word
+        ({"lame": "x" * 201}, "$.checks.versions[...]"),  # a version: a short line
+        ({f"p{i}": "1" for i in range(17)}, "$.checks.versions"),  # a few programs
+    ],
+)
+def test_encoder_versions_out_of_bounds_are_refused_naming_the_field(versions, field):
+    msg = welcome()
+    frame = json.dumps({**msg, "checks": {**msg["checks"], "versions": versions}}).encode()
+    with pytest.raises(ProtocolError, match=re.escape(field)):
+        protocol.decode(frame)
+    kept = {**msg, "checks": {**msg["checks"], "versions": {"lame": "LAME 3.100 \x1b[31m"}}}
+    assert protocol.welcome_from_wire(read(kept)).checks.versions == (("lame", "LAME 3.100 \\x1b[31m"),)
+
+
 def test_welcome_without_timings_or_with_unknown_fields_is_refused():
     for msg in ({k: v for k, v in welcome().items() if k != "dead_after"}, welcome(extra=1)):
         with pytest.raises(ProtocolError):
