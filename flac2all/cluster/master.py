@@ -91,16 +91,19 @@ class Master(Posted):
         port: int = 2019,
         key_dir: Path | None = None,
         say: Callable[[str], None] = lambda line: print(line, flush=True),
+        warn: Callable[[str], None] | None = None,
         max_slots: int = protocol.MAX_SLOTS,
         wait_workers: float = WAIT_WORKERS,
         start_hint: str = "",
     ) -> None:
         super().__init__()
-        self.bind, self.port, self.say = bind, port, say
+        # ``say``: how the run goes (listening, workers joining); ``warn``:
+        # what went wrong (-q keeps these, on stderr).
+        self.bind, self.port, self.say, self.warn = bind, port, say, warn or say
         self.keys = cluster_keys.master_keys(key_dir) if key_dir else None
         self.max_slots, self.wait_workers, self.start_hint = max_slots, wait_workers, start_hint
-        self.refusals = auth.Refusals(say)
-        self.notices = Notices(say)  # lines about worker processes, once per host
+        self.refusals = auth.Refusals(self.warn)
+        self.notices = Notices(say, self.warn)  # lines about worker processes, once per host
         self.peers: dict[bytes, Peer] = {}
         self.sessions: dict[str, bytes] = {}  # session -> the connection that opened it
         self.endpoint = ""
@@ -129,9 +132,9 @@ class Master(Posted):
         if self.keys is not None:
             self.auth = auth.secure(sock, self.ctx, self.keys, self.refusals)
         else:
-            self.say("WARNING: --insecure: the cluster is unauthenticated and unencrypted; any host that reaches")
-            self.say("         this port can take jobs and send results (keys are the default: drop --insecure)")
-            self.say("         and a worker is known by the host name its hello gives, which any peer can claim")
+            self.warn("WARNING: --insecure: the cluster is unauthenticated and unencrypted; any host that reaches")
+            self.warn("         this port can take jobs and send results (keys are the default: drop --insecure)")
+            self.warn("         and a worker is known by the host name its hello gives, which any peer can claim")
         self.watch = auth.HandshakeWatch(sock, self.refusals, self.keys is not None)
         try:
             if self.port == 0:
@@ -177,7 +180,7 @@ class Master(Posted):
         self.sessions.pop(peer.session, None)
         n = len(peer.leases)
         self.ledger.requeue(peer, died)
-        self.say(f"Worker {peer.host}:{peer.pid} {why}; {n} task(s) requeued ({len(self.peers)} worker(s) left)")
+        self.warn(f"Worker {peer.host}:{peer.pid} {why}; {n} task(s) requeued ({len(self.peers)} worker(s) left)")
 
     # -- messages -------------------------------------------------------------
 
@@ -297,10 +300,10 @@ class Master(Posted):
             peer.problem = peer.problem or f"unhealthy: {health.problem}"
             peer.credit = 0
             line = f"is unhealthy and gets no work: {health.problem}"
-            self.notices.note(peer.host, peer.pid, line, lambda who: f"Worker {who} {line}")
+            self.notices.note(peer.host, peer.pid, line, lambda who: f"Worker {who} {line}", trouble=True)
         elif missing := [m for m in self.settings.modes if m not in peer.modes]:
             line = f"cannot run {', '.join(missing)}: it gets the other modes' jobs"
-            self.notices.note(peer.host, peer.pid, line, lambda who: f"Worker {who} {line}")
+            self.notices.note(peer.host, peer.pid, line, lambda who: f"Worker {who} {line}", trouble=True)
 
     # -- the run --------------------------------------------------------------
 
@@ -314,7 +317,7 @@ class Master(Posted):
     ) -> None:
         """See ``executors.Executor.run``: the jobs go to the workers, at
         most MAX_JOB tasks per message."""
-        self.ledger = ledger = Ledger(self.say, on_result)
+        self.ledger = ledger = Ledger(self.warn, on_result)
         ids = itertools.count()
         for tasks in batched(jobs):
             ledger.add(Lease([Entry(next(ids), task) for task in tasks]))
@@ -523,7 +526,7 @@ class Master(Posted):
                     self.peers.pop(identity, None)
         c = self.ledger.counters
         if c.dropped or c.late or c.refused:
-            self.say(
+            self.warn(
                 f"Cluster: {c.dropped} malformed message(s) dropped, {c.late} late result(s) discarded, "
                 f"{c.refused} claimed result(s) not believed, {c.requeued} task(s) requeued"
             )

@@ -34,9 +34,12 @@ def keygen(folder_text: str, worker: str | None, force: bool) -> list[str]:
     return lines
 
 
-def master_from(options: MasterOptions, settings: Settings, say: Callable[[str], None]) -> Master:
+def master_from(
+    options: MasterOptions, settings: Settings, say: Callable[[str], None], warn: Callable[[str], None] | None = None
+) -> Master:
     """The cluster master of ``-m`` as ``options`` (the request's) say: keys
-    by default (made on first use), none with --insecure."""
+    by default (made on first use), none with --insecure. ``say``: how the
+    run goes; ``warn``: what went wrong (``say`` if not given)."""
     protocol.check_usage_options(dict(settings.options))
     if not 0 <= options.port < 65536:
         raise UsageError(f"--port {options.port}: not a port number")
@@ -59,6 +62,7 @@ def master_from(options: MasterOptions, settings: Settings, say: Callable[[str],
         options.port,
         key_dir,
         say=say,
+        warn=warn,
         max_slots=options.max_slots,
         wait_workers=options.wait_workers,
         start_hint=start,

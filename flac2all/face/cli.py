@@ -313,6 +313,12 @@ def unsaid(text: str) -> None:
     """What -q does not print."""
 
 
+def warned(text: str) -> None:
+    """What -q still prints, on stderr: something went wrong."""
+    with contextlib.suppress(OSError):  # stderr may be gone too
+        print(text, file=sys.stderr, flush=True)
+
+
 def keygen(args: argparse.Namespace) -> int:
     """``flac2all --cluster-keygen [DIR] [--worker NAME] [--force]``: the
     one command without a mode."""
@@ -421,12 +427,12 @@ def executor_for(request: Request, stop: threading.Event) -> Executor:
     -q what they say while they run (listening, workers come and gone) is
     not printed: the run's one line and the log say what happened."""
     choice, settings = request.executor, request.settings
-    say = unsaid if request.display.quiet else emit
+    say, warn = (unsaid, warned) if request.display.quiet else (emit, emit)
     if isinstance(choice, MasterOptions):
         from flac2all.cluster import setup
 
         config.check_cluster(settings)
-        return setup.master_from(choice, settings, say)
+        return setup.master_from(choice, settings, say, warn)
     if isinstance(choice, DaskOptions):
         from flac2all.executors.dask import DaskExecutor
 

@@ -620,18 +620,22 @@ def test_a_damaged_source_is_named_for_its_cause_once_for_all_its_modes(tmp_path
     assert [r["conversion_status"].startswith("ERROR: truncated FLAC") for r in run.rows()] == [True, True]
 
 
-def test_quiet_master_prints_only_its_one_line(library, tmp_path):
+def test_quiet_master_prints_its_one_line_and_only_warnings_on_stderr(library, tmp_path):
     """-q is for cron: the master's own lines (listening, the start hint,
-    workers coming) are not printed, only the run's one line."""
-    from tests.cluster.processes import Proc, env_with, free_port, start_worker
+    workers coming) are not printed, only the run's one line; what went
+    wrong (here the --insecure warning) still is, on stderr."""
+    from tests.cluster.processes import env_with, free_port, start_worker
 
     port = free_port()
     argv = [sys.executable, "-m", "flac2all", "mp3", "-m", "-q", "--insecure", "--bind", "127.0.0.1"]
-    master = Proc([*argv, "--port", str(port), "-o", str(tmp_path / "out"), str(library)], env_with(None))
+    argv += ["--port", str(port), "-o", str(tmp_path / "out"), str(library)]
+    master = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with(None))
     try:
         worker = start_worker(port, 1)
-        assert master.wait(90) == 0, master.output
+        stdout, stderr = master.communicate(timeout=90)
         assert worker.wait(30) == 0, worker.output
     finally:
         master.kill()
-    assert master.lines == ["3 encoded"]
+    assert (master.returncode, stdout) == (0, "3 encoded\n"), stdout + stderr
+    assert stderr.startswith("WARNING: --insecure: the cluster is unauthenticated"), stderr
+    assert "Listening" not in stderr and "Got " not in stderr and "Commencing" not in stderr
