@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from flac2all import dirs
 from flac2all.errors import TaskError, describe_oserror
-from flac2all.running import dirs
 
 log = logging.getLogger("flac2all")
 
