@@ -317,7 +317,7 @@ class Master(Posted):
                 self.probe.unlink(missing_ok=True)
             # Every task is settled and the workers are gone: what a killed
             # worker was writing can go.
-            outputs.remove_stale_temps(ledger.littered)
+            outputs.remove_stale_temps(ledger.littered, settings.outdir)
 
     def make_checks(self, settings: Settings) -> protocol.Checks:
         """A few sources the workers must see as the master does (first,

@@ -391,22 +391,23 @@ def emptied(tmp: Path) -> None:
         os.ftruncate(stage.fd, 0)
 
 
-def remove_stale_temps(folders: set[Path]) -> int:
+def remove_stale_temps(folders: set[Path], top: Path) -> int:
     """Delete the temp files a killed run (or a killed worker) left in
-    ``folders``; call it only when nothing else writes there. The engine
-    passes the folders its tasks write into: a killed task's output is not
-    committed (or its row not updated), so the next run with the same
-    settings has a task that writes in its folder; a no-op run lists none."""
+    ``folders``, each held from ``top`` (the output folder) level by level
+    without following links: a link put where a folder was would have us
+    delete in its target. Call it only when nothing else writes there but
+    this process (its own temp folders are left). The engine passes the
+    folders its tasks write into: a killed task's output is not committed
+    (or its row not updated), so the next run with the same settings has a
+    task that writes in its folder; a no-op run lists none."""
     removed = 0
     for folder in folders:
         try:
-            # Not through a link: one put where a folder was would have us
-            # delete in its target.
-            fd = os.open(folder, dirs.FOLDER_FLAGS)
+            fd = dirs.open_folder(folder, top)
         except (FileNotFoundError, NotADirectoryError):  # not made yet: nothing left in it
             continue
-        except OSError as exc:
-            log.warning("cannot look for temp files left in %s: %s", folder, describe_oserror(exc))
+        except TaskError as exc:
+            log.warning("cannot look for temp files left in %s: %s", folder, exc)
             continue
         try:
             stale = [name for name in os.listdir(fd) if TEMP_NAME.fullmatch(name)]

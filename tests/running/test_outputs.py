@@ -297,7 +297,18 @@ def test_the_sweep_leaves_the_temp_folder_of_an_encode_under_way(tmp_path):
     final = out / "opus" / "a.opus"
     with staged(final, out) as tmp:
         tmp.write_bytes(b"half")
-        assert outputs.remove_stale_temps({final.parent}) == 0
+        assert outputs.remove_stale_temps({final.parent}, out) == 0
         tmp.write_bytes(b"whole")
         commit(tmp, final)
     assert final.read_bytes() == b"whole" and temp_files(out) == []
+
+
+def test_the_sweep_never_deletes_through_a_link_above_the_folder(tmp_path):
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    kept = victim / "A" / ".flac2all-tmp-0123456789ab.mp3"  # someone's file named like a temp file
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"precious")
+    out.mkdir()
+    (out / "mp3").symlink_to(victim)
+    assert outputs.remove_stale_temps({out / "mp3" / "A"}, out) == 0
+    assert planted(victim) == {"A/.flac2all-tmp-0123456789ab.mp3": b"precious"}
