@@ -83,15 +83,22 @@ def temp_name(final: Path, longest: int | None = None, dir_fd: int | None = None
     return name
 
 
+# Where a process's descriptors are paths that lead to what they hold, not
+# to a name: Linux's /proc/PID/fd/N. FreeBSD has none (docs/cluster.md).
+PROC = Path("/proc")
+
+
 def through(dir_fd: int, folder: Path) -> Path:
     """The path the encoders are given for the held folder ``folder``:
     through the descriptor itself where the system shows it in /proc (a
     folder swapped for a link meanwhile is never followed), else
-    ``folder`` (``commit`` still refuses a temp file that is not the one
-    made)."""
-    via = Path(f"/proc/{os.getpid()}/fd/{dir_fd}")
+    ``folder`` itself (``commit`` still refuses a temp file that is not
+    the one made). Tried each time: /proc may be missing or not mounted."""
+    via = PROC / str(os.getpid()) / "fd" / str(dir_fd)
     try:
-        if dirs.same_file(os.stat(via), os.fstat(dir_fd)):
+        # A name looked up below it (not only itself: fdescfs shows the
+        # folder's stat on a node nothing can be found in).
+        if dirs.same_file(os.stat(via / "."), os.fstat(dir_fd)):
             return via
     except OSError:
         pass

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import sys
 
 import pytest
 from mutagen.flac import FLAC
@@ -312,3 +314,63 @@ def test_the_sweep_never_deletes_through_a_link_above_the_folder(tmp_path):
     (out / "mp3").symlink_to(victim)
     assert outputs.remove_stale_temps({out / "mp3" / "A"}, out) == 0
     assert planted(victim) == {"A/.flac2all-tmp-0123456789ab.mp3": b"precious"}
+
+
+def test_without_proc_the_held_folder_is_given_by_its_path(tmp_path, monkeypatch):
+    folder = tmp_path / "out" / "A"
+    folder.mkdir(parents=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert outputs.through(fd, folder) == outputs.PROC / str(os.getpid()) / "fd" / str(fd)
+        # A system without /proc, or one whose /proc shows no descriptors
+        # (FreeBSD's procfs): a real folder in its place, with no such path.
+        monkeypatch.setattr(outputs, "PROC", tmp_path / "proc")
+        (tmp_path / "proc").mkdir()
+        assert outputs.through(fd, folder) == folder
+        # A path there that leads elsewhere is not taken for the descriptor.
+        (tmp_path / "proc" / str(os.getpid()) / "fd").mkdir(parents=True)
+        (tmp_path / "proc" / str(os.getpid()) / "fd" / str(fd)).symlink_to(tmp_path)
+        assert outputs.through(fd, folder) == folder
+    finally:
+        os.close(fd)
+
+
+def test_without_proc_a_temp_file_written_through_a_swapped_folder_is_not_committed(tmp_path, monkeypatch):
+    monkeypatch.setattr(outputs, "PROC", tmp_path / "proc")
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    album = out / "mp3" / "A"
+    album.mkdir(parents=True)
+    victim.mkdir()
+    final = album / "a.mp3"
+    with staged(final, out) as tmp:
+        assert tmp.parent == album / tmp.stage.room  # the plain path: the remaining gap
+        album.rename(out / "mp3" / "A.real")
+        album.symlink_to(victim)
+        (victim / tmp.stage.room).mkdir()  # the link's owner made the folder the path names
+        tmp.write_bytes(b"new")  # lands where the link leads
+        with pytest.raises(TaskError, match="temp file was replaced"):
+            commit(tmp, final)
+    assert not (out / "mp3" / "A.real" / "a.mp3").exists() and not (victim / "a.mp3").exists()
+    assert temp_files(out / "mp3" / "A.real") == []
+
+
+def test_a_run_where_proc_shows_nothing_encodes_by_plain_paths(tmp_path):
+    # /proc hidden under an empty tmpfs in a mount namespace of its own.
+    make_flac(tmp_path / "in" / "A" / "a.flac")
+    out = tmp_path / "out"
+    hidden = 'mount -t tmpfs none /proc && exec "$@"'
+    argv = ["unshare", "-m", "--map-root-user", "sh", "-c", hidden, "sh"]
+    if subprocess.run([*argv, "true"], capture_output=True).returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("cannot hide /proc in a mount namespace (unshare)")
+        pytest.skip("cannot hide /proc in a mount namespace here (unshare)")
+    run = subprocess.run(
+        [*argv, sys.executable, "-m", "flac2all", "opus,mp3", "-o", str(out), str(tmp_path / "in")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert {row["conversion_status"] for row in read_log(out)} == {"SUCCESS"}
+    assert (out / "opus" / "A" / "a.opus").stat().st_size > 0 and (out / "mp3" / "A" / "a.mp3").stat().st_size > 0
+    assert temp_files(out) == []
