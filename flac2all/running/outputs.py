@@ -141,11 +141,13 @@ class Room:
             with _live_lock:
                 _live.discard(self.id)
 
-    def usable(self, dir_fd: int) -> bool:
-        """Still there, in the folder ``dir_fd`` (the one the final name's
-        path leads to now): not removed meanwhile, nor its folder."""
+    def usable(self) -> bool:
+        """Not removed meanwhile (anyone who may write its folder can
+        remove it while it is empty). Its folder is not either: it would
+        have to be empty first; so a room found by its folder's id is in
+        the folder of that id."""
         try:
-            return os.fstat(self.fd).st_nlink > 0 and dirs.same_file(os.fstat(self.parent_fd), os.fstat(dir_fd))
+            return os.fstat(self.fd).st_nlink > 0
         except OSError:
             return False
 
@@ -189,7 +191,7 @@ class Rooms:
         key = dev_ino(os.fstat(dir_fd))
         with self.lock:
             room = self.rooms.get(key)
-            if room is not None and room.usable(dir_fd):
+            if room is not None and room.usable():
                 self.rooms.move_to_end(key)
                 room.users += 1
                 return room
