@@ -13,10 +13,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flac2all import dirs
 from flac2all.errors import ExitStatus
 from flac2all.lines import VERBS, printable
 from flac2all.model import Action, Status, Task, TaskResult
-from flac2all.running import dirs
 from flac2all.skips import UP_TO_DATE, Skip, SkipLog
 
 # The first six columns are the original's; the host that ran each task is

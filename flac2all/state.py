@@ -34,9 +34,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from flac2all import dirs
 from flac2all.errors import TaskError, disk_full_cause
 from flac2all.records import Record, Records, Row
-from flac2all.running import dirs
 
 SCHEMA_VERSION = 2
 COMMIT_EVERY = 0.5  # seconds

@@ -335,7 +335,7 @@ class Master(Posted):
             self.close()
             if self.probe is not None:
                 self.probe.unlink(missing_ok=True)
-            outputs.remove_stale_temps(self.left_to_sweep())
+            outputs.remove_stale_temps(self.left_to_sweep(), settings.outdir)
 
     def left_to_sweep(self) -> set[Path]:
         """The folders to sweep for temp files at the end: every one a job

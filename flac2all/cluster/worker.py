@@ -42,7 +42,7 @@ from flac2all.cluster.protocol import ProtocolError
 from flac2all.cluster.stopping import StopRequest
 from flac2all.lines import line_for
 from flac2all.model import Settings, Status, TaskResult
-from flac2all.running import runner
+from flac2all.running import outputs, runner
 from flac2all.running.procs import Interrupted, ProcessGroup
 
 LOST_MASTER = 3  # exit status when the master stayed away too long
@@ -379,6 +379,10 @@ class Session:
         """The task thread: runs each job it is given, to its results (a
         batch of copies one by one: a hard stop ends it between two, and
         the results of those done are still sent)."""
+        with outputs.reusing():  # the temp folders of this session's encodes, kept between them
+            self.run_jobs()
+
+    def run_jobs(self) -> None:
         while (job := self.todo.get()) is not None:
             tasks = [task for _, _, task in job]
             done: list[TaskResult] = []

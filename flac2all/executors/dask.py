@@ -231,7 +231,7 @@ class DaskExecutor(Posted):
             if Collector(self, run, jobs, futures, events, on_start, on_result).collect(stop):
                 # Every job is settled and none still runs anywhere: what a
                 # lost worker was writing can go.
-                outputs.remove_stale_temps(self.littered)
+                outputs.remove_stale_temps(self.littered, settings.outdir)
         finally:
             for name in subscribed:  # else the scheduler may write to a closed client
                 with contextlib.suppress(Exception):

@@ -10,12 +10,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flac2all import dirs
 from flac2all.codecs.base import Codec
 from flac2all.errors import TaskError, UsageError
 from flac2all.model import Action, SourceFacts, Task
 from flac2all.planning.discovery import Source, Tree
 from flac2all.records import Record, texts
-from flac2all.running import dirs
 
 if TYPE_CHECKING:
     from flac2all.planning.plan import Planner

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from flac2all import codecs, tools
+from flac2all import codecs, dirs, tools
 from flac2all.codecs import Codec
 from flac2all.errors import TaskError, UsageError, describe_oserror
 from flac2all.executors import Executor
@@ -35,7 +35,7 @@ from flac2all.planning.flow import Flow, FolderPlan, Folders, Head, Whole, has_r
 from flac2all.planning.mirror import Mirror
 from flac2all.planning.plan import collector_paused
 from flac2all.report import LOG_NAME, Report
-from flac2all.running import dirs, guards, preflight
+from flac2all.running import guards, outputs, preflight
 from flac2all.running.execution import Run, state_lost
 from flac2all.running.guards import outdir_lock
 from flac2all.running.listing import Listing
@@ -216,7 +216,8 @@ def run(
             preflight.check_options(tuple(c for c in selected if c.name in first.encoding), settings)
         if plan_json is not None:
             write_plan_json(plan_json, flow.plan)
-        Run(settings, state, report, display, stop).execute(flow, first, executor)
+        with outputs.reusing():  # the temp folders of this process's encodes, kept between them
+            Run(settings, state, report, display, stop).execute(flow, first, executor)
         finish(settings, state, report, started)
         gc.unfreeze()
     return report

@@ -83,7 +83,12 @@ class Run:
             self.take(first, begun=True)
             planning = Halt(self.halt)  # set: the planning thread stops at a folder's end
             try:
-                later = flow.rest(planning, executor.post, self.take, outputs.remove_stale_temps)
+                later = flow.rest(
+                    planning,
+                    executor.post,
+                    self.take,
+                    lambda written: outputs.remove_stale_temps(written, settings.outdir),
+                )
                 jobs = itertools.chain(first.jobs, later)
                 executor.run(jobs, settings, self.display.started, self.record, self.halt)
             finally:
@@ -143,7 +148,7 @@ class Run:
             while piece := list(itertools.islice(skips, SKIPS_SHOWN)):
                 self.display.skipped(piece)
         if begun and folder.tasks:  # (the later folders' are swept as they are planned: Flow.rest)
-            outputs.remove_stale_temps(folder.written)  # before an encode writes there
+            outputs.remove_stale_temps(folder.written, self.settings.outdir)  # before an encode writes there
         for job in folder.jobs:
             self.handed_out(job, self.report.halted_by is None)
         for job in folder.here:

@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from flac2all import dirs
 from flac2all.errors import OutdirBusyError, TaskError, UsageError, describe_oserror
 from flac2all.model import Settings
 from flac2all.planning.discovery import Tree
 from flac2all.records import Record, Records, texts
-from flac2all.running import dirs
 from flac2all.state import STATE_DIR
 
 # The state's meta key for the input folder's file system (see input_device).

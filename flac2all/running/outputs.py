@@ -18,12 +18,14 @@ import os
 import re
 import secrets
 import stat
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from flac2all import dirs
 from flac2all.errors import TaskError, describe_oserror
-from flac2all.running import dirs
 
 log = logging.getLogger("flac2all")
 
@@ -62,35 +64,230 @@ class Stage:
         return self.fd is None or dirs.same_file(st, os.fstat(self.fd))
 
 
-def temp_name(final: Path, dir_fd: int | None = None) -> str:
+def temp_name(final: Path, longest: int | None = None, dir_fd: int | None = None) -> str:
     """A hidden name for ``final``'s temp file that ends with its name, so
     that it keeps its extension (encoders and mutagen choose the format by
     it) and an encoder's messages name the file; with the extension alone
-    where that would be too long for the folder, and none where even that
-    would be (the temp name must fit wherever the final name fits)."""
+    where that would be too long for the folder (``longest`` bytes, else
+    asked of ``dir_fd``), and none where even that would be (the temp name
+    must fit wherever the final name fits)."""
     name = f"{TEMP_PREFIX}{secrets.token_hex(6)}"
-    longest = 255
-    if dir_fd is not None:
-        with suppress(OSError, ValueError):
-            longest = os.fpathconf(dir_fd, "PC_NAME_MAX")
+    if longest is None:
+        longest = 255
+        if dir_fd is not None:
+            with suppress(OSError, ValueError):
+                longest = os.fpathconf(dir_fd, "PC_NAME_MAX")
     for ending in (f".{final.name}", final.suffix):
         if len(os.fsencode(name + ending)) <= longest:
             return name + ending
     return name
 
 
-def through(dir_fd: int, folder: Path, name: str) -> TempPath:
-    """The path the encoders are given for ``name`` in the held folder:
-    through the descriptor itself where the system has /proc (a folder
-    swapped for a link meanwhile is never followed), else ``folder``/name
-    (``commit`` still refuses a temp file that is not the one made)."""
-    via = Path(f"/proc/{os.getpid()}/fd/{dir_fd}")
+# Where a process's descriptors are paths that lead to what they hold, not
+# to a name: Linux's /proc/PID/fd/N. FreeBSD has none (docs/cluster.md).
+PROC = Path("/proc")
+
+
+def through(dir_fd: int, folder: Path) -> Path:
+    """The path the encoders are given for the held folder ``folder``:
+    through the descriptor itself where the system shows it in /proc (a
+    folder swapped for a link meanwhile is never followed), else
+    ``folder`` itself (``commit`` still refuses a temp file that is not
+    the one made). Tried each time: /proc may be missing or not mounted."""
+    via = PROC / str(os.getpid()) / "fd" / str(dir_fd)
     try:
-        if dirs.same_file(os.stat(via), os.fstat(dir_fd)):
-            return TempPath(via, name)
+        # A name looked up below it (not only itself: fdescfs shows the
+        # folder's stat on a node nothing can be found in).
+        if dirs.same_file(os.stat(via / "."), os.fstat(dir_fd)):
+            return via
     except OSError:
         pass
-    return TempPath(folder, name)
+    return folder
+
+
+class Room:
+    """A folder of our own (0700) for temp files opened by name, made in an
+    output folder and held open (``fd``), with that folder (``parent_fd``);
+    ``base``: the path encoders reach it by (``through``); ``users``: the
+    encodes staged in it now."""
+
+    def __init__(self, dir_fd: int, folder: Path) -> None:
+        self.name = f"{TEMP_PREFIX}{secrets.token_hex(6)}"
+        self.fd = dirs.open_private(dir_fd, self.name, folder / self.name)
+        try:
+            self.parent_fd = os.dup(dir_fd)
+        except BaseException:
+            self.remove(dir_fd)
+            raise
+        self.id = dev_ino(os.fstat(self.fd))
+        self.base = through(self.fd, folder / self.name)
+        self.name_max = 255
+        with suppress(OSError, ValueError):
+            self.name_max = os.fpathconf(self.fd, "PC_NAME_MAX")
+        self.users = 0
+        with _live_lock:
+            _live.add(self.id)
+
+    def remove(self, dir_fd: int | None = None) -> None:
+        """Close it and remove it (and any temp file left in it)."""
+        with suppress(OSError):
+            clear(self.fd)
+        os.close(self.fd)
+        parent = self.parent_fd if dir_fd is None else dir_fd
+        with suppress(OSError):
+            os.rmdir(self.name, dir_fd=parent)
+        if dir_fd is None:
+            os.close(self.parent_fd)
+            with _live_lock:
+                _live.discard(self.id)
+
+    def usable(self) -> bool:
+        """Not removed meanwhile (anyone who may write its folder can
+        remove it while it is empty). Its folder is not either: it would
+        have to be empty first; so a room found by its folder's id is in
+        the folder of that id."""
+        try:
+            return os.fstat(self.fd).st_nlink > 0
+        except OSError:
+            return False
+
+
+def dev_ino(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+class Rooms:
+    """What a process keeps between its encodes (``reusing``): the output
+    folder held once (by its path: the user's choice), and a few rooms,
+    one per output folder, each used by every encode into that folder
+    instead of a room made and removed for each. A room is looked up by
+    the output folder opened anew for each output (level by level from
+    the held output folder, without following links), so a folder swapped
+    for a link is refused as before; the oldest idle room goes when more
+    than ``size`` are kept, all of them when the last ``reusing`` ends."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.lock = threading.Lock()
+        self.tops: dict[str, int] = {}
+        self.rooms: OrderedDict[tuple[int, int], Room] = OrderedDict()  # by their output folder's id
+        self.scopes = 1
+        self.closed = False
+
+    def top(self, top: Path) -> int:
+        key = os.path.normpath(top)
+        with self.lock:
+            fd = self.tops.get(key)
+        if fd is None:
+            fd = dirs.open_top(top, create=True)
+            with self.lock:
+                if key in self.tops:
+                    os.close(fd)
+                fd = self.tops.setdefault(key, fd)
+        return fd
+
+    def take(self, dir_fd: int, folder: Path) -> Room:
+        """The room in the folder ``dir_fd``, made if there is none."""
+        key = dev_ino(os.fstat(dir_fd))
+        with self.lock:
+            room = self.rooms.get(key)
+            if room is not None and room.usable():
+                self.rooms.move_to_end(key)
+                room.users += 1
+                return room
+        room = Room(dir_fd, folder)
+        room.users = 1
+        with self.lock:
+            stale = self.rooms.pop(key, None)
+            self.rooms[key] = room
+            dropped = self.trim()
+        if stale is not None and stale.users == 0:
+            dropped.append(stale)  # (one in use goes when given back)
+        for old in dropped:
+            old.remove()
+        return room
+
+    def give_back(self, room: Room) -> None:
+        with self.lock:
+            room.users -= 1
+            kept = not self.closed and any(r is room for r in self.rooms.values())
+            dropped = self.trim() if kept else ([room] if room.users == 0 else [])
+        for old in dropped:
+            old.remove()
+
+    def trim(self) -> list[Room]:
+        """The idle rooms beyond ``size``, oldest first, taken out (under
+        the lock)."""
+        dropped = []
+        for key in list(self.rooms):
+            if len(self.rooms) <= self.size:
+                break
+            if self.rooms[key].users == 0:
+                dropped.append(self.rooms.pop(key))
+        return dropped
+
+    def drop_idle(self) -> None:
+        """Remove the idle rooms now (a folder is about to be removed if
+        empty)."""
+        with self.lock:
+            idle = [key for key, room in self.rooms.items() if room.users == 0]
+            dropped = [self.rooms.pop(key) for key in idle]
+        for room in dropped:
+            room.remove()
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            rooms = [room for room in self.rooms.values() if room.users == 0]
+            self.rooms.clear()
+            tops, self.tops = list(self.tops.values()), {}
+        for room in rooms:
+            room.remove()
+        for fd in tops:
+            os.close(fd)
+
+
+ROOMS_KEPT = 16
+_kept: Rooms | None = None
+_kept_lock = threading.Lock()
+_live: set[tuple[int, int]] = set()  # the rooms this process holds (the sweep leaves them)
+_live_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """A forked child holds nothing of its parent's: the rooms are the
+    parent's to remove."""
+    global _kept, _kept_lock, _live_lock
+    _kept, _kept_lock, _live_lock = None, threading.Lock(), threading.Lock()
+    _live.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+@contextmanager
+def reusing() -> Iterator[None]:
+    """Within it, this process's encodes share their temp folders and the
+    output folder's descriptor (``Rooms``); all are removed at its end
+    (those a killed process leaves are swept as its temp files are)."""
+    global _kept
+    with _kept_lock:
+        if _kept is None:
+            _kept = Rooms(ROOMS_KEPT)
+        else:
+            _kept.scopes += 1
+        kept = _kept
+    try:
+        yield
+    finally:
+        with _kept_lock:
+            kept.scopes -= 1
+            last = kept.scopes == 0
+            if last and _kept is kept:
+                _kept = None
+        if last:
+            kept.close()
 
 
 @contextmanager
@@ -101,13 +298,18 @@ def staged(final: Path, top: Path | None = None, made: bool = False, fd_only: bo
     links. ``made``: the temp file is made here (O_EXCL, no link followed)
     for the caller to write through ``stage.fd``; else the encoder makes
     it (flac will not write over a file). A temp file opened by its name
-    (by an encoder, the tagger) is in a folder of its own (``Stage``); one
-    written only through ``stage.fd`` (``fd_only``) needs none."""
-    top = final.parent if top is None else top  # a caller that knows no output folder
-    with dirs.held(final.parent, top, create=True) as dir_fd:
-        room = None if fd_only else f"{TEMP_PREFIX}{secrets.token_hex(6)}"
-        room_fd = dir_fd if room is None else dirs.open_private(dir_fd, room, final.parent / room)
-        name = temp_name(final, room_fd)
+    (by an encoder, the tagger) is in a folder of its own (``Room``: one
+    per encode, or kept for the next ones within ``reusing``); one written
+    only through ``stage.fd`` (``fd_only``) needs none."""
+    kept = _kept if top is not None else None  # a caller that knows no output folder keeps nothing
+    top = final.parent if top is None else top
+    top_fd = kept.top(top) if kept is not None else None
+    with dirs.held(final.parent, top, create=True, top_fd=top_fd) as dir_fd:
+        room = None
+        if not fd_only:
+            room = kept.take(dir_fd, final.parent) if kept is not None else Room(dir_fd, final.parent)
+        room_fd = dir_fd if room is None else room.fd
+        name = temp_name(final, None if room is None else room.name_max, room_fd)
         fd = None
         try:
             if made or fd_only:
@@ -116,20 +318,19 @@ def staged(final: Path, top: Path | None = None, made: bool = False, fd_only: bo
                 except OSError as exc:
                     raise TaskError(f"cannot write in {final.parent}: {describe_oserror(exc)}") from None
             # Where nobody opens it by name, its plain path will do.
-            tmp = TempPath(final.parent, name) if room is None else through(room_fd, final.parent / room, name)
-            tmp.stage = Stage(dir_fd, room, room_fd, name, fd)
+            tmp = TempPath(final.parent, name) if room is None else TempPath(room.base, name)
+            tmp.stage = Stage(dir_fd, None if room is None else room.name, room_fd, name, fd)
             yield tmp
         finally:
             if fd is not None:
                 os.close(fd)
-            if room is None:
-                with suppress(FileNotFoundError):
-                    os.unlink(name, dir_fd=dir_fd)
-            else:
-                clear(room_fd)
-                os.close(room_fd)
-                with suppress(OSError):
-                    os.rmdir(room, dir_fd=dir_fd)
+            with suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=room_fd)
+            if room is not None:
+                if kept is not None:
+                    kept.give_back(room)
+                else:
+                    room.remove()
 
 
 def clear(fd: int) -> int:
@@ -199,22 +400,23 @@ def emptied(tmp: Path) -> None:
         os.ftruncate(stage.fd, 0)
 
 
-def remove_stale_temps(folders: set[Path]) -> int:
+def remove_stale_temps(folders: set[Path], top: Path) -> int:
     """Delete the temp files a killed run (or a killed worker) left in
-    ``folders``; call it only when nothing else writes there. The engine
-    passes the folders its tasks write into: a killed task's output is not
-    committed (or its row not updated), so the next run with the same
-    settings has a task that writes in its folder; a no-op run lists none."""
+    ``folders``, each held from ``top`` (the output folder) level by level
+    without following links: a link put where a folder was would have us
+    delete in its target. Call it only when nothing else writes there but
+    this process (its own temp folders are left). The engine passes the
+    folders its tasks write into: a killed task's output is not committed
+    (or its row not updated), so the next run with the same settings has a
+    task that writes in its folder; a no-op run lists none."""
     removed = 0
     for folder in folders:
         try:
-            # Not through a link: one put where a folder was would have us
-            # delete in its target.
-            fd = os.open(folder, dirs.FOLDER_FLAGS)
+            fd = dirs.open_folder(folder, top)
         except (FileNotFoundError, NotADirectoryError):  # not made yet: nothing left in it
             continue
-        except OSError as exc:
-            log.warning("cannot look for temp files left in %s: %s", folder, describe_oserror(exc))
+        except TaskError as exc:
+            log.warning("cannot look for temp files left in %s: %s", folder, exc)
             continue
         try:
             stale = [name for name in os.listdir(fd) if TEMP_NAME.fullmatch(name)]
@@ -244,6 +446,9 @@ def remove_temp(name: str, dir_fd: int) -> int:
         return 1
     room = os.open(name, dirs.FOLDER_FLAGS, dir_fd=dir_fd)
     try:
+        with _live_lock:
+            if dev_ino(os.fstat(room)) in _live:  # this process's, in use or kept
+                return 0
         removed = clear(room)
     finally:
         os.close(room)
@@ -270,4 +475,7 @@ def commit(tmp: Path, final: Path) -> None:
 def remove_empty_folders(folder: Path, top: Path) -> None:
     """Remove ``folder`` and its parents while empty, never ``top`` itself
     (each through its parent held from ``top``: never through a link)."""
+    kept = _kept
+    if kept is not None:  # a room kept in it would keep it
+        kept.drop_idle()
     dirs.remove_empty(folder, top)

@@ -21,13 +21,13 @@ from typing import Any
 import mutagen
 from mutagen.flac import FLAC, StreamInfo
 
-from flac2all import codecs, tags
+from flac2all import codecs, dirs, tags
 from flac2all.audio import decoding
 from flac2all.audio.decoding import Command, Decoder, Expected
 from flac2all.audio.pcm import Tap
 from flac2all.errors import DISK_FULL, TaskError, describe_oserror, disk_full_cause
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
-from flac2all.running import derive, dirs
+from flac2all.running import derive
 from flac2all.running.fanout import run_fanout
 from flac2all.running.outputs import commit, emptied, fill, remove_empty_folders, staged
 from flac2all.running.pipeline import run_pipeline

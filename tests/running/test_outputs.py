@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import sys
 
 import pytest
 from mutagen.flac import FLAC
 
 from flac2all.errors import TaskError
+from flac2all.running import outputs
 from flac2all.running.outputs import commit, staged
 from tests.conftest import make_flac, read_log, run_flac2all, temp_files
 from tests.running.flipping import flip, planted
@@ -214,3 +217,160 @@ def test_a_temp_folder_left_by_a_killed_run_is_swept(tmp_path):
     run = run_flac2all("mp3", "-o", out, tmp_path / "in", timeout=60)
     assert run.returncode == 0, run.stderr
     assert not room.exists() and temp_files(out) == []
+
+
+def rooms_in(folder):
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith(".flac2all-tmp-"))
+
+
+def test_encodes_into_one_folder_share_its_temp_folder_until_the_run_ends(tmp_path):
+    out = tmp_path / "out"
+    album = out / "opus" / "A"
+    with outputs.reusing():
+        seen = set()
+        for n in range(3):
+            final = album / f"{n}.opus"
+            with staged(final, out) as tmp:
+                tmp.write_bytes(b"new")
+                commit(tmp, final)
+                seen.add(tmp.stage.room)
+        assert len(seen) == 1 and rooms_in(album) == sorted(seen)
+    assert rooms_in(album) == [] and sorted(p.name for p in album.iterdir()) == ["0.opus", "1.opus", "2.opus"]
+
+
+def test_a_kept_temp_folder_is_never_reached_through_a_link_put_in_its_folder_s_place(tmp_path):
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    album = out / "opus" / "A"
+    victim.mkdir()
+    with outputs.reusing():
+        with staged(album / "a.opus", out) as tmp:
+            tmp.write_bytes(b"new")
+            commit(tmp, album / "a.opus")
+        album.rename(out / "opus" / "A.real")
+        album.symlink_to(victim)
+        with pytest.raises(TaskError, match="is a symbolic link"):
+            with staged(album / "b.opus", out):
+                pass
+    assert planted(victim) == {}
+    assert rooms_in(out / "opus" / "A.real") == []
+
+
+def test_a_kept_temp_folder_removed_meanwhile_is_made_anew(tmp_path):
+    out = tmp_path / "out"
+    album = out / "opus" / "A"
+    with outputs.reusing():
+        with staged(album / "a.opus", out) as tmp:
+            first = tmp.stage.room
+        (album / first).rmdir()  # empty between encodes: anyone who may write the folder can
+        with staged(album / "b.opus", out) as tmp:
+            assert tmp.stage.room != first
+            tmp.write_bytes(b"new")
+            commit(tmp, album / "b.opus")
+    assert (album / "b.opus").read_bytes() == b"new" and rooms_in(album) == []
+
+
+def test_only_a_few_temp_folders_are_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(outputs, "ROOMS_KEPT", 2)
+    out = tmp_path / "out"
+    with outputs.reusing():
+        for name in "ABC":
+            with staged(out / "opus" / name / "a.opus", out):
+                pass
+        assert [len(rooms_in(out / "opus" / name)) for name in "ABC"] == [0, 1, 1]
+    assert [len(rooms_in(out / "opus" / name)) for name in "ABC"] == [0, 0, 0]
+
+
+def test_a_folder_emptied_is_removed_though_a_temp_folder_was_kept_in_it(tmp_path):
+    out = tmp_path / "out"
+    album = out / "opus" / "A"
+    with outputs.reusing():
+        with staged(album / "a.opus", out) as tmp:
+            tmp.write_bytes(b"new")
+            commit(tmp, album / "a.opus")
+        (album / "a.opus").unlink()
+        outputs.remove_empty_folders(album, out)
+        assert not (out / "opus").exists()
+
+
+def test_the_sweep_leaves_the_temp_folder_of_an_encode_under_way(tmp_path):
+    # A flat layout: every folder plan writes into the same folder, swept
+    # as each is planned while earlier ones encode.
+    out = tmp_path / "out"
+    final = out / "opus" / "a.opus"
+    with staged(final, out) as tmp:
+        tmp.write_bytes(b"half")
+        assert outputs.remove_stale_temps({final.parent}, out) == 0
+        tmp.write_bytes(b"whole")
+        commit(tmp, final)
+    assert final.read_bytes() == b"whole" and temp_files(out) == []
+
+
+def test_the_sweep_never_deletes_through_a_link_above_the_folder(tmp_path):
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    kept = victim / "A" / ".flac2all-tmp-0123456789ab.mp3"  # someone's file named like a temp file
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"precious")
+    out.mkdir()
+    (out / "mp3").symlink_to(victim)
+    assert outputs.remove_stale_temps({out / "mp3" / "A"}, out) == 0
+    assert planted(victim) == {"A/.flac2all-tmp-0123456789ab.mp3": b"precious"}
+
+
+def test_without_proc_the_held_folder_is_given_by_its_path(tmp_path, monkeypatch):
+    folder = tmp_path / "out" / "A"
+    folder.mkdir(parents=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert outputs.through(fd, folder) == outputs.PROC / str(os.getpid()) / "fd" / str(fd)
+        # A system without /proc, or one whose /proc shows no descriptors
+        # (FreeBSD's procfs): a real folder in its place, with no such path.
+        monkeypatch.setattr(outputs, "PROC", tmp_path / "proc")
+        (tmp_path / "proc").mkdir()
+        assert outputs.through(fd, folder) == folder
+        # A path there that leads elsewhere is not taken for the descriptor.
+        (tmp_path / "proc" / str(os.getpid()) / "fd").mkdir(parents=True)
+        (tmp_path / "proc" / str(os.getpid()) / "fd" / str(fd)).symlink_to(tmp_path)
+        assert outputs.through(fd, folder) == folder
+    finally:
+        os.close(fd)
+
+
+def test_without_proc_a_temp_file_written_through_a_swapped_folder_is_not_committed(tmp_path, monkeypatch):
+    monkeypatch.setattr(outputs, "PROC", tmp_path / "proc")
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    album = out / "mp3" / "A"
+    album.mkdir(parents=True)
+    victim.mkdir()
+    final = album / "a.mp3"
+    with staged(final, out) as tmp:
+        assert tmp.parent == album / tmp.stage.room  # the plain path: the remaining gap
+        album.rename(out / "mp3" / "A.real")
+        album.symlink_to(victim)
+        (victim / tmp.stage.room).mkdir()  # the link's owner made the folder the path names
+        tmp.write_bytes(b"new")  # lands where the link leads
+        with pytest.raises(TaskError, match="temp file was replaced"):
+            commit(tmp, final)
+    assert not (out / "mp3" / "A.real" / "a.mp3").exists() and not (victim / "a.mp3").exists()
+    assert temp_files(out / "mp3" / "A.real") == []
+
+
+def test_a_run_where_proc_shows_nothing_encodes_by_plain_paths(tmp_path):
+    # /proc hidden under an empty tmpfs in a mount namespace of its own.
+    make_flac(tmp_path / "in" / "A" / "a.flac")
+    out = tmp_path / "out"
+    hidden = 'mount -t tmpfs none /proc && exec "$@"'
+    argv = ["unshare", "-m", "--map-root-user", "sh", "-c", hidden, "sh"]
+    if subprocess.run([*argv, "true"], capture_output=True).returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("cannot hide /proc in a mount namespace (unshare)")
+        pytest.skip("cannot hide /proc in a mount namespace here (unshare)")
+    run = subprocess.run(
+        [*argv, sys.executable, "-m", "flac2all", "opus,mp3", "-o", str(out), str(tmp_path / "in")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert {row["conversion_status"] for row in read_log(out)} == {"SUCCESS"}
+    assert (out / "opus" / "A" / "a.opus").stat().st_size > 0 and (out / "mp3" / "A" / "a.mp3").stat().st_size > 0
+    assert temp_files(out) == []

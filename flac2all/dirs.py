@@ -111,40 +111,50 @@ def open_private(dir_fd: int, name: str, path: Path) -> int:
     return fd
 
 
-def open_folder(folder: Path, top: Path, create: bool = False) -> int:
-    """A descriptor of ``folder``, opened level by level from ``top``
-    without following links (made where missing if ``create``). The caller
-    closes it. TaskError if a level is a link or not a folder;
-    FileNotFoundError if one is missing (and not ``create``)."""
-    parts = below(folder, top)
+def open_top(top: Path, create: bool = False) -> int:
+    """A descriptor of the output folder itself: the user's own choice,
+    reached by its path (links and all), made if missing and ``create``."""
     try:
         try:
-            fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            return os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             if not create:
                 raise
-            # The output folder itself: the user's own choice, reached by its path.
             Path(top).mkdir(parents=True, exist_ok=True)
-            fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            return os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise TaskError(f"cannot open the output folder {top}: {describe_oserror(exc)}") from None
+
+
+def open_folder(folder: Path, top: Path, create: bool = False, top_fd: int | None = None) -> int:
+    """A descriptor of ``folder``, opened level by level from ``top``
+    without following links (made where missing if ``create``). The caller
+    closes it. ``top_fd``: ``top`` already held (``open_top``), the walk
+    starts there. TaskError if a level is a link or not a folder;
+    FileNotFoundError if one is missing (and not ``create``)."""
+    parts = below(folder, top)
+    fd = open_top(top, create) if top_fd is None else top_fd
+    if not parts and fd == top_fd:
+        return os.dup(fd)
     path = os.fspath(top)
     try:
         for name in parts:
             path = os.path.join(path, name)
             child = open_child(fd, name, path, create)
-            os.close(fd)
+            if fd != top_fd:
+                os.close(fd)
             fd = child
     except BaseException:
-        os.close(fd)
+        if fd != top_fd:
+            os.close(fd)
         raise
     return fd
 
 
 @contextmanager
-def held(folder: Path, top: Path, create: bool = False) -> Iterator[int]:
+def held(folder: Path, top: Path, create: bool = False, top_fd: int | None = None) -> Iterator[int]:
     """``open_folder`` for the time of a ``with``."""
-    fd = open_folder(folder, top, create)
+    fd = open_folder(folder, top, create, top_fd)
     try:
         yield fd
     finally:
