@@ -18,7 +18,7 @@ from typing import IO
 from flac2all import tools
 from flac2all.audio.decoding import Command
 from flac2all.errors import TaskError, describe_oserror
-from flac2all.running.blame import blame, only_pipe_symptoms, read_tail
+from flac2all.running.blame import blame, blocked_writing, only_pipe_symptoms, read_tail
 from flac2all.running.procs import DEVNULL, PIPE, Interrupted, Proc, ProcessGroup, Stdin
 
 log = logging.getLogger("flac2all")
@@ -60,15 +60,6 @@ class StderrFiles:
 
 
 STDERR_FILES = StderrFiles()
-
-
-def blocked_writing(pid: int) -> bool:
-    """Whether the process sleeps in a write to a full pipe (its wchan)."""
-    try:
-        with open(f"/proc/{pid}/wchan") as f:
-            return "pipe_write" in f.read()
-    except OSError:
-        return False
 
 
 class Chain:
