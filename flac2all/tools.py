@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterable
 
 from flac2all.errors import MissingProgramError
 
 # Debian package that provides each program we may run; named in the error
-# shown when a program is missing.
+# shown when a program is missing. FreeBSD's packages have the same names.
 PACKAGES = {
     "flac": "flac",
     "metaflac": "flac",
@@ -37,6 +38,13 @@ def which(program: str) -> str | None:
 def package_of(program: str) -> str:
     """The Debian package to install for ``program``."""
     return PACKAGES.get(program, program)
+
+
+def install_hint(program: str, platform: str = sys.platform) -> str:
+    """How to install ``program``: with pkg on FreeBSD, else apt-get."""
+    if platform.startswith("freebsd"):
+        return f"install the package: pkg install {package_of(program)}"
+    return f"install the Debian package: apt-get install {package_of(program)}"
 
 
 def run_probe(argv: list[str]) -> str:
@@ -101,6 +109,5 @@ def require(programs: dict[str, str]) -> None:
     for program, needed_by in programs.items():
         if which(program) is None:
             raise MissingProgramError(
-                f"{needed_by} needs the program '{program}', which is not installed "
-                f"(install the Debian package: apt-get install {package_of(program)})"
+                f"{needed_by} needs the program '{program}', which is not installed ({install_hint(program)})"
             )
