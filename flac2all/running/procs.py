@@ -44,9 +44,9 @@ class Proc:
     """A started program: the part of ``subprocess.Popen`` the runner uses.
 
     Started with ``os.posix_spawn`` (a vfork and an exec, no Python in the
-    child), in a session of its own: the terminal's Ctrl-C reaches only us,
-    and ``killpg`` ends it and whatever it started. Only the three standard
-    streams are passed on (every file Python opens is close-on-exec, and
+    child), in a session (or process group: ``spawn``) of its own: the
+    terminal's Ctrl-C reaches only us, and ``killpg`` ends it and whatever
+    it started. Only the three standard streams are passed on (every file Python opens is close-on-exec, and
     ``not_inherited`` closes on exec what we were given).
     """
 
