@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterable
 
 from flac2all.errors import MissingProgramError
 
 # Debian package that provides each program we may run; named in the error
-# shown when a program is missing.
+# shown when a program is missing. FreeBSD's packages have the same names.
 PACKAGES = {
     "flac": "flac",
     "metaflac": "flac",
@@ -37,6 +38,16 @@ def which(program: str) -> str | None:
 def package_of(program: str) -> str:
     """The Debian package to install for ``program``."""
     return PACKAGES.get(program, program)
+
+
+def install_hint(programs: list[str], platform: str = sys.platform) -> str:
+    """How to install ``programs``, all at once: with pkg on FreeBSD, else
+    apt-get."""
+    packages = list(dict.fromkeys(package_of(program) for program in programs))
+    plural = "s" if len(packages) > 1 else ""
+    if platform.startswith("freebsd"):
+        return f"install the package{plural}: pkg install {' '.join(packages)}"
+    return f"install the Debian package{plural}: apt-get install {' '.join(packages)}"
 
 
 def run_probe(argv: list[str]) -> str:
@@ -101,15 +112,10 @@ def require(programs: dict[str, str]) -> None:
     missing = [(program, needed_by) for program, needed_by in programs.items() if which(program) is None]
     if not missing:
         return
-    # All of them at once: one apt-get, not one failed run per program.
-    packages = " ".join(dict.fromkeys(package_of(program) for program, _ in missing))
+    # All of them at once: one install command, not one failed run per program.
+    hint = install_hint([program for program, _ in missing])
     if len(missing) == 1:
         ((program, needed_by),) = missing
-        raise MissingProgramError(
-            f"{needed_by} needs the program '{program}', which is not installed "
-            f"(install the Debian package: apt-get install {packages})"
-        )
+        raise MissingProgramError(f"{needed_by} needs the program '{program}', which is not installed ({hint})")
     needs = ", ".join(f"{needed_by} needs '{program}'" for program, needed_by in missing)
-    raise MissingProgramError(
-        f"{needs}, which are not installed (install the Debian packages: apt-get install {packages})"
-    )
+    raise MissingProgramError(f"{needs}, which are not installed ({hint})")

@@ -1,10 +1,21 @@
-"""The programs flac2all needs: found on PATH, or said missing before any work."""
+"""The programs flac2all needs: found on PATH, or said missing before any
+work, with the system's own installer."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+
+from flac2all import tools
+
+
+def test_the_install_hint_names_the_systems_own_installer():
+    assert tools.install_hint(["oggenc"], "linux") == "install the Debian package: apt-get install vorbis-tools"
+    assert tools.install_hint(["oggenc"], "freebsd14") == "install the package: pkg install vorbis-tools"
+    assert tools.install_hint(["oggenc", "flac", "metaflac"], "freebsd14") == (
+        "install the packages: pkg install vorbis-tools flac"
+    )
 
 
 def test_every_missing_encoder_is_named_in_one_line_with_one_apt_get(library, tmp_path):

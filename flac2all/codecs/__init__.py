@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import shlex
 
+from flac2all import tools
 from flac2all.codecs.base import AudioInfo, Codec
 from flac2all.codecs.ffmpeg import AAC, FFMPEG_OPTIONS, audio_encoders, ffmpeg_codec
 from flac2all.codecs.native import FLAC, MP3, OPUS, TEST, VORBIS
@@ -89,7 +90,7 @@ def ffmpeg_mode(encoder: str) -> Codec:
     if codec is not None:
         return codec
     if not encoders:
-        raise UsageError(f"mode 'f:{encoder}' needs ffmpeg, which is not installed (Debian package: ffmpeg)")
+        raise UsageError(f"mode 'f:{encoder}' needs ffmpeg, which is not installed ({tools.install_hint(['ffmpeg'])})")
     hint = did_you_mean(encoder.lower(), list(encoders), prefix="f:")
     raise UsageError(
         f"unknown ffmpeg audio encoder in mode 'f:{encoder}'{hint}; "

@@ -7,7 +7,7 @@ only shows that a later stage failed. The cause is the first stage, in
 pipeline order, that failed of something else: a decoder that stopped on a
 corrupt source truncates what the encoder reads, so the earlier real
 failure is the cause of any later one. Pure functions of what the stages
-did; ``pipeline`` runs them.
+did (but ``blocked_writing``, which asks the system); ``pipeline`` runs them.
 """
 
 from __future__ import annotations
@@ -15,12 +15,61 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 
 from flac2all.errors import FULL_TEXT, WRITE_FAILED, TaskError
 
 STDERR_TAIL = 64 * 1024
 # What a writer says when its reader is gone (EPIPE's strerror).
 BROKEN_PIPE = re.compile(r"broken pipe", re.IGNORECASE)
+
+
+# A process's wait channel while it waits to write to a full pipe: Linux's
+# kernel function, FreeBSD's sleep message.
+PIPE_WRITE_WAITS = ("pipe_write", "pipewr")
+
+
+def wchan_file(pid: int) -> str:
+    """Linux's /proc/PID/wchan."""
+    with open(f"/proc/{pid}/wchan") as f:
+        return f.read().strip()
+
+
+def wchan_ps(pid: int) -> str:
+    """What ``ps -o wchan=`` shows (FreeBSD's ps asks the kernel, not /proc)."""
+    try:
+        done = subprocess.run(
+            ["ps", "-o", "wchan=", "-p", str(pid)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+            start_new_session=True,
+        )
+    except subprocess.TimeoutExpired:
+        return ""
+    return done.stdout.strip()
+
+
+def wait_channel(pid: int) -> str:
+    """What process ``pid`` sleeps on, from the first source that tells;
+    "" when none does (a hung stage is then named as the first one still
+    running)."""
+    for read in (wchan_file, wchan_ps):
+        try:
+            channel = read(pid)
+        except OSError:
+            continue
+        if channel:
+            return channel
+    return ""
+
+
+def blocked_writing(pid: int) -> bool:
+    """Whether the process sleeps in a write to a full pipe (its wchan)."""
+    channel = wait_channel(pid)
+    return any(wait in channel for wait in PIPE_WRITE_WAITS)
 
 
 def read_tail(fileobj) -> str:

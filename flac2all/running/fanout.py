@@ -20,7 +20,7 @@ from flac2all.audio.decoding import Command
 from flac2all.errors import TaskError
 from flac2all.running import alarms
 from flac2all.running.pipeline import Chain, run_pipeline
-from flac2all.running.procs import DEVNULL, PIPE, Interrupted, ProcessGroup, Stdin
+from flac2all.running.procs import DEVNULL, PIPE, Interrupted, Proc, ProcessGroup, Stdin, pidfd
 
 # PCM is handed from the decoder to the encoders in chunks of this size,
 # through pipes enlarged to it (Linux's default 64 KiB makes the encoders of
@@ -31,8 +31,11 @@ CHUNK = 256 * 1024
 
 
 def widen(pipe) -> None:
+    resize = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only: elsewhere pipes grow by themselves
+    if resize is None:
+        return
     try:
-        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
+        fcntl.fcntl(pipe.fileno(), resize, CHUNK)
     except OSError:  # above the user's pipe quota: the default size works too
         pass
 
@@ -278,6 +281,7 @@ class Fanout:
         mode reports its own time, not its slowest sibling's."""
         ends: dict[int, float] = {}
         watched: dict[int, int] = {}  # pidfd -> chain index
+        unwatched: dict[Proc, int] = {}  # where there is no pidfd: looked at every 10 ms
         poller = select.poll()
         try:
             # The branches only: when the head ended is of no use (it is
@@ -285,17 +289,19 @@ class Fanout:
             # runs of short files.
             for i, chain in enumerate(self.chains, start=1):
                 for proc in chain.procs:
-                    try:
-                        fd = os.pidfd_open(proc.pid)
-                    except OSError:  # no pidfd here: its chain ends when reaped below
+                    fd = pidfd(proc.pid)
+                    if fd is None:
+                        unwatched[proc] = i
                         continue
                     watched[fd] = i
                     poller.register(fd, select.POLLIN)
-            while watched:
-                for fd, _ in poller.poll():
+            while watched or unwatched:
+                for fd, _ in poller.poll(10 if unwatched else None):
                     ends[watched.pop(fd)] = time.monotonic()  # the chain's last process wins
                     poller.unregister(fd)
                     os.close(fd)
+                for proc in [p for p in unwatched if p.poll() is not None]:
+                    ends[unwatched.pop(proc)] = time.monotonic()
         finally:
             for fd in watched:
                 os.close(fd)

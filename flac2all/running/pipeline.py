@@ -18,7 +18,7 @@ from typing import IO
 from flac2all import tools
 from flac2all.audio.decoding import Command
 from flac2all.errors import TaskError, describe_oserror
-from flac2all.running.blame import blame, only_pipe_symptoms, read_tail
+from flac2all.running.blame import blame, blocked_writing, only_pipe_symptoms, read_tail
 from flac2all.running.procs import DEVNULL, PIPE, Interrupted, Proc, ProcessGroup, Stdin
 
 log = logging.getLogger("flac2all")
@@ -62,15 +62,6 @@ class StderrFiles:
 STDERR_FILES = StderrFiles()
 
 
-def blocked_writing(pid: int) -> bool:
-    """Whether the process sleeps in a write to a full pipe (its wchan)."""
-    try:
-        with open(f"/proc/{pid}/wchan") as f:
-            return "pipe_write" in f.read()
-    except OSError:
-        return False
-
-
 class Chain:
     """``stage0 | stage1 | ...`` as started processes, with each stage's
     stderr kept in a file (``StderrFiles``); ``close()`` kills and reaps what
@@ -94,8 +85,7 @@ class Chain:
             try:
                 proc = self.processes.start(argv, upstream, stdout if last else PIPE, errfile)
             except FileNotFoundError:
-                package = tools.package_of(argv[0])
-                raise TaskError(f"{argv[0]} is not installed (Debian package: {package})", 127) from None
+                raise TaskError(f"{argv[0]} is not installed ({tools.install_hint([argv[0]])})", 127) from None
             except OSError as exc:  # not executable, a folder, not a program (ENOEXEC)
                 raise TaskError(f"cannot run {tools.which(argv[0]) or argv[0]}: {describe_oserror(exc)}", 126) from None
             finally:

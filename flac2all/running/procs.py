@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import math
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -33,14 +34,19 @@ Stdin = int | IO[bytes] | None  # what a pipeline's first stage reads: None (not
 # must die of SIGPIPE when its reader is gone (blame), as from a shell.
 DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
+# How posix_spawn puts a program in a group of its own: a session where the
+# system's posix_spawn can start one, else a process group, which killpg and
+# the terminal's Ctrl-C (sent to the foreground group only) treat the same.
+SETSID = {"setsid": True}
+
 
 class Proc:
     """A started program: the part of ``subprocess.Popen`` the runner uses.
 
     Started with ``os.posix_spawn`` (a vfork and an exec, no Python in the
-    child), in a session of its own: the terminal's Ctrl-C reaches only us,
-    and ``killpg`` ends it and whatever it started. Only the three standard
-    streams are passed on (every file Python opens is close-on-exec, and
+    child), in a session (or process group: ``spawn``) of its own: the
+    terminal's Ctrl-C reaches only us, and ``killpg`` ends it and whatever
+    it started. Only the three standard streams are passed on (every file Python opens is close-on-exec, and
     ``not_inherited`` closes on exec what we were given).
     """
 
@@ -76,7 +82,7 @@ class Proc:
                     fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
                     theirs.append(fd)
                 actions.append((os.POSIX_SPAWN_DUP2, fd, target))
-            pid = os.posix_spawn(program, argv, env, file_actions=actions, setsid=True, setsigdef=DEFAULT_SIGNALS)
+            pid = spawn(program, argv, env, actions)
         except BaseException:
             for f in ours:
                 if f is not None:
@@ -94,6 +100,7 @@ class Proc:
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
                 if pid:
                     self.returncode = os.waitstatus_to_exitcode(status)
+                    reaper.ended(pid)
             except ChildProcessError:
                 pass
             finally:
@@ -111,12 +118,12 @@ class Proc:
                     self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
                 except ChildProcessError:  # reaped by someone else: how it ended is lost
                     self.returncode = 255
+                reaper.ended(self.pid)
         return self.returncode
 
     def _ends_within(self, timeout: float) -> bool:
-        try:
-            fd = os.pidfd_open(self.pid)
-        except OSError:  # no pidfd (an old kernel): look every 10 ms
+        fd = pidfd(self.pid)
+        if fd is None:  # look every 10 ms
             deadline = time.monotonic() + timeout
             while self.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -129,17 +136,61 @@ class Proc:
             os.close(fd)
 
 
+def spawn(program: str, argv: list[str], env, actions: list[tuple]) -> int:
+    """``os.posix_spawn`` in a session of its own (``SETSID``), or a
+    process group of its own where the system's posix_spawn cannot start
+    a session."""
+    global SETSID
+    try:
+        return os.posix_spawn(program, argv, env, file_actions=actions, setsigdef=DEFAULT_SIGNALS, **SETSID)
+    except NotImplementedError:
+        if "setpgroup" in SETSID:
+            raise
+    SETSID = {"setpgroup": 0}
+    return os.posix_spawn(program, argv, env, file_actions=actions, setsigdef=DEFAULT_SIGNALS, **SETSID)
+
+
+def pidfd(pid: int) -> int | None:
+    """A descriptor that polls readable when process ``pid`` ends (Linux's
+    pidfd); None where there is none (FreeBSD, an old kernel): the caller
+    then looks at the process every few milliseconds."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return opener(pid)
+    except OSError:
+        return None
+
+
+def open_descriptors() -> list[int]:
+    """The descriptors this process has open: listed where the system
+    lists them (Linux's /proc, FreeBSD's /dev/fd with fdescfs), else every
+    number below the descriptor limit that is open."""
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            names = os.listdir(listing)
+        except OSError:
+            continue
+        if len(names) > 3 or listing == "/proc/self/fd":  # without fdescfs /dev/fd shows 0-2 only
+            return [int(name) for name in names]
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit == resource.RLIM_INFINITY:
+        limit = os.sysconf("SC_OPEN_MAX")
+    opened = []
+    for fd in range(limit):
+        with contextlib.suppress(OSError):
+            os.fstat(fd)
+            opened.append(fd)
+    return opened
+
+
 def not_inherited() -> None:
     """Make close-on-exec whatever descriptor we were given open beyond
     the standard three (by cron, a shell, a wrapper script): ``Proc``
     passes on all that are not, and an encoder holding, say, a pipe of our
     caller's would keep that caller waiting."""
-    try:
-        names = os.listdir("/proc/self/fd")
-    except OSError:
-        return
-    for name in names:
-        fd = int(name)
+    for fd in open_descriptors():
         if fd > 2:
             with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
                 if os.get_inheritable(fd):
@@ -175,6 +226,7 @@ class ProcessGroup:
             if self.stopping:
                 raise Interrupted()
             proc = Proc.spawn(program, argv, env, stdin, stdout, stderr)
+            reaper.started(proc.pid)
             self._procs.add(proc)
             return proc
 

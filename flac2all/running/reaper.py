@@ -9,11 +9,16 @@ watcher kills every process of ours that carries the token
 (``/proc/PID/environ``), twice, a little apart, for one caught between fork
 and exec at the moment we died.
 
+Where there is no /proc (FreeBSD mounts none by default) it kills instead
+the process groups we told it of through the same pipe (``started``,
+``ended``): each encoder is the leader of its own group, which holds
+whatever it started unless that left the group itself, and one started in
+the instant we died is missed.
+
 This replaces one ``setpriv --pdeathsig`` exec per encoder (about 1.2 ms of
 CPU each, a twentieth of the CPU of a run of 1 s files) with one process per
 run, and also ends the encoders' own children, which the parent-death signal
-did not reach. Where there is no /proc, nothing is killed (as there was no
-setpriv there either).
+did not reach.
 """
 
 from __future__ import annotations
@@ -27,17 +32,31 @@ import threading
 VARIABLE = "FLAC2ALL_RUN"
 
 # Runs in its own interpreter (-I -S: no site, no user paths: it starts in
-# about 10 ms). argv: the variable and the token; stdin is the pipe.
+# about 10 ms). argv: the variable and the token; stdin is the pipe, which
+# carries a line per group started ("+PID") and reaped ("-PID").
 WATCHER = r"""
 import os, signal, sys, time
 needle = ("\0" + sys.argv[1] + "=" + sys.argv[2] + "\0").encode()
-while os.read(0, 4096):
-    pass
+groups = set()
+rest = b""
+while chunk := os.read(0, 4096):
+    *lines, rest = (rest + chunk).split(b"\n")
+    for line in lines:
+        (groups.add if line[:1] == b"+" else groups.discard)(int(line[1:]))
 me = os.getpid()
 for attempt in range(3):
     if attempt:
         time.sleep(0.05)
-    for name in os.listdir("/proc"):
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        names = []
+    for name in names:
         if not name.isdigit() or int(name) == me:
             continue
         try:
@@ -60,6 +79,7 @@ class Watcher:
         self.token = secrets.token_hex(16)
         self.owner = os.getpid()
         read_end, self.write_end = os.pipe()  # both close on exec
+        os.set_blocking(self.write_end, False)  # a watcher that stopped reading never holds us up
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", WATCHER, VARIABLE, self.token],
@@ -84,6 +104,12 @@ class Watcher:
         now: built once, not for every process (as bytes, which
         ``procs.Proc`` passes on as they are)."""
         self.env = {**os.environb, VARIABLE.encode(): self.token.encode()}
+
+    def tell(self, line: bytes) -> None:
+        try:
+            os.write(self.write_end, line)
+        except OSError:  # full (then that group is not killed) or the watcher is gone
+            pass
 
     def forget(self) -> None:
         """In a forked child: the parent's pipe is not ours to hold."""
@@ -119,6 +145,20 @@ def environment() -> dict[bytes, bytes]:
                 _watcher = Watcher()
             watcher = _watcher
     return watcher.env
+
+
+def started(pid: int) -> None:
+    """Process ``pid``, the leader of its group, has been started."""
+    watcher = _watcher
+    if watcher is not None and watcher.owner == os.getpid():
+        watcher.tell(b"+%d\n" % pid)
+
+
+def ended(pid: int) -> None:
+    """Process ``pid`` has been reaped: its number may be another's now."""
+    watcher = _watcher
+    if watcher is not None and watcher.owner == os.getpid():
+        watcher.tell(b"-%d\n" % pid)
 
 
 def _after_fork_in_child() -> None:

@@ -74,3 +74,26 @@ def test_without_tee_the_stream_is_copied(tmp_path, monkeypatch):
         failures, _ = run_fanout(["cat"], [[saved(outs[0])], [saved(outs[1], 0.1)]], 30, ProcessGroup(), stdin)
     assert failures == [None, None]
     assert [out.read_bytes() == DATA for out in outs] == [True, True]
+
+
+def test_without_pidfd_each_branch_still_ends_at_its_own_time(tmp_path, monkeypatch):
+    """FreeBSD has no pidfd: the branches are looked at instead, and a quick
+    mode's time is not its slow sibling's."""
+    monkeypatch.delattr(os, "pidfd_open")
+    source = tmp_path / "pcm"
+    source.write_bytes(DATA)
+    quick, slow = ["sh", "-c", "exec cat > /dev/null"], ["sh", "-c", "cat > /dev/null; sleep 0.6"]
+    with source.open("rb") as stdin:
+        failures, ended = run_fanout(["cat"], [[quick], [slow]], 30, ProcessGroup(), stdin)
+    assert failures == [None, None]
+    assert ended[1] - ended[0] > 0.4
+
+
+def test_without_splice_there_is_no_tee(monkeypatch):
+    """Where Python has no os.splice (FreeBSD) tee is never tried."""
+    monkeypatch.delattr(os, "splice")
+    fanout.tee.cache_clear()
+    try:
+        assert fanout.tee() is None
+    finally:
+        fanout.tee.cache_clear()
