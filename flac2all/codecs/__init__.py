@@ -26,7 +26,6 @@ from __future__ import annotations
 import difflib
 import shlex
 
-from flac2all import tools
 from flac2all.codecs.base import AudioInfo, Codec
 from flac2all.codecs.ffmpeg import AAC, FFMPEG_OPTIONS, audio_encoders, ffmpeg_codec
 from flac2all.codecs.native import FLAC, MP3, OPUS, TEST, VORBIS
@@ -90,6 +89,8 @@ def ffmpeg_mode(encoder: str) -> Codec:
     if codec is not None:
         return codec
     if not encoders:
+        from flac2all import tools  # here: planning imports this module, and tools starts programs
+
         raise UsageError(f"mode 'f:{encoder}' needs ffmpeg, which is not installed ({tools.install_hint(['ffmpeg'])})")
     hint = did_you_mean(encoder.lower(), list(encoders), prefix="f:")
     raise UsageError(
