@@ -234,5 +234,6 @@ def test_no_free_inodes_is_one_cause_named_as_such(tmp_path, tmpfs, fake_bin):
     fs = re.escape(f"{disk}'s filesystem")
     cause = rf"no free inodes \({fs}: no more files can be made there, although \d+ MB are free\)"
     assert re.fullmatch(f"ERROR: {cause}", statuses[0]), statuses
-    assert all(re.fullmatch(f"NOT STARTED: {cause}", s) for s in statuses[1:]), statuses
+    # Not started after the halt (one already handed to the slot may have run into it too).
+    assert all(re.fullmatch(f"(NOT STARTED|ERROR): {cause}", s) for s in statuses[1:]), statuses
     assert "init outfile" not in run.stdout and "no space left" not in run.stdout
