@@ -210,9 +210,10 @@ def stat_version(st: os.stat_result) -> tuple:
 def disbelief(entry: Entry) -> str | None:
     """Why the master does not believe a worker's success for this task, or
     None: the output must be a regular, non-empty file under its final
-    name, not the one that was there when the task was handed out, a
-    tagged output must carry the provenance tag of this task's settings,
-    and an encode must last as long as its source."""
+    name, not the one that was there when the task was handed out, a copy
+    as large as its source is now, a tagged output must carry the
+    provenance tag of this task's settings, and an encode must last as long
+    as its source."""
     task = entry.task
     try:
         st = os.lstat(task.output)
@@ -224,8 +225,12 @@ def disbelief(entry: Entry) -> str | None:
         return "the output is empty"
     if stat_version(st) == entry.before:
         return "the output was not written since the task was handed out"
-    if task.action is Action.COPY:
-        return None
+    if task.action is Action.COPY:  # its bytes are the source's: as many of them, at least
+        try:
+            size = os.stat(task.source).st_size
+        except OSError:
+            size = task.size
+        return None if st.st_size == size else f"the copy has {st.st_size} bytes, its source {size}"
     codec = codecs.resolve(task.mode)
     if codec.tagged and codec.tag_family.carries_tags:
         provenance = codec.tag_family.read_provenance(task.output)

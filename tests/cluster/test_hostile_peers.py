@@ -446,6 +446,39 @@ def test_a_tagged_junk_output_is_not_believed(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_forged_copy_of_another_size_is_not_believed(tmp_path):
+    lib, out = tmp_path / "music", tmp_path / "out"
+    make_flac(lib / "a.flac", seconds=0.2)
+    (lib / "cover.jpg").write_bytes(b"J" * 5000)
+    master, port = start_master("opus", out, lib, "-c")
+    ctx = zmq.Context()
+    try:
+        forger = FakeWorker(ctx, port, "forger")
+        forger.join(["opus"])
+        for _ in range(2):  # a job each (the run plans the encode first)
+            [job] = [m for m in forger.messages(3) if m["type"] == "job"]
+            for task in job["tasks"]:  # the encode "cannot run here"; the copy "done", as 4 bytes of junk
+                copy = job["action"] == "copy"
+                if copy:
+                    Path(task["output"]).parent.mkdir(parents=True, exist_ok=True)
+                    Path(task["output"]).write_bytes(b"junk")
+                forger.sock.send(raw(type="result", id=task["id"], attempt=task["attempt"],
+                                     status="success" if copy else "failed", message="", returncode=0,
+                                     elapsed=0.1, cause="" if copy else "source-missing"))  # fmt: skip
+            forger.sock.send(protocol.ready_to_wire(1))
+        master.wait_for(r"Worker forger:1 quarantined, it gets no more jobs: claimed cover\.jpg \(opus\) done, but")
+        forger.sock.send(protocol.bye_to_wire())
+        a_real_worker_finishes(master, port)
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    rows = read_log(out)
+    assert len(rows) == 2 and all(r["conversion_status"].startswith("SUCCESS") for r in rows), rows
+    assert "forger" not in {r["host"] for r in rows}
+    assert (out / "opus" / "cover.jpg").read_bytes() == b"J" * 5000
+
+
+@pytest.mark.slow
 def test_a_forged_disk_quota_does_not_halt_the_run(lib, tmp_path):
     out = tmp_path / "out"
     master, port = start_master("opus", out, lib)
