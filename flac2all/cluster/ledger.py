@@ -107,6 +107,7 @@ class Peer:
     joined: float = field(default_factory=time.monotonic)
     modes: frozenset[str] | None = None  # what it can run (None: no health message yet)
     problem: str = ""  # why it gets no work: unhealthy, or quarantined
+    hellos: int = 1  # sessions its connection has opened (a worker opens one per connection)
 
     def __post_init__(self) -> None:
         self.who = self.who or self.host

@@ -581,6 +581,25 @@ def test_a_flood_of_junk_frames_neither_starves_honest_workers_nor_floods_the_lo
 
 
 @pytest.mark.slow
+def test_a_flood_of_hellos_on_one_connection_does_not_flood_the_log(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    ctx = zmq.Context()
+    try:
+        flooder = FakeWorker(ctx, port, "flooder")
+        for n in range(3000):  # a new session and a new name each time, all valid
+            flooder.host = f"flooder{n}"
+            flooder.hello()
+        master.wait_for(r"dropped a message from worker flooder\d+:1: more than \d+ hellos on one connection")
+        a_real_worker_finishes(master, port)
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    only_true_successes(out, 4, "flooder")
+    assert len(master.output) < 20_000, master.output[-2000:]
+
+
+@pytest.mark.slow
 def test_a_hoarder_earns_no_more_than_it_returns_and_handing_back_counts_against_it(lib, tmp_path):
     out = tmp_path / "out"
     master, port = start_master("opus", out, lib)  # the default --max-slots
