@@ -311,6 +311,10 @@ class Session:
         if self.problem:
             raise ProtocolError(f"this worker refused the run: {self.problem}")
         job = job_from_wire(msg, self.settings)
+        # The run's folders themselves, as at the welcome (``confine`` looks
+        # at the parts below them): one swapped for a link since leads out.
+        if self.roots != (os.path.realpath(self.settings.input_dir), os.path.realpath(self.settings.outdir)):
+            raise ProtocolError("the run's input or output folder now resolves elsewhere (swapped for a link?)")
         if is_copies(job):
             job, refused = health.confine_each(job, self.settings, self.roots)
             for (task_id, attempt, _), why in refused:

@@ -226,6 +226,43 @@ def test_symlinks_in_the_run_never_lead_a_job_outside(tmp_path):
     assert not (out / "mp3" / "secret.txt").exists()
 
 
+def answers(fake: FakeMaster, identity: bytes, worker, frames: list[bytes], count: int) -> list[dict]:
+    """Send a worker these jobs, read ``count`` results, end its run."""
+    for frame in frames:
+        fake.send(identity, frame)
+    results = [fake.expect("result")[1] for _ in range(count)]
+    fake.send(identity, protocol.shutdown_to_wire())
+    worker.wait(20)
+    return results
+
+
+def test_the_runs_folders_swapped_for_links_after_the_welcome_lead_no_job_outside(tmp_path):
+    music, out, elsewhere = tmp_path / "music", tmp_path / "out", tmp_path / "elsewhere"
+    src = make_flac(music / "a.flac", seconds=0.2)
+    (music / "c.txt").write_text("c")
+    for folder in (out, elsewhere):
+        (folder / "mp3").mkdir(parents=True)
+    fake = FakeMaster()
+    worker = start_worker(fake.port, 1, "--retry-seconds", "5", allow=(str(music), str(out)))
+    try:
+        identity, health = welcome_and_health(fake, Settings(music, out, ("mp3",), copy=True))
+        assert health["problem"] == ""
+        out.rename(tmp_path / "out.real")  # a user who may write the folders' parent swaps them
+        out.symlink_to(elsewhere)
+        music.rename(tmp_path / "music.real")
+        music.symlink_to(tmp_path / "music.real")
+        batch = [
+            (0, 0, Task(src, "mp3", out / "mp3" / "a.mp3", Action.ENCODE, 1)),
+            (1, 0, Task(music / "c.txt", "mp3", out / "mp3" / "c.txt", Action.COPY, 1)),
+        ]
+        results = answers(fake, identity, worker, [jobs.job_to_wire([task]) for task in batch], len(batch))
+    finally:
+        fake.close()
+        worker.kill()
+    assert all(r["status"] == "failed" and "now resolves elsewhere" in r["message"] for r in results), results
+    assert list(elsewhere.rglob("*")) == [elsewhere / "mp3"]
+
+
 def test_a_link_leading_out_in_a_batch_of_copies_is_refused_alone(tmp_path):
     music, out = tmp_path / "music", tmp_path / "out"
     music.mkdir()
@@ -241,10 +278,7 @@ def test_a_link_leading_out_in_a_batch_of_copies_is_refused_alone(tmp_path):
             (n, 0, Task(music / name, "mp3", out / "mp3" / name, Action.COPY, 5))
             for n, name in enumerate(("a.txt", "b.txt", "c.txt"))
         ]
-        fake.send(identity, jobs.job_to_wire(batch))
-        results = [fake.expect("result")[1] for _ in batch]
-        fake.send(identity, protocol.shutdown_to_wire())
-        worker.wait(20)
+        results = answers(fake, identity, worker, [jobs.job_to_wire(batch)], len(batch))
     finally:
         fake.close()
         worker.kill()
