@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -42,7 +43,7 @@ from flac2all.cluster.protocol import ProtocolError
 from flac2all.cluster.stopping import StopRequest
 from flac2all.lines import line_for
 from flac2all.model import Settings, Status, TaskResult
-from flac2all.running import runner
+from flac2all.running import dirs, runner
 from flac2all.running.procs import Interrupted, ProcessGroup
 
 LOST_MASTER = 3  # exit status when the master stayed away too long
@@ -294,6 +295,10 @@ class Session:
         # encoders, told to the master before any credit.
         self.problem, modes = health.examine(self.settings, welcome.checks, self.worker.allowed, self.id)
         self.roots = (os.path.realpath(self.settings.input_dir), os.path.realpath(self.settings.outdir))
+        dirs.PINNED.clear()
+        with suppress(OSError):
+            st = os.stat(self.settings.outdir)
+            dirs.PINNED[os.fspath(self.settings.outdir)] = (st.st_dev, st.st_ino)
         self.send(protocol.health_to_wire(self.problem, modes))
         if self.problem:
             self.worker.failed = True

@@ -111,6 +111,12 @@ def open_private(dir_fd: int, name: str, path: Path) -> int:
     return fd
 
 
+# Output folders that must be this folder (st_dev, st_ino) when opened: a
+# cluster worker pins the run's at the welcome, so that the folder swapped
+# for a link since leads nowhere else.
+PINNED: dict[str, tuple[int, int]] = {}
+
+
 def open_folder(folder: Path, top: Path, create: bool = False) -> int:
     """A descriptor of ``folder``, opened level by level from ``top``
     without following links (made where missing if ``create``). The caller
@@ -130,6 +136,8 @@ def open_folder(folder: Path, top: Path, create: bool = False) -> int:
         raise TaskError(f"cannot open the output folder {top}: {describe_oserror(exc)}") from None
     path = os.fspath(top)
     try:
+        if (pinned := PINNED.get(path)) is not None and pinned != ((st := os.fstat(fd)).st_dev, st.st_ino):
+            raise TaskError(f"the output folder {top} was replaced (by a link?): refusing to write in it")
         for name in parts:
             path = os.path.join(path, name)
             child = open_child(fd, name, path, create)

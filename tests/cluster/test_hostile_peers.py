@@ -4,6 +4,7 @@ no forged SUCCESS reaches the CSV; one test per attack."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -260,6 +261,48 @@ def test_the_runs_folders_swapped_for_links_after_the_welcome_lead_no_job_outsid
         fake.close()
         worker.kill()
     assert all(r["status"] == "failed" and "now resolves elsewhere" in r["message"] for r in results), results
+    assert list(elsewhere.rglob("*")) == [elsewhere / "mp3"]
+
+
+@pytest.mark.slow
+def test_the_output_folder_flipped_to_a_link_and_back_during_jobs_leads_no_write_outside(tmp_path):
+    music, out, elsewhere, real = tmp_path / "music", tmp_path / "out", tmp_path / "elsewhere", tmp_path / "out.real"
+    music.mkdir()
+    for n in range(150):
+        (music / f"{n}.txt").write_text("x" * n)
+    for folder in (out, elsewhere):
+        (folder / "mp3").mkdir(parents=True)
+    fake = FakeMaster()
+    worker = start_worker(fake.port, 1, "--retry-seconds", "5", allow=(str(music), str(out)))
+    stop = threading.Event()
+
+    def flip() -> None:  # every half millisecond, between the folder and a link leading out
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                out.rename(real)
+                out.symlink_to(elsewhere)
+                time.sleep(0.0005)
+                out.unlink()
+                real.rename(out)
+                time.sleep(0.0005)
+
+    flipper = threading.Thread(target=flip, daemon=True)
+    try:
+        identity, health = welcome_and_health(fake, Settings(music, out, ("mp3",), copy=True))
+        assert health["problem"] == ""
+        flipper.start()
+        for n in range(150):
+            task = Task(music / f"{n}.txt", "mp3", out / "mp3" / f"{n}.txt", Action.COPY, n)
+            fake.send(identity, jobs.job_to_wire([(n, 0, task)]))
+            fake.expect("result")
+        stop.set()
+        flipper.join(10)
+        fake.send(identity, protocol.shutdown_to_wire())
+        worker.wait(20)
+    finally:
+        stop.set()
+        fake.close()
+        worker.kill()
     assert list(elsewhere.rglob("*")) == [elsewhere / "mp3"]
 
 
