@@ -296,6 +296,7 @@ class Session:
         self.problem, modes = health.examine(self.settings, welcome.checks, self.worker.allowed, self.id)
         self.roots = (os.path.realpath(self.settings.input_dir), os.path.realpath(self.settings.outdir))
         dirs.PINNED.clear()
+        dirs.SOURCES_IN = self.roots[0]
         with suppress(OSError):
             st = os.stat(self.settings.outdir)
             dirs.PINNED[os.fspath(self.settings.outdir)] = (st.st_dev, st.st_ino)

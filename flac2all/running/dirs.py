@@ -117,6 +117,26 @@ def open_private(dir_fd: int, name: str, path: Path) -> int:
 PINNED: dict[str, tuple[int, int]] = {}
 
 
+# Where a cluster worker's copied sources must be (the real path of the
+# run's input folder), checked on the opened file; None: anywhere (a local
+# run reads what its user named).
+SOURCES_IN: str | None = None
+
+
+def check_source(fd: int, path: Path) -> None:
+    """TaskError if the source opened as ``fd`` is outside SOURCES_IN (a
+    folder swapped for a link after the worker's checks); without /proc
+    the checks before the open are all there is."""
+    if SOURCES_IN is None:
+        return
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return
+    if real != SOURCES_IN and not real.startswith(SOURCES_IN.rstrip("/") + "/"):
+        raise TaskError(f"{path} was opened outside the run's input folder (a link swapped in?): refusing to copy it")
+
+
 def open_folder(folder: Path, top: Path, create: bool = False) -> int:
     """A descriptor of ``folder``, opened level by level from ``top``
     without following links (made where missing if ``create``). The caller

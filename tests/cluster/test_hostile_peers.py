@@ -265,13 +265,17 @@ def test_the_runs_folders_swapped_for_links_after_the_welcome_lead_no_job_outsid
 
 
 @pytest.mark.slow
-def test_the_output_folder_flipped_to_a_link_and_back_during_jobs_leads_no_write_outside(tmp_path):
-    music, out, elsewhere, real = tmp_path / "music", tmp_path / "out", tmp_path / "elsewhere", tmp_path / "out.real"
-    music.mkdir()
-    for n in range(150):
-        (music / f"{n}.txt").write_text("x" * n)
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_a_runs_folder_flipped_to_a_link_and_back_during_copies_leads_no_read_or_write_outside(tmp_path, side):
+    music, out, elsewhere = tmp_path / "music", tmp_path / "out", tmp_path / "elsewhere"
+    for n in range(150):  # the files of the same names elsewhere: secrets
+        for folder, text in ((music, "x"), (elsewhere, "S")):
+            folder.mkdir(exist_ok=True)
+            (folder / f"{n}.txt").write_text(text * n)
     for folder in (out, elsewhere):
         (folder / "mp3").mkdir(parents=True)
+    flipped = music if side == "input" else out
+    real = tmp_path / "real"
     fake = FakeMaster()
     worker = start_worker(fake.port, 1, "--retry-seconds", "5", allow=(str(music), str(out)))
     stop = threading.Event()
@@ -279,11 +283,11 @@ def test_the_output_folder_flipped_to_a_link_and_back_during_jobs_leads_no_write
     def flip() -> None:  # every half millisecond, between the folder and a link leading out
         while not stop.is_set():
             with contextlib.suppress(OSError):
-                out.rename(real)
-                out.symlink_to(elsewhere)
+                flipped.rename(real)
+                flipped.symlink_to(elsewhere)
                 time.sleep(0.0005)
-                out.unlink()
-                real.rename(out)
+                flipped.unlink()
+                real.rename(flipped)
                 time.sleep(0.0005)
 
     flipper = threading.Thread(target=flip, daemon=True)
@@ -303,7 +307,8 @@ def test_the_output_folder_flipped_to_a_link_and_back_during_jobs_leads_no_write
         stop.set()
         fake.close()
         worker.kill()
-    assert list(elsewhere.rglob("*")) == [elsewhere / "mp3"]
+    assert sorted(p.name for p in (elsewhere / "mp3").iterdir()) == []
+    assert not [p for p in (out / "mp3").iterdir() if "S" in p.read_text()]
 
 
 def test_a_link_leading_out_in_a_batch_of_copies_is_refused_alone(tmp_path):
