@@ -294,7 +294,7 @@ class Session:
         # Health before work: this node's own view of the run's folders and
         # encoders, told to the master before any credit.
         self.problem, modes = health.examine(self.settings, welcome.checks, self.worker.allowed, self.id)
-        self.roots = (os.path.realpath(self.settings.input_dir), os.path.realpath(self.settings.outdir))
+        self.roots = self.settings_roots()
         dirs.PINNED.clear()
         dirs.SOURCES_IN = self.roots[0]
         with suppress(OSError):
@@ -311,6 +311,18 @@ class Session:
         # Credit: the free slot, if any, and none once stopping or refusing.
         self.send(protocol.ready_to_wire(0 if self.job or self.stop.warm or self.problem else 1))
 
+    def settings_roots(self) -> tuple[str, str]:
+        """The real paths of the run's folders ("" for one that a link
+        swapped meanwhile leaves unresolved)."""
+        assert self.settings is not None
+        roots = []
+        for folder in (self.settings.input_dir, self.settings.outdir):
+            try:
+                roots.append(os.path.realpath(folder))
+            except OSError:
+                roots.append("")
+        return roots[0], roots[1]
+
     def on_job(self, msg: dict) -> None:
         if self.settings is None or self.job is not None:
             raise ProtocolError("a job while busy or before welcome")
@@ -319,7 +331,7 @@ class Session:
         job = job_from_wire(msg, self.settings)
         # The run's folders themselves, as at the welcome (``confine`` looks
         # at the parts below them): one swapped for a link since leads out.
-        if self.roots != (os.path.realpath(self.settings.input_dir), os.path.realpath(self.settings.outdir)):
+        if self.roots != (now := self.settings_roots()) or "" in now:
             raise ProtocolError("the run's input or output folder now resolves elsewhere (swapped for a link?)")
         if is_copies(job):
             job, refused = health.confine_each(job, self.settings, self.roots)

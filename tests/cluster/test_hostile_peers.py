@@ -4,7 +4,6 @@ no forged SUCCESS reaches the CSV; one test per attack."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import resource
@@ -24,6 +23,7 @@ from flac2all.cluster.protocol import Checks, ProtocolError, Timings
 from flac2all.model import Action, Settings, Task
 from tests.cluster.processes import FakeMaster, a_real_worker_finishes, start_master, start_worker
 from tests.conftest import decodes, duration, make_flac, read_log, run_flac2all
+from tests.running.flipping import flip
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -275,38 +275,25 @@ def test_a_runs_folder_flipped_to_a_link_and_back_during_copies_leads_no_read_or
     for folder in (out, elsewhere):
         (folder / "mp3").mkdir(parents=True)
     flipped = music if side == "input" else out
-    real = tmp_path / "real"
     fake = FakeMaster()
     worker = start_worker(fake.port, 1, "--retry-seconds", "5", allow=(str(music), str(out)))
-    stop = threading.Event()
-
-    def flip() -> None:  # every half millisecond, between the folder and a link leading out
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                flipped.rename(real)
-                flipped.symlink_to(elsewhere)
-                time.sleep(0.0005)
-                flipped.unlink()
-                real.rename(flipped)
-                time.sleep(0.0005)
-
-    flipper = threading.Thread(target=flip, daemon=True)
+    flipper = None
     try:
         identity, health = welcome_and_health(fake, Settings(music, out, ("mp3",), copy=True))
         assert health["problem"] == ""
-        flipper.start()
+        flipper = flip(flipped, elsewhere, 3.0)
         for n in range(150):
             task = Task(music / f"{n}.txt", "mp3", out / "mp3" / f"{n}.txt", Action.COPY, n)
             fake.send(identity, jobs.job_to_wire([(n, 0, task)]))
             fake.expect("result")
-        stop.set()
-        flipper.join(10)
+        assert int(flipper.communicate(timeout=20)[0]) > 100  # flips
         fake.send(identity, protocol.shutdown_to_wire())
         worker.wait(20)
     finally:
-        stop.set()
         fake.close()
         worker.kill()
+        if flipper is not None:
+            flipper.kill()
     assert sorted(p.name for p in (elsewhere / "mp3").iterdir()) == []
     assert not [p for p in (out / "mp3").iterdir() if "S" in p.read_text()]
 
