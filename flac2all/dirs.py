@@ -111,6 +111,32 @@ def open_private(dir_fd: int, name: str, path: Path) -> int:
     return fd
 
 
+# Output folders that must be this folder (st_dev, st_ino) when opened: a
+# cluster worker pins the run's at the welcome, so that the folder swapped
+# for a link since leads nowhere else.
+PINNED: dict[str, tuple[int, int]] = {}
+
+
+# Where a cluster worker's copied sources must be (the real path of the
+# run's input folder), checked on the opened file; None: anywhere (a local
+# run reads what its user named).
+SOURCES_IN: str | None = None
+
+
+def check_source(fd: int, path: Path) -> None:
+    """TaskError if the source opened as ``fd`` is outside SOURCES_IN (a
+    folder swapped for a link after the worker's checks); without /proc
+    the checks before the open are all there is."""
+    if SOURCES_IN is None:
+        return
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return
+    if real != SOURCES_IN and not real.startswith(SOURCES_IN.rstrip("/") + "/"):
+        raise TaskError(f"{path} was opened outside the run's input folder (a link swapped in?): refusing to copy it")
+
+
 def open_top(top: Path, create: bool = False) -> int:
     """A descriptor of the output folder itself: the user's own choice,
     reached by its path (links and all), made if missing and ``create``."""
@@ -134,9 +160,13 @@ def open_folder(folder: Path, top: Path, create: bool = False, top_fd: int | Non
     FileNotFoundError if one is missing (and not ``create``)."""
     parts = below(folder, top)
     fd = open_top(top, create) if top_fd is None else top_fd
+    path = os.fspath(top)
+    if (pinned := PINNED.get(path)) is not None and pinned != ((st := os.fstat(fd)).st_dev, st.st_ino):
+        if fd != top_fd:
+            os.close(fd)
+        raise TaskError(f"the output folder {top} was replaced (by a link?): refusing to write in it")
     if not parts and fd == top_fd:
         return os.dup(fd)
-    path = os.fspath(top)
     try:
         for name in parts:
             path = os.path.join(path, name)

@@ -179,7 +179,10 @@ def resolves_inside(path: Path, root: Path, root_real: str) -> bool:
         except OSError:
             return False
         if stat.S_ISLNK(st.st_mode):
-            resolved = os.path.realpath(path)
+            try:
+                resolved = os.path.realpath(path)
+            except OSError:  # a link swapped meanwhile
+                return False
             return resolved == root_real or resolved.startswith(root_real.rstrip("/") + "/")
     return True
 

@@ -271,7 +271,7 @@ def settings_from_wire(body: Any) -> Settings:
             optional[f.name] = (*(json_type if isinstance(json_type, tuple) else (json_type,)), type(None))
         else:
             required[f.name] = json_type
-    fields(body, required, optional)
+    fields(body, required, optional, envelope=frozenset())
     values = {}
     for f, wire in SENT:
         value = body.get(f.name)

@@ -107,6 +107,7 @@ class Peer:
     joined: float = field(default_factory=time.monotonic)
     modes: frozenset[str] | None = None  # what it can run (None: no health message yet)
     problem: str = ""  # why it gets no work: unhealthy, or quarantined
+    hellos: int = 1  # sessions its connection has opened (a worker opens one per connection)
 
     def __post_init__(self) -> None:
         self.who = self.who or self.host
@@ -210,9 +211,10 @@ def stat_version(st: os.stat_result) -> tuple:
 def disbelief(entry: Entry) -> str | None:
     """Why the master does not believe a worker's success for this task, or
     None: the output must be a regular, non-empty file under its final
-    name, not the one that was there when the task was handed out, a
-    tagged output must carry the provenance tag of this task's settings,
-    and an encode must last as long as its source."""
+    name, not the one that was there when the task was handed out, a copy
+    as large as its source is now, a tagged output must carry the
+    provenance tag of this task's settings, and an encode must last as long
+    as its source."""
     task = entry.task
     try:
         st = os.lstat(task.output)
@@ -224,8 +226,12 @@ def disbelief(entry: Entry) -> str | None:
         return "the output is empty"
     if stat_version(st) == entry.before:
         return "the output was not written since the task was handed out"
-    if task.action is Action.COPY:
-        return None
+    if task.action is Action.COPY:  # its bytes are the source's: as many of them, at least
+        try:
+            size = os.stat(task.source).st_size
+        except OSError:
+            size = task.size
+        return None if st.st_size == size else f"the copy has {st.st_size} bytes, its source {size}"
     codec = codecs.resolve(task.mode)
     if codec.tagged and codec.tag_family.carries_tags:
         provenance = codec.tag_family.read_provenance(task.output)

@@ -62,6 +62,10 @@ MAX_FRAMES_PER_TURN = 512
 MAX_FRAMES_PER_PEER = 64
 COMPLAINT_EVERY = 10.0
 MAX_COMPLAINTS = 10_000
+# Sessions one connection may open: a worker opens one per connection (a
+# new socket for each); a peer saying hello on and on is refused (and said
+# as a malformed message is), not announced each time.
+MAX_HELLOS = 8
 
 
 def raise_descriptor_limit() -> None:
@@ -262,6 +266,9 @@ class Master(Posted):
         owner = self.sessions.get(hello.session)
         if owner is not None and owner != identity:
             raise ProtocolError(f"a hello for session {hello.session}, which another connection holds")
+        hellos = peer.hellos + 1 if peer is not None else 1
+        if hellos > MAX_HELLOS:
+            raise ProtocolError(f"more than {MAX_HELLOS} hellos on one connection")
         key = auth.key_of(frame)
         who = key or hello.host
         if peer is not None:
@@ -274,6 +281,7 @@ class Master(Posted):
         host = self.name_for(key, hello.host)
         peer = Peer(identity, hello.session, host, hello.pid, slots, now, auth.address_of(frame), who, standing)
         peer.problem = standing.quarantine
+        peer.hellos = hellos
         self.peers[identity] = peer
         self.sessions[hello.session] = identity
         self.send(peer, protocol.welcome_to_wire(self.settings_wire, TIMINGS, self.checks))

@@ -116,12 +116,18 @@ ENVELOPE = frozenset({"v", "type"})
 ANOTHER_VERSION = f"not a flac2all v{VERSION} message (a master or worker of another version?)"
 
 
-def fields(msg: dict, required: dict[str, type | tuple], optional: dict[str, type | tuple] | None = None) -> dict:
-    """Check a message has exactly these fields, of these types."""
+def fields(
+    msg: dict,
+    required: dict[str, type | tuple],
+    optional: dict[str, type | tuple] | None = None,
+    envelope: frozenset[str] = ENVELOPE,
+) -> dict:
+    """Check a message has exactly these fields, of these types (and its
+    ``envelope``'s: none for a body nested in a message)."""
     optional = optional or {}
     for name in msg:
-        if name not in required and name not in optional and name not in ENVELOPE:
-            allowed = {*ENVELOPE, *required, *optional}
+        if name not in required and name not in optional and name not in envelope:
+            allowed = {*envelope, *required, *optional}
             raise ProtocolError(f"unknown field(s): {sorted(set(msg) - allowed)}")
     for name, kind in required.items():
         if name not in msg:

@@ -28,12 +28,14 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 
 import zmq
 
+from flac2all import dirs
 from flac2all.cluster import health, protocol
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.diagnose import ConnectionWatch
@@ -301,7 +303,15 @@ class Session:
         self.settings, self.timings = welcome.settings, welcome.timings
         self.heard = True
         self.worker.diagnosis = ""
-        self.roots = (os.path.realpath(self.settings.input_dir), os.path.realpath(self.settings.outdir))
+        self.roots = self.settings_roots()
+        # The run's folders as they are now: a job finds them swapped for a
+        # link since (by someone who can write their parent) and writes or
+        # reads nothing through it.
+        dirs.PINNED.clear()
+        dirs.SOURCES_IN = self.roots[0]
+        with suppress(OSError):
+            st = os.stat(self.settings.outdir)
+            dirs.PINNED[os.fspath(self.settings.outdir)] = (st.st_dev, st.st_ino)
         # Health before work: this node's own view of the run's folders and
         # encoders (each mode's encoder tried once), told to the master
         # before any credit; in a thread, for heartbeats to go on meanwhile.
@@ -334,12 +344,28 @@ class Session:
         self.send(protocol.ready_to_wire(0 if self.job or self.stop.warm or self.problem else 1))
         return None
 
+    def settings_roots(self) -> tuple[str, str]:
+        """The real paths of the run's folders ("" for one that a link
+        swapped meanwhile leaves unresolved)."""
+        assert self.settings is not None
+        roots = []
+        for folder in (self.settings.input_dir, self.settings.outdir):
+            try:
+                roots.append(os.path.realpath(folder))
+            except OSError:
+                roots.append("")
+        return roots[0], roots[1]
+
     def on_job(self, msg: dict) -> None:
         if self.settings is None or self.job is not None or not self.checked:
             raise ProtocolError("a job while busy or before welcome and health")
         if self.problem:
             raise ProtocolError(f"this worker refused the run: {self.problem}")
         job = job_from_wire(msg, self.settings)
+        # The run's folders themselves, as at the welcome (``confine`` looks
+        # at the parts below them): one swapped for a link since leads out.
+        if self.roots != (now := self.settings_roots()) or "" in now:
+            raise ProtocolError("the run's input or output folder now resolves elsewhere (swapped for a link?)")
         if is_copies(job):
             job, refused = health.confine_each(job, self.settings, self.roots)
             for (task_id, attempt, _), why in refused:

@@ -323,6 +323,7 @@ def copy(task: Task, settings: Settings, processes: ProcessGroup) -> Done:
         try:
             if (problem := not_regular(os.fstat(fd))) is not None:
                 raise problem
+            dirs.check_source(fd, task.source)
             os.set_blocking(fd, True)
             left = fill(tmp, fd, st)
             # The times the state records, even if the source changed since.

@@ -23,6 +23,7 @@ from flac2all.cluster.protocol import Checks, ProtocolError, Timings
 from flac2all.model import Action, Settings, Task
 from tests.cluster.processes import FakeMaster, a_real_worker_finishes, start_master, start_worker
 from tests.conftest import decodes, duration, make_flac, read_log, run_flac2all
+from tests.running.flipping import flip
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -226,6 +227,77 @@ def test_symlinks_in_the_run_never_lead_a_job_outside(tmp_path):
     assert not (out / "mp3" / "secret.txt").exists()
 
 
+def answers(fake: FakeMaster, identity: bytes, worker, frames: list[bytes], count: int) -> list[dict]:
+    """Send a worker these jobs, read ``count`` results, end its run."""
+    for frame in frames:
+        fake.send(identity, frame)
+    results = [fake.expect("result")[1] for _ in range(count)]
+    fake.send(identity, protocol.shutdown_to_wire())
+    worker.wait(20)
+    return results
+
+
+def test_the_runs_folders_swapped_for_links_after_the_welcome_lead_no_job_outside(tmp_path):
+    music, out, elsewhere = tmp_path / "music", tmp_path / "out", tmp_path / "elsewhere"
+    src = make_flac(music / "a.flac", seconds=0.2)
+    (music / "c.txt").write_text("c")
+    for folder in (out, elsewhere):
+        (folder / "mp3").mkdir(parents=True)
+    fake = FakeMaster()
+    worker = start_worker(fake.port, 1, "--retry-seconds", "5", allow=(str(music), str(out)))
+    try:
+        identity, health = welcome_and_health(fake, Settings(music, out, ("mp3",), copy=True))
+        assert health["problem"] == ""
+        out.rename(tmp_path / "out.real")  # a user who may write the folders' parent swaps them
+        out.symlink_to(elsewhere)
+        music.rename(tmp_path / "music.real")
+        music.symlink_to(tmp_path / "music.real")
+        batch = [
+            (0, 0, Task(src, "mp3", out / "mp3" / "a.mp3", Action.ENCODE, 1)),
+            (1, 0, Task(music / "c.txt", "mp3", out / "mp3" / "c.txt", Action.COPY, 1)),
+        ]
+        results = answers(fake, identity, worker, [jobs.job_to_wire([task]) for task in batch], len(batch))
+    finally:
+        fake.close()
+        worker.kill()
+    assert all(r["status"] == "failed" and "now resolves elsewhere" in r["message"] for r in results), results
+    assert list(elsewhere.rglob("*")) == [elsewhere / "mp3"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_a_runs_folder_flipped_to_a_link_and_back_during_copies_leads_no_read_or_write_outside(tmp_path, side):
+    music, out, elsewhere = tmp_path / "music", tmp_path / "out", tmp_path / "elsewhere"
+    for n in range(150):  # the files of the same names elsewhere: secrets
+        for folder, text in ((music, "x"), (elsewhere, "S")):
+            folder.mkdir(exist_ok=True)
+            (folder / f"{n}.txt").write_text(text * n)
+    for folder in (out, elsewhere):
+        (folder / "mp3").mkdir(parents=True)
+    flipped = music if side == "input" else out
+    fake = FakeMaster()
+    worker = start_worker(fake.port, 1, "--retry-seconds", "5", allow=(str(music), str(out)))
+    flipper = None
+    try:
+        identity, health = welcome_and_health(fake, Settings(music, out, ("mp3",), copy=True))
+        assert health["problem"] == ""
+        flipper = flip(flipped, elsewhere, 3.0)
+        for n in range(150):
+            task = Task(music / f"{n}.txt", "mp3", out / "mp3" / f"{n}.txt", Action.COPY, n)
+            fake.send(identity, jobs.job_to_wire([(n, 0, task)]))
+            fake.expect("result")
+        assert int(flipper.communicate(timeout=20)[0]) > 100  # flips
+        fake.send(identity, protocol.shutdown_to_wire())
+        worker.wait(20)
+    finally:
+        fake.close()
+        worker.kill()
+        if flipper is not None:
+            flipper.kill()
+    assert sorted(p.name for p in (elsewhere / "mp3").iterdir()) == []
+    assert not [p for p in (out / "mp3").iterdir() if "S" in p.read_text()]
+
+
 def test_a_link_leading_out_in_a_batch_of_copies_is_refused_alone(tmp_path):
     music, out = tmp_path / "music", tmp_path / "out"
     music.mkdir()
@@ -241,10 +313,7 @@ def test_a_link_leading_out_in_a_batch_of_copies_is_refused_alone(tmp_path):
             (n, 0, Task(music / name, "mp3", out / "mp3" / name, Action.COPY, 5))
             for n, name in enumerate(("a.txt", "b.txt", "c.txt"))
         ]
-        fake.send(identity, jobs.job_to_wire(batch))
-        results = [fake.expect("result")[1] for _ in batch]
-        fake.send(identity, protocol.shutdown_to_wire())
-        worker.wait(20)
+        results = answers(fake, identity, worker, [jobs.job_to_wire(batch)], len(batch))
     finally:
         fake.close()
         worker.kill()
@@ -446,6 +515,39 @@ def test_a_tagged_junk_output_is_not_believed(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_forged_copy_of_another_size_is_not_believed(tmp_path):
+    lib, out = tmp_path / "music", tmp_path / "out"
+    make_flac(lib / "a.flac", seconds=0.2)
+    (lib / "cover.jpg").write_bytes(b"J" * 5000)
+    master, port = start_master("opus", out, lib, "-c")
+    ctx = zmq.Context()
+    try:
+        forger = FakeWorker(ctx, port, "forger")
+        forger.join(["opus"])
+        for _ in range(2):  # a job each (the run plans the encode first)
+            [job] = [m for m in forger.messages(3) if m["type"] == "job"]
+            for task in job["tasks"]:  # the encode "cannot run here"; the copy "done", as 4 bytes of junk
+                copy = job["action"] == "copy"
+                if copy:
+                    Path(task["output"]).parent.mkdir(parents=True, exist_ok=True)
+                    Path(task["output"]).write_bytes(b"junk")
+                forger.sock.send(raw(type="result", id=task["id"], attempt=task["attempt"],
+                                     status="success" if copy else "failed", message="", returncode=0,
+                                     elapsed=0.1, cause="" if copy else "source-missing"))  # fmt: skip
+            forger.sock.send(protocol.ready_to_wire(1))
+        master.wait_for(r"Worker forger:1 quarantined, it gets no more jobs: claimed cover\.jpg \(opus\) done, but")
+        forger.sock.send(protocol.bye_to_wire())
+        a_real_worker_finishes(master, port)
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    rows = read_log(out)
+    assert len(rows) == 2 and all(r["conversion_status"].startswith("SUCCESS") for r in rows), rows
+    assert "forger" not in {r["host"] for r in rows}
+    assert (out / "opus" / "cover.jpg").read_bytes() == b"J" * 5000
+
+
+@pytest.mark.slow
 def test_a_forged_disk_quota_does_not_halt_the_run(lib, tmp_path):
     out = tmp_path / "out"
     master, port = start_master("opus", out, lib)
@@ -545,6 +647,25 @@ def test_a_flood_of_junk_frames_neither_starves_honest_workers_nor_floods_the_lo
     only_true_successes(out, 4, "")
     assert took < 30, took
     assert len(master.output) < 20_000  # a line per connection every 10 s, not one per frame
+
+
+@pytest.mark.slow
+def test_a_flood_of_hellos_on_one_connection_does_not_flood_the_log(lib, tmp_path):
+    out = tmp_path / "out"
+    master, port = start_master("opus", out, lib)
+    ctx = zmq.Context()
+    try:
+        flooder = FakeWorker(ctx, port, "flooder")
+        for n in range(3000):  # a new session and a new name each time, all valid
+            flooder.host = f"flooder{n}"
+            flooder.hello()
+        master.wait_for(r"dropped a message from worker flooder\d+:1: more than \d+ hellos on one connection")
+        a_real_worker_finishes(master, port)
+    finally:
+        ctx.destroy(0)
+        master.kill()
+    only_true_successes(out, 4, "flooder")
+    assert len(master.output) < 20_000, master.output[-2000:]
 
 
 @pytest.mark.slow

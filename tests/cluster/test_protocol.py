@@ -238,6 +238,12 @@ def test_a_field_not_declared_does_not_travel(f):
         jobs.settings_from_wire({**jobs.settings_to_wire(settings), f.name: jobs.settings_to_wire(BASE)["outdir"]})
 
 
+@pytest.mark.parametrize("name", ["v", "type"])
+def test_the_envelopes_field_names_are_unknown_fields_in_the_settings(name):
+    with pytest.raises(ProtocolError, match="unknown field"):
+        jobs.settings_from_wire({**jobs.settings_to_wire(BASE), name: "/etc/passwd"})
+
+
 def test_the_settings_of_an_earlier_master_of_this_version_still_read():
     body = json.loads(
         '{"input_dir":"/in","outdir":"/out","modes":["mp3","opus"],"options":{"lame":["-V","2"]},'
