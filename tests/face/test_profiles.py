@@ -236,29 +236,38 @@ def test_a_config_too_large_to_be_one_is_refused(tmp_path):
     ("second", "why"),
     [
         (
-            'modes = ["mp3", "opus"]\nlame-options = "-V:5"\ninput = "{library}"',
+            'modes = ["mp3", "opus"]\nlame-options = "-V:5"\ninput = "{library}"\noutdir = "out"',
             "in mode mp3 with different encoder options",
         ),
-        ('modes = ["mp3"]\ninput = "{other}"', "from different inputs ({library} and {other})"),
+        ('modes = ["mp3"]\ninput = "{other}"\noutdir = "out"', "from different inputs ({library} and {other})"),
+        (
+            'modes = ["mp3"]\nlame-options = "-V:5"\ninput = "{library}"\noutdir = "alias"',
+            "in mode mp3 with different encoder options",
+        ),
     ],
-    ids=["options", "inputs"],
+    ids=["options", "inputs", "through-a-link"],
 )
 def test_two_profiles_undoing_each_other_in_one_outdir_are_refused(library, tmp_path, second, why):
     """Each run of such a pair would re-encode (or take for orphans) what
-    the other wrote, every time: refused before any work, naming both."""
+    the other wrote, every time: refused before any work, naming both. A
+    folder named through a link (OUTDIR, or the input) is that folder."""
     other = tmp_path / "other"
     other.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "out")
+    link = tmp_path / "library-link"
+    link.symlink_to(library)
     cfg = tmp_path / "config.toml"
     cfg.write_text(
         f'[profile.stick]\nmodes = ["mp3"]\ninput = "{library}"\noutdir = "out"\n'
-        f'[profile.car]\n{second.format(library=library, other=other)}\noutdir = "out"\n'
-        f'[profile.phone]\nmodes = ["opus"]\ninput = "{library}"\noutdir = "out"\n'
+        f"[profile.car]\n{second.format(library=library, other=other)}\n"
+        f'[profile.phone]\nmodes = ["opus"]\ninput = "{link}"\noutdir = "alias"\n'
     )
     run = run_flac2all("--config", cfg, "--all-profiles", "-q", timeout=60)
     assert run.returncode == 2, run.stdout + run.stderr
     message = why.format(library=library, other=other)
     assert f"flac2all: error: profiles stick and car both write into {tmp_path / 'out'} {message}" in run.stderr
-    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "out").iterdir())
     # Profiles that agree on what belongs there share it.
     fine = run_flac2all("--config", cfg, "--profile", "stick", "--profile", "phone", "--dry-run", timeout=60)
     assert fine.returncode == 0, fine.stderr
