@@ -364,13 +364,13 @@ def main(argv: list[str] | None = None, early: EarlySignals | None = None) -> in
         status = max(status, outcome.exit_status)
         if request.on_done and not request.dry_run:
             outcomes.append(outcome)
-    if stop.is_set():
-        status = max(status, ExitStatus(128 + stop.signum))
     for command, done_runs in hooks.by_command(outcomes if not stop.is_set() else []).items():
         problem = hooks.on_done(command, done_runs, stop)
         if problem:
             print(f"flac2all: error: {problem}", file=sys.stderr)
             status = max(status, ExitStatus.FAILURES)
+    if stop.is_set():  # during a hook too
+        status = max(status, ExitStatus(128 + stop.signum))
     return status
 
 

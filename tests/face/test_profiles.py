@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -271,3 +275,25 @@ def test_two_profiles_undoing_each_other_in_one_outdir_are_refused(library, tmp_
     # Profiles that agree on what belongs there share it.
     fine = run_flac2all("--config", cfg, "--profile", "stick", "--profile", "phone", "--dry-run", timeout=60)
     assert fine.returncode == 0, fine.stderr
+
+
+def test_a_slow_on_done_hook_is_waited_for_and_a_signal_stops_it(library, tmp_path):
+    """A hook that takes its time gets the summary (its second half-second
+    of waiting raised ValueError: the summary sent again); a SIGTERM while
+    a hook runs stops it within seconds."""
+    hook = tmp_path / "hook.json"
+    slow = f"sh -c 'sleep 1.2; cat > {hook}'"
+    done = run_flac2all("mp3", library, "-o", tmp_path / "out", "-q", "--on-done", slow, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert json.loads(hook.read_text())["runs"][0]["done"]["encode"] == 3
+    started = tmp_path / "started"
+    stuck = f"sh -c 'touch {started}; sleep 100'"
+    argv = [sys.executable, "-m", "flac2all", "mp3", library, "-o", tmp_path / "out", "-q", "--on-done", stuck]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert "--on-done sh: stopped by a signal" in err
