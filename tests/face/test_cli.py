@@ -618,3 +618,16 @@ def test_a_damaged_source_is_named_for_its_cause_once_for_all_its_modes(tmp_path
     assert len(run.stderr.splitlines()) == 1 and "truncated FLAC" in run.stderr
     assert f"{root / 'cut.flac'} [mp3, opus]: truncated FLAC" in run.stdout
     assert [r["conversion_status"].startswith("ERROR: truncated FLAC") for r in run.rows()] == [True, True]
+
+
+def test_control_characters_in_an_error_are_escaped(tmp_path):
+    """A path or a hook named with an ESC sequence or a carriage return,
+    in the one line of an error: escaped, as in every other line."""
+    missing = tmp_path / "gone\x1b[31m\rX"
+    run = run_flac2all("mp3", missing, "-o", tmp_path / "out", timeout=30)
+    assert run.returncode == 2 and "gone\\x1b[31m\\x0dX does not exist" in run.stderr, run.stderr
+    library = tmp_path / "in"
+    make_flac(library / "a.flac", seconds=0.1)
+    hook = run_flac2all("mp3", library, "-o", tmp_path / "out", "-q", "--on-done", "false\x1b[31m", timeout=60)
+    assert hook.returncode == 1 and "--on-done false\\x1b[31m: cannot run it" in hook.stderr, hook.stderr
+    assert "\x1b" not in run.stderr + hook.stderr
