@@ -25,6 +25,7 @@ from flac2all.face import config, console, hooks
 from flac2all.face.config import positive_float, positive_int
 from flac2all.face.progress import RichDisplay, make_display
 from flac2all.face.usage import Parser
+from flac2all.lines import shown
 from flac2all.model import DaskOptions, MasterOptions, Request
 from flac2all.running import engine
 
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None, early: EarlySignals | None = None) -> in
         requests = [config.request_from(name, args) for name, args in config.runs(parser.options, given)]
         config.check_shared_outdirs(requests)
     except Flac2allError as exc:
-        print(f"flac2all: error: {exc}", file=sys.stderr)
+        print(f"flac2all: error: {shown(str(exc))}", file=sys.stderr)
         return exc.exit_status
     logging.basicConfig(
         level=logging.DEBUG if any(r.verbose for r in requests) else logging.WARNING,
@@ -374,13 +375,13 @@ def main(argv: list[str] | None = None, early: EarlySignals | None = None) -> in
         status = max(status, outcome.exit_status)
         if request.on_done and not request.dry_run:
             outcomes.append(outcome)
-    if stop.is_set():
-        status = max(status, ExitStatus(128 + stop.signum))
     for command, done_runs in hooks.by_command(outcomes if not stop.is_set() else []).items():
         problem = hooks.on_done(command, done_runs, stop)
         if problem:
-            print(f"flac2all: error: {problem}", file=sys.stderr)
+            print(f"flac2all: error: {shown(problem)}", file=sys.stderr)
             status = max(status, ExitStatus.FAILURES)
+    if stop.is_set():  # during a hook too
+        status = max(status, ExitStatus(128 + stop.signum))
     return status
 
 
@@ -410,7 +411,8 @@ def run_one(request: Request, stop: StopOnSignal) -> hooks.Outcome:
         finally:
             stop.shown_live = False
     except Flac2allError as exc:
-        print(f"flac2all: error: {f'profile {request.profile}: ' if request.profile else ''}{exc}", file=sys.stderr)
+        profile = f"profile {request.profile}: " if request.profile else ""
+        print(f"flac2all: error: {shown(profile + str(exc))}", file=sys.stderr)
         outcome.error, outcome.exit_status = str(exc), exc.exit_status
         return outcome
     if not request.display.quiet:

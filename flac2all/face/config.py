@@ -216,13 +216,14 @@ def check_shared_outdirs(requests: Sequence[Request]) -> None:
     """Refuse two runs of one command (profiles) that write into one OUTDIR
     but disagree on what belongs there: another input (each run would take
     the other's outputs for orphans), or a mode made with other options
-    (each run would re-encode the other's outputs, every time)."""
+    (each run would re-encode the other's outputs, every time). A folder
+    named through a link is that folder."""
     for n, first in enumerate(requests):
         for second in requests[n + 1 :]:
             a, b = first.settings, second.settings
-            if a.outdir != b.outdir:
+            if os.path.realpath(a.outdir) != os.path.realpath(b.outdir):
                 continue
-            if a.input_dir != b.input_dir:
+            if os.path.realpath(a.input_dir) != os.path.realpath(b.input_dir):
                 why = f"from different inputs ({a.input_dir} and {b.input_dir})"
             else:
                 both = [m for m in a.modes if m in b.modes]

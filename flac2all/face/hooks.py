@@ -100,12 +100,15 @@ def on_done(command: str, outcomes: list[Outcome], stop: threading.Event | None 
     except OSError as exc:
         return f"--on-done {argv[0]}: cannot run it: {exc.strerror or exc}"
     deadline = time.monotonic() + HOOK_TIMEOUT
+    sending: bytes | None = data
     try:
         while True:
             try:
-                proc.communicate(data, timeout=0.5)  # resumed where it was after a timeout
+                # Once started, communicate() resumes where it was: given the data again, it raises.
+                proc.communicate(sending, timeout=0.5)
                 break
             except subprocess.TimeoutExpired:
+                sending = None
                 if stop is not None and stop.is_set():
                     kill(proc)
                     return f"--on-done {argv[0]}: stopped by a signal"

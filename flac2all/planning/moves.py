@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 from flac2all import dirs
 from flac2all.codecs.base import Codec
 from flac2all.errors import TaskError, UsageError
-from flac2all.model import Action, SourceFacts, Task
+from flac2all.model import Action, Layout, Settings, SourceFacts, Task
 from flac2all.planning.discovery import Source, Tree
 from flac2all.records import Record, texts
+from flac2all.report import LOG_NAME
+from flac2all.state import STATE_DIR
 
 if TYPE_CHECKING:
     from flac2all.planning.plan import Planner
@@ -43,6 +45,9 @@ def settle(planner: Planner, fresh: list[tuple[Source, Codec, Path]], unclaimed:
             # The state is a map of what may be deleted or moved: a row
             # naming a file outside OUTDIR ('..') is not ours, whatever it says.
             planner.plan.warnings.append(f"the state names {rec.output}, outside {planner.settings.outdir}: ignored")
+            planner.plan.forget.append(rec.output)
+        elif not where_outputs_go(rec.output, planner.settings):
+            planner.plan.warnings.append(f"the state names {rec.output}, where no output goes: ignored")
             planner.plan.forget.append(rec.output)
         elif not rec.output_is(planner.stat(rec.output)):
             planner.plan.forget.append(rec.output)  # gone, or not ours any more
@@ -96,6 +101,19 @@ def lies_in(path: Path, top: Path) -> bool:
     except TaskError:
         return False
     return True
+
+
+def where_outputs_go(path: Path, settings: Settings) -> bool:
+    """``path`` (below OUTDIR) may be an output: reached with no '..', not
+    in flac2all's state folder nor its log, and in a mode's folder when
+    each mode has one (OUTDIR itself holds the user's own files)."""
+    try:
+        parts = path.relative_to(settings.outdir).parts
+    except ValueError:
+        return False
+    if not parts or ".." in parts or parts[0] == STATE_DIR:
+        return False
+    return len(parts) > 1 or (settings.layout is not Layout.TREE and parts[0] not in (LOG_NAME, f"{LOG_NAME}.previous"))
 
 
 def match_moves(planner: Planner, fresh: list[tuple[Source, Codec, Path]], orphans: list[Record]) -> None:

@@ -129,10 +129,15 @@ class Namer:
     """The output paths of one run: ``output(source, wanted)``, where
     ``wanted`` is the path with the source's own names (plan.output_path)."""
 
-    def __init__(self, outdir: Path, names: Names, max_path: int, recorded: dict[Path, Path]) -> None:
+    def __init__(
+        self, outdir: Path, names: Names, max_path: int, recorded: dict[Path, Path], kept: Iterable[str] = ()
+    ) -> None:
         """``recorded``: output -> source, for the state's outputs whose
-        source is still in the input."""
+        source is still in the input; ``kept``: the modes' folders, which
+        a path's first folder may be and which are never cut (cut to one
+        letter, flac and f_alac would be one tree)."""
         self.outdir = outdir
+        self.kept = frozenset(kept)
         self.fat = names is Names.FAT32
         self.max_path = max_path
         self.done: dict[tuple[Path, Path], Path] = {}
@@ -206,10 +211,11 @@ class Namer:
         while the folder leaves less than NAME_RESERVE units of --max-path
         for a file name (so all the files of a folder stay together), and
         a folder that differs from one seen before only in case spelled as
-        that one."""
+        that one. A mode's folder is kept whole."""
         spelled = [component(p, is_file=False) for p in parts]
-        while spelled and units("/".join(spelled)) > self.max_path - NAME_RESERVE:
-            longest = max(range(len(spelled)), key=lambda i: units(spelled[i]))
+        cuttable = range(1 if parts and parts[0] in self.kept else 0, len(spelled))
+        while cuttable and units("/".join(spelled)) > self.max_path - NAME_RESERVE:
+            longest = max(cuttable, key=lambda i: units(spelled[i]))
             if units(spelled[longest]) <= 1:
                 break
             spelled[longest] = component(spelled[longest][:-1], is_file=False)

@@ -28,7 +28,7 @@ from pathlib import Path
 from flac2all import tags
 from flac2all.codecs.base import Codec
 from flac2all.errors import TaskError
-from flac2all.model import Action, Job, Names, Settings, SourceFacts, Status, Task, TaskResult
+from flac2all.model import Action, Job, Layout, Names, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.planning import extras, moves
 from flac2all.planning.discovery import Source, Tree
 from flac2all.planning.names import Namer, output_folder, output_name
@@ -219,7 +219,11 @@ class Planner:
         # trailing "/"): the sources come folder by folder, and each of a
         # folder's outputs shares its folder's Path.
         self._folders: dict[str | None, tuple[tuple[str, ...], Path, str]] = {}
-        self.namer = Namer(settings.outdir, settings.names, settings.max_path, {})
+        self.namer = Namer(settings.outdir, settings.names, settings.max_path, {}, self.mode_folders())
+
+    def mode_folders(self) -> tuple[str, ...]:
+        """The modes' own folders below OUTDIR (none unless each mode has one)."""
+        return tuple(c.folder for c in self.codecs) if self.settings.layout is Layout.TREE else ()
 
     def facts(self, source: Path) -> SourceFacts | None:
         if source not in self._facts_cache:
@@ -346,7 +350,7 @@ class Planner:
         if settings.names is Names.FAT32:
             present = {s.path for s in tree.flacs} | {s.path for s in tree.others}
             recorded = {out: rec.source for out, rec in self.records.items() if rec.source in present}
-        self.namer = Namer(settings.outdir, settings.names, settings.max_path, recorded)
+        self.namer = Namer(settings.outdir, settings.names, settings.max_path, recorded, self.mode_folders())
         if settings.embed_folder_art:
             self.plan.covers = extras.folder_covers(tree)
         fresh = self.decide_all(tree.flacs)

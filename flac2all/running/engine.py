@@ -12,6 +12,7 @@ a cluster master: ``flac2all.executors``) for the rest -> report.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import json
 import logging
@@ -169,6 +170,9 @@ def write_plan_json(path: Path, the_plan: plan.Plan) -> None:
     into place: a full disk leaves no empty or cut file under ``path``)."""
     text = json.dumps(the_plan.as_json(), indent=1, ensure_ascii=False) + "\n"
     try:
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            write_into(path, text)
+            return
         with (
             dirs.written(path, path.parent, f".{path.name}.tmp", create=False) as fd,
             open(fd, "w", errors="surrogateescape", closefd=False) as f,
@@ -178,6 +182,21 @@ def write_plan_json(path: Path, the_plan: plan.Plan) -> None:
         raise UsageError(f"cannot write the plan to {path}: {describe_oserror(exc)}") from None
     except TaskError as exc:
         raise UsageError(f"cannot write the plan to {path}: {exc}") from None
+
+
+def write_into(path: Path, text: str) -> None:
+    """``text`` written into what ``path`` names, as a shell's '>' would: a
+    device, a FIFO, a link (/dev/stdout) stays what it is. A FIFO no
+    process reads is an error (ENXIO), not a wait for ever."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise TaskError("a FIFO no process reads") from None
+        raise
+    os.set_blocking(fd, True)
+    with open(fd, "w", errors="surrogateescape") as f:
+        f.write(text)
 
 
 def run(

@@ -87,6 +87,8 @@ def check_outdir(outdir: Path) -> None:
     """Refuse an OUTDIR that is, or lies under, a file or a folder this user
     may not enter (changes nothing)."""
     check_reachable(outdir, "output folder")
+    if outdir.is_symlink() and not outdir.exists():  # an unmounted disk's mount point, linked to
+        raise UsageError(f"output folder {outdir} is a link to {os.readlink(outdir)}, which does not exist")
     blocker = not_a_folder(outdir)
     if blocker == outdir:
         raise UsageError(f"output folder {outdir} is a file, not a folder")

@@ -639,3 +639,16 @@ def test_quiet_master_prints_its_one_line_and_only_warnings_on_stderr(library, t
     assert (master.returncode, stdout) == (0, "3 encoded\n"), stdout + stderr
     assert stderr.startswith("WARNING: --insecure: the cluster is unauthenticated"), stderr
     assert "Listening" not in stderr and "Got " not in stderr and "Commencing" not in stderr
+
+
+def test_control_characters_in_an_error_are_escaped(tmp_path):
+    """A path or a hook named with an ESC sequence or a carriage return,
+    in the one line of an error: escaped, as in every other line."""
+    missing = tmp_path / "gone\x1b[31m\rX"
+    run = run_flac2all("mp3", missing, "-o", tmp_path / "out", timeout=30)
+    assert run.returncode == 2 and "gone\\x1b[31m\\x0dX does not exist" in run.stderr, run.stderr
+    library = tmp_path / "in"
+    make_flac(library / "a.flac", seconds=0.1)
+    hook = run_flac2all("mp3", library, "-o", tmp_path / "out", "-q", "--on-done", "false\x1b[31m", timeout=60)
+    assert hook.returncode == 1 and "--on-done false\\x1b[31m: cannot run it" in hook.stderr, hook.stderr
+    assert "\x1b" not in run.stderr + hook.stderr

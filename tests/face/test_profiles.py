@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -236,29 +240,60 @@ def test_a_config_too_large_to_be_one_is_refused(tmp_path):
     ("second", "why"),
     [
         (
-            'modes = ["mp3", "opus"]\nlame-options = "-V:5"\ninput = "{library}"',
+            'modes = ["mp3", "opus"]\nlame-options = "-V:5"\ninput = "{library}"\noutdir = "out"',
             "in mode mp3 with different encoder options",
         ),
-        ('modes = ["mp3"]\ninput = "{other}"', "from different inputs ({library} and {other})"),
+        ('modes = ["mp3"]\ninput = "{other}"\noutdir = "out"', "from different inputs ({library} and {other})"),
+        (
+            'modes = ["mp3"]\nlame-options = "-V:5"\ninput = "{library}"\noutdir = "alias"',
+            "in mode mp3 with different encoder options",
+        ),
     ],
-    ids=["options", "inputs"],
+    ids=["options", "inputs", "through-a-link"],
 )
 def test_two_profiles_undoing_each_other_in_one_outdir_are_refused(library, tmp_path, second, why):
     """Each run of such a pair would re-encode (or take for orphans) what
-    the other wrote, every time: refused before any work, naming both."""
+    the other wrote, every time: refused before any work, naming both. A
+    folder named through a link (OUTDIR, or the input) is that folder."""
     other = tmp_path / "other"
     other.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "out")
+    link = tmp_path / "library-link"
+    link.symlink_to(library)
     cfg = tmp_path / "config.toml"
     cfg.write_text(
         f'[profile.stick]\nmodes = ["mp3"]\ninput = "{library}"\noutdir = "out"\n'
-        f'[profile.car]\n{second.format(library=library, other=other)}\noutdir = "out"\n'
-        f'[profile.phone]\nmodes = ["opus"]\ninput = "{library}"\noutdir = "out"\n'
+        f"[profile.car]\n{second.format(library=library, other=other)}\n"
+        f'[profile.phone]\nmodes = ["opus"]\ninput = "{link}"\noutdir = "alias"\n'
     )
     run = run_flac2all("--config", cfg, "--all-profiles", "-q", timeout=60)
     assert run.returncode == 2, run.stdout + run.stderr
     message = why.format(library=library, other=other)
     assert f"flac2all: error: profiles stick and car both write into {tmp_path / 'out'} {message}" in run.stderr
-    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "out").iterdir())
     # Profiles that agree on what belongs there share it.
     fine = run_flac2all("--config", cfg, "--profile", "stick", "--profile", "phone", "--dry-run", timeout=60)
     assert fine.returncode == 0, fine.stderr
+
+
+def test_a_slow_on_done_hook_is_waited_for_and_a_signal_stops_it(library, tmp_path):
+    """A hook that takes its time gets the summary (its second half-second
+    of waiting raised ValueError: the summary sent again); a SIGTERM while
+    a hook runs stops it within seconds."""
+    hook = tmp_path / "hook.json"
+    slow = f"sh -c 'sleep 1.2; cat > {hook}'"
+    done = run_flac2all("mp3", library, "-o", tmp_path / "out", "-q", "--on-done", slow, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert json.loads(hook.read_text())["runs"][0]["done"]["encode"] == 3
+    started = tmp_path / "started"
+    stuck = f"sh -c 'touch {started}; sleep 100'"
+    argv = [sys.executable, "-m", "flac2all", "mp3", library, "-o", tmp_path / "out", "-q", "--on-done", stuck]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert "--on-done sh: stopped by a signal" in err

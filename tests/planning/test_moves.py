@@ -3,7 +3,11 @@ inside OUTDIR: a row that names a file outside it is ignored."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import make_flac, run_flac2all
 
@@ -28,3 +32,32 @@ def test_a_state_row_naming_a_file_outside_outdir_never_has_it_deleted(tmp_path)
     assert victim.read_bytes() == b"precious"
     assert f"the state names {out}/../victim.mp3, outside {out}: ignored" in run.stdout + run.stderr
     assert (out / "mp3" / "a.mp3").exists() and (out / "mp3" / "b.mp3").exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["notes.txt", "mp3/../notes.txt", ".flac2all/lock", "mp3/../.flac2all/lock", "conversion_results.log"]
+)
+def test_a_state_row_naming_a_file_of_outdir_no_mode_writes_never_has_it_deleted(tmp_path, name):
+    """Inside OUTDIR but in no mode's tree: the user's own notes, the
+    state's folder, the log. A row naming one (its size and time matching)
+    had it deleted as an orphan."""
+    make_flac(tmp_path / "in" / "a.flac")
+    make_flac(tmp_path / "in" / "b.flac")
+    out = tmp_path / "out"
+    first = run_flac2all("mp3", "-o", out, tmp_path / "in", timeout=60)
+    assert first.returncode == 0, first.stderr
+    victim = Path(os.path.normpath(out / name))
+    if not victim.exists():
+        victim.write_bytes(b"precious")
+    before = victim.read_bytes()
+    st = victim.stat()
+    with sqlite3.connect(out / ".flac2all" / "state.sqlite") as db:
+        row = list(db.execute("SELECT * FROM outputs WHERE output = ?", (b"mp3/b.mp3",)).fetchone())
+        row[0], row[1], row[9], row[10] = name.encode(), b"gone.flac", st.st_size, st.st_mtime_ns
+        db.execute(f"INSERT INTO outputs VALUES ({','.join('?' * len(row))})", row)
+    run = run_flac2all("mp3", "-o", out, "--delete", "--delete-anyway", tmp_path / "in", timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "deleted " not in run.stdout
+    assert f"the state names {out / name}, where no output goes: ignored" in run.stdout + run.stderr
+    if name != "conversion_results.log":  # (this run's log replaced it)
+        assert victim.read_bytes() == before

@@ -108,8 +108,26 @@ def test_sources_too_deep_for_any_name_fail_saying_so(tmp_path):
     assert set(rows) == {"a.flac", "b.flac", "c.flac"} and run.returncode == 1
     for status in rows.values():
         assert status.startswith("ERROR: output ") and status.endswith(
-            "not written: no name for it fits --max-path 255 after its folder's 262 units"
+            "not written: no name for it fits --max-path 255 after its folder's 264 units"
         ), status
+
+
+def test_a_short_max_path_cuts_the_album_never_the_modes_folder(tmp_path):
+    """--max-path 40 under a long album: the album's folder is cut, each
+    mode keeps its own folder (cut to 'f', flac, f:flac and f:alac wrote
+    one tree, and f:flac's outputs clashed with flac's)."""
+    album = tmp_path / "in" / ("A" * 60)
+    for n in (1, 2):
+        make_flac(album / f"{'s' * 80}{n}.flac", seconds=0.1)
+    out = tmp_path / "out"
+    run = run_flac2all("flac,f:flac,f:alac", "--names", "fat32", "--max-path", "40", "-o", out, tmp_path / "in")
+    assert run.returncode == 0, run.stdout + run.stderr
+    rels = outputs(out)
+    assert {rel.parts[0] for rel in rels} == {"flac", "f_flac", "f_alac"} and len(rels) == 6, rels
+    assert_fat32_names(out, max_path=40)
+    namer = Namer(out, Names.FAT32, 40, {}, kept=("f_alac",))
+    output = namer.output(Path("/in/1.flac"), out / "f_alac" / ("A" * 60) / "song.m4a")
+    assert output.relative_to(out).parts[0] == "f_alac"
 
 
 def outputs(out: Path) -> list[Path]:

@@ -4,9 +4,12 @@ is cut into pieces."""
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -147,3 +150,38 @@ def test_a_plan_listed_folder_by_folder_names_the_folders_not_read(tmp_path):
     settings = Settings(input_dir=tmp_path, outdir=tmp_path / "out", modes=("mp3",))
     lines = Listing(Listed()).describe(settings).splitlines()
     assert lines[2:] == [f"unread: {tmp_path / 'x'}: cannot read folder: Permission denied", "counts:", "  unread  1"]
+
+
+def plan_run(library: Path, out: Path, plan_json: Path) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "flac2all", "mp3", "--dry-run", "--plan-json", str(plan_json), "-o", str(out)]
+    return subprocess.run([*argv, str(library)], capture_output=True, text=True, timeout=60)
+
+
+def test_plan_json_into_a_fifo_a_device_or_a_link_writes_through_it(library, tmp_path):
+    """What is there and no regular file is written into, as a shell's '>'
+    would: a FIFO (a reader gets the plan; with none, an error, not a hang),
+    a device, a link (/dev/stdout). Each was replaced by a regular file,
+    as root /dev/full and /dev/stdout themselves."""
+    out = tmp_path / "out"
+    fifo = tmp_path / "plan.fifo"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    run = plan_run(library, out, fifo)
+    reader.join(timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(got[0])["counts"]["encode"] == 3 and stat.S_ISFIFO(fifo.lstat().st_mode)
+    nobody = tmp_path / "nobody.fifo"
+    os.mkfifo(nobody)
+    unread = plan_run(library, out, nobody)
+    assert unread.returncode == 2 and f"cannot write the plan to {nobody}: a FIFO no process reads" in unread.stderr
+    assert stat.S_ISFIFO(nobody.lstat().st_mode)
+    stdout = tmp_path / "stdout"
+    stdout.symlink_to("/proc/self/fd/1")
+    shown = plan_run(library, out, stdout)
+    assert shown.returncode == 0 and '"encode": 3' in shown.stdout and stdout.is_symlink()
+    if os.geteuid() == 0:
+        null = tmp_path / "null"
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        assert plan_run(library, out, null).returncode == 0 and stat.S_ISCHR(null.lstat().st_mode)

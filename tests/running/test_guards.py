@@ -37,6 +37,9 @@ def plant(kind: str, out: Path, tmp_path: Path) -> Path:
     if kind == "outdir is a file":
         out.write_text("x")
         return out
+    if kind == "outdir links nowhere":
+        out.symlink_to(tmp_path / "unmounted")
+        return out
     if kind == "a parent is a file":
         (tmp_path / "afile").write_text("x")
         return tmp_path / "afile"
@@ -61,6 +64,7 @@ def plant(kind: str, out: Path, tmp_path: Path) -> Path:
     "kind, words",
     [
         ("outdir is a file", ["is a file, not a folder"]),
+        ("outdir links nowhere", ["is a link to", "unmounted, which does not exist"]),
         ("a parent is a file", ["cannot create output folder", "afile is a file, not a folder"]),
         (".flac2all is a file", ["cannot write into output folder", ".flac2all is a file, not a folder"]),
         ("lock is a folder", ["cannot lock", "is not a regular file"]),
@@ -80,6 +84,7 @@ def test_a_file_in_the_way_of_outdir_is_one_line_and_exit_2(lib, tmp_path, spy, 
         assert listing(tmp_path / "out") == before  # nothing made, nothing emptied
     if kind == "lock is a link":
         assert (tmp_path / "precious").read_text() == "keep me"
+    assert not (tmp_path / "unmounted").exists()
 
 
 def run_without_dac_override(*args: str | Path) -> subprocess.CompletedProcess:
