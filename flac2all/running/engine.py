@@ -106,7 +106,7 @@ def dry_run(settings: Settings, plan_json: Path | None = None) -> Listing:
         if not flow.streaming:
             planned_first(flow)  # while the state is open
     if plan_json is not None:
-        write_plan_json(plan_json, flow.plan)
+        write_plan_json(plan_json, flow.plan, settings.outdir)
     return Listing(flow)
 
 
@@ -165,12 +165,16 @@ def planned_first(flow: Flow) -> FolderPlan:
     return first
 
 
-def write_plan_json(path: Path, the_plan: plan.Plan) -> None:
+def write_plan_json(path: Path, the_plan: plan.Plan, outdir: Path) -> None:
     """The plan as JSON, written whole or not at all (a temp file renamed
-    into place: a full disk leaves no empty or cut file under ``path``)."""
+    into place: a full disk leaves no empty or cut file under ``path``).
+    What the user named outside OUTDIR that is a link, a FIFO or a device
+    (``/dev/stdout``) is written through as a shell's '>' would; in OUTDIR,
+    which others may write, a link is replaced, never followed."""
     text = json.dumps(the_plan.as_json(), indent=1, ensure_ascii=False) + "\n"
+    planted = path.is_symlink() and path.absolute().is_relative_to(outdir)
     try:
-        if path.is_symlink() or (path.exists() and not path.is_file()):
+        if not planted and (path.is_symlink() or (path.exists() and not path.is_file())):
             write_into(path, text)
             return
         with (
@@ -234,7 +238,7 @@ def run(
             # a no-op re-run starts no process.
             preflight.check_options(tuple(c for c in selected if c.name in first.encoding), settings)
         if plan_json is not None:
-            write_plan_json(plan_json, flow.plan)
+            write_plan_json(plan_json, flow.plan, settings.outdir)
         with outputs.reusing():  # the temp folders of this process's encodes, kept between them
             Run(settings, state, report, display, stop).execute(flow, first, executor)
         finish(settings, state, report, started)
