@@ -163,6 +163,11 @@ def read_log(outdir: Path) -> list[dict[str, str]]:
     return [dict(zip(header, r, strict=True)) for r in body]
 
 
+def status_by_name(outdir: Path) -> dict[str, str]:
+    """Each logged source's file name -> its conversion status (one mode)."""
+    return {Path(r["infile"]).name: r["conversion_status"] for r in read_log(outdir)}
+
+
 @pytest.fixture(autouse=True)
 def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in its own temporary folder and home, and so does

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mutagen.mp3 import MP3
 
-from tests.conftest import make_flac, read_log, run_flac2all, temp_files
+from tests.conftest import make_flac, read_log, run_flac2all, status_by_name, temp_files
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def test_copy_takes_regular_files_only(hostile_extras, tmp_path):
     out = tmp_path / "out"
     run = run_flac2all("mp3", "-c", "-o", out, hostile_extras, timeout=60)
     assert run.returncode == 1, run.stdout + run.stderr
-    status = {Path(r["infile"]).name: r["conversion_status"] for r in read_log(out)}
+    status = status_by_name(out)
     assert status == {
         "01.flac": "SUCCESS",
         "booklet.pdf": "SUCCESS (copied)",
@@ -75,7 +75,7 @@ def test_lossy_files_that_are_not_regular_are_refused_not_read(hostile_lossy, tm
     # it); /dev/zero was read until memory ran out.
     run = run_flac2all(*options, "-o", out, hostile_lossy, timeout=60)
     assert run.returncode == 1, run.stdout + run.stderr
-    status = {Path(r["infile"]).name: r["conversion_status"] for r in read_log(out)}
+    status = status_by_name(out)
     assert status == {
         "01.flac": "SUCCESS",
         "fifo.mp3": "ERROR: not a regular file (FIFO)",

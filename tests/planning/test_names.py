@@ -20,7 +20,7 @@ from PIL import Image
 
 from flac2all.model import Names
 from flac2all.planning.names import Namer, component, units
-from tests.conftest import decodes, make_flac, read_log, require, run_flac2all
+from tests.conftest import decodes, make_flac, read_log, require, run_flac2all, status_by_name
 from tests.planning.device import jpeg, run
 
 
@@ -103,7 +103,7 @@ def test_sources_too_deep_for_any_name_fail_saying_so(tmp_path):
     dry = run_flac2all("mp3", "--names", "fat32", "--dry-run", "-o", out, tmp_path / "in", timeout=30)
     assert dry.returncode == 0 and dry.stdout.count("no name for it fits --max-path 255") == 3, dry.stdout
     run = run_flac2all("mp3", "--names", "fat32", "-o", out, tmp_path / "in", timeout=30)
-    rows = {Path(r["infile"]).name: r["conversion_status"] for r in read_log(out)}
+    rows = status_by_name(out)
     assert rows.pop("top.flac") == "SUCCESS"
     assert set(rows) == {"a.flac", "b.flac", "c.flac"} and run.returncode == 1
     for status in rows.values():

@@ -3,9 +3,7 @@ the library dropped."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from tests.conftest import make_flac, read_log, run_flac2all
+from tests.conftest import make_flac, run_flac2all, status_by_name
 from tests.planning.device import run
 
 
@@ -32,7 +30,7 @@ def test_a_playlist_linked_out_of_the_library_or_not_text_is_not_read(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     for text in (result.stdout, result.stderr, (out / "conversion_results.log").read_text()):
         assert "root:x" not in text and "secret" not in text.replace(str(secret), "")
-    status = {Path(r["infile"]).name: r["conversion_status"] for r in read_log(out)}
+    status = status_by_name(out)
     assert status["passwd.m3u"] == f"ERROR: not read: a link to {secret}, outside the input folder"
     assert status["binary.m3u"] == "ERROR: not a playlist: binary data, not text"
     assert not (out / "mp3" / "passwd.m3u").exists() and not (out / "mp3" / "binary.m3u").exists()

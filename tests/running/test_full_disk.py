@@ -18,7 +18,7 @@ from flac2all.errors import DISK_FULL, TaskError, disk_full_cause
 from flac2all.model import Action, Settings, Status, Task
 from flac2all.running.procs import ProcessGroup
 from flac2all.running.runner import execute_batch
-from tests.conftest import decodes, make_flac, read_log, run_flac2all, temp_files
+from tests.conftest import decodes, make_flac, read_log, run_flac2all, status_by_name, temp_files
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ def test_a_copy_onto_a_full_disk_says_so(tmp_path, small_disk):
     (root / "booklet.pdf").write_bytes(os.urandom(500 * 1024))
     run = run_flac2all("opus", "-c", "-t", "1", "-o", small_disk, root, timeout=60)
     assert run.returncode == 1, run.stdout + run.stderr
-    status = {Path(r["infile"]).name: r["conversion_status"] for r in read_log(small_disk)}
+    status = status_by_name(small_disk)
     assert status["a.flac"] == "SUCCESS"
     assert re.fullmatch(full_disk_status(small_disk), status["booklet.pdf"]), status
     assert temp_files(small_disk) == []
