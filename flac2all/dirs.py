@@ -121,18 +121,28 @@ PINNED: dict[str, tuple[int, int]] = {}
 # run's input folder), checked on the opened file; None: anywhere (a local
 # run reads what its user named).
 SOURCES_IN: str | None = None
+# Where the system shows a descriptor's path (Linux); FreeBSD mounts no /proc.
+PROC = Path("/proc")
 
 
 def check_source(fd: int, path: Path) -> None:
     """TaskError if the source opened as ``fd`` is outside SOURCES_IN (a
-    folder swapped for a link after the worker's checks); without /proc
-    the checks before the open are all there is."""
+    folder swapped for a link after the worker's checks). Where /proc shows
+    the descriptor's path (Linux), that path; elsewhere (FreeBSD), the file
+    opened must be the one its name leads to now, and that inside."""
     if SOURCES_IN is None:
         return
     try:
-        real = os.readlink(f"/proc/self/fd/{fd}")
+        real = os.readlink(PROC / "self" / "fd" / str(fd))
     except OSError:
-        return
+        try:
+            real = os.path.realpath(path)
+            now = os.stat(real)
+        except OSError as exc:
+            raise TaskError(f"cannot check where {path} was opened: {describe_oserror(exc)}") from None
+        held = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            real = ""  # what was opened is not what the name leads to: a link swapped meanwhile
     if real != SOURCES_IN and not real.startswith(SOURCES_IN.rstrip("/") + "/"):
         raise TaskError(f"{path} was opened outside the run's input folder (a link swapped in?): refusing to copy it")
 

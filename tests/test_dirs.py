@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+from flac2all import dirs
+from flac2all.errors import TaskError
 from tests.conftest import make_flac, read_log, run_flac2all
 from tests.running.flipping import planted
 
@@ -64,3 +66,31 @@ def test_a_state_planted_as_a_link_is_refused(tmp_path, victim):
     assert "state.sqlite is not a regular file (a link?): refusing to open it" in run.stderr
     assert planted(victim) == before
     assert not os.path.exists(out / "mp3")
+
+
+@pytest.mark.parametrize("proc", ["/proc", "none"])
+def test_a_workers_copied_source_must_have_been_opened_inside_the_input_folder(tmp_path, monkeypatch, proc):
+    """With /proc (the descriptor's own path) and without it (FreeBSD: the
+    file opened must be the one its name inside the input folder leads to):
+    a source opened through a link swapped in is refused."""
+    if proc == "none":  # a real folder in place of /proc, with no descriptors in it
+        (tmp_path / "proc").mkdir()
+        monkeypatch.setattr(dirs, "PROC", tmp_path / "proc")
+    library, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    (library / "A").mkdir(parents=True)
+    elsewhere.mkdir()
+    (library / "A" / "cover.jpg").write_bytes(b"ours")
+    (elsewhere / "cover.jpg").write_bytes(b"secret")
+    monkeypatch.setattr(dirs, "SOURCES_IN", os.path.realpath(library))
+    source = library / "A" / "cover.jpg"
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        dirs.check_source(fd, source)  # opened inside: taken
+    finally:
+        os.close(fd)
+    fd = os.open(elsewhere / "cover.jpg", os.O_RDONLY)  # as if A was a link to elsewhere when opened
+    try:
+        with pytest.raises(TaskError, match="opened outside the run's input folder"):
+            dirs.check_source(fd, source)
+    finally:
+        os.close(fd)
