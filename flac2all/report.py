@@ -1,58 +1,20 @@
-"""Results -> the summary, the CSV log and the exit status."""
+"""Results -> what a run produced (Report), how they add up (Counts) and
+the exit status; the summary's text is ``summary``'s, the CSV log
+``csvlog``'s."""
 
 from __future__ import annotations
 
-import csv
-import heapq
-import json
 import os
-import sqlite3
-import statistics
-import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flac2all import dirs
+from flac2all import csvlog
+from flac2all.csvlog import RowLog, csv_row, log_key
 from flac2all.errors import ExitStatus
-from flac2all.lines import VERBS, printable
 from flac2all.model import Action, Status, Task, TaskResult
-from flac2all.skips import UP_TO_DATE, Skip, SkipLog
-
-# The first six columns are the original's; the host that ran each task is
-# appended, so that existing parsers and grep -v SUCCESS keep working.
-CSV_HEADER = ("infile", "outfile", "format", "conversion_status", "return_code", "execution_time", "host")
-LOG_NAME = "conversion_results.log"
-
-
-# The actions in the order the summary lists them: what was made, then
-# what was left as it was, then the orphans; each counted under its one
-# verb (lines.VERBS), after what it acts on where the verb alone is unclear.
-ACTION_ORDER = (
-    Action.ENCODE,
-    Action.CONVERT,
-    Action.RETAG,
-    Action.MOVE,
-    Action.COPY,
-    Action.PLAYLIST,
-    Action.SKIP,
-    Action.ORPHAN,
-    Action.DELETE,
-)
-ACTION_NOUNS = {Action.PLAYLIST: "playlist", Action.ORPHAN: "orphan", Action.DELETE: "orphan"}
-# Listed only when some were done (runs without device-profile options have none).
-OPTIONAL_ACTIONS = {Action.CONVERT, Action.PLAYLIST}
-
-
-def action_words(n: int, action: Action) -> str:
-    """``n`` tasks of ``action`` as the summary counts them: '3 encoded',
-    '1 playlist written', '2 orphans kept'."""
-    noun = ACTION_NOUNS.get(action)
-    return f"{plural(n, noun) if noun else n} {VERBS[action]}"
-
-
-def first(item: tuple) -> object:
-    return item[0]
+from flac2all.skips import Skip, SkipLog
+from flac2all.summary import brief_line, summary_text
 
 
 @dataclass(frozen=True)
@@ -112,36 +74,6 @@ class Tally:
         if r.task.action is Action.ENCODE and r.elapsed >= 0:
             self.encode_times.setdefault(r.task.mode, []).append(r.elapsed)
         self.hosts[r.host, failed] = self.hosts.get((r.host, failed), 0) + 1
-
-
-class RowLog:
-    """CSV rows kept on disk, in a private temporary SQLite database, and
-    read back by source then mode."""
-
-    def __init__(self) -> None:
-        self.db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=OFF")
-        self.db.execute("PRAGMA synchronous=OFF")
-        self.db.execute("CREATE TABLE rows (key BLOB, mode TEXT, row TEXT)")
-        self.pending: list[tuple[bytes, str, str]] = []
-
-    def add(self, key: bytes, mode: str, row: tuple) -> None:
-        self.pending.append((key, mode, json.dumps(row)))  # (ASCII: surrogate-escaped names survive)
-        if len(self.pending) >= 10000:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            self.db.execute("BEGIN")
-            self.db.executemany("INSERT INTO rows VALUES (?, ?, ?)", self.pending)
-            self.db.execute("COMMIT")
-            self.pending = []
-
-    def by_source(self) -> Iterator[tuple[tuple[bytes, str], tuple]]:
-        """((source as bytes, mode), row), in that order (ties as added)."""
-        self.flush()
-        for key, mode, row in self.db.execute("SELECT key, mode, row FROM rows ORDER BY key, mode, rowid"):
-            yield (key, mode), tuple(json.loads(row))
 
 
 @dataclass
@@ -230,51 +162,12 @@ class Report:
 
     @staticmethod
     def reserve(path: Path, size: int) -> None:
-        """Set aside ``size`` bytes for the log before the run, so that a
-        disk the run fills still has room for it (write_csv writes into
-        the reserved file)."""
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fd = dirs.open_temp(log_temp(path).name, folder, keep=True)
-        finally:
-            os.close(folder)
-        try:
-            os.posix_fallocate(fd, 0, size)
-        except OSError:  # no room even now, or a file system without it: write_csv tries anyway
-            pass
-        finally:
-            os.close(fd)
+        """Room for the log set aside before the run (``csvlog.reserve``)."""
+        csvlog.reserve(path, size)
 
     def write_csv(self, path: Path) -> None:
-        """The CSV log (RFC 4180), written atomically (into the space
-        ``reserve`` set aside, if it did); rows sorted by source then mode
-        so that two runs compare with diff."""
-        times: dict[float, str] = {}  # each time formatted once
-        rows = [csv_row(r, times) for r in self.results]
-        # An output up to date: a SUCCESS on the skip host, -1 s, return code 0.
-        status, elapsed, host = f"SUCCESS ({UP_TO_DATE})", f"{-1.0:.3f}", self.skip_host
-        rows += [(s.source, s.output, s.mode, status, 0, elapsed, host) for s in self.skipped]
-        keyed = sorted(((log_key(row), row) for row in rows), key=first)
-        if self.skip_log is not None:
-            logged = (
-                ((key, mode), (source, output, mode, status, 0, elapsed, host))
-                for key, mode, source, output in self.skip_log.by_source()
-            )
-            keyed = heapq.merge(keyed, logged, key=first)
-        if self.row_log is not None:
-            keyed = heapq.merge(keyed, self.row_log.by_source(), key=first)
-        rows = (row for _, row in keyed)
-        # Into the space ``reserve`` set aside (kept, truncated to the rows
-        # at the end); surrogateescape writes undecodable file names back as
-        # their bytes. Never through a link planted under either name.
-        with (
-            dirs.written(path, path.parent, log_temp(path).name, keep=True) as fd,
-            open(fd, "w", newline="", encoding="utf-8", errors="surrogateescape", closefd=False) as f,
-        ):
-            writer = csv.writer(f)
-            writer.writerow(CSV_HEADER)
-            writer.writerows(rows)
-            f.truncate()
+        """The CSV log (``csvlog.write``), named in the summary after."""
+        csvlog.write(path, self)
         self.log_path = path
 
     def counts(self) -> Counts:
@@ -286,210 +179,11 @@ class Report:
         return Counts(kept.total + tally.total, kept.failed + len(tally.failures), done, times)
 
     def summary(self, profile: str | None = None) -> str:
-        """The text printed at the end: the original 5.4's lines, then what
-        was done by action, the time per mode, and the failures; for a run
-        with nothing to do, one line saying so. ``profile``: the profile
-        the run is, named in the heading."""
-        c = self.counts()
-        title = f"| Summary of profile {profile} " if profile is not None else "| Summary "
-        heading = ["", title + "=" * max(3, 80 - len(title))]
-        if self.nothing_to_do(c):
-            kept = c.done[Action.ORPHAN]
-            orphans = f" ({action_words(kept, Action.ORPHAN)}: --delete removes them)" if kept else ""
-            return "\n".join(
-                [
-                    *heading,
-                    f"    nothing to do: {plural(c.done[Action.SKIP], 'output')} up to date{orphans}"
-                    f" (checked in {format_duration(self.wall_time)})",
-                    *(self.host_lines() if self.by_host or self.host_problems else []),
-                    *self.log_lines(),
-                ]
-            )
-        rate = 100.0 * c.total / self.issued if self.issued else 100.0
-        error_rate = 100.0 * c.failed / c.total if c.total else 0.0
-        lines = [
-            *heading,
-            # The original 5.4's lines, with what they count named.
-            f"    Total files on input: {self.sources} FLAC files ({plural(self.issued, 'task')}"
-            f" in {plural(len(self.modes), 'mode')})",
-            f"    Total files actually processed: {plural(c.total, 'task')}",
-            "    --",
-            f"    Execution rate: {rate:.2f}%",
-            f"    Files we managed to convert successfully: {plural(c.done[Action.ENCODE], 'task')}",
-            f"    Files we failed to convert due to errors: {plural(c.failed, 'task')}",
-            "    --",
-            f"    Conversion error rate: {error_rate:.2f}%",
-            # Every task once: failed, or under its action.
-            "    Tasks by action: "
-            + ", ".join(
-                action_words(c.done[action], action)
-                for action in ACTION_ORDER
-                if c.done[action] or action not in OPTIONAL_ACTIONS
-            )
-            + f", {c.failed} failed",
-            f"    Wall time: {format_duration(self.wall_time)}",
-        ]
-        lines += self.mode_lines(c)
-        lines += self.trouble_lines(c)
-        failed = c.failed
-        if self.failures:
-            lines.append(f"    Failed ({failed}):")
-            causes = same_causes(self.failures, self.modes)
-            lines += [f"        {printable(source)} [{modes}]: {message}" for source, modes, message in causes[:20]]
-            if len(causes) > 20:
-                more = sum(len(modes.split(", ")) for _, modes, _ in causes[20:])
-                lines.append(f"        ... and {more} more (grep -v SUCCESS on the log)")
-        if self.by_host or self.host_problems:
-            lines += self.host_lines()
-        lines += self.log_lines()
-        return "\n".join(lines)
-
-    def trouble_lines(self, c: Counts) -> list[str]:
-        """Why tasks have no result: the run stopped, was interrupted, or
-        results went missing."""
-        lines = []
-        if self.halted_by is not None:
-            lines.append(
-                f"    STOPPED after: {self.halted_by}; {self.issued - c.total} task(s) not started: make room and run"
-                " again to finish them"
-            )
-        elif not self.complete and self.interrupted_by is None:
-            lines.append(f"    ERROR: {self.issued} tasks were issued but {c.total} results came back")
-        if self.interrupted_by is not None:
-            lines.append(f"    Interrupted: {self.issued - c.total} task(s) did not run; run again to finish them")
-        return lines
-
-    def log_lines(self) -> list[str]:
-        """Where the log is, and what could not be written."""
-        lines = []
-        if self.log_path is not None:
-            lines.append(f"    Log written to: {printable(self.log_path)}")
-        lines += self.write_errors()
-        return lines
-
-    def write_errors(self) -> list[str]:
-        lines = []
-        if self.log_error is not None:
-            lines.append(f"    ERROR: {self.log_error}")
-        if self.state_error is not None:
-            lines.append(f"    WARNING: {self.state_error}")
-        return lines
-
-    def nothing_to_do(self, c: Counts) -> bool:
-        """Every task was an output up to date or an orphan kept, and the run
-        went to its end: nothing changed, nothing failed."""
-        left = c.done[Action.SKIP] + c.done[Action.ORPHAN]
-        return c.total == left and not c.failed and self.complete and not self.trouble_lines(c)
+        """The text printed at the end (``summary.summary_text``), its
+        heading naming ``profile``."""
+        return summary_text(self, profile)
 
     def brief(self, profile: str | None = None) -> str:
-        """-q's summary: "" when nothing changed and nothing went wrong;
-        else one line, named after ``profile``: what was done by action
-        (up-to-date outputs left out), failures, and what went wrong."""
-        c = self.counts()
-        trouble = [line.strip() for line in [*self.trouble_lines(c), *self.write_errors()]]
-        if self.nothing_to_do(c) and not trouble:
-            return ""
-        done = [action for action in ACTION_ORDER if c.done[action] and action is not Action.SKIP]
-        parts = [action_words(c.done[action], action) for action in done]
-        if c.failed:
-            where = f" (grep -v SUCCESS {printable(self.log_path)})" if self.log_path is not None else ""
-            parts.append(f"{c.failed} failed{where}")
-        text = "; ".join([", ".join(parts), *trouble] if parts else trouble)
-        return f"{profile}: {text}" if profile is not None else text
-
-    def mode_lines(self, c: Counts) -> list[str]:
-        """The original's time per mode, of the encodes that ran."""
-        lines = []
-        for mode in self.modes:
-            times = c.encode_times.get(mode)
-            lines.append(f"    For mode: {mode}")
-            if not times:
-                lines.append("        No data")
-                continue
-            lines += [
-                f"        Total execution time: {format_duration(sum(times))}",
-                "        Per file conversion:",
-                f"            Mean execution time: {statistics.fmean(times):.4f} seconds",
-                f"            Median execution time: {statistics.median(times):.4f} seconds",
-            ]
-        return lines
-
-    def host_lines(self) -> list[str]:
-        """Per host: tasks done and failed, and why a host got no (more)
-        work (unhealthy before work, or quarantined)."""
-        done: dict[str, int] = {}
-        failed: dict[str, int] = {}
-        for r in self.results:
-            counts = failed if r.status is Status.FAILED else done
-            counts[r.host] = counts.get(r.host, 0) + 1
-        for (host, was_failed), n in self.tally.hosts.items():
-            counts = failed if was_failed else done
-            counts[host] = counts.get(host, 0) + n
-        if self.skips:
-            done[self.skip_host] = done.get(self.skip_host, 0) + self.skips
-        hosts = sorted({*done, *failed, *self.host_problems})
-        if not hosts:  # stopped before any result came
-            return ["    By host: no task finished"]
-        lines = ["    By host:"]
-        for host in hosts:
-            line = f"        {host or '?'}: {done.get(host, 0)} done, {failed.get(host, 0)} failed"
-            if host in self.host_problems:
-                line += f"; {self.host_problems[host]}"
-            lines.append(line)
-        return lines
-
-
-def same_causes(failures: list[TaskResult], order: tuple[str, ...] = ()) -> list[tuple[Path, str, str]]:
-    """(source, its modes, message) of ``failures``, the modes of one source
-    that failed for one cause (its decoder's) on one line, in the run's
-    ``order`` of modes."""
-    grouped: dict[tuple[Path, str], list[str]] = {}
-    for r in failures:
-        grouped.setdefault((r.task.source, r.message), []).append(r.task.mode)
-    rank = {mode: i for i, mode in enumerate(order)}
-    return [
-        (source, ", ".join(sorted(modes, key=lambda m: rank.get(m, len(rank)))), message)
-        for (source, message), modes in grouped.items()
-    ]
-
-
-def csv_row(r: TaskResult, times: dict[float, str]) -> tuple:
-    """A result's row of the CSV log (``times``: each time formatted once)."""
-    # (An output of Path(""), text ".": a folder that could not be read.)
-    return (
-        os.fspath(r.task.source),
-        "" if (out := os.fspath(r.task.output)) == "." else out,
-        r.task.mode,
-        r.status_text,
-        r.returncode,
-        times.get(r.elapsed) or times.setdefault(r.elapsed, f"{r.elapsed:.3f}"),
-        r.host,
-    )
-
-
-def log_key(row: tuple) -> tuple[bytes, str]:
-    """Where a CSV row goes in the log: by source as os.fsencode's bytes
-    (without its call), then mode."""
-    return row[0].encode(FS_ENCODING, "surrogateescape"), row[2]
-
-
-FS_ENCODING = sys.getfilesystemencoding()
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def log_temp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 600:
-        return f"{seconds:.4f} seconds"
-    if seconds < 3600:
-        return f"{seconds / 60:.4f} minutes"
-    return f"{seconds / 3600:.4f} hours"
-
-
-# The word each action's line starts with: what was done to the output.
+        """-q's summary (``summary.brief_line``): "" when nothing changed
+        and nothing went wrong."""
+        return brief_line(self, profile)

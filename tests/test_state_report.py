@@ -14,12 +14,13 @@ from types import SimpleNamespace
 import pytest
 
 from flac2all import report as report_module
+from flac2all.csvlog import CSV_HEADER
 from flac2all.errors import ExitStatus
 from flac2all.face.progress import PlainDisplay
 from flac2all.lines import line_for
 from flac2all.model import Action, SourceFacts, Status, Task, TaskResult
 from flac2all.records import Record, Records
-from flac2all.report import CSV_HEADER, Counts, Report
+from flac2all.report import Counts, Report
 from flac2all.skips import Skip
 from flac2all.state import SCHEMA_VERSION, State, StateError, state_path
 from tests.conftest import run_flac2all

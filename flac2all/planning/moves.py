@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 from flac2all import dirs
 from flac2all.codecs.base import Codec
+from flac2all.csvlog import LOG_NAME
 from flac2all.errors import TaskError, UsageError
 from flac2all.model import Action, Layout, Settings, SourceFacts, Task
 from flac2all.planning.discovery import Source, Tree
 from flac2all.records import Record, texts
-from flac2all.report import LOG_NAME
 from flac2all.state import STATE_DIR
 
 if TYPE_CHECKING:

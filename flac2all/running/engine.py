@@ -26,6 +26,7 @@ from pathlib import Path
 
 from flac2all import codecs, dirs, tools
 from flac2all.codecs import Codec
+from flac2all.csvlog import LOG_NAME
 from flac2all.errors import TaskError, UsageError, describe_oserror
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
@@ -35,7 +36,7 @@ from flac2all.planning import discovery, plan
 from flac2all.planning.flow import Flow, FolderPlan, Folders, Head, Whole, has_rows, stream_after, streamable
 from flac2all.planning.mirror import Mirror
 from flac2all.planning.plan import collector_paused
-from flac2all.report import LOG_NAME, Report
+from flac2all.report import Report
 from flac2all.running import guards, outputs, preflight
 from flac2all.running.execution import Run, state_lost
 from flac2all.running.guards import outdir_lock

@@ -12,6 +12,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+from flac2all.csvlog import LOG_NAME
 from flac2all.errors import DISK_FULL
 from flac2all.executors import Executor
 from flac2all.face.console import Display
@@ -19,7 +20,7 @@ from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
 from flac2all.planning import plan, playlists
 from flac2all.planning.flow import Flow, FolderPlan
 from flac2all.records import Record
-from flac2all.report import LOG_NAME, Report
+from flac2all.report import Report
 from flac2all.running import outputs, runner
 from flac2all.running.procs import ProcessGroup
 from flac2all.state import STATE_DIR, State
