@@ -16,7 +16,7 @@ import pytest
 from flac2all import report as report_module
 from flac2all.csvlog import CSV_HEADER
 from flac2all.errors import ExitStatus
-from flac2all.face.progress import PlainDisplay
+from flac2all.face.plain import PlainDisplay
 from flac2all.lines import line_for
 from flac2all.model import Action, SourceFacts, Status, Task, TaskResult
 from flac2all.records import Record, Records

@@ -23,7 +23,8 @@ from flac2all.executors.jobqueue import JOBQUEUES
 from flac2all.executors.local import LocalPool
 from flac2all.face import config, console, hooks
 from flac2all.face.config import positive_float, positive_int
-from flac2all.face.progress import RichDisplay, make_display
+from flac2all.face.live import RichDisplay
+from flac2all.face.progress import make_display
 from flac2all.face.usage import Parser
 from flac2all.lines import shown
 from flac2all.model import DaskOptions, MasterOptions, Request

@@ -23,8 +23,8 @@ from rich.cells import cell_len
 from rich.text import Text
 
 from flac2all.face import console
+from flac2all.face.drawing import BAR, fit, squeeze
 from flac2all.face.pace import Pace
-from flac2all.face.progress import BAR, fit, squeeze
 from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
 from flac2all.running import engine
 from tests.conftest import make_flac, read_log, run_flac2all
@@ -280,7 +280,7 @@ def test_the_dashboard_shows_why_a_host_gets_no_work():
 
     from rich.console import Console
 
-    from flac2all.face.progress import Dashboard
+    from flac2all.face.dashboard import Dashboard
     from flac2all.model import HostRow
 
     board = Dashboard(io.StringIO())

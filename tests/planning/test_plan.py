@@ -297,7 +297,8 @@ def test_planning_and_discovery_import_nothing_that_starts_a_process():
 def test_the_cluster_imports_no_display_code():
     probe = (
         "import sys, flac2all.cluster.master, flac2all.cluster.worker\n"
-        "print([m for m in sys.modules if m in ('flac2all.face.progress', 'rich') or m.startswith('rich.')])\n"
+        "shown = {'rich', *(f'flac2all.face.{m}' for m in ('progress', 'plain', 'drawing', 'live', 'dashboard'))}\n"
+        "print([m for m in sys.modules if m in shown or m.startswith('rich.')])\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=os.environ)
     assert out.stdout.strip() == "[]"
