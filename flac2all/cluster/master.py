@@ -32,11 +32,14 @@ import zmq
 from flac2all import codecs, tools
 from flac2all.cluster import auth, protocol
 from flac2all.cluster import keys as cluster_keys
+from flac2all.cluster.belief import identity
 from flac2all.cluster.jobs import job_to_wire, settings_to_wire
+from flac2all.cluster.leases import SMALL_COPY as SMALL_COPY
+from flac2all.cluster.leases import Entry, Lease, batched, lease_seconds
 from flac2all.cluster.ledger import POISON_DEATHS as POISON_DEATHS
-from flac2all.cluster.ledger import SMALL_COPY as SMALL_COPY
-from flac2all.cluster.ledger import Entry, Lease, Ledger, Peer, batched, identity, lease_seconds
+from flac2all.cluster.ledger import Ledger
 from flac2all.cluster.notices import Notices
+from flac2all.cluster.peers import Peer
 from flac2all.cluster.protocol import ProtocolError
 from flac2all.cluster.view import host_rows
 from flac2all.errors import Flac2allError, UsageError

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from flac2all.cluster.ledger import Peer
+from flac2all.cluster.peers import Peer
 from flac2all.model import HostRow
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flac2all.cluster.ledger import SMALL_COPY
+from flac2all.cluster.leases import SMALL_COPY
 from tests.cluster.outputs import check_outputs
 from tests.cluster.processes import (
     start_master,

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from flac2all.cluster import protocol
-from flac2all.cluster.ledger import Entry, Lease, Ledger, Peer, audio_seconds, disbelief, identity, lease_seconds
+from flac2all.cluster.belief import disbelief, identity
+from flac2all.cluster.leases import Entry, Lease, audio_seconds, lease_seconds
+from flac2all.cluster.ledger import Ledger
+from flac2all.cluster.peers import Peer
 from flac2all.model import Action, Settings, Status, Task
 from tests.conftest import make_flac
 
