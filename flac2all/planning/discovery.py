@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flac2all.running.outputs import TEMP_NAME
+from flac2all.running.rooms import TEMP_NAME
 
 
 @dataclass(frozen=True, slots=True)

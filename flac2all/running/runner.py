@@ -28,8 +28,9 @@ from flac2all.audio.pcm import Tap
 from flac2all.errors import DISK_FULL, TaskError, describe_oserror, disk_full_cause
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.running import derive
+from flac2all.running.copies import fill
 from flac2all.running.fanout import run_fanout
-from flac2all.running.outputs import commit, emptied, fill, remove_empty_folders, staged
+from flac2all.running.outputs import commit, emptied, remove_empty_folders, staged
 from flac2all.running.pipeline import run_pipeline
 from flac2all.running.procs import Interrupted, ProcessGroup
 from flac2all.tags.source import not_regular

@@ -17,7 +17,7 @@ import pytest
 from mutagen.flac import FLAC
 
 from flac2all.errors import TaskError
-from flac2all.running import outputs
+from flac2all.running import outputs, rooms
 from flac2all.running.outputs import commit, staged
 from tests.conftest import make_flac, read_log, run_flac2all, temp_files
 from tests.running.flipping import flip, planted
@@ -321,22 +321,22 @@ def test_without_proc_the_held_folder_is_given_by_its_path(tmp_path, monkeypatch
     folder.mkdir(parents=True)
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        assert outputs.through(fd, folder) == outputs.PROC / str(os.getpid()) / "fd" / str(fd)
+        assert rooms.through(fd, folder) == rooms.PROC / str(os.getpid()) / "fd" / str(fd)
         # A system without /proc, or one whose /proc shows no descriptors
         # (FreeBSD's procfs): a real folder in its place, with no such path.
-        monkeypatch.setattr(outputs, "PROC", tmp_path / "proc")
+        monkeypatch.setattr(rooms, "PROC", tmp_path / "proc")
         (tmp_path / "proc").mkdir()
-        assert outputs.through(fd, folder) == folder
+        assert rooms.through(fd, folder) == folder
         # A path there that leads elsewhere is not taken for the descriptor.
         (tmp_path / "proc" / str(os.getpid()) / "fd").mkdir(parents=True)
         (tmp_path / "proc" / str(os.getpid()) / "fd" / str(fd)).symlink_to(tmp_path)
-        assert outputs.through(fd, folder) == folder
+        assert rooms.through(fd, folder) == folder
     finally:
         os.close(fd)
 
 
 def test_without_proc_a_temp_file_written_through_a_swapped_folder_is_not_committed(tmp_path, monkeypatch):
-    monkeypatch.setattr(outputs, "PROC", tmp_path / "proc")
+    monkeypatch.setattr(rooms, "PROC", tmp_path / "proc")
     out, victim = tmp_path / "out", tmp_path / "victim"
     album = out / "mp3" / "A"
     album.mkdir(parents=True)
