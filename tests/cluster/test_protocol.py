@@ -20,7 +20,7 @@ from flac2all.cluster import jobs, protocol
 from flac2all.cluster.protocol import ProtocolError, Timings
 from flac2all.errors import UsageError
 from flac2all.face import config
-from flac2all.face.cli import build_parser
+from flac2all.face.arguments import build_parser
 from flac2all.face.config import settings_from
 from flac2all.model import Action, Layout, Lossy, Settings, Task, Wire
 from tests.cluster.processes import FakeMaster, a_real_worker_finishes, start_master, start_worker

@@ -22,7 +22,7 @@ from flac2all.cluster import setup
 from flac2all.codecs.options import colon_options, comma_options
 from flac2all.errors import UsageError
 from flac2all.face import cli, config
-from flac2all.face.cli import build_parser
+from flac2all.face.arguments import build_parser
 from flac2all.face.config import settings_from
 from flac2all.model import DaskOptions, DisplayOptions, MasterOptions
 from tests.conftest import decodes, make_flac, read_log, run_flac2all, stream

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flac2all.face import config
-from flac2all.face.cli import build_parser
+from flac2all.face.arguments import build_parser
 from flac2all.face.config import ConfigError, settings_from
 from flac2all.model import Layout, Lossy, Names
 from tests.conftest import read_log, run_flac2all

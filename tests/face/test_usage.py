@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flac2all.face.cli import build_parser
+from flac2all.face.arguments import build_parser
 from flac2all.face.config import settings_from
 from tests.conftest import run_flac2all
 
