@@ -27,8 +27,6 @@ def printable(path: os.PathLike | str) -> str:
     return shown(os.fsencode(path).decode("utf-8", "backslashreplace"))
 
 
-# Each action's one verb: its lines start with it and the summary counts
-# it under it (report.ACTION_WORDS).
 def relative(path: os.PathLike | str, root: Path | None) -> str:
     """A path as the user knows it: relative to ``root`` (INPUTDIR: album
     folder and file; OUTDIR: mode folder, album folder, file) when it lies
@@ -42,6 +40,8 @@ def relative(path: os.PathLike | str, root: Path | None) -> str:
     return printable(text)
 
 
+# Each action's one verb: its lines start with it and the summary counts
+# it under it (summary.py).
 VERBS = {
     Action.ENCODE: "encoded",
     Action.RETAG: "retagged",
