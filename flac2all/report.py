@@ -169,6 +169,7 @@ class Report:
     state_error: str | None = None  # the state could not be updated (a cache: outputs are adopted next run)
     by_host: bool = False  # list tasks per host in the summary (a cluster run)
     host_problems: dict[str, str] = field(default_factory=dict)  # host -> why it got no (more) work
+    host_abouts: dict[str, str] = field(default_factory=dict)  # host -> what it runs on, its encoders' versions
     tally: Tally = field(default_factory=Tally)
     row_log: RowLog | None = None
 
@@ -432,7 +433,8 @@ class Report:
             return ["    By host: no task finished"]
         lines = ["    By host:"]
         for host in hosts:
-            line = f"        {host or '?'}: {done.get(host, 0)} done, {failed.get(host, 0)} failed"
+            about = f" ({self.host_abouts[host]})" if host in self.host_abouts else ""
+            line = f"        {host or '?'}{about}: {done.get(host, 0)} done, {failed.get(host, 0)} failed"
             if host in self.host_problems:
                 line += f"; {self.host_problems[host]}"
             lines.append(line)

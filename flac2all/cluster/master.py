@@ -38,7 +38,7 @@ from flac2all.cluster.ledger import SMALL_COPY as SMALL_COPY
 from flac2all.cluster.ledger import Entry, Lease, Ledger, Peer, batched, identity, lease_seconds
 from flac2all.cluster.notices import Notices
 from flac2all.cluster.protocol import ProtocolError
-from flac2all.cluster.view import host_rows
+from flac2all.cluster.view import about, host_rows
 from flac2all.errors import Flac2allError, UsageError
 from flac2all.executors import Posted
 from flac2all.model import HostRow, Job, Settings, Task, TaskResult
@@ -118,6 +118,7 @@ class Master(Posted):
         self.idle_since = time.monotonic()
         self.probe: Path | None = None
         self.lacking: dict[str, dict[str, str]] = {}  # session -> the modes it cannot run -> why
+        self.abouts: dict[str, str] = {}  # host -> what it runs on and its encoders' versions
         self.written: set[Path] = set()  # every folder a job was sent to write into
 
     # -- socket ---------------------------------------------------------------
@@ -304,6 +305,7 @@ class Master(Posted):
             raise ProtocolError("a second health message")
         peer.modes = frozenset(health.modes)
         self.lacking[peer.session] = {mode: f"{peer.host}: {why}" for mode, why in health.lacks}
+        self.abouts[peer.host] = about(health)
         if health.problem:
             peer.problem = peer.problem or f"unhealthy: {health.problem}"
             peer.credit = 0
@@ -383,7 +385,7 @@ class Master(Posted):
         """Per worker host: its worker processes busy now, tasks done, rate,
         the sources in progress, why it gets no work. Every worker seen
         stays counted after it leaves, so the table still adds up."""
-        return host_rows(self.hosts_seen, list(self.peers.values()))
+        return host_rows(self.hosts_seen, list(self.peers.values()), self.abouts)
 
     def loop(self, stop: threading.Event, on_start: Callable[[Task], None]) -> None:
         self.say(f"Listening on {self.endpoint}")

@@ -1,6 +1,6 @@
 """The cluster wire protocol: versioned JSON messages, validated before use.
 
-Every frame is one JSON object ``{"v": 5, "type": ..., ...}`` of at most
+Every frame is one JSON object ``{"v": 6, "type": ..., ...}`` of at most
 MAX_MESSAGE bytes, built by one ``*_to_wire`` function per message type and
 read by its ``*_from_wire`` (docs/cluster.md lists them all). ``decode``
 parses a frame against the shape of every message (a msgspec Struct each,
@@ -107,6 +107,7 @@ class HelloMessage(Message, tag="hello"):
 
 
 MAX_PROGRAMS = 16
+MAX_SYSTEM = 100
 MAX_VERSION = 200
 # The master's program -> version line: a few short names, short lines.
 Versions = Annotated[
@@ -140,6 +141,10 @@ class HealthMessage(Message, tag="health"):
     problem: str
     modes: list[str]
     lacks: dict[str, str] = msgspec.field(default_factory=dict)
+    # What the worker runs on ("FreeBSD 14.1") and its encoders' versions
+    # (program -> version), for the master's summary.
+    system: Annotated[str, msgspec.Meta(max_length=MAX_SYSTEM)] = ""
+    versions: Versions = msgspec.field(default_factory=dict)
 
 
 class ReadyMessage(Message, tag="ready"):
@@ -310,6 +315,8 @@ class Health:
     problem: str
     modes: tuple[str, ...]
     lacks: tuple[tuple[str, str], ...] = ()
+    system: str = ""
+    versions: tuple[tuple[str, str], ...] = ()
 
 
 def hello_to_wire(session: str, host: str, pid: int, slots: int) -> bytes:
@@ -382,16 +389,31 @@ def versions_from_wire(body: dict) -> tuple[tuple[str, str], ...]:
 MAX_PROBLEM = 1000
 
 
-def health_to_wire(problem: str, modes: list[str], lacks: dict[str, str] | None = None) -> bytes:
+def health_to_wire(
+    problem: str,
+    modes: list[str],
+    lacks: dict[str, str] | None = None,
+    system: str = "",
+    versions: dict[str, str] | None = None,
+) -> bytes:
     """Worker -> master, once after the welcome and before its first ready:
     what is wrong with this node for this run ("" if nothing), which of
-    the run's modes it can run, and why not the others (mode -> why)."""
+    the run's modes it can run, and why not the others (mode -> why); what
+    it runs on and its encoders' versions (program -> version)."""
     why = {mode: printable(line)[:MAX_PROBLEM] for mode, line in (lacks or {}).items()}
-    return encode("health", problem=printable(problem)[:MAX_PROBLEM], modes=modes, lacks=why)
+    own = {program: printable(line)[:MAX_VERSION] for program, line in (versions or {}).items()}
+    return encode(
+        "health",
+        problem=printable(problem)[:MAX_PROBLEM],
+        modes=modes,
+        lacks=why,
+        system=printable(system)[:MAX_SYSTEM],
+        versions=dict(list(own.items())[:MAX_PROGRAMS]),
+    )
 
 
 def health_from_wire(msg: dict, run_modes: tuple[str, ...]) -> Health:
-    fields(msg, {"problem": str, "modes": list}, {"lacks": dict})
+    fields(msg, {"problem": str, "modes": list}, {"lacks": dict, "system": str, "versions": dict})
     problem = printable(text(msg["problem"], "problem", MAX_PROBLEM))
     if len(msg["modes"]) > len(run_modes) or not all(m in run_modes for m in msg["modes"]):
         raise ProtocolError("health: modes that are not the run's")
@@ -399,7 +421,8 @@ def health_from_wire(msg: dict, run_modes: tuple[str, ...]) -> Health:
     if not all(m in run_modes for m in lacks):
         raise ProtocolError("health: modes that are not the run's")
     why = tuple((mode, printable(text(line, "lacks", MAX_PROBLEM))) for mode, line in lacks.items())
-    return Health(problem, tuple(dict.fromkeys(msg["modes"])), why)
+    system = printable(msg.get("system", ""))
+    return Health(problem, tuple(dict.fromkeys(msg["modes"])), why, system, versions_from_wire(msg.get("versions", {})))
 
 
 def ready_to_wire(credit: int) -> bytes:

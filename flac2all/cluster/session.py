@@ -83,7 +83,8 @@ class Session:
         self.todo: queue.Queue = queue.Queue()  # jobs for the task thread; None ends it
         self.results: queue.Queue = queue.Queue()  # (job, its results or None) from it
         self.job: list[WireTask] | None = None  # the running one (one slot)
-        self.settings: Settings | None = None  # from the welcome
+        self.settings: Settings | None = None  # from the welcome, where this worker sees the run's folders
+        self.wire_settings: Settings | None = None  # as the master sent them: jobs are checked against them
         self.problem = ""  # why this node refuses the run (health before work)
         self.roots: tuple[str, str] | None = None  # the run's folders, resolved at the welcome
         self.timings = protocol.Timings()  # the defaults until the master's welcome
@@ -207,7 +208,8 @@ class Session:
         if self.heard:
             raise ProtocolError("a second welcome")
         welcome = protocol.welcome_from_wire(msg)
-        self.settings, self.timings = welcome.settings, welcome.timings
+        self.wire_settings, self.timings = welcome.settings, welcome.timings
+        self.settings = self.worker.maps.settings(welcome.settings)
         self.heard = True
         self.worker.diagnosis = ""
         self.roots = self.settings_roots()
@@ -222,14 +224,25 @@ class Session:
         # Health before work: this node's own view of the run's folders and
         # encoders (each mode's encoder tried once), told to the master
         # before any credit; in a thread, for heartbeats to go on meanwhile.
-        checks, other_encoders = welcome.checks, self.worker.other_encoders
-        threading.Thread(
-            target=lambda: self.examined.put(
-                health.examine(self.settings, checks, self.worker.allowed, self.id, other_encoders)
-            ),
-            name="health",
-            daemon=True,
-        ).start()
+        checks = welcome.checks
+        threading.Thread(target=lambda: self.examined.put(self.examine(checks)), name="health", daemon=True).start()
+
+    def examine(self, checks: protocol.Checks) -> health.Examined:
+        """Health before work, in this worker's paths: first its maps (a
+        wrong one named as the user gave it) and its ``--allow`` folders
+        (named as they are here), then what the health check finds, told
+        in the master's paths."""
+        assert self.settings is not None and self.wire_settings is not None
+        maps = self.worker.maps
+        if problem := maps.wrong(self.wire_settings, checks) or health.outside_allowed(
+            self.settings, self.worker.allowed
+        ):
+            return health.Examined(problem)
+        found = health.examine(
+            self.settings, maps.checks(checks), self.worker.allowed, self.id, self.worker.other_encoders
+        )
+        health.own_versions(found.modes)  # probed here, off the loop's thread (each program once per process)
+        return replace(found, problem=maps.text_to_master(found.problem))
 
     def send_health(self) -> None:
         """Once the health check is done: what it found, then credit."""
@@ -238,7 +251,8 @@ class Session:
         except queue.Empty:
             return None
         self.problem, self.checked = found.problem, True
-        self.send(protocol.health_to_wire(self.problem, found.modes, found.lacks))
+        about = health.own_versions(found.modes)
+        self.send(protocol.health_to_wire(self.problem, found.modes, found.lacks, health.system(), about))
         if self.problem:
             self.worker.failed = True
             self.worker.tell(f"flac2all_worker: refusing this run: {self.problem}", sys.stderr)
@@ -268,7 +282,7 @@ class Session:
             raise ProtocolError("a job while busy or before welcome and health")
         if self.problem:
             raise ProtocolError(f"this worker refused the run: {self.problem}")
-        job = job_from_wire(msg, self.settings)
+        job = self.worker.maps.job(job_from_wire(msg, self.wire_settings), self.settings)
         # The run's folders themselves, as at the welcome (``confine`` looks
         # at the parts below them): one swapped for a link since leads out.
         if self.roots != (now := self.settings_roots()) or "" in now:
@@ -352,7 +366,7 @@ class Session:
             if result.status is Status.FAILED:
                 self.worker.failed = True
                 result = replace(result, cause=health.cause_of(result, self.settings))
-            self.send(protocol.result_to_wire(task_id, attempt, result))
+            self.send(protocol.result_to_wire(task_id, attempt, self.worker.maps.result(result)))
             lines.append(line_for(result))
         if lines:
             say("\n".join(lines))
@@ -379,6 +393,7 @@ class Session:
         wait for them forever."""
         self.worker.dropped += 1
         say(f"flac2all_worker: dropped {'a copy' if ids else 'a message'}: {why}", sys.stderr)
-        for frame in protocol.refusals_to_wire(msg, socket.gethostname(), str(why), ids=ids):
+        why_there = self.worker.maps.text_to_master(str(why))
+        for frame in protocol.refusals_to_wire(msg, socket.gethostname(), why_there, ids=ids):
             self.worker.failed = True
             self.send(frame)

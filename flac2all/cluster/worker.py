@@ -20,6 +20,7 @@ import zmq
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster import protocol
 from flac2all.cluster.diagnose import ConnectionWatch
+from flac2all.cluster.paths import PathMaps
 from flac2all.cluster.session import Session, SessionEnd, say
 from flac2all.cluster.stopping import StopRequest
 
@@ -42,6 +43,7 @@ class WorkerProcess:
         stay: bool = False,
         speaker: bool = True,
         other_encoders: bool = False,
+        maps: PathMaps | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.endpoint = f"tcp://{f'[{host}]' if ':' in host else host}:{port}"
@@ -53,6 +55,7 @@ class WorkerProcess:
         # master, the run refused, the run over): not once per process.
         self.speaker = speaker
         self.other_encoders = other_encoders  # encoders of other versions than the master's may run
+        self.maps = maps or PathMaps()  # where this node sees the master's folders (--map)
         self.stop = StopRequest()
         self.dropped = 0
         self.failed = False  # it failed or refused work: exit 1

@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -143,6 +145,43 @@ def start_worker(
         *args,
     ]
     return Proc(argv, env_with(path_prefix))
+
+
+def namespaces_work() -> bool:
+    """Whether a mount and host name namespace can be made here, and a
+    folder mounted in it (root, or CI)."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            run = subprocess.run(
+                ["unshare", "-m", "-u", "--propagation", "private", "mount", "--bind", folder, folder],
+                capture_output=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    return run.returncode == 0
+
+
+needs_namespaces = pytest.mark.skipif(
+    not namespaces_work() and os.environ.get("CI") != "true",
+    reason="cannot make a mount namespace here and mount in it (unshare -m -u, mount --bind: root needed)",
+)
+
+
+def worker_in_namespace(
+    port: int,
+    host: str,
+    setup: str,
+    *args: str,
+    path_prefix: Path | None = None,
+    allow: tuple[str, ...] = (TEST_ROOT,),
+) -> Proc:
+    """A real worker whose host name is ``host``, in its own mount namespace
+    where ``setup`` (shell) ran first."""
+    argv = [sys.executable, "-m", "flac2all.cluster.worker_cli", "127.0.0.1", "--port", str(port), "-t", "1"]
+    argv += ["--insecure", *(word for root in allow for word in ("--allow", str(root))), *args]
+    script = f'hostname {host} && {setup} && exec "$@"'
+    return Proc(["unshare", "-m", "-u", "sh", "-c", script, "sh", *argv], env_with(path_prefix))
 
 
 def a_real_worker_finishes(master: Proc, port: int) -> None:
