@@ -24,7 +24,7 @@ from pathlib import Path
 from flac2all.cluster.jobs import SENT, WireTask
 from flac2all.cluster.protocol import Checks, ProtocolError
 from flac2all.errors import UsageError
-from flac2all.model import Settings, TaskResult
+from flac2all.model import Settings, Task, TaskResult
 
 # Settings fields that hold a path: the wire's own declaration.
 PATH_FIELDS = tuple(f.name for f, wire in SENT if wire.kind == "path")
@@ -122,6 +122,10 @@ class PathMaps:
         probe = self.to_worker(checks.probe) if checks.probe is not None else None
         return replace(checks, sources=sources, probe=probe)
 
+    def task(self, task: Task) -> Task:
+        """A task with its paths where this worker sees them."""
+        return replace(task, source=self.to_worker(task.source), output=self.to_worker(task.output))
+
     def job(self, job: list[WireTask], settings: Settings) -> list[WireTask]:
         """A job's tasks with their paths where this worker sees them
         (``settings``: the run's, mapped); refused (ProtocolError) if a map
@@ -131,17 +135,18 @@ class PathMaps:
             return job
         mapped = []
         for task_id, attempt, task in job:
-            source, output = self.to_worker(task.source), self.to_worker(task.output)
-            if not source.is_relative_to(settings.input_dir) or not output.is_relative_to(settings.outdir):
+            here = self.task(task)
+            if not here.source.is_relative_to(settings.input_dir) or not here.output.is_relative_to(settings.outdir):
                 raise ProtocolError(f"{task.source}: the maps take it out of the run's folders here")
-            mapped.append((task_id, attempt, replace(task, source=source, output=output)))
+            mapped.append((task_id, attempt, here))
         return mapped
 
-    def result(self, result: TaskResult) -> TaskResult:
-        """What a result says, in the master's paths."""
+    def result(self, result: TaskResult, task: Task | None = None) -> TaskResult:
+        """What a result says, in the master's paths (``task``: the task as
+        the master named it, for a result that carries it back)."""
         if not self.maps:
             return result
-        return replace(result, message=self.text_to_master(result.message))
+        return replace(result, message=self.text_to_master(result.message), task=task or result.task)
 
     def wrong(self, settings: Settings, checks: Checks) -> str:
         """Which map is wrong, or "": the run's folders, the sources the

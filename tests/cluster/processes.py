@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -182,6 +183,24 @@ def worker_in_namespace(
     argv += ["--insecure", *(word for root in allow for word in ("--allow", str(root))), *args]
     script = f'hostname {host} && {setup} && exec "$@"'
     return Proc(["unshare", "-m", "-u", "sh", "-c", script, "sh", *argv], env_with(path_prefix))
+
+
+def node_mounts(tmp_path: Path, node: str, lib: Path, out: Path, lib_at: str = "music") -> tuple[str, Path, Path]:
+    """The shell that mounts the master's folders where ``node`` sees them
+    (its /mnt/storage/music, or ``lib_at``, and .../out, under ``tmp_path``)
+    and hides the master's own paths (a tmpfs over the folder that holds
+    both); the node's paths of the library and the output folder."""
+    mnt = tmp_path / node / "mnt" / "storage"
+    music, mirror = mnt / lib_at, mnt / "out"
+    for folder in (mnt / "music", music):
+        folder.mkdir(parents=True, exist_ok=True)
+    mirror.mkdir(parents=True, exist_ok=True)
+    q = shlex.quote
+    setup = (
+        f"mount --bind {q(str(lib))} {q(str(mnt / 'music'))} && mount --bind {q(str(out))} {q(str(mirror))}"
+        f" && mount -t tmpfs none {q(os.path.commonpath([lib, out]))}"
+    )
+    return setup, music, mirror
 
 
 def a_real_worker_finishes(master: Proc, port: int) -> None:

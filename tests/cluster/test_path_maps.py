@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import platform
 import re
-import shlex
 from pathlib import Path
 
 import mutagen
@@ -24,7 +23,7 @@ from flac2all.cluster.worker_cli import parse
 from flac2all.errors import UsageError
 from flac2all.model import Action, Settings, Status, Task, TaskResult
 from tests.cluster.outputs import check_outputs
-from tests.cluster.processes import Proc, needs_namespaces, start_master, worker_in_namespace
+from tests.cluster.processes import Proc, needs_namespaces, node_mounts, start_master, worker_in_namespace
 from tests.conftest import make_flac, read_log
 
 # -- the translation ------------------------------------------------------------
@@ -129,22 +128,6 @@ def server(tmp_path: Path) -> tuple[Path, Path]:
     out = tmp_path / "fileserver" / "storage" / "out"
     out.mkdir()
     return lib, out
-
-
-def node_mounts(tmp_path: Path, node: str, lib: Path, out: Path, lib_at: str = "music") -> tuple[str, Path, Path]:
-    """The shell that mounts the master's folders where ``node`` sees them
-    (its /mnt/storage/...) and hides the master's own paths; those paths."""
-    mnt = tmp_path / node / "mnt" / "storage"
-    music, mirror = mnt / lib_at, mnt / "out"
-    for folder in (mnt / "music", music):
-        folder.mkdir(parents=True, exist_ok=True)
-    mirror.mkdir(parents=True, exist_ok=True)
-    q = shlex.quote
-    setup = (
-        f"mount --bind {q(str(lib))} {q(str(mnt / 'music'))} && mount --bind {q(str(out))} {q(str(mirror))}"
-        f" && mount -t tmpfs none {q(str(tmp_path / 'fileserver'))}"
-    )
-    return setup, music, mirror
 
 
 @pytest.mark.slow
