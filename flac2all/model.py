@@ -332,3 +332,5 @@ class HostRow:
     current: list[str]
     # Why the host gets no work (unhealthy before work, or quarantined), or "".
     problem: str = ""
+    # What it runs on and its encoders' versions ("FreeBSD 14.1; lame 3.100"), or "".
+    about: str = ""

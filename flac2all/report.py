@@ -101,6 +101,7 @@ class Report:
     state_error: str | None = None  # the state could not be updated (a cache: outputs are adopted next run)
     by_host: bool = False  # list tasks per host in the summary (a cluster run)
     host_problems: dict[str, str] = field(default_factory=dict)  # host -> why it got no (more) work
+    host_abouts: dict[str, str] = field(default_factory=dict)  # host -> what it runs on, its encoders' versions
     tally: Tally = field(default_factory=Tally)
     row_log: RowLog | None = None
 

@@ -193,7 +193,8 @@ def host_lines(report: Report) -> list[str]:
         return ["    By host: no task finished"]
     lines = ["    By host:"]
     for host in hosts:
-        line = f"        {host or '?'}: {done.get(host, 0)} done, {failed.get(host, 0)} failed"
+        about = f" ({report.host_abouts[host]})" if host in report.host_abouts else ""
+        line = f"        {host or '?'}{about}: {done.get(host, 0)} done, {failed.get(host, 0)} failed"
         if host in report.host_problems:
             line += f"; {report.host_problems[host]}"
         lines.append(line)

@@ -15,6 +15,8 @@ by rename, which never follows it, but a retag reads the old output).
 from __future__ import annotations
 
 import os
+import platform
+import re
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +83,30 @@ class Examined:
     problem: str = ""
     modes: list[str] = field(default_factory=list)
     lacks: dict[str, str] = field(default_factory=dict)
+
+
+# A version number in a program's version line ("3.100" of "LAME 64bits
+# version 3.100 (http://lame.sf.net)"), and a release's ("14.1" of FreeBSD's
+# "14.1-RELEASE").
+NUMBER = re.compile(r"\d+(?:\.\d+)+")
+
+
+def system() -> str:
+    """What this node runs on, as the master's summary names it: "FreeBSD 14.1"."""
+    release = platform.release()
+    m = NUMBER.match(release)
+    return f"{platform.system()} {m.group(0) if m else release}".strip()
+
+
+def own_versions(modes: Iterable[str]) -> dict[str, str]:
+    """The version of each program of ``modes`` here (program -> "3.100")."""
+    programs = dict.fromkeys(p for mode in modes for p in codecs.resolve(mode).programs)
+    found = {}
+    for program in programs:
+        line = tools.version(program)
+        m = NUMBER.search(line)
+        found[program] = m.group(0) if m else line[:40]
+    return found
 
 
 ALLOW_OTHER_ENCODERS = "--allow-other-encoders"

@@ -9,7 +9,7 @@ master sends at most that many jobs, each only to a worker that can run its
 modes, each with a lease. Heartbeats both ways every second; a worker silent
 for DEAD_AFTER seconds is dead and its tasks go back to the queue. A result
 is accepted only from the session the task's current attempt was given to,
-and a success only once the master sees its output (``ledger.disbelief``).
+and a success only once the master sees its output (``belief.disbelief``).
 A worker whose failures are its environment's is quarantined and its tasks
 go elsewhere; one that holds a job past its lease gets no more.
 """
@@ -19,9 +19,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
-import os
 import resource
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,10 +27,10 @@ from pathlib import Path
 
 import zmq
 
-from flac2all import codecs, tools
 from flac2all.cluster import auth, protocol
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster.belief import identity
+from flac2all.cluster.checks import make_checks
 from flac2all.cluster.jobs import job_to_wire, settings_to_wire
 from flac2all.cluster.leases import SMALL_COPY as SMALL_COPY
 from flac2all.cluster.leases import Entry, Lease, batched, lease_seconds
@@ -41,8 +39,11 @@ from flac2all.cluster.ledger import Ledger
 from flac2all.cluster.notices import Notices
 from flac2all.cluster.peers import Peer
 from flac2all.cluster.protocol import ProtocolError
-from flac2all.cluster.view import host_rows
-from flac2all.errors import Flac2allError, UsageError
+from flac2all.cluster.view import about, host_rows
+from flac2all.cluster.waiting import REFUSED_GRACE as REFUSED_GRACE
+from flac2all.cluster.waiting import WAIT_WORKERS, Waiting
+from flac2all.cluster.waiting import NoWorkersError as NoWorkersError
+from flac2all.errors import UsageError
 from flac2all.executors import Posted
 from flac2all.model import HostRow, Job, Settings, Task, TaskResult
 from flac2all.running import outputs
@@ -53,9 +54,6 @@ log = logging.getLogger("flac2all.master")
 TIMINGS = protocol.Timings()
 HEARTBEAT = TIMINGS.heartbeat
 DEAD_AFTER = TIMINGS.dead_after  # missed heartbeats before a worker is dead: detection in 4-5 s
-WAIT_WORKERS = 300.0  # seconds the master waits for a worker that can run the work left
-REFUSED_GRACE = 15.0  # seconds it still waits for another worker once every worker here refused the run
-PROBE_PREFIX = ".flac2all-probe-"
 
 
 HANDSHAKE_MS = 5000
@@ -83,11 +81,7 @@ def raise_descriptor_limit() -> None:
             pass
 
 
-class NoWorkersError(Flac2allError):
-    """No worker that could run the run's jobs came in time."""
-
-
-class Master(Posted):
+class Master(Waiting, Posted):
     """The cluster executor (``flac2all.executors.Executor``)."""
 
     needs_local_encoders = False  # it only hands out work
@@ -121,6 +115,7 @@ class Master(Posted):
         self.idle_since = time.monotonic()
         self.probe: Path | None = None
         self.lacking: dict[str, dict[str, str]] = {}  # session -> the modes it cannot run -> why
+        self.abouts: dict[str, str] = {}  # host -> what it runs on and its encoders' versions
         self.written: set[Path] = set()  # every folder a job was sent to write into
 
     # -- socket ---------------------------------------------------------------
@@ -307,6 +302,7 @@ class Master(Posted):
             raise ProtocolError("a second health message")
         peer.modes = frozenset(health.modes)
         self.lacking[peer.session] = {mode: f"{peer.host}: {why}" for mode, why in health.lacks}
+        self.abouts[peer.host] = about(health)
         if health.problem:
             peer.problem = peer.problem or f"unhealthy: {health.problem}"
             peer.credit = 0
@@ -336,7 +332,8 @@ class Master(Posted):
             return
         self.settings = settings
         self.settings_wire = settings_to_wire(settings)
-        self.checks = self.make_checks(settings)
+        self.checks = make_checks(list(ledger.entries.values()), settings)
+        self.probe = self.checks.probe
         self.open()
         try:
             self.loop(stop, on_start)
@@ -358,35 +355,11 @@ class Master(Posted):
         }
         return (self.written | self.ledger.littered) - busy
 
-    def make_checks(self, settings: Settings) -> protocol.Checks:
-        """A few sources the workers must see as the master does (first,
-        middle, last), and a probe file in the output folder."""
-        entries = list(self.ledger.entries.values())
-        picked = sorted({0, len(entries) // 2, len(entries) - 1}) if entries else []
-        sources = list(dict.fromkeys((entries[i].task.source, entries[i].task.size) for i in picked))
-        for stale in settings.outdir.glob(f"{PROBE_PREFIX}*"):  # a killed master's (the lock keeps others out)
-            stale.unlink(missing_ok=True)
-        self.probe = settings.outdir / f"{PROBE_PREFIX}{secrets.token_hex(8)}"
-        try:
-            fd = os.open(self.probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            os.close(fd)
-        except OSError as exc:
-            raise UsageError(f"cannot write a probe file into {settings.outdir}: {exc.strerror}") from None
-        return protocol.Checks(tuple(sources), self.probe, self.versions(settings))
-
-    @staticmethod
-    def versions(settings: Settings) -> tuple[tuple[str, str], ...]:
-        """This host's version line of each of the run's programs, as the
-        settings hashes it records are made of (the engine's probes, cached):
-        a worker with others refuses the run unless told otherwise."""
-        programs = dict.fromkeys(p for mode in settings.modes for p in codecs.resolve(mode).programs)
-        return tuple((program, line) for program, line in tools.versions(programs).items() if line)
-
     def hosts(self) -> list[HostRow]:
         """Per worker host: its worker processes busy now, tasks done, rate,
         the sources in progress, why it gets no work. Every worker seen
         stays counted after it leaves, so the table still adds up."""
-        return host_rows(self.hosts_seen, list(self.peers.values()))
+        return host_rows(self.hosts_seen, list(self.peers.values()), self.abouts)
 
     def loop(self, stop: threading.Event, on_start: Callable[[Task], None]) -> None:
         self.say(f"Listening on {self.endpoint}")
@@ -426,64 +399,6 @@ class Master(Posted):
             if commenced:
                 self.dispatch(on_start)
             self.watch_idle(now)
-
-    def watch_idle(self, now: float) -> None:
-        """When nothing runs and nothing can be handed out: fail the tasks
-        that every worker here has failed; wait at most --wait-workers for a
-        worker that can run the rest."""
-        ledger = self.ledger
-        if not ledger.pending or any(p.leases for p in self.peers.values()):
-            self.idle_since = now
-            return
-        self.fail_unrunnable(now)
-        if not ledger.pending:
-            return
-        ready = [p for p in self.peers.values() if p.eligible and p.credit > 0]
-        if ready:
-            ledger.fail_stuck(ready)
-            if not ledger.pending:
-                return
-        peers = list(self.peers.values())
-        # Every worker here refused the run (health before work) and no other
-        # came for a while: waiting longer only hides why.
-        refused = bool(peers) and all(p.problem.startswith("unhealthy") for p in peers)
-        refused = refused and now - max(p.joined for p in peers) >= REFUSED_GRACE
-        if now - self.idle_since < self.wait_workers and not refused:
-            return
-        problems = "; ".join(sorted({f"{row.host}: {row.problem}" for row in self.hosts() if row.problem}))
-        if refused:
-            why = f"every worker refused the run ({problems})"
-        else:
-            why = f"no worker that could run it came within --wait-workers {self.wait_workers:g} s" + (
-                f" ({problems})" if problems else ""
-            )
-        if not ledger.results_in:
-            raise NoWorkersError(why if refused else f"{why}. {self.start_hint}".strip())
-        ledger.fail_pending(why)
-
-    def fail_unrunnable(self, now: float) -> None:
-        """Nothing runs: the tasks of a mode that every worker here that
-        gets work cannot run (its encoder missing, or refusing the run's
-        options) fail with why, once no other worker came for a while."""
-        peers = list(self.peers.values())
-        working = [p for p in peers if not p.problem]
-        if not working or now - max(p.joined for p in peers) < REFUSED_GRACE:
-            return
-        why = {}
-        for mode in self.settings.modes:
-            reasons = [self.lacking.get(p.session, {}).get(mode) for p in working]
-            if all(reasons):
-                why[mode] = reasons[-1]
-        if not why:
-            return
-        ledger = self.ledger
-        for lease in ledger.pending:
-            for entry in lease.open:
-                if entry.task.mode in why:
-                    ledger.fail(entry, f"no worker here can run {entry.task.mode}: {why[entry.task.mode]}")
-        left = [lease for lease in ledger.pending if lease.open]
-        ledger.pending.clear()
-        ledger.pending.extend(left)
 
     def dispatch(self, on_start: Callable[[Task], None]) -> None:
         ledger = self.ledger

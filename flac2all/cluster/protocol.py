@@ -1,6 +1,6 @@
 """The cluster wire protocol: versioned JSON messages, validated before use.
 
-Every frame is one JSON object ``{"v": 5, "type": ..., ...}`` of at most
+Every frame is one JSON object ``{"v": 6, "type": ..., ...}`` of at most
 MAX_MESSAGE bytes, built by one ``*_to_wire`` function per message type and
 read by its ``*_from_wire`` (docs/cluster.md lists them all). ``decode``
 parses a frame against the shape of every message (a msgspec Struct each,
@@ -14,21 +14,47 @@ a task naming a codec this node does not have, a relative or hostile path,
 or an output whose extension does not match its codec raises ProtocolError,
 and the message is dropped (and counted) without anything being started.
 Never pickle: a peer's bytes are data, not code. The envelope, paths and a
-peer's free text are in ``wire``, the job and settings messages in ``jobs``.
+peer's free text are in ``wire``, the job and settings messages in ``jobs``,
+the shape of every message and ``decode`` in ``shapes``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
-
-import msgspec
 
 from flac2all.cluster import jobs
+from flac2all.cluster.shapes import (  # "X as X": what the protocol's users read here
+    CAUSES as CAUSES,
+)
+from flac2all.cluster.shapes import (
+    ENCODER_MISSING as ENCODER_MISSING,
+)
+from flac2all.cluster.shapes import (
+    ENVIRONMENT as ENVIRONMENT,
+)
+from flac2all.cluster.shapes import (
+    MAX_PROGRAMS,
+    MAX_RESULT_MESSAGE,
+    MAX_SYSTEM,
+    MAX_VERSION,
+)
+from flac2all.cluster.shapes import (
+    MAX_SLOTS as MAX_SLOTS,
+)
+from flac2all.cluster.shapes import (
+    OUTPUT_UNWRITABLE as OUTPUT_UNWRITABLE,
+)
+from flac2all.cluster.shapes import (
+    SOURCE_MISSING as SOURCE_MISSING,
+)
+from flac2all.cluster.shapes import (
+    decode as decode,
+)
+from flac2all.cluster.wire import (
+    MAX_MESSAGE as MAX_MESSAGE,
+)
 from flac2all.cluster.wire import (  # the envelope is part of the protocol's face: "X as X" re-exports
-    ANOTHER_VERSION,
-    MAX_ID,
     MAX_SIZE,
     ProtocolError,
     bounded_int,
@@ -36,186 +62,16 @@ from flac2all.cluster.wire import (  # the envelope is part of the protocol's fa
     encode,
     fields,
     option_words,
-    other_version,
     path_to_wire,
     printable,
     seconds,
     text,
 )
 from flac2all.cluster.wire import (
-    MAX_MESSAGE as MAX_MESSAGE,
-)
-from flac2all.cluster.wire import (
     VERSION as VERSION,
 )
-from flac2all.errors import DISK_FULL, UsageError
+from flac2all.errors import UsageError
 from flac2all.model import Settings, SourceFacts, Status, Task, TaskResult
-
-# --- the shape of every message: what ``decode`` accepts ------------------------
-# Types and ranges (msgspec constraints: a refusal names the field, as
-# "Expected `int` <= 256 - at `$.slots`"); what a value means (a path inside
-# the run, a codec this node has) is checked by each ``*_from_wire``. Every
-# string and list is bounded by the frame's size at least.
-
-# Slots one hello may declare (a worker process has 1); the master caps
-# them lower if told to (--max-slots).
-MAX_SLOTS = 256
-MAX_HOST = 255
-MAX_RESULT_MESSAGE = 2000
-MAX_ELAPSED = 1e7  # seconds, some four months
-# Why a task failed, when the cause is the run's or the node's rather than
-# the file's: a full output disk stops the run; the others are a worker's
-# environment (the master requeues the task elsewhere and counts them
-# against the worker).
-SOURCE_MISSING = "source-missing"  # the worker cannot see or read the source
-OUTPUT_UNWRITABLE = "output-unwritable"  # the worker cannot write the output folder
-ENCODER_MISSING = "encoder-missing"  # the worker lacks a program of the mode
-ENVIRONMENT = (SOURCE_MISSING, OUTPUT_UNWRITABLE, ENCODER_MISSING)
-CAUSES = ("", DISK_FULL, *ENVIRONMENT)
-
-Id = Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]  # a task id or attempt
-Size = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE)]
-Hex = Annotated[str, msgspec.Meta(pattern=r"\A[0-9a-f]{0,64}\Z")]
-Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # as SQLite stores it
-
-
-class Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True):
-    v: int
-
-
-class HeartbeatMessage(Message, tag="heartbeat"):
-    pass
-
-
-class ByeMessage(Message, tag="bye"):
-    pass
-
-
-class ShutdownMessage(Message, tag="shutdown"):
-    pass
-
-
-class ResetMessage(Message, tag="reset"):
-    pass
-
-
-class HelloMessage(Message, tag="hello"):
-    session: Annotated[str, msgspec.Meta(pattern=r"\A[0-9a-f]{32}\Z")]
-    host: Annotated[str, msgspec.Meta(max_length=MAX_HOST)]
-    pid: Annotated[int, msgspec.Meta(gt=0, lt=2**32)]
-    slots: Annotated[int, msgspec.Meta(ge=1, le=MAX_SLOTS)]
-
-
-MAX_PROGRAMS = 16
-MAX_VERSION = 200
-# The master's program -> version line: a few short names, short lines.
-Versions = Annotated[
-    dict[
-        Annotated[str, msgspec.Meta(pattern=r"\A[a-z0-9_.+-]{1,32}\Z")],
-        Annotated[str, msgspec.Meta(max_length=MAX_VERSION)],
-    ],
-    msgspec.Meta(max_length=MAX_PROGRAMS),
-]
-
-
-class ChecksBody(msgspec.Struct, forbid_unknown_fields=True):
-    sources: list[list[str | int]]
-    probe: str
-    versions: Versions = msgspec.field(default_factory=dict)
-
-
-# A settings value, as jobs.KINDS sends them (a path, a choice; modes;
-# options; a flag; seconds, a whole number; or none).
-SettingValue = str | bool | int | float | None | list[str] | dict[str, list[str]]
-
-
-class WelcomeMessage(Message, tag="welcome"):
-    settings: dict[str, SettingValue]
-    heartbeat: float
-    dead_after: float
-    checks: ChecksBody
-
-
-class HealthMessage(Message, tag="health"):
-    problem: str
-    modes: list[str]
-    lacks: dict[str, str] = msgspec.field(default_factory=dict)
-
-
-class ReadyMessage(Message, tag="ready"):
-    credit: Annotated[int, msgspec.Meta(ge=0, le=MAX_SLOTS)]
-
-
-class ResultMessage(Message, tag="result"):
-    id: Id
-    attempt: Id
-    status: Status
-    message: Annotated[str, msgspec.Meta(max_length=MAX_RESULT_MESSAGE)]
-    returncode: Annotated[int, msgspec.Meta(ge=-(2**31), lt=2**32)]
-    elapsed: Annotated[float, msgspec.Meta(ge=-1.0, le=MAX_ELAPSED)]  # -1: not timed (a skip)
-    # size, mtime_ns, audio_md5, tags_hash, pictures_hash
-    facts: tuple[Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)], Int64, Hex, Hex, Hex] | None = None
-    cause: Literal[CAUSES] = ""
-
-
-class JobTask(msgspec.Struct, forbid_unknown_fields=True):
-    id: Id
-    attempt: Id
-    mode: str
-    output: str
-    settings_hash: Hex
-
-
-class CopyTask(JobTask, forbid_unknown_fields=True):
-    source: str
-    size: Size
-
-
-Tasks = Annotated[list[JobTask], msgspec.Meta(min_length=1, max_length=jobs.MAX_JOB)]
-
-
-class JobMessage(Message, tag="job"):
-    source: str
-    action: Literal[tuple(a.value for a in jobs.WORKER_ACTIONS)]
-    size: Size
-    tasks: Tasks
-
-
-class CopiesMessage(Message, tag="copies"):
-    tasks: Annotated[list[CopyTask], msgspec.Meta(min_length=1, max_length=jobs.MAX_JOB)]
-
-
-PARSER = msgspec.json.Decoder(
-    HeartbeatMessage
-    | ByeMessage
-    | ShutdownMessage
-    | ResetMessage
-    | HelloMessage
-    | WelcomeMessage
-    | HealthMessage
-    | ReadyMessage
-    | ResultMessage
-    | JobMessage
-    | CopiesMessage
-)
-
-
-def decode(frame: bytes) -> dict:
-    """A frame -> its message as a dict (its shape and ranges checked, what
-    its values mean not yet: that is each ``*_from_wire``'s, which reads
-    only what ``decode`` returned)."""
-    if len(frame) > MAX_MESSAGE:
-        raise ProtocolError("oversize frame")
-    try:
-        msg = PARSER.decode(frame)
-    except msgspec.DecodeError as exc:  # ValidationError included
-        if other_version(frame):
-            raise ProtocolError(ANOTHER_VERSION) from None
-        raise ProtocolError(printable(str(exc))) from None
-    if msg.v != VERSION:
-        raise ProtocolError(ANOTHER_VERSION)
-    return msgspec.to_builtins(msg)
-
 
 # --- messages without a body ------------------------------------------------
 
@@ -310,6 +166,8 @@ class Health:
     problem: str
     modes: tuple[str, ...]
     lacks: tuple[tuple[str, str], ...] = ()
+    system: str = ""
+    versions: tuple[tuple[str, str], ...] = ()
 
 
 def hello_to_wire(session: str, host: str, pid: int, slots: int) -> bytes:
@@ -382,16 +240,31 @@ def versions_from_wire(body: dict) -> tuple[tuple[str, str], ...]:
 MAX_PROBLEM = 1000
 
 
-def health_to_wire(problem: str, modes: list[str], lacks: dict[str, str] | None = None) -> bytes:
+def health_to_wire(
+    problem: str,
+    modes: list[str],
+    lacks: dict[str, str] | None = None,
+    system: str = "",
+    versions: dict[str, str] | None = None,
+) -> bytes:
     """Worker -> master, once after the welcome and before its first ready:
     what is wrong with this node for this run ("" if nothing), which of
-    the run's modes it can run, and why not the others (mode -> why)."""
+    the run's modes it can run, and why not the others (mode -> why); what
+    it runs on and its encoders' versions (program -> version)."""
     why = {mode: printable(line)[:MAX_PROBLEM] for mode, line in (lacks or {}).items()}
-    return encode("health", problem=printable(problem)[:MAX_PROBLEM], modes=modes, lacks=why)
+    own = {program: printable(line)[:MAX_VERSION] for program, line in (versions or {}).items()}
+    return encode(
+        "health",
+        problem=printable(problem)[:MAX_PROBLEM],
+        modes=modes,
+        lacks=why,
+        system=printable(system)[:MAX_SYSTEM],
+        versions=dict(list(own.items())[:MAX_PROGRAMS]),
+    )
 
 
 def health_from_wire(msg: dict, run_modes: tuple[str, ...]) -> Health:
-    fields(msg, {"problem": str, "modes": list}, {"lacks": dict})
+    fields(msg, {"problem": str, "modes": list}, {"lacks": dict, "system": str, "versions": dict})
     problem = printable(text(msg["problem"], "problem", MAX_PROBLEM))
     if len(msg["modes"]) > len(run_modes) or not all(m in run_modes for m in msg["modes"]):
         raise ProtocolError("health: modes that are not the run's")
@@ -399,7 +272,8 @@ def health_from_wire(msg: dict, run_modes: tuple[str, ...]) -> Health:
     if not all(m in run_modes for m in lacks):
         raise ProtocolError("health: modes that are not the run's")
     why = tuple((mode, printable(text(line, "lacks", MAX_PROBLEM))) for mode, line in lacks.items())
-    return Health(problem, tuple(dict.fromkeys(msg["modes"])), why)
+    system = printable(msg.get("system", ""))
+    return Health(problem, tuple(dict.fromkeys(msg["modes"])), why, system, versions_from_wire(msg.get("versions", {})))
 
 
 def ready_to_wire(credit: int) -> bytes:

@@ -18,7 +18,7 @@ from flac2all.codecs.options import cluster_refusal
 # results carry their cause; 4: small copies sent together (``copies``);
 # 5: a typed parser (JSON's lone surrogates refused), paths escaped
 # (``path_to_wire``).
-VERSION = 5
+VERSION = 6
 MAX_MESSAGE = 64 * 1024
 MAX_OPTION_WORDS = 64
 # Encoder option words may not name files or redirect output: the worker

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from flac2all import __version__, tools
 from flac2all.cluster import keys as cluster_keys
+from flac2all.cluster import worker_config
 from flac2all.cluster.diagnose import resolves
+from flac2all.cluster.paths import PathMaps
 from flac2all.cluster.worker import WorkerProcess, say
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
 
@@ -55,7 +57,15 @@ def child(args: argparse.Namespace, key_dir: Path | None, speaker: bool) -> None
     tools.ffmpeg_encoders()
     allowed = tuple(Path(os.path.realpath(folder)) for folder in args.allow)
     worker = WorkerProcess(
-        args.master, args.port, worker_keys, args.retry_seconds, allowed, args.stay, speaker, args.allow_other_encoders
+        args.master,
+        args.port,
+        worker_keys,
+        args.retry_seconds,
+        allowed,
+        args.stay,
+        speaker,
+        args.allow_other_encoders,
+        args.maps,
     )
     sys.exit(worker.run())
 
@@ -64,9 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="flac2all_worker",
         description="Run flac2all tasks for a master (flac2all MODES -m ...). Every node must see the files "
-        "at the same paths as the master (NFS and the like).",
+        "(NFS and the like): at the master's paths, or where --map says.",
     )
-    p.add_argument("master", metavar="MASTER_HOST", help="host name or address of the master")
+    p.add_argument(
+        "master", metavar="MASTER_HOST", nargs="?", help="host name or address of the master (or 'master' in --config)"
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a TOML file with a [worker] table of these options (keys: the long options without dashes, "
+        "'master' for MASTER_HOST); the command line overrides it, its --map and --allow add to the file's",
+    )
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="MASTER_PATH=WORKER_PATH",
+        help="where this node sees a folder of the master's (repeat it): jobs name the master's paths, this "
+        "worker uses its own and reports back in the master's; a path no map covers is used as it is",
+    )
     p.add_argument("--port", type=int, default=2019, help="the master's port (default 2019)")
     p.add_argument(
         "-t",
@@ -123,8 +150,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The options: the --config file's [worker] table, then the command
+    line's (a UsageError for a bad file or map, or no MASTER_HOST)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        parser.set_defaults(**worker_config.load(args.config))
+        args = parser.parse_args(argv)
+    if args.master is None:
+        raise UsageError("give MASTER_HOST (or 'master' in the --config file's [worker] table)")
+    args.maps = PathMaps.parse(args.map)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse(argv)
+    except Flac2allError as exc:
+        print(f"flac2all_worker: error: {exc}", file=sys.stderr)
+        return exc.exit_status
     if args.threads < 1 or not 0 < args.port < 65536:
         print("flac2all_worker: error: --threads must be >= 1 and --port in 1..65535", file=sys.stderr)
         return ExitStatus.USAGE

@@ -3,16 +3,27 @@
 
 Dask pickles these functions by name, so a worker imports this module (and
 through the runner, the rest of flac2all) the first time it runs one.
+
+Jobs name the client's paths. A worker that sees the client's folders
+elsewhere says where in its own environment, as a cluster worker's
+``--map`` does: ``FLAC2ALL_MAP=/storage/music=/mnt/storage/music`` (several
+maps separated by ``:``), set where the ``dask worker`` starts; the job's
+paths are translated there and its results' messages back
+(``cluster.paths``). It is the worker's own fact, so it is not an option
+of the client: workers with different mounts serve one client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import socket
 import threading
 import time
 from collections.abc import Sequence
 
+from flac2all.cluster.paths import PathMaps
 from flac2all.errors import Flac2allError, UsageError
 from flac2all.lines import printable
 from flac2all.model import Settings, Task, TaskResult
@@ -21,6 +32,14 @@ from flac2all.running.procs import Interrupted, ProcessGroup
 _lock = threading.Lock()
 _running: dict[str, set[ProcessGroup]] = {}  # run -> the process groups of its jobs running here
 _stopped: set[str] = set()  # runs stopped by their client: their jobs start no encoder here
+MAP_VARIABLE = "FLAC2ALL_MAP"
+
+
+@functools.cache
+def path_maps() -> PathMaps:
+    """Where this worker sees the client's folders: ``FLAC2ALL_MAP`` in its
+    environment, ``MASTER_PATH=WORKER_PATH`` pairs separated by ``:``."""
+    return PathMaps.parse(part for part in os.environ.get(MAP_VARIABLE, "").split(os.pathsep) if part)
 
 
 def run_job(run: str, tasks: Sequence[Task], settings: Settings) -> tuple[str, str, list[TaskResult]]:
@@ -33,13 +52,17 @@ def run_job(run: str, tasks: Sequence[Task], settings: Settings) -> tuple[str, s
     from flac2all.running import runner
 
     processes = ProcessGroup()
+    maps = path_maps()
+    here = [maps.task(task) for task in tasks]
     with _lock:
         if run in _stopped:
             raise Interrupted()
         _running.setdefault(run, set()).add(processes)
     try:
-        results = runner.execute_batch(tasks, settings, processes)
-        return distributed.get_worker().address, socket.gethostname(), results
+        results = runner.execute_batch(here, maps.settings(settings), processes)
+        # (In the order of the tasks: all of them, or the first ones done.)
+        back = [maps.result(result, task) for result, task in zip(results, tasks, strict=False)]
+        return distributed.get_worker().address, socket.gethostname(), back
     finally:
         with _lock:
             groups = _running.get(run, set())
@@ -74,11 +97,17 @@ def check_worker(version: str, modes: tuple[str, ...], settings: Settings) -> st
     host = socket.gethostname()
     if __version__ != version:
         raise UsageError(f"the Dask worker on {host} has flac2all {__version__}, this is {version}")
-    if not settings.input_dir.is_dir():
+    maps = path_maps()
+    mapped = maps.settings(settings)
+    if not mapped.input_dir.is_dir():
+        if m := maps.covering(settings.input_dir):
+            why = f"{MAP_VARIABLE} {m.master}={m.worker}: {printable(mapped.input_dir)} is not a folder there"
+        else:
+            why = f"workers must see the same paths, or say where in {MAP_VARIABLE}"
         raise UsageError(
-            f"the Dask worker on {host} does not see the input folder {printable(settings.input_dir)} "
-            "(workers must see the same paths)"
+            f"the Dask worker on {host} does not see the input folder {printable(settings.input_dir)} ({why})"
         )
+    settings = mapped
     selected = tuple(codecs.resolve(m) for m in modes)
     try:
         engine.check_programs(selected)

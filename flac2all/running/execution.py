@@ -119,6 +119,7 @@ class Run:
         report = self.report
         self.display.end()
         report.host_problems = {row.host: row.problem for row in executor.hosts() if row.problem}
+        report.host_abouts = {row.host: row.about for row in executor.hosts() if row.about}
         report.by_host = not executor.needs_local_encoders
         if self.stop.is_set():
             report.interrupted_by = getattr(self.stop, "signum", 2)

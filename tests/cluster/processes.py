@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -13,6 +14,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 
 def free_port() -> int:
@@ -143,6 +146,61 @@ def start_worker(
         *args,
     ]
     return Proc(argv, env_with(path_prefix))
+
+
+def namespaces_work() -> bool:
+    """Whether a mount and host name namespace can be made here, and a
+    folder mounted in it (root, or CI)."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            run = subprocess.run(
+                ["unshare", "-m", "-u", "--propagation", "private", "mount", "--bind", folder, folder],
+                capture_output=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    return run.returncode == 0
+
+
+needs_namespaces = pytest.mark.skipif(
+    not namespaces_work() and os.environ.get("CI") != "true",
+    reason="cannot make a mount namespace here and mount in it (unshare -m -u, mount --bind: root needed)",
+)
+
+
+def worker_in_namespace(
+    port: int,
+    host: str,
+    setup: str,
+    *args: str,
+    path_prefix: Path | None = None,
+    allow: tuple[str, ...] = (TEST_ROOT,),
+) -> Proc:
+    """A real worker whose host name is ``host``, in its own mount namespace
+    where ``setup`` (shell) ran first."""
+    argv = [sys.executable, "-m", "flac2all.cluster.worker_cli", "127.0.0.1", "--port", str(port), "-t", "1"]
+    argv += ["--insecure", *(word for root in allow for word in ("--allow", str(root))), *args]
+    script = f'hostname {host} && {setup} && exec "$@"'
+    return Proc(["unshare", "-m", "-u", "sh", "-c", script, "sh", *argv], env_with(path_prefix))
+
+
+def node_mounts(tmp_path: Path, node: str, lib: Path, out: Path, lib_at: str = "music") -> tuple[str, Path, Path]:
+    """The shell that mounts the master's folders where ``node`` sees them
+    (its /mnt/storage/music, or ``lib_at``, and .../out, under ``tmp_path``)
+    and hides the master's own paths (a tmpfs over the folder that holds
+    both); the node's paths of the library and the output folder."""
+    mnt = tmp_path / node / "mnt" / "storage"
+    music, mirror = mnt / lib_at, mnt / "out"
+    for folder in (mnt / "music", music):
+        folder.mkdir(parents=True, exist_ok=True)
+    mirror.mkdir(parents=True, exist_ok=True)
+    q = shlex.quote
+    setup = (
+        f"mount --bind {q(str(lib))} {q(str(mnt / 'music'))} && mount --bind {q(str(out))} {q(str(mirror))}"
+        f" && mount -t tmpfs none {q(os.path.commonpath([lib, out]))}"
+    )
+    return setup, music, mirror
 
 
 def a_real_worker_finishes(master: Proc, port: int) -> None:

@@ -15,23 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.processes import TEST_ROOT, Proc, env_with, start_master, start_worker, wait_for_encoders
+from tests.cluster.processes import (
+    TEST_ROOT,
+    Proc,
+    env_with,
+    needs_namespaces,
+    start_master,
+    start_worker,
+    wait_for_encoders,
+    worker_in_namespace,
+)
 from tests.conftest import decodes, make_flac, read_log
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def namespaces_work() -> bool:
-    try:
-        run = subprocess.run(["unshare", "-m", "-u", "true"], capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return run.returncode == 0
-
-
-needs_namespaces = pytest.mark.skipif(
-    not namespaces_work() and os.environ.get("CI") != "true", reason="cannot make mount namespaces here"
-)
 
 
 @pytest.fixture
@@ -40,15 +36,6 @@ def lib(tmp_path: Path) -> Path:
     for n in range(6):
         make_flac(root / f"d{n % 2}" / f"{n}.flac", seconds=0.2, tags={"TITLE": f"t{n}"})
     return root
-
-
-def worker_in_namespace(port: int, host: str, setup: str, path_prefix: Path | None = None) -> Proc:
-    """A real worker whose host name is ``host``, in its own mount namespace
-    where ``setup`` (shell) ran first."""
-    argv = [sys.executable, "-m", "flac2all.cluster.worker_cli", "127.0.0.1", "--port", str(port), "-t", "1"]
-    argv += ["--insecure", "--allow", TEST_ROOT]
-    script = f'hostname {host} && {setup} && exec "$@"'
-    return Proc(["unshare", "-m", "-u", "sh", "-c", script, "sh", *argv], env_with(path_prefix))
 
 
 def all_succeeded(out: Path, count: int) -> list[dict]:
@@ -76,7 +63,9 @@ def test_a_node_without_the_input_mount_gets_no_work_and_is_reported(lib, tmp_pa
     rows = all_succeeded(out, 6)
     assert {r["host"] for r in rows} == {os.uname().nodename}
     assert "refusing this run: cannot see" in bad.output
-    assert re.search(r"blind-node: 0 done, 0 failed; unhealthy: cannot see", master.output), master.output
+    assert re.search(r"blind-node \(\w+ [\d.]+\): 0 done, 0 failed; unhealthy: cannot see", master.output), (
+        master.output
+    )
 
 
 @pytest.mark.slow
@@ -103,7 +92,10 @@ def test_a_node_whose_mount_goes_away_mid_run_is_quarantined(lib, tmp_path, fake
     rows = all_succeeded(out, 6)
     by_host = {r["host"] for r in rows}
     assert by_host == {"flaky-node", os.uname().nodename} and sum(r["host"] == "flaky-node" for r in rows) >= 1
-    assert re.search(r"flaky-node: \d+ done, 0 failed; quarantined: 3 failures", master.output), master.output
+    assert re.search(
+        r"flaky-node \(\w+ [\d.]+; flac [\d.]+, opusenc [\d.]+\): \d+ done, 0 failed; quarantined: 3 failures",
+        master.output,
+    ), master.output
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from flac2all.cluster import jobs, protocol
+from flac2all.cluster import jobs, protocol, view
 from flac2all.cluster.protocol import ProtocolError, Timings
 from flac2all.errors import UsageError
 from flac2all.face import config
@@ -695,6 +695,22 @@ def test_worker_follows_the_masters_timings_and_survives_bad_ones():
     assert "heartbeat: not a number of seconds in 0.05..60" in worker.output
     assert beats >= 8  # about 11 at 0.1 s; 1 at the default 1 s
     assert 1.4 < gave_up < 3.5  # after 1.5 s, not 4
+
+
+def test_health_says_what_the_worker_runs_on_and_its_encoders_versions():
+    run = ("mp3",)
+    frame = protocol.health_to_wire("", ["mp3"], system="FreeBSD 14.1", versions={"lame": "3.100", "flac": "1.4.2"})
+    health = protocol.health_from_wire(protocol.decode(frame), run)
+    assert health.system == "FreeBSD 14.1" and health.versions == (("lame", "3.100"), ("flac", "1.4.2"))
+    assert view.about(health) == "FreeBSD 14.1; lame 3.100, flac 1.4.2"
+    # A peer's text reaches no terminal as it came; fields are bounded.
+    odd = protocol.decode(protocol.health_to_wire("", ["mp3"], system="Linux\x1b[2J", versions={"lame": "1\n2"}))
+    assert protocol.health_from_wire(odd, run).system == "Linux\\x1b[2J"
+    assert protocol.health_from_wire(odd, run).versions == (("lame", "1\\n2"),)
+    for bad in ({"system": "x" * 101}, {"system": 1}, {"versions": {"Lame!": "1"}}, {"versions": {"lame": 1}}):
+        body = {**protocol.decode(frame), **bad}
+        with pytest.raises(ProtocolError):
+            protocol.decode(json.dumps(body).encode())
 
 
 def test_new_fields_are_bounded():

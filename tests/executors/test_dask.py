@@ -24,7 +24,7 @@ import pytest
 
 from flac2all.executors.dask import job_key
 from flac2all.model import Action, Job, Layout, Settings, SourceFacts, Status, Task, TaskResult
-from tests.cluster.processes import Proc, alive
+from tests.cluster.processes import Proc, alive, needs_namespaces, node_mounts
 from tests.conftest import REPO, audio_bytes, decodes, make_flac, mutagen_file, read_log, run_flac2all, temp_files
 from tests.face.test_display import on_screen, run_on_terminal
 
@@ -426,3 +426,57 @@ def progress(screen: list[str]) -> tuple[int, int]:
     at = max(i for i, line in enumerate(screen) if STATUS.search(line))
     busy = re.search(r"\b(\d+) busy\b", screen[at])
     return len([line for line in screen[at + 1 :] if re.match(r"  \S", line)]), int(busy.group(1)) if busy else 0
+
+
+@pytest.mark.slow
+@needs_namespaces
+def test_a_dask_worker_that_sees_the_folders_elsewhere_says_where_in_its_environment(tmp_path):
+    """One ``dask worker`` in its own mount namespace, where the client's
+    folders are mounted elsewhere and the client's paths hidden, with
+    FLAC2ALL_MAP: it converts them; with a wrong map the run stops before
+    any job, naming the map."""
+    require_dask()
+    music = tmp_path / "fileserver" / "storage" / "music"
+    for n in range(3):
+        make_flac(music / "Album" / f"0{n} track.flac", seconds=0.3, tags={"TITLE": f"Title {n}", "ALBUM": "Ålbum"})
+    out = tmp_path / "fileserver" / "storage" / "out"
+    out.mkdir()
+    dask = [sys.executable, "-m", "dask"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    scheduler = Proc([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0"], env)
+    procs = [scheduler]
+    try:
+        address = scheduler.wait_for(r"Scheduler at:\s+(tcp://\S+)", 60).group(1)
+
+        def worker(node: str, wrong: Path | None = None) -> Proc:
+            setup, lib_there, out_there = node_mounts(tmp_path, node, music, out)
+            maps = os.pathsep.join([f"{music}={wrong or lib_there}", f"{out}={out_there}"])
+            argv = [*dask, "worker", address, "--nthreads", "1", "--no-dashboard"]
+            argv += ["--local-directory", str(tmp_path / f"{node}-local")]
+            script = f'{setup} && exec "$@"'
+            proc = Proc(["unshare", "-m", "sh", "-c", script, "sh", *argv], {**env, "FLAC2ALL_MAP": maps})
+            procs.append(proc)
+            proc.wait_for(r"Registered to", 60)
+            return proc
+
+        there = tmp_path / "node1" / "mnt" / "nowhere"
+        wrong = worker("node1", there)
+        run = flac2all("mp3", "--dask", address, "-o", out, music)
+        assert run.wait(60) == 2, run.output
+        assert f"FLAC2ALL_MAP {music}={there}: {there} is not a folder there" in run.output
+        assert not list(out.rglob("*.mp3"))
+        wrong.kill()
+        procs.remove(wrong)
+        worker("node2")
+        run = flac2all("mp3", "--dask", address, "-o", out, music)
+        assert run.wait(90) == 0, run.output
+    finally:
+        for proc in procs:
+            proc.kill()
+    rows = read_log(out)
+    assert len(rows) == 3 and all(r["conversion_status"] == "SUCCESS" for r in rows), rows
+    assert all(r["infile"].startswith(f"{music}/") and r["outfile"].startswith(f"{out}/") for r in rows)
+    for n in range(3):
+        output = out / "mp3" / "Album" / f"0{n} track.mp3"
+        assert decodes(output) and mutagen_file(output).tags["TIT2"].text == [f"Title {n}"]
+    assert temp_files(out) == []
