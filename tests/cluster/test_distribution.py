@@ -79,7 +79,9 @@ def test_small_copies_go_in_batches_and_each_is_done_once(tmp_path):
 
 @pytest.mark.slow
 def test_late_joiner_gets_work_at_once(lib, tmp_path, slow_opusenc):
-    slow_bin, _ = slow_opusenc(0.5)
+    slow_bin, _ = slow_opusenc(
+        1.0
+    )  # a second a file: the late worker's start-up under load stays well within the first's work
     out = tmp_path / "out"
     master, port = start_master("opus", out, lib)
     try:
