@@ -57,6 +57,11 @@ def new_page(serial: int, sequence: int, continued: bool) -> OggPage:
     return page
 
 
+# An Ogg page header up to its segment count: capture pattern, version,
+# flags, granule position, serial, sequence, CRC.
+HEADER = 27
+
+
 class Replaced(IntEnum):
     """What ``replace_comment`` did."""
 
@@ -107,8 +112,3 @@ def replace_comment(path: Path, comment: bytes, headers: int) -> Replaced:
         if f.read(len(data)) != data or f.read(len(after)) != after or os.fstat(f.fileno()).st_size != size:
             return Replaced.DONE
     return Replaced.READ_BACK
-
-
-# An Ogg page header up to its segment count: capture pattern, version,
-# flags, granule position, serial, sequence, CRC.
-HEADER = 27
