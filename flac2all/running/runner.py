@@ -50,11 +50,17 @@ PADDING_FRAMES = 2048
 
 
 def check_output(
-    codec: codecs.Codec, tmp: Path, meta: tags.SourceMeta, expected: Expected | None = None
+    codec: codecs.Codec,
+    tmp: Path,
+    meta: tags.SourceMeta,
+    expected: Expected | None = None,
+    audio: mutagen.FileType | None = None,
 ) -> mutagen.FileType | None:
     """Refuse an output that is empty, shorter or longer than its source, or
     (for flac) whose audio differs from the source's. Returns the output
-    as mutagen opened it (None if it was not opened), for its tags."""
+    as mutagen opened it (None if it was not opened), for its tags;
+    ``audio``: as mutagen has it already (read back after its tags were
+    written), instead of opening it again."""
     expected = expected or Expected(meta.info.length, meta.md5)
     try:
         if tmp.stat().st_size == 0:
@@ -64,7 +70,7 @@ def check_output(
     if not codec.checks_length:
         return None
     try:
-        out = codec.tag_family.load(tmp)
+        out = audio if audio is not None else codec.tag_family.load(tmp)
     except mutagen.MutagenError as exc:
         raise TaskError(f"encoder output is unreadable: {exc}") from None
     if out is None and codec.tag_family.carries_tags:
@@ -93,12 +99,14 @@ def verify(
     timeout: float,
     processes: ProcessGroup,
     expected: Expected | None = None,
+    tagged: mutagen.FileType | None = None,
 ) -> None:
     """The last check, on the output as it will be renamed into place (tags
-    and all): the checks of check_output again, and the codec's own test of
+    and all): the checks of check_output again (on ``tagged``, the file as
+    the tag writing read it back, if it did), and the codec's own test of
     the file (flac --test)."""
     if codec.tagged:
-        check_output(codec, tmp, meta, expected)
+        check_output(codec, tmp, meta, expected, tagged)
     command = codec.verify_command(tmp)
     if command is None:
         return
@@ -130,15 +138,16 @@ def write_tags(
     task: Task,
     settings: Settings,
     audio: Any = None,
-) -> str:
+) -> tuple[str, mutagen.FileType | None]:
     """Write the source's tags, and the task's provenance tag, into ``tmp``
     (``audio``: as check_output opened it, so that an output is parsed once
-    for its checks and tags)."""
+    for its checks and tags). Returns the note, and the output as the
+    writing read it back (``TagFamily.tag``), if it did."""
     meta = tags.with_provenance(meta, facts, task.settings_hash)
-    warnings = codec.tag_family.write_tags(tmp, meta, settings, audio) if codec.tagged else []
+    warnings, now = codec.tag_family.tag(tmp, meta, settings, audio) if codec.tagged else ([], None)
     for warning in warnings:
         log.warning("%s: %s", task.source, warning)
-    return "; ".join(warnings)
+    return "; ".join(warnings), now
 
 
 Timed = tuple[Done | Exception, float]  # a task done (or why not) and the seconds it took
@@ -228,8 +237,8 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
                 if codec.reads_pcm and expected.frames == 0:
                     raise TaskError("no audio: the decoder found no frame in the stream")
                 parsed = check_output(codec, tmp, meta, expected)
-                note = write_tags(codec, tmp, meta, facts, task, settings, parsed)
-                verify(codec, tmp, task.output, meta, timeout, processes, expected)
+                note, tagged = write_tags(codec, tmp, meta, facts, task, settings, parsed)
+                verify(codec, tmp, task.output, meta, timeout, processes, expected, tagged)
                 commit(tmp, task.output)
                 outcome = ("; ".join(n for n in (decoder.note, note) if n), facts)
             except Interrupted:
@@ -266,8 +275,8 @@ def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None)
         except OSError as exc:
             raise TaskError(f"cannot copy the output to retag it: {describe_oserror(exc)}") from None
         audio = audio_of(codec, tmp, meta)
-        note = write_tags(codec, tmp, meta, facts, task, settings)
-        verify(codec, tmp, task.output, meta, timeout, processes or ProcessGroup(), audio)
+        note, tagged = write_tags(codec, tmp, meta, facts, task, settings)
+        verify(codec, tmp, task.output, meta, timeout, processes or ProcessGroup(), audio, tagged)
         commit(tmp, task.output)
     return note or "retagged", facts
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import mutagen
 
@@ -18,6 +18,15 @@ from flac2all.errors import TaskError
 from flac2all.model import Settings
 from flac2all.tags import art
 from flac2all.tags.source import SourceMeta, parse_provenance
+
+
+class Tagged(NamedTuple):
+    """Tags written: the warnings, and the file as mutagen parsed it, the
+    new tags in it, where the writing read back what it wrote (None: the
+    file must be read anew to be checked)."""
+
+    warnings: list[str]
+    audio: mutagen.FileType | None
 
 
 class TagFamily:
@@ -69,17 +78,28 @@ class TagFamily:
         """The FLAC2ALL_SOURCE values in a file's tags."""
         return []
 
+    def written(self, path: Path, meta: SourceMeta, settings: Settings, audio: Any = None) -> Tagged:
+        """``write``, and the file as it is now where the writing read it
+        back (None: read it anew to check it); by default never."""
+        return Tagged(self.write(path, meta, settings, audio), None)
+
     def write_tags(self, path: Path, meta: SourceMeta, settings: Settings, audio: Any = None) -> list[str]:
         """``write``, with mutagen's errors as the task's error; the
         pictures scaled down first with --art-max-size."""
+        return self.tag(path, meta, settings, audio).warnings
+
+    def tag(self, path: Path, meta: SourceMeta, settings: Settings, audio: Any = None) -> Tagged:
+        """``write_tags``, with the file as it is now where the writing
+        read it back (``written``)."""
         unscaled: list[str] = []
         if settings.art_max_size is not None and meta.pictures:
             pictures, unscaled = art.scaled_pictures(meta.pictures, settings.art_max_size)
             meta = replace(meta, pictures=pictures)
         try:
-            return unscaled + self.write(path, meta, settings, audio)
+            warnings, now = self.written(path, meta, settings, audio)
         except mutagen.MutagenError as exc:
             raise TaskError(f"cannot write tags: {exc}") from None
+        return Tagged(unscaled + warnings, now)
 
     def read_provenance(self, path: Path) -> dict[str, str] | None:
         """The fields of an output's FLAC2ALL_SOURCE tag, or None."""

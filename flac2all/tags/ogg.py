@@ -11,7 +11,9 @@ renumbered once, as mutagen does.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from enum import IntEnum
 from pathlib import Path
 
 from mutagen._util import resize_bytes
@@ -55,12 +57,30 @@ def new_page(serial: int, sequence: int, continued: bool) -> OggPage:
     return page
 
 
-def replace_comment(path: Path, comment: bytes, headers: int) -> bool:
+# An Ogg page header up to its segment count: capture pattern, version,
+# flags, granule position, serial, sequence, CRC.
+HEADER = 27
+
+
+class Replaced(IntEnum):
+    """What ``replace_comment`` did."""
+
+    NOT = 0  # nothing: the file is as it was
+    DONE = 1  # replaced; the pages after the headers renumbered, or not read back
+    READ_BACK = 2  # replaced, read back as written, the audio pages only moved
+
+
+def replace_comment(path: Path, comment: bytes, headers: int) -> Replaced:
     """Put ``comment`` in place of the comment packet of the Ogg file at
     ``path``, whose first ``headers`` packets after the identification
     header are headers (Opus: the comments; Vorbis: comments and setup).
-    False, leaving the file as it was, when its pages are not laid out as
-    an encoder writes them (the headers alone on their pages, one stream)."""
+    NOT, leaving the file as it was, when its pages are not laid out as
+    an encoder writes them (the headers alone on their pages, one stream).
+    READ_BACK when the header pages read back are those written and the
+    page after them is the first audio page, moved and untouched, the
+    file as much longer as the headers grew (as many header pages as
+    before: nothing after them renumbered): the file parsed before, with
+    the new comment."""
     with open(path, "r+b") as f:
         first = OggPage(f)
         old: list[OggPage] = []
@@ -68,20 +88,27 @@ def replace_comment(path: Path, comment: bytes, headers: int) -> bool:
         while ended < headers:
             page = OggPage(f)
             if page.serial != first.serial or page.offset != previous.offset + previous.size:
-                return False
+                return Replaced.NOT
             old.append(page)
             previous = page
             ended += len(page.packets) - (0 if page.complete else 1)
         if ended != headers or not old[-1].complete:
-            return False
+            return Replaced.NOT
         packets = OggPage.to_packets(old)
         packets[0] = comment
         new = paged(packets, first.serial, old[0].sequence)
         data = b"".join(page.write() for page in new)
         start, end = old[0].offset, old[-1].offset + old[-1].size
+        after = f.read(HEADER)  # the first audio page's header, as parsed before
+        size = os.fstat(f.fileno()).st_size + len(data) - (end - start)
         resize_bytes(f, end - start, len(data), start)
         f.seek(start)
         f.write(data)
         if len(new) != len(old):
             OggPage.renumber(f, first.serial, old[0].sequence + len(new))
-    return True
+            return Replaced.DONE
+        f.flush()
+        f.seek(start)
+        if f.read(len(data)) != data or f.read(len(after)) != after or os.fstat(f.fileno()).st_size != size:
+            return Replaced.DONE
+    return Replaced.READ_BACK

@@ -18,7 +18,7 @@ from mutagen.oggvorbis import OggVorbis
 
 from flac2all.model import Settings
 from flac2all.tags import ogg
-from flac2all.tags.family import TagFamily
+from flac2all.tags.family import TagFamily, Tagged
 from flac2all.tags.source import PROVENANCE_KEY, Comments, SourceMeta
 
 REPLAYGAIN_KEYS = (
@@ -68,6 +68,11 @@ class OggFamily(VorbisCommentFamily):
     types = (OggVorbis, OggOpus)
 
     def write(self, path: Path, meta: SourceMeta, settings: Settings, audio: Any = None) -> list[str]:
+        return self.written(path, meta, settings, audio).warnings
+
+    def written(self, path: Path, meta: SourceMeta, settings: Settings, audio: Any = None) -> Tagged:
+        """The comment packet replaced in place (``ogg.replace_comment``);
+        read back, the file is ``audio`` with its new tags."""
         audio = self.opened(path, audio)
         if audio.tags is None:
             audio.add_tags()
@@ -81,9 +86,10 @@ class OggFamily(VorbisCommentFamily):
             comment, headers = b"OpusTags" + audio.tags.write(framing=False), 1
         else:  # the Vorbis comment header, then the setup header
             comment, headers = b"\x03vorbis" + audio.tags.write(), 2
-        if not ogg.replace_comment(path, comment, headers):
+        replaced = ogg.replace_comment(path, comment, headers)
+        if not replaced:
             audio.save()  # pages no encoder of ours lays out: mutagen's way
-        return []
+        return Tagged([], audio if replaced is ogg.Replaced.READ_BACK else None)
 
 
 class FlacFamily(VorbisCommentFamily):

@@ -93,20 +93,37 @@ def test_huge_pictures_reach_ogg_outputs_in_seconds(huge):
     assert OggOpus(out / "opus" / "huge.opus")["TITLE"] == ["huge"]
 
 
-def test_a_small_comment_replaces_a_larger_one_in_place(tmp_path):
-    """Fewer pages than before: the audio pages after them renumbered."""
-    src = make_flac(tmp_path / "in" / "a.flac", seconds=2.0, pictures=[picture(3, 300_000, 1)])
+def retitled(tmp_path: Path, titles: list[str], **source) -> list[tuple[Path, object, ogg.Replaced]]:
+    """An opus and a vorbis output of a 2 s source, their comments replaced
+    by ``titles`` alone: each output, as parsed before, and what
+    replace_comment did."""
+    src = make_flac(tmp_path / "in" / "a.flac", seconds=2.0, **source)
     out = tmp_path / "out"
     assert run_flac2all("opus,vorbis", "-o", out, src.parent).returncode == 0
+    done = []
     for path, headers in ((out / "opus" / "a.opus", 1), (out / "vorbis" / "a.ogg", 2)):
-        kind = OggOpus if headers == 1 else OggVorbis
-        audio = kind(path)
+        audio = (OggOpus if headers == 1 else OggVorbis)(path)
         audio.tags.clear()
-        audio.tags["TITLE"] = ["short"]
+        audio.tags["TITLE"] = titles
         comment = b"OpusTags" + audio.tags.write(framing=False) if headers == 1 else b"\x03vorbis" + audio.tags.write()
-        assert ogg.replace_comment(path, comment, headers)
+        done.append((path, audio, ogg.replace_comment(path, comment, headers)))
         pages_valid(path)
-        assert list(kind(path).tags) == [("TITLE", "short")]
+        assert list(type(audio)(path).tags) == [("TITLE", t) for t in titles]
+    return done
+
+
+def test_a_small_comment_replaces_a_larger_one_in_place(tmp_path):
+    """Fewer pages than before: the audio pages after them renumbered."""
+    for _, _, replaced in retitled(tmp_path, ["short"], pictures=[picture(3, 300_000, 1)]):
+        assert replaced is ogg.Replaced.DONE  # not read back: renumbered
+
+
+def test_a_comment_on_as_many_pages_is_read_back_in_place(tmp_path):
+    """As many header pages as before: the file read back is the one
+    parsed before with the new comment (the length unchanged)."""
+    for path, audio, replaced in retitled(tmp_path, ["ünïcode = value"] * 40, tags={"TITLE": "long"}):
+        assert replaced is ogg.Replaced.READ_BACK
+        assert type(audio)(path).info.length == audio.info.length
 
 
 @pytest.mark.slow
