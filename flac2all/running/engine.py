@@ -12,12 +12,16 @@ a cluster master: ``flac2all.executors``) for the rest -> report.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import gc
+import heapq
 import json
 import logging
 import os
+import shutil
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -30,12 +34,12 @@ from flac2all.errors import TaskError, UsageError, describe_oserror
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
 from flac2all.face.console import Display, Guarded, Silent
-from flac2all.model import Layout, Lossy, Names, Settings
+from flac2all.model import Action, Layout, Lossy, Names, Settings, Status
 from flac2all.planning import discovery, plan
 from flac2all.planning.flow import Flow, FolderPlan, Folders, Head, Whole, has_rows, stream_after, streamable
 from flac2all.planning.mirror import Mirror
 from flac2all.planning.plan import collector_paused
-from flac2all.report import LOG_NAME, Report
+from flac2all.report import CSV_HEADER, LOG_NAME, Report, csv_row, first, log_key, log_temp
 from flac2all.running import guards, outputs, preflight
 from flac2all.running.execution import Run, state_lost
 from flac2all.running.guards import outdir_lock
@@ -209,10 +213,13 @@ def run(
     stop: threading.Event | None = None,
     plan_json: Path | None = None,
     executor: Executor | None = None,
+    batch: bool = False,
 ) -> Report:
     """Convert ``settings.input_dir`` as configured; return the Report (with
     its CSV log written). Set ``stop`` to end the run early. ``executor``
-    runs the jobs (default: this machine's cores, ``LocalPool``)."""
+    runs the jobs (default: this machine's cores, ``LocalPool``).
+    ``batch``: a watch batch, the same run whose rows are appended to the
+    log (``append_log``) rather than written as the whole log."""
     display = Guarded(display or Silent())
     stop = stop or threading.Event()
     executor = executor or LocalPool()
@@ -241,18 +248,18 @@ def run(
             write_plan_json(plan_json, flow.plan, settings.outdir)
         with outputs.reusing():  # the temp folders of this process's encodes, kept between them
             Run(settings, state, report, display, stop).execute(flow, first, executor)
-        finish(settings, state, report, started)
+        finish(settings, state, report, started, batch)
         gc.unfreeze()
     return report
 
 
-def finish(settings: Settings, state: State, report: Report, started: float) -> None:
+def finish(settings: Settings, state: State, report: Report, started: float, batch: bool = False) -> None:
     report.wall_time = time.monotonic() - started
     try:
         state.close()  # its last rows committed before the log is written
     except sqlite3.Error as exc:
         report.state_error = report.state_error or state_lost(settings, exc)
-    write_log(report, settings.outdir)
+    write_log(report, settings.outdir, batch)
 
 
 def check_input(settings: Settings, state: State, found: int, known: int) -> None:
@@ -273,14 +280,18 @@ def check_input(settings: Settings, state: State, found: int, known: int) -> Non
         state.set_meta(guards.DEVICE_KEY, device)
 
 
-def write_log(report: Report, outdir: Path) -> None:
+def write_log(report: Report, outdir: Path, batch: bool = False) -> None:
     """The CSV log, then the summary beside the state, for every run. When
     the log cannot be written, the previous run's is moved aside
     (``.previous``); when the summary cannot be, the previous one is
-    removed: no stale file stands as this run's."""
+    removed: no stale file stands as this run's. ``batch``: the run's rows
+    appended to the log (``append_log``)."""
     path = outdir / LOG_NAME
     try:
-        report.write_csv(path)
+        if batch:
+            append_log(report, path)
+        else:
+            report.write_csv(path)
     except (OSError, TaskError) as exc:
         report.log_error = f"cannot write the log {path}: {getattr(exc, 'strerror', None) or exc}"
         with contextlib.suppress(OSError):
@@ -300,6 +311,44 @@ def write_log(report: Report, outdir: Path) -> None:
 
 
 SUMMARY_NAME = "last-summary.txt"
+
+
+def append_log(report: Report, path: Path) -> None:
+    """A watch batch's rows added to the log (its header first if there is
+    none yet): what the batch did or failed to do, not the outputs it found
+    up to date nor the orphans it kept (every batch would list them again).
+    The log is written whole or not at all, as ``Report.write_csv`` writes
+    it: its rows so far, then the batch's, renamed over it."""
+    times: dict[float, str] = {}
+    kept = [r for r in report.results if r.task.action is not Action.ORPHAN or r.status is Status.FAILED]
+    keyed = sorted(((log_key(row), row) for row in (csv_row(r, times) for r in kept)), key=first)
+    rows = (
+        (row for _, row in heapq.merge(keyed, report.row_log.by_source(), key=first))
+        if report.row_log
+        else (row for _, row in keyed)
+    )
+    try:
+        before = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        before = None
+    try:
+        with (
+            dirs.written(path, path.parent, log_temp(path).name, keep=True) as fd,
+            open(fd, "w", newline="", encoding="utf-8", errors="surrogateescape", closefd=False) as f,
+        ):
+            if before is not None and stat.S_ISREG(os.fstat(before).st_mode) and os.fstat(before).st_size:
+                with open(before, "rb", closefd=False) as old:
+                    f.flush()
+                    shutil.copyfileobj(old, f.buffer)
+                    f.buffer.flush()
+            else:
+                csv.writer(f).writerow(CSV_HEADER)
+            csv.writer(f).writerows(rows)
+            f.truncate()
+    finally:
+        if before is not None:
+            os.close(before)
+    report.log_path = path
 
 
 @contextmanager
