@@ -349,3 +349,50 @@ def test_without_watchdog_watch_says_what_to_install(tmp_path, library):
 def test_watch_refuses_a_dry_run(tmp_path, library):
     ran = run_flac2all("mp3", "-o", tmp_path / "out", library, "--watch", "--dry-run")
     assert ran.returncode == 2 and "--dry-run" in ran.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_worker_with_stay_serves_the_master_of_every_batch(tmp_path, watching):
+    from tests.cluster.processes import free_port, start_worker
+
+    music, out, port = albums(tmp_path / "music", "AB"), tmp_path / "out", free_port()
+    w = watching("opus", "-o", out, music, "-m", "--insecure", "--port", port, "--settle", SETTLE)
+    worker = start_worker(port, 1, "--stay", "--retry-seconds", "1")
+    try:
+        w.wait_for(lambda: first_run_done(w), what="the first run")
+        albums(music, "C")
+        w.wait_line("1 encoded", timeout=60)
+        albums(music, "D")
+        w.wait_line("1 encoded", count=2, timeout=60)
+        assert worker.proc.poll() is None  # the same worker process, for the first run and both batches
+        assert worker.count(r"the run is over; waiting for the next master \(--stay\)") == 3
+        for name in "ABCD":
+            assert decodes(out / "opus" / f"Album {name}" / f"00 {name}.opus")
+        assert w.stop() == 143
+    finally:
+        worker.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_batches_run_on_the_dask_cluster_the_run_chose(tmp_path, watching):
+    from tests.executors.test_dask import DaskCluster, require_dask
+
+    require_dask()
+    (tmp_path / "dask").mkdir()
+    cluster = DaskCluster(tmp_path / "dask")
+    try:
+        music, out = albums(tmp_path / "music", "AB"), tmp_path / "out"
+        w = watching("opus", "-o", out, music, "--dask", cluster.address, "--settle", SETTLE)
+        w.wait_for(lambda: first_run_done(w), what="the first run", timeout=90)
+        albums(music, "C")
+        w.wait_line("1 encoded", timeout=90)
+        albums(music, "D")
+        w.wait_line("1 encoded", count=2, timeout=90)
+        assert w.stdout.count(f"Dask scheduler {cluster.address}") == 3  # the first run's, each batch's
+        for name in "ABCD":
+            assert decodes(out / "opus" / f"Album {name}" / f"00 {name}.opus")
+        assert w.stop() == 143
+    finally:
+        cluster.stop()
