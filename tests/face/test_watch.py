@@ -200,6 +200,26 @@ def test_an_empty_mount_over_the_library_deletes_nothing_and_is_said_once(tmp_pa
     assert w.stop() == 143
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_library_gone_and_back_deletes_nothing_and_is_watched_again(tmp_path, watching):
+    music, out = albums(tmp_path / "music"), tmp_path / "out"
+    w = watching("mp3", "-o", out, music, "--settle", SETTLE, "--delete")
+    w.wait_for(lambda: first_run_done(w), what="the first run")
+    away = music.rename(tmp_path / "away")
+    w.wait_for(lambda: "waiting for it to come back" in w.stderr, what="the refusal")
+    (away / "Album A" / "00 A.flac").unlink()  # changed where it went: not the library's change
+    time.sleep(2.5)
+    assert w.stderr.count("waiting for it to come back") == 1, w.stderr
+    assert len(list((out / "mp3").rglob("*.mp3"))) == 4
+    away.rename(music)
+    w.wait_line("the input is back")
+    w.wait_line("1 orphan deleted")  # what changed while it was away, as a re-run sees it
+    albums(music, "E")  # and watched again where it is
+    w.wait_line("1 encoded")
+    assert w.stop() == 143
+
+
 def in_user_namespace(limit: int) -> list[str]:
     """A command prefix: a fresh user namespace whose inotify watches are
     ``limit`` (the machine's own limit is left as it is)."""
