@@ -193,9 +193,13 @@ class Watcher:
             logger = logging.getLogger(name)
             logger.addHandler(self.limit)
             logger.propagate = False  # one sentence of ours, not a warning per folder left unwatched
-        self.observer = Observer()
-        self.observer.start()
         now = time.monotonic()
+        if Observer.__name__ == "PollingObserver":
+            # No inotify nor kqueue: watchdog would list the whole library every second.
+            self.warn("flac2all: watch: this system tells no file changes; the library is rescanned instead")
+        else:
+            self.observer = Observer()
+            self.observer.start()
         for f in self.followed:
             f.snapshot, f.root = f.look(), root_id(f.input)
             f.next_rescan, f.next_root_check = now + f.rescan_every, now + min(f.settle, ROOT_CHECK)
