@@ -322,7 +322,7 @@ def test_each_batch_runs_the_hook_with_its_summary_and_q_says_only_what_happened
     w = watching("mp3", "-o", out, music, "--settle", SETTLE, "-q", "--on-done", hook)
     w.wait_for(lambda: len(list(told.iterdir())) == 1, what="the first run's hook")
     (music / "notes.txt").write_text("not music")  # a batch with nothing to do: -q says nothing
-    time.sleep(3)
+    w.wait_for(lambda: len(list(told.iterdir())) == 2, what="the hook of the batch with nothing to do")
     albums(music, "C")
     w.wait_line("1 encoded")
     w.wait_for(lambda: len(list(told.iterdir())) == 3, what="the hooks of both batches")
