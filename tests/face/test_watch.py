@@ -270,6 +270,27 @@ def test_the_watch_limit_is_said_once_and_rescans_follow_the_library(tmp_path, w
     assert w.stop() == 143
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_where_watchdog_can_only_poll_rescans_follow_the_library(tmp_path, watching, monkeypatch):
+    """As on a system with neither inotify nor kqueue: watchdog's own
+    choice is its PollingObserver."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import watchdog.observers, watchdog.observers.polling\n"
+        "watchdog.observers.Observer = watchdog.observers.polling.PollingObserver\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    music, out = albums(tmp_path / "music", "AB"), tmp_path / "out"
+    w = watching("mp3", "-o", out, music, "--settle", SETTLE, "--rescan-every", "2")
+    w.wait_for(lambda: first_run_done(w), what="the first run")
+    albums(music, "C")
+    w.wait_line("1 encoded")
+    assert w.stderr.count("this system tells no file changes; the library is rescanned instead") == 1
+    assert w.stop() == 143
+
+
 def slow_lame(fake_bin, started: Path) -> Path:
     """A lame that says it started, then takes its time."""
     return fake_bin("lame", f'echo "lame $*" >> {started}\nsleep 1.5\nexec {shutil.which("lame")} "$@"\n')
