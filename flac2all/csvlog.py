@@ -8,14 +8,16 @@ import csv
 import heapq
 import json
 import os
+import shutil
 import sqlite3
+import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flac2all import dirs
-from flac2all.model import TaskResult
+from flac2all.model import Action, Status, TaskResult
 from flac2all.skips import UP_TO_DATE
 
 if TYPE_CHECKING:
@@ -96,17 +98,49 @@ def write(path: Path, report: Report) -> None:
         keyed = heapq.merge(keyed, logged, key=first)
     if report.row_log is not None:
         keyed = heapq.merge(keyed, report.row_log.by_source(), key=first)
-    rows = (row for _, row in keyed)
-    # Into the space ``reserve`` set aside (kept, truncated to the rows
-    # at the end); surrogateescape writes undecodable file names back as
-    # their bytes. Never through a link planted under either name.
+    save(path, (row for _, row in keyed))
+
+
+def append(path: Path, report: Report) -> None:
+    """A watch batch's rows added to the log at ``path`` (its header first
+    if there is none yet): what the batch did or failed to do, not the
+    outputs it found up to date nor the orphans it kept (every batch would
+    list them again). Written whole or not at all, as ``write`` writes it:
+    the rows so far, then the batch's, renamed over it."""
+    times: dict[float, str] = {}
+    kept = [r for r in report.results if r.task.action is not Action.ORPHAN or r.status is Status.FAILED]
+    keyed: Iterable[tuple] = sorted(((log_key(row), row) for row in (csv_row(r, times) for r in kept)), key=first)
+    if report.row_log is not None:
+        keyed = heapq.merge(keyed, report.row_log.by_source(), key=first)
+    try:
+        before = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        before = None
+    try:
+        save(path, (row for _, row in keyed), before)
+    finally:
+        if before is not None:
+            os.close(before)
+    report.log_path = path
+
+
+def save(path: Path, rows: Iterable[tuple], before: int | None = None) -> None:
+    """The log at ``path`` replaced by ``rows`` under the header, or after
+    the log open as ``before`` (a regular file, not empty) when given.
+    Into the space ``reserve`` set aside (kept, truncated to the rows at the
+    end); surrogateescape writes undecodable file names back as their
+    bytes. Never through a link planted under either name."""
     with (
         dirs.written(path, path.parent, log_temp(path).name, keep=True) as fd,
         open(fd, "w", newline="", encoding="utf-8", errors="surrogateescape", closefd=False) as f,
     ):
-        writer = csv.writer(f)
-        writer.writerow(CSV_HEADER)
-        writer.writerows(rows)
+        if before is not None and stat.S_ISREG((st := os.fstat(before)).st_mode) and st.st_size:
+            with open(before, "rb", closefd=False) as old:
+                shutil.copyfileobj(old, f.buffer)
+            f.buffer.flush()
+        else:
+            csv.writer(f).writerow(CSV_HEADER)
+        csv.writer(f).writerows(rows)
         f.truncate()
 
 

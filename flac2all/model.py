@@ -227,6 +227,14 @@ class DisplayOptions:
 
 
 @dataclass(frozen=True)
+class WatchOptions:
+    """--watch: after the run, follow the library (face/watch.py)."""
+
+    settle: float = 30.0  # seconds a changed library stays quiet before its batch
+    rescan_every: float = 3600.0  # seconds between rescans (what events miss)
+
+
+@dataclass(frozen=True)
 class Request:
     """One run as the command line (or a profile under it) asks for it,
     built once by the face and handed down as data: nothing below the face
@@ -243,6 +251,7 @@ class Request:
     on_done: str | None = None  # the --on-done command
     verbose: bool = False
     stop_on_hangup: bool = False
+    watch: WatchOptions | None = None  # --watch: None, one run
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,30 @@ def build_parser() -> Parser:
         help="stop when the terminal closes (SIGHUP) as on SIGTERM; by default the run goes on without its display"
         " and writes its log",
     )
+    watching = p.group("watch mode (needs pip install 'flac2all[watch]')")
+    watching.option(
+        "--watch",
+        action="store_true",
+        help="after the run, follow INPUTDIR: a folder that changed is converted once the library has been quiet for"
+        " --settle seconds (retags, moves and --delete as in a re-run); one process follows every profile run with"
+        " it; stop it with SIGTERM or Ctrl-C",
+    )
+    watching.option(
+        "--settle",
+        type=positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="--watch: how long the library stays unchanged before its changes are converted, so that an album"
+        " being copied is converted once, whole (default 30)",
+    )
+    watching.option(
+        "--rescan-every",
+        type=positive_float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="--watch: look through the whole library this often for what its events miss (other NFS clients, a"
+        " kernel watch limit reached) (default 3600)",
+    )
     config.add_profile_options(p)
     p.register("action", "version", ShowVersions)
     p.option("--version", action="version", help="print flac2all's version and the encoders it finds on PATH, and exit")

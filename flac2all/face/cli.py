@@ -17,7 +17,7 @@ from flac2all.__main__ import SIGNALS, EarlySignals
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
-from flac2all.face import config, console, hooks
+from flac2all.face import config, console, hooks, watch
 from flac2all.face.arguments import build_parser
 from flac2all.face.live import RichDisplay
 from flac2all.face.progress import make_display
@@ -131,12 +131,17 @@ def main(argv: list[str] | None = None, early: EarlySignals | None = None) -> in
         stop.handle(signum, None)
     status = ExitStatus.OK
     outcomes: list[hooks.Outcome] = []
+    watcher = watch.Watcher(requests, emit, warned)
+    if watcher:
+        watcher.start()  # before the first runs: what changes during them is a batch after
+    refused: dict[int, str | None] = {}
     for request in requests:
         if stop.is_set():
             break
         if request.profile is not None and not request.display.quiet:
             emit(f"profile {request.profile}: {hooks.describe(request.settings)}")
         outcome = run_one(request, stop)
+        refused[id(request)] = outcome.error
         status = max(status, outcome.exit_status)
         if request.on_done and not request.dry_run:
             outcomes.append(outcome)
@@ -145,18 +150,22 @@ def main(argv: list[str] | None = None, early: EarlySignals | None = None) -> in
         if problem:
             print(f"flac2all: error: {shown(problem)}", file=sys.stderr)
             status = max(status, ExitStatus.FAILURES)
+    if watcher:
+        status = max(status, watcher.follow(stop, lambda request: run_one(request, stop, batch=True), refused))
     if stop.is_set():  # during a hook too
         status = max(status, ExitStatus(128 + stop.signum))
     return status
 
 
-def run_one(request: Request, stop: StopOnSignal) -> hooks.Outcome:
+def run_one(request: Request, stop: StopOnSignal, batch: bool = False) -> hooks.Outcome:
     """One run (of a profile, or of the command line alone) to its outcome;
-    its errors are printed, not raised, so that the next profile runs."""
+    its errors are printed, not raised, so that the next profile runs.
+    ``batch``: a watch batch, the same run without a display, its log
+    appended; the watcher says what it did and what it refused."""
     settings = request.settings
     outcome = hooks.Outcome(request.profile, settings, request.on_done)
     try:
-        for note in request.notes:
+        for note in () if batch else request.notes:
             print(note, file=sys.stderr)
         if request.dry_run:
             problem = engine.dry_run(settings, request.plan_json).write(settings, sys.stdout)
@@ -166,25 +175,32 @@ def run_one(request: Request, stop: StopOnSignal) -> hooks.Outcome:
                 outcome.error, outcome.exit_status = problem, ExitStatus.FAILURES
             return outcome
         executor = executor_for(request, stop)
-        display = make_display(
-            sys.stdout, request.display.dashboard, request.display.quiet, (settings.input_dir, settings.outdir)
+        display = (
+            None
+            if batch
+            else make_display(
+                sys.stdout, request.display.dashboard, request.display.quiet, (settings.input_dir, settings.outdir)
+            )
         )
         if isinstance(display, RichDisplay):
             display.stopping, stop.shown_live = stop, True
         try:
-            outcome.report = engine.run(settings, display, stop, request.plan_json, executor)
+            outcome.report = engine.run(settings, display, stop, request.plan_json, executor, batch=batch)
         finally:
             stop.shown_live = False
     except Flac2allError as exc:
         profile = f"profile {request.profile}: " if request.profile else ""
-        print(f"flac2all: error: {shown(profile + str(exc))}", file=sys.stderr)
+        if not batch:
+            print(f"flac2all: error: {shown(profile + str(exc))}", file=sys.stderr)
         outcome.error, outcome.exit_status = str(exc), exc.exit_status
+        return outcome
+    outcome.exit_status = outcome.report.exit_status
+    if batch:
         return outcome
     if not request.display.quiet:
         emit(outcome.report.summary(request.profile))
     elif brief := outcome.report.brief(request.profile):
         emit(brief)
-    outcome.exit_status = outcome.report.exit_status
     return outcome
 
 

@@ -30,7 +30,17 @@ from typing import Any
 from flac2all import codecs
 from flac2all.errors import TaskError, UsageError
 from flac2all.face.usage import Option, Parser, defaults
-from flac2all.model import DaskOptions, DisplayOptions, Layout, Lossy, MasterOptions, Names, Request, Settings
+from flac2all.model import (
+    DaskOptions,
+    DisplayOptions,
+    Layout,
+    Lossy,
+    MasterOptions,
+    Names,
+    Request,
+    Settings,
+    WatchOptions,
+)
 from flac2all.planning.names import NAME_RESERVE
 from flac2all.planning.plan import settings_hash
 from flac2all.tags.source import open_regular
@@ -63,6 +73,7 @@ device profiles:
     lossy = "copy"
     playlists = true
     delete = true
+    watch = true   # with --watch or here: one process follows every such profile
 """
 
 
@@ -209,7 +220,26 @@ def request_from(name: str | None, args: argparse.Namespace) -> Request:
         on_done=args.on_done,
         verbose=args.verbose,
         stop_on_hangup=args.stop_on_hangup,
+        watch=watch_from(args),
     )
+
+
+def watch_from(args: argparse.Namespace) -> WatchOptions | None:
+    """--watch's options, or None: one run. Refused where a run that goes on
+    cannot be: with --dry-run or --plan-json (one plan, of one run), or
+    without the watchdog package."""
+    if not args.watch:
+        return None
+    for given, flag in ((args.dry_run, "--dry-run"), (args.plan_json, "--plan-json")):
+        if given:
+            raise UsageError(f"--watch follows the library with real runs: it cannot be used with {flag}")
+    try:
+        import watchdog.observers  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "--watch needs the watchdog package, to see the library's changes: pip install 'flac2all[watch]'"
+        ) from None
+    return WatchOptions(settle=args.settle, rescan_every=args.rescan_every)
 
 
 def check_shared_outdirs(requests: Sequence[Request]) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from flac2all import codecs, dirs, tools
+from flac2all import codecs, csvlog, dirs, tools
 from flac2all.codecs import Codec
 from flac2all.csvlog import LOG_NAME
 from flac2all.errors import TaskError, UsageError, describe_oserror
@@ -210,10 +210,13 @@ def run(
     stop: threading.Event | None = None,
     plan_json: Path | None = None,
     executor: Executor | None = None,
+    batch: bool = False,
 ) -> Report:
     """Convert ``settings.input_dir`` as configured; return the Report (with
     its CSV log written). Set ``stop`` to end the run early. ``executor``
-    runs the jobs (default: this machine's cores, ``LocalPool``)."""
+    runs the jobs (default: this machine's cores, ``LocalPool``).
+    ``batch``: a watch batch, the same run whose rows are appended to the
+    log (``append_log``) rather than written as the whole log."""
     display = Guarded(display or Silent())
     stop = stop or threading.Event()
     executor = executor or LocalPool()
@@ -242,18 +245,18 @@ def run(
             write_plan_json(plan_json, flow.plan, settings.outdir)
         with outputs.reusing():  # the temp folders of this process's encodes, kept between them
             Run(settings, state, report, display, stop).execute(flow, first, executor)
-        finish(settings, state, report, started)
+        finish(settings, state, report, started, batch)
         gc.unfreeze()
     return report
 
 
-def finish(settings: Settings, state: State, report: Report, started: float) -> None:
+def finish(settings: Settings, state: State, report: Report, started: float, batch: bool = False) -> None:
     report.wall_time = time.monotonic() - started
     try:
         state.close()  # its last rows committed before the log is written
     except sqlite3.Error as exc:
         report.state_error = report.state_error or state_lost(settings, exc)
-    write_log(report, settings.outdir)
+    write_log(report, settings.outdir, batch)
 
 
 def check_input(settings: Settings, state: State, found: int, known: int) -> None:
@@ -274,14 +277,18 @@ def check_input(settings: Settings, state: State, found: int, known: int) -> Non
         state.set_meta(guards.DEVICE_KEY, device)
 
 
-def write_log(report: Report, outdir: Path) -> None:
+def write_log(report: Report, outdir: Path, batch: bool = False) -> None:
     """The CSV log, then the summary beside the state, for every run. When
     the log cannot be written, the previous run's is moved aside
     (``.previous``); when the summary cannot be, the previous one is
-    removed: no stale file stands as this run's."""
+    removed: no stale file stands as this run's. ``batch``: the run's rows
+    appended to the log (``csvlog.append``)."""
     path = outdir / LOG_NAME
     try:
-        report.write_csv(path)
+        if batch:
+            csvlog.append(path, report)
+        else:
+            report.write_csv(path)
     except (OSError, TaskError) as exc:
         report.log_error = f"cannot write the log {path}: {getattr(exc, 'strerror', None) or exc}"
         with contextlib.suppress(OSError):
