@@ -39,6 +39,12 @@ def action_words(n: int, action: Action) -> str:
     return f"{plural(n, noun) if noun else n} {VERBS[action]}"
 
 
+def kept_orphans(c: Counts) -> str:
+    """The orphans a run kept, as the end of its nothing-to-do line: "" if none."""
+    kept = c.done[Action.ORPHAN]
+    return f" ({action_words(kept, Action.ORPHAN)}: --delete removes them)" if kept else ""
+
+
 def summary_text(report: Report, profile: str | None = None) -> str:
     """The text printed at the end: the original 5.4's lines, then what was
     done by action, the time per mode, and the failures; for a run with
@@ -48,8 +54,7 @@ def summary_text(report: Report, profile: str | None = None) -> str:
     title = f"| Summary of profile {profile} " if profile is not None else "| Summary "
     heading = ["", title + "=" * max(3, 80 - len(title))]
     if nothing_to_do(report, c):
-        kept = c.done[Action.ORPHAN]
-        orphans = f" ({action_words(kept, Action.ORPHAN)}: --delete removes them)" if kept else ""
+        orphans = kept_orphans(c)
         return "\n".join(
             [
                 *heading,

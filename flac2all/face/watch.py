@@ -30,9 +30,9 @@ from flac2all import codecs
 from flac2all.errors import ExitStatus
 from flac2all.face import hooks
 from flac2all.lines import shown
-from flac2all.model import Action, Request
-from flac2all.report import action_words
+from flac2all.model import Request
 from flac2all.running import engine
+from flac2all.summary import kept_orphans
 
 # The longest time between two looks at an input's folder itself (a disk
 # mounted or unmounted over it, the folder made again): one stat.
@@ -361,9 +361,7 @@ class Watcher:
             if line:
                 self.say(f"watch: {line}")
             elif not quiet:
-                kept = outcome.report.counts().done[Action.ORPHAN]
-                orphans = f" ({action_words(kept, Action.ORPHAN)}: --delete removes them)" if kept else ""
-                self.say(f"watch: {shown(f.name)}: nothing to do{orphans}")
+                self.say(f"watch: {shown(f.name)}: nothing to do{kept_orphans(outcome.report.counts())}")
         if f.request.on_done and not stop.is_set():
             problem = hooks.on_done(f.request.on_done, [outcome], stop)
             if problem:
