@@ -69,9 +69,9 @@ def plan_copies(planner: Planner, source: Source, codecs: list[Codec], scale: bo
     without per-mode folders); ``scale``: a cover scaled down."""
     outputs: dict[Path, Codec] = {}
     for codec in codecs:
-        output = planner.output(source, codec, None)
-        outputs.setdefault(output, codec)
-        planner.keep_output(source, codec, output)
+        for output in planner.copies(source, codec):
+            outputs.setdefault(output, codec)
+            planner.keep_output(source, codec, output)
     wanted = derived_hash("cover", planner.settings) if scale else None
     for output, codec in outputs.items():
         if unchanged(planner, source, codec, output, wanted):

@@ -29,9 +29,11 @@ from flac2all import tags
 from flac2all.codecs.base import Codec
 from flac2all.errors import TaskError
 from flac2all.model import Action, Job, Layout, Names, Settings, SourceFacts, Status, Task, TaskResult
-from flac2all.planning import extras, moves
-from flac2all.planning.discovery import Source, Tree
+from flac2all.planning import extras, moves, template
+from flac2all.planning.discovery import Source, Tree, is_flac_name
+from flac2all.planning.fields import Comments
 from flac2all.planning.names import Namer, output_folder, output_name
+from flac2all.planning.selection import Selection
 from flac2all.records import Record, Records
 from flac2all.skips import UP_TO_DATE, Skip
 from flac2all.tags import TagFamily
@@ -79,6 +81,21 @@ def read_facts(source: Path) -> SourceFacts | None:
         return None
 
 
+def read_meta(source: Path) -> tuple[Comments, SourceFacts] | None:
+    """The comments and facts of a FLAC source (metadata only), None if it
+    cannot be read."""
+    try:
+        meta, facts = tags.read_source_facts(source)
+    except TaskError:
+        return None
+    return meta.comments, facts
+
+
+def selection_of(settings: Settings) -> Selection:
+    """The run's ``--include``, ``--exclude`` and ``--query``, compiled."""
+    return Selection.of(settings.include, settings.exclude, settings.query)
+
+
 @dataclass
 class Plan:
     tasks: list[Task] = field(default_factory=list)
@@ -105,6 +122,10 @@ class Plan:
     # Folder -> its cover file's identity (extras.folder_covers); None
     # without --embed-folder-art.
     covers: dict[Path, str] | None = None
+    # The FLACs whose tags fail a --query test: not planned, their outputs orphans.
+    unselected: list[Path] = field(default_factory=list)
+    # The run's --include, --exclude, --query and --path-format, when one is given (--plan-json).
+    selection: dict[str, object] | None = None
 
     def cover(self, source: Path) -> str:
         """What the state records of the folder cover an output of
@@ -142,12 +163,15 @@ class Plan:
         refused = [
             {"source": os.fsdecode(r.task.source), "mode": r.task.mode, "error": r.message} for r in self.refused
         ]
-        return {
+        out = {
             "version": 1,
             "counts": {a: len(v) for a, v in actions.items()},
             "actions": actions,
             "refused": refused,
         }
+        if self.selection is not None:  # (only when asked: the format as it was for the others)
+            out["selection"] = {**self.selection, "unselected": [os.fsdecode(p) for p in self.unselected]}
+        return out
 
 
 def action_counts(tasks: Iterable[Task], skips: int) -> dict[Action, int]:
@@ -200,6 +224,7 @@ class Planner:
         provenance: Callable[[TagFamily, Path], dict[str, str] | None] = TagFamily.read_provenance,
         refuse: bool = True,
         bitrate: Callable[[Path], int | None] = read_bitrate,
+        meta: Callable[[Path], tuple[Comments, SourceFacts] | None] = read_meta,
     ) -> None:
         self.settings = settings
         self.refuse = refuse
@@ -210,8 +235,21 @@ class Planner:
         self.bitrate = bitrate
         self._facts = facts
         self._facts_cache: dict[Path, SourceFacts | None] = {}
+        self._meta = meta
+        self._comments_cache: dict[Path, Comments | None] = {}
         self.hashes = {c.name: settings_hash(c, settings, versions) for c in codecs}
         self.plan = Plan()
+        self.selection = selection_of(settings)
+        self.layout = template.parse(settings.path_format) if settings.path_format else None
+        # (source folder, mode) -> the output folders its FLACs went to, with --path-format.
+        self.albums: dict[tuple[Path, str], dict[Path, None]] = {}
+        if settings.include or settings.exclude or settings.query or settings.path_format:
+            self.plan.selection = {
+                "include": list(settings.include),
+                "exclude": list(settings.exclude),
+                "query": list(settings.query),
+                "path_format": settings.path_format,
+            }
         # By the output's text (os.fspath): no Path hashed per output.
         self.claimed: dict[str, Path] = {}
         self.fresh: dict[str, tuple[Path, str]] = {}
@@ -230,14 +268,53 @@ class Planner:
             self._facts_cache[source] = self._facts(source)
         return self._facts_cache[source]
 
+    def comments(self, source: Path) -> Comments | None:
+        """A FLAC source's comments (its facts kept too), None if it cannot be read."""
+        if source not in self._comments_cache:
+            read = self._meta(source)
+            self._comments_cache[source] = None if read is None else read[0]
+            if read is not None:
+                self._facts_cache.setdefault(source, read[1])
+        return self._comments_cache[source]
+
     def forget_facts(self) -> None:
         """Drop the facts read so far (a folder's, once it is planned)."""
         self._facts_cache.clear()
+        self._comments_cache.clear()
+
+    def chosen(self, source: Source) -> bool:
+        """Whether a FLAC source passes the --query tests (one whose tags
+        cannot be read does: its task says why); one that does not is
+        noted in the plan."""
+        if not self.selection.query:
+            return True
+        comments = self.comments(source.path)
+        if comments is None or self.selection.accepts(comments):
+            return True
+        self.plan.unselected.append(source.path)
+        return False
 
     def output(self, source: Source, codec: Codec, suffix: str | None) -> Path:
         """The output of ``source`` in ``codec``'s tree, spelled by the
-        run's name rules (``suffix`` None: a copy keeps its extension)."""
+        run's name rules (``suffix`` None: a copy keeps its extension);
+        a FLAC's where --path-format puts it."""
+        if self.layout is not None and suffix is not None and is_flac_name(source.rel.name):
+            comments = self.comments(source.path)
+            if comments is not None:  # (else where the source tree puts it: its task says why)
+                rel = self.layout.render(comments, source.rel, suffix)
+                output = self.namer.output(source.path, output_folder(Path(), codec, self.settings) / rel)
+                self.albums.setdefault((source.path.parent, codec.name), {})[output.parent] = None
+                return output
         return self.namer.output(source.path, self.folder(source, codec)[1] / output_name(source.rel, suffix))
+
+    def copies(self, source: Source, codec: Codec) -> list[Path]:
+        """Where the copies of a file that is not a FLAC go: with
+        --path-format, into each folder the FLACs of its folder went to
+        (where the source tree puts it when it has none); else ``output``."""
+        folders = self.albums.get((source.path.parent, codec.name)) if self.layout is not None else None
+        if not folders:
+            return [self.output(source, codec, None)]
+        return [self.namer.output(source.path, folder / source.rel.name) for folder in folders]
 
     def folder(self, source: Source, codec: Codec | None) -> tuple[tuple[str, ...], Path, str]:
         """The output folder of ``source`` in ``codec``'s tree (None:
@@ -372,8 +449,10 @@ class Planner:
         fresh: list[tuple[Source, Codec, Path]] = []
         # Up-to-date outputs are found from text (their Path never made);
         # fat32 names are spelled from Paths, and need the slow way.
-        quick = bool(self.records) and not self.settings.force and not self.namer.fat
+        quick = bool(self.records) and not self.settings.force and not self.namer.fat and self.layout is None
         for source in flacs:
+            if not self.chosen(source):
+                continue
             text = os.fspath(source.path) if quick else ""
             for codec in self.codecs:
                 if quick:

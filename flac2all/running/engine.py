@@ -75,7 +75,7 @@ def discover_input(
     OUTDIR is touched."""
     with collector_paused():  # every Source made stays (a third of the walk's CPU at 200,000 sources)
         if head is None:
-            tree = discovery.discover(settings.input_dir, prune_set(settings, selected))
+            tree = discovery.discover(settings.input_dir, prune_set(settings, selected), plan.selection_of(settings))
         else:
             tree = discovery.gather(head.listings())
     problem = guards.empty_input(settings, tree)
@@ -117,7 +117,7 @@ def look_ahead(settings: Settings, selected: tuple[Codec, ...], plan_json: Path 
     run is planned whole."""
     if not streamable(settings, plan_json):
         return None
-    return Head(settings.input_dir, prune_set(settings, selected), stream_after())
+    return Head(settings.input_dir, prune_set(settings, selected), stream_after(), plan.selection_of(settings))
 
 
 def whole(head: Head | None) -> bool:
