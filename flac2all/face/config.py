@@ -118,7 +118,7 @@ def text_checked_by(check: Callable[[str], object]) -> Callable[[str], str]:
 
 
 glob = text_checked_by(selection.Glob.of)  # --include, --exclude
-query = text_checked_by(selection.Test.of)  # --query
+query = text_checked_by(selection.Condition.of)  # --query
 path_format = text_checked_by(template.parse)  # --path-format
 
 

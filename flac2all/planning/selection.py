@@ -108,7 +108,7 @@ class Glob:
 
 
 @dataclass(frozen=True)
-class Test:
+class Condition:
     """One ``--query`` test."""
 
     text: str
@@ -118,7 +118,7 @@ class Test:
     value: str
 
     @classmethod
-    def of(cls, text: str) -> Test:
+    def of(cls, text: str) -> Condition:
         m = QUERY.match(text)
         if not m or not m.group(2).strip():
             raise UsageError(
@@ -161,12 +161,12 @@ class Selection:
 
     include: tuple[Glob, ...] = ()
     exclude: tuple[Glob, ...] = ()
-    query: tuple[Test, ...] = ()
+    query: tuple[Condition, ...] = ()
 
     @classmethod
     def of(cls, include: Iterable[str] = (), exclude: Iterable[str] = (), query: Iterable[str] = ()) -> Selection:
         """The selection of these patterns and tests; UsageError names a bad one."""
-        return cls(tuple(map(Glob.of, include)), tuple(map(Glob.of, exclude)), tuple(map(Test.of, query)))
+        return cls(tuple(map(Glob.of, include)), tuple(map(Glob.of, exclude)), tuple(map(Condition.of, query)))
 
     @property
     def by_path(self) -> bool:
