@@ -119,10 +119,15 @@ def test_a_bad_layout_into_a_template_then_a_tag_edit_moves_an_output(tmp_path, 
     assert len([s for s in started if s.startswith("flac ")]) == 4  # one decoder for each source's two modes
     assert ID3(out / "mp3" / ALBUM / "0203 Highway.mp3")["TIT2"].text == ["Highway"]
 
-    # A tag edit that changes the path: the output moved and retagged, never encoded.
-    f = FLAC(root / "old" / "disc two" / "z.flac")
+    # A tag edit that changes the path: the output moved and retagged, never encoded (the
+    # source's size changed too: a comment larger than its padding).
+    edited = root / "old" / "disc two" / "z.flac"
+    size = edited.stat().st_size
+    f = FLAC(edited)
     f["TITLE"] = "Highway to Hell"
+    f["COMMENT"] = "x" * 20000
     f.save()
+    assert edited.stat().st_size != size
     second, started = run(root, out, spy, *args)
     assert second.returncode == 0, second.stdout + second.stderr
     assert started == []

@@ -127,7 +127,12 @@ def converted(outdir: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_a_profile_with_a_query_and_an_exclude_converts_exactly_the_chosen_sources(tmp_path):
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_a_profile_with_a_query_and_an_exclude_converts_exactly_the_chosen_sources(tmp_path, monkeypatch, streamed):
+    """Planned whole, and (``streamed``) as the walk goes: a first run
+    folder by folder, a re-run as a mirror."""
+    if streamed:
+        monkeypatch.setenv("FLAC2ALL_STREAM_AFTER", "1")
     root, out = tmp_path / "in", tmp_path / "out"
     selection_library(root)
     config = tmp_path / "profiles.toml"
