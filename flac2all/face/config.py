@@ -252,13 +252,22 @@ def check_shared_outdirs(requests: Sequence[Request]) -> None:
             else:
                 both = [m for m in a.modes if m in b.modes]
                 shaped = [m for m in both if output_hash(m, a) != output_hash(m, b)]
-                if not shaped:
+                if shaped:
+                    why = f"in mode {', '.join(shaped)} with different encoder options"
+                elif both and chosen(a) != chosen(b):
+                    why = f"in mode {', '.join(both)} with different selections or path formats"
+                else:
                     continue
-                why = f"in mode {', '.join(shaped)} with different encoder options"
             raise UsageError(
                 f"profiles {first.profile} and {second.profile} both write into {a.outdir} {why}: each run would"
                 " undo the other's outputs; give them different outdirs"
             )
+
+
+def chosen(settings: Settings) -> tuple:
+    """What a run takes of its input and where it puts it: two runs into
+    one mode's folder that differ here orphan (or move) each other's outputs."""
+    return settings.include, settings.exclude, settings.query, settings.path_format
 
 
 def output_hash(mode: str, settings: Settings) -> str:

@@ -158,13 +158,26 @@ def orphans_after(planner: Planner, fresh: list[tuple[Source, Codec, Path]], tre
         return []
     present = {s.path for s in tree.flacs} | {s.path for s in tree.others}
     modes = {c.name for c in planner.codecs}
-    orphans = [rec for rec in unclaimed if rec.source not in present or rec.mode in modes]
+    orphans = [
+        rec
+        for rec in unclaimed
+        if rec.mode in modes or (rec.source not in present and not left_out(planner, rec.source))
+    ]
     # A source in a folder that could not be read may well be there: its
     # outputs are neither orphans (--delete would remove them) nor moved.
     unread = [folder for folder, _ in tree.errors]
     if unread:
         orphans = [rec for rec in orphans if not any(rec.source.is_relative_to(f) for f in unread)]
     return orphans
+
+
+def left_out(planner: Planner, source: Path) -> bool:
+    """Whether ``source`` was not walked because the globs leave it out:
+    the outputs of another mode made from it (another profile's, into the
+    same OUTDIR) are not orphans, as they are not in a mirror planned
+    folder by folder, where such a source is found on disk."""
+    selection, input_dir = planner.selection, planner.settings.input_dir
+    return selection.by_path and source.is_relative_to(input_dir) and not selection.takes(source.relative_to(input_dir))
 
 
 def common_tail(a: Path, b: Path) -> int:

@@ -186,3 +186,21 @@ def test_a_profile_key_of_the_selection_is_checked(tmp_path):
     config.write_text('[profile.car]\nmodes = ["mp3"]\ninput = "in"\nexclude = [1]\n')
     result = run_flac2all("--config", config, "--profile", "car")
     assert result.returncode == 2 and "must be a string or a list of strings" in result.stderr
+
+
+@pytest.mark.slow
+def test_outputs_of_sources_a_glob_leaves_out_are_not_another_runs_orphans(tmp_path):
+    """Two runs into one OUTDIR in different modes, one of them excluding a
+    folder: its sources are not walked, yet neither missing (the input's
+    guard finds them on disk) nor gone (the other mode's outputs stay,
+    even with --delete)."""
+    root, out = tmp_path / "in", tmp_path / "out"
+    make_flac(root / "Jazz" / "a.flac", seconds=0.15, tags={"TITLE": "a"})
+    for name in ("r", "s", "t"):
+        make_flac(root / "Rock" / f"{name}.flac", seconds=0.15, tags={"TITLE": name})
+    assert run_flac2all("opus", "-o", out, "-q", root).returncode == 0
+    narrowed = run_flac2all("mp3", "-o", out, "--exclude", "Rock", "--delete", root)
+    assert narrowed.returncode == 0, narrowed.stdout + narrowed.stderr
+    assert {Path(r["outfile"]).name for r in read_log(out)} == {"a.mp3"}
+    assert len(list((out / "opus" / "Rock").glob("*.opus"))) == 3
+    assert [p.name for p in (out / "mp3").rglob("*.mp3")] == ["a.mp3"]
