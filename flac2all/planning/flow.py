@@ -260,6 +260,7 @@ class Folders(Flow):
         done = FolderPlan(tasks=the_plan.tasks, refresh=the_plan.refresh, sources=len(listing.flacs))
         done.unread, done.refused = unreadable(listing.errors), the_plan.refused
         the_plan.tasks, the_plan.refused, the_plan.refresh = [], [], []
+        the_plan.unselected.clear()  # (only a whole plan's are shown: --plan-json)
         planner.claimed.clear()
         planner.fresh.clear()
         planner.forget_facts()

@@ -15,7 +15,7 @@ from mutagen.id3 import ID3
 
 from flac2all.errors import UsageError
 from flac2all.planning.template import multi_disc, parse
-from tests.conftest import make_flac, read_log, require
+from tests.conftest import make_flac, read_log, require, run_flac2all
 from tests.planning.device import run
 from tests.planning.test_names import assert_fat32_names, outputs
 
@@ -198,3 +198,14 @@ def test_a_template_layout_on_a_real_vfat_file_system(tmp_path, spy):
     finally:
         if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_playlists_point_at_the_outputs_where_the_layout_put_them(tmp_path):
+    root, out = tmp_path / "in", tmp_path / "out"
+    make_flac(root / "x" / "1.flac", seconds=0.15, tags={"ARTIST": "A", "TITLE": "One"})
+    make_flac(root / "y" / "2.flac", seconds=0.15, tags={"ARTIST": "B", "TITLE": "Two"})
+    (root / "mix.m3u8").write_text("#EXTM3U\nx/1.flac\ny/2.flac\n")
+    result = run_flac2all("mp3", "-o", out, "--path-format", "{artist}/{title}", "--playlists", root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (out / "mp3" / "mix.m3u8").read_text().splitlines() == ["#EXTM3U", "A/One.mp3", "B/Two.mp3"]
