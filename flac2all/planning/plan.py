@@ -241,6 +241,9 @@ class Planner:
         self.plan = Plan()
         self.selection = selection_of(settings)
         self.layout = template.parse(settings.path_format) if settings.path_format else None
+        # The source folders with a FLAC the --query tests took, and with one they left out.
+        self.taken_folders: set[Path] = set()
+        self.left_folders: set[Path] = set()
         # (source folder, mode) -> the output folders its FLACs went to, with --path-format.
         self.albums: dict[tuple[Path, str], dict[Path, None]] = {}
         if settings.include or settings.exclude or settings.query or settings.path_format:
@@ -281,6 +284,8 @@ class Planner:
         """Drop the facts read so far (a folder's, once it is planned)."""
         self._facts_cache.clear()
         self._comments_cache.clear()
+        self.taken_folders.clear()
+        self.left_folders.clear()
 
     def chosen(self, source: Source) -> bool:
         """Whether a FLAC source passes the --query tests (one whose tags
@@ -290,9 +295,17 @@ class Planner:
             return True
         comments = self.comments(source.path)
         if comments is None or self.selection.accepts(comments):
+            self.taken_folders.add(source.path.parent)
             return True
         self.plan.unselected.append(source.path)
+        self.left_folders.add(source.path.parent)
         return False
+
+    def leaves_out(self, source: Source) -> bool:
+        """Whether a file that is not a FLAC goes with its folder's FLACs
+        out of the selection: --query left out every one of them."""
+        folder = source.path.parent
+        return folder in self.left_folders and folder not in self.taken_folders
 
     def output(self, source: Source, codec: Codec, suffix: str | None) -> Path:
         """The output of ``source`` in ``codec``'s tree, spelled by the

@@ -108,6 +108,7 @@ input = "{input}"
 outdir = "{outdir}"
 query = ["genre=Jazz", "year>=1990", "-albumtype=audiobook"]
 exclude = "Spoken"
+copy = true
 """
 
 
@@ -115,7 +116,9 @@ def selection_library(root: Path) -> None:
     jazz = {"GENRE": ["Bebop", "Jazz"], "DATE": "1995-02-01"}
     make_flac(root / "Jazz" / "a.flac", seconds=0.15, tags={**jazz, "TITLE": "a"})
     make_flac(root / "Jazz" / "b.flac", seconds=0.15, tags={**jazz, "TITLE": "b", "DATE": "2001"})
-    make_flac(root / "Jazz" / "old.flac", seconds=0.15, tags={**jazz, "TITLE": "old", "DATE": "1959"})
+    make_flac(root / "Old" / "old.flac", seconds=0.15, tags={**jazz, "TITLE": "old", "DATE": "1959"})
+    for folder in ("Jazz", "Old"):
+        (root / folder / "cover.jpg").write_bytes(b"a cover")  # copied with the folder's FLACs, or not at all
     make_flac(root / "Jazz" / "book.flac", seconds=0.15, tags={**jazz, "ALBUMTYPE": "Audiobook"})
     make_flac(root / "Mixed" / "c.flac", seconds=0.15, tags={"GENRE": "jazz", "DATE": "1990", "TITLE": "c"})
     make_flac(root / "Mixed" / "rock.flac", seconds=0.15, tags={"GENRE": "Rock", "DATE": "1999"})
@@ -150,7 +153,8 @@ def test_a_profile_with_a_query_and_an_exclude_converts_exactly_the_chosen_sourc
     first = run_flac2all(*profile)
     assert first.returncode == 0, first.stdout + first.stderr
     assert converted(out) == {"Jazz/a.mp3", "Jazz/b.mp3", "Mixed/c.mp3"}
-    assert sorted(Path(r["infile"]).name for r in read_log(out)) == ["a.flac", "b.flac", "c.flac"]
+    assert sorted(Path(r["infile"]).name for r in read_log(out)) == ["a.flac", "b.flac", "c.flac", "cover.jpg"]
+    assert (out / "mp3" / "Jazz" / "cover.jpg").is_file() and not (out / "mp3" / "Old").exists()
 
     # A tag edit takes b out of the selection: its output is an orphan, kept.
     f = FLAC(root / "Jazz" / "b.flac")
