@@ -13,7 +13,11 @@ import pytest
 from mutagen.flac import FLAC
 from mutagen.id3 import ID3
 
+from flac2all.codecs import CODECS
 from flac2all.errors import UsageError
+from flac2all.model import Names, Settings, SourceFacts
+from flac2all.planning import plan
+from flac2all.planning.discovery import Source, Tree
 from flac2all.planning.template import multi_disc, parse
 from tests.conftest import make_flac, read_log, require, run_flac2all
 from tests.planning.device import run
@@ -209,3 +213,44 @@ def test_playlists_point_at_the_outputs_where_the_layout_put_them(tmp_path):
     result = run_flac2all("mp3", "-o", out, "--path-format", "{artist}/{title}", "--playlists", root)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (out / "mp3" / "mix.m3u8").read_text().splitlines() == ["#EXTM3U", "A/One.mp3", "B/Two.mp3"]
+
+
+LIB, OUT = Path("/lib"), Path("/out")
+
+
+def planned(comments: dict[str, tuple], **settings) -> dict[str, str]:
+    """The planner alone (its seams answered from ``comments``, by source
+    name): each mp3 task's output below OUTDIR -> its source's name, or
+    the refusal's reason."""
+    sources = [Source(LIB / name, Path(name), 100, 1) for name in comments]
+    read: list[str] = []
+
+    def meta(path: Path):
+        read.append(path.name)
+        return comments[path.name], SourceFacts(100, 1, "aa", "t", "p")
+
+    settings = Settings(LIB, OUT, ("mp3",), **settings)
+    the_plan = plan.build(Tree(sources, []), (CODECS["mp3"],), settings, {}, {}, stat=lambda p: None, meta=meta)
+    out = {t.output.relative_to(OUT / "mp3").as_posix(): t.source.name for t in the_plan.tasks}
+    out.update({f"refused {r.task.source.name}": r.message for r in the_plan.refused})
+    out["read"] = ",".join(sorted(set(read)))
+    return out
+
+
+def test_clashes_are_numbered_with_fat32_names_and_refused_with_posix_ones():
+    same = (("ARTIST", "A"), ("TITLE", "T"))
+    comments = {"1.flac": same, "2.flac": same}
+    fat = planned(comments, path_format="{artist}/{title}", names=Names.FAT32)
+    assert fat == {"A/T.mp3": "1.flac", "A/T (2).mp3": "2.flac", "read": "1.flac,2.flac"}
+    posix = planned(comments, path_format="{artist}/{title}")
+    assert posix["A/T.mp3"] == "1.flac" and "1.flac has the same output" in posix["refused 2.flac"]
+
+
+def test_a_tag_makes_no_folder_nor_climbs_out():
+    comments = {"1.flac": (("ALBUM", ".."), ("TITLE", "a/b")), "2.flac": (("ALBUM", "x\0y"), ("TITLE", "../up"))}
+    got = planned(comments, path_format="{album}/{title}")
+    assert {k: v for k, v in got.items() if k != "read"} == {"_/a_b.mp3": "1.flac", "xy/.._up.mp3": "2.flac"}
+
+
+def test_without_a_template_or_a_query_no_tags_are_read():
+    assert planned({"1.flac": (("TITLE", "T"),)})["read"] == ""
