@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flac2all import tags
 from flac2all.codecs.base import Codec
@@ -39,10 +40,15 @@ from flac2all.skips import UP_TO_DATE, Skip
 from flac2all.tags import TagFamily
 from flac2all.tags.lossy import read_bitrate
 
+if TYPE_CHECKING:
+    from flac2all.state import State
+
 # Bumped when flac2all changes how it makes outputs, so that they are redone.
 OUTPUT_FORMAT_VERSION = 1
 # What the state records for an output whose folder has no cover to embed.
 NO_COVER = "-"
+# The state's meta key of the --path-format its rows all follow ("": not known).
+LAYOUT_KEY = "layout"
 
 
 def settings_hash(codec: Codec, settings: Settings, versions: Mapping[str, str]) -> str:
@@ -89,6 +95,35 @@ def read_meta(source: Path) -> tuple[Comments, SourceFacts] | None:
     except TaskError:
         return None
     return meta.comments, facts
+
+
+def layout_key(settings: Settings) -> str:
+    """What shapes a FLAC output's path under --path-format ("" without it)."""
+    if not settings.path_format:
+        return ""
+    shape = [settings.path_format, settings.names.value, settings.max_path, settings.layout.value]
+    return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
+
+
+def layout_known(state: State, settings: Settings) -> bool:
+    """Whether every state row of an unchanged source is where this run's
+    --path-format puts it: the last run that ended with no failure had this
+    template (``layout_done``), so an unchanged source's output is its row's,
+    its tags unread. A run of another (or none) makes it unknown first,
+    before any of its rows is written: a run killed while moving outputs
+    leaves the next one reading every source's tags."""
+    stored, key = state.meta(LAYOUT_KEY), layout_key(settings)
+    if stored and stored != key and not state.readonly:
+        state.set_meta(LAYOUT_KEY, "")
+    return bool(key) and stored == key
+
+
+def layout_done(state: State, settings: Settings, clean: bool) -> None:
+    """A run that ended with no failure (``clean``) leaves every output of
+    its sources where its --path-format puts them: recorded for the next."""
+    key = layout_key(settings)
+    if key and clean and state.meta(LAYOUT_KEY) != key:
+        state.set_meta(LAYOUT_KEY, key)
 
 
 def selection_of(settings: Settings) -> Selection:
@@ -225,7 +260,10 @@ class Planner:
         refuse: bool = True,
         bitrate: Callable[[Path], int | None] = read_bitrate,
         meta: Callable[[Path], tuple[Comments, SourceFacts] | None] = read_meta,
+        layout_known: bool = False,
     ) -> None:
+        """``layout_known``: the state's rows follow this run's --path-format
+        (``layout_known``), so an unchanged source's outputs are its rows'."""
         self.settings = settings
         self.refuse = refuse
         self.codecs = codecs
@@ -246,6 +284,8 @@ class Planner:
         self.left_folders: set[Path] = set()
         # (source folder, mode) -> the output folders its FLACs went to, with --path-format.
         self.albums: dict[tuple[Path, str], dict[Path, None]] = {}
+        self.layout_known = layout_known
+        self._by_source: dict[tuple[str, str], list[Path]] | None = None
         if settings.include or settings.exclude or settings.query or settings.path_format:
             self.plan.selection = {
                 "include": list(settings.include),
@@ -312,13 +352,32 @@ class Planner:
         run's name rules (``suffix`` None: a copy keeps its extension);
         a FLAC's where --path-format puts it."""
         if self.layout is not None and suffix is not None and is_flac_name(source.rel.name):
-            comments = self.comments(source.path)
-            if comments is not None:  # (else where the source tree puts it: its task says why)
-                rel = self.layout.render(comments, source.rel, suffix)
-                output = self.namer.output(source.path, output_folder(Path(), codec, self.settings) / rel)
+            wanted = self.known_output(source, codec)
+            if wanted is None and (comments := self.comments(source.path)) is not None:
+                wanted = output_folder(Path(), codec, self.settings) / self.layout.render(comments, source.rel, suffix)
+            if wanted is not None:  # (else where the source tree puts it: its task says why)
+                output = self.namer.output(source.path, wanted)
                 self.albums.setdefault((source.path.parent, codec.name), {})[output.parent] = None
                 return output
         return self.namer.output(source.path, self.folder(source, codec)[1] / output_name(source.rel, suffix))
+
+    def known_output(self, source: Source, codec: Codec) -> Path | None:
+        """With ``layout_known``, the output of an unchanged source: its one
+        row in this mode, made from the source as it is, with these
+        settings (None: its tags say where it goes)."""
+        if not self.layout_known:
+            return None
+        if self._by_source is None:
+            self._by_source = {}
+            for output in self.records:
+                row = self.records.row(output)
+                if row is not None:
+                    self._by_source.setdefault((row.source, row.mode), []).append(output)
+        outputs = self._by_source.get((os.fspath(source.path), codec.name), [])
+        row = self.records.row(outputs[0]) if len(outputs) == 1 else None
+        if row is None or (row.src_size, row.src_mtime_ns) != (source.size, source.mtime_ns):
+            return None
+        return outputs[0] if row.settings_hash == self.hashes[codec.name] else None
 
     def copies(self, source: Source, codec: Codec) -> list[Path]:
         """Where the copies of a file that is not a FLAC go: with

@@ -6,8 +6,10 @@ and the next run does nothing."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path, PurePath
+from types import SimpleNamespace
 
 import pytest
 from mutagen.flac import FLAC
@@ -15,10 +17,11 @@ from mutagen.id3 import ID3
 
 from flac2all.codecs import CODECS
 from flac2all.errors import UsageError
-from flac2all.model import Names, Settings, SourceFacts
+from flac2all.model import Action, Names, Settings, SourceFacts
 from flac2all.planning import plan
 from flac2all.planning.discovery import Source, Tree
 from flac2all.planning.template import multi_disc, parse
+from flac2all.records import Record
 from tests.conftest import make_flac, read_log, require, run_flac2all
 from tests.planning.device import run
 from tests.planning.test_names import assert_fat32_names, outputs
@@ -254,3 +257,68 @@ def test_a_tag_makes_no_folder_nor_climbs_out():
 
 def test_without_a_template_or_a_query_no_tags_are_read():
     assert planned({"1.flac": (("TITLE", "T"),)})["read"] == ""
+
+
+def test_a_known_layout_takes_an_unchanged_source_s_output_from_its_row_unread():
+    old, changed, new = (Source(LIB / n, Path(n), 100, 1) for n in ("old.flac", "changed.flac", "new.flac"))
+    settings = Settings(LIB, OUT, ("mp3",), path_format="{title}")
+    mp3 = CODECS["mp3"]
+    wanted = plan.settings_hash(mp3, settings, {})
+    st = SimpleNamespace(st_size=50, st_mtime_ns=5)
+    records = {
+        OUT / "mp3" / f"{s.path.stem}-recorded.mp3": Record.made(
+            OUT / "mp3" / f"{s.path.stem}-recorded.mp3", s.path, "mp3", SourceFacts(100, 1, "aa", "t", "p"), wanted, st
+        )
+        for s in (old, changed)
+    }
+    read: list[str] = []
+
+    def meta(path: Path):
+        read.append(path.name)
+        return (("TITLE", path.stem),), SourceFacts(100, 2, "aa", "t2", "p")
+
+    changed = Source(changed.path, changed.rel, 100, 2)  # touched since its row
+    for known, reads in ((True, ["changed.flac", "new.flac"]), (False, ["changed.flac", "new.flac", "old.flac"])):
+        read.clear()
+        the_plan = plan.build(
+            Tree([old, changed, new], []),
+            (mp3,),
+            settings,
+            records,
+            {},
+            stat=lambda p: st,
+            meta=meta,
+            layout_known=known,
+        )
+        outputs = {t.source.name: t.output.name for t in the_plan.every_task() if t.action is not Action.ORPHAN}
+        assert sorted(read) == reads
+        assert outputs["old.flac"] == ("old-recorded.mp3" if known else "old.mp3")
+        assert outputs["changed.flac"] == "changed.mp3" and outputs["new.flac"] == "new.mp3"
+
+
+@pytest.mark.slow
+def test_a_template_dropped_then_given_again_is_not_trusted_from_the_rows(tmp_path):
+    """The state knows its rows follow a template after a run of it with no
+    failure; a run of another layout forgets that first, so the template's
+    next run reads every tag and moves every output back."""
+    root, out = tmp_path / "in", tmp_path / "out"
+    make_flac(root / "x" / "1.flac", seconds=0.15, tags={"ARTIST": "A", "TITLE": "One"})
+    make_flac(root / "y" / "2.flac", seconds=0.15, tags={"ARTIST": "B", "TITLE": "Two"})
+    layout = ("--path-format", "{artist}/{title}")
+    assert run_flac2all("mp3", "-o", out, "-q", *layout, root).returncode == 0
+    # A no-op run decides from stat and the state alone: a tag edit that keeps the
+    # source's size and mtime is not seen, as it is not without a template.
+    edited = root / "x" / "1.flac"
+    before = edited.stat()
+    f = FLAC(edited)
+    f["TITLE"] = "Ono"
+    f.save()
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert edited.stat().st_size == before.st_size
+    assert run_flac2all("mp3", "-o", out, "-q", *layout, root).returncode == 0
+    assert {r["conversion_status"] for r in read_log(out)} == {"SUCCESS (skipped: up to date)"}
+    assert run_flac2all("mp3", "-o", out, "-q", root).returncode == 0  # the source tree: every output moved
+    assert {p.relative_to(out / "mp3").as_posix() for p in (out / "mp3").rglob("*.mp3")} == {"x/1.mp3", "y/2.mp3"}
+    again = run_flac2all("mp3", "-o", out, "-q", *layout, root)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {p.relative_to(out / "mp3").as_posix() for p in (out / "mp3").rglob("*.mp3")} == {"A/Ono.mp3", "B/Two.mp3"}
