@@ -123,7 +123,11 @@ def listed(
         except OSError:
             is_dir = False
         if is_dir:
-            if path not in prune and not entry.is_symlink() and select.walks(rel_folder / entry.name):
+            if (
+                path not in prune
+                and not entry.is_symlink()
+                and (not select.by_path or select.walks(rel_folder / entry.name))
+            ):
                 yield path, rel_folder / entry.name
             continue
         if TEMP_NAME.fullmatch(entry.name) or (select.by_path and not select.takes(rel_folder / entry.name)):

@@ -263,7 +263,8 @@ class Planner:
         layout_known: bool = False,
     ) -> None:
         """``layout_known``: the state's rows follow this run's --path-format
-        (``layout_known``), so an unchanged source's outputs are its rows'."""
+        (the function ``layout_known``), so an unchanged source's outputs
+        are its rows', its tags unread."""
         self.settings = settings
         self.refuse = refuse
         self.codecs = codecs
