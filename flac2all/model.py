@@ -167,6 +167,14 @@ class Settings:
     max_bitrate: int | None = not_sent("--max-bitrate", None)
     art_max_size: int | None = not_sent("--art-max-size", None)
     playlists: bool = False
+    # The part of the library a run converts (planning.selection: globs on
+    # paths below INPUTDIR, tests on a FLAC's tags), and where a FLAC's
+    # outputs go by its tags (planning.template; None: the source tree).
+    # Neither sent nor refused: only the master plans.
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    query: tuple[str, ...] = ()
+    path_format: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))

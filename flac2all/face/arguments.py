@@ -128,6 +128,7 @@ def build_parser() -> Parser:
         help="decode a file separately for each mode instead of once for all (slower; to compare, or to bound"
         " encoders to -t)",
     )
+    add_selection_options(p)
     p.option("--dry-run", action="store_true", help="print what would be done, per action, and change nothing")
     p.option("--plan-json", metavar="FILE", help="write the plan (every task and its action) to FILE as JSON")
     cluster = p.group("cluster mode (workers: flac2all_worker MASTER_HOST)")
@@ -257,6 +258,43 @@ def build_parser() -> Parser:
     p.register("action", "version", ShowVersions)
     p.option("--version", action="version", help="print flac2all's version and the encoders it finds on PATH, and exit")
     return p
+
+
+def add_selection_options(p: Parser) -> None:
+    """What part of INPUTDIR a run converts, and where its outputs go by
+    their tags (docs/selection.md; each option is also a profile key)."""
+    g = p.group("selection and layout (see docs/selection.md; each option is also a profile key)")
+    g.option(
+        "--include",
+        action="append",
+        type=config.glob,
+        metavar="GLOB",
+        help="convert only the files and folders below INPUTDIR that match GLOB ('Jazz/**', '*.flac'; "
+        "repeat for several): '*' within a name, '**' any folders, no '/' any depth",
+    )
+    g.option(
+        "--exclude",
+        action="append",
+        type=config.glob,
+        metavar="GLOB",
+        help="leave out the files and folders below INPUTDIR that match GLOB ('Audiobooks', 'Live/**'; repeat)",
+    )
+    g.option(
+        "--query",
+        action="append",
+        type=config.query,
+        metavar="EXPR",
+        help="convert only the FLAC files whose tags pass EXPR (repeat: all must): genre=Jazz, genre~jazz, "
+        "year>=1990, rating>=4, artist!=X, a leading '-' negates (--query=-albumtype=audiobook)",
+    )
+    g.option(
+        "--path-format",
+        type=config.path_format,
+        metavar="TEMPLATE",
+        help="put each FLAC's outputs at TEMPLATE below the mode's folder, from its tags, as "
+        "'{albumartist|artist|Unknown Artist}/{year} - {album}/{disc:02?}{track:02} {title}' "
+        "(default: the source tree)",
+    )
 
 
 class ShowVersions(argparse.Action):

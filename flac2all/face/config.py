@@ -22,7 +22,7 @@ import os
 import re
 import shlex
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from flac2all.model import (
     Settings,
     WatchOptions,
 )
+from flac2all.planning import selection, template
 from flac2all.planning.names import NAME_RESERVE
 from flac2all.planning.plan import settings_hash
 from flac2all.tags.source import open_regular
@@ -111,6 +112,25 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
     return value
+
+
+def text_checked_by(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An option's type: its text, once ``check`` (which raises UsageError
+    saying what is wrong) takes it."""
+
+    def checked_text(text: str) -> str:
+        try:
+            check(text)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return checked_text
+
+
+glob = text_checked_by(selection.Glob.of)  # --include, --exclude
+query = text_checked_by(selection.Condition.of)  # --query
+path_format = text_checked_by(template.parse)  # --path-format
 
 
 def command(text: str) -> str:
@@ -201,6 +221,10 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         max_bitrate=args.max_bitrate,
         art_max_size=args.art_max_size,
         playlists=args.playlists,
+        include=tuple(args.include or ()),
+        exclude=tuple(args.exclude or ()),
+        query=tuple(args.query or ()),
+        path_format=args.path_format,
     )
     return settings, notes
 
@@ -258,13 +282,22 @@ def check_shared_outdirs(requests: Sequence[Request]) -> None:
             else:
                 both = [m for m in a.modes if m in b.modes]
                 shaped = [m for m in both if output_hash(m, a) != output_hash(m, b)]
-                if not shaped:
+                if shaped:
+                    why = f"in mode {', '.join(shaped)} with different encoder options"
+                elif both and chosen(a) != chosen(b):
+                    why = f"in mode {', '.join(both)} with different selections or path formats"
+                else:
                     continue
-                why = f"in mode {', '.join(shaped)} with different encoder options"
             raise UsageError(
                 f"profiles {first.profile} and {second.profile} both write into {a.outdir} {why}: each run would"
                 " undo the other's outputs; give them different outdirs"
             )
+
+
+def chosen(settings: Settings) -> tuple:
+    """What a run takes of its input and where it puts it: two runs into
+    one mode's folder that differ here orphan (or move) each other's outputs."""
+    return settings.include, settings.exclude, settings.query, settings.path_format
 
 
 def output_hash(mode: str, settings: Settings) -> str:
@@ -380,6 +413,12 @@ def checked(option: Option, value: Any, base: Path) -> Any:
             raise ValueError('must be a list of modes, as ["mp3", "opus"]')
         codecs.parse_modes(value)
         return value
+    if option.action == "append":  # a string, or a list of them: one each
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError('must be a string or a list of strings, as ["a", "b"]')
+        return [option.type(v) if callable(option.type) else v for v in value]
     if option.type in (int, positive_int, positive_float, path_limit):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError("must be a number")

@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flac2all.planning.selection import Selection
 from flac2all.running.rooms import TEMP_NAME
+
+EVERYTHING = Selection()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,7 @@ def is_playlist(path: Path) -> bool:
     return path.suffix.lower() in PLAYLIST_EXTENSIONS
 
 
-def discover(input_dir: Path, prune: frozenset[Path] = frozenset()) -> Tree:
+def discover(input_dir: Path, prune: frozenset[Path] = frozenset(), select: Selection = EVERYTHING) -> Tree:
     """Every file under ``input_dir`` (absolute), sorted by relative path:
     the whole of ``walk``, in the order of the sources' relative paths
     (``gather``).
@@ -73,8 +76,9 @@ def discover(input_dir: Path, prune: frozenset[Path] = frozenset()) -> Tree:
     are not entered. Symbolic links to folders are not followed, so a link
     loop cannot make the walk endless; links to files are sources like any
     other, and a dangling one fails as its task with a clear message.
+    Only what ``select``'s globs take is walked and listed.
     """
-    return gather(walk(input_dir, prune))
+    return gather(walk(input_dir, prune, select))
 
 
 def gather(listings: Iterator[Listing]) -> Tree:
@@ -102,10 +106,16 @@ def gather(listings: Iterator[Listing]) -> Tree:
 
 
 def listed(
-    folder: Path, rel_folder: Path, entries: list[os.DirEntry], prune: frozenset[Path], tree: Tree
+    folder: Path,
+    rel_folder: Path,
+    entries: list[os.DirEntry],
+    prune: frozenset[Path],
+    tree: Tree,
+    select: Selection = EVERYTHING,
 ) -> Iterator[tuple[Path, Path]]:
     """The files of one folder into ``tree``, in name order; its subfolders
-    to walk yielded in their place (the files before them are in ``tree``)."""
+    to walk yielded in their place (the files before them are in ``tree``).
+    What ``select``'s globs leave out is neither listed nor walked."""
     for entry in entries:
         path = folder / entry.name
         try:
@@ -113,10 +123,14 @@ def listed(
         except OSError:
             is_dir = False
         if is_dir:
-            if path not in prune and not entry.is_symlink():
+            if (
+                path not in prune
+                and not entry.is_symlink()
+                and (not select.by_path or select.walks(rel_folder / entry.name))
+            ):
                 yield path, rel_folder / entry.name
             continue
-        if TEMP_NAME.fullmatch(entry.name):
+        if TEMP_NAME.fullmatch(entry.name) or (select.by_path and not select.takes(rel_folder / entry.name)):
             continue
         try:
             st = entry.stat()
@@ -141,7 +155,7 @@ class Listing:
     subfolders: list[tuple[int, int]] = field(default_factory=list)
 
 
-def walk(input_dir: Path, prune: frozenset[Path] = frozenset()) -> Iterator[Listing]:
+def walk(input_dir: Path, prune: frozenset[Path] = frozenset(), select: Selection = EVERYTHING) -> Iterator[Listing]:
     """The folders of ``input_dir``, one ``Listing`` each, as they are
     listed: depth first in name order (each folder before its subfolders),
     so that a run can plan a folder while the rest is still unwalked; a
@@ -164,7 +178,7 @@ def walk(input_dir: Path, prune: frozenset[Path] = frozenset()) -> Iterator[List
             continue
         tree = Tree(listing.flacs, listing.others)
         subfolders = []
-        for sub in listed(folder, rel_folder, entries, prune, tree):
+        for sub in listed(folder, rel_folder, entries, prune, tree, select):
             subfolders.append(sub)
             listing.subfolders.append((len(listing.flacs), len(listing.others)))
         yield listing

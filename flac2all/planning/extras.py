@@ -56,6 +56,8 @@ def plan_others(planner: Planner, tree: Tree) -> None:
     for source in tree.others:
         if settings.playlists and is_playlist(source.path):
             plan_playlist(planner, source)
+        elif planner.leaves_out(source):
+            continue
         elif settings.lossy is not None and lossy_format(source.path):
             if settings.lossy is not Lossy.SKIP:
                 plan_lossy(planner, source)
@@ -69,9 +71,9 @@ def plan_copies(planner: Planner, source: Source, codecs: list[Codec], scale: bo
     without per-mode folders); ``scale``: a cover scaled down."""
     outputs: dict[Path, Codec] = {}
     for codec in codecs:
-        output = planner.output(source, codec, None)
-        outputs.setdefault(output, codec)
-        planner.keep_output(source, codec, output)
+        for output in planner.copies(source, codec):
+            outputs.setdefault(output, codec)
+            planner.keep_output(source, codec, output)
     wanted = derived_hash("cover", planner.settings) if scale else None
     for output, codec in outputs.items():
         if unchanged(planner, source, codec, output, wanted):

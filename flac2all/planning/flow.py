@@ -35,6 +35,7 @@ from pathlib import Path
 from flac2all.codecs.base import Codec
 from flac2all.model import Action, Job, Layout, Names, Settings, Status, Task, TaskResult
 from flac2all.planning import discovery, extras, plan
+from flac2all.planning.selection import Selection
 from flac2all.records import Record
 from flac2all.skips import Skip, SkipLog
 from flac2all.state import State
@@ -62,6 +63,7 @@ def streamable(settings: Settings, plan_json: Path | None) -> bool:
         and not settings.playlists
         and settings.names is Names.POSIX
         and settings.layout is not Layout.FLAT
+        and settings.path_format is None  # (names clash across folders)
     )
 
 
@@ -74,8 +76,10 @@ class Head:
     """The start of the walk: listings taken until ``count`` FLAC sources
     (or the walk's end), then the rest as it comes."""
 
-    def __init__(self, input_dir: Path, prune: frozenset[Path], count: int) -> None:
-        self.walk = discovery.walk(input_dir, prune)
+    def __init__(
+        self, input_dir: Path, prune: frozenset[Path], count: int, select: Selection = discovery.EVERYTHING
+    ) -> None:
+        self.walk = discovery.walk(input_dir, prune, select)
         self.taken: list[discovery.Listing] = []
         self.flacs = 0
         self.ended = False
@@ -256,6 +260,7 @@ class Folders(Flow):
         done = FolderPlan(tasks=the_plan.tasks, refresh=the_plan.refresh, sources=len(listing.flacs))
         done.unread, done.refused = unreadable(listing.errors), the_plan.refused
         the_plan.tasks, the_plan.refused, the_plan.refresh = [], [], []
+        the_plan.unselected.clear()  # (only a whole plan's are shown: --plan-json)
         planner.claimed.clear()
         planner.fresh.clear()
         planner.forget_facts()

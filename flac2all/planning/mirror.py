@@ -89,6 +89,7 @@ class Mirror(Flow):
             left, read = self.records.done({*planner.claimed, *(os.fspath(output) for _, _, output in new)})
             planner.claimed.clear()
             planner.forget_facts()
+            the_plan.unselected.clear()  # (only a whole plan's are shown: --plan-json)
             found += len(read & here)
             for source in read - here:  # another folder's (an output moved by hand, a layout changed)
                 (elsewhere if os.path.lexists(source) else absent).add(source)

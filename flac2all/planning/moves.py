@@ -123,20 +123,27 @@ def match_moves(planner: Planner, fresh: list[tuple[Source, Codec, Path]], orpha
     most trailing path parts in common wins, then the one with the same
     tags. What is moved is taken off ``orphans``."""
     movable: dict[tuple, list[Record]] = {}
+    # A source's own outputs by their audio, whatever its size now: a tag
+    # edit that changes where --path-format puts it may change its size too.
+    own: dict[tuple, list[Record]] = {}
     if not planner.settings.force:
         for rec in orphans:
             if rec.facts.audio_md5:
                 key = (rec.mode, rec.facts.audio_md5, rec.facts.size, rec.settings_hash)
                 movable.setdefault(key, []).append(rec)
+                own.setdefault((rec.source, rec.mode, rec.facts.audio_md5, rec.settings_hash), []).append(rec)
     for source, codec, output in fresh:
         facts = planner.facts(source.path) if movable else None
         key = (codec.name, facts.audio_md5, source.size, planner.hashes[codec.name]) if facts else None
-        candidates = movable.get(key, []) if key else []
+        mine = own.get((source.path, codec.name, facts.audio_md5, planner.hashes[codec.name]), []) if facts else []
+        candidates = mine or (movable.get(key, []) if key else [])
         if not candidates:
             planner.add(source, codec, output, Action.ENCODE)
             continue
         rec = max(candidates, key=lambda r: likeness(r, source.path, facts))  # noqa: B023 (used at once)
-        candidates.remove(rec)
+        for taken in (movable.get((rec.mode, rec.facts.audio_md5, rec.facts.size, rec.settings_hash), []), mine):
+            if rec in taken:
+                taken.remove(rec)
         orphans.remove(rec)
         planner.add(source, codec, output, Action.MOVE, previous=rec.output)
 
@@ -151,13 +158,26 @@ def orphans_after(planner: Planner, fresh: list[tuple[Source, Codec, Path]], tre
         return []
     present = {s.path for s in tree.flacs} | {s.path for s in tree.others}
     modes = {c.name for c in planner.codecs}
-    orphans = [rec for rec in unclaimed if rec.source not in present or rec.mode in modes]
+    orphans = [
+        rec
+        for rec in unclaimed
+        if rec.mode in modes or (rec.source not in present and not left_out(planner, rec.source))
+    ]
     # A source in a folder that could not be read may well be there: its
     # outputs are neither orphans (--delete would remove them) nor moved.
     unread = [folder for folder, _ in tree.errors]
     if unread:
         orphans = [rec for rec in orphans if not any(rec.source.is_relative_to(f) for f in unread)]
     return orphans
+
+
+def left_out(planner: Planner, source: Path) -> bool:
+    """Whether ``source`` was not walked because the globs leave it out:
+    the outputs of another mode made from it (another profile's, into the
+    same OUTDIR) are not orphans, as they are not in a mirror planned
+    folder by folder, where such a source is found on disk."""
+    selection, input_dir = planner.selection, planner.settings.input_dir
+    return selection.by_path and source.is_relative_to(input_dir) and not selection.takes(source.relative_to(input_dir))
 
 
 def common_tail(a: Path, b: Path) -> int:

@@ -24,23 +24,31 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flac2all import tags
 from flac2all.codecs.base import Codec
 from flac2all.errors import TaskError
 from flac2all.model import Action, Job, Layout, Names, Settings, SourceFacts, Status, Task, TaskResult
-from flac2all.planning import extras, moves
-from flac2all.planning.discovery import Source, Tree
+from flac2all.planning import extras, moves, template
+from flac2all.planning.discovery import Source, Tree, is_flac_name
+from flac2all.planning.fields import Comments
 from flac2all.planning.names import Namer, output_folder, output_name
+from flac2all.planning.selection import Selection
 from flac2all.records import Record, Records
 from flac2all.skips import UP_TO_DATE, Skip
 from flac2all.tags import TagFamily
 from flac2all.tags.lossy import read_bitrate
 
+if TYPE_CHECKING:
+    from flac2all.state import State
+
 # Bumped when flac2all changes how it makes outputs, so that they are redone.
 OUTPUT_FORMAT_VERSION = 1
 # What the state records for an output whose folder has no cover to embed.
 NO_COVER = "-"
+# The state's meta key of the --path-format its rows all follow ("": not known).
+LAYOUT_KEY = "layout"
 
 
 def settings_hash(codec: Codec, settings: Settings, versions: Mapping[str, str]) -> str:
@@ -79,6 +87,50 @@ def read_facts(source: Path) -> SourceFacts | None:
         return None
 
 
+def read_meta(source: Path) -> tuple[Comments, SourceFacts] | None:
+    """The comments and facts of a FLAC source (metadata only), None if it
+    cannot be read."""
+    try:
+        meta, facts = tags.read_source_facts(source)
+    except TaskError:
+        return None
+    return meta.comments, facts
+
+
+def layout_key(settings: Settings) -> str:
+    """What shapes a FLAC output's path under --path-format ("" without it)."""
+    if not settings.path_format:
+        return ""
+    shape = [settings.path_format, settings.names.value, settings.max_path, settings.layout.value]
+    return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
+
+
+def layout_known(state: State, settings: Settings) -> bool:
+    """Whether every state row of an unchanged source is where this run's
+    --path-format puts it: the last run that ended with no failure had this
+    template (``layout_done``), so an unchanged source's output is its row's,
+    its tags unread. A run of another (or none) makes it unknown first,
+    before any of its rows is written: a run killed while moving outputs
+    leaves the next one reading every source's tags."""
+    stored, key = state.meta(LAYOUT_KEY), layout_key(settings)
+    if stored and stored != key and not state.readonly:
+        state.set_meta(LAYOUT_KEY, "")
+    return bool(key) and stored == key
+
+
+def layout_done(state: State, settings: Settings, clean: bool) -> None:
+    """A run that ended with no failure (``clean``) leaves every output of
+    its sources where its --path-format puts them: recorded for the next."""
+    key = layout_key(settings)
+    if key and clean and state.meta(LAYOUT_KEY) != key:
+        state.set_meta(LAYOUT_KEY, key)
+
+
+def selection_of(settings: Settings) -> Selection:
+    """The run's ``--include``, ``--exclude`` and ``--query``, compiled."""
+    return Selection.of(settings.include, settings.exclude, settings.query)
+
+
 @dataclass
 class Plan:
     tasks: list[Task] = field(default_factory=list)
@@ -105,6 +157,10 @@ class Plan:
     # Folder -> its cover file's identity (extras.folder_covers); None
     # without --embed-folder-art.
     covers: dict[Path, str] | None = None
+    # The FLACs whose tags fail a --query test: not planned, their outputs orphans.
+    unselected: list[Path] = field(default_factory=list)
+    # The run's --include, --exclude, --query and --path-format, when one is given (--plan-json).
+    selection: dict[str, object] | None = None
 
     def cover(self, source: Path) -> str:
         """What the state records of the folder cover an output of
@@ -142,12 +198,15 @@ class Plan:
         refused = [
             {"source": os.fsdecode(r.task.source), "mode": r.task.mode, "error": r.message} for r in self.refused
         ]
-        return {
+        out = {
             "version": 1,
             "counts": {a: len(v) for a, v in actions.items()},
             "actions": actions,
             "refused": refused,
         }
+        if self.selection is not None:  # (only when asked: the format as it was for the others)
+            out["selection"] = {**self.selection, "unselected": [os.fsdecode(p) for p in self.unselected]}
+        return out
 
 
 def action_counts(tasks: Iterable[Task], skips: int) -> dict[Action, int]:
@@ -200,7 +259,12 @@ class Planner:
         provenance: Callable[[TagFamily, Path], dict[str, str] | None] = TagFamily.read_provenance,
         refuse: bool = True,
         bitrate: Callable[[Path], int | None] = read_bitrate,
+        meta: Callable[[Path], tuple[Comments, SourceFacts] | None] = read_meta,
+        layout_known: bool = False,
     ) -> None:
+        """``layout_known``: the state's rows follow this run's --path-format
+        (the function ``layout_known``), so an unchanged source's outputs
+        are its rows', its tags unread."""
         self.settings = settings
         self.refuse = refuse
         self.codecs = codecs
@@ -210,8 +274,26 @@ class Planner:
         self.bitrate = bitrate
         self._facts = facts
         self._facts_cache: dict[Path, SourceFacts | None] = {}
+        self._meta = meta
+        self._comments_cache: dict[Path, Comments | None] = {}
         self.hashes = {c.name: settings_hash(c, settings, versions) for c in codecs}
         self.plan = Plan()
+        self.selection = selection_of(settings)
+        self.layout = template.parse(settings.path_format) if settings.path_format else None
+        # The source folders with a FLAC the --query tests took, and with one they left out.
+        self.taken_folders: set[Path] = set()
+        self.left_folders: set[Path] = set()
+        # (source folder, mode) -> the output folders its FLACs went to, with --path-format.
+        self.albums: dict[tuple[Path, str], dict[Path, None]] = {}
+        self.layout_known = layout_known
+        self._by_source: dict[tuple[str, str], list[Path]] | None = None
+        if settings.include or settings.exclude or settings.query or settings.path_format:
+            self.plan.selection = {
+                "include": list(settings.include),
+                "exclude": list(settings.exclude),
+                "query": list(settings.query),
+                "path_format": settings.path_format,
+            }
         # By the output's text (os.fspath): no Path hashed per output.
         self.claimed: dict[str, Path] = {}
         self.fresh: dict[str, tuple[Path, str]] = {}
@@ -230,14 +312,82 @@ class Planner:
             self._facts_cache[source] = self._facts(source)
         return self._facts_cache[source]
 
+    def comments(self, source: Path) -> Comments | None:
+        """A FLAC source's comments (its facts kept too), None if it cannot be read."""
+        if source not in self._comments_cache:
+            read = self._meta(source)
+            self._comments_cache[source] = None if read is None else read[0]
+            if read is not None:
+                self._facts_cache.setdefault(source, read[1])
+        return self._comments_cache[source]
+
     def forget_facts(self) -> None:
         """Drop the facts read so far (a folder's, once it is planned)."""
         self._facts_cache.clear()
+        self._comments_cache.clear()
+        self.taken_folders.clear()
+        self.left_folders.clear()
+
+    def chosen(self, source: Source) -> bool:
+        """Whether a FLAC source passes the --query tests (one whose tags
+        cannot be read does: its task says why); one that does not is
+        noted in the plan."""
+        if not self.selection.query:
+            return True
+        comments = self.comments(source.path)
+        if comments is None or self.selection.accepts(comments):
+            self.taken_folders.add(source.path.parent)
+            return True
+        self.plan.unselected.append(source.path)
+        self.left_folders.add(source.path.parent)
+        return False
+
+    def leaves_out(self, source: Source) -> bool:
+        """Whether a file that is not a FLAC goes with its folder's FLACs
+        out of the selection: --query left out every one of them."""
+        folder = source.path.parent
+        return folder in self.left_folders and folder not in self.taken_folders
 
     def output(self, source: Source, codec: Codec, suffix: str | None) -> Path:
         """The output of ``source`` in ``codec``'s tree, spelled by the
-        run's name rules (``suffix`` None: a copy keeps its extension)."""
+        run's name rules (``suffix`` None: a copy keeps its extension);
+        a FLAC's where --path-format puts it."""
+        if self.layout is not None and suffix is not None and is_flac_name(source.rel.name):
+            wanted = self.known_output(source, codec)
+            if wanted is None and (comments := self.comments(source.path)) is not None:
+                wanted = output_folder(Path(), codec, self.settings) / self.layout.render(comments, source.rel, suffix)
+            if wanted is not None:  # (else where the source tree puts it: its task says why)
+                output = self.namer.output(source.path, wanted)
+                self.albums.setdefault((source.path.parent, codec.name), {})[output.parent] = None
+                return output
         return self.namer.output(source.path, self.folder(source, codec)[1] / output_name(source.rel, suffix))
+
+    def known_output(self, source: Source, codec: Codec) -> Path | None:
+        """With ``layout_known``, the output of an unchanged source: its one
+        row in this mode, made from the source as it is, with these
+        settings (None: its tags say where it goes)."""
+        if not self.layout_known:
+            return None
+        if self._by_source is None:
+            self._by_source = {}
+            for output in self.records:
+                row = self.records.row(output)
+                if row is not None:
+                    self._by_source.setdefault((row.source, row.mode), []).append(output)
+        outputs = self._by_source.get((os.fspath(source.path), codec.name), [])
+        row = self.records.row(outputs[0]) if len(outputs) == 1 else None
+        if row is None or (row.src_size, row.src_mtime_ns) != (source.size, source.mtime_ns):
+            return None
+        return outputs[0] if row.settings_hash == self.hashes[codec.name] else None
+
+    def copies(self, source: Source, codec: Codec) -> list[Path]:
+        """Where the copies of a file that is not a FLAC go: with
+        --path-format, into each folder the FLACs of its folder went to
+        (where the source tree puts it when it has none); else ``output``."""
+        folders = self.albums.get((source.path.parent, codec.name)) if self.layout is not None else None
+        if not folders:
+            return [self.output(source, codec, None)]
+        return [self.namer.output(source.path, folder / source.rel.name) for folder in folders]
 
     def folder(self, source: Source, codec: Codec | None) -> tuple[tuple[str, ...], Path, str]:
         """The output folder of ``source`` in ``codec``'s tree (None:
@@ -372,8 +522,10 @@ class Planner:
         fresh: list[tuple[Source, Codec, Path]] = []
         # Up-to-date outputs are found from text (their Path never made);
         # fat32 names are spelled from Paths, and need the slow way.
-        quick = bool(self.records) and not self.settings.force and not self.namer.fat
+        quick = bool(self.records) and not self.settings.force and not self.namer.fat and self.layout is None
         for source in flacs:
+            if not self.chosen(source):
+                continue
             text = os.fspath(source.path) if quick else ""
             for codec in self.codecs:
                 if quick:

@@ -27,7 +27,7 @@ from pathlib import Path
 from flac2all import codecs, csvlog, dirs, tools
 from flac2all.codecs import Codec
 from flac2all.csvlog import LOG_NAME
-from flac2all.errors import TaskError, UsageError, describe_oserror
+from flac2all.errors import ExitStatus, TaskError, UsageError, describe_oserror
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
 from flac2all.face.console import Display, Guarded, Silent
@@ -75,7 +75,7 @@ def discover_input(
     OUTDIR is touched."""
     with collector_paused():  # every Source made stays (a third of the walk's CPU at 200,000 sources)
         if head is None:
-            tree = discovery.discover(settings.input_dir, prune_set(settings, selected))
+            tree = discovery.discover(settings.input_dir, prune_set(settings, selected), plan.selection_of(settings))
         else:
             tree = discovery.gather(head.listings())
     problem = guards.empty_input(settings, tree)
@@ -117,7 +117,7 @@ def look_ahead(settings: Settings, selected: tuple[Codec, ...], plan_json: Path 
     run is planned whole."""
     if not streamable(settings, plan_json):
         return None
-    return Head(settings.input_dir, prune_set(settings, selected), stream_after())
+    return Head(settings.input_dir, prune_set(settings, selected), stream_after(), plan.selection_of(settings))
 
 
 def whole(head: Head | None) -> bool:
@@ -139,6 +139,7 @@ def plan_flow(
     than refuse."""
     versions = tools.versions({p for c in selected for p in c.programs})
     refuse = not state.readonly
+    known = plan.layout_known(state, settings)  # (before any row is written; a streamed run has no template)
     if tree is None and head is not None:
         if has_rows(state):  # a mirror: moves and orphans are known at the walk's end
 
@@ -154,7 +155,7 @@ def plan_flow(
         tree = discover_input(settings, selected, dry=state.readonly, head=head)
     records = state.load()
     check_input(settings, state, *guards.found_in(tree, records))
-    return Whole(plan.build(tree, selected, settings, records, versions, refuse=refuse), tree)
+    return Whole(plan.build(tree, selected, settings, records, versions, refuse=refuse, layout_known=known), tree)
 
 
 def planned_first(flow: Flow) -> FolderPlan:
@@ -245,6 +246,7 @@ def run(
             write_plan_json(plan_json, flow.plan, settings.outdir)
         with outputs.reusing():  # the temp folders of this process's encodes, kept between them
             Run(settings, state, report, display, stop).execute(flow, first, executor)
+        plan.layout_done(state, settings, clean=report.exit_status is ExitStatus.OK)
         finish(settings, state, report, started, batch)
         gc.unfreeze()
     return report

@@ -186,12 +186,14 @@ class SourceCheck:
 
 
 def found_in(tree: Tree, records: Mapping[Path, Record]) -> tuple[int, int]:
-    """(how many of the sources the state records are in ``tree``, how
-    many it records)."""
+    """(how many of the sources the state records are in ``tree`` or,
+    left out of the walk (--exclude), on disk, as a mirror planned folder
+    by folder finds them; how many it records)."""
     # As text: no Record or Path made for a million rows.
     known = Records.of(records).sources()
     present = texts(s.path for s in tree.flacs) | texts(s.path for s in tree.others)
-    return len(known & present), len(known)
+    elsewhere = sum(1 for source in known - present if os.path.lexists(source))
+    return len(known & present) + elsewhere, len(known)
 
 
 def check_sources(

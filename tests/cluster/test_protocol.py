@@ -202,6 +202,10 @@ def other_than(f: dataclasses.Field, wire: Wire | None = None):
         return not default
     if int in kinds:
         return 7 if default != 7 else 8
+    if typing.get_origin(hint) is tuple:
+        return ("x",)
+    if str in kinds:
+        return "x"
     (enum,) = [t for t in kinds if issubclass(t, enum_module.Enum)]
     return next(member for member in enum if member != default)
 

@@ -248,8 +248,16 @@ def test_a_config_too_large_to_be_one_is_refused(tmp_path):
             'modes = ["mp3"]\nlame-options = "-V:5"\ninput = "{library}"\noutdir = "alias"',
             "in mode mp3 with different encoder options",
         ),
+        (
+            'modes = ["mp3", "opus"]\ninput = "{library}"\noutdir = "out"\nquery = "genre=Jazz"',
+            "in mode mp3 with different selections or path formats",
+        ),
+        (
+            'modes = ["mp3"]\ninput = "{library}"\noutdir = "out"\npath-format = "{{album}}/{{title}}"',
+            "in mode mp3 with different selections or path formats",
+        ),
     ],
-    ids=["options", "inputs", "through-a-link"],
+    ids=["options", "inputs", "through-a-link", "selection", "path-format"],
 )
 def test_two_profiles_undoing_each_other_in_one_outdir_are_refused(library, tmp_path, second, why):
     """Each run of such a pair would re-encode (or take for orphans) what
