@@ -183,10 +183,10 @@ class Meter:
             from scipy import signal
         except ImportError as e:
             raise RuntimeError(EXTRA) from e
-        if not (1 <= channels <= 8 and 1000 <= rate <= 768000 and width in (1, 2, 3, 4)):
+        if not (1 <= channels <= 8 and 1000 <= rate <= 768000 and width in (1, 2, 3, 4)) or (floating and width != 4):
             raise ValueError(f"cannot measure {channels} channels of {width}-byte samples at {rate} Hz")
         self.np, self.signal = np, signal
-        self.rate, self.channels, self.width, self.floating = rate, channels, width, floating and width == 4
+        self.rate, self.channels, self.width, self.floating = rate, channels, width, floating
         self.frame = width * channels
         self.carry = b""  # the bytes of a frame split between two chunks
         self.sos = np.array(k_weighting(rate))

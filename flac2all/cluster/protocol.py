@@ -25,6 +25,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from flac2all.audio.loudness import BINS as LOUDNESS_BINS
+from flac2all.audio.loudness import Loudness
 from flac2all.cluster import jobs
 from flac2all.cluster.wire import (  # the envelope is part of the protocol's face: "X as X" re-exports
     ANOTHER_VERSION,
@@ -156,6 +158,9 @@ class ResultMessage(Message, tag="result"):
     # size, mtime_ns, audio_md5, tags_hash, pictures_hash
     facts: tuple[Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)], Int64, Hex, Hex, Hex] | None = None
     cause: Literal[CAUSES] = ""
+    # The source's loudness (--replaygain fill, compute): Loudness.to_wire's
+    # fields, checked by Loudness.from_wire.
+    loudness: dict[str, float | None | Annotated[list[int], msgspec.Meta(max_length=LOUDNESS_BINS)]] | None = None
 
 
 class JobTask(msgspec.Struct, forbid_unknown_fields=True):
@@ -429,6 +434,7 @@ def result_to_wire(task_id: int, attempt: int, result: TaskResult) -> bytes:
         facts=None
         if facts is None
         else [facts.size, facts.mtime_ns, facts.audio_md5, facts.tags_hash, facts.pictures_hash],
+        loudness=None if result.loudness is None else result.loudness.to_wire(),
     )
 
 
@@ -466,10 +472,19 @@ class WireResult:
     elapsed: float
     facts: SourceFacts | None
     cause: str = ""
+    loudness: Loudness | None = None
 
     def to_result(self, task: Task, host: str = "") -> TaskResult:
         return TaskResult(
-            task, self.status, self.message, self.returncode, self.elapsed, self.facts, cause=self.cause, host=host
+            task,
+            self.status,
+            self.message,
+            self.returncode,
+            self.elapsed,
+            self.facts,
+            cause=self.cause,
+            host=host,
+            loudness=self.loudness,
         )
 
 
@@ -484,7 +499,15 @@ def result_from_wire(msg: dict) -> WireResult:
         msg["elapsed"],
         facts,
         msg["cause"],
+        loudness_from_wire(msg.get("loudness")),
     )
+
+
+def loudness_from_wire(value: dict | None) -> Loudness | None:
+    try:
+        return None if value is None else Loudness.from_wire(value)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def check_usage_options(options: dict[str, tuple[str, ...]]) -> None:

@@ -26,7 +26,7 @@ from flac2all.face.config import positive_float, positive_int
 from flac2all.face.progress import RichDisplay, make_display
 from flac2all.face.usage import Parser
 from flac2all.lines import shown
-from flac2all.model import DaskOptions, MasterOptions, Request
+from flac2all.model import DaskOptions, MasterOptions, ReplayGain, Request
 from flac2all.running import engine
 
 DESCRIPTION = """\
@@ -113,6 +113,14 @@ def build_parser() -> Parser:
         "--embed-folder-art",
         action="store_true",
         help="embed cover.jpg/folder.jpg/front.jpg (or .png) as front cover when a source has none",
+    )
+    p.option(
+        "--replaygain",
+        choices=[policy.value for policy in ReplayGain],
+        default=ReplayGain.KEEP.value,
+        help="the outputs' gain tags: 'keep' the source's (default); 'fill' in those a source lacks, or "
+        "'compute' all of them, measured (EBU R128, ReplayGain 2.0; R128 gains in Opus) from the decode the "
+        "conversion makes anyway (needs flac2all[loudness]); 'off': none",
     )
     p.option(
         "--delete",

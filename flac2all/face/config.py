@@ -28,9 +28,20 @@ from pathlib import Path
 from typing import Any
 
 from flac2all import codecs
+from flac2all.audio import loudness
 from flac2all.errors import TaskError, UsageError
 from flac2all.face.usage import Option, Parser, defaults
-from flac2all.model import DaskOptions, DisplayOptions, Layout, Lossy, MasterOptions, Names, Request, Settings
+from flac2all.model import (
+    DaskOptions,
+    DisplayOptions,
+    Layout,
+    Lossy,
+    MasterOptions,
+    Names,
+    ReplayGain,
+    Request,
+    Settings,
+)
 from flac2all.planning.names import NAME_RESERVE
 from flac2all.planning.plan import settings_hash
 from flac2all.tags.source import open_regular
@@ -179,6 +190,7 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         timeout=args.timeout,
         id3v23=args.id3v23,
         embed_folder_art=args.embed_folder_art,
+        replaygain=ReplayGain(args.replaygain),
         delete=args.delete or args.delete_anyway,  # --delete-anyway says --delete too
         delete_anyway=args.delete_anyway,
         allow_empty=args.allow_empty,
@@ -191,6 +203,8 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         art_max_size=args.art_max_size,
         playlists=args.playlists,
     )
+    if settings.replaygain.measures and not loudness.available():
+        raise UsageError(f"--replaygain {settings.replaygain.value}: {loudness.EXTRA}")
     return settings, notes
 
 

@@ -1,0 +1,151 @@
+"""Gain tags under --replaygain keep|fill|compute|off: measured from the
+decode of a real run, read back from every format with mutagen, and
+checked against loudgain and RFC 7845's arithmetic for Opus."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+from pathlib import Path
+
+import pytest
+from mutagen.flac import FLAC
+from mutagen.id3 import ID3
+from mutagen.mp4 import MP4
+from mutagen.oggopus import OggOpus
+from mutagen.oggvorbis import OggVorbis
+
+from flac2all.audio.loudness import Loudness
+from flac2all.model import Action, AudioInfo, ReplayGain, Status, Task, TaskResult
+from flac2all.tags import gain
+from flac2all.tags.source import SourceMeta
+from tests.conftest import read_log, require, run_flac2all
+
+pytest.importorskip("scipy.signal")
+
+MODES = "mp3,vorbis,opus,flac,aac"
+
+
+def gains(out: Path, name: str) -> dict[str, dict[str, str]]:
+    """Each format's gain tags of output ``name`` (no extension), as a player reads them."""
+    found: dict[str, dict[str, str]] = {}
+    f = FLAC(out / "flac" / f"{name}.flac")
+    found["flac"] = {k.upper(): v for k, v in f.tags if gain.is_gain_key(k)}
+    v = OggVorbis(out / "vorbis" / f"{name}.ogg")
+    found["vorbis"] = {k.upper(): v for k, v in v.tags if gain.is_gain_key(k)}
+    o = OggOpus(out / "opus" / f"{name}.opus")
+    found["opus"] = {k.upper(): v for k, v in o.tags if gain.is_gain_key(k)}
+    t = ID3(out / "mp3" / f"{name}.mp3")
+    found["mp3"] = {f.desc: f.text[0] for f in t.getall("TXXX") if gain.is_gain_key(f.desc)}
+    m = MP4(out / "aac" / f"{name}.m4a").tags
+    found["aac"] = {
+        k.split(":", 2)[2]: bytes(vals[0]).decode()
+        for k, vals in m.items()
+        if k.startswith("----:com.apple.iTunes:") and gain.is_gain_key(k.split(":", 2)[2])
+    }
+    return found
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    """A sine without gain tags, and pink noise whose tags say its gains."""
+    root = tmp_path_factory.mktemp("gain") / "in"
+    root.mkdir()
+    for name, effects in (("plain", ["sine", "997", "vol", "0.5"]), ("tagged", ["pinknoise", "vol", "0.3"])):
+        subprocess.run(
+            ["sox", "-D", "-n", "-r", "44100", "-b", "16", "-c", "2", str(root / f"{name}.flac"), "synth", "1.5"]
+            + effects,
+            check=True,
+        )
+    subprocess.run(
+        [
+            "metaflac",
+            "--set-tag=REPLAYGAIN_TRACK_GAIN=-1.00 dB",
+            "--set-tag=REPLAYGAIN_TRACK_PEAK=0.5",
+            "--set-tag=REPLAYGAIN_ALBUM_GAIN=-2.00 dB",
+            str(root / "tagged.flac"),
+        ],
+        check=True,
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(library: Path, tmp_path_factory) -> dict[str, Path]:
+    """The library converted into every format under each policy."""
+    out = {}
+    for policy in ReplayGain:
+        outdir = tmp_path_factory.mktemp(policy.value)
+        run = run_flac2all(MODES, "--replaygain", policy.value, "-o", outdir, library)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert all("SUCCESS" == row["conversion_status"] for row in read_log(outdir))
+        out[policy.value] = outdir
+    return out
+
+
+def loudgain_track(path: Path) -> tuple[float, float]:
+    """loudgain's (track gain dB, true peak) of ``path``."""
+    require("loudgain")
+    out = subprocess.run(["loudgain", "-q", "-O", str(path)], check=True, capture_output=True, text=True).stdout
+    cells = out.splitlines()[1].split("\t")
+    return float(cells[8].split()[0]), float(cells[3])
+
+
+@pytest.mark.slow
+def test_compute_writes_the_measured_gain_into_every_format(runs, library):
+    for name in ("plain", "tagged"):
+        want_gain, want_peak = loudgain_track(library / f"{name}.flac")
+        found = gains(runs["compute"], name)
+        for fmt in ("flac", "vorbis", "mp3", "aac"):
+            names = {key: gain.MP4_NAMES[key] if fmt == "aac" else key for key in (gain.TRACK_GAIN, gain.TRACK_PEAK)}
+            assert set(found[fmt]) == set(names.values()), fmt  # the source's album gain is not carried over
+            assert float(found[fmt][names[gain.TRACK_GAIN]].removesuffix(" dB")) == pytest.approx(want_gain, abs=0.1)
+            assert found[fmt][names[gain.TRACK_GAIN]].endswith(" dB")
+            assert float(found[fmt][names[gain.TRACK_PEAK]]) == pytest.approx(want_peak, rel=0.012)  # 0.1 dB
+        # RFC 7845: Q7.8 dB relative to -23 LUFS, that is the ReplayGain minus 5 dB.
+        assert set(found["opus"]) == {"R128_TRACK_GAIN"}
+        assert int(found["opus"]["R128_TRACK_GAIN"]) == pytest.approx((want_gain - 5) * 256, abs=0.1 * 256)
+
+
+@pytest.mark.slow
+def test_keep_copies_the_source_fill_measures_only_what_it_lacks_and_off_writes_none(runs):
+    source = {"REPLAYGAIN_TRACK_GAIN": "-1.00 dB", "REPLAYGAIN_TRACK_PEAK": "0.5", "REPLAYGAIN_ALBUM_GAIN": "-2.00 dB"}
+    for policy in ("keep", "fill"):
+        tagged = gains(runs[policy], "tagged")
+        assert tagged["flac"] == tagged["vorbis"] == tagged["mp3"] == source
+        assert tagged["opus"] == {"R128_TRACK_GAIN": str(-6 * 256), "R128_ALBUM_GAIN": str(-7 * 256)}
+    assert gains(runs["keep"], "plain")["flac"] == {}
+    assert gains(runs["fill"], "plain") == gains(runs["compute"], "plain")
+    assert all(not tags for tags in gains(runs["off"], "tagged").values())
+
+
+def meta(*comments: tuple[str, str]) -> SourceMeta:
+    return SourceMeta(AudioInfo(44100, 2, 16, 1.0), 0, comments, ())
+
+
+def test_with_gain_replaces_only_gain_comments_and_never_writes_an_infinite_gain():
+    source = meta(("TITLE", "x"), ("replaygain_album_gain", "-2.00 dB"), ("R128_TRACK_GAIN", "12"))
+    measured = Loudness(-6.015, 0.5003288, (1,), (5,))
+    assert gain.with_gain(source, ReplayGain.COMPUTE, measured).comments == (
+        ("TITLE", "x"),
+        ("REPLAYGAIN_TRACK_GAIN", "-11.98 dB"),
+        ("REPLAYGAIN_TRACK_PEAK", "0.500329"),
+    )
+    assert gain.with_gain(source, ReplayGain.FILL, measured) == source  # it has a track gain (R128's)
+    album_only = meta(("TITLE", "x"), ("REPLAYGAIN_ALBUM_GAIN", "-2.00 dB"))
+    assert gain.with_gain(album_only, ReplayGain.FILL, measured).comments == (
+        ("TITLE", "x"),
+        ("REPLAYGAIN_TRACK_GAIN", "-11.98 dB"),
+        ("REPLAYGAIN_TRACK_PEAK", "0.500329"),
+    )
+    assert gain.with_gain(source, ReplayGain.OFF, None).comments == (("TITLE", "x"),)
+    assert gain.with_gain(source, ReplayGain.KEEP, measured) == source
+    assert gain.with_gain(source, ReplayGain.COMPUTE, None) == source  # not measured: the source's stay
+    silent = Loudness(None, 0.0)
+    assert gain.with_gain(source, ReplayGain.COMPUTE, silent).comments == (("TITLE", "x"),)
+
+
+def test_a_measurement_travels_with_its_result_to_a_dask_worker_and_back():
+    task = Task(Path("/in/a.flac"), "mp3", Path("/out/a.mp3"), Action.ENCODE)
+    result = TaskResult(task, Status.SUCCESS, loudness=Loudness(-9.5, 0.9, (3, 7), (1, 2)))
+    assert pickle.loads(pickle.dumps(result)) == result
