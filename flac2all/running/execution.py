@@ -6,23 +6,26 @@ report, the state and the display."""
 from __future__ import annotations
 
 import itertools
+import logging
 import socket
 import sqlite3
 import threading
 from dataclasses import replace
 from pathlib import Path
 
-from flac2all.errors import DISK_FULL
+from flac2all.errors import DISK_FULL, TaskError
 from flac2all.executors import Executor
 from flac2all.face.console import Display
 from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
-from flac2all.planning import plan, playlists
+from flac2all.planning import albums, plan, playlists
 from flac2all.planning.flow import Flow, FolderPlan
 from flac2all.records import Record
 from flac2all.report import LOG_NAME, Report
 from flac2all.running import outputs, runner
 from flac2all.running.procs import ProcessGroup
 from flac2all.state import STATE_DIR, State
+
+log = logging.getLogger("flac2all")
 
 
 class Halt(threading.Event):
@@ -69,6 +72,7 @@ class Run:
         # logged as not started (Report.add_not_started).
         self.pending: dict[tuple[Path, str, Path], Task] = {}
         self.processes = ProcessGroup()  # the jobs done here start none, but the runner asks
+        self.albums = albums.Albums() if settings.replaygain.measures else None
 
     def execute(self, flow: Flow, first: FolderPlan, executor: Executor) -> None:
         """``first`` (the whole plan, or a first window of folders) taken
@@ -99,6 +103,8 @@ class Run:
                     executor.drain()  # what the planning thread posted after the executor's last turn
             if self.report.halted_by is not None and not self.stop.is_set():
                 flow.count_rest(self.take)  # what was not started is counted in the summary
+            if self.albums is not None and not self.halt.is_set():
+                self.retag_albums(self.albums.complete())
             for task in first.playlists:
                 if not self.halt.is_set():
                     self.record(playlists.write(task, settings.input_dir, flow.plan.outputs))
@@ -158,6 +164,26 @@ class Run:
                 for result in runner.execute_batch(job.tasks, self.settings, self.processes):
                     self.record(result)
 
+    def retag_albums(self, done: list[albums.AlbumRetag]) -> None:
+        """Each measured album's outputs retagged with its album gain (and
+        the state told of their new size and time); the log keeps the
+        encodes' rows, and a failure here is a warning: the output stands,
+        with its track gain."""
+        for album in done:
+            for task, track in album.outputs:
+                if self.halt.is_set():
+                    return
+                try:
+                    note, facts = runner.retag(task, self.settings, self.processes, (track, album.album))
+                except (TaskError, OSError) as exc:
+                    log.warning("%s: album gain not written: %s", task.output, exc)
+                    continue
+                if self.report.state_error is None:
+                    try:
+                        remember(self.state, TaskResult(task, Status.SUCCESS, note, facts=facts), self.plan)
+                    except sqlite3.Error as exc:
+                        self.report.state_error = state_lost(self.settings, exc)
+
     def handed_out(self, job: Job, runs: bool) -> None:
         """A job's tasks, pending until their results come; one that will
         not run (the run halted) logged as not started at once (the rest of
@@ -186,6 +212,8 @@ class Run:
         if not result.host:  # done here (a local run, or the master's own bookkeeping)
             result = replace(result, host=self.here)
         report.add(result)
+        if self.albums is not None:
+            self.albums.add(result)
         task = result.task
         self.pending.pop((task.source, task.mode, task.output), None)
         if result.cause == DISK_FULL and report.halted_by is None:

@@ -251,13 +251,19 @@ def encode(
     return timed, expected.length, loudness
 
 
-def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None) -> Done:
+def retag(
+    task: Task,
+    settings: Settings,
+    processes: ProcessGroup | None = None,
+    gains: tuple[Loudness, Loudness] | None = None,
+) -> Done:
     """Rewrite the tags and pictures of an existing output from its source,
     without re-encoding: on a copy beside it, checked and renamed over it
-    when done, so the output is never seen half-tagged."""
+    when done, so the output is never seen half-tagged. ``gains``: the
+    track's and its album's measurements, to write as --replaygain says."""
     codec = codecs.resolve(task.mode)
     meta, facts = source_meta(task.source, settings)
-    meta = gain.with_gain(meta, settings.replaygain, None)
+    meta = gain.with_gain(meta, settings.replaygain, *(gains or (None, None)))
     timeout = timeout_for(meta, facts.size, settings)
     with staged(task.output, settings.outdir, made=True) as tmp:
         try:

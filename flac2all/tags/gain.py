@@ -71,15 +71,20 @@ def pairs(loudness: Loudness, scope: str = "TRACK") -> list[tuple[str, str]]:
     ]
 
 
-def with_gain(meta: SourceMeta, policy: ReplayGain, track: Loudness | None) -> SourceMeta:
+def with_gain(
+    meta: SourceMeta, policy: ReplayGain, track: Loudness | None, album: Loudness | None = None
+) -> SourceMeta:
     """``meta`` with the gain comments ``policy`` gives its outputs: the
     source's (keep, or fill where it has a track gain), none (off), or the
-    measured track gain and peak (compute, fill) in place of the source's.
-    Without a measurement (it failed) the source's stay."""
+    measured track gain and peak (compute, fill), and the album's when
+    known, in place of the source's. Without a measurement (it failed) the
+    source's stay."""
     if policy is ReplayGain.KEEP or (policy is ReplayGain.FILL and has_track_gain(meta)):
         return meta
     if policy is not ReplayGain.OFF and track is None:
         return meta
     kept = tuple((k, v) for k, v in meta.comments if not is_gain_key(k))
     added = () if track is None or policy is ReplayGain.OFF else tuple(pairs(track))
+    if added and album is not None:
+        added += tuple(pairs(album, "ALBUM"))
     return replace(meta, comments=kept + added)

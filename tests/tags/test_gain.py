@@ -149,3 +149,48 @@ def test_a_measurement_travels_with_its_result_to_a_dask_worker_and_back():
     task = Task(Path("/in/a.flac"), "mp3", Path("/out/a.mp3"), Action.ENCODE)
     result = TaskResult(task, Status.SUCCESS, loudness=Loudness(-9.5, 0.9, (3, 7), (1, 2)))
     assert pickle.loads(pickle.dumps(result)) == result
+
+
+def loudgain_album(paths: list[Path]) -> tuple[float, float]:
+    """loudgain -a's (album gain dB, album true peak)."""
+    require("loudgain")
+    args = ["loudgain", "-q", "-a", "-O", *map(str, paths)]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    cells = out.splitlines()[-1].split("\t")
+    assert cells[0] == "Album"
+    return float(cells[8].split()[0]), float(cells[3])
+
+
+@pytest.mark.slow
+def test_an_album_gets_the_gain_of_all_its_blocks_by_retagging_its_outputs(tmp_path):
+    album = tmp_path / "in" / "album"
+    album.mkdir(parents=True)
+    tracks = []
+    for i, effects in enumerate(
+        (["pinknoise", "vol", "0.2"], ["sine", "440", "vol", "0.6", "pad", "0.8", "0"], ["pinknoise", "vol", "0.05"])
+    ):
+        tracks.append(album / f"{i}.flac")
+        subprocess.run(
+            ["sox", "-D", "-n", "-r", "44100", "-b", "16", "-c", "2", str(tracks[-1]), "synth", "1.5", *effects],
+            check=True,
+        )
+    out = tmp_path / "out"
+    run = run_flac2all(MODES, "--replaygain", "compute", "-o", out, tmp_path / "in")
+    assert run.returncode == 0, run.stdout + run.stderr
+    want_gain, want_peak = loudgain_album(tracks)
+    values = set()
+    for track in tracks:
+        found = gains(out, f"album/{track.stem}")
+        for fmt in ("flac", "vorbis", "mp3", "aac"):
+            name = gain.MP4_NAMES if fmt == "aac" else {k: k for k in gain.MP4_NAMES}
+            values.add((found[fmt][name[gain.ALBUM_GAIN]], found[fmt][name[gain.ALBUM_PEAK]]))
+        values.add(("opus", found["opus"]["R128_ALBUM_GAIN"]))
+    (album_gain, album_peak), (_, r128) = sorted(values, key=lambda v: v[0] == "opus")
+    assert len(values) == 2  # the same album values in every output of the folder
+    assert float(album_gain.removesuffix(" dB")) == pytest.approx(want_gain, abs=0.1)
+    assert float(album_peak) == pytest.approx(want_peak, rel=0.012)
+    assert int(r128) == round((float(album_gain.removesuffix(" dB")) - 5) * 256)  # RFC 7845, from the same value
+    # The retags were recorded in the state: a re-run has nothing to do.
+    again = run_flac2all(MODES, "--replaygain", "compute", "-o", out, tmp_path / "in")
+    assert again.returncode == 0
+    assert {row["conversion_status"] for row in read_log(out)} == {"SUCCESS (skipped: up to date)"}
