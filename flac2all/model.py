@@ -81,6 +81,14 @@ class ReplayGain(Enum):
         return self in (ReplayGain.FILL, ReplayGain.COMPUTE)
 
 
+class OpusGain(Enum):
+    """How Opus outputs carry their gains (``--opus-gain``)."""
+
+    R128 = "r128"  # R128_TRACK_GAIN / R128_ALBUM_GAIN tags (RFC 7845)
+    HEADER = "header"  # the album's (else the track's) gain in the OpusHead output gain, the R128 tags relative to it
+    BOTH = "both"  # R128 tags, and the REPLAYGAIN_* ones too, for players that read only those
+
+
 class Layout(Enum):
     """Where outputs go (the original's ``-n/--nodirs``)."""
 
@@ -167,6 +175,7 @@ class Settings:
     id3v23: bool = sent("flag", False)
     embed_folder_art: bool = sent("flag", False)
     replaygain: ReplayGain = sent("choice", ReplayGain.KEEP, later=True)
+    opus_gain: OpusGain = sent("choice", OpusGain.R128, later=True)
     # Mirror: remove orphan outputs (--delete), even many (--delete-anyway).
     delete: bool = False
     delete_anyway: bool = False

@@ -26,7 +26,7 @@ from flac2all.face.config import positive_float, positive_int
 from flac2all.face.progress import RichDisplay, make_display
 from flac2all.face.usage import Parser
 from flac2all.lines import shown
-from flac2all.model import DaskOptions, MasterOptions, ReplayGain, Request
+from flac2all.model import DaskOptions, MasterOptions, OpusGain, ReplayGain, Request
 from flac2all.running import engine
 
 DESCRIPTION = """\
@@ -121,6 +121,14 @@ def build_parser() -> Parser:
         help="the outputs' gain tags: 'keep' the source's (default); 'fill' in those a source lacks, or "
         "'compute' all of them, measured (EBU R128, ReplayGain 2.0; R128 gains in Opus) from the decode the "
         "conversion makes anyway (needs flac2all[loudness]); 'off': none",
+    )
+    p.option(
+        "--opus-gain",
+        choices=[mode.value for mode in OpusGain],
+        default=OpusGain.R128.value,
+        help="Opus outputs' gains: 'r128' tags (default, RFC 7845); 'header': the album's (else the track's) in "
+        "the Opus header's output gain, which every player applies, and the R128 tags relative to it; 'both': "
+        "R128 and REPLAYGAIN_* tags",
     )
     p.option(
         "--delete",

@@ -38,6 +38,7 @@ from flac2all.model import (
     Lossy,
     MasterOptions,
     Names,
+    OpusGain,
     ReplayGain,
     Request,
     Settings,
@@ -191,6 +192,7 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         id3v23=args.id3v23,
         embed_folder_art=args.embed_folder_art,
         replaygain=ReplayGain(args.replaygain),
+        opus_gain=OpusGain(args.opus_gain),
         delete=args.delete or args.delete_anyway,  # --delete-anyway says --delete too
         delete_anyway=args.delete_anyway,
         allow_empty=args.allow_empty,

@@ -13,10 +13,14 @@ table.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import replace
+from pathlib import Path
+
+from mutagen.ogg import OggPage
 
 from flac2all.audio.loudness import EXTRA, Loudness, available
-from flac2all.model import ReplayGain
+from flac2all.model import OpusGain, ReplayGain
 from flac2all.tags.source import SourceMeta
 
 REFERENCE = -18.0  # LUFS: ReplayGain 2.0's
@@ -88,3 +92,51 @@ def with_gain(
     if added and album is not None:
         added += tuple(pairs(album, "ALBUM"))
     return replace(meta, comments=kept + added)
+
+
+def for_opus(
+    source: list[tuple[str, str]], r128: list[tuple[str, str]], mode: OpusGain
+) -> tuple[list[tuple[str, str]], int | None]:
+    """An Opus output's comments under ``mode`` (``r128``: ``source`` with
+    its ReplayGain comments made R128 gains, vorbis.opus_comments), and the
+    OpusHead output gain to set (Q7.8 dB), None to leave it as the encoder
+    wrote it. RFC 7845: a player applies the header gain, then an R128 gain
+    on top of it, so with the header holding the album gain the R128 gains
+    are what is left: R128_ALBUM_GAIN 0, R128_TRACK_GAIN track - album."""
+    if mode is OpusGain.BOTH:
+        return r128 + [(k, v) for k, v in source if k.upper() in (TRACK_GAIN, TRACK_PEAK, ALBUM_GAIN, ALBUM_PEAK)], None
+    values = {k.upper(): v for k, v in r128 if k.upper() in ("R128_TRACK_GAIN", "R128_ALBUM_GAIN")}
+    if mode is OpusGain.R128 or not values:
+        return r128, None
+    try:
+        header = int(values.get("R128_ALBUM_GAIN", values.get("R128_TRACK_GAIN", "")))
+    except ValueError:
+        return r128, None
+    out = []
+    for key, value in r128:
+        if key.upper() in values:
+            try:
+                value = str(max(-32768, min(32767, int(value) - header)))
+            except ValueError:
+                pass
+        out.append((key, value))
+    return out, header
+
+
+def set_output_gain(path: Path, gain: int) -> bool:
+    """Write ``gain`` (Q7.8 dB) into the OpusHead of the Opus file at
+    ``path``, in place (the page keeps its size; its checksum is made
+    anew). False, leaving the file as it was, when the first page is not
+    an OpusHead alone."""
+    with open(path, "r+b") as f:
+        page = OggPage(f)
+        packet = page.packets[0] if len(page.packets) == 1 and page.complete else b""
+        if not packet.startswith(b"OpusHead") or len(packet) < 19:
+            return False
+        page.packets[0] = packet[:16] + struct.pack("<h", gain) + packet[18:]
+        data = page.write()
+        if len(data) != page.size:
+            return False
+        f.seek(page.offset)
+        f.write(data)
+    return True

@@ -17,7 +17,7 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 
 from flac2all.model import Settings
-from flac2all.tags import ogg
+from flac2all.tags import gain, ogg
 from flac2all.tags.family import TagFamily
 from flac2all.tags.source import PROVENANCE_KEY, Comments, SourceMeta
 
@@ -72,8 +72,9 @@ class OggFamily(VorbisCommentFamily):
         if audio.tags is None:
             audio.add_tags()
         pairs = list(meta.comments)
+        header = None
         if isinstance(audio, OggOpus):
-            pairs = opus_comments(pairs)
+            pairs, header = gain.for_opus(pairs, opus_comments(pairs), settings.opus_gain)
         pairs += [("METADATA_BLOCK_PICTURE", base64.b64encode(p.write()).decode("ascii")) for p in meta.pictures]
         del audio.tags[:]  # VCommentDict.clear removes one comment at a time: quadratic
         audio.tags.extend(pairs)
@@ -83,6 +84,8 @@ class OggFamily(VorbisCommentFamily):
             comment, headers = b"\x03vorbis" + audio.tags.write(), 2
         if not ogg.replace_comment(path, comment, headers):
             audio.save()  # pages no encoder of ours lays out: mutagen's way
+        if header is not None and not gain.set_output_gain(path, header):
+            return ["the Opus header's output gain left as it was: its first page is not laid out as opusenc does"]
         return []
 
 

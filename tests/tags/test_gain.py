@@ -16,7 +16,7 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 
 from flac2all.audio.loudness import Loudness
-from flac2all.model import Action, AudioInfo, ReplayGain, Status, Task, TaskResult
+from flac2all.model import Action, AudioInfo, OpusGain, ReplayGain, Status, Task, TaskResult
 from flac2all.tags import gain
 from flac2all.tags.source import SourceMeta
 from tests.conftest import read_log, require, run_flac2all
@@ -194,3 +194,53 @@ def test_an_album_gets_the_gain_of_all_its_blocks_by_retagging_its_outputs(tmp_p
     again = run_flac2all(MODES, "--replaygain", "compute", "-o", out, tmp_path / "in")
     assert again.returncode == 0
     assert {row["conversion_status"] for row in read_log(out)} == {"SUCCESS (skipped: up to date)"}
+
+
+def test_opus_gains_in_tags_in_the_header_or_both():
+    source = [("TITLE", "x"), ("REPLAYGAIN_TRACK_GAIN", "-6.00 dB"), ("REPLAYGAIN_ALBUM_GAIN", "-8.00 dB")]
+    r128 = [("TITLE", "x"), ("R128_TRACK_GAIN", str(-11 * 256)), ("R128_ALBUM_GAIN", str(-13 * 256))]
+    assert gain.for_opus(source, r128, OpusGain.R128) == (r128, None)
+    assert gain.for_opus(source, r128, OpusGain.BOTH) == (r128 + source[1:], None)
+    # The album's gain in the header; what each tag adds on top of it (RFC 7845 5.2.1).
+    assert gain.for_opus(source, r128, OpusGain.HEADER) == (
+        [("TITLE", "x"), ("R128_TRACK_GAIN", str(2 * 256)), ("R128_ALBUM_GAIN", "0")],
+        -13 * 256,
+    )
+    track_only = r128[:2]
+    assert gain.for_opus(source[:2], track_only, OpusGain.HEADER) == (
+        [("TITLE", "x"), ("R128_TRACK_GAIN", "0")],
+        -11 * 256,
+    )
+    assert gain.for_opus([("TITLE", "x")], [("TITLE", "x")], OpusGain.HEADER) == ([("TITLE", "x")], None)
+
+
+def decoded_loudness(opus: Path, tmp_path: Path) -> float:
+    """The loudness of what opusdec plays (it applies the header's output gain)."""
+    wav = tmp_path / f"{opus.stem}.wav"
+    subprocess.run(["opusdec", "--quiet", "--float", str(opus), str(wav)], check=True)
+    flac = tmp_path / f"{opus.stem}-decoded.flac"
+    subprocess.run(["sox", "-D", str(wav), "-b", "24", str(flac)], check=True)
+    return loudgain_track(flac)[0]
+
+
+@pytest.mark.slow
+def test_opusdec_plays_at_the_reference_level_with_the_gain_in_the_header(library, tmp_path):
+    require("opusdec")
+    plain, header = tmp_path / "plain", tmp_path / "header"
+    for outdir, mode in ((plain, "r128"), (header, "header")):
+        run = run_flac2all("opus", "--replaygain", "compute", "--opus-gain", mode, "-o", outdir, library)
+        assert run.returncode == 0, run.stdout + run.stderr
+    for name in ("plain", "tagged"):  # one album: the two are in one folder
+        as_tags, in_header = OggOpus(plain / "opus" / f"{name}.opus"), OggOpus(header / "opus" / f"{name}.opus")
+        album_q78 = int(as_tags["R128_ALBUM_GAIN"][0])
+        head = (header / "opus" / f"{name}.opus").read_bytes()  # one page: 27 bytes, 1 lacing value, OpusHead
+        assert head[28:36] == b"OpusHead"
+        assert int.from_bytes(head[28 + 16 : 28 + 18], "little", signed=True) == album_q78
+        assert int.from_bytes((plain / "opus" / f"{name}.opus").read_bytes()[44:46], "little") == 0
+        assert int(in_header["R128_ALBUM_GAIN"][0]) == 0
+        assert int(in_header["R128_TRACK_GAIN"][0]) == int(as_tags["R128_TRACK_GAIN"][0]) - album_q78
+        # What opusdec plays is louder or quieter by the header's gain: the album at -23 LUFS.
+        shift = decoded_loudness(header / "opus" / f"{name}.opus", tmp_path) - decoded_loudness(
+            plain / "opus" / f"{name}.opus", tmp_path
+        )
+        assert shift == pytest.approx(-album_q78 / 256, abs=0.1)  # loudgain's gain: the opposite of loudness
