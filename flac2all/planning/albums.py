@@ -1,72 +1,113 @@
 """Album gain: the tracks of one source folder gated together
-(``loudness.album``: over all their 400 ms blocks, wherever each track was
-measured), once the run has measured every FLAC source of that folder and
-written all their outputs. The outputs are then retagged with it, never
-re-encoded. A folder some of whose sources were not measured in this run
-(skipped, failed, or with gain tags of their own under ``fill``) gets no
-album gain.
+(``loudness.album``: over all their 400 ms blocks, wherever and whenever
+each track was measured), once every FLAC source of that folder has a
+measurement, from this run or recorded in the state by an earlier one. The
+outputs are then retagged with it, never re-encoded: those this run wrote
+or retagged, and, when the album's gain changed (a track added, removed or
+changed), those of the folder's other sources too.
+
+A folder some of whose sources have no measurement (with gain tags of their
+own under ``fill``, or skipped since before measuring began) gets no album
+gain; one where a task failed is left as it is until a run where none does.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flac2all.audio.loudness import Loudness, album
 from flac2all.model import Action, Status, Task, TaskResult
 from flac2all.planning.discovery import is_flac_name
+from flac2all.records import Row
+from flac2all.tags import gain
 
 
 @dataclass(frozen=True)
 class AlbumRetag:
-    """One folder's album measurement, and each output to retag with it
-    (beside its own track's measurement)."""
+    """One folder's album measurement, the tags it makes, and each output
+    to retag with it (beside its own track's measurement)."""
 
     folder: Path
     album: Loudness
+    tags: str
     outputs: tuple[tuple[Task, Loudness], ...]
 
 
 @dataclass
 class Folder:
-    tracks: dict[Path, Loudness] = field(default_factory=dict)
-    outputs: list[Task] = field(default_factory=list)
+    """What a run did in one source folder."""
+
+    tracks: dict[Path, Loudness] = field(default_factory=dict)  # measured in this run
+    outputs: list[Task] = field(default_factory=list)  # written or retagged by this run
     failed: bool = False
 
 
+Recorded = Callable[[Path, str], Loudness | None]  # (source, its audio MD5) -> the state's measurement
+
+
 class Albums:
-    """Collects the measured results of a run by source folder."""
+    """Collects the results of a run by source folder."""
 
     def __init__(self) -> None:
         self.folders: dict[Path, Folder] = {}
 
     def add(self, result: TaskResult) -> None:
         task = result.task
-        if task.action is not Action.ENCODE:
+        if task.action in (Action.DELETE, Action.ORPHAN):  # a track gone: the album's gain changes
+            self.folders.setdefault(task.source.parent, Folder())
             return
-        if result.loudness is None and result.status is Status.SUCCESS:
-            return  # not measured: its folder is judged by its other tracks (and the listing)
+        if task.action not in (Action.ENCODE, Action.RETAG, Action.MOVE):
+            return
         folder = self.folders.setdefault(task.source.parent, Folder())
         if result.status is not Status.SUCCESS:
             folder.failed = True
             return
-        folder.tracks[task.source] = result.loudness
+        if result.loudness is not None:
+            folder.tracks[task.source] = result.loudness
         folder.outputs.append(task)
 
-    def complete(self) -> list[AlbumRetag]:
-        """The folders whose every FLAC source was measured and encoded
-        without a failure, with their album measurement."""
+    def retags(
+        self, rows_from: Callable[[Path], Mapping[str, Row]], recorded: Recorded, written: Callable[[Path], str | None]
+    ) -> list[AlbumRetag]:
+        """Each folder to retag, from the state's rows of its outputs
+        (``rows_from``), its measurements (``recorded``) and the album tags
+        it last wrote (``written``)."""
         done = []
         for path, folder in sorted(self.folders.items()):
-            if folder.failed or set(flac_sources(path)) != set(folder.tracks):
-                continue
-            measured = album(folder.tracks[s] for s in sorted(folder.tracks))
-            if measured.integrated is None:
-                continue  # a silent album: no gain to write
-            outputs = tuple((task, folder.tracks[task.source]) for task in folder.outputs)
-            done.append(AlbumRetag(path, measured, outputs))
+            if not folder.failed and (retag := plan_album(path, folder, rows_from(path), recorded, written(path))):
+                done.append(retag)
         return done
+
+
+def plan_album(
+    path: Path, folder: Folder, rows: Mapping[str, Row], recorded: Recorded, written: str | None
+) -> AlbumRetag | None:
+    """The retag of one folder, None when it gets no album gain."""
+    md5s = {Path(row.source): row.audio_md5 for row in rows.values()}
+    tracks: dict[Path, Loudness] = {}
+    for source in sorted(flac_sources(path)):
+        track = folder.tracks.get(source) or recorded(source, md5s.get(source, ""))
+        if track is None:
+            return None
+        tracks[source] = track
+    if not tracks:
+        return None
+    measured = album(tracks[s] for s in sorted(tracks))
+    if measured.integrated is None:
+        return None  # a silent album: no gain to write
+    tags = " ".join(v for _, v in gain.pairs(measured, "ALBUM"))
+    outputs = {task.output: task for task in folder.outputs if task.source in tracks}
+    if tags != written:  # the other outputs of the folder carry another album gain, or none
+        for output, row in rows.items():
+            source = Path(row.source)
+            if Path(output) not in outputs and source in tracks:
+                task = Task(source, row.mode, Path(output), Action.RETAG, settings_hash=row.settings_hash)
+                outputs[Path(output)] = task
+    ordered = sorted(outputs.values(), key=lambda t: os.fsencode(t.output))
+    return AlbumRetag(path, measured, tags, tuple((task, tracks[task.source]) for task in ordered))
 
 
 def flac_sources(folder: Path) -> list[Path]:

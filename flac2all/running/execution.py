@@ -5,11 +5,13 @@ report, the state and the display."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import socket
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,6 +57,8 @@ def remember(state: State, result: TaskResult, the_plan: plan.Plan | None = None
     if result.facts is not None and st is not None:
         art = the_plan.cover(task.source) if the_plan is not None else ""
         state.put(Record.made(task.output, task.source, task.mode, result.facts, task.settings_hash, st, art))
+    if result.loudness is not None and result.facts is not None:
+        state.put_loudness(task.source, result.facts.audio_md5, result.loudness)
 
 
 class Run:
@@ -104,7 +108,7 @@ class Run:
             if self.report.halted_by is not None and not self.stop.is_set():
                 flow.count_rest(self.take)  # what was not started is counted in the summary
             if self.albums is not None and not self.halt.is_set():
-                self.retag_albums(self.albums.complete())
+                self.retag_albums(self.albums)
             for task in first.playlists:
                 if not self.halt.is_set():
                     self.record(playlists.write(task, settings.input_dir, flow.plan.outputs))
@@ -164,12 +168,21 @@ class Run:
                 for result in runner.execute_batch(job.tasks, self.settings, self.processes):
                     self.record(result)
 
-    def retag_albums(self, done: list[albums.AlbumRetag]) -> None:
+    def retag_albums(self, collected: albums.Albums) -> None:
         """Each measured album's outputs retagged with its album gain (and
-        the state told of their new size and time); the log keeps the
-        encodes' rows, and a failure here is a warning: the output stands,
-        with its track gain."""
+        the state told of their new size and time, and of the album gain
+        they carry); the log keeps the encodes' rows, and a failure here is
+        a warning: the output stands, with its track gain."""
+        if self.report.state_error is not None:
+            return
+        state = self.state
+        try:
+            done = collected.retags(state.rows_from, state.loudness, state.album_tags)
+        except sqlite3.Error as exc:
+            self.report.state_error = state_lost(self.settings, exc)
+            return
         for album in done:
+            complete = True
             for task, track in album.outputs:
                 if self.halt.is_set():
                     return
@@ -177,12 +190,23 @@ class Run:
                     note, facts = runner.retag(task, self.settings, self.processes, (track, album.album))
                 except (TaskError, OSError) as exc:
                     log.warning("%s: album gain not written: %s", task.output, exc)
+                    complete = False
                     continue
-                if self.report.state_error is None:
-                    try:
-                        remember(self.state, TaskResult(task, Status.SUCCESS, note, facts=facts), self.plan)
-                    except sqlite3.Error as exc:
-                        self.report.state_error = state_lost(self.settings, exc)
+                self.remember(TaskResult(task, Status.SUCCESS, note, facts=facts))
+            if complete:
+                self.remember(None, functools.partial(state.put_album_tags, album.folder, album.tags))
+
+    def remember(self, result: TaskResult | None, write: Callable[[], None] | None = None) -> None:
+        """``result`` (or ``write``) into the state, unless it was lost."""
+        if self.report.state_error is not None:
+            return
+        try:
+            if result is not None:
+                remember(self.state, result, self.plan)
+            if write is not None:
+                write()
+        except sqlite3.Error as exc:
+            self.report.state_error = state_lost(self.settings, exc)
 
     def handed_out(self, job: Job, runs: bool) -> None:
         """A job's tasks, pending until their results come; one that will
@@ -219,11 +243,7 @@ class Run:
         if result.cause == DISK_FULL and report.halted_by is None:
             report.halted_by = result.message
             self.halt.set()  # finish or drop what runs, start nothing more
-        if report.state_error is None:
-            try:
-                remember(self.state, result, self.plan)
-            except sqlite3.Error as exc:
-                report.state_error = state_lost(self.settings, exc)
+        self.remember(result)
         self.display.finished(result)
 
 

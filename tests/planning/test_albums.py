@@ -1,4 +1,5 @@
-"""Which folders get an album gain, from the results of a run."""
+"""Which folders get an album gain, and which outputs are retagged with it,
+from the results of a run and what the state recorded."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from pathlib import Path
 from flac2all.audio.loudness import Loudness, album
 from flac2all.model import Action, Status, Task, TaskResult
 from flac2all.planning.albums import Albums
+from flac2all.records import Row
+from flac2all.tags import gain
+
+LOUD, QUIET = Loudness(-8.0, 0.9, (6200,), (10,)), Loudness(-20.0, 0.3, (5000,), (30,))
 
 
 def result(source: Path, mode: str, loudness: Loudness | None, status: Status = Status.SUCCESS) -> TaskResult:
@@ -23,29 +28,64 @@ def folder(root: Path, name: str, tracks: int) -> list[Path]:
     return paths
 
 
-def test_only_a_folder_whose_every_track_was_measured_and_encoded_gets_an_album_gain(tmp_path):
-    loud, quiet = Loudness(-8.0, 0.9, (6200,), (10,)), Loudness(-20.0, 0.3, (5000,), (30,))
-    whole, partial, failed, unmeasured = (folder(tmp_path, n, 2) for n in ("whole", "partial", "failed", "none"))
-    albums = Albums()
-    for mode in ("mp3", "opus"):
-        albums.add(result(whole[0], mode, loud))
-        albums.add(result(whole[1], mode, quiet))
-        albums.add(result(partial[0], mode, loud))  # its other track was skipped: not in this run
-        albums.add(result(failed[0], mode, loud))
-        albums.add(result(unmeasured[0], mode, None))  # fill: it had gain tags of its own
-        albums.add(result(unmeasured[1], mode, quiet))
-    albums.add(result(failed[1], "mp3", quiet))
-    albums.add(result(failed[1], "opus", None, Status.FAILED))
-    (done,) = albums.complete()
-    assert done.folder == tmp_path / "whole"
-    assert done.album == album([loud, quiet])
-    assert sorted((t.output.name, track) for t, track in done.outputs) == sorted(
-        (f"{i}.{mode}", m) for i, m in ((0, loud), (1, quiet)) for mode in ("mp3", "opus")
+def row(source: Path, mode: str = "mp3") -> tuple[str, Row]:
+    return str(source.with_suffix(f".{mode}")), Row(
+        str(source), mode, 1, 2, f"md5 of {source.name}", "", "", "h", 3, 4, ""
     )
 
 
-def test_a_silent_album_gets_no_gain(tmp_path):
-    (only,) = folder(tmp_path, "silent", 1)
+def nothing_recorded(source: Path, md5: str) -> None:
+    return None
+
+
+def test_only_a_folder_whose_every_track_is_measured_and_encoded_gets_an_album_gain(tmp_path):
+    whole, partial, failed, unmeasured = (folder(tmp_path, n, 2) for n in ("whole", "partial", "failed", "none"))
     albums = Albums()
-    albums.add(result(only, "mp3", Loudness(None, 0.0)))
-    assert albums.complete() == []
+    for mode in ("mp3", "opus"):
+        albums.add(result(whole[0], mode, LOUD))
+        albums.add(result(whole[1], mode, QUIET))
+        albums.add(result(partial[0], mode, LOUD))  # its other track was skipped, and never measured
+        albums.add(result(failed[0], mode, LOUD))
+        albums.add(result(unmeasured[0], mode, None))  # fill: it had gain tags of its own
+        albums.add(result(unmeasured[1], mode, QUIET))
+    albums.add(result(failed[1], "mp3", QUIET))
+    albums.add(result(failed[1], "opus", None, Status.FAILED))
+    (done,) = albums.retags(lambda folder: {}, nothing_recorded, lambda folder: None)
+    assert done.folder == tmp_path / "whole"
+    assert done.album == album([LOUD, QUIET])
+    assert done.tags == " ".join(v for _, v in gain.pairs(done.album, "ALBUM"))
+    assert [(t.output.name, track) for t, track in done.outputs] == [
+        ("0.mp3", LOUD),
+        ("0.opus", LOUD),
+        ("1.mp3", QUIET),
+        ("1.opus", QUIET),
+    ]
+
+
+def test_a_track_added_to_an_album_retags_the_outputs_of_the_others_with_the_new_album_gain(tmp_path):
+    old, new = folder(tmp_path, "album", 2)
+    albums = Albums()
+    albums.add(result(new, "mp3", QUIET))  # the old track's output was up to date: skipped
+    rows = dict([row(old), row(new)])
+    recorded = {(old, f"md5 of {old.name}"): LOUD}
+    (done,) = albums.retags(lambda folder: rows, lambda s, md5: recorded.get((s, md5)), lambda folder: "-10 dB 0.9")
+    assert done.album == album([LOUD, QUIET])
+    assert [(t.output.name, t.action, t.settings_hash, track) for t, track in done.outputs] == [
+        ("0.mp3", Action.RETAG, "h", LOUD),
+        ("1.mp3", Action.ENCODE, "", QUIET),
+    ]
+    # The same album gain as the others carry already: only this run's outputs are tagged.
+    (same,) = albums.retags(lambda folder: rows, lambda s, md5: recorded.get((s, md5)), lambda folder: done.tags)
+    assert [t.output.name for t, _ in same.outputs] == ["1.mp3"]
+    # A measurement of other audio than the source's now does not count.
+    assert albums.retags(lambda folder: rows, lambda s, md5: None, lambda folder: None) == []
+
+
+def test_a_track_gone_changes_the_album_of_the_others_and_a_silent_album_gets_no_gain(tmp_path):
+    kept, *_ = folder(tmp_path, "album", 1)
+    albums = Albums()
+    albums.add(TaskResult(Task(kept.parent / "gone.flac", "mp3", Path("/o/gone.mp3"), Action.DELETE), Status.SUCCESS))
+    rows = dict([row(kept)])
+    (done,) = albums.retags(lambda folder: rows, lambda s, md5: LOUD, lambda folder: "old")
+    assert [t.output.name for t, _ in done.outputs] == ["0.mp3"] and done.album == album([LOUD])
+    assert albums.retags(lambda folder: rows, lambda s, md5: Loudness(None, 0.0), lambda folder: None) == []

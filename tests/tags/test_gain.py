@@ -19,7 +19,7 @@ from flac2all.audio.loudness import Loudness
 from flac2all.model import Action, AudioInfo, OpusGain, ReplayGain, Status, Task, TaskResult
 from flac2all.tags import gain
 from flac2all.tags.source import SourceMeta
-from tests.conftest import read_log, require, run_flac2all
+from tests.conftest import audio_bytes, read_log, require, run_flac2all
 
 pytest.importorskip("scipy.signal")
 
@@ -244,3 +244,43 @@ def test_opusdec_plays_at_the_reference_level_with_the_gain_in_the_header(librar
             plain / "opus" / f"{name}.opus", tmp_path
         )
         assert shift == pytest.approx(-album_q78 / 256, abs=0.1)  # loudgain's gain: the opposite of loudness
+
+
+@pytest.mark.slow
+def test_a_track_added_to_an_album_is_encoded_alone_and_its_siblings_retagged_with_the_new_album_gain(tmp_path):
+    album = tmp_path / "in" / "album"
+    album.mkdir(parents=True)
+    for name, effects in (("1", ["pinknoise", "vol", "0.2"]), ("2", ["sine", "440", "vol", "0.6"])):
+        subprocess.run(
+            ["sox", "-D", "-n", "-r", "44100", "-b", "16", "-c", "2", str(album / f"{name}.flac"), "synth", "1.5"]
+            + effects,
+            check=True,
+        )
+    out = tmp_path / "out"
+    assert run_flac2all("mp3,opus", "--replaygain", "compute", "-o", out, tmp_path / "in").returncode == 0
+    before = {p.name: audio_bytes(p) for p in (out / "mp3" / "album").iterdir()}
+    subprocess.run(
+        ["sox", "-D", "-n", "-r", "44100", "-b", "16", "-c", "2", str(album / "3.flac"), "synth", "1", "pinknoise"],
+        check=True,
+    )
+    assert run_flac2all("mp3,opus", "--replaygain", "compute", "-o", out, tmp_path / "in").returncode == 0
+    statuses = {Path(row["outfile"]).name: row["conversion_status"] for row in read_log(out)}
+    assert statuses == {
+        "1.mp3": "SUCCESS (skipped: up to date)",
+        "1.opus": "SUCCESS (skipped: up to date)",
+        "2.mp3": "SUCCESS (skipped: up to date)",
+        "2.opus": "SUCCESS (skipped: up to date)",
+        "3.mp3": "SUCCESS",
+        "3.opus": "SUCCESS",
+    }
+    want, _ = loudgain_album(sorted(album.iterdir()))
+    for name in ("1", "2", "3"):
+        tags = {f.desc: f.text[0] for f in ID3(out / "mp3" / "album" / f"{name}.mp3").getall("TXXX")}
+        assert float(tags[gain.ALBUM_GAIN].removesuffix(" dB")) == pytest.approx(want, abs=0.1)
+        opus = OggOpus(out / "opus" / "album" / f"{name}.opus")
+        assert int(opus["R128_ALBUM_GAIN"][0]) == round((float(tags[gain.ALBUM_GAIN].removesuffix(" dB")) - 5) * 256)
+        if f"{name}.mp3" in before:  # retagged, not re-encoded
+            assert audio_bytes(out / "mp3" / "album" / f"{name}.mp3") == before[f"{name}.mp3"]
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.*") if p.suffix in (".mp3", ".opus")}
+    assert run_flac2all("mp3,opus", "--replaygain", "compute", "-o", out, tmp_path / "in").returncode == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing changed: nothing measured, nothing retagged
