@@ -27,11 +27,12 @@ from flac2all.tags import gain
 
 @dataclass(frozen=True)
 class AlbumRetag:
-    """One folder's album measurement, the tags it makes, and each output
-    to retag with it (beside its own track's measurement)."""
+    """One folder's album measurement (None when some of its tracks have
+    none), the tags it makes, and each output to retag with it, beside its
+    own track's measurement."""
 
     folder: Path
-    album: Loudness
+    album: Loudness | None
     tags: str
     outputs: tuple[tuple[Task, Loudness], ...]
 
@@ -85,19 +86,24 @@ class Albums:
 def plan_album(
     path: Path, folder: Folder, rows: Mapping[str, Row], recorded: Recorded, written: str | None
 ) -> AlbumRetag | None:
-    """The retag of one folder, None when it gets no album gain."""
+    """The retag of one folder, None when there is none to do. Without an
+    album gain (a track not measured, or all silent), the outputs this run
+    retagged from their source get their track's gain back, and no more."""
     md5s = {Path(row.source): row.audio_md5 for row in rows.values()}
     tracks: dict[Path, Loudness] = {}
+    complete = True
     for source in sorted(flac_sources(path)):
         track = folder.tracks.get(source) or recorded(source, md5s.get(source, ""))
         if track is None:
+            complete = False
+        else:
+            tracks[source] = track
+    measured = album(tracks[s] for s in sorted(tracks)) if complete and tracks else None
+    if measured is None or measured.integrated is None:
+        retagged = [t for t in folder.outputs if t.action is not Action.ENCODE and t.source in tracks]
+        if not retagged:
             return None
-        tracks[source] = track
-    if not tracks:
-        return None
-    measured = album(tracks[s] for s in sorted(tracks))
-    if measured.integrated is None:
-        return None  # a silent album: no gain to write
+        return AlbumRetag(path, None, "", tuple((task, tracks[task.source]) for task in retagged))
     tags = " ".join(v for _, v in gain.pairs(measured, "ALBUM"))
     outputs = {task.output: task for task in folder.outputs if task.source in tracks}
     if tags != written:  # the other outputs of the folder carry another album gain, or none

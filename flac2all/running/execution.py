@@ -193,7 +193,7 @@ class Run:
                     complete = False
                     continue
                 self.remember(TaskResult(task, Status.SUCCESS, note, facts=facts))
-            if complete:
+            if complete and album.album is not None:
                 self.remember(None, functools.partial(state.put_album_tags, album.folder, album.tags))
 
     def remember(self, result: TaskResult | None, write: Callable[[], None] | None = None) -> None:

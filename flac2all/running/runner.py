@@ -255,7 +255,7 @@ def retag(
     task: Task,
     settings: Settings,
     processes: ProcessGroup | None = None,
-    gains: tuple[Loudness, Loudness] | None = None,
+    gains: tuple[Loudness, Loudness | None] | None = None,
 ) -> Done:
     """Rewrite the tags and pictures of an existing output from its source,
     without re-encoding: on a copy beside it, checked and renamed over it

@@ -89,3 +89,14 @@ def test_a_track_gone_changes_the_album_of_the_others_and_a_silent_album_gets_no
     (done,) = albums.retags(lambda folder: rows, lambda s, md5: LOUD, lambda folder: "old")
     assert [t.output.name for t, _ in done.outputs] == ["0.mp3"] and done.album == album([LOUD])
     assert albums.retags(lambda folder: rows, lambda s, md5: Loudness(None, 0.0), lambda folder: None) == []
+
+
+def test_an_output_retagged_from_its_source_gets_its_track_gain_back_without_an_album(tmp_path):
+    edited, unmeasured = folder(tmp_path, "album", 2)
+    albums = Albums()
+    task = Task(edited, "mp3", edited.with_suffix(".mp3"), Action.RETAG, settings_hash="h")
+    albums.add(TaskResult(task, Status.SUCCESS))  # its source's tags changed
+    rows = dict([row(edited), row(unmeasured)])
+    recorded = {(edited, f"md5 of {edited.name}"): LOUD}  # the other track was never measured
+    (done,) = albums.retags(lambda folder: rows, lambda s, md5: recorded.get((s, md5)), lambda folder: None)
+    assert done.album is None and done.outputs == ((task, LOUD),)

@@ -284,3 +284,21 @@ def test_a_track_added_to_an_album_is_encoded_alone_and_its_siblings_retagged_wi
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.*") if p.suffix in (".mp3", ".opus")}
     assert run_flac2all("mp3,opus", "--replaygain", "compute", "-o", out, tmp_path / "in").returncode == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing changed: nothing measured, nothing retagged
+
+
+@pytest.mark.slow
+def test_an_output_retagged_for_its_source_s_new_tags_keeps_its_measured_gains(library, tmp_path):
+    source = tmp_path / "in" / "plain.flac"
+    source.parent.mkdir()
+    source.write_bytes((library / "plain.flac").read_bytes())
+    out = tmp_path / "out"
+    assert run_flac2all("mp3", "--replaygain", "compute", "-o", out, source.parent).returncode == 0
+    measured = {f.desc: f.text[0] for f in ID3(out / "mp3" / "plain.mp3").getall("TXXX") if gain.is_gain_key(f.desc)}
+    assert set(measured) == {gain.TRACK_GAIN, gain.TRACK_PEAK, gain.ALBUM_GAIN, gain.ALBUM_PEAK}
+    f = FLAC(source)
+    f["TITLE"] = "New title"
+    f.save()
+    assert run_flac2all("mp3", "--replaygain", "compute", "-o", out, source.parent).returncode == 0
+    tags = ID3(out / "mp3" / "plain.mp3")
+    assert tags["TIT2"].text == ["New title"]
+    assert {f.desc: f.text[0] for f in tags.getall("TXXX") if gain.is_gain_key(f.desc)} == measured
