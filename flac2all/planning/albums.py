@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flac2all import codecs
 from flac2all.audio.loudness import Loudness, album
 from flac2all.model import Action, Status, Task, TaskResult
 from flac2all.planning.discovery import is_flac_name
@@ -100,20 +101,27 @@ def plan_album(
             tracks[source] = track
     measured = album(tracks[s] for s in sorted(tracks)) if complete and tracks else None
     if measured is None or measured.integrated is None:
-        retagged = [t for t in folder.outputs if t.action is not Action.ENCODE and t.source in tracks]
+        retagged = [
+            t for t in folder.outputs if t.action is not Action.ENCODE and t.source in tracks and tagged(t.mode)
+        ]
         if not retagged:
             return None
         return AlbumRetag(path, None, "", tuple((task, tracks[task.source]) for task in retagged))
     tags = " ".join(v for _, v in gain.pairs(measured, "ALBUM"))
-    outputs = {task.output: task for task in folder.outputs if task.source in tracks}
+    outputs = {task.output: task for task in folder.outputs if task.source in tracks and tagged(task.mode)}
     if tags != written:  # the other outputs of the folder carry another album gain, or none
         for output, row in rows.items():
             source = Path(row.source)
-            if Path(output) not in outputs and source in tracks:
+            if Path(output) not in outputs and source in tracks and tagged(row.mode):
                 task = Task(source, row.mode, Path(output), Action.RETAG, settings_hash=row.settings_hash)
                 outputs[Path(output)] = task
     ordered = sorted(outputs.values(), key=lambda t: os.fsencode(t.output))
     return AlbumRetag(path, measured, tags, tuple((task, tracks[task.source]) for task in ordered))
+
+
+def tagged(mode: str) -> bool:
+    """Whether outputs of ``mode`` carry tags (not the test mode's analyses)."""
+    return codecs.resolve(mode).tagged
 
 
 def flac_sources(folder: Path) -> list[Path]:

@@ -174,6 +174,20 @@ def decode(
     return failures, ended, tap
 
 
+def measure(
+    decoder: Decoder, meta: tags.SourceMeta, settings: Settings, timeout: float, processes: ProcessGroup
+) -> Tap | None:
+    """The source's loudness for a job whose modes decode it to no PCM (the
+    test mode's analysis): one more decode, read by the tap alone. None when
+    --replaygain does not measure this source, or the decode failed."""
+    if not gain.measures(settings.replaygain, meta):
+        return None
+    tap = Tap(loudness=True)
+    with decoder.stdin() as stdin:
+        failures, _ = run_fanout(decoder.command(), [], timeout, processes, stdin, tap)
+    return tap if not any(failures) else None
+
+
 def timeout_for(meta: tags.SourceMeta, size: int, settings: Settings) -> float:
     """The run's --timeout, else default_timeout of the source's length."""
     if settings.timeout is not None:
@@ -222,6 +236,9 @@ def encode(
             failures = [other] * len(failures)
         expected = decoding.expected(meta.info.length, meta.md5, decoder, tap)
         loudness = tap.loudness if tap is not None else None
+        if tap is None and any(codec.records_loudness for _, _, codec, _ in placed):
+            tap = measure(decoder, meta, settings, timeout, processes)
+            loudness = tap.loudness if tap is not None else None
         unmeasured = gain.unmeasured(settings.replaygain, meta, tap is not None, loudness)
         meta = gain.with_gain(meta, settings.replaygain, loudness)
         for (i, task, codec, tmp), failure, end in zip(placed, failures, ended, strict=True):
@@ -236,6 +253,8 @@ def encode(
                 if codec.reads_pcm and expected.frames == 0:
                     raise TaskError("no audio: the decoder found no frame in the stream")
                 parsed = check_output(codec, tmp, meta, expected)
+                if codec.records_loudness and loudness is not None:
+                    gain.record_in_analysis(tmp, loudness)
                 note = write_tags(codec, tmp, meta, facts, task, settings, parsed)
                 verify(codec, tmp, task.output, meta, timeout, processes, expected)
                 commit(tmp, task.output)

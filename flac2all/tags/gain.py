@@ -140,3 +140,17 @@ def set_output_gain(path: Path, gain: int) -> bool:
         f.seek(page.offset)
         f.write(data)
     return True
+
+
+def record_in_analysis(path: Path, loudness: Loudness) -> None:
+    """Append ``loudness`` to the test mode's analysis at ``path`` (flac's
+    per-frame analysis, or ffmpeg's frame checksums: a comment there)."""
+    if loudness.integrated is None:
+        line = f"# loudness: none (silent, or shorter than 400 ms) true_peak={peak_text(loudness.peak)}"
+    else:
+        line = (
+            f"# loudness: integrated={loudness.integrated:.2f} LUFS true_peak={peak_text(loudness.peak)}"
+            f" replaygain_track_gain={gain_text(loudness.integrated)}"
+        )
+    with open(path, "a", encoding="ascii") as f:
+        f.write(line + "\n")

@@ -302,3 +302,18 @@ def test_an_output_retagged_for_its_source_s_new_tags_keeps_its_measured_gains(l
     tags = ID3(out / "mp3" / "plain.mp3")
     assert tags["TIT2"].text == ["New title"]
     assert {f.desc: f.text[0] for f in tags.getall("TXXX") if gain.is_gain_key(f.desc)} == measured
+
+
+def test_the_test_mode_records_each_file_s_loudness_in_its_analysis(library, tmp_path):
+    out = tmp_path / "out"
+    run = run_flac2all("test", "--replaygain", "compute", "-o", out, library)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for name in ("plain", "tagged"):
+        want_gain, want_peak = loudgain_track(library / f"{name}.flac")
+        last = (out / "test" / f"{name}.ana").read_text().splitlines()[-1]
+        fields = dict(word.split("=") for word in last.removeprefix("# loudness: ").replace(" LUFS", "").split()[:3])
+        assert float(fields["integrated"]) == pytest.approx(-18 - want_gain, abs=0.1)
+        assert float(fields["true_peak"]) == pytest.approx(want_peak, rel=0.012)
+    plain = run_flac2all("test", "-o", tmp_path / "plain", library)
+    assert plain.returncode == 0
+    assert "loudness" not in (tmp_path / "plain" / "test" / "plain.ana").read_text()  # keep: measures nothing
