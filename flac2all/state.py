@@ -83,12 +83,13 @@ COLUMNS = [
 LOUDNESS_TABLES = (
     """CREATE TABLE IF NOT EXISTS loudness (
     source BLOB PRIMARY KEY,     -- relative to the input folder
+    folder BLOB NOT NULL,        -- the source's folder, as albums has it
     audio_md5 TEXT NOT NULL,     -- of the audio measured: another audio is measured again
     measurement TEXT NOT NULL    -- Loudness.to_wire, as JSON
 )""",
     """CREATE TABLE IF NOT EXISTS albums (
     folder BLOB PRIMARY KEY,     -- a source folder, relative to the input folder
-    tags TEXT NOT NULL           -- the album gain and peak its outputs were given
+    tags TEXT NOT NULL           -- the album gain and peak its outputs were given ("": none)
 )""",
     # A folder's outputs by their sources (``rows_from``), for its album gain.
     "CREATE INDEX IF NOT EXISTS outputs_by_source ON outputs (source)",
@@ -405,7 +406,10 @@ class State:
         for table in LOUDNESS_TABLES:
             self._write(table, ())
         measurement = json.dumps(loudness.to_wire(), separators=(",", ":"))
-        self._write("INSERT OR REPLACE INTO loudness VALUES (?, ?, ?)", (self._rel_src(source), audio_md5, measurement))
+        self._write(
+            "INSERT OR REPLACE INTO loudness VALUES (?, ?, ?, ?)",
+            (self._rel_src(source), self._rel_src(source.parent), audio_md5, measurement),
+        )
 
     def loudness(self, source: Path, audio_md5: str) -> Loudness | None:
         """The loudness recorded of ``source`` when its audio was
@@ -426,6 +430,17 @@ class State:
             return None
         row = self.db.execute("SELECT tags FROM albums WHERE folder = ?", (self._rel_src(folder),)).fetchone()
         return None if row is None else row[0]
+
+    def folders_without_album(self) -> list[Path]:
+        """The folders with a measured source and no album judged yet (a
+        run stopped before its album pass)."""
+        if self.db is None or not self._loudness_tables():
+            return []
+        rows = self.db.execute(
+            "SELECT DISTINCT folder FROM loudness WHERE NOT EXISTS"
+            " (SELECT 1 FROM albums WHERE albums.folder = loudness.folder)"
+        )
+        return [self.input_dir / os.fsdecode(folder) if folder else self.input_dir for (folder,) in rows]
 
     def put_album_tags(self, folder: Path, tags: str) -> None:
         for table in LOUDNESS_TABLES:

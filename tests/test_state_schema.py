@@ -50,7 +50,9 @@ def test_loudness_is_kept_by_source_and_audio_and_its_tables_made_when_first_wri
         assert "loudness" not in {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
     with State(tmp_path, inp) as state:
         state.put_loudness(source, "md5", measured)
+        assert state.folders_without_album() == [source.parent]  # (a run stopped here)
         state.put_album_tags(source.parent, "-8.50 dB 0.900000")
+        assert state.folders_without_album() == []
     with State(tmp_path, inp) as state:
         assert state.loudness(source, "md5") == measured
         assert state.loudness(source, "other audio") is None

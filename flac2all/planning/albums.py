@@ -56,6 +56,11 @@ class Albums:
     def __init__(self) -> None:
         self.folders: dict[Path, Folder] = {}
 
+    def touch(self, folder: Path) -> None:
+        """A folder whose album is to be judged though this run did nothing
+        there (an earlier run measured it and stopped before its album)."""
+        self.folders.setdefault(folder, Folder())
+
     def add(self, result: TaskResult) -> None:
         task = result.task
         if task.action in (Action.DELETE, Action.ORPHAN):  # a track gone: the album's gain changes
@@ -79,17 +84,17 @@ class Albums:
         it last wrote (``written``)."""
         done = []
         for path, folder in sorted(self.folders.items()):
-            if not folder.failed and (retag := plan_album(path, folder, rows_from(path), recorded, written(path))):
-                done.append(retag)
+            if not folder.failed:
+                done.append(plan_album(path, folder, rows_from(path), recorded, written(path)))
         return done
 
 
 def plan_album(
     path: Path, folder: Folder, rows: Mapping[str, Row], recorded: Recorded, written: str | None
-) -> AlbumRetag | None:
-    """The retag of one folder, None when there is none to do. Without an
-    album gain (a track not measured, or all silent), the outputs this run
-    retagged from their source get their track's gain back, and no more."""
+) -> AlbumRetag:
+    """The retag of one folder. Without an album gain (a track not
+    measured, or all silent: ``album`` None), the outputs this run retagged
+    from their source get their track's gain back, and no more."""
     md5s = {Path(row.source): row.audio_md5 for row in rows.values()}
     tracks: dict[Path, Loudness] = {}
     complete = True
@@ -104,8 +109,6 @@ def plan_album(
         retagged = [
             t for t in folder.outputs if t.action is not Action.ENCODE and t.source in tracks and tagged(t.mode)
         ]
-        if not retagged:
-            return None
         return AlbumRetag(path, None, "", tuple((task, tracks[task.source]) for task in retagged))
     tags = " ".join(v for _, v in gain.pairs(measured, "ALBUM"))
     outputs = {task.output: task for task in folder.outputs if task.source in tracks and tagged(task.mode)}

@@ -177,6 +177,8 @@ class Run:
             return
         state = self.state
         try:
+            for folder in state.folders_without_album():
+                collected.touch(folder)
             done = collected.retags(state.rows_from, state.loudness, state.album_tags)
         except sqlite3.Error as exc:
             self.report.state_error = state_lost(self.settings, exc)
@@ -193,7 +195,7 @@ class Run:
                     complete = False
                     continue
                 self.remember(TaskResult(task, Status.SUCCESS, note, facts=facts))
-            if complete and album.album is not None:
+            if complete:  # ("": no album gain, judged: not looked at again until a track changes)
                 self.remember(None, functools.partial(state.put_album_tags, album.folder, album.tags))
 
     def remember(self, result: TaskResult | None, write: Callable[[], None] | None = None) -> None:

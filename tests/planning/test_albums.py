@@ -50,8 +50,10 @@ def test_only_a_folder_whose_every_track_is_measured_and_encoded_gets_an_album_g
         albums.add(result(unmeasured[1], mode, QUIET))
     albums.add(result(failed[1], "mp3", QUIET))
     albums.add(result(failed[1], "opus", None, Status.FAILED))
-    (done,) = albums.retags(lambda folder: {}, nothing_recorded, lambda folder: None)
-    assert done.folder == tmp_path / "whole"
+    judged = {r.folder.name: r for r in albums.retags(lambda folder: {}, nothing_recorded, lambda folder: None)}
+    assert sorted(judged) == ["none", "partial", "whole"]  # "failed": judged again by a run where nothing fails
+    assert all(judged[name].album is None and judged[name].outputs == () for name in ("none", "partial"))
+    done = judged["whole"]
     assert done.album == album([LOUD, QUIET])
     assert done.tags == " ".join(v for _, v in gain.pairs(done.album, "ALBUM"))
     assert [(t.output.name, track) for t, track in done.outputs] == [
@@ -78,7 +80,8 @@ def test_a_track_added_to_an_album_retags_the_outputs_of_the_others_with_the_new
     (same,) = albums.retags(lambda folder: rows, lambda s, md5: recorded.get((s, md5)), lambda folder: done.tags)
     assert [t.output.name for t, _ in same.outputs] == ["1.mp3"]
     # A measurement of other audio than the source's now does not count.
-    assert albums.retags(lambda folder: rows, lambda s, md5: None, lambda folder: None) == []
+    (unknown,) = albums.retags(lambda folder: rows, lambda s, md5: None, lambda folder: None)
+    assert unknown.album is None and unknown.tags == "" and unknown.outputs == ()
 
 
 def test_a_track_gone_changes_the_album_of_the_others_and_a_silent_album_gets_no_gain(tmp_path):
@@ -88,7 +91,8 @@ def test_a_track_gone_changes_the_album_of_the_others_and_a_silent_album_gets_no
     rows = dict([row(kept)])
     (done,) = albums.retags(lambda folder: rows, lambda s, md5: LOUD, lambda folder: "old")
     assert [t.output.name for t, _ in done.outputs] == ["0.mp3"] and done.album == album([LOUD])
-    assert albums.retags(lambda folder: rows, lambda s, md5: Loudness(None, 0.0), lambda folder: None) == []
+    (silent,) = albums.retags(lambda folder: rows, lambda s, md5: Loudness(None, 0.0), lambda folder: None)
+    assert silent.album is None and silent.outputs == ()
 
 
 def test_an_output_retagged_from_its_source_gets_its_track_gain_back_without_an_album(tmp_path):
@@ -100,3 +104,12 @@ def test_an_output_retagged_from_its_source_gets_its_track_gain_back_without_an_
     recorded = {(edited, f"md5 of {edited.name}"): LOUD}  # the other track was never measured
     (done,) = albums.retags(lambda folder: rows, lambda s, md5: recorded.get((s, md5)), lambda folder: None)
     assert done.album is None and done.outputs == ((task, LOUD),)
+
+
+def test_a_folder_an_earlier_run_measured_and_left_without_album_is_judged_though_nothing_ran_there(tmp_path):
+    (track,) = folder(tmp_path, "album", 1)
+    albums = Albums()
+    albums.touch(track.parent)
+    rows = dict([row(track)])
+    (done,) = albums.retags(lambda folder: rows, lambda s, md5: LOUD, lambda folder: None)
+    assert done.album == album([LOUD]) and [t.output.name for t, _ in done.outputs] == ["0.mp3"]

@@ -5,6 +5,7 @@ checked against loudgain and RFC 7845's arithmetic for Opus."""
 from __future__ import annotations
 
 import pickle
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -317,3 +318,21 @@ def test_the_test_mode_records_each_file_s_loudness_in_its_analysis(library, tmp
     plain = run_flac2all("test", "-o", tmp_path / "plain", library)
     assert plain.returncode == 0
     assert "loudness" not in (tmp_path / "plain" / "test" / "plain.ana").read_text()  # keep: measures nothing
+
+
+@pytest.mark.slow
+def test_an_album_a_stopped_run_left_without_its_gain_gets_it_from_the_next_run(library, tmp_path):
+    out = tmp_path / "out"
+    assert run_flac2all("mp3", "--replaygain", "compute", "-o", out, library).returncode == 0
+    written = ID3(out / "mp3" / "plain.mp3").getall("TXXX:" + gain.ALBUM_GAIN)[0].text
+    # As a run stopped before its album pass leaves it: the tracks measured, no album.
+    with sqlite3.connect(out / ".flac2all" / "state.sqlite") as db:
+        db.execute("DELETE FROM albums")
+    for name in ("plain", "tagged"):
+        tags = ID3(out / "mp3" / f"{name}.mp3")
+        tags.delall("TXXX:" + gain.ALBUM_GAIN)
+        tags.save()
+    assert run_flac2all("mp3", "--replaygain", "compute", "-o", out, library).returncode == 0
+    assert all(row["conversion_status"].startswith("SUCCESS (skipped") for row in read_log(out))  # nothing encoded...
+    for name in ("plain", "tagged"):  # ...but the album gain written
+        assert ID3(out / "mp3" / f"{name}.mp3").getall("TXXX:" + gain.ALBUM_GAIN)[0].text == written
