@@ -93,6 +93,8 @@ LOUDNESS_TABLES = (
 )""",
     # A folder's outputs by their sources (``rows_from``), for its album gain.
     "CREATE INDEX IF NOT EXISTS outputs_by_source ON outputs (source)",
+    # A measurement by its audio alone: a source moved or copied keeps it.
+    "CREATE INDEX IF NOT EXISTS loudness_by_audio ON loudness (audio_md5)",
 )
 # Schema migrations: version -> SQL that brings version-1 to it, and the
 # columns a state of version-1 has.
@@ -413,12 +415,17 @@ class State:
 
     def loudness(self, source: Path, audio_md5: str) -> Loudness | None:
         """The loudness recorded of ``source`` when its audio was
-        ``audio_md5``; None if not recorded (or of other audio, or unreadable)."""
+        ``audio_md5``, else of the same audio under another name (a source
+        moved); None if not recorded (or unreadable)."""
         if self.db is None or not audio_md5 or not self._loudness_tables():
             return None
-        row = self.db.execute(
-            "SELECT measurement FROM loudness WHERE source = ? AND audio_md5 = ?", (self._rel_src(source), audio_md5)
-        ).fetchone()
+        row = (
+            self.db.execute(
+                "SELECT measurement FROM loudness WHERE source = ? AND audio_md5 = ?",
+                (self._rel_src(source), audio_md5),
+            ).fetchone()
+            or self.db.execute("SELECT measurement FROM loudness WHERE audio_md5 = ?", (audio_md5,)).fetchone()
+        )
         try:
             return None if row is None else Loudness.from_wire(json.loads(row[0]))
         except ValueError:  # json's errors too: a damaged row is measured again

@@ -56,6 +56,7 @@ def test_loudness_is_kept_by_source_and_audio_and_its_tables_made_when_first_wri
     with State(tmp_path, inp) as state:
         assert state.loudness(source, "md5") == measured
         assert state.loudness(source, "other audio") is None
+        assert state.loudness(inp / "moved" / "b.flac", "md5") == measured  # the same audio, moved
         assert state.album_tags(source.parent) == "-8.50 dB 0.900000"
         assert list(state.rows_from(source.parent)) == [str(tmp_path / "mp3" / "album" / "a.mp3")]
         assert state.rows_from(inp) == {} and state.rows_from(inp / "elsewhere") == {}
