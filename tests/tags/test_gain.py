@@ -339,3 +339,22 @@ def test_an_album_a_stopped_run_left_without_its_gain_gets_it_from_the_next_run(
     assert all(row["conversion_status"].startswith("SUCCESS (skipped") for row in read_log(out))  # nothing encoded...
     for name in ("plain", "tagged"):  # ...but the album gain written
         assert ID3(out / "mp3" / f"{name}.mp3").getall("TXXX:" + gain.ALBUM_GAIN)[0].text == written
+
+
+@pytest.mark.slow
+def test_a_moved_source_s_output_keeps_its_gains_without_a_new_measurement(library, tmp_path):
+    folder = tmp_path / "in" / "album"
+    folder.mkdir(parents=True)
+    for name in ("plain", "tagged"):
+        (folder / f"{name}.flac").write_bytes((library / f"{name}.flac").read_bytes())
+    out = tmp_path / "out"
+    assert run_flac2all("mp3", "--replaygain", "compute", "-o", out, tmp_path / "in").returncode == 0
+    before = {
+        f.desc: f.text[0] for f in ID3(out / "mp3" / "album" / "plain.mp3").getall("TXXX") if gain.is_gain_key(f.desc)
+    }
+    (folder / "plain.flac").rename(folder / "renamed.flac")
+    assert run_flac2all("mp3", "--replaygain", "compute", "-o", out, tmp_path / "in").returncode == 0
+    statuses = {Path(row["outfile"]).name: row["conversion_status"] for row in read_log(out)}
+    assert statuses["renamed.mp3"].startswith("SUCCESS (moved from")
+    moved = ID3(out / "mp3" / "album" / "renamed.mp3")
+    assert {f.desc: f.text[0] for f in moved.getall("TXXX") if gain.is_gain_key(f.desc)} == before
