@@ -20,6 +20,7 @@ from pathlib import Path
 
 from flac2all import codecs
 from flac2all.audio.loudness import Loudness, album
+from flac2all.errors import UsageError
 from flac2all.model import Action, Status, Task, TaskResult
 from flac2all.planning.discovery import is_flac_name
 from flac2all.records import Row
@@ -123,8 +124,12 @@ def plan_album(
 
 
 def tagged(mode: str) -> bool:
-    """Whether outputs of ``mode`` carry tags (not the test mode's analyses)."""
-    return codecs.resolve(mode).tagged
+    """Whether outputs of ``mode`` carry tags (not the test mode's analyses;
+    nor a mode this flac2all no longer knows, from the state of an older one)."""
+    try:
+        return codecs.resolve(mode).tagged
+    except UsageError:
+        return False
 
 
 def flac_sources(folder: Path) -> list[Path]:

@@ -113,3 +113,12 @@ def test_a_folder_an_earlier_run_measured_and_left_without_album_is_judged_thoug
     rows = dict([row(track)])
     (done,) = albums.retags(lambda folder: rows, lambda s, md5: LOUD, lambda folder: None)
     assert done.album == album([LOUD]) and [t.output.name for t, _ in done.outputs] == ["0.mp3"]
+
+
+def test_outputs_of_a_mode_that_carries_no_tags_or_is_unknown_are_left_alone(tmp_path):
+    (track,) = folder(tmp_path, "album", 1)
+    albums = Albums()
+    albums.add(result(track, "mp3", LOUD))
+    rows = dict([row(track, "test"), row(track, "nosuchmode"), row(track, "mp3")])
+    (done,) = albums.retags(lambda folder: rows, lambda s, md5: LOUD, lambda folder: None)
+    assert [t.output.name for t, _ in done.outputs] == ["0.mp3"]
