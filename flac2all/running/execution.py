@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from flac2all.errors import DISK_FULL, TaskError
+from flac2all.errors import DISK_FULL
 from flac2all.executors import Executor
 from flac2all.face.console import Display
 from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
@@ -190,7 +190,7 @@ class Run:
                     return
                 try:
                     note, facts = runner.retag(task, self.settings, self.processes, (track, album.album))
-                except (TaskError, OSError) as exc:
+                except Exception as exc:  # a bad file (or a bug) costs its album gain, never the run's log
                     log.warning("%s: album gain not written: %s", task.output, exc)
                     complete = False
                     continue
