@@ -19,6 +19,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from flac2all.audio.loudness import Loudness
+
 
 class Action(Enum):
     """What a task does to its output."""
@@ -65,6 +67,28 @@ class Lossy(Enum):
     SKIP = "skip"  # left out, even with -c
 
 
+class ReplayGain(Enum):
+    """Where the outputs' gain tags come from (``--replaygain``)."""
+
+    KEEP = "keep"  # the source's, copied (as R128 gains into Opus)
+    FILL = "fill"  # measured from the decode where the source has no track gain
+    COMPUTE = "compute"  # always measured
+    OFF = "off"  # none written
+
+    @property
+    def measures(self) -> bool:
+        """Whether this policy may need the decode measured."""
+        return self in (ReplayGain.FILL, ReplayGain.COMPUTE)
+
+
+class OpusGain(Enum):
+    """How Opus outputs carry their gains (``--opus-gain``)."""
+
+    R128 = "r128"  # R128_TRACK_GAIN / R128_ALBUM_GAIN tags (RFC 7845)
+    HEADER = "header"  # the album's (else the track's) gain in the OpusHead output gain, the R128 tags relative to it
+    BOTH = "both"  # R128 tags, and the REPLAYGAIN_* ones too, for players that read only those
+
+
 class Layout(Enum):
     """Where outputs go (the original's ``-n/--nodirs``)."""
 
@@ -92,6 +116,9 @@ class Wire:
     kind: str  # "path", "modes", "options", "flag", "choice", "seconds", "whole"
     low: float = 0
     high: float = 0
+    # Added after masters of this protocol version were out: a master that
+    # does not send it means its default.
+    later: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,9 +134,11 @@ class NotSent:
         return value != default if self.refused is None else value == self.refused
 
 
-def sent(kind: str, default: object = MISSING, low: float = 0, high: float = 0, factory: Any = MISSING) -> Any:
+def sent(
+    kind: str, default: object = MISSING, low: float = 0, high: float = 0, factory: Any = MISSING, later: bool = False
+) -> Any:
     """A field that travels to cluster workers (see Wire)."""
-    return field(default=default, default_factory=factory, metadata={"wire": Wire(kind, low, high)})
+    return field(default=default, default_factory=factory, metadata={"wire": Wire(kind, low, high, later)})
 
 
 def not_sent(flag: str, default: object, refused: object = None) -> Any:
@@ -145,6 +174,8 @@ class Settings:
     # source has no front cover of its own.
     id3v23: bool = sent("flag", False)
     embed_folder_art: bool = sent("flag", False)
+    replaygain: ReplayGain = sent("choice", ReplayGain.KEEP, later=True)
+    opus_gain: OpusGain = sent("choice", OpusGain.R128, later=True)
     # Mirror: remove orphan outputs (--delete), even many (--delete-anyway).
     delete: bool = False
     delete_anyway: bool = False
@@ -326,6 +357,9 @@ class TaskResult:
     # The host that ran the task (a cluster worker's; this machine's for a
     # local run), the CSV's last column.
     host: str = ""
+    # The source's loudness, measured from its decode (--replaygain fill or
+    # compute), the same on each of its encodes' results; None if not measured.
+    loudness: Loudness | None = None
 
     @property
     def status_text(self) -> str:

@@ -55,8 +55,8 @@ def mapping_markdown() -> str:
         cell(key, 1, f"----:com.apple.iTunes:{name}")
     cell("TRACKNUMBER, TRACKTOTAL/TOTALTRACKS", 1, "trkn (n, N)")
     cell("DISCNUMBER, DISCTOTAL/TOTALDISCS", 1, "disk (n, N)")
-    cell("any other (REPLAYGAIN_*, ISRC in MP4, ...)", 0, "TXXX:<NAME>")
-    cell("any other (REPLAYGAIN_*, ISRC in MP4, ...)", 1, "----:com.apple.iTunes:<NAME>")
+    cell("any other (ISRC in MP4, ...)", 0, "TXXX:<NAME>")
+    cell("any other (ISRC in MP4, ...)", 1, "----:com.apple.iTunes:<NAME>")
     for key, (id3_cell, mp4_cell) in sorted(rows.items()):
         out.append(f"| {key} | {id3_cell or 'TXXX:' + key} | {mp4_cell or '----:com.apple.iTunes:' + key} |")
     out += [
@@ -66,6 +66,25 @@ def mapping_markdown() -> str:
         "`--id3v2.3`: multiple values are joined with '/', TDRC becomes TYER/TDAT(/TIME), TDOR becomes TORY",
         "(plus TXXX:ORIGINALDATE for a full date), TMOO and TSST become TXXX:MOOD and TXXX:DISCSUBTITLE, and",
         "the sort frames TSOP/TSOA/TSOT stay, as Picard writes them.",
+        "",
+        "`--replaygain`: `keep` (the default) copies the source's gain tags as above; `off` writes none;",
+        "`compute` writes, in their place, the track gain and peak measured (EBU R128 / ITU-R BS.1770-4,",
+        "true peak oversampled) from the decode the conversion makes anyway, as ReplayGain 2.0 does",
+        "(reference -18 LUFS, `REPLAYGAIN_TRACK_GAIN=-6.54 dB`, `REPLAYGAIN_TRACK_PEAK=0.988553`), into every",
+        "format as in the table (R128_TRACK_GAIN = round((-23 - loudness) x 256) in Opus); `fill` does so only",
+        "for the sources without a track gain of their own. When every FLAC of a source folder was measured",
+        "in the run, that folder's outputs are then retagged (not re-encoded) with `REPLAYGAIN_ALBUM_GAIN`",
+        "and `REPLAYGAIN_ALBUM_PEAK` (`R128_ALBUM_GAIN` in Opus), gated over the blocks of all its tracks.",
+        "A silent track, or one shorter than 400 ms, gets no gain. Sources are never modified. The `test`",
+        "mode's analysis (`.ana`) then ends with a line `# loudness: integrated=... LUFS true_peak=...",
+        "replaygain_track_gain=... dB`: a library measured without converting it. Changing `--replaygain`",
+        "makes the outputs again (the policy is part of their settings; `keep` leaves the hashes as they were).",
+        "",
+        "`--opus-gain`: `r128` (the default) writes the R128 tags alone; `header` puts the album gain (the",
+        "track's until the album's is known) into the Opus header's output gain, which every player applies,",
+        "and the R128 tags then hold what is left on top of it (RFC 7845: `R128_ALBUM_GAIN=0`,",
+        "`R128_TRACK_GAIN` = track - album); `both` writes the `REPLAYGAIN_*` tags beside the R128 ones, for",
+        "players that read only those.",
         "",
         "`--embed-folder-art`: a source without an embedded front cover gets cover.jpg, folder.jpg or",
         "front.jpg (or .png) from its folder as front cover.",

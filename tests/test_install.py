@@ -194,7 +194,20 @@ def path_without(folder: Path, *hidden: str) -> Path:
     ``hidden``: links to the real programs, Debian's python3 for python3."""
     bin_dir = folder / "bin"
     bin_dir.mkdir(exist_ok=True)
-    needed = ["sh", "dirname", "id", "flac", "metaflac", "lame", "oggenc", "opusenc", "ffmpeg", "ffprobe", "sox"]
+    needed = [
+        "sh",
+        "dirname",
+        "id",
+        "flac",
+        "metaflac",
+        "lame",
+        "oggenc",
+        "opusenc",
+        "ffmpeg",
+        "ffprobe",
+        "sox",
+        "loudgain",
+    ]
     for program in [*needed, "setpriv"]:
         if program not in hidden:
             (bin_dir / program).symlink_to(shutil.which(program))

@@ -1,10 +1,13 @@
-"""The state's schema 2 (the folder cover): a schema 1 state is migrated."""
+"""The state's schema 2 (the folder cover): a schema 1 state is migrated;
+the loudness tables, made when first written."""
 
 from __future__ import annotations
 
 import sqlite3
 
+from flac2all.audio.loudness import Loudness
 from flac2all.model import SourceFacts
+from flac2all.records import Record
 from flac2all.state import State, state_path
 
 
@@ -32,3 +35,32 @@ def test_a_schema_1_state_is_migrated_and_read_by_a_dry_run(tmp_path):
     with State(tmp_path, tmp_path / "in") as state:
         assert [r.art for r in state.load().values()] == ["cover.jpg:1:2"]
         assert state.meta("schema_version") == "2"
+
+
+def test_loudness_is_kept_by_source_and_audio_and_its_tables_made_when_first_written(tmp_path):
+    source, inp = tmp_path / "in" / "album" / "a.flac", tmp_path / "in"
+    measured = Loudness(-9.5, 0.9, (3, 7), (1, 2))
+    with State(tmp_path, inp) as state:
+        assert state.loudness(source, "md5") is None and state.album_tags(source.parent) is None
+        state.put(
+            Record(tmp_path / "mp3" / "album" / "a.mp3", source, "mp3", SourceFacts(1, 2, "md5", "t", "p"), "s", 3, 4)
+        )
+    with sqlite3.connect(state_path(tmp_path)) as db:  # a run that measured nothing leaves no trace of them
+        assert {name for (name,) in db.execute("SELECT name FROM sqlite_master")} >= {"outputs", "meta"}
+        assert "loudness" not in {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    with State(tmp_path, inp) as state:
+        state.put_loudness(source, "md5", measured)
+        assert state.folders_without_album() == [source.parent]  # (a run stopped here)
+        state.put_album_tags(source.parent, "-8.50 dB 0.900000")
+        assert state.folders_without_album() == []
+    with State(tmp_path, inp) as state:
+        assert state.loudness(source, "md5") == measured
+        assert state.loudness(source, "other audio") is None
+        assert state.loudness(inp / "moved" / "b.flac", "md5") == measured  # the same audio, moved
+        assert state.album_tags(source.parent) == "-8.50 dB 0.900000"
+        assert list(state.rows_from(source.parent)) == [str(tmp_path / "mp3" / "album" / "a.mp3")]
+        assert state.rows_from(inp) == {} and state.rows_from(inp / "elsewhere") == {}
+    with sqlite3.connect(state_path(tmp_path)) as db:
+        db.execute("UPDATE loudness SET measurement = 'not json'")
+    with State(tmp_path, inp, readonly=True) as dry:
+        assert dry.loudness(source, "md5") is None  # measured again, never a crash

@@ -15,6 +15,8 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from flac2all.audio.loudness import Loudness, Meter
+
 UNBOUNDED = {0, 0xFFFFFFFF}  # data sizes a writer to a pipe puts in the header
 MAX_HEADER = 64 * 1024
 PCM, EXTENSIBLE = 1, 0xFFFE
@@ -102,12 +104,15 @@ FLIP = bytes(b ^ 0x80 for b in range(256))
 
 
 class Tap:
-    """Counts (and, with ``md5``, hashes) the samples of a WAV stream fed
-    to it chunk by chunk. ``format`` is None until the header has passed,
-    and for ever if the stream is not WAV (then nothing is measured)."""
+    """Counts (and, with ``md5``, hashes; with ``loudness``, measures the
+    loudness of) the samples of a WAV stream fed to it chunk by chunk.
+    ``format`` is None until the header has passed, and for ever if the
+    stream is not WAV (then nothing is measured)."""
 
-    def __init__(self, md5: bool = False) -> None:
+    def __init__(self, md5: bool = False, loudness: bool = False) -> None:
         self.want_md5 = md5
+        self.want_loudness = loudness
+        self.meter: Meter | None = None
         self.format: WavFormat | None = None
         self.broken = False
         self.head = b""
@@ -133,11 +138,15 @@ class Tap:
             self.format, start, self.left = parsed
             if self.hash is not None and self.format.integer and self.format.container <= 4:
                 self.convert = FlacSamples(self.format)
+            if self.want_loudness:
+                self.meter = meter_for(self.format)
             chunk, self.head = self.head[start:], b""
         if self.left is not None:  # past the declared data: a pad byte, other chunks
             chunk = chunk[: self.left]
             self.left -= len(chunk)
         self.bytes += len(chunk)
+        if self.meter is not None:
+            self.meter(chunk)
         if self.convert is not None and self.hash is not None:
             data = self.carry + chunk
             whole = len(data) - len(data) % self.convert.size
@@ -155,8 +164,23 @@ class Tap:
         return None if frames is None or not self.format or not self.format.rate else frames / self.format.rate
 
     @property
+    def loudness(self) -> Loudness | None:
+        """The loudness of the samples seen, None if not measured."""
+        return None if self.meter is None else self.meter.result()
+
+    @property
     def md5(self) -> int:
         """flac's MD5 of the samples seen, 0 when not computed."""
         if self.convert is None or self.hash is None or self.carry:
             return 0
         return int.from_bytes(self.hash.digest(), "big")
+
+
+def meter_for(fmt: WavFormat) -> Meter | None:
+    """A loudness meter for samples of ``fmt``; None for a format it does
+    not read, or without numpy and scipy (then the track has no
+    measurement: the runner says so)."""
+    try:
+        return Meter(fmt.rate, fmt.channels, fmt.container, floating=not fmt.integer)
+    except (ValueError, RuntimeError):
+        return None

@@ -267,7 +267,7 @@ def settings_from_wire(body: Any) -> Settings:
     optional: dict[str, type | tuple] = {}
     for f, wire in SENT:
         json_type = KINDS[wire.kind].json
-        if f.default is None:
+        if f.default is None or wire.later:
             optional[f.name] = (*(json_type if isinstance(json_type, tuple) else (json_type,)), type(None))
         else:
             required[f.name] = json_type
@@ -275,5 +275,7 @@ def settings_from_wire(body: Any) -> Settings:
     values = {}
     for f, wire in SENT:
         value = body.get(f.name)
+        if value is None and wire.later:
+            continue  # from a master that predates the field: its default
         values[f.name] = None if value is None else KINDS[wire.kind].from_wire(value, f.name, wire, HINTS[f.name])
     return Settings(**values, threads=1)

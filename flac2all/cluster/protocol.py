@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from flac2all.audio.loudness import Loudness
 from flac2all.cluster import jobs
 from flac2all.cluster.shapes import (  # "X as X": what the protocol's users read here
     CAUSES as CAUSES,
@@ -303,6 +304,7 @@ def result_to_wire(task_id: int, attempt: int, result: TaskResult) -> bytes:
         facts=None
         if facts is None
         else [facts.size, facts.mtime_ns, facts.audio_md5, facts.tags_hash, facts.pictures_hash],
+        loudness=None if result.loudness is None else result.loudness.to_wire(),
     )
 
 
@@ -340,10 +342,19 @@ class WireResult:
     elapsed: float
     facts: SourceFacts | None
     cause: str = ""
+    loudness: Loudness | None = None
 
     def to_result(self, task: Task, host: str = "") -> TaskResult:
         return TaskResult(
-            task, self.status, self.message, self.returncode, self.elapsed, self.facts, cause=self.cause, host=host
+            task,
+            self.status,
+            self.message,
+            self.returncode,
+            self.elapsed,
+            self.facts,
+            cause=self.cause,
+            host=host,
+            loudness=self.loudness,
         )
 
 
@@ -358,7 +369,15 @@ def result_from_wire(msg: dict) -> WireResult:
         msg["elapsed"],
         facts,
         msg["cause"],
+        loudness_from_wire(msg.get("loudness")),
     )
+
+
+def loudness_from_wire(value: dict | None) -> Loudness | None:
+    try:
+        return None if value is None else Loudness.from_wire(value)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def check_usage_options(options: dict[str, tuple[str, ...]]) -> None:

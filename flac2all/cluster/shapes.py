@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from flac2all.audio.loudness import BINS as LOUDNESS_BINS
 from flac2all.cluster import jobs
 from flac2all.cluster.wire import (
     ANOTHER_VERSION,
@@ -138,6 +139,9 @@ class ResultMessage(Message, tag="result"):
     # size, mtime_ns, audio_md5, tags_hash, pictures_hash
     facts: tuple[Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)], Int64, Hex, Hex, Hex] | None = None
     cause: Literal[CAUSES] = ""
+    # The source's loudness (--replaygain fill, compute): Loudness.to_wire's
+    # fields, checked by Loudness.from_wire.
+    loudness: dict[str, float | None | Annotated[list[int], msgspec.Meta(max_length=LOUDNESS_BINS)]] | None = None
 
 
 class JobTask(msgspec.Struct, forbid_unknown_fields=True):

@@ -67,6 +67,9 @@ class Codec:
     # Whether the pipeline starts with decode_command: the modes asked of one
     # source then share that one decoder (runner.run_fanout).
     reads_pcm: bool = True
+    # Whether its output (an analysis) records the source's loudness when
+    # --replaygain measures it (tags.gain.record_in_analysis).
+    records_loudness: bool = False
     # CPU cost per byte of source, relative to opusenc --vbr (measured with
     # the default options on music-like content): the plan starts the most
     # expensive tasks first, so a run does not end with one long encode on

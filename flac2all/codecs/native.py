@@ -134,5 +134,6 @@ TEST = FlacTest(
     checks_length=False,
     tagged=False,
     reads_pcm=False,
+    records_loudness=True,
     cost=0.05,
 )

@@ -14,6 +14,7 @@ from flac2all.executors.jobqueue import JOBQUEUES
 from flac2all.face import config
 from flac2all.face.config import positive_float, positive_int
 from flac2all.face.usage import Parser
+from flac2all.model import OpusGain, ReplayGain
 
 DESCRIPTION = """\
 Convert every FLAC file under INPUTDIR into one or more formats, on all CPU
@@ -99,6 +100,22 @@ def build_parser() -> Parser:
         "--embed-folder-art",
         action="store_true",
         help="embed cover.jpg/folder.jpg/front.jpg (or .png) as front cover when a source has none",
+    )
+    p.option(
+        "--replaygain",
+        choices=[policy.value for policy in ReplayGain],
+        default=ReplayGain.KEEP.value,
+        help="the outputs' gain tags: 'keep' the source's (default); 'fill' in those a source lacks, or "
+        "'compute' all of them, measured (EBU R128, ReplayGain 2.0; R128 gains in Opus) from the decode the "
+        "conversion makes anyway (needs flac2all[loudness]); 'off': none",
+    )
+    p.option(
+        "--opus-gain",
+        choices=[mode.value for mode in OpusGain],
+        default=OpusGain.R128.value,
+        help="Opus outputs' gains: 'r128' tags (default, RFC 7845); 'header': the album's (else the track's) in "
+        "the Opus header's output gain, which every player applies, and the R128 tags relative to it; 'both': "
+        "R128 and REPLAYGAIN_* tags",
     )
     p.option(
         "--delete",

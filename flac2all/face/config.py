@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from flac2all import codecs
+from flac2all.audio import loudness
 from flac2all.errors import TaskError, UsageError
 from flac2all.face.usage import Option, Parser, defaults
 from flac2all.model import (
@@ -37,6 +38,8 @@ from flac2all.model import (
     Lossy,
     MasterOptions,
     Names,
+    OpusGain,
+    ReplayGain,
     Request,
     Settings,
     WatchOptions,
@@ -210,6 +213,8 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         timeout=args.timeout,
         id3v23=args.id3v23,
         embed_folder_art=args.embed_folder_art,
+        replaygain=ReplayGain(args.replaygain),
+        opus_gain=OpusGain(args.opus_gain),
         delete=args.delete or args.delete_anyway,  # --delete-anyway says --delete too
         delete_anyway=args.delete_anyway,
         allow_empty=args.allow_empty,
@@ -226,6 +231,8 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         query=tuple(args.query or ()),
         path_format=args.path_format,
     )
+    if settings.replaygain.measures and not loudness.available():
+        raise UsageError(f"--replaygain {settings.replaygain.value}: {loudness.EXTRA}")
     return settings, notes
 
 

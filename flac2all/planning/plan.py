@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from flac2all import tags
 from flac2all.codecs.base import Codec
 from flac2all.errors import TaskError
-from flac2all.model import Action, Job, Layout, Names, Settings, SourceFacts, Status, Task, TaskResult
+from flac2all.model import Action, Job, Layout, Names, ReplayGain, Settings, SourceFacts, Status, Task, TaskResult
 from flac2all.planning import extras, moves, template
 from flac2all.planning.discovery import Source, Tree, is_flac_name
 from flac2all.planning.fields import Comments
@@ -69,6 +69,8 @@ def settings_hash(codec: Codec, settings: Settings, versions: Mapping[str, str])
     ]
     if settings.art_max_size is not None:  # (appended: the hashes of mirrors made without it stay)
         shape.append(["art", settings.art_max_size])
+    if settings.replaygain is not ReplayGain.KEEP:  # measured gains (or none) in place of the source's
+        shape.append(["replaygain", settings.replaygain.value])
     return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
 

@@ -5,10 +5,13 @@ report, the state and the display."""
 
 from __future__ import annotations
 
+import functools
 import itertools
+import logging
 import socket
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,13 +20,15 @@ from flac2all.errors import DISK_FULL
 from flac2all.executors import Executor
 from flac2all.face.console import Display
 from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
-from flac2all.planning import plan, playlists
+from flac2all.planning import albums, plan, playlists
 from flac2all.planning.flow import Flow, FolderPlan
 from flac2all.records import Record
 from flac2all.report import Report
 from flac2all.running import outputs, runner
 from flac2all.running.procs import ProcessGroup
 from flac2all.state import STATE_DIR, State
+
+log = logging.getLogger("flac2all")
 
 
 class Halt(threading.Event):
@@ -53,6 +58,8 @@ def remember(state: State, result: TaskResult, the_plan: plan.Plan | None = None
     if result.facts is not None and st is not None:
         art = the_plan.cover(task.source) if the_plan is not None else ""
         state.put(Record.made(task.output, task.source, task.mode, result.facts, task.settings_hash, st, art))
+    if result.loudness is not None and result.facts is not None:
+        state.put_loudness(task.source, result.facts.audio_md5, result.loudness)
 
 
 class Run:
@@ -70,6 +77,7 @@ class Run:
         # logged as not started (Report.add_not_started).
         self.pending: dict[tuple[Path, str, Path], Task] = {}
         self.processes = ProcessGroup()  # the jobs done here start none, but the runner asks
+        self.albums = albums.Albums() if settings.replaygain.measures else None
 
     def execute(self, flow: Flow, first: FolderPlan, executor: Executor) -> None:
         """``first`` (the whole plan, or a first window of folders) taken
@@ -100,6 +108,8 @@ class Run:
                     executor.drain()  # what the planning thread posted after the executor's last turn
             if self.report.halted_by is not None and not self.stop.is_set():
                 flow.count_rest(self.take)  # what was not started is counted in the summary
+            if self.albums is not None and not self.halt.is_set():
+                self.retag_albums(self.albums)
             for task in first.playlists:
                 if not self.halt.is_set():
                     self.record(playlists.write(task, settings.input_dir, flow.plan.outputs))
@@ -160,6 +170,48 @@ class Run:
                 for result in runner.execute_batch(job.tasks, self.settings, self.processes):
                     self.record(result)
 
+    def retag_albums(self, collected: albums.Albums) -> None:
+        """Each measured album's outputs retagged with its album gain (and
+        the state told of their new size and time, and of the album gain
+        they carry); the log keeps the encodes' rows, and a failure here is
+        a warning: the output stands, with its track gain."""
+        if self.report.state_error is not None:
+            return
+        state = self.state
+        try:
+            for folder in state.folders_without_album():
+                collected.touch(folder)
+            done = collected.retags(state.rows_from, state.loudness, state.album_tags)
+        except sqlite3.Error as exc:
+            self.report.state_error = state_lost(self.settings, exc)
+            return
+        for album in done:
+            complete = True
+            for task, track in album.outputs:
+                if self.halt.is_set():
+                    return
+                try:
+                    note, facts = runner.retag(task, self.settings, self.processes, (track, album.album))
+                except Exception as exc:  # a bad file (or a bug) costs its album gain, never the run's log
+                    log.warning("%s: album gain not written: %s", task.output, exc)
+                    complete = False
+                    continue
+                self.remember(TaskResult(task, Status.SUCCESS, note, facts=facts))
+            if complete:  # ("": no album gain, judged: not looked at again until a track changes)
+                self.remember(None, functools.partial(state.put_album_tags, album.folder, album.tags))
+
+    def remember(self, result: TaskResult | None, write: Callable[[], None] | None = None) -> None:
+        """``result`` (or ``write``) into the state, unless it was lost."""
+        if self.report.state_error is not None:
+            return
+        try:
+            if result is not None:
+                remember(self.state, result, self.plan)
+            if write is not None:
+                write()
+        except sqlite3.Error as exc:
+            self.report.state_error = state_lost(self.settings, exc)
+
     def handed_out(self, job: Job, runs: bool) -> None:
         """A job's tasks, pending until their results come; one that will
         not run (the run halted) logged as not started at once (the rest of
@@ -188,16 +240,14 @@ class Run:
         if not result.host:  # done here (a local run, or the master's own bookkeeping)
             result = replace(result, host=self.here)
         report.add(result)
+        if self.albums is not None:
+            self.albums.add(result)
         task = result.task
         self.pending.pop((task.source, task.mode, task.output), None)
         if result.cause == DISK_FULL and report.halted_by is None:
             report.halted_by = result.message
             self.halt.set()  # finish or drop what runs, start nothing more
-        if report.state_error is None:
-            try:
-                remember(self.state, result, self.plan)
-            except sqlite3.Error as exc:
-                report.state_error = state_lost(self.settings, exc)
+        self.remember(result)
         self.display.finished(result)
 
 

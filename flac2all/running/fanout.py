@@ -158,7 +158,7 @@ class Fanout:
         move = tee() if self.tap is None else None
         readable = select.poll()
         readable.register(fd, select.POLLIN)
-        while sinks:
+        while sinks or not self.chains:  # no branch at all: the tap alone reads it all
             if move is not None:
                 readable.poll()  # data, or the end (a watchdog's kill ends it too)
                 if not self.spliced_round(fd, sinks, move):

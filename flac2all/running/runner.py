@@ -24,6 +24,7 @@ from mutagen.flac import FLAC, StreamInfo
 from flac2all import codecs, dirs, tags
 from flac2all.audio import decoding
 from flac2all.audio.decoding import Command, Decoder, Expected
+from flac2all.audio.loudness import Loudness
 from flac2all.audio.pcm import Tap
 from flac2all.errors import DISK_FULL, TaskError, describe_oserror, disk_full_cause
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
@@ -33,6 +34,7 @@ from flac2all.running.fanout import run_fanout
 from flac2all.running.outputs import commit, emptied, remove_empty_folders, staged
 from flac2all.running.pipeline import run_pipeline
 from flac2all.running.procs import Interrupted, ProcessGroup
+from flac2all.tags import gain
 from flac2all.tags.source import not_regular
 
 __all__ = ["Interrupted", "ProcessGroup", "execute", "execute_batch", "retag"]
@@ -172,13 +174,28 @@ def decode(
         branches.append(branch)
     pcm_codecs = [codec for _, _, codec, _ in placed if codec.reads_pcm]
     hashed = any(c.keeps_md5 for c in pcm_codecs) and (not meta.md5 or decoder.target is not None)
-    needed = bool(pcm_codecs) and (hashed or not meta.info.length or decoder.target is not None)
-    tap = Tap(md5=hashed) if needed else None
+    measured = bool(pcm_codecs) and gain.measures(settings.replaygain, meta)
+    needed = bool(pcm_codecs) and (hashed or measured or not meta.info.length or decoder.target is not None)
+    tap = Tap(md5=hashed, loudness=measured) if needed else None
     if not branches:
         return [], [], tap
     with decoder.stdin() as stdin:
         failures, ended = run_fanout(head, branches, timeout, processes, stdin, tap)
     return failures, ended, tap
+
+
+def measure(
+    decoder: Decoder, meta: tags.SourceMeta, settings: Settings, timeout: float, processes: ProcessGroup
+) -> Tap | None:
+    """The source's loudness for a job whose modes decode it to no PCM (the
+    test mode's analysis): one more decode, read by the tap alone. None when
+    --replaygain does not measure this source, or the decode failed."""
+    if not gain.measures(settings.replaygain, meta):
+        return None
+    tap = Tap(loudness=True)
+    with decoder.stdin() as stdin:
+        failures, _ = run_fanout(decoder.command(), [], timeout, processes, stdin, tap)
+    return tap if not any(failures) else None
 
 
 def timeout_for(meta: tags.SourceMeta, size: int, settings: Settings) -> float:
@@ -192,10 +209,13 @@ def timeout_for(meta: tags.SourceMeta, size: int, settings: Settings) -> float:
     return default_timeout(length)
 
 
-def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -> tuple[list[Timed], float]:
+def encode(
+    tasks: Sequence[Task], settings: Settings, processes: ProcessGroup
+) -> tuple[list[Timed], float, Loudness | None]:
     """Encode, check and tag the outputs of one source, decoding it once
     for all of them (``plan.batches`` groups the tasks); one output's
-    failure leaves the others alone. Also returns the audio's length.
+    failure leaves the others alone. Also returns the audio's length, and
+    its loudness when --replaygain measures it.
 
     A source flac refuses for its structure (``decoding.fallback``: a format
     change mid-stream, FLAC files joined end to end) is decoded again, by
@@ -225,6 +245,12 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
         if isinstance(other, TaskError):
             failures = [other] * len(failures)
         expected = decoding.expected(meta.info.length, meta.md5, decoder, tap)
+        loudness = tap.loudness if tap is not None else None
+        if tap is None and any(codec.records_loudness for _, _, codec, _ in placed):
+            tap = measure(decoder, meta, settings, timeout, processes)
+            loudness = tap.loudness if tap is not None else None
+        unmeasured = gain.unmeasured(settings.replaygain, meta, tap is not None, loudness)
+        meta = gain.with_gain(meta, settings.replaygain, loudness)
         for (i, task, codec, tmp), failure, end in zip(placed, failures, ended, strict=True):
             # Its own time: until its encoder ended, plus its own check and tags.
             own = time.monotonic()
@@ -237,10 +263,12 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
                 if codec.reads_pcm and expected.frames == 0:
                     raise TaskError("no audio: the decoder found no frame in the stream")
                 parsed = check_output(codec, tmp, meta, expected)
+                if codec.records_loudness and loudness is not None:
+                    gain.record_in_analysis(tmp, loudness)
                 note, tagged = write_tags(codec, tmp, meta, facts, task, settings, parsed)
                 verify(codec, tmp, task.output, meta, timeout, processes, expected, tagged)
                 commit(tmp, task.output)
-                outcome = ("; ".join(n for n in (decoder.note, note) if n), facts)
+                outcome = ("; ".join(n for n in (decoder.note, unmeasured, note) if n), facts)
             except Interrupted:
                 break  # its check was killed by a stop
             except TaskError as exc:
@@ -249,15 +277,22 @@ def encode(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -
                 # disk only on a nearly full filesystem.
                 outcome = classified(exc, settings, task.size)
             timed[i] = (outcome, end - started + time.monotonic() - own)
-    return timed, expected.length
+    return timed, expected.length, loudness
 
 
-def retag(task: Task, settings: Settings, processes: ProcessGroup | None = None) -> Done:
+def retag(
+    task: Task,
+    settings: Settings,
+    processes: ProcessGroup | None = None,
+    gains: tuple[Loudness, Loudness | None] | None = None,
+) -> Done:
     """Rewrite the tags and pictures of an existing output from its source,
     without re-encoding: on a copy beside it, checked and renamed over it
-    when done, so the output is never seen half-tagged."""
+    when done, so the output is never seen half-tagged. ``gains``: the
+    track's and its album's measurements, to write as --replaygain says."""
     codec = codecs.resolve(task.mode)
     meta, facts = source_meta(task.source, settings)
+    meta = gain.with_gain(meta, settings.replaygain, *(gains or (None, None)))
     timeout = timeout_for(meta, facts.size, settings)
     with staged(task.output, settings.outdir, made=True) as tmp:
         try:
@@ -380,9 +415,10 @@ def execute_batch(tasks: Sequence[Task], settings: Settings, processes: ProcessG
         return [TaskResult(first, Status.SKIPPED, first.note or NOTES[first.action], 0, -1.0)]
     started = time.monotonic()
     audio = 0.0
+    loudness = None
     try:
         if first.action is Action.ENCODE:
-            timed, audio = encode(tasks, settings, processes)
+            timed, audio, loudness = encode(tasks, settings, processes)
         else:
             timed = [(HANDLERS[first.action](first, settings, processes), time.monotonic() - started)]
     except Interrupted:
@@ -392,7 +428,7 @@ def execute_batch(tasks: Sequence[Task], settings: Settings, processes: ProcessG
     settled: list[TaskResult] = []
     for task, (outcome, elapsed) in zip(tasks, timed, strict=True):
         try:
-            settled.append(settle(task, outcome, elapsed, settings, processes, audio))
+            settled.append(settle(task, outcome, elapsed, settings, processes, audio, loudness))
         except Interrupted:
             if not settled:
                 raise
@@ -418,6 +454,7 @@ def settle(
     settings: Settings,
     processes: ProcessGroup,
     audio: float = 0.0,
+    loudness: Loudness | None = None,
 ) -> TaskResult:
     if isinstance(outcome, Exception):
         outcome = classified(outcome, settings, task.size)
@@ -429,4 +466,4 @@ def settle(
         log.error("internal error on %s (%s)", task.source, task.mode, exc_info=outcome)
         return TaskResult(task, Status.FAILED, f"internal error: {outcome!r}", 1, elapsed)
     note, facts = outcome
-    return TaskResult(task, Status.SUCCESS, note, 0, elapsed, facts, audio=audio)
+    return TaskResult(task, Status.SUCCESS, note, 0, elapsed, facts, audio=audio, loudness=loudness)

@@ -9,6 +9,7 @@ from typing import Any
 from mutagen.mp4 import MP4, AtomDataType, MP4Cover, MP4FreeForm, MP4Tags
 
 from flac2all.model import Settings
+from flac2all.tags import gain
 from flac2all.tags.family import TagFamily
 from flac2all.tags.source import (
     DISC_TOTAL_KEYS,
@@ -43,7 +44,7 @@ MP4_TEXT_ATOMS = {
     "WORK": "\xa9wrk",
     "MOVEMENTNAME": "\xa9mvn",
 }
-MP4_FREEFORM_NAMES = {**PICARD_NAMES, "MUSICBRAINZ_TRACKID": "MusicBrainz Track Id"}
+MP4_FREEFORM_NAMES = {**PICARD_NAMES, **gain.MP4_NAMES, "MUSICBRAINZ_TRACKID": "MusicBrainz Track Id"}
 MP4_COVER_FORMATS = {"image/jpeg": MP4Cover.FORMAT_JPEG, "image/png": MP4Cover.FORMAT_PNG}
 
 

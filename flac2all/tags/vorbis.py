@@ -17,7 +17,7 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 
 from flac2all.model import Settings
-from flac2all.tags import ogg
+from flac2all.tags import gain, ogg
 from flac2all.tags.family import TagFamily, Tagged
 from flac2all.tags.source import PROVENANCE_KEY, Comments, SourceMeta
 
@@ -77,8 +77,9 @@ class OggFamily(VorbisCommentFamily):
         if audio.tags is None:
             audio.add_tags()
         pairs = list(meta.comments)
+        header = None
         if isinstance(audio, OggOpus):
-            pairs = opus_comments(pairs)
+            pairs, header = gain.for_opus(pairs, opus_comments(pairs), settings.opus_gain)
         pairs += [("METADATA_BLOCK_PICTURE", base64.b64encode(p.write()).decode("ascii")) for p in meta.pictures]
         del audio.tags[:]  # VCommentDict.clear removes one comment at a time: quadratic
         audio.tags.extend(pairs)
@@ -89,6 +90,11 @@ class OggFamily(VorbisCommentFamily):
         replaced = ogg.replace_comment(path, comment, headers)
         if not replaced:
             audio.save()  # pages no encoder of ours lays out: mutagen's way
+        if header is not None:  # the first page rewritten: the file is read anew to be checked
+            if not gain.set_output_gain(path, header):
+                warning = "the Opus header's output gain left as it was: its first page is not laid out as opusenc does"
+                return Tagged([warning], None)
+            return Tagged([], None)
         return Tagged([], audio if replaced is ogg.Replaced.READ_BACK else None)
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import array
 import hashlib
+import math
 import struct
+
+import pytest
 
 from flac2all.audio.pcm import Tap
 
@@ -35,3 +39,20 @@ def test_the_tap_counts_and_hashes_what_flows_in_any_chunks():
     unknown = Tap()
     unknown(b"this is no WAV header at all")
     assert unknown.frames is None and unknown.md5 == 0
+
+
+def test_the_tap_measures_the_loudness_of_what_flows_when_asked():
+    pytest.importorskip("scipy.signal")
+    rate = 48000
+    wave = array.array("h", (int(16384 * math.sin(2 * math.pi * 997 * i / rate)) for i in range(rate)))
+    stereo = array.array("h", (s for s in wave for _ in range(2))).tobytes()  # 0.5 of full scale, both channels
+    stream = wav_header(rate, 2, 16, len(stereo)) + stereo
+    tap, plain = Tap(loudness=True), Tap()
+    for i in range(0, len(stream), 1001):
+        tap(stream[i : i + 1001])
+        plain(stream[i : i + 1001])
+    measured = tap.loudness
+    assert measured is not None and plain.loudness is None
+    assert measured.integrated == pytest.approx(-6.02, abs=0.02)  # BS.1770: -3.01 LUFS a full-scale channel
+    assert measured.peak == pytest.approx(0.5, abs=0.001)
+    assert tap.frames == plain.frames == rate

@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 import zmq
 
+from flac2all.audio.loudness import Loudness
 from flac2all.cluster import jobs, protocol, view
 from flac2all.cluster.protocol import ProtocolError, Timings
 from flac2all.errors import UsageError
 from flac2all.face import config
 from flac2all.face.arguments import build_parser
 from flac2all.face.config import settings_from
-from flac2all.model import Action, Layout, Lossy, Settings, Task, Wire
+from flac2all.model import Action, Layout, Lossy, Settings, Status, Task, TaskResult, Wire
 from tests.cluster.processes import FakeMaster, a_real_worker_finishes, start_master, start_worker
 from tests.conftest import decodes, make_flac, read_log
 
@@ -224,8 +225,8 @@ def test_every_declared_field_crosses_the_wire(sent):
     body = jobs.settings_to_wire(settings)
     assert set(body) == {g.name for g, _ in Settings.sent_fields()}
     without = {k: v for k, v in body.items() if k != f.name}
-    if f.default is None:  # optional on the wire
-        assert getattr(jobs.settings_from_wire(without), f.name) is None
+    if f.default is None or wire.later:  # optional on the wire
+        assert getattr(jobs.settings_from_wire(without), f.name) == f.default
     else:
         with pytest.raises(ProtocolError, match=f"missing field: {f.name}"):
             jobs.settings_from_wire(without)
@@ -265,6 +266,18 @@ def test_the_settings_of_an_earlier_master_of_this_version_still_read():
     )
     del body["timeout"]  # optional, as before
     assert jobs.settings_from_wire(body).timeout is None
+
+
+def test_a_measured_loudness_crosses_the_wire_with_its_result_and_is_checked():
+    task = Task(Path("/in/a.flac"), "mp3", Path("/out/a.mp3"), Action.ENCODE)
+    measured = Loudness(-9.5, 0.9, (3, 7), (1, 2))
+    result = TaskResult(task, Status.SUCCESS, loudness=measured)
+    assert protocol.result_from_wire(protocol.decode(protocol.result_to_wire(1, 0, result))).loudness == measured
+    plain = dataclasses.replace(result, loudness=None)
+    assert protocol.result_from_wire(protocol.decode(protocol.result_to_wire(1, 0, plain))).loudness is None
+    bad = dataclasses.replace(result, loudness=Loudness(-9.5, 0.9, (7, 3), (1, 2)))  # bins out of order
+    with pytest.raises(ProtocolError, match="not a loudness measurement"):
+        protocol.result_from_wire(protocol.decode(protocol.result_to_wire(1, 0, bad)))
 
 
 def test_each_wire_kind_bounds_its_values():

@@ -16,7 +16,7 @@ import pytest
 from flac2all.face import config
 from flac2all.face.arguments import build_parser
 from flac2all.face.config import ConfigError, settings_from
-from flac2all.model import Layout, Lossy, Names
+from flac2all.model import Layout, Lossy, Names, ReplayGain
 from tests.conftest import read_log, run_flac2all
 
 CONFIG = """\
@@ -305,3 +305,21 @@ def test_a_slow_on_done_hook_is_waited_for_and_a_signal_stops_it(library, tmp_pa
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 143 and "Traceback" not in err, err
     assert "--on-done sh: stopped by a signal" in err
+
+
+def test_replaygain_is_a_profile_key_and_measuring_without_numpy_stops_before_any_work(library, tmp_path, monkeypatch):
+    (_, settings, _), *_ = runs(
+        tmp_path, '[profile.p]\nmodes = "mp3"\ninput = "in"\noutdir = "o"\nreplaygain = "fill"\n', "--profile", "p"
+    )
+    assert settings.replaygain is ReplayGain.FILL
+    (_, default, _), *_ = runs(tmp_path, '[profile.p]\nmodes = "mp3"\ninput = "in"\noutdir = "o"\n', "--profile", "p")
+    assert default.replaygain is ReplayGain.KEEP
+    hidden = tmp_path / "hidden"
+    (hidden / "numpy").mkdir(parents=True)
+    (hidden / "numpy" / "__init__.py").write_text("raise ImportError('numpy hidden by the test')\n")
+    monkeypatch.setenv("PYTHONPATH", str(hidden))
+    run = run_flac2all("mp3", "--replaygain", "compute", "-o", tmp_path / "out", library)
+    assert run.returncode == 2
+    assert "install flac2all[loudness]" in run.stderr
+    assert not (tmp_path / "out").exists()
+    assert run_flac2all("mp3", "--replaygain", "off", "-o", tmp_path / "out", library).returncode == 0

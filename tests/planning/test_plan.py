@@ -14,7 +14,7 @@ import pytest
 
 from flac2all.codecs import CODECS
 from flac2all.errors import UsageError
-from flac2all.model import Action, Layout, Settings, SourceFacts
+from flac2all.model import Action, Layout, ReplayGain, Settings, SourceFacts
 from flac2all.planning import names, plan
 from flac2all.planning.discovery import Source, Tree
 from flac2all.records import Record
@@ -271,6 +271,12 @@ def test_settings_hash_changes_with_what_shapes_an_output_only():
     assert plan.settings_hash(OPUS, Settings(LIB, OUT, ("opus",), id3v23=True), VERSIONS) == plan.settings_hash(
         OPUS, Settings(LIB, OUT, ("opus",)), VERSIONS
     )
+    # Measured gains (or none) in place of the source's: every output is made again; keep changes nothing.
+    assert plan.settings_hash(MP3, Settings(LIB, OUT, ("mp3",), replaygain=ReplayGain.KEEP), VERSIONS) == h
+    hashes = {
+        plan.settings_hash(MP3, Settings(LIB, OUT, ("mp3",), replaygain=policy), VERSIONS) for policy in ReplayGain
+    }
+    assert len(hashes) == len(ReplayGain)
 
 
 STARTERS = ("subprocess", "flac2all.tools", "flac2all.running.procs", "flac2all.running.runner")

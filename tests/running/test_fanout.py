@@ -97,3 +97,12 @@ def test_without_splice_there_is_no_tee(monkeypatch):
         assert fanout.tee() is None
     finally:
         fanout.tee.cache_clear()
+
+
+def test_a_decode_with_no_branch_is_read_to_its_end_by_the_tap(tmp_path):
+    data = os.urandom(3 * CHUNK + 123)
+    (tmp_path / "pcm").write_bytes(data)
+    seen = []
+    failures, ended = run_fanout(["cat", str(tmp_path / "pcm")], [], 30, ProcessGroup(), tap=seen.append)
+    assert failures == [] and ended == []
+    assert b"".join(seen) == data

@@ -198,10 +198,11 @@ def test_m4a_atoms(full):
         "ORIGINALDATE": ["1999-01-02"],
         "MOOD": ["Happy"],
         "DISCSUBTITLE": ["Disc subtitle"],
-        "REPLAYGAIN_TRACK_GAIN": ["-6.54 dB"],
-        "REPLAYGAIN_TRACK_PEAK": ["0.988"],
-        "REPLAYGAIN_ALBUM_GAIN": ["-7.00 dB"],
-        "REPLAYGAIN_ALBUM_PEAK": ["0.999"],
+        # Lower case, as Picard and foobar2000 name them in MP4.
+        "replaygain_track_gain": ["-6.54 dB"],
+        "replaygain_track_peak": ["0.988"],
+        "replaygain_album_gain": ["-7.00 dB"],
+        "replaygain_album_peak": ["0.999"],
         "MY_CUSTOM_TAG": ["value = with: both"],
     }
     covers = t["covr"]

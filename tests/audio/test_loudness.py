@@ -1,0 +1,216 @@
+"""The loudness meter against loudgain (libebur128) and ffmpeg's ebur128
+filter, on tiny FLACs made with sox and decoded by the real flac, and its
+album histogram against gating every block exactly."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from flac2all.audio.loudness import BINS, Loudness, Meter, album, channel_weights, k_weighting
+from flac2all.audio.pcm import parse_header
+from tests.conftest import require
+
+np = pytest.importorskip("numpy")
+signal = pytest.importorskip("scipy.signal")
+
+
+def synth(path: Path, rate: int, bits: int, channels: int, *effects: str) -> Path:
+    """A FLAC made by sox, without dither: ``effects`` follow ``synth``'s length."""
+    subprocess.run(
+        ["sox", "-D", "-n", "-r", str(rate), "-b", str(bits), "-c", str(channels), str(path), "synth", *effects],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def decoded(path: Path) -> tuple[int, int, int, bytes]:
+    """(rate, channels, bytes a sample, sample bytes) of the WAV flac decodes ``path`` to."""
+    wav = subprocess.run(["flac", "-dcs", str(path)], check=True, capture_output=True).stdout
+    parsed = parse_header(wav)
+    assert parsed is not None
+    fmt, start, size = parsed
+    return fmt.rate, fmt.channels, fmt.container, wav[start : start + size if size else None]
+
+
+def measure(path: Path, chunk: int = 65536) -> Loudness:
+    rate, channels, width, data = decoded(path)
+    meter = Meter(rate, channels, width)
+    for i in range(0, len(data), chunk):
+        meter(data[i : i + chunk])
+    return meter.result()
+
+
+def loudgain(*paths: Path) -> dict[str, tuple[float, float]]:
+    """loudgain's (loudness LUFS, true peak linear) by file name, and of the album as 'Album' with two files or more."""
+    require("loudgain")
+    args = ["loudgain", "-q", "-O", *(["-a"] if len(paths) > 1 else []), *map(str, paths)]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    found = {}
+    for line in out.splitlines()[1:]:
+        cells = line.split("\t")
+        found[Path(cells[0]).name] = (float(cells[1].split()[0]), float(cells[3]))
+    return found
+
+
+def ffmpeg_ebur128(path: Path) -> tuple[float, float]:
+    """(integrated LUFS, true peak dBFS) from the summary ffmpeg's ebur128 filter prints."""
+    err = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-af", "ebur128=peak=true", "-f", "null", "-"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stderr
+    summary = err[err.rindex("Summary:") :]
+    integrated = float(re.search(r"I:\s+(-?[\d.]+) LUFS", summary).group(1))
+    peak = float(re.search(r"Peak:\s+(-?[\d.inf]+) dBFS", summary).group(1))
+    return integrated, peak
+
+
+def db(linear: float) -> float:
+    return 20 * math.log10(linear)
+
+
+CASES = {
+    "sine 44.1k 16-bit": (44100, 16, 2, ("2", "sine", "997", "vol", "0.5")),
+    "pink noise 48k 24-bit": (48000, 24, 2, ("3", "pinknoise", "vol", "0.3")),
+    "silence-padded": (44100, 16, 2, ("1", "sine", "1000", "vol", "0.5", "pad", "1", "1.5")),
+    "5.1": (
+        48000,
+        16,
+        6,
+        ("2", "sine", "440", "sine", "550", "sine", "660", "sine", "77", "sine", "880", "sine", "990"),
+    ),
+    "8k mono": (8000, 16, 1, ("2", "sine", "440", "vol", "0.7")),
+    "8k 8-bit": (8000, 8, 1, ("2", "pinknoise", "vol", "0.5")),
+    "96k 24-bit": (96000, 24, 2, ("1.5", "pinknoise", "vol", "0.4")),
+    "192k 24-bit": (192000, 24, 2, ("1", "sine", "1000", "vol", "0.7")),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_track_reads_as_loudgain_and_ffmpeg_read_it(tmp_path: Path, case: str):
+    rate, bits, channels, effects = CASES[case]
+    path = synth(tmp_path / "t.flac", rate, bits, channels, *effects)
+    ours = measure(path, chunk=12345)  # chunks that split frames
+    theirs, their_peak = loudgain(path)["t.flac"]
+    assert ours.integrated == pytest.approx(theirs, abs=0.1)
+    assert db(ours.peak) == pytest.approx(db(their_peak), abs=0.1)
+    integrated, peak = ffmpeg_ebur128(path)
+    assert ours.integrated == pytest.approx(integrated, abs=0.1)
+    if case != "8k 8-bit":
+        # ffmpeg oversamples every rate to 192 kHz (24 times at 8 kHz),
+        # libebur128 and the meter 4 times: on noise reaching 4 kHz they
+        # differ by about 0.2 dB there.
+        assert db(ours.peak) == pytest.approx(peak, abs=0.1)
+
+
+def test_the_low_frequency_channel_does_not_count_and_the_surrounds_count_more(tmp_path: Path):
+    assert channel_weights(6) == (1.0, 1.0, 1.0, 0.0, pytest.approx(1.41, abs=0.005), pytest.approx(1.41, abs=0.005))
+    tone = ("1", "sine", "1000", "vol", "0.5")
+    front = measure(synth(tmp_path / "front.flac", 48000, 16, 1, *tone)).integrated
+    lfe = measure(synth(tmp_path / "lfe.flac", 48000, 16, 6, *tone, "remix", "0", "0", "0", "1", "0", "0"))
+    surround = measure(synth(tmp_path / "ls.flac", 48000, 16, 6, *tone, "remix", "0", "0", "0", "0", "1", "0"))
+    assert lfe.integrated is None and lfe.peak > 0.49  # measured for its peak, silent for loudness
+    assert surround.integrated == pytest.approx(front + 1.5, abs=0.02)
+
+
+def test_silence_and_a_track_shorter_than_one_block_have_no_loudness(tmp_path: Path):
+    silent = measure(synth(tmp_path / "silent.flac", 44100, 16, 2, "1", "sine", "1000", "vol", "0"))
+    assert silent.integrated is None and silent.peak == 0 and not silent.blocks
+    short = measure(synth(tmp_path / "short.flac", 44100, 16, 2, "0.35", "sine", "1000", "vol", "0.5"))
+    assert short.integrated is None and short.peak > 0.49
+    assert album([silent, short]).integrated is None
+
+
+def exact_blocks(path: Path) -> list[float]:
+    """Every 400 ms block's energy, computed on the whole signal at once
+    (no streaming, no histogram): the reference the meter must match."""
+    rate, channels, width, data = decoded(path)
+    assert width in (2, 3)
+    if width == 3:
+        raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3)
+        samples = (
+            raw[:, 0].astype(np.int32) << 8 | raw[:, 1].astype(np.int32) << 16 | raw[:, 2].astype(np.int32) << 24
+        ) / 2**31
+    else:
+        samples = np.frombuffer(data, dtype="<i2") / 2**15
+    filtered = signal.sosfilt(np.array(k_weighting(rate)), samples.reshape(-1, channels), axis=0)
+    weighted = np.square(filtered) @ np.array(channel_weights(channels))
+    step = (rate + 5) // 10
+    return [float(weighted[s : s + 4 * step].mean()) for s in range(0, len(weighted) - 4 * step + 1, step)]
+
+
+def exact_gating(energies: list[float]) -> float:
+    loud = [e for e in energies if -0.691 + 10 * math.log10(e or 1e-30) >= -70]
+    threshold = -0.691 + 10 * math.log10(sum(loud) / len(loud)) - 10
+    kept = [e for e in loud if -0.691 + 10 * math.log10(e) > threshold]
+    return -0.691 + 10 * math.log10(sum(kept) / len(kept))
+
+
+def album_tracks(folder: Path) -> list[Path]:
+    """Four tracks of different loudness and length, some with quiet parts."""
+    folder.mkdir()
+    return [
+        synth(folder / "1.flac", 44100, 16, 2, "2", "pinknoise", "vol", "0.2", "fade", "0.5", "2", "0.7"),
+        synth(folder / "2.flac", 44100, 16, 2, "1.5", "sine", "440", "vol", "0.6", "pad", "0.8", "0"),
+        synth(folder / "3.flac", 44100, 24, 2, "3", "pinknoise", "vol", "0.05"),
+        synth(folder / "4.flac", 44100, 16, 2, "1", "sine", "3000", "vol", "0.9"),
+    ]
+
+
+def test_the_histogram_gates_within_a_hundredth_of_a_db_of_every_block(tmp_path: Path):
+    tracks = album_tracks(tmp_path / "album")
+    measured = [measure(t) for t in tracks]
+    blocks = [exact_blocks(t) for t in tracks]
+    for ours, exact in zip(measured, blocks, strict=True):
+        assert ours.integrated == pytest.approx(exact_gating(exact), abs=0.01)
+    assert album(measured).integrated == pytest.approx(exact_gating([e for b in blocks for e in b]), abs=0.01)
+
+
+def test_album_mode_reads_as_loudgain_album_mode_from_tracks_measured_apart(tmp_path: Path):
+    tracks = album_tracks(tmp_path / "album")
+    measured = [Loudness.from_wire(measure(t).to_wire()) for t in tracks]  # as from other hosts
+    theirs = loudgain(*tracks)
+    together = album(reversed(measured))
+    assert together.integrated == pytest.approx(theirs["Album"][0], abs=0.1)
+    assert db(together.peak) == pytest.approx(db(theirs["Album"][1]), abs=0.1)
+    assert together.integrated != pytest.approx(
+        sum(m.integrated for m in measured) / len(measured), abs=0.5
+    )  # gated over the blocks, not an average
+    assert album([together]) == together
+
+
+def test_the_result_does_not_depend_on_the_chunks(tmp_path: Path):
+    path = synth(tmp_path / "t.flac", 8000, 24, 2, "0.9", "pinknoise", "vol", "0.8")
+    whole = measure(path, chunk=1 << 30)
+    assert measure(path, chunk=7) == whole  # 7 bytes: frames of 6 split every way
+    assert measure(path, chunk=1000) == whole
+
+
+def test_a_measurement_from_the_wire_is_checked(tmp_path: Path):
+    m = measure(synth(tmp_path / "t.flac", 44100, 16, 2, "1", "pinknoise", "vol", "0.3"))
+    assert Loudness.from_wire(m.to_wire()) == m
+    assert len(repr(m.to_wire())) < 8000  # a few KB however long the track: one count a 0.01 LU bin
+    for bad in (
+        {**m.to_wire(), "bins": [BINS]},
+        {**m.to_wire(), "counts": [-1] * len(m.bins)},
+        {**m.to_wire(), "peak": float("nan")},
+        {**m.to_wire(), "bins": list(reversed(m.bins))},
+        {"integrated": None},
+        "not a dict",
+    ):
+        with pytest.raises(ValueError):
+            Loudness.from_wire(bad)
+
+
+def test_a_meter_refuses_what_it_cannot_measure():
+    with pytest.raises(ValueError):
+        Meter(44100, 9, 2)
+    with pytest.raises(ValueError):
+        Meter(44100, 2, 5)
