@@ -47,7 +47,10 @@ def master_from(
     start = f"Start a worker on each worker host with: flac2all_worker {here} --port {{port}}"
     key_dir = None
     if options.insecure:
-        start += f" --insecure --allow {settings.input_dir} --allow {settings.outdir}"
+        start += (
+            f" --insecure --allow {settings.input_dir} --allow {settings.outdir}"
+            " (a host that mounts them elsewhere: --map MASTER_PATH=ITS_PATH and --allow its paths)"
+        )
     else:
         key_dir = options.keys or keys.default_dir()
         if not keys.has_master_keys(key_dir):

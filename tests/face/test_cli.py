@@ -558,6 +558,7 @@ def test_the_request_holds_the_run_as_data_and_master_from_takes_it(library, tmp
     insecure = request(*line, "--insecure")
     master = setup.master_from(insecure.executor, insecure.settings, said.append)
     assert master.keys is None and f"--insecure --allow {library}" in master.start_hint
+    assert "--map MASTER_PATH=ITS_PATH" in master.start_hint  # a node that mounts the folders elsewhere
     with pytest.raises(UsageError, match="--port 70000: not a port number"):
         setup.master_from(dataclasses.replace(insecure.executor, port=70000), insecure.settings, said.append)
     dask = request("mp3", str(library), "--dask-jobqueue", "slurm", "--dask-cores", "2")
