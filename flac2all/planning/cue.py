@@ -24,6 +24,7 @@ from fractions import Fraction
 from pathlib import PurePath
 
 from flac2all.errors import TaskError
+from flac2all.model import Track
 
 # The CUESHEET block's lead-out track: CD-DA's number, else 255.
 LEAD_OUT = (170, 255)
@@ -75,7 +76,7 @@ class Sheet:
         named_path = PurePath(named)
         return named_path.stem == source.stem and named_path.suffix.lower() in AUDIO_EXTENSIONS
 
-    def split(self, total: int, rate: int, pregap: str = PREVIOUS) -> tuple[Split, ...]:
+    def split(self, total: int, rate: int, pregap: str = PREVIOUS) -> tuple[Track, ...]:
         """The tracks as sample ranges of a source of ``total`` samples at
         ``rate`` Hz; CueError if an index is out of order or past the end."""
         if not self.tracks:
@@ -102,26 +103,8 @@ class Sheet:
         splits = []
         for track, start, end in zip(self.tracks, starts, ends, strict=True):
             numbers = (("TRACKNUMBER", str(track.number)), ("TRACKTOTAL", str(count)))
-            splits.append(Split(track.number, start, end, merged_tags(self.album, track.tags) + numbers))
+            splits.append(Track(track.number, start, end, merged_tags(self.album, track.tags) + numbers))
         return tuple(splits)
-
-
-@dataclass(frozen=True)
-class Split:
-    """One output of a split source: samples ``start``..``end`` (end
-    excluded) and the tags the CUE gives it (laid over the source's)."""
-
-    number: int
-    start: int
-    end: int
-    tags: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def samples(self) -> int:
-        return self.end - self.start
-
-    def title(self) -> str:
-        return next((v for k, v in self.tags if k == "TITLE"), "")
 
 
 def sample(at: Fraction, rate: int) -> int:
@@ -286,3 +269,57 @@ def parse_block(block, rate: int) -> Sheet:
     catalog = catalog.decode("ascii", "replace") if isinstance(catalog, bytes) else catalog
     album = (("CATALOGNUMBER", catalog),) if catalog else ()
     return Sheet(None, tuple(tracks), album, "the FLAC's CUESHEET block")
+
+
+# The largest .cue file read (a sheet of 99 tracks is a few KiB).
+MAX_CUE = 1 << 20
+
+
+def beside(source: PurePath) -> tuple[PurePath, ...]:
+    """Where a FLAC's own ``.cue`` file may be: named after it, with or
+    without its extension (``Album.cue``, ``Album.flac.cue``)."""
+    return (source.with_suffix(".cue"), source.with_name(source.name + ".cue"))
+
+
+def read_tracks(source: PurePath, sheet_file: PurePath | None, encoding: str | None = None) -> tuple[Track, ...] | None:
+    """The tracks of a FLAC source: from ``sheet_file`` (a ``.cue`` beside
+    it), else from its CUESHEET comment, else from its CUESHEET block;
+    None when it has none. CueError when the sheet does not fit the
+    source (names another file, an index past its end...), or cannot be
+    read. The one function here that reads files (the planner's seam)."""
+    import mutagen  # noqa: PLC0415  (the pure part of the module needs none of it)
+    from mutagen.flac import FLAC, CueSheet  # noqa: PLC0415
+
+    from flac2all.tags.source import open_regular  # noqa: PLC0415
+
+    try:
+        with open_regular(source) as f:  # (a FIFO or a device named .flac is never read)
+            flac = FLAC(f)
+    except (mutagen.MutagenError, OSError, TaskError):
+        return None  # an unreadable source: its own task says why
+    sheet: Sheet | None = None
+    if sheet_file is not None:
+        try:
+            with open_regular(sheet_file) as f:
+                data = f.read(MAX_CUE + 1)
+        except OSError as exc:
+            raise CueError(f"CUE {sheet_file.name} cannot be read: {exc.strerror}") from None
+        except TaskError as exc:
+            raise CueError(f"CUE {sheet_file.name} cannot be read: {exc.message}") from None
+        if len(data) > MAX_CUE:
+            raise CueError(f"CUE {sheet_file.name} is larger than a CUE sheet can be")
+        sheet = parse_file(data, sheet_file.name, encoding)
+        if not sheet.names(source):
+            raise CueError(f"CUE {sheet_file.name} names {sheet.file}, not {source.name}")
+    elif flac.tags is not None and (text := flac.tags.get("CUESHEET")):
+        sheet = parse_text(text[0], "the FLAC's CUESHEET comment")
+    else:
+        block = next((b for b in flac.metadata_blocks if isinstance(b, CueSheet)), None)
+        if block is not None:
+            sheet = parse_block(block, flac.info.sample_rate)
+    if sheet is None:
+        return None
+    if not flac.info.total_samples:
+        raise CueError(f"{sheet.origin}: the FLAC does not say how long it is, so cannot be split")
+    tracks = sheet.split(flac.info.total_samples, flac.info.sample_rate)
+    return tracks if len(tracks) > 1 else None
