@@ -76,6 +76,18 @@ def settings_hash(codec: Codec, settings: Settings, versions: Mapping[str, str])
     return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
 
+def short_hash(value: object) -> str:
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
+
+
+def retag_or_encode(recorded: str, wanted: str) -> Action:
+    """What an output made with settings hash ``recorded`` needs to have
+    ``wanted``: a retag where only the tags' part differs (a split track
+    whose CUE sheet's tags were edited), else an encode."""
+    same_audio = recorded.count(":") == 2 and recorded.rpartition(":")[0] == wanted.rpartition(":")[0]
+    return Action.RETAG if same_audio else Action.ENCODE
+
+
 def stat_or_none(path: os.PathLike | str) -> os.stat_result | None:
     try:
         return os.stat(path)
@@ -466,7 +478,7 @@ class Planner:
             and row.source == os.fspath(source.path)
         ):
             if row.settings_hash != wanted:
-                return Action.ENCODE, ""
+                return retag_or_encode(row.settings_hash, wanted), ""
             if (row.src_size, row.src_mtime_ns) == (source.size, source.mtime_ns):
                 art = self.plan.cover(source.path)
                 if row.art and row.art != art:
@@ -585,7 +597,9 @@ class Planner:
         comments = self.comments(source.path) or ()
         for track in tracks:
             merged = track_comments(comments, track)
-            wanted = hashlib.sha256(repr((track.start, track.end, track.tags)).encode()).hexdigest()[:16]
+            # The track's own part of its settings hash: its bounds, then its
+            # tags (an edit of the sheet's tags alone is a retag).
+            wanted = f"{short_hash((track.start, track.end))}:{short_hash(track.tags)}"
             for codec in codecs:
                 if self.layout is not None:
                     below = output_folder(Path(), codec, self.settings)

@@ -414,7 +414,9 @@ class WavHead:
         return b"RIFF" + riff.to_bytes(4, "little") + b"WAVE" + self.fmt + b"data" + size.to_bytes(4, "little")
 
 
-Cut = tuple[int, list[list[Command]]]  # (sample frames of one track, the encoder chains of its outputs)
+# A track's first sample frame and the one after its last, and the encoder
+# chains of its outputs.
+Cut = tuple[int, int, list[list[Command]]]
 
 
 class Cuts(Fanout):
@@ -434,7 +436,7 @@ class Cuts(Fanout):
         stdin: Stdin = DEVNULL,
         digest: Callable[[int], Callable[[bytes], None]] | None = None,
     ) -> None:
-        super().__init__(head, [branch for _, branches in cuts for branch in branches], timeout, processes, stdin)
+        super().__init__(head, [branch for *_, branches in cuts for branch in branches], timeout, processes, stdin)
         self.cuts = cuts
         self.digest = digest
 
@@ -460,17 +462,20 @@ class Cuts(Fanout):
                 wav, unread = None, exc
             started: list[TaskError | None] = []
             shorts: list[TaskError | None] = []
-            at = 0
-            for track, (frames, branches) in enumerate(self.cuts):
+            at = done = 0  # the chains started so far; the frames read so far
+            for track, (start, end, branches) in enumerate(self.cuts):
                 chains = self.chains[at : at + len(branches)]
                 at += len(branches)
                 if wav is None:
                     started += [unread] * len(chains)
                     shorts += [None] * len(chains)
                 else:
+                    skip(fd, (start - done) * wav.block)  # the tracks not made this time
                     started += self.start_chains(chains)
-                    shorts += [self.feed_track(fd, wav, frames, chains, track)] * len(chains)
+                    shorts += [self.feed_track(fd, wav, end - start, chains, track)] * len(chains)
+                    done = end
                 self.ended += [time.monotonic()] * len(chains)
+            skip(fd, None)  # to its end: the decoder checks the whole stream (its MD5)
             self.source.stdout.close()
             self.source.wait()
             return [failure or short for failure, short in zip(self.outcome(started), shorts, strict=True)]
@@ -503,4 +508,16 @@ class Cuts(Fanout):
             sink.close()
         for chain in chains:
             chain.wait()
-        return TaskError(f"the decoder's audio ended before track {track + 1}'s end") if left else None
+        return (
+            TaskError(f"the decoder's audio ended {left // wav.block} samples before the track's end") if left else None
+        )
+
+
+def skip(fd: int, size: int | None) -> None:
+    """Read and drop ``size`` bytes of a pipe (None: to its end)."""
+    while size is None or size > 0:
+        chunk = os.read(fd, CHUNK if size is None else min(CHUNK, size))
+        if not chunk:
+            return
+        if size is not None:
+            size -= len(chunk)

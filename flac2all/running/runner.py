@@ -285,7 +285,9 @@ def encode_tracks(tasks: Sequence[Task], settings: Settings, processes: ProcessG
         digests = [hashlib.md5() for _ in cuts] if hashed else []
         with decoder.stdin() as stdin:
             feed = (lambda n: digests[n].update) if hashed else None
-            cut = Cuts(head, [(t.samples, branches) for t, branches in cuts.items()], timeout, processes, stdin, feed)
+            cut = Cuts(
+                head, [(t.start, t.end, branches) for t, branches in cuts.items()], timeout, processes, stdin, feed
+            )
             failures, ended = cut.run(), cut.ended
         sums = {track: int.from_bytes(d.digest(), "big") for track, d in zip(cuts, digests, strict=False)}
         for (i, task, codec, tmp), failure, end in zip(placed, failures, ended, strict=True):

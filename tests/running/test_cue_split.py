@@ -151,3 +151,24 @@ def test_path_format_takes_the_tracks_tags(tmp_path):
     assert run.returncode == 0, run.stderr
     names = sorted(p.relative_to(outdir / "opus").as_posix() for p in outdir.rglob("*.opus"))
     assert names == ["Группа/Альбом/01-Первая.opus", "Группа/Альбом/02-Second.opus", "Группа/Альбом/03-Third.opus"]
+
+
+def test_an_edited_sheet_retags_what_its_tags_changed_and_resplits_what_its_indexes_moved(tmp_path):
+    source = album(tmp_path)
+    outdir = tmp_path / "out"
+    assert run_flac2all("flac,mp3", tmp_path / "in", "-o", outdir).returncode == 0
+    sheet = tmp_path / "in" / "Band" / "Disc.cue"
+    sheet.write_text(CUE.replace("REM DATE 1999", "REM DATE 2000"))
+    run = run_flac2all("flac,mp3", tmp_path / "in", "-o", outdir)
+    assert run.returncode == 0, run.stderr
+    assert "6 retagged" in run.stdout and "0 encoded" in run.stdout
+    assert [FLAC(p)["DATE"] for p in outputs(outdir, "flac", "flac")] == [["2000"]] * 3
+    assert str(mutagen_file(outputs(outdir, "mp3", "mp3")[2]).tags["TDRC"]) == "2000"
+    # Track 3 starts a second earlier: tracks 2 and 3 are made anew, track 1 is left be.
+    sheet.write_text(CUE.replace("REM DATE 1999", "REM DATE 2000").replace("INDEX 01 00:02:00", "INDEX 01 00:01:50"))
+    run = run_flac2all("flac,mp3", tmp_path / "in", "-o", outdir)
+    assert run.returncode == 0, run.stderr
+    assert "4 encoded" in run.stdout and "2 skipped" in run.stdout
+    flacs = outputs(outdir, "flac", "flac")
+    assert b"".join(pcm(p) for p in flacs) == pcm(source)
+    assert FLAC(flacs[2]).info.total_samples == 3 * 44100 - (44100 + 50 * 588)
