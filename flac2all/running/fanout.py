@@ -441,11 +441,14 @@ class Cuts(Fanout):
         self.digest = digest
 
     def expire(self) -> None:
+        """Everything killed; blamed: the encoder the copy was writing to, if
+        it was (it stopped reading), else whatever still ran."""
         with self.lock:
+            culprit = self.blocked_on
             for i, chain in enumerate(self.everyone):
                 name = chain.running()
-                if name is not None:
-                    self.expired[i] = name
+                if name is not None and culprit in (None, i):
+                    self.expired.setdefault(i, name)
                 for proc in chain.procs:
                     self.processes.kill(proc)
 
@@ -466,27 +469,36 @@ class Cuts(Fanout):
             for track, (start, end, branches) in enumerate(self.cuts):
                 chains = self.chains[at : at + len(branches)]
                 at += len(branches)
-                if wav is None:
-                    started += [unread] * len(chains)
+                if wav is None or self.expired:  # (after a time-out, no more encoders are started)
+                    started += [None if wav else unread] * len(chains)
                     shorts += [None] * len(chains)
                 else:
                     skip(fd, (start - done) * wav.block)  # the tracks not made this time
                     started += self.start_chains(chains)
-                    shorts += [self.feed_track(fd, wav, end - start, chains, track)] * len(chains)
+                    shorts += [self.feed_track(fd, wav, (end - start, track), chains, at - len(chains) + 1)] * len(
+                        chains
+                    )
                     done = end
                 self.ended += [time.monotonic()] * len(chains)
             skip(fd, None)  # to its end: the decoder checks the whole stream (its MD5)
             self.source.stdout.close()
             self.source.wait()
+            if self.expired and not self.processes.stopping:
+                first = next(iter(self.expired))
+                return [failure or self.timed_out(first) for failure in started]
             return [failure or short for failure, short in zip(self.outcome(started), shorts, strict=True)]
         finally:
             self.end()
 
-    def feed_track(self, fd: int, wav: WavHead, frames: int, chains: list[Chain], track: int) -> TaskError | None:
-        """One track's frames from the head to its started chains, then
-        their ends; why its outputs lack some, if the head's output ended
-        early (its failure, when it has one, says more)."""
-        sinks = {i: chain.stdin for i, chain in enumerate(chains) if chain.procs}
+    def feed_track(
+        self, fd: int, wav: WavHead, cut: tuple[int, int], chains: list[Chain], first: int
+    ) -> TaskError | None:
+        """One track's frames (``cut``: how many, the track's index) from the head to its started chains (``first``:
+        the first one's index in ``everyone``), then their ends; why its
+        outputs lack some, if the head's output ended early (its failure,
+        when it has one, says more)."""
+        frames, track = cut
+        sinks = {i: chain.stdin for i, chain in enumerate(chains, start=first) if chain.procs}
         header = wav.for_frames(frames)
         for i in list(sinks):
             self.write(sinks, i, header)
@@ -506,8 +518,10 @@ class Cuts(Fanout):
                 self.write(sinks, i, b"\0")  # RIFF's pad byte after a chunk of odd size
         for sink in sinks.values():
             sink.close()
-        for chain in chains:
+        for i, chain in enumerate(chains, start=first):
+            self.blocked_on = i  # a time-out now is this encoder's: it has all it needs
             chain.wait()
+        self.blocked_on = None
         return (
             TaskError(f"the decoder's audio ended {left // wav.block} samples before the track's end") if left else None
         )

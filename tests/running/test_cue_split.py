@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 from mutagen.flac import FLAC, CueSheet, CueSheetTrack, CueSheetTrackIndex
 
-from tests.conftest import make_flac, mutagen_file, read_log, run_flac2all
+from tests.conftest import make_flac, mutagen_file, read_log, run_flac2all, temp_files
 
 MODES = "flac,mp3,vorbis,opus"
 CUE = """\ufeffREM GENRE "Прог-рок"
@@ -172,3 +173,45 @@ def test_an_edited_sheet_retags_what_its_tags_changed_and_resplits_what_its_inde
     flacs = outputs(outdir, "flac", "flac")
     assert b"".join(pcm(p) for p in flacs) == pcm(source)
     assert FLAC(flacs[2]).info.total_samples == 3 * 44100 - (44100 + 50 * 588)
+
+
+def test_one_decoder_for_every_track_and_mode(tmp_path, spy):
+    folder, log = spy
+    album(tmp_path)
+    run = run_flac2all("flac,mp3,opus", tmp_path / "in", "-o", tmp_path / "out", path_prefix=folder)
+    assert run.returncode == 0, run.stderr
+    decodes = [line for line in log.read_text().splitlines() if line.startswith("flac --decode")]
+    assert len(decodes) == 1
+    assert len([line for line in log.read_text().splitlines() if line.startswith("lame ")]) == 3
+
+
+def test_a_failing_encoder_fails_its_tracks_alone_and_leaves_nothing_half_made(tmp_path, fake_bin):
+    folder = fake_bin("lame", 'cat > /dev/null\necho "lame: cannot encode" >&2\nexit 1\n')
+    album(tmp_path)
+    outdir = tmp_path / "out"
+    run = run_flac2all("flac,mp3", tmp_path / "in", "-o", outdir, path_prefix=folder)
+    assert run.returncode == 1
+    rows = read_log(outdir)
+    failed = [r for r in rows if r["conversion_status"].startswith("ERROR")]
+    assert len(failed) == 3 and all("lame" in r["conversion_status"] for r in failed)
+    assert len(outputs(outdir, "flac", "flac")) == 3 and outputs(outdir, "mp3", "mp3") == []
+    assert temp_files(outdir) == []
+
+
+def test_a_hung_encoder_is_killed_at_the_time_out(tmp_path, fake_bin):
+    folder = fake_bin("opusenc", "exec sleep 60\n")
+    album(tmp_path)
+    outdir = tmp_path / "out"
+    started = time.monotonic()
+    run = run_flac2all("opus", tmp_path / "in", "-o", outdir, "--timeout", "2", path_prefix=folder, timeout=40)
+    assert time.monotonic() - started < 30
+    assert run.returncode == 1
+    assert all("opusenc timed out after 2 s" in r["conversion_status"] for r in read_log(outdir))
+    assert outputs(outdir, "opus", "opus") == [] and temp_files(outdir) == []
+
+
+def test_cluster_runs_convert_whole_and_refuse_a_split(tmp_path):
+    album(tmp_path)
+    run = run_flac2all("mp3", tmp_path / "in", "-o", tmp_path / "out", "-m", "--cue", "split")
+    assert run.returncode == 2
+    assert "--cue split: not available with -m" in run.stderr
