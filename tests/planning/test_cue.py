@@ -3,6 +3,7 @@ the tracks as sample ranges."""
 
 from __future__ import annotations
 
+import os
 from pathlib import PurePath
 
 import pytest
@@ -153,3 +154,33 @@ def test_embedded_cuesheet_block(tmp_path):
     assert [(s.start, s.end) for s in splits] == [(0, 31000), (31000, 60000), (60000, 88200)]
     assert dict(splits[1].tags)["ISRC"] == "GBAYE0000002"
     assert dict(splits[0].tags)["CATALOGNUMBER"] == "1234567890123"
+
+
+def test_read_tracks_prefers_the_cue_beside_then_the_comment(tmp_path):
+    path = make_flac(tmp_path / "Disc.flac", seconds=2.0)
+    assert cue.read_tracks(path, None) is None  # no sheet: converted whole
+    flac = FLAC(path)
+    flac["CUESHEET"] = (
+        'FILE "Disc.flac" WAVE\nTRACK 01 AUDIO\nTITLE "A"\nINDEX 01 00:00:00\n'
+        'TRACK 02 AUDIO\nTITLE "B"\nINDEX 01 00:01:00\n'
+    )
+    flac.save()
+    tracks = cue.read_tracks(path, None)
+    assert [(t.start, t.end, dict(t.tags)["TITLE"]) for t in tracks] == [(0, 44100, "A"), (44100, 88200, "B")]
+    beside = tmp_path / "Disc.cue"
+    beside.write_text('FILE "Disc.flac" WAVE\nTRACK 01 AUDIO\nINDEX 01 00:00:00\nTRACK 02 AUDIO\nINDEX 01 00:00:30\n')
+    assert [t.start for t in cue.read_tracks(path, beside)] == [0, 30 * 588]
+    beside.write_text('FILE "Elsewhere.flac" WAVE\nTRACK 01 AUDIO\nINDEX 01 00:00:00\n')
+    with pytest.raises(CueError, match="CUE Disc.cue names Elsewhere.flac, not Disc.flac"):
+        cue.read_tracks(path, beside)
+
+
+def test_read_tracks_never_reads_what_is_not_a_regular_file(tmp_path):
+    fifo = tmp_path / "pipe.flac"
+    os.mkfifo(fifo)
+    assert cue.read_tracks(fifo, None) is None
+    path = make_flac(tmp_path / "Disc.flac")
+    sheet = tmp_path / "Disc.cue"
+    os.mkfifo(sheet)
+    with pytest.raises(CueError, match="not a regular file"):
+        cue.read_tracks(path, sheet)

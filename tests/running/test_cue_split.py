@@ -215,3 +215,21 @@ def test_cluster_runs_convert_whole_and_refuse_a_split(tmp_path):
     run = run_flac2all("mp3", tmp_path / "in", "-o", tmp_path / "out", "-m", "--cue", "split")
     assert run.returncode == 2
     assert "--cue split: not available with -m" in run.stderr
+
+
+def test_a_library_planned_folder_by_folder_splits_and_then_keeps_its_tracks(tmp_path, monkeypatch):
+    # Past FLAC2ALL_STREAM_AFTER sources a first run is planned as the walk
+    # goes, and a re-run folder by folder (the state's rows a folder at a time).
+    monkeypatch.setenv("FLAC2ALL_STREAM_AFTER", "1")
+    source = album(tmp_path)
+    make_flac(tmp_path / "in" / "Other" / "single.flac")
+    outdir = tmp_path / "out"
+    run = run_flac2all("flac", tmp_path / "in", "-o", outdir, "-c")
+    assert run.returncode == 0, run.stderr
+    flacs = outputs(outdir, "flac", "flac")
+    assert len(flacs) == 3 and b"".join(pcm(p) for p in flacs) == pcm(source)
+    again = run_flac2all("flac", tmp_path / "in", "-o", outdir, "-c", "--delete")
+    assert again.returncode == 0, again.stderr
+    statuses = [r["conversion_status"] for r in read_log(outdir)]
+    assert len(statuses) == 4 and all("skipped" in s for s in statuses), statuses
+    assert outputs(outdir, "flac", "flac") == flacs
