@@ -6,13 +6,16 @@ does not fit fails its album with the reason."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from mutagen.flac import FLAC, CueSheet, CueSheetTrack, CueSheetTrackIndex
 
 from tests.conftest import make_flac, mutagen_file, read_log, run_flac2all, temp_files
+from tests.running.test_interruption import alive, slow_opusenc, start, wait_for
 
 MODES = "flac,mp3,vorbis,opus"
 CUE = """\ufeffREM GENRE "Прог-рок"
@@ -95,8 +98,8 @@ def test_embedded_cuesheet_block_and_cp1251_sheet(tmp_path):
     source = album(tmp_path, None)
     flac = FLAC(source)
     block = CueSheet(None)
-    for number, start in zip((1, 2, 3), BOUNDS, strict=False):
-        track = CueSheetTrack(number, start)
+    for number, first in zip((1, 2, 3), BOUNDS, strict=False):
+        track = CueSheetTrack(number, first)
         track.indexes.append(CueSheetTrackIndex(1, 0))
         block.tracks.append(track)
     block.tracks.append(CueSheetTrack(170, BOUNDS[-1]))
@@ -233,3 +236,23 @@ def test_a_library_planned_folder_by_folder_splits_and_then_keeps_its_tracks(tmp
     statuses = [r["conversion_status"] for r in read_log(outdir)]
     assert len(statuses) == 4 and all("skipped" in s for s in statuses), statuses
     assert outputs(outdir, "flac", "flac") == flacs
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_no_track_half_made_and_the_rerun_makes_them_all(tmp_path, fake_bin):
+    markers = tmp_path / "markers"
+    source = album(tmp_path)
+    outdir = tmp_path / "out"
+    proc = start(tmp_path / "in", outdir, slow_opusenc(fake_bin, markers))  # flac2all opus,vorbis
+    wait_for(lambda: len(list(markers.iterdir())) >= 1 and temp_files(outdir))
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stdout + stderr
+    assert temp_files(outdir) == []
+    assert not list(outdir.rglob("*.opus")) and not list(outdir.rglob("*.ogg"))
+    for marker in markers.iterdir():
+        assert not alive(int(marker.name))
+    rerun = run_flac2all("opus,vorbis,flac", "-o", outdir, tmp_path / "in")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert len(outputs(outdir, "opus", "opus")) == 3 and len(outputs(outdir, "vorbis", "ogg")) == 3
+    assert b"".join(pcm(p) for p in outputs(outdir, "flac", "flac")) == pcm(source)
