@@ -307,9 +307,10 @@ def check_shared_outdirs(requests: Sequence[Request]) -> None:
 
 
 def chosen(settings: Settings) -> tuple:
-    """What a run takes of its input and where it puts it: two runs into
-    one mode's folder that differ here orphan (or move) each other's outputs."""
-    return settings.include, settings.exclude, settings.query, settings.path_format
+    """What a run takes of its input and where it puts it (a CUE album
+    whole or split): two runs into one mode's folder that differ here
+    orphan (or move) each other's outputs."""
+    return settings.include, settings.exclude, settings.query, settings.path_format, settings.cue
 
 
 def output_hash(mode: str, settings: Settings) -> str:

@@ -279,7 +279,7 @@ class Planner:
         bitrate: Callable[[Path], int | None] = read_bitrate,
         meta: Callable[[Path], tuple[Comments, SourceFacts] | None] = read_meta,
         layout_known: bool = False,
-        tracks: Callable[[Path, Path | None, str | None], tuple[Track, ...] | None] = cue.read_tracks,
+        tracks: Callable[[Path, Path | None, str | None], tuple[Track, ...] | None] | None = None,
     ) -> None:
         """``layout_known``: the state's rows follow this run's --path-format
         (the function ``layout_known``), so an unchanged source's outputs
@@ -305,7 +305,7 @@ class Planner:
         # (source folder, mode) -> the output folders its FLACs went to, with --path-format.
         self.albums: dict[tuple[Path, str], dict[Path, None]] = {}
         self.layout_known = layout_known
-        self.tracks = tracks
+        self.tracks = tracks or cue.read_tracks
         # The .cue files a split FLAC was split by: not copied as other files are.
         self.used_cues: set[Path] = set()
         self.split_names = template.parse(SPLIT_LAYOUT)
@@ -580,6 +580,8 @@ class Planner:
         if self.settings.cue != "split":
             return False
         sheet_file = next((p for p in cue.beside(source.path) if self.stat(p) is not None), None)
+        if sheet_file is None and any(self.converted_whole(source, codec) for codec in codecs):
+            return False
         try:
             tracks = self.tracks(source.path, sheet_file, self.settings.cue_encoding)
         except cue.CueError as exc:
@@ -611,6 +613,19 @@ class Planner:
                 decided = self.decide(source, codec, output, own) or (Action.ENCODE, "")
                 self.add(source, codec, output, decided[0], note=decided[1], settings_hash=own, track=track)
         return True
+
+    def converted_whole(self, source: Source, codec: Codec) -> bool:
+        """Whether the state has ``source``, as it is now, converted whole
+        in ``codec``'s mode: then it holds no CUE sheet of its own (one put
+        in it changes it), and an unchanged library is not opened for one."""
+        if self.layout is not None:
+            return self.known_output(source, codec) is not None
+        row = self.records.row(self.folder(source, codec)[2] + output_name(source.rel, codec.extension))
+        return (
+            row is not None
+            and row.source == os.fspath(source.path)
+            and (row.src_size, row.src_mtime_ns) == (source.size, source.mtime_ns)
+        )
 
     def up_to_date(self, source: Source, text: str, codec: Codec, key: str) -> bool:
         """``decide``'s "up to date" from the row and one stat of the output

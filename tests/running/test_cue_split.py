@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from mutagen.flac import FLAC, CueSheet, CueSheetTrack, CueSheetTrackIndex
 
+import flac2all
+from flac2all.planning import cue
 from tests.conftest import make_flac, mutagen_file, read_log, run_flac2all, temp_files
 from tests.running.test_interruption import alive, slow_opusenc, start, wait_for
 
@@ -256,3 +258,22 @@ def test_ctrl_c_leaves_no_track_half_made_and_the_rerun_makes_them_all(tmp_path,
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert len(outputs(outdir, "opus", "opus")) == 3 and len(outputs(outdir, "vorbis", "ogg")) == 3
     assert b"".join(pcm(p) for p in outputs(outdir, "flac", "flac")) == pcm(source)
+
+
+def test_an_unchanged_source_converted_whole_is_not_opened_for_a_sheet(tmp_path, monkeypatch):
+    make_flac(tmp_path / "in" / "a.flac")
+    make_flac(tmp_path / "in" / "b.flac")
+    looked: list[Path] = []
+    real = cue.read_tracks
+
+    def read_tracks(source, sheet_file, encoding=None):
+        looked.append(source)
+        return real(source, sheet_file, encoding)
+
+    monkeypatch.setattr(cue, "read_tracks", read_tracks)
+    for path_format in (None, "{filename}"):
+        out = tmp_path / f"out-{path_format is None}"
+        for _ in range(2):
+            assert flac2all.convert(tmp_path / "in", out, "mp3", cue="split", path_format=path_format).exit_status == 0
+        assert len(looked) == 2  # the first run's two, the no-op run's none
+        looked.clear()
