@@ -409,9 +409,16 @@ class WavHead:
         return cls(fmt, int.from_bytes(fmt[20:22], "little"))
 
     def for_frames(self, frames: int) -> bytes:
+        """The header of ``frames`` frames; past RIFF's 4 GiB its sizes say
+        the most they can (as flac and ffmpeg write them), and the
+        encoders read to the end of the pipe."""
         size = frames * self.block
         riff = 4 + len(self.fmt) + 8 + size + (size & 1)
-        return b"RIFF" + riff.to_bytes(4, "little") + b"WAVE" + self.fmt + b"data" + size.to_bytes(4, "little")
+        return b"RIFF" + sized(riff) + b"WAVE" + self.fmt + b"data" + sized(size)
+
+
+def sized(size: int) -> bytes:
+    return min(size, 0xFFFFFFFF).to_bytes(4, "little")
 
 
 # A track's first sample frame and the one after its last, and the encoder
