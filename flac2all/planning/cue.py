@@ -1,6 +1,7 @@
 """CUE sheets: a whole-disc FLAC's tracks, read from a ``.cue`` file beside
 it, from a CUESHEET Vorbis comment (foobar2000 writes one), or from the
-FLAC's own CUESHEET metadata block. Pure: bytes and numbers in, tracks out.
+FLAC's own CUESHEET metadata block. Pure (bytes and numbers in, tracks out)
+but for ``read_tracks``, the planner's seam, which reads the files.
 
 The text format (the commands that matter here): ``FILE "name" WAVE``,
 ``TRACK nn AUDIO``, ``INDEX 00|01 mm:ss:ff`` (75 frames a second),
