@@ -206,6 +206,11 @@ class Settings:
     exclude: tuple[str, ...] = ()
     query: tuple[str, ...] = ()
     path_format: str | None = None
+    # A FLAC with a CUE sheet (a .cue named after it, or its own): one output
+    # per track ("split", planning.cue), or the whole ("ignore"); the .cue
+    # files' encoding when not UTF-8. Cluster workers are not sent tracks.
+    cue: str = not_sent("--cue split", "ignore", "split")
+    cue_encoding: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -294,6 +299,21 @@ class Request:
 
 
 @dataclass(frozen=True)
+class Track:
+    """One track of a source a CUE sheet splits (planning.cue): its samples
+    ``start``..``end`` (end excluded) and the tags the sheet gives it."""
+
+    number: int
+    start: int
+    end: int
+    tags: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def samples(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
 class Task:
     """One (source file, mode) pair and what to do with it."""
 
@@ -308,6 +328,8 @@ class Task:
     # The hash of what shaped the output (mode, options, encoder version):
     # written into the output's provenance tag and recorded in the state.
     settings_hash: str = ""
+    # The track of a source a CUE sheet splits that this output holds (None: the whole source).
+    track: Track | None = None
 
 
 @dataclass(frozen=True)

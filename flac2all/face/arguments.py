@@ -312,6 +312,18 @@ def add_selection_options(p: Parser) -> None:
         "'{albumartist|artist|Unknown Artist}/{year} - {album}/{disc:02?}{track:02} {title}' "
         "(default: the source tree)",
     )
+    g.option(
+        "--cue",
+        choices=["split", "ignore"],
+        help="a FLAC with a CUE sheet (a .cue named after it, or its own CUESHEET): 'split' it into one output "
+        "per track (default; not with -m), or 'ignore' the sheet and convert it whole (docs/cue.md)",
+    )
+    g.option(
+        "--cue-encoding",
+        type=config.encoding,
+        metavar="ENCODING",
+        help="read .cue files that are not UTF-8 in ENCODING (cp1251, shift_jis...); without it they are refused",
+    )
 
 
 class ShowVersions(argparse.Action):

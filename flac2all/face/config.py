@@ -22,6 +22,7 @@ import os
 import re
 import shlex
 import tomllib
+from codecs import lookup as codecs_lookup
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,14 @@ query = text_checked_by(selection.Condition.of)  # --query
 path_format = text_checked_by(template.parse)  # --path-format
 
 
+def encoding(text: str) -> str:
+    """A --cue-encoding: a codec Python knows (cp1251, shift_jis...)."""
+    try:
+        return codecs_lookup(text).name
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"not an encoding Python knows: {text!r}") from None
+
+
 def command(text: str) -> str:
     """An --on-done command: split like a shell would (no shell runs it)."""
     try:
@@ -230,6 +239,9 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         exclude=tuple(args.exclude or ()),
         query=tuple(args.query or ()),
         path_format=args.path_format,
+        # Split by default; a cluster run (whose workers are not sent tracks) only when asked, and refused.
+        cue=args.cue or ("ignore" if args.master else "split"),
+        cue_encoding=args.cue_encoding,
     )
     if settings.replaygain.measures and not loudness.available():
         raise UsageError(f"--replaygain {settings.replaygain.value}: {loudness.EXTRA}")
@@ -302,9 +314,10 @@ def check_shared_outdirs(requests: Sequence[Request]) -> None:
 
 
 def chosen(settings: Settings) -> tuple:
-    """What a run takes of its input and where it puts it: two runs into
-    one mode's folder that differ here orphan (or move) each other's outputs."""
-    return settings.include, settings.exclude, settings.query, settings.path_format
+    """What a run takes of its input and where it puts it (a CUE album
+    whole or split): two runs into one mode's folder that differ here
+    orphan (or move) each other's outputs."""
+    return settings.include, settings.exclude, settings.query, settings.path_format, settings.cue
 
 
 def output_hash(mode: str, settings: Settings) -> str:

@@ -56,7 +56,7 @@ def plan_others(planner: Planner, tree: Tree) -> None:
     for source in tree.others:
         if settings.playlists and is_playlist(source.path):
             plan_playlist(planner, source)
-        elif planner.leaves_out(source):
+        elif planner.leaves_out(source) or source.path in planner.used_cues:
             continue
         elif settings.lossy is not None and lossy_format(source.path):
             if settings.lossy is not Lossy.SKIP:

@@ -29,8 +29,20 @@ from typing import TYPE_CHECKING
 from flac2all import tags
 from flac2all.codecs.base import Codec
 from flac2all.errors import TaskError
-from flac2all.model import Action, Job, Layout, Names, ReplayGain, Settings, SourceFacts, Status, Task, TaskResult
-from flac2all.planning import extras, moves, template
+from flac2all.model import (
+    Action,
+    Job,
+    Layout,
+    Names,
+    ReplayGain,
+    Settings,
+    SourceFacts,
+    Status,
+    Task,
+    TaskResult,
+    Track,
+)
+from flac2all.planning import cue, extras, moves, template
 from flac2all.planning.discovery import Source, Tree, is_flac_name
 from flac2all.planning.fields import Comments
 from flac2all.planning.names import Namer, output_folder, output_name
@@ -39,6 +51,7 @@ from flac2all.records import Record, Records
 from flac2all.skips import UP_TO_DATE, Skip
 from flac2all.tags import TagFamily
 from flac2all.tags.lossy import read_bitrate
+from flac2all.tags.source import track_comments
 
 if TYPE_CHECKING:
     from flac2all.state import State
@@ -47,6 +60,9 @@ if TYPE_CHECKING:
 OUTPUT_FORMAT_VERSION = 1
 # What the state records for an output whose folder has no cover to embed.
 NO_COVER = "-"
+# Where the tracks of a FLAC a CUE sheet splits go, in its output folder
+# (without --path-format): a folder named after it, a file per track.
+SPLIT_LAYOUT = "{filename}/{track:02} {title}"
 # The state's meta key of the --path-format its rows all follow ("": not known).
 LAYOUT_KEY = "layout"
 
@@ -72,6 +88,18 @@ def settings_hash(codec: Codec, settings: Settings, versions: Mapping[str, str])
     if settings.replaygain is not ReplayGain.KEEP:  # measured gains (or none) in place of the source's
         shape.append(["replaygain", settings.replaygain.value])
     return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
+
+
+def short_hash(value: object) -> str:
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
+
+
+def retag_or_encode(recorded: str, wanted: str) -> Action:
+    """What an output made with settings hash ``recorded`` needs to have
+    ``wanted``: a retag where only the tags' part differs (a split track
+    whose CUE sheet's tags were edited), else an encode."""
+    same_audio = recorded.count(":") == 2 and recorded.rpartition(":")[0] == wanted.rpartition(":")[0]
+    return Action.RETAG if same_audio else Action.ENCODE
 
 
 def stat_or_none(path: os.PathLike | str) -> os.stat_result | None:
@@ -191,6 +219,8 @@ class Plan:
             entry = {"source": os.fsdecode(t.source), "mode": t.mode, "output": os.fsdecode(t.output)}
             if t.previous is not None:
                 entry["previous"] = os.fsdecode(t.previous)
+            if t.track is not None:  # a CUE sheet's track: its number and samples (end excluded)
+                entry["track"] = {"number": t.track.number, "start": t.track.start, "end": t.track.end}
             actions[t.action.value].append(entry)
         # The actions of device profiles only when there are some: the
         # version 1 format as it was for the others.
@@ -263,6 +293,7 @@ class Planner:
         bitrate: Callable[[Path], int | None] = read_bitrate,
         meta: Callable[[Path], tuple[Comments, SourceFacts] | None] = read_meta,
         layout_known: bool = False,
+        tracks: Callable[[Path, Path | None, str | None], tuple[Track, ...] | None] | None = None,
     ) -> None:
         """``layout_known``: the state's rows follow this run's --path-format
         (the function ``layout_known``), so an unchanged source's outputs
@@ -288,6 +319,10 @@ class Planner:
         # (source folder, mode) -> the output folders its FLACs went to, with --path-format.
         self.albums: dict[tuple[Path, str], dict[Path, None]] = {}
         self.layout_known = layout_known
+        self.tracks = tracks or cue.read_tracks
+        # The .cue files a split FLAC was split by: not copied as other files are.
+        self.used_cues: set[Path] = set()
+        self.split_names = template.parse(SPLIT_LAYOUT)
         self._by_source: dict[tuple[str, str], list[Path]] | None = None
         if settings.include or settings.exclude or settings.query or settings.path_format:
             self.plan.selection = {
@@ -437,14 +472,17 @@ class Planner:
         art = self.plan.cover(source.path)
         self.plan.refresh.append(Record.made(output, source.path, codec.name, facts, self.hashes[codec.name], st, art))
 
-    def decide(self, source: Source, codec: Codec, output: Path) -> tuple[Action, str] | None:
-        """The action for one encoded output; None means "new" (maybe a move)."""
+    def decide(
+        self, source: Source, codec: Codec, output: Path, wanted: str | None = None
+    ) -> tuple[Action, str] | None:
+        """The action for one encoded output; None means "new" (maybe a move).
+        ``wanted``: the settings hash it must have, when not the mode's."""
         if self.settings.force:
             return Action.ENCODE, ""
         ost = self.stat(output)
         if ost is None:
             return None
-        wanted = self.hashes[codec.name]
+        wanted = wanted or self.hashes[codec.name]
         # The row as loaded (no Record made): a no-op run decides every
         # output from it and the two stats.
         row = self.records.row(output)
@@ -454,7 +492,7 @@ class Planner:
             and row.source == os.fspath(source.path)
         ):
             if row.settings_hash != wanted:
-                return Action.ENCODE, ""
+                return retag_or_encode(row.settings_hash, wanted), ""
             if (row.src_size, row.src_mtime_ns) == (source.size, source.mtime_ns):
                 art = self.plan.cover(source.path)
                 if row.art and row.art != art:
@@ -529,11 +567,16 @@ class Planner:
             if not self.chosen(source):
                 continue
             text = os.fspath(source.path) if quick else ""
+            pending = []
             for codec in self.codecs:
                 if quick:
                     key = self.folder(source, codec)[2] + output_name(source.rel, codec.extension)
                     if self.up_to_date(source, text, codec, key) and self.skip(source, text, codec, key):
                         continue
+                pending.append(codec)
+            if pending and self.split(source, pending):
+                continue
+            for codec in pending:
                 output = self.output(source, codec, codec.extension)
                 decided = self.decide(source, codec, output)
                 if decided is None:
@@ -542,6 +585,61 @@ class Planner:
                 else:
                     self.add(source, codec, output, decided[0], note=decided[1])
         return fresh
+
+    def split(self, source: Source, codecs: list[Codec]) -> bool:
+        """With ``--cue split``, the tasks of a FLAC a CUE sheet splits: one
+        output per track and mode (SPLIT_LAYOUT, or --path-format with the
+        track's tags); a sheet that does not fit it fails its album, in
+        every mode, with the reason. False: not split (no sheet)."""
+        if self.settings.cue != "split":
+            return False
+        sheet_file = next((p for p in cue.beside(source.path) if self.stat(p) is not None), None)
+        if sheet_file is None and any(self.converted_whole(source, codec) for codec in codecs):
+            return False
+        try:
+            tracks = self.tracks(source.path, sheet_file, self.settings.cue_encoding)
+        except cue.CueError as exc:
+            for codec in codecs:
+                task = Task(source.path, codec.name, self.output(source, codec, codec.extension), Action.ENCODE)
+                why = f"{exc.message} (--cue ignore converts it whole)"
+                self.plan.refused.append(TaskResult(task, Status.FAILED, why, 1))
+            if sheet_file is not None:
+                self.used_cues.add(sheet_file)
+            return True
+        if tracks is None:
+            return False
+        if sheet_file is not None:
+            self.used_cues.add(sheet_file)
+        comments = self.comments(source.path) or ()
+        for track in tracks:
+            merged = track_comments(comments, track)
+            # The track's own part of its settings hash: its bounds, then its
+            # tags (an edit of the sheet's tags alone is a retag).
+            wanted = f"{short_hash((track.start, track.end))}:{short_hash(track.tags)}"
+            for codec in codecs:
+                if self.layout is not None:
+                    below = output_folder(Path(), codec, self.settings)
+                    path = below / self.layout.render(merged, source.rel, codec.extension)
+                else:
+                    path = self.folder(source, codec)[1] / self.split_names.render(merged, source.rel, codec.extension)
+                output = self.namer.output(source.path, path)
+                own = f"{self.hashes[codec.name]}:{wanted}"
+                decided = self.decide(source, codec, output, own) or (Action.ENCODE, "")
+                self.add(source, codec, output, decided[0], note=decided[1], settings_hash=own, track=track)
+        return True
+
+    def converted_whole(self, source: Source, codec: Codec) -> bool:
+        """Whether the state has ``source``, as it is now, converted whole
+        in ``codec``'s mode: then it holds no CUE sheet of its own (one put
+        in it changes it), and an unchanged library is not opened for one."""
+        if self.layout is not None:
+            return self.known_output(source, codec) is not None
+        row = self.records.row(self.folder(source, codec)[2] + output_name(source.rel, codec.extension))
+        return (
+            row is not None
+            and row.source == os.fspath(source.path)
+            and (row.src_size, row.src_mtime_ns) == (source.size, source.mtime_ns)
+        )
 
     def up_to_date(self, source: Source, text: str, codec: Codec, key: str) -> bool:
         """``decide``'s "up to date" from the row and one stat of the output

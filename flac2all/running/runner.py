@@ -10,6 +10,7 @@ complete; processes are started only through ``procs``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -27,15 +28,15 @@ from flac2all.audio.decoding import Command, Decoder, Expected
 from flac2all.audio.loudness import Loudness
 from flac2all.audio.pcm import Tap
 from flac2all.errors import DISK_FULL, TaskError, describe_oserror, disk_full_cause
-from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult
+from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult, Track
 from flac2all.running import derive
 from flac2all.running.copies import fill
-from flac2all.running.fanout import run_fanout
+from flac2all.running.fanout import Cuts, run_fanout
 from flac2all.running.outputs import commit, emptied, remove_empty_folders, staged
 from flac2all.running.pipeline import run_pipeline
 from flac2all.running.procs import Interrupted, ProcessGroup
 from flac2all.tags import gain
-from flac2all.tags.source import not_regular
+from flac2all.tags.source import for_track, not_regular
 
 __all__ = ["Interrupted", "ProcessGroup", "execute", "execute_batch", "retag"]
 
@@ -280,6 +281,67 @@ def encode(
     return timed, expected.length, loudness
 
 
+def encode_tracks(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -> tuple[list[Timed], float]:
+    """Encode, check and tag the tracks of a source a CUE sheet splits, in
+    every mode, decoding it once (``fanout.Cuts``): each track's samples, cut
+    at its bounds, to its outputs' encoders, one track after the other; each
+    output checked against its track (length; in flac mode its samples and
+    their MD5), tagged with the sheet's tags over the source's own."""
+    started = time.monotonic()
+    source = tasks[0].source
+    meta, facts = source_meta(source, settings)
+    timeout = timeout_for(meta, facts.size, settings)
+    timed: list[Timed] = [(TaskError("not run"), 0.0)] * len(tasks)
+    order = sorted(range(len(tasks)), key=lambda i: (tasks[i].track.start, i))  # type: ignore[union-attr]
+    with ExitStack() as stack:
+        placed: list[Placed] = []
+        for i in order:
+            try:
+                tmp = stack.enter_context(staged(tasks[i].output, settings.outdir))
+                placed.append((i, tasks[i], codecs.resolve(tasks[i].mode), tmp))
+            except TaskError as exc:
+                timed[i] = (exc, time.monotonic() - started)
+        decoder = decoding.reference(source, meta.start, meta.info)
+        cuts: dict[Track, list[list[Command]]] = {}
+        head: Command = []
+        for _, task, codec, tmp in placed:
+            head, *branch = codec.commands(source, tmp, meta.info, codec.options_in(settings), decoder)
+            cuts.setdefault(task.track, []).append(branch)
+        # The MD5 of each track's samples, as a FLAC's STREAMINFO has it (WAV's
+        # 16- and 24-bit samples are the bytes it hashes), for the flac mode.
+        hashed = meta.info.bits_per_sample in (16, 24) and any(codec.keeps_md5 for *_, codec, _ in placed)
+        digests = [hashlib.md5() for _ in cuts] if hashed else []
+        with decoder.stdin() as stdin:
+            feed = (lambda n: digests[n].update) if hashed else None
+            cut = Cuts(
+                head, [(t.start, t.end, branches) for t, branches in cuts.items()], timeout, processes, stdin, feed
+            )
+            failures, ended = cut.run(), cut.ended
+        sums = {track: int.from_bytes(d.digest(), "big") for track, d in zip(cuts, digests, strict=False)}
+        for (i, task, codec, tmp), failure, end in zip(placed, failures, ended, strict=True):
+            own = time.monotonic()
+            if processes.stopping:
+                break
+            assert task.track is not None
+            track_meta = for_track(meta, task.track, sums.get(task.track, 0))
+            expected = Expected(track_meta.info.length, track_meta.md5, task.track.samples)
+            outcome: Done | Exception
+            try:
+                if failure is not None:
+                    raise failure
+                parsed = check_output(codec, tmp, track_meta, expected)
+                note, tagged = write_tags(codec, tmp, track_meta, facts, task, settings, parsed)
+                verify(codec, tmp, task.output, track_meta, timeout, processes, expected, tagged)
+                commit(tmp, task.output)
+                outcome = (note, facts)
+            except Interrupted:
+                break
+            except TaskError as exc:
+                outcome = classified(exc, settings, task.size)
+            timed[i] = (outcome, end - started + time.monotonic() - own)
+    return timed, meta.info.length
+
+
 def retag(
     task: Task,
     settings: Settings,
@@ -294,6 +356,8 @@ def retag(
     meta, facts = source_meta(task.source, settings)
     meta = gain.with_gain(meta, settings.replaygain, *(gains or (None, None)))
     timeout = timeout_for(meta, facts.size, settings)
+    if task.track is not None:
+        meta = for_track(meta, task.track)
     with staged(task.output, settings.outdir, made=True) as tmp:
         try:
             # The output as it is in its held folder, never through a link.
@@ -417,7 +481,9 @@ def execute_batch(tasks: Sequence[Task], settings: Settings, processes: ProcessG
     audio = 0.0
     loudness = None
     try:
-        if first.action is Action.ENCODE:
+        if first.action is Action.ENCODE and first.track is not None:
+            timed, audio = encode_tracks(tasks, settings, processes)
+        elif first.action is Action.ENCODE:
             timed, audio, loudness = encode(tasks, settings, processes)
         else:
             timed = [(HANDLERS[first.action](first, settings, processes), time.monotonic() - started)]

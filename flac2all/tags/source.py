@@ -23,7 +23,7 @@ from mutagen.flac import FLAC, FLACNoHeaderError, Picture
 
 from flac2all.audio import flacstream
 from flac2all.errors import TaskError, describe_oserror
-from flac2all.model import AudioInfo, SourceFacts
+from flac2all.model import AudioInfo, SourceFacts, Track
 
 PROVENANCE_KEY = "FLAC2ALL_SOURCE"
 
@@ -39,6 +39,28 @@ class SourceMeta:
     # Where the FLAC stream starts: past an ID3v2 tag or junk, or at a
     # frame (no STREAMINFO); flacstream.locate.
     start: flacstream.Start = flacstream.Start(0, 0)
+
+
+# What a track of a split source does not take of its source's comments,
+# besides the keys its CUE sheet sets: the whole's numbering and sheet.
+WHOLE_ONLY = frozenset({"TRACKNUMBER", "TRACKTOTAL", "TOTALTRACKS", "CUESHEET"})
+
+
+def track_comments(comments: Iterable[tuple[str, str]], track: Track) -> tuple[tuple[str, str], ...]:
+    """A split source's comments for one of its tracks: the CUE sheet's
+    tags over the source's own (a key the sheet sets loses the source's
+    values), without the whole's numbering and sheet."""
+    replaced = WHOLE_ONLY | {key.upper() for key, _ in track.tags}
+    return tuple((k, v) for k, v in comments if k.upper() not in replaced) + track.tags
+
+
+def for_track(meta: SourceMeta, track: Track, md5: int = 0) -> SourceMeta:
+    """The metadata of one track of a split source: its comments
+    (``track_comments``; the pictures carried), its length, and the MD5 of
+    its samples (0: not known)."""
+    comments = track_comments(meta.comments, track)
+    info = replace(meta.info, length=track.samples / meta.info.sample_rate)
+    return replace(meta, info=info, md5=md5, comments=comments)
 
 
 def tags_hash(comments: Iterable[tuple[str, str]]) -> str:

@@ -302,6 +302,7 @@ def test_a_cluster_run_refuses_what_workers_are_not_sent():
         "--lossy convert",
         "--max-bitrate",
         "--art-max-size",
+        "--cue split",
     ]
     for f, spec in refusing:
         value = spec.refused if spec.refused is not None else other_than(f)

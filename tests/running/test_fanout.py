@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from flac2all.running import fanout
-from flac2all.running.fanout import CHUNK, run_fanout
+from flac2all.running.fanout import CHUNK, WavHead, run_fanout
 from flac2all.running.procs import ProcessGroup
+from tests.conftest import make_flac
 
 # Several rounds' worth, not a multiple of a page or of CHUNK.
 DATA = os.urandom(5 * CHUNK + 12345)
@@ -106,3 +108,24 @@ def test_a_decode_with_no_branch_is_read_to_its_end_by_the_tap(tmp_path):
     failures, ended = run_fanout(["cat", str(tmp_path / "pcm")], [], 30, ProcessGroup(), tap=seen.append)
     assert failures == [] and ended == []
     assert b"".join(seen) == data
+
+
+def test_a_tracks_wav_header_is_the_decoders_format_with_its_own_size(tmp_path):
+    source = make_flac(tmp_path / "s.flac", seconds=0.2, bits=24, channels=3)
+    wav = subprocess.run(["flac", "-d", "-c", "-s", str(source)], capture_output=True, check=True).stdout
+    (tmp_path / "s.wav").write_bytes(wav)
+    with open(tmp_path / "s.wav", "rb") as f:
+        head = WavHead.read(f.fileno())
+        rest = f.read()
+    assert head.block == 9  # 3 channels of 24 bits
+    frames = 101  # an odd size: RIFF's pad byte follows
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(head.for_frames(frames) + rest[: frames * 9] + b"\0")
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=channels,sample_rate,duration_ts", "-of", "csv=p=0", cut],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split(",")
+    assert [int(v) for v in probe] == [44100, 3, frames]
+    assert head.for_frames(2**31)[4:8] == b"\xff\xff\xff\xff"  # past 4 GiB: the most RIFF says
