@@ -54,16 +54,24 @@ def part_regex(part: str) -> str:
             out.append("[^/]*")
         elif c == "?":
             out.append("[^/]")
-        elif c == "[" and (end := part.find("]", i + 2 if part[i + 1 : i + 2] in ("!", "]") else i + 1)) > i:
+        elif c == "[" and (end := part.find("]", set_start(part, i))) > i:
             inside = part[i + 1 : end]
             negated = inside.startswith("!")
             inside = inside[1:] if negated else inside
-            out.append("[" + ("^" if negated else "") + inside.replace("\\", "\\\\") + "]")
+            # Each character as itself but a range's '-'; a set never matches the '/' between parts.
+            out.append("[" + ("^/" if negated else "") + "".join(x if x == "-" else re.escape(x) for x in inside) + "]")
             i = end
         else:
             out.append(re.escape(c))
         i += 1
     return "".join(out)
+
+
+def set_start(part: str, at: int) -> int:
+    """Where the ']' closing the set opened at ``at`` may be: after its
+    '!', and after a ']' right after those (a member, as in fnmatch)."""
+    start = at + 1 + (part[at + 1 : at + 2] == "!")
+    return start + (part[start : start + 1] == "]")
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,11 @@ class Glob:
             if WILD.search(part):
                 break
             prefix.append(part)
-        return cls(pattern, re.compile(regex, re.S), tuple(prefix))
+        try:
+            compiled = re.compile(regex, re.S)
+        except re.error as exc:  # a range backwards ('[z-a]')
+            raise UsageError(f"not a glob: {pattern!r} ({exc.msg})") from None
+        return cls(pattern, compiled, tuple(prefix))
 
     def matches(self, rel: str) -> bool:
         return self.regex.fullmatch(rel) is not None

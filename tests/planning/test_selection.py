@@ -76,6 +76,32 @@ def test_a_glob_on_a_relative_path(pattern, path, matches):
     assert Glob.of(pattern).matches(path) is matches
 
 
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("a[!x]b", "a/b", False),  # a set never matches the '/' between parts
+        ("[!]", "[!]", True),  # no member: the text itself, as fnmatch has it
+        ("[!]]", "x", True),  # a ']' first is a member
+        ("[!]]", "]", False),
+        ("[^a]", "^", True),  # '^' is a member; '!' negates
+        ("[^a]", "b", False),
+        ("[[:alpha:]]", "a", False),  # no classes: '[' and ':' are members
+        ("[\\]]", "\\]", True),
+        ("[a-c]", "b", True),
+    ],
+)
+def test_a_glob_set_is_one_character_of_one_part(pattern, path, matches):
+    assert Glob.of(pattern).matches(path) is matches
+
+
+def test_a_glob_that_is_not_one_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="not a glob: '\\[z-a\\]'"):
+        Glob.of("[z-a]")
+    make_flac(tmp_path / "in" / "a.flac")
+    result = run_flac2all("mp3", "-o", tmp_path / "out", "--exclude", "[z-a]", tmp_path / "in", timeout=60)
+    assert result.returncode == 2 and "not a glob" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_a_glob_matching_a_folder_selects_or_excludes_what_is_in_it():
     chosen = Selection.of(include=["/Jazz"], exclude=["Jazz/Bad*", "*.log"])
     assert chosen.takes(PurePath("Jazz/Album/01.flac"))
