@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flac2all import codecs
+from flac2all import codecs, csvlog
+from flac2all.csvlog import LOG_NAME
 from flac2all.errors import ExitStatus
 from flac2all.face import hooks
 from flac2all.lines import shown
@@ -64,7 +65,9 @@ def snapshot(root: Path, prune: frozenset[Path]) -> dict[str, bytes] | None:
                         is_dir = entry.is_dir(follow_symlinks=False)
                     except OSError:
                         continue
-                    if is_dir and Path(entry.path) not in prune:
+                    if Path(entry.path) in prune:
+                        continue  # the outputs' folder, the log: each batch's writes change them
+                    if is_dir:
                         pending.append(Path(entry.path))
                     digest.update(os.fsencode(entry.name) + b"\0%d\0%d\0%d\n" % (st.st_size, st.st_mtime_ns, is_dir))
         except OSError as exc:
@@ -90,6 +93,15 @@ def root_id(root: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def own_log(request: Request) -> frozenset[Path]:
+    """The log's files, when OUTDIR is the input itself: each batch writes them."""
+    inp = request.settings.input_dir
+    if request.settings.outdir.resolve() != inp.resolve():
+        return frozenset()
+    log = inp / LOG_NAME
+    return frozenset({log, csvlog.log_temp(log), log.with_name(f"{LOG_NAME}.previous")})
+
+
 @dataclass(eq=False)
 class Followed:
     """One run that --watch follows (a profile, or the command line)."""
@@ -105,10 +117,12 @@ class Followed:
     refused: str | None = None  # what its last run refused, said once
     watch: object | None = None  # its watchdog ObservedWatch
     name: str = field(init=False)
+    holders: frozenset[Path] = field(init=False)  # the folders holding what ``prune`` names
 
     def __post_init__(self) -> None:
         request = self.request
         self.name = request.profile or os.fsdecode(request.settings.input_dir)
+        self.holders = frozenset(p.parent for p in self.prune)
 
     @property
     def input(self) -> Path:
@@ -158,10 +172,13 @@ class Changes:
 
     def dispatch(self, event: object) -> None:
         paths = [os.fsdecode(p) for p in (getattr(event, "src_path", ""), getattr(event, "dest_path", "")) if p]
+        # A folder's own 'modified' says a name in it changed, which that name's event says too: the
+        # folder holding the outputs (or the log) has one at each batch's writes, a batch of nothing.
+        folder = getattr(event, "event_type", "") == "modified" and getattr(event, "is_directory", False)
         now = time.monotonic()
         with self.lock:
             for f in self.followed:
-                if any(f.covers(p) for p in paths):
+                if any(f.covers(p) and not (folder and Path(p) in f.holders) for p in paths):
                     f.changed_at = now
 
 
@@ -172,7 +189,7 @@ class Watcher:
 
     def __init__(self, requests: list[Request], say: Say, warn: Say) -> None:
         self.followed = [
-            Followed(r, engine.prune_set(r.settings, tuple(codecs.resolve(m) for m in r.settings.modes)))
+            Followed(r, engine.prune_set(r.settings, tuple(codecs.resolve(m) for m in r.settings.modes)) | own_log(r))
             for r in requests
             if r.watch is not None
         ]
@@ -320,7 +337,7 @@ class Watcher:
         if now >= f.next_rescan:
             f.next_rescan = now + f.rescan_every
             seen = f.look()
-            if seen != f.snapshot:
+            if seen != f.snapshot and seen != f.verify:  # (the same change seen again is no new one)
                 f.changed_at, f.verify = now, seen
         if f.changed_at is None or now - f.changed_at < f.settle:
             return False
