@@ -114,6 +114,26 @@ def test_the_worker_config_file(tmp_path):
         parse(["--config", str(config)])
 
 
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('map = ["/storage", "music=/mnt/music"]', r"map: --map /storage: give MASTER_PATH=WORKER_PATH"),
+        ('allow = ["/srv", "mirror"]', r"allow: mirror is not an absolute path"),
+        ("port = 99999", r"port: must be a whole number in 1\.\.65535"),
+        ("threads = 0", r"threads: must be a whole number, 1 or more"),
+        ("retry-seconds = nan", r"retry-seconds: must be a number of seconds, 0 or more"),
+        ("retry-seconds = -1", r"retry-seconds: must be a number of seconds, 0 or more"),
+    ],
+)
+def test_a_config_value_out_of_range_is_named_by_its_file_line_and_key(tmp_path, line, why):
+    # Checked only later, it was told as an option the user never typed ('--map ...'), or not at all
+    # (a retry time of nan kept trying for ever, -1 gave up at once).
+    config = tmp_path / "worker.toml"
+    config.write_text(f'[worker]\nmaster = "fileserver"\n{line}\n')
+    with pytest.raises(UsageError, match=rf"worker\.toml, line 3: \[worker\] {why}"):
+        parse(["--config", str(config)])
+
+
 # -- real master, real workers in their own mount namespaces --------------------
 
 
