@@ -156,7 +156,8 @@ def empty_input(settings: Settings, tree: Tree) -> str | None:
     if tree.errors:
         folder, cause = tree.errors[0]
         unread = f" ({len(tree.errors)} folders could not be read; {folder}: {cause})"
-    return f"no FLAC files under {settings.input_dir}{unread}; add --allow-empty if that is right"
+    chosen = " that --include and --exclude select" if settings.include or settings.exclude else ""
+    return f"no FLAC files under {settings.input_dir}{chosen}{unread}; add --allow-empty if that is right"
 
 
 def input_device(folder: Path) -> str:

@@ -102,6 +102,15 @@ def test_a_glob_that_is_not_one_is_a_usage_error(tmp_path):
     assert result.returncode == 2 and "not a glob" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_globs_that_leave_out_every_flac_say_so(tmp_path):
+    # The input has FLACs: 'no FLAC files under it' alone sent the user looking for an unmounted disk.
+    make_flac(tmp_path / "in" / "Rock" / "a.flac")
+    result = run_flac2all("mp3", "-o", tmp_path / "out", "--include", "Jazz", tmp_path / "in", timeout=60)
+    assert result.returncode == 2
+    assert "no FLAC files under" in result.stderr and "that --include and --exclude select" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_glob_matching_a_folder_selects_or_excludes_what_is_in_it():
     chosen = Selection.of(include=["/Jazz"], exclude=["Jazz/Bad*", "*.log"])
     assert chosen.takes(PurePath("Jazz/Album/01.flac"))
