@@ -77,6 +77,18 @@ def test_bad_maps_are_usage_errors():
         with pytest.raises(UsageError):
             PathMaps.parse(specs)
     assert str(PathMap.parse("/a/./b/=/c")) == "--map /a/b=/c"
+    # This host's '/' as a master's folder: every path of the host its, and no message could tell them back.
+    for spec in ("/srv=/", "/srv=/mnt/..", "/srv=//"):
+        with pytest.raises(UsageError, match="cannot be / \\(all of this host\\)"):
+            PathMap.parse(spec)
+
+
+def test_the_masters_root_mapped_goes_back_without_a_double_slash():
+    maps = PathMaps.parse(["/=/mnt/master"])
+    assert maps.to_worker(Path("/srv/a.flac")) == Path("/mnt/master/srv/a.flac")
+    assert maps.text_to_master("cannot write /mnt/master/srv/a.mp3: full; /mnt/master") == (
+        "cannot write /srv/a.mp3: full; /"
+    )
 
 
 def test_a_wrong_map_is_named(tmp_path):
