@@ -36,6 +36,7 @@ from flac2all.errors import UsageError
 from flac2all.planning.fields import Comments, leading_number, values
 
 WILD = re.compile(r"[*?\[]")
+NUMBER = re.compile(r"\s*[-+]?\d+(?:\.\d+)?\s*")
 QUERY = re.compile(r"^\s*([-!]?)\s*([^=<>!~]+?)\s*(>=|<=|!=|=|~|<|>)\s*(.*?)\s*$", re.S)
 COMPARE = {
     "<": lambda a, b: a < b,
@@ -138,7 +139,7 @@ class Condition:
                 "a leading - negates)"
             )
         negated, key, op, value = m.groups()
-        if op in COMPARE and leading_number(value) is None:
+        if op in COMPARE and not NUMBER.fullmatch(value):  # (not '1990s', '4stars' nor '199O': their start alone)
             raise UsageError(f"not a query: {text!r} ({op} compares numbers, and {value!r} is not one)")
         return cls(text, bool(negated), key.strip(), op, value)
 
@@ -160,9 +161,9 @@ class Condition:
 def equal(value: str, wanted: str, number: float | None) -> bool:
     """A tag's value equals the query's: as numbers when the query's is
     one (``rating=4`` holds for ``4`` and ``4.0``), else as text, case ignored."""
-    if number is not None and re.fullmatch(r"\s*[-+]?\d+(?:\.\d+)?\s*", wanted):
+    if number is not None and NUMBER.fullmatch(wanted):
         mine = leading_number(value)
-        if mine is not None and re.fullmatch(r"\s*[-+]?\d+(?:\.\d+)?\s*", value):
+        if mine is not None and NUMBER.fullmatch(value):
             return mine == number
     return value.strip().casefold() == wanted.strip().casefold()
 

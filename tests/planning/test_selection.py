@@ -46,7 +46,9 @@ def test_a_query_test_on_comments(query, holds):
     assert Condition.of(query).holds(COMMENTS) is holds
 
 
-@pytest.mark.parametrize("bad", ["genre", "=Jazz", "year>=nineteen", "rating<", ""])
+@pytest.mark.parametrize(
+    "bad", ["genre", "=Jazz", "year>=nineteen", "rating<", "", "year>=199O", "rating>4stars", "year<1e999"]
+)
 def test_a_query_that_is_not_one_is_refused_saying_so(bad):
     with pytest.raises(UsageError, match="not a query"):
         Condition.of(bad)
