@@ -111,9 +111,9 @@ def where_outputs_go(path: Path, settings: Settings) -> bool:
         parts = path.relative_to(settings.outdir).parts
     except ValueError:
         return False
-    if not parts or ".." in parts or parts[0] == STATE_DIR:
+    if not parts or ".." in parts or parts[0] in (STATE_DIR, LOG_NAME, f"{LOG_NAME}.previous"):
         return False
-    return len(parts) > 1 or (settings.layout is not Layout.TREE and parts[0] not in (LOG_NAME, f"{LOG_NAME}.previous"))
+    return len(parts) > 1 or settings.layout is not Layout.TREE
 
 
 def match_moves(planner: Planner, fresh: list[tuple[Source, Codec, Path]], orphans: list[Record]) -> None:
