@@ -42,6 +42,7 @@ FIELD = re.compile(r"\{([^{}]*)\}")
 PLAIN = re.compile(r"[A-Za-z0-9_]+")
 SPEC = re.compile(r"(.*?):([^:|\"']*)")
 FACTS = ("filename", "folder")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 EMPTY = ("", ".", "..")
 OWN_NAMES = frozenset(n.casefold() for n in (STATE_DIR, LOG_NAME, f"{LOG_NAME}.previous"))
 
@@ -167,4 +168,6 @@ def parse(template: str) -> PathFormat:
     """A template checked and parsed; UsageError says what is wrong in it."""
     if not template.strip():
         raise UsageError("--path-format: an empty template")
+    if (control := CONTROL.search(template)) is not None:  # (a profile's TOML can hold a NUL: no path can)
+        raise UsageError(f"--path-format {template!r}: a control character ({control.group()!r}) in it")
     return PathFormat(template, tuple(parts_of(template)))

@@ -65,7 +65,15 @@ def test_the_multi_disc_rule(disc, total, multi):
 
 @pytest.mark.parametrize(
     ("bad", "why"),
-    [("{artist", "brace"), ("a//b", "empty folder"), ("{track:zz}", "format spec"), ("{}", "empty"), (" ", "empty")],
+    [
+        ("{artist", "brace"),
+        ("a//b", "empty folder"),
+        ("{track:zz}", "format spec"),
+        ("{}", "empty"),
+        (" ", "empty"),
+        ("x\0y/{title}", "control character"),  # (a profile's "\u0000": os.stat raised ValueError)
+        ('{title|"a\nb"}', "control character"),
+    ],
 )
 def test_a_template_that_is_not_one_is_refused_saying_so(bad, why):
     with pytest.raises(UsageError, match=why):
