@@ -15,6 +15,7 @@ and waits for it to come back.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -28,16 +29,17 @@ from pathlib import Path
 
 from flac2all import codecs, csvlog
 from flac2all.csvlog import LOG_NAME
-from flac2all.errors import ExitStatus
+from flac2all.errors import ExitStatus, Flac2allError, OutdirBusyError
 from flac2all.face import hooks
 from flac2all.lines import shown
 from flac2all.model import Request
-from flac2all.running import engine
+from flac2all.running import engine, guards
 from flac2all.summary import kept_orphans
 
 # The longest time between two looks at an input's folder itself (a disk
 # mounted or unmounted over it, the folder made again): one stat.
 ROOT_CHECK = 10.0
+WATCH_LOCK = "watch"  # in OUTDIR's state folder: one --watch per OUTDIR
 INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
 # A user namespace's own limit (a container's), below the machine's.
 NAMESPACE_LIMIT = Path("/proc/sys/user/max_inotify_watches")
@@ -310,8 +312,28 @@ class Watcher:
         ``first``: what each request's first run refused (id -> message)."""
         for f in self.followed:
             f.refused = first.get(id(f.request))
+        with contextlib.ExitStack() as held:
+            self.hold(held)
+            return self.loop(stop, run_batch)
+
+    def hold(self, held: contextlib.ExitStack) -> None:
+        """Each OUTDIR's watch lock, held until the watcher stops: an
+        OUTDIR another --watch follows already (one started again by cron)
+        is left to it, said unless -q."""
+        for f in list(self.followed):
+            try:
+                held.enter_context(guards.outdir_lock(f.request.settings.outdir, WATCH_LOCK))
+            except OutdirBusyError:
+                with self.changes.lock:
+                    self.followed.remove(f)
+                if not f.request.display.quiet:
+                    self.say(f"watch: {shown(f.name)}: another flac2all --watch follows its OUTDIR already")
+            except Flac2allError:
+                pass  # OUTDIR not written yet (its first run refused): its batches say why
+
+    def loop(self, stop: threading.Event, run_batch: Batch) -> ExitStatus:
         try:
-            while not stop.is_set():
+            while self.followed and not stop.is_set():
                 if self.limit.reached is not None:
                     self.fall_back(self.limit.reached)
                     self.limit.reached = None

@@ -177,6 +177,25 @@ def test_an_album_renamed_is_moved_not_encoded(tmp_path, watching, spy):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_second_watch_of_one_outdir_leaves_it_to_the_first(tmp_path, watching):
+    """Started again (by cron, say), --watch does not pile up watchers of one
+    OUTDIR, each racing the others' batches: it leaves it to the one that
+    follows it, after its run, quietly with -q."""
+    music, out = albums(tmp_path / "music", "AB"), tmp_path / "out"
+    w = watching("mp3", "-o", out, music, "--settle", SETTLE)
+    w.wait_for(lambda: first_run_done(w), what="the first run")
+    again = run_flac2all("mp3", "-o", out, music, "--settle", SETTLE, "--watch", "-q", timeout=60)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    loud = run_flac2all("mp3", "-o", out, music, "--settle", SETTLE, "--watch", timeout=60)
+    assert loud.returncode == 0 and "another flac2all --watch follows its OUTDIR already" in loud.stdout
+    albums(music, "C")
+    w.wait_line("1 encoded")
+    assert w.stop() == 143
+    assert [r["infile"].endswith("00 C.flac") for r in read_log(out)].count(True) == 1
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_rescans_more_often_than_the_settle_time_do_not_postpone_a_change_for_ever(tmp_path, watching):
     # Each rescan took the change it had seen already for a new one, and the library was never quiet.
