@@ -53,6 +53,8 @@ class PathMap:
         for side in (master, worker):
             if not os.path.isabs(side):
                 raise UsageError(f"--map {spec}: {side} is not an absolute path")
+        if os.path.normpath(worker) in ("/", "//"):
+            raise UsageError(f"--map {spec}: the worker's side cannot be / (all of this host)")
         return cls(Path(os.path.normpath(master)), Path(os.path.normpath(worker)))
 
 
@@ -111,7 +113,13 @@ class PathMaps:
         """A message's paths of this worker written back as the master's."""
         if not self.maps or not text:
             return text
-        return self.in_text.sub(lambda m: self.back[m.group(1)], text)
+        return self.in_text.sub(self.master_of, text)
+
+    def master_of(self, match: re.Match) -> str:
+        """The master's folder for a worker's one found in a message (the
+        master's '/' before a path's own '/' is none: '//a' would be another path)."""
+        master = self.back[match.group(1)]
+        return "" if master == "/" and match.string.startswith("/", match.end()) else master
 
     def settings(self, settings: Settings) -> Settings:
         """The run's settings with its folders where this worker sees them."""

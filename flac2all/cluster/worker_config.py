@@ -5,19 +5,24 @@ without their dashes (``map = ["/storage/music=/mnt/storage/music"]``,
 ``allow``, ``port``, ``threads``, ``keys``, ``insecure``, ``stay``,
 ``allow-other-encoders``, ``retry-seconds``) and ``master`` for
 MASTER_HOST. Every key is checked when the file is read, before anything
-starts: an unknown key or a value of the wrong type is an error naming the
-file, the line and the key, as device profiles' are (face/config.py). The
-command line overrides the file's values; its ``--map`` and ``--allow``
-add to the file's.
+starts: an unknown key, a value of the wrong type or out of its range (a
+map or folder the command line would refuse, a port past 65535, a retry
+time below 0 or not finite) is an error naming the file, the line and the
+key, as device profiles' are (face/config.py). The command line
+overrides the file's values; its ``--map`` and ``--allow`` add to the
+file's.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from flac2all.cluster.paths import PathMap
+from flac2all.errors import UsageError
 from flac2all.face.config import MAX_CONFIG, ConfigError, key_line
 
 # key -> (its type, what a bad value is told to be)
@@ -44,12 +49,22 @@ def checked(key: str, value: Any) -> Any:
     if kind is list:
         if not all(isinstance(item, str) for item in value):
             raise ValueError(f"must be {what}")
+        for item in value:  # as the command line would check it, here where the file's line is known
+            try:
+                if key == "map":
+                    PathMap.parse(item)
+                elif not os.path.isabs(item):
+                    raise UsageError(f"{item} is not an absolute path")
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
         return list(value)
     if key == "keys":
         return Path(os.path.expanduser(value))
-    if key == "retry-seconds":
-        return float(value)
-    return value
+    if key == "retry-seconds" and not 0 <= value < math.inf:
+        raise ValueError(f"must be {what}, 0 or more")
+    if (key == "port" and not 0 < value < 65536) or (key == "threads" and value < 1):
+        raise ValueError(f"must be {what} in 1..65535" if key == "port" else f"must be {what}, 1 or more")
+    return float(value) if key == "retry-seconds" else value
 
 
 def load(path: Path) -> dict[str, Any]:

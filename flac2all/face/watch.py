@@ -15,6 +15,7 @@ and waits for it to come back.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -26,17 +27,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flac2all import codecs
-from flac2all.errors import ExitStatus
+from flac2all import codecs, csvlog
+from flac2all.csvlog import LOG_NAME
+from flac2all.errors import ExitStatus, Flac2allError, OutdirBusyError
 from flac2all.face import hooks
 from flac2all.lines import shown
 from flac2all.model import Request
-from flac2all.running import engine
+from flac2all.running import engine, guards
 from flac2all.summary import kept_orphans
 
 # The longest time between two looks at an input's folder itself (a disk
 # mounted or unmounted over it, the folder made again): one stat.
 ROOT_CHECK = 10.0
+WATCH_LOCK = "watch"  # in OUTDIR's state folder: one --watch per OUTDIR
 INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
 # A user namespace's own limit (a container's), below the machine's.
 NAMESPACE_LIMIT = Path("/proc/sys/user/max_inotify_watches")
@@ -64,7 +67,9 @@ def snapshot(root: Path, prune: frozenset[Path]) -> dict[str, bytes] | None:
                         is_dir = entry.is_dir(follow_symlinks=False)
                     except OSError:
                         continue
-                    if is_dir and Path(entry.path) not in prune:
+                    if Path(entry.path) in prune:
+                        continue  # the outputs' folder, the log: each batch's writes change them
+                    if is_dir:
                         pending.append(Path(entry.path))
                     digest.update(os.fsencode(entry.name) + b"\0%d\0%d\0%d\n" % (st.st_size, st.st_mtime_ns, is_dir))
         except OSError as exc:
@@ -90,6 +95,15 @@ def root_id(root: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def own_log(request: Request) -> frozenset[Path]:
+    """The log's files, when OUTDIR is the input itself: each batch writes them."""
+    inp = request.settings.input_dir
+    if request.settings.outdir.resolve() != inp.resolve():
+        return frozenset()
+    log = inp / LOG_NAME
+    return frozenset({log, csvlog.log_temp(log), log.with_name(f"{LOG_NAME}.previous")})
+
+
 @dataclass(eq=False)
 class Followed:
     """One run that --watch follows (a profile, or the command line)."""
@@ -105,10 +119,12 @@ class Followed:
     refused: str | None = None  # what its last run refused, said once
     watch: object | None = None  # its watchdog ObservedWatch
     name: str = field(init=False)
+    holders: frozenset[Path] = field(init=False)  # the folders holding what ``prune`` names
 
     def __post_init__(self) -> None:
         request = self.request
         self.name = request.profile or os.fsdecode(request.settings.input_dir)
+        self.holders = frozenset(p.parent for p in self.prune)
 
     @property
     def input(self) -> Path:
@@ -158,10 +174,13 @@ class Changes:
 
     def dispatch(self, event: object) -> None:
         paths = [os.fsdecode(p) for p in (getattr(event, "src_path", ""), getattr(event, "dest_path", "")) if p]
+        # A folder's own 'modified' says a name in it changed, which that name's event says too: the
+        # folder holding the outputs (or the log) has one at each batch's writes, a batch of nothing.
+        folder = getattr(event, "event_type", "") == "modified" and getattr(event, "is_directory", False)
         now = time.monotonic()
         with self.lock:
             for f in self.followed:
-                if any(f.covers(p) for p in paths):
+                if any(f.covers(p) and not (folder and Path(p) in f.holders) for p in paths):
                     f.changed_at = now
 
 
@@ -172,7 +191,7 @@ class Watcher:
 
     def __init__(self, requests: list[Request], say: Say, warn: Say) -> None:
         self.followed = [
-            Followed(r, engine.prune_set(r.settings, tuple(codecs.resolve(m) for m in r.settings.modes)))
+            Followed(r, engine.prune_set(r.settings, tuple(codecs.resolve(m) for m in r.settings.modes)) | own_log(r))
             for r in requests
             if r.watch is not None
         ]
@@ -293,8 +312,28 @@ class Watcher:
         ``first``: what each request's first run refused (id -> message)."""
         for f in self.followed:
             f.refused = first.get(id(f.request))
+        with contextlib.ExitStack() as held:
+            self.hold(held)
+            return self.loop(stop, run_batch)
+
+    def hold(self, held: contextlib.ExitStack) -> None:
+        """Each OUTDIR's watch lock, held until the watcher stops: an
+        OUTDIR another --watch follows already (one started again by cron)
+        is left to it, said unless -q."""
+        for f in list(self.followed):
+            try:
+                held.enter_context(guards.outdir_lock(f.request.settings.outdir, WATCH_LOCK))
+            except OutdirBusyError:
+                with self.changes.lock:
+                    self.followed.remove(f)
+                if not f.request.display.quiet:
+                    self.say(f"watch: {shown(f.name)}: another flac2all --watch follows its OUTDIR already")
+            except Flac2allError:
+                pass  # OUTDIR not written yet (its first run refused): its batches say why
+
+    def loop(self, stop: threading.Event, run_batch: Batch) -> ExitStatus:
         try:
-            while not stop.is_set():
+            while self.followed and not stop.is_set():
                 if self.limit.reached is not None:
                     self.fall_back(self.limit.reached)
                     self.limit.reached = None
@@ -320,7 +359,7 @@ class Watcher:
         if now >= f.next_rescan:
             f.next_rescan = now + f.rescan_every
             seen = f.look()
-            if seen != f.snapshot:
+            if seen != f.snapshot and seen != f.verify:  # (the same change seen again is no new one)
                 f.changed_at, f.verify = now, seen
         if f.changed_at is None or now - f.changed_at < f.settle:
             return False

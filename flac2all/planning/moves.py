@@ -54,15 +54,18 @@ def settle(planner: Planner, fresh: list[tuple[Source, Codec, Path]], unclaimed:
         else:
             orphans.append(rec)
     match_moves(planner, fresh, orphans)
+    # A source whose new output was refused (a tag edit onto another's path) still has its old one: kept.
+    refused = {(os.fspath(r.task.source), r.task.mode) for r in planner.plan.refused}
     deleting = planner.settings.delete
-    why = too_many_deletes(planner, orphans) if deleting and not planner.settings.delete_anyway else ""
+    doomed = [rec for rec in orphans if (os.fspath(rec.source), rec.mode) not in refused]
+    why = too_many_deletes(planner, doomed) if deleting and not planner.settings.delete_anyway else ""
     if why:
         if planner.refuse:
             raise UsageError(why + "Run with --dry-run to see the list, and add --delete-anyway if it is right")
         planner.plan.warnings.append(f"a run would refuse: {why}The list is below; add --delete-anyway if it is right")
     for rec in orphans:
-        task = Task(rec.source, rec.mode, rec.output, Action.DELETE if deleting else Action.ORPHAN)
-        planner.plan.tasks.append(task)
+        delete = deleting and (os.fspath(rec.source), rec.mode) not in refused
+        planner.plan.tasks.append(Task(rec.source, rec.mode, rec.output, Action.DELETE if delete else Action.ORPHAN))
 
 
 def too_many_deletes(planner: Planner, orphans: list[Record]) -> str:
@@ -111,9 +114,9 @@ def where_outputs_go(path: Path, settings: Settings) -> bool:
         parts = path.relative_to(settings.outdir).parts
     except ValueError:
         return False
-    if not parts or ".." in parts or parts[0] == STATE_DIR:
+    if not parts or ".." in parts or parts[0] in (STATE_DIR, LOG_NAME, f"{LOG_NAME}.previous"):
         return False
-    return len(parts) > 1 or (settings.layout is not Layout.TREE and parts[0] not in (LOG_NAME, f"{LOG_NAME}.previous"))
+    return len(parts) > 1 or settings.layout is not Layout.TREE
 
 
 def match_moves(planner: Planner, fresh: list[tuple[Source, Codec, Path]], orphans: list[Record]) -> None:

@@ -80,6 +80,8 @@ def spelling(name: str, limit: int, tag: str = "", is_file: bool = True) -> str 
     while room > 0:
         short = (cut(stem, room, tag + suffix) or stem[:1]) + tag + suffix
         spelled = sanitize_filename(short, replacement_text="_", platform="windows", max_len=COMPONENT_UNITS)
+        # A reserved name keeps its trailing dots (AUX. -> AUX_.), which FAT32 drops: AUX_ and AUX_. are one.
+        spelled = spelled.rstrip(". ")
         if spelled in ("", ".", ".."):
             spelled = "_"
         if fits(spelled, limit):

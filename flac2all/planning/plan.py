@@ -448,6 +448,8 @@ class Planner:
             other = first[0]  # a new output of a FLAC, planned once moves are known
         itself = key == os.fspath(task.source)
         unfit = self.namer.unfit.get(key)
+        if not unfit and self.settings.layout is not Layout.TREE and not moves.where_outputs_go(output, self.settings):
+            unfit = "it would be one of flac2all's own files (its state folder or log)"  # (-n m: OUTDIR's top)
         if itself or other is not None or unfit:
             why = unfit or ("it is the source itself" if itself else f"{other} has the same output")
             self.plan.refused.append(TaskResult(task, Status.FAILED, f"output {output} not written: {why}", 1))

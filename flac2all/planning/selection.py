@@ -36,6 +36,7 @@ from flac2all.errors import UsageError
 from flac2all.planning.fields import Comments, leading_number, values
 
 WILD = re.compile(r"[*?\[]")
+NUMBER = re.compile(r"\s*[-+]?\d+(?:\.\d+)?\s*")
 QUERY = re.compile(r"^\s*([-!]?)\s*([^=<>!~]+?)\s*(>=|<=|!=|=|~|<|>)\s*(.*?)\s*$", re.S)
 COMPARE = {
     "<": lambda a, b: a < b,
@@ -54,16 +55,24 @@ def part_regex(part: str) -> str:
             out.append("[^/]*")
         elif c == "?":
             out.append("[^/]")
-        elif c == "[" and (end := part.find("]", i + 2 if part[i + 1 : i + 2] in ("!", "]") else i + 1)) > i:
+        elif c == "[" and (end := part.find("]", set_start(part, i))) > i:
             inside = part[i + 1 : end]
             negated = inside.startswith("!")
             inside = inside[1:] if negated else inside
-            out.append("[" + ("^" if negated else "") + inside.replace("\\", "\\\\") + "]")
+            # Each character as itself but a range's '-'; a set never matches the '/' between parts.
+            out.append("[" + ("^/" if negated else "") + "".join(x if x == "-" else re.escape(x) for x in inside) + "]")
             i = end
         else:
             out.append(re.escape(c))
         i += 1
     return "".join(out)
+
+
+def set_start(part: str, at: int) -> int:
+    """Where the ']' closing the set opened at ``at`` may be: after its
+    '!', and after a ']' right after those (a member, as in fnmatch)."""
+    start = at + 1 + (part[at + 1 : at + 2] == "!")
+    return start + (part[start : start + 1] == "]")
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,11 @@ class Glob:
             if WILD.search(part):
                 break
             prefix.append(part)
-        return cls(pattern, re.compile(regex, re.S), tuple(prefix))
+        try:
+            compiled = re.compile(regex, re.S)
+        except re.error as exc:  # a range backwards ('[z-a]')
+            raise UsageError(f"not a glob: {pattern!r} ({exc.msg})") from None
+        return cls(pattern, compiled, tuple(prefix))
 
     def matches(self, rel: str) -> bool:
         return self.regex.fullmatch(rel) is not None
@@ -126,7 +139,7 @@ class Condition:
                 "a leading - negates)"
             )
         negated, key, op, value = m.groups()
-        if op in COMPARE and leading_number(value) is None:
+        if op in COMPARE and not NUMBER.fullmatch(value):  # (not '1990s', '4stars' nor '199O': their start alone)
             raise UsageError(f"not a query: {text!r} ({op} compares numbers, and {value!r} is not one)")
         return cls(text, bool(negated), key.strip(), op, value)
 
@@ -148,9 +161,9 @@ class Condition:
 def equal(value: str, wanted: str, number: float | None) -> bool:
     """A tag's value equals the query's: as numbers when the query's is
     one (``rating=4`` holds for ``4`` and ``4.0``), else as text, case ignored."""
-    if number is not None and re.fullmatch(r"\s*[-+]?\d+(?:\.\d+)?\s*", wanted):
+    if number is not None and NUMBER.fullmatch(wanted):
         mine = leading_number(value)
-        if mine is not None and re.fullmatch(r"\s*[-+]?\d+(?:\.\d+)?\s*", value):
+        if mine is not None and NUMBER.fullmatch(value):
             return mine == number
     return value.strip().casefold() == wanted.strip().casefold()
 

@@ -17,7 +17,9 @@ extension added: ``{albumartist|artist|Unknown Artist}/{year} - {album}/
   with no total, DISCNUMBER is more than 1 (``{disc:02?}``).
 
 A tag's '/' cannot make a folder: it becomes '_'. A folder or name that
-comes out empty (or '.', '..') is '_'. The profile's name rules
+comes out empty (or '.', '..') is '_'; a first folder named as
+flac2all's state folder or log (at OUTDIR's top with ``-n m``) gets a
+leading '_'. The profile's name rules
 (``--names fat32``) then spell each part, and number clashes, as for the
 source tree. Pure: the comments are read by the planner.
 """
@@ -30,14 +32,19 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import PurePath
 
+from flac2all.csvlog import LOG_NAME
 from flac2all.errors import UsageError
 from flac2all.planning.fields import Comments, leading_number, values
+from flac2all.planning.names import COMPONENT_BYTES
+from flac2all.state import STATE_DIR
 
 FIELD = re.compile(r"\{([^{}]*)\}")
 PLAIN = re.compile(r"[A-Za-z0-9_]+")
 SPEC = re.compile(r"(.*?):([^:|\"']*)")
 FACTS = ("filename", "folder")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 EMPTY = ("", ".", "..")
+OWN_NAMES = frozenset(n.casefold() for n in (STATE_DIR, LOG_NAME, f"{LOG_NAME}.previous"))
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ class Field:
         spec = ""
         if (m := SPEC.fullmatch(body)) is not None:
             body, spec = m.groups()
+            if any(int(n) > COMPONENT_BYTES for n in re.findall(r"\d+", spec)):  # (before format() makes that many)
+                raise UsageError(f"--path-format {template!r}: {{{body}:{spec}}}: wider than a name can be")
             try:
                 format(1, spec)
             except ValueError:
@@ -99,7 +108,7 @@ def formatted(value: str, spec: str) -> str:
         if number is not None and number == int(number) and re.fullmatch(r"\s*[-+]?\d+\s*(/.*)?", value):
             return format(int(number), spec)
         return format(value, spec)
-    except ValueError:
+    except (ValueError, OverflowError):  # ('c' of a number past Unicode's)
         return value
 
 
@@ -129,6 +138,9 @@ class PathFormat:
         for part in self.parts:
             text = "".join(p if isinstance(p, str) else p.render(comments, source) for p in part).strip()
             names.append("_" if text in EMPTY else text)
+        if len(names) > 1 and names[0].rstrip(". ").casefold() in OWN_NAMES:  # (fat32 drops the dots)
+            # With -n m or -n d the first folder is at OUTDIR's top: never flac2all's state folder nor its log.
+            names[0] = "_" + names[0]
         names[-1] += suffix
         return PurePath(*names)
 
@@ -156,4 +168,6 @@ def parse(template: str) -> PathFormat:
     """A template checked and parsed; UsageError says what is wrong in it."""
     if not template.strip():
         raise UsageError("--path-format: an empty template")
+    if (control := CONTROL.search(template)) is not None:  # (a profile's TOML can hold a NUL: no path can)
+        raise UsageError(f"--path-format {template!r}: a control character ({control.group()!r}) in it")
     return PathFormat(template, tuple(parts_of(template)))

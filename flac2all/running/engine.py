@@ -62,8 +62,11 @@ def prune_set(settings: Settings, selected: tuple[Codec, ...]) -> frozenset[Path
     folders and state when the input lies inside the output (or is it).
     """
     inp, out = settings.input_dir, settings.outdir
-    if out != inp and out.is_relative_to(inp):
-        return frozenset({out})
+    # Where OUTDIR lies, in the walk's terms: one reached through a link is inside the input all the same.
+    real_in, real_out = inp.resolve(), out.resolve()
+    if real_out != real_in and real_out.is_relative_to(real_in):
+        return frozenset({inp / real_out.relative_to(real_in)})
+    out = inp if real_out == real_in else out
     return frozenset({out / c.folder for c in selected} | {out / STATE_DIR})
 
 

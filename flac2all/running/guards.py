@@ -112,12 +112,13 @@ def prepare_outdir(outdir: Path) -> None:
 
 
 @contextmanager
-def outdir_lock(outdir: Path) -> Iterator[None]:
+def outdir_lock(outdir: Path, name: str = "lock") -> Iterator[None]:
     """One run at a time per output folder (two would race on the same
     outputs and delete each other's temp files). Taking it is the first
-    write into OUTDIR, so a read-only or unwritable one is refused here."""
+    write into OUTDIR, so a read-only or unwritable one is refused here.
+    ``name``: another lock of the state folder (one --watch per OUTDIR)."""
     folder = outdir / STATE_DIR
-    lock = folder / "lock"
+    lock = folder / name
     try:
         held = dirs.open_folder(folder, outdir, create=True)  # never through a link
     except TaskError as exc:
@@ -156,7 +157,8 @@ def empty_input(settings: Settings, tree: Tree) -> str | None:
     if tree.errors:
         folder, cause = tree.errors[0]
         unread = f" ({len(tree.errors)} folders could not be read; {folder}: {cause})"
-    return f"no FLAC files under {settings.input_dir}{unread}; add --allow-empty if that is right"
+    chosen = " that --include and --exclude select" if settings.include or settings.exclude else ""
+    return f"no FLAC files under {settings.input_dir}{chosen}{unread}; add --allow-empty if that is right"
 
 
 def input_device(folder: Path) -> str:

@@ -77,6 +77,18 @@ def test_bad_maps_are_usage_errors():
         with pytest.raises(UsageError):
             PathMaps.parse(specs)
     assert str(PathMap.parse("/a/./b/=/c")) == "--map /a/b=/c"
+    # This host's '/' as a master's folder: every path of the host its, and no message could tell them back.
+    for spec in ("/srv=/", "/srv=/mnt/..", "/srv=//"):
+        with pytest.raises(UsageError, match="cannot be / \\(all of this host\\)"):
+            PathMap.parse(spec)
+
+
+def test_the_masters_root_mapped_goes_back_without_a_double_slash():
+    maps = PathMaps.parse(["/=/mnt/master"])
+    assert maps.to_worker(Path("/srv/a.flac")) == Path("/mnt/master/srv/a.flac")
+    assert maps.text_to_master("cannot write /mnt/master/srv/a.mp3: full; /mnt/master") == (
+        "cannot write /srv/a.mp3: full; /"
+    )
 
 
 def test_a_wrong_map_is_named(tmp_path):
@@ -111,6 +123,26 @@ def test_the_worker_config_file(tmp_path):
         parse(["--config", str(config)])
     config.write_text("[worker]\nmaps = []\n")
     with pytest.raises(UsageError, match=r"line 2: \[worker\] maps: unknown key"):
+        parse(["--config", str(config)])
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('map = ["/storage", "music=/mnt/music"]', r"map: --map /storage: give MASTER_PATH=WORKER_PATH"),
+        ('allow = ["/srv", "mirror"]', r"allow: mirror is not an absolute path"),
+        ("port = 99999", r"port: must be a whole number in 1\.\.65535"),
+        ("threads = 0", r"threads: must be a whole number, 1 or more"),
+        ("retry-seconds = nan", r"retry-seconds: must be a number of seconds, 0 or more"),
+        ("retry-seconds = -1", r"retry-seconds: must be a number of seconds, 0 or more"),
+    ],
+)
+def test_a_config_value_out_of_range_is_named_by_its_file_line_and_key(tmp_path, line, why):
+    # Checked only later, it was told as an option the user never typed ('--map ...'), or not at all
+    # (a retry time of nan kept trying for ever, -1 gave up at once).
+    config = tmp_path / "worker.toml"
+    config.write_text(f'[worker]\nmaster = "fileserver"\n{line}\n')
+    with pytest.raises(UsageError, match=rf"worker\.toml, line 3: \[worker\] {why}"):
         parse(["--config", str(config)])
 
 

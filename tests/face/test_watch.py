@@ -177,6 +177,69 @@ def test_an_album_renamed_is_moved_not_encoded(tmp_path, watching, spy):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_second_watch_of_one_outdir_leaves_it_to_the_first(tmp_path, watching):
+    """Started again (by cron, say), --watch does not pile up watchers of one
+    OUTDIR, each racing the others' batches: it leaves it to the one that
+    follows it, after its run, quietly with -q."""
+    music, out = albums(tmp_path / "music", "AB"), tmp_path / "out"
+    w = watching("mp3", "-o", out, music, "--settle", SETTLE)
+    w.wait_for(lambda: first_run_done(w), what="the first run")
+    again = run_flac2all("mp3", "-o", out, music, "--settle", SETTLE, "--watch", "-q", timeout=60)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    loud = run_flac2all("mp3", "-o", out, music, "--settle", SETTLE, "--watch", timeout=60)
+    assert loud.returncode == 0 and "another flac2all --watch follows its OUTDIR already" in loud.stdout
+    albums(music, "C")
+    w.wait_line("1 encoded")
+    assert w.stop() == 143
+    assert [r["infile"].endswith("00 C.flac") for r in read_log(out)].count(True) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_rescans_more_often_than_the_settle_time_do_not_postpone_a_change_for_ever(tmp_path, watching):
+    # Each rescan took the change it had seen already for a new one, and the library was never quiet.
+    music, out = albums(tmp_path / "music", "A"), tmp_path / "out"
+    w = watching("flac", "-o", out, music, "--settle", "2", "--rescan-every", "0.5")
+    w.wait_for(lambda: first_run_done(w), what="the first run")
+    albums(music, "B")
+    w.wait_line("1 encoded", timeout=20)
+    assert (out / "flac" / "Album B" / "00 B.flac").is_file()
+    assert w.stop() == 143
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["inside", "through a link", "the input itself"])
+def test_an_outdir_in_the_input_starts_no_batch_of_its_own_writes(tmp_path, watching, where):
+    """Each batch writes the outputs, the state and the log: where those lie
+    in the input, neither their events nor a rescan is a change of it (an
+    OUTDIR reached through a link was walked as input: every batch
+    converted the last one's FLACs a folder deeper)."""
+    music = albums(tmp_path / "music", "AB")
+    inside = music / "out" if where != "the input itself" else music
+    inside.mkdir(exist_ok=True)
+    out = inside
+    if where == "through a link":
+        out = tmp_path / "mirror"
+        out.symlink_to(inside)
+    w = watching("flac", "-o", out, music, "--settle", SETTLE, "--rescan-every", "1")
+    w.wait_for(lambda: first_run_done(w), what="the first run")
+    time.sleep(4)  # settle and rescan times over, twice
+    assert w.lines() == []
+    albums(music, "C")
+    w.wait_line("1 encoded")
+    time.sleep(4)
+    assert w.lines() == ["watch: 1 encoded"]
+    assert sorted(p.relative_to(inside).as_posix() for p in (inside / "flac").rglob("*.flac")) == [
+        "flac/Album A/00 A.flac",
+        "flac/Album B/00 B.flac",
+        "flac/Album C/00 C.flac",
+    ]
+    assert w.stop() == 143
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("delete", [True, False])
 def test_a_deleted_album_is_removed_with_delete_and_kept_without(tmp_path, watching, delete):

@@ -61,3 +61,29 @@ def test_a_state_row_naming_a_file_of_outdir_no_mode_writes_never_has_it_deleted
     assert f"the state names {out / name}, where no output goes: ignored" in run.stdout + run.stderr
     if name != "conversion_results.log":  # (this run's log replaced it)
         assert victim.read_bytes() == before
+
+
+def test_a_tag_edit_onto_another_outputs_path_keeps_the_old_output_with_delete(tmp_path):
+    """The new path is another source's, so the task is refused; its source
+    is still there and its old output is all it has: kept, not deleted as
+    the orphan of a gone source."""
+    from mutagen.flac import FLAC
+
+    for n, title in enumerate(("one", "two", "three", "four", "five")):
+        make_flac(tmp_path / "in" / f"{n}" / "t.flac", seconds=0.1, tags={"TITLE": title})
+    out, args = tmp_path / "out", ("--path-format", "{title}", "--delete")
+    assert run_flac2all("flac", "-o", out, *args, tmp_path / "in", timeout=60).returncode == 0
+    edited = FLAC(tmp_path / "in" / "1" / "t.flac")
+    edited["TITLE"] = "one"
+    edited.save()
+    result = run_flac2all("flac", "-o", out, *args, tmp_path / "in", timeout=60)
+    assert result.returncode == 1 and "1/t.flac has the same output" not in result.stdout
+    assert "0/t.flac has the same output" in result.stdout
+    assert sorted(p.name for p in (out / "flac").iterdir()) == [
+        "five.flac",
+        "four.flac",
+        "one.flac",
+        "three.flac",
+        "two.flac",
+    ]
+    assert "0 orphans deleted" in result.stdout

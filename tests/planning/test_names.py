@@ -29,6 +29,9 @@ def test_components_are_spelled_for_fat32():
     assert component("CON.mp3") == "CON_.mp3" and component("nul") == "nul_"
     assert component("Album.", is_file=False) == "Album" and component(" . ", is_file=False) == "_"
     assert component("a\udcffb.mp3") == "a_b.mp3"  # a name whose bytes were not UTF-8
+    # A reserved name with a trailing dot or space: FAT32 drops those, so 'aux_.' would be 'aux_'.
+    assert component("aux. ", is_file=False) == "aux_" and component("nul..") == "nul_"
+    assert is_valid_filename(component("con.", is_file=False), platform="windows")
     long = component("x" * 250 + ".mp3", tag=" (2)")
     assert long.endswith("x (2).mp3") and units(long) == 255
     wide = component("😀" * 200 + ".mp3")  # 2 UTF-16 units and 4 bytes each

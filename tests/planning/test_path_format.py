@@ -65,7 +65,15 @@ def test_the_multi_disc_rule(disc, total, multi):
 
 @pytest.mark.parametrize(
     ("bad", "why"),
-    [("{artist", "brace"), ("a//b", "empty folder"), ("{track:zz}", "format spec"), ("{}", "empty"), (" ", "empty")],
+    [
+        ("{artist", "brace"),
+        ("a//b", "empty folder"),
+        ("{track:zz}", "format spec"),
+        ("{}", "empty"),
+        (" ", "empty"),
+        ("x\0y/{title}", "control character"),  # (a profile's "\u0000": os.stat raised ValueError)
+        ('{title|"a\nb"}', "control character"),
+    ],
 )
 def test_a_template_that_is_not_one_is_refused_saying_so(bad, why):
     with pytest.raises(UsageError, match=why):
@@ -322,3 +330,31 @@ def test_a_template_dropped_then_given_again_is_not_trusted_from_the_rows(tmp_pa
     again = run_flac2all("mp3", "-o", out, "-q", *layout, root)
     assert again.returncode == 0, again.stdout + again.stderr
     assert {p.relative_to(out / "mp3").as_posix() for p in (out / "mp3").rglob("*.mp3")} == {"A/Ono.mp3", "B/Two.mp3"}
+
+
+def test_a_format_spec_that_raises_on_a_value_leaves_the_value_as_it_is():
+    # 'c' of a number past Unicode's raised OverflowError, a traceback out of the run.
+    assert render({"TRACKNUMBER": "99999999"}, "{track:c}") == "99999999.mp3"
+    assert render({"TITLE": "x"}, "{title:d}") == "x.mp3"
+    with pytest.raises(UsageError, match="wider than a name"):
+        parse("{track:>1000000000}")  # refused before format() makes a name of a gigabyte
+
+
+def test_a_tag_never_puts_an_output_into_the_state_folder_or_onto_the_log(tmp_path):
+    """With -n m the template's first folder is at OUTDIR's top, where
+    flac2all keeps its state folder and its log."""
+    for n, album in enumerate((".flac2all", "conversion_results.log", "CONVERSION_RESULTS.LOG.previous", ".flac2all.")):
+        make_flac(tmp_path / "in" / f"{n}.flac", seconds=0.1, tags={"ALBUM": album, "TITLE": "state"})
+    out = tmp_path / "out"
+    result = run_flac2all("flac", "-n", "m", "-o", out, "--path-format", "{album}/{title}", tmp_path / "in", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (out / ".flac2all").iterdir() if p.suffix == ".flac") == []
+    assert (out / "conversion_results.log").is_file() and len(read_log(out)) == 4
+    assert {p.parent.name for p in out.rglob("*.flac")} == {
+        "_.flac2all",
+        "_conversion_results.log",
+        "_CONVERSION_RESULTS.LOG.previous",
+        "_.flac2all.",
+    }
+    again = run_flac2all("flac", "-n", "m", "-o", out, "--path-format", "{album}/{title}", tmp_path / "in", timeout=60)
+    assert again.returncode == 0 and "encoded" not in again.stdout

@@ -334,3 +334,26 @@ def test_moves_prefer_the_same_relative_name_then_the_same_tags():
     w.facts[moved.path] = facts(md5="ff", tags="second")
     [task] = [t for t in w.build([moved], codecs=(MP3,)).tasks if t.action is Action.MOVE]
     assert task.previous == OUT / "mp3/y/a.mp3"
+
+
+def test_with_n_m_no_input_file_is_written_over_flac2alls_own(tmp_path):
+    """Below OUTDIR itself (-n m), a source folder named as flac2all's state
+    folder or log would have its copies written over the state database
+    and its outputs make the log a folder: each is refused, naming why."""
+    from tests.conftest import make_flac, read_log, run_flac2all
+
+    make_flac(tmp_path / "in" / ".flac2all" / "a.flac", seconds=0.1)
+    (tmp_path / "in" / ".flac2all" / "state.sqlite").write_text("not a database")
+    make_flac(tmp_path / "in" / "conversion_results.log" / "b.flac", seconds=0.1)
+    make_flac(tmp_path / "in" / "Album" / "c.flac", seconds=0.1)
+    out = tmp_path / "out"
+    for _ in range(2):  # the state the first run wrote is read by the second
+        result = run_flac2all("flac", "-c", "-n", "m", "-o", out, tmp_path / "in", timeout=60)
+        assert result.returncode == 1, result.stderr
+        refused = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+        assert len(refused) == 3 and all("it would be one of flac2all's own files" in line for line in refused)
+        assert "Traceback" not in result.stderr
+    assert (out / "conversion_results.log").is_file() and not (out / "conversion_results.log.previous").exists()
+    assert {Path(r["infile"]).name: r["conversion_status"] for r in read_log(out)}["c.flac"].startswith("SUCCESS")
+    assert (out / ".flac2all" / "state.sqlite").read_bytes().startswith(b"SQLite format 3")
+    assert not (out / ".flac2all" / "a.flac").exists()

@@ -46,7 +46,9 @@ def test_a_query_test_on_comments(query, holds):
     assert Condition.of(query).holds(COMMENTS) is holds
 
 
-@pytest.mark.parametrize("bad", ["genre", "=Jazz", "year>=nineteen", "rating<", ""])
+@pytest.mark.parametrize(
+    "bad", ["genre", "=Jazz", "year>=nineteen", "rating<", "", "year>=199O", "rating>4stars", "year<1e999"]
+)
 def test_a_query_that_is_not_one_is_refused_saying_so(bad):
     with pytest.raises(UsageError, match="not a query"):
         Condition.of(bad)
@@ -74,6 +76,41 @@ def test_a_query_that_is_not_one_is_refused_saying_so(bad):
 )
 def test_a_glob_on_a_relative_path(pattern, path, matches):
     assert Glob.of(pattern).matches(path) is matches
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("a[!x]b", "a/b", False),  # a set never matches the '/' between parts
+        ("[!]", "[!]", True),  # no member: the text itself, as fnmatch has it
+        ("[!]]", "x", True),  # a ']' first is a member
+        ("[!]]", "]", False),
+        ("[^a]", "^", True),  # '^' is a member; '!' negates
+        ("[^a]", "b", False),
+        ("[[:alpha:]]", "a", False),  # no classes: '[' and ':' are members
+        ("[\\]]", "\\]", True),
+        ("[a-c]", "b", True),
+    ],
+)
+def test_a_glob_set_is_one_character_of_one_part(pattern, path, matches):
+    assert Glob.of(pattern).matches(path) is matches
+
+
+def test_a_glob_that_is_not_one_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="not a glob: '\\[z-a\\]'"):
+        Glob.of("[z-a]")
+    make_flac(tmp_path / "in" / "a.flac")
+    result = run_flac2all("mp3", "-o", tmp_path / "out", "--exclude", "[z-a]", tmp_path / "in", timeout=60)
+    assert result.returncode == 2 and "not a glob" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_globs_that_leave_out_every_flac_say_so(tmp_path):
+    # The input has FLACs: 'no FLAC files under it' alone sent the user looking for an unmounted disk.
+    make_flac(tmp_path / "in" / "Rock" / "a.flac")
+    result = run_flac2all("mp3", "-o", tmp_path / "out", "--include", "Jazz", tmp_path / "in", timeout=60)
+    assert result.returncode == 2
+    assert "no FLAC files under" in result.stderr and "that --include and --exclude select" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_glob_matching_a_folder_selects_or_excludes_what_is_in_it():
