@@ -24,6 +24,7 @@ from flac2all.cluster.diagnose import resolves
 from flac2all.cluster.paths import PathMaps
 from flac2all.cluster.worker import WorkerProcess, say
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
+from flac2all.face.config import seconds, thread_count
 
 
 class Forward:
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-t",
         "--threads",
-        type=int,
+        type=thread_count,
         default=os.cpu_count() or 1,
         metavar="N",
         help="worker processes, one job each: a file's modes run side by side from one decoder "
@@ -141,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--retry-seconds",
-        type=float,
+        type=seconds,
         default=60.0,
         metavar="S",
         help="how long to keep trying to reach a master that is away (default 60)",

@@ -23,7 +23,7 @@ from typing import Any
 
 from flac2all.cluster.paths import PathMap
 from flac2all.errors import UsageError
-from flac2all.face.config import MAX_CONFIG, ConfigError, key_line
+from flac2all.face.config import MAX_CONFIG, MAX_THREADS, ConfigError, key_line
 
 # key -> (its type, what a bad value is told to be)
 KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -62,8 +62,8 @@ def checked(key: str, value: Any) -> Any:
         return Path(os.path.expanduser(value))
     if key == "retry-seconds" and not 0 <= value < math.inf:
         raise ValueError(f"must be {what}, 0 or more")
-    if (key == "port" and not 0 < value < 65536) or (key == "threads" and value < 1):
-        raise ValueError(f"must be {what} in 1..65535" if key == "port" else f"must be {what}, 1 or more")
+    if (key == "port" and not 0 < value < 65536) or (key == "threads" and not 0 < value <= MAX_THREADS):
+        raise ValueError(f"must be {what} in 1..65535" if key == "port" else f"must be {what} in 1..{MAX_THREADS}")
     return float(value) if key == "retry-seconds" else value
 
 

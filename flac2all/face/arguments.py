@@ -12,7 +12,7 @@ from flac2all.codecs.options import options_help
 from flac2all.errors import ExitStatus
 from flac2all.executors.jobqueue import JOBQUEUES
 from flac2all.face import config
-from flac2all.face.config import positive_float, positive_int
+from flac2all.face.config import positive_float, positive_int, thread_count
 from flac2all.face.usage import Parser
 from flac2all.model import OpusGain, ReplayGain
 
@@ -63,7 +63,7 @@ def build_parser() -> Parser:
     p.option(
         "-t",
         "--threads",
-        type=positive_int,
+        type=thread_count,
         default=cpus,
         metavar="N",
         help=f"files converted at once, each decoded once and fed to one encoder per mode "

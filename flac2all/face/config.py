@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import os
 import re
 import shlex
@@ -97,6 +98,29 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+# Jobs at once (-t; a worker's processes): a number past any machine's
+# cores is a typing mistake, and each one is a thread or a process.
+MAX_THREADS = 1024
+
+
+def thread_count(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_THREADS}, not {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A time of 0 seconds or more (not nan, not infinite)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be 0 seconds or more, not {text}")
     return value
 
 
@@ -439,7 +463,7 @@ def checked(option: Option, value: Any, base: Path) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError('must be a string or a list of strings, as ["a", "b"]')
         return [option.type(v) if callable(option.type) else v for v in value]
-    if option.type in (int, positive_int, positive_float, path_limit):
+    if option.type in (int, positive_int, positive_float, path_limit, thread_count, seconds):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError("must be a number")
         return option.type(str(value))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import platform
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import mutagen
@@ -132,7 +134,8 @@ def test_the_worker_config_file(tmp_path):
         ('map = ["/storage", "music=/mnt/music"]', r"map: --map /storage: give MASTER_PATH=WORKER_PATH"),
         ('allow = ["/srv", "mirror"]', r"allow: mirror is not an absolute path"),
         ("port = 99999", r"port: must be a whole number in 1\.\.65535"),
-        ("threads = 0", r"threads: must be a whole number, 1 or more"),
+        ("threads = 0", r"threads: must be a whole number in 1\.\.1024"),
+        ("threads = 100000000", r"threads: must be a whole number in 1\.\.1024"),
         ("retry-seconds = nan", r"retry-seconds: must be a number of seconds, 0 or more"),
         ("retry-seconds = -1", r"retry-seconds: must be a number of seconds, 0 or more"),
     ],
@@ -233,3 +236,23 @@ def test_a_wrong_map_or_an_allow_of_the_masters_paths_is_refused_before_any_work
     assert not list(out.rglob("*.mp3"))
     assert not (out / "conversion_results.log").exists() or read_log(out) == []
     assert os.listdir(wrong) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "why"),
+    [
+        (["--retry-seconds", "nan"], "must be 0 seconds or more, not nan"),
+        (["--retry-seconds", "-1"], "must be 0 seconds or more, not -1"),
+        (["--threads", "100000000"], "at most 1024, not 100000000"),
+    ],
+)
+def test_the_command_line_refuses_what_the_config_file_refuses(option, why):
+    # Accepted before: -1 gave up at once, nan kept trying for ever, and a
+    # hundred million threads forked processes without end.
+    run = subprocess.run(
+        [sys.executable, "-m", "flac2all.cluster.worker_cli", "fileserver", *option],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2 and why in run.stderr, run.stderr
