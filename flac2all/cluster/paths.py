@@ -80,6 +80,16 @@ class PathMaps:
         if len(set(workers)) < len(workers):
             twice = next(w for w in workers if workers.count(w) > 1)
             raise UsageError(f"--map ...={twice}: two of the master's folders cannot be one here")
+        for outer in self.maps:
+            for inner in self.maps:
+                if inner is outer or not inner.worker.is_relative_to(outer.worker):
+                    continue
+                implied = outer.master / inner.worker.relative_to(outer.worker)
+                if implied != inner.master:  # a path under inner.worker would be two of the master's
+                    raise UsageError(
+                        f"{inner} and {outer}: {inner.worker} lies inside {outer.worker}, where {outer} puts the"
+                        f" master's {implied}, not {inner.master}: what is found there cannot be told back"
+                    )
         by_length = sorted(self.maps, key=lambda m: len(m.master.parts), reverse=True)
         self.inward = [(m.master, m.worker) for m in by_length]
         self.outward = sorted(((m.worker, m.master) for m in self.maps), key=lambda p: len(p[0].parts), reverse=True)

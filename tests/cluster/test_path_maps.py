@@ -85,6 +85,14 @@ def test_bad_maps_are_usage_errors():
             PathMap.parse(spec)
 
 
+def test_maps_whose_worker_folders_nest_must_agree():
+    # /mnt/y/f could be the master's /y/f or /x/y/f: refused, naming both.
+    with pytest.raises(UsageError, match=r"/mnt/y lies inside /mnt, where --map /x=/mnt puts the master's /x/y"):
+        PathMaps.parse(["/x=/mnt", "/y=/mnt/y"])
+    agreeing = PathMaps.parse(["/x=/mnt", "/x/y=/mnt/y"])  # the same place either way
+    assert agreeing.to_master(Path("/mnt/y/f")) == Path("/x/y/f")
+
+
 def test_the_masters_root_mapped_goes_back_without_a_double_slash():
     maps = PathMaps.parse(["/=/mnt/master"])
     assert maps.to_worker(Path("/srv/a.flac")) == Path("/mnt/master/srv/a.flac")
