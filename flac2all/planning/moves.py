@@ -64,8 +64,13 @@ def settle(planner: Planner, fresh: list[tuple[Source, Codec, Path]], unclaimed:
             raise UsageError(why + "Run with --dry-run to see the list, and add --delete-anyway if it is right")
         planner.plan.warnings.append(f"a run would refuse: {why}The list is below; add --delete-anyway if it is right")
     for rec in orphans:
-        delete = deleting and (os.fspath(rec.source), rec.mode) not in refused
-        planner.plan.tasks.append(Task(rec.source, rec.mode, rec.output, Action.DELETE if delete else Action.ORPHAN))
+        if (os.fspath(rec.source), rec.mode) in refused:
+            note = "output kept: its source is here, but its new output was refused (see that row)"
+            planner.plan.tasks.append(Task(rec.source, rec.mode, rec.output, Action.ORPHAN, note=note))
+        else:
+            planner.plan.tasks.append(
+                Task(rec.source, rec.mode, rec.output, Action.DELETE if deleting else Action.ORPHAN)
+            )
 
 
 def too_many_deletes(planner: Planner, orphans: list[Record]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_flac, run_flac2all
+from tests.conftest import make_flac, read_log, run_flac2all
 
 
 def test_a_state_row_naming_a_file_outside_outdir_never_has_it_deleted(tmp_path):
@@ -87,3 +87,5 @@ def test_a_tag_edit_onto_another_outputs_path_keeps_the_old_output_with_delete(t
         "two.flac",
     ]
     assert "0 orphans deleted" in result.stdout
+    (kept,) = [r for r in read_log(out) if r["outfile"] == str(out / "flac" / "two.flac")]
+    assert "its source is here, but its new output was refused" in kept["conversion_status"]
