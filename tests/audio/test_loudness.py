@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flac2all.audio.loudness import BINS, Loudness, Meter, album, channel_weights, k_weighting
+from flac2all.audio.loudness import BINS, Loudness, Meter, album, channel_weights, k_weighting, oversampling
 from flac2all.audio.pcm import parse_header
 from tests.conftest import require
 
@@ -214,3 +214,32 @@ def test_a_meter_refuses_what_it_cannot_measure():
         Meter(44100, 9, 2)
     with pytest.raises(ValueError):
         Meter(44100, 2, 5)
+
+
+def every_interpolated_value(samples: np.ndarray, rate: int) -> float:
+    """The true peak with every value interpolated (no value skipped): the
+    whole signal through the oversampling filter at once, in double precision."""
+    factor, taps = oversampling(rate)
+    up = signal.upfirdn(np.array(taps), samples.astype(np.float64), up=factor, axis=0)
+    return float(np.abs(up[: len(samples) * factor]).max())
+
+
+def test_the_true_peak_interpolates_only_where_the_peak_can_change_and_stays_exact():
+    rate = 44100
+    t = np.arange(rate) / rate
+    # A loud low tone first, then a quieter-sampled tone at a quarter of the
+    # rate whose samples miss its crests: its true peak (0.9) is above the
+    # tone's sample peak (0.7), its samples (0.64) below it.
+    low = 0.7 * np.sin(2 * np.pi * 100 * t)
+    high = 0.9 * np.sin(2 * np.pi * (rate / 4) * t + np.pi / 4)
+    noise = np.random.default_rng(7).normal(0, 0.1, (rate, 2)).clip(-0.6, 0.6)
+    for mono in (np.concatenate((low, high)), np.concatenate((high, low))):
+        stereo = np.stack((mono, mono[::-1]), axis=1)
+        for samples in (stereo, np.concatenate((noise, stereo))):
+            pcm = np.round(samples * 32767).astype("<i2")
+            meter = Meter(rate, 2, 2)
+            for i in range(0, pcm.nbytes, 20000):
+                meter(pcm.tobytes()[i : i + 20000])
+            expected = every_interpolated_value(pcm / 32768, rate)
+            assert expected > 0.85
+            assert meter.result().peak == pytest.approx(expected, rel=1e-6)
