@@ -13,14 +13,22 @@ all its tracks, not averaged from track values. Binning moves a result by
 less than 0.01 dB from gating every block exactly.
 
 numpy and scipy do the work (``pip install 'flac2all[loudness]'``); they are
-imported when a Meter is made, never by importing this module.
+imported when a Meter is made, never by importing this module, and of scipy
+only the filter loop the meter runs (``section_filter``).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.machinery
+import importlib.util
 import math
-from collections.abc import Iterable
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 ABSOLUTE_GATE = -70.0  # LUFS
@@ -38,11 +46,85 @@ EXTRA = "install flac2all[loudness] (numpy and scipy) to measure loudness"
 def available() -> bool:
     """Whether numpy and scipy are there to measure with."""
     try:
-        import numpy  # noqa: F401
-        import scipy.signal  # noqa: F401
+        section_filter()
     except ImportError:
         return False
     return True
+
+
+KERNEL = "scipy.signal._sosfilt"  # the compiled loop behind scipy.signal.sosfilt
+LOADING = threading.Lock()  # an extension module loads once a process: two slots' first meters at once would not
+
+
+@functools.cache
+def section_filter() -> Callable[[Any, Any, Any], None]:
+    """scipy's second-order-sections filter loop, ``run(sos, x, zi)``:
+    filters ``x`` (signals x samples, C order) in place, its state ``zi``
+    (signals x sections x 2) carried along, as scipy.signal.sosfilt does
+    after checking its arguments. Loaded alone, once a process: importing
+    scipy.signal imports most of scipy (0.9 s of CPU, what the meter takes
+    for eight minutes of audio) for this one loop (0.03 s). Where scipy
+    keeps it elsewhere, the public sosfilt does the same. An ImportError
+    without scipy."""
+    # OpenBLAS starts a thread a core when numpy loads it (0.06 s of CPU,
+    # what a minute of audio costs the meter) and wakes them all for each
+    # product: the meter's are small, one thread does them sooner.
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import scipy
+
+    with LOADING:
+        kernel = getattr(sys.modules.get(KERNEL) or loaded_alone(Path(scipy.__file__).parent), "_sosfilt", None)
+    return kernel if kernel is not None and works(kernel) else public_section_filter
+
+
+def works(kernel: Callable[[Any, Any, Any], None]) -> bool:
+    """Whether ``kernel`` (a private function of scipy's) is still called as
+    ``section_filter`` calls it: a one-pole filter, y[n] = x[n] + y[n-1] / 2,
+    fed an impulse in two calls."""
+    import numpy as np
+
+    sos = np.array([[1, 0, 0, 1, -0.5, 0]], dtype=np.float32)
+    state = np.zeros((1, 1, 2), dtype=np.float32)
+    first, second = np.array([[1, 0]], dtype=np.float32), np.zeros((1, 2), dtype=np.float32)
+    try:
+        kernel(sos, first, state)
+        kernel(sos, second, state)
+    except (TypeError, ValueError):
+        return False
+    return first.tolist() == [[1, 0.5]] and second.tolist() == [[0.25, 0.125]]
+
+
+def loaded_alone(scipy: Path) -> Any:
+    """scipy.signal's filter loop module loaded from ``scipy``'s folder
+    without scipy.signal, and registered as loaded; None where it is not."""
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    for path in sorted((scipy / "signal").glob("_sosfilt.*")):
+        if not path.name.endswith(suffixes):
+            continue
+        loader = importlib.machinery.ExtensionFileLoader(KERNEL, str(path))
+        spec = importlib.util.spec_from_file_location(KERNEL, str(path), loader=loader)
+        if spec is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        try:
+            loader.exec_module(module)
+        except ImportError:
+            continue
+        # registered, so that a later import of scipy.signal finds it
+        # loaded rather than loading it a second time
+        sys.modules[KERNEL] = module
+        return module
+    return None
+
+
+def public_section_filter(sos: Any, x: Any, zi: Any) -> None:
+    """``section_filter``'s loop through scipy.signal.sosfilt."""
+    import numpy as np
+    from scipy.signal import sosfilt
+
+    x[...], after = sosfilt(sos, x, axis=-1, zi=np.moveaxis(zi, 0, 1))
+    zi[...] = np.moveaxis(after, 0, 1)
 
 
 def channel_weights(channels: int) -> tuple[float, ...]:
@@ -204,18 +286,19 @@ class Meter:
 
     def __init__(self, rate: int, channels: int, width: int, floating: bool = False) -> None:
         try:
+            run = section_filter()
             import numpy as np
-            from scipy import signal
+
         except ImportError as e:
             raise RuntimeError(EXTRA) from e
         if not (1 <= channels <= 8 and 1000 <= rate <= 768000 and width in (1, 2, 3, 4)) or (floating and width != 4):
             raise ValueError(f"cannot measure {channels} channels of {width}-byte samples at {rate} Hz")
-        self.np, self.signal = np, signal
+        self.np, self.run = np, run
         self.rate, self.channels, self.width, self.floating = rate, channels, width, floating
         self.frame = width * channels
         self.carry = b""  # the bytes of a frame split between two chunks
         self.sos = np.array(k_weighting(rate), dtype=np.float32)
-        self.state = np.zeros((2, 2, channels), dtype=np.float32)
+        self.state = np.zeros((channels, 2, 2), dtype=np.float32)
         self.weights = np.array(channel_weights(channels), dtype=np.float32)
         self.step = (rate + 5) // 10  # samples in 100 ms (libebur128's rounding)
         self.partial = np.zeros(0)  # weighted squares of the current, unfinished 100 ms
@@ -223,7 +306,7 @@ class Meter:
         self.histogram = np.zeros(BINS, dtype=np.int64)
         self.factor, taps = oversampling(rate)
         self.history = -(-(TAPS - 1) // self.factor)  # input samples an interpolated one depends on
-        self.past = np.zeros((self.history, channels), dtype=np.float32)
+        self.past = np.zeros((channels, self.history), dtype=np.float32)
         self.peak = 0.0
         self.bank, self.near, self.tails = polyphase(np, self.factor, taps, self.history)
         self.weights64 = self.bank.astype(np.float64).T.copy()
@@ -235,10 +318,11 @@ class Meter:
         self.carry = bytes(data[whole:])
         if not whole:
             return
-        samples = self.decode(memoryview(data)[:whole]).reshape(-1, self.channels)
-        filtered, self.state = self.signal.sosfilt(self.sos, samples, axis=0, zi=self.state)
-        self.add_energy(np.square(filtered) @ self.weights)
-        self.add_peak(samples)
+        lanes = np.ascontiguousarray(self.decode(memoryview(data)[:whole]).reshape(-1, self.channels).T)
+        filtered = lanes.copy()
+        self.run(self.sos, filtered, self.state)
+        self.add_energy(np.einsum("c,cn->n", self.weights, np.square(filtered, out=filtered)))
+        self.add_peak(lanes)
 
     def decode(self, data: memoryview) -> Any:
         """The samples in ``data`` as single-precision floats, full scale 1.0."""
@@ -280,11 +364,12 @@ class Meter:
         index = np.floor((OFFSET + 10 * np.log10(energy) - ABSOLUTE_GATE) / BIN).astype(np.int64)
         self.histogram += np.bincount(np.clip(index, 0, BINS - 1), minlength=BINS)
 
-    def add_peak(self, samples: Any) -> None:
+    def add_peak(self, lanes: Any) -> None:
         """The largest magnitude of the samples and of the samples
         interpolated ``factor`` times, each interpolated value made once
         whatever the chunks: the last samples of a chunk are kept for the
         next chunk's first values, as a zero history is for the first.
+        ``lanes``: a row of samples a channel.
 
         Only the interpolated values that could exceed the peak known so
         far are made: a value is bounded by its phase's few largest taps
@@ -294,24 +379,23 @@ class Meter:
         below) the value cannot change the result. Exact, not an estimate;
         on music it leaves about one value in a hundred to make."""
         np = self.np
-        self.peak = max(self.peak, float(np.abs(samples).max()))
+        self.peak = max(self.peak, float(np.abs(lanes).max()))
         if self.factor == 1:
             return
-        joined = np.concatenate((self.past, samples))
-        self.past = joined[-self.history :]
-        lanes = np.ascontiguousarray(joined.T)  # a channel's samples in a row: one flat index for a window's start
-        count, length = len(samples), len(joined)
+        joined = np.concatenate((self.past, lanes), axis=1)  # one flat index for a window's start
+        self.past = joined[:, -self.history :]
+        count, length = lanes.shape[1], joined.shape[1]
         largest = float(np.abs(joined).max())
         wanted = np.zeros((self.channels, count), dtype=bool)
         for phase, taps in enumerate(self.near):
-            short = sum(lanes[:, w : w + count] * self.bank[phase, w] for w in taps)
+            short = sum(joined[:, w : w + count] * self.bank[phase, w] for w in taps)
             # float32 rounding of the short sum and of the value itself stays far below this slack
             wanted |= np.abs(short) > self.peak - (self.tails[phase] + SLACK) * largest
         found = np.flatnonzero(wanted)
         if not len(found):
             return
         starts = found // count * length + found % count
-        windows = np.take(lanes, starts[:, None] + np.arange(self.history + 1)).astype(np.float64)
+        windows = np.take(joined, starts[:, None] + np.arange(self.history + 1)).astype(np.float64)
         # In double precision, rounded to single at the end: what order the
         # product sums in cannot change the peak, whatever the chunks.
         values = windows @ self.weights64

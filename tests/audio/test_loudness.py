@@ -7,11 +7,21 @@ from __future__ import annotations
 import math
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from flac2all.audio.loudness import BINS, Loudness, Meter, album, channel_weights, k_weighting, oversampling
+from flac2all.audio.loudness import (
+    BINS,
+    Loudness,
+    Meter,
+    album,
+    channel_weights,
+    k_weighting,
+    oversampling,
+    public_section_filter,
+)
 from flac2all.audio.pcm import parse_header
 from tests.conftest import require
 
@@ -243,3 +253,36 @@ def test_the_true_peak_interpolates_only_where_the_peak_can_change_and_stays_exa
             expected = every_interpolated_value(pcm / 32768, rate)
             assert expected > 0.85
             assert meter.result().peak == pytest.approx(expected, rel=1e-6)
+
+
+ALONE = """
+import sys
+import numpy as np
+from flac2all.audio.loudness import k_weighting, section_filter
+run = section_filter()
+assert "scipy.signal" not in sys.modules, "scipy.signal imported"
+sos = np.array(k_weighting(44100), dtype=np.float32)
+x = np.random.default_rng(3).normal(0, 0.3, (2, 5000)).astype(np.float32)
+state = np.zeros((2, 2, 2), dtype=np.float32)
+head, tail = x[:, :1234].copy(), x[:, 1234:].copy()
+run(sos, head, state)
+run(sos, tail, state)
+from scipy import signal
+assert np.array_equal(np.concatenate((head, tail), axis=1), signal.sosfilt(sos, x, axis=-1))
+"""
+
+
+def test_the_filter_loop_loads_alone_and_filters_as_scipy_signal_sosfilt():
+    # in a process of its own: this one imported scipy.signal already
+    subprocess.run([sys.executable, "-c", ALONE], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_the_filter_loop_through_scipy_signal_carries_its_state_across_chunks(channels: int):
+    sos = np.array(k_weighting(48000), dtype=np.float32)
+    x = np.random.default_rng(5).normal(0, 0.3, (channels, 3000)).astype(np.float32)
+    state = np.zeros((channels, 2, 2), dtype=np.float32)
+    head, tail = x[:, :1000].copy(), x[:, 1000:].copy()
+    public_section_filter(sos, head, state)
+    public_section_filter(sos, tail, state)
+    assert np.allclose(np.concatenate((head, tail), axis=1), signal.sosfilt(sos, x, axis=-1), atol=1e-6)
