@@ -334,6 +334,12 @@ class State:
             if output[: output.rfind("/") + 1] not in folders:
                 yield output, row
 
+    def rows_of_mode(self, mode: str) -> dict[str, Row]:
+        """The rows of the outputs of ``mode``, by the output's absolute path."""
+        if self.db is None:
+            return {}
+        return self._rows_by_output(" WHERE mode = ?", (mode,))
+
     def count(self) -> int:
         """How many rows."""
         if self.db is None:

@@ -358,3 +358,41 @@ def test_a_moved_source_s_output_keeps_its_gains_without_a_new_measurement(libra
     assert statuses["renamed.mp3"].startswith("SUCCESS (moved from")
     moved = ID3(out / "mp3" / "album" / "renamed.mp3")
     assert {f.desc: f.text[0] for f in moved.getall("TXXX") if gain.is_gain_key(f.desc)} == before
+
+
+def header_gain(path: Path) -> int:
+    """The OpusHead output gain (Q7.8 dB) of an Opus file laid out as opusenc does."""
+    head = path.read_bytes()
+    assert head[28:36] == b"OpusHead"
+    return int.from_bytes(head[28 + 16 : 28 + 18], "little", signed=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["keep", "compute"])
+def test_a_new_opus_gain_retags_the_opus_outputs_without_encoding_them_again(library, tmp_path, policy: str):
+    out = tmp_path / "out"
+
+    def converted(mode: str) -> dict[str, str]:
+        run = run_flac2all("opus,mp3", "--replaygain", policy, "--opus-gain", mode, "-o", out, library)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return {Path(row["outfile"]).name: row["conversion_status"] for row in read_log(out)}
+
+    converted("r128")
+    tagged = out / "opus" / "tagged.opus"
+    as_tags = OggOpus(tagged)
+    album_q78 = int(as_tags["R128_ALBUM_GAIN"][0])
+    assert album_q78 and header_gain(tagged) == 0
+    audio = {p.name: audio_bytes(p) for p in (out / "opus").iterdir()}
+    statuses = converted("header")
+    assert set(statuses.values()) == {"SUCCESS (skipped: up to date)"}  # nothing encoded again
+    assert header_gain(tagged) == album_q78
+    in_header = OggOpus(tagged)
+    assert int(in_header["R128_ALBUM_GAIN"][0]) == 0
+    assert int(in_header["R128_TRACK_GAIN"][0]) == int(as_tags["R128_TRACK_GAIN"][0]) - album_q78
+    assert {p.name: audio_bytes(p) for p in (out / "opus").iterdir()} == audio
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.opus")}
+    converted("header")
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the same again: nothing retagged
+    converted("r128")  # and back: the header's gain gone, the tags as at first
+    assert header_gain(tagged) == 0
+    assert int(OggOpus(tagged)["R128_ALBUM_GAIN"][0]) == album_q78
