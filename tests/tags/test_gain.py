@@ -396,3 +396,35 @@ def test_a_new_opus_gain_retags_the_opus_outputs_without_encoding_them_again(lib
     converted("r128")  # and back: the header's gain gone, the tags as at first
     assert header_gain(tagged) == 0
     assert int(OggOpus(tagged)["R128_ALBUM_GAIN"][0]) == album_q78
+
+
+@pytest.mark.slow
+def test_under_fill_a_track_added_with_its_own_gain_takes_the_album_gain_off_its_siblings(library, tmp_path):
+    album = tmp_path / "in" / "album"
+    album.mkdir(parents=True)
+    for name, effects in (("1", ["pinknoise", "vol", "0.2"]), ("2", ["sine", "440", "vol", "0.6"])):
+        subprocess.run(
+            ["sox", "-D", "-n", "-r", "44100", "-b", "16", "-c", "2", str(album / f"{name}.flac"), "synth", "1.5"]
+            + effects,
+            check=True,
+        )
+    out = tmp_path / "out"
+
+    def album_gains() -> dict[str, str | None]:
+        found = {}
+        for name in ("1", "2"):
+            tags = {f.desc: f.text[0] for f in ID3(out / "mp3" / "album" / f"{name}.mp3").getall("TXXX")}
+            assert gain.TRACK_GAIN in tags
+            found[name] = tags.get(gain.ALBUM_GAIN)
+        return found
+
+    assert run_flac2all("mp3", "--replaygain", "fill", "-o", out, tmp_path / "in").returncode == 0
+    assert all(album_gains().values())
+    before = {name: audio_bytes(out / "mp3" / "album" / f"{name}.mp3") for name in ("1", "2")}
+    (album / "3.flac").write_bytes((library / "tagged.flac").read_bytes())  # its own gains: not measured
+    assert run_flac2all("mp3", "--replaygain", "fill", "-o", out, tmp_path / "in").returncode == 0
+    assert album_gains() == {"1": None, "2": None}  # no album gain over tracks some of which are not measured
+    assert {name: audio_bytes(out / "mp3" / "album" / f"{name}.mp3") for name in ("1", "2")} == before
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.mp3")}
+    assert run_flac2all("mp3", "--replaygain", "fill", "-o", out, tmp_path / "in").returncode == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
