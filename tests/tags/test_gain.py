@@ -250,9 +250,8 @@ def test_opusdec_plays_at_the_reference_level_with_the_gain_in_the_header(librar
         assert shift == pytest.approx(-album_q78 / 256, abs=0.1)  # loudgain's gain: the opposite of loudness
 
 
-@pytest.mark.slow
-def test_a_track_added_to_an_album_is_encoded_alone_and_its_siblings_retagged_with_the_new_album_gain(tmp_path):
-    album = tmp_path / "in" / "album"
+def two_tracks(album: Path) -> Path:
+    """A folder of two untagged tracks of different loudness."""
     album.mkdir(parents=True)
     for name, effects in (("1", ["pinknoise", "vol", "0.2"]), ("2", ["sine", "440", "vol", "0.6"])):
         subprocess.run(
@@ -260,6 +259,12 @@ def test_a_track_added_to_an_album_is_encoded_alone_and_its_siblings_retagged_wi
             + effects,
             check=True,
         )
+    return album
+
+
+@pytest.mark.slow
+def test_a_track_added_to_an_album_is_encoded_alone_and_its_siblings_retagged_with_the_new_album_gain(tmp_path):
+    album = two_tracks(tmp_path / "in" / "album")
     out = tmp_path / "out"
     assert run_flac2all("mp3,opus", "--replaygain", "compute", "-o", out, tmp_path / "in").returncode == 0
     before = {p.name: audio_bytes(p) for p in (out / "mp3" / "album").iterdir()}
@@ -400,14 +405,7 @@ def test_a_new_opus_gain_retags_the_opus_outputs_without_encoding_them_again(lib
 
 @pytest.mark.slow
 def test_under_fill_a_track_added_with_its_own_gain_takes_the_album_gain_off_its_siblings(library, tmp_path):
-    album = tmp_path / "in" / "album"
-    album.mkdir(parents=True)
-    for name, effects in (("1", ["pinknoise", "vol", "0.2"]), ("2", ["sine", "440", "vol", "0.6"])):
-        subprocess.run(
-            ["sox", "-D", "-n", "-r", "44100", "-b", "16", "-c", "2", str(album / f"{name}.flac"), "synth", "1.5"]
-            + effects,
-            check=True,
-        )
+    album = two_tracks(tmp_path / "in" / "album")
     out = tmp_path / "out"
 
     def album_gains() -> dict[str, str | None]:
