@@ -224,6 +224,20 @@ class Run:
             return False
         return recorded != self.settings.opus_gain.value
 
+    def left(self, previous: Path) -> None:
+        """The album of the folder a source moved out of (its output's row
+        names it until ``remember`` moves that row) judged again."""
+        assert self.albums is not None
+        if self.report.state_error is not None:
+            return
+        try:
+            source = self.state.source_of(previous)
+        except sqlite3.Error as exc:
+            self.report.state_error = state_lost(self.settings, exc)
+            return
+        if source is not None:
+            self.albums.touch(source.parent)
+
     def retag_albums(self, collected: albums.Albums) -> None:
         """Each measured album's outputs retagged with its album gain (and
         the state told of their new size and time, and of the album gain
@@ -299,6 +313,8 @@ class Run:
         report.add(result)
         if self.albums is not None:
             self.albums.add(result)
+            if task.action is Action.MOVE and task.previous is not None and result.status is Status.SUCCESS:
+                self.left(task.previous)
         self.pending.pop((task.source, task.mode, task.output), None)
         if result.cause == DISK_FULL and report.halted_by is None:
             report.halted_by = result.message

@@ -426,3 +426,23 @@ def test_under_fill_a_track_added_with_its_own_gain_takes_the_album_gain_off_its
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.mp3")}
     assert run_flac2all("mp3", "--replaygain", "fill", "-o", out, tmp_path / "in").returncode == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+@pytest.mark.slow
+def test_the_album_a_source_moved_out_of_gets_the_gain_of_the_tracks_left(tmp_path):
+    album = two_tracks(tmp_path / "in" / "album")
+    subprocess.run(
+        ["sox", "-D", "-n", "-r", "44100", "-b", "16", "-c", "2", str(album / "3.flac"), "synth", "2", "pinknoise"],
+        check=True,
+    )
+    out = tmp_path / "out"
+    assert run_flac2all("mp3", "--replaygain", "compute", "-o", out, tmp_path / "in").returncode == 0
+    (tmp_path / "in" / "other").mkdir()
+    (album / "3.flac").rename(tmp_path / "in" / "other" / "3.flac")
+    run = run_flac2all("mp3", "--replaygain", "compute", "-o", out, tmp_path / "in")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (out / "mp3" / "other" / "3.mp3").exists() and not (out / "mp3" / "album" / "3.mp3").exists()
+    want, _ = loudgain_album([album / "1.flac", album / "2.flac"])
+    for name in ("1", "2"):
+        tags = {f.desc: f.text[0] for f in ID3(out / "mp3" / "album" / f"{name}.mp3").getall("TXXX")}
+        assert float(tags[gain.ALBUM_GAIN].removesuffix(" dB")) == pytest.approx(want, abs=0.1)
