@@ -192,7 +192,9 @@ def polyphase(np: Any, factor: int, taps: list[float], history: int) -> tuple[An
     near, tails = [], []
     for weights in bank.astype(np.float64):
         order = [int(w) for w in np.argsort(-np.abs(weights), kind="stable")]
-        kept = [w for w in order[:NEAR] if abs(weights[w]) > 1e-9]
+        # A phase whose weights' magnitudes sum to 1 (the samples themselves,
+        # to within 1e-15) never makes a value above the samples' own peak.
+        kept = [w for w in order[:NEAR] if abs(weights[w]) > 1e-9] if np.abs(weights).sum() > 1 + 1e-9 else []
         near.append(sorted(kept))
         tails.append(float(np.abs(weights).sum() - np.abs(weights[kept]).sum()))
     return bank, near, tails
@@ -387,10 +389,16 @@ class Meter:
         count, length = lanes.shape[1], joined.shape[1]
         largest = float(np.abs(joined).max())
         wanted = np.zeros((self.channels, count), dtype=bool)
+        short, term, over = (np.empty((self.channels, count), dtype=t) for t in (np.float32, np.float32, bool))
         for phase, taps in enumerate(self.near):
-            short = sum(joined[:, w : w + count] * self.bank[phase, w] for w in taps)
+            if not taps:
+                continue
+            np.multiply(joined[:, taps[0] : taps[0] + count], self.bank[phase, taps[0]], out=short)
+            for w in taps[1:]:
+                np.add(short, np.multiply(joined[:, w : w + count], self.bank[phase, w], out=term), out=short)
             # float32 rounding of the short sum and of the value itself stays far below this slack
-            wanted |= np.abs(short) > self.peak - (self.tails[phase] + SLACK) * largest
+            np.greater(np.abs(short, out=short), self.peak - (self.tails[phase] + SLACK) * largest, out=over)
+            wanted |= over
         found = np.flatnonzero(wanted)
         if not len(found):
             return
