@@ -345,6 +345,99 @@ def ratios(walls: Walls) -> list[str]:
     return rows
 
 
+KEEP, COMPUTE = "--replaygain keep", "--replaygain compute"
+
+
+def case_loudness(args) -> list[str]:
+    """What measuring loudness costs: the full conversion with ``--replaygain
+    compute`` and with ``keep``, alternating, the CPU of the tool and all it
+    started compared round by round; then the meter alone against loudgain
+    and ffmpeg's ebur128 filter on the same track."""
+    src = library.full_length(args.minutes)
+    sources = sorted(src.rglob("*.flac"))
+    modes = "mp3,vorbis,opus"
+    out = src.parent / "loudness-work" / "out"
+    cpu: dict[str, list[float]] = {KEEP: [], COMPUTE: []}
+    walls: dict[str, list[float | None]] = {KEEP: [], COMPUTE: []}
+    for _ in range(args.repeat):
+        for policy in cpu:
+            argv = [*FLAC2ALL, modes, *ORIGINAL_DEFAULTS, *policy.split(), "-o", str(fresh(out)), str(src)]
+            walls[policy].append(run_wall(argv, 3600, cpu=cpu[policy]))
+    minutes = sum(FLAC(p).info.length for p in sources) / 60
+    rows = [
+        f"{len(sources)} tracks in {len({p.parent for p in sources})} folders, {minutes:.1f} min of audio, "
+        f"modes {modes}, {CORES} cores, {args.repeat} rounds alternating.",
+        "",
+        "| flac2all | CPU s (the tool and all it started), median (min-max) | wall s, median (min-max) |",
+        "|---|---|---|",
+    ]
+    rows += [f"| {policy} | {stats(cpu[policy])} | {fmt(walls[policy])} |" for policy in cpu]
+    per_round = [c / k for c, k in zip(cpu[COMPUTE], cpu[KEEP], strict=False)]
+    if per_round:
+        rows.append(
+            f"\n- CPU, compute / keep, per round: median {statistics.median(per_round):.3f} "
+            f"(min {min(per_round):.3f}, max {max(per_round):.3f}; rounds: {', '.join(f'{r:.3f}' for r in per_round)})"
+        )
+    return rows + meter_rows(max(sources, key=lambda p: FLAC(p).info.length), args.repeat)
+
+
+METER = """
+import sys, time
+from flac2all.audio.pcm import parse_header
+t0 = time.process_time()
+from flac2all.audio.loudness import Meter
+m = Meter(44100, 2, 2)
+t1 = time.process_time()
+wav = sys.stdin.buffer.read()
+fmt, start, size = parse_header(wav)
+t2 = time.process_time()
+data = memoryview(wav)[start:]
+for i in range(0, len(data), 65536):
+    m(data[i : i + 65536])
+m.result()
+print(t1 - t0, time.process_time() - t2)
+"""
+
+
+def meter_rows(track: Path, repeat: int) -> list[str]:
+    """CPU seconds per hour of audio: the meter fed the decoded PCM in the
+    tap's chunks (its import apart), loudgain and ffmpeg's ebur128 with true
+    peak (each decoding the FLAC itself), and flac's decode alone."""
+    seconds = FLAC(track).info.length
+    wav = subprocess.run(["flac", "-dcs", str(track)], capture_output=True, check=True).stdout
+    runs: dict[str, list[float]] = {"meter": [], "import": [], "loudgain": [], "ffmpeg ebur128": [], "flac -d": []}
+    others = {
+        "loudgain": ["loudgain", "-q", "-O", str(track)],
+        "ffmpeg ebur128": ["ffmpeg", "-nostats", "-i", str(track), "-af", "ebur128=peak=true", "-f", "null", "-"],
+        "flac -d": ["flac", "-dcs", str(track)],
+    }
+    for _ in range(repeat):
+        done = subprocess.run([sys.executable, "-c", METER], input=wav, capture_output=True, check=True).stdout
+        imported, fed = map(float, done.split())
+        runs["import"].append(imported)
+        runs["meter"].append(fed)
+        for name, argv in others.items():
+            if shutil.which(argv[0]):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                runs[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    hour = 3600 / seconds
+    rows = [
+        "",
+        f"Measuring one track ({seconds / 60:.1f} min, stereo 44.1 kHz), CPU s per hour of audio, "
+        f"median (min-max) of {repeat}:",
+        "",
+        "| measured by | CPU s per hour of audio |",
+        "|---|---|",
+    ]
+    for name, values in runs.items():
+        if values and name != "import":
+            rows.append(f"| {name} | {stats([v * hour for v in values])} |")
+    rows.append(f"\nThe meter's import (numpy, scipy.signal) once a process: {stats(runs['import'])} CPU s.")
+    return rows
+
+
 def case_short(args) -> list[str]:
     """2000 files of 1 s to opus,vorbis: the tools' own cost per task."""
     src = library.many_short(args.short_count, 1.0)
@@ -848,6 +941,7 @@ CASES: dict[str, Callable] = {
     "noop": case_noop,
     "retag": case_retag,
     "full": case_full,
+    "loudness": case_loudness,
     "short": case_short,
     "own": case_own,
     "cluster": case_cluster,

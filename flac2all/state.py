@@ -334,6 +334,19 @@ class State:
             if output[: output.rfind("/") + 1] not in folders:
                 yield output, row
 
+    def source_of(self, output: Path) -> Path | None:
+        """The source the row of ``output`` names, None without one."""
+        if self.db is None:
+            return None
+        row = self.db.execute("SELECT source FROM outputs WHERE output = ?", (self._rel_out(output),)).fetchone()
+        return None if row is None else self.input_dir / os.fsdecode(row[0])
+
+    def rows_of_mode(self, mode: str) -> dict[str, Row]:
+        """The rows of the outputs of ``mode``, by the output's absolute path."""
+        if self.db is None:
+            return {}
+        return self._rows_by_output(" WHERE mode = ?", (mode,))
+
     def count(self) -> int:
         """How many rows."""
         if self.db is None:

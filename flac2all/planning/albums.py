@@ -95,7 +95,8 @@ def plan_album(
 ) -> AlbumRetag:
     """The retag of one folder. Without an album gain (a track not
     measured, or all silent: ``album`` None), the outputs this run retagged
-    from their source get their track's gain back, and no more."""
+    from their source get their track's gain back, and the folder's others
+    lose the album gain an earlier run gave them, if it did."""
     md5s = {Path(row.source): row.audio_md5 for row in rows.values()}
     tracks: dict[Path, Loudness] = {}
     complete = True
@@ -107,13 +108,16 @@ def plan_album(
             tracks[source] = track
     measured = album(tracks[s] for s in sorted(tracks)) if complete and tracks else None
     if measured is None or measured.integrated is None:
-        retagged = [
-            t for t in folder.outputs if t.action is not Action.ENCODE and t.source in tracks and tagged(t.mode)
-        ]
-        return AlbumRetag(path, None, "", tuple((task, tracks[task.source]) for task in retagged))
-    tags = " ".join(v for _, v in gain.pairs(measured, "ALBUM"))
-    outputs = {task.output: task for task in folder.outputs if task.source in tracks and tagged(task.mode)}
-    if tags != written:  # the other outputs of the folder carry another album gain, or none
+        measured, tags = None, ""
+        outputs = {
+            t.output: t
+            for t in folder.outputs
+            if t.action is not Action.ENCODE and t.source in tracks and tagged(t.mode)
+        }
+    else:
+        tags = " ".join(v for _, v in gain.pairs(measured, "ALBUM"))
+        outputs = {task.output: task for task in folder.outputs if task.source in tracks and tagged(task.mode)}
+    if tags != (written or ""):  # the other outputs of the folder carry another album gain, or none
         for output, row in rows.items():
             source = Path(row.source)
             if Path(output) not in outputs and source in tracks and tagged(row.mode):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import os
 import socket
 import sqlite3
 import threading
@@ -19,7 +20,7 @@ from flac2all.csvlog import LOG_NAME
 from flac2all.errors import DISK_FULL
 from flac2all.executors import Executor
 from flac2all.face.console import Display
-from flac2all.model import Action, Job, Settings, Status, Task, TaskResult
+from flac2all.model import Action, Job, OpusGain, Settings, Status, Task, TaskResult
 from flac2all.planning import albums, plan, playlists
 from flac2all.planning.flow import Flow, FolderPlan
 from flac2all.records import Record
@@ -27,6 +28,7 @@ from flac2all.report import Report
 from flac2all.running import outputs, runner
 from flac2all.running.procs import ProcessGroup
 from flac2all.state import STATE_DIR, State
+from flac2all.tags import gain
 
 log = logging.getLogger("flac2all")
 
@@ -78,6 +80,9 @@ class Run:
         self.pending: dict[tuple[Path, str, Path], Task] = {}
         self.processes = ProcessGroup()  # the jobs done here start none, but the runner asks
         self.albums = albums.Albums() if settings.replaygain.measures else None
+        # The Opus modes whose outputs an earlier run tagged under another --opus-gain: retagged at the end
+        self.opus_modes = gain.header_modes(settings.modes) if self.opus_gain_changed() else set()
+        self.written: set[str] = set()  # the Opus outputs written by this run (under its --opus-gain)
 
     def execute(self, flow: Flow, first: FolderPlan, executor: Executor) -> None:
         """``first`` (the whole plan, or a first window of folders) taken
@@ -108,6 +113,8 @@ class Run:
                     executor.drain()  # what the planning thread posted after the executor's last turn
             if self.report.halted_by is not None and not self.stop.is_set():
                 flow.count_rest(self.take)  # what was not started is counted in the summary
+            if not self.halt.is_set():
+                self.regain_opus()
             if self.albums is not None and not self.halt.is_set():
                 self.retag_albums(self.albums)
             for task in first.playlists:
@@ -169,6 +176,67 @@ class Run:
             if runs:
                 for result in runner.execute_batch(job.tasks, self.settings, self.processes):
                     self.record(result)
+
+    def regain_opus(self) -> None:
+        """The Opus outputs that were tagged under another --opus-gain than
+        this run's (the state's meta says which; r128 when it does not, the
+        only way before the option) retagged, never re-encoded, with the
+        gains the state recorded of their source; the album step then
+        gives them the album gain. Recorded once all are done."""
+        settings, state = self.settings, self.state
+        if not self.opus_modes or self.report.state_error is not None or state.readonly:
+            return
+        wanted = settings.opus_gain.value
+        try:
+            stale = [
+                (Path(out), row)
+                for mode in sorted(self.opus_modes)
+                for out, row in state.rows_of_mode(mode).items()
+                if out not in self.written
+            ]
+        except sqlite3.Error as exc:
+            self.report.state_error = state_lost(self.settings, exc)
+            return
+        complete = True
+        for output, row in sorted(stale, key=lambda item: os.fsencode(item[0])):
+            if self.halt.is_set():
+                return
+            source = Path(row.source)
+            task = Task(source, row.mode, output, Action.RETAG, settings_hash=row.settings_hash)
+            track = state.loudness(source, row.audio_md5) if self.albums is not None else None
+            try:
+                note, facts = runner.retag(task, settings, self.processes, None if track is None else (track, None))
+            except Exception as exc:  # as an album retag: the output stands, with its old gains
+                log.warning("%s: not retagged for --opus-gain %s: %s", output, wanted, exc)
+                complete = False
+                continue
+            result = TaskResult(task, Status.SUCCESS, note, facts=facts, loudness=track)
+            self.remember(result)
+            if self.albums is not None:
+                self.albums.add(result)
+        if complete:
+            self.remember(None, functools.partial(state.set_meta, OPUS_GAIN_KEY, wanted))
+
+    def opus_gain_changed(self) -> bool:
+        try:
+            recorded = self.state.meta(OPUS_GAIN_KEY) or OpusGain.R128.value
+        except sqlite3.Error:
+            return False
+        return recorded != self.settings.opus_gain.value
+
+    def left(self, previous: Path) -> None:
+        """The album of the folder a source moved out of (its output's row
+        names it until ``remember`` moves that row) judged again."""
+        assert self.albums is not None
+        if self.report.state_error is not None:
+            return
+        try:
+            source = self.state.source_of(previous)
+        except sqlite3.Error as exc:
+            self.report.state_error = state_lost(self.settings, exc)
+            return
+        if source is not None:
+            self.albums.touch(source.parent)
 
     def retag_albums(self, collected: albums.Albums) -> None:
         """Each measured album's outputs retagged with its album gain (and
@@ -237,12 +305,16 @@ class Run:
 
     def record(self, result: TaskResult) -> None:
         report = self.report
+        task = result.task
+        if task.mode in self.opus_modes and task.action in WRITES and result.status is Status.SUCCESS:
+            self.written.add(os.fspath(task.output))
         if not result.host:  # done here (a local run, or the master's own bookkeeping)
             result = replace(result, host=self.here)
         report.add(result)
         if self.albums is not None:
             self.albums.add(result)
-        task = result.task
+            if task.action is Action.MOVE and task.previous is not None and result.status is Status.SUCCESS:
+                self.left(task.previous)
         self.pending.pop((task.source, task.mode, task.output), None)
         if result.cause == DISK_FULL and report.halted_by is None:
             report.halted_by = result.message
@@ -251,6 +323,9 @@ class Run:
         self.display.finished(result)
 
 
+WRITES = (Action.ENCODE, Action.RETAG, Action.MOVE)  # the actions that write an output's tags
+# The state's meta key of the --opus-gain its Opus outputs were tagged under.
+OPUS_GAIN_KEY = "opus_gain"
 # Skips shown at once (a no-op re-run has millions).
 SKIPS_SHOWN = 10000
 # Bytes set aside for the log before the run (Report.reserve): a fixed part

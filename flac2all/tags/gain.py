@@ -14,6 +14,7 @@ table.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -100,7 +101,8 @@ def for_opus(
     """An Opus output's comments under ``mode`` (``r128``: ``source`` with
     its ReplayGain comments made R128 gains, vorbis.opus_comments), and the
     OpusHead output gain to set (Q7.8 dB), None to leave it as the encoder
-    wrote it. RFC 7845: a player applies the header gain, then an R128 gain
+    wrote it (the caller sets 0 where an earlier --opus-gain header left
+    another). RFC 7845: a player applies the header gain, then an R128 gain
     on top of it, so with the header holding the album gain the R128 gains
     are what is left: R128_ALBUM_GAIN 0, R128_TRACK_GAIN track - album."""
     if mode is OpusGain.BOTH:
@@ -121,6 +123,25 @@ def for_opus(
                 pass
         out.append((key, value))
     return out, header
+
+
+def header_modes(modes: Iterable[str]) -> set[str]:
+    """Those of ``modes`` whose outputs are Opus files, with an OpusHead
+    output gain that --opus-gain decides."""
+    from flac2all import codecs
+
+    return {mode for mode in modes if codecs.resolve(mode).extension == ".opus"}
+
+
+def output_gain(path: Path) -> int:
+    """The output gain (Q7.8 dB) in the OpusHead of the Opus file at
+    ``path``; 0 when its first page is not an OpusHead alone."""
+    with open(path, "rb") as f:
+        page = OggPage(f)
+    packet = page.packets[0] if len(page.packets) == 1 and page.complete else b""
+    if not packet.startswith(b"OpusHead") or len(packet) < 19:
+        return 0
+    return struct.unpack_from("<h", packet, 16)[0]
 
 
 def set_output_gain(path: Path, gain: int) -> bool:

@@ -80,6 +80,8 @@ class OggFamily(VorbisCommentFamily):
         header = None
         if isinstance(audio, OggOpus):
             pairs, header = gain.for_opus(pairs, opus_comments(pairs), settings.opus_gain)
+            if header is None and gain.output_gain(path):  # a retag under another --opus-gain than the encode's
+                header = 0
         pairs += [("METADATA_BLOCK_PICTURE", base64.b64encode(p.write()).decode("ascii")) for p in meta.pictures]
         del audio.tags[:]  # VCommentDict.clear removes one comment at a time: quadratic
         audio.tags.extend(pairs)

@@ -7,11 +7,21 @@ from __future__ import annotations
 import math
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from flac2all.audio.loudness import BINS, Loudness, Meter, album, channel_weights, k_weighting
+from flac2all.audio.loudness import (
+    BINS,
+    Loudness,
+    Meter,
+    album,
+    channel_weights,
+    k_weighting,
+    oversampling,
+    public_section_filter,
+)
 from flac2all.audio.pcm import parse_header
 from tests.conftest import require
 
@@ -214,3 +224,65 @@ def test_a_meter_refuses_what_it_cannot_measure():
         Meter(44100, 9, 2)
     with pytest.raises(ValueError):
         Meter(44100, 2, 5)
+
+
+def every_interpolated_value(samples: np.ndarray, rate: int) -> float:
+    """The true peak with every value interpolated (no value skipped): the
+    whole signal through the oversampling filter at once, in double precision."""
+    factor, taps = oversampling(rate)
+    up = signal.upfirdn(np.array(taps), samples.astype(np.float64), up=factor, axis=0)
+    return float(np.abs(up[: len(samples) * factor]).max())
+
+
+def test_the_true_peak_interpolates_only_where_the_peak_can_change_and_stays_exact():
+    rate = 44100
+    t = np.arange(rate) / rate
+    # A loud low tone first, then a quieter-sampled tone at a quarter of the
+    # rate whose samples miss its crests: its true peak (0.9) is above the
+    # tone's sample peak (0.7), its samples (0.64) below it.
+    low = 0.7 * np.sin(2 * np.pi * 100 * t)
+    high = 0.9 * np.sin(2 * np.pi * (rate / 4) * t + np.pi / 4)
+    noise = np.random.default_rng(7).normal(0, 0.1, (rate, 2)).clip(-0.6, 0.6)
+    for mono in (np.concatenate((low, high)), np.concatenate((high, low))):
+        stereo = np.stack((mono, mono[::-1]), axis=1)
+        for samples in (stereo, np.concatenate((noise, stereo))):
+            pcm = np.round(samples * 32767).astype("<i2")
+            meter = Meter(rate, 2, 2)
+            for i in range(0, pcm.nbytes, 20000):
+                meter(pcm.tobytes()[i : i + 20000])
+            expected = every_interpolated_value(pcm / 32768, rate)
+            assert expected > 0.85
+            assert meter.result().peak == pytest.approx(expected, rel=1e-6)
+
+
+ALONE = """
+import sys
+import numpy as np
+from flac2all.audio.loudness import k_weighting, section_filter
+run = section_filter()
+assert "scipy.signal" not in sys.modules, "scipy.signal imported"
+sos = np.array(k_weighting(44100), dtype=np.float32)
+x = np.random.default_rng(3).normal(0, 0.3, (2, 5000)).astype(np.float32)
+state = np.zeros((2, 2, 2), dtype=np.float32)
+head, tail = x[:, :1234].copy(), x[:, 1234:].copy()
+run(sos, head, state)
+run(sos, tail, state)
+from scipy import signal
+assert np.array_equal(np.concatenate((head, tail), axis=1), signal.sosfilt(sos, x, axis=-1))
+"""
+
+
+def test_the_filter_loop_loads_alone_and_filters_as_scipy_signal_sosfilt():
+    # in a process of its own: this one imported scipy.signal already
+    subprocess.run([sys.executable, "-c", ALONE], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_the_filter_loop_through_scipy_signal_carries_its_state_across_chunks(channels: int):
+    sos = np.array(k_weighting(48000), dtype=np.float32)
+    x = np.random.default_rng(5).normal(0, 0.3, (channels, 3000)).astype(np.float32)
+    state = np.zeros((channels, 2, 2), dtype=np.float32)
+    head, tail = x[:, :1000].copy(), x[:, 1000:].copy()
+    public_section_filter(sos, head, state)
+    public_section_filter(sos, tail, state)
+    assert np.allclose(np.concatenate((head, tail), axis=1), signal.sosfilt(sos, x, axis=-1), atol=1e-6)

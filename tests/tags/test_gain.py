@@ -250,9 +250,8 @@ def test_opusdec_plays_at_the_reference_level_with_the_gain_in_the_header(librar
         assert shift == pytest.approx(-album_q78 / 256, abs=0.1)  # loudgain's gain: the opposite of loudness
 
 
-@pytest.mark.slow
-def test_a_track_added_to_an_album_is_encoded_alone_and_its_siblings_retagged_with_the_new_album_gain(tmp_path):
-    album = tmp_path / "in" / "album"
+def two_tracks(album: Path) -> Path:
+    """A folder of two untagged tracks of different loudness."""
     album.mkdir(parents=True)
     for name, effects in (("1", ["pinknoise", "vol", "0.2"]), ("2", ["sine", "440", "vol", "0.6"])):
         subprocess.run(
@@ -260,6 +259,12 @@ def test_a_track_added_to_an_album_is_encoded_alone_and_its_siblings_retagged_wi
             + effects,
             check=True,
         )
+    return album
+
+
+@pytest.mark.slow
+def test_a_track_added_to_an_album_is_encoded_alone_and_its_siblings_retagged_with_the_new_album_gain(tmp_path):
+    album = two_tracks(tmp_path / "in" / "album")
     out = tmp_path / "out"
     assert run_flac2all("mp3,opus", "--replaygain", "compute", "-o", out, tmp_path / "in").returncode == 0
     before = {p.name: audio_bytes(p) for p in (out / "mp3" / "album").iterdir()}
@@ -358,3 +363,86 @@ def test_a_moved_source_s_output_keeps_its_gains_without_a_new_measurement(libra
     assert statuses["renamed.mp3"].startswith("SUCCESS (moved from")
     moved = ID3(out / "mp3" / "album" / "renamed.mp3")
     assert {f.desc: f.text[0] for f in moved.getall("TXXX") if gain.is_gain_key(f.desc)} == before
+
+
+def header_gain(path: Path) -> int:
+    """The OpusHead output gain (Q7.8 dB) of an Opus file laid out as opusenc does."""
+    head = path.read_bytes()
+    assert head[28:36] == b"OpusHead"
+    return int.from_bytes(head[28 + 16 : 28 + 18], "little", signed=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["keep", "compute"])
+def test_a_new_opus_gain_retags_the_opus_outputs_without_encoding_them_again(library, tmp_path, policy: str):
+    out = tmp_path / "out"
+
+    def converted(mode: str) -> dict[str, str]:
+        run = run_flac2all("opus,mp3", "--replaygain", policy, "--opus-gain", mode, "-o", out, library)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return {Path(row["outfile"]).name: row["conversion_status"] for row in read_log(out)}
+
+    converted("r128")
+    tagged = out / "opus" / "tagged.opus"
+    as_tags = OggOpus(tagged)
+    album_q78 = int(as_tags["R128_ALBUM_GAIN"][0])
+    assert album_q78 and header_gain(tagged) == 0
+    audio = {p.name: audio_bytes(p) for p in (out / "opus").iterdir()}
+    statuses = converted("header")
+    assert set(statuses.values()) == {"SUCCESS (skipped: up to date)"}  # nothing encoded again
+    assert header_gain(tagged) == album_q78
+    in_header = OggOpus(tagged)
+    assert int(in_header["R128_ALBUM_GAIN"][0]) == 0
+    assert int(in_header["R128_TRACK_GAIN"][0]) == int(as_tags["R128_TRACK_GAIN"][0]) - album_q78
+    assert {p.name: audio_bytes(p) for p in (out / "opus").iterdir()} == audio
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.opus")}
+    converted("header")
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the same again: nothing retagged
+    converted("r128")  # and back: the header's gain gone, the tags as at first
+    assert header_gain(tagged) == 0
+    assert int(OggOpus(tagged)["R128_ALBUM_GAIN"][0]) == album_q78
+
+
+@pytest.mark.slow
+def test_under_fill_a_track_added_with_its_own_gain_takes_the_album_gain_off_its_siblings(library, tmp_path):
+    album = two_tracks(tmp_path / "in" / "album")
+    out = tmp_path / "out"
+
+    def album_gains() -> dict[str, str | None]:
+        found = {}
+        for name in ("1", "2"):
+            tags = {f.desc: f.text[0] for f in ID3(out / "mp3" / "album" / f"{name}.mp3").getall("TXXX")}
+            assert gain.TRACK_GAIN in tags
+            found[name] = tags.get(gain.ALBUM_GAIN)
+        return found
+
+    assert run_flac2all("mp3", "--replaygain", "fill", "-o", out, tmp_path / "in").returncode == 0
+    assert all(album_gains().values())
+    before = {name: audio_bytes(out / "mp3" / "album" / f"{name}.mp3") for name in ("1", "2")}
+    (album / "3.flac").write_bytes((library / "tagged.flac").read_bytes())  # its own gains: not measured
+    assert run_flac2all("mp3", "--replaygain", "fill", "-o", out, tmp_path / "in").returncode == 0
+    assert album_gains() == {"1": None, "2": None}  # no album gain over tracks some of which are not measured
+    assert {name: audio_bytes(out / "mp3" / "album" / f"{name}.mp3") for name in ("1", "2")} == before
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.mp3")}
+    assert run_flac2all("mp3", "--replaygain", "fill", "-o", out, tmp_path / "in").returncode == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+@pytest.mark.slow
+def test_the_album_a_source_moved_out_of_gets_the_gain_of_the_tracks_left(tmp_path):
+    album = two_tracks(tmp_path / "in" / "album")
+    subprocess.run(
+        ["sox", "-D", "-n", "-r", "44100", "-b", "16", "-c", "2", str(album / "3.flac"), "synth", "2", "pinknoise"],
+        check=True,
+    )
+    out = tmp_path / "out"
+    assert run_flac2all("mp3", "--replaygain", "compute", "-o", out, tmp_path / "in").returncode == 0
+    (tmp_path / "in" / "other").mkdir()
+    (album / "3.flac").rename(tmp_path / "in" / "other" / "3.flac")
+    run = run_flac2all("mp3", "--replaygain", "compute", "-o", out, tmp_path / "in")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (out / "mp3" / "other" / "3.mp3").exists() and not (out / "mp3" / "album" / "3.mp3").exists()
+    want, _ = loudgain_album([album / "1.flac", album / "2.flac"])
+    for name in ("1", "2"):
+        tags = {f.desc: f.text[0] for f in ID3(out / "mp3" / "album" / f"{name}.mp3").getall("TXXX")}
+        assert float(tags[gain.ALBUM_GAIN].removesuffix(" dB")) == pytest.approx(want, abs=0.1)
