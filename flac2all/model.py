@@ -113,12 +113,13 @@ class Wire:
     settings: ``kind`` says how it travels and is checked (cluster/jobs.py
     has one converter per kind), ``low``..``high`` bound a number."""
 
-    kind: str  # "path", "modes", "options", "flag", "choice", "seconds", "whole"
+    kind: str  # "path", "modes", "options", "flag", "choice", "word", "seconds", "whole"
     low: float = 0
     high: float = 0
     # Added after masters of this protocol version were out: a master that
     # does not send it means its default.
     later: bool = False
+    words: tuple[str, ...] = ()  # a "word": the values it may take
 
 
 @dataclass(frozen=True)
@@ -135,10 +136,16 @@ class NotSent:
 
 
 def sent(
-    kind: str, default: object = MISSING, low: float = 0, high: float = 0, factory: Any = MISSING, later: bool = False
+    kind: str,
+    default: object = MISSING,
+    low: float = 0,
+    high: float = 0,
+    factory: Any = MISSING,
+    later: bool = False,
+    words: tuple[str, ...] = (),
 ) -> Any:
     """A field that travels to cluster workers (see Wire)."""
-    return field(default=default, default_factory=factory, metadata={"wire": Wire(kind, low, high, later)})
+    return field(default=default, default_factory=factory, metadata={"wire": Wire(kind, low, high, later, words)})
 
 
 def not_sent(flag: str, default: object, refused: object = None) -> Any:
@@ -208,8 +215,9 @@ class Settings:
     path_format: str | None = None
     # A FLAC with a CUE sheet (a .cue named after it, or its own): one output
     # per track ("split", planning.cue), or the whole ("ignore"); the .cue
-    # files' encoding when not UTF-8. Cluster workers are not sent tracks.
-    cue: str = not_sent("--cue split", "ignore", "split")
+    # files' encoding when not UTF-8. A cluster job carries its tasks' tracks;
+    # a worker refuses tracks in a run that does not split.
+    cue: str = sent("word", "ignore", later=True, words=("split", "ignore"))
     cue_encoding: str | None = None
 
     def __post_init__(self) -> None:

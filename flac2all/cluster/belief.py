@@ -11,11 +11,14 @@ import stat
 import tempfile
 from pathlib import Path
 
+import mutagen
+import mutagen.flac
+
 from flac2all import codecs
 from flac2all.audio.decoding import Expected
 from flac2all.cluster.leases import Entry, audio_seconds
 from flac2all.errors import FULL_ERRNOS, TaskError, takes_no_more
-from flac2all.model import Action
+from flac2all.model import Action, Task
 from flac2all.running.runner import check_output
 
 
@@ -62,14 +65,27 @@ def disbelief(entry: Entry) -> str | None:
         if provenance is None or provenance.get("settings") != task.settings_hash:
             return "the output lacks the provenance tag of this task's settings"
     # A tag is easily copied: the audio must also last as long as the
-    # source's, as the local runner checks its own outputs.
-    length = audio_seconds(task.source)
+    # source's (its CUE track's), as the local runner checks its own outputs.
+    length = expected_seconds(task)
     if length and codec.checks_length:
         try:
             check_output(codec, task.output, None, Expected(length))
         except TaskError as exc:
             return f"the output fails the master's own check ({exc})"
     return None
+
+
+def expected_seconds(task: Task) -> float:
+    """How long an output must last: its source, or the CUE track of it the
+    output holds (0: unknown)."""
+    length = audio_seconds(task.source)
+    if not length or task.track is None:
+        return length
+    try:
+        rate = mutagen.flac.FLAC(task.source).info.sample_rate
+    except (OSError, mutagen.MutagenError):
+        return 0.0
+    return task.track.samples / rate if rate else 0.0
 
 
 QUOTA_PROBE = 64 * 1024  # bytes the master writes to see a quota for itself

@@ -26,7 +26,7 @@ from flac2all.cluster.wire import (
     seconds,
 )
 from flac2all.errors import Flac2allError
-from flac2all.model import Action, Settings, Task, Wire
+from flac2all.model import Action, Settings, Task, Track, Wire
 
 # Actions a worker may be asked to run: the master does the rest itself.
 WORKER_ACTIONS = tuple(a for a in Action if a.on_executor)
@@ -52,10 +52,33 @@ def is_copies(job: list[WireTask]) -> bool:
     return len(job) > 1 and job[0][2].action is Action.COPY
 
 
+def track_to_wire(track: Track | None) -> dict:
+    """A task's ``track`` field: its CUE track (number, sample bounds, tags;
+    no path), only when it has one, which masters before it never sent."""
+    if track is None:
+        return {}
+    return {"track": {"number": track.number, "start": track.start, "end": track.end, "tags": track.tags}}
+
+
+def track_from_wire(body: dict, action: Action, settings: Settings | None) -> Track | None:
+    """The CUE track of a decoded task (``decode`` bounded its fields): an
+    encode's or a retag's, of at least one sample, in a run that splits."""
+    track = body.get("track")
+    if track is None:
+        return None
+    if action not in (Action.ENCODE, Action.RETAG):
+        raise ProtocolError(f"a track in a {action.value}")
+    if track["end"] <= track["start"]:
+        raise ProtocolError("a track that ends before it starts")
+    if settings is not None and settings.cue != "split":
+        raise ProtocolError("a track in a run that does not split CUE sheets")
+    return Track(track["number"], track["start"], track["end"], tuple((k, v) for k, v in track["tags"]))
+
+
 def job_to_wire(job: list[WireTask]) -> bytes:
     """One job message: the source, action and size once, then per task its
-    id, attempt, mode, output and settings hash; several copies (each its
-    own source) are a ``copies`` message."""
+    id, attempt, mode, output, settings hash and CUE track if any; several
+    copies (each its own source) are a ``copies`` message."""
     if is_copies(job):
         return copies_to_wire(job)
     first = job[0][2]
@@ -71,6 +94,7 @@ def job_to_wire(job: list[WireTask]) -> bytes:
                 "mode": task.mode,
                 "output": path_to_wire(task.output),
                 "settings_hash": task.settings_hash,
+                **track_to_wire(task.track),
             }
             for task_id, attempt, task in job
         ],
@@ -104,7 +128,10 @@ def job_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTask]
         outdir = os.fspath(settings.outdir)
     if len(msg["tasks"]) > 1 and action is not Action.ENCODE:
         raise ProtocolError("only encodes share a job")
-    job = [task_from_wire(body, source, source_text, action, msg["size"], outdir) for body in msg["tasks"]]
+    job = [
+        task_from_wire(body, source, source_text, action, msg["size"], outdir, track_from_wire(body, action, settings))
+        for body in msg["tasks"]
+    ]
     if len(job) > 1:
         distinct(job)
         if not all(codecs.resolve(task.mode).reads_pcm for _, _, task in job):
@@ -157,10 +184,16 @@ def copies_from_wire(msg: dict, settings: Settings | None = None) -> list[WireTa
 
 
 def task_from_wire(
-    body: dict, source: Path, source_text: str, action: Action, size: int, outdir: str | None
+    body: dict,
+    source: Path,
+    source_text: str,
+    action: Action,
+    size: int,
+    outdir: str | None,
+    track: Track | None = None,
 ) -> WireTask:
     """One decoded task of a job (``outdir``: the run's output folder, on a
-    worker)."""
+    worker; ``track``: its CUE track, checked)."""
     try:
         codec = codecs.resolve(body["mode"])
     except Flac2allError:
@@ -176,7 +209,7 @@ def task_from_wire(
             raise ProtocolError("a copy keeps its name")
     elif output.suffix != codec.extension or source.suffix.lower() != ".flac":
         raise ProtocolError(f"output extension does not match codec {codec.name}")
-    task = Task(source, codec.name, output, action, size, settings_hash=body["settings_hash"])
+    task = Task(source, codec.name, output, action, size, settings_hash=body["settings_hash"], track=track)
     return body["id"], body["attempt"], task
 
 
@@ -214,6 +247,13 @@ def options_from_wire(value: dict, what: str, wire: Wire, hint: Any) -> dict[str
     return options
 
 
+def word_from_wire(value: str, what: str, wire: Wire, hint: Any) -> str:
+    """One of the words the field's Wire lists."""
+    if value not in wire.words:
+        raise ProtocolError(f"bad {what}")
+    return value
+
+
 def choice_from_wire(value: str, what: str, wire: Wire, hint: Any) -> Enum:
     """An enum member by its value (the field's type names the enum)."""
     (enum,) = [t for t in (hint, *typing.get_args(hint)) if isinstance(t, type) and issubclass(t, Enum)]
@@ -239,6 +279,7 @@ KINDS = {
     "options": Kind(dict, lambda options: {k: list(v) for k, v in options.items()}, options_from_wire),
     "flag": Kind(bool, bool, lambda value, what, wire, hint: value),
     "choice": Kind(str, lambda member: member.value, choice_from_wire),
+    "word": Kind(str, str, word_from_wire),
     # Numbers compared before any conversion: math.isfinite(10**400) raised
     # OverflowError, which ended the worker process.
     "seconds": Kind((int, float), float, lambda value, what, wire, hint: seconds(value, what, wire.low, wire.high)),

@@ -54,6 +54,9 @@ CAUSES = ("", DISK_FULL, *ENVIRONMENT)
 Id = Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]  # a task id or attempt
 Size = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIZE)]
 Hex = Annotated[str, msgspec.Meta(pattern=r"\A[0-9a-f]{0,64}\Z")]
+# A task's settings hash: its mode's, then for a CUE track the hashes of its
+# bounds and of its tags (planning.plan).
+SettingsHash = Annotated[str, msgspec.Meta(pattern=r"\A[0-9a-f]{0,64}(:[0-9a-f]{1,64}){0,2}\Z")]
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # as SQLite stores it
 
 
@@ -144,12 +147,28 @@ class ResultMessage(Message, tag="result"):
     loudness: dict[str, float | None | Annotated[list[int], msgspec.Meta(max_length=LOUDNESS_BINS)]] | None = None
 
 
+# A CUE track (model.Track): its number, its sample frames (FLAC counts
+# them in 36 bits) and its tags, Vorbis comment names and short values.
+MAX_TRACK_TAGS = 64
+MAX_TAG_VALUE = 1000
+Frame = Annotated[int, msgspec.Meta(ge=0, lt=2**36)]
+TagName = Annotated[str, msgspec.Meta(pattern=r"\A[\x20-\x3c\x3e-\x7d]{1,64}\Z")]
+TagValue = Annotated[str, msgspec.Meta(max_length=MAX_TAG_VALUE)]
+
+
+class TrackBody(msgspec.Struct, forbid_unknown_fields=True):
+    number: Annotated[int, msgspec.Meta(ge=0, le=999)]
+    start: Frame
+    end: Frame
+    tags: Annotated[list[tuple[TagName, TagValue]], msgspec.Meta(max_length=MAX_TRACK_TAGS)]
+
+
 class JobTask(msgspec.Struct, forbid_unknown_fields=True):
     id: Id
     attempt: Id
     mode: str
     output: str
-    settings_hash: Hex
+    settings_hash: SettingsHash
 
 
 class CopyTask(JobTask, forbid_unknown_fields=True):
@@ -157,7 +176,13 @@ class CopyTask(JobTask, forbid_unknown_fields=True):
     size: Size
 
 
-Tasks = Annotated[list[JobTask], msgspec.Meta(min_length=1, max_length=jobs.MAX_JOB)]
+class EncodeTask(JobTask, forbid_unknown_fields=True):
+    # The CUE track the output holds (model.Track): sent only when there is
+    # one, so a job of a master before it reads as it did.
+    track: TrackBody | None = None
+
+
+Tasks = Annotated[list[EncodeTask], msgspec.Meta(min_length=1, max_length=jobs.MAX_JOB)]
 
 
 class JobMessage(Message, tag="job"):

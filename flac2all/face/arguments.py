@@ -316,7 +316,7 @@ def add_selection_options(p: Parser) -> None:
         "--cue",
         choices=["split", "ignore"],
         help="a FLAC with a CUE sheet (a .cue named after it, or its own CUESHEET): 'split' it into one output "
-        "per track (default; not with -m), or 'ignore' the sheet and convert it whole (docs/cue.md)",
+        "per track (default), or 'ignore' the sheet and convert it whole (docs/cue.md)",
     )
     g.option(
         "--cue-encoding",

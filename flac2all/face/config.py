@@ -263,8 +263,8 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         exclude=tuple(args.exclude or ()),
         query=tuple(args.query or ()),
         path_format=args.path_format,
-        # Split by default; a cluster run (whose workers are not sent tracks) only when asked, and refused.
-        cue=args.cue or ("ignore" if args.master else "split"),
+        # Split by default, in a cluster run as in a local one (a job carries its tracks).
+        cue=args.cue or "split",
         cue_encoding=args.cue_encoding,
     )
     if settings.replaygain.measures and not loudness.available():

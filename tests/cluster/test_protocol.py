@@ -23,7 +23,7 @@ from flac2all.errors import UsageError
 from flac2all.face import config
 from flac2all.face.arguments import build_parser
 from flac2all.face.config import settings_from
-from flac2all.model import Action, Layout, Lossy, Settings, Status, Task, TaskResult, Wire
+from flac2all.model import Action, Layout, Lossy, Settings, Status, Task, TaskResult, Track, Wire
 from tests.cluster.processes import FakeMaster, a_real_worker_finishes, start_master, start_worker
 from tests.conftest import decodes, make_flac, read_log
 
@@ -184,6 +184,51 @@ BASE = Settings(Path("/in"), Path("/out"), ("mp3",), threads=1)
 HINTS = typing.get_type_hints(Settings)
 
 
+TRACK = Track(2, 44100, 88200, (("TITLE", "Вторая = two"), ("ARTIST", "a"), ("TITLE", "b"), ("TRACKNUMBER", "2")))
+SPLIT = Settings(Path("/music"), Path("/out"), ("flac", "opus"), cue="split")
+
+
+def track_job(**track_change) -> dict:
+    """A job of one track of /music/a.flac, in flac and opus, with
+    ``track_change`` applied to the opus task's track."""
+    tasks = [
+        (i, 0, Task(Path("/music/a.flac"), mode, Path(f"/out/{mode}/02.{ext}"), Action.ENCODE, 10, track=TRACK))
+        for i, mode, ext in ((1, "flac", "flac"), (2, "opus", "opus"))
+    ]
+    msg = json.loads(jobs.job_to_wire(tasks))
+    msg["tasks"][1]["track"].update(track_change)
+    return msg
+
+
+def test_a_track_crosses_the_wire_with_its_job_and_is_bounded():
+    [(_, _, flac), (_, _, opus)] = jobs.job_from_wire(read(track_job()), SPLIT)
+    assert flac.track == opus.track == TRACK
+    assert "track" not in json.loads(jobs.job_to_wire(jobs.job_from_wire(job())))["tasks"][0]  # none: not sent
+    hash_of_a_track = "ab12:0123456789abcdef:fedcba9876543210"
+    assert jobs.job_from_wire(read(job({"settings_hash": hash_of_a_track})))[0][2].settings_hash == hash_of_a_track
+    for change in (
+        {"start": -1},
+        {"end": 2**36},
+        {"number": 1000},
+        {"start": 88200},  # ends where it starts
+        {"tags": [["TITLE", "x" * 1001]]},
+        {"tags": [["TI=TLE", "x"]]},
+        {"tags": [["", "x"]]},
+        {"tags": [["TITLE", "x"]] * 65},
+        {"tags": [["TITLE"]]},
+        {"path": "/etc/passwd"},
+    ):
+        with pytest.raises(ProtocolError):
+            jobs.job_from_wire(read(track_job(**change)), SPLIT)
+    with pytest.raises(ProtocolError, match="a run that does not split"):
+        jobs.job_from_wire(read(track_job()), dataclasses.replace(SPLIT, cue="ignore"))
+    copy = {"v": V, "type": "copies", "tasks": [{**copies(1)["tasks"][0], "track": track_job()["tasks"][0]["track"]}]}
+    with pytest.raises(ProtocolError, match="unknown field"):
+        jobs.job_from_wire(read(copy))
+    with pytest.raises(ProtocolError, match="bad cue"):
+        jobs.settings_from_wire({**jobs.settings_to_wire(SPLIT), "cue": "x"})
+
+
 def other_than(f: dataclasses.Field, wire: Wire | None = None):
     """A value of field ``f`` unlike its default, chosen by its Wire kind
     (a sent field) or its type: a field declared with a new kind needs a
@@ -197,6 +242,8 @@ def other_than(f: dataclasses.Field, wire: Wire | None = None):
         return ("opus", "f:nosuchenc")
     if wire is not None and wire.kind == "options":
         return {"lame": ("-V", "2"), "ffmpeg": ("-b:a", "96k")}
+    if wire is not None and wire.kind == "word":
+        return next(word for word in wire.words if word != default)
     if wire is not None and wire.kind in ("seconds", "whole"):
         return type(wire.high)(wire.high)
     if bool in kinds:
@@ -302,7 +349,6 @@ def test_a_cluster_run_refuses_what_workers_are_not_sent():
         "--lossy convert",
         "--max-bitrate",
         "--art-max-size",
-        "--cue split",
     ]
     for f, spec in refusing:
         value = spec.refused if spec.refused is not None else other_than(f)

@@ -215,13 +215,6 @@ def test_a_hung_encoder_is_killed_at_the_time_out(tmp_path, fake_bin):
     assert outputs(outdir, "opus", "opus") == [] and temp_files(outdir) == []
 
 
-def test_cluster_runs_convert_whole_and_refuse_a_split(tmp_path):
-    album(tmp_path)
-    run = run_flac2all("mp3", tmp_path / "in", "-o", tmp_path / "out", "-m", "--cue", "split")
-    assert run.returncode == 2
-    assert "--cue split: not available with -m" in run.stderr
-
-
 def test_a_library_planned_folder_by_folder_splits_and_then_keeps_its_tracks(tmp_path, monkeypatch):
     # Past FLAC2ALL_STREAM_AFTER sources a first run is planned as the walk
     # goes, and a re-run folder by folder (the state's rows a folder at a time).
