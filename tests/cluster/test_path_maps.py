@@ -216,16 +216,18 @@ def test_nodes_with_other_mount_points_convert_an_album(server, tmp_path):
 @needs_namespaces
 def test_a_wrong_map_or_an_allow_of_the_masters_paths_is_refused_before_any_work(server, tmp_path):
     lib, out = server
-    master, port = start_master("mp3", out, lib, "--wait-workers", "4")
+    # The master waits long enough for two workers started in namespaces on
+    # a loaded machine; a worker that missed it gives up soon.
+    master, port = start_master("mp3", out, lib, "--wait-workers", "20")
     try:
         # node1 mounts the library at .../music but maps it to .../wrong (an empty folder).
         setup, _, mirror = node_mounts(tmp_path, "node1", lib, out, lib_at="wrong")
         wrong = tmp_path / "node1" / "mnt" / "storage" / "wrong"
-        maps = ("--map", f"{lib}={wrong}", "--map", f"{out}={mirror}")
+        maps = ("--map", f"{lib}={wrong}", "--map", f"{out}={mirror}", "--retry-seconds", "5")
         wrongly = worker_in_namespace(port, "node1", setup, *maps)
         # node2 maps well but allows the master's paths, not its own.
         setup, music, mirror = node_mounts(tmp_path, "node2", lib, out)
-        maps = ("--map", f"{lib}={music}", "--map", f"{out}={mirror}")
+        maps = ("--map", f"{lib}={music}", "--map", f"{out}={mirror}", "--retry-seconds", "5")
         fenced = worker_in_namespace(port, "node2", setup, *maps, allow=(str(lib), str(out)))
         assert master.wait(90) == 2, master.output
         assert wrongly.wait(30) == 1 and fenced.wait(30) == 1
