@@ -115,12 +115,17 @@ def thread_count(text: str) -> int:
 
 def seconds(text: str) -> float:
     """A time of 0 seconds or more (not nan, not infinite)."""
+    return number(text, lambda value: 0 <= value < math.inf, "0 seconds or more")
+
+
+def number(text: str, good: Callable[[float], bool], what: str) -> float:
+    """``text`` as a number that is ``good`` (else: it "must be ``what``")."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be 0 seconds or more, not {text}")
+    if not good(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text}")
     return value
 
 
@@ -133,13 +138,7 @@ def path_limit(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
+    return number(text, lambda value: value > 0, "more than 0")
 
 
 def text_checked_by(check: Callable[[str], object]) -> Callable[[str], str]:
