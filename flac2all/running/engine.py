@@ -220,7 +220,7 @@ def run(
     its CSV log written). Set ``stop`` to end the run early. ``executor``
     runs the jobs (default: this machine's cores, ``LocalPool``).
     ``batch``: a watch batch, the same run whose rows are appended to the
-    log (``append_log``) rather than written as the whole log."""
+    log (``csvlog.append``) rather than written as the whole log."""
     display = Guarded(display or Silent())
     stop = stop or threading.Event()
     executor = executor or LocalPool()
