@@ -31,7 +31,8 @@ from flac2all.errors import DISK_FULL, TaskError, describe_oserror, disk_full_ca
 from flac2all.model import Action, Settings, SourceFacts, Status, Task, TaskResult, Track
 from flac2all.running import derive
 from flac2all.running.copies import fill
-from flac2all.running.fanout import Cuts, run_fanout
+from flac2all.running.cuts import Cuts
+from flac2all.running.fanout import run_fanout
 from flac2all.running.outputs import commit, emptied, remove_empty_folders, staged
 from flac2all.running.pipeline import run_pipeline
 from flac2all.running.procs import Interrupted, ProcessGroup
@@ -283,7 +284,7 @@ def encode(
 
 def encode_tracks(tasks: Sequence[Task], settings: Settings, processes: ProcessGroup) -> tuple[list[Timed], float]:
     """Encode, check and tag the tracks of a source a CUE sheet splits, in
-    every mode, decoding it once (``fanout.Cuts``): each track's samples, cut
+    every mode, decoding it once (``cuts.Cuts``): each track's samples, cut
     at its bounds, to its outputs' encoders, one track after the other; each
     output checked against its track (length; in flac mode its samples and
     their MD5), tagged with the sheet's tags over the source's own."""

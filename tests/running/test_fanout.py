@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from flac2all.running import fanout
-from flac2all.running.fanout import CHUNK, WavHead, run_fanout
+from flac2all.running.cuts import WavHead
+from flac2all.running.fanout import CHUNK, run_fanout
 from flac2all.running.procs import ProcessGroup
 from tests.conftest import make_flac
 
