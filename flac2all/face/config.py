@@ -47,8 +47,8 @@ from flac2all.model import (
     WatchOptions,
 )
 from flac2all.planning import selection, template
+from flac2all.planning.hashes import settings_hash
 from flac2all.planning.names import NAME_RESERVE
-from flac2all.planning.plan import settings_hash
 from flac2all.tags.source import open_regular
 
 # Options that are about choosing profiles, not keys of one.

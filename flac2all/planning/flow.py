@@ -35,6 +35,7 @@ from pathlib import Path
 from flac2all.codecs.base import Codec
 from flac2all.model import Action, Job, Layout, Names, Settings, Status, Task, TaskResult
 from flac2all.planning import discovery, extras, plan
+from flac2all.planning.planned import Plan
 from flac2all.planning.selection import Selection
 from flac2all.records import Record
 from flac2all.skips import Skip, SkipLog
@@ -161,7 +162,7 @@ class Flow:
     """A run's plan as folder plans: ``first`` (the whole plan, or the
     first window), then ``rest`` as it is planned."""
 
-    plan: plan.Plan  # what the consumer asks of a plan (its covers, outputs)
+    plan: Plan  # what the consumer asks of a plan (its covers, outputs)
     streaming = False  # planning goes on after ``first``
     warnings: list[str]
 
@@ -192,7 +193,7 @@ class Flow:
 class Whole(Flow):
     """A plan made whole (``Planner.build``) as one folder plan."""
 
-    def __init__(self, the_plan: plan.Plan, tree: discovery.Tree) -> None:
+    def __init__(self, the_plan: Plan, tree: discovery.Tree) -> None:
         self.plan = the_plan
         self.warnings = the_plan.warnings
         theirs, ours = split(the_plan.jobs)

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import heapq
-import itertools
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +32,6 @@ from flac2all.model import (
     Job,
     Layout,
     Names,
-    ReplayGain,
     Settings,
     SourceFacts,
     Status,
@@ -42,64 +39,23 @@ from flac2all.model import (
     TaskResult,
     Track,
 )
-from flac2all.planning import cue, extras, moves, template
+from flac2all.planning import cue, extras, moves, splits, template
 from flac2all.planning.discovery import Source, Tree, is_flac_name
 from flac2all.planning.fields import Comments
+from flac2all.planning.hashes import retag_or_encode, settings_hash
 from flac2all.planning.names import Namer, output_folder, output_name
+from flac2all.planning.planned import Plan
 from flac2all.planning.selection import Selection
 from flac2all.records import Record, Records
 from flac2all.skips import UP_TO_DATE, Skip
 from flac2all.tags import TagFamily
 from flac2all.tags.lossy import read_bitrate
-from flac2all.tags.source import track_comments
 
 if TYPE_CHECKING:
     from flac2all.state import State
 
-# Bumped when flac2all changes how it makes outputs, so that they are redone.
-OUTPUT_FORMAT_VERSION = 1
-# What the state records for an output whose folder has no cover to embed.
-NO_COVER = "-"
-# Where the tracks of a FLAC a CUE sheet splits go, in its output folder
-# (without --path-format): a folder named after it, a file per track.
-SPLIT_LAYOUT = "{filename}/{track:02} {title}"
 # The state's meta key of the --path-format its rows all follow ("": not known).
 LAYOUT_KEY = "layout"
-
-
-def settings_hash(codec: Codec, settings: Settings, versions: Mapping[str, str]) -> str:
-    """A hash of everything that shaped an output of this mode (``versions``:
-    each program's version line, probed by ``tools``): a change makes every
-    output of the mode be re-encoded."""
-    options = codec.options_in(settings)
-    shape = [
-        OUTPUT_FORMAT_VERSION,
-        codec.name,
-        codec.extension,
-        list(options),
-        [versions.get(p, "") for p in codec.programs],
-        codec.max_channels,
-        codec.max_rate,
-        codec.tag_family.shaped_by(settings),
-        settings.embed_folder_art,
-    ]
-    if settings.art_max_size is not None:  # (appended: the hashes of mirrors made without it stay)
-        shape.append(["art", settings.art_max_size])
-    if settings.replaygain is not ReplayGain.KEEP:  # measured gains (or none) in place of the source's
-        shape.append(["replaygain", settings.replaygain.value])
-    return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
-
-
-def short_hash(value: object) -> str:
-    return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
-
-
-def retag_or_encode(recorded: str, wanted: str) -> Action:
-    """What an output made with settings hash ``recorded`` needs to have
-    ``wanted``: a retag where only the tags' part differs (a split track
-    whose CUE sheet's tags were edited), else an encode."""
-    same_audio = recorded.count(":") == 2 and recorded.rpartition(":")[0] == wanted.rpartition(":")[0]
-    return Action.RETAG if same_audio else Action.ENCODE
 
 
 def stat_or_none(path: os.PathLike | str) -> os.stat_result | None:
@@ -159,104 +115,6 @@ def layout_done(state: State, settings: Settings, clean: bool) -> None:
 def selection_of(settings: Settings) -> Selection:
     """The run's ``--include``, ``--exclude`` and ``--query``, compiled."""
     return Selection.of(settings.include, settings.exclude, settings.query)
-
-
-@dataclass
-class Plan:
-    tasks: list[Task] = field(default_factory=list)
-    # FLAC outputs up to date, costliest first: tasks too, but kept as text
-    # and never a job (a no-op re-run's two million would be two million
-    # Tasks, Jobs and results); the engine counts and logs them.
-    skips: list[Skip] = field(default_factory=list)
-    # Each mode's cost per source byte (what orders tasks and skips alike).
-    costs: dict[str, float] = field(default_factory=dict)
-    # The same tasks grouped into jobs, costliest first (Planner.group).
-    jobs: list[Job] = field(default_factory=list)
-    # Tasks refused before running (colliding outputs): already results.
-    refused: list[TaskResult] = field(default_factory=list)
-    # State rows to write without any work (adopted or touched outputs), and
-    # rows whose output is gone.
-    refresh: list[Record] = field(default_factory=list)
-    forget: list[Path] = field(default_factory=list)
-    # What a run would refuse, when the planner was asked not to (a dry run).
-    warnings: list[str] = field(default_factory=list)
-    # Playlists, written by the engine after the other tasks (--playlists).
-    playlists: list[Task] = field(default_factory=list)
-    # (source, mode) -> the output planned for it, for the playlists.
-    outputs: dict[tuple[Path, str], Path] = field(default_factory=dict)
-    # Folder -> its cover file's identity (extras.folder_covers); None
-    # without --embed-folder-art.
-    covers: dict[Path, str] | None = None
-    # The FLACs whose tags fail a --query test: not planned, their outputs orphans.
-    unselected: list[Path] = field(default_factory=list)
-    # The run's --include, --exclude, --query and --path-format, when one is given (--plan-json).
-    selection: dict[str, object] | None = None
-
-    def cover(self, source: Path) -> str:
-        """What the state records of the folder cover an output of
-        ``source`` embeds: "" when none is embedded (no --embed-folder-art),
-        NO_COVER when its folder has none."""
-        return "" if self.covers is None else self.covers.get(source.parent, NO_COVER)
-
-    def counts(self) -> dict[Action, int]:
-        return action_counts(itertools.chain(self.tasks, self.playlists), len(self.skips))
-
-    def every_task(self) -> list[Task]:
-        """The tasks, with a Task made for each of ``skips`` (costliest first
-        among them, as the tasks are), and the playlists."""
-        merged = self.with_skips(self.tasks)
-        return [*(t if isinstance(t, Task) else t.task() for t in merged), *self.playlists]
-
-    def with_skips(self, tasks: Iterable[Task]) -> Iterator[Task | Skip]:
-        """``tasks`` (in the plan's order, costliest first) and the Skips
-        merged in that order."""
-        return with_skips(tasks, self.skips, self.costs)
-
-    def as_json(self) -> dict:
-        """The plan, machine-readable (--plan-json)."""
-        actions: dict[str, list[dict]] = {a.value: [] for a in Action}
-        for t in self.every_task():
-            entry = {"source": os.fsdecode(t.source), "mode": t.mode, "output": os.fsdecode(t.output)}
-            if t.previous is not None:
-                entry["previous"] = os.fsdecode(t.previous)
-            if t.track is not None:  # a CUE sheet's track: its number and samples (end excluded)
-                entry["track"] = {"number": t.track.number, "start": t.track.start, "end": t.track.end}
-            actions[t.action.value].append(entry)
-        # The actions of device profiles only when there are some: the
-        # version 1 format as it was for the others.
-        for action in (Action.CONVERT, Action.PLAYLIST):
-            if not actions[action.value]:
-                del actions[action.value]
-        refused = [
-            {"source": os.fsdecode(r.task.source), "mode": r.task.mode, "error": r.message} for r in self.refused
-        ]
-        out = {
-            "version": 1,
-            "counts": {a: len(v) for a, v in actions.items()},
-            "actions": actions,
-            "refused": refused,
-        }
-        if self.selection is not None:  # (only when asked: the format as it was for the others)
-            out["selection"] = {**self.selection, "unselected": [os.fsdecode(p) for p in self.unselected]}
-        return out
-
-
-def action_counts(tasks: Iterable[Task], skips: int) -> dict[Action, int]:
-    """How many tasks of each action, with ``skips`` outputs up to date."""
-    out = dict.fromkeys(Action, 0)
-    for task in tasks:
-        out[task.action] += 1
-    out[Action.SKIP] += skips
-    return out
-
-
-def with_skips(tasks: Iterable[Task], skips: Iterable[Skip], costs: Mapping[str, float]) -> Iterator[Task | Skip]:
-    """``tasks`` and ``skips``, each costliest first, merged in that order."""
-    if not skips:
-        return iter(tasks)
-    costed = ((t.size * costs.get(t.mode, 1.0), t) for t in tasks)
-    skipped = ((s.cost, s) for s in skips)
-    return (item for _, item in heapq.merge(costed, skipped, key=itemgetter(0), reverse=True))
 
 
 @contextmanager
@@ -322,7 +180,6 @@ class Planner:
         self.tracks = tracks or cue.read_tracks
         # The .cue files a split FLAC was split by: not copied as other files are.
         self.used_cues: set[Path] = set()
-        self.split_names = template.parse(SPLIT_LAYOUT)
         self._by_source: dict[tuple[str, str], list[Path]] | None = None
         if settings.include or settings.exclude or settings.query or settings.path_format:
             self.plan.selection = {
@@ -576,7 +433,7 @@ class Planner:
                     if self.up_to_date(source, text, codec, key) and self.skip(source, text, codec, key):
                         continue
                 pending.append(codec)
-            if pending and self.split(source, pending):
+            if pending and splits.split(self, source, pending):
                 continue
             for codec in pending:
                 output = self.output(source, codec, codec.extension)
@@ -587,61 +444,6 @@ class Planner:
                 else:
                     self.add(source, codec, output, decided[0], note=decided[1])
         return fresh
-
-    def split(self, source: Source, codecs: list[Codec]) -> bool:
-        """With ``--cue split``, the tasks of a FLAC a CUE sheet splits: one
-        output per track and mode (SPLIT_LAYOUT, or --path-format with the
-        track's tags); a sheet that does not fit it fails its album, in
-        every mode, with the reason. False: not split (no sheet)."""
-        if self.settings.cue != "split":
-            return False
-        sheet_file = next((p for p in cue.beside(source.path) if self.stat(p) is not None), None)
-        if sheet_file is None and any(self.converted_whole(source, codec) for codec in codecs):
-            return False
-        try:
-            tracks = self.tracks(source.path, sheet_file, self.settings.cue_encoding)
-        except cue.CueError as exc:
-            for codec in codecs:
-                task = Task(source.path, codec.name, self.output(source, codec, codec.extension), Action.ENCODE)
-                why = f"{exc.message} (--cue ignore converts it whole)"
-                self.plan.refused.append(TaskResult(task, Status.FAILED, why, 1))
-            if sheet_file is not None:
-                self.used_cues.add(sheet_file)
-            return True
-        if tracks is None:
-            return False
-        if sheet_file is not None:
-            self.used_cues.add(sheet_file)
-        comments = self.comments(source.path) or ()
-        for track in tracks:
-            merged = track_comments(comments, track)
-            # The track's own part of its settings hash: its bounds, then its
-            # tags (an edit of the sheet's tags alone is a retag).
-            wanted = f"{short_hash((track.start, track.end))}:{short_hash(track.tags)}"
-            for codec in codecs:
-                if self.layout is not None:
-                    below = output_folder(Path(), codec, self.settings)
-                    path = below / self.layout.render(merged, source.rel, codec.extension)
-                else:
-                    path = self.folder(source, codec)[1] / self.split_names.render(merged, source.rel, codec.extension)
-                output = self.namer.output(source.path, path)
-                own = f"{self.hashes[codec.name]}:{wanted}"
-                decided = self.decide(source, codec, output, own) or (Action.ENCODE, "")
-                self.add(source, codec, output, decided[0], note=decided[1], settings_hash=own, track=track)
-        return True
-
-    def converted_whole(self, source: Source, codec: Codec) -> bool:
-        """Whether the state has ``source``, as it is now, converted whole
-        in ``codec``'s mode: then it holds no CUE sheet of its own (one put
-        in it changes it), and an unchanged library is not opened for one."""
-        if self.layout is not None:
-            return self.known_output(source, codec) is not None
-        row = self.records.row(self.folder(source, codec)[2] + output_name(source.rel, codec.extension))
-        return (
-            row is not None
-            and row.source == os.fspath(source.path)
-            and (row.src_size, row.src_mtime_ns) == (source.size, source.mtime_ns)
-        )
 
     def up_to_date(self, source: Source, text: str, codec: Codec, key: str) -> bool:
         """``decide``'s "up to date" from the row and one stat of the output

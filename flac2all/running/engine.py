@@ -32,7 +32,7 @@ from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
 from flac2all.face.console import Display, Guarded, Silent
 from flac2all.model import Layout, Lossy, Names, Settings
-from flac2all.planning import discovery, plan
+from flac2all.planning import discovery, plan, planned
 from flac2all.planning.flow import Flow, FolderPlan, Folders, Head, Whole, has_rows, stream_after, streamable
 from flac2all.planning.mirror import Mirror
 from flac2all.planning.plan import collector_paused
@@ -170,7 +170,7 @@ def planned_first(flow: Flow) -> FolderPlan:
     return first
 
 
-def write_plan_json(path: Path, the_plan: plan.Plan, outdir: Path) -> None:
+def write_plan_json(path: Path, the_plan: planned.Plan, outdir: Path) -> None:
     """The plan as JSON, written whole or not at all (a temp file renamed
     into place: a full disk leaves no empty or cut file under ``path``).
     What the user named outside OUTDIR that is a link, a FIFO or a device

@@ -21,7 +21,7 @@ from flac2all.errors import DISK_FULL
 from flac2all.executors import Executor
 from flac2all.face.console import Display
 from flac2all.model import Action, Job, OpusGain, Settings, Status, Task, TaskResult
-from flac2all.planning import albums, plan, playlists
+from flac2all.planning import albums, plan, planned, playlists
 from flac2all.planning.flow import Flow, FolderPlan
 from flac2all.records import Record
 from flac2all.report import Report
@@ -45,7 +45,7 @@ class Halt(threading.Event):
         return super().is_set() or self.outer.is_set()
 
 
-def remember(state: State, result: TaskResult, the_plan: plan.Plan | None = None) -> None:
+def remember(state: State, result: TaskResult, the_plan: planned.Plan | None = None) -> None:
     """Record a committed output in the state, right after its result
     (with the folder cover its plan saw, ``Plan.cover``)."""
     task = result.task
@@ -73,7 +73,7 @@ class Run:
         self.settings, self.state, self.report, self.display, self.stop = settings, state, report, display, stop
         self.halt = Halt(stop)
         self.here = socket.gethostname()
-        self.plan: plan.Plan | None = None
+        self.plan: planned.Plan | None = None
         self.reserved = 0
         # The tasks handed out and not done yet: those a halt leaves are
         # logged as not started (Report.add_not_started).

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 from flac2all.errors import describe_oserror
 from flac2all.lines import printable, relative
 from flac2all.model import Action, Settings, Task, TaskResult
-from flac2all.planning.plan import action_counts, with_skips
+from flac2all.planning.planned import action_counts, with_skips
 
 if TYPE_CHECKING:
     from flac2all.planning.flow import Flow, FolderPlan

@@ -18,7 +18,7 @@ from mutagen.id3 import ID3
 from flac2all.codecs import CODECS
 from flac2all.errors import UsageError
 from flac2all.model import Action, Names, Settings, SourceFacts
-from flac2all.planning import plan
+from flac2all.planning import hashes, plan
 from flac2all.planning.discovery import Source, Tree
 from flac2all.planning.template import multi_disc, parse
 from flac2all.records import Record
@@ -271,7 +271,7 @@ def test_a_known_layout_takes_an_unchanged_source_s_output_from_its_row_unread()
     old, changed, new = (Source(LIB / n, Path(n), 100, 1) for n in ("old.flac", "changed.flac", "new.flac"))
     settings = Settings(LIB, OUT, ("mp3",), path_format="{title}")
     mp3 = CODECS["mp3"]
-    wanted = plan.settings_hash(mp3, settings, {})
+    wanted = hashes.settings_hash(mp3, settings, {})
     st = SimpleNamespace(st_size=50, st_mtime_ns=5)
     records = {
         OUT / "mp3" / f"{s.path.stem}-recorded.mp3": Record.made(

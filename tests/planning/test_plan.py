@@ -15,7 +15,7 @@ import pytest
 from flac2all.codecs import CODECS
 from flac2all.errors import UsageError
 from flac2all.model import Action, Layout, ReplayGain, Settings, SourceFacts
-from flac2all.planning import names, plan
+from flac2all.planning import hashes, names, plan, planned
 from flac2all.planning.discovery import Source, Tree
 from flac2all.records import Record
 
@@ -48,7 +48,7 @@ class World:
         self.facts_read: list[Path] = []
 
     def hash(self, codec) -> str:
-        return plan.settings_hash(codec, self.settings, VERSIONS)
+        return hashes.settings_hash(codec, self.settings, VERSIONS)
 
     def made(self, src: Source, codec, output: Path, f: SourceFacts, settings_hash: str | None = None) -> None:
         """An output on disk that the state records as made from ``src``."""
@@ -60,7 +60,7 @@ class World:
         self.facts_read.append(path)
         return self.facts.get(path)
 
-    def build(self, flacs: list[Source], others: list[Source] = (), codecs=(MP3, OPUS)) -> plan.Plan:
+    def build(self, flacs: list[Source], others: list[Source] = (), codecs=(MP3, OPUS)) -> planned.Plan:
         return plan.build(
             Tree(list(flacs), list(others)),
             codecs,
@@ -73,7 +73,7 @@ class World:
         )
 
 
-def by_output(the_plan: plan.Plan) -> dict[Path, tuple[Action, str]]:
+def by_output(the_plan: planned.Plan) -> dict[Path, tuple[Action, str]]:
     return {t.output: (t.action, t.note) for t in the_plan.every_task()}
 
 
@@ -262,21 +262,21 @@ def test_copies_are_their_own_jobs_and_skipped_when_unchanged():
 
 def test_settings_hash_changes_with_what_shapes_an_output_only():
     base = Settings(LIB, OUT, ("mp3",))
-    h = plan.settings_hash(MP3, base, VERSIONS)
-    assert plan.settings_hash(MP3, Settings(LIB, OUT, ("mp3",), threads=7), VERSIONS) == h
-    assert plan.settings_hash(MP3, Settings(LIB, OUT, ("mp3",), id3v23=True), VERSIONS) != h
-    assert plan.settings_hash(MP3, base, {**VERSIONS, "lame": "LAME 3.101"}) != h
-    assert plan.settings_hash(MP3, Settings(LIB, OUT, ("mp3",), options={"lame": ("-V", "2")}), VERSIONS) != h
+    h = hashes.settings_hash(MP3, base, VERSIONS)
+    assert hashes.settings_hash(MP3, Settings(LIB, OUT, ("mp3",), threads=7), VERSIONS) == h
+    assert hashes.settings_hash(MP3, Settings(LIB, OUT, ("mp3",), id3v23=True), VERSIONS) != h
+    assert hashes.settings_hash(MP3, base, {**VERSIONS, "lame": "LAME 3.101"}) != h
+    assert hashes.settings_hash(MP3, Settings(LIB, OUT, ("mp3",), options={"lame": ("-V", "2")}), VERSIONS) != h
     # --id3v2.3 shapes only ID3 outputs.
-    assert plan.settings_hash(OPUS, Settings(LIB, OUT, ("opus",), id3v23=True), VERSIONS) == plan.settings_hash(
+    assert hashes.settings_hash(OPUS, Settings(LIB, OUT, ("opus",), id3v23=True), VERSIONS) == hashes.settings_hash(
         OPUS, Settings(LIB, OUT, ("opus",)), VERSIONS
     )
     # Measured gains (or none) in place of the source's: every output is made again; keep changes nothing.
-    assert plan.settings_hash(MP3, Settings(LIB, OUT, ("mp3",), replaygain=ReplayGain.KEEP), VERSIONS) == h
-    hashes = {
-        plan.settings_hash(MP3, Settings(LIB, OUT, ("mp3",), replaygain=policy), VERSIONS) for policy in ReplayGain
+    assert hashes.settings_hash(MP3, Settings(LIB, OUT, ("mp3",), replaygain=ReplayGain.KEEP), VERSIONS) == h
+    made = {
+        hashes.settings_hash(MP3, Settings(LIB, OUT, ("mp3",), replaygain=policy), VERSIONS) for policy in ReplayGain
     }
-    assert len(hashes) == len(ReplayGain)
+    assert len(made) == len(ReplayGain)
 
 
 STARTERS = ("subprocess", "flac2all.tools", "flac2all.running.procs", "flac2all.running.runner")

@@ -1,0 +1,85 @@
+"""The planner's part for a FLAC a CUE sheet splits (``--cue split``): one
+output per track and mode, named by the split layout or ``--path-format``
+with the track's tags, each track's settings hash its bounds and tags (an
+edit of the sheet's tags alone is a retag); a sheet that does not fit its
+file fails the album with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flac2all.codecs.base import Codec
+from flac2all.model import Action, Status, Task, TaskResult
+from flac2all.planning import cue, template
+from flac2all.planning.discovery import Source
+from flac2all.planning.hashes import short_hash
+from flac2all.planning.names import output_folder, output_name
+from flac2all.tags.source import track_comments
+
+if TYPE_CHECKING:
+    from flac2all.planning.plan import Planner
+
+# Where the tracks of a FLAC a CUE sheet splits go, in its output folder
+# (without --path-format): a folder named after it, a file per track.
+SPLIT_LAYOUT = "{filename}/{track:02} {title}"
+NAMES = template.parse(SPLIT_LAYOUT)
+
+
+def split(planner: Planner, source: Source, codecs: list[Codec]) -> bool:
+    """With ``--cue split``, the tasks of a FLAC a CUE sheet splits: one
+    output per track and mode (SPLIT_LAYOUT, or --path-format with the
+    track's tags); a sheet that does not fit it fails its album, in
+    every mode, with the reason. False: not split (no sheet)."""
+    if planner.settings.cue != "split":
+        return False
+    sheet_file = next((p for p in cue.beside(source.path) if planner.stat(p) is not None), None)
+    if sheet_file is None and any(converted_whole(planner, source, codec) for codec in codecs):
+        return False
+    try:
+        tracks = planner.tracks(source.path, sheet_file, planner.settings.cue_encoding)
+    except cue.CueError as exc:
+        for codec in codecs:
+            task = Task(source.path, codec.name, planner.output(source, codec, codec.extension), Action.ENCODE)
+            why = f"{exc.message} (--cue ignore converts it whole)"
+            planner.plan.refused.append(TaskResult(task, Status.FAILED, why, 1))
+        if sheet_file is not None:
+            planner.used_cues.add(sheet_file)
+        return True
+    if tracks is None:
+        return False
+    if sheet_file is not None:
+        planner.used_cues.add(sheet_file)
+    comments = planner.comments(source.path) or ()
+    for track in tracks:
+        merged = track_comments(comments, track)
+        # The track's own part of its settings hash: its bounds, then its
+        # tags (an edit of the sheet's tags alone is a retag).
+        wanted = f"{short_hash((track.start, track.end))}:{short_hash(track.tags)}"
+        for codec in codecs:
+            if planner.layout is not None:
+                below = output_folder(Path(), codec, planner.settings)
+                path = below / planner.layout.render(merged, source.rel, codec.extension)
+            else:
+                path = planner.folder(source, codec)[1] / NAMES.render(merged, source.rel, codec.extension)
+            output = planner.namer.output(source.path, path)
+            own = f"{planner.hashes[codec.name]}:{wanted}"
+            decided = planner.decide(source, codec, output, own) or (Action.ENCODE, "")
+            planner.add(source, codec, output, decided[0], note=decided[1], settings_hash=own, track=track)
+    return True
+
+
+def converted_whole(planner: Planner, source: Source, codec: Codec) -> bool:
+    """Whether the state has ``source``, as it is now, converted whole
+    in ``codec``'s mode: then it holds no CUE sheet of its own (one put
+    in it changes it), and an unchanged library is not opened for one."""
+    if planner.layout is not None:
+        return planner.known_output(source, codec) is not None
+    row = planner.records.row(planner.folder(source, codec)[2] + output_name(source.rel, codec.extension))
+    return (
+        row is not None
+        and row.source == os.fspath(source.path)
+        and (row.src_size, row.src_mtime_ns) == (source.size, source.mtime_ns)
+    )
