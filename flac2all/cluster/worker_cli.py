@@ -24,7 +24,7 @@ from flac2all.cluster.diagnose import resolves
 from flac2all.cluster.paths import PathMaps
 from flac2all.cluster.worker import WorkerProcess, say
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
-from flac2all.face.config import seconds, thread_count
+from flac2all.face.values import seconds, thread_count
 
 
 class Forward:

@@ -23,7 +23,8 @@ from typing import Any
 
 from flac2all.cluster.paths import PathMap
 from flac2all.errors import UsageError
-from flac2all.face.config import MAX_CONFIG, MAX_THREADS, ConfigError, key_line
+from flac2all.face.config import MAX_CONFIG, ConfigError, key_line
+from flac2all.face.values import MAX_THREADS
 
 # key -> (its type, what a bad value is told to be)
 KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {

@@ -11,9 +11,9 @@ from flac2all import __version__, codecs, tools
 from flac2all.codecs.options import options_help
 from flac2all.errors import ExitStatus
 from flac2all.executors.jobqueue import JOBQUEUES
-from flac2all.face import config
-from flac2all.face.config import positive_float, positive_int, thread_count
+from flac2all.face import config, values
 from flac2all.face.usage import Parser
+from flac2all.face.values import positive_float, positive_int, thread_count
 from flac2all.model import OpusGain, ReplayGain
 
 DESCRIPTION = """\
@@ -284,7 +284,7 @@ def add_selection_options(p: Parser) -> None:
     g.option(
         "--include",
         action="append",
-        type=config.glob,
+        type=values.glob,
         metavar="GLOB",
         help="convert only the files and folders below INPUTDIR that match GLOB ('Jazz/**', '*.flac'; "
         "repeat for several): '*' within a name, '**' any folders, no '/' any depth",
@@ -292,21 +292,21 @@ def add_selection_options(p: Parser) -> None:
     g.option(
         "--exclude",
         action="append",
-        type=config.glob,
+        type=values.glob,
         metavar="GLOB",
         help="leave out the files and folders below INPUTDIR that match GLOB ('Audiobooks', 'Live/**'; repeat)",
     )
     g.option(
         "--query",
         action="append",
-        type=config.query,
+        type=values.query,
         metavar="EXPR",
         help="convert only the FLAC files whose tags pass EXPR (repeat: all must): genre=Jazz, genre~jazz, "
         "year>=1990, rating>=4, artist!=X, a leading '-' negates (--query=-albumtype=audiobook)",
     )
     g.option(
         "--path-format",
-        type=config.path_format,
+        type=values.path_format,
         metavar="TEMPLATE",
         help="put each FLAC's outputs at TEMPLATE below the mode's folder, from its tags, as "
         "'{albumartist|artist|Unknown Artist}/{year} - {album}/{disc:02?}{track:02} {title}' "
@@ -320,7 +320,7 @@ def add_selection_options(p: Parser) -> None:
     )
     g.option(
         "--cue-encoding",
-        type=config.encoding,
+        type=values.encoding,
         metavar="ENCODING",
         help="read .cue files that are not UTF-8 in ENCODING (cp1251, shift_jis...); without it they are refused",
     )
