@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from flac2all.cluster.paths import PathMap
-from flac2all.errors import UsageError
+from flac2all.errors import TaskError, UsageError
 from flac2all.face.config import MAX_CONFIG, ConfigError, key_line
 from flac2all.face.values import MAX_THREADS
+from flac2all.tags.source import open_regular
 
 # key -> (its type, what a bad value is told to be)
 KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -71,10 +72,12 @@ def checked(key: str, value: Any) -> Any:
 def load(path: Path) -> dict[str, Any]:
     """The ``[worker]`` table of ``path`` as argparse destinations."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # (a FIFO named as the config never blocks the worker's start)
             raw = f.read(MAX_CONFIG + 1)
     except OSError as exc:
         raise ConfigError(path, f"cannot read it: {exc.strerror}") from None
+    except TaskError as exc:
+        raise ConfigError(path, f"cannot read it: {exc.message}") from None
     if len(raw) > MAX_CONFIG:
         raise ConfigError(path, f"larger than {MAX_CONFIG} bytes")
     try:

@@ -80,7 +80,8 @@ def snapshot(root: Path, prune: frozenset[Path]) -> dict[str, bytes] | None:
 
 def read_limit(path: Path) -> int | None:
     try:
-        return int(path.read_text().split()[0])
+        with open(path, "rb") as f:  # a sysctl's one number: read with a bound
+            return int(f.read(64).split()[0])
     except (OSError, ValueError, IndexError):
         return None
 

@@ -266,3 +266,10 @@ def test_the_command_line_refuses_what_the_config_file_refuses(option, why):
         timeout=60,
     )
     assert run.returncode == 2 and why in run.stderr, run.stderr
+
+
+def test_a_config_that_is_no_regular_file_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "worker.toml"
+    os.mkfifo(fifo)  # opened as a file, it would wait for a writer for ever
+    with pytest.raises(UsageError, match=r"worker\.toml: cannot read it"):
+        parse(["--config", str(fifo)])
