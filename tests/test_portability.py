@@ -312,3 +312,26 @@ def test_a_dask_run_converts_an_album(freebsd, album, tmp_path):
     finally:
         for proc in [*workers, scheduler]:
             proc.kill()
+
+
+@pytest.mark.slow
+def test_a_watcher_converts_an_album_that_arrives(freebsd, album, tmp_path):
+    """--watch without /proc (no inotify limit to read) and without pidfds:
+    the first run, then an album copied in later is converted by a batch."""
+    pytest.importorskip("watchdog")
+    out = tmp_path / "out"
+    watcher = freebsd.start("-m", "flac2all", ",".join(MODES), "-o", out, "--watch", "--settle", "1", album)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "conversion_results.log").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        arrived = album / "Later" / "01 One.flac"
+        make_flac(tmp_path / "staging.flac", seconds=0.2, tags={**BASIC_TAGS, "TITLE": "One"})
+        arrived.parent.mkdir()
+        os.replace(tmp_path / "staging.flac", arrived)
+        while len(read_log(out)) < 4 * len(MODES) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        watcher.proc.send_signal(signal.SIGTERM)
+    assert watcher.wait(30) == 128 + signal.SIGTERM
+    check_album(out, album, "\n".join(watcher.lines))
