@@ -11,9 +11,10 @@ set -eu
 cd "$(dirname "$0")"
 
 # dosfstools and mtools: the tests write a --names fat32 tree onto a real FAT32 image;
-# groff-base: the tests render the man pages; loudgain: the loudness meter is checked against it.
-APT_PACKAGES="flac lame vorbis-tools opus-tools ffmpeg sox util-linux python3 python3-venv dosfstools mtools groff-base loudgain"
-PROGRAMS="flac metaflac lame oggenc opusenc ffmpeg ffprobe sox setpriv python3 loudgain"
+# groff-base: the tests render the man pages; loudgain: the loudness meter is checked against it;
+# gcc, libc6-dev: pip builds the loudness meter's C loop (without them it measures with numpy and scipy).
+APT_PACKAGES="flac lame vorbis-tools opus-tools ffmpeg sox util-linux python3 python3-venv dosfstools mtools groff-base loudgain gcc libc6-dev"
+PROGRAMS="flac metaflac lame oggenc opusenc ffmpeg ffprobe sox setpriv python3 loudgain gcc"
 VENV=.venv
 
 find_missing() {

@@ -385,8 +385,9 @@ METER = """
 import sys, time
 from flac2all.audio.pcm import parse_header
 t0 = time.process_time()
+from flac2all.audio import cmeter, npmeter
 from flac2all.audio.loudness import Meter
-m = Meter(44100, 2, 2)
+m = Meter(44100, 2, 2, engines=[{"c": cmeter.CMeter, "numpy": npmeter.NumpyMeter}[sys.argv[1]]])
 t1 = time.process_time()
 wav = sys.stdin.buffer.read()
 fmt, start, size = parse_header(wav)
@@ -405,17 +406,21 @@ def meter_rows(track: Path, repeat: int) -> list[str]:
     peak (each decoding the FLAC itself), and flac's decode alone."""
     seconds = FLAC(track).info.length
     wav = subprocess.run(["flac", "-dcs", str(track)], capture_output=True, check=True).stdout
-    runs: dict[str, list[float]] = {"meter": [], "import": [], "loudgain": [], "ffmpeg ebur128": [], "flac -d": []}
+    engines = {"meter, C loop": "c", "meter, numpy and scipy": "numpy"}
+    runs: dict[str, list[float]] = {name: [] for name in engines}
+    runs.update({"loudgain": [], "ffmpeg ebur128": [], "flac -d": []})
+    imports: dict[str, list[float]] = {name: [] for name in engines}
     others = {
         "loudgain": ["loudgain", "-q", "-O", str(track)],
         "ffmpeg ebur128": ["ffmpeg", "-nostats", "-i", str(track), "-af", "ebur128=peak=true", "-f", "null", "-"],
         "flac -d": ["flac", "-dcs", str(track)],
     }
     for _ in range(repeat):
-        done = subprocess.run([sys.executable, "-c", METER], input=wav, capture_output=True, check=True).stdout
-        imported, fed = map(float, done.split())
-        runs["import"].append(imported)
-        runs["meter"].append(fed)
+        for name, engine in engines.items():
+            argv = [sys.executable, "-c", METER, engine]
+            imported, fed = map(float, subprocess.run(argv, input=wav, capture_output=True, check=True).stdout.split())
+            imports[name].append(imported)
+            runs[name].append(fed)
         for name, argv in others.items():
             if shutil.which(argv[0]):
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -432,9 +437,10 @@ def meter_rows(track: Path, repeat: int) -> list[str]:
         "|---|---|",
     ]
     for name, values in runs.items():
-        if values and name != "import":
+        if values:
             rows.append(f"| {name} | {stats([v * hour for v in values])} |")
-    rows.append(f"\nThe meter's import (numpy, scipy.signal) once a process: {stats(runs['import'])} CPU s.")
+    rows.append("")
+    rows += [f"The {name}: made once a process (imports, loading) in {stats(v)} CPU s." for name, v in imports.items()]
     return rows
 
 

@@ -107,7 +107,8 @@ def build_parser() -> Parser:
         default=ReplayGain.KEEP.value,
         help="the outputs' gain tags: 'keep' the source's (default); 'fill' in those a source lacks, or "
         "'compute' all of them, measured (EBU R128, ReplayGain 2.0; R128 gains in Opus) from the decode the "
-        "conversion makes anyway (needs flac2all[loudness]); 'off': none",
+        "conversion makes anyway (by the C loop built at install, else by numpy and scipy: "
+        "flac2all[loudness]); 'off': none",
     )
     p.option(
         "--opus-gain",

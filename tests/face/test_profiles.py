@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,12 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
+from mutagen.id3 import ID3
 
+import flac2all
+from flac2all.audio import cmeter
 from flac2all.face import config
 from flac2all.face.arguments import build_parser
 from flac2all.face.config import ConfigError, settings_from
 from flac2all.model import Layout, Lossy, Names, ReplayGain
-from tests.conftest import read_log, run_flac2all
+from tests.conftest import make_flac, read_log, run_flac2all
 
 CONFIG = """\
 # two devices
@@ -307,7 +311,7 @@ def test_a_slow_on_done_hook_is_waited_for_and_a_signal_stops_it(library, tmp_pa
     assert "--on-done sh: stopped by a signal" in err
 
 
-def test_replaygain_is_a_profile_key_and_measuring_without_numpy_stops_before_any_work(library, tmp_path, monkeypatch):
+def test_replaygain_is_a_profile_key_and_without_a_meter_stops_before_any_work(library, tmp_path, monkeypatch):
     (_, settings, _), *_ = runs(
         tmp_path, '[profile.p]\nmodes = "mp3"\ninput = "in"\noutdir = "o"\nreplaygain = "fill"\n', "--profile", "p"
     )
@@ -318,6 +322,13 @@ def test_replaygain_is_a_profile_key_and_measuring_without_numpy_stops_before_an
     (hidden / "numpy").mkdir(parents=True)
     (hidden / "numpy" / "__init__.py").write_text("raise ImportError('numpy hidden by the test')\n")
     monkeypatch.setenv("PYTHONPATH", str(hidden))
+    if cmeter.kernel() is not None:  # the C loop measures without numpy
+        make_flac(tmp_path / "long" / "a.flac", seconds=1.0, tags={"TITLE": "A"})  # a 400 ms block or more
+        run = run_flac2all("mp3", "--replaygain", "compute", "-o", tmp_path / "built", tmp_path / "long")
+        assert run.returncode == 0, run.stderr
+        assert "TXXX:REPLAYGAIN_TRACK_GAIN" in ID3(tmp_path / "built" / "mp3" / "a.mp3")
+    # a copy of the package without its built C loop, first on the path
+    shutil.copytree(Path(flac2all.__file__).parent, hidden / "flac2all", ignore=shutil.ignore_patterns("*.so"))
     run = run_flac2all("mp3", "--replaygain", "compute", "-o", tmp_path / "out", library)
     assert run.returncode == 2
     assert "install flac2all[loudness]" in run.stderr
