@@ -25,14 +25,28 @@ LOUDNESS_TABLES = (
     measurement TEXT NOT NULL    -- Loudness.to_wire, as JSON
 )""",
     """CREATE TABLE IF NOT EXISTS albums (
-    folder BLOB PRIMARY KEY,     -- a source folder, relative to the input folder
+    folder BLOB PRIMARY KEY,     -- an album: a source folder, relative to the input folder; or TAGGED + its tags
     tags TEXT NOT NULL           -- the album gain and peak its outputs were given ("": none)
 )""",
+    # --album-by tags: the album each measured source was last judged in.
+    """CREATE TABLE IF NOT EXISTS album_members (
+    source BLOB PRIMARY KEY,     -- relative to the input folder
+    album BLOB NOT NULL          -- as the albums table has it
+)""",
+    "CREATE INDEX IF NOT EXISTS album_members_by_album ON album_members (album)",
     # A folder's outputs by their sources (``rows_from``), for its album gain.
     "CREATE INDEX IF NOT EXISTS outputs_by_source ON outputs (source)",
     # A measurement by its audio alone: a source moved or copied keeps it.
     "CREATE INDEX IF NOT EXISTS loudness_by_audio ON loudness (audio_md5)",
 )
+
+# An album by its tags (--album-by tags): ALBUMARTIST (else ARTIST), ALBUM,
+# DISCNUMBER; an album by its folder is the folder's path.
+TagKey = tuple[str, str, str]
+AlbumKey = Path | TagKey
+# How a tag album's key starts in the state (no path relative to the input
+# folder starts with a NUL byte).
+TAGGED = b"\0tags:"
 
 
 class GainTables:
@@ -51,11 +65,24 @@ class GainTables:
     def _rows_by_output(self, where: str, args: tuple) -> dict[str, Row]:
         raise NotImplementedError
 
-    def _loudness_tables(self) -> bool:
-        """Whether the loudness tables are there to read."""
+    def _loudness_tables(self, table: str = "loudness") -> bool:
+        """Whether the loudness tables (``table`` among them) are there to read."""
         assert self.db is not None
-        found = self.db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'loudness'")
+        found = self.db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
         return found.fetchone()[0] > 0
+
+    def _key(self, album: AlbumKey) -> bytes:
+        """An album's key in the albums and album_members tables."""
+        if isinstance(album, Path):
+            return self._rel_src(album)
+        return TAGGED + json.dumps(list(album), ensure_ascii=False).encode()
+
+    def _album(self, key: bytes) -> AlbumKey:
+        """The inverse of ``_key``."""
+        if key.startswith(TAGGED):
+            artist, title, disc = json.loads(key[len(TAGGED) :].decode())
+            return (artist, title, disc)
+        return self.input_dir / os.fsdecode(key) if key else self.input_dir
 
     def put_loudness(self, source: Path, audio_md5: str, loudness: Loudness) -> None:
         """The loudness measured of ``source``'s audio (``audio_md5``)."""
@@ -85,28 +112,72 @@ class GainTables:
         except ValueError:  # json's errors too: a damaged row is measured again
             return None
 
-    def album_tags(self, folder: Path) -> str | None:
-        """What album gain the outputs of ``folder``'s sources were given."""
+    def album_tags(self, album: AlbumKey) -> str | None:
+        """What album gain the outputs of ``album``'s sources were given."""
         if self.db is None or not self._loudness_tables():
             return None
-        row = self.db.execute("SELECT tags FROM albums WHERE folder = ?", (self._rel_src(folder),)).fetchone()
+        row = self.db.execute("SELECT tags FROM albums WHERE folder = ?", (self._key(album),)).fetchone()
         return None if row is None else row[0]
 
-    def folders_without_album(self) -> list[Path]:
+    def folders_without_album(self, by_tags: bool = False) -> list[Path]:
         """The folders with a measured source and no album judged yet (a
-        run stopped before its album pass)."""
+        run stopped before its album pass); ``by_tags``: a measured source
+        in no tag album yet."""
         if self.db is None or not self._loudness_tables():
             return []
-        rows = self.db.execute(
-            "SELECT DISTINCT folder FROM loudness WHERE NOT EXISTS"
-            " (SELECT 1 FROM albums WHERE albums.folder = loudness.folder)"
+        if by_tags and not self._loudness_tables("album_members"):
+            return self.measured_folders()
+        judged = (
+            "SELECT 1 FROM album_members WHERE album_members.source = loudness.source"
+            if by_tags
+            else "SELECT 1 FROM albums WHERE albums.folder = loudness.folder"
         )
+        rows = self.db.execute(f"SELECT DISTINCT folder FROM loudness WHERE NOT EXISTS ({judged})")
         return [self.input_dir / os.fsdecode(folder) if folder else self.input_dir for (folder,) in rows]
 
-    def put_album_tags(self, folder: Path, tags: str) -> None:
+    def measured_folders(self) -> list[Path]:
+        """Every folder with a measured source."""
+        if self.db is None or not self._loudness_tables():
+            return []
+        rows = self.db.execute("SELECT DISTINCT folder FROM loudness")
+        return [self.input_dir / os.fsdecode(folder) if folder else self.input_dir for (folder,) in rows]
+
+    def put_album_tags(self, album: AlbumKey, tags: str) -> None:
         for table in LOUDNESS_TABLES:
             self._write(table, ())
-        self._write("INSERT OR REPLACE INTO albums VALUES (?, ?)", (self._rel_src(folder), tags))
+        self._write("INSERT OR REPLACE INTO albums VALUES (?, ?)", (self._key(album), tags))
+
+    def members_of(self, album: AlbumKey) -> list[Path]:
+        """The sources ``album`` (--album-by tags) was last judged with."""
+        if self.db is None or not self._loudness_tables("album_members"):
+            return []
+        rows = self.db.execute("SELECT source FROM album_members WHERE album = ?", (self._key(album),))
+        return [self.input_dir / os.fsdecode(source) for (source,) in rows]
+
+    def albums_in(self, folder: Path) -> dict[Path, AlbumKey]:
+        """The album (--album-by tags) each source directly in ``folder``
+        was last judged in, those gone since too."""
+        if self.db is None or not self._loudness_tables("album_members"):
+            return {}
+        prefix = self._rel_src(folder) + b"/" if folder != self.input_dir else b""
+        select = "SELECT source, album FROM album_members WHERE"
+        if prefix:
+            rows = self.db.execute(
+                f"{select} source >= ? AND source < ? AND instr(substr(source, ?), X'2F') = 0",
+                (prefix, prefix[:-1] + b"0", len(prefix) + 1),
+            )
+        else:
+            rows = self.db.execute(f"{select} instr(source, X'2F') = 0")
+        return {self.input_dir / os.fsdecode(source): self._album(album) for source, album in rows}
+
+    def put_members(self, album: AlbumKey, sources: list[Path]) -> None:
+        """``album``'s sources (--album-by tags) as it was judged now."""
+        for table in LOUDNESS_TABLES:
+            self._write(table, ())
+        key = self._key(album)
+        self._write("DELETE FROM album_members WHERE album = ?", (key,))
+        for source in sources:
+            self._write("INSERT OR REPLACE INTO album_members VALUES (?, ?)", (self._rel_src(source), key))
 
     def rows_from(self, folder: Path) -> dict[str, Row]:
         """The rows of the outputs made from the sources directly in
