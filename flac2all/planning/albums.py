@@ -116,36 +116,59 @@ class Albums:
         """--album-by tags: each album to retag that a source of a folder
         of this run is in, or was in (one gone, or whose tags changed), with
         all its sources, in whatever folders."""
-        keys: dict[Path, AlbumKey] = {}  # each source read: its album
-        read: set[Path] = set()
+        index = TagIndex(state)
         wanted: set[AlbumKey] = set()
         for path in sorted(self.folders):
-            keys.update(album_keys(path))
-            read.add(path)
-            wanted.update(k for s, k in keys.items() if s.parent == path)
+            wanted |= index.read(path)
             wanted.update(state.albums_in(path).values())
         failed = {path for path, folder in self.folders.items() if folder.failed}
         done = []
         for key in sorted(wanted, key=order):
             folders = {key} if isinstance(key, Path) else {s.parent for s in state.members_of(key)}
-            folders |= {s.parent for s, k in keys.items() if k == key}
+            folders |= {s.parent for s in index.sources.get(key, ())}
             if folders & failed:
                 continue
-            for path in sorted(folders - read):
-                keys.update(album_keys(path))
-                read.add(path)
-            sources = sorted(s for s, k in keys.items() if k == key)
+            for path in sorted(folders):
+                index.read(path)
+            sources = sorted(index.sources.get(key, ()))
             now = Folder()
             rows: dict[str, Row] = {}
-            for path in sorted(folders | {s.parent for s in sources}):
-                rows.update(state.rows_from(path))
+            for path in sorted({s.parent for s in sources}):
+                rows.update(index.rows(path))
                 if path in self.folders:
                     now.tracks.update(self.folders[path].tracks)
                     now.outputs += self.folders[path].outputs
-            rows = {out: row for out, row in rows.items() if Path(row.source) in sources}
+            members = set(sources)
+            rows = {out: row for out, row in rows.items() if Path(row.source) in members}
             planned = plan_album(key, sources, now, rows, state.loudness, written(key))
             done.append(replace(planned, members=tuple(sources)))
         return done
+
+
+class TagIndex:
+    """The album (--album-by tags) of each source of the folders read so
+    far, both ways, and the state's rows of their outputs."""
+
+    def __init__(self, state: TagState) -> None:
+        self.state = state
+        self.sources: dict[AlbumKey, set[Path]] = {}
+        self.folders: dict[Path, dict[str, Row] | None] = {}  # read: its rows, once asked for
+
+    def read(self, folder: Path) -> set[AlbumKey]:
+        """The albums of the FLACs in ``folder`` (none if read before)."""
+        if folder in self.folders:
+            return set()
+        self.folders[folder] = None
+        found = album_keys(folder)
+        for source, key in found.items():
+            self.sources.setdefault(key, set()).add(source)
+        return set(found.values())
+
+    def rows(self, folder: Path) -> dict[str, Row]:
+        rows = self.folders.get(folder)
+        if rows is None:
+            rows = self.folders[folder] = dict(self.state.rows_from(folder))
+        return rows
 
 
 def plan_album(

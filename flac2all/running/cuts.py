@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from flac2all.audio.decoding import Command
-from flac2all.audio.loudness import Loudness, album
+from flac2all.audio.loudness import Loudness
 from flac2all.audio.pcm import Tap
 from flac2all.errors import TaskError
 from flac2all.running.fanout import CHUNK, Fanout, read_exactly, widen
@@ -74,8 +74,8 @@ class Cuts(Fanout):
     after the other (a CUE sheet's album: running.runner). ``digest``, if
     given, is fed each track's PCM (for the MD5 of its samples); with
     ``measure``, each track's loudness is measured from its cut
-    (``loudness``), and the album's over all the decode's blocks, those of
-    the tracks not made this time too (``album``). One watchdog for the
+    (``loudness``), and the album's from the whole decode, the tracks not
+    made this time too (``album``). One watchdog for the
     whole: at the deadline everything still running is killed."""
 
     def __init__(
@@ -93,7 +93,7 @@ class Cuts(Fanout):
         self.digest = digest
         self.measure = measure
         self.taps: list[Tap | None] = [None] * len(cuts)  # each track's (measure)
-        self.between: list[Tap] = []  # the decode's frames outside the tracks made (measure)
+        self.whole: Tap | None = None  # the whole decode's (measure)
 
     def expire(self) -> None:
         """Everything killed; blamed: the encoder the copy was writing to, if
@@ -118,6 +118,9 @@ class Cuts(Fanout):
                 wav: WavHead | None = WavHead.read(fd)
             except TaskError as exc:
                 wav, unread = None, exc
+            if self.measure and wav is not None:
+                self.whole = Tap(loudness=True)
+                self.whole(wav.for_frames(0))  # (a data size of 0: to the end of the stream)
             started: list[TaskError | None] = []
             shorts: list[TaskError | None] = []
             at = done = 0  # the chains started so far; the frames read so far
@@ -128,9 +131,7 @@ class Cuts(Fanout):
                     started += [None if wav else unread] * len(chains)
                     shorts += [None] * len(chains)
                 else:
-                    skip(
-                        fd, (start - done) * wav.block, self.gap_meter(wav, start - done)
-                    )  # the tracks not made this time
+                    skip(fd, (start - done) * wav.block, self.whole)  # the tracks not made this time
                     started += self.start_chains(chains)
                     shorts += [self.feed_track(fd, wav, (end - start, track), chains, at - len(chains) + 1)] * len(
                         chains
@@ -138,7 +139,7 @@ class Cuts(Fanout):
                     done = end
                 self.ended += [time.monotonic()] * len(chains)
             # To its end: the decoder checks the whole stream (its MD5).
-            skip(fd, None, self.gap_meter(wav, None) if wav is not None else None)
+            skip(fd, None, self.whole)
             self.source.stdout.close()
             self.source.wait()
             if self.expired and not self.processes.stopping:
@@ -172,6 +173,8 @@ class Cuts(Fanout):
                 feed(chunk)
             if tap is not None:
                 tap(chunk)
+            if self.whole is not None:
+                self.whole(chunk)
             for i in list(sinks):
                 self.write(sinks, i, chunk)
         if left == 0 and frames * wav.block % 2:
@@ -195,15 +198,6 @@ class Cuts(Fanout):
         tap(header)
         return tap
 
-    def gap_meter(self, wav: WavHead, frames: int | None) -> Tap | None:
-        """The meter of frames the tracks made leave out (None: to the end)."""
-        if not self.measure or frames == 0:
-            return None
-        tap = Tap(loudness=True)
-        tap(wav.for_frames(frames or 0))  # (a data size of 0: to the end of the stream)
-        self.between.append(tap)
-        return tap
-
     def loudness(self, track: int) -> Loudness | None:
         """The loudness of the ``track``-th cut, None if not measured."""
         tap = self.taps[track]
@@ -211,14 +205,9 @@ class Cuts(Fanout):
 
     @property
     def album(self) -> Loudness | None:
-        """The loudness of the whole decode, gated over the blocks of its
-        cuts and of the frames between them; None if some were not measured."""
-        if not self.measure:
-            return None
-        parts = [tap.loudness for tap in [*self.taps, *self.between] if tap is not None]
-        if None in parts or any(tap is None for tap in self.taps):
-            return None
-        return album(p for p in parts if p is not None)
+        """The loudness of the whole decode (not of the tracks' blocks
+        alone: whichever tracks a run makes, the same), None if not measured."""
+        return None if self.whole is None or any(tap is None for tap in self.taps) else self.whole.loudness
 
 
 def skip(fd: int, size: int | None, feed: Callable[[bytes], None] | None = None) -> None:

@@ -12,9 +12,10 @@ from mutagen.id3 import ID3
 
 from flac2all.audio.loudness import Loudness, album
 from flac2all.model import Action, Status, Task, TaskResult
-from flac2all.planning.albums import Albums
+from flac2all.planning.albums import Albums, album_key
 from flac2all.records import Row
 from flac2all.tags import gain
+from flac2all.tags.source import Comments
 from tests.conftest import read_log, require, run_flac2all
 
 LOUD, QUIET = Loudness(-8.0, 0.9, (6200,), (10,)), Loudness(-20.0, 0.3, (5000,), (30,))
@@ -253,3 +254,16 @@ def test_by_tags_a_track_added_or_removed_retags_its_album_s_siblings_alone(tmp_
     want = loudgain_album(albums["x1"])
     assert all(album_gain(out, s) == pytest.approx(want, abs=0.1) for s in albums["x1"])
     assert all(stamps(out)[p] == now[p] for p in now if p.exists() and p not in siblings)
+
+
+def test_an_album_by_tags_is_its_album_artist_else_artist_album_and_disc_number(tmp_path):
+    def key(**tags: str):
+        return album_key(Comments(tags.items()), tmp_path)
+
+    assert key(ALBUMARTIST="Band", ARTIST="Guest", ALBUM="X", DISCNUMBER="1/2") == ("Band", "X", "1")
+    assert key(ARTIST="Band", ALBUM="X", DISCNUMBER=" 1 ") == ("Band", "X", "1")
+    assert key(ARTIST="Band", ALBUM="X") == ("Band", "X", "")
+    assert key(ARTIST="Band", ALBUM="X", DISCNUMBER="A") == ("Band", "X", "A")
+    assert key(ALBUMARTIST="Band", ALBUM="X", DISCNUMBER="2") != key(ALBUMARTIST="Band", ALBUM="X", DISCNUMBER="1")
+    assert key(ARTIST="Band", TITLE="alone") == tmp_path  # no ALBUM: its folder's album
+    assert key(ARTIST="Band", ALBUM="") == tmp_path

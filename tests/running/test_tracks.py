@@ -1,7 +1,7 @@
 """The tracks of a FLAC a CUE sheet splits, measured from their cuts of
 the one decode (--replaygain compute, fill): each track's gain as loudgain
 reads the track's output, and the album's (the sheet's tracks are one
-album) as loudgain's album mode reads them all."""
+album) as loudgain reads the whole disc, and its album mode the tracks."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from tests.conftest import read_log, require, run_flac2all
 
 pytestmark = pytest.mark.timeout(120)
 
-# Three tracks of other loudness and content: 1 s, 1 s and 1.5 s.
+# Three tracks of other loudness and content, 2 s each.
 PARTS = (
-    ("1", "sine", "440", "vol", "0.1"),
-    ("1", "pinknoise", "vol", "0.6"),
-    ("1.5", "sine", "1000", "vol", "0.3"),
+    ("2", "sine", "440", "vol", "0.1"),
+    ("2", "pinknoise", "vol", "0.6"),
+    ("2", "sine", "1000", "vol", "0.3"),
 )
 CUE = """TITLE "Disc"
 PERFORMER "Band"
@@ -30,10 +30,10 @@ FILE "Disc.wav" WAVE
     INDEX 01 00:00:00
   TRACK 02 AUDIO
     TITLE "Two"
-    INDEX 01 00:01:00
+    INDEX 01 00:02:00
   TRACK 03 AUDIO
     TITLE "Three"
-    INDEX 01 00:02:00
+    INDEX 01 00:04:00
 """
 
 
@@ -105,3 +105,30 @@ def test_fill_keeps_a_source_s_own_gain_and_keep_measures_nothing(tmp_path):
     assert all(
         FLAC(p)["REPLAYGAIN_TRACK_GAIN"] == ["-1.00 dB"] for p in (kept / "flac" / "Own" / "Disc").glob("*.flac")
     )
+
+
+def test_a_resplit_of_some_tracks_keeps_the_album_gain_of_the_whole_decode(tmp_path):
+    pytest.importorskip("scipy.signal")
+    source = disc(tmp_path / "in" / "Band")
+    out = tmp_path / "out"
+    args = ("flac", tmp_path / "in", "-o", out, "--cue", "split", "--replaygain", "compute")
+    assert run_flac2all(*args).returncode == 0
+    folder = out / "flac" / "Band" / "Disc"
+    first = folder / "01 One.flac"
+    album = loudgain_gains(sorted(folder.glob("*.flac")))["Album"]
+    before = (first.stat().st_mtime_ns, FLAC(first)["REPLAYGAIN_ALBUM_GAIN"])
+    sheet = tmp_path / "in" / "Band" / "Disc.cue"
+    sheet.write_text(CUE.replace("INDEX 01 00:04:00", "INDEX 01 00:03:40"))  # tracks 2 and 3 cut again
+    assert run_flac2all(*args).returncode == 0
+    statuses = {Path(row["outfile"]).name: row["conversion_status"] for row in read_log(out)}
+    assert statuses["01 One.flac"] == "SUCCESS (skipped: up to date)"
+    assert statuses["02 Two.flac"] == statuses["03 Three.flac"] == "SUCCESS"
+    assert (first.stat().st_mtime_ns, FLAC(first)["REPLAYGAIN_ALBUM_GAIN"]) == before
+    flacs = sorted(folder.glob("*.flac"))
+    theirs = loudgain_gains(flacs)
+    whole = loudgain_gains([source])["Disc"]
+    for flac in flacs:  # one album gain, the whole disc's, whichever tracks were cut again
+        assert FLAC(flac)["REPLAYGAIN_ALBUM_GAIN"] == before[1]
+        assert gain_of(before[1]) == pytest.approx(whole, abs=0.1)
+        assert gain_of(before[1]) == pytest.approx(album, abs=0.1)
+        assert gain_of(FLAC(flac)["REPLAYGAIN_TRACK_GAIN"]) == pytest.approx(theirs[flac.stem], abs=0.1)
