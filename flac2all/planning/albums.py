@@ -185,9 +185,11 @@ def plan_album(
     their track's gain back, and the album's others lose the album gain an
     earlier run gave them, if it did."""
     md5s = {Path(row.source): row.audio_md5 for row in rows.values()}
+    split = {Path(row.source) for row in rows.values() if split_track(row.settings_hash)}
+    split.update(task.source for task in folder.outputs if task.track is not None)
     tracks: dict[Path, Loudness] = {}
     complete = True
-    for source in sources:
+    for source in (s for s in sources if s not in split):  # (a CUE sheet's tracks are an album of their own)
         track = folder.tracks.get(source) or recorded(source, md5s.get(source, ""))
         if track is None:
             complete = False
@@ -212,6 +214,12 @@ def plan_album(
                 outputs[Path(output)] = task
     ordered = sorted(outputs.values(), key=lambda t: os.fsencode(t.output))
     return AlbumRetag(key, measured, tags, tuple((task, tracks[task.source]) for task in ordered))
+
+
+def split_track(settings_hash: str) -> bool:
+    """Whether an output is a track of a FLAC a CUE sheet splits, by its
+    settings hash (planning.hashes: the mode's, then its bounds' and tags')."""
+    return settings_hash.count(":") == 2
 
 
 def album_key(comments: Comments, folder: Path) -> AlbumKey:

@@ -132,3 +132,47 @@ def test_a_resplit_of_some_tracks_keeps_the_album_gain_of_the_whole_decode(tmp_p
         assert gain_of(before[1]) == pytest.approx(whole, abs=0.1)
         assert gain_of(before[1]) == pytest.approx(album, abs=0.1)
         assert gain_of(FLAC(flac)["REPLAYGAIN_TRACK_GAIN"]) == pytest.approx(theirs[flac.stem], abs=0.1)
+
+
+def test_a_disc_split_beside_other_tracks_is_an_album_of_its_own(tmp_path):
+    pytest.importorskip("scipy.signal")
+    folder = tmp_path / "in" / "Band"
+    source = disc(folder)
+    plain = []
+    for name, effects in (("a", ("pinknoise", "vol", "0.2")), ("b", ("sine", "300", "vol", "0.7"))):
+        plain.append(folder / f"{name}.flac")
+        subprocess.run(
+            ["sox", "-D", "-n", "-r", "44100", "-b", "16", "-c", "2", str(plain[-1]), "synth", "1.5", *effects]
+        )
+    out = tmp_path / "out"
+    args = ("flac", tmp_path / "in", "-o", out, "--cue", "split", "--replaygain", "compute")
+    assert run_flac2all(*args).returncode == 0
+    theirs = loudgain_gains(plain)
+    for track in plain:
+        assert gain_of(FLAC(out / "flac" / "Band" / track.name)["REPLAYGAIN_ALBUM_GAIN"]) == pytest.approx(
+            theirs["Album"], abs=0.1
+        )
+    whole = loudgain_gains([source])["Disc"]
+    split = sorted((out / "flac" / "Band" / "Disc").glob("*.flac"))
+    assert len(split) == 3
+    assert all(gain_of(FLAC(p)["REPLAYGAIN_ALBUM_GAIN"]) == pytest.approx(whole, abs=0.1) for p in split)
+    assert abs(whole - theirs["Album"]) > 0.5  # two albums, two gains
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.flac")}
+    assert run_flac2all(*args).returncode == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_an_edit_of_the_sheet_s_tags_splits_again_to_keep_the_measured_gains(tmp_path):
+    pytest.importorskip("scipy.signal")
+    disc(tmp_path / "in" / "Band")
+    out = tmp_path / "out"
+    args = ("flac", tmp_path / "in", "-o", out, "--cue", "split", "--replaygain", "compute")
+    assert run_flac2all(*args).returncode == 0
+    folder = out / "flac" / "Band" / "Disc"
+    gains = {p.name: (FLAC(p)["REPLAYGAIN_TRACK_GAIN"], FLAC(p)["REPLAYGAIN_ALBUM_GAIN"]) for p in folder.iterdir()}
+    (tmp_path / "in" / "Band" / "Disc.cue").write_text(CUE.replace('TITLE "Disc"', 'TITLE "Disc, remastered"'))
+    assert run_flac2all(*args).returncode == 0
+    assert {row["conversion_status"] for row in read_log(out)} == {"SUCCESS"}
+    for p in folder.iterdir():
+        assert FLAC(p)["ALBUM"] == ["Disc, remastered"]
+        assert (FLAC(p)["REPLAYGAIN_TRACK_GAIN"], FLAC(p)["REPLAYGAIN_ALBUM_GAIN"]) == gains[p.name]
