@@ -89,6 +89,13 @@ class OpusGain(Enum):
     BOTH = "both"  # R128 tags, and the REPLAYGAIN_* ones too, for players that read only those
 
 
+class AlbumBy(Enum):
+    """What an album is, for its album gain (``--album-by``)."""
+
+    FOLDER = "folder"  # the FLACs of one source folder
+    TAGS = "tags"  # the sources sharing ALBUMARTIST (else ARTIST), ALBUM and DISCNUMBER, wherever they are
+
+
 class Layout(Enum):
     """Where outputs go (the original's ``-n/--nodirs``)."""
 
@@ -183,6 +190,7 @@ class Settings:
     embed_folder_art: bool = sent("flag", False)
     replaygain: ReplayGain = sent("choice", ReplayGain.KEEP, later=True)
     opus_gain: OpusGain = sent("choice", OpusGain.R128, later=True)
+    album_by: AlbumBy = sent("choice", AlbumBy.FOLDER, later=True)
     # Mirror: remove orphan outputs (--delete), even many (--delete-anyway).
     delete: bool = False
     delete_anyway: bool = False

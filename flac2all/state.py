@@ -23,7 +23,6 @@ are left as the sqlite3 errors they are (``sqlite_errorcode`` tells which).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sqlite3
@@ -36,9 +35,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from flac2all import dirs
-from flac2all.audio.loudness import Loudness
 from flac2all.errors import TaskError, disk_full_cause
 from flac2all.records import Record, Records, Row
+from flac2all.state_gains import GainTables
 
 SCHEMA_VERSION = 2
 COMMIT_EVERY = 0.5  # seconds
@@ -76,26 +75,6 @@ COLUMNS = [
     "out_mtime_ns",
     "art",
 ]
-# The loudness measured of each source (--replaygain fill, compute), and
-# the album gain each source folder's outputs were last given. Made when
-# first written (a run that measures nothing leaves a state as it was, and
-# a flac2all before these tables reads such a state as ever).
-LOUDNESS_TABLES = (
-    """CREATE TABLE IF NOT EXISTS loudness (
-    source BLOB PRIMARY KEY,     -- relative to the input folder
-    folder BLOB NOT NULL,        -- the source's folder, as albums has it
-    audio_md5 TEXT NOT NULL,     -- of the audio measured: another audio is measured again
-    measurement TEXT NOT NULL    -- Loudness.to_wire, as JSON
-)""",
-    """CREATE TABLE IF NOT EXISTS albums (
-    folder BLOB PRIMARY KEY,     -- a source folder, relative to the input folder
-    tags TEXT NOT NULL           -- the album gain and peak its outputs were given ("": none)
-)""",
-    # A folder's outputs by their sources (``rows_from``), for its album gain.
-    "CREATE INDEX IF NOT EXISTS outputs_by_source ON outputs (source)",
-    # A measurement by its audio alone: a source moved or copied keeps it.
-    "CREATE INDEX IF NOT EXISTS loudness_by_audio ON loudness (audio_md5)",
-)
 # Schema migrations: version -> SQL that brings version-1 to it, and the
 # columns a state of version-1 has.
 MIGRATIONS: dict[int, str] = {2: "ALTER TABLE outputs ADD COLUMN art TEXT NOT NULL DEFAULT ''"}
@@ -122,7 +101,7 @@ class UnreadableStateError(StateError):
         self.kind = kind
 
 
-class State:
+class State(GainTables):
     """The state database of one output folder."""
 
     def __init__(self, outdir: Path, input_dir: Path, readonly: bool = False, empty: bool = False) -> None:
@@ -408,77 +387,6 @@ class State:
                 record.out_mtime_ns,
                 record.art,
             ),
-        )
-
-    def _loudness_tables(self) -> bool:
-        """Whether the loudness tables are there to read."""
-        assert self.db is not None
-        found = self.db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'loudness'")
-        return found.fetchone()[0] > 0
-
-    def put_loudness(self, source: Path, audio_md5: str, loudness: Loudness) -> None:
-        """The loudness measured of ``source``'s audio (``audio_md5``)."""
-        for table in LOUDNESS_TABLES:
-            self._write(table, ())
-        measurement = json.dumps(loudness.to_wire(), separators=(",", ":"))
-        self._write(
-            "INSERT OR REPLACE INTO loudness VALUES (?, ?, ?, ?)",
-            (self._rel_src(source), self._rel_src(source.parent), audio_md5, measurement),
-        )
-
-    def loudness(self, source: Path, audio_md5: str) -> Loudness | None:
-        """The loudness recorded of ``source`` when its audio was
-        ``audio_md5``, else of the same audio under another name (a source
-        moved); None if not recorded (or unreadable)."""
-        if self.db is None or not audio_md5 or not self._loudness_tables():
-            return None
-        row = (
-            self.db.execute(
-                "SELECT measurement FROM loudness WHERE source = ? AND audio_md5 = ?",
-                (self._rel_src(source), audio_md5),
-            ).fetchone()
-            or self.db.execute("SELECT measurement FROM loudness WHERE audio_md5 = ?", (audio_md5,)).fetchone()
-        )
-        try:
-            return None if row is None else Loudness.from_wire(json.loads(row[0]))
-        except ValueError:  # json's errors too: a damaged row is measured again
-            return None
-
-    def album_tags(self, folder: Path) -> str | None:
-        """What album gain the outputs of ``folder``'s sources were given."""
-        if self.db is None or not self._loudness_tables():
-            return None
-        row = self.db.execute("SELECT tags FROM albums WHERE folder = ?", (self._rel_src(folder),)).fetchone()
-        return None if row is None else row[0]
-
-    def folders_without_album(self) -> list[Path]:
-        """The folders with a measured source and no album judged yet (a
-        run stopped before its album pass)."""
-        if self.db is None or not self._loudness_tables():
-            return []
-        rows = self.db.execute(
-            "SELECT DISTINCT folder FROM loudness WHERE NOT EXISTS"
-            " (SELECT 1 FROM albums WHERE albums.folder = loudness.folder)"
-        )
-        return [self.input_dir / os.fsdecode(folder) if folder else self.input_dir for (folder,) in rows]
-
-    def put_album_tags(self, folder: Path, tags: str) -> None:
-        for table in LOUDNESS_TABLES:
-            self._write(table, ())
-        self._write("INSERT OR REPLACE INTO albums VALUES (?, ?)", (self._rel_src(folder), tags))
-
-    def rows_from(self, folder: Path) -> dict[str, Row]:
-        """The rows of the outputs made from the sources directly in
-        ``folder`` (an input folder): by the source's index, as ``rows_in``
-        goes by the output's."""
-        if self.db is None:
-            return {}
-        prefix = self._rel_src(folder) + b"/" if folder != self.input_dir else b""
-        if not prefix:
-            return self._rows_by_output(" WHERE instr(source, X'2F') = 0", ())
-        return self._rows_by_output(
-            " WHERE source >= ? AND source < ? AND instr(substr(source, ?), X'2F') = 0",
-            (prefix, prefix[:-1] + b"0", len(prefix) + 1),
         )
 
     def forget(self, output: Path) -> None:

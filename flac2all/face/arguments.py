@@ -14,7 +14,7 @@ from flac2all.executors.jobqueue import JOBQUEUES
 from flac2all.face import config, values
 from flac2all.face.usage import Parser
 from flac2all.face.values import positive_float, positive_int, thread_count
-from flac2all.model import OpusGain, ReplayGain
+from flac2all.model import AlbumBy, OpusGain, ReplayGain
 
 DESCRIPTION = """\
 Convert every FLAC file under INPUTDIR into one or more formats, on all CPU
@@ -117,6 +117,14 @@ def build_parser() -> Parser:
         help="Opus outputs' gains: 'r128' tags (default, RFC 7845); 'header': the album's (else the track's) in "
         "the Opus header's output gain, which every player applies, and the R128 tags relative to it; 'both': "
         "R128 and REPLAYGAIN_* tags",
+    )
+    p.option(
+        "--album-by",
+        choices=[album.value for album in AlbumBy],
+        default=AlbumBy.FOLDER.value,
+        help="what an album is, for the album gain --replaygain fill or compute measures: the FLACs of one source "
+        "'folder' (default), or those sharing their ALBUMARTIST (else ARTIST), ALBUM and DISCNUMBER 'tags', "
+        "in whatever folders (a source without ALBUM: its folder's, as with 'folder')",
     )
     p.option(
         "--delete",

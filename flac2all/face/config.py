@@ -32,6 +32,7 @@ from flac2all.errors import TaskError, UsageError
 from flac2all.face.usage import Option, Parser, defaults
 from flac2all.face.values import command, path_limit, positive_float, positive_int, seconds, thread_count
 from flac2all.model import (
+    AlbumBy,
     DaskOptions,
     DisplayOptions,
     Layout,
@@ -156,6 +157,7 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         embed_folder_art=args.embed_folder_art,
         replaygain=ReplayGain(args.replaygain),
         opus_gain=OpusGain(args.opus_gain),
+        album_by=AlbumBy(args.album_by),
         delete=args.delete or args.delete_anyway,  # --delete-anyway says --delete too
         delete_anyway=args.delete_anyway,
         allow_empty=args.allow_empty,

@@ -67,6 +67,9 @@ def split(planner: Planner, source: Source, codecs: list[Codec]) -> bool:
             output = planner.namer.output(source.path, path)
             own = f"{planner.hashes[codec.name]}:{wanted}"
             decided = planner.decide(source, codec, output, own) or (Action.ENCODE, "")
+            if decided[0] is Action.RETAG and planner.settings.replaygain.measures:
+                # A track's measured gains come from its cut of the decode, which a retag does not make.
+                decided = (Action.ENCODE, decided[1])
             planner.add(source, codec, output, decided[0], note=decided[1], settings_hash=own, track=track)
     return True
 

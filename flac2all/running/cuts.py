@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 
 from flac2all.audio.decoding import Command
+from flac2all.audio.loudness import Loudness
+from flac2all.audio.pcm import Tap
 from flac2all.errors import TaskError
 from flac2all.running.fanout import CHUNK, Fanout, read_exactly, widen
 from flac2all.running.pipeline import Chain
@@ -70,9 +72,11 @@ class Cuts(Fanout):
     """``head`` decoded once, its PCM cut into tracks: each track's frames,
     as a WAV of their own, to the chains of that track's outputs, one track
     after the other (a CUE sheet's album: running.runner). ``digest``, if
-    given, is fed each track's PCM (for the MD5 of its samples). One
-    watchdog for the whole: at the deadline everything still running is
-    killed."""
+    given, is fed each track's PCM (for the MD5 of its samples); with
+    ``measure``, each track's loudness is measured from its cut
+    (``loudness``), and the album's from the whole decode, the tracks not
+    made this time too (``album``). One watchdog for the
+    whole: at the deadline everything still running is killed."""
 
     def __init__(
         self,
@@ -82,10 +86,14 @@ class Cuts(Fanout):
         processes: ProcessGroup,
         stdin: Stdin = DEVNULL,
         digest: Callable[[int], Callable[[bytes], None]] | None = None,
+        measure: bool = False,
     ) -> None:
         super().__init__(head, [branch for *_, branches in cuts for branch in branches], timeout, processes, stdin)
         self.cuts = cuts
         self.digest = digest
+        self.measure = measure
+        self.taps: list[Tap | None] = [None] * len(cuts)  # each track's (measure)
+        self.whole: Tap | None = None  # the whole decode's (measure)
 
     def expire(self) -> None:
         """Everything killed; blamed: the encoder the copy was writing to, if
@@ -110,6 +118,9 @@ class Cuts(Fanout):
                 wav: WavHead | None = WavHead.read(fd)
             except TaskError as exc:
                 wav, unread = None, exc
+            if self.measure and wav is not None:
+                self.whole = Tap(loudness=True)
+                self.whole(wav.for_frames(0))  # (a data size of 0: to the end of the stream)
             started: list[TaskError | None] = []
             shorts: list[TaskError | None] = []
             at = done = 0  # the chains started so far; the frames read so far
@@ -120,14 +131,15 @@ class Cuts(Fanout):
                     started += [None if wav else unread] * len(chains)
                     shorts += [None] * len(chains)
                 else:
-                    skip(fd, (start - done) * wav.block)  # the tracks not made this time
+                    skip(fd, (start - done) * wav.block, self.whole)  # the tracks not made this time
                     started += self.start_chains(chains)
                     shorts += [self.feed_track(fd, wav, (end - start, track), chains, at - len(chains) + 1)] * len(
                         chains
                     )
                     done = end
                 self.ended += [time.monotonic()] * len(chains)
-            skip(fd, None)  # to its end: the decoder checks the whole stream (its MD5)
+            # To its end: the decoder checks the whole stream (its MD5).
+            skip(fd, None, self.whole)
             self.source.stdout.close()
             self.source.wait()
             if self.expired and not self.processes.stopping:
@@ -150,6 +162,7 @@ class Cuts(Fanout):
         for i in list(sinks):
             self.write(sinks, i, header)
         feed = self.digest(track) if self.digest is not None else None
+        tap = self.meter(track, header)
         left = frames * wav.block
         while left:  # read whole even when no encoder is left: the next track starts after it
             chunk = os.read(fd, min(CHUNK, left))
@@ -158,6 +171,10 @@ class Cuts(Fanout):
             left -= len(chunk)
             if feed is not None:
                 feed(chunk)
+            if tap is not None:
+                tap(chunk)
+            if self.whole is not None:
+                self.whole(chunk)
             for i in list(sinks):
                 self.write(sinks, i, chunk)
         if left == 0 and frames * wav.block % 2:
@@ -173,12 +190,34 @@ class Cuts(Fanout):
             TaskError(f"the decoder's audio ended {left // wav.block} samples before the track's end") if left else None
         )
 
+    def meter(self, track: int, header: bytes) -> Tap | None:
+        """The meter of a track's cut (``header``: its WAV header), with ``measure``."""
+        if not self.measure:
+            return None
+        tap = self.taps[track] = Tap(loudness=True)
+        tap(header)
+        return tap
 
-def skip(fd: int, size: int | None) -> None:
-    """Read and drop ``size`` bytes of a pipe (None: to its end)."""
+    def loudness(self, track: int) -> Loudness | None:
+        """The loudness of the ``track``-th cut, None if not measured."""
+        tap = self.taps[track]
+        return None if tap is None else tap.loudness
+
+    @property
+    def album(self) -> Loudness | None:
+        """The loudness of the whole decode (not of the tracks' blocks
+        alone: whichever tracks a run makes, the same), None if not measured."""
+        return None if self.whole is None or any(tap is None for tap in self.taps) else self.whole.loudness
+
+
+def skip(fd: int, size: int | None, feed: Callable[[bytes], None] | None = None) -> None:
+    """Read and drop ``size`` bytes of a pipe (None: to its end), each
+    chunk to ``feed`` if given."""
     while size is None or size > 0:
         chunk = os.read(fd, CHUNK if size is None else min(CHUNK, size))
         if not chunk:
             return
+        if feed is not None:
+            feed(chunk)
         if size is not None:
             size -= len(chunk)

@@ -20,7 +20,7 @@ from flac2all.csvlog import LOG_NAME
 from flac2all.errors import DISK_FULL
 from flac2all.executors import Executor
 from flac2all.face.console import Display
-from flac2all.model import Action, Job, OpusGain, Settings, Status, Task, TaskResult
+from flac2all.model import Action, AlbumBy, Job, OpusGain, Settings, Status, Task, TaskResult
 from flac2all.planning import albums, plan, planned, playlists
 from flac2all.planning.flow import Flow, FolderPlan
 from flac2all.records import Record
@@ -245,14 +245,13 @@ class Run:
         a warning: the output stands, with its track gain."""
         if self.report.state_error is not None:
             return
-        state = self.state
         try:
-            for folder in state.folders_without_album():
-                collected.touch(folder)
-            done = collected.retags(state.rows_from, state.loudness, state.album_tags)
+            done, switched = self.albums_to_retag(collected)
         except sqlite3.Error as exc:
             self.report.state_error = state_lost(self.settings, exc)
             return
+        state = self.state
+        every = True
         for album in done:
             complete = True
             for task, track in album.outputs:
@@ -266,7 +265,26 @@ class Run:
                     continue
                 self.remember(TaskResult(task, Status.SUCCESS, note, facts=facts))
             if complete:  # ("": no album gain, judged: not looked at again until a track changes)
-                self.remember(None, functools.partial(state.put_album_tags, album.folder, album.tags))
+                self.remember(None, functools.partial(state.put_album_tags, album.key, album.tags))
+                if self.settings.album_by is AlbumBy.TAGS:
+                    self.remember(None, functools.partial(state.put_members, album.key, list(album.members)))
+            every = every and complete
+        if switched and every:
+            self.remember(None, functools.partial(state.set_meta, ALBUM_BY_KEY, self.settings.album_by.value))
+
+    def albums_to_retag(self, collected: albums.Albums) -> tuple[list[albums.AlbumRetag], bool]:
+        """The albums to retag (--album-by folder or tags), and whether the
+        last album step was by the other: then every measured album is
+        judged again, and its outputs retagged whatever the state says
+        they carry."""
+        state, by_tags = self.state, self.settings.album_by is AlbumBy.TAGS
+        switched = (state.meta(ALBUM_BY_KEY) or AlbumBy.FOLDER.value) != self.settings.album_by.value
+        for folder in state.measured_folders() if switched else state.folders_without_album(by_tags):
+            collected.touch(folder)
+        written = (lambda _: SWITCHED) if switched else state.album_tags
+        if by_tags:
+            return collected.tag_retags(state, written), switched
+        return collected.retags(state.rows_from, state.loudness, written), switched
 
     def remember(self, result: TaskResult | None, write: Callable[[], None] | None = None) -> None:
         """``result`` (or ``write``) into the state, unless it was lost."""
@@ -326,6 +344,12 @@ class Run:
 WRITES = (Action.ENCODE, Action.RETAG, Action.MOVE)  # the actions that write an output's tags
 # The state's meta key of the --opus-gain its Opus outputs were tagged under.
 OPUS_GAIN_KEY = "opus_gain"
+# The state's meta key of the --album-by of the last album step that judged
+# every album (none: folder, the only way before the option), and what the
+# album tags of every output are taken to be once it changed (none that
+# this run's can be).
+ALBUM_BY_KEY = "album_by"
+SWITCHED = "\0another --album-by"
 # Skips shown at once (a no-op re-run has millions).
 SKIPS_SHOWN = 10000
 # Bytes set aside for the log before the run (Report.reserve): a fixed part

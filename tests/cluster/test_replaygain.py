@@ -55,3 +55,41 @@ def test_an_album_measured_on_two_workers_gets_loudgain_s_album_gain(tmp_path):
         tags = {f.desc: f.text[0] for f in ID3(out / "mp3" / "album" / f"{track.stem}.mp3").getall("TXXX")}
         assert float(tags["REPLAYGAIN_TRACK_GAIN"].removesuffix(" dB")) == pytest.approx(theirs[track.stem], abs=0.1)
         assert float(tags["REPLAYGAIN_ALBUM_GAIN"].removesuffix(" dB")) == pytest.approx(theirs["Album"], abs=0.1)
+
+
+@pytest.mark.slow
+def test_an_album_by_tags_over_two_folders_measured_on_two_workers_gets_loudgain_s_album_gain(tmp_path):
+    require("loudgain")
+    pytest.importorskip("scipy.signal")
+    from mutagen.flac import FLAC
+
+    tracks = album_of_twelve(tmp_path / "music" / "disc")[:6]
+    moved = tmp_path / "music" / "bonus"
+    moved.mkdir()
+    for track in tracks[3:]:  # half the album in another folder
+        track.rename(moved / track.name)
+    tracks = [*tracks[:3], *(moved / t.name for t in tracks[3:])]
+    for track in tracks:
+        audio = FLAC(track)
+        audio.update({"ALBUMARTIST": "Band", "ALBUM": "Split"})
+        audio.save()
+    out = tmp_path / "out"
+    master, port = start_master("mp3", out, tmp_path / "music", "--replaygain", "compute", "--album-by", "tags")
+    try:
+        a, b = start_worker(port, 1), start_worker(port, 1)
+        assert master.wait(150) == 0, master.output
+        assert a.wait(30) == 0 and b.wait(30) == 0
+    finally:
+        master.kill()
+    assert {row["conversion_status"] for row in read_log(out)} == {"SUCCESS"}
+    lines = subprocess.run(
+        ["loudgain", "-q", "-a", "-O", *map(str, tracks)], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    want = float(lines[-1].split("\t")[8].split()[0])
+    half = subprocess.run(
+        ["loudgain", "-q", "-a", "-O", *map(str, tracks[:3])], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    assert abs(float(half[-1].split("\t")[8].split()[0]) - want) > 0.3  # a folder's album gain fails
+    for track in tracks:
+        tags = {f.desc: f.text[0] for f in ID3(out / "mp3" / track.parent.name / f"{track.stem}.mp3").getall("TXXX")}
+        assert float(tags["REPLAYGAIN_ALBUM_GAIN"].removesuffix(" dB")) == pytest.approx(want, abs=0.1)

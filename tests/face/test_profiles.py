@@ -20,7 +20,7 @@ from flac2all.audio import cmeter
 from flac2all.face import config
 from flac2all.face.arguments import build_parser
 from flac2all.face.config import ConfigError, settings_from
-from flac2all.model import Layout, Lossy, Names, ReplayGain
+from flac2all.model import AlbumBy, Layout, Lossy, Names, ReplayGain
 from tests.conftest import make_flac, read_log, run_flac2all
 
 CONFIG = """\
@@ -334,3 +334,15 @@ def test_replaygain_is_a_profile_key_and_without_a_meter_stops_before_any_work(l
     assert "install flac2all[loudness]" in run.stderr
     assert not (tmp_path / "out").exists()
     assert run_flac2all("mp3", "--replaygain", "off", "-o", tmp_path / "out", library).returncode == 0
+
+
+def test_album_by_is_a_profile_key_and_an_option(tmp_path):
+    base = '[profile.p]\nmodes = "mp3"\ninput = "in"\noutdir = "o"\n'
+    (_, settings, _), *_ = runs(tmp_path, base + 'album-by = "tags"\n', "--profile", "p")
+    assert settings.album_by is AlbumBy.TAGS
+    (_, default, _), *_ = runs(tmp_path, base, "--profile", "p")
+    assert default.album_by is AlbumBy.FOLDER
+    (_, given, _), *_ = runs(tmp_path, base + 'album-by = "tags"\n', "--profile", "p", "--album-by", "folder")
+    assert given.album_by is AlbumBy.FOLDER  # the command line over the profile
+    with pytest.raises(ConfigError, match="album-by"):
+        runs(tmp_path, base + 'album-by = "disc"\n', "--profile", "p")
