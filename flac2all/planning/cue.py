@@ -19,10 +19,12 @@ first track starts at the first sample, the last ends at the last.
 from __future__ import annotations
 
 import codecs
+import io
 import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import PurePath
+from typing import BinaryIO
 
 from flac2all.errors import TaskError
 from flac2all.model import Track
@@ -282,6 +284,34 @@ def beside(source: PurePath) -> tuple[PurePath, ...]:
     return (source.with_suffix(".cue"), source.with_name(source.name + ".cue"))
 
 
+# The metadata block types that may hold a FLAC's own sheet.
+VORBIS_COMMENT_BLOCK, CUESHEET_BLOCK = 4, 5
+
+
+def sheetless(f: BinaryIO) -> bool:
+    """Whether the FLAC open in ``f`` plainly has no sheet of its own: it
+    starts with ``fLaC`` and its metadata blocks, read to the last, hold
+    neither a CUESHEET block nor a comment that could be named CUESHEET.
+    False when unsure (another start, a block cut short): the full parse
+    decides. Most FLACs have no sheet; this spares them that parse."""
+    if f.read(4) != b"fLaC":
+        return False
+    while len(head := f.read(4)) == 4:
+        kind, size = head[0] & 0x7F, int.from_bytes(head[1:], "big")
+        if kind == CUESHEET_BLOCK:
+            return False
+        if kind == VORBIS_COMMENT_BLOCK:
+            body = f.read(size)
+            # (Every comment named CUESHEET holds these bytes, in some case.)
+            if len(body) != size or b"cuesheet=" in body.lower():
+                return False
+        else:
+            f.seek(size, io.SEEK_CUR)
+        if head[0] & 0x80:
+            return True
+    return False
+
+
 def read_tracks(source: PurePath, sheet_file: PurePath | None, encoding: str | None = None) -> tuple[Track, ...] | None:
     """The tracks of a FLAC source: from ``sheet_file`` (a ``.cue`` beside
     it), else from its CUESHEET comment, else from its CUESHEET block;
@@ -295,6 +325,9 @@ def read_tracks(source: PurePath, sheet_file: PurePath | None, encoding: str | N
 
     try:
         with open_regular(source) as f:  # (a FIFO or a device named .flac is never read)
+            if sheet_file is None and sheetless(f):
+                return None
+            f.seek(0)
             flac = FLAC(f)
     except (mutagen.MutagenError, OSError, TaskError):
         return None  # an unreadable source: its own task says why

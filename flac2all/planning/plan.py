@@ -14,15 +14,11 @@ source is gone is a move; what is left of the state is orphans. Largest
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from flac2all import tags
 from flac2all.codecs.base import Codec
@@ -39,23 +35,17 @@ from flac2all.model import (
     TaskResult,
     Track,
 )
-from flac2all.planning import cue, extras, moves, splits, template
+from flac2all.planning import cue, decisions, extras, moves, splits, template
 from flac2all.planning.discovery import Source, Tree, is_flac_name
 from flac2all.planning.fields import Comments
-from flac2all.planning.hashes import retag_or_encode, settings_hash
+from flac2all.planning.hashes import settings_hash
 from flac2all.planning.names import Namer, output_folder, output_name
 from flac2all.planning.planned import Plan
 from flac2all.planning.selection import Selection
 from flac2all.records import Record, Records
-from flac2all.skips import UP_TO_DATE, Skip
+from flac2all.skips import Skip
 from flac2all.tags import TagFamily
 from flac2all.tags.lossy import read_bitrate
-
-if TYPE_CHECKING:
-    from flac2all.state import State
-
-# The state's meta key of the --path-format its rows all follow ("": not known).
-LAYOUT_KEY = "layout"
 
 
 def stat_or_none(path: os.PathLike | str) -> os.stat_result | None:
@@ -81,35 +71,6 @@ def read_meta(source: Path) -> tuple[Comments, SourceFacts] | None:
     except TaskError:
         return None
     return meta.comments, facts
-
-
-def layout_key(settings: Settings) -> str:
-    """What shapes a FLAC output's path under --path-format ("" without it)."""
-    if not settings.path_format:
-        return ""
-    shape = [settings.path_format, settings.names.value, settings.max_path, settings.layout.value]
-    return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
-
-
-def layout_known(state: State, settings: Settings) -> bool:
-    """Whether every state row of an unchanged source is where this run's
-    --path-format puts it: the last run that ended with no failure had this
-    template (``layout_done``), so an unchanged source's output is its row's,
-    its tags unread. A run of another (or none) makes it unknown first,
-    before any of its rows is written: a run killed while moving outputs
-    leaves the next one reading every source's tags."""
-    stored, key = state.meta(LAYOUT_KEY), layout_key(settings)
-    if stored and stored != key and not state.readonly:
-        state.set_meta(LAYOUT_KEY, "")
-    return bool(key) and stored == key
-
-
-def layout_done(state: State, settings: Settings, clean: bool) -> None:
-    """A run that ended with no failure (``clean``) leaves every output of
-    its sources where its --path-format puts them: recorded for the next."""
-    key = layout_key(settings)
-    if key and clean and state.meta(LAYOUT_KEY) != key:
-        state.set_meta(LAYOUT_KEY, key)
 
 
 def selection_of(settings: Settings) -> Selection:
@@ -154,7 +115,7 @@ class Planner:
         tracks: Callable[[Path, Path | None, str | None], tuple[Track, ...] | None] | None = None,
     ) -> None:
         """``layout_known``: the state's rows follow this run's --path-format
-        (the function ``layout_known``), so an unchanged source's outputs
+        (``layouts.layout_known``), so an unchanged source's outputs
         are its rows', its tags unread."""
         self.settings = settings
         self.refuse = refuse
@@ -331,66 +292,6 @@ class Planner:
         art = self.plan.cover(source.path)
         self.plan.refresh.append(Record.made(output, source.path, codec.name, facts, self.hashes[codec.name], st, art))
 
-    def decide(
-        self, source: Source, codec: Codec, output: Path, wanted: str | None = None
-    ) -> tuple[Action, str] | None:
-        """The action for one encoded output; None means "new" (maybe a move).
-        ``wanted``: the settings hash it must have, when not the mode's."""
-        if self.settings.force:
-            return Action.ENCODE, ""
-        ost = self.stat(output)
-        if ost is None:
-            return None
-        wanted = wanted or self.hashes[codec.name]
-        # The row as loaded (no Record made): a no-op run decides every
-        # output from it and the two stats.
-        row = self.records.row(output)
-        if (
-            row is not None
-            and (row.out_size, row.out_mtime_ns) == (ost.st_size, ost.st_mtime_ns)
-            and row.source == os.fspath(source.path)
-        ):
-            if row.settings_hash != wanted:
-                return retag_or_encode(row.settings_hash, wanted), ""
-            if (row.src_size, row.src_mtime_ns) == (source.size, source.mtime_ns):
-                art = self.plan.cover(source.path)
-                if row.art and row.art != art:
-                    return Action.RETAG, ""  # its folder's cover changed (--embed-folder-art)
-                if row.art != art:  # not known (a state of schema 1): as it is now
-                    self.plan.refresh.append(replace(self.records[output], art=art))
-                return Action.SKIP, UP_TO_DATE
-            recorded = SourceFacts(row.src_size, row.src_mtime_ns, row.audio_md5, row.tags_hash, row.pictures_hash)
-            return self.compare(source, codec, output, ost, recorded)
-        # An output the state does not vouch for: adopt it by its provenance.
-        prov = self.provenance(codec.tag_family, output) if codec.tagged else None
-        if prov is not None:
-            if prov.get("settings") != wanted:
-                return Action.ENCODE, ""
-            recorded = SourceFacts(0, 0, prov.get("md5", ""), prov.get("tags", ""), prov.get("pictures", ""))
-            return self.compare(source, codec, output, ost, recorded)
-        # No provenance (an output of the original flac2all, say): trust an
-        # output newer than its source for its audio, and rewrite its tags.
-        if ost.st_mtime_ns >= source.mtime_ns:
-            if not codec.tag_family.carries_tags or not codec.tagged:
-                facts = self.facts(source.path)
-                if facts is not None:
-                    self.record(source, codec, output, facts, ost)
-                return Action.SKIP, "skipped: output exists"
-            return Action.RETAG, ""
-        return Action.ENCODE, ""
-
-    def compare(
-        self, source: Source, codec: Codec, output: Path, ost: os.stat_result, recorded: SourceFacts
-    ) -> tuple[Action, str]:
-        """Same output, source maybe changed: read it to know how."""
-        facts = self.facts(source.path)
-        if facts is None or not facts.audio_md5 or facts.audio_md5 != recorded.audio_md5:
-            return Action.ENCODE, ""
-        if (facts.tags_hash, facts.pictures_hash) != (recorded.tags_hash, recorded.pictures_hash):
-            return Action.RETAG, ""
-        self.record(source, codec, output, facts, ost)  # touched, not changed
-        return Action.SKIP, "skipped: unchanged"
-
     def build(self, tree: Tree) -> Plan:
         settings = self.settings
         # The names the state records stay the names of their sources (only
@@ -430,33 +331,20 @@ class Planner:
             for codec in self.codecs:
                 if quick:
                     key = self.folder(source, codec)[2] + output_name(source.rel, codec.extension)
-                    if self.up_to_date(source, text, codec, key) and self.skip(source, text, codec, key):
+                    if decisions.up_to_date(self, source, text, codec, key) and self.skip(source, text, codec, key):
                         continue
                 pending.append(codec)
             if pending and splits.split(self, source, pending):
                 continue
             for codec in pending:
                 output = self.output(source, codec, codec.extension)
-                decided = self.decide(source, codec, output)
+                decided = decisions.decide(self, source, codec, output)
                 if decided is None:
                     fresh.append((source, codec, output))
                     self.fresh.setdefault(os.fspath(output), (source.path, codec.name))
                 else:
                     self.add(source, codec, output, decided[0], note=decided[1])
         return fresh
-
-    def up_to_date(self, source: Source, text: str, codec: Codec, key: str) -> bool:
-        """``decide``'s "up to date" from the row and one stat of the output
-        (``key``, its text), no Path made: False leaves it to ``decide``."""
-        row = self.records.row(key)
-        if row is None or row.source != text or row.settings_hash != self.hashes[codec.name]:
-            return False
-        if row.src_size != source.size or row.src_mtime_ns != source.mtime_ns:
-            return False
-        if row.art != self.plan.cover(source.path):
-            return False  # a retag, or a row to refresh: decide says which
-        ost = self.stat(key)
-        return ost is not None and row.out_size == ost.st_size and row.out_mtime_ns == ost.st_mtime_ns
 
     def skip(self, source: Source, text: str, codec: Codec, key: str) -> bool:
         """An up-to-date output claimed and kept as a ``Skip``; False when

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from flac2all.codecs.base import Codec
 from flac2all.model import Action, Status, Task, TaskResult
-from flac2all.planning import cue, template
+from flac2all.planning import cue, decisions, template
 from flac2all.planning.discovery import Source
 from flac2all.planning.hashes import short_hash
 from flac2all.planning.names import output_folder, output_name
@@ -66,7 +66,7 @@ def split(planner: Planner, source: Source, codecs: list[Codec]) -> bool:
                 path = planner.folder(source, codec)[1] / NAMES.render(merged, source.rel, codec.extension)
             output = planner.namer.output(source.path, path)
             own = f"{planner.hashes[codec.name]}:{wanted}"
-            decided = planner.decide(source, codec, output, own) or (Action.ENCODE, "")
+            decided = decisions.decide(planner, source, codec, output, own) or (Action.ENCODE, "")
             if decided[0] is Action.RETAG and planner.settings.replaygain.measures:
                 # A track's measured gains come from its cut of the decode, which a retag does not make.
                 decided = (Action.ENCODE, decided[1])

@@ -32,7 +32,7 @@ from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
 from flac2all.face.console import Display, Guarded, Silent
 from flac2all.model import Layout, Lossy, Names, Settings
-from flac2all.planning import discovery, plan, planned
+from flac2all.planning import discovery, layouts, plan, planned
 from flac2all.planning.flow import Flow, FolderPlan, Folders, Head, Whole, has_rows, stream_after, streamable
 from flac2all.planning.mirror import Mirror
 from flac2all.planning.plan import collector_paused
@@ -142,7 +142,7 @@ def plan_flow(
     than refuse."""
     versions = tools.versions({p for c in selected for p in c.programs})
     refuse = not state.readonly
-    known = plan.layout_known(state, settings)  # (before any row is written; a streamed run has no template)
+    known = layouts.layout_known(state, settings)  # (before any row is written; a streamed run has no template)
     if tree is None and head is not None:
         if has_rows(state):  # a mirror: moves and orphans are known at the walk's end
 
@@ -249,7 +249,7 @@ def run(
             write_plan_json(plan_json, flow.plan, settings.outdir)
         with outputs.reusing():  # the temp folders of this process's encodes, kept between them
             Run(settings, state, report, display, stop).execute(flow, first, executor)
-        plan.layout_done(state, settings, clean=report.exit_status is ExitStatus.OK)
+        layouts.layout_done(state, settings, clean=report.exit_status is ExitStatus.OK)
         finish(settings, state, report, started, batch)
         gc.unfreeze()
     return report

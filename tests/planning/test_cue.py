@@ -184,3 +184,34 @@ def test_read_tracks_never_reads_what_is_not_a_regular_file(tmp_path):
     os.mkfifo(sheet)
     with pytest.raises(CueError, match="not a regular file"):
         cue.read_tracks(path, sheet)
+
+
+def test_read_tracks_finds_a_sheet_wherever_the_flac_keeps_it(tmp_path):
+    """The quick look that spares a FLAC without a sheet its full parse
+    never misses one: a comment named in any case, a CUESHEET block, a
+    stream after an ID3v2 tag."""
+    text = 'FILE "x.flac" WAVE\nTRACK 01 AUDIO\nINDEX 01 00:00:00\nTRACK 02 AUDIO\nINDEX 01 00:01:00\n'
+    plain = make_flac(tmp_path / "plain.flac", seconds=2.0)
+    with open(plain, "rb") as f:
+        assert cue.sheetless(f)
+    assert cue.read_tracks(plain, None) is None
+    lower = make_flac(tmp_path / "lower.flac", seconds=2.0)
+    flac = FLAC(lower)
+    flac["cueSheet"] = text
+    flac.save()
+    assert [t.start for t in cue.read_tracks(lower, None)] == [0, 44100]
+    block = make_flac(tmp_path / "block.flac", seconds=2.0)
+    flac = FLAC(block)
+    sheet = CueSheet(None)
+    for number, start in ((1, 0), (2, 44100), (170, 88200)):
+        sheet.tracks.append(CueSheetTrack(number, start))
+        if number != 170:
+            sheet.tracks[-1].indexes.append(CueSheetTrackIndex(1, 0))
+    flac.metadata_blocks.append(sheet)
+    flac.save()
+    assert [(t.start, t.end) for t in cue.read_tracks(block, None)] == [(0, 44100), (44100, 88200)]
+    tagged = tmp_path / "tagged.flac"
+    tagged.write_bytes(b"ID3\x03\x00\x00\x00\x00\x00\x00" + lower.read_bytes())
+    with open(tagged, "rb") as f:
+        assert not cue.sheetless(f)
+    assert [t.start for t in cue.read_tracks(tagged, None)] == [0, 44100]

@@ -374,3 +374,28 @@ def test_a_run_where_proc_shows_nothing_encodes_by_plain_paths(tmp_path):
     assert {row["conversion_status"] for row in read_log(out)} == {"SUCCESS"}
     assert (out / "opus" / "A" / "a.opus").stat().st_size > 0 and (out / "mp3" / "A" / "a.mp3").stat().st_size > 0
     assert temp_files(out) == []
+
+
+def test_a_committed_temp_name_is_not_unlinked_again_and_one_left_is(tmp_path, monkeypatch):
+    """Once committed, nothing is left under the temp name: no unlink that
+    finds nothing (tens of microseconds of kernel time each on ext4); a
+    temp file not committed is still removed."""
+    out = tmp_path / "out"
+    unlinked: list[str] = []
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        unlinked.append(os.fsdecode(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    with outputs.reusing():
+        final = out / "opus" / "A" / "1.opus"
+        with staged(final, out) as tmp:
+            tmp.write_bytes(b"new")
+            commit(tmp, final)
+        assert tmp.stage.name not in unlinked and final.read_bytes() == b"new"
+        with staged(out / "opus" / "A" / "2.opus", out) as left:
+            left.write_bytes(b"half")
+        assert left.stage.name in unlinked and not left.exists()
+    assert temp_files(out) == [] and sorted(p.name for p in final.parent.iterdir()) == ["1.opus"]
