@@ -207,6 +207,7 @@ def path_without(folder: Path, *hidden: str) -> Path:
         "ffprobe",
         "sox",
         "loudgain",
+        "gcc",
     ]
     for program in [*needed, "setpriv"]:
         if program not in hidden:
