@@ -26,7 +26,7 @@ LOUDNESS_TABLES = (
 )""",
     """CREATE TABLE IF NOT EXISTS albums (
     folder BLOB PRIMARY KEY,     -- an album: a source folder, relative to the input folder; or TAGGED + its tags
-    tags TEXT NOT NULL           -- the album gain and peak its outputs were given ("": none)
+    tags TEXT NOT NULL           -- the album gain and peak its outputs were given ("": none; STALE)
 )""",
     # --album-by tags: the album each measured source was last judged in.
     """CREATE TABLE IF NOT EXISTS album_members (
@@ -39,6 +39,12 @@ LOUDNESS_TABLES = (
     # A measurement by its audio alone: a source moved or copied keeps it.
     "CREATE INDEX IF NOT EXISTS loudness_by_audio ON loudness (audio_md5)",
 )
+
+# An album's tags when it is to be judged again, every output of it retagged:
+# one of its tracks measured anew (until the album step of the run that did
+# it has judged it: a run stopped before that leaves it to the next), or
+# --album-by changed.
+STALE = "\0to be judged again"
 
 # An album by its tags (--album-by tags): ALBUMARTIST (else ARTIST), ALBUM,
 # DISCNUMBER; an album by its folder is the folder's path.
@@ -85,14 +91,27 @@ class GainTables:
         return self.input_dir / os.fsdecode(key) if key else self.input_dir
 
     def put_loudness(self, source: Path, audio_md5: str, loudness: Loudness) -> None:
-        """The loudness measured of ``source``'s audio (``audio_md5``)."""
+        """The loudness measured of ``source``'s audio (``audio_md5``); the
+        albums it is in to be judged again (``STALE``) if it is new."""
+        assert self.db is not None
+        measurement = json.dumps(loudness.to_wire(), separators=(",", ":"))
+        src = self._rel_src(source)
+        if self._loudness_tables():
+            known = self.db.execute("SELECT audio_md5, measurement FROM loudness WHERE source = ?", (src,)).fetchone()
+            if known is not None and tuple(known) == (audio_md5, measurement):
+                return
         for table in LOUDNESS_TABLES:
             self._write(table, ())
-        measurement = json.dumps(loudness.to_wire(), separators=(",", ":"))
-        self._write(
-            "INSERT OR REPLACE INTO loudness VALUES (?, ?, ?, ?)",
-            (self._rel_src(source), self._rel_src(source.parent), audio_md5, measurement),
-        )
+        folder = self._rel_src(source.parent)
+        self._write("INSERT OR REPLACE INTO loudness VALUES (?, ?, ?, ?)", (src, folder, audio_md5, measurement))
+        self._write("UPDATE albums SET tags = ? WHERE folder = ?", (STALE, folder))
+        in_albums = "SELECT album FROM album_members WHERE source = ?"
+        self._write(f"UPDATE albums SET tags = ? WHERE folder IN ({in_albums})", (STALE, src))
+
+    def judge_again(self) -> None:
+        """Every album to be judged again (``STALE``): --album-by changed."""
+        if self.db is not None and self._loudness_tables():
+            self._write("UPDATE albums SET tags = ?", (STALE,))
 
     def loudness(self, source: Path, audio_md5: str) -> Loudness | None:
         """The loudness recorded of ``source`` when its audio was
@@ -120,19 +139,25 @@ class GainTables:
         return None if row is None else row[0]
 
     def folders_without_album(self, by_tags: bool = False) -> list[Path]:
-        """The folders with a measured source and no album judged yet (a
-        run stopped before its album pass); ``by_tags``: a measured source
-        in no tag album yet."""
+        """The folders with a measured source whose album is not judged (a
+        run stopped before its album step) or to be judged again
+        (``STALE``); ``by_tags``: a measured source in no tag album yet, or
+        in one to be judged again."""
         if self.db is None or not self._loudness_tables():
             return []
         if by_tags and not self._loudness_tables("album_members"):
             return self.measured_folders()
         judged = (
-            "SELECT 1 FROM album_members WHERE album_members.source = loudness.source"
+            "SELECT 1 FROM album_members AS m WHERE m.source = loudness.source"
+            " AND NOT EXISTS (SELECT 1 FROM albums WHERE albums.folder = m.album AND albums.tags = ?)"
             if by_tags
-            else "SELECT 1 FROM albums WHERE albums.folder = loudness.folder"
+            else "SELECT 1 FROM albums WHERE albums.folder = loudness.folder AND albums.tags != ?"
         )
-        rows = self.db.execute(f"SELECT DISTINCT folder FROM loudness WHERE NOT EXISTS ({judged})")
+        # (a source whose outputs are all gone, moved or deleted, is in no album any more)
+        made = "SELECT 1 FROM outputs WHERE outputs.source = loudness.source"
+        rows = self.db.execute(
+            f"SELECT DISTINCT folder FROM loudness WHERE EXISTS ({made}) AND NOT EXISTS ({judged})", (STALE,)
+        )
         return [self.input_dir / os.fsdecode(folder) if folder else self.input_dir for (folder,) in rows]
 
     def measured_folders(self) -> list[Path]:

@@ -177,6 +177,10 @@ struct meter *meter_new(int channels, int width, int floating, long step, const 
 
 double meter_peak(const struct meter *m) { return m->peak; }
 
+/* Raised with any change of the arguments of these functions: cmeter.py
+ * refuses a library built from another version of this file. */
+int meter_abi(void) { return 1; }
+
 static int make_room(struct meter *m, long frames)
 {
     if (frames <= m->room)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import ctypes
 
 MODULE = "flac2all.audio._meter"
+ABI = 1  # _meter.c's meter_abi(): raised with any change of its functions' arguments
 
 
 @functools.cache
@@ -34,6 +35,12 @@ def kernel() -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(spec.origin)
     except OSError:
+        return None
+    try:
+        lib.meter_abi.restype = ctypes.c_int
+        if lib.meter_abi() != ABI:  # built from another _meter.c (an editable install not rebuilt)
+            return None
+    except AttributeError:
         return None
     double_p, float_p = ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_float)
     lib.meter_new.restype = ctypes.c_void_p
@@ -61,7 +68,7 @@ class CMeter:
         lib = kernel()
         if lib is None:
             raise ImportError(f"{MODULE} was not built")
-        self.lib, self.step = lib, step
+        self.lib, self.step, self.frame = lib, step, width * channels
         rows = phases(rate)
         length = len(rows[0]) if rows else 1
         sos = (ctypes.c_double * 12)(*(c for section in k_weighting(rate) for c in section))
@@ -75,6 +82,10 @@ class CMeter:
         self.sums = (ctypes.c_double * 0)()
 
     def feed(self, data: bytes, frames: int) -> list[float]:
+        """The energy sums of the 100 ms that ``frames`` whole frames of
+        ``data`` complete."""
+        if len(data) < frames * self.frame:  # the loop reads that many bytes
+            raise ValueError(f"{len(data)} bytes do not hold {frames} frames")
         room = frames // self.step + 1
         if len(self.sums) < room:
             self.sums = (self.sums._type_ * room)()
@@ -85,4 +96,5 @@ class CMeter:
 
     @property
     def peak(self) -> float:
+        """The true peak so far, linear."""
         return float(self.lib.meter_peak(self.handle))

@@ -33,8 +33,11 @@ OFFSET = -0.691  # BS.1770's constant, so that a 997 Hz full-scale sine reads -3
 BIN = 0.01  # LU per histogram bin
 BINS = 10_000  # -70 .... +30 LUFS; louder blocks (impossible below 8 channels of square waves) go in the last
 GATE_ENERGY = 10 ** ((ABSOLUTE_GATE - OFFSET) / 10)  # a block's mean square at the absolute gate
+# The lowest rate measured: the K-weighting's shelf (centred at 1.7 kHz) is
+# unstable once the rate puts it near Nyquist (below about 3.4 kHz).
+LOWEST_RATE = 8000
 EXTRA = (
-    "the meter's C loop was not built (no C compiler when flac2all was installed): "
+    "the meter's C loop is not there (it is built when flac2all is installed where a C compiler is): "
     "install flac2all[loudness] (numpy and scipy) to measure loudness"
 )
 
@@ -151,7 +154,9 @@ class Meter:
     def __init__(
         self, rate: int, channels: int, width: int, floating: bool = False, engines: Iterable[type[Engine]] = ENGINES
     ) -> None:
-        if not (1 <= channels <= 8 and 1000 <= rate <= 768000 and width in (1, 2, 3, 4)) or (floating and width != 4):
+        if not (1 <= channels <= 8 and LOWEST_RATE <= rate <= 768000 and width in (1, 2, 3, 4)) or (
+            floating and width != 4
+        ):
             raise ValueError(f"cannot measure {channels} channels of {width}-byte samples at {rate} Hz")
         self.frame = width * channels
         self.carry = b""  # the bytes of a frame split between two chunks
@@ -177,7 +182,7 @@ class Meter:
         scale = 4 * self.step
         for i in range(len(sums) - 3):
             energy = (sums[i] + sums[i + 1] + sums[i + 2] + sums[i + 3]) / scale
-            if energy >= GATE_ENERGY:
+            if GATE_ENERGY <= energy < math.inf:  # (not a NaN or an infinity, from float samples that are)
                 b = min(BINS - 1, max(0, math.floor((OFFSET + 10 * math.log10(energy) - ABSOLUTE_GATE) / BIN)))
                 self.histogram[b] = self.histogram.get(b, 0) + 1
 

@@ -246,12 +246,11 @@ class Run:
         if self.report.state_error is not None:
             return
         try:
-            done, switched = self.albums_to_retag(collected)
+            done = self.albums_to_retag(collected)
         except sqlite3.Error as exc:
             self.report.state_error = state_lost(self.settings, exc)
             return
         state = self.state
-        every = True
         for album in done:
             complete = True
             for task, track in album.outputs:
@@ -268,23 +267,22 @@ class Run:
                 self.remember(None, functools.partial(state.put_album_tags, album.key, album.tags))
                 if self.settings.album_by is AlbumBy.TAGS:
                     self.remember(None, functools.partial(state.put_members, album.key, list(album.members)))
-            every = every and complete
-        if switched and every:
-            self.remember(None, functools.partial(state.set_meta, ALBUM_BY_KEY, self.settings.album_by.value))
 
-    def albums_to_retag(self, collected: albums.Albums) -> tuple[list[albums.AlbumRetag], bool]:
-        """The albums to retag (--album-by folder or tags), and whether the
-        last album step was by the other: then every measured album is
-        judged again, and its outputs retagged whatever the state says
-        they carry."""
+    def albums_to_retag(self, collected: albums.Albums) -> list[albums.AlbumRetag]:
+        """The albums to retag (--album-by folder or tags): those of this
+        run's folders, and those the state has to judge (again). When the
+        last album step was by the other grouping, every album is to be
+        judged again, and that is recorded at once: an album whose retag
+        fails is the only one the next run takes up again."""
         state, by_tags = self.state, self.settings.album_by is AlbumBy.TAGS
-        switched = (state.meta(ALBUM_BY_KEY) or AlbumBy.FOLDER.value) != self.settings.album_by.value
-        for folder in state.measured_folders() if switched else state.folders_without_album(by_tags):
+        if (state.meta(ALBUM_BY_KEY) or AlbumBy.FOLDER.value) != self.settings.album_by.value:
+            state.judge_again()
+            state.set_meta(ALBUM_BY_KEY, self.settings.album_by.value)
+        for folder in state.folders_without_album(by_tags):
             collected.touch(folder)
-        written = (lambda _: SWITCHED) if switched else state.album_tags
         if by_tags:
-            return collected.tag_retags(state, written), switched
-        return collected.retags(state.rows_from, state.loudness, written), switched
+            return collected.tag_retags(state, state.album_tags)
+        return collected.retags(state.rows_from, state.loudness, state.album_tags)
 
     def remember(self, result: TaskResult | None, write: Callable[[], None] | None = None) -> None:
         """``result`` (or ``write``) into the state, unless it was lost."""
@@ -349,7 +347,6 @@ OPUS_GAIN_KEY = "opus_gain"
 # album tags of every output are taken to be once it changed (none that
 # this run's can be).
 ALBUM_BY_KEY = "album_by"
-SWITCHED = "\0another --album-by"
 # Skips shown at once (a no-op re-run has millions).
 SKIPS_SHOWN = 10000
 # Bytes set aside for the log before the run (Report.reserve): a fixed part
