@@ -32,7 +32,6 @@ struct meter {
     double z[MAX_CHANNELS][2][2];
     float bank[MAX_PHASES][MAX_LENGTH]; /* each phase's weights of its samples, oldest first */
     pair energy[MAX_CHANNELS / 2]; /* per two channels, their weighted squares in the unfinished 100 ms */
-    double odd;             /* the last channel's, when their number is odd */
     long filled;            /* the samples of the unfinished 100 ms */
     float peak;
     float *lanes;           /* per channel: length - 1 samples kept, then the chunk's */
@@ -238,33 +237,9 @@ static void decode(const struct meter *m, const unsigned char *data, long frames
     }
 }
 
-/* One channel's samples through the two sections (transposed direct form
- * II), their squares times ``weight`` added to ``*energy``. */
-static void weigh(const double sos[2][5], double z[2][2], double weight, const float *x, long frames, double *energy)
-{
-    const double b00 = sos[0][0], b01 = sos[0][1], b02 = sos[0][2], a01 = sos[0][3], a02 = sos[0][4];
-    const double b10 = sos[1][0], b11 = sos[1][1], b12 = sos[1][2], a11 = sos[1][3], a12 = sos[1][4];
-    double z01 = z[0][0], z02 = z[0][1], z11 = z[1][0], z12 = z[1][1], sum = *energy;
-    for (long i = 0; i < frames; i++) {
-        double v = x[i];
-        double y = b00 * v + z01;
-        z01 = b01 * v - a01 * y + z02;
-        z02 = b02 * v - a02 * y;
-        double w = b10 * y + z11;
-        z11 = b11 * y - a11 * w + z12;
-        z12 = b12 * y - a12 * w;
-        sum += weight * w * w;
-    }
-    z[0][0] = z01;
-    z[0][1] = z02;
-    z[1][0] = z11;
-    z[1][1] = z12;
-    *energy = sum;
-}
-
-/* Two channels through their sections at once, as one vector of two
- * doubles: the same operations as ``weigh`` on each, in half the
- * instructions. */
+/* Two channels' samples through their two sections (transposed direct form
+ * II) at once, as one vector of two doubles, their squares times
+ * ``weight`` added to ``*energy``. */
 static void weigh_pair(const double sos[2][5], double z0[2][2], double z1[2][2], pair weight, const float *x0,
                        const float *x1, long frames, pair *energy)
 {
@@ -361,23 +336,25 @@ long meter_feed(struct meter *m, const unsigned char *data, long frames, double 
      * whatever the chunks, so that the result does not depend on them. */
     for (long done = 0, n; done < frames; done += n) {
         n = m->step - m->filled < frames - done ? m->step - m->filled : frames - done;
-        int c = 0;
-        for (; c + 1 < m->channels; c += 2) {
-            pair weight = {m->weight[c], m->weight[c + 1]};
+        for (int c = 0; c < m->channels; c += 2) {
             const float *row = lanes + c * stride + kept + done;
-            weigh_pair(sos, m->z[c], m->z[c + 1], weight, row, row + stride, n, &m->energy[c / 2]);
+            if (c + 1 < m->channels) {
+                pair weight = {m->weight[c], m->weight[c + 1]};
+                weigh_pair(sos, m->z[c], m->z[c + 1], weight, row, row + stride, n, &m->energy[c / 2]);
+            } else { /* the last of an odd number: beside a copy of itself that weighs nothing */
+                double spare[2][2];
+                memcpy(spare, m->z[c], sizeof spare);
+                weigh_pair(sos, m->z[c], spare, (pair){m->weight[c], 0}, row, row, n, &m->energy[c / 2]);
+            }
         }
-        if (c < m->channels)
-            weigh(sos, m->z[c], m->weight[c], lanes + c * stride + kept + done, n, &m->odd);
         m->filled += n;
         if (m->filled == m->step) {
             double sum = 0;
-            for (c = 0; c + 1 < m->channels; c += 2) {
+            for (int c = 0; c < m->channels; c += 2) {
                 sum += m->energy[c / 2][0] + m->energy[c / 2][1];
                 m->energy[c / 2] = (pair){0, 0};
             }
-            sums[made++] = sum + m->odd;
-            m->odd = 0;
+            sums[made++] = sum;
             m->filled = 0;
         }
     }
