@@ -32,25 +32,38 @@ def album_of_twelve(folder: Path) -> list[Path]:
     return tracks
 
 
-@pytest.mark.slow
-def test_an_album_measured_on_two_workers_gets_loudgain_s_album_gain(tmp_path):
-    require("loudgain")
-    pytest.importorskip("scipy.signal")
-    tracks = album_of_twelve(tmp_path / "music" / "album")
-    out = tmp_path / "out"
-    master, port = start_master("mp3", out, tmp_path / "music", "--replaygain", "compute")
+def on_two_workers(out: Path, music: Path, *options: str):
+    """``music`` converted to mp3 in ``out`` by a master and two one-slot
+    workers, each of which must end well; the two workers."""
+    master, port = start_master("mp3", out, music, *options)
     try:
         a, b = start_worker(port, 1), start_worker(port, 1)
         assert master.wait(150) == 0, master.output
         assert a.wait(30) == 0 and b.wait(30) == 0
     finally:
         master.kill()
-    assert a.count(r"^encoded ") and b.count(r"^encoded ")  # both hosts measured tracks of the album
-    assert {row["conversion_status"] for row in read_log(out)} == {"SUCCESS"}
+    return a, b
+
+
+def loudgain_album(tracks: list[Path]) -> dict[str, float]:
+    """loudgain's track gain of each of ``tracks`` (by its stem), and the
+    album's as 'Album'."""
     lines = subprocess.run(
         ["loudgain", "-q", "-a", "-O", *map(str, tracks)], check=True, capture_output=True, text=True
     ).stdout.splitlines()
-    theirs = {Path(line.split("\t")[0]).stem: float(line.split("\t")[8].split()[0]) for line in lines[1:]}
+    return {Path(line.split("\t")[0]).stem: float(line.split("\t")[8].split()[0]) for line in lines[1:]}
+
+
+@pytest.mark.slow
+def test_an_album_measured_on_two_workers_gets_loudgain_s_album_gain(tmp_path):
+    require("loudgain")
+    pytest.importorskip("scipy.signal")
+    tracks = album_of_twelve(tmp_path / "music" / "album")
+    out = tmp_path / "out"
+    a, b = on_two_workers(out, tmp_path / "music", "--replaygain", "compute")
+    assert a.count(r"^encoded ") and b.count(r"^encoded ")  # both hosts measured tracks of the album
+    assert {row["conversion_status"] for row in read_log(out)} == {"SUCCESS"}
+    theirs = loudgain_album(tracks)
     for track in tracks:
         tags = {f.desc: f.text[0] for f in ID3(out / "mp3" / "album" / f"{track.stem}.mp3").getall("TXXX")}
         assert float(tags["REPLAYGAIN_TRACK_GAIN"].removesuffix(" dB")) == pytest.approx(theirs[track.stem], abs=0.1)
@@ -74,22 +87,10 @@ def test_an_album_by_tags_over_two_folders_measured_on_two_workers_gets_loudgain
         audio.update({"ALBUMARTIST": "Band", "ALBUM": "Split"})
         audio.save()
     out = tmp_path / "out"
-    master, port = start_master("mp3", out, tmp_path / "music", "--replaygain", "compute", "--album-by", "tags")
-    try:
-        a, b = start_worker(port, 1), start_worker(port, 1)
-        assert master.wait(150) == 0, master.output
-        assert a.wait(30) == 0 and b.wait(30) == 0
-    finally:
-        master.kill()
+    on_two_workers(out, tmp_path / "music", "--replaygain", "compute", "--album-by", "tags")
     assert {row["conversion_status"] for row in read_log(out)} == {"SUCCESS"}
-    lines = subprocess.run(
-        ["loudgain", "-q", "-a", "-O", *map(str, tracks)], check=True, capture_output=True, text=True
-    ).stdout.splitlines()
-    want = float(lines[-1].split("\t")[8].split()[0])
-    half = subprocess.run(
-        ["loudgain", "-q", "-a", "-O", *map(str, tracks[:3])], check=True, capture_output=True, text=True
-    ).stdout.splitlines()
-    assert abs(float(half[-1].split("\t")[8].split()[0]) - want) > 0.3  # a folder's album gain fails
+    want = loudgain_album(tracks)["Album"]
+    assert abs(loudgain_album(tracks[:3])["Album"] - want) > 0.3  # a folder's album gain fails
     for track in tracks:
         tags = {f.desc: f.text[0] for f in ID3(out / "mp3" / track.parent.name / f"{track.stem}.mp3").getall("TXXX")}
         assert float(tags["REPLAYGAIN_ALBUM_GAIN"].removesuffix(" dB")) == pytest.approx(want, abs=0.1)
