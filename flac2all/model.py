@@ -22,6 +22,17 @@ from typing import Any
 from flac2all.audio.loudness import Loudness
 
 
+def default_threads() -> int:
+    """Files converted at once unless -t says: the CPU count and one or two
+    more (as ninja runs its builds). Between two files a slot leaves its
+    core idle (its programs starting, its outputs checked and tagged): on
+    files of a second, 5-6% of the cores with one slot a core, under 3%
+    with one more (BENCHMARKS.md, "Many short files"); on long files it
+    makes no difference."""
+    cpus = os.cpu_count() or 1
+    return cpus + (1 if cpus <= 2 else 2)
+
+
 class Action(Enum):
     """What a task does to its output."""
 
@@ -174,7 +185,7 @@ class Settings:
     outdir: Path = sent("path")
     modes: tuple[str, ...] = sent("modes")
     force: bool = False
-    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    threads: int = field(default_factory=default_threads)
     layout: Layout = sent("choice", Layout.TREE)
     copy: bool = False
     # Encoder options per option family (the names in

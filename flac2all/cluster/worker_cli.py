@@ -25,6 +25,7 @@ from flac2all.cluster.paths import PathMaps
 from flac2all.cluster.worker import WorkerProcess, say
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
 from flac2all.face.values import seconds, thread_count
+from flac2all.model import default_threads
 
 
 class Forward:
@@ -100,10 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-t",
         "--threads",
         type=thread_count,
-        default=os.cpu_count() or 1,
+        default=default_threads(),
         metavar="N",
         help="worker processes, one job each: a file's modes run side by side from one decoder "
-        "(default: the CPU count)",
+        "(default: the CPU count and one or two more, as flac2all -t)",
     )
     p.add_argument(
         "--keys",

@@ -4,7 +4,6 @@ argparse, profiles and suggestions), the help text, and --version."""
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from flac2all import __version__, codecs, tools
@@ -14,7 +13,7 @@ from flac2all.executors.jobqueue import JOBQUEUES
 from flac2all.face import config, values
 from flac2all.face.usage import Parser
 from flac2all.face.values import positive_float, positive_int, thread_count
-from flac2all.model import AlbumBy, OpusGain, ReplayGain
+from flac2all.model import AlbumBy, OpusGain, ReplayGain, default_threads
 
 DESCRIPTION = """\
 Convert every FLAC file under INPUTDIR into one or more formats, on all CPU
@@ -43,7 +42,7 @@ exit status:
 def build_parser() -> Parser:
     """The parser of ``flac2all``, its options declared once (``Parser.option``
     records each in the table profiles read)."""
-    cpus = os.cpu_count() or 1
+    threads = default_threads()
     p = Parser(
         prog="flac2all",
         usage="flac2all MODE[,MODE...] [options] INPUTDIR\n"
@@ -64,10 +63,10 @@ def build_parser() -> Parser:
         "-t",
         "--threads",
         type=thread_count,
-        default=cpus,
+        default=threads,
         metavar="N",
         help=f"files converted at once, each decoded once and fed to one encoder per mode "
-        f"(default: the CPU count, here {cpus})",
+        f"(default: the CPU count and one or two more, to keep the cores busy between files, here {threads})",
     )
     p.option(
         "-n",

@@ -24,7 +24,7 @@ from flac2all.errors import UsageError
 from flac2all.face import cli, config
 from flac2all.face.arguments import build_parser
 from flac2all.face.config import settings_from
-from flac2all.model import DaskOptions, DisplayOptions, MasterOptions
+from flac2all.model import DaskOptions, DisplayOptions, MasterOptions, default_threads
 from tests.conftest import decodes, make_flac, read_log, run_flac2all, stream
 
 
@@ -195,7 +195,8 @@ def test_input_inside_outdir_and_same_folder_modes(tmp_path):
 @pytest.mark.slow
 def test_threads_bounds_the_encoders_running(tmp_path, fake_bin):
     root = tmp_path / "in"
-    for i in range(6):
+    files = max(6, default_threads() + 1)
+    for i in range(files):
         make_flac(root / f"{i}.flac", seconds=0.2)
     running = tmp_path / "running"
     running.mkdir()
@@ -211,13 +212,15 @@ rm {running}/$$
 exec {real} "$@"
 """,
     )
-    for threads in (1, 3):
+    # Without -t: one or two more than the CPUs, to fill the gaps between files.
+    for threads, option in ((1, ["-t", "1"]), (3, ["-t", "3"]), (default_threads(), [])):
         seen.unlink(missing_ok=True)
-        run = run_flac2all("opus", "-f", "-t", str(threads), "-o", tmp_path / "out", root, path_prefix=path)
+        run = run_flac2all("opus", "-f", *option, "-o", tmp_path / "out", root, path_prefix=path)
         assert run.returncode == 0, run.stdout + run.stderr
         counts = [int(x) for x in seen.read_text().split()]
-        assert len(counts) == 6
+        assert len(counts) == files
         assert max(counts) == threads
+    assert default_threads() > (os.cpu_count() or 1)
 
 
 @pytest.mark.slow
@@ -519,7 +522,7 @@ def test_the_option_table_is_what_profiles_and_suggestions_read():
     keys = config.profile_keys(parser.options)
     assert {"modes", "input", "outdir", "id3v2.3", "lame-options", "art-max-size", "threads"} <= set(keys)
     assert not {"profile", "config", "cluster-keygen", "worker", "help", "version"} & set(keys)
-    assert keys["threads"].default == os.cpu_count() and keys["nodirs"].choices == ("d", "m")
+    assert keys["threads"].default == default_threads() and keys["nodirs"].choices == ("d", "m")
     # An option added behind the table's back is neither a key nor suggested.
     parser.add_argument("--sneaky")
     assert "sneaky" not in config.profile_keys(parser.options)
