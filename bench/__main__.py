@@ -478,7 +478,7 @@ def case_short(args) -> list[str]:
         cpus,
         [encoder_cpu(sample, modes, decoder_only=True) * args.short_count / len(sample) for _ in range(3)],
         modes,
-        walls,
+        rounds,
     )
     # The no-op re-run over what was just converted, both tools.
     noop: dict[str, list[float | None]] = {ORIGINAL: [], OURS: []}
@@ -565,15 +565,18 @@ def case_own(args) -> list[str]:
     return rows
 
 
-def floor_rows(encoders: list[float], decoder: list[float], modes: str, walls: Walls) -> list[str]:
+def floor_rows(encoders: list[float], decoder: list[float], modes: str, rounds: Rounds) -> list[str]:
     """The least wall any tool could take that decodes each source once and
     verifies it: the pipelines' CPU with one decode a source, at full cores,
-    nothing else; against the original's median wall."""
+    nothing else; against the original's median wall, and each of our runs
+    against the floor timed right after it (the machine's speed drifts by
+    tens of percent between runs here: a round's own floor follows it)."""
     if not encoders or not decoder:
         return []
-    once = statistics.median(encoders) - (len(modes.split(",")) - 1) * statistics.median(decoder)
+    extra_decodes = (len(modes.split(",")) - 1) * statistics.median(decoder)
+    once = statistics.median(encoders) - extra_decodes
     floor = once / CORES
-    original_wall = median_or_none(walls[ORIGINAL])
+    original_wall = median_or_none(rounds.walls[ORIGINAL])
     rows = [
         "",
         f"Floor: the decoder alone {stats(decoder)} CPU s (the same sample, scaled); the pipelines decoding each "
@@ -581,6 +584,15 @@ def floor_rows(encoders: list[float], decoder: list[float], modes: str, walls: W
     ]
     if original_wall:
         rows[-1] += f", {floor / original_wall:.3f} of the original's median wall"
+    ours = [w for w in rounds.walls[OURS] if isinstance(w, float)]
+    per_round = [w / ((c - extra_decodes) / CORES) for w, c in zip(ours, rounds.probed[OURS], strict=True)]
+    if per_round:
+        rows += [
+            "",
+            f"This flac2all's wall / the floor timed right after it, per round: median {stats(per_round)} "
+            f"(rounds {', '.join(f'{r:.3f}' for r in per_round)}); of the medians: "
+            f"{statistics.median(ours) / floor:.3f}",
+        ]
     return rows
 
 
