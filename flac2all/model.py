@@ -305,6 +305,10 @@ class WatchOptions:
     rescan_every: float = 3600.0  # seconds between rescans (what events miss)
 
 
+# --plan-json -: the plan on standard output (and what the run prints there on standard error).
+STDOUT = Path("-")
+
+
 @dataclass(frozen=True)
 class Request:
     """One run as the command line (or a profile under it) asks for it,
@@ -316,7 +320,7 @@ class Request:
     executor: MasterOptions | DaskOptions | None = None
     display: DisplayOptions = DisplayOptions()
     dry_run: bool = False
-    plan_json: Path | None = None
+    plan_json: Path | None = None  # or STDOUT
     profile: str | None = None  # the profile's name; None: the command line alone
     notes: tuple[str, ...] = ()  # about its modes, shown before it runs
     on_done: str | None = None  # the --on-done command

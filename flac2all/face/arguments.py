@@ -155,7 +155,12 @@ def build_parser() -> Parser:
     )
     add_selection_options(p)
     p.option("--dry-run", action="store_true", help="print what would be done, per action, and change nothing")
-    p.option("--plan-json", metavar="FILE", help="write the plan (every task and its action) to FILE as JSON")
+    p.option(
+        "--plan-json",
+        metavar="FILE",
+        help="write the plan (every task and its action) to FILE as JSON; '-': to standard output, "
+        "and what the run prints there goes to standard error",
+    )
     cluster = p.group("cluster mode (workers: flac2all_worker MASTER_HOST)")
     cluster.option(
         "-m",

@@ -22,7 +22,7 @@ from flac2all.face.arguments import build_parser
 from flac2all.face.live import RichDisplay
 from flac2all.face.progress import make_display
 from flac2all.lines import shown
-from flac2all.model import DaskOptions, MasterOptions, Request
+from flac2all.model import STDOUT, DaskOptions, MasterOptions, Request
 from flac2all.running import engine
 
 
@@ -161,7 +161,16 @@ def run_one(request: Request, stop: StopOnSignal, batch: bool = False) -> hooks.
     """One run (of a profile, or of the command line alone) to its outcome;
     its errors are printed, not raised, so that the next profile runs.
     ``batch``: a watch batch, the same run without a display, its log
-    appended; the watcher says what it did and what it refused."""
+    appended; the watcher says what it did and what it refused. Under
+    ``--plan-json -`` standard output holds the plan alone: what the run
+    prints there (listing, display, summary) goes to stderr, as tar's
+    listing does when its archive is '-'."""
+    aside = contextlib.redirect_stdout(sys.stderr) if request.plan_json == STDOUT else contextlib.nullcontext()
+    with aside:
+        return run_request(request, stop, batch)
+
+
+def run_request(request: Request, stop: StopOnSignal, batch: bool) -> hooks.Outcome:
     settings = request.settings
     outcome = hooks.Outcome(request.profile, settings, request.on_done)
     try:

@@ -381,7 +381,7 @@ def checked(option: Option, value: Any, base: Path) -> Any:
         raise ValueError("must be a string")
     if option.choices is not None and value not in option.choices:
         raise ValueError(f"must be one of: {', '.join(map(str, option.choices))}")
-    if option.dest in PATH_DESTS:
+    if option.dest in PATH_DESTS and value != "-":  # ("-": standard output, --plan-json)
         value = os.fspath(base / Path(value).expanduser())
     for family in codecs.OPTION_FAMILIES.values():
         if option.dest == family.dest:

@@ -31,7 +31,7 @@ from flac2all.errors import ExitStatus, TaskError, UsageError, describe_oserror
 from flac2all.executors import Executor
 from flac2all.executors.local import LocalPool
 from flac2all.face.console import Display, Guarded, Silent
-from flac2all.model import Layout, Lossy, Names, Settings
+from flac2all.model import STDOUT, Layout, Lossy, Names, Settings
 from flac2all.planning import discovery, layouts, plan, planned
 from flac2all.planning.flow import Flow, FolderPlan, Folders, Head, Whole, has_rows, stream_after, streamable
 from flac2all.planning.mirror import Mirror
@@ -177,6 +177,13 @@ def write_plan_json(path: Path, the_plan: planned.Plan, outdir: Path) -> None:
     (``/dev/stdout``) is written through as a shell's '>' would; in OUTDIR,
     which others may write, a link is replaced, never followed."""
     text = json.dumps(the_plan.as_json(), indent=1, ensure_ascii=False) + "\n"
+    if path == STDOUT:  # descriptor 1 itself: the face sends its own printing to stderr
+        try:
+            with open(1, "w", errors="surrogateescape", closefd=False) as out:
+                out.write(text)
+        except OSError as exc:
+            raise UsageError(f"cannot write the plan to standard output: {describe_oserror(exc)}") from None
+        return
     planted = path.is_symlink() and path.absolute().is_relative_to(outdir)
     try:
         if not planted and (path.is_symlink() or (path.exists() and not path.is_file())):

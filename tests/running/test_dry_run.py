@@ -20,9 +20,9 @@ from flac2all.planning import plan
 from flac2all.planning.discovery import discover
 from flac2all.planning.flow import Flow, FolderPlan, Whole, unreadable
 from flac2all.running.listing import Listing
-from tests.conftest import make_flac, read_log
+from tests.conftest import make_flac, read_log, run_flac2all
 from tests.planning.tree import make_tree
-from tests.running.folders import listing, one_line_error, run, unmount
+from tests.running.folders import MODES, listing, one_line_error, run, unmount
 
 
 def test_a_dry_run_writes_nothing_in_outdir(lib, mirrored, spy, tmp_path):
@@ -31,6 +31,23 @@ def test_a_dry_run_writes_nothing_in_outdir(lib, mirrored, spy, tmp_path):
     dry, started = run(lib, mirrored, spy, "--dry-run", "--delete", "--plan-json", tmp_path / "plan.json")
     assert dry.returncode == 0 and "encode  2" in dry.stdout and started == []
     assert listing(mirrored) == before  # no -wal, no -shm, no lock, no log
+
+
+def test_plan_json_dash_is_standard_output_and_the_run_prints_to_stderr(lib, mirrored, spy, tmp_path):
+    make_flac(lib / "C" / "new.flac", seconds=0.1)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    argv = [MODES, "-o", mirrored, "--plan-json", "-", lib]
+    dry = run_flac2all(*argv[:-1], "--dry-run", lib, path_prefix=spy[0], cwd=work)
+    plan = json.loads(dry.stdout)
+    assert dry.returncode == 0 and plan["counts"]["encode"] == 2 and "encode  2" in dry.stderr
+    assert sorted(e["output"] for e in plan["actions"]["encode"]) == [
+        str(mirrored / m / "C" / f"new.{m}") for m in ("mp3", "opus")
+    ]
+    # A run, its summary on stderr: the same plan, then the work done.
+    done = run_flac2all(*argv, path_prefix=spy[0], cwd=work)
+    assert done.returncode == 0 and json.loads(done.stdout) == plan and "Tasks by action: 2 encoded" in done.stderr
+    assert (mirrored / "opus" / "C" / "new.opus").is_file() and list(work.iterdir()) == []
 
 
 def test_a_dry_run_names_paths_below_the_folders_its_heading_names(lib, mirrored, spy):
