@@ -245,20 +245,30 @@ class Rounds:
         self.walls: Walls = {name: [] for name in names}
         self.busy: dict[str, list[float]] = {name: [] for name in names}  # CPU used / (wall x cores)
         self.probed: dict[str, list[float]] = {name: [] for name in names}  # probe() right after the run
+        self.own: list[float] = []  # this flac2all's process alone, when side_by_side(own=True)
         # CPU seconds the tool and everything it started used: less sensitive
         # than the wall to other load on a shared machine.
         self.cpu: dict[str, list[float]] = {name: [] for name in names}
 
 
 def side_by_side(
-    src: Path, modes: str, repeat: int, timeout: float, work: Path, probe: Callable[[], float] | None = None
+    src: Path,
+    modes: str,
+    repeat: int,
+    timeout: float,
+    work: Path,
+    probe: Callable[[], float] | None = None,
+    own: bool = False,
 ) -> Rounds:
     """Full conversions of ``src``, alternating the tools; ``probe`` (for
     example the encoders' CPU on a sample) is measured right after each
-    complete run, so that the machine's drift hits both alike."""
+    complete run, so that the machine's drift hits both alike. ``own``:
+    this flac2all runs through OWN_CPU, which tells its process's own CPU
+    apart from its encoders' (``Rounds.own``)."""
+    report = work / "own-cpu.json"
     tools = {
         ORIGINAL: original(),
-        OURS: FLAC2ALL,
+        OURS: [sys.executable, "-c", OWN_CPU, str(report)] if own else FLAC2ALL,
         PER_MODE: [*FLAC2ALL, "--decode-per-mode"],
         **{name: with_pythonpath(FLAC2ALL, folder) for name, folder in BASELINES.items()},
     }
@@ -272,6 +282,8 @@ def side_by_side(
             if cpu and isinstance(wall, float):
                 rounds.busy[name].append(cpu[0] / (wall * CORES))
                 rounds.cpu[name].append(cpu[0])
+                if own and name == OURS:
+                    rounds.own.append(sum(json.loads(report.read_text())))
                 if probe is not None:
                     rounds.probed[name].append(probe())
     return rounds
@@ -456,7 +468,7 @@ def case_short(args) -> list[str]:
     def encoders_cpu() -> float:
         return encoder_cpu(sample, modes) * args.short_count / len(sample)
 
-    rounds = side_by_side(src, modes, args.repeat, args.timeout, src.parent / "short-work", encoders_cpu)
+    rounds = side_by_side(src, modes, args.repeat, args.timeout, src.parent / "short-work", encoders_cpu, own=True)
     walls = rounds.walls
     cpus = [c for values in rounds.probed.values() for c in values]
     rows = [
@@ -592,6 +604,18 @@ def floor_rows(encoders: list[float], decoder: list[float], modes: str, rounds: 
             f"This flac2all's wall / the floor timed right after it, per round: median {stats(per_round)} "
             f"(rounds {', '.join(f'{r:.3f}' for r in per_round)}); of the medians: "
             f"{statistics.median(ours) / floor:.3f}",
+        ]
+    # The same floor from the run itself: its decoders' and encoders' CPU
+    # (the run's CPU less the flac2all process's own) over the cores, at the
+    # machine's speed of that very run.
+    spent = zip(ours, rounds.cpu[OURS], rounds.own, strict=True) if rounds.own else ()
+    within = [w / ((c - mine) / CORES) for w, c, mine in spent]
+    if within:
+        rows += [
+            "",
+            f"This flac2all's wall / its own run's decoders' and encoders' CPU over the cores (the run's CPU less "
+            f"its process's own, {stats(rounds.own)} CPU s), per round: median {stats(within)} "
+            f"(rounds {', '.join(f'{r:.3f}' for r in within)})",
         ]
     return rows
 
