@@ -103,7 +103,9 @@ case "${1:-}" in
         system_packages if-missing test
         python_package all
         shift
-        "$VENV/bin/python" -m pytest "$@"
+        # One test process per CPU (pytest-xdist): the tests wait on encoders
+        # and real processes; -n 0 after the command runs them in this one.
+        "$VENV/bin/python" -m pytest -n auto "$@"
         ;;
     *)
         echo "usage: $0 demo|test|install" >&2
