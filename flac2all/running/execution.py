@@ -83,6 +83,9 @@ class Run:
         # The Opus modes whose outputs an earlier run tagged under another --opus-gain: retagged at the end
         self.opus_modes = gain.header_modes(settings.modes) if self.opus_gain_changed() else set()
         self.written: set[str] = set()  # the Opus outputs written by this run (under its --opus-gain)
+        # The output folders of tasks that failed or were cut short: removed
+        # at the run's end if that left them empty (no slot stages there then).
+        self.unfinished: set[Path] = set()
 
     def execute(self, flow: Flow, first: FolderPlan, executor: Executor) -> None:
         """``first`` (the whole plan, or a first window of folders) taken
@@ -125,9 +128,20 @@ class Run:
             if self.report.halted_by is not None:
                 for task in self.pending.values():
                     self.report.add_not_started(task)
-                self.pending.clear()
         finally:
             self.ended(executor)
+            self.tidy()
+
+    def tidy(self) -> None:
+        """Remove the output folders this run made for outputs it did not
+        finish (a failure, a stop, a full disk) and left empty, and their
+        parents while empty: a failed or interrupted album leaves no empty
+        folder behind."""
+        self.unfinished.update(task.output.parent for task in self.pending.values())
+        self.pending.clear()
+        for folder in sorted(self.unfinished, reverse=True):
+            outputs.remove_empty_folders(folder, self.settings.outdir)
+        self.unfinished.clear()
 
     def ended(self, executor: Executor) -> None:
         """The display closed; for the summary, the hosts that got no work
@@ -332,6 +346,8 @@ class Run:
             if task.action is Action.MOVE and task.previous is not None and result.status is Status.SUCCESS:
                 self.left(task.previous)
         self.pending.pop((task.source, task.mode, task.output), None)
+        if result.status is Status.FAILED and task.action in MAKES:
+            self.unfinished.add(task.output.parent)
         if result.cause == DISK_FULL and report.halted_by is None:
             report.halted_by = result.message
             self.halt.set()  # finish or drop what runs, start nothing more
@@ -340,6 +356,7 @@ class Run:
 
 
 WRITES = (Action.ENCODE, Action.RETAG, Action.MOVE)  # the actions that write an output's tags
+MAKES = (Action.ENCODE, Action.CONVERT, Action.COPY)  # the actions that make an output where there was none
 # The state's meta key of the --opus-gain its Opus outputs were tagged under.
 OPUS_GAIN_KEY = "opus_gain"
 # The state's meta key of the --album-by of the last album step that judged

@@ -51,6 +51,7 @@ exit 1
     # The other mode was not disturbed.
     assert all(decodes(Path(r["outfile"])) for r in rows if r["format"] == "opus")
     assert temp_files(out) == []
+    assert not (out / "mp3").exists()  # no empty folder is left where every output failed
     # and the next run retries the failed ones (nothing half-written was kept).
     again = run_flac2all("mp3", "-o", out, two_files)
     assert again.returncode == 0

@@ -97,6 +97,7 @@ def test_interrupt_stops_encoders_removes_temps_writes_log(four_files, tmp_path,
     assert all(r["format"] == "vorbis" and r["conversion_status"] == "SUCCESS" for r in rows)
     assert_nothing_partial(out, four_files)
     assert not list(out.rglob("*.opus"))  # every opus task was interrupted
+    assert not (out / "opus").exists()  # and the folder made for them, left empty, is gone
     for marker in markers.iterdir():
         assert not alive(int(marker.name))
     # The rerun, with the real encoder, completes everything.
