@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import resource
@@ -276,6 +277,7 @@ def side_by_side(
     for _ in range(repeat):
         for name, argv in tools.items():
             out = fresh(work / "out")
+            report.unlink(missing_ok=True)  # a run killed before its exit writes none: no figure, not the last one
             cpu: list[float] = []
             wall = run_wall([*argv, modes, *ORIGINAL_DEFAULTS, "-o", str(out), str(src)], timeout, cpu=cpu)
             rounds.walls[name].append(wall)
@@ -283,7 +285,7 @@ def side_by_side(
                 rounds.busy[name].append(cpu[0] / (wall * CORES))
                 rounds.cpu[name].append(cpu[0])
                 if own and name == OURS:
-                    rounds.own.append(sum(json.loads(report.read_text())))
+                    rounds.own.append(sum(json.loads(report.read_text())) if report.exists() else math.nan)
                 if probe is not None:
                     rounds.probed[name].append(probe())
     return rounds
@@ -609,12 +611,13 @@ def floor_rows(encoders: list[float], decoder: list[float], modes: str, rounds: 
     # (the run's CPU less the flac2all process's own) over the cores, at the
     # machine's speed of that very run.
     spent = zip(ours, rounds.cpu[OURS], rounds.own, strict=True) if rounds.own else ()
-    within = [w / ((c - mine) / CORES) for w, c, mine in spent]
+    within = [w / ((c - mine) / CORES) for w, c, mine in spent if math.isfinite(mine)]
     if within:
         rows += [
             "",
             f"This flac2all's wall / its own run's decoders' and encoders' CPU over the cores (the run's CPU less "
-            f"its process's own, {stats(rounds.own)} CPU s), per round: median {stats(within)} "
+            f"its process's own, {stats([m for m in rounds.own if math.isfinite(m)])} CPU s), "
+            f"per round: median {stats(within)} "
             f"(rounds {', '.join(f'{r:.3f}' for r in within)})",
         ]
     return rows

@@ -28,8 +28,10 @@ def default_threads() -> int:
     core idle (its programs starting, its outputs checked and tagged): on
     files of a second, 5-6% of the cores with one slot a core, under 3%
     with one more (BENCHMARKS.md, "Many short files"); on long files it
-    makes no difference."""
-    cpus = os.cpu_count() or 1
+    makes no difference. The CPUs this process may use, where the system
+    says (taskset, cpusets), not all the machine's."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
     return cpus + (1 if cpus <= 2 else 2)
 
 

@@ -1,5 +1,5 @@
 """What the master says about worker processes, said once per host: a
-node's processes (one per core) join, and pass or fail their health check,
+node's processes (one per slot) join, and pass or fail their health check,
 within a moment of each other, and one line with their count
 (``node1 (16 processes)``) reads better than sixteen alike."""
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from flac2all import __version__, tools
 from flac2all.cluster import keys as cluster_keys
 from flac2all.cluster import worker_config
+from flac2all.cluster.auth import MAX_PER_ADDRESS
 from flac2all.cluster.diagnose import resolves
 from flac2all.cluster.paths import PathMaps
 from flac2all.cluster.worker import WorkerProcess, say
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-t",
         "--threads",
         type=thread_count,
-        default=default_threads(),
+        default=min(default_threads(), MAX_PER_ADDRESS),  # (a master takes that many connections a host)
         metavar="N",
         help="worker processes, one job each: a file's modes run side by side from one decoder "
         "(default: the CPU count and one or two more, as flac2all -t)",

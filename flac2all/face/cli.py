@@ -116,9 +116,21 @@ def main(argv: list[str] | None = None, early: EarlySignals | None = None) -> in
         # Every run's options, checked before any of them starts.
         requests = [config.request_from(name, args) for name, args in config.runs(parser.options, given)]
         config.check_shared_outdirs(requests)
+        plan_out = [r for r in requests if r.plan_json == STDOUT]
+        if len(plan_out) > 1:
+            raise UsageError("--plan-json -: only one run can write its plan to standard output")
     except Flac2allError as exc:
         print(f"flac2all: error: {shown(str(exc))}", file=sys.stderr)
         return exc.exit_status
+    # Under --plan-json -, standard output holds the plan alone: what the
+    # command prints there (listings, display, summaries, a hook's output)
+    # goes to stderr, as tar's listing does when its archive is '-'.
+    with contextlib.redirect_stdout(sys.stderr) if plan_out else contextlib.nullcontext():
+        return run_all(requests, early, hook_output=2 if plan_out else None)
+
+
+def run_all(requests: list[Request], early: EarlySignals | None, hook_output: int | None) -> int:
+    """The runs the command asked for, then their hooks, then the watch."""
     logging.basicConfig(
         level=logging.DEBUG if any(r.verbose for r in requests) else logging.WARNING,
         format="%(levelname)s: %(message)s",
@@ -138,15 +150,13 @@ def main(argv: list[str] | None = None, early: EarlySignals | None = None) -> in
     for request in requests:
         if stop.is_set():
             break
-        if request.profile is not None and not request.display.quiet:
-            emit(f"profile {request.profile}: {hooks.describe(request.settings)}")
         outcome = run_one(request, stop)
         refused[id(request)] = outcome.error
         status = max(status, outcome.exit_status)
         if request.on_done and not request.dry_run:
             outcomes.append(outcome)
     for command, done_runs in hooks.by_command(outcomes if not stop.is_set() else []).items():
-        problem = hooks.on_done(command, done_runs, stop)
+        problem = hooks.on_done(command, done_runs, stop, hook_output)
         if problem:
             print(f"flac2all: error: {shown(problem)}", file=sys.stderr)
             status = max(status, ExitStatus.FAILURES)
@@ -161,16 +171,9 @@ def run_one(request: Request, stop: StopOnSignal, batch: bool = False) -> hooks.
     """One run (of a profile, or of the command line alone) to its outcome;
     its errors are printed, not raised, so that the next profile runs.
     ``batch``: a watch batch, the same run without a display, its log
-    appended; the watcher says what it did and what it refused. Under
-    ``--plan-json -`` standard output holds the plan alone: what the run
-    prints there (listing, display, summary) goes to stderr, as tar's
-    listing does when its archive is '-'."""
-    aside = contextlib.redirect_stdout(sys.stderr) if request.plan_json == STDOUT else contextlib.nullcontext()
-    with aside:
-        return run_request(request, stop, batch)
-
-
-def run_request(request: Request, stop: StopOnSignal, batch: bool) -> hooks.Outcome:
+    appended; the watcher says what it did and what it refused."""
+    if request.profile is not None and not request.display.quiet and not batch:
+        emit(f"profile {request.profile}: {hooks.describe(request.settings)}")
     settings = request.settings
     outcome = hooks.Outcome(request.profile, settings, request.on_done)
     try:

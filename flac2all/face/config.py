@@ -32,6 +32,7 @@ from flac2all.errors import TaskError, UsageError
 from flac2all.face.usage import Option, Parser, defaults
 from flac2all.face.values import command, path_limit, positive_float, positive_int, seconds, thread_count
 from flac2all.model import (
+    STDOUT,
     AlbumBy,
     DaskOptions,
     DisplayOptions,
@@ -182,6 +183,13 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
     return settings, notes
 
 
+def plan_path(text: str | Path) -> Path:
+    """--plan-json's FILE: '-' is standard output (STDOUT); any other
+    spelling of a file named '-' (``./-``) is that file."""
+    path = Path(text)
+    return path.absolute() if path == STDOUT and os.fspath(text) != "-" else path
+
+
 def request_from(name: str | None, args: argparse.Namespace) -> Request:
     """The Request of one run (the command line alone, or profile ``name``
     merged with it): what runs below the face is given, as data."""
@@ -191,7 +199,7 @@ def request_from(name: str | None, args: argparse.Namespace) -> Request:
         executor=executor_from(args),
         display=DisplayOptions(dashboard=args.curses, quiet=args.quiet),
         dry_run=args.dry_run,
-        plan_json=Path(args.plan_json) if args.plan_json else None,
+        plan_json=plan_path(args.plan_json) if args.plan_json else None,
         profile=name,
         notes=tuple(notes),
         on_done=args.on_done,

@@ -89,14 +89,17 @@ def payload(outcomes: list[Outcome]) -> dict:
     }
 
 
-def on_done(command: str, outcomes: list[Outcome], stop: threading.Event | None = None) -> str | None:
-    """Run ``command`` with the runs' summary on stdin; a sentence saying
-    what went wrong, or None."""
+def on_done(
+    command: str, outcomes: list[Outcome], stop: threading.Event | None = None, stdout: int | None = None
+) -> str | None:
+    """Run ``command`` with the runs' summary on stdin (``stdout``: the
+    descriptor its output goes to, else ours); a sentence saying what went
+    wrong, or None."""
     # '~' is the user's home, as a shell would have it (no shell runs it).
     argv = [os.path.expanduser(word) if word.startswith("~") else word for word in shlex.split(command)]
     data = json.dumps(payload(outcomes), indent=1, ensure_ascii=False).encode("utf-8", "surrogateescape") + b"\n"
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, start_new_session=True)
     except OSError as exc:
         return f"--on-done {argv[0]}: cannot run it: {exc.strerror or exc}"
     deadline = time.monotonic() + HOOK_TIMEOUT

@@ -83,9 +83,11 @@ class Run:
         # The Opus modes whose outputs an earlier run tagged under another --opus-gain: retagged at the end
         self.opus_modes = gain.header_modes(settings.modes) if self.opus_gain_changed() else set()
         self.written: set[str] = set()  # the Opus outputs written by this run (under its --opus-gain)
-        # The output folders of tasks that failed or were cut short: removed
-        # at the run's end if that left them empty (no slot stages there then).
+        # The output folders of tasks that failed, and the tasks started and
+        # not finished: their folders are removed at the run's end if that
+        # left them empty (Run.tidy).
         self.unfinished: set[Path] = set()
+        self.running: dict[tuple[Path, str, Path], Task] = {}
 
     def execute(self, flow: Flow, first: FolderPlan, executor: Executor) -> None:
         """``first`` (the whole plan, or a first window of folders) taken
@@ -107,7 +109,7 @@ class Run:
                     lambda written: outputs.remove_stale_temps(written, settings.outdir),
                 )
                 jobs = itertools.chain(first.jobs, later)
-                executor.run(jobs, settings, self.display.started, self.record, self.halt)
+                executor.run(jobs, settings, self.started, self.record, self.halt)
             finally:
                 planning.set()
                 try:
@@ -128,20 +130,28 @@ class Run:
             if self.report.halted_by is not None:
                 for task in self.pending.values():
                     self.report.add_not_started(task)
+                self.pending.clear()
         finally:
             self.ended(executor)
-            self.tidy()
+            self.tidy(executor.needs_local_encoders)
 
-    def tidy(self) -> None:
-        """Remove the output folders this run made for outputs it did not
-        finish (a failure, a stop, a full disk) and left empty, and their
+    def started(self, task: Task) -> None:
+        self.running[task.source, task.mode, task.output] = task
+        self.display.started(task)
+
+    def tidy(self, all_ended: bool) -> None:
+        """Remove the output folders of outputs this run did not finish (a
+        failure, a stop, a full disk) where that left them empty, and their
         parents while empty: a failed or interrupted album leaves no empty
-        folder behind."""
-        self.unfinished.update(task.output.parent for task in self.pending.values())
-        self.pending.clear()
-        for folder in sorted(self.unfinished, reverse=True):
+        folder. ``all_ended``: nothing runs any more (this machine's
+        slots); else (a cluster's or Dask's workers, which a stop may leave
+        running a while) the folders of tasks still out are left alone."""
+        out = {task.output.parent for task in self.running.values()}
+        folders = self.unfinished | out if all_ended else self.unfinished - out
+        for folder in sorted(folders, reverse=True):
             outputs.remove_empty_folders(folder, self.settings.outdir)
         self.unfinished.clear()
+        self.running.clear()
 
     def ended(self, executor: Executor) -> None:
         """The display closed; for the summary, the hosts that got no work
@@ -346,6 +356,7 @@ class Run:
             if task.action is Action.MOVE and task.previous is not None and result.status is Status.SUCCESS:
                 self.left(task.previous)
         self.pending.pop((task.source, task.mode, task.output), None)
+        self.running.pop((task.source, task.mode, task.output), None)
         if result.status is Status.FAILED and task.action in MAKES:
             self.unfinished.add(task.output.parent)
         if result.cause == DISK_FULL and report.halted_by is None:

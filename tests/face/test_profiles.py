@@ -328,7 +328,9 @@ def test_replaygain_is_a_profile_key_and_without_a_meter_stops_before_any_work(l
         assert run.returncode == 0, run.stderr
         assert "TXXX:REPLAYGAIN_TRACK_GAIN" in ID3(tmp_path / "built" / "mp3" / "a.mp3")
     # a copy of the package without its built C loop, first on the path
-    shutil.copytree(Path(flac2all.__file__).parent, hidden / "flac2all", ignore=shutil.ignore_patterns("*.so"))
+    shutil.copytree(
+        Path(flac2all.__file__).parent, hidden / "flac2all", ignore=shutil.ignore_patterns("*.so", "__pycache__")
+    )
     run = run_flac2all("mp3", "--replaygain", "compute", "-o", tmp_path / "out", library)
     assert run.returncode == 2
     assert "install flac2all[loudness]" in run.stderr

@@ -44,10 +44,15 @@ def test_plan_json_dash_is_standard_output_and_the_run_prints_to_stderr(lib, mir
     assert sorted(e["output"] for e in plan["actions"]["encode"]) == [
         str(mirrored / m / "C" / f"new.{m}") for m in ("mp3", "opus")
     ]
-    # A run, its summary on stderr: the same plan, then the work done.
-    done = run_flac2all(*argv, path_prefix=spy[0], cwd=work)
-    assert done.returncode == 0 and json.loads(done.stdout) == plan and "Tasks by action: 2 encoded" in done.stderr
+    # A run, its summary and its hook's output on stderr: the same plan, then the work done.
+    done = run_flac2all(*argv[:-1], "--on-done", "echo hook said", lib, path_prefix=spy[0], cwd=work)
+    assert done.returncode == 0 and json.loads(done.stdout) == plan, done.stdout
+    assert "Tasks by action: 2 encoded" in done.stderr and "hook said" in done.stderr
     assert (mirrored / "opus" / "C" / "new.opus").is_file() and list(work.iterdir()) == []
+    # ./- is a file of that name.
+    named = run_flac2all(MODES, "-o", mirrored, "--dry-run", "--plan-json", "./-", lib, path_prefix=spy[0], cwd=work)
+    assert named.returncode == 0 and "skip    10" in named.stdout
+    assert json.loads((work / "-").read_text())["counts"]["skip"] == 10
 
 
 def test_a_dry_run_names_paths_below_the_folders_its_heading_names(lib, mirrored, spy):
