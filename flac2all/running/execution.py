@@ -370,10 +370,9 @@ WRITES = (Action.ENCODE, Action.RETAG, Action.MOVE)  # the actions that write an
 MAKES = (Action.ENCODE, Action.CONVERT, Action.COPY)  # the actions that make an output where there was none
 # The state's meta key of the --opus-gain its Opus outputs were tagged under.
 OPUS_GAIN_KEY = "opus_gain"
-# The state's meta key of the --album-by of the last album step that judged
-# every album (none: folder, the only way before the option), and what the
-# album tags of every output are taken to be once it changed (none that
-# this run's can be).
+# The state's meta key of the --album-by every album was last judged by
+# (none: folder, the only way before the option); a change marks every album
+# to be judged again (state_gains.STALE).
 ALBUM_BY_KEY = "album_by"
 # Skips shown at once (a no-op re-run has millions).
 SKIPS_SHOWN = 10000
