@@ -64,6 +64,14 @@ def remember(state: State, result: TaskResult, the_plan: planned.Plan | None = N
         state.put_loudness(task.source, result.facts.audio_md5, result.loudness)
 
 
+Key = tuple[Path, str, Path]
+
+
+def key(task: Task) -> Key:
+    """A task among those handed out or running: its source, mode and output."""
+    return task.source, task.mode, task.output
+
+
 class Run:
     """The executing part of a run: the flow's folder plans, and the
     results of their jobs, go to the report, the state and the display as
@@ -77,7 +85,7 @@ class Run:
         self.reserved = 0
         # The tasks handed out and not done yet: those a halt leaves are
         # logged as not started (Report.add_not_started).
-        self.pending: dict[tuple[Path, str, Path], Task] = {}
+        self.pending: dict[Key, Task] = {}
         self.processes = ProcessGroup()  # the jobs done here start none, but the runner asks
         self.albums = albums.Albums() if settings.replaygain.measures else None
         # The Opus modes whose outputs an earlier run tagged under another --opus-gain: retagged at the end
@@ -87,7 +95,7 @@ class Run:
         # not finished: their folders are removed at the run's end if that
         # left them empty (Run.tidy).
         self.unfinished: set[Path] = set()
-        self.running: dict[tuple[Path, str, Path], Task] = {}
+        self.running: dict[Key, Task] = {}
 
     def execute(self, flow: Flow, first: FolderPlan, executor: Executor) -> None:
         """``first`` (the whole plan, or a first window of folders) taken
@@ -136,7 +144,7 @@ class Run:
             self.tidy(executor.needs_local_encoders)
 
     def started(self, task: Task) -> None:
-        self.running[task.source, task.mode, task.output] = task
+        self.running[key(task)] = task
         self.display.started(task)
 
     def tidy(self, all_ended: bool) -> None:
@@ -326,7 +334,7 @@ class Run:
         a library, on a disk that filled early, is not kept in memory)."""
         for task in job.tasks:
             if runs:
-                self.pending[task.source, task.mode, task.output] = task
+                self.pending[key(task)] = task
             elif self.report.halted_by is not None:
                 self.report.add_not_started(task)
 
@@ -355,8 +363,8 @@ class Run:
             self.albums.add(result)
             if task.action is Action.MOVE and task.previous is not None and result.status is Status.SUCCESS:
                 self.left(task.previous)
-        self.pending.pop((task.source, task.mode, task.output), None)
-        self.running.pop((task.source, task.mode, task.output), None)
+        self.pending.pop(key(task), None)
+        self.running.pop(key(task), None)
         if result.status is Status.FAILED and task.action in MAKES:
             self.unfinished.add(task.output.parent)
         if result.cause == DISK_FULL and report.halted_by is None:
