@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None, early: EarlySignals | None = None) -> in
     """The command; ``early``: the signals caught since the process started
     (``flac2all.__main__`` installs their handlers before importing this)."""
     argv = sys.argv[1:] if argv is None else argv
-    console.standard_streams()
+    closed = console.standard_streams()
     parser = build_parser()
     given = parser.parse_given(argv)  # the one parse: what the command line gives
     if getattr(given, "cluster_keygen", None) is not None:
@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None, early: EarlySignals | None = None) -> in
         plan_out = [r for r in requests if r.plan_json == STDOUT]
         if len(plan_out) > 1:
             raise UsageError("--plan-json -: only one run can write its plan to standard output")
+        if plan_out and 1 in closed:  # the plan would go to /dev/null, put there in its place
+            raise UsageError("--plan-json -: standard output is closed; name a file for the plan")
     except Flac2allError as exc:
         print(f"flac2all: error: {shown(str(exc))}", file=sys.stderr)
         return exc.exit_status

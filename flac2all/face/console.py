@@ -65,20 +65,24 @@ def silence(fd: int) -> None:
         os.close(null)
 
 
-def standard_streams() -> None:
+def standard_streams() -> set[int]:
     """Standard streams our caller closed (``1>&-`` in a script): /dev/null
     in their place, so that no file we open takes their number, and
-    nothing we print fails (Python has left them None)."""
+    nothing we print fails (Python has left them None). Returns the
+    descriptors that were closed."""
+    closed = set()
     for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
         try:
             os.fstat(fd)
         except OSError:
+            closed.add(fd)
             null = os.open(os.devnull, os.O_RDWR)
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 (the interpreter's, for good)
+    return closed
 
 
 class Guarded:
