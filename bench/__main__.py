@@ -204,6 +204,8 @@ def fresh(path: Path) -> Path:
 ORIGINAL = "flac2all 5.4"
 OURS = "this flac2all"
 PER_MODE = "this flac2all --decode-per-mode"
+# bench/bare.py: the least an orchestrator of processes adds (short files only).
+BARE = "bare pipelines: xargs, bash and tee (no check, tag or staging)"
 BASELINES: dict[str, Path] = {}
 
 
@@ -260,18 +262,21 @@ def side_by_side(
     work: Path,
     probe: Callable[[], float] | None = None,
     own: bool = False,
+    bare: bool = False,
 ) -> Rounds:
     """Full conversions of ``src``, alternating the tools; ``probe`` (for
     example the encoders' CPU on a sample) is measured right after each
     complete run, so that the machine's drift hits both alike. ``own``:
     this flac2all runs through OWN_CPU, which tells its process's own CPU
-    apart from its encoders' (``Rounds.own``)."""
+    apart from its encoders' (``Rounds.own``). ``bare``: also bench/bare.py's
+    pipelines, with no Python between the programs."""
     report = work / "own-cpu.json"
     tools = {
         ORIGINAL: original(),
         OURS: [sys.executable, "-c", OWN_CPU, str(report)] if own else FLAC2ALL,
         PER_MODE: [*FLAC2ALL, "--decode-per-mode"],
         **{name: with_pythonpath(FLAC2ALL, folder) for name, folder in BASELINES.items()},
+        **({BARE: [sys.executable, "-m", "bench.bare"]} if bare else {}),
     }
     rounds = Rounds(tools)
     for _ in range(repeat):
@@ -349,7 +354,10 @@ def cpu_rows(rounds: Rounds) -> list[str]:
 def ratios(walls: Walls) -> list[str]:
     """Ratios of median walls, and per round of the alternation."""
     rows = []
-    for num, den in ((OURS, ORIGINAL), (PER_MODE, ORIGINAL), (OURS, PER_MODE), *((OURS, b) for b in BASELINES)):
+    pairs = ((OURS, ORIGINAL), (PER_MODE, ORIGINAL), (OURS, PER_MODE), (OURS, BARE), *((OURS, b) for b in BASELINES))
+    for num, den in pairs:
+        if num not in walls or den not in walls:
+            continue
         a, b = median_or_none(walls[num]), median_or_none(walls[den])
         if a and b:
             pairs = zip(walls[num], walls[den], strict=True)
@@ -470,7 +478,9 @@ def case_short(args) -> list[str]:
     def encoders_cpu() -> float:
         return encoder_cpu(sample, modes) * args.short_count / len(sample)
 
-    rounds = side_by_side(src, modes, args.repeat, args.timeout, src.parent / "short-work", encoders_cpu, own=True)
+    rounds = side_by_side(
+        src, modes, args.repeat, args.timeout, src.parent / "short-work", encoders_cpu, own=True, bare=True
+    )
     walls = rounds.walls
     cpus = [c for values in rounds.probed.values() for c in values]
     rows = [
@@ -599,14 +609,16 @@ def floor_rows(encoders: list[float], decoder: list[float], modes: str, rounds: 
     if original_wall:
         rows[-1] += f", {floor / original_wall:.3f} of the original's median wall"
     ours = [w for w in rounds.walls[OURS] if isinstance(w, float)]
-    per_round = [w / ((c - extra_decodes) / CORES) for w, c in zip(ours, rounds.probed[OURS], strict=True)]
-    if per_round:
-        rows += [
-            "",
-            f"This flac2all's wall / the floor timed right after it, per round: median {stats(per_round)} "
-            f"(rounds {', '.join(f'{r:.3f}' for r in per_round)}); of the medians: "
-            f"{statistics.median(ours) / floor:.3f}",
-        ]
+    for tool in (OURS, BARE):
+        walls = [w for w in rounds.walls.get(tool, []) if isinstance(w, float)]
+        per_round = [w / ((c - extra_decodes) / CORES) for w, c in zip(walls, rounds.probed[tool], strict=True)]
+        if per_round:
+            rows += [
+                "",
+                f"{tool[0].upper()}{tool[1:]}: wall / the floor timed right after it, per round: median "
+                f"{stats(per_round)} (rounds {', '.join(f'{r:.3f}' for r in per_round)}); of the medians: "
+                f"{statistics.median(walls) / floor:.3f}",
+            ]
     # The same floor from the run itself: its decoders' and encoders' CPU
     # (the run's CPU less the flac2all process's own) over the cores, at the
     # machine's speed of that very run.
