@@ -196,6 +196,7 @@ class Whole(Flow):
     def __init__(self, the_plan: Plan, tree: discovery.Tree) -> None:
         self.plan = the_plan
         self.warnings = the_plan.warnings
+        the_plan.unread = list(tree.errors)  # (--plan-json names them)
         theirs, ours = split(the_plan.jobs)
         self.whole = FolderPlan(
             jobs=theirs,

@@ -51,6 +51,8 @@ class Plan:
     unselected: list[Path] = field(default_factory=list)
     # The run's --include, --exclude, --query and --path-format, when one is given (--plan-json).
     selection: dict[str, object] | None = None
+    # The folders the walk could not list, and why (their sources are in no action).
+    unread: list[tuple[Path, str]] = field(default_factory=list)
 
     def cover(self, source: Path) -> str:
         """What the state records of the folder cover an output of
@@ -98,6 +100,8 @@ class Plan:
         }
         if self.selection is not None:  # (only when asked: the format as it was for the others)
             out["selection"] = {**self.selection, "unselected": [os.fsdecode(p) for p in self.unselected]}
+        if self.unread:  # (only when there are some, likewise)
+            out["unreadable"] = [{"folder": os.fsdecode(p), "error": why} for p, why in self.unread]
         return out
 
 

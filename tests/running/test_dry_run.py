@@ -164,7 +164,9 @@ def test_plan_json_on_a_full_disk_leaves_the_previous_file_whole(library, tmp_pa
 
 def test_a_dry_run_names_the_folders_a_run_could_not_read(library, tmp_path):
     locked = library / "Album B"
-    argv = [sys.executable, "-m", "flac2all", "mp3", "--dry-run", "-o", str(tmp_path / "out"), str(library)]
+    plan_json = tmp_path / "plan.json"
+    argv = [sys.executable, "-m", "flac2all", "mp3", "--dry-run", "--plan-json", str(plan_json)]
+    argv += ["-o", str(tmp_path / "out"), str(library)]
     if os.geteuid() == 0:  # root reads any folder: not without these capabilities
         argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *argv]
     locked.chmod(0)
@@ -176,6 +178,9 @@ def test_a_dry_run_names_the_folders_a_run_could_not_read(library, tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[1:3] == ["  encode  2", "  unread  1"]
     assert lines[-1] == f"unread: {locked}: cannot read folder: Permission denied"
+    plan = json.loads(plan_json.read_text())
+    assert plan["unreadable"] == [{"folder": str(locked), "error": "Permission denied"}]
+    assert plan["counts"]["encode"] == 2
 
 
 def test_a_plan_listed_folder_by_folder_names_the_folders_not_read(tmp_path):
