@@ -270,3 +270,23 @@ def test_an_unchanged_source_converted_whole_is_not_opened_for_a_sheet(tmp_path,
             assert flac2all.convert(tmp_path / "in", out, "mp3", cue="split", path_format=path_format).exit_status == 0
         assert len(looked) == 2  # the first run's two, the no-op run's none
         looked.clear()
+
+
+def test_a_sheet_put_beside_a_flac_converted_whole_splits_it_on_the_next_run(tmp_path):
+    album(tmp_path, cue=None)
+    out = tmp_path / "out"
+    assert flac2all.convert(tmp_path / "in", out, "opus", cue="split").exit_status == 0
+    whole = out / "opus" / "Band" / "Disc.opus"
+    assert whole.is_file() and outputs(out, "opus", "opus") == []
+    (tmp_path / "in" / "Band" / "Disc.cue").write_text(CUE)
+    assert flac2all.convert(tmp_path / "in", out, "opus", cue="split").exit_status == 0
+    tracks = outputs(out, "opus", "opus")
+    assert [p.stem for p in tracks] == ["01 Первая", "02 Second", "03 Third"]
+    lengths = [mutagen_file(p).info.length for p in tracks]
+    assert all(abs(n - (b - a) / 44100) < 0.1 for n, a, b in zip(lengths, BOUNDS, BOUNDS[1:], strict=False))
+    assert mutagen_file(tracks[1])["title"] == ["Second"]
+    assert whole.is_file()  # an orphan now, kept (--delete removes it)
+    # Split, the tracks are up to date: the next run makes nothing anew.
+    before = {p: p.stat().st_mtime_ns for p in tracks}
+    assert flac2all.convert(tmp_path / "in", out, "opus", cue="split").exit_status == 0
+    assert {p: p.stat().st_mtime_ns for p in outputs(out, "opus", "opus")} == before
