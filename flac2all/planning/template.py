@@ -41,6 +41,7 @@ from flac2all.state import STATE_DIR
 FIELD = re.compile(r"\{([^{}]*)\}")
 PLAIN = re.compile(r"[A-Za-z0-9_]+")
 SPEC = re.compile(r"(.*?):([^:|\"']*)")
+MISPLACED = re.compile(r"\s*([A-Za-z0-9_]+)\?\s*:([^:|\"'?]*)")  # a multi-disc '?' before the spec
 FACTS = ("filename", "folder")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 EMPTY = ("", ".", "..")
@@ -57,6 +58,8 @@ class Field:
 
     @classmethod
     def of(cls, body: str, template: str) -> Field:
+        if (m := MISPLACED.fullmatch(body)) is not None:  # {disc?:02}: "disc?" would be text
+            raise UsageError(f"--path-format {template!r}: {{{body}}}: the '?' goes last: {{{m[1]}:{m[2]}?}}")
         multi = body.endswith("?")
         body = body[:-1] if multi else body
         spec = ""

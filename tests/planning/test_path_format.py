@@ -69,6 +69,7 @@ def test_the_multi_disc_rule(disc, total, multi):
         ("{artist", "brace"),
         ("a//b", "empty folder"),
         ("{track:zz}", "format spec"),
+        ("{disc?:02}{track:02}", r"the '\?' goes last: \{disc:02\?\}"),
         ("{}", "empty"),
         (" ", "empty"),
         ("x\0y/{title}", "control character"),  # (a profile's "\u0000": os.stat raised ValueError)
