@@ -106,7 +106,7 @@ class AlbumBy(Enum):
     """What an album is, for its album gain (``--album-by``)."""
 
     FOLDER = "folder"  # the FLACs of one source folder
-    TAGS = "tags"  # the sources sharing ALBUMARTIST (else ARTIST), ALBUM and DISCNUMBER, wherever they are
+    TAGS = "tags"  # the sources sharing an album artist (planning.albums.album_key), ALBUM and DISCNUMBER, wherever
 
 
 class Layout(Enum):

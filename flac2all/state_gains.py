@@ -46,7 +46,7 @@ LOUDNESS_TABLES = (
 # --album-by changed.
 STALE = "\0to be judged again"
 
-# An album by its tags (--album-by tags): ALBUMARTIST (else ARTIST), ALBUM,
+# An album by its tags (--album-by tags): its album artist (planning.albums.album_key), ALBUM,
 # DISCNUMBER; an album by its folder is the folder's path.
 TagKey = tuple[str, str, str]
 AlbumKey = Path | TagKey

@@ -7,7 +7,7 @@ or retagged, and, when the album's gain changed (a track added, removed or
 changed), those of the album's other sources too.
 
 An album is the FLACs of one source folder (``--album-by folder``), or
-those sharing ALBUMARTIST (else ARTIST), ALBUM and DISCNUMBER, in whatever
+those sharing ALBUMARTIST (else ARTIST, but for a compilation), ALBUM and DISCNUMBER, in whatever
 folders (``--album-by tags``: ``Albums.tag_retags``; a source without ALBUM
 is in its folder's album). The state keeps the sources each tag album was
 judged with, so that a folder this run changed leads to the others of its
@@ -222,15 +222,23 @@ def split_track(settings_hash: str) -> bool:
     return settings_hash.count(":") == 2
 
 
+# The album artist under the names taggers write it: Picard's, foobar2000's, others'.
+ALBUM_ARTIST_KEYS = ("ALBUMARTIST", "ALBUM ARTIST", "ALBUM_ARTIST")
+
+
 def album_key(comments: Comments, folder: Path) -> AlbumKey:
     """The album of a source with ``comments`` in ``folder`` (--album-by
-    tags): its ALBUMARTIST (else ARTIST), ALBUM and DISCNUMBER, as beets and
-    rsgain group a library by its tags; without ALBUM, its folder's."""
+    tags): its album artist (else ARTIST, but for a compilation, whose
+    tracks' artists differ: COMPILATION=1), ALBUM and DISCNUMBER, as beets
+    and rsgain group a library by its tags; without ALBUM, its folder's."""
     title = comments.first("ALBUM")
     if not title:
         return folder
     disc = number_pair(comments, "DISCNUMBER", DISC_TOTAL_KEYS)
-    artist = comments.first("ALBUMARTIST", "ARTIST") or ""
+    artist = comments.first(*ALBUM_ARTIST_KEYS)
+    if not artist and (comments.first("COMPILATION") or "").strip() != "1":
+        artist = comments.first("ARTIST")
+    artist = artist or ""
     return (artist, title, str(disc[0]) if disc else (comments.first("DISCNUMBER") or "").strip())
 
 

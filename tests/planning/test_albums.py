@@ -265,5 +265,12 @@ def test_an_album_by_tags_is_its_album_artist_else_artist_album_and_disc_number(
     assert key(ARTIST="Band", ALBUM="X") == ("Band", "X", "")
     assert key(ARTIST="Band", ALBUM="X", DISCNUMBER="A") == ("Band", "X", "A")
     assert key(ALBUMARTIST="Band", ALBUM="X", DISCNUMBER="2") != key(ALBUMARTIST="Band", ALBUM="X", DISCNUMBER="1")
+    assert key(**{"ALBUM ARTIST": "Band"}, ARTIST="Guest", ALBUM="X") == ("Band", "X", "")  # foobar2000's name
+    assert key(ALBUM_ARTIST="Band", ARTIST="Guest", ALBUM="X") == ("Band", "X", "")
+    # A compilation's tracks, each by its own artist, are one album.
+    assert key(ARTIST="A", ALBUM="Hits", COMPILATION="1") == key(ARTIST="B", ALBUM="Hits", COMPILATION="1")
+    assert key(ARTIST="A", ALBUM="Hits", COMPILATION="1") == ("", "Hits", "")
+    assert key(ALBUMARTIST="VA", ARTIST="A", ALBUM="Hits", COMPILATION="1") == ("VA", "Hits", "")
+    assert key(ARTIST="A", ALBUM="X", COMPILATION="0") == ("A", "X", "")
     assert key(ARTIST="Band", TITLE="alone") == tmp_path  # no ALBUM: its folder's album
     assert key(ARTIST="Band", ALBUM="") == tmp_path
