@@ -290,3 +290,21 @@ def test_a_sheet_put_beside_a_flac_converted_whole_splits_it_on_the_next_run(tmp
     before = {p: p.stat().st_mtime_ns for p in tracks}
     assert flac2all.convert(tmp_path / "in", out, "opus", cue="split").exit_status == 0
     assert {p: p.stat().st_mtime_ns for p in outputs(out, "opus", "opus")} == before
+
+
+def test_a_sheet_that_does_not_fit_put_beside_a_flac_converted_whole_keeps_its_output(tmp_path):
+    album(tmp_path, cue=None)
+    for n in range(4):  # enough other outputs for --delete's guard to allow removing one
+        make_flac(tmp_path / "in" / "Other" / f"{n}.flac", seconds=0.2)
+    out = tmp_path / "out"
+    assert flac2all.convert(tmp_path / "in", out, "opus", cue="split").exit_status == 0
+    whole = out / "opus" / "Band" / "Disc.opus"
+    made = whole.stat().st_mtime_ns
+    (tmp_path / "in" / "Band" / "Disc.cue").write_text(CUE.replace("00:02:00", "09:02:00"))  # past its end
+    report = flac2all.convert(tmp_path / "in", out, "opus", cue="split", delete=True)
+    assert report.exit_status == 1
+    failed = [r for r in read_log(out) if "past the end of the audio" in r["conversion_status"]]
+    assert len(failed) == 1 and failed[0]["infile"].endswith("Disc.flac")
+    # The whole output stays, untouched: up to date, not an orphan --delete removes.
+    assert whole.stat().st_mtime_ns == made and outputs(out, "opus", "opus") == []
+    assert len(list((out / "opus" / "Other").glob("*.opus"))) == 4
