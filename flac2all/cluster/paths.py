@@ -46,8 +46,13 @@ class PathMap:
 
     @classmethod
     def parse(cls, spec: str) -> PathMap:
-        """``MASTER=WORKER``, both absolute (normalized: ``/a/./b/`` is ``/a/b``)."""
-        master, sep, worker = spec.partition("=")
+        """``MASTER=WORKER``, both absolute (normalized: ``/a/./b/`` is
+        ``/a/b``), cut at the one '=' a '/' follows: either side may hold
+        an '=' of its own (``/music/a=b=/mnt/a=b``) but for that pair."""
+        cuts = [i for i, c in enumerate(spec) if c == "=" and spec.startswith("/", i + 1)]
+        if len(cuts) > 1:
+            raise UsageError(f"--map {spec}: more than one '=/': which '=' parts the two paths is not clear")
+        master, sep, worker = (spec[: cuts[0]], "=", spec[cuts[0] + 1 :]) if cuts else spec.partition("=")
         if not sep or not master or not worker:
             raise UsageError(f"--map {spec}: give MASTER_PATH=WORKER_PATH")
         for side in (master, worker):

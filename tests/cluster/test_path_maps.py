@@ -79,6 +79,10 @@ def test_bad_maps_are_usage_errors():
         with pytest.raises(UsageError):
             PathMaps.parse(specs)
     assert str(PathMap.parse("/a/./b/=/c")) == "--map /a/b=/c"
+    # An '=' in a folder's name: the two paths part at the one '=' a '/' follows.
+    assert PathMap.parse("/music/a=b=/mnt/c=d") == PathMap(Path("/music/a=b"), Path("/mnt/c=d"))
+    with pytest.raises(UsageError, match="more than one '=/'"):
+        PathMap.parse("/a=/b=/c")
     # This host's '/' as a master's folder: every path of the host its, and no message could tell them back.
     for spec in ("/srv=/", "/srv=/mnt/..", "/srv=//"):
         with pytest.raises(UsageError, match="cannot be / \\(all of this host\\)"):
