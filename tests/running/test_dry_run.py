@@ -55,19 +55,19 @@ def test_plan_json_dash_is_standard_output_and_the_run_prints_to_stderr(lib, mir
     assert json.loads((work / "-").read_text())["counts"]["skip"] == 10
 
 
-@pytest.mark.parametrize("dry", [True, False])
-def test_plan_json_dash_with_standard_output_closed_is_refused_before_any_work(lib, mirrored, spy, dry):
+@pytest.mark.parametrize(("dry", "name"), [(True, "-"), (False, "-"), (True, "/dev/stdout"), (False, "/dev/fd/1")])
+def test_plan_json_to_standard_output_closed_is_refused_before_any_work(lib, mirrored, spy, dry, name):
     make_flac(lib / "C" / "new.flac", seconds=0.1)
     before = listing(mirrored)
     spy[1].write_text("")
     env = dict(os.environ, PATH=f"{spy[0]}{os.pathsep}{os.environ['PATH']}")
-    argv = [sys.executable, "-m", "flac2all", MODES, "-o", str(mirrored), "--plan-json", "-", str(lib)]
+    argv = [sys.executable, "-m", "flac2all", MODES, "-o", str(mirrored), "--plan-json", name, str(lib)]
     argv += ["--dry-run"] if dry else []
     # The caller closed descriptor 1 (a script's 1>&-): the plan would be lost.
     closed = ["sh", "-c", 'exec "$@" 1>&-', "sh", *argv]
     proc = subprocess.run(closed, capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr == "flac2all: error: --plan-json -: standard output is closed; name a file for the plan\n"
+    assert proc.stderr == f"flac2all: error: --plan-json {name}: standard output is closed; name a file for the plan\n"
     assert listing(mirrored) == before and spy[1].read_text() == ""  # no encoder started
 
 
