@@ -278,10 +278,19 @@ def parse_block(block, rate: int) -> Sheet:
 MAX_CUE = 1 << 20
 
 
+SHEET = ".cue"
+
+
 def beside(source: PurePath) -> tuple[PurePath, ...]:
     """Where a FLAC's own ``.cue`` file may be: named after it, with or
     without its extension (``Album.cue``, ``Album.flac.cue``)."""
-    return (source.with_suffix(".cue"), source.with_name(source.name + ".cue"))
+    return (source.with_suffix(SHEET), source.with_name(source.name + SHEET))
+
+
+def beside_text(source: str) -> tuple[str, str]:
+    """``beside`` as text, for a FLAC's path as text (it ends in .flac, in
+    any case): no Path made, for the planner's look at every source."""
+    return (source[: -len(".flac")] + SHEET, source + SHEET)
 
 
 # The metadata block types that may hold a FLAC's own sheet.

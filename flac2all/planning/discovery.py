@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flac2all.planning.cue import SHEET
 from flac2all.planning.selection import Selection
 from flac2all.running.rooms import TEMP_NAME
 
@@ -32,6 +34,10 @@ class Tree:
     others: list[Source] = field(default_factory=list)  # lossy files and playlists among them
     # (path, cause) for folders that could not be listed
     errors: list[tuple[Path, str]] = field(default_factory=list)
+    # Every CUE sheet's path (as text, whatever the globs take) -> when it
+    # last changed (the later of its mtime and ctime: a copy that keeps the
+    # mtime still changes the ctime), in ns.
+    sheets: dict[str, int] = field(default_factory=dict)
 
 
 def is_flac_name(name: str) -> bool:
@@ -90,6 +96,7 @@ def gather(listings: Iterator[Listing]) -> Tree:
 
     def place(listing: Listing) -> None:
         tree.errors += listing.errors
+        tree.sheets.update(listing.sheets)
         flacs = others = 0
         for nflacs, nothers in listing.subfolders:
             tree.flacs += listing.flacs[flacs:nflacs]
@@ -130,6 +137,10 @@ def listed(
             ):
                 yield path, rel_folder / entry.name
             continue
+        if entry.name.endswith(SHEET):  # (before the globs: a sheet splits its FLAC whatever they take)
+            with suppress(OSError):
+                st = entry.stat()
+                tree.sheets[os.fspath(path)] = max(st.st_mtime_ns, st.st_ctime_ns)
         if TEMP_NAME.fullmatch(entry.name) or (select.by_path and not select.takes(rel_folder / entry.name)):
             continue
         try:
@@ -150,6 +161,7 @@ class Listing:
     flacs: list[Source] = field(default_factory=list)
     others: list[Source] = field(default_factory=list)
     errors: list[tuple[Path, str]] = field(default_factory=list)
+    sheets: dict[str, int] = field(default_factory=dict)  # as Tree's
     # Where each subfolder walked stands among the files, in name order:
     # (FLACs before it, other files before it). ``gather`` merges by it.
     subfolders: list[tuple[int, int]] = field(default_factory=list)
@@ -176,7 +188,7 @@ def walk(input_dir: Path, prune: frozenset[Path] = frozenset(), select: Selectio
             listing.errors.append((folder, exc.strerror or str(exc)))
             yield listing
             continue
-        tree = Tree(listing.flacs, listing.others)
+        tree = Tree(listing.flacs, listing.others, sheets=listing.sheets)
         subfolders = []
         for sub in listed(folder, rel_folder, entries, prune, tree, select):
             subfolders.append(sub)

@@ -255,7 +255,7 @@ class Folders(Flow):
         tree = discovery.Tree(listing.flacs, listing.others)
         if the_plan.covers is not None:
             the_plan.covers.update(extras.folder_covers(tree))
-        fresh = planner.decide_all(listing.flacs, listing.others)
+        fresh = planner.decide_all(listing.flacs, listing.sheets)
         extras.plan_others(planner, tree)
         for source, codec, output in fresh:
             planner.add(source, codec, output, Action.ENCODE)

@@ -74,7 +74,7 @@ class Mirror(Flow):
                 the_plan.covers.update(extras.folder_covers(tree))
             if listing.flacs:  # each mode's output folder read at once
                 self.records.read_folders(*(planner.folder(listing.flacs[0], c)[2] for c in planner.codecs))
-            new = planner.decide_all(listing.flacs, listing.others)
+            new = planner.decide_all(listing.flacs, listing.sheets)
             fresh += new
             refused[0] += the_plan.refused
             the_plan.refused = []

@@ -303,7 +303,7 @@ class Planner:
         self.namer = Namer(settings.outdir, settings.names, settings.max_path, recorded, self.mode_folders())
         if settings.embed_folder_art:
             self.plan.covers = extras.folder_covers(tree)
-        fresh = self.decide_all(tree.flacs, tree.others)
+        fresh = self.decide_all(tree.flacs, tree.sheets)
         extras.plan_others(self, tree)
         moves.place_fresh(self, fresh, tree)
         # Longest first (by source size times the codec's cost), so the run
@@ -315,29 +315,31 @@ class Planner:
             self.plan.jobs = self.group(self.plan.tasks, cost)
         return self.plan
 
-    def decide_all(self, flacs: list[Source], others: list[Source]) -> list[tuple[Source, Codec, Path]]:
+    def decide_all(self, flacs: list[Source], sheets: Mapping[str, int]) -> list[tuple[Source, Codec, Path]]:
         """Add the task of every source and mode decided now; return the new
         outputs (encodes, or moves once the orphans are known), registered
         so that a copy or a note never takes a FLAC's output name.
-        ``others``: the other files listed with them (their CUE sheets)."""
+        ``sheets``: the CUE sheets listed with them (``Tree.sheets``)."""
         fresh: list[tuple[Source, Codec, Path]] = []
         # Up-to-date outputs are found from text (their Path never made);
         # fat32 names are spelled from Paths, and need the slow way.
         quick = bool(self.records) and not self.settings.force and not self.namer.fat and self.layout is None
-        # With --cue split, a FLAC with a sheet beside it is split, even
-        # when converted whole before the sheet came: never "up to date".
-        split = self.settings.cue == "split"
-        sheets = {s.path for s in others if os.fspath(s.path)[-4:].lower() == ".cue"} if split else ()
+        sheets = sheets if self.settings.cue == "split" else {}
         for source in flacs:
             if not self.chosen(source):
                 continue
             text = os.fspath(source.path) if quick else ""
+            # A sheet beside it: when it last changed (splits.sheet_since).
+            sheet = max((sheets.get(p, 0) for p in cue.beside_text(text)), default=0) if sheets and quick else 0
             pending = []
-            whole = quick and not (sheets and any(p in sheets for p in cue.beside(source.path)))
             for codec in self.codecs:
-                if whole:
+                if quick:
                     key = self.folder(source, codec)[2] + output_name(source.rel, codec.extension)
-                    if decisions.up_to_date(self, source, text, codec, key) and self.skip(source, text, codec, key):
+                    if (
+                        decisions.up_to_date(self, source, text, codec, key)
+                        and not splits.sheet_since(self, key, sheet)
+                        and self.skip(source, text, codec, key)
+                    ):
                         continue
                 pending.append(codec)
             if pending and splits.split(self, source, pending):

@@ -74,6 +74,18 @@ def split(planner: Planner, source: Source, codecs: list[Codec]) -> bool:
     return True
 
 
+def sheet_since(planner: Planner, key: str, changed_ns: int) -> bool:
+    """Whether a sheet beside a FLAC (last changed at ``changed_ns``, 0:
+    none) changed since the whole output recorded under ``key`` was
+    written: put there after the FLAC was converted whole, it splits it.
+    One that was there already (a sheet of one track, or ``--cue ignore``
+    then) leaves the whole output be, and the FLAC unopened."""
+    if not changed_ns:
+        return False
+    row = planner.records.row(key)
+    return row is not None and changed_ns > row.out_mtime_ns
+
+
 def converted_whole(planner: Planner, source: Source, codec: Codec) -> bool:
     """Whether the state has ``source``, as it is now, converted whole
     in ``codec``'s mode: then it holds no CUE sheet of its own (one put

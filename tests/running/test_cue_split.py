@@ -253,17 +253,23 @@ def test_ctrl_c_leaves_no_track_half_made_and_the_rerun_makes_them_all(tmp_path,
     assert b"".join(pcm(p) for p in outputs(outdir, "flac", "flac")) == pcm(source)
 
 
-def test_an_unchanged_source_converted_whole_is_not_opened_for_a_sheet(tmp_path, monkeypatch):
-    make_flac(tmp_path / "in" / "a.flac")
-    make_flac(tmp_path / "in" / "b.flac")
-    looked: list[Path] = []
+@pytest.fixture
+def looked(monkeypatch) -> list[Path]:
+    """The FLACs the planner reads for a sheet (``cue.read_tracks``), in order."""
+    seen: list[Path] = []
     real = cue.read_tracks
 
     def read_tracks(source, sheet_file, encoding=None):
-        looked.append(source)
+        seen.append(source)
         return real(source, sheet_file, encoding)
 
     monkeypatch.setattr(cue, "read_tracks", read_tracks)
+    return seen
+
+
+def test_an_unchanged_source_converted_whole_is_not_opened_for_a_sheet(tmp_path, looked):
+    make_flac(tmp_path / "in" / "a.flac")
+    make_flac(tmp_path / "in" / "b.flac")
     for path_format in (None, "{filename}"):
         out = tmp_path / f"out-{path_format is None}"
         for _ in range(2):
@@ -272,14 +278,16 @@ def test_an_unchanged_source_converted_whole_is_not_opened_for_a_sheet(tmp_path,
         looked.clear()
 
 
-def test_a_sheet_put_beside_a_flac_converted_whole_splits_it_on_the_next_run(tmp_path):
+@pytest.mark.parametrize("exclude", [(), ("*.cue",)])
+def test_a_sheet_put_beside_a_flac_converted_whole_splits_it_on_the_next_run(tmp_path, exclude):
     album(tmp_path, cue=None)
     out = tmp_path / "out"
     assert flac2all.convert(tmp_path / "in", out, "opus", cue="split").exit_status == 0
     whole = out / "opus" / "Band" / "Disc.opus"
     assert whole.is_file() and outputs(out, "opus", "opus") == []
     (tmp_path / "in" / "Band" / "Disc.cue").write_text(CUE)
-    assert flac2all.convert(tmp_path / "in", out, "opus", cue="split").exit_status == 0
+    # (A glob that leaves the sheet out of the walk leaves it a sheet, as on a first run.)
+    assert flac2all.convert(tmp_path / "in", out, "opus", cue="split", exclude=exclude).exit_status == 0
     tracks = outputs(out, "opus", "opus")
     assert [p.stem for p in tracks] == ["01 Первая", "02 Second", "03 Third"]
     lengths = [mutagen_file(p).info.length for p in tracks]
@@ -308,3 +316,15 @@ def test_a_sheet_that_does_not_fit_put_beside_a_flac_converted_whole_keeps_its_o
     # The whole output stays, untouched: up to date, not an orphan --delete removes.
     assert whole.stat().st_mtime_ns == made and outputs(out, "opus", "opus") == []
     assert len(list((out / "opus" / "Other").glob("*.opus"))) == 4
+
+
+def test_a_flac_converted_whole_beside_its_sheet_stays_whole_and_unopened(tmp_path, looked):
+    album(tmp_path)  # the sheet there from the start
+    out = tmp_path / "out"
+    assert flac2all.convert(tmp_path / "in", out, "opus", cue="ignore").exit_status == 0
+    whole = out / "opus" / "Band" / "Disc.opus"
+    made = whole.stat().st_mtime_ns
+    # Converted whole with the sheet beside it, as asked then: a run with the
+    # default --cue split neither splits it nor reads the sheet.
+    assert flac2all.convert(tmp_path / "in", out, "opus", cue="split").exit_status == 0
+    assert looked == [] and outputs(out, "opus", "opus") == [] and whole.stat().st_mtime_ns == made
