@@ -41,7 +41,7 @@ from flac2all.state import STATE_DIR
 FIELD = re.compile(r"\{([^{}]*)\}")
 PLAIN = re.compile(r"[A-Za-z0-9_]+")
 SPEC = re.compile(r"(.*?):([^:|\"']*)")
-MISPLACED = re.compile(r"\s*([A-Za-z0-9_]+)\?\s*:([^:|\"'?]*)")  # a multi-disc '?' before the spec
+MISPLACED = re.compile(r"\s*([A-Za-z0-9_]+)\s*\?\s*:([^:|\"'?]*)\??")  # a multi-disc '?' before the spec
 FACTS = ("filename", "folder")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 EMPTY = ("", ".", "..")

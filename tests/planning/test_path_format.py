@@ -70,6 +70,8 @@ def test_the_multi_disc_rule(disc, total, multi):
         ("a//b", "empty folder"),
         ("{track:zz}", "format spec"),
         ("{disc?:02}{track:02}", r"the '\?' goes last: \{disc:02\?\}"),
+        ("{disc?:02?}", r"the '\?' goes last: \{disc:02\?\}"),
+        ("{disc ?:02}", r"the '\?' goes last: \{disc:02\?\}"),
         ("{}", "empty"),
         (" ", "empty"),
         ("x\0y/{title}", "control character"),  # (a profile's "\u0000": os.stat raised ValueError)
