@@ -122,9 +122,8 @@ def build_parser() -> Parser:
         choices=[album.value for album in AlbumBy],
         default=AlbumBy.FOLDER.value,
         help="what an album is, for the album gain --replaygain fill or compute measures: the FLACs of one source "
-        "'folder' (default), or those sharing their ALBUMARTIST (else ARTIST, but for a COMPILATION=1), ALBUM "
-        "and DISCNUMBER 'tags', "
-        "in whatever folders (a source without ALBUM: its folder's, as with 'folder')",
+        "'folder' (default), or those sharing their ALBUMARTIST (else ARTIST), ALBUM and DISCNUMBER 'tags', "
+        "in whatever folders (a source without ALBUM, or a compilation's without album artist: its folder's)",
     )
     p.option(
         "--delete",

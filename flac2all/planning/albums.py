@@ -7,7 +7,7 @@ or retagged, and, when the album's gain changed (a track added, removed or
 changed), those of the album's other sources too.
 
 An album is the FLACs of one source folder (``--album-by folder``), or
-those sharing ALBUMARTIST (else ARTIST, but for a compilation), ALBUM and DISCNUMBER, in whatever
+those sharing ALBUMARTIST (else ARTIST), ALBUM and DISCNUMBER, in whatever
 folders (``--album-by tags``: ``Albums.tag_retags``; a source without ALBUM
 is in its folder's album). The state keeps the sources each tag album was
 judged with, so that a folder this run changed leads to the others of its
@@ -29,7 +29,7 @@ from typing import Protocol
 from flac2all import codecs
 from flac2all.audio.loudness import Loudness, album
 from flac2all.errors import TaskError, UsageError
-from flac2all.model import Action, Status, Task, TaskResult
+from flac2all.model import Action, AlbumBy, Status, Task, TaskResult
 from flac2all.planning.discovery import is_flac_name
 from flac2all.records import Row
 from flac2all.state_gains import AlbumKey
@@ -228,18 +228,27 @@ ALBUM_ARTIST_KEYS = ("ALBUMARTIST", "ALBUM ARTIST", "ALBUM_ARTIST")
 
 def album_key(comments: Comments, folder: Path) -> AlbumKey:
     """The album of a source with ``comments`` in ``folder`` (--album-by
-    tags): its album artist (else ARTIST, but for a compilation, whose
-    tracks' artists differ: COMPILATION=1), ALBUM and DISCNUMBER, as beets
-    and rsgain group a library by its tags; without ALBUM, its folder's."""
+    tags): its album artist (else ARTIST), ALBUM and DISCNUMBER, as beets
+    groups a library by its tags; without ALBUM, its folder's, and so for a
+    compilation (COMPILATION=1) without an album artist, whose tracks'
+    artists differ (two such albums of one title are not one)."""
     title = comments.first("ALBUM")
     if not title:
         return folder
+    artist = next((a for key in ALBUM_ARTIST_KEYS if (a := (comments.first(key) or "").strip())), "")
+    if not artist:
+        if (comments.first("COMPILATION") or "").strip() == "1":
+            return folder
+        artist = comments.first("ARTIST") or ""
     disc = number_pair(comments, "DISCNUMBER", DISC_TOTAL_KEYS)
-    artist = comments.first(*ALBUM_ARTIST_KEYS)
-    if not artist and (comments.first("COMPILATION") or "").strip() != "1":
-        artist = comments.first("ARTIST")
-    artist = artist or ""
     return (artist, title, str(disc[0]) if disc else (comments.first("DISCNUMBER") or "").strip())
+
+
+def grouping(album_by: AlbumBy) -> str:
+    """What the state records of the grouping its albums were judged by
+    (``execution.ALBUM_BY_KEY``): --album-by, and for tags the version of
+    ``album_key``, so that a change of either judges every album again."""
+    return "tags 2" if album_by is AlbumBy.TAGS else album_by.value
 
 
 def album_keys(folder: Path) -> dict[Path, AlbumKey]:

@@ -307,9 +307,9 @@ class Run:
         judged again, and that is recorded at once: an album whose retag
         fails is the only one the next run takes up again."""
         state, by_tags = self.state, self.settings.album_by is AlbumBy.TAGS
-        if (state.meta(ALBUM_BY_KEY) or AlbumBy.FOLDER.value) != self.settings.album_by.value:
+        if (state.meta(ALBUM_BY_KEY) or AlbumBy.FOLDER.value) != (grouping := albums.grouping(self.settings.album_by)):
             state.judge_again()
-            state.set_meta(ALBUM_BY_KEY, self.settings.album_by.value)
+            state.set_meta(ALBUM_BY_KEY, grouping)
         for folder in state.folders_without_album(by_tags):
             collected.touch(folder)
         if by_tags:
@@ -379,8 +379,8 @@ MAKES = (Action.ENCODE, Action.CONVERT, Action.COPY)  # the actions that make an
 # The state's meta key of the --opus-gain its Opus outputs were tagged under.
 OPUS_GAIN_KEY = "opus_gain"
 # The state's meta key of the --album-by every album was last judged by
-# (none: folder, the only way before the option); a change marks every album
-# to be judged again (state_gains.STALE).
+# (albums.grouping; none: folder, the only way before the option); a change
+# marks every album to be judged again (state_gains.STALE).
 ALBUM_BY_KEY = "album_by"
 # Skips shown at once (a no-op re-run has millions).
 SKIPS_SHOWN = 10000

@@ -3,6 +3,7 @@ from the results of a run and what the state recorded."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from flac2all.audio.loudness import Loudness, album
 from flac2all.model import Action, Status, Task, TaskResult
 from flac2all.planning.albums import Albums, album_key
 from flac2all.records import Row
+from flac2all.state import STATE_DIR, STATE_FILE
 from flac2all.tags import gain
 from flac2all.tags.source import Comments
 from tests.conftest import read_log, require, run_flac2all
@@ -210,6 +212,17 @@ def test_by_tags_an_album_over_two_folders_gets_loudgain_s_album_gain_of_all_its
     again = convert(tmp_path / "in", out, "--album-by", "tags")
     assert set(again.values()) == {"SUCCESS (skipped: up to date)"} and stamps(out) == before
 
+    # A state whose tag albums an older flac2all keyed otherwise: every album
+    # judged again, its outputs retagged, none encoded, the gains as they were.
+    with sqlite3.connect(out / STATE_DIR / STATE_FILE) as db:
+        db.execute("UPDATE meta SET value = 'tags' WHERE key = 'album_by'")
+    rejudged = convert(tmp_path / "in", out, "--album-by", "tags")
+    assert set(rejudged.values()) == {"SUCCESS (skipped: up to date)"} and stamps(out) != before
+    for sources in albums.values():
+        want = loudgain_album(sources)
+        assert all(album_gain(out, s) == pytest.approx(want, abs=0.1) for s in sources)
+    assert set(convert(tmp_path / "in", out, "--album-by", "tags").values()) == {"SUCCESS (skipped: up to date)"}
+
     # Back to folders: every output retagged (none encoded) with its folder's album gain.
     folders = convert(tmp_path / "in", out)
     assert set(folders.values()) == {"SUCCESS (skipped: up to date)"}
@@ -267,9 +280,10 @@ def test_an_album_by_tags_is_its_album_artist_else_artist_album_and_disc_number(
     assert key(ALBUMARTIST="Band", ALBUM="X", DISCNUMBER="2") != key(ALBUMARTIST="Band", ALBUM="X", DISCNUMBER="1")
     assert key(**{"ALBUM ARTIST": "Band"}, ARTIST="Guest", ALBUM="X") == ("Band", "X", "")  # foobar2000's name
     assert key(ALBUM_ARTIST="Band", ARTIST="Guest", ALBUM="X") == ("Band", "X", "")
-    # A compilation's tracks, each by its own artist, are one album.
-    assert key(ARTIST="A", ALBUM="Hits", COMPILATION="1") == key(ARTIST="B", ALBUM="Hits", COMPILATION="1")
-    assert key(ARTIST="A", ALBUM="Hits", COMPILATION="1") == ("", "Hits", "")
+    assert key(ALBUMARTIST=" ", **{"ALBUM ARTIST": "Band"}, ARTIST="Guest", ALBUM="X") == ("Band", "X", "")
+    # A compilation's tracks, each by its own artist, are its folder's album,
+    # not one album a track, nor one with another compilation of that title.
+    assert key(ARTIST="A", ALBUM="Hits", COMPILATION="1") == key(ARTIST="B", ALBUM="Hits", COMPILATION="1") == tmp_path
     assert key(ALBUMARTIST="VA", ARTIST="A", ALBUM="Hits", COMPILATION="1") == ("VA", "Hits", "")
     assert key(ARTIST="A", ALBUM="X", COMPILATION="0") == ("A", "X", "")
     assert key(ARTIST="Band", TITLE="alone") == tmp_path  # no ALBUM: its folder's album
