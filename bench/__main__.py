@@ -62,11 +62,12 @@ def reaped(proc: subprocess.Popen) -> float | None:
 
 
 def run_wall(
-    argv: list[str], timeout: float, log: Path | None = None, cpu: list[float] | None = None
+    argv: list[str], timeout: float, log: Path | None = None, cpu: list[float] | None = None, check: bool = False
 ) -> float | None | str:
     """Wall seconds of a command; None if it ran past ``timeout``; HUNG if it
     wrote its ``log`` (the work is done) but did not exit within 30 s after.
-    Its CPU seconds are appended to ``cpu`` when it completes."""
+    Its CPU seconds are appended to ``cpu`` when it completes. ``check``: it
+    must exit 0 (SystemExit otherwise)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     done_at = None
@@ -80,6 +81,8 @@ def run_wall(
             return HUNG if done_at is not None else None
         time.sleep(0.05)
     wall = time.perf_counter() - t0
+    if check and proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(map(str, argv))}")
     if cpu is not None:
         cpu.append(used)
     return wall
@@ -284,7 +287,10 @@ def side_by_side(
             out = fresh(work / "out")
             report.unlink(missing_ok=True)  # a run killed before its exit writes none: no figure, not the last one
             cpu: list[float] = []
-            wall = run_wall([*argv, modes, *ORIGINAL_DEFAULTS, "-o", str(out), str(src)], timeout, cpu=cpu)
+            # (The bare pipelines' failure must not pass for a fast run.)
+            wall = run_wall(
+                [*argv, modes, *ORIGINAL_DEFAULTS, "-o", str(out), str(src)], timeout, cpu=cpu, check=name == BARE
+            )
             rounds.walls[name].append(wall)
             if cpu and isinstance(wall, float):
                 rounds.busy[name].append(cpu[0] / (wall * CORES))
@@ -354,8 +360,8 @@ def cpu_rows(rounds: Rounds) -> list[str]:
 def ratios(walls: Walls) -> list[str]:
     """Ratios of median walls, and per round of the alternation."""
     rows = []
-    pairs = ((OURS, ORIGINAL), (PER_MODE, ORIGINAL), (OURS, PER_MODE), (OURS, BARE), *((OURS, b) for b in BASELINES))
-    for num, den in pairs:
+    compared = ((OURS, ORIGINAL), (PER_MODE, ORIGINAL), (OURS, PER_MODE), (OURS, BARE), *((OURS, b) for b in BASELINES))
+    for num, den in compared:
         if num not in walls or den not in walls:
             continue
         a, b = median_or_none(walls[num]), median_or_none(walls[den])
@@ -611,7 +617,8 @@ def floor_rows(encoders: list[float], decoder: list[float], modes: str, rounds: 
     ours = [w for w in rounds.walls[OURS] if isinstance(w, float)]
     for tool in (OURS, BARE):
         walls = [w for w in rounds.walls.get(tool, []) if isinstance(w, float)]
-        per_round = [w / ((c - extra_decodes) / CORES) for w, c in zip(walls, rounds.probed[tool], strict=True)]
+        probed = rounds.probed.get(tool, [])
+        per_round = [w / ((c - extra_decodes) / CORES) for w, c in zip(walls, probed, strict=True)]
         if per_round:
             rows += [
                 "",

@@ -44,7 +44,11 @@ def script(modes: list[str], sample: Path) -> str:
         if len(stages) != 2:
             raise SystemExit(f"{mode}: a pipeline of {len(stages)} stages; bench.bare knows decode | encode only")
         encoders.append(shlex.join(stages[1]).replace(OUTPUT, f'"$OUT/{mode}/$2{codec.extension}"'))
-    return f'set -o pipefail\n{encoders[0]} < "$3" &\n{decode} | tee "$3" | {encoders[1]}\nwait\n'
+    # Its status: the pipeline's (any of its programs failing), else the first encoder's.
+    return (
+        f'{encoders[0]} < "$3" &\nset -o pipefail\n{decode} | tee "$3" | {encoders[1]}\n'
+        "piped=$?\nwait $!\nfirst=$?\nexit $((piped ? piped : first))\n"
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -62,17 +66,18 @@ def main(argv: list[str]) -> int:
         fifos = [Path(tmp) / f"fifo{i}" for i in range(len(sources))]
         for fifo in fifos:
             os.mkfifo(fifo)
-        # Three lines per source: its path, its output's path below
-        # OUT/MODE without the extension, its FIFO.
+        # Three arguments per source, each ended by a NUL (a name may hold a
+        # newline): its path, its output's path below OUT/MODE without the
+        # extension, its FIFO.
         listing.write_bytes(
             b"".join(
-                os.fsencode(f"{p}\n{p.relative_to(src).with_suffix('')}\n{fifo}\n")
+                os.fsencode(f"{p}\0{p.relative_to(src).with_suffix('')}\0{fifo}\0")
                 for p, fifo in zip(sources, fifos, strict=True)
             )
         )
         env = dict(os.environ, OUT=str(out))
         slots = str(default_threads())
-        argv = ["xargs", "-d", "\n", "-n", "3", "-P", slots, "-a", str(listing), "bash", str(each)]
+        argv = ["xargs", "-0", "-n", "3", "-P", slots, "-a", str(listing), "bash", str(each)]
         return subprocess.run(argv, env=env, check=False).returncode
 
 
