@@ -34,9 +34,8 @@ class Tree:
     others: list[Source] = field(default_factory=list)  # lossy files and playlists among them
     # (path, cause) for folders that could not be listed
     errors: list[tuple[Path, str]] = field(default_factory=list)
-    # Every CUE sheet's path (as text, whatever the globs take) -> when it
-    # last changed (the later of its mtime and ctime: a copy that keeps the
-    # mtime still changes the ctime), in ns.
+    # Every CUE sheet's path (as text, whatever the globs take) -> its mtime
+    # in ns (not the ctime, which a chmod of the library would make new).
     sheets: dict[str, int] = field(default_factory=dict)
 
 
@@ -140,7 +139,7 @@ def listed(
         if entry.name.endswith(SHEET):  # (before the globs: a sheet splits its FLAC whatever they take)
             with suppress(OSError):
                 st = entry.stat()
-                tree.sheets[os.fspath(path)] = max(st.st_mtime_ns, st.st_ctime_ns)
+                tree.sheets[os.fspath(path)] = st.st_mtime_ns
         if TEMP_NAME.fullmatch(entry.name) or (select.by_path and not select.takes(rel_folder / entry.name)):
             continue
         try:

@@ -75,11 +75,11 @@ def split(planner: Planner, source: Source, codecs: list[Codec]) -> bool:
 
 
 def sheet_since(planner: Planner, key: str, changed_ns: int) -> bool:
-    """Whether a sheet beside a FLAC (last changed at ``changed_ns``, 0:
-    none) changed since the whole output recorded under ``key`` was
-    written: put there after the FLAC was converted whole, it splits it.
-    One that was there already (a sheet of one track, or ``--cue ignore``
-    then) leaves the whole output be, and the FLAC unopened."""
+    """Whether a sheet beside a FLAC (its mtime ``changed_ns``, 0: none)
+    changed since the whole output recorded under ``key`` was written: put
+    there after the FLAC was converted whole, it splits it. One that was
+    there already (a sheet of one track, or ``--cue ignore`` then) leaves
+    the whole output be, and the FLAC unopened."""
     if not changed_ns:
         return False
     row = planner.records.row(key)
