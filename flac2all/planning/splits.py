@@ -8,6 +8,7 @@ file fails the album with the reason.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,8 +36,9 @@ def split(planner: Planner, source: Source, codecs: list[Codec]) -> bool:
     every mode, with the reason. False: not split (no sheet)."""
     if planner.settings.cue != "split":
         return False
-    sheet_file = next((p for p in cue.beside(source.path) if planner.stat(p) is not None), None)
-    if sheet_file is None and any(converted_whole(planner, source, codec) for codec in codecs):
+    found = next(((p, st) for p in cue.beside(source.path) if (st := planner.stat(p)) is not None), None)
+    sheet_file, sheet_ns = (found[0], found[1].st_mtime_ns) if found else (None, 0)
+    if not planner.settings.force and any(converted_whole(planner, source, codec, sheet_ns) for codec in codecs):
         return False
     try:
         tracks = planner.tracks(source.path, sheet_file, planner.settings.cue_encoding)
@@ -52,6 +54,7 @@ def split(planner: Planner, source: Source, codecs: list[Codec]) -> bool:
         return False
     if sheet_file is not None:
         planner.used_cues.add(sheet_file)
+    superseded(planner, source, codecs)
     comments = planner.comments(source.path) or ()
     for track in tracks:
         merged = track_comments(comments, track)
@@ -86,15 +89,34 @@ def sheet_since(planner: Planner, key: str, changed_ns: int) -> bool:
     return row is not None and changed_ns > row.out_mtime_ns
 
 
-def converted_whole(planner: Planner, source: Source, codec: Codec) -> bool:
-    """Whether the state has ``source``, as it is now, converted whole
-    in ``codec``'s mode: then it holds no CUE sheet of its own (one put
-    in it changes it), and an unchanged library is not opened for one."""
+def whole_output(planner: Planner, source: Source, codec: Codec) -> str | None:
+    """The output (as text) the state has of ``source``, as it is now,
+    converted whole in ``codec``'s mode; None if none."""
     if planner.layout is not None:
-        return planner.known_output(source, codec) is not None
-    row = planner.records.row(planner.folder(source, codec)[2] + output_name(source.rel, codec.extension))
-    return (
-        row is not None
-        and row.source == os.fspath(source.path)
-        and (row.src_size, row.src_mtime_ns) == (source.size, source.mtime_ns)
-    )
+        known = planner.known_output(source, codec)
+        return None if known is None else os.fspath(known)
+    key = planner.folder(source, codec)[2] + output_name(source.rel, codec.extension)
+    row = planner.records.row(key)
+    same = row is not None and row.source == os.fspath(source.path)
+    return key if same and (row.src_size, row.src_mtime_ns) == (source.size, source.mtime_ns) else None
+
+
+def converted_whole(planner: Planner, source: Source, codec: Codec, sheet_ns: int = 0) -> bool:
+    """Whether the state has ``source``, as it is now, converted whole in
+    ``codec``'s mode, with no sheet beside it newer than that output (its
+    mtime ``sheet_ns``, 0: none): then it holds no CUE sheet of its own (one
+    put in it changes it), and an unchanged library is not opened for one."""
+    key = whole_output(planner, source, codec)
+    return key is not None and not sheet_since(planner, key, sheet_ns)
+
+
+def superseded(planner: Planner, source: Source, codecs: list[Codec]) -> None:
+    """A FLAC split now that was converted whole: its whole output's row
+    no longer says it is up to date (its source's time forgotten), so that
+    it stays an orphan, whatever the sheet's time, rather than be taken
+    again for the FLAC and its tracks be the orphans."""
+    for codec in codecs:
+        key = whole_output(planner, source, codec)
+        if key is not None:
+            record = planner.records[Path(key)]
+            planner.plan.refresh.append(replace(record, facts=replace(record.facts, mtime_ns=0)))

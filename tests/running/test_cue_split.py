@@ -328,3 +328,32 @@ def test_a_flac_converted_whole_beside_its_sheet_stays_whole_and_unopened(tmp_pa
     # default --cue split neither splits it nor reads the sheet.
     assert flac2all.convert(tmp_path / "in", out, "opus", cue="split").exit_status == 0
     assert looked == [] and outputs(out, "opus", "opus") == [] and whole.stat().st_mtime_ns == made
+
+
+def test_a_flac_split_by_force_after_it_was_converted_whole_stays_split(tmp_path):
+    album(tmp_path)
+    for n in range(4):  # enough other outputs for --delete's guard to allow removing one
+        make_flac(tmp_path / "in" / "Other" / f"{n}.flac", seconds=0.2)
+    out = tmp_path / "out"
+    assert flac2all.convert(tmp_path / "in", out, "opus", cue="ignore").exit_status == 0
+    whole = out / "opus" / "Band" / "Disc.opus"
+    assert flac2all.convert(tmp_path / "in", out, "opus", cue="split", force=True).exit_status == 0
+    tracks = outputs(out, "opus", "opus")
+    assert len(tracks) == 3 and whole.is_file()  # the whole output an orphan now, kept
+    # The sheet is older than the whole output, yet the FLAC stays split:
+    # its tracks are up to date, and --delete removes the whole output.
+    before = {p: p.stat().st_mtime_ns for p in tracks}
+    assert flac2all.convert(tmp_path / "in", out, "opus", cue="split").exit_status == 0
+    assert {p: p.stat().st_mtime_ns for p in outputs(out, "opus", "opus")} == before and whole.is_file()
+    assert flac2all.convert(tmp_path / "in", out, "opus", cue="split", delete=True).exit_status == 0
+    assert {p: p.stat().st_mtime_ns for p in outputs(out, "opus", "opus")} == before and not whole.exists()
+
+
+def test_with_fat32_names_a_flac_converted_whole_beside_its_sheet_stays_whole(tmp_path, looked):
+    album(tmp_path)
+    out = tmp_path / "out"
+    assert flac2all.convert(tmp_path / "in", out, "opus", cue="ignore", names="fat32").exit_status == 0
+    whole = out / "opus" / "Band" / "Disc.opus"
+    made = whole.stat().st_mtime_ns
+    assert flac2all.convert(tmp_path / "in", out, "opus", cue="split", names="fat32").exit_status == 0
+    assert looked == [] and outputs(out, "opus", "opus") == [] and whole.stat().st_mtime_ns == made
