@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from flac2all.__main__ import SIGNALS, EarlySignals
 from flac2all.errors import ExitStatus, Flac2allError, UsageError
@@ -104,15 +103,6 @@ def keygen(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
-# The names of descriptor 1 a --plan-json FILE may give (written through: engine.write_plan_json).
-STDOUT_NAMES = ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
-
-
-def writes_stdout(plan_json: Path | None) -> bool:
-    """Whether --plan-json names standard output: '-', or a name of descriptor 1."""
-    return plan_json is not None and (plan_json == STDOUT or os.fspath(plan_json) in STDOUT_NAMES)
-
-
 def main(argv: list[str] | None = None, early: EarlySignals | None = None) -> int:
     """The command; ``early``: the signals caught since the process started
     (``flac2all.__main__`` installs their handlers before importing this)."""
@@ -129,9 +119,8 @@ def main(argv: list[str] | None = None, early: EarlySignals | None = None) -> in
         plan_out = [r for r in requests if r.plan_json == STDOUT]
         if len(plan_out) > 1:
             raise UsageError("--plan-json -: only one run can write its plan to standard output")
-        # Closed, descriptor 1 is the /dev/null put in its place: the plan would be lost.
-        if 1 in closed and (named := next((r.plan_json for r in requests if writes_stdout(r.plan_json)), None)):
-            raise UsageError(f"--plan-json {named}: standard output is closed; name a file for the plan")
+        if plan_out and 1 in closed:  # descriptor 1 is the /dev/null put in its place: the plan would be lost
+            raise UsageError("--plan-json: standard output is closed; name a file for the plan")
     except Flac2allError as exc:
         print(f"flac2all: error: {shown(str(exc))}", file=sys.stderr)
         return exc.exit_status

@@ -183,11 +183,19 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
     return settings, notes
 
 
+# The names of descriptor 1 a --plan-json FILE may give: standard output, as '-'.
+STDOUT_NAMES = frozenset(("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1", "/proc/thread-self/fd/1"))
+
+
 def plan_path(text: str | Path) -> Path:
-    """--plan-json's FILE: '-' is standard output (STDOUT); any other
-    spelling of a file named '-' (``./-``) is that file."""
+    """--plan-json's FILE: '-', or a name of descriptor 1 however spelt
+    (``/dev/stdout``, ``../../dev/stdout``), is standard output (STDOUT),
+    with all that goes with it (what the run prints goes to stderr); any
+    other spelling of a file named '-' (``./-``) is that file."""
     path = Path(text)
-    return path.absolute() if path == STDOUT and os.fspath(text) != "-" else path
+    if os.fspath(text) == "-" or os.path.normpath(path.absolute()) in STDOUT_NAMES:
+        return STDOUT
+    return path.absolute() if path == STDOUT else path
 
 
 def request_from(name: str | None, args: argparse.Namespace) -> Request:

@@ -49,6 +49,10 @@ def test_plan_json_dash_is_standard_output_and_the_run_prints_to_stderr(lib, mir
     assert done.returncode == 0 and json.loads(done.stdout) == plan, done.stdout
     assert "Tasks by action: 2 encoded" in done.stderr and "hook said" in done.stderr
     assert (mirrored / "opus" / "C" / "new.opus").is_file() and list(work.iterdir()) == []
+    # A name of descriptor 1, however spelt, is standard output as '-' is: the plan alone there.
+    for name in ("/dev/stdout", os.path.relpath("/dev/fd/1", work)):
+        again = run_flac2all(*argv[:-3], "--plan-json", name, "--dry-run", lib, path_prefix=spy[0], cwd=work)
+        assert again.returncode == 0 and json.loads(again.stdout)["counts"]["skip"] == 10, again.stdout
     # ./- is a file of that name.
     named = run_flac2all(MODES, "-o", mirrored, "--dry-run", "--plan-json", "./-", lib, path_prefix=spy[0], cwd=work)
     assert named.returncode == 0 and "skip    10" in named.stdout
@@ -67,7 +71,7 @@ def test_plan_json_to_standard_output_closed_is_refused_before_any_work(lib, mir
     closed = ["sh", "-c", 'exec "$@" 1>&-', "sh", *argv]
     proc = subprocess.run(closed, capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr == f"flac2all: error: --plan-json {name}: standard output is closed; name a file for the plan\n"
+    assert proc.stderr == "flac2all: error: --plan-json: standard output is closed; name a file for the plan\n"
     assert listing(mirrored) == before and spy[1].read_text() == ""  # no encoder started
 
 
