@@ -40,6 +40,10 @@ def relative(path: os.PathLike | str, root: Path | None) -> str:
     return printable(text)
 
 
+# The note (and the log's message) of an orphan whose source is still there:
+# split by a CUE sheet, or left out by --include, --exclude or --query.
+SOURCE_HERE = "orphan: source here but no longer makes it, output kept (--delete removes it)"
+
 # Each action's one verb: its lines start with it and the summary counts
 # it under it (summary.py).
 VERBS = {
@@ -71,9 +75,12 @@ def line_for(result: TaskResult, inputdir: Path | None = None, outdir: Path | No
         return f"{head} {source} -> {output}"
     if task.action is Action.MOVE:
         return f"{head} {output} (from {relative(task.previous or '', outdir)})"
+    if task.action is Action.ORPHAN and task.note and task.note != SOURCE_HERE:  # kept for a reason of its own
+        return f"{head} {output} ({shown(task.note)})"
     if task.action in (Action.DELETE, Action.ORPHAN):
         what = "deleted" if task.action is Action.DELETE else "kept; --delete removes it"
-        return f"{head} {output} (orphan: its source is gone, {what})"
+        why = "its source is here but no longer makes it" if task.note == SOURCE_HERE else "its source is gone"
+        return f"{head} {output} (orphan: {why}, {what})"
     why = result.message.removeprefix("skipped: ")
     return f"{head} {output}" + (f" ({why})" if why else "")
 

@@ -17,7 +17,7 @@ from flac2all import report as report_module
 from flac2all.csvlog import CSV_HEADER
 from flac2all.errors import ExitStatus
 from flac2all.face.plain import PlainDisplay
-from flac2all.lines import line_for
+from flac2all.lines import SOURCE_HERE, line_for
 from flac2all.model import Action, SourceFacts, Status, Task, TaskResult
 from flac2all.records import Record, Records
 from flac2all.report import Counts, Report
@@ -216,6 +216,12 @@ def test_each_action_prints_its_own_verb_naming_what_it_did():
     assert line(Action.MOVE, previous="/out/mp3/old.mp3") == "moved    mp3      /out/mp3/a.mp3 (from /out/mp3/old.mp3)"
     # A deletion names the file it deleted, not a source it converted.
     assert line(Action.DELETE) == "deleted  mp3      /out/mp3/a.mp3 (orphan: its source is gone, deleted)"
+    # An orphan whose source is still there (split by its CUE sheet, out of the selection) is not said gone.
+    orphan = Task(Path("/music/a.flac"), "mp3", Path("/out/mp3/a.mp3"), Action.ORPHAN, note=SOURCE_HERE)
+    assert line_for(TaskResult(orphan, Status.SKIPPED, SOURCE_HERE)) == (
+        "kept     mp3      /out/mp3/a.mp3 (orphan: its source is here but no longer makes it, kept; "
+        "--delete removes it)"
+    )
     assert line(Action.ORPHAN, Status.SKIPPED).startswith("kept     mp3      /out/mp3/a.mp3 (orphan")
     assert line(Action.SKIP, Status.SKIPPED, "skipped: up to date") == ("skipped  mp3      /out/mp3/a.mp3 (up to date)")
     assert line(Action.ENCODE, Status.FAILED, "boom") == "FAILED   mp3      /music/a.flac: boom"

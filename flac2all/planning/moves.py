@@ -14,6 +14,7 @@ from flac2all import dirs
 from flac2all.codecs.base import Codec
 from flac2all.csvlog import LOG_NAME
 from flac2all.errors import TaskError, UsageError
+from flac2all.lines import SOURCE_HERE
 from flac2all.model import Action, Layout, Settings, SourceFacts, Task
 from flac2all.planning.discovery import Source, Tree
 from flac2all.records import Record, texts
@@ -68,9 +69,10 @@ def settle(planner: Planner, fresh: list[tuple[Source, Codec, Path]], unclaimed:
             note = "output kept: its source is here, but its new output was refused (see that row)"
             planner.plan.tasks.append(Task(rec.source, rec.mode, rec.output, Action.ORPHAN, note=note))
         else:
-            planner.plan.tasks.append(
-                Task(rec.source, rec.mode, rec.output, Action.DELETE if deleting else Action.ORPHAN)
-            )
+            # (A source still there: split by a CUE sheet, left out by the globs or --query...)
+            note = SOURCE_HERE if planner.stat(rec.source) is not None else ""
+            action = Action.DELETE if deleting else Action.ORPHAN
+            planner.plan.tasks.append(Task(rec.source, rec.mode, rec.output, action, note=note))
 
 
 def too_many_deletes(planner: Planner, orphans: list[Record]) -> str:

@@ -12,6 +12,7 @@ import pytest
 from mutagen.flac import FLAC
 
 from flac2all.errors import UsageError
+from flac2all.lines import SOURCE_HERE
 from flac2all.planning import discovery
 from flac2all.planning.selection import Condition, Glob, Selection
 from tests.conftest import make_flac, read_log, run_flac2all
@@ -200,7 +201,8 @@ def test_a_profile_with_a_query_and_an_exclude_converts_exactly_the_chosen_sourc
     second = run_flac2all(*profile)
     assert second.returncode == 0, second.stdout + second.stderr
     statuses = {Path(r["outfile"]).name: r["conversion_status"] for r in read_log(out)}
-    assert statuses["b.mp3"].startswith("SUCCESS (orphan")
+    # (Its source is still there: the log does not say it is gone.)
+    assert statuses["b.mp3"] == f"SUCCESS ({SOURCE_HERE})" and "source here" in SOURCE_HERE
     assert statuses["a.mp3"] == statuses["c.mp3"] == "SUCCESS (skipped: up to date)"
     assert converted(out) == {"Jazz/a.mp3", "Jazz/b.mp3", "Mixed/c.mp3"}
     # With --delete it goes; the others stay as they are.

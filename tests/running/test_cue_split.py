@@ -15,6 +15,7 @@ import pytest
 from mutagen.flac import FLAC, CueSheet, CueSheetTrack, CueSheetTrackIndex
 
 import flac2all
+from flac2all.lines import SOURCE_HERE
 from flac2all.planning import cue
 from tests.conftest import make_flac, mutagen_file, read_log, run_flac2all, temp_files
 from tests.running.test_interruption import alive, slow_opusenc, start, wait_for
@@ -294,6 +295,8 @@ def test_a_sheet_put_beside_a_flac_converted_whole_splits_it_on_the_next_run(tmp
     assert all(abs(n - (b - a) / 44100) < 0.1 for n, a, b in zip(lengths, BOUNDS, BOUNDS[1:], strict=False))
     assert mutagen_file(tracks[1])["title"] == ["Second"]
     assert whole.is_file()  # an orphan now, kept (--delete removes it)
+    (row,) = [r for r in read_log(out) if r["outfile"] == str(whole)]
+    assert row["conversion_status"] == f"SUCCESS ({SOURCE_HERE})" and "source here" in SOURCE_HERE
     # Split, the tracks are up to date: the next run makes nothing anew.
     before = {p: p.stat().st_mtime_ns for p in tracks}
     assert flac2all.convert(tmp_path / "in", out, "opus", cue="split").exit_status == 0
