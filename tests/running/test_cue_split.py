@@ -6,6 +6,7 @@ does not fit fails its album with the reason."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -279,6 +280,14 @@ def test_an_unchanged_source_converted_whole_is_not_opened_for_a_sheet(tmp_path,
         looked.clear()
 
 
+def put_later(sheet: Path, text: str, output: Path) -> None:
+    """A sheet put beside a FLAC after its output was written (its time a
+    second later: file times may have a coarser grain than a short run)."""
+    sheet.write_text(text)
+    later = output.stat().st_mtime_ns + 1_000_000_000
+    os.utime(sheet, ns=(later, later))
+
+
 @pytest.mark.parametrize("exclude", [(), ("*.cue",)])
 def test_a_sheet_put_beside_a_flac_converted_whole_splits_it_on_the_next_run(tmp_path, exclude):
     album(tmp_path, cue=None)
@@ -286,7 +295,7 @@ def test_a_sheet_put_beside_a_flac_converted_whole_splits_it_on_the_next_run(tmp
     assert flac2all.convert(tmp_path / "in", out, "opus", cue="split").exit_status == 0
     whole = out / "opus" / "Band" / "Disc.opus"
     assert whole.is_file() and outputs(out, "opus", "opus") == []
-    (tmp_path / "in" / "Band" / "Disc.cue").write_text(CUE)
+    put_later(tmp_path / "in" / "Band" / "Disc.cue", CUE, whole)
     # (A glob that leaves the sheet out of the walk leaves it a sheet, as on a first run.)
     assert flac2all.convert(tmp_path / "in", out, "opus", cue="split", exclude=exclude).exit_status == 0
     tracks = outputs(out, "opus", "opus")
@@ -311,7 +320,7 @@ def test_a_sheet_that_does_not_fit_put_beside_a_flac_converted_whole_keeps_its_o
     assert flac2all.convert(tmp_path / "in", out, "opus", cue="split").exit_status == 0
     whole = out / "opus" / "Band" / "Disc.opus"
     made = whole.stat().st_mtime_ns
-    (tmp_path / "in" / "Band" / "Disc.cue").write_text(CUE.replace("00:02:00", "09:02:00"))  # past its end
+    put_later(tmp_path / "in" / "Band" / "Disc.cue", CUE.replace("00:02:00", "09:02:00"), whole)  # past its end
     report = flac2all.convert(tmp_path / "in", out, "opus", cue="split", delete=True)
     assert report.exit_status == 1
     failed = [r for r in read_log(out) if "past the end of the audio" in r["conversion_status"]]
