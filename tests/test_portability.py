@@ -12,6 +12,7 @@ encoder named) are each driven to their end.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -154,6 +155,15 @@ def test_a_local_run_converts_an_album(freebsd, album, tmp_path):
     run = freebsd.run("-m", "flac2all", ",".join(MODES), "-o", out, album)
     assert run.returncode == 0, run.stdout + run.stderr
     check_album(out, album, run.stdout + run.stderr)
+
+
+def test_plan_json_to_dev_stdout_needs_no_proc(freebsd, album, tmp_path):
+    """/dev/stdout is standard output by its name (face.config.plan_path),
+    not through the link Linux makes of it into /proc: hidden here, as
+    FreeBSD has none, the plan still comes out on stdout alone."""
+    run = freebsd.run("-m", "flac2all", "mp3", "--dry-run", "--plan-json", "/dev/stdout", "-o", tmp_path / "out", album)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["counts"]["encode"] == 3 and "encode  3" in run.stderr
 
 
 def test_encoders_run_in_a_group_of_their_own_and_inherit_no_descriptor(freebsd, album, tmp_path, fake_bin):
