@@ -281,15 +281,11 @@ MAX_CUE = 1 << 20
 SHEET = ".cue"
 
 
-def beside(source: PurePath) -> tuple[PurePath, ...]:
-    """Where a FLAC's own ``.cue`` file may be: named after it, with or
-    without its extension (``Album.cue``, ``Album.flac.cue``)."""
-    return (source.with_suffix(SHEET), source.with_name(source.name + SHEET))
-
-
 def beside_text(source: str) -> tuple[str, str]:
-    """``beside`` as text, for a FLAC's path as text (it ends in .flac, in
-    any case): no Path made, for the planner's look at every source."""
+    """Where a FLAC's own ``.cue`` file may be, for its path as text (it
+    ends in .flac, in any case): named after it, with or without its
+    extension (``Album.cue``, ``Album.flac.cue``). No Path made: the
+    planner looks for one beside every source."""
     return (source[: -len(".flac")] + SHEET, source + SHEET)
 
 

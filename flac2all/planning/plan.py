@@ -141,6 +141,8 @@ class Planner:
         self.tracks = tracks or cue.read_tracks
         # The .cue files a split FLAC was split by: not copied as other files are.
         self.used_cues: set[Path] = set()
+        # The CUE sheets of the FLACs being decided, and their mtimes (decide_all).
+        self.sheets: Mapping[str, int] = {}
         self._by_source: dict[tuple[str, str], list[Path]] | None = None
         if settings.include or settings.exclude or settings.query or settings.path_format:
             self.plan.selection = {
@@ -324,13 +326,13 @@ class Planner:
         # Up-to-date outputs are found from text (their Path never made);
         # fat32 names are spelled from Paths, and need the slow way.
         quick = bool(self.records) and not self.settings.force and not self.namer.fat and self.layout is None
-        sheets = sheets if self.settings.cue == "split" else {}
+        self.sheets = sheets if self.settings.cue == "split" else {}
         for source in flacs:
             if not self.chosen(source):
                 continue
             text = os.fspath(source.path) if quick else ""
             # A sheet beside it: when it last changed (splits.sheet_since).
-            sheet = max((sheets.get(p, 0) for p in cue.beside_text(text)), default=0) if sheets and quick else 0
+            sheet = splits.sheet_beside(self, text)[1] if quick else 0
             pending = []
             for codec in self.codecs:
                 if quick:

@@ -36,8 +36,8 @@ def split(planner: Planner, source: Source, codecs: list[Codec]) -> bool:
     every mode, with the reason. False: not split (no sheet)."""
     if planner.settings.cue != "split":
         return False
-    found = next(((p, st) for p in cue.beside(source.path) if (st := planner.stat(p)) is not None), None)
-    sheet_file, sheet_ns = (found[0], found[1].st_mtime_ns) if found else (None, 0)
+    found, sheet_ns = sheet_beside(planner, os.fspath(source.path))
+    sheet_file = Path(found) if found else None
     if not planner.settings.force and any(converted_whole(planner, source, codec, sheet_ns) for codec in codecs):
         return False
     try:
@@ -75,6 +75,15 @@ def split(planner: Planner, source: Source, codecs: list[Codec]) -> bool:
                 decided = (Action.ENCODE, decided[1])
             planner.add(source, codec, output, decided[0], note=decided[1], settings_hash=own, track=track)
     return True
+
+
+def sheet_beside(planner: Planner, source: str) -> tuple[str, int]:
+    """The sheet beside the FLAC ``source`` (its path as text), as the walk
+    listed it (``planner.sheets``), and its mtime; ("", 0): none."""
+    for path in cue.beside_text(source):
+        if (mtime := planner.sheets.get(path)) is not None:
+            return path, mtime
+    return "", 0
 
 
 def sheet_since(planner: Planner, key: str, changed_ns: int) -> bool:
